@@ -1,0 +1,40 @@
+"""`just bench`: run every benchmark and write bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import sys
+from pathlib import Path
+
+from bench.common import Row, machine, table
+
+BENCHES = ("convert", "serve", "route", "e2e")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument("only", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    args = parser.parse_args(argv)
+    rows: list[Row] = []
+    for name in args.only or BENCHES:
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError:
+            print(f"bench: {name}: not written yet, skipped", file=sys.stderr)
+            continue
+        print(f"== {name}", flush=True)
+        rows.extend(module.run())
+    text = (
+        f"# Benchmark results\n\nMeasured {datetime.date.today()} on {machine()}.\n"
+        "Each ratio is against a baseline measured in the same run.\n\n" + table(rows) + "\n"
+    )
+    args.out.write_text(text)
+    print(text)
+    return 0 if all(r.met is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
