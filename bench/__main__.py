@@ -15,9 +15,12 @@ BENCHES = ("convert", "serve", "route", "e2e")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
-    parser.add_argument("only", nargs="*", choices=[*BENCHES, []], help="benchmarks to run (default: all)")
+    parser.add_argument("only", nargs="*", metavar="BENCH", help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
+    unknown = [name for name in args.only if name not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
     rows: list[Row] = []
     for name in args.only or BENCHES:
         try:
