@@ -1,0 +1,1 @@
+"""One model behind the OpenAI API: continuous batching over llama.cpp, thinking separated from the answer."""

@@ -1,0 +1,111 @@
+"""The channel parser alone: same channels for every way the text is split, no marker ever in the output."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serve.channels import HARMONY_MARKERS, THINK_MARKERS, ChannelParser, Format, collect, parse
+
+# Text that may contain '<', '|', '>' and pieces of tags, but never a whole marker.
+plain = st.text(alphabet=st.sampled_from(list("ab <|>/think\n{}\"é")), max_size=40).filter(
+    lambda s: not any(m in s for m in HARMONY_MARKERS + THINK_MARKERS)
+)
+
+
+def _split(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+
+
+def _run(fmt: Format, pieces: list[str], start_in_thinking: bool = False) -> dict[str, str]:
+    parser = ChannelParser(fmt, start_in_thinking)
+    events = [e for p in pieces for e in parser.feed(p)] + parser.finish()
+    return collect(events)
+
+
+def harmony(analysis: str, final: str, commentary: str | None = None) -> str:
+    out = f"<|channel|>analysis<|message|>{analysis}<|end|>"
+    if commentary is not None:
+        out += f"<|start|>assistant<|channel|>commentary to=functions.get <|constrain|>json<|message|>{commentary}<|call|>"
+    return out + f"<|start|>assistant<|channel|>final<|message|>{final}<|return|>"
+
+
+def _clean(d: dict[str, str]) -> dict[str, str]:
+    return {k: v.strip() for k, v in d.items() if v.strip()}
+
+
+def test_harmony_whole() -> None:
+    got = parse(harmony("The capital is Paris.", "Paris", '{"x": 1}'), Format.HARMONY)
+    assert got == {"analysis": "The capital is Paris.", "commentary": '{"x": 1}', "final": "Paris"}
+
+
+def test_think_whole_and_template_opened_block() -> None:
+    assert parse("<think>\nhmm, 2+2\n</think>\n\n4", Format.THINK) == {"analysis": "hmm, 2+2\n", "final": "4"}
+    # The template wrote "<think>\n" itself: output starts inside the block.
+    assert parse("hmm\n</think>\n\n4", Format.THINK, start_in_thinking=True) == {"analysis": "hmm\n", "final": "4"}
+    assert parse("just an answer", Format.THINK) == {"final": "just an answer"}
+
+
+@given(analysis=plain, commentary=st.one_of(st.none(), plain), final=plain, cuts=st.lists(st.integers(0, 10_000), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_harmony_any_split(analysis: str, commentary: str | None, final: str, cuts: list[int]) -> None:
+    text = harmony(analysis, final, commentary)
+    whole = _run(Format.HARMONY, [text])
+    assert _run(Format.HARMONY, _split(text, cuts)) == whole
+    expected = {"analysis": analysis, "commentary": commentary or "", "final": final}
+    assert _clean(whole) == _clean(expected)
+    for value in whole.values():
+        assert not any(m in value for m in HARMONY_MARKERS)
+
+
+@given(thinking=plain, answer=plain, opened=st.booleans(), cuts=st.lists(st.integers(0, 10_000), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_think_any_split(thinking: str, answer: str, opened: bool, cuts: list[int]) -> None:
+    text = ("" if opened else "<think>") + thinking + "</think>\n\n" + answer
+    whole = _run(Format.THINK, [text], opened)
+    assert _run(Format.THINK, _split(text, cuts), opened) == whole
+    assert _clean(whole) == _clean({"analysis": thinking, "final": answer})
+    for value in whole.values():
+        assert not any(m in value for m in THINK_MARKERS)
+
+
+def test_every_single_split_position() -> None:
+    text = harmony("a <| b |> c", "x<y", "{}")
+    whole = _run(Format.HARMONY, [text])
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            assert _run(Format.HARMONY, [text[:i], text[i:j], text[j:]]) == whole
+
+
+def test_char_by_char_streams_before_finish() -> None:
+    parser = ChannelParser(Format.HARMONY)
+    events = [e for ch in "<|channel|>final<|message|>Hello wor" for e in parser.feed(ch)]
+    assert "".join(e.text for e in events if e.channel == "final") == "Hello wor"
+
+
+# Malformed harmony, as gpt-oss produces it at temperature 1: never an error, never a marker in the text.
+MALFORMED = {
+    # <|end|> then a header with no <|start|>
+    "<|channel|>analysis<|message|>think<|end|><|channel|>final<|message|>Paris": {"analysis": "think", "final": "Paris"},
+    # no channel in the header at all
+    "<|message|>Paris": {"final": "Paris"},
+    # the body opens a new channel without closing the old one
+    "<|channel|>analysis<|message|>think<|channel|>final<|message|>Paris": {"analysis": "think", "final": "Paris"},
+    # garbage header, never reaching <|message|>
+    "assistant final: Paris is the capital" : {"final": " final: Paris is the capital"},
+    # header broken by <|end|>
+    "<|channel|>analysis oops<|end|><|start|>assistant<|channel|>final<|message|>Paris": {"analysis": "oops", "final": "Paris"},
+    # an unknown channel name
+    "<|channel|>summary<|message|>Paris": {"final": "Paris"},
+    # text between messages
+    "<|channel|>analysis<|message|>t<|end|>stray<|return|>": {"analysis": "t", "final": "stray"},
+}
+
+
+def test_malformed_harmony_is_tolerated() -> None:
+    for text, expected in MALFORMED.items():
+        got = parse(text, Format.HARMONY)
+        assert _clean(got) == _clean(expected), text
+        for cut in range(len(text) + 1):
+            assert _run(Format.HARMONY, [text[:cut], text[cut:]]) == got
