@@ -1,0 +1,59 @@
+"""The server's exception tree; app.py renders each as an OpenAI error body with its status.
+
+ServeError
+  InvalidRequest      400 invalid_request_error (bad JSON, wrong types, context overflow, bad schema)
+  Unauthorized        401 authentication_error
+  ModelNotFound       404 model_not_found
+  BodyTooLarge        413
+  QueueFull           429 queue_full, with Retry-After
+  Loading             503 (model not loaded yet)
+ConfigError           bad command line or model path: one line, exit 2
+"""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(ServeError):
+    status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class Unauthorized(ServeError):
+    status, type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class ModelNotFound(ServeError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class BodyTooLarge(ServeError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class QueueFull(ServeError):
+    status, type, code = 429, "rate_limit_error", "queue_full"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Loading(ServeError):
+    status, type, code = 503, "server_error", "model_loading"
+
+
+class ConfigError(Exception):
+    """A bad setting or model path; the CLI prints it on one line and exits 2."""
