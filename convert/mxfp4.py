@@ -37,7 +37,7 @@ _SCALE_BIAS = 127
 
 def pack_mxfp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quantize float weights [..., K] (K a multiple of 32) to HF (`blocks` [..., K//32, 16], `scales` [..., K//32])."""
-    w = np.asarray(w, dtype=np.float32)
+    w = np.ascontiguousarray(w, dtype=np.float32)
     if w.ndim < 1 or w.shape[-1] % BLOCK:
         raise ValueError(f"MXFP4 needs a last dimension that is a multiple of {BLOCK}, got shape {w.shape}")
     if not np.isfinite(w).all():
@@ -54,7 +54,7 @@ def pack_mxfp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes |= np.signbit(groups).astype(np.uint8) << 3
     codes[(codes & 7) == 0] = 0  # no negative zero: keeps the bytes equal to gguf-py's quantizer
     blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
-    return blocks.astype(np.uint8), scales
+    return np.ascontiguousarray(blocks, dtype=np.uint8), np.ascontiguousarray(scales)
 
 
 def unpack_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
