@@ -1,0 +1,6 @@
+"""The router: many model servers behind one OpenAI-compatible API (see ../shared/spec/API.md)."""
+
+from route.app import create_app
+from route.config import RouterConfig
+
+__all__ = ["RouterConfig", "create_app"]

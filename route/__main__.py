@@ -1,0 +1,52 @@
+"""`python -m route`: the router on hypercorn with uvloop. Bad settings: one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from route.app import create_app
+from route.config import RouterConfig, load_config
+from route.errors import ConfigError
+from route.registry import load_state
+
+
+async def run(cfg: RouterConfig) -> None:
+    app = create_app(cfg)
+    hc = HypercornConfig()
+    hc.bind = [f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"]
+    hc.accesslog = None
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = 10
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(app, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load_config(argv)
+        if cfg.state_file is not None:
+            load_state(cfg.state_file)  # a broken state file is a start-up error, not a traceback later
+    except ConfigError as exc:
+        print(f"route: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        import uvloop
+    except ImportError:  # not on Windows
+        asyncio.run(run(cfg))
+    else:
+        uvloop.run(run(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

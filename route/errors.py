@@ -1,0 +1,100 @@
+"""The router's exception tree; one handler in app.py renders each as an OpenAI error body.
+
+RouteError                  base: an HTTP status, an OpenAI error type and code
+ +-- BadRequest             400 invalid_request_error (bad JSON, bad registration, backend /health failed)
+ +-- Unauthorized           401 authentication_error (admin key missing or wrong)
+ +-- NotFound               404 not_found (unknown backend name)
+ +-- ModelNotFound          404 model_not_found (no backend ever served the name)
+ +-- PayloadTooLarge        413 request body over --max-body
+ +-- UpstreamFailed         502 every candidate failed before the response started
+ +-- NoHealthyBackend       503 backends serve the model but none is healthy
+ +-- UpstreamTimeout        504 the backend did not answer within --timeout
+ConfigError                 bad settings or config file: the CLI prints one line and exits 2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RouteError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.code, self.param)
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class BadRequest(RouteError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class Unauthorized(RouteError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(RouteError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(RouteError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(RouteError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class UpstreamFailed(RouteError):
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class NoHealthyBackend(RouteError):
+    status = 503
+    type = "server_error"
+    code = "no_healthy_backend"
+
+
+class UpstreamTimeout(RouteError):
+    status = 504
+    type = "server_error"
+    code = "upstream_timeout"
+
+
+class ConfigError(Exception):
+    """Bad settings: a one-line message for the CLI."""
+
+
+class BackendError(Exception):
+    """A backend failed at the transport level; proxy.py maps the HTTP client's exceptions to these."""
+
+
+class BackendUnreachable(BackendError):
+    """Connection refused or reset, or the body cut short."""
+
+
+class BackendTimeout(BackendError):
+    """No answer, or no next bytes, within the timeout."""

@@ -1,0 +1,78 @@
+"""Health: the pure state changes for a check result or a failed request, and the loop that runs checks.
+
+Active checks (GET /health every interval) need `unhealthy_after` failures in a row to take a backend
+out and `healthy_after` passes to bring it back. Passive ejection (Envoy's outlier detection): a failed
+request takes the backend out at once for eject_base * 2^(n-1) seconds (n = its ejections so far, capped
+at eject_max); after that one passing check brings it back. The last healthy backend of a model is never
+ejected: a flaky backend is better than none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from route.config import RouterConfig
+from route.registry import Backend, Registry
+
+Probe = Callable[[str], Awaitable[str | None]]  # url -> None when healthy, else why not
+
+
+def record_check(backend: Backend, error: str | None, now: float, cfg: RouterConfig) -> None:
+    backend.last_check = time.time()
+    backend.next_check = now + cfg.health_interval
+    if error is None:
+        backend.fails_in_row = 0
+        backend.passes_in_row += 1
+        if backend.healthy:
+            return
+        if backend.ejected_until:
+            if now >= backend.ejected_until:
+                backend.healthy = True
+                backend.ejected_until = 0.0
+        elif backend.passes_in_row >= cfg.healthy_after:
+            backend.healthy = True
+    else:
+        backend.passes_in_row = 0
+        backend.fails_in_row += 1
+        backend.last_error = error
+        if backend.healthy and backend.fails_in_row >= cfg.unhealthy_after:
+            backend.healthy = False
+
+
+def record_failure(registry: Registry, backend: Backend, error: str, now: float, cfg: RouterConfig) -> bool:
+    """A request to this backend failed; returns True when that ejected it."""
+    backend.errors += 1
+    backend.last_error = error
+    if not backend.healthy or registry.is_last_healthy(backend):
+        return False
+    backend.ejections += 1
+    backend.healthy = False
+    backend.passes_in_row = 0
+    backend.ejected_until = now + min(cfg.eject_max, cfg.eject_base * 2 ** min(backend.ejections - 1, 30))
+    backend.next_check = backend.ejected_until
+    return True
+
+
+def next_wake(registry: Registry, now: float, cfg: RouterConfig) -> float:
+    """Seconds until the next check is due."""
+    due = min((b.next_check for b in registry.backends.values() if not b.draining), default=now + cfg.health_interval)
+    return max(0.0, due - now)
+
+
+async def run_checks(registry: Registry, probe: Probe, cfg: RouterConfig, wake: asyncio.Event) -> None:
+    """Check every backend when due, forever. Only updates state; `wake` is set when a schedule changes."""
+    while True:
+        now = time.monotonic()
+        due = [b for b in registry.backends.values() if not b.draining and b.next_check <= now]
+        if due:
+            results = await asyncio.gather(*(probe(b.url) for b in due))
+            now = time.monotonic()
+            for backend, error in zip(due, results):
+                record_check(backend, error, now, cfg)
+        wake.clear()
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=next_wake(registry, time.monotonic(), cfg))
+        except TimeoutError:
+            pass

@@ -1,0 +1,327 @@
+"""Forwarding: pick a backend, send, retry before the first byte, relay streams unbuffered.
+
+The upstream HTTP client sits behind the small `Upstream` protocol so unit tests can inject a fake;
+`AiohttpUpstream` is the real one (aiohttp's client measured faster than httpx here, see FACTS.md) and
+the only place that knows aiohttp's exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from route.config import RouterConfig
+from route.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnreachable,
+    ModelNotFound,
+    NoHealthyBackend,
+    RouteError,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from route.health import record_failure
+from route.metrics import Metrics
+from route.registry import Backend, Registry
+from route.sse import SseWatch, error_event
+from route.strategies import STRATEGIES, RouteRequest, Strategy
+
+PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self) -> bytes: ...
+    def chunks(self) -> AsyncIterator[bytes]: ...
+    def close(self) -> None:
+        """Drop the connection at once (the client left), so the backend frees its slot."""
+    def release(self) -> None:
+        """The body was read to its end: the connection may be reused."""
+
+
+class Upstream(Protocol):
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse: ...
+    async def probe(self, url: str) -> str | None:
+        """GET url/health: None when it answers 200, else a short reason."""
+    async def close(self) -> None: ...
+
+
+class _AiohttpResponse:
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise BackendTimeout("timed out reading the response") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnreachable(f"response cut: {type(exc).__name__}") from exc
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._resp.content.iter_any():
+                yield data
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise BackendTimeout("timed out waiting for the stream's next bytes") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnreachable(f"stream cut: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        self._resp.close()
+
+    def release(self) -> None:
+        self._resp.release()
+
+
+class AiohttpUpstream:
+    """One pooled aiohttp session for every backend. Create it inside the running event loop."""
+
+    def __init__(self, cfg: RouterConfig) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout)
+        self._probe_timeout = aiohttp.ClientTimeout(total=cfg.health_timeout)
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        try:
+            resp = await self._session.post(url, data=body, headers=headers, timeout=self._timeout)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise BackendTimeout("timed out waiting for the response") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        return _AiohttpResponse(resp)
+
+    async def probe(self, url: str) -> str | None:
+        try:
+            async with self._session.get(url + "/health", timeout=self._probe_timeout) as resp:
+                await resp.read()
+                return None if resp.status == 200 else f"/health answered {resp.status}"
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            return "/health timed out"
+        except aiohttp.ClientError as exc:
+            return f"/health failed: {type(exc).__name__}"
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+@dataclass
+class Routed:
+    """What the app sends back: a whole body, or a stream relayed as it arrives."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | AsyncIterator[bytes]
+
+
+@dataclass
+class Proxy:
+    cfg: RouterConfig
+    registry: Registry
+    upstream: Upstream
+    metrics: Metrics
+    wake_health: asyncio.Event
+    strategies: dict[str, Strategy] = field(default_factory=dict)
+
+    def strategy(self, model: str) -> Strategy:
+        strategy = self.strategies.get(model)
+        if strategy is None:
+            strategy = self.strategies[model] = STRATEGIES[self.cfg.strategy_for(model)](self.cfg)
+        return strategy
+
+    def wants_prompt(self, model: str) -> bool:
+        return self.cfg.strategy_for(model) == "prefix"
+
+    def fail(self, backend: Backend, kind: str, error: str) -> None:
+        self.metrics.failures.labels(backend.name, kind).inc()
+        if record_failure(self.registry, backend, error, time.monotonic(), self.cfg):
+            self.metrics.ejections.labels(backend.name).inc()
+            self.wake_health.set()
+
+    def pick(self, request: RouteRequest, tried: set[str]) -> Backend | None:
+        candidates = self.registry.candidates(request.model)
+        if tried:
+            candidates = [b for b in candidates if b.name not in tried]
+        if not candidates:
+            return None
+        return self.strategy(request.model).choose(candidates, request)
+
+    async def forward(
+        self, path: str, body: bytes, headers: Mapping[str, str], request: RouteRequest, stream: bool
+    ) -> Routed:
+        """Send to one backend after another until one answers, at most 1 + max_retries tries."""
+        started = time.perf_counter()
+        tried: set[str] = set()
+        last: RouteError | Routed | None = None
+        for attempt in range(self.cfg.max_retries + 1):
+            backend = self.pick(request, tried)
+            if backend is None:
+                break
+            if attempt:
+                self.metrics.retries.labels(request.model).inc()
+            tried.add(backend.name)
+            outcome = await self._try(backend, path, body, headers, request, stream, started)
+            if isinstance(outcome, Routed) and outcome.status < 500 and outcome.status != 429:
+                return outcome
+            last = outcome
+            if isinstance(outcome, UpstreamTimeout):
+                break  # a hung backend would hang the retry as well; the client hears at once
+        if last is None:
+            if request.model not in self.registry.served:
+                raise ModelNotFound(f"no backend serves the model {request.model!r}", param="model")
+            raise NoHealthyBackend(f"no healthy backend for the model {request.model!r}")
+        if isinstance(last, RouteError):
+            raise last
+        return last
+
+    async def _try(
+        self, backend: Backend, path: str, body: bytes, headers: Mapping[str, str], request: RouteRequest,
+        stream: bool, started: float,
+    ) -> Routed | RouteError:
+        """One attempt. Returns the response to send, or what went wrong if nothing has been sent."""
+        self.registry.acquire(backend)
+        relay_owns_backend = False
+        try:
+            sent = time.perf_counter()
+            try:
+                resp = await self.upstream.send(backend.url + path, body, headers)
+            except BackendError as exc:
+                return self._transport_failure(backend, request.model, exc)
+            self.metrics.upstream_seconds.labels(backend.name).observe(time.perf_counter() - sent)
+            out_headers = {k: resp.headers[k] for k in PASSED_RESPONSE_HEADERS if k in resp.headers}
+            out_headers["X-Backend"] = backend.name
+            is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
+            if resp.status != 200 or not (stream and is_sse):
+                try:
+                    data = await resp.read()
+                except BackendError as exc:
+                    return self._transport_failure(backend, request.model, exc)
+                read_done = time.perf_counter()
+                resp.release()
+                if resp.status >= 500:
+                    self.fail(backend, "5xx", f"answered {resp.status}")
+                elif resp.status == 200 and not is_sse:
+                    routed = add_routing(data, backend)
+                    if routed is None:
+                        self.fail(backend, "garbage", "answered 200 with a body that is not a JSON object")
+                        return UpstreamFailed(f"backend {backend.name!r} sent an invalid response")
+                    data = routed
+                self._count(backend, request.model, resp.status)
+                self.metrics.added_seconds.observe((sent - started) + (time.perf_counter() - read_done))
+                return Routed(resp.status, out_headers, data)
+            # A stream: hold the first bytes back until they arrive, so a backend that fails before
+            # its first byte (or opens with an in-band error) can still be retried elsewhere.
+            chunks = resp.chunks()
+            watch = SseWatch()
+            try:
+                first = await anext(chunks, b"")
+            except BackendError as exc:
+                resp.close()
+                return self._transport_failure(backend, request.model, exc)
+            watch.feed(first)
+            if watch.error is not None or not first:
+                resp.close()
+                self.fail(backend, "in_band" if first else "cut", watch.error or "empty stream")
+                return UpstreamFailed(f"backend {backend.name!r} failed: {watch.error or 'empty stream'}")
+            out_headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            self._count(backend, request.model, 200)
+            relay_owns_backend = True
+            return Routed(200, out_headers, Relay(self, backend, resp, chunks, first, watch))
+        finally:
+            if not relay_owns_backend:
+                self.registry.release(backend)
+
+    def _transport_failure(self, backend: Backend, model: str, exc: BackendError) -> RouteError:
+        if isinstance(exc, BackendTimeout):
+            self.fail(backend, "timeout", str(exc))
+            self._count(backend, model, 504)
+            return UpstreamTimeout(f"backend {backend.name!r} timed out")
+        self.fail(backend, "connect", str(exc))
+        return UpstreamFailed(f"backend {backend.name!r} unreachable: {exc}")
+
+    def _count(self, backend: Backend, model: str, status: int) -> None:
+        self.metrics.requests.labels(backend.name, model, str(status)).inc()
+
+
+def add_routing(data: bytes, backend: Backend) -> bytes | None:
+    """The body with `_routing` added; None when it is not a JSON object."""
+    try:
+        obj: Any = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    obj["_routing"] = {"backend": backend.name, "model_type": backend.spec.model_type}
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Relay:
+    """The body of a routed stream: bytes go out as they arrive; a cut stream ends with an error event.
+
+    Closing it early (the client left) drops the backend connection at once. It owns one `active`
+    count on the backend and gives it back exactly once.
+    """
+
+    def __init__(
+        self, proxy: Proxy, backend: Backend, resp: UpstreamResponse, chunks: AsyncIterator[bytes], first: bytes,
+        watch: SseWatch,
+    ) -> None:
+        self._proxy = proxy
+        self._backend = backend
+        self._resp = resp
+        self._gen = self._run(chunks, first, watch)
+        self._released = False
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._gen.__anext__()
+
+    async def _run(self, chunks: AsyncIterator[bytes], first: bytes, watch: SseWatch) -> AsyncIterator[bytes]:
+        yield first
+        problem = None
+        try:
+            async for chunk in chunks:
+                watch.feed(chunk)
+                yield chunk
+        except BackendError as exc:
+            problem = str(exc)
+        if watch.error is not None:
+            self._proxy.fail(self._backend, "in_band", watch.error)
+        if not watch.done:
+            problem = problem or "the backend closed the stream before [DONE]"
+            self._proxy.fail(self._backend, "cut", problem)
+            yield error_event(f"backend {self._backend.name!r} stream ended early: {problem}")
+        else:
+            self._resp.release()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._resp.close()  # no-op after release(); otherwise drops the backend connection
+        self._proxy.registry.release(self._backend)
+
+    async def aclose(self) -> None:
+        self._finish()
+        await self._gen.aclose()
+
+    def __del__(self) -> None:
+        self._finish()  # safety net: Quart never started the body (the client left right after the headers)
