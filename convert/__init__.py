@@ -1,0 +1,81 @@
+"""HuggingFace safetensors folder -> one GGUF file that llama.cpp runs as transformers does.
+
+    from convert import convert_checkpoint
+    gguf_path = convert_checkpoint(Path("models/demo/demo-think"), out_type="q8_0")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from convert.archs import lookup
+from convert.errors import ConvertError, OutputError, UnsupportedError
+from convert.plan import default_plan
+from convert.source import open_checkpoint
+from convert.vocab import load_vocab
+from convert.write import (
+    LLAMA_QUANT_FTYPES,
+    OUT_TYPES,
+    llama_quantize,
+    remove_stale_temps,
+    removed_on_failure,
+    temp_name,
+    write_gguf,
+)
+
+__all__ = ["ConvertError", "OUT_TYPES", "convert_checkpoint", "default_output"]
+
+# the checkpoint's own precision -> --type
+NATIVE_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
+
+
+def default_output(src: Path, out_type: str) -> Path:
+    """models/foo -> models/foo.q8_0.gguf (beside the folder, never inside it)."""
+    src = Path(src).resolve()
+    return src.with_name(f"{src.name}.{out_type}.gguf")
+
+
+def convert_checkpoint(
+    src: Path,
+    out: Path | None = None,
+    out_type: str | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Convert one HF folder; returns the GGUF's path. Raises ConvertError (one line) on bad input."""
+    src = Path(src)
+    if out_type is not None and out_type not in OUT_TYPES:
+        raise UnsupportedError(f"unknown output type {out_type!r}; choose from {', '.join(OUT_TYPES)}")
+    ckpt = open_checkpoint(src)
+    arch = lookup(ckpt.architecture)
+    config = arch.config(ckpt.config)
+    out_type = out_type or NATIVE_TYPES[ckpt.weight_dtype()]
+    out = Path(out) if out is not None else default_output(src, out_type)
+    if out.is_dir():
+        raise OutputError(f"{out} is a folder; give a .gguf file path")
+    if out.exists() and not force:
+        raise OutputError(f"{out} exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out.parent}: no such folder")
+
+    # The direct write type: the target itself, or the intermediate llama.cpp quantizes from.
+    direct = NATIVE_TYPES[ckpt.weight_dtype()] if out_type in LLAMA_QUANT_FTYPES else out_type
+    plan = (arch.plan or default_plan)(arch, ckpt, config, direct)
+    vocab = load_vocab(src, int(config["vocab_size"]))
+
+    remove_stale_temps(out)
+    tmp = temp_name(out)
+    inter = temp_name(out, "f16")
+    with removed_on_failure(tmp, inter):
+        if out_type in LLAMA_QUANT_FTYPES:
+            write_gguf(plan, vocab, inter, direct, name=src.resolve().name, progress=progress)
+            llama_quantize(inter, tmp, out_type)
+        else:
+            write_gguf(plan, vocab, tmp, direct, name=src.resolve().name, progress=progress)
+        try:
+            os.replace(tmp, out)
+        except OSError as e:
+            raise OutputError(f"cannot write {out}: {e.strerror}") from e
+    return out

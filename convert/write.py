@@ -1,0 +1,156 @@
+"""Writing the GGUF: a temporary file beside the target, streamed tensor by tensor, renamed at the end.
+
+GGUFWriter writes the header, metadata and tensor table (`add_tensor_info` for every tensor first). Tensor
+data then goes out one tensor at a time and, within a tensor, block by block: `GGUFWriter.write_tensor_data`
+takes a whole tensor as one array, which for a float32 view of a large embedding is several times the size
+of the tensor, so `_write_data` does the same bookkeeping with the data in pieces. A tensor whose bytes are
+unchanged is copied file-to-file by the kernel (`os.copy_file_range`) and never enters this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from gguf import GGML_QUANT_VERSION, GGUFWriter, LlamaFileType
+from gguf.gguf_writer import WriterState
+from tqdm import tqdm
+
+from convert.errors import OutputError
+from convert.plan import OutTensor, Plan
+from convert.source import TensorRef
+from convert.vocab import Vocab
+
+FILE_TYPES: dict[str, LlamaFileType] = {
+    "f32": LlamaFileType.ALL_F32,
+    "f16": LlamaFileType.MOSTLY_F16,
+    "bf16": LlamaFileType.MOSTLY_BF16,
+    "q8_0": LlamaFileType.MOSTLY_Q8_0,
+}
+# Types llama.cpp's own quantizer produces from an intermediate file (llama_ftype values).
+LLAMA_QUANT_FTYPES: dict[str, int] = {"q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
+OUT_TYPES = (*FILE_TYPES, *LLAMA_QUANT_FTYPES)
+COPY_CHUNK = 64 * 1024 * 1024
+
+
+def temp_name(target: Path, tag: str = "tmp") -> Path:
+    """Hidden, beside the target, not ending in .gguf, and carrying our pid so a later run can tell it is stale."""
+    return target.with_name(f".{target.name}.{tag}-{os.getpid()}")
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Temp files left by a conversion that was killed (SIGKILL cannot be caught) whose process is gone."""
+    for path in target.parent.glob(f".{target.name}.*-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def removed_on_failure(*paths: Path) -> Iterator[None]:
+    """Delete the temp files if anything (an error, Ctrl-C, SIGTERM turned into an exception) escapes."""
+    try:
+        yield
+    except BaseException:
+        for p in paths:
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        for p in paths[1:]:  # intermediates never outlive the call
+            p.unlink(missing_ok=True)
+
+
+def write_gguf(plan: Plan, vocab: Vocab, path: Path, out_type: str, *, name: str, progress: bool) -> None:
+    w = GGUFWriter(path, plan.arch.name)
+    w.add_name(name)
+    w.add_file_type(FILE_TYPES[out_type])
+    w.add_quantization_version(GGML_QUANT_VERSION)
+    for key, value, vtype in plan.meta:
+        w.add_key_value(key, value, vtype)
+    vocab.add_to(w)
+    for t in plan.tensors:
+        # the dtype argument only matters for uint8 data given in bytes; our shapes are always in elements
+        w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=t.ggml_type)
+    try:
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        total = sum(t.nbytes for t in plan.tensors)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=path.name.split(".tmp-")[0].lstrip("."),
+                  disable=not progress) as bar:  # fmt: skip
+            for t in plan.tensors:
+                _write_data(w, t, bar)
+        w.flush()
+        assert w.fout is not None
+        os.fsync(w.fout[0].fileno())
+    finally:
+        w.close()
+
+
+def _write_data(w: GGUFWriter, t: OutTensor, bar: tqdm) -> None:
+    assert w.fout is not None and len(w.fout) == 1
+    fout = w.fout[0]
+    first = next(iter(w.tensors[0]))
+    if first != t.name:
+        raise RuntimeError(f"tensor {t.name} written out of order (expected {first})")
+    w.tensors[0].pop(first)
+    w.write_padding(fout, fout.tell())
+    written = 0
+    if t.source is not None and _kernel_copy(t.source, fout, bar):
+        written = t.nbytes
+    else:
+        for chunk in t.produce():
+            data = memoryview(chunk).cast("B")
+            fout.write(data)
+            written += len(data)
+            bar.update(len(data))
+    if written != t.nbytes:
+        raise RuntimeError(f"tensor {t.name}: wrote {written} bytes, planned {t.nbytes}")
+    w.write_padding(fout, t.nbytes)
+    w.state = WriterState.WEIGHTS
+
+
+def _kernel_copy(ref: TensorRef, fout: object, bar: tqdm) -> bool:
+    """Copy the tensor's byte range straight from the source file; False when the kernel cannot."""
+    if not hasattr(os, "copy_file_range"):
+        return False
+    fout.flush()  # type: ignore[attr-defined]
+    dst = fout.fileno()  # type: ignore[attr-defined]
+    start = os.lseek(dst, 0, os.SEEK_CUR)
+    src = os.open(ref.path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < ref.nbytes:
+            n = os.copy_file_range(src, dst, min(COPY_CHUNK, ref.nbytes - done), ref.offset + done)
+            if n == 0:
+                raise OutputError(f"{ref.path.name}: file ends inside tensor {ref.name} (truncated?)")
+            done += n
+            bar.update(n)
+    except OSError:
+        if done:
+            bar.update(-done)
+        os.lseek(dst, start, os.SEEK_SET)
+        os.ftruncate(dst, start)
+        return False
+    finally:
+        os.close(src)
+    fout.seek(0, os.SEEK_END)  # type: ignore[attr-defined]  # resync the buffered file with the fd
+    return True
+
+
+def llama_quantize(src: Path, dst: Path, out_type: str) -> None:
+    """q4_0 / k-quants through llama.cpp's own quantizer (it copies metadata and vocab as they are)."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise OutputError(f"--type {out_type} needs llama-cpp-python, which is not importable ({e})") from e
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMA_QUANT_FTYPES[out_type]
+    params.nthread = os.cpu_count() or 1
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise OutputError(f"llama.cpp could not quantize to {out_type} (error {rc})")
