@@ -1,0 +1,328 @@
+"""create_app(config): the OpenAI-compatible HTTP API over one model.
+
+Routes validate with pydantic, render and admit the request, then read engine events: whole responses collect
+them, streams turn each into an SSE chunk as it arrives. Every error leaves through one handler as an OpenAI
+error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+
+from serve import responses
+from serve.channels import ChannelParser
+from serve.config import ServeConfig
+from serve.engine import Event, Failed, Finished, Piece, SamplingParams
+from serve.errors import BodyTooLarge, InvalidRequest, Loading, ServeError, Unauthorized
+from serve.grammar import build as build_grammar
+from serve.prompts import as_dicts, starts_in_thinking
+from serve.router_client import RouterClient
+from serve.runtime import Loaded, Runtime
+from serve.schemas import ChatRequest, CompletionRequest, Sampling
+
+log = logging.getLogger("serve")
+
+
+class ServeApp(Quart):
+    runtime: Runtime
+    router: RouterClient | None
+
+
+def create_app(config: ServeConfig, model_path: Path | None = None, model_name: str | None = None) -> ServeApp:
+    """`model_path`: the GGUF to load (default: config.model_path, which must then be a .gguf)."""
+    app = ServeApp(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
+    app.router = RouterClient(config) if config.router else None
+
+    @app.before_serving
+    async def _load() -> None:
+        async def load() -> None:
+            rt = app.runtime
+            try:
+                rt.loaded = await asyncio.to_thread(rt.load)
+            except Exception as err:  # reported by /health; the process keeps answering 503
+                rt.load_error = str(err)
+                log.error("loading failed: %s", err)
+                return
+            if app.router:
+                await app.router.register(rt.model_name, rt.loaded.model_type)
+
+        app.add_background_task(load)
+
+    @app.after_serving
+    async def _stop() -> None:
+        if app.router:
+            await app.router.unregister(app.runtime.model_name)
+        await asyncio.to_thread(app.runtime.close)
+
+    @app.errorhandler(ServeError)
+    async def _serve_error(err: ServeError) -> Response:
+        return _error(err)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(err: HTTPException) -> Response:
+        if err.code == 413:
+            return _error(BodyTooLarge(f"request body over {config.max_body_bytes} bytes"))
+        status = err.code or 500
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body = {"error": {"message": err.description or str(err), "type": kind, "param": None, "code": str(status)}}
+        return Response(json.dumps(body), status=status, content_type="application/json")
+
+    @app.before_request
+    async def _guard() -> None:
+        if not request.path.startswith("/v1/"):
+            return
+        if config.api_key and request.headers.get("Authorization", "") != f"Bearer {config.api_key}":
+            raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
+        if (request.content_length or 0) > config.max_body_bytes:
+            raise BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
+
+    @app.get("/health")
+    async def health() -> tuple[dict[str, Any], int]:
+        rt = app.runtime
+        if rt.loaded is None:
+            body: dict[str, Any] = {"status": "error" if rt.load_error else "loading"}
+            if rt.load_error:
+                body["error"] = rt.load_error
+            return body, 503
+        return {"status": "ok", "model": rt.model_name}, 200
+
+    @app.get("/queue/status")
+    async def queue_status() -> dict[str, int]:
+        return app.runtime.scheduler.status()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from serve.metrics import CONTENT_TYPE
+
+        return Response(app.runtime.metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        rt = app.runtime
+        entry = {"id": rt.model_name, "object": "model", "created": int(rt.model_path.stat().st_mtime), "owned_by": "local"}
+        return {"object": "list", "data": [entry]}
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> Response:
+        return await _counted(app, "chat", _chat(app, await _body(ChatRequest)))
+
+    @app.post("/v1/completions")
+    async def completions() -> Response:
+        return await _counted(app, "completions", _completion(app, await _body(CompletionRequest)))
+
+    return app
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _error(err: ServeError) -> Response:
+    response = Response(json.dumps(err.body()), status=err.status, content_type="application/json")
+    retry = getattr(err, "retry_after", None)
+    if retry is not None:
+        response.headers["Retry-After"] = str(retry)
+    return response
+
+
+async def _counted(app: ServeApp, endpoint: str, work: Any) -> Response:
+    try:
+        response: Response = await work
+    except ServeError as err:
+        app.runtime.metrics.requests.labels(endpoint, str(err.status)).inc()
+        raise
+    app.runtime.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+    return response
+
+
+async def _body(model: type[Sampling]) -> Any:
+    raw = await request.get_data()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InvalidRequest(f"the body is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{where}: {first['msg']}" if where else first["msg"], param=where or None) from err
+
+
+def _loaded(app: ServeApp) -> Loaded:
+    if app.runtime.loaded is None:
+        raise Loading("the model is still loading" if not app.runtime.load_error else "the model failed to load")
+    return app.runtime.loaded
+
+
+def _params(req: Sampling, prompt_len: int, ctx: int, grammar: Any = None) -> SamplingParams:
+    room = ctx - prompt_len
+    if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
+        want = req.max_tokens or 1
+        raise InvalidRequest(
+            f"this model's context is {ctx} tokens; the prompt takes {prompt_len} and max_tokens asks for {want}",
+            param="messages" if isinstance(req, ChatRequest) else "prompt",
+        )
+    return SamplingParams(
+        max_tokens=req.max_tokens or room,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        repeat_penalty=req.repeat_penalty,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        seed=req.seed,
+        stops=req.stops,
+        grammar=grammar,
+    )
+
+
+async def _chat(app: ServeApp, req: ChatRequest) -> Response:
+    loaded = _loaded(app)
+    rt = app.runtime
+    template = loaded.template
+    prompt = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
+    tokens = rt.tokenize_prompt(prompt)
+    grammar = build_grammar(req.response_format, template.format, template.thinks)
+    params = _params(req, len(tokens), loaded.engine.ctx_per_seq, grammar)
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    job = rt.job(tokens, params, queue)
+    rt.admit(job)
+    turn = responses.Turn(ChannelParser(template.format, starts_in_thinking(prompt)))
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
+    events = rt.generate(job, queue)
+    if req.stream:
+        return _sse(_chat_chunks(events, turn, req, meta))
+    finish, usage = await _drain(events, turn)
+    body = {
+        **meta,
+        "object": "chat.completion",
+        "reasoning_level": req.reasoning,
+        "choices": [{"index": 0, "finish_reason": finish.reason,
+                     "message": responses.chat_message(turn, req.separate_thinking, req.include_channels)}],
+        "usage": responses.usage(turn, finish.prompt_tokens, finish.completion_tokens),
+    }
+    return Response(json.dumps(body), content_type="application/json")
+
+
+async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
+    loaded = _loaded(app)
+    rt = app.runtime
+    tokens = loaded.model.tokenize(req.prompt, add_special=True)
+    params = _params(req, len(tokens), loaded.engine.ctx_per_seq)
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    job = rt.job(tokens, params, queue)
+    rt.admit(job)
+    turn = responses.Turn(None)
+    meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
+    events = rt.generate(job, queue)
+    if req.stream:
+        return _sse(_completion_chunks(events, turn, req, meta))
+    finish, _ = await _drain(events, turn)
+    body = {
+        **meta,
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": turn.raw, "finish_reason": finish.reason, "logprobs": None}],
+        "usage": responses.usage(turn, finish.prompt_tokens, finish.completion_tokens, per_channel=False),
+    }
+    return Response(json.dumps(body), content_type="application/json")
+
+
+class _Finish:
+    def __init__(self, event: Finished) -> None:
+        self.reason = "length" if event.reason == "length" else "stop"
+        self.prompt_tokens = event.prompt_tokens
+        self.completion_tokens = event.completion_tokens
+
+
+async def _drain(events: AsyncIterator[Event], turn: responses.Turn) -> tuple[_Finish, None]:
+    async with aclosing(events) as stream:  # type: ignore[type-var]
+        async for event in stream:
+            if isinstance(event, Piece):
+                turn.add(event.text)
+            elif isinstance(event, Failed):
+                raise ServeError(event.message)
+            else:
+                turn.finish()
+                return _Finish(event), None
+    raise ServeError("generation ended without a result")
+
+
+def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(chunks) as stream:  # type: ignore[type-var]
+            async for chunk in stream:
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    response = Response(body(), content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    response.timeout = None  # a long generation is not a stalled response
+    return response
+
+
+async def _chat_chunks(
+    events: AsyncIterator[Event], turn: responses.Turn, req: ChatRequest, meta: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**meta, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant"})
+    async with aclosing(events) as stream:  # type: ignore[type-var]
+        async for event in stream:
+            if isinstance(event, Piece):
+                for e in turn.add(event.text):
+                    yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
+            elif isinstance(event, Failed):
+                yield {**meta, "object": "chat.completion.chunk", "choices": [],
+                       "error": {"message": event.message, "type": "server_error"}}
+                return
+            else:
+                for e in turn.finish():
+                    yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
+                done = _Finish(event)
+                yield chunk({}, done.reason)
+                if req.include_usage:
+                    usage = responses.usage(turn, done.prompt_tokens, done.completion_tokens)
+                    yield {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                return
+
+
+async def _completion_chunks(
+    events: AsyncIterator[Event], turn: responses.Turn, req: CompletionRequest, meta: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+        return {**meta, "object": "text_completion",
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+
+    async with aclosing(events) as stream:  # type: ignore[type-var]
+        async for event in stream:
+            if isinstance(event, Piece):
+                turn.add(event.text)
+                if event.text:
+                    yield chunk(event.text)
+            elif isinstance(event, Failed):
+                yield {**meta, "object": "text_completion", "choices": [], "error": {"message": event.message}}
+                return
+            else:
+                done = _Finish(event)
+                yield chunk("", done.reason)
+                if req.include_usage:
+                    yield {**meta, "object": "text_completion", "choices": [],
+                           "usage": responses.usage(turn, done.prompt_tokens, done.completion_tokens, per_channel=False)}
+                return

@@ -1,0 +1,55 @@
+"""response_format -> a llama.cpp grammar that constrains the answer only, never the thinking.
+
+The grammar comes from llama.cpp's own JSON-schema converter. For a thinking model it is lazy: it waits until
+the end-of-thinking marker appears in the output (llama.cpp's trigger patterns) and starts with that marker, so
+the thinking stays free and the answer after it must match.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from serve.channels import Format
+from serve.errors import InvalidRequest
+from serve.schemas import ResponseFormat
+
+
+@dataclass(frozen=True)
+class Grammar:
+    text: str  # GBNF with a `root` rule
+    trigger: str | None  # a regex over the output; None: enforced from the first token
+
+
+# The capture group marks where the grammar starts; it must be non-empty, so it is the marker itself.
+TRIGGERS = {
+    Format.THINK: ("</think>", r"[\s\S]*?(</think>)[\s\S]*"),
+    Format.HARMONY: ("<|message|>", r"[\s\S]*<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?(<\|message\|>)[\s\S]*"),
+}
+
+
+def schema_grammar(fmt: ResponseFormat) -> str | None:
+    """GBNF for the answer, or None for plain text. Raises InvalidRequest naming what cannot be expressed."""
+    if fmt.type == "text":
+        return None
+    schema = {"type": "object"} if fmt.type == "json_object" else fmt.json_schema.schema_  # type: ignore[union-attr]
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InvalidRequest(f"unsupported JSON schema: {message}", param="response_format") from err
+
+
+def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Grammar | None:
+    """The grammar to sample with; lazy after the thinking when the model thinks before answering."""
+    answer = schema_grammar(fmt) if fmt else None
+    if answer is None:
+        return None
+    if not thinks:
+        return Grammar(answer, None)
+    literal, pattern = TRIGGERS[chat_format]
+    renamed = re.sub(r"^root ::=", "answer ::=", answer, flags=re.M)
+    return Grammar(f"root ::= {json.dumps(literal)} [ \\t\\n]* answer\n{renamed}", pattern)

@@ -1,0 +1,154 @@
+"""The app's state, built once at startup: the model, the engine thread, admission and metrics.
+
+`Runtime.generate` is the bridge between one request and the engine: it admits the job (or raises QueueFull),
+yields the engine's events from the request's own asyncio queue, and on any exit (done, error, client gone)
+cancels the sequence and hands its slot to the next waiting request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp as ll
+
+from serve.channels import Format
+from serve.config import ServeConfig
+from serve.engine import Engine, Event, Failed, Finished, Job, Model, SamplingParams
+from serve.metrics import Metrics
+from serve.placement import resolve
+from serve.prompts import ChatTemplate, chat_template
+from serve.scheduler import Scheduler
+
+log = logging.getLogger("serve")
+
+# GGUF architecture -> --model-type
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
+
+MODEL_TYPES = {"gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "qwen2": "qwen", "qwen3": "qwen"}
+
+
+@ll.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty at load time; keep its errors only.
+    if level == GGML_LOG_LEVEL_ERROR:
+        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+
+@dataclass
+class Loaded:
+    model: Model
+    engine: Engine
+    template: ChatTemplate
+    model_type: str
+
+
+@dataclass
+class Runtime:
+    config: ServeConfig
+    model_path: Path
+    model_name: str
+    scheduler: Scheduler
+    metrics: Metrics = field(default_factory=Metrics)
+    loaded: Loaded | None = None
+    load_error: str | None = None
+
+    @classmethod
+    def create(cls, config: ServeConfig, model_path: Path, default_name: str | None = None) -> Runtime:
+        name = config.model_name or default_name or model_path.stem
+        return cls(config, model_path, name, Scheduler(config.max_concurrent, config.max_queue))
+
+    # -- loading (in a worker thread, so /health answers 503 meanwhile) ----------------------------------------
+
+    def load(self) -> Loaded:
+        c = self.config
+        ll.llama_log_set(_llama_log, None)
+        gpu = bool(ll.llama_supports_gpu_offload())
+        placement = resolve(c.device_map, c.n_gpu_layers, gpu, None, None, c.ctx_size, c.kv_type)
+        log.info("placement: %s", placement.reason)
+        model = Model(self.model_path, placement.n_gpu_layers)
+        arch = model.meta("general.architecture") or "generic"
+        model_type = c.model_type or MODEL_TYPES.get(arch, "generic")
+        bos = model.token_text(ll.llama_vocab_bos(model.vocab)) if ll.llama_vocab_bos(model.vocab) >= 0 else ""
+        eos = model.token_text(ll.llama_vocab_eos(model.vocab)) if ll.llama_vocab_eos(model.vocab) >= 0 else ""
+        template = chat_template(model.meta("tokenizer.chat_template"), "gpt-oss" if model_type == "gpt-oss" else arch, bos, eos)
+        ctx = min(c.ctx_size, model.n_ctx_train or c.ctx_size)
+        engine = Engine(
+            model, c.max_concurrent, ctx, prompt_chunk=c.prompt_chunk, threads=c.threads,
+            flash_attn=c.flash_attn, kv_type=c.kv_type,
+        )
+        engine.start()
+        log.info("loaded %s (%s, %s format), %d sequences x %d tokens", self.model_name, model_type,
+                 template.format.value, c.max_concurrent, engine.ctx_per_seq)
+        return Loaded(model, engine, template, model_type)
+
+    def close(self) -> None:
+        if self.loaded:
+            self.loaded.engine.stop()
+            self.loaded.model.close()
+            self.loaded = None
+
+    # -- one request ---------------------------------------------------------------------------------------
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        assert self.loaded
+        bos = self.loaded.template.bos_token
+        # A template that writes the BOS itself must not get a second one.
+        return self.loaded.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
+
+    def job(self, prompt: list[int], params: SamplingParams, queue: asyncio.Queue[Event]) -> Job:
+        assert self.loaded
+        loop = asyncio.get_running_loop()
+
+        def emit(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+                pass
+
+        return Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY)
+
+    def admit(self, job: Job) -> None:
+        """Start the job or queue it; raises QueueFull. Must be followed by `generate(job)`."""
+        assert self.loaded
+        if self.scheduler.submit(job):
+            self.loaded.engine.submit(job)
+        self._gauges()
+
+    async def generate(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+        assert self.loaded
+        engine = self.loaded.engine
+        started = time.perf_counter()
+        first: float | None = None
+        done = False
+        try:
+            while True:
+                event = await queue.get()
+                if first is None:
+                    first = time.perf_counter()
+                    self.metrics.ttft.observe(first - started)
+                if isinstance(event, Finished | Failed):
+                    done = True
+                    if isinstance(event, Finished) and event.completion_tokens:
+                        self.metrics.tokens.inc(event.completion_tokens)
+                        spent = time.perf_counter() - first
+                        if spent > 0:
+                            self.metrics.tps.observe(event.completion_tokens / spent)
+                yield event
+                if done:
+                    return
+        finally:
+            if not done:
+                engine.cancel(job)
+            for nxt in self.scheduler.release(job, time.perf_counter() - started):
+                engine.submit(nxt)  # type: ignore[arg-type]
+            self._gauges()
+
+    def _gauges(self) -> None:
+        self.metrics.queue_depth.set(len(self.scheduler.waiting))
+        self.metrics.active.set(len(self.scheduler.running))
