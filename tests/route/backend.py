@@ -6,7 +6,7 @@ changed while it runs (POST /_mode {"mode": ...}); GET /_stats counts what it sa
 Modes: ok; error500 (every /v1 call answers 500); hang (never answers /v1); cut (streams stop half-way
 by dropping the connection, whole answers too); garbage (200 with a body that is not JSON or SSE);
 inband (a stream that carries an error event); sick (/health answers 503, /v1 still works).
-Request extensions: `delay` (seconds between stream chunks), `max_tokens` (number of content chunks).
+Request extensions: `delay` (seconds between stream chunks; a whole answer waits delay * max_tokens), `max_tokens` (number of content chunks).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class Backend:
             return web.Response(body=b"\x00<html>not json", content_type="application/json")
         if body.get("stream"):
             return await self.stream(request, body, chat, n)
+        if body.get("delay"):
+            await asyncio.sleep(float(body["delay"]) * int(body.get("max_tokens") or 8))
         if self.mode == "cut":
             assert request.transport is not None
             request.transport.abort()

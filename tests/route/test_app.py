@@ -1,0 +1,191 @@
+"""The app with a fake upstream client: error bodies, retry rules and ejection, without sockets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from route.app import create_app
+from route.config import RouterConfig
+from route.errors import BackendTimeout, BackendUnreachable
+
+
+class FakeResponse:
+    def __init__(self, status: int = 200, body: bytes = b"", content_type: str = "application/json", chunks: list[bytes] | None = None) -> None:
+        self.status = status
+        self.headers = {"content-type": content_type}
+        self._body = body
+        self._chunks = chunks
+        self.closed = False
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for c in self._chunks or []:
+            yield c
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release(self) -> None:
+        pass
+
+
+def ok(name: str) -> Callable[[], FakeResponse]:
+    return lambda: FakeResponse(200, json.dumps({"object": "chat.completion", "choices": [], "who": name}).encode())
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.behaviour: dict[str, Callable[[], FakeResponse] | Exception] = {}
+        self.unhealthy: set[str] = set()
+        self.calls: list[str] = []
+
+    async def send(self, url: str, body: bytes, headers: object) -> FakeResponse:
+        base = url.rsplit("/v1/", 1)[0]
+        self.calls.append(base)
+        action = self.behaviour[base]
+        if isinstance(action, Exception):
+            raise action
+        return action()
+
+    async def probe(self, url: str) -> str | None:
+        return "down" if url in self.unhealthy else None
+
+    async def close(self) -> None:
+        pass
+
+
+pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests (anyio comes with httpx)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+KEY = {"Authorization": "Bearer sesame"}
+
+
+async def start(fake: FakeUpstream, names: list[str], **settings: object):  # type: ignore[no-untyped-def]
+    cfg = RouterConfig(strategy="round_robin", admin_key="sesame", eject_base=60, **settings)
+    app = create_app(cfg, upstream=lambda _: fake)
+    test_app = app.test_app()
+    await test_app.startup()
+    client = app.test_client()
+    for n in names:
+        fake.behaviour.setdefault(f"http://{n}", ok(n))
+        r = await client.post("/backends/register", json={"name": n, "url": f"http://{n}", "models": ["m"]}, headers=KEY)
+        assert r.status_code == 200, await r.get_json()
+    return test_app, client
+
+
+async def error_of(resp) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    body = await resp.get_json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return resp.status_code, body["error"]["code"] or body["error"]["type"]
+
+
+async def test_routing_fields_and_header() -> None:
+    fake = FakeUpstream()
+    test_app, client = await start(fake, ["a"])
+    r = await client.post("/v1/chat/completions", json=CHAT)
+    body = await r.get_json()
+    assert r.headers["X-Backend"] == "a" and body["who"] == "a"
+    assert body["_routing"] == {"backend": "a", "model_type": "generic"}
+    await test_app.shutdown()
+
+
+async def test_client_errors() -> None:
+    fake = FakeUpstream()
+    test_app, client = await start(fake, ["a"], max_body=1024)
+    assert await error_of(await client.post("/v1/chat/completions", data=b"{nope")) == (400, "invalid_request")
+    assert await error_of(await client.post("/v1/chat/completions", json=[1])) == (400, "invalid_request")
+    assert await error_of(await client.post("/v1/chat/completions", json={"messages": []})) == (400, "invalid_request")
+    assert await error_of(await client.post("/v1/completions", json={"model": "m", "stream": "yes"})) == (400, "invalid_request")
+    assert await error_of(await client.post("/v1/chat/completions", json={**CHAT, "model": "ghost"})) == (404, "model_not_found")
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 2000}]}
+    assert await error_of(await client.post("/v1/chat/completions", json=big)) == (413, "request_too_large")
+    assert await error_of(await client.get("/backends")) == (401, "invalid_api_key")
+    assert await error_of(await client.get("/backends", headers={"Authorization": "Bearer wrong"})) == (401, "invalid_api_key")
+    assert await error_of(await client.delete("/backends/ghost", headers=KEY)) == (404, "not_found")
+    assert fake.calls == []
+    await test_app.shutdown()
+
+
+async def test_5xx_is_retried_elsewhere_and_ejects() -> None:
+    fake = FakeUpstream()
+    fake.behaviour["http://a"] = lambda: FakeResponse(500, b'{"error": {"message": "boom"}}')
+    test_app, client = await start(fake, ["a", "b"])
+    for _ in range(4):
+        r = await client.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 200 and r.headers["X-Backend"] == "b"
+    assert fake.calls == ["http://a", "http://b", "http://b", "http://b", "http://b"]
+    backends = {b["name"]: b for b in (await (await client.get("/backends", headers=KEY)).get_json())["backends"]}
+    assert backends["a"]["healthy"] is False and backends["a"]["ejections"] == 1
+    assert backends["b"]["healthy"] is True
+    metrics = (await (await client.get("/metrics")).get_data()).decode()
+    assert 'route_retries_total{model="m"} 1.0' in metrics
+    assert 'route_ejections_total{backend="a"} 1.0' in metrics
+    await test_app.shutdown()
+
+
+async def test_retries_stop_at_k_and_pass_the_last_answer_on() -> None:
+    fake = FakeUpstream()
+    for n in "abc":
+        fake.behaviour[f"http://{n}"] = lambda: FakeResponse(
+            429, b'{"error": {"message": "queue full", "type": "queue_full", "param": null, "code": "queue_full"}}'
+        )
+    test_app, client = await start(fake, ["a", "b", "c"], max_retries=1)
+    r = await client.post("/v1/chat/completions", json=CHAT)
+    assert await error_of(r) == (429, "queue_full")
+    assert len(fake.calls) == 2
+    # 429 is a full queue, not a sick backend: nobody is ejected
+    status = await (await client.get("/status")).get_json()
+    assert all(b["healthy"] for b in status["backends"])
+    await test_app.shutdown()
+
+
+async def test_connection_errors_and_garbage_are_retried_timeouts_are_not() -> None:
+    fake = FakeUpstream()
+    fake.behaviour["http://a"] = BackendUnreachable("refused")
+    fake.behaviour["http://b"] = lambda: FakeResponse(200, b"<html>")
+    test_app, client = await start(fake, ["a", "b", "c"])
+    for _ in range(3):
+        r = await client.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 200 and r.headers["X-Backend"] == "c"
+    assert sorted(fake.calls) == ["http://a", "http://b", "http://c", "http://c", "http://c"]
+    fake.behaviour["http://c"] = BackendTimeout("slow")
+    r = await client.post("/v1/chat/completions", json=CHAT)
+    assert await error_of(r) == (504, "upstream_timeout")
+    assert len(fake.calls) == 6
+    await test_app.shutdown()
+
+
+async def test_stream_opening_with_an_error_is_retried() -> None:
+    fake = FakeUpstream()
+    done = b"data: [DONE]\n\n"
+    fake.behaviour["http://a"] = lambda: FakeResponse(200, content_type="text/event-stream", chunks=[b'data: {"error": {"message": "oom"}}\n\n', done])
+    fake.behaviour["http://b"] = lambda: FakeResponse(200, content_type="text/event-stream", chunks=[b'data: {"choices": []}\n\n', done])
+    test_app, client = await start(fake, ["a", "b"])
+    r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert r.headers["X-Backend"] == "b" and r.headers["X-Accel-Buffering"] == "no"
+    assert (await r.get_data()).endswith(done) and b"oom" not in await r.get_data()
+    await test_app.shutdown()
+
+
+async def test_503_when_no_backend_is_healthy(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"version": 1, "backends": [{"name": "a", "url": "http://a", "models": ["m"]}], "served": ["m"]}))
+    fake = FakeUpstream()
+    fake.unhealthy.add("http://a")
+    test_app, client = await start(fake, [], state_file=state)
+    assert await error_of(await client.post("/v1/chat/completions", json=CHAT)) == (503, "no_healthy_backend")
+    assert (await client.get("/health")).status_code == 503
+    assert (await (await client.get("/v1/models")).get_json())["data"] == []
+    await test_app.shutdown()
