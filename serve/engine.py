@@ -31,6 +31,16 @@ KV_TYPES = {"f16": ll.GGML_TYPE_F16, "q8_0": ll.GGML_TYPE_Q8_0, "q4_0": ll.GGML_
 HARMONY_MARKERS = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|constrain|>", "<think>", "</think>"}
 
 
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
+
+
+@ll.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty at load time; keep its errors only.
+    if level == GGML_LOG_LEVEL_ERROR:
+        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+
 class EngineError(Exception):
     """The model could not be loaded or a context could not be created."""
 
@@ -84,6 +94,7 @@ class Model:
     """The loaded weights and vocabulary; read-only after loading, so tokenizing is safe from any thread."""
 
     def __init__(self, path: Path, n_gpu_layers: int = 0) -> None:
+        ll.llama_log_set(_llama_log, ctypes.c_void_p())
         ll.llama_backend_init()
         params = ll.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers

@@ -8,7 +8,6 @@ cancels the sequence and hands its slot to the next waiting request.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,16 +27,7 @@ from serve.scheduler import Scheduler
 log = logging.getLogger("serve")
 
 # GGUF architecture -> --model-type
-GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
-
 MODEL_TYPES = {"gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "qwen2": "qwen", "qwen3": "qwen"}
-
-
-@ll.llama_log_callback
-def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    # llama.cpp is chatty at load time; keep its errors only.
-    if level == GGML_LOG_LEVEL_ERROR:
-        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
 @dataclass
@@ -67,7 +57,6 @@ class Runtime:
 
     def load(self) -> Loaded:
         c = self.config
-        ll.llama_log_set(_llama_log, None)
         gpu = bool(ll.llama_supports_gpu_offload())
         placement = resolve(c.device_map, c.n_gpu_layers, gpu, None, None, c.ctx_size, c.kv_type)
         log.info("placement: %s", placement.reason)

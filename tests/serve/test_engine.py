@@ -1,0 +1,140 @@
+"""The engine on a real (tiny, random) llama.cpp model: batching changes nothing, seeds repeat, stops hold,
+cancellation frees the sequence, grammars constrain, a long prompt is processed in chunks."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
+from serve.grammar import build
+from serve.channels import Format
+from serve.schemas import ResponseFormat
+from tiny_gguf import build_tiny_gguf
+
+PROMPTS = ["hello there", "abc def", "the quick brown fox", "zzz", "Paris is", "1 2 3 4"]
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[Model]:
+    m = Model(build_tiny_gguf())
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def engine(model: Model) -> Iterator[Engine]:
+    e = Engine(model, n_seq=4, ctx_per_seq=512, prompt_chunk=32, threads=2)
+    e.start()
+    yield e
+    e.stop()
+
+
+def submit(engine: Engine, model: Model, prompt: str, **params: object) -> tuple[Job, queue.Queue]:
+    q: queue.Queue = queue.Queue()
+    p = SamplingParams(**{"max_tokens": 24, "temperature": 0.0, **params})  # type: ignore[arg-type]
+    job = Job(model.tokenize(prompt, False), p, q.put)
+    engine.submit(job)
+    return job, q
+
+
+def collect(q: queue.Queue, timeout: float = 30) -> tuple[str, Finished | Failed]:
+    text = ""
+    while True:
+        event = q.get(timeout=timeout)
+        if isinstance(event, Piece):
+            text += event.text
+        else:
+            return text, event
+
+
+def test_batched_equals_solo(engine: Engine, model: Model) -> None:
+    solo = [collect(submit(engine, model, p)[1]) for p in PROMPTS]
+    queues = [submit(engine, model, p)[1] for p in PROMPTS]  # 6 jobs on 4 sequences: two join mid-way
+    together = [collect(q) for q in queues]
+    assert [t for t, _ in together] == [t for t, _ in solo]
+    assert all(f.reason == "length" and f.completion_tokens == 24 for _, f in together)  # type: ignore[union-attr]
+
+
+def test_seed_repeats(engine: Engine, model: Model) -> None:
+    a = collect(submit(engine, model, "hello", temperature=1.0, seed=7, top_k=40, top_p=0.9, min_p=0.01)[1])[0]
+    b = collect(submit(engine, model, "hello", temperature=1.0, seed=7, top_k=40, top_p=0.9, min_p=0.01)[1])[0]
+    c = collect(submit(engine, model, "hello", temperature=1.0, seed=8, top_k=40, top_p=0.9, min_p=0.01)[1])[0]
+    assert a == b
+    assert a != c
+
+
+def test_stop_string_never_emitted(engine: Engine, model: Model) -> None:
+    full = collect(submit(engine, model, "the quick brown fox", max_tokens=40)[1])[0]
+    stop = full[10:13]
+    first = full.find(stop)
+    text, fin = collect(submit(engine, model, "the quick brown fox", max_tokens=40, stops=(stop,))[1])
+    assert text == full[:first]
+    assert fin.reason == "stop"  # type: ignore[union-attr]
+
+
+def test_cancel_frees_sequence_within_a_step(engine: Engine, model: Model) -> None:
+    job, q = submit(engine, model, "hello", max_tokens=400)
+    q.get(timeout=10)  # it is running
+    engine.cancel(job)
+    t0 = time.perf_counter()
+    _, fin = collect(q)
+    assert fin.reason == "cancelled"  # type: ignore[union-attr]
+    assert time.perf_counter() - t0 < 1.0
+    deadline = time.time() + 1
+    while engine.active and time.time() < deadline:
+        time.sleep(0.01)
+    assert engine.active == 0
+
+
+def test_long_prompt_does_not_stall_a_stream(engine: Engine, model: Model) -> None:
+    """A 400-token prompt takes 13 chunks of 32; the running stream gets a token at every one of those steps."""
+    job, q = submit(engine, model, "hello", max_tokens=200)
+    q.get(timeout=10)
+    _, long_q = submit(engine, model, "x " * 200, max_tokens=1)
+    got_before_long_done = 0
+    while long_q.empty():
+        if isinstance(q.get(timeout=10), Piece):
+            got_before_long_done += 1
+    engine.cancel(job)
+    collect(q)
+    assert got_before_long_done >= 10
+
+
+def test_json_schema_grammar(engine: Engine, model: Model) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}}, "required": ["n", "ok"]}
+    rf = ResponseFormat.model_validate({"type": "json_schema", "json_schema": {"name": "t", "schema": schema}})
+    grammar = build(rf, Format.THINK, thinks=False)
+    text, fin = collect(submit(engine, model, "hello", max_tokens=64, temperature=0.8, seed=1, grammar=grammar)[1])
+    assert fin.reason == "stop", text  # type: ignore[union-attr]
+    value = json.loads(text)
+    assert isinstance(value["n"], int) and isinstance(value["ok"], bool)
+
+
+def test_lazy_grammar_waits_for_end_of_thinking(engine: Engine, model: Model) -> None:
+    """The random model never closes a think block, so a lazy grammar never constrains it: output as free."""
+    grammar = build(ResponseFormat(type="json_object"), Format.THINK, thinks=True)
+    free = collect(submit(engine, model, "abc def")[1])[0]
+    lazy = collect(submit(engine, model, "abc def", grammar=grammar)[1])[0]
+    assert "</think>" not in free and lazy == free
+
+
+def test_many_threads_submitting(engine: Engine, model: Model) -> None:
+    results: dict[int, str] = {}
+
+    def worker(i: int) -> None:
+        results[i] = collect(submit(engine, model, PROMPTS[i % len(PROMPTS)], max_tokens=8)[1])[0]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    solo = {p: collect(submit(engine, model, p, max_tokens=8)[1])[0] for p in PROMPTS}
+    assert all(results[i] == solo[PROMPTS[i % len(PROMPTS)]] for i in range(12))
