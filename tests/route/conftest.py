@@ -31,6 +31,7 @@ class Proc:
         self.url = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=30)  # one client: httpx.post() builds an SSL context each call
         self.start()
 
     def start(self, timeout: float = 20.0) -> None:
@@ -41,7 +42,7 @@ class Proc:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {err[-2000:]}")
             try:
-                httpx.get(self.url + self.ready_path, timeout=1.0)
+                self.http.get(self.ready_path, timeout=1.0)
                 return
             except httpx.TransportError:
                 time.sleep(0.05)
@@ -74,10 +75,10 @@ class FakeBackend(Proc):
         super().__init__([sys.executable, str(BACKEND), "--port", str(port), "--name", name, "--mode", mode], port, "/_stats")
 
     def set_mode(self, mode: str) -> None:
-        httpx.post(self.url + "/_mode", json={"mode": mode}).raise_for_status()
+        self.http.post("/_mode", json={"mode": mode}).raise_for_status()
 
     def stats(self) -> dict:
-        return httpx.get(self.url + "/_stats").json()
+        return self.http.get("/_stats").json()
 
     def registration(self, models: list[str] | None = None, weight: float = 1.0) -> dict:
         return {"name": self.name, "url": self.url, "model_type": "generic", "models": models or ["m"], "weight": weight}
@@ -90,14 +91,14 @@ class Router(Proc):
 
     def register(self, backend: FakeBackend, models: list[str] | None = None, weight: float = 1.0, key: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.post(self.url + "/backends/register", json=backend.registration(models, weight), headers=headers)
+        return self.http.post("/backends/register", json=backend.registration(models, weight), headers=headers)
 
     def backends(self) -> dict[str, dict]:
-        return {b["name"]: b for b in httpx.get(self.url + "/backends").json()["backends"]}
+        return {b["name"]: b for b in self.http.get("/backends").json()["backends"]}
 
     def chat(self, model: str = "m", **extra: object) -> httpx.Response:
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-        return httpx.post(self.url + "/v1/chat/completions", json=body, timeout=30)
+        return self.http.post("/v1/chat/completions", json=body)
 
 
 class Cluster:
@@ -119,6 +120,7 @@ class Cluster:
     def close(self) -> None:
         for p in self.procs:
             p.kill()
+            p.http.close()
 
 
 @pytest.fixture

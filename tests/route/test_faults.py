@@ -1,0 +1,179 @@
+"""Failures with real processes: a backend killed under load, misbehaving backends, clients that leave."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.route.conftest import Cluster, FakeBackend, Router, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Outcome:
+    stream: bool
+    backend: str
+    started: float  # when the response headers came
+    ok: bool  # a whole 200 answer, or a stream that ended with [DONE] and no error
+    error_event: bool  # a stream that ended with an error event and [DONE]
+    problem: str = ""
+
+
+def parse_stream(text: str) -> tuple[bool, bool]:
+    """(ended with [DONE], carried an error event)"""
+    events = [e[len("data: "):] for e in text.split("\n\n") if e.startswith("data: ")]
+    errors = any(e != "[DONE]" and "error" in json.loads(e) for e in events)
+    return bool(events) and events[-1] == "[DONE]", errors
+
+
+async def one_request(client: httpx.AsyncClient, stream: bool) -> Outcome:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream, "max_tokens": 6, "delay": 0.03}
+    try:
+        async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            started = time.monotonic()
+            text = (await r.aread()).decode()
+            backend = r.headers.get("X-Backend", "?")
+            if r.status_code != 200:
+                return Outcome(stream, backend, started, False, False, f"{r.status_code} {text[:200]}")
+            if not stream:
+                ok = json.loads(text)["choices"][0]["message"]["content"].startswith(backend)
+                return Outcome(stream, backend, started, ok, False)
+            done, error = parse_stream(text)
+            return Outcome(stream, backend, started, done and not error, done and error, "" if done else "no [DONE]")
+    except httpx.HTTPError as exc:
+        return Outcome(stream, "?", time.monotonic(), False, False, repr(exc))
+
+
+async def load(url: str, clients: int, seconds: float, at: float, action) -> tuple[list[Outcome], float]:  # type: ignore[no-untyped-def]
+    """`clients` loops of alternating stream / whole requests for `seconds`; runs `action` after `at` s."""
+    outcomes: list[Outcome] = []
+    # clients first: each builds an SSL context, tens of ms of CPU that must not eat into the run
+    pool = [httpx.AsyncClient(base_url=url, timeout=30) for _ in range(clients)]
+    stop = time.monotonic() + seconds
+
+    async def worker(i: int) -> None:
+        async with pool[i] as client:
+            n = i
+            while time.monotonic() < stop:
+                outcomes.append(await one_request(client, stream=n % 2 == 0))
+                n += 1
+
+    async def trigger() -> float:
+        await asyncio.sleep(at)
+        await asyncio.to_thread(action)
+        return time.monotonic()
+
+    results = await asyncio.gather(trigger(), *(worker(i) for i in range(clients)))
+    return outcomes, results[0]
+
+
+def test_killed_backend_under_16_clients(cluster: Cluster) -> None:
+    router = cluster.router("--health-interval", "0.5", "--eject-base", "1")
+    a, b = cluster.backend("a"), cluster.backend("b")
+    for backend in (a, b):
+        assert router.register(backend).status_code == 200
+    outcomes, killed = asyncio.run(load(router.url, clients=16, seconds=2.0, at=0.7, action=b.kill))
+    assert len(outcomes) > 100
+    cut = [o for o in outcomes if o.error_event]
+    failed = [o for o in outcomes if not o.ok and not o.error_event]
+    assert failed == []  # every request not yet streaming when b died was answered (retried on a)
+    assert cut, "no stream was running on b when it died"
+    assert all(o.stream and o.backend == "b" and o.started < killed for o in cut)
+    assert any(o.backend == "a" and o.started > killed + 0.1 for o in outcomes)
+    state = router.backends()["b"]
+    assert state["healthy"] is False and state["errors"] >= 1 and state["ejections"] == 1
+    # b comes back: the ejection ends, a health check passes, and it takes traffic again
+    b.start()
+    assert wait_for(lambda: router.backends()["b"]["healthy"], timeout=10)
+    assert "b" in {router.chat().headers["X-Backend"] for _ in range(4)}
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[tuple[Router, FakeBackend, FakeBackend]]:
+    cluster = Cluster()
+    try:
+        router = cluster.router("--timeout", "1", "--eject-base", "60", "--health-interval", "60")
+        a, x = cluster.backend("a"), cluster.backend("x")
+        assert router.register(a, ["m", "only-a"]).status_code == 200
+        yield router, a, x
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "stream"),
+    [("error500", False), ("garbage", False), ("cut", False), ("garbage", True), ("error500", True)],
+)
+def test_failures_before_the_first_byte_are_retried(faulty: tuple[Router, FakeBackend, FakeBackend], mode: str, stream: bool) -> None:
+    router, a, x = faulty
+    x.set_mode("ok")
+    assert router.register(x).status_code == 200
+    x.set_mode(mode)
+    seen_by_x = x.stats()["requests"]
+    for _ in range(6):
+        r = router.chat(stream=stream)
+        assert r.status_code == 200 and r.headers["X-Backend"] == "a", r.text
+        if stream:
+            assert parse_stream(r.text) == (True, False)
+    assert x.stats()["requests"] == seen_by_x + 1  # tried once, then ejected
+    assert router.backends()["x"]["healthy"] is False
+
+
+@pytest.mark.parametrize("mode", ["cut", "inband"])
+def test_a_stream_failing_after_its_first_byte_ends_with_an_error(faulty: tuple[Router, FakeBackend, FakeBackend], mode: str) -> None:
+    router, a, x = faulty
+    x.set_mode("ok")
+    assert router.register(x).status_code == 200
+    x.set_mode(mode)
+    results = []
+    for _ in range(4):
+        r = router.chat(stream=True, max_tokens=6, delay=0.02)  # the failure comes after the first bytes
+        assert r.status_code == 200
+        results.append((r.headers["X-Backend"], parse_stream(r.text)))
+    assert results.count(("x", (True, True))) == 1  # not retried: bytes had gone out; ended, not hung
+    assert results.count(("a", (True, False))) == 3
+    assert router.backends()["x"]["healthy"] is False
+
+
+def test_a_hung_backend_gives_504_and_is_ejected(faulty: tuple[Router, FakeBackend, FakeBackend]) -> None:
+    router, a, x = faulty
+    x.set_mode("ok")
+    assert router.register(x).status_code == 200
+    x.set_mode("hang")
+    statuses = [router.chat().status_code for _ in range(4)]
+    assert sorted(statuses) == [200, 200, 200, 504]
+    assert router.backends()["x"]["healthy"] is False
+
+
+def test_client_disconnect_closes_the_backend_stream(faulty: tuple[Router, FakeBackend, FakeBackend]) -> None:
+    router, a, _ = faulty
+    before = a.stats()["streams_cancelled"]
+    body = {"model": "only-a", "messages": [], "stream": True, "max_tokens": 200, "delay": 0.05}
+    with router.http.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert router.backends()["a"]["active"] == 1
+    # the client hung up after one event, ten seconds before the end
+    assert wait_for(lambda: a.stats()["streams_cancelled"] == before + 1, timeout=3)
+    assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+
+
+def test_failing_health_checks_take_a_backend_out_and_back(cluster: Cluster) -> None:
+    router = cluster.router("--health-interval", "0.2", "--unhealthy-after", "2", "--healthy-after", "2")
+    a, x = cluster.backend("a"), cluster.backend("x")
+    for backend in (a, x):
+        assert router.register(backend).status_code == 200
+    x.set_mode("sick")
+    assert wait_for(lambda: not router.backends()["x"]["healthy"], timeout=5)
+    assert {router.chat().headers["X-Backend"] for _ in range(6)} == {"a"}
+    assert "503" in router.backends()["x"]["last_error"]
+    x.set_mode("ok")
+    assert wait_for(lambda: router.backends()["x"]["healthy"], timeout=5)
+    assert {router.chat().headers["X-Backend"] for _ in range(6)} == {"a", "x"}
