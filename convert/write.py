@@ -151,6 +151,30 @@ def llama_quantize(src: Path, dst: Path, out_type: str) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_QUANT_FTYPES[out_type]
     params.nthread = os.cpu_count() or 1
+    keep = _keep_quantized(src, llama_cpp.llama_model_tensor_override)
+    if keep is not None:
+        params.tt_overrides = keep
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise OutputError(f"llama.cpp could not quantize to {out_type} (error {rc})")
+
+
+def _keep_quantized(src: Path, override: type) -> ctypes.Array | None:  # type: ignore[type-arg]
+    """Tensors the intermediate already holds quantized (gpt-oss's MXFP4 experts) keep their type.
+
+    llama.cpp refuses to requantize them ("requantizing from type mxfp4 is disabled"); a per-tensor type
+    override equal to the current type makes it copy them unchanged instead.
+    """
+    import re
+
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    plain = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16)
+    kept = [t for t in GGUFReader(src).tensors if t.tensor_type not in plain]
+    if not kept:
+        return None
+    table = (override * (len(kept) + 1))()  # the last entry (pattern NULL) ends the list
+    for entry, t in zip(table, kept):
+        entry.pattern = f"^{re.escape(t.name)}$".encode()
+        entry.type = int(t.tensor_type)
+    return table
