@@ -1,7 +1,7 @@
 """A tiny random llama-shaped GGUF written with gguf-py, so engine tests need nothing else.
 
 Byte-level vocabulary (every byte a token, so any text tokenizes) plus the special tokens the server cares
-about, and a ChatML-like template that opens `<think>` blocks. Random weights: the point is a real llama.cpp
+about, and a ChatML-like template. Random weights: the point is a real llama.cpp
 model that loads in milliseconds, not sensible text.
 """
 
@@ -34,8 +34,8 @@ def _byte_chars() -> list[str]:
     return [chr(table[b]) for b in range(256)]
 
 
-def build_tiny_gguf(seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: int = 2048) -> Path:
-    out = REPO / ".cache" / "serve" / f"tiny-{seed}-{n_embd}-{n_layer}.gguf"
+def build_tiny_gguf(seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: int = 32768) -> Path:
+    out = REPO / ".cache" / "serve" / f"tiny-{seed}-{n_embd}-{n_layer}-{n_ctx}.gguf"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,11 @@ def build_tiny_gguf(seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: in
 
     t("token_embd.weight", n_vocab, n_embd)
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    t("output.weight", n_vocab, n_embd)
+    # Special tokens get a zero output row: with random logits far above 0, greedy decoding never ends on its own,
+    # so tests control the length with max_tokens.
+    head = (rng.standard_normal((n_vocab, n_embd)) * 0.5).astype(np.float32)
+    head[256:] = 0.0
+    w.add_tensor("output.weight", head)
     for i in range(n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
         w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))

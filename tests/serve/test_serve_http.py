@@ -1,0 +1,169 @@
+"""A real server process on loopback with the tiny model; the official `openai` client is the oracle."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from servers import running_server
+from tiny_gguf import build_tiny_gguf
+
+pytestmark = pytest.mark.slow
+MSG = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    args = ("--max-concurrent", "4", "--max-queue", "8", "--ctx-size", "32768")
+    with running_server("--model-path", str(build_tiny_gguf()), *args) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+
+
+def chat(client: openai.OpenAI, content: str, **kw: object) -> str:
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}],
+                                       **{"max_tokens": 16, "temperature": 0, **kw})  # type: ignore[call-overload]
+    return r.choices[0].message.content
+
+
+def test_whole_and_streamed_agree(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=20, temperature=0)
+    reason = whole.choices[0].finish_reason
+    assert whole.object == "chat.completion" and reason == "length"
+    assert whole.usage.completion_tokens == 20 and whole.usage.prompt_tokens > 0
+    stream = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=20, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == whole.choices[0].message.content
+
+
+def test_completions_and_models(client: openai.OpenAI) -> None:
+    r = client.completions.create(model="tiny", prompt="abc", max_tokens=5, temperature=0)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 5
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny", prompt="abc", max_tokens=5, temperature=0, stream=True))
+    assert streamed == r.choices[0].text
+    assert [m.id for m in client.models.list().data] == ["tiny-0-64-2-32768"]
+
+
+def test_json_schema(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]},
+                                               "n": {"type": "integer"}}, "required": ["city", "n"]}
+    r = client.chat.completions.create(
+        model="tiny", messages=MSG, max_tokens=60, temperature=0.7, seed=3,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}},
+    )
+    value = json.loads(r.choices[0].message.content)
+    assert value["city"] in ("Paris", "Rome") and isinstance(value["n"], int)
+
+
+def test_json_object(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=200, temperature=1.0, seed=5,
+                                       response_format={"type": "json_object"})
+    content = r.choices[0].message.content
+    assert content.startswith("{")
+    if r.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(content), dict)
+
+
+def test_unsupported_schema_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=MSG, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"not": {}}}}}})
+    assert "not" in err.value.body["message"] and err.value.body["type"] == "invalid_request_error"
+
+
+def test_seed_and_stop(client: openai.OpenAI) -> None:
+    a = chat(client, "hi", temperature=1.0, seed=11)
+    assert a == chat(client, "hi", temperature=1.0, seed=11)
+    greedy = chat(client, "hi")
+    stop = greedy[4:6]
+    assert chat(client, "hi", stop=[stop]) == greedy[: greedy.find(stop)].strip()
+
+
+def test_concurrent_greedy_equals_solo(client: openai.OpenAI) -> None:
+    prompts = ["hello", "abc def", "quick brown fox", "zzz"]
+    solo = [chat(client, p) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: chat(client, p), prompts))
+    assert together == solo
+
+
+BAD = [
+    (b"{not json", 400),
+    (b"[1, 2]", 400),
+    (b'{"messages": []}', 400),
+    (b'{"messages": [{"role": "robot", "content": "x"}]}', 400),
+    (b'{"messages": [{"role": "user", "content": 5}]}', 400),
+    (b'{"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400),
+    (b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', 400),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 1000000}', 400),
+    (b'{"messages": [{"role": "user", "content": "x"}], "reasoning": "extreme"}', 400),
+]
+
+
+def test_bad_inputs_and_server_keeps_serving(url: str, client: openai.OpenAI) -> None:
+    for body, status in BAD:
+        r = httpx.post(url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status, body
+        error = r.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"], body
+    r = httpx.post(url + "/v1/chat/completions", content=b"x" * (5 * 2**20))
+    assert r.status_code == 413 and "error" in r.json()
+    assert chat(client, "still there?")
+
+
+def test_dropped_stream_frees_slot_within_a_second(url: str, client: openai.OpenAI) -> None:
+    body = {"messages": MSG, "max_tokens": 30000, "stream": True, "temperature": 0}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=10) as r:
+        lines = r.iter_lines()
+        next(lines)
+        next(lines)  # a token has been generated
+        assert httpx.get(url + "/queue/status").json()["active"] == 1
+    t0 = time.time()
+    while httpx.get(url + "/queue/status").json()["active"] and time.time() - t0 < 1:
+        time.sleep(0.02)
+    assert httpx.get(url + "/queue/status").json()["active"] == 0
+    assert chat(client, "next")  # the slot serves the next request
+
+
+def test_health_queue_metrics(url: str) -> None:
+    assert httpx.get(url + "/health").json()["status"] == "ok"
+    status = httpx.get(url + "/queue/status").json()
+    assert status["max_concurrent"] == 4 and status["max_queue"] == 8 and status["completed"] > 0
+    text = httpx.get(url + "/metrics").text
+    assert "hearth_requests_total" in text and "hearth_time_to_first_token_seconds_bucket" in text
+
+
+def test_queue_full_gives_429() -> None:
+    with running_server("--model-path", str(build_tiny_gguf()), "--max-concurrent", "1", "--max-queue", "1",
+                        "--ctx-size", "32768") as url:
+        body = {"messages": MSG, "max_tokens": 30000, "stream": True, "temperature": 0}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as running:
+            lines = running.iter_lines()  # kept: a discarded line iterator closes the connection
+            next(lines)
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as waiting:
+                assert waiting.status_code == 200  # accepted into the queue
+                deadline = time.time() + 5
+                while httpx.get(url + "/queue/status").json()["waiting"] != 1 and time.time() < deadline:
+                    time.sleep(0.02)
+                rejected = httpx.post(url + "/v1/chat/completions", json={**body, "stream": False})
+                assert rejected.status_code == 429
+                assert int(rejected.headers["Retry-After"]) >= 1
+                assert rejected.json()["error"]["code"] == "queue_full"
+        status = httpx.get(url + "/queue/status").json()
+        assert status["rejected"] == 1
