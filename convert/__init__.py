@@ -51,6 +51,8 @@ def convert_checkpoint(
     ckpt = open_checkpoint(src)
     arch = lookup(ckpt.architecture)
     config = arch.config(ckpt.config)
+    if arch.check is not None:
+        arch.check(config)
     out_type = out_type or NATIVE_TYPES[ckpt.weight_dtype()]
     out = Path(out) if out is not None else default_output(src, out_type)
     if out.is_dir():

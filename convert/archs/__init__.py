@@ -72,6 +72,8 @@ class Arch:
     skip_suffixes: tuple[str, ...] = (".rotary_emb.inv_freq",)
     # the part of config.json that describes the text model (Gemma3ForConditionalGeneration: "text_config")
     text_config: str | None = None
+    # refuses configs llama.cpp's graph for this arch cannot reproduce (raises UnsupportedError)
+    check: Callable[[Config], None] | None = None
     # a planner of its own (many-to-one tensors, packed formats); None = plan.default_plan
     plan: Callable[[Arch, Checkpoint, Config, str], Plan] | None = None
 

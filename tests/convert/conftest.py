@@ -1,0 +1,44 @@
+"""Shared, session-scoped conversions and transformers references, so each file is converted once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from convert import convert_checkpoint
+from tests.fixtures.build import FAMILIES, build_fixture
+
+# The dense families this package converts (gpt-oss has its own tests in test_gpt_oss.py).
+DENSE_ARCHES = tuple(FAMILIES)
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """converted(arch, out_type) -> GGUF path, converted once per session."""
+    cache: dict[tuple[str, str], Path] = {}
+    root = tmp_path_factory.mktemp("converted")
+
+    def get(arch: str, out_type: str) -> Path:
+        if (arch, out_type) not in cache:
+            out = root / f"{arch}.{out_type}.gguf"
+            cache[arch, out_type] = convert_checkpoint(build_fixture(arch), out, out_type, progress=False)
+        return cache[arch, out_type]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reference() -> Callable[[str], list]:
+    """reference(arch) -> [(ids, transformers float32 logits)] on verify.PROMPTS, computed once."""
+    from convert.verify import hf_logits
+
+    cache: dict[str, list] = {}
+
+    def get(arch: str) -> list:
+        if arch not in cache:
+            cache[arch] = hf_logits(build_fixture(arch))
+        return cache[arch]
+
+    return get
