@@ -1,0 +1,157 @@
+"""The stack file (TOML): one pydantic model for `[router]`, an optional `[budget]` and `[[models]]`.
+
+Relative paths in the file resolve against the file's own folder, so a stack file can sit next to its models.
+`load_stack(path)` raises ConfigError with one line naming the field, e.g. `stack.toml: models.0.port: ...`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stack.errors import ConfigError
+
+DEFAULT_STACK = Path(__file__).with_name("default.toml")
+
+StrategyName = Literal["round_robin", "least_connections", "random", "weighted", "sticky", "prefix"]
+ModelType = Literal["gemma3", "gpt-oss", "llama", "mistral", "qwen", "generic"]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"  # what the router accepts as a backend name
+
+
+class RouterSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address the router binds; clients talk to it")
+    port: int = Field(8080, ge=0, le=65535, description="the router's port (0: any free port)")
+    strategy: StrategyName = Field("least_connections", description="default routing strategy")
+    model_strategies: dict[str, StrategyName] = Field(default_factory=dict, description="strategy per model name")
+    health_interval: float = Field(5.0, gt=0, le=3600, description="seconds between the router's health checks")
+    max_retries: int = Field(2, ge=0, le=10, description="retries on another backend before a response starts")
+    timeout: float = Field(600.0, gt=0, description="seconds the router waits for a backend's next bytes")
+    admin_key: str | None = Field(None, min_length=1, description="Bearer key for the router's /backends/*")
+    api_key: str | None = Field(None, min_length=1, description="Bearer key every model server requires on /v1/*")
+    state_file: Path | None = Field(None, description="where the router keeps registrations across restarts")
+
+
+class BudgetSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vram_gb: float | None = Field(None, ge=0, description="VRAM the models may use together (default: what is free)")
+    reserve_mb: float = Field(512, ge=0, description="compute buffer each model server keeps on the GPU")
+
+
+class ModelSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=128, pattern=NAME, description="the name clients ask for")
+    aliases: list[str] = Field(default_factory=list, description="more names for the same model")
+    source: Path = Field(description="a .gguf file, or a HuggingFace folder converted on first start and cached")
+    model_type: ModelType | None = Field(None, description="chat format family (default: what the GGUF says)")
+    port: int | None = Field(None, ge=1, le=65535, description="first server port (default: a free port)")
+    replicas: int = Field(1, ge=1, le=16, description="servers for this model (ports port, port+1, ...)")
+    device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: planned against the budget")
+    n_gpu_layers: int | None = Field(None, ge=0, description="layers on the GPU; overrides device_map")
+    ctx_size: int = Field(4096, ge=64, description="context per sequence")
+    max_concurrent: int = Field(2, ge=1, le=64, description="sequences decoded together")
+    max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones")
+    kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
+    threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp (default: all cores)")
+
+    @property
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([self.name, *self.aliases]))
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        if any(not a or len(a) > 256 for a in value):
+            raise ValueError("aliases must be 1 to 256 characters")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: Path) -> Path:
+        if value.is_file():
+            if value.suffix != ".gguf":
+                raise ValueError(f"{value} is neither a .gguf file nor a HuggingFace folder")
+        elif value.is_dir():
+            if not (value / "config.json").is_file():
+                raise ValueError(f"{value} is a folder without config.json, not a HuggingFace checkpoint")
+        else:
+            raise ValueError(f"{value}: no such file or folder")
+        return value
+
+
+class StackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    router: RouterSection = Field(default_factory=RouterSection)
+    budget: BudgetSection | None = None
+    models: list[ModelSection] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> StackConfig:
+        seen: dict[str, str] = {}
+        for i, model in enumerate(self.models):
+            for name in model.names:
+                if name in seen:
+                    raise ValueError(f"models.{i}: name {name!r} is already used by model {seen[name]!r}")
+                seen[name] = model.name
+        ports: set[int] = {self.router.port} if self.router.port else set()
+        for i, model in enumerate(self.models):
+            if model.port is None:
+                continue
+            wanted = set(range(model.port, model.port + model.replicas))
+            if wanted & ports or max(wanted) > 65535:
+                raise ValueError(f"models.{i}.port: ports {model.port}..{max(wanted)} clash with another port or run past 65535")
+            ports |= wanted
+        return self
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative `source` and `state_file` entries become paths under the stack file's folder."""
+
+    def under(value: Any) -> Any:
+        if isinstance(value, str):
+            path = Path(value).expanduser()
+            return path if path.is_absolute() else (base / path).resolve()
+        return value
+
+    out = dict(raw)
+    if isinstance(out.get("router"), dict) and "state_file" in out["router"]:
+        out["router"] = {**out["router"], "state_file": under(out["router"]["state_file"])}
+    if isinstance(out.get("models"), list):
+        out["models"] = [
+            {**m, "source": under(m["source"])} if isinstance(m, dict) and "source" in m else m for m in out["models"]
+        ]
+    return out
+
+
+def first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "stack"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def parse_stack(raw: dict[str, Any], base: Path, label: str = "stack") -> StackConfig:
+    try:
+        return StackConfig.model_validate(_resolve_paths(raw, base))
+    except ValidationError as err:
+        raise ConfigError(f"{label}: {first_error(err)}") from None
+
+
+def load_stack(path: Path | None = None) -> StackConfig:
+    """Read and validate a stack file (default: the built-in one). Raises ConfigError."""
+    path = path or DEFAULT_STACK
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the stack file ({err.strerror})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    return parse_stack(raw, path.resolve().parent, str(path))

@@ -1,0 +1,85 @@
+"""Before anything starts: convert HF folders once (with a progress bar), read each GGUF's sizes, probe the GPU.
+
+The I/O half of planning; stack/plan.py does the arithmetic. Converted files land where `python -m serve` would
+put them (serve.models' cache key), so the stack and a plain `python -m serve` share one conversion.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from serve.config import CACHE
+from serve.gguf_shape import GGUFSizes, ShapeError, read_sizes
+from serve.models import content_hash
+from stack.config import ModelSection, StackConfig
+from stack.errors import StartError
+from stack.plan import ModelNeeds, Plan, plan
+
+# GGUF architecture -> serve's --model-type (as serve.runtime reads it)
+MODEL_TYPES = {"gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "qwen2": "qwen", "qwen3": "qwen"}
+
+
+def gguf_for(model: ModelSection, cache: Path = CACHE, progress: bool = True) -> Path:
+    """The GGUF to serve: the source itself, or its cached conversion (made now if missing)."""
+    if model.source.is_file():
+        return model.source
+    out = cache / f"{model.source.resolve().name}-{content_hash(model.source)}.gguf"
+    if out.exists():
+        return out
+    from convert import convert_checkpoint  # late: only HF folders need the converter
+    from convert.errors import ConvertError
+
+    print(f"stack: converting {model.source} for {model.name} (once; cached as {out})", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        return convert_checkpoint(model.source, out, progress=progress)
+    except ConvertError as err:
+        raise StartError(f"{model.name}: cannot convert {model.source}: {err}") from None
+
+
+def sizes_of(model: ModelSection, gguf: Path) -> GGUFSizes:
+    try:
+        return read_sizes(gguf)
+    except ShapeError as err:
+        raise StartError(f"{model.name}: {err}") from None
+
+
+def model_type(model: ModelSection, sizes: GGUFSizes) -> str:
+    return model.model_type or MODEL_TYPES.get(sizes.architecture, "generic")
+
+
+def gpu_offload() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def free_vram() -> int | None:
+    """Free bytes on the first NVIDIA GPU, None when unknown (no nvidia-smi, or it fails)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10
+        )
+        return int(out.stdout.split()[0]) * 2**20 if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
+def make_plan(stack: StackConfig, sizes: dict[str, GGUFSizes], gpu: bool, free: int | None) -> Plan:
+    """The budget is the stack file's vram_gb, else what the driver says is free."""
+    budget = stack.budget.vram_gb if stack.budget and stack.budget.vram_gb is not None else None
+    reserve = int((stack.budget.reserve_mb if stack.budget else 512) * 2**20)
+    needs = [
+        ModelNeeds(
+            name=m.name, shape=sizes[m.name].shape, total_bytes=sizes[m.name].total_bytes,
+            n_ctx=m.ctx_size * m.max_concurrent, kv_type=m.kv_type, replicas=m.replicas,
+            device_map=m.device_map, n_gpu_layers=m.n_gpu_layers,
+        )
+        for m in stack.models
+    ]
+    return plan(needs, int(budget * 2**30) if budget is not None else free, gpu, reserve)

@@ -1,0 +1,308 @@
+"""Run the stack: one `python -m serve` per model replica and one `python -m route`, kept alive.
+
+Each child runs in its own session (process group), so the terminal's Ctrl-C reaches only the supervisor, which then
+stops every group: SIGTERM, and SIGKILL after a timeout. On Linux the children also get SIGTERM if the supervisor
+itself dies (PR_SET_PDEATHSIG), so no server outlives it. A model server that exits is restarted with exponential
+backoff and registered again; meanwhile the router's health checks and retries route around it.
+
+Child output goes to DIR/logs/NAME.log; DIR/state.json says what runs where (pids, ports, restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from stack.config import ModelSection, StackConfig
+from stack.errors import StartError
+
+REPO = Path(__file__).resolve().parents[1]
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before restart number `failures` (1, 2, ...) in a row: 1, 2, 4, ... up to 30."""
+    return min(BACKOFF_FIRST * 2 ** max(failures - 1, 0), BACKOFF_MAX)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, whatever kills it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str  # backend name at the router
+    argv: list[str]
+    url: str
+    ready_path: str  # answers 200 once the process can take traffic
+    log: Path
+    model: ModelSection | None = None  # None: the router
+    model_type: str = "generic"
+    proc: asyncio.subprocess.Process | None = None
+    status: str = "starting"  # starting, healthy, restarting, failed, stopped
+    restarts: int = 0
+    last_exit: int | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "url": self.url, "pid": self.proc.pid if self.proc else None, "status": self.status,
+            "restarts": self.restarts, "last_exit": self.last_exit, "log": str(self.log),
+            **({"models": self.model.names, "model_type": self.model_type} if self.model else {}),
+        }
+
+
+def _toml_value(value: Any) -> str:
+    # JSON's string and number syntax is valid TOML for the plain values written here.
+    return json.dumps(str(value) if isinstance(value, Path) else value)
+
+
+def router_toml(stack: StackConfig, port: int) -> str:
+    r = stack.router
+    values = {
+        "host": r.host, "port": port, "strategy": r.strategy, "health_interval": r.health_interval,
+        "max_retries": r.max_retries, "timeout": r.timeout, "admin_key": r.admin_key, "state_file": r.state_file,
+    }
+    lines = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    if r.model_strategies:
+        lines.append("[model_strategies]")
+        lines += [f"{_toml_value(k)} = {_toml_value(v)}" for k, v in r.model_strategies.items()]
+    return "\n".join(lines) + "\n"
+
+
+def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int, api_key: str | None) -> list[str]:
+    argv = [
+        sys.executable, "-m", "serve", "--model-path", str(gguf), "--model-name", model.name, "--port", str(port),
+        "--n-gpu-layers", str(n_gpu_layers), "--ctx-size", str(model.ctx_size),
+        "--max-concurrent", str(model.max_concurrent), "--max-queue", str(model.max_queue), "--kv-type", model.kv_type,
+    ]
+    if model.model_type:
+        argv += ["--model-type", model.model_type]
+    if model.threads:
+        argv += ["--threads", str(model.threads)]
+    if api_key:
+        argv += ["--api-key", api_key]
+    return argv
+
+
+@dataclass
+class Supervisor:
+    stack: StackConfig
+    ggufs: dict[str, Path]  # model name -> GGUF to serve
+    model_types: dict[str, str]
+    gpu_layers: dict[str, int]  # model name -> --n-gpu-layers from the plan
+    state_dir: Path
+    load_timeout: float = 600.0
+    stop_timeout: float = 10.0
+    say: Any = print
+    router: Child = field(init=False)
+    servers: list[Child] = field(init=False, default_factory=list)
+    http: aiohttp.ClientSession | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        r = self.stack.router
+        port = r.port or free_port(r.host)
+        host = "127.0.0.1" if r.host in ("0.0.0.0", "::") else r.host
+        config = self.state_dir / "router.toml"
+        config.touch(mode=0o600)  # it may hold the admin key
+        config.write_text(router_toml(self.stack, port))
+        self.router = Child("router", [sys.executable, "-m", "route", "--config", str(config)],
+                            f"http://{host}:{port}", "/status", logs / "router.log")
+        for m in self.stack.models:
+            first = m.port or 0
+            for i in range(m.replicas):
+                port = first + i if first else free_port()
+                name = m.name if m.replicas == 1 else f"{m.name}-{i + 1}"
+                argv = serve_argv(m, self.ggufs[m.name], port, self.gpu_layers[m.name], r.api_key)
+                self.servers.append(Child(name, argv, f"http://127.0.0.1:{port}", "/health", logs / f"{name}.log",
+                                          m, self.model_types[m.name]))
+
+    @property
+    def api_url(self) -> str:
+        return self.router.url + "/v1"
+
+    # -- the state file -------------------------------------------------------------------------------------------
+
+    def write_state(self) -> None:
+        state = {"pid": os.getpid(), "api": self.api_url, "router": self.router.view(),
+                 "servers": [c.view() for c in self.servers]}
+        path = self.state_dir / "state.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, path)
+
+    # -- processes ------------------------------------------------------------------------------------------------
+
+    async def spawn(self, child: Child) -> None:
+        with child.log.open("a") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(child.argv)}\n")
+            log.flush()
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+            child.proc = await asyncio.create_subprocess_exec(
+                *child.argv, cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        child.status = "starting"
+        self.write_state()
+
+    async def wait_ready(self, child: Child) -> bool:
+        """True once the child answers its ready path with 200; False if it exits or times out (then it is killed)."""
+        assert self.http is not None and child.proc is not None
+        deadline = time.monotonic() + self.load_timeout
+        while child.proc.returncode is None and time.monotonic() < deadline:
+            try:
+                async with self.http.get(child.url + child.ready_path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        return True
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            try:
+                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.2)
+            except asyncio.TimeoutError:
+                pass
+        if child.proc.returncode is None:
+            self.say(f"stack: {child.name} not ready after {self.load_timeout:.0f} s; killing it")
+            await self.kill(child, 0)
+        return False
+
+    async def kill(self, child: Child, grace: float) -> None:
+        """SIGTERM the child's process group, SIGKILL it after `grace` seconds."""
+        proc = child.proc
+        if proc is None or proc.returncode is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(proc.wait(), grace if sig == signal.SIGTERM else None)
+                return
+            except asyncio.TimeoutError:
+                self.say(f"stack: {child.name} ignored SIGTERM for {grace:.0f} s; killing it")
+
+    # -- registration ---------------------------------------------------------------------------------------------
+
+    async def register(self, child: Child, attempts: int = 5) -> bool:
+        assert self.http is not None and child.model is not None
+        body = {"name": child.name, "url": child.url, "model_type": child.model_type, "models": child.model.names,
+                "weight": 1}
+        key = self.stack.router.admin_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        for attempt in range(attempts):
+            try:
+                async with self.http.post(self.router.url + "/backends/register", json=body, headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                    if resp.status == 200:
+                        return True
+                    reason = f"{resp.status} {(await resp.text())[:300]}"
+            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                reason = str(err) or type(err).__name__
+            await asyncio.sleep(0.5 * (attempt + 1))
+        self.say(f"stack: could not register {child.name} with the router: {reason}")
+        return False
+
+    # -- supervision loops ----------------------------------------------------------------------------------------
+
+    async def keep(self, child: Child) -> None:
+        """Start the child and restart it whenever it exits; a first start that fails raises StartError."""
+        failures = 0
+        started_once = False
+        while True:
+            await self.spawn(child)
+            assert child.proc is not None
+            began = time.monotonic()
+            if await self.wait_ready(child):
+                if child.model is None:  # a restarted router may have lost the registrations
+                    await asyncio.gather(*(self.register(c) for c in self.servers if c.status == "healthy"))
+                elif not await self.register(child) and not started_once:
+                    raise StartError(f"the router refused {child.name}'s registration (see above)")
+                # A later registration failure means the router is down: its restart registers this one again.
+                child.status = "healthy"
+                self.write_state()
+                if started_once:
+                    self.say(f"stack: {child.name} is back (restart {child.restarts})")
+                started_once = True
+                await child.proc.wait()
+            elif not started_once:
+                child.status = "failed"
+                self.write_state()
+                raise StartError(f"{child.name} did not start (exit {child.proc.returncode}); see {child.log}:\n"
+                                 + tail(child.log))
+            child.last_exit = child.proc.returncode
+            child.restarts += 1
+            failures = 1 if time.monotonic() - began > STABLE_AFTER else failures + 1
+            delay = backoff(failures)
+            child.status = "restarting"
+            self.write_state()
+            self.say(f"stack: {child.name} exited with code {child.last_exit}; restarting in {delay:.0f} s")
+            await asyncio.sleep(delay)
+
+    async def run(self, stop: asyncio.Event, on_ready: Any = None) -> None:
+        """Run until `stop` is set; then stop every child. Raises StartError if a first start fails."""
+        async with aiohttp.ClientSession() as self.http:
+            tasks: list[asyncio.Task[None]] = []
+            try:
+                tasks.append(asyncio.create_task(self.keep(self.router)))
+                while self.router.status != "healthy":  # servers register as they come up, so the router goes first
+                    await self._check(tasks, stop, 0.1)
+                    if stop.is_set():
+                        return
+                tasks += [asyncio.create_task(self.keep(c)) for c in self.servers]
+                announced = False
+                while not stop.is_set():
+                    await self._check(tasks, stop, 0.2)
+                    if not announced and all(c.status == "healthy" for c in self.servers):
+                        announced = True
+                        if on_ready:
+                            on_ready(self)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self.stop_all()
+
+    async def _check(self, tasks: list[asyncio.Task[None]], stop: asyncio.Event, wait: float) -> None:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, waiter], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop_all(self) -> None:
+        children = [*self.servers, self.router]
+        await asyncio.gather(*(self.kill(c, self.stop_timeout) for c in children))
+        for c in children:
+            c.status = "stopped"
+        self.write_state()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
