@@ -39,7 +39,13 @@ async def _serve(config: ServeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(app, hyper, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    async def shutdown() -> None:
+        await stop.wait()
+        # End running streams cleanly before hypercorn waits for them to finish.
+        await asyncio.to_thread(app.runtime.drain)
+
+    await serve(app, hyper, shutdown_trigger=shutdown)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -209,6 +209,9 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         with self._wake:
+            if self._stopping:
+                job.emit(Failed("the server is shutting down"))
+                return
             self._incoming.append(job)
             self._wake.notify()
 

@@ -77,3 +77,53 @@ def resolve(
         return Placement(999, "--device-map gpu: every layer on the GPU")
     n = fit_layers(shape, free_vram, n_ctx, kv_type)
     return Placement(n, f"--device-map auto: {n} of {shape.n_layers + 1} layers fit in {free_vram / 2**30:.1f} GiB free")
+
+
+# -- measuring the inputs (I/O kept apart from the arithmetic above) ------------------------------------------
+
+
+def read_shape(path: str) -> ModelShape:
+    """Per-layer weight bytes and KV widths from a GGUF's tensor table (memory-mapped, no weights read)."""
+    import re
+
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    arch = str(bytes(reader.fields["general.architecture"].parts[-1]), "utf-8")
+
+    def field(key: str) -> int | None:
+        f = reader.fields.get(f"{arch}.{key}")
+        return int(f.parts[-1][0]) if f is not None else None
+
+    n_layers = field("block_count") or 0
+    layer = [0] * n_layers
+    other = 0
+    for t in reader.tensors:
+        m = re.match(r"blk\.(\d+)\.", t.name)
+        if m and int(m.group(1)) < n_layers:
+            layer[int(m.group(1))] += int(t.n_bytes)
+        elif not t.name.startswith("token_embd"):  # the input embedding stays on the CPU in llama.cpp
+            other += int(t.n_bytes)
+    n_head = field("attention.head_count") or 1
+    n_kv = field("attention.head_count_kv") or n_head
+    n_embd = field("embedding_length") or 0
+    k_len = field("attention.key_length") or n_embd // n_head
+    v_len = field("attention.value_length") or n_embd // n_head
+    return ModelShape(n_layers, tuple(layer), other, k_len * n_kv, v_len * n_kv)
+
+
+def free_vram() -> int | None:
+    """Free bytes on the first GPU as the driver reports them, or None without nvidia-smi."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        return int(out.splitlines()[0].strip()) * 2**20
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return None

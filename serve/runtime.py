@@ -20,7 +20,7 @@ from serve.channels import Format
 from serve.config import ServeConfig
 from serve.engine import Engine, Event, Failed, Finished, Job, Model, SamplingParams
 from serve.metrics import Metrics
-from serve.placement import resolve
+from serve.placement import free_vram, read_shape, resolve
 from serve.prompts import ChatTemplate, chat_template
 from serve.scheduler import Scheduler
 
@@ -58,7 +58,11 @@ class Runtime:
     def load(self) -> Loaded:
         c = self.config
         gpu = bool(ll.llama_supports_gpu_offload())
-        placement = resolve(c.device_map, c.n_gpu_layers, gpu, None, None, c.ctx_size, c.kv_type)
+        measure = gpu and c.device_map == "auto" and c.n_gpu_layers is None
+        shape = read_shape(str(self.model_path)) if measure else None
+        vram = free_vram() if measure else None
+        # Every sequence has its own KV cache, so the KV budget is the context times the sequences.
+        placement = resolve(c.device_map, c.n_gpu_layers, gpu, shape, vram, c.ctx_size * c.max_concurrent, c.kv_type)
         log.info("placement: %s", placement.reason)
         model = Model(self.model_path, placement.n_gpu_layers)
         arch = model.meta("general.architecture") or "generic"
@@ -75,6 +79,13 @@ class Runtime:
         log.info("loaded %s (%s, %s format), %d sequences x %d tokens", self.model_name, model_type,
                  template.format.value, c.max_concurrent, engine.ctx_per_seq)
         return Loaded(model, engine, template, model_type)
+
+    def drain(self) -> None:
+        """Shutdown, first step: running streams end now with `stop` (cleanly, [DONE] and all), waiters too."""
+        if self.loaded:
+            self.loaded.engine.stop()
+        for job in list(self.scheduler.waiting):
+            job.emit(Finished("stop", len(job.prompt), 0))  # type: ignore[attr-defined]
 
     def close(self) -> None:
         if self.loaded:

@@ -23,6 +23,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_PROCS: dict[str, subprocess.Popen] = {}
+
+
+def interrupt(url: str) -> None:
+    """Send SIGINT to the server at `url` (started by running_server)."""
+    _PROCS[url].send_signal(signal.SIGINT)
+
+
 @contextlib.contextmanager
 def running_server(*args: str, timeout: float = 60) -> Iterator[str]:
     """Start `python -m serve ARGS --port P`, wait for /health 200, yield its URL; SIGINT it afterwards."""
@@ -34,6 +42,7 @@ def running_server(*args: str, timeout: float = 60) -> Iterator[str]:
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    _PROCS[url] = proc
     try:
         deadline = time.time() + timeout
         while True:
@@ -56,3 +65,4 @@ def running_server(*args: str, timeout: float = 60) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+        _PROCS.pop(url, None)

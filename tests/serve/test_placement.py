@@ -39,3 +39,15 @@ def test_resolve() -> None:
     assert resolve("auto", 2, gpu_available=True, **args).n_gpu_layers == 2
     with pytest.raises(ValueError, match="device_map"):
         resolve("tpu", None, gpu_available=True, **args)
+
+
+def test_read_shape_from_a_real_gguf() -> None:
+    from serve.placement import read_shape
+    from tiny_gguf import build_tiny_gguf
+
+    shape = read_shape(str(build_tiny_gguf()))
+    # tiny: 2 layers of 4 attention (64x64) + 3 ffn (64x128) f32 matrices + 2 norms; head 261x64 + norm
+    per_layer = (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) * 4
+    assert shape.n_layers == 2 and shape.layer_bytes == (per_layer, per_layer)
+    assert shape.output_bytes == (261 * 64 + 64) * 4
+    assert shape.n_embd_k_gqa == shape.n_embd_v_gqa == 64

@@ -167,3 +167,20 @@ def test_queue_full_gives_429() -> None:
                 assert rejected.json()["error"]["code"] == "queue_full"
         status = httpx.get(url + "/queue/status").json()
         assert status["rejected"] == 1
+
+
+def test_shutdown_ends_streams_cleanly() -> None:
+    """SIGINT while a stream runs: the stream gets its finish chunk and [DONE], and the process exits promptly."""
+    with running_server("--model-path", str(build_tiny_gguf()), "--ctx-size", "32768") as url:
+        body = {"messages": MSG, "max_tokens": 30000, "stream": True, "temperature": 0}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+            lines = r.iter_lines()
+            next(lines)
+            import servers
+
+            t0 = time.time()
+            servers.interrupt(url)
+            rest = [line for line in lines if line]
+            assert rest[-1] == "data: [DONE]"
+            assert json.loads(rest[-2][6:])["choices"][0]["finish_reason"] == "stop"
+            assert time.time() - t0 < 5
