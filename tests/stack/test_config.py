@@ -1,0 +1,127 @@
+"""The stack file: parsing, relative paths, and one-line errors that name the field (exit 2 from the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stack.__main__ import main
+from stack.config import load_stack
+from stack.errors import ConfigError
+from stack.supervise import router_toml, serve_argv
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "models" / "hf").mkdir(parents=True)
+    (tmp_path / "models" / "hf" / "config.json").write_text("{}")
+    (tmp_path / "models" / "small.gguf").write_bytes(b"GGUF")
+    (tmp_path / "notes.txt").write_text("not a model")
+    return tmp_path
+
+
+def write(folder: Path, text: str) -> Path:
+    path = folder / "stack.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+[router]
+port = 9000
+strategy = "round_robin"
+admin_key = "secret"
+state_file = "state/router.json"
+[router.model_strategies]
+think = "prefix"
+
+[budget]
+vram_gb = 6
+
+[[models]]
+name = "think"
+aliases = ["t", "thinker"]
+source = "models/hf"
+port = 9100
+replicas = 2
+max_queue = 64
+
+[[models]]
+name = "small"
+source = "models/small.gguf"
+n_gpu_layers = 3
+"""
+
+
+def test_full_file_parses_and_paths_resolve_against_its_folder(folder: Path) -> None:
+    stack = load_stack(write(folder, GOOD))
+    think, small = stack.models
+    assert think.source == folder / "models" / "hf"
+    assert small.source == folder / "models" / "small.gguf"
+    assert stack.router.state_file == folder / "state" / "router.json"
+    assert think.names == ["think", "t", "thinker"]
+    assert (think.replicas, think.max_queue, think.ctx_size) == (2, 64, 4096)
+    assert stack.budget is not None and stack.budget.vram_gb == 6
+    assert stack.router.model_strategies == {"think": "prefix"}
+
+
+def test_router_config_is_valid_route_config(folder: Path) -> None:
+    """What the supervisor writes for `python -m route --config` is read back by route's own loader."""
+    from route.config import load_config
+
+    stack = load_stack(write(folder, GOOD))
+    config = folder / "router.toml"
+    config.write_text(router_toml(stack, 9000))
+    cfg = load_config(["--config", str(config)])
+    assert (cfg.port, cfg.strategy, cfg.admin_key) == (9000, "round_robin", "secret")
+    assert cfg.strategy_for("think") == "prefix" and cfg.strategy_for("small") == "round_robin"
+    assert cfg.state_file == folder / "state" / "router.json"
+
+
+def test_serve_argv_is_valid_serve_config(folder: Path) -> None:
+    """The flags the supervisor passes are accepted by serve's own parser with the same values."""
+    from serve.config import from_args
+
+    stack = load_stack(write(folder, GOOD))
+    argv = serve_argv(stack.models[0], folder / "x.gguf", 9101, 7, "k")
+    cfg = from_args(argv[3:])  # past `python -m serve`
+    assert (cfg.port, cfg.n_gpu_layers, cfg.max_queue, cfg.api_key, cfg.model_name) == (9101, 7, 64, "k", "think")
+
+
+BAD = [
+    ("[router]\nport = 8080\n", "models: Field required"),
+    ('[[models]]\nname = "a"\nsource = "models/hf"\nport = 70000\n', "models.0.port"),
+    ('[router]\nbogus = 1\n[[models]]\nname = "a"\nsource = "models/hf"\n', "router.bogus"),
+    ('[[models]]\nname = "a"\nsource = "missing"\n', "models.0.source"),
+    ('[[models]]\nname = "a"\nsource = "notes.txt"\n', "models.0.source"),
+    ('[[models]]\nname = "a"\nsource = "models"\n', "models.0.source"),
+    ('[[models]]\nname = "a b"\nsource = "models/hf"\n', "models.0.name"),
+    ('[[models]]\nname = "a"\nsource = "models/hf"\nmax_concurrent = "two"\n', "models.0.max_concurrent"),
+    ('[router]\nstrategy = "fastest"\n[[models]]\nname = "a"\nsource = "models/hf"\n', "router.strategy"),
+    ('[budget]\nvram_gb = -1\n[[models]]\nname = "a"\nsource = "models/hf"\n', "budget.vram_gb"),
+    ('[[models]]\nname = "a"\nsource = "models/hf"\n[[models]]\nname = "b"\naliases = ["a"]\nsource = "models/hf"\n',
+     "'a' is already used"),
+    ('[[models]]\nname = "a"\nsource = "models/hf"\nport = 8080\n', "models.0.port"),  # the router's port
+    ("[[models]\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD)
+def test_bad_stack_file_names_the_field(folder: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_stack(write(folder, text))
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+
+
+def test_cli_bad_file_one_line_exit_2(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(folder, '[[models]]\nname = "a"\nsource = "models/hf"\nctx_size = 1\n')
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "models.0.ctx_size" in err and "Traceback" not in err
+
+
+def test_cli_missing_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read the stack file" in capsys.readouterr().err

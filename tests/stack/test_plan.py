@@ -1,0 +1,98 @@
+"""The VRAM plan: layer placement under several budgets, fixed placements, replicas, and no GPU at all.
+
+Expected layer counts are worked out by hand from round sizes (MiB), not by calling fit_layers again.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from serve.placement import ModelShape
+from stack.plan import ModelNeeds, plan, split
+
+MiB = 2**20
+# 4 layers of 100 MiB, a 50 MiB output head; KV: 128 + 128 wide x 2 bytes (f16) = 512 B a token a layer,
+# so 2048 tokens (ctx 1024 x 2 concurrent) take exactly 1 MiB a layer.
+SHAPE = ModelShape(n_layers=4, layer_bytes=(100 * MiB,) * 4, output_bytes=50 * MiB, n_embd_k_gqa=128, n_embd_v_gqa=128)
+TOTAL = 4 * 100 * MiB + 50 * MiB + 60 * MiB  # layers + head + a 60 MiB token embedding that stays on the CPU
+
+
+def needs(name: str = "a", **kw: object) -> ModelNeeds:
+    return ModelNeeds(name=name, shape=SHAPE, total_bytes=TOTAL, n_ctx=2048, **kw)  # type: ignore[arg-type]
+
+
+def test_budgets_place_layers_until_full() -> None:
+    # budget -> layers: each layer costs 101 MiB (weights + KV); the head 50 MiB more; no reserve here.
+    cases = {0: 0, 100 * MiB: 0, 101 * MiB: 1, 250 * MiB: 2, 404 * MiB: 4, 453 * MiB: 4, 454 * MiB: 5, 10_000 * MiB: 5}
+    for budget, layers in cases.items():
+        p = plan([needs()], budget, gpu=True, reserve=0)
+        row = p.rows[0]
+        assert row.gpu_layers == layers, (budget, row)
+        assert row.total_layers == 5
+        assert row.vram <= budget
+        expected_vram = min(layers, 4) * 101 * MiB + (50 * MiB if layers == 5 else 0)
+        assert row.vram == expected_vram
+
+
+def test_reserve_is_charged_once_per_model_on_the_gpu() -> None:
+    p = plan([needs()], 1024 * MiB, gpu=True, reserve=512 * MiB)
+    assert p.rows[0].gpu_layers == 5 - 0 and p.rows[0].vram == 454 * MiB + 512 * MiB
+    p = plan([needs()], 600 * MiB, gpu=True, reserve=512 * MiB)  # 88 MiB left after the reserve: no layer
+    assert p.rows[0].gpu_layers == 0 and p.rows[0].vram == 0
+
+
+def test_first_model_in_the_file_gets_the_gpu_first() -> None:
+    p = plan([needs("a"), needs("b")], 700 * MiB, gpu=True, reserve=0)
+    assert [r.gpu_layers for r in p.rows] == [5, 2]  # a: 454 MiB, b: 2 x 101 of the 246 left
+    assert sum(r.vram for r in p.rows) <= 700 * MiB
+    assert "VRAM budget 700.0 MiB" in p.note
+
+
+def test_fixed_placements_are_charged_before_auto_ones() -> None:
+    p = plan([needs("auto"), needs("fixed", n_gpu_layers=3), needs("cpu", device_map="cpu")], 500 * MiB, gpu=True, reserve=0)
+    layers = {r.name: r.gpu_layers for r in p.rows}
+    assert layers == {"fixed": 3, "auto": 1, "cpu": 0}  # 500 - 303 = 197 MiB: one layer for auto
+
+
+def test_replicas_each_hold_a_copy() -> None:
+    p = plan([needs(replicas=2)], 500 * MiB, gpu=True, reserve=0)  # 250 MiB a replica: 2 layers each
+    assert p.rows[0].gpu_layers == 2 and p.rows[0].vram == 2 * 2 * 101 * MiB
+
+
+def test_kv_cache_grows_with_context_and_concurrency() -> None:
+    small = plan([needs()], 404 * MiB, gpu=True, reserve=0).rows[0]
+    big = plan([ModelNeeds("a", SHAPE, TOTAL, n_ctx=2048 * 64)], 404 * MiB, gpu=True, reserve=0).rows[0]
+    assert small.gpu_layers == 4 and big.gpu_layers == 2  # each layer now takes 100 + 64 MiB
+
+
+def test_no_gpu_plans_all_cpu_and_says_so() -> None:
+    p = plan([needs("a"), needs("b", device_map="gpu")], 10**12, gpu=False)
+    assert all(r.gpu_layers == 0 and r.vram == 0 for r in p.rows)
+    assert all(r.ram == TOTAL + 4 * MiB for r in p.rows)  # every weight plus the KV of 4 layers
+    assert "CPU" in p.note
+    text = p.render()
+    assert "0/5" in text and "GPU layers" in text and "no GPU" in text
+
+
+def test_unknown_free_vram_puts_auto_models_fully_on_the_gpu() -> None:
+    p = plan([needs("a"), needs("b", device_map="cpu")], None, gpu=True, reserve=0)
+    assert [r.gpu_layers for r in p.rows] == [5, 0]
+    assert "unknown" in p.note
+
+
+def test_render_table() -> None:
+    text = plan([needs("demo-think")], 250 * MiB, gpu=True, reserve=0).render()
+    header, rule, row, note = text.splitlines()
+    assert header.split() == ["model", "replicas", "GPU", "layers", "VRAM", "RAM"]
+    assert row.split()[:3] == ["demo-think", "1", "2/5"] and "202.0 MiB" in row
+    assert set(rule) <= {"-", " "} and "250.0 MiB" in note
+
+
+@given(st.integers(0, 5), st.integers(64, 1 << 16))
+def test_memory_is_conserved(n_gpu: int, n_ctx: int) -> None:
+    """Whatever the split, VRAM + RAM hold every weight and every layer's KV cache exactly once."""
+    m = ModelNeeds("a", SHAPE, TOTAL, n_ctx=n_ctx)
+    vram, ram = split(m, n_gpu, reserve=0)
+    kv_all = 4 * 512 * n_ctx
+    assert vram + ram == TOTAL + kv_all
