@@ -6,13 +6,12 @@ put them (serve.models' cache key), so the stack and a plain `python -m serve` s
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 from serve.config import CACHE
-from serve.gguf_shape import GGUFSizes, ShapeError, read_sizes
+from serve.placement import free_vram
 from serve.models import content_hash
+from stack.gguf_info import GGUFInfo, InfoError, read_info
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
 from stack.plan import ModelNeeds, Plan, plan
@@ -39,14 +38,14 @@ def gguf_for(model: ModelSection, cache: Path = CACHE, progress: bool = True) ->
         raise StartError(f"{model.name}: cannot convert {model.source}: {err}") from None
 
 
-def sizes_of(model: ModelSection, gguf: Path) -> GGUFSizes:
+def sizes_of(model: ModelSection, gguf: Path) -> GGUFInfo:
     try:
-        return read_sizes(gguf)
-    except ShapeError as err:
+        return read_info(gguf)
+    except InfoError as err:
         raise StartError(f"{model.name}: {err}") from None
 
 
-def model_type(model: ModelSection, sizes: GGUFSizes) -> str:
+def model_type(model: ModelSection, sizes: GGUFInfo) -> str:
     return model.model_type or MODEL_TYPES.get(sizes.architecture, "generic")
 
 
@@ -56,21 +55,7 @@ def gpu_offload() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-def free_vram() -> int | None:
-    """Free bytes on the first NVIDIA GPU, None when unknown (no nvidia-smi, or it fails)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10
-        )
-        return int(out.stdout.split()[0]) * 2**20 if out.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return None
-
-
-def make_plan(stack: StackConfig, sizes: dict[str, GGUFSizes], gpu: bool, free: int | None) -> Plan:
+def make_plan(stack: StackConfig, sizes: dict[str, GGUFInfo], gpu: bool, free: int | None) -> Plan:
     """The budget is the stack file's vram_gb, else what the driver says is free."""
     budget = stack.budget.vram_gb if stack.budget and stack.budget.vram_gb is not None else None
     reserve = int((stack.budget.reserve_mb if stack.budget else 512) * 2**20)

@@ -1,4 +1,4 @@
-"""serve.gguf_shape.read_sizes against independent sources: llama.cpp's own model size and layer count, and the
+"""The plan's inputs (stack.gguf_info.read_info over serve.placement.read_shape) against independent sources: llama.cpp's own model size and layer count, and the
 HF config the GGUF was converted from (KV width = head_dim x key/value heads)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import llama_cpp as ll
 import pytest
 
 from convert import convert_checkpoint
-from serve.gguf_shape import ShapeError, read_sizes
+from stack.gguf_info import InfoError, read_info
 from tests.fixtures.build import build_fixture
 
 
@@ -29,7 +29,7 @@ def llama_cpp_numbers(path: Path) -> tuple[int, int]:
 def test_sizes_match_llama_cpp_and_the_hf_config(arch: str, tmp_path: Path) -> None:
     folder = build_fixture(arch)
     gguf = convert_checkpoint(folder, tmp_path / f"{arch}.gguf", "f16", progress=False)
-    sizes = read_sizes(gguf)
+    sizes = read_info(gguf)
     size, n_layer = llama_cpp_numbers(gguf)
     assert sizes.total_bytes == size
     assert sizes.shape.n_layers == n_layer == len(sizes.shape.layer_bytes)
@@ -43,5 +43,5 @@ def test_sizes_match_llama_cpp_and_the_hf_config(arch: str, tmp_path: Path) -> N
 def test_not_a_gguf(tmp_path: Path) -> None:
     path = tmp_path / "x.gguf"
     path.write_bytes(b"definitely not a gguf file" * 10)
-    with pytest.raises(ShapeError, match="not a readable GGUF"):
-        read_sizes(path)
+    with pytest.raises(InfoError, match="not a readable GGUF"):
+        read_info(path)
