@@ -215,8 +215,7 @@ def test_metadata_describes_the_architecture(f32_gguf: Path, src: Path) -> None:
     fields = gguf.GGUFReader(f32_gguf).fields
 
     def value(key: str) -> Any:
-        f = fields[key]
-        return f.contents() if hasattr(f, "contents") else f.parts[f.data[0]][0]
+        return fields[key].contents()
 
     assert value("general.architecture") == "gpt-oss"
     assert value("gpt-oss.expert_count") == config["num_local_experts"]
@@ -228,6 +227,24 @@ def test_metadata_describes_the_architecture(f32_gguf: Path, src: Path) -> None:
     assert value("gpt-oss.rope.scaling.factor") == config["rope_parameters"]["factor"]
     assert value("gpt-oss.rope.scaling.original_context_length") == 4096
     assert value("tokenizer.ggml.pre") == "gpt-4o"
+
+
+def test_config_in_the_shape_openai_ships_gives_the_same_metadata(src: Path, tmp_path: Path, f32_gguf: Path) -> None:
+    """openai/gpt-oss-* config.json predates transformers 5: rope_scaling + rope_theta, a few extra keys."""
+    folder = _copy(src, tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    rope = dict(config.pop("rope_parameters"))
+    config["rope_theta"] = rope.pop("rope_theta")
+    config["rope_scaling"] = rope
+    config.update(experts_per_token=config["num_experts_per_tok"], initial_context_length=4096)
+    (folder / "config.json").write_text(json.dumps(config))
+    path = convert_checkpoint(folder, tmp_path / "old.gguf", "f32", progress=False)
+
+    def kv(p: Path) -> dict[str, Any]:
+        return {k: f.contents() for k, f in gguf.GGUFReader(p).fields.items() if k.startswith("gpt-oss.")}
+
+    assert kv(path) == kv(f32_gguf)
+    assert kv(path)["gpt-oss.rope.freq_base"] == config["rope_theta"]
 
 
 # --- logits ----------------------------------------------------------------------------------------------------
