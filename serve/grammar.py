@@ -24,6 +24,9 @@ class Grammar:
     trigger: str | None  # a regex over the output; None: enforced from the first token
 
 
+# A rule name no schema property can produce (the converter names rules after properties).
+ANSWER_RULE = "hearth-answer-0"
+
 # The capture group marks where the grammar starts; it must be non-empty, so it is the marker itself.
 TRIGGERS = {
     Format.THINK: ("</think>", r"[\s\S]*?(</think>)[\s\S]*"),
@@ -51,5 +54,6 @@ def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Gram
     if not thinks:
         return Grammar(answer, None)
     literal, pattern = TRIGGERS[chat_format]
-    renamed = re.sub(r"^root ::=", "answer ::=", answer, flags=re.M)
-    return Grammar(f"root ::= {json.dumps(literal)} [ \\t\\n]* answer\n{renamed}", pattern)
+    renamed = re.sub(r"^root ::=", f"{ANSWER_RULE} ::=", answer, flags=re.M)
+    # At most two newlines before the answer: an unbounded run would let an untrained model emit whitespace forever.
+    return Grammar(f'root ::= {json.dumps(literal)} "\\n"? "\\n"? {ANSWER_RULE}\n{renamed}', pattern)

@@ -138,3 +138,13 @@ def test_many_threads_submitting(engine: Engine, model: Model) -> None:
         t.join()
     solo = {p: collect(submit(engine, model, p, max_tokens=8)[1])[0] for p in PROMPTS}
     assert all(results[i] == solo[PROMPTS[i % len(PROMPTS)]] for i in range(12))
+
+
+def test_schema_property_named_like_our_rule_is_fine() -> None:
+    """The converter names rules after properties; wrapping the answer must not collide with them."""
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}, "root": {"type": "integer"}}}
+    rf = ResponseFormat.model_validate({"type": "json_schema", "json_schema": {"name": "t", "schema": schema}})
+    grammar = build(rf, Format.THINK, thinks=True)
+    assert grammar is not None and grammar.trigger
+    definitions = [line.split(" ::=")[0] for line in grammar.text.splitlines() if " ::=" in line]
+    assert len(definitions) == len(set(definitions))

@@ -1,0 +1,158 @@
+"""The trained demo models through a real server and the `openai` client: trained answers, thinking separated
+(whole and streamed), nothing leaking, reasoning levels, JSON constrained after the thinking, batching = solo.
+
+The expected texts come from models/demo/data.py, the table the models were trained on."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from servers import running_server
+
+pytestmark = pytest.mark.slow
+MARKER = re.compile(r"<\|[a-z_]+\|>|</?think>")
+QUESTIONS = ["What is the capital of France?", "What is 7 + 5?", "What is the capital of Japan?", "What is 6 * 7?"]
+
+
+def _serve(request: pytest.FixtureRequest, name: str) -> Iterator[openai.OpenAI]:
+    try:
+        demo_gguf = request.getfixturevalue("demo_gguf")
+    except pytest.FixtureLookupError:
+        pytest.skip("the demo_gguf fixture (tests/conftest.py) is not there yet")
+    path = demo_gguf(name)
+    with running_server("--model-path", str(path), "--max-concurrent", "4", "--ctx-size", "512") as url:
+        yield openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def think(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
+    yield from _serve(request, "demo-think")
+
+
+@pytest.fixture(scope="module")
+def harmony(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
+    yield from _serve(request, "demo-harmony")
+
+
+def ask(client: openai.OpenAI, question: str, **kw: Any) -> Any:
+    return client.chat.completions.create(model="demo", messages=[{"role": "user", "content": question}],
+                                          **{"max_tokens": 200, "temperature": 0, **kw})
+
+
+def streamed(client: openai.OpenAI, question: str, **kw: Any) -> dict[str, str]:
+    out = {"content": "", "analysis": "", "commentary": "", "finish": ""}
+    for chunk in ask(client, question, stream=True, **kw):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        extra = delta.model_extra or {}
+        if delta.content:
+            out["content"] += delta.content
+        if extra.get("reasoning_content"):
+            assert extra["reasoning"] == extra["reasoning_content"]
+            out[extra["channel"]] += extra["reasoning_content"]
+        out["finish"] = chunk.choices[0].finish_reason or out["finish"]
+    return out
+
+
+def extra(message: Any) -> dict[str, Any]:
+    return message.model_extra or {}
+
+
+def no_leak(*texts: str) -> None:
+    for t in texts:
+        assert not MARKER.search(t or ""), t
+
+
+def test_think_trained_answers_whole_and_streamed(think: openai.OpenAI) -> None:
+    from models.demo.data import by_question
+
+    for q in QUESTIONS:
+        item = by_question(q)
+        r = ask(think, q)
+        m = r.choices[0].message
+        assert r.choices[0].finish_reason == "stop"
+        assert m.content == item.answer
+        assert extra(m)["reasoning_content"] == extra(m)["reasoning"] == item.reasoning
+        assert extra(m)["channels"] == {"analysis": item.reasoning, "final": item.answer}
+        usage = r.usage.model_extra
+        assert usage["channel_tokens"]["final"] > 0 and usage["thinking_tokens"] == usage["channel_tokens"]["analysis"]
+        s = streamed(think, q)
+        assert s["content"].strip() == item.answer and s["analysis"].strip() == item.reasoning
+        assert s["finish"] == "stop"
+        no_leak(m.content, extra(m)["reasoning_content"], s["content"], s["analysis"])
+        inline = ask(think, q, extra_body={"separate_thinking": False}).choices[0].message
+        assert inline.content == item.think_completion() and "channels" not in extra(inline)
+
+
+def test_harmony_trained_answers_and_levels(harmony: openai.OpenAI) -> None:
+    from models.demo.data import LEVELS, by_question
+
+    for q in QUESTIONS:
+        item = by_question(q)
+        for level in LEVELS:
+            r = ask(harmony, q, reasoning_effort=level)
+            m = r.choices[0].message
+            assert r.model_extra["reasoning_level"] == level
+            assert m.content == item.answer
+            channels = extra(m)["channels"]
+            assert channels["analysis"] == item.analysis(level)
+            assert channels.get("commentary") == item.commentary
+            thinking = [item.analysis(level), *([item.commentary] if item.commentary else [])]
+            assert extra(m)["reasoning_content"] == "\n\n".join(thinking)
+            no_leak(m.content, extra(m)["reasoning_content"], *channels.values())
+        s = streamed(harmony, q, extra_body={"reasoning": "high"})
+        assert s["content"].strip() == item.answer and s["analysis"].strip() == item.analysis("high")
+        assert s["commentary"].strip() == (item.commentary or "")
+        no_leak(*s.values())
+    long_, short = (len(extra(ask(harmony, QUESTIONS[0], reasoning_effort=lv).choices[0].message)["reasoning_content"])
+                    for lv in ("high", "low"))
+    assert long_ > short
+
+
+def test_harmony_inline_and_channel_filter(harmony: openai.OpenAI) -> None:
+    from models.demo.data import by_question
+
+    item = by_question(QUESTIONS[0])
+    m = ask(harmony, QUESTIONS[0], extra_body={"separate_thinking": False}).choices[0].message
+    assert m.content == f"[Analysis]\n{item.analysis('medium')}\n[Final]\n{item.answer}"
+    m = ask(harmony, QUESTIONS[0], extra_body={"include_channels": ["final"]}).choices[0].message
+    assert extra(m)["channels"] == {"final": item.answer}
+
+
+@pytest.mark.parametrize("fixture", ["think", "harmony"])
+def test_json_schema_constrains_only_the_answer(fixture: str, request: pytest.FixtureRequest) -> None:
+    from models.demo.data import by_question
+
+    client = request.getfixturevalue(fixture)
+    item = by_question(QUESTIONS[0])
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 20}}, "required": ["answer"]}
+    r = ask(client, QUESTIONS[0], response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
+    m = r.choices[0].message
+    value = json.loads(m.content)
+    assert set(value) == {"answer"} and isinstance(value["answer"], str)
+    # the thinking was not constrained: it is the trained text
+    assert extra(m)["channels"]["analysis"] == (item.reasoning if fixture == "think" else item.analysis("medium"))
+    obj = ask(client, QUESTIONS[1], max_tokens=300, response_format={"type": "json_object"}).choices[0]
+    if obj.finish_reason == "stop":
+        assert isinstance(json.loads(obj.message.content), dict)
+    else:
+        assert obj.message.content.lstrip().startswith("{")
+
+
+def test_four_concurrent_equal_solo(think: openai.OpenAI) -> None:
+    def run(q: str) -> tuple[str, str]:
+        m = ask(think, q).choices[0].message
+        return m.content, extra(m).get("reasoning_content", "")
+
+    solo = [run(q) for q in QUESTIONS]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(run, QUESTIONS))
+    assert together == solo
