@@ -8,8 +8,8 @@ Tensors that map one-to-one (embeddings, norms, attention with its biases, sinks
   - `gate_up_proj_bias` splits the same way; expert biases stay float32;
   - the router (`ffn_gate_inp`) stays float32 whatever --type says: its top-k picks the experts, and
     llama.cpp's own converter keeps it float32 for the same reason.
-A checkpoint whose experts are plain float tensors (a dequantized save) is converted the same way after
-packing them to MXFP4, so the GGUF always holds MXFP4 experts.
+A checkpoint whose experts are plain float tensors (a dequantized or fine-tuned save) gets them split and
+transposed the same way and written in --type, as every other matrix; MXFP4 blocks are never re-rounded.
 
 llama.cpp hard-codes parts of this architecture, so configs it cannot run are refused rather than converted
 into a model that would silently disagree: sliding window on even layers and full attention on odd ones,
@@ -26,7 +26,7 @@ from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, G
 
 from convert.archs import Arch, Config, Meta, common_meta, dense_shapes, head_dim
 from convert.errors import ShapeError, UnsupportedError
-from convert.mxfp4 import BLOCK, hf_to_ggml_blocks, pack_mxfp4
+from convert.mxfp4 import BLOCK, hf_to_ggml_blocks
 from convert.source import Checkpoint, TensorRef, to_f32
 
 Q = GGMLQuantizationType
@@ -85,13 +85,14 @@ def _mxfp4_producer(
     return produce
 
 
-def _float_expert_producer(weight: TensorRef, rows: slice) -> Callable[[], Iterator[np.ndarray]]:
-    """A dequantized checkpoint: weight [E, in, out] -> MXFP4 of its [E, out, in] rows."""
+def _float_expert_producer(weight: TensorRef, rows: slice, qtype: GGMLQuantizationType) -> Callable[[], Iterator[np.ndarray]]:
+    """A dequantized or fine-tuned checkpoint: weight [E, in, out] -> its [E, out, in] rows in --type."""
+    from convert.plan import encode
 
     def produce() -> Iterator[np.ndarray]:
         for e in range(weight.shape[0]):
             w = to_f32(weight.read(e, e + 1), weight.dtype).transpose(0, 2, 1)[:, rows]
-            yield hf_to_ggml_blocks(*pack_mxfp4(w))
+            yield encode(np.ascontiguousarray(w), qtype)
 
     return produce
 
@@ -120,8 +121,8 @@ def _expect(ref: TensorRef | None, name: str, shape: tuple[int, ...], dtypes: tu
     return ref
 
 
-def _layer_tensors(bid: int, tensors: dict[str, TensorRef], config: Config):  # -> list[OutTensor]
-    from convert.plan import OutTensor
+def _layer_tensors(bid: int, tensors: dict[str, TensorRef], config: Config, out_type: str):  # -> list[OutTensor]
+    from convert.plan import OutTensor, nbytes_of, weight_type
 
     E, H, I = int(config.get("num_local_experts") or config["num_experts"]), int(config["hidden_size"]), int(
         config["intermediate_size"]
@@ -142,15 +143,16 @@ def _layer_tensors(bid: int, tensors: dict[str, TensorRef], config: Config):  # 
         full_out = 2 * n_out if proj == "gate_up_proj" else n_out
         base = prefix + f"experts.{proj}"
         rows = _rows(part)
+        shape = (E, n_out, n_in)
         if base + "_blocks" in tensors or base + "_scales" in tensors:
             blocks = _expect(tensors.get(base + "_blocks"), base + "_blocks", (E, full_out, n_in // BLOCK, BLOCK // 2), ("U8",))
             scales = _expect(tensors.get(base + "_scales"), base + "_scales", (E, full_out, n_in // BLOCK), ("U8",))
-            produce = _mxfp4_producer(blocks, scales, rows)
+            qtype, produce = Q.MXFP4, _mxfp4_producer(blocks, scales, rows)
         else:
             weight = _expect(tensors.get(base), base, (E, n_in, full_out), floats)
-            produce = _float_expert_producer(weight, rows)
-        shape = (E, n_out, n_in)
-        out.append(OutTensor(gguf_name(kind, "weight"), shape, Q.MXFP4, E * n_out * n_in // BLOCK * 17, produce))
+            qtype = weight_type(shape, out_type)
+            produce = _float_expert_producer(weight, rows, qtype)
+        out.append(OutTensor(gguf_name(kind, "weight"), shape, qtype, nbytes_of(shape, qtype), produce))
         bias = _expect(tensors.get(base + "_bias"), base + "_bias", (E, full_out), floats)
         out.append(OutTensor(gguf_name(kind, "bias"), (E, n_out), Q.F32, E * n_out * 4, _bias_producer(bias, rows)))
 
@@ -171,7 +173,7 @@ def plan_gpt_oss(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str):  
     plan = default_plan(arch, replace(ckpt, tensors=rest), config, out_type)
     tensors = list(plan.tensors)
     for bid in range(int(config["num_hidden_layers"])):
-        tensors += _layer_tensors(bid, moe, config)
+        tensors += _layer_tensors(bid, moe, config, out_type)
     known = {
         f"model.layers.{b}.mlp.{p}"
         for b in range(int(config["num_hidden_layers"]))

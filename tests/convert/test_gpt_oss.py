@@ -264,6 +264,37 @@ def test_f32_logits_match_plain_transformers(f32_gguf: Path, hf_plain: Any, toke
     assert got["top1"] >= PLAIN_TOP1, got
 
 
+def _dequantized_copy(src: Path, dst: Path) -> Path:
+    """The fixture as a fine-tuned gpt-oss is saved: float experts [E, in, out] in bf16, no quantization_config."""
+    from safetensors.torch import load_file, save_file
+
+    from convert.mxfp4 import unpack_mxfp4
+
+    folder = _copy(src, dst)
+    tensors = load_file(folder / "model.safetensors")
+    for name in [n for n in tensors if n.endswith("_blocks")]:
+        base = name.removesuffix("_blocks")
+        w = unpack_mxfp4(tensors.pop(name).numpy(), tensors.pop(base + "_scales").numpy())
+        tensors[base] = torch.from_numpy(w.transpose(0, 2, 1).copy()).to(torch.bfloat16)  # exact: FP4 x 2^k
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    del config["quantization_config"]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_float_experts_convert_to_the_type_asked_and_match_exactly(src: Path, tmp_path: Path, tokenizer: Any) -> None:
+    """With no MXFP4 in the way, the only numerics left to align are YaRN's truncation: a strict end-to-end test."""
+    folder = _dequantized_copy(src, tmp_path / "dequantized")
+    path = convert_checkpoint(folder, tmp_path / "f32.gguf", "f32", progress=False)
+    assert {t.tensor_type for t in gguf.GGUFReader(path).tensors} == {Q.F32}
+    config = transformers.AutoConfig.from_pretrained(folder)
+    config.rope_parameters["truncate"] = True
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32).eval()
+    got = _compare(_llama(path), model, tokenizer)
+    assert got["top1"] == 1.0 and got["share_within_strict"] == 1.0, got
+
+
 @pytest.mark.parametrize("out_type", ["q8_0", None])  # None: the checkpoint's own bf16, experts still MXFP4
 def test_other_types_load_and_agree(src: Path, out_dir: Path, out_type: str | None, hf_plain: Any, tokenizer: Any) -> None:
     path = convert_checkpoint(src, out_dir / f"{out_type}.gguf", out_type, progress=False)
