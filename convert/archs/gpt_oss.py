@@ -27,6 +27,7 @@ from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, G
 from convert.archs import Arch, Config, Meta, common_meta, dense_shapes, head_dim
 from convert.errors import ShapeError, UnsupportedError
 from convert.mxfp4 import BLOCK, hf_to_ggml_blocks
+from convert.plan import OutTensor, Plan, _order, default_plan, encode, nbytes_of, weight_type
 from convert.source import Checkpoint, TensorRef, to_f32
 
 Q = GGMLQuantizationType
@@ -87,7 +88,6 @@ def _mxfp4_producer(
 
 def _float_expert_producer(weight: TensorRef, rows: slice, qtype: GGMLQuantizationType) -> Callable[[], Iterator[np.ndarray]]:
     """A dequantized or fine-tuned checkpoint: weight [E, in, out] -> its [E, out, in] rows in --type."""
-    from convert.plan import encode
 
     def produce() -> Iterator[np.ndarray]:
         for e in range(weight.shape[0]):
@@ -121,12 +121,9 @@ def _expect(ref: TensorRef | None, name: str, shape: tuple[int, ...], dtypes: tu
     return ref
 
 
-def _layer_tensors(bid: int, tensors: dict[str, TensorRef], config: Config, out_type: str):  # -> list[OutTensor]
-    from convert.plan import OutTensor, nbytes_of, weight_type
-
-    E, H, I = int(config.get("num_local_experts") or config["num_experts"]), int(config["hidden_size"]), int(
-        config["intermediate_size"]
-    )
+def _layer_tensors(bid: int, tensors: dict[str, TensorRef], config: Config, out_type: str) -> list[OutTensor]:
+    E = int(config.get("num_local_experts") or config["num_experts"])
+    H, I = int(config["hidden_size"]), int(config["intermediate_size"])  # noqa: E741
     prefix = f"model.layers.{bid}.mlp."
     floats = ("F32", "F16", "BF16")
     out: list[OutTensor] = []
@@ -163,9 +160,7 @@ def _layer_tensors(bid: int, tensors: dict[str, TensorRef], config: Config, out_
     return out
 
 
-def plan_gpt_oss(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str):  # -> Plan
-    from convert.plan import Plan, _order, default_plan
-
+def plan_gpt_oss(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) -> Plan:
     check_config(config)
     moe = {n: r for n, r in ckpt.tensors.items() if EXPERT_PART in n or ROUTER_PART in n}
     # HF names the sinks without a suffix; the name map and llama.cpp expect `.weight`
