@@ -30,7 +30,9 @@ gguf = pytest.importorskip("gguf")
 
 from convert import convert_checkpoint  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
+from tests.convert.strings import strings as shared_strings  # noqa: E402
 from tests.fixtures.build import build_fixture  # noqa: E402
+from tests.fixtures.gpt_oss import SPECIAL_TOKENS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -343,11 +345,10 @@ _HARMONY = [
 
 
 def _strings() -> list[str]:
-    corpus = Path(__file__).resolve().parents[1] / "fixtures" / "corpus.txt"
-    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True) if corpus.is_file() else []
+    """The package's shared cases (tests/convert/strings.py) around harmony's tokens, and o200k-specific ones."""
     mixed = [f"{h}{b}" for h, b in zip(_HARMONY * 20, _BASE)]
     spaced = [f" {b}  {b}\n" for b in _BASE[::2]]
-    return _BASE + _HARMONY + mixed + spaced + lines
+    return shared_strings(SPECIAL_TOKENS) + _BASE + _HARMONY + mixed + spaced
 
 
 def _has_combining_mark(s: str) -> bool:
@@ -361,7 +362,7 @@ def _mismatches(gguf_path: Path, tokenizer: Any, strings: list[str]) -> list[str
 
 def test_tokenization_matches_transformers(f32_gguf: Path, tokenizer: Any) -> None:
     strings = [s for s in _strings() if not _has_combining_mark(s)]
-    assert len(strings) >= 200
+    assert len(strings) >= 400
     bad = _mismatches(f32_gguf, tokenizer, strings)
     assert not bad, f"{len(bad)}/{len(strings)} differ, e.g. {bad[:3]!r}"
     # no BOS is added by either side, as gpt-oss's tokenizer does
