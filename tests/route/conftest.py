@@ -25,7 +25,8 @@ def free_port() -> int:
 class Proc:
     """A server process on a loopback port, restartable on the same port."""
 
-    def __init__(self, argv: list[str], port: int, ready_path: str) -> None:
+    def __init__(self, argv: list[str], port: int, ready_path: str, ready_status: int | None = None) -> None:
+        self.ready_status = ready_status  # None: any answer means up
         self.argv = argv
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -34,7 +35,7 @@ class Proc:
         self.http = httpx.Client(base_url=self.url, timeout=30)  # one client: httpx.post() builds an SSL context each call
         self.start()
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -42,10 +43,12 @@ class Proc:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {err[-2000:]}")
             try:
-                self.http.get(self.ready_path, timeout=1.0)
-                return
+                status = self.http.get(self.ready_path, timeout=1.0).status_code
+                if self.ready_status in (None, status):
+                    return
             except httpx.TransportError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"{self.argv} did not start within {timeout} s")
 
     def kill(self) -> None:
@@ -111,6 +114,15 @@ class Cluster:
         b = FakeBackend(name, mode)
         self.procs.append(b)
         return b
+
+    def serve(self, model: Path, *args: str) -> Proc:
+        """A real model server (`python -m serve`) on the given GGUF, once its /health answers 200."""
+        port = free_port()
+        argv = [sys.executable, "-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", "1",
+                "--ctx-size", "512", *args]
+        p = Proc(argv, port, "/health", ready_status=200)
+        self.procs.append(p)
+        return p
 
     def router(self, *args: str) -> Router:
         r = Router(*args)

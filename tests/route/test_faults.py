@@ -177,3 +177,16 @@ def test_failing_health_checks_take_a_backend_out_and_back(cluster: Cluster) -> 
     x.set_mode("ok")
     assert wait_for(lambda: router.backends()["x"]["healthy"], timeout=5)
     assert {router.chat().headers["X-Backend"] for _ in range(6)} == {"a", "x"}
+
+
+def test_hypercorn_server_streams_and_frees_the_backend_on_disconnect(cluster: Cluster) -> None:
+    router = cluster.router("--server", "hypercorn")
+    a = cluster.backend("a")
+    assert router.register(a).status_code == 200
+    r = router.chat(stream=True, max_tokens=3)
+    assert r.headers["X-Backend"] == "a" and parse_stream(r.text) == (True, False)
+    body = {"model": "m", "messages": [], "stream": True, "max_tokens": 200, "delay": 0.05}
+    with router.http.stream("POST", "/v1/chat/completions", json=body) as s:
+        assert next(s.iter_lines()).startswith("data: ")
+    assert wait_for(lambda: a.stats()["streams_cancelled"] == 1, timeout=3)
+    assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)

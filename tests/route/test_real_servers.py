@@ -1,0 +1,90 @@
+"""Real model servers (`python -m serve`, llama.cpp) behind the router, with the `openai` client.
+
+The model is the demo checkpoint's GGUF (the `demo_gguf` fixture) once models/demo holds a trained
+checkpoint; until then the serve tests' tiny random llama GGUF (loads in milliseconds). The oracle is the backend itself: at temperature 0
+the routed answer must equal the one the same backend gives directly, streamed or whole.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.route.conftest import ROOT, Cluster, Proc, Router, wait_for
+
+pytestmark = pytest.mark.slow
+MSG = [{"role": "user", "content": "Say something."}]
+
+
+@pytest.fixture(scope="module")
+def model(request: pytest.FixtureRequest) -> Path:
+    if (ROOT / "models" / "demo" / "MANIFEST.sha256").is_file():
+        return Path(request.getfixturevalue("demo_gguf")("demo-think"))
+    from tests.serve.tiny_gguf import build_tiny_gguf
+
+    return build_tiny_gguf()
+
+
+@pytest.fixture(scope="module")
+def pair(model: Path) -> Iterator[tuple[Router, dict[str, Proc]]]:
+    cluster = Cluster()
+    try:
+        router = cluster.router("--strategy", "round_robin")
+        servers = {name: cluster.serve(model, "--model-name", "tiny") for name in ("a", "b")}
+        for name, server in servers.items():
+            reg = {"name": name, "url": server.url, "model_type": "llama", "models": ["tiny"]}
+            assert router.http.post("/backends/register", json=reg).status_code == 200
+        yield router, servers
+    finally:
+        cluster.close()
+
+
+def test_openai_client_through_the_router(pair: tuple[Router, dict[str, Proc]]) -> None:
+    router, servers = pair
+    client = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
+    seen = []
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=12, temperature=0)
+        backend = raw.headers["x-backend"]
+        seen.append(backend)
+        routed = raw.parse().choices[0].message.content
+        direct = openai.OpenAI(base_url=servers[backend].url + "/v1", api_key="unused", max_retries=0)
+        assert routed == direct.chat.completions.create(model="tiny", messages=MSG, max_tokens=12, temperature=0).choices[0].message.content
+        raw_stream = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=12, temperature=0, stream=True)
+        seen.append(raw_stream.headers["x-backend"])
+        assert "".join(c.choices[0].delta.content or "" for c in raw_stream.parse() if c.choices) == routed
+    assert seen == ["a", "b", "a", "b"]  # round robin over the two servers; the answers agree whoever served
+    legacy = client.completions.create(model="tiny", prompt="abc", max_tokens=5, temperature=0, stream=True)
+    assert [c for c in legacy if c.choices]
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+def test_one_server_dies_the_other_answers(pair: tuple[Router, dict[str, Proc]]) -> None:
+    router, servers = pair
+    servers["b"].kill()
+    client = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
+    for _ in range(4):
+        raw = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=4, temperature=0)
+        assert raw.headers["x-backend"] == "a"
+    assert router.backends()["b"]["healthy"] is False
+
+
+def test_server_registers_itself_and_leaves_on_shutdown(cluster: Cluster, model: Path) -> None:
+    router = cluster.router()
+    server = cluster.serve(model, "--model-name", "tiny-self", "--router", router.url)
+    assert wait_for(lambda: "tiny-self" in router.backends(), timeout=10)
+    assert router.backends()["tiny-self"]["url"] == server.url
+    r = router.chat("tiny-self", max_tokens=4, temperature=0)
+    assert r.status_code == 200 and r.headers["X-Backend"] == "tiny-self"
+    with router.http.stream("POST", "/v1/chat/completions", json={"model": "tiny-self", "messages": MSG, "max_tokens": 4, "stream": True}) as s:
+        assert s.headers["x-accel-buffering"] == "no" and s.read().endswith(b"data: [DONE]\n\n")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.wait(20)
+    assert "tiny-self" not in router.backends()
+    assert router.chat("tiny-self").json()["error"]["code"] == "no_healthy_backend"  # served once: 503, not 404
