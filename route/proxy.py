@@ -211,6 +211,9 @@ class Proxy:
                     data = await resp.read()
                 except BackendError as exc:
                     return self._transport_failure(backend, request.model, exc)
+                except BaseException:  # the client left (cancelled): drop the backend request too
+                    resp.close()
+                    raise
                 read_done = time.perf_counter()
                 resp.release()
                 if resp.status >= 500:
@@ -233,6 +236,9 @@ class Proxy:
             except BackendError as exc:
                 resp.close()
                 return self._transport_failure(backend, request.model, exc)
+            except BaseException:
+                resp.close()
+                raise
             watch.feed(first)
             if watch.error is not None or not first:
                 resp.close()

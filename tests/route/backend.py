@@ -29,7 +29,7 @@ class Backend:
     def __init__(self, name: str, mode: str) -> None:
         self.name = name
         self.mode = mode
-        self.stats = {"requests": 0, "streams_started": 0, "streams_finished": 0, "streams_cancelled": 0}
+        self.stats = {"requests": 0, "streams_started": 0, "streams_finished": 0, "streams_cancelled": 0, "requests_cancelled": 0}
 
     async def health(self, request: web.Request) -> web.Response:
         if self.mode == "sick":
@@ -58,8 +58,12 @@ class Backend:
             return web.Response(body=b"\x00<html>not json", content_type="application/json")
         if body.get("stream"):
             return await self.stream(request, body, chat, n)
-        if body.get("delay"):
-            await asyncio.sleep(float(body["delay"]) * int(body.get("max_tokens") or 8))
+        if body.get("delay") and not body.get("stream"):
+            try:
+                await asyncio.sleep(float(body["delay"]) * int(body.get("max_tokens") or 8))
+            except asyncio.CancelledError:
+                self.stats["requests_cancelled"] += 1
+                raise
         if self.mode == "cut":
             assert request.transport is not None
             request.transport.abort()

@@ -165,6 +165,16 @@ def test_client_disconnect_closes_the_backend_stream(faulty: tuple[Router, FakeB
     assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)
 
 
+def test_client_leaving_a_whole_request_cancels_it_at_the_backend(faulty: tuple[Router, FakeBackend, FakeBackend]) -> None:
+    router, a, _ = faulty
+    before = a.stats()["requests_cancelled"]
+    body = {"model": "only-a", "messages": [], "max_tokens": 100, "delay": 0.05}  # a 5 s answer
+    with pytest.raises(httpx.ReadTimeout):
+        router.http.post("/v1/chat/completions", json=body, timeout=0.5)
+    assert wait_for(lambda: a.stats()["requests_cancelled"] == before + 1, timeout=3)
+    assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+
+
 def test_failing_health_checks_take_a_backend_out_and_back(cluster: Cluster) -> None:
     router = cluster.router("--health-interval", "0.2", "--unhealthy-after", "2", "--healthy-after", "2")
     a, x = cluster.backend("a"), cluster.backend("x")
