@@ -17,14 +17,13 @@ from werkzeug.exceptions import HTTPException
 
 from route.client_api import ClientApi
 from route.config import BackendSpec, RouterConfig, first_error
-from route.errors import BadRequest, NotFound, PayloadTooLarge, RouteError, Unauthorized, error_body
+from route.errors import BadRequest, PayloadTooLarge, RouteError, Unauthorized, error_body
 from route.health import run_checks
 from route.metrics import Metrics
 from route.proxy import AiohttpUpstream, Proxy, Upstream
 from route.registry import Registry, load_state
 
 log = logging.getLogger("route")
-
 
 
 @dataclass
@@ -94,7 +93,7 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
     async def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         if status == 413:
-            return route_error_response(PayloadTooLarge(f"request body larger than {cfg.max_body} bytes"))
+            return await route_error(PayloadTooLarge(f"request body larger than {cfg.max_body} bytes"))
         type_ = "invalid_request_error" if status < 500 else "server_error"
         return json_response(error_body(exc.description or exc.name, type_, exc.name.lower().replace(" ", "_")), status)
 
@@ -102,9 +101,6 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
     async def unexpected(exc: Exception) -> Response:
         log.exception("unexpected error")
         return json_response(error_body(f"internal error: {type(exc).__name__}", "server_error", "internal_error"), 500)
-
-    def route_error_response(exc: RouteError) -> Response:
-        return json_response(exc.body(), exc.status, exc.headers)
 
     # -- client API: /v1/chat/completions and /v1/completions are served by ClientApi ----------
     app.asgi_app = ClientApi(app.asgi_app, proxy, cfg.max_body)  # type: ignore[method-assign]
