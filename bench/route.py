@@ -180,10 +180,11 @@ def run() -> list[Row]:
                 if server == "uvicorn":
                     ttfb_routed = ttfb(router)
 
+    gen = "wrk" if use_wrk else "aiohttp load"
     for c in CONCURRENCY:
         d, r = direct[c], routed["uvicorn", c]
-        rows.append(Row("route", f"req/s direct, {c} conn", d.rps, "req/s", None, "", None))
-        rows.append(Row("route", f"req/s routed, {c} conn", r.rps, "req/s", r.rps / d.rps,
+        rows.append(Row("route", f"req/s direct, {c} conn ({gen})", d.rps, "req/s", None, "", None))
+        rows.append(Row("route", f"req/s routed, {c} conn ({gen})", r.rps, "req/s", r.rps / d.rps,
                         ">= 1000 req/s" if c > 1 else "", r.rps >= 1000 if c > 1 else None))
         # Added latency is a per-request cost: the goal applies unloaded (1 connection); under 16 and 64
         # connections the extra is queueing behind the router's throughput and is shown without a goal.
@@ -194,11 +195,9 @@ def run() -> list[Row]:
                         "<= 5 ms" if c == 1 else "", added99 <= 5.0 if c == 1 else None))
     for c in (1, 16):
         h, u = routed["hypercorn", c], routed["uvicorn", c]
-        rows.append(Row("route", f"alternative: hypercorn req/s, {c} conn (vs uvicorn)", h.rps, "req/s", h.rps / u.rps, "", None))
+        rows.append(Row("route", f"alternative: router on hypercorn, {c} conn (ratio vs uvicorn)", h.rps, "req/s", h.rps / u.rps, "", None))
     rows.append(Row("route", f"stream TTFB routed (direct {ttfb_direct:.2f} ms)", ttfb_routed, "ms", ttfb_routed / ttfb_direct, "", None))
-    rows.append(Row("route", "load generator: " + ("wrk" if use_wrk else "aiohttp in-process"), 0.0, "", None, "", None))
     return rows
-
 
 if __name__ == "__main__":
     from bench.common import table
