@@ -2,8 +2,9 @@
 
 Active checks (GET /health every interval) need `unhealthy_after` failures in a row to take a backend
 out and `healthy_after` passes to bring it back. Passive ejection (Envoy's outlier detection): a failed
-request takes the backend out at once for eject_base * 2^(n-1) seconds (n = its ejections so far, capped
-at eject_max); after that one passing check brings it back. The last healthy backend of a model is never
+request takes the backend out at once for eject_base * 2^(n-1) seconds (n = its recent ejections, capped
+at eject_max; the count resets once it has stayed up eject_max seconds); after that one passing check
+brings it back. The last healthy backend of a model is never
 ejected: a flaky backend is better than none.
 """
 
@@ -26,6 +27,8 @@ def record_check(backend: Backend, error: str | None, now: float, cfg: RouterCon
         backend.fails_in_row = 0
         backend.passes_in_row += 1
         if backend.healthy:
+            if backend.streak and now - backend.ejected_at >= cfg.eject_max:
+                backend.streak = 0  # long healthy since the last ejection: start again from eject_base
             return
         if backend.ejected_until:
             if now >= backend.ejected_until:
@@ -48,9 +51,11 @@ def record_failure(registry: Registry, backend: Backend, error: str, now: float,
     if not backend.healthy or registry.is_last_healthy(backend):
         return False
     backend.ejections += 1
+    backend.streak += 1
     backend.healthy = False
     backend.passes_in_row = 0
-    backend.ejected_until = now + min(cfg.eject_max, cfg.eject_base * 2 ** min(backend.ejections - 1, 30))
+    backend.ejected_at = now
+    backend.ejected_until = now + min(cfg.eject_max, cfg.eject_base * 2 ** min(backend.streak - 1, 30))
     backend.next_check = backend.ejected_until
     return True
 

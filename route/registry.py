@@ -26,7 +26,9 @@ class Backend:
     active: int = 0
     total: int = 0
     errors: int = 0
-    ejections: int = 0  # ejections so far; each doubles the next ejection time
+    ejections: int = 0  # ejections so far
+    streak: int = 0  # recent ejections; each doubles the next ejection time, forgotten after eject_max healthy
+    ejected_at: float = 0.0  # monotonic time of the last ejection
     ejected_until: float = 0.0  # monotonic time; no passing check counts before it
     fails_in_row: int = 0
     passes_in_row: int = 0

@@ -43,6 +43,9 @@ def test_passive_ejection_doubles_and_is_capped() -> None:
         assert a.healthy
     assert times == [10, 20, 35, 35]
     assert a.errors == 4 and a.ejections == 4
+    # healthy for eject_max after the last ejection: the next one starts from eject_base again
+    record_check(a, None, a.ejected_at + 35, CFG)
+    assert record_failure(r, a, "refused", 500, CFG) and a.ejected_until == 510 and a.ejections == 5
 
 
 def test_the_last_healthy_backend_of_a_model_is_never_ejected() -> None:
