@@ -69,15 +69,15 @@ def convert_checkpoint(
 
     remove_stale_temps(out)
     tmp = temp_name(out)
-    inter = temp_name(out, "f16")
+    inter = temp_name(out, "unquantized")
     with removed_on_failure(tmp, inter):
-        if out_type in LLAMA_QUANT_FTYPES:
-            write_gguf(plan, vocab, inter, direct, name=src.resolve().name, progress=progress)
-            llama_quantize(inter, tmp, out_type)
-        else:
-            write_gguf(plan, vocab, tmp, direct, name=src.resolve().name, progress=progress)
         try:
+            if out_type in LLAMA_QUANT_FTYPES:
+                write_gguf(plan, vocab, inter, direct, name=src.resolve().name, progress=progress)
+                llama_quantize(inter, tmp, out_type)
+            else:
+                write_gguf(plan, vocab, tmp, direct, name=src.resolve().name, progress=progress)
             os.replace(tmp, out)
-        except OSError as e:
-            raise OutputError(f"cannot write {out}: {e.strerror}") from e
+        except OSError as e:  # a full disk, a read-only folder, a file vanishing under us
+            raise OutputError(f"cannot write {out}: {e.strerror or e}") from e
     return out

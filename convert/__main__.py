@@ -7,6 +7,7 @@ the temporary file is removed.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -69,6 +70,9 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # gguf-py's vocabulary helpers log guesses as warnings; our own checks decide what is an error, and a
+    # failure must stay one line.
+    logging.getLogger("gguf").setLevel(logging.ERROR)
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except (ConvertError, _Usage) as e:

@@ -148,6 +148,9 @@ def llama_quantize(src: Path, dst: Path, out_type: str) -> None:
         import llama_cpp
     except ImportError as e:
         raise OutputError(f"--type {out_type} needs llama-cpp-python, which is not importable ({e})") from e
+    from llama_cpp import _logger
+
+    _logger.set_verbose(False)  # llama.cpp reports every tensor it quantizes; errors still come through
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_QUANT_FTYPES[out_type]
     params.nthread = os.cpu_count() or 1
