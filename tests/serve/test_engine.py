@@ -95,13 +95,14 @@ def test_cancel_frees_sequence_within_a_step(engine: Engine, model: Model) -> No
 
 def test_long_prompt_does_not_stall_a_stream(engine: Engine, model: Model) -> None:
     """A 400-token prompt takes 13 chunks of 32; the running stream gets a token at every one of those steps."""
-    job, q = submit(engine, model, "hello", max_tokens=200)
+    job, q = submit(engine, model, "hello", max_tokens=450)
     q.get(timeout=10)
     _, long_q = submit(engine, model, "x " * 200, max_tokens=1)
     got_before_long_done = 0
     while long_q.empty():
-        if isinstance(q.get(timeout=10), Piece):
-            got_before_long_done += 1
+        event = q.get(timeout=10)
+        assert isinstance(event, Piece), event  # the stream must outlast the long prompt
+        got_before_long_done += 1
     engine.cancel(job)
     collect(q)
     assert got_before_long_done >= 10
