@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.route.conftest import Cluster, FakeBackend, Router, wait_for
+from route_procs import Cluster, FakeBackend, Router, parse_stream, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +24,6 @@ class Outcome:
     ok: bool  # a whole 200 answer, or a stream that ended with [DONE] and no error
     error_event: bool  # a stream that ended with an error event and [DONE]
     problem: str = ""
-
-
-def parse_stream(text: str) -> tuple[bool, bool]:
-    """(ended with [DONE], carried an error event)"""
-    events = [e[len("data: "):] for e in text.split("\n\n") if e.startswith("data: ")]
-    errors = any(e != "[DONE]" and "error" in json.loads(e) for e in events)
-    return bool(events) and events[-1] == "[DONE]", errors
 
 
 async def one_request(client: httpx.AsyncClient, stream: bool) -> Outcome:

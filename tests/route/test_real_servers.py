@@ -8,13 +8,14 @@ the routed answer must equal the one the same backend gives directly, streamed o
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.route.conftest import ROOT, Cluster, Proc, Router, wait_for
+from route_procs import ROOT, Cluster, Proc, Router, wait_for
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "Say something."}]
@@ -24,7 +25,8 @@ MSG = [{"role": "user", "content": "Say something."}]
 def model(request: pytest.FixtureRequest) -> Path:
     if (ROOT / "models" / "demo" / "MANIFEST.sha256").is_file():
         return Path(request.getfixturevalue("demo_gguf")("demo-think"))
-    from tests.serve.tiny_gguf import build_tiny_gguf
+    sys.path.insert(0, str(ROOT / "tests" / "serve"))  # the serve tests' own helper, as they import it
+    from tiny_gguf import build_tiny_gguf
 
     return build_tiny_gguf()
 

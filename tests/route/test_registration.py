@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.route.conftest import Cluster, wait_for
-from tests.route.test_faults import parse_stream
+from route_procs import Cluster, parse_stream, wait_for
 
 pytestmark = pytest.mark.slow
 

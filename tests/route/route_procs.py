@@ -1,0 +1,150 @@
+"""Real processes on loopback for the router's tests: canned backends (backend.py), routers, model servers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKEND = Path(__file__).with_name("backend.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A server process on a loopback port, restartable on the same port."""
+
+    def __init__(self, argv: list[str], port: int, ready_path: str, ready_status: int | None = None) -> None:
+        self.ready_status = ready_status  # None: any answer means up
+        self.argv = argv
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ready_path = ready_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=30)  # one client: httpx.post() builds an SSL context each call
+        self.start()
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {err[-2000:]}")
+            try:
+                status = self.http.get(self.ready_path, timeout=1.0).status_code
+                if self.ready_status in (None, status):
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.argv} did not start within {timeout} s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM: a graceful shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+class FakeBackend(Proc):
+    def __init__(self, name: str, mode: str = "ok") -> None:
+        self.name = name
+        port = free_port()
+        super().__init__([sys.executable, str(BACKEND), "--port", str(port), "--name", name, "--mode", mode], port, "/_stats")
+
+    def set_mode(self, mode: str) -> None:
+        self.http.post("/_mode", json={"mode": mode}).raise_for_status()
+
+    def stats(self) -> dict:
+        return self.http.get("/_stats").json()
+
+    def registration(self, models: list[str] | None = None, weight: float = 1.0) -> dict:
+        return {"name": self.name, "url": self.url, "model_type": "generic", "models": models or ["m"], "weight": weight}
+
+
+class Router(Proc):
+    def __init__(self, *args: str) -> None:
+        port = free_port()
+        super().__init__([sys.executable, "-m", "route", "--port", str(port), *args], port, "/status")
+
+    def register(self, backend: FakeBackend, models: list[str] | None = None, weight: float = 1.0, key: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return self.http.post("/backends/register", json=backend.registration(models, weight), headers=headers)
+
+    def backends(self) -> dict[str, dict]:
+        return {b["name"]: b for b in self.http.get("/backends").json()["backends"]}
+
+    def chat(self, model: str = "m", **extra: object) -> httpx.Response:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+        return self.http.post("/v1/chat/completions", json=body)
+
+
+class Cluster:
+    """Tracks every process a test starts and kills them all afterwards."""
+
+    def __init__(self) -> None:
+        self.procs: list[Proc] = []
+
+    def backend(self, name: str, mode: str = "ok") -> FakeBackend:
+        b = FakeBackend(name, mode)
+        self.procs.append(b)
+        return b
+
+    def serve(self, model: Path, *args: str) -> Proc:
+        """A real model server (`python -m serve`) on the given GGUF, once its /health answers 200."""
+        port = free_port()
+        argv = [sys.executable, "-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", "1",
+                "--ctx-size", "512", *args]
+        p = Proc(argv, port, "/health", ready_status=200)
+        self.procs.append(p)
+        return p
+
+    def router(self, *args: str) -> Router:
+        r = Router(*args)
+        self.procs.append(r)
+        return r
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.http.close()
+
+
+def wait_for(predicate, timeout: float = 10.0, every: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return bool(predicate())
+
+
+def parse_stream(text: str) -> tuple[bool, bool]:
+    """(ended with [DONE], carried an error event) for an SSE body."""
+    events = [e[len("data: "):] for e in text.split("\n\n") if e.startswith("data: ")]
+    errors = any(e != "[DONE]" and "error" in json.loads(e) for e in events)
+    return bool(events) and events[-1] == "[DONE]", errors
