@@ -92,7 +92,8 @@ class AiohttpUpstream:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
             auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
+            # No Accept-Encoding: bodies must come plain, since _routing is added and SSE is scanned.
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout)
         self._probe_timeout = aiohttp.ClientTimeout(total=cfg.health_timeout)
