@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, GGUFValueType, Keys
 
+from convert.errors import UnsupportedError
+
 if TYPE_CHECKING:
     from convert.plan import Plan
     from convert.source import Checkpoint
@@ -147,9 +149,23 @@ def common_meta() -> tuple[Meta, ...]:
     )
 
 
+# rope scaling types written as metadata for every family (others are an arch's own business or refused)
+ROPE_TYPES_AS_METADATA = ("linear", "yarn")
+
+
+def check_rope(config: Config, also: tuple[str, ...] = ()) -> None:
+    """Refuse a rope scaling llama.cpp would silently run without (dynamic NTK, longrope, ...)."""
+    params = rope_scaling(config)
+    kind = params.get("rope_type") or params.get("type")
+    if kind not in (None, "default", *ROPE_TYPES_AS_METADATA, *also):
+        raise UnsupportedError(
+            f"rope scaling {kind!r} is not supported; supported: {', '.join(('default', *ROPE_TYPES_AS_METADATA, *also))}"
+        )
+
+
 def _scaling_type(config: Config) -> str | None:
     kind = rope_scaling(config).get("rope_type") or rope_scaling(config).get("type")
-    return kind if kind in ("linear", "yarn") else None
+    return kind if kind in ROPE_TYPES_AS_METADATA else None
 
 
 def _scaling_factor(config: Config) -> float | None:
@@ -223,8 +239,6 @@ def table() -> dict[str, Arch]:
 
 
 def lookup(hf_name: str) -> Arch:
-    from convert.errors import UnsupportedError
-
     archs = table()
     if hf_name not in archs:
         raise UnsupportedError(f"unsupported architecture {hf_name}; supported: {', '.join(sorted(archs))}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
-from convert.archs import Arch, Config, Meta, Transform, common_meta, dense_shapes, head_dim, rope_theta
+from convert.archs import Arch, Config, Meta, Transform, check_rope, common_meta, dense_shapes, head_dim, rope_theta
 from convert.errors import UnsupportedError
 
 T = MODEL_TENSOR
@@ -39,6 +39,7 @@ def check(config: Config) -> None:
     hd = head_dim(config)
     if scalar is not None and int(scalar) not in (hd, int(config["hidden_size"]) // int(config["num_attention_heads"])):
         raise UnsupportedError(f"gemma3 query_pre_attn_scalar={scalar} differs from head_dim={hd}; llama.cpp cannot run it")
+    check_rope(config)
     if config.get("attn_logit_softcapping"):
         raise UnsupportedError("gemma3 with attn_logit_softcapping is not supported by llama.cpp's gemma3 graph")
 

@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType
 
-from convert.archs import DENSE_BLOCK, Arch, Config, Transform, common_meta, dense_shapes, head_dim, rope_scaling, rope_theta
+from convert.archs import (
+    DENSE_BLOCK,
+    Arch,
+    Config,
+    Transform,
+    check_rope,
+    common_meta,
+    dense_shapes,
+    head_dim,
+    rope_scaling,
+    rope_theta,
+)
 
 if TYPE_CHECKING:
     from convert.plan import Plan
@@ -79,6 +90,7 @@ LLAMA = Arch(
     shapes=dense_shapes(),
     required=(*DENSE_BLOCK, MODEL_TENSOR.FFN_NORM),
     plan=plan_llama,
+    check=lambda c: check_rope(c, also=("llama3",)),
 )
 
 ARCHS = (LLAMA,)

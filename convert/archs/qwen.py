@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gguf import MODEL_ARCH, MODEL_TENSOR
 
-from convert.archs import DENSE_BLOCK, Arch, common_meta, dense_shapes, head_dim
+from convert.archs import DENSE_BLOCK, Arch, check_rope, common_meta, dense_shapes, head_dim
 
 QWEN2 = Arch(
     hf_names=("Qwen2ForCausalLM",),
@@ -16,6 +16,7 @@ QWEN2 = Arch(
     meta=common_meta(),
     shapes=dense_shapes(),
     required=(*DENSE_BLOCK, MODEL_TENSOR.FFN_NORM),
+    check=check_rope,
 )
 
 QWEN3 = Arch(
@@ -28,6 +29,7 @@ QWEN3 = Arch(
         MODEL_TENSOR.ATTN_K_NORM: lambda c: (head_dim(c),),
     },
     required=(*DENSE_BLOCK, MODEL_TENSOR.FFN_NORM, MODEL_TENSOR.ATTN_Q_NORM, MODEL_TENSOR.ATTN_K_NORM),
+    check=check_rope,
 )
 
 ARCHS = (QWEN2, QWEN3)

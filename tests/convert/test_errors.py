@@ -111,3 +111,11 @@ def test_unknown_type_and_missing_folder(tmp_path: Path) -> None:
     assert_clean_failure(r, "nowhere", folder=tmp_path)
     r = run_cli(tmp_path, "--type", "q3_k")
     assert_clean_failure(r, "q3_k", folder=tmp_path)
+
+
+def test_unsupported_rope_scaling_is_refused(src: Path, tmp_path: Path) -> None:
+    config = json.loads((src / "config.json").read_text())
+    config["rope_parameters"] = {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}
+    (src / "config.json").write_text(json.dumps(config))
+    r = run_cli(src, tmp_path / "out.gguf")
+    assert_clean_failure(r, "rope scaling 'dynamic'", "llama3", folder=tmp_path)
