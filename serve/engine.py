@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Job:
     emit: Callable[[Event], None]
     continue_on_end: bool = False  # harmony: <|end|> closes a message, not the turn
     cancelled: bool = False
+    created: float = field(default_factory=time.perf_counter)
 
 
 class Model:

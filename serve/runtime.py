@@ -102,16 +102,25 @@ class Runtime:
         return self.loaded.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
 
     def job(self, prompt: list[int], params: SamplingParams, queue: asyncio.Queue[Event]) -> Job:
+        """A job whose events land in `queue`; its slot is released when the engine ends it, whether or not
+        anyone still reads the queue (a client can vanish before its response body ever starts)."""
         assert self.loaded
         loop = asyncio.get_running_loop()
+        job: Job
+
+        def deliver(event: Event) -> None:
+            queue.put_nowait(event)
+            if isinstance(event, Finished | Failed):
+                self._release(job)
 
         def emit(event: Event) -> None:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+                loop.call_soon_threadsafe(deliver, event)
             except RuntimeError:  # the loop is gone (shutdown): nobody is listening
                 pass
 
-        return Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY)
+        job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY)
+        return job
 
     def admit(self, job: Job) -> None:
         """Start the job or queue it; raises QueueFull. Must be followed by `generate(job)`."""
@@ -121,9 +130,9 @@ class Runtime:
         self._gauges()
 
     async def generate(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+        """The job's events until Finished or Failed; leaving early cancels the job."""
         assert self.loaded
         engine = self.loaded.engine
-        started = time.perf_counter()
         first: float | None = None
         done = False
         try:
@@ -131,7 +140,7 @@ class Runtime:
                 event = await queue.get()
                 if first is None:
                     first = time.perf_counter()
-                    self.metrics.ttft.observe(first - started)
+                    self.metrics.ttft.observe(first - job.created)
                 if isinstance(event, Finished | Failed):
                     done = True
                     if isinstance(event, Finished) and event.completion_tokens:
@@ -144,10 +153,15 @@ class Runtime:
                     return
         finally:
             if not done:
-                engine.cancel(job)
-            for nxt in self.scheduler.release(job, time.perf_counter() - started):
-                engine.submit(nxt)  # type: ignore[arg-type]
-            self._gauges()
+                engine.cancel(job)  # a running job ends within one step and is released then
+                if job in self.scheduler.waiting:
+                    self._release(job)
+
+    def _release(self, job: Job) -> None:
+        assert self.loaded
+        for nxt in self.scheduler.release(job, time.perf_counter() - job.created):
+            self.loaded.engine.submit(nxt)  # type: ignore[arg-type]
+        self._gauges()
 
     def _gauges(self) -> None:
         self.metrics.queue_depth.set(len(self.scheduler.waiting))

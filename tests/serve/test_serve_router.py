@@ -1,0 +1,56 @@
+"""`--router URL`: the server registers itself with a real router at start and leaves it at shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from servers import REPO, free_port, running_server
+from tiny_gguf import build_tiny_gguf
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(predicate, timeout: float = 20) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def test_registers_and_unregisters(tmp_path: Path) -> None:
+    port = free_port()
+    router = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(tmp_path / "state.json")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert _wait(lambda: httpx.get(router + "/backends").status_code == 200)
+        with running_server("--model-path", str(build_tiny_gguf()), "--router", router, "--model-name", "tiny"):
+            assert _wait(lambda: any(b["name"] == "tiny" for b in httpx.get(router + "/backends").json()["backends"]))
+            r = httpx.post(router + "/v1/chat/completions", timeout=30,
+                           json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+            assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+        # after SIGINT the server has said goodbye
+        assert _wait(lambda: not any(b["name"] == "tiny" and not b.get("draining")
+                                     for b in httpx.get(router + "/backends").json()["backends"]), timeout=5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
