@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gguf import TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, TensorNameMap, quants
+from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, TensorNameMap, quants
 
 from convert.archs import Arch, Config, Transform
 from convert.errors import ShapeError, UnsupportedError
@@ -154,8 +154,6 @@ def default_plan(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) ->
 
 
 def check_complete(arch: Arch, n_blocks: int, have: set[str]) -> None:
-    from gguf import MODEL_TENSOR
-
     wanted = [TENSOR_NAMES[MODEL_TENSOR.TOKEN_EMBD] + ".weight"]
     wanted += [TENSOR_NAMES[t].format(bid=b) + ".weight" for b in range(n_blocks) for t in arch.required]
     if missing := [w for w in wanted if w not in have]:

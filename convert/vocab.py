@@ -285,15 +285,16 @@ def _adds_from_post_processor(tokenizer: dict[str, Any] | None, ids: dict[str, i
         if p.get("type") == "TemplateProcessing":
             single = p.get("single", [])
             specials = p.get("special_tokens", {})
-
-            def sid(item: dict[str, Any]) -> int | None:
-                name = item.get("SpecialToken", {}).get("id")
-                return (specials.get(name, {}).get("ids") or [None])[0] if name else None
-
-            first = sid(single[0]) if single else None
-            last = sid(single[-1]) if len(single) > 1 else None
+            first = _special_id(single[0], specials) if single else None
+            last = _special_id(single[-1], specials) if len(single) > 1 else None
             return (first is not None and first == ids.get("bos"), last is not None and last == ids.get("eos"))
     return False, False
+
+
+def _special_id(item: dict[str, Any], specials: dict[str, Any]) -> int | None:
+    """The id of a TemplateProcessing item when it is a special token ({"SpecialToken": {"id": name}})."""
+    name = item.get("SpecialToken", {}).get("id")
+    return (specials.get(name, {}).get("ids") or [None])[0] if name else None
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
