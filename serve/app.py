@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
     events = rt.generate(job, queue)
     if req.stream:
         return _sse(_chat_chunks(events, turn, req, meta))
-    finish, usage = await _drain(events, turn)
+    finish = await _drain(events, turn)
     body = {
         **meta,
         "object": "chat.completion",
@@ -234,7 +235,7 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     events = rt.generate(job, queue)
     if req.stream:
         return _sse(_completion_chunks(events, turn, req, meta))
-    finish, _ = await _drain(events, turn)
+    finish = await _drain(events, turn)
     body = {
         **meta,
         "object": "text_completion",
@@ -244,14 +245,19 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     return Response(json.dumps(body), content_type="application/json")
 
 
+@dataclass(frozen=True)
 class _Finish:
-    def __init__(self, event: Finished) -> None:
-        self.reason = "length" if event.reason == "length" else "stop"
-        self.prompt_tokens = event.prompt_tokens
-        self.completion_tokens = event.completion_tokens
+    reason: str  # OpenAI's finish_reason: stop or length
+    prompt_tokens: int
+    completion_tokens: int
+
+    @classmethod
+    def of(cls, event: Finished) -> _Finish:
+        return cls("length" if event.reason == "length" else "stop", event.prompt_tokens, event.completion_tokens)
 
 
-async def _drain(events: AsyncIterator[Event], turn: responses.Turn) -> tuple[_Finish, None]:
+async def _drain(events: AsyncIterator[Event], turn: responses.Turn) -> _Finish:
+    """Collect a whole response into `turn`."""
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
@@ -260,7 +266,7 @@ async def _drain(events: AsyncIterator[Event], turn: responses.Turn) -> tuple[_F
                 raise ServeError(event.message)
             else:
                 turn.finish()
-                return _Finish(event), None
+                return _Finish.of(event)
     raise ServeError("generation ended without a result")
 
 
@@ -295,7 +301,7 @@ async def _chat_chunks(
             else:
                 for e in turn.finish():
                     yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
-                done = _Finish(event)
+                done = _Finish.of(event)
                 yield chunk({}, done.reason)
                 if req.include_usage:
                     usage = responses.usage(turn, done.prompt_tokens, done.completion_tokens)
@@ -320,7 +326,7 @@ async def _completion_chunks(
                 yield {**meta, "object": "text_completion", "choices": [], "error": {"message": event.message}}
                 return
             else:
-                done = _Finish(event)
+                done = _Finish.of(event)
                 yield chunk("", done.reason)
                 if req.include_usage:
                     yield {**meta, "object": "text_completion", "choices": [],

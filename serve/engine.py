@@ -189,7 +189,8 @@ class Engine:
         params.n_seq_max = n_seq
         params.kv_unified = False  # each sequence its own KV stream: batching cannot change its attention
         params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
-        params.flash_attn_type = 1 if flash_attn else 0
+        # llama.cpp needs flash attention for a quantized V cache.
+        params.flash_attn_type = 1 if flash_attn or kv_type != "f16" else 0
         params.type_k = params.type_v = KV_TYPES[kv_type]
         params.no_perf = True
         self.ctx = ll.llama_init_from_model(model.ptr, params)

@@ -149,3 +149,17 @@ def test_schema_property_named_like_our_rule_is_fine() -> None:
     assert grammar is not None and grammar.trigger
     definitions = [line.split(" ::=")[0] for line in grammar.text.splitlines() if " ::=" in line]
     assert len(definitions) == len(set(definitions))
+
+
+@pytest.mark.parametrize("kv_type", ["q8_0", "q4_0"])
+def test_quantized_kv_cache(kv_type: str) -> None:
+    """Quantized KV blocks are 32 wide, so this model has 32-wide heads; flash attention is switched on."""
+    model = Model(build_tiny_gguf(n_embd=128))
+    e = Engine(model, n_seq=2, ctx_per_seq=256, threads=1, kv_type=kv_type)
+    e.start()
+    try:
+        text, fin = collect(submit(e, model, "hello", max_tokens=8)[1])
+        assert fin.completion_tokens == 8 and text  # type: ignore[union-attr]
+    finally:
+        e.stop()
+        model.close()
