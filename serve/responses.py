@@ -23,19 +23,32 @@ class Turn:
     texts: dict[str, str] = field(default_factory=dict)
     channel_tokens: Counter[str] = field(default_factory=Counter)
     _last_inline: str | None = None
+    _header_tokens: int = 0  # harmony header words, counted to the channel the header opens
 
     def add(self, piece: str) -> list[Event]:
         """One token's text (possibly empty); returns the channel events it completes."""
         self.raw += piece
         if self.parser is None:
             return [Event(FINAL, piece)] if piece else []
-        channel = self.parser.channel
-        if channel is not None and piece.strip() not in self.parser.markers:
-            self.channel_tokens[channel] += 1
-        return self._keep(self.parser.feed(piece))
+        before = self.parser.channel
+        events = self._keep(self.parser.feed(piece))
+        if piece.strip() not in self.parser.markers:  # the format's own special tokens count nowhere
+            if before is None:
+                self._header_tokens += 1
+            else:
+                self.channel_tokens[before] += 1
+        self._settle_header()
+        return events
 
     def finish(self) -> list[Event]:
-        return self._keep(self.parser.finish()) if self.parser else []
+        events = self._keep(self.parser.finish()) if self.parser else []
+        self._settle_header()
+        return events
+
+    def _settle_header(self) -> None:
+        if self.parser is not None and self.parser.channel is not None and self._header_tokens:
+            self.channel_tokens[self.parser.channel] += self._header_tokens
+            self._header_tokens = 0
 
     def _keep(self, events: list[Event]) -> list[Event]:
         for e in events:

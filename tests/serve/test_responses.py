@@ -26,8 +26,10 @@ def test_harmony_message_and_usage() -> None:
     assert msg["channels"] == {"analysis": "Capital of France.", "commentary": "{}", "final": "Paris"}
     assert chat_message(turn, True, ["final"])["channels"] == {"final": "Paris"}
     u = usage(turn, 10, len(HARMONY_TOKENS))
-    assert u["channel_tokens"] == {"analysis": 2, "commentary": 1, "final": 2}
-    assert u["thinking_tokens"] == 3 and u["total_tokens"] == 10 + len(HARMONY_TOKENS)
+    # header words count to their channel; the 10 special tokens count nowhere
+    assert u["channel_tokens"] == {"analysis": 3, "commentary": 3, "final": 4}
+    assert sum(u["channel_tokens"].values()) == len(HARMONY_TOKENS) - sum(t.startswith("<|") for t in HARMONY_TOKENS)
+    assert u["thinking_tokens"] == 6 and u["total_tokens"] == 10 + len(HARMONY_TOKENS)
 
 
 def test_harmony_inline_whole_and_streamed() -> None:
