@@ -23,16 +23,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-_PROCS: dict[str, subprocess.Popen] = {}
+class Server(str):
+    """The server's base URL, which can also interrupt its process."""
 
+    proc: subprocess.Popen
 
-def interrupt(url: str) -> None:
-    """Send SIGINT to the server at `url` (started by running_server)."""
-    _PROCS[url].send_signal(signal.SIGINT)
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
 
 
 @contextlib.contextmanager
-def running_server(*args: str, timeout: float = 60) -> Iterator[str]:
+def running_server(*args: str, timeout: float = 60) -> Iterator[Server]:
     """Start `python -m serve ARGS --port P`, wait for /health 200, yield its URL; SIGINT it afterwards."""
     port = free_port()
     log = open(REPO / ".cache" / "serve" / f"server-{port}.log", "w")
@@ -41,8 +42,8 @@ def running_server(*args: str, timeout: float = 60) -> Iterator[str]:
         [sys.executable, "-m", "serve", *args, "--port", str(port), "--threads", "1"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
-    _PROCS[url] = proc
+    url = Server(f"http://127.0.0.1:{port}")
+    url.proc = proc
     try:
         deadline = time.time() + timeout
         while True:
@@ -65,4 +66,3 @@ def running_server(*args: str, timeout: float = 60) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
-        _PROCS.pop(url, None)

@@ -176,10 +176,8 @@ def test_shutdown_ends_streams_cleanly() -> None:
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
             lines = r.iter_lines()
             next(lines)
-            import servers
-
             t0 = time.time()
-            servers.interrupt(url)
+            url.interrupt()
             rest = [line for line in lines if line]
             assert rest[-1] == "data: [DONE]"
             assert json.loads(rest[-2][6:])["choices"][0]["finish_reason"] == "stop"
