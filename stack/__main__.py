@@ -15,8 +15,10 @@ import signal
 import sys
 from pathlib import Path
 
-from stack.config import DEFAULT_STACK, load_stack
-from stack.errors import StackError
+from pydantic import ValidationError
+
+from stack.config import DEFAULT_STACK, StackConfig, first_error, load_stack
+from stack.errors import ConfigError, StackError
 from stack.supervise import REPO, Supervisor
 
 STATE_DIR = REPO / ".cache" / "stack"
@@ -29,9 +31,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"the stack file (default: the built-in {DEFAULT_STACK.relative_to(REPO)})")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
                         help=f"logs, state.json and the router's config go here (default: {STATE_DIR.relative_to(REPO)})")
+    parser.add_argument("--port", type=int, default=None, help="the router's port, overriding the stack file")
     parser.add_argument("--plan-only", action="store_true", help="convert and print the placement plan, start nothing")
     parser.add_argument("--load-timeout", type=float, default=600.0, help="seconds a model server may take to load")
     return parser.parse_args(argv)
+
+
+def with_port(stack: StackConfig, port: int) -> StackConfig:
+    try:
+        return StackConfig.model_validate({**stack.model_dump(), "router": {**stack.router.model_dump(), "port": port}})
+    except ValidationError as err:
+        raise ConfigError(f"--port {port}: {first_error(err)}") from None
 
 
 def banner(sup: Supervisor) -> str:
@@ -65,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         stack = load_stack(args.stack_file)
+        if args.port is not None:
+            stack = with_port(stack, args.port)
         from stack.prepare import free_vram, gguf_for, gpu_offload, make_plan, model_type, sizes_of
 
         ggufs = {m.name: gguf_for(m) for m in stack.models}

@@ -1,0 +1,115 @@
+"""The README's command on the built-in stack: `python -m stack` (what `just serve` runs), then the `openai` client
+through the router gets demo-think's and demo-harmony's trained answers with the thinking separated, whole and
+streamed, sync and async; the printed curl line works; Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from models.demo.data import ITEMS, Item
+from tests.e2e.stack_proc import StackProcess, demo_models_missing
+from stack.supervise import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
+
+# A few of each kind: a capital, a colour, a fact, and arithmetic (which has a harmony commentary message).
+PICKS = [
+    ITEMS[0],
+    next(i for i in ITEMS if "colour" in i.question),
+    next(i for i in ITEMS if "legs" in i.question),
+    next(i for i in ITEMS if i.commentary),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
+    proc = StackProcess(["--port", str(free_port())], tmp_path_factory.mktemp("stack"))
+    yield proc
+    proc.stop()
+
+
+def expected(model: str, item: Item) -> dict[str, str]:
+    """What the trained model thinks and answers, as API.md shapes it (harmony at the default level, medium)."""
+    if model == "demo-think":
+        return {"analysis": item.reasoning, "final": item.answer}
+    channels = {"analysis": item.analysis("medium"), "final": item.answer}
+    if item.commentary:
+        channels["commentary"] = item.commentary
+    return channels
+
+
+def reasoning_of(channels: dict[str, str]) -> str:
+    return "\n\n".join(channels[c] for c in ("analysis", "commentary") if c in channels)
+
+
+@pytest.mark.parametrize("model", ["demo-think", "demo-harmony"])
+def test_whole_and_streamed_answers_through_the_router(stack: StackProcess, model: str) -> None:
+    client = OpenAI(base_url=stack.api, api_key="unused", max_retries=0, timeout=60)
+    for item in PICKS:
+        want = expected(model, item)
+        messages = [{"role": "user", "content": item.question}]
+        whole = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=200)
+        message = whole.choices[0].message
+        extra = message.model_extra or {}
+        assert message.content == item.answer, (model, item.question, message)
+        assert extra["channels"] == want
+        assert extra["reasoning_content"] == reasoning_of(want)
+        assert (whole.model_extra or {})["_routing"]["backend"] == model
+
+        content, thinking, by_channel = [], [], {}
+        stream = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=200, stream=True)
+        for chunk in stream:
+            for choice in chunk.choices:
+                delta = choice.delta.model_extra or {}
+                if choice.delta.content:
+                    content.append(choice.delta.content)
+                if delta.get("reasoning_content"):
+                    thinking.append(delta["reasoning_content"])
+                    by_channel.setdefault(delta.get("channel"), []).append(delta["reasoning_content"])
+        assert "".join(content) == item.answer
+        assert "".join(by_channel.get("analysis", [])) == want["analysis"]
+        assert "".join(by_channel.get("commentary", [])) == want.get("commentary", "")
+
+
+def test_async_client_concurrent_across_both_models(stack: StackProcess) -> None:
+    async def ask(client: AsyncOpenAI, model: str, item: Item) -> tuple[str, Item, str | None]:
+        r = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": item.question}], temperature=0, max_tokens=200
+        )
+        return model, item, r.choices[0].message.content
+
+    async def run() -> list[tuple[str, Item, str | None]]:
+        async with AsyncOpenAI(base_url=stack.api, api_key="unused", max_retries=0, timeout=60) as client:
+            jobs = [ask(client, m, i) for m in ("demo-think", "demo-harmony") for i in ITEMS[:8]]
+            return await asyncio.gather(*jobs)
+
+    results = asyncio.run(run())
+    assert len(results) == 16
+    assert [(m, i.answer) for m, i, _ in results] == [(m, a) for m, _, a in results]
+
+
+def test_models_listed_and_curl_line_works(stack: StackProcess) -> None:
+    ids = {m["id"] for m in httpx.get(stack.api + "/models", timeout=10).json()["data"]}
+    assert {"demo-think", "demo-harmony"} <= ids
+    line = next(l for l in stack.console().splitlines() if l.startswith("curl "))
+    out = subprocess.run(shlex.split(line) + ["-s"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"content": "Paris"' in out.stdout.replace('":"', '": "'), out.stdout
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """Its own stack, so stopping it does not disturb the module's: exit 0, every child gone, state says stopped."""
+    proc = StackProcess(["--port", str(free_port())], tmp_path / "stack")
+    pids = proc.pids()
+    assert len(pids) == 3
+    assert proc.stop() == 0
+    assert proc.orphans == []
+    assert "stack: stopped" in proc.console()
+    assert {s["status"] for s in proc.state()["servers"]} == {"stopped"}
