@@ -21,8 +21,10 @@ from bench.common import Row, table
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench"
-# Qwen2-0.5B's widths and vocabulary with 8 layers and an untied head: 391M parameters, 782 MB of bf16.
-SHAPE = dict(hidden=896, layers=8, vocab=151936, ff=4864, heads=14, kv_heads=2)
+# Qwen2-1.5B's widths and vocabulary with 12 of its 28 layers and an untied head: 1.03B parameters, 2.06 GB
+# of bf16 (the issue asks for >= 300M, larger when the disk allows; a bigger file also keeps the fixed
+# costs, interpreter start and a 150k-token vocabulary, from dominating the figure).
+SHAPE = dict(hidden=1536, layers=12, vocab=151936, ff=8960, heads=12, kv_heads=2)
 MB = 1e6
 
 
