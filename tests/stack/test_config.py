@@ -125,3 +125,16 @@ def test_cli_bad_file_one_line_exit_2(folder: Path, capsys: pytest.CaptureFixtur
 def test_cli_missing_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "nope.toml")]) == 2
     assert "cannot read the stack file" in capsys.readouterr().err
+
+
+def test_commented_example_is_a_valid_stack_file(tmp_path: Path) -> None:
+    """stack.example.toml (also in the README) parses once its example sources exist."""
+    example = Path(__file__).resolve().parents[2] / "stack.example.toml"
+    (tmp_path / "models" / "Qwen3-8B").mkdir(parents=True)
+    (tmp_path / "models" / "Qwen3-8B" / "config.json").write_text("{}")
+    (tmp_path / "models" / "gpt-oss-20b-q4_k_m.gguf").write_bytes(b"GGUF")
+    stack = load_stack(write(tmp_path, example.read_text()))
+    assert [m.name for m in stack.models] == ["qwen3-8b", "gpt-oss-20b"]
+    assert stack.models[0].names == ["qwen3-8b", "qwen3", "default"]
+    assert stack.budget is not None and stack.budget.vram_gb == 6.0
+    assert stack.router.port == 8080 and stack.router.model_strategies == {}
