@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from convert import convert_checkpoint
-from tests.fixtures.build import FAMILIES, build_fixture
+# `tests.fixtures.build` is the fixture builders' shared home; make it importable under plain `pytest` too
+# (python -m pytest already has the repository root on sys.path).
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-# The dense families this package converts (gpt-oss has its own tests in test_gpt_oss.py).
-DENSE_ARCHES = tuple(FAMILIES)
+from convert import convert_checkpoint  # noqa: E402
+from tests.fixtures.build import build_fixture  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 from gguf import GGUFReader  # noqa: E402
 
 from convert.verify import TOLERANCES, compare, gguf_logits  # noqa: E402
-from tests.convert.conftest import DENSE_ARCHES  # noqa: E402
+from tests.fixtures.build import DENSE_ARCHES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

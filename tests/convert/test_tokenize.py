@@ -13,9 +13,8 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 transformers = pytest.importorskip("transformers")
 
-from tests.convert.conftest import DENSE_ARCHES  # noqa: E402
 from tests.convert.strings import strings  # noqa: E402
-from tests.fixtures.build import FAMILIES, build_fixture  # noqa: E402
+from tests.fixtures.build import DENSE_ARCHES, FAMILIES, build_fixture  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
