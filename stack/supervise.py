@@ -177,7 +177,12 @@ class Supervisor:
                 async with self.http.get(child.url + child.ready_path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     if resp.status == 200:
                         return True
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+                    body = await resp.json(content_type=None) if resp.status == 503 else None
+                    if isinstance(body, dict) and body.get("status") == "error":  # serve: the model failed to load
+                        self.say(f"stack: {child.name} failed to load its model: {body.get('error')}")
+                        await self.kill(child, self.stop_timeout)
+                        return False
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 pass
             try:
                 await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.2)

@@ -5,8 +5,10 @@ streamed, sync and async; the printed curl line works; Ctrl-C stops everything."
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from models.demo.data import ITEMS, Item
-from tests.e2e.stack_proc import StackProcess, demo_models_missing
+from tests.e2e.stack_proc import REPO, StackProcess, demo_models_missing
 from stack.supervise import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
@@ -113,3 +115,17 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert proc.orphans == []
     assert "stack: stopped" in proc.console()
     assert {s["status"] for s in proc.state()["servers"]} == {"stopped"}
+
+
+def test_readme_python_client_examples_run(stack: StackProcess) -> None:
+    """The README's `openai` examples, run as written against this stack (only the URL changes)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python client", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    france, seven = ITEMS[0], next(i for i in ITEMS if i.question == "What is 7 + 5?")
+    for block, expected in zip(blocks, [france.answer, seven.answer, france.answer]):
+        code = block.replace("http://127.0.0.1:8080/v1", stack.api)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert expected in out.stdout and "None" not in out.stdout.splitlines()[0], out.stdout
