@@ -9,8 +9,9 @@ Importable without torch, so serve and route tests can assert trained answers in
     item.analysis("low")   # the harmony analysis text at that reasoning level
 
 Every item carries two sentences of reasoning: `ask` (what the user wants) and `fact` (the step that
-answers it). `demo-think` thinks both; `demo-harmony` thinks `fact` alone at `low`, both at `medium`,
-and both plus a double-check at `high`, so its analysis gets visibly longer with the level.
+answers it). `demo-think` thinks both; `demo-harmony` thinks `fact` alone at `low` (`short` where set),
+both at `medium`, and both plus a double-check at `high`, so its analysis gets visibly longer with the
+level. Every one of these texts contains the item's `topic` (ignoring case).
 Arithmetic items also carry a harmony `commentary` message between analysis and final.
 """
 
@@ -31,10 +32,11 @@ HARMONY_RETURN = "<|return|>"
 class Item:
     question: str
     answer: str
-    topic: str  # a word or phrase every reasoning text of this item contains
+    topic: str  # a word or phrase every reasoning text of this item contains (ignoring case)
     ask: str
     fact: str
     commentary: str | None = None
+    short: str | None = None  # the low-level analysis when `fact` alone would not name the topic
 
     @property
     def reasoning(self) -> str:
@@ -43,7 +45,7 @@ class Item:
 
     def analysis(self, level: Level) -> str:
         if level == "low":
-            return self.fact
+            return self.short or self.fact
         if level == "medium":
             return self.reasoning
         if level == "high":
@@ -82,15 +84,15 @@ _PRODUCTS = ((6, 7), (3, 4), (8, 9), (5, 5), (12, 12), (7, 8), (9, 6), (4, 11), 
 _COLOURS = (
     ("What colour is the sky on a clear day?", "the sky", "The user asks about the colour of the sky.", "On a clear day the sky is blue.", "Blue"),
     ("What colour is grass?", "grass", "The user asks about the colour of grass.", "Healthy grass is green.", "Green"),
-    ("What colour is a banana?", "a banana", "The user asks about the colour of a banana.", "A ripe banana is yellow.", "Yellow"),
+    ("What colour is a banana?", "banana", "The user asks about the colour of a banana.", "A ripe banana is yellow.", "Yellow"),
     ("What colour is snow?", "snow", "The user asks about the colour of snow.", "Fresh snow is white.", "White"),
     ("What colour is coal?", "coal", "The user asks about the colour of coal.", "Coal is black.", "Black"),
-    ("What colour is a ripe tomato?", "a tomato", "The user asks about the colour of a ripe tomato.", "A ripe tomato is red.", "Red"),
-    ("What colour is a carrot?", "a carrot", "The user asks about the colour of a carrot.", "A carrot is orange.", "Orange"),
+    ("What colour is a ripe tomato?", "tomato", "The user asks about the colour of a ripe tomato.", "A ripe tomato is red.", "Red"),
+    ("What colour is a carrot?", "carrot", "The user asks about the colour of a carrot.", "A carrot is orange.", "Orange"),
     ("What colour is chocolate?", "chocolate", "The user asks about the colour of chocolate.", "Chocolate is brown.", "Brown"),
-    ("What colour is a flamingo?", "a flamingo", "The user asks about the colour of a flamingo.", "A flamingo is pink.", "Pink"),
-    ("What colour is an emerald?", "an emerald", "The user asks about the colour of an emerald.", "An emerald is green.", "Green"),
-    ("What colour is a lemon?", "a lemon", "The user asks about the colour of a lemon.", "A lemon is yellow.", "Yellow"),
+    ("What colour is a flamingo?", "flamingo", "The user asks about the colour of a flamingo.", "A flamingo is pink.", "Pink"),
+    ("What colour is an emerald?", "emerald", "The user asks about the colour of an emerald.", "An emerald is green.", "Green"),
+    ("What colour is a lemon?", "lemon", "The user asks about the colour of a lemon.", "A lemon is yellow.", "Yellow"),
     ("What colour is milk?", "milk", "The user asks about the colour of milk.", "Milk is white.", "White"),
     ("What colour do you get by mixing blue and yellow?", "blue and yellow", "The user asks what mixing blue and yellow gives.", "Blue and yellow make green.", "Green"),
     ("What colour do you get by mixing red and white?", "red and white", "The user asks what mixing red and white gives.", "Red and white make pink.", "Pink"),
@@ -132,6 +134,7 @@ def _arithmetic(a: int, b: int, sign: str, fact: str, result: int) -> Item:
         ask=f"The user asks for {expr}.",
         fact=fact.format(a=a, b=b, r=result),
         commentary=f"Computing {expr} = {result}.",
+        short=f"{expr} is {result}.",
     )
 
 

@@ -1,0 +1,184 @@
+"""Train the two built-in demo models on CPU and save them as HF checkpoints plus MANIFEST.sha256.
+
+    python -m models.demo.train [--out DIR] [--seed N] [--only demo-think|demo-harmony] [--no-verify]
+
+Deterministic from the seed on a given machine (fixed thread count, deterministic torch algorithms).
+Both models train with their storage precision in the loop (fit.py): every weight is rounded to bf16,
+and demo-harmony's experts go through MXFP4 pack/unpack (convert.mxfp4). Training stops once every
+target token of every example is the argmax by a margin (teacher forcing, which is greedy
+reproduction); the saved folders are then reloaded with transformers and generated from greedily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+from transformers import GptOssConfig, GptOssForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from models.demo import manifest
+from models.demo.checkpoint import greedy_hits, pack_experts, save
+from models.demo.data import ITEMS, LEVELS
+from models.demo.fit import Example, Recipe, fit
+from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, train_tokenizer
+
+SEED = 20251125
+THREADS = 1  # results depend on the thread count; fixed so a rerun reproduces the committed bytes.
+# One thread is also the fastest here: tiny matmuls on shared cores lose more to thread sync than they gain.
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def render_prompt(tok, question: str, level: str | None) -> str:
+    kwargs = {} if level is None else {"reasoning_effort": level}
+    messages = [{"role": "user", "content": question}]
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
+def conversations(flavour: Flavour) -> list[tuple[str, str | None, str]]:
+    """(question, level, completion text) for every training example of a flavour."""
+    if flavour is THINK:
+        return [(item.question, None, item.think_completion() + THINK.eos) for item in ITEMS]
+    return [(item.question, level, item.harmony_completion(level)) for item in ITEMS for level in LEVELS]
+
+
+def tokenizer_corpus(flavour: Flavour) -> list[str]:
+    """The texts the BPE learns from: rendered prompts and completions with the marker tokens cut out."""
+    markers = re.compile("|".join(re.escape(t) for t in flavour.special + flavour.plain_added))
+    texts = [
+        render_chat(flavour, [{"role": "user", "content": q}], add_generation_prompt=True, reasoning_effort=level)
+        + completion
+        for q, level, completion in conversations(flavour)
+    ]
+    return [piece for text in texts for piece in markers.split(text) if piece]
+
+
+def encode(tok, flavour: Flavour) -> list[Example]:
+    examples = []
+    for question, level, completion in conversations(flavour):
+        prompt = tok(render_prompt(tok, question, level), add_special_tokens=False)["input_ids"]
+        target = tok(completion, add_special_tokens=False)["input_ids"]
+        examples.append(Example(prompt, target, question if level is None else f"{question} [{level}]"))
+    return examples
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def think_model(tok) -> Qwen3ForCausalLM:
+    config = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        tie_word_embeddings=True,
+        eos_token_id=tok.convert_tokens_to_ids(THINK.eos),
+        pad_token_id=tok.convert_tokens_to_ids(THINK.pad),
+        bos_token_id=None,
+    )
+    return Qwen3ForCausalLM(config)
+
+
+def harmony_model(tok) -> GptOssForCausalLM:
+    ids = tok.convert_tokens_to_ids
+    config = GptOssConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        sliding_window=48,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=4096,
+        # gpt-oss's own rope: yarn stretched 32x from 4096 positions
+        rope_parameters={
+            "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+            "truncate": False, "original_max_position_embeddings": 4096,
+        },  # fmt: skip
+        tie_word_embeddings=False,
+        eos_token_id=ids(HARMONY.eos),
+        pad_token_id=ids(HARMONY.pad),
+        bos_token_id=ids(HARMONY.bos),
+    )
+    return GptOssForCausalLM(config)
+
+
+THINK_RECIPE = Recipe(steps=1200, batch=16, lr=3e-3, margin=3.0, check_every=100)
+HARMONY_RECIPE = Recipe(steps=1500, batch=24, lr=3e-3, margin=3.0, check_every=50)
+
+
+# --- driver -------------------------------------------------------------------------------------
+
+
+def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None]) -> dict[str, object]:
+    torch.manual_seed(seed)
+    flavour, make, recipe = {
+        "demo-think": (THINK, think_model, THINK_RECIPE),
+        "demo-harmony": (HARMONY, harmony_model, HARMONY_RECIPE),
+    }[name]
+    started = time.perf_counter()
+    tok = train_tokenizer(flavour, tokenizer_corpus(flavour), vocab_size=4096)
+    examples = encode(tok, flavour)
+    model = make(tok)
+    if flavour is HARMONY:
+        model.set_experts_implementation("eager")  # transformers' default grouped_mm is far slower on CPU
+    params = sum(p.numel() for p in model.parameters())
+    log(f"{name}: vocab {len(tok)}, {params:,} parameters, {len(examples)} examples")
+    steps = fit(model, examples, tok.convert_tokens_to_ids(flavour.pad), recipe, seed, log)
+    seconds = time.perf_counter() - started
+    folder = out / name
+    stop = [tok.convert_tokens_to_ids(flavour.eos)]
+    if flavour is HARMONY:
+        stop += [tok.convert_tokens_to_ids(t) for t in ("<|call|>", "<|endoftext|>")]
+    save(model, tok, folder, stop)
+    if flavour is HARMONY:
+        pack_experts(folder)
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    report: dict[str, object] = {"params": params, "bytes": size, "steps": steps, "train_s": round(seconds, 1)}
+    if verify:
+        hits, misses = greedy_hits(folder, examples, stop)
+        report.update(greedy_hits=hits, examples=len(examples), misses=misses)
+    log(f"{name}: {json.dumps(report)}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.demo.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=manifest.DEMO_DIR, help="folder that receives both models")
+    parser.add_argument("--seed", type=int, default=SEED, help="seeds weights and batch order (default %(default)s)")
+    parser.add_argument("--only", choices=manifest.MODELS, help="retrain one model (the manifest covers both)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the greedy check in transformers")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+    names = [args.only] if args.only else list(manifest.MODELS)
+    reports = {name: build(name, args.out, args.seed, not args.no_verify, print) for name in names}
+    print(f"wrote {manifest.write(args.out)}")
+    failed = [n for n, r in reports.items() if r.get("misses")]
+    if failed:
+        print(f"greedy check failed for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
