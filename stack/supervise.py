@@ -3,7 +3,8 @@
 Each child runs in its own session (process group), so the terminal's Ctrl-C reaches only the supervisor, which then
 stops every group: SIGTERM, and SIGKILL after a timeout. On Linux the children also get SIGTERM if the supervisor
 itself dies (PR_SET_PDEATHSIG), so no server outlives it. A model server that exits is restarted with exponential
-backoff and registered again; meanwhile the router's health checks and retries route around it.
+backoff and registered again; meanwhile the router's health checks and retries route around it. One that stops
+answering its health check (three checks, 5 s apart) is killed and restarted the same way.
 
 Child output goes to DIR/logs/NAME.log; DIR/state.json says what runs where (pids, ports, restarts).
 """
@@ -30,6 +31,7 @@ from stack.errors import StartError
 REPO = Path(__file__).resolve().parents[1]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
+WATCH_EVERY, WATCH_MISSES = 5.0, 3  # a child that fails 3 checks 5 s apart is hung: restart it
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -251,7 +253,7 @@ class Supervisor:
                 if started_once:
                     self.say(f"stack: {child.name} is back (restart {child.restarts})")
                 started_once = True
-                await child.proc.wait()
+                await self.watch(child)
             elif not started_once:
                 child.status = "failed"
                 self.write_state()
@@ -265,6 +267,25 @@ class Supervisor:
             self.write_state()
             self.say(f"stack: {child.name} exited with code {child.last_exit}; restarting in {delay:.0f} s")
             await asyncio.sleep(delay)
+
+    async def watch(self, child: Child) -> None:
+        """Return when the child exits; kill it first if it stops answering (a hung process is as good as dead)."""
+        assert self.http is not None and child.proc is not None
+        misses = 0
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(child.proc.wait()), WATCH_EVERY)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                async with self.http.get(child.url + child.ready_path, timeout=aiohttp.ClientTimeout(total=WATCH_EVERY)) as r:
+                    misses = 0 if r.status == 200 else misses + 1
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                misses += 1
+            if misses >= WATCH_MISSES:
+                self.say(f"stack: {child.name} has not answered {child.ready_path} for {misses} checks; restarting it")
+                await self.kill(child, 2.0)  # a hung process will not shut down gracefully anyway
 
     async def run(self, stop: asyncio.Event, on_ready: Any = None) -> None:
         """Run until `stop` is set; then stop every child. Raises StartError if a first start fails."""

@@ -140,3 +140,27 @@ def test_kill_a_server_under_32_clients(chaos_stack: StackProcess) -> None:
 
     assert tally.problems == []
     assert counts.get("whole_ok", 0) > 0 and counts.get("stream_ok", 0) > 0
+
+
+def test_hung_server_is_restarted(chaos_stack: StackProcess) -> None:
+    """SIGSTOP a server: alive but silent. The supervisor notices within its watch window and restarts it."""
+    victim = "demo-harmony"
+    before = chaos_stack.server(victim)
+    os.kill(before["pid"], signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while chaos_stack.server(victim)["pid"] == before["pid"]:
+            assert time.monotonic() < deadline, "the hung server was not restarted"
+            time.sleep(0.5)
+    finally:
+        try:
+            os.kill(before["pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    chaos_stack.wait_healthy(timeout=60)
+    after = chaos_stack.server(victim)
+    assert after["restarts"] == before["restarts"] + 1
+    assert f"{victim} has not answered /health" in chaos_stack.console()
+    r = httpx.post(chaos_stack.api + "/chat/completions", timeout=60, json={
+        "model": victim, "messages": [{"role": "user", "content": ITEMS[0].question}], "temperature": 0})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ITEMS[0].answer
