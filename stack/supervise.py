@@ -4,7 +4,7 @@ Each child runs in its own session (process group), so the terminal's Ctrl-C rea
 stops every group: SIGTERM, and SIGKILL after a timeout. On Linux the children also get SIGTERM if the supervisor
 itself dies (PR_SET_PDEATHSIG), so no server outlives it. A model server that exits is restarted with exponential
 backoff and registered again; meanwhile the router's health checks and retries route around it. One that stops
-answering its health check (three checks, 5 s apart) is killed and restarted the same way.
+answering its health check (three checks in a row, 3 s apart) is killed and restarted the same way.
 
 Child output goes to DIR/logs/NAME.log; DIR/state.json says what runs where (pids, ports, restarts).
 """
@@ -31,7 +31,7 @@ from stack.errors import StartError
 REPO = Path(__file__).resolve().parents[1]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
-WATCH_EVERY, WATCH_MISSES = 5.0, 3  # a child that fails 3 checks 5 s apart is hung: restart it
+WATCH_EVERY, WATCH_MISSES = 3.0, 3  # a child that fails 3 checks in a row (3 s timeout, 3 s apart) is hung
 
 
 def free_port(host: str = "127.0.0.1") -> int:
