@@ -1,0 +1,45 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GGUF_CACHE = ROOT / ".cache" / "test-gguf"
+
+
+def _converter_digest() -> str:
+    """The converter's own sources: a change there must not be hidden behind a cached GGUF."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "convert").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def demo_gguf() -> Callable[[str], Path]:
+    """demo_gguf("demo-think" | "demo-harmony") -> the converted GGUF (the checkpoint's own precision).
+
+    Cached across runs under .cache/test-gguf/, keyed by the model's MANIFEST.sha256 lines and the
+    converter's sources, so it converts once until either changes."""
+    from convert import convert_checkpoint
+    from models.demo import manifest
+
+    converter = _converter_digest()
+
+    def get(name: str) -> Path:
+        key = hashlib.sha256(f"{manifest.model_digest(name)}:{converter}".encode()).hexdigest()[:16]
+        out = GGUF_CACHE / f"{name}-{key}.gguf"
+        if not out.is_file():
+            GGUF_CACHE.mkdir(parents=True, exist_ok=True)
+            convert_checkpoint(manifest.DEMO_DIR / name, out, progress=False, force=True)
+            for stale in GGUF_CACHE.glob(f"{name}-*.gguf"):
+                if stale != out:
+                    stale.unlink(missing_ok=True)
+        return out
+
+    return get
