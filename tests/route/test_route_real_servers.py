@@ -18,12 +18,15 @@ import pytest
 from route_procs import ROOT, Cluster, Proc, Router, wait_for
 
 pytestmark = pytest.mark.slow
-MSG = [{"role": "user", "content": "Say something."}]
+QUESTION = "What is the capital of France?"
+MSG = [{"role": "user", "content": QUESTION}]
+DEMO = (ROOT / "models" / "demo" / "MANIFEST.sha256").is_file()
+MAX_TOKENS = 200 if DEMO else 12  # the demo model thinks first, then answers; the tiny one just babbles
 
 
 @pytest.fixture(scope="module")
 def model(request: pytest.FixtureRequest) -> Path:
-    if (ROOT / "models" / "demo" / "MANIFEST.sha256").is_file():
+    if DEMO:
         return Path(request.getfixturevalue("demo_gguf")("demo-think"))
     sys.path.insert(0, str(ROOT / "tests" / "serve"))  # the serve tests' own helper, as they import it
     from tiny_gguf import build_tiny_gguf
@@ -50,13 +53,18 @@ def test_openai_client_through_the_router(pair: tuple[Router, dict[str, Proc]]) 
     client = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
     seen = []
     for _ in range(2):
-        raw = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=12, temperature=0)
+        raw = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=MAX_TOKENS, temperature=0)
         backend = raw.headers["x-backend"]
         seen.append(backend)
         routed = raw.parse().choices[0].message.content
         direct = openai.OpenAI(base_url=servers[backend].url + "/v1", api_key="unused", max_retries=0)
-        assert routed == direct.chat.completions.create(model="tiny", messages=MSG, max_tokens=12, temperature=0).choices[0].message.content
-        raw_stream = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=12, temperature=0, stream=True)
+        again = direct.chat.completions.create(model="tiny", messages=MSG, max_tokens=MAX_TOKENS, temperature=0)
+        assert routed == again.choices[0].message.content
+        if DEMO:
+            from models.demo.data import by_question
+
+            assert routed == by_question(QUESTION).answer  # what the demo model was trained to answer
+        raw_stream = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=MAX_TOKENS, temperature=0, stream=True)
         seen.append(raw_stream.headers["x-backend"])
         assert "".join(c.choices[0].delta.content or "" for c in raw_stream.parse() if c.choices) == routed
     assert seen == ["a", "b", "a", "b"]  # round robin over the two servers; the answers agree whoever served
