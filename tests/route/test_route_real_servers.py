@@ -73,6 +73,29 @@ def test_openai_client_through_the_router(pair: tuple[Router, dict[str, Proc]]) 
     assert [m.id for m in client.models.list().data] == ["tiny"]
 
 
+@pytest.mark.parametrize("strategy", ["prefix", "sticky"])
+def test_cache_aware_and_sticky_routing_over_real_servers(pair: tuple[Router, dict[str, Proc]], strategy: str) -> None:
+    _, servers = pair
+    cluster = Cluster()
+    try:
+        router = cluster.router("--strategy", strategy, "--prefix-block", "16")
+        for name, server in servers.items():
+            reg = {"name": name, "url": server.url, "model_type": "llama", "models": ["tiny"]}
+            assert router.http.post("/backends/register", json=reg).status_code == 200
+        system = {"role": "system", "content": "You are the hearth demo assistant; answer briefly. " * 4}
+        homes = set()
+        for i in range(6):
+            if strategy == "prefix":  # one long shared prefix, a different question each time
+                r = router.chat("tiny", messages=[system, {"role": "user", "content": f"question {i}"}], max_tokens=2)
+            else:  # one user, different prompts
+                r = router.chat("tiny", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=2, user="alice")
+            assert r.status_code == 200, r.text
+            homes.add(r.headers["X-Backend"])
+        assert len(homes) == 1
+    finally:
+        cluster.close()
+
+
 def test_one_server_dies_the_other_answers(pair: tuple[Router, dict[str, Proc]]) -> None:
     router, servers = pair
     servers["b"].kill()
