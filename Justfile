@@ -21,9 +21,10 @@ setup:
 convert *args: setup
     {{py}} -m convert "$@"
 
-# Serve the models (the built-in demo models when nothing else is configured).
+# Serve a stack of models behind one router: just serve [STACK_FILE] [--port P] [--plan-only]
+# (the built-in demo models when no stack file is given; see stack.example.toml).
 serve *args: setup
-    {{py}} -m serve "$@"
+    {{py}} -m stack "$@"
 
 # Run the test suite.
 test *args: setup
