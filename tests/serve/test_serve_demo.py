@@ -112,6 +112,9 @@ def test_harmony_trained_answers_and_levels(harmony: openai.OpenAI) -> None:
             thinking = [item.analysis(level), *([item.commentary] if item.commentary else [])]
             assert extra(m)["reasoning_content"] == "\n\n".join(thinking)
             no_leak(m.content, extra(m)["reasoning_content"], *channels.values())
+            counts = r.usage.model_extra["channel_tokens"]
+            assert set(counts) == set(channels) and r.usage.model_extra["thinking_tokens"] == \
+                counts["analysis"] + counts.get("commentary", 0)
         s = streamed(harmony, q, extra_body={"reasoning": "high"})
         assert s["content"].strip() == item.answer and s["analysis"].strip() == item.analysis("high")
         assert s["commentary"].strip() == (item.commentary or "")
@@ -151,9 +154,12 @@ def test_json_schema_constrains_only_the_answer(fixture: str, request: pytest.Fi
         assert obj.message.content.lstrip().startswith("{")
 
 
-def test_four_concurrent_equal_solo(think: openai.OpenAI) -> None:
+@pytest.mark.parametrize("fixture", ["think", "harmony"])
+def test_four_concurrent_equal_solo(fixture: str, request: pytest.FixtureRequest) -> None:
+    client = request.getfixturevalue(fixture)
+
     def run(q: str) -> tuple[str, str]:
-        m = ask(think, q).choices[0].message
+        m = ask(client, q).choices[0].message
         return m.content, extra(m).get("reasoning_content", "")
 
     solo = [run(q) for q in QUESTIONS]
