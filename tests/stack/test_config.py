@@ -138,3 +138,9 @@ def test_commented_example_is_a_valid_stack_file(tmp_path: Path) -> None:
     assert stack.models[0].names == ["qwen3-8b", "qwen3", "default"]
     assert stack.budget is not None and stack.budget.vram_gb == 6.0
     assert stack.router.port == 8080 and stack.router.model_strategies == {}
+
+
+def test_readme_shows_the_example_as_it_is() -> None:
+    root = Path(__file__).resolve().parents[2]
+    section = (root / "README.md").read_text().split("## Stack file", 1)[1].split("\n## ", 1)[0]
+    assert (root / "stack.example.toml").read_text() in section
