@@ -257,8 +257,7 @@ class Supervisor:
             elif not started_once:
                 child.status = "failed"
                 self.write_state()
-                raise StartError(f"{child.name} did not start (exit {child.proc.returncode}); see {child.log}:\n"
-                                 + tail(child.log))
+                raise StartError(f"{child.name} did not start; the end of {child.log}:\n" + tail(child.log))
             child.last_exit = child.proc.returncode
             child.restarts += 1
             failures = 1 if time.monotonic() - began > STABLE_AFTER else failures + 1

@@ -167,3 +167,19 @@ def test_hung_server_is_restarted(chaos_stack: StackProcess) -> None:
     r = httpx.post(chaos_stack.api + "/chat/completions", timeout=60, json={
         "model": victim, "messages": [{"role": "user", "content": ITEMS[0].question}], "temperature": 0})
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ITEMS[0].answer
+
+
+def test_router_restart_gets_every_server_back(chaos_stack: StackProcess) -> None:
+    """SIGKILL the router: the supervisor starts it again on the same port and registers every server anew."""
+    before = chaos_stack.state()["router"]
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (now := chaos_stack.state()["router"])["pid"] == before["pid"] or now["status"] != "healthy":
+        assert time.monotonic() < deadline, "the router was not restarted"
+        time.sleep(0.2)
+    chaos_stack.wait_healthy(timeout=30)  # every server registered again and healthy at the new router
+    assert now["url"] == before["url"] and now["restarts"] == before["restarts"] + 1
+    for model in MODELS:
+        r = httpx.post(chaos_stack.api + "/chat/completions", timeout=60, json={
+            "model": model, "messages": [{"role": "user", "content": ITEMS[1].question}], "temperature": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ITEMS[1].answer
