@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from models.demo.data import ITEMS, Item
-from tests.e2e.stack_proc import REPO, StackProcess, demo_models_missing
+from tests.e2e.stack_proc import REPO, StackProcess, alive, demo_models_missing
 from stack.supervise import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
@@ -129,3 +130,17 @@ def test_readme_python_client_examples_run(stack: StackProcess) -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert expected in out.stdout and "None" not in out.stdout.splitlines()[0], out.stdout
+
+
+def test_supervisor_killed_takes_its_children_along(tmp_path: Path) -> None:
+    """Even SIGKILL of the supervisor (no chance to clean up) leaves no server running: the children get SIGTERM."""
+    proc = StackProcess(["--port", str(free_port())], tmp_path / "stack")
+    pids = proc.pids()
+    proc.proc.kill()
+    proc.proc.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    proc.stop()  # cleans up whatever is left, so a failure here does not leak processes
+    assert left == []
