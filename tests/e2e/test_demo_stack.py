@@ -144,3 +144,23 @@ def test_supervisor_killed_takes_its_children_along(tmp_path: Path) -> None:
     left = [p for p in pids if alive(p)]
     proc.stop()  # cleans up whatever is left, so a failure here does not leak processes
     assert left == []
+
+
+def test_keys_from_the_stack_file(tmp_path: Path) -> None:
+    """api_key reaches every model server (the router forwards the client's key); admin_key guards /backends/*,
+    and the supervisor registers with it."""
+    path = tmp_path / "stack.toml"
+    path.write_text(f'[router]\nport = 0\napi_key = "sk-test"\nadmin_key = "adm"\n'
+                    f'[[models]]\nname = "demo-think"\nsource = "{REPO / "models" / "demo" / "demo-think"}"\nthreads = 1\n')
+    proc = StackProcess([str(path)], tmp_path / "state")
+    try:
+        body = {"model": "demo-think", "messages": [{"role": "user", "content": ITEMS[0].question}], "temperature": 0}
+        assert httpx.post(proc.api + "/chat/completions", json=body, timeout=60).status_code == 401
+        ok = OpenAI(base_url=proc.api, api_key="sk-test", max_retries=0).chat.completions.create(**body)
+        assert ok.choices[0].message.content == ITEMS[0].answer
+        assert "Bearer sk-test" in next(l for l in proc.console().splitlines() if l.startswith("curl "))
+        assert httpx.get(proc.router + "/backends", timeout=10).status_code == 401
+        listed = httpx.get(proc.router + "/backends", headers={"Authorization": "Bearer adm"}, timeout=10).json()
+        assert [b["name"] for b in listed["backends"]] == ["demo-think"]
+    finally:
+        proc.stop()
