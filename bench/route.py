@@ -3,8 +3,9 @@
 One run starts a fast canned backend (tests/route/backend.py, aiohttp + uvloop) and the router in front
 of it, then loads both with the same generator: wrk when it is installed (C, light on the 2 shared cores),
 else an aiohttp client in this process (heavier: it competes for the same cores, so the figures are worse).
-Small non-streamed chat requests at 1, 16 and 64 connections; then time to first byte of streams.
-The router runs on uvicorn (the default); hypercorn is measured beside it as the alternative.
+Small non-streamed chat requests at 1, 16 and 64 connections, each figure the median of three runs
+interleaved direct / routed; then time to first byte of streams. The router runs on uvicorn (the
+default); a second router on hypercorn is measured beside it as the alternative.
 Run: python -m bench.route
 """
 
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ from bench.common import Row
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = ROOT / "tests" / "route" / "backend.py"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-SECONDS = 4
+SECONDS = 2  # per run; each figure is the median of REPEATS interleaved runs
+REPEATS = 3
 CONCURRENCY = (1, 16, 64)
 
 
@@ -49,11 +51,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_of(url: str) -> str:
+    return url.rsplit(":", 1)[1]
+
+
 def wait_up(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=0.5):
+            with socket.create_connection(("127.0.0.1", int(port_of(url))), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
@@ -164,21 +170,31 @@ def run() -> list[Row]:
     rows: list[Row] = []
     direct: dict[int, Load] = {}
     routed: dict[tuple[str, int], Load] = {}
-    with process([sys.executable, str(BACKEND), "--port", backend.rsplit(":", 1)[1], "--name", "a"], backend):
+    routers = {server: f"http://127.0.0.1:{free_port()}" for server in ("uvicorn", "hypercorn")}
+    with ExitStack() as stack:
+        stack.enter_context(process([sys.executable, str(BACKEND), "--port", port_of(backend), "--name", "a"], backend))
+        for server, url in routers.items():
+            stack.enter_context(process([sys.executable, "-m", "route", "--port", port_of(url), "--server", server], url))
+            register(url, backend)
         for c in CONCURRENCY:
-            direct[c] = measure(backend, c)
-            print(f"route: direct c={c}: {direct[c]}", flush=True)
+            # Interleaved repeats, median of each figure: the 2 cores are shared, and a neighbour's burst
+            # during one run must not decide a ratio.
+            targets = {"direct": backend, "uvicorn": routers["uvicorn"]}
+            if c in (1, 16):
+                targets["hypercorn"] = routers["hypercorn"]
+            runs: dict[str, list[Load]] = {name: [] for name in targets}
+            for _ in range(REPEATS):
+                for name, url in targets.items():
+                    runs[name].append(measure(url, c))
+            for name, loads in runs.items():
+                load = Load(*(statistics.median(getattr(x, f) for x in loads) for f in ("rps", "p50_ms", "p99_ms")))
+                print(f"route: {name} c={c}: {load}", flush=True)
+                if name == "direct":
+                    direct[c] = load
+                else:
+                    routed[name, c] = load
         ttfb_direct = ttfb(backend)
-        for server in ("uvicorn", "hypercorn"):
-            router = f"http://127.0.0.1:{free_port()}"
-            argv = [sys.executable, "-m", "route", "--port", router.rsplit(":", 1)[1], "--server", server]
-            with process(argv, router):
-                register(router, backend)
-                for c in CONCURRENCY if server == "uvicorn" else (1, 16):
-                    routed[server, c] = measure(router, c)
-                    print(f"route: {server} c={c}: {routed[server, c]}", flush=True)
-                if server == "uvicorn":
-                    ttfb_routed = ttfb(router)
+        ttfb_routed = ttfb(routers["uvicorn"])
 
     gen = "wrk" if use_wrk else "aiohttp load"
     for c in CONCURRENCY:
