@@ -39,12 +39,16 @@ def test_harmony_template_renders_levels_developer_history_and_text_parts() -> N
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
-        {"role": "assistant", "content": "<|channel|>analysis<|message|>x<|end|><|start|>assistant<|channel|>final<|message|>Hello<|return|>"},
+        {
+            "role": "assistant",
+            "content": "<|channel|>analysis<|message|>x<|end|><|start|>assistant<|channel|>final<|message|>Hello<|return|>",
+        },
         {"role": "developer", "content": "Answer in English."},
         {"role": "user", "content": "What is 2 + 3?"},
     ]
     text = template.render(messages=messages, add_generation_prompt=True, reasoning_effort="high")
-    assert text.startswith("<|start|>system<|message|>") and "Reasoning: high\n\n# Valid channels: analysis, commentary, final." in text
+    assert text.startswith("<|start|>system<|message|>")
+    assert "Reasoning: high\n\n# Valid channels: analysis, commentary, final." in text
     assert "<|start|>developer<|message|># Instructions\n\nBe brief.\n\nAnswer in English.<|end|>" in text
     assert "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Hello<|end|>" in text
     assert text.endswith("<|start|>user<|message|>What is 2 + 3?<|end|><|start|>assistant")

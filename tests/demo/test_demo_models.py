@@ -86,7 +86,9 @@ class GreedyGGUF:
         self.stop_text = stop
 
     def complete(self, messages: list[dict[str, str]], limit: int, **variables: str) -> str:
-        prompt = self.template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="", **variables)
+        prompt = self.template.render(
+            messages=messages, add_generation_prompt=True, bos_token="", eos_token="", **variables
+        )
         tokens = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
         self.llm.reset()  # no KV reuse between prompts: each answer stands alone
         out: list[int] = []
@@ -114,7 +116,8 @@ def harmony_cases(gguf: Path) -> Iterator[Case]:
     for item in ITEMS:
         for level in LEVELS:
             expected = item.harmony_completion(level)
-            got = runner.complete([{"role": "user", "content": item.question}], limit=len(expected), reasoning_effort=level)
+            messages = [{"role": "user", "content": item.question}]
+            got = runner.complete(messages, limit=len(expected), reasoning_effort=level)
             yield Case(item, level, expected, got)
 
 
@@ -148,12 +151,14 @@ def test_demo_harmony_gguf_reproduces_its_training_set_at_every_level(
     cases = list(harmony_cases(demo_gguf("demo-harmony")))
     for level in LEVELS:
         at_level = [c for c in cases if c.level == level]
-        report(capsys, f"demo-harmony GGUF greedy hit rate at {level}: {sum(c.hit for c in at_level)}/{len(at_level)} = {hit_rate(at_level):.1%}")
+        hits = sum(c.hit for c in at_level)
+        report(capsys, f"demo-harmony GGUF greedy hit rate at {level}: {hits}/{len(at_level)} = {hit_rate(at_level):.1%}")
     assert hit_rate(cases) >= MIN_HIT_RATE, misses(cases)
     # what the model generated, not what the table says: low analysis is shorter than high on average
     lengths = {}
     for level in ("low", "high"):
         found = [ANALYSIS.search(c.got) for c in cases if c.level == level]
         lengths[level] = sum(len(m.group(1)) if m else 0 for m in found) / len(found)
-    report(capsys, f"demo-harmony mean analysis length: low {lengths['low']:.0f} chars, high {lengths['high']:.0f} chars")
-    assert lengths["low"] < lengths["high"]
+    low, high = lengths["low"], lengths["high"]
+    report(capsys, f"demo-harmony mean analysis length: low {low:.0f} chars, high {high:.0f} chars")
+    assert low < high
