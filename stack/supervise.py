@@ -130,6 +130,7 @@ class Supervisor:
         host = "127.0.0.1" if r.host in ("0.0.0.0", "::") else r.host
         config = self.state_dir / "router.toml"
         config.touch(mode=0o600)  # it may hold the admin key
+        config.chmod(0o600)
         config.write_text(router_toml(self.stack, port))
         self.router = Child("router", [sys.executable, "-m", "route", "--config", str(config)],
                             f"http://{host}:{port}", "/status", logs / "router.log")
