@@ -51,6 +51,7 @@ def test_bad_files_give_one_line(tmp_path: Path, text: str, needle: str) -> None
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # three interpreter starts
 def test_cli_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
     broken = tmp_path / "state.json"
     broken.write_text("{not json")
