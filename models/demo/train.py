@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=manifest.MODELS, help="retrain one model (the manifest covers both)")
     parser.add_argument("--no-verify", action="store_true", help="skip the greedy check in transformers")
     args = parser.parse_args(argv)
+    others = [n for n in manifest.MODELS if n != args.only and not (args.out / n).is_dir()] if args.only else []
+    if others:  # the manifest covers both models, so the other one must already be there
+        parser.error(f"--only {args.only}: {args.out / others[0]} is missing; train both first")
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     names = [args.only] if args.only else list(manifest.MODELS)
