@@ -172,6 +172,8 @@ def _loaded(app: ServeApp) -> Loaded:
 
 
 def _params(req: Sampling, prompt_len: int, ctx: int, grammar: Any = None) -> SamplingParams:
+    if prompt_len == 0:  # nothing to condition on: llama.cpp cannot decode an empty batch
+        raise InvalidRequest("the prompt is empty", param="prompt")
     room = ctx - prompt_len
     if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
         want = req.max_tokens or 1

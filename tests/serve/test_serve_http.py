@@ -122,6 +122,8 @@ def test_bad_inputs_and_server_keeps_serving(url: str, client: openai.OpenAI) ->
         assert r.status_code == status, body
         error = r.json()["error"]
         assert error["type"] == "invalid_request_error" and error["message"], body
+    r = httpx.post(url + "/v1/completions", json={"prompt": "", "max_tokens": 4}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
     r = httpx.post(url + "/v1/chat/completions", content=b"x" * (5 * 2**20))
     assert r.status_code == 413 and "error" in r.json()
     assert chat(client, "still there?")
