@@ -1,5 +1,5 @@
 """serve benchmark: decode throughput and time to first token through our server, against raw llama-cpp-python
-and llama-cpp-python's own server, all measured in this run on one synthetic ~300M-parameter qwen2-shaped q8_0
+and llama-cpp-python's own server, all measured in this run on one synthetic ~315M-parameter qwen2-shaped q8_0
 model (written with gguf-py under .cache/bench/, random weights; special tokens can never win greedy decoding, so
 every request generates exactly max_tokens).
 
@@ -32,8 +32,9 @@ CACHE = REPO / ".cache" / "serve" / "bench"
 THREADS = int(os.environ.get("HEARTH_BENCH_THREADS", "2"))  # the issue's figures are for 2 threads
 PROMPT = "The history of the city begins with a small settlement by the river, where"
 
-# qwen2-shaped, about 290M parameters
-SHAPE = dict(n_vocab=32000, n_embd=1024, n_layer=20, n_head=16, n_head_kv=2, n_ff=2816, n_ctx=4096)
+# qwen2-0.5B's shape with 12 of its 24 layers: about 315M parameters, its 151,936-token vocabulary and tied
+# embeddings, so the output head weighs as much as in the real model.
+SHAPE = dict(n_vocab=151936, n_embd=896, n_layer=12, n_head=14, n_head_kv=2, n_ff=4864, n_ctx=4096)
 
 
 def _byte_chars() -> list[str]:
@@ -50,7 +51,7 @@ def build_model() -> Path:
     from gguf.quants import quantize
 
     s = SHAPE
-    out = CACHE / f"qwen2-synthetic-{s['n_layer']}x{s['n_embd']}-q8_0.gguf"
+    out = CACHE / f"qwen2-synthetic-{s['n_layer']}x{s['n_embd']}-{s['n_vocab']}-q8_0.gguf"
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -92,8 +93,7 @@ def build_model() -> Path:
     def f32(name: str, n: int, value: float = 1.0) -> None:
         w.add_tensor(name, np.full(n, value, np.float32))
 
-    q8("token_embd.weight", n_vocab, n_embd, 1.0)
-    q8("output.weight", n_vocab, n_embd, 0.5, slice(n_vocab - 3, n_vocab))
+    q8("token_embd.weight", n_vocab, n_embd, 0.5, slice(n_vocab - 3, n_vocab))  # tied: it is the output head too
     f32("output_norm.weight", n_embd)
     for i in range(s["n_layer"]):
         f32(f"blk.{i}.attn_norm.weight", n_embd)
@@ -127,13 +127,9 @@ class Run:
     cut: int  # streams that ended before max_tokens
 
 
-def raw(model: Path, n: int) -> Run:
+def raw(llm, n: int) -> Run:  # type: ignore[no-untyped-def]
     """llama-cpp-python's high-level generation, one stream."""
-    from llama_cpp import Llama
-
-    llm = Llama(str(model), n_ctx=1024, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
-    llm.create_completion(PROMPT, max_tokens=4, temperature=0)  # warm-up
-    llm.reset()  # forget the warm-up's tokens: its prefix cache would skip the prompt we time
+    llm.reset()  # forget earlier tokens: its prefix cache would skip the prompt we time
     t0 = time.perf_counter()
     first = None
     count = 0
@@ -141,8 +137,12 @@ def raw(model: Path, n: int) -> Run:
         count += 1
         first = first or time.perf_counter()
     end = time.perf_counter()
-    del llm
     return Run(count, end - t0, (first or end) - t0, 0)
+
+
+def best(runs: list[Run]) -> Run:
+    """The least disturbed of repeated runs (this machine is shared): highest rate, its own first-token time."""
+    return max(runs, key=lambda r: r.tokens / r.seconds)
 
 
 def _free_port() -> int:
@@ -221,22 +221,32 @@ def clients(url: str, streams: int, n: int) -> Run:
     return asyncio.run(go())
 
 
-def run(tokens: int = 128) -> list[Row]:
-    model = build_model()
-    base = raw(model, tokens)
-    raw_tps = base.tokens / (base.seconds - base.ttft)
-    print(f"raw llama-cpp-python: {raw_tps:.1f} tok/s, first token {base.ttft * 1000:.1f} ms", flush=True)
+def run(tokens: int = 128, repeats: int = 3) -> list[Row]:
+    from llama_cpp import Llama
 
+    model = build_model()
+    llm = Llama(str(model), n_ctx=1024, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    llm.create_completion(PROMPT, max_tokens=4, temperature=0)  # warm-up
     port = _free_port()
     ours_args = ["-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", str(THREADS),
                  "--max-concurrent", "8", "--ctx-size", "1024"]
+    raws: list[Run] = []
+    ones: list[Run] = []
     with server(ours_args, port) as url:
-        one = clients(url, 1, tokens)
-        four = clients(url, 4, tokens)
-        eight = clients(url, 8, tokens)
+        clients(url, 1, 4)  # warm-up
+        for _ in range(repeats):  # interleaved, so both see the same background load
+            raws.append(raw(llm, tokens))
+            ones.append(clients(url, 1, tokens))
+        four = best([clients(url, 4, tokens) for _ in range(max(1, repeats - 1))])
+        eight = best([clients(url, 8, tokens) for _ in range(max(1, repeats - 1))])
+    del llm
+    base, one = best(raws), best(ones)
+    raw_tps = base.tokens / (base.seconds - base.ttft)
     one_tps = one.tokens / (one.seconds - one.ttft)
     agg4, agg8 = four.tokens / four.seconds, eight.tokens / eight.seconds
-    print(f"ours: 1 stream {one_tps:.1f} tok/s (first token {one.ttft * 1000:.1f} ms), 4: {agg4:.1f}, 8: {agg8:.1f}",
+    raw_ttft, one_ttft = min(r.ttft for r in raws), min(r.ttft for r in ones)
+    print(f"raw llama-cpp-python: {raw_tps:.1f} tok/s, first token {raw_ttft * 1000:.1f} ms", flush=True)
+    print(f"ours: 1 stream {one_tps:.1f} tok/s (first token {one_ttft * 1000:.1f} ms), 4: {agg4:.1f}, 8: {agg8:.1f}",
           flush=True)
 
     port = _free_port()
@@ -255,11 +265,11 @@ def run(tokens: int = 128) -> list[Row]:
           f"{their_four.cut} of 4 streams cut, mean first token {their_four.ttft * 1000:.0f} ms; with interruption off "
           f"{patient_agg4:.1f} tok/s, mean first token {their_patient.ttft * 1000:.0f} ms", flush=True)
 
-    ttft_extra = (one.ttft - base.ttft) * 1000
+    ttft_extra = (one_ttft - raw_ttft) * 1000
     return [
         Row("serve", "raw llama-cpp-python decode", raw_tps, "tok/s", None, "", None),
         Row("serve", "single stream vs raw", one_tps, "tok/s", one_tps / raw_tps, ">= 0.97 x", one_tps / raw_tps >= 0.97),
-        Row("serve", "time to first token minus raw's", ttft_extra, "ms", one.ttft / base.ttft, "<= +5 ms", ttft_extra <= 5),
+        Row("serve", "time to first token minus raw's", ttft_extra, "ms", one_ttft / raw_ttft, "<= +5 ms", ttft_extra <= 5),
         Row("serve", "4 streams aggregate vs single", agg4, "tok/s", agg4 / one_tps, ">= 1.5 x", agg4 / one_tps >= 1.5),
         Row("serve", "8 streams aggregate vs single", agg8, "tok/s", agg8 / one_tps, ">= 2.1 x", agg8 / one_tps >= 2.1),
         Row("serve", "ours, 4 and 8 streams: streams cut", four.cut + eight.cut, "streams", None, "0", four.cut + eight.cut == 0),
@@ -277,10 +287,11 @@ def run(tokens: int = 128) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__)
     parser.add_argument("--tokens", type=int, default=128, help="tokens per request")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the least disturbed one counts")
     args = parser.parse_args(argv)
     from bench.common import table
 
-    rows = run(args.tokens)
+    rows = run(args.tokens, args.repeats)
     print(table(rows))
     return 0
 
