@@ -99,6 +99,8 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             if rt.load_error:
                 body["error"] = rt.load_error
             return body, 503
+        if not rt.loaded.engine.alive:  # 503 lets a supervisor or router see what no request would finish
+            return {"status": "error", "error": "the decode thread has stopped"}, 503
         return {"status": "ok", "model": rt.model_name}, 200
 
     @app.get("/queue/status")

@@ -236,6 +236,11 @@ class Engine:
             self.ctx = None
 
     @property
+    def alive(self) -> bool:
+        """False once the thread has died: the server can no longer answer and must say so on /health."""
+        return self._thread.is_alive()
+
+    @property
     def active(self) -> int:
         return len(self._slots)
 
@@ -254,7 +259,13 @@ class Engine:
                     if job.cancelled:
                         job.emit(Finished("cancelled", len(job.prompt), 0))
                         continue
-                    self._slots.append(self._open(free.pop(0), job))
+                    seq = free.pop(0)
+                    try:
+                        self._slots.append(self._open(seq, job))
+                    except Exception as err:  # a job llama.cpp refuses fails alone; the engine goes on
+                        log.exception("starting a sequence failed")
+                        free.append(seq)
+                        job.emit(Failed(f"generation failed: {err}"))
             for slot in [s for s in self._slots if s.job.cancelled]:
                 free.append(self._close(slot, Finished("cancelled", len(slot.job.prompt), slot.generated)))
             if self._slots:
@@ -293,7 +304,9 @@ class Engine:
         if p.grammar is not None:
             add(self._grammar(p.grammar))
         if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-            add(ll.llama_sampler_init_penalties(64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
+            # This llama.cpp's signature: (n_vocab, last_n, repeat, freq, present).
+            add(ll.llama_sampler_init_penalties(
+                self.model.n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
         if p.temperature <= 0.0:
             add(ll.llama_sampler_init_greedy())
             return chain
