@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp as ll
+import numpy as np
 
 from serve.grammar import Grammar
 from serve.stops import StopFilter
@@ -369,7 +370,16 @@ class Engine:
 
     def _sample(self, slot: _Slot) -> None:
         job, model = slot.job, self.model
-        token = ll.llama_sampler_sample(slot.chain, self.ctx, slot.batch_index)
+        p = job.params
+        if p.temperature <= 0.0 and p.grammar is None and p.repeat_penalty == 1.0 and not (
+            p.presence_penalty or p.frequency_penalty
+        ):
+            # Plain greedy: an argmax over the logits in place, without building llama.cpp's candidate array
+            # of the whole vocabulary (151,936 entries for qwen) for every sequence at every step.
+            logits = ll.llama_get_logits_ith(self.ctx, slot.batch_index)
+            token = int(np.ctypeslib.as_array(logits, shape=(model.n_vocab,)).argmax())
+        else:
+            token = ll.llama_sampler_sample(slot.chain, self.ctx, slot.batch_index)
         end_of_message = job.continue_on_end and model.token_text(token) == "<|end|>"
         if model.is_eog(token) and not end_of_message:
             self._finish(slot, "stop")
