@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Row
+from tests.fixtures.synthetic import byte_alphabet
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "serve" / "bench"
@@ -36,13 +37,6 @@ PROMPT = "The history of the city begins with a small settlement by the river, w
 # embeddings, so the output head weighs as much as in the real model.
 SHAPE = dict(n_vocab=151936, n_embd=896, n_layer=12, n_head=14, n_head_kv=2, n_ff=4864, n_ctx=4096)
 
-
-def _byte_chars() -> list[str]:
-    """GPT-2's byte -> printable character table, so every byte of any prompt is a token."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in printable]
-    table = {**{b: b for b in printable}, **{b: 256 + i for i, b in enumerate(rest)}}
-    return [chr(table[b]) for b in range(256)]
 
 
 def build_model() -> Path:
@@ -60,7 +54,7 @@ def build_model() -> Path:
     head_dim = n_embd // s["n_head"]
     kv = head_dim * s["n_head_kv"]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    byte_chars = _byte_chars()
+    byte_chars = byte_alphabet()
     tokens = [byte_chars[i] if i < 256 else f"t{i}" for i in range(n_vocab - len(specials))] + specials
     tmp = out.with_suffix(".tmp")
     w = gguf.GGUFWriter(str(tmp), "qwen2")

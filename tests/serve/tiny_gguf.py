@@ -12,6 +12,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from tests.fixtures.synthetic import byte_alphabet
+
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -20,27 +22,14 @@ TEMPLATE = (
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
 
-def _byte_chars() -> list[str]:
-    """GPT-2's byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    table = dict(zip(bs, cs))
-    return [chr(table[b]) for b in range(256)]
-
-
 def build_tiny_gguf(seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: int = 32768) -> Path:
     out = REPO / ".cache" / "serve" / f"tiny-{seed}-{n_embd}-{n_layer}-{n_ctx}.gguf"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    tokens = _byte_chars() + SPECIALS
+    alphabet = byte_alphabet()
+    tokens = alphabet + SPECIALS
     types = [gguf.TokenType.NORMAL] * 256 + [gguf.TokenType.CONTROL] * 3 + [gguf.TokenType.USER_DEFINED] * 2
     n_vocab, n_head, n_ff = len(tokens), 4, n_embd * 2
     tmp = out.with_suffix(".tmp")
@@ -59,7 +48,7 @@ def build_tiny_gguf(seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: in
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges([f"{_byte_chars()[ord('a')]} {_byte_chars()[ord('b')]}"])
+    w.add_token_merges([f"{alphabet[ord('a')]} {alphabet[ord('b')]}"])
     w.add_bos_token_id(256)
     w.add_eos_token_id(258)
     w.add_add_bos_token(False)
