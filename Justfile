@@ -24,7 +24,7 @@ convert *args: setup
 # Serve a stack of models behind one router: just serve [STACK_FILE] [--port P] [--plan-only]
 # (the built-in demo models when no stack file is given; see stack.example.toml).
 serve *args: setup
-    {{py}} -m stack "$@"
+    exec {{py}} -m stack "$@"
 
 # Run the test suite.
 test *args: setup
