@@ -58,7 +58,7 @@ class ModelSection(BaseModel):
     max_concurrent: int = Field(2, ge=1, le=64, description="sequences decoded together")
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones")
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
-    threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp (default: all cores)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
 
     @property
     def names(self) -> list[str]:
