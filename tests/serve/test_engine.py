@@ -184,3 +184,31 @@ def test_penalties_stop_repeats_and_keep_the_engine_up(engine: Engine, model: Mo
     assert isinstance(fin, Finished) and fin.completion_tokens == 48
     assert penalised == 0
     assert engine.alive
+
+
+def test_a_step_is_one_run_of_sequence_ids(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp splits a batch wherever the sequence ids stop running 0, 1, 2, ... (one more pass over the
+    weights each time): a step lists its sequences in order, and a finished one in the middle leaves a filler.
+    Outputs still equal solo ones."""
+    import serve.engine as engine_module
+
+    runs: list[list[int]] = []
+    real = engine_module.ll.llama_decode
+
+    def decode(ctx, batch):  # type: ignore[no-untyped-def]
+        ids = [batch.seq_id[i][0] for i in range(batch.n_tokens)]
+        runs.append([s for k, s in enumerate(ids) if k == 0 or s != ids[k - 1]])
+        return real(ctx, batch)
+
+    e = Engine(model, n_seq=4, ctx_per_seq=512, prompt_chunk=32, threads=2)
+    e.start()
+    try:
+        solo = [collect(submit(e, model, p, max_tokens=30)[1])[0] for p in PROMPTS[:3]]
+        monkeypatch.setattr(engine_module.ll, "llama_decode", decode)
+        queues = [submit(e, model, p, max_tokens=n)[1] for p, n in zip(PROMPTS[:3], (30, 3, 30))]
+        together = [collect(q)[0] for q in queues]
+    finally:
+        e.stop()
+    assert together[0] == solo[0] and together[2] == solo[2] and solo[1].startswith(together[1])
+    assert all(run == list(range(run[0], run[0] + len(run))) for run in runs), runs
+    assert [0, 1, 2] in runs[-10:]  # sequence 1 ended after 3 tokens: a filler holds its place
