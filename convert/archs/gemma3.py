@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
@@ -78,13 +80,9 @@ GEMMA3 = Arch(
 
 # The multimodal release: the text model sits under a prefix (transformers 5: model.language_model.*, older:
 # language_model.model.*) and config.json keeps its hyperparameters in text_config. Vision parts are dropped.
-GEMMA3_MM = Arch(
+GEMMA3_MM = replace(
+    GEMMA3,
     hf_names=("Gemma3ForConditionalGeneration",),
-    gguf_arch=MODEL_ARCH.GEMMA3,
-    meta=META,
-    transforms={t: PLUS_ONE for t in NORMS},
-    shapes=SHAPES,
-    required=REQUIRED,
     rename=(
         ("model.language_model.", "model."),
         ("language_model.model.", "model."),
@@ -92,7 +90,6 @@ GEMMA3_MM = Arch(
     ),
     skip_prefixes=("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.", "multi_modal_projector."),
     text_config="text_config",
-    check=check,
 )
 
 ARCHS = (GEMMA3, GEMMA3_MM)
