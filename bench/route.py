@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import Row
+from stack.supervise import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = ROOT / "tests" / "route" / "backend.py"
@@ -43,12 +44,6 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_of(url: str) -> str:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Row
+from stack.supervise import free_port
 from tests.fixtures.synthetic import byte_alphabet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,12 +139,6 @@ def best(runs: list[Run]) -> Run:
     return max(runs, key=lambda r: r.tokens / r.seconds)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def server(argv: list[str], port: int) -> Iterator[str]:
     import httpx
@@ -221,7 +215,7 @@ def run(tokens: int = 128, repeats: int = 3) -> list[Row]:
     model = build_model()
     llm = Llama(str(model), n_ctx=1024, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
     llm.create_completion(PROMPT, max_tokens=4, temperature=0)  # warm-up
-    port = _free_port()
+    port = free_port()
     ours_args = ["-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", str(THREADS),
                  "--max-concurrent", "8", "--ctx-size", "1024"]
     raws: list[Run] = []
@@ -243,13 +237,13 @@ def run(tokens: int = 128, repeats: int = 3) -> list[Row]:
     print(f"ours: 1 stream {one_tps:.1f} tok/s (first token {one_ttft * 1000:.1f} ms), 4: {agg4:.1f}, 8: {agg8:.1f}",
           flush=True)
 
-    port = _free_port()
+    port = free_port()
     theirs_args = ["-m", "llama_cpp.server", "--model", str(model), "--port", str(port), "--n_threads", str(THREADS),
                    "--n_threads_batch", str(THREADS), "--n_ctx", "1024"]
     with server(theirs_args, port) as url:
         their_one = clients(url, 1, tokens)
         their_four = clients(url, 4, tokens)
-    port = _free_port()
+    port = free_port()
     with server([*theirs_args[:5], str(port), *theirs_args[6:], "--interrupt_requests", "False"], port) as url:
         their_patient = clients(url, 4, tokens)  # its default cuts streams; this is its best case
     their_one_tps = their_one.tokens / (their_one.seconds - their_one.ttft)
