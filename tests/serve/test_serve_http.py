@@ -171,6 +171,26 @@ def test_queue_full_gives_429() -> None:
         assert status["rejected"] == 1
 
 
+
+def test_a_queued_stream_whose_client_leaves_gives_up_its_place() -> None:
+    """The client of a waiting stream leaves after its first chunk (before any token): the queue lets it go at
+    once instead of running it to max_tokens once a slot frees."""
+    with running_server("--model-path", str(build_tiny_gguf()), "--max-concurrent", "1", "--max-queue", "2",
+                        "--ctx-size", "32768") as url:
+        body = {"messages": MSG, "max_tokens": 30000, "stream": True, "temperature": 0}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as running:
+            lines = running.iter_lines()  # kept: a discarded line iterator closes the connection
+            next(lines)
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as waiting:
+                queued = waiting.iter_lines()  # kept, as above
+                assert next(queued).startswith("data:")  # the role chunk: the body has started
+                assert httpx.get(url + "/queue/status").json()["waiting"] == 1
+            deadline = time.time() + 1
+            while httpx.get(url + "/queue/status").json()["waiting"] and time.time() < deadline:
+                time.sleep(0.02)
+            status = httpx.get(url + "/queue/status").json()
+            assert status["waiting"] == 0 and status["active"] == 1  # the running stream goes on
+
 def test_shutdown_ends_streams_cleanly() -> None:
     """SIGINT while a stream runs: the stream gets its finish chunk and [DONE], and the process exits promptly."""
     with running_server("--model-path", str(build_tiny_gguf()), "--ctx-size", "32768") as url:
