@@ -1,8 +1,8 @@
 """create_app(config): the OpenAI-compatible HTTP API over one model.
 
-Routes validate with pydantic, render and admit the request, then read engine events: whole responses collect
-them, streams turn each into an SSE chunk as it arrives. Every error leaves through one handler as an OpenAI
-error body.
+Routes validate with pydantic; chat requests then go through the API-neutral chat core (serve/chat.py), whose
+events whole responses collect and streams turn into SSE chunks as they arrive (serve/responses.py shapes
+both). Every error leaves through one handler as an OpenAI error body.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,10 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from serve import responses
-from serve.channels import ChannelParser
+from serve.chat import Chat, Error, Finish, collect, open_chat, sampling_params
 from serve.config import ServeConfig
-from serve.engine import Event, Failed, Finished, Piece, SamplingParams
+from serve.engine import Event, Failed, Finished, Piece
 from serve.errors import BodyTooLarge, InvalidRequest, Loading, ServeError, Unauthorized
-from serve.grammar import build as build_grammar
-from serve.prompts import as_dicts, starts_in_thinking
 from serve.router_client import RouterClient
 from serve.runtime import Loaded, Runtime
 from serve.schemas import ChatRequest, CompletionRequest, Sampling
@@ -173,55 +170,24 @@ def _loaded(app: ServeApp) -> Loaded:
     return app.runtime.loaded
 
 
-def _params(req: Sampling, prompt_len: int, ctx: int, grammar: Any = None) -> SamplingParams:
-    if prompt_len == 0:  # nothing to condition on: llama.cpp cannot decode an empty batch
-        raise InvalidRequest("the prompt is empty", param="prompt")
-    room = ctx - prompt_len
-    if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
-        want = req.max_tokens or 1
-        raise InvalidRequest(
-            f"this model's context is {ctx} tokens; the prompt takes {prompt_len} and max_tokens asks for {want}",
-            param="messages" if isinstance(req, ChatRequest) else "prompt",
-        )
-    return SamplingParams(
-        max_tokens=req.max_tokens or room,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        top_k=req.top_k,
-        min_p=req.min_p,
-        repeat_penalty=req.repeat_penalty,
-        presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty,
-        seed=req.seed,
-        stops=req.stops,
-        grammar=grammar,
-    )
+def _finish_reason(event: Finished) -> str:
+    return "length" if event.reason == "length" else "stop"
 
 
 async def _chat(app: ServeApp, req: ChatRequest) -> Response:
-    loaded = _loaded(app)
-    rt = app.runtime
-    template = loaded.template
-    prompt = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
-    tokens = rt.tokenize_prompt(prompt)
-    grammar = build_grammar(req.response_format, template.format, template.thinks)
-    params = _params(req, len(tokens), loaded.engine.ctx_per_seq, grammar)
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    job = rt.job(tokens, params, queue)
-    rt.admit(job)
-    turn = responses.Turn(ChannelParser(template.format, starts_in_thinking(prompt)))
-    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
-    events = rt.generate(job, queue)
+    chat = open_chat(app.runtime, req)
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": app.runtime.model_name}
     if req.stream:
-        return _sse(_chat_chunks(events, turn, req, meta))
-    finish = await _drain(events, turn)
+        return _sse(_chat_chunks(chat, req, meta))
+    result = await collect(chat)
+    assert result.finish is not None
+    message = responses.chat_message(result, req.separate_thinking, req.include_channels, chat.turn.harmony, chat.raw)
     body = {
         **meta,
         "object": "chat.completion",
-        "reasoning_level": req.reasoning,
-        "choices": [{"index": 0, "finish_reason": finish.reason,
-                     "message": responses.chat_message(turn, req.separate_thinking, req.include_channels)}],
-        "usage": responses.usage(turn, finish.prompt_tokens, finish.completion_tokens),
+        "reasoning_level": chat.level,
+        "choices": [{"index": 0, "finish_reason": result.finish.reason, "message": message}],
+        "usage": responses.usage(result.finish),
     }
     return Response(json.dumps(body), content_type="application/json")
 
@@ -230,48 +196,33 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
     tokens = loaded.model.tokenize(req.prompt, add_special=True)
-    params = _params(req, len(tokens), loaded.engine.ctx_per_seq)
+    params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     job = rt.job(tokens, params, queue)
     rt.admit(job)
-    turn = responses.Turn(None)
     meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
     events = rt.generate(job, queue)
     if req.stream:
-        return _sse(_completion_chunks(events, turn, req, meta))
-    finish = await _drain(events, turn)
-    body = {
-        **meta,
-        "object": "text_completion",
-        "choices": [{"index": 0, "text": turn.raw, "finish_reason": finish.reason, "logprobs": None}],
-        "usage": responses.usage(turn, finish.prompt_tokens, finish.completion_tokens, per_channel=False),
-    }
-    return Response(json.dumps(body), content_type="application/json")
-
-
-@dataclass(frozen=True)
-class _Finish:
-    reason: str  # OpenAI's finish_reason: stop or length
-    prompt_tokens: int
-    completion_tokens: int
-
-    @classmethod
-    def of(cls, event: Finished) -> _Finish:
-        return cls("length" if event.reason == "length" else "stop", event.prompt_tokens, event.completion_tokens)
-
-
-async def _drain(events: AsyncIterator[Event], turn: responses.Turn) -> _Finish:
-    """Collect a whole response into `turn`."""
+        return _sse(_completion_chunks(events, req, meta))
+    text = ""
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
-                turn.add(event.text)
+                text += event.text
             elif isinstance(event, Failed):
                 raise ServeError(event.message)
             else:
-                turn.finish()
-                return _Finish.of(event)
-    raise ServeError("generation ended without a result")
+                finish = event
+                break
+        else:
+            raise ServeError("generation ended without a result")
+    body = {
+        **meta,
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(finish), "logprobs": None}],
+        "usage": responses.usage(Finish("", finish.prompt_tokens, finish.completion_tokens), per_channel=False),
+    }
+    return Response(json.dumps(body), content_type="application/json")
 
 
 def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
@@ -286,35 +237,28 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
     return response
 
 
-async def _chat_chunks(
-    events: AsyncIterator[Event], turn: responses.Turn, req: ChatRequest, meta: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
+async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**meta, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
+    inline = responses.Inline(chat.turn.harmony)
     yield chunk({"role": "assistant"})
-    async with aclosing(events) as stream:  # type: ignore[type-var]
-        async for event in stream:
-            if isinstance(event, Piece):
-                for e in turn.add(event.text):
-                    yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
-            elif isinstance(event, Failed):
+    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, Error):
                 yield {**meta, "object": "chat.completion.chunk", "choices": [],
                        "error": {"message": event.message, "type": "server_error"}}
                 return
-            else:
-                for e in turn.finish():
-                    yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
-                done = _Finish.of(event)
-                yield chunk({}, done.reason)
+            if isinstance(event, Finish):
+                yield chunk({}, event.reason)
                 if req.include_usage:
-                    usage = responses.usage(turn, done.prompt_tokens, done.completion_tokens)
-                    yield {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                    yield {**meta, "object": "chat.completion.chunk", "choices": [], "usage": responses.usage(event)}
                 return
+            yield chunk(responses.stream_delta(event, req.separate_thinking, inline))
 
 
 async def _completion_chunks(
-    events: AsyncIterator[Event], turn: responses.Turn, req: CompletionRequest, meta: dict[str, Any]
+    events: AsyncIterator[Event], req: CompletionRequest, meta: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
     def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
         return {**meta, "object": "text_completion",
@@ -323,16 +267,15 @@ async def _completion_chunks(
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
-                turn.add(event.text)
                 if event.text:
                     yield chunk(event.text)
             elif isinstance(event, Failed):
                 yield {**meta, "object": "text_completion", "choices": [], "error": {"message": event.message}}
                 return
             else:
-                done = _Finish.of(event)
-                yield chunk("", done.reason)
+                yield chunk("", _finish_reason(event))
                 if req.include_usage:
+                    done = Finish("", event.prompt_tokens, event.completion_tokens)
                     yield {**meta, "object": "text_completion", "choices": [],
-                           "usage": responses.usage(turn, done.prompt_tokens, done.completion_tokens, per_channel=False)}
+                           "usage": responses.usage(done, per_channel=False)}
                 return

@@ -41,6 +41,9 @@ log = logging.getLogger("serve.engine")
 
 KV_TYPES = {"f16": ll.GGML_TYPE_F16, "q8_0": ll.GGML_TYPE_Q8_0, "q4_0": ll.GGML_TYPE_Q4_0}
 HARMONY_MARKERS = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|constrain|>", "<think>", "</think>"}
+# Control tokens of the tool-call formats (serve/tools/), kept as text for their parsers.
+TOOL_MARKERS = {"<tool_call>", "</tool_call>", "<|tool_call|>", "<|python_tag|>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"}
+KEPT_MARKERS = frozenset(HARMONY_MARKERS | TOOL_MARKERS)
 
 
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
@@ -332,12 +335,12 @@ class Engine:
         return chain
 
     def _grammar(self, g: Grammar) -> ll.llama_sampler_p:
-        if g.trigger is None:
+        if not g.triggers:
             smpl = ll.llama_sampler_init_grammar(self.model.vocab, g.text.encode(), b"root")
         else:
-            patterns = (ctypes.c_char_p * 1)(g.trigger.encode())
+            patterns = (ctypes.c_char_p * len(g.triggers))(*(t.encode() for t in g.triggers))
             smpl = ll.llama_sampler_init_grammar_lazy_patterns(
-                self.model.vocab, g.text.encode(), b"root", patterns, 1, (ll.llama_token * 0)(), 0
+                self.model.vocab, g.text.encode(), b"root", patterns, len(g.triggers), (ll.llama_token * 0)(), 0
             )
         if not smpl:
             raise EngineError("llama.cpp rejected the grammar")
@@ -408,7 +411,7 @@ class Engine:
         slot.generated += 1
         slot.last = token
         raw = model.piece(token)
-        if model.is_control(token) and raw.decode("utf-8", "replace") not in HARMONY_MARKERS:
+        if model.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
             raw = b""  # a stray control token is never text
         text, hit = slot.stops.feed(slot.decoder.decode(raw))
         job.emit(Piece(text))

@@ -1,0 +1,143 @@
+"""Tool grammars: calls held to the declared tools and their parameters' schemas.
+
+`auto`: lazy. The grammar waits for the call's opening marker (llama.cpp's trigger patterns: `<tool_call>`,
+`[TOOL_CALLS]`, `<|tool_call|>`, `<|python_tag|>` or a bare `{` opening a Llama 3.x answer,
+`to=functions.` in a harmony header) and from there holds the call to one of the tools, with arguments
+matching that tool's schema; answer text without a call stays free. A marker inside the thinking does not
+count: patterns for thinking models only match after `</think>` (or, harmony, the final channel).
+`required` / a named tool: the answer must be calls, from its first token; for a thinking model the
+grammar starts where the thinking ends (`</think>`), and for harmony it lets one analysis message through
+and then requires the call message.
+
+Argument schemas go through llama.cpp's own JSON-schema converter, all in one converter so rule names stay
+unique; our own rules are named `hearth-*`, which no schema produces.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+from llama_cpp.llama_grammar import SchemaConverter
+
+from serve.errors import InvalidRequest
+from serve.grammar import Grammar
+from serve.prompts import Thinking
+from serve.tools.formats import FORMATS, ToolFormat
+from serve.tools.request import ToolRequest
+
+# The text that opens a call in each format, and whether an answer may open one with a bare JSON object.
+OPENERS = {
+    ToolFormat.HERMES: ("<tool_call>",),
+    ToolFormat.GENERIC: ("<tool_call>",),
+    ToolFormat.MISTRAL: ("[TOOL_CALLS]",),
+    ToolFormat.MISTRAL_ARGS: ("[TOOL_CALLS]",),
+    ToolFormat.GRANITE: ("<|tool_call|>",),
+    ToolFormat.LLAMA3: ("<|python_tag|>",),
+    ToolFormat.HARMONY: ("to=functions.",),
+}
+BARE_OBJECT = {ToolFormat.LLAMA3}
+HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
+
+
+def lit(text: str) -> str:
+    """A GBNF string literal."""
+    return json.dumps(text)
+
+
+def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
+    conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    args = {t["function"]["name"]: _args_rule(conv, i, t) for i, t in enumerate(req.tools)}
+    offered = [t["function"]["name"] for t in req.offered]
+    parallel = req.parallel and FORMATS[fmt].parallel
+    calls = _calls(fmt, offered, args, parallel)
+    rules = [f"hearth-calls ::= {calls}", *_call_rules(fmt, offered, args), conv.format_grammar()]
+    if req.choice == "auto":
+        return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking))
+    root, triggers = _forced_root(fmt, thinking)
+    return Grammar("\n".join([f"root ::= {root}", *rules]), triggers)
+
+
+def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
+    schema = tool["function"].get("parameters") or {"type": "object"}
+    if not schema.get("properties") and schema.get("additionalProperties") is None:
+        schema = {"type": "object"}  # no declared parameters: any object
+    try:
+        resolved = conv.resolve_refs(copy.deepcopy(schema), f"tool{i}")
+        return conv.visit(resolved, f"tool{i}-args")
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InvalidRequest(f"unsupported parameters schema: {message}", param=f"tools.{i}.function.parameters") from err
+
+
+def _json_call(name: str, args_rule: str, args_key: str) -> str:
+    return (f'"{{" space {lit(chr(34) + "name" + chr(34))} space ":" space {lit(json.dumps(name))} space "," space '
+            f'{lit(json.dumps(args_key))} space ":" space {args_rule} "}}" space')
+
+
+def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list[str]:
+    key = FORMATS[fmt].args_key
+    if fmt is ToolFormat.HARMONY:
+        header = '" "? "<|channel|>commentary"? " "? "<|constrain|>"? "json"? "<|message|>"'
+        alts = " | ".join(f"{lit(n)} hearth-header {args[n]}" for n in names)
+        return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}"]
+    if fmt is ToolFormat.MISTRAL_ARGS:
+        alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
+        return [f"hearth-call ::= {alts}"]
+    alts = " | ".join(_json_call(n, args[n], key) for n in names)
+    return [f"hearth-call ::= {alts}"]
+
+
+def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bool) -> str:
+    """One or (parallel) several calls, markup included, from the format's opening marker on."""
+    if fmt in (ToolFormat.HERMES, ToolFormat.GENERIC):
+        block = '"<tool_call>" "\\n"? hearth-call "\\n"? "</tool_call>"'
+        return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt in (ToolFormat.MISTRAL, ToolFormat.GRANITE):
+        opener = lit(OPENERS[fmt][0])
+        more = ' ( "," space hearth-call )*' if parallel else ""
+        return f'{opener} "[" space hearth-call{more} "]"'
+    if fmt is ToolFormat.MISTRAL_ARGS:
+        one = '"[TOOL_CALLS]" hearth-call'
+        return f"( {one} )+" if parallel else one
+    if fmt is ToolFormat.LLAMA3:
+        return '"<|python_tag|>"? hearth-call' + (' ( ";" space hearth-call )*' if parallel else "")
+    return '"to=functions." hearth-call'  # harmony
+
+
+def _auto_triggers(fmt: ToolFormat, thinking: Thinking) -> tuple[str, ...]:
+    if fmt is ToolFormat.HARMONY:
+        return (r"(to=functions\.)",)
+    opener = "|".join(re.escape(o) for o in OPENERS[fmt])
+    anywhere = f"({opener})"
+    bare = r"\s*(\{)" if fmt in BARE_OBJECT else None  # a Llama 3.x answer that is itself the call
+    if thinking is Thinking.HARMONY:  # in the final channel
+        starts = [HARMONY_FINAL]
+        patterns = [HARMONY_FINAL + r"[\s\S]*?" + anywhere]
+    elif thinking is Thinking.OPEN:  # after the thinking the prompt opened
+        starts = ["</think>"]
+        patterns = [r"</think>[\s\S]*?" + anywhere]
+    elif thinking is Thinking.MAY:  # at once, or after a thinking block
+        starts = ["^", "</think>"]
+        patterns = [r"^\s*" + anywhere, r"</think>[\s\S]*?" + anywhere]
+    else:
+        starts = ["^"]
+        patterns = [anywhere]
+    if bare:
+        patterns += [start + bare for start in starts]
+    return tuple(patterns)
+
+
+def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, ...]]:
+    """The root of a grammar that requires calls, and its triggers (none: from the first token)."""
+    if thinking is Thinking.HARMONY:
+        if fmt is ToolFormat.HARMONY:
+            analysis = '"<|channel|>analysis<|message|>" hearth-free "<|end|>" "<|start|>assistant"'
+            root = f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls'
+            return root + '\nhearth-free ::= ( [^<] | "<" [^|] )*', ()
+        return '"<|message|>" hearth-calls', (r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?(<\|message\|>)",)
+    if thinking in (Thinking.OPEN, Thinking.MAY):
+        return '"</think>" "\\n"? "\\n"? hearth-calls', (r"(</think>)",)
+    return "hearth-calls", ()
