@@ -98,8 +98,8 @@ class MarkupParser:
     def finish(self) -> list[ToolEvent]:
         out: list[ToolEvent] = []
         pending, self._pending = self._pending, ""
-        if pending and self.state in MARKER_STATES:
-            self._plain(pending, out, final=True)
+        if pending and self.state in MARKER_STATES and not (self.calls and self.state in (State.TEXT, State.AFTER)):
+            self._plain(pending, out)  # after a call, a held partial marker is the next call cut off: dropped
         if self.state is State.OBJECT and self._object is not None:
             self._take(self._object.finish(), out)
             if not self._started:
@@ -137,7 +137,7 @@ class MarkupParser:
         self._act(action, out)
         return text[pos + len(marker) :]
 
-    def _plain(self, text: str, out: list[ToolEvent], final: bool = False) -> str | None:
+    def _plain(self, text: str, out: list[ToolEvent]) -> str | None:
         """Text between markers. Returns the unconsumed rest when the state changed part-way."""
         if not text:
             return None
