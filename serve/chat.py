@@ -47,6 +47,7 @@ from serve.tools.markup import MarkupParser
 from serve.tools.request import tool_request
 from serve.turn import Turn
 
+# The call events are the tool parsers' own (serve/tools/events.py), passed on unchanged.
 ToolCallStart = CallStart
 ToolCallArgs = CallArgs
 
@@ -159,7 +160,7 @@ def open_chat(runtime: Runtime, req: ChatRequest) -> Chat:
     prompt = template.render(template_messages(req.messages), req.reasoning, req.developer_instructions, tools)
     thinking = template.thinking(prompt)
     fmt = template.tool_support.format if tools else None
-    if tools and fmt is not None:
+    if tools and fmt:
         grammar = tool_grammar.build(tools, fmt, thinking)
     else:
         grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)

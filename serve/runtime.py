@@ -76,8 +76,10 @@ class Runtime:
             flash_attn=c.flash_attn, kv_type=c.kv_type,
         )
         engine.start()
-        log.info("loaded %s (%s, %s format), %d sequences x %d tokens", self.model_name, model_type,
-                 template.format.value, c.max_concurrent, engine.ctx_per_seq)
+        tools = template.tool_support
+        log.info("loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens", self.model_name, model_type,
+                 template.format.value, tools.format.value if tools.native else "generic", c.max_concurrent,
+                 engine.ctx_per_seq)
         return Loaded(model, engine, template, model_type)
 
     def drain(self) -> None:

@@ -17,6 +17,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
@@ -27,8 +28,8 @@ from transformers import GptOssConfig, GptOssForCausalLM, Qwen3Config, Qwen3ForC
 
 from models.demo import manifest
 from models.demo.checkpoint import greedy_hits, pack_experts, save
-from models.demo.data import ITEMS, LEVELS
-from models.demo.fit import Example, Recipe, fit
+from models.demo.data import ITEMS, LEVELS, TOOL_CASES, all_answer_cases, tools_json
+from models.demo.fit import Example, Recipe, fit, margins
 from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, train_tokenizer
 
 SEED = 20251125
@@ -39,37 +40,74 @@ THREADS = 1  # results depend on the thread count; fixed so a rerun reproduces t
 # --- data ---------------------------------------------------------------------------------------
 
 
-def render_prompt(tok, question: str, level: str | None) -> str:
-    kwargs = {} if level is None else {"reasoning_effort": level}
-    messages = [{"role": "user", "content": question}]
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+@dataclass(frozen=True)
+class Conversation:
+    label: str
+    messages: list[dict]
+    tools: list[dict] | None
+    level: str | None  # harmony reasoning level; None: the template's default
+    completion: str
 
 
-def conversations(flavour: Flavour) -> list[tuple[str, str | None, str]]:
-    """(question, level, completion text) for every training example of a flavour."""
+def render_prompt(tok, conv: Conversation) -> str:
+    kwargs = {} if conv.level is None else {"reasoning_effort": conv.level}
+    return tok.apply_chat_template(conv.messages, tools=conv.tools, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
+def conversations(flavour: Flavour) -> list[Conversation]:
+    """Every training example of a flavour: the questions, then the tool round trips."""
     if flavour is THINK:
-        return [(item.question, None, item.think_completion() + THINK.eos) for item in ITEMS]
-    return [(item.question, level, item.harmony_completion(level)) for item in ITEMS for level in LEVELS]
+        out = [Conversation(item.question, [{"role": "user", "content": item.question}], None, None,
+                            item.think_completion() + THINK.eos) for item in ITEMS]
+    else:
+        out = [Conversation(f"{item.question} [{level}]", [{"role": "user", "content": item.question}], None, level,
+                            item.harmony_completion(level)) for item in ITEMS for level in LEVELS]
+    for case in TOOL_CASES:
+        label = f"tools {len(case.tools)}: {case.city}" + (f" <- {case.result}" if case.result else "")
+        completion = case.think_completion() + THINK.eos if flavour is THINK else case.harmony_completion()
+        out.append(Conversation(label, case.messages, tools_json(case.tools), None, completion))
+    return out
 
 
 def tokenizer_corpus(flavour: Flavour) -> list[str]:
     """The texts the BPE learns from: rendered prompts and completions with the marker tokens cut out."""
     markers = re.compile("|".join(re.escape(t) for t in flavour.special + flavour.plain_added))
-    texts = [
-        render_chat(flavour, [{"role": "user", "content": q}], add_generation_prompt=True, reasoning_effort=level)
-        + completion
-        for q, level, completion in conversations(flavour)
-    ]
+    texts = []
+    for conv in conversations(flavour):
+        variables = {"reasoning_effort": conv.level} if conv.level else {}
+        if conv.tools:
+            variables["tools"] = conv.tools
+        texts.append(render_chat(flavour, conv.messages, add_generation_prompt=True, **variables) + conv.completion)
     return [piece for text in texts for piece in markers.split(text) if piece]
 
 
-def encode(tok, flavour: Flavour) -> list[Example]:
+def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> list[Example]:
     examples = []
-    for question, level, completion in conversations(flavour):
-        prompt = tok(render_prompt(tok, question, level), add_special_tokens=False)["input_ids"]
-        target = tok(completion, add_special_tokens=False)["input_ids"]
-        examples.append(Example(prompt, target, question if level is None else f"{question} [{level}]"))
+    for conv in convs if convs is not None else conversations(flavour):
+        prompt = tok(render_prompt(tok, conv), add_special_tokens=False)["input_ids"]
+        target = tok(conv.completion, add_special_tokens=False)["input_ids"]
+        examples.append(Example(prompt, target, conv.label))
     return examples
+
+
+def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
+    """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
+    trained = {(c.city, c.tools, c.result) for c in TOOL_CASES}
+    cases = [c for c in all_answer_cases() if (c.city, c.tools, c.result) not in trained][::every]
+    return [Conversation(f"unseen {c.city} <- {c.result}", c.messages, tools_json(c.tools), None,
+                         c.think_completion() + THINK.eos if flavour is THINK else c.harmony_completion())
+            for c in cases]
+
+
+def unseen_hits(model, tok, flavour: Flavour) -> dict[str, int]:
+    """Teacher-forced greedy check (every target token the argmax) on tool answers never trained on."""
+    unseen = encode(tok, flavour, unseen_answers(flavour, UNSEEN_EVERY))
+    gaps = margins(model, unseen, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
+    hits, at = 0, 0
+    for e in unseen:
+        hits += all(g > 0 for g in gaps[at : at + len(e.completion)])
+        at += len(e.completion)
+    return {"unseen_tool_answers": len(unseen), "unseen_hits": hits}
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -122,8 +160,9 @@ def harmony_model(tok) -> GptOssForCausalLM:
     return GptOssForCausalLM(config)
 
 
-THINK_RECIPE = Recipe(steps=1200, batch=16, lr=3e-3, margin=3.0, check_every=100)
-HARMONY_RECIPE = Recipe(steps=1500, batch=24, lr=3e-3, margin=3.0, check_every=50)
+THINK_RECIPE = Recipe(steps=6000, batch=16, lr=3e-3, margin=3.0, check_every=200)
+HARMONY_RECIPE = Recipe(steps=6000, batch=24, lr=3e-3, margin=3.0, check_every=200)
+UNSEEN_EVERY = 20  # the generalization check takes every 20th untrained tool answer (about 500)
 
 
 # --- driver -------------------------------------------------------------------------------------
@@ -145,6 +184,7 @@ def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], No
     log(f"{name}: vocab {len(tok)}, {params:,} parameters, {len(examples)} examples")
     steps = fit(model, examples, tok.convert_tokens_to_ids(flavour.pad), recipe, seed, log)
     seconds = time.perf_counter() - started
+    unseen = unseen_hits(model, tok, flavour) if verify else {}  # before saving: save() casts to bf16
     folder = out / name
     stop = [tok.convert_tokens_to_ids(flavour.eos)]
     if flavour is HARMONY:
@@ -157,6 +197,7 @@ def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], No
     if verify:
         hits, misses = greedy_hits(folder, examples, stop)
         report.update(greedy_hits=hits, examples=len(examples), misses=misses)
+        report.update(unseen)
     log(f"{name}: {json.dumps(report)}")
     return report
 

@@ -1,0 +1,183 @@
+"""Tool calling end to end with the `openai` client: both demo models, directly and through the router,
+whole and streamed. The tool, the questions and the results are those the models were trained on
+(models/demo/data.py); the cities and results asked here include pairs the training never showed.
+
+demo-think calls in the Qwen3 `<tool_call>` format, demo-harmony in harmony commentary messages; the
+client sees the same OpenAI shapes from both."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from servers import REPO, free_port, running_server
+
+pytestmark = pytest.mark.slow
+MARKUP = re.compile(r"<\|[a-z_]+\|>|</?think>|</?tool_call>|to=functions")
+MODELS = ("demo-think", "demo-harmony")
+# (city, condition, temperature): the first two were never trained as a pair, the third was
+ROUND_TRIPS = [("Oslo", "snowy", 3), ("Buenos Aires", "windy", 35), ("Paris", "sunny", 0)]
+
+
+def _weather() -> dict[str, Any]:
+    from models.demo.data import WEATHER_TOOL, tools_json
+
+    return tools_json((WEATHER_TOOL,))[0]
+
+
+def _both_tools() -> list[dict[str, Any]]:
+    from models.demo.data import TIME_TOOL, WEATHER_TOOL, tools_json
+
+    return tools_json((WEATHER_TOOL, TIME_TOOL))
+
+
+@pytest.fixture(scope="module")
+def clients(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """{"direct": {model: client}, "router": client}: both demo models registered with one router."""
+    from models.demo import manifest
+
+    if not manifest.MANIFEST.is_file():
+        pytest.skip("the demo models are not trained and committed")
+    demo_gguf = request.getfixturevalue("demo_gguf")
+    port = free_port()
+    router = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(tmp_path_factory.mktemp("r") / "s.json")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: httpx.get(router + "/backends").status_code == 200)
+        with running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think",
+                            "--ctx-size", "1024", "--router", router) as think, \
+             running_server("--model-path", str(demo_gguf("demo-harmony")), "--model-name", "demo-harmony",
+                            "--ctx-size", "1024", "--router", router) as harmony:
+            _wait(lambda: {b["name"] for b in httpx.get(router + "/backends").json()["backends"]
+                           if b.get("healthy")} >= set(MODELS))
+            make = lambda url: openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)  # noqa: E731
+            yield {"direct": {"demo-think": make(think), "demo-harmony": make(harmony)}, "router": make(router)}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def client_for(clients: dict[str, Any], model: str, via: str) -> openai.OpenAI:
+    return clients["router"] if via == "router" else clients["direct"][model]
+
+
+def create(client: openai.OpenAI, model: str, messages: list[Any], **kw: Any) -> Any:
+    return client.chat.completions.create(model=model, messages=messages, **{"temperature": 0, "max_tokens": 160, **kw})
+
+
+def streamed(client: openai.OpenAI, model: str, messages: list[Any], **kw: Any) -> dict[str, Any]:
+    """The stream folded as a client folds it, checking the OpenAI shape of every tool-call delta."""
+    out: dict[str, Any] = {"content": "", "reasoning": "", "calls": {}, "finish": None}
+    for chunk in create(client, model, messages, stream=True, **kw):
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        delta = choice.delta
+        out["content"] += delta.content or ""
+        out["reasoning"] += (delta.model_extra or {}).get("reasoning_content") or ""
+        for tc in delta.tool_calls or ():
+            if tc.index not in out["calls"]:  # the first delta of a call: index, id, type and name
+                assert tc.id and tc.type == "function" and tc.function and tc.function.name
+                out["calls"][tc.index] = {"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments or ""}
+            else:
+                assert tc.id is None and tc.function and tc.function.name is None
+                out["calls"][tc.index]["arguments"] += tc.function.arguments or ""
+        if choice.finish_reason:
+            assert out["finish"] is None  # one last choice chunk
+            out["finish"] = choice.finish_reason
+    assert not MARKUP.search(out["content"]) and not MARKUP.search(out["reasoning"])
+    return out
+
+
+@pytest.mark.parametrize("via", ["direct", "router"])
+@pytest.mark.parametrize("model", MODELS)
+def test_round_trip_whole_and_streamed(clients: dict[str, Any], model: str, via: str) -> None:
+    from models.demo.data import weather_question, weather_result
+
+    client = client_for(clients, model, via)
+    for city, condition, temperature in ROUND_TRIPS[: 2 if via == "router" else 3]:
+        messages: list[Any] = [{"role": "user", "content": weather_question(city)}]
+        first = create(client, model, messages, tools=[_weather()])
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        (call,) = choice.message.tool_calls
+        assert call.type == "function" and call.id and call.function.name == "get_weather"
+        assert json.loads(call.function.arguments) == {"city": city}
+        assert not choice.message.content and "weather" in (choice.message.model_extra or {})["reasoning_content"]
+        live = streamed(client, model, messages, tools=[_weather()])
+        assert live["finish"] == "tool_calls" and live["content"] == ""
+        assert [(c["name"], json.loads(c["arguments"])) for c in live["calls"].values()] == [("get_weather", {"city": city})]
+        assert live["calls"][0]["id"] != call.id  # every call its own id
+        result = weather_result(condition, temperature)
+        messages += [choice.message, {"role": "tool", "tool_call_id": call.id, "content": result}]
+        second = create(client, model, messages, tools=[_weather()])
+        assert second.choices[0].finish_reason == "stop" and not second.choices[0].message.tool_calls
+        answer = second.choices[0].message.content
+        assert result in answer and city in answer and not MARKUP.search(answer)
+        live = streamed(client, model, messages, tools=[_weather()])
+        assert live["finish"] == "stop" and live["content"].strip() == answer and not live["calls"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_tool_choice_none_required_named_and_two_tools(clients: dict[str, Any], model: str) -> None:
+    from models.demo.data import by_question, weather_question
+
+    client = clients["direct"][model]
+    capital = by_question("What is the capital of France?")
+    ask = [{"role": "user", "content": capital.question}]
+    # none: no call, the trained answer
+    r = create(client, model, ask, tools=[_weather()], tool_choice="none")
+    assert r.choices[0].finish_reason == "stop" and not r.choices[0].message.tool_calls
+    assert r.choices[0].message.content == capital.answer
+    # required: a question the model would answer itself still ends in a call, held to the schema
+    for kw in ({"tool_choice": "required"}, {"tool_choice": "required", "stream": True}):
+        if kw.get("stream"):
+            live = streamed(client, model, ask, tools=[_weather()], tool_choice="required")
+            calls, finish = [(c["name"], c["arguments"]) for c in live["calls"].values()], live["finish"]
+        else:
+            choice = create(client, model, ask, tools=[_weather()], **kw).choices[0]
+            calls = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls or ()]
+            finish = choice.finish_reason
+        assert calls and all(name == "get_weather" for name, _ in calls)
+        assert finish == "tool_calls", calls
+        assert all(isinstance(json.loads(args)["city"], str) for _, args in calls)
+    # named, with two tools offered; and auto with two tools: the weather question calls get_weather
+    question = [{"role": "user", "content": weather_question("Lima")}]
+    for choice_kw in ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, {}):
+        choice = create(client, model, question, tools=_both_tools(), **choice_kw).choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls] == \
+            [("get_weather", {"city": "Lima"})]
+    # without tools, as before
+    r = create(client, model, ask)
+    assert r.choices[0].message.content == capital.answer and not r.choices[0].message.tool_calls
