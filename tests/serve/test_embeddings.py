@@ -171,3 +171,37 @@ def test_a_model_without_pooling_is_refused() -> None:
         embedder.stop()
     finally:
         model.close()
+
+
+def test_an_embeddings_app_without_pooling_says_why_and_with_it_serves() -> None:
+    """--embeddings on a model that declares no pooling: /health names --pooling, requests get 503; with
+    --pooling mean the same model serves embeddings (and refuses chat)."""
+    import asyncio
+
+    from serve.app import create_app
+    from serve.config import ServeConfig
+    from tiny_gguf import build_tiny_gguf
+
+    async def run(config: ServeConfig) -> list[tuple[int, dict]]:  # type: ignore[type-arg]
+        async with create_app(config).test_app() as test_app:
+            client = test_app.test_client()
+            for _ in range(300):
+                health = await client.get("/health")
+                if (await health.get_json())["status"] != "loading":
+                    break
+                await asyncio.sleep(0.02)
+            out = [(health.status_code, await health.get_json())]
+            for path, body in (("/v1/embeddings", {"input": ["abc", "de"]}),
+                               ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})):  # fmt: skip
+                r = await client.post(path, json=body)
+                out.append((r.status_code, await r.get_json()))
+            return out
+
+    base = dict(model_path=build_tiny_gguf(), embeddings=True, ctx_size=64, threads=1)
+    (status, health), (e_status, e_body), (c_status, c_body) = asyncio.run(run(ServeConfig(**base)))
+    assert status == 503 and health["status"] == "error" and "--pooling" in health["error"]
+    assert e_status == 503 and e_body["error"]["code"] == "model_loading"
+    assert c_status == 400 and c_body["error"]["code"] == "unsupported_endpoint"
+    (status, _), (e_status, e_body), (c_status, _) = asyncio.run(run(ServeConfig(**base, pooling="mean")))
+    assert status == 200 and e_status == 200 and c_status == 400
+    assert [len(d["embedding"]) for d in e_body["data"]] == [64, 64] and e_body["usage"]["prompt_tokens"] == 5
