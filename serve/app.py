@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from serve import embeddings_api, responses
 from serve.channels import ChannelParser
 from serve.config import ServeConfig
+from serve.embeddings import load_embedder
 from serve.engine import Event, Failed, Finished, Piece, SamplingParams
 from serve.errors import (
     BodyTooLarge,
@@ -66,8 +67,6 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             rt = app.runtime
             try:
                 if config.embeddings:
-                    from serve.embeddings import load_embedder
-
                     rt.embedder = await asyncio.to_thread(load_embedder, config, rt.model_path)
                     model_type = rt.embedder.model_type
                 else:

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import llama_cpp as ll
@@ -31,6 +32,7 @@ import numpy as np
 from serve.config import ServeConfig
 from serve.engine import KV_TYPES, EngineError, Failed, Model
 from serve.placement import free_vram, read_shape, resolve
+from serve.runtime import MODEL_TYPES
 
 log = logging.getLogger("serve.embeddings")
 
@@ -184,7 +186,7 @@ class Embedder:
                 items = self._drop(items, gone, Failed("cancelled"))
                 if not items:
                     continue
-            n = take([len(run.job.inputs[i]) for run, i in list(items)[:MAX_SEQS]], MAX_SEQS, self.n_batch)
+            n = take([len(run.job.inputs[i]) for run, i in islice(items, MAX_SEQS)], MAX_SEQS, self.n_batch)
             batch = [items.popleft() for _ in range(n)]
             try:
                 pooled = self._decode([run.job.inputs[i] for run, i in batch])
@@ -240,8 +242,6 @@ class Embedder:
 
 def load_embedder(config: ServeConfig, model_path: Path) -> Embedder:
     """Load the model and start its embeddings thread (--embeddings). Raises EngineError."""
-    from serve.runtime import MODEL_TYPES  # runtime refers to this module; imported here to keep the order simple
-
     c = config
     gpu = bool(ll.llama_supports_gpu_offload())
     measure = gpu and c.device_map == "auto" and c.n_gpu_layers is None
