@@ -34,7 +34,7 @@ from typing import Any
 
 from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent
 from serve.engine import Event, Failed, Job, Piece, SamplingParams
-from serve.errors import InvalidRequest, Loading, ServeError
+from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError
 from serve.grammar import Grammar, build as build_answer_grammar
 from serve.prompts import TEMPLATE_LEVELS, Thinking, starts_in_thinking, template_messages
 from serve.runtime import Runtime
@@ -126,10 +126,14 @@ def sampling_params(req: Sampling, prompt_len: int, ctx: int, grammar: Grammar |
         raise InvalidRequest("the prompt is empty", param="prompt")
     room = ctx - prompt_len
     if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
+        # OpenAI's wording: LangChain, crewAI and others look for "maximum context length" or the code.
         want = req.max_tokens or 1
-        raise InvalidRequest(
-            f"this model's context is {ctx} tokens; the prompt takes {prompt_len} and max_tokens asks for {want}",
-            param="messages" if isinstance(req, ChatRequest) else "prompt",
+        where = "messages" if isinstance(req, ChatRequest) else "prompt"
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {ctx} tokens. However, you requested {prompt_len + want} "
+            f"tokens ({prompt_len} in the {where}, {want} in the completion). Please reduce the length of the "
+            f"{where} or completion.",
+            param=where,
         )
     return SamplingParams(
         max_tokens=req.max_tokens or room,
