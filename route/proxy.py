@@ -248,7 +248,7 @@ class Proxy:
             out_headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             self._count(backend, request.model, 200)
             relay_owns_backend = True
-            return Routed(200, out_headers, Relay(self, backend, resp, chunks, first, watch))
+            return Routed(200, out_headers, Relay(self, backend, resp, chunks, first, watch, path))
         finally:
             if not relay_owns_backend:
                 self.registry.release(backend)
@@ -286,8 +286,9 @@ class Relay:
 
     def __init__(
         self, proxy: Proxy, backend: Backend, resp: UpstreamResponse, chunks: AsyncIterator[bytes], first: bytes,
-        watch: SseWatch,
+        watch: SseWatch, path: str = "/v1/chat/completions",
     ) -> None:
+        self._path = path  # the API whose error event ends a cut stream
         self._proxy = proxy
         self._backend = backend
         self._resp = resp
@@ -312,9 +313,9 @@ class Relay:
         if watch.error is not None:
             self._proxy.fail(self._backend, "in_band", watch.error)
         if not watch.done:
-            problem = problem or "the backend closed the stream before [DONE]"
+            problem = problem or "the backend closed the stream before its end"
             self._proxy.fail(self._backend, "cut", problem)
-            yield error_event(f"backend {self._backend.name!r} stream ended early: {problem}")
+            yield error_event(f"backend {self._backend.name!r} stream ended early: {problem}", path=self._path)
         else:
             self._resp.release()
         self._finish()

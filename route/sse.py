@@ -1,10 +1,17 @@
-"""Watches a passing SSE byte stream for `[DONE]` and in-band errors, without changing it. No I/O."""
+"""Watches a passing SSE byte stream for its end and in-band errors, without changing it. No I/O.
+
+A stream ends with `data: [DONE]` (OpenAI chat and completions) or with a named terminal event (Anthropic's
+`message_stop` or `error`; Responses' `response.completed`, `.incomplete`, `.failed`)."""
 
 from __future__ import annotations
 
 import json
 
+from serve import anthropic_errors
+
 MAX_PENDING = 1 << 20  # an unterminated "event" longer than this is garbage, not SSE
+TERMINAL_EVENTS = frozenset({b"message_stop", b"error", b"response.completed", b"response.incomplete",
+                             b"response.failed"})
 
 
 class SseWatch:
@@ -30,6 +37,8 @@ class SseWatch:
         for line in event.split(b"\n"):
             if line.startswith(b"event:"):
                 kind = line[6:].strip()
+                if kind in TERMINAL_EVENTS:
+                    self.done = True
             elif line.startswith(b"data:"):
                 payload = line[5:].strip()
                 if payload == b"[DONE]":
@@ -50,7 +59,13 @@ class SseWatch:
             self.error = payload.decode(errors="replace")[:200] or "error"
 
 
-def error_event(message: str, code: str = "upstream_error") -> bytes:
-    """The SSE events that end a stream the backend cut: an OpenAI error object, then [DONE]."""
+def error_event(message: str, code: str = "upstream_error", path: str = "/v1/chat/completions") -> bytes:
+    """The SSE events that end a stream the backend cut, in the path's API: an OpenAI error object then [DONE];
+    Anthropic's `error` event; Responses' `error` event."""
+    if anthropic_errors.owns(path):
+        return anthropic_errors.error_event(message)
+    if path == "/v1/responses":
+        body = {"type": "error", "code": code, "message": message, "param": None}
+        return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
     body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
     return b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"

@@ -2,7 +2,9 @@
 
 Routes validate with pydantic; chat requests then go through the API-neutral chat core (serve/chat.py), whose
 events whole responses collect and streams turn into SSE chunks as they arrive (serve/responses.py shapes
-both). Every error leaves through one handler as an OpenAI error body.
+both). Anthropic Messages (serve/anthropic_api.py) and OpenAI Responses (serve/responses_api.py) are
+translations onto the same chat core. Every error leaves through one handler as the API's error body (OpenAI's;
+Anthropic's on the Anthropic paths).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from serve import embeddings_api, responses
+from serve import anthropic_api, anthropic_errors, embeddings_api, responses, responses_api
+from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.chat import Chat, Error, Finish, collect, open_chat, sampling_params
 from serve.config import ServeConfig
 from serve.embeddings import load_embedder
@@ -35,6 +38,8 @@ from serve.errors import (
     Unauthorized,
     UnsupportedEndpoint,
 )
+from serve.responses_schemas import ResponsesRequest
+from serve.responses_store import ResponseStore
 from serve.router_client import RouterClient
 from serve.runtime import Loaded, Runtime
 from serve.schemas import ChatRequest, CompletionRequest, Sampling
@@ -42,12 +47,14 @@ from serve.schemas import ChatRequest, CompletionRequest, Sampling
 log = logging.getLogger("serve")
 
 # request path -> the endpoint label of metrics (any other path counts as "other": labels stay bounded)
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
+             "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens", "/v1/responses": "responses"}
 
 
 class ServeApp(Quart):
     runtime: Runtime
     router: RouterClient | None
+    responses_store: ResponseStore  # /v1/responses with store: true, for previous_response_id
 
 
 def create_app(config: ServeConfig, model_path: Path | None = None, model_name: str | None = None) -> ServeApp:
@@ -56,6 +63,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
+    app.responses_store = ResponseStore()
 
     @app.before_serving
     async def _load() -> None:
@@ -96,16 +104,22 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             return _error(too_large)
         status = err.code or 500
         _count_refused(app, status, str(status))
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": err.description or str(err), "type": kind, "param": None, "code": str(status)}}
+        message = err.description or str(err)
+        if anthropic_errors.owns(request.path):
+            body = anthropic_errors.error_body(status, message)
+        else:
+            kind = "invalid_request_error" if status < 500 else "server_error"
+            body = {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
         return Response(json.dumps(body), status=status, content_type="application/json")
 
     @app.before_request
     async def _guard() -> None:
         if not request.path.startswith("/v1/"):
             return
-        if config.api_key and request.headers.get("Authorization", "") != f"Bearer {config.api_key}":
-            raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
+        # Bearer (OpenAI's SDK) or x-api-key (Anthropic's)
+        if config.api_key and config.api_key not in (_bearer(request.headers.get("Authorization", "")),
+                                                     request.headers.get("x-api-key")):
+            raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
         if (request.content_length or 0) > config.max_body_bytes:
             raise BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
 
@@ -165,14 +179,44 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
         return await _counted(app, "embeddings", work())
 
+    @app.post("/v1/messages")
+    async def messages() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(MessagesRequest), "messages")
+            return _reply(await anthropic_api.respond(app.runtime, req))
+
+        return await _counted(app, "messages", work())
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(CountTokensRequest), "count_tokens")
+            return _reply(anthropic_api.count_tokens(app.runtime, req))
+
+        return await _counted(app, "count_tokens", work())
+
+    @app.post("/v1/responses")
+    async def responses_() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(ResponsesRequest), "responses")
+            return _reply(await responses_api.respond(app.runtime, app.responses_store, req))
+
+        return await _counted(app, "responses", work())
+
     return app
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
+def _bearer(authorization: str) -> str | None:
+    scheme, _, key = authorization.partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None
+
+
 def _error(err: ServeError) -> Response:
-    response = Response(json.dumps(err.body()), status=err.status, content_type="application/json")
+    body = anthropic_errors.error_body(err.status, err.message) if anthropic_errors.owns(request.path) else err.body()
+    response = Response(json.dumps(body), status=err.status, content_type="application/json")
     retry = getattr(err, "retry_after", None)
     if retry is not None:
         response.headers["Retry-After"] = str(retry)
@@ -289,6 +333,21 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
         "usage": responses.usage(Finish("", finish.prompt_tokens, finish.completion_tokens), per_channel=False),
     }
     return Response(json.dumps(body), content_type="application/json")
+
+
+def _reply(result: dict[str, Any] | AsyncIterator[tuple[str, dict[str, Any]]]) -> Response:
+    """A whole JSON body, or a stream of named SSE events (Anthropic's and Responses' streams: no [DONE])."""
+    if isinstance(result, dict):
+        return Response(json.dumps(result), content_type="application/json")
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(result) as events:  # type: ignore[type-var]
+            async for name, data in events:
+                yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    response = Response(body(), content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    response.timeout = None
+    return response
 
 
 def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:

@@ -15,8 +15,10 @@ Events, in order: any number of `Text`, `ToolCallStart` and `ToolCallArgs`, then
 - `ToolCallStart(index, id, name)`: a call begins (index 0, 1, ... in this answer; id unique, non-empty).
 - `ToolCallArgs(index, text)`: the next fragment of that call's arguments; a call's fragments join into
   its arguments' JSON text. Fragments arrive as the model generates them.
-- `Finish(reason, prompt_tokens, completion_tokens, channel_tokens)`: reason `stop`, `length` or
-  `tool_calls` (the answer called a tool and ended); channel_tokens counts per channel plus `tool_calls`.
+- `Finish(reason, prompt_tokens, completion_tokens, channel_tokens, cached_tokens, stop_sequence)`: reason
+  `stop`, `length` or `tool_calls` (the answer called a tool and ended); channel_tokens counts per channel plus
+  `tool_calls`; cached_tokens the prompt tokens the prompt cache supplied; stop_sequence the request's stop
+  string that ended it, if one did.
 - `Error(message)`: generation failed after it started.
 
 `collect(chat)` folds the events into a `ChatResult` for whole (non-streamed) responses. `chat.level` is the
@@ -44,7 +46,7 @@ from serve.tools.events import CallArgs, CallStart, Content
 from serve.tools.formats import FORMATS, ToolFormat
 from serve.tools.harmony import HarmonyCalls
 from serve.tools.markup import MarkupParser
-from serve.tools.request import tool_request
+from serve.tools.request import ToolRequest, tool_request
 from serve.turn import Turn
 
 # The call events are the tool parsers' own (serve/tools/events.py), passed on unchanged.
@@ -64,6 +66,8 @@ class Finish:
     prompt_tokens: int
     completion_tokens: int
     channel_tokens: dict[str, int] = field(default_factory=dict)
+    cached_tokens: int = 0
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,15 @@ async def collect(chat: Chat) -> ChatResult:
     return result
 
 
-def sampling_params(req: Sampling, prompt_len: int, ctx: int, grammar: Grammar | None = None) -> SamplingParams:
-    """The engine's parameters for a request; a prompt that leaves no room in the context is a 400."""
+def sampling_params(
+    req: Sampling, prompt_len: int, ctx: int, grammar: Grammar | None = None, fit_context: bool = False
+) -> SamplingParams:
+    """The engine's parameters for a request; a prompt that leaves no room in the context is a 400, and so is a
+    max_tokens beyond the room unless `fit_context` lowers it to the room (Anthropic's max_tokens is a cap)."""
     if prompt_len == 0:  # nothing to condition on: llama.cpp cannot decode an empty batch
         raise InvalidRequest("the prompt is empty", param="prompt")
     room = ctx - prompt_len
-    if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
+    if room <= 0 or (req.max_tokens is not None and req.max_tokens > room and not fit_context):
         # OpenAI's wording: LangChain, crewAI and others look for "maximum context length" or the code.
         want = req.max_tokens or 1
         where = "messages" if isinstance(req, ChatRequest) else "prompt"
@@ -136,7 +143,7 @@ def sampling_params(req: Sampling, prompt_len: int, ctx: int, grammar: Grammar |
             param=where,
         )
     return SamplingParams(
-        max_tokens=req.max_tokens or room,
+        max_tokens=min(req.max_tokens or room, room),
         temperature=req.temperature,
         top_p=req.top_p,
         top_k=req.top_k,
@@ -150,18 +157,30 @@ def sampling_params(req: Sampling, prompt_len: int, ctx: int, grammar: Grammar |
     )
 
 
-def open_chat(runtime: Runtime, req: ChatRequest) -> Chat:
-    """Render, build the grammar, admit. Raises before any generation: InvalidRequest (400), QueueFull (429),
-    Loading (503)."""
+def prompt_tokens(runtime: Runtime, req: ChatRequest) -> list[int]:
+    """The prompt a request would get, as token ids (for token counting endpoints); nothing is admitted."""
+    return runtime.tokenize_prompt(_render(runtime, req)[1])
+
+
+def _render(runtime: Runtime, req: ChatRequest) -> tuple[ToolRequest | None, str]:
     loaded = runtime.loaded
     if loaded is None:
         raise Loading("the model is still loading" if not runtime.load_error else "the model failed to load")
-    template = loaded.template
     tools = tool_request(req)
     if tools and req.response_format and req.response_format.type != "text":
         raise InvalidRequest("response_format cannot be combined with tool calls; use tool_choice none or drop one",
                              param="response_format")
-    prompt = template.render(template_messages(req.messages), req.reasoning, req.developer_instructions, tools)
+    return tools, loaded.template.render(template_messages(req.messages), req.reasoning, req.developer_instructions,
+                                         tools)
+
+
+def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Chat:
+    """Render, build the grammar, admit. Raises before any generation: InvalidRequest (400), QueueFull (429),
+    Loading (503). `fit_context`: a max_tokens beyond the context's room is lowered to it (sampling_params)."""
+    tools, prompt = _render(runtime, req)
+    loaded = runtime.loaded
+    assert loaded is not None
+    template = loaded.template
     thinking = template.thinking(prompt)
     fmt = template.tool_support.format if tools else None
     if tools and fmt:
@@ -169,7 +188,7 @@ def open_chat(runtime: Runtime, req: ChatRequest) -> Chat:
     else:
         grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
     tokens = runtime.tokenize_prompt(prompt)
-    params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar)
+    params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     job = runtime.job(tokens, params, queue)
     runtime.admit(job)
@@ -213,14 +232,15 @@ class Generation:
         self.turn.count(piece, before, as_call=calling)
         return out
 
-    def end(self, reason: str, prompt_tokens: int, completion_tokens: int) -> list[ChatEvent]:
+    def end(self, reason: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+            stop_sequence: str | None = None) -> list[ChatEvent]:
         """The engine's end (reason stop, length or cancelled): what was held back, then the Finish."""
         out = self._route(self.turn.finish())
         if self._markup:
             out += self._from_markup(self._markup.finish())
         why = "length" if reason == "length" else "tool_calls" if self._called else "stop"
         counts = {c: n for c, n in self.turn.channel_tokens.items() if n}
-        return [*out, Finish(why, prompt_tokens, completion_tokens, counts)]
+        return [*out, Finish(why, prompt_tokens, completion_tokens, counts, cached_tokens, stop_sequence)]
 
     def _in_call(self) -> bool:
         return bool(self._markup and self._markup.in_call) or self.turn.in_addressed_message
@@ -276,6 +296,7 @@ class Chat:
                     yield Error(event.message)
                     return
                 else:
-                    for e in self.generation.end(event.reason, event.prompt_tokens, event.completion_tokens):
+                    for e in self.generation.end(event.reason, event.prompt_tokens, event.completion_tokens,
+                                                 event.cached_tokens, event.stop_sequence):
                         yield e
                     return

@@ -86,6 +86,8 @@ class Finished:
     reason: str  # stop, length, cancelled
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV cells came from the cache (not decoded)
+    stop_sequence: str | None = None  # the request's stop string that ended generation, if one did
 
 
 @dataclass(frozen=True)
@@ -425,7 +427,7 @@ class Engine:
             rest = slot.stops.feed(slot.decoder.decode(b"", final=True))[0] + slot.stops.flush()
             if rest:
                 slot.job.emit(Piece(rest))
-        slot.job.emit(Finished(reason, len(slot.job.prompt), slot.generated))
+        slot.job.emit(Finished(reason, len(slot.job.prompt), slot.generated, stop_sequence=slot.stops.hit))
         slot.batch_index = -2  # closed by the loop after this step
 
 
