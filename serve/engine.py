@@ -213,6 +213,9 @@ class Engine:
         if not self.ctx:
             raise EngineError("llama.cpp could not create a context (out of memory?)")
         self.ctx_per_seq = ll.llama_n_ctx_seq(self.ctx)
+        # llama.cpp lowers n_batch to n_ctx (a small --ctx-size); a larger batch would abort the process
+        self.n_batch = min(self.n_batch, ll.llama_n_batch(self.ctx), ll.llama_n_ubatch(self.ctx))
+        self.chunk = min(self.chunk, self.n_batch - n_seq)
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self._incoming: deque[Job] = deque()
