@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from serve.anthropic_errors import error_body
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest, ThinkingBlock, ToolResultBlock, ToolUseBlock
-from serve.blocks import CALL, TEXT, THINKING, Blocks, Close, Delta, Open, Step
+from serve.blocks import CALL, TEXT, THINKING, Blocks, Delta, Open, Step
 from serve.chat import Chat, Error, Finish, open_chat, prompt_tokens
 from serve.errors import InvalidRequest, ServeError
 from serve.runtime import Runtime

@@ -42,7 +42,7 @@ from serve.responses_schemas import ResponsesRequest
 from serve.responses_store import ResponseStore
 from serve.router_client import RouterClient
 from serve.runtime import Loaded, Runtime
-from serve.schemas import ChatRequest, CompletionRequest, Sampling
+from serve.schemas import ChatRequest, CompletionRequest
 
 log = logging.getLogger("serve")
 

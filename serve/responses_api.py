@@ -16,7 +16,6 @@ reasoning level (`xhigh`/`max` -> high); `max_output_tokens` is max_tokens (over
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serve.blocks import CALL, TEXT, THINKING, Block, Blocks, Close, Delta, Open, Step
+from serve.blocks import CALL, TEXT, THINKING, Block, Blocks, Delta, Open, Step
 from serve.channels import ANALYSIS, COMMENTARY
 from serve.chat import Chat, Error, Finish, open_chat
 from serve.errors import InvalidRequest, ServeError
