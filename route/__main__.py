@@ -56,7 +56,7 @@ def run_uvicorn(cfg: RouterConfig) -> None:
 
     limits = EdgeLimits(cfg.max_header_bytes, cfg.max_headers, cfg.header_timeout)
     uvicorn.run(
-        build(cfg), host=cfg.host, port=cfg.port, loop="auto", http=edge_protocol(limits), lifespan="on",
+        build(cfg), host=cfg.host, port=cfg.port, loop="auto", http=edge_protocol(limits), ws="none", lifespan="on",
         access_log=False, log_level="warning", timeout_keep_alive=cfg.keep_alive, timeout_graceful_shutdown=10,
     )
 

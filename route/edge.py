@@ -6,7 +6,9 @@ time, or grow the process by one unending header (httptools keeps appending it).
 - answers 408 when the request line and headers take longer than --header-timeout;
 - answers 431 past --max-header-bytes (counted as the bytes arrive, so memory stays bounded) or --max-headers;
 - answers every protocol-level error with an OpenAI error body (uvicorn's are plain text);
-- closes the connection after a response whose request body was not read to its end (it cannot be reused).
+- closes the connection after a response whose request body was not read to its end (it cannot be reused), and
+  after a request that asked for a protocol upgrade (none is supported: the request is answered as plain HTTP,
+  but the parser reads nothing more on that connection).
 Body size and body read time are the handlers' business (client_api.py, and Quart's limits for the rest).
 """
 
@@ -54,6 +56,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._last_request = False  # the parser stopped (an upgrade request): close after this response
 
     # -- timers ------------------------------------------------------------------------------------------
 
@@ -86,7 +89,11 @@ class EdgeProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(BadRequest("protocol upgrades are not supported"))
+            self._last_request = True
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.close()
+            else:
+                self.cycle.keep_alive = False  # its response says `connection: close` and ends the connection
             return
         except httptools.HttpParserError as err:
             cause = err.__context__
@@ -122,8 +129,10 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
-        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
-            self.transport.close()  # the rest of its body is still on the wire: the connection cannot carry another
+        unread = self.cycle is not None and self.cycle.more_body  # the rest of its body is still on the wire
+        if self._last_request or unread:
+            if not self.transport.is_closing():
+                self.transport.close()  # the connection cannot carry another request
             return
         super().on_response_complete()
 
