@@ -208,10 +208,9 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
     template = loaded.template
-    messages = as_dicts(req.messages)
 
     def prepare() -> tuple[str, list[int]]:
-        text = template.render(messages, req.reasoning, req.developer_instructions)
+        text = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
         return text, rt.tokenize_prompt(text)
 
     prompt, tokens = await asyncio.to_thread(prepare)  # a long conversation would hold every other request

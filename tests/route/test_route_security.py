@@ -300,3 +300,41 @@ def test_first_checks_after_a_start_are_spread() -> None:
     times = [spread(i, 1000, 100.0, 30.0) for i in range(1000)]
     assert min(times) == 115.0 and max(times) < 130.0
     assert len({round(t, 1) for t in times}) > 100  # not all due at one moment
+
+
+async def test_the_upstream_pool_is_bounded_per_backend() -> None:
+    """A real aiohttp backend in this loop counts the requests it holds at once: never more than the bound."""
+    from aiohttp import web
+
+    from route.proxy import AiohttpUpstream
+
+    held = peak = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal held, peak
+        held += 1
+        peak = max(peak, held)
+        await asyncio.sleep(0.05)
+        held -= 1
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    upstream = AiohttpUpstream(RouterConfig(max_backend_connections=3))
+    try:
+        async def one() -> int:
+            resp = await upstream.send(f"http://127.0.0.1:{port}/v1/chat/completions", b"{}", {})
+            await resp.read()
+            resp.release()
+            return resp.status
+
+        assert await asyncio.gather(*(one() for _ in range(12))) == [200] * 12
+        assert peak == 3
+    finally:
+        await upstream.close()
+        await runner.cleanup()
