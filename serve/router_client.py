@@ -32,8 +32,8 @@ class RouterClient:
             log.error("router %s unreachable: %s", self.base, err)
             return False
 
-    async def register(self, name: str, model_type: str) -> bool:
-        body = registration(name, self.url, model_type, [name])
+    async def register(self, name: str, model_type: str, aliases: tuple[str, ...] = ()) -> bool:
+        body = registration(name, self.url, model_type, [name, *aliases])
         ok = await self._post("/backends/register", body)
         if ok:
             log.info("registered with %s as %s (%s)", self.base, name, self.url)

@@ -77,6 +77,7 @@ class ModelSection(BaseModel):
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones")
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
+    embeddings: bool = Field(False, description="serve /v1/embeddings (only), as `python -m serve --embeddings`")
 
     @property
     def names(self) -> list[str]:
