@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from serve import anthropic_errors
+from hearth_common import anthropic_errors
+from hearth_common.errors import error_json
 
 MAX_PENDING = 1 << 20  # an unterminated "event" longer than this is garbage, not SSE
 TERMINAL_EVENTS = frozenset({b"message_stop", b"error", b"response.completed", b"response.incomplete",
@@ -67,5 +68,4 @@ def error_event(message: str, code: str = "upstream_error", path: str = "/v1/cha
     if path == "/v1/responses":
         body = {"type": "error", "code": code, "message": message, "param": None}
         return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
-    body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    return b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + error_json(message, "server_error", code) + b"\n\ndata: [DONE]\n\n"

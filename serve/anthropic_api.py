@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serve.anthropic_errors import error_body
+from hearth_common.anthropic_errors import error_body
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from serve.blocks import CALL, TEXT, THINKING, Blocks, Delta, Open, Step
 from serve.chat import Chat, Error, Finish, open_chat, prompt_tokens
@@ -192,7 +192,7 @@ def step_events(step: Step, blocks: Blocks) -> list[SseEvent]:
 
 async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | AsyncIterator[SseEvent]:
     """The whole message, or (stream) its events; errors before generation raise (the API's error body)."""
-    chat = open_chat(runtime, chat_request(req), fit_context=True)
+    chat = await open_chat(runtime, chat_request(req), fit_context=True)
     capped = chat.job.params.max_tokens < req.max_tokens
     meta = {"id": f"msg_{uuid.uuid4().hex}", "model": runtime.model_name}
     blocks = Blocks(thinking=shows_thinking(req))
@@ -235,5 +235,5 @@ async def _stream(chat: Chat, blocks: Blocks, meta: dict[str, Any], capped: bool
                     yield item
 
 
-def count_tokens(runtime: Runtime, req: CountTokensRequest) -> dict[str, int]:
-    return {"input_tokens": len(prompt_tokens(runtime, chat_request(req)))}
+async def count_tokens(runtime: Runtime, req: CountTokensRequest) -> dict[str, int]:
+    return {"input_tokens": len(await prompt_tokens(runtime, chat_request(req)))}

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve.schemas import TOOL_NAME
+from serve.schemas import MAX_MESSAGES, TOOL_NAME
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 
@@ -52,7 +52,7 @@ class ToolResultBlock(_Model):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
     content: list[TextBlock] = Field(default_factory=list)
-    is_error: bool = False
+    is_error: bool = Field(False, strict=True)
 
     @field_validator("content", mode="before")
     @classmethod
@@ -111,7 +111,7 @@ class Tool(_Model):
 class ToolChoice(_Model):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
-    disable_parallel_tool_use: bool = False
+    disable_parallel_tool_use: bool = Field(False, strict=True)
 
     @model_validator(mode="after")
     def _named(self) -> ToolChoice:
@@ -122,7 +122,7 @@ class ToolChoice(_Model):
 
 class Thinking(_Model):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = Field(None, ge=1)
+    budget_tokens: int | None = Field(None, ge=1, strict=True)
 
     @model_validator(mode="after")
     def _budget(self) -> Thinking:
@@ -139,7 +139,7 @@ class CountTokensRequest(_Model):
     """What decides the prompt: /v1/messages/count_tokens takes these."""
 
     model: str = Field(min_length=1)
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     system: list[TextBlock] | None = None  # a string is one text block
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
@@ -156,12 +156,13 @@ class CountTokensRequest(_Model):
 
 
 class MessagesRequest(CountTokensRequest):
-    max_tokens: int = Field(ge=1)
+    # numbers and booleans strict, as chat's Sampling: "8" is not 8, true is not 1, a number is finite
+    max_tokens: int = Field(ge=1, strict=True)
     stop_sequences: list[str] | None = Field(None, max_length=4)
-    temperature: float = Field(1.0, ge=0.0, le=1.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    stream: bool = False
+    temperature: float = Field(1.0, ge=0.0, le=1.0, strict=True, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, strict=True, allow_inf_nan=False)
+    top_k: int = Field(0, ge=0, strict=True)
+    stream: bool = Field(False, strict=True)
     metadata: Metadata | None = None
 
     @field_validator("stop_sequences")

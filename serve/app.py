@@ -23,7 +23,12 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from serve import anthropic_api, anthropic_errors, embeddings_api, responses, responses_api
+from hearth_common import anthropic_errors
+from hearth_common.errors import error_body, error_type
+from hearth_common.jsonbody import BodyError, parse_object
+from hearth_common.keys import key_matches, presented_key
+from hearth_common.validation import error_place, first_error
+from serve import anthropic_api, embeddings_api, responses, responses_api
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.chat import Chat, Error, Finish, collect, open_chat, sampling_params
 from serve.config import ServeConfig
@@ -34,6 +39,7 @@ from serve.errors import (
     InvalidRequest,
     Loading,
     ModelNotFound,
+    RequestTimeout,
     ServeError,
     Unauthorized,
     UnsupportedEndpoint,
@@ -61,6 +67,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     """`model_path`: the GGUF to load (default: config.model_path, which must then be a .gguf)."""
     app = ServeApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
     app.responses_store = ResponseStore()
@@ -102,23 +109,27 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             too_large = BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
             _count_refused(app, too_large.status, too_large.code)
             return _error(too_large)
+        if err.code == 408:
+            timeout = RequestTimeout(f"request body not received within {BODY_TIMEOUT} s")
+            _count_refused(app, timeout.status, timeout.code)
+            return _error(timeout)
         status = err.code or 500
         _count_refused(app, status, str(status))
         message = err.description or str(err)
         if anthropic_errors.owns(request.path):
             body = anthropic_errors.error_body(status, message)
         else:
-            kind = "invalid_request_error" if status < 500 else "server_error"
-            body = {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
-        return Response(json.dumps(body), status=status, content_type="application/json")
+            body = error_body(message, error_type(status), str(status))
+        allow = {k: v for k, v in err.get_headers() if k.lower() == "allow"}  # a 405 says what is allowed
+        return Response(json.dumps(body), status=status, headers=allow, content_type="application/json")
 
     @app.before_request
     async def _guard() -> None:
         if not request.path.startswith("/v1/"):
             return
         # Bearer (OpenAI's SDK) or x-api-key (Anthropic's)
-        if config.api_key and config.api_key not in (_bearer(request.headers.get("Authorization", "")),
-                                                     request.headers.get("x-api-key")):
+        presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+        if config.api_key and not key_matches(presented, config.api_key):
             raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
         if (request.content_length or 0) > config.max_body_bytes:
             raise BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
@@ -191,7 +202,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     async def count_tokens() -> Response:
         async def work() -> Response:
             req = _served(app, await _body(CountTokensRequest), "count_tokens")
-            return _reply(anthropic_api.count_tokens(app.runtime, req))
+            return _reply(await anthropic_api.count_tokens(app.runtime, req))
 
         return await _counted(app, "count_tokens", work())
 
@@ -209,9 +220,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
-def _bearer(authorization: str) -> str | None:
-    scheme, _, key = authorization.partition(" ")
-    return key.strip() or None if scheme.lower() == "bearer" else None
+BODY_TIMEOUT = 30  # seconds a client may take to send its body (Quart's default is 60)
 
 
 def _error(err: ServeError) -> Response:
@@ -259,19 +268,14 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
 
 
 async def _body(model: type[BaseModel]) -> Any:
-    raw = await request.get_data()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidRequest(f"the body is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object")
+        data = parse_object(await request.get_data())
+    except BodyError as err:
+        raise InvalidRequest(str(err)) from None
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{where}: {first['msg']}" if where else first["msg"], param=where or None) from err
+        raise InvalidRequest(first_error(err, default="body"), param=error_place(err)) from None
 
 
 def _loaded(app: ServeApp) -> Loaded:
@@ -285,7 +289,7 @@ def _finish_reason(event: Finished) -> str:
 
 
 async def _chat(app: ServeApp, req: ChatRequest) -> Response:
-    chat = open_chat(app.runtime, req)
+    chat = await open_chat(app.runtime, req)
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": app.runtime.model_name}
     if req.stream:
         return _sse(_chat_chunks(chat, req, meta))
@@ -305,7 +309,7 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
 async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
-    tokens = loaded.model.tokenize(req.prompt, add_special=True)
+    tokens = await asyncio.to_thread(loaded.model.tokenize, req.prompt, add_special=True)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     job = rt.job(tokens, params, queue)
@@ -372,7 +376,7 @@ async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> As
         async for event in events:
             if isinstance(event, Error):
                 yield {**meta, "object": "chat.completion.chunk", "choices": [],
-                       "error": {"message": event.message, "type": "server_error"}}
+                       **error_body(event.message, "server_error", "generation_failed")}
                 return
             if isinstance(event, Finish):
                 yield chunk({}, event.reason)
@@ -395,7 +399,8 @@ async def _completion_chunks(
                 if event.text:
                     yield chunk(event.text)
             elif isinstance(event, Failed):
-                yield {**meta, "object": "text_completion", "choices": [], "error": {"message": event.message}}
+                yield {**meta, "object": "text_completion", "choices": [],
+                       **error_body(event.message, "server_error", "generation_failed")}
                 return
             else:
                 yield chunk("", _finish_reason(event))

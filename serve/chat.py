@@ -3,8 +3,8 @@
 Every chat API (OpenAI chat completions here; Anthropic Messages and OpenAI Responses are translations onto
 the same path) goes through `open_chat` and reads the same events:
 
-    chat = open_chat(runtime, req)      # render, grammar, admit; raises ServeError (400, 429, 503)
-                                        # before anything is generated
+    chat = await open_chat(runtime, req)  # render (in a worker thread), grammar, admit; raises
+                                          # ServeError (400, 429, 503) before anything is generated
     async for event in chat.events():   # leaving early (client gone) cancels the generation
         ...
 
@@ -157,9 +157,9 @@ def sampling_params(
     )
 
 
-def prompt_tokens(runtime: Runtime, req: ChatRequest) -> list[int]:
+async def prompt_tokens(runtime: Runtime, req: ChatRequest) -> list[int]:
     """The prompt a request would get, as token ids (for token counting endpoints); nothing is admitted."""
-    return runtime.tokenize_prompt(_render(runtime, req)[1])
+    return await asyncio.to_thread(lambda: runtime.tokenize_prompt(_render(runtime, req)[1]))
 
 
 def _render(runtime: Runtime, req: ChatRequest) -> tuple[ToolRequest | None, str]:
@@ -174,9 +174,27 @@ def _render(runtime: Runtime, req: ChatRequest) -> tuple[ToolRequest | None, str
                                          tools)
 
 
-def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Chat:
+@dataclass(frozen=True)
+class Prepared:
+    tokens: list[int]
+    params: SamplingParams
+    generation: Generation
+    level: str
+
+
+async def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Chat:
     """Render, build the grammar, admit. Raises before any generation: InvalidRequest (400), QueueFull (429),
-    Loading (503). `fit_context`: a max_tokens beyond the context's room is lowered to it (sampling_params)."""
+    Loading (503). `fit_context`: a max_tokens beyond the context's room is lowered to it (sampling_params).
+    Rendering and tokenizing run in a worker thread: a long conversation would hold every other request."""
+    ready = await asyncio.to_thread(prepare, runtime, req, fit_context)
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    job = runtime.job(ready.tokens, ready.params, queue)
+    runtime.admit(job)
+    return Chat(runtime, job, queue, ready.generation, ready.level)
+
+
+def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Prepared:
+    """Everything before admission (render, tokenize, grammar, parsers); touches no shared state."""
     tools, prompt = _render(runtime, req)
     loaded = runtime.loaded
     assert loaded is not None
@@ -189,13 +207,10 @@ def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> 
         grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
     tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    job = runtime.job(tokens, params, queue)
-    runtime.admit(job)
     level = "none" if req.reasoning == "none" and thinking is Thinking.NONE and template.thinks else \
         TEMPLATE_LEVELS[req.reasoning]
     generation = Generation(ChannelParser(template.format, starts_in_thinking(prompt)), fmt)
-    return Chat(runtime, job, queue, generation, level)
+    return Prepared(tokens, params, generation, level)
 
 
 @dataclass

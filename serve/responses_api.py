@@ -198,7 +198,7 @@ async def respond(runtime: Runtime, store: ResponseStore, req: ResponsesRequest
     """The whole response, or (stream) its events; errors before generation raise (the API's error body)."""
     earlier = history(store, req)
     messages = earlier + input_messages(req, earlier)
-    chat = open_chat(runtime, chat_request(req, messages))
+    chat = await open_chat(runtime, chat_request(req, messages))
     meta = {"id": f"resp_{uuid.uuid4().hex}", "created_at": int(time.time()), "model": runtime.model_name}
     keep = (lambda blocks: store.put(meta["id"], conversation(messages, blocks))) if req.store else (lambda _: None)
     if req.stream:

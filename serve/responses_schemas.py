@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve.schemas import TOOL_NAME
+from serve.schemas import MAX_MESSAGES, TOOL_NAME
 
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text")
@@ -152,18 +152,19 @@ class TextConfig(_Model):
 
 class ResponsesRequest(_Model):
     model: str | None = None
-    input: list[Item]  # a string is one user message
+    input: list[Item] = Field(max_length=MAX_MESSAGES)  # a string is one user message
     instructions: str | None = None
     reasoning: Reasoning | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
+    # numbers and booleans strict, as chat's Sampling: "8" is not 8, true is not 1, a number is finite
+    max_output_tokens: int | None = Field(None, ge=1, strict=True)
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: bool = Field(True, strict=True)
     text: TextConfig | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stream: bool = False
-    store: bool = True
+    temperature: float = Field(1.0, ge=0.0, le=2.0, strict=True, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, strict=True, allow_inf_nan=False)
+    stream: bool = Field(False, strict=True)
+    store: bool = Field(True, strict=True)
     previous_response_id: str | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None

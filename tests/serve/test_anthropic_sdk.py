@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -185,9 +186,12 @@ def test_errors_are_anthropic_shaped(stack: dict[str, str], via: str) -> None:
     assert caught.value.type == "not_found_error"
 
 
-def test_wrong_key_is_401() -> None:
+def test_wrong_key_is_401(tmp_path: Path) -> None:
+    from hearth_common.keys import write_key_file
+
+    write_key_file(tmp_path / "key", "sekret")
     with running_server("--model-path", str(build_tiny_gguf()), "--model-name", "tiny", "--ctx-size", "256",
-                        "--api-key", "sekret") as url:
+                        "--api-key-file", str(tmp_path / "key")) as url:
         good = anthropic.Anthropic(base_url=url, api_key="sekret", max_retries=0)
         assert good.messages.create(model="tiny", max_tokens=2, messages=ask("hi")).usage.output_tokens == 2
         for key in ("wrong", "sekret-not"):

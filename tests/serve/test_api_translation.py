@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serve import anthropic_api, anthropic_errors, responses_api
+from hearth_common import anthropic_errors
+from serve import anthropic_api, responses_api
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.blocks import Blocks, Close, Delta, Open
 from serve.chat import Error, Finish, Text, ToolCallArgs, ToolCallStart

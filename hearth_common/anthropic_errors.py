@@ -1,7 +1,5 @@
-"""Anthropic's error body, for every error on the Anthropic paths: the model server's and the router's.
-
-Pure and import-free, so the router (route/client_api.py, route/sse.py) uses the same table as the server.
-"""
+"""Anthropic's error body, for every error on the Anthropic paths (/v1/messages...): the model server's and the
+router's, from one table."""
 
 from __future__ import annotations
 
