@@ -25,7 +25,8 @@ def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[di
     port = free_port()
     router = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(state_dir / "state.json")],
+        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(state_dir / "state.json"),
+         "--open-admin"],  # the servers register themselves with no admin key
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -53,7 +53,8 @@ def clients(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     port = free_port()
     router = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(tmp_path_factory.mktemp("r") / "s.json")],
+        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(tmp_path_factory.mktemp("r") / "s.json"),
+         "--open-admin"],  # the servers register themselves with no admin key
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
