@@ -32,7 +32,7 @@ from route.errors import (
 from route.health import record_failure
 from route.metrics import Metrics
 from route.registry import Backend, Registry
-from route.sse import SseWatch, error_event
+from route.sse import SseWatch, error_event, terminal_events
 from route.strategies import STRATEGIES, RouteRequest, Strategy
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
@@ -244,7 +244,7 @@ class Proxy:
             # A stream: hold the first bytes back until they arrive, so a backend that fails before
             # its first byte (or opens with an in-band error) can still be retried elsewhere.
             chunks = resp.chunks()
-            watch = SseWatch()
+            watch = SseWatch(terminal_events(path))
             try:
                 first = await anext(chunks, b"")
             except BackendError as exc:

@@ -1,7 +1,7 @@
 """Watches a passing SSE byte stream for its end and in-band errors, without changing it. No I/O.
 
-A stream ends with `data: [DONE]` (OpenAI chat and completions) or with a named terminal event (Anthropic's
-`message_stop` or `error`; Responses' `response.completed`, `.incomplete`, `.failed`)."""
+A stream ends with `data: [DONE]` (OpenAI chat and completions) or, on the paths of APIs without it, with a named
+terminal event (Anthropic's `message_stop` or `error`; Responses' `response.completed`, `.incomplete`, `.failed`)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,23 @@ from hearth_common import anthropic_errors
 from hearth_common.errors import error_json
 
 MAX_PENDING = 1 << 20  # an unterminated "event" longer than this is garbage, not SSE
-TERMINAL_EVENTS = frozenset({b"message_stop", b"error", b"response.completed", b"response.incomplete",
-                             b"response.failed"})
+RESPONSES_PATH = "/v1/responses"
+ANTHROPIC_END = frozenset({b"message_stop", b"error"})
+RESPONSES_END = frozenset({b"response.completed", b"response.incomplete", b"response.failed"})
+
+
+def terminal_events(path: str) -> frozenset[bytes]:
+    """The named SSE events that end a stream on this path (none: it ends with `[DONE]`)."""
+    if anthropic_errors.owns(path):
+        return ANTHROPIC_END
+    return RESPONSES_END if path == RESPONSES_PATH else frozenset()
 
 
 class SseWatch:
     """feed() every chunk as it passes; then `done` says whether [DONE] came and `error` holds an in-band error."""
 
-    def __init__(self) -> None:
+    def __init__(self, terminal: frozenset[bytes] = frozenset()) -> None:
+        self._terminal = terminal  # named events that end the stream besides [DONE] (terminal_events)
         self._pending = b""
         self.done = False
         self.error: str | None = None
@@ -38,7 +47,7 @@ class SseWatch:
         for line in event.split(b"\n"):
             if line.startswith(b"event:"):
                 kind = line[6:].strip()
-                if kind in TERMINAL_EVENTS:
+                if kind in self._terminal:
                     self.done = True
             elif line.startswith(b"data:"):
                 payload = line[5:].strip()
@@ -65,7 +74,7 @@ def error_event(message: str, code: str = "upstream_error", path: str = "/v1/cha
     Anthropic's `error` event; Responses' `error` event."""
     if anthropic_errors.owns(path):
         return anthropic_errors.error_event(message)
-    if path == "/v1/responses":
+    if path == RESPONSES_PATH:
         body = {"type": "error", "code": code, "message": message, "param": None}
         return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
     return b"data: " + error_json(message, "server_error", code) + b"\n\ndata: [DONE]\n\n"

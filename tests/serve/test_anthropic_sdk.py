@@ -199,3 +199,27 @@ def test_wrong_key_is_401(tmp_path: Path) -> None:
             with pytest.raises(anthropic.AuthenticationError) as caught:
                 bad.messages.create(model="tiny", max_tokens=2, messages=ask("hi"))
             assert caught.value.status_code == 401 and caught.value.type == "authentication_error"
+
+
+def test_readme_examples_run(stack: dict[str, str]) -> None:
+    """The README's Anthropic and Responses examples, run as written against the router (only the URL changes)."""
+    import subprocess
+    import sys
+
+    from models.demo.data import by_question
+
+    from servers import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Anthropic and Responses clients", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    item = by_question(FRANCE)
+    # as written they sample (temperature 1): the trained answer, as the e2e test of the Python client expects
+    for block, lines in zip(blocks, (["thinking -> ", "text -> "], [""]), strict=True):
+        code = block.replace("http://127.0.0.1:8080", stack["router"])
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        out = run.stdout.splitlines()
+        assert len(out) == len(lines) and all(o.startswith(p) for o, p in zip(out, lines, strict=True))
+        assert out[-1].endswith(f"-> {item.answer}")

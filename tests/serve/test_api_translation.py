@@ -320,17 +320,21 @@ def test_anthropic_error_types(status: int, kind: str) -> None:
 
 
 def test_sse_watch_ends_on_named_terminal_events() -> None:
-    from route.sse import SseWatch, error_event
+    from route.sse import SseWatch, error_event, terminal_events
 
-    for end in (b"event: message_stop\ndata: {\"type\": \"message_stop\"}\n\n",
-                b"event: response.completed\ndata: {}\n\n", b"event: response.incomplete\ndata: {}\n\n",
-                b"data: [DONE]\n\n"):
-        watch = SseWatch()
+    for path, end in (("/v1/messages", b"event: message_stop\ndata: {\"type\": \"message_stop\"}\n\n"),
+                      ("/v1/responses", b"event: response.completed\ndata: {}\n\n"),
+                      ("/v1/responses", b"event: response.incomplete\ndata: {}\n\n"),
+                      ("/v1/chat/completions", b"data: [DONE]\n\n")):
+        watch = SseWatch(terminal_events(path))
         watch.feed(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
         assert not watch.done
         watch.feed(end)
         assert watch.done and watch.error is None
-    watch = SseWatch()
+        other = SseWatch(terminal_events("/v1/chat/completions" if path != "/v1/chat/completions" else "/v1/messages"))
+        other.feed(end)
+        assert other.done is (end == b"data: [DONE]\n\n")  # a named end counts on its own API's path only
+    watch = SseWatch(terminal_events("/v1/messages"))
     watch.feed(anthropic_errors.error_event("boom"))
     assert watch.done and watch.error == "boom"
     cut = error_event("cut", path="/v1/messages").decode()
