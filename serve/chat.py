@@ -3,7 +3,7 @@
 Every chat API (OpenAI chat completions here; Anthropic Messages and OpenAI Responses are translations onto
 the same path) goes through `open_chat` and reads the same events:
 
-    chat = open_chat(runtime, req)      # render, grammar, admit; raises ServeError (400, 429, 503)
+    chat = await open_chat(runtime, req)  # render, grammar, admit; raises ServeError (400, 429, 503)
                                         # before anything is generated
     async for event in chat.events():   # leaving early (client gone) cancels the generation
         ...
@@ -34,7 +34,7 @@ from typing import Any
 
 from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent
 from serve.engine import Event, Failed, Job, Piece, SamplingParams
-from serve.errors import InvalidRequest, Loading, ServeError
+from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError
 from serve.grammar import Grammar, build as build_answer_grammar
 from serve.prompts import TEMPLATE_LEVELS, Thinking, starts_in_thinking, template_messages
 from serve.runtime import Runtime
@@ -126,10 +126,14 @@ def sampling_params(req: Sampling, prompt_len: int, ctx: int, grammar: Grammar |
         raise InvalidRequest("the prompt is empty", param="prompt")
     room = ctx - prompt_len
     if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
+        # OpenAI's wording: LangChain, crewAI and others look for "maximum context length" or the code.
         want = req.max_tokens or 1
-        raise InvalidRequest(
-            f"this model's context is {ctx} tokens; the prompt takes {prompt_len} and max_tokens asks for {want}",
-            param="messages" if isinstance(req, ChatRequest) else "prompt",
+        where = "messages" if isinstance(req, ChatRequest) else "prompt"
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {ctx} tokens. However, you requested {prompt_len + want} "
+            f"tokens ({prompt_len} in the {where}, {want} in the completion). Please reduce the length of the "
+            f"{where} or completion.",
+            param=where,
         )
     return SamplingParams(
         max_tokens=req.max_tokens or room,
@@ -146,7 +150,7 @@ def sampling_params(req: Sampling, prompt_len: int, ctx: int, grammar: Grammar |
     )
 
 
-def open_chat(runtime: Runtime, req: ChatRequest) -> Chat:
+async def open_chat(runtime: Runtime, req: ChatRequest) -> Chat:
     """Render, build the grammar, admit. Raises before any generation: InvalidRequest (400), QueueFull (429),
     Loading (503)."""
     loaded = runtime.loaded
@@ -157,20 +161,26 @@ def open_chat(runtime: Runtime, req: ChatRequest) -> Chat:
     if tools and req.response_format and req.response_format.type != "text":
         raise InvalidRequest("response_format cannot be combined with tool calls; use tool_choice none or drop one",
                              param="response_format")
-    prompt = template.render(template_messages(req.messages), req.reasoning, req.developer_instructions, tools)
-    thinking = template.thinking(prompt)
-    fmt = template.tool_support.format if tools else None
-    if tools and fmt:
-        grammar = tool_grammar.build(tools, fmt, thinking)
-    else:
-        grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
-    tokens = runtime.tokenize_prompt(prompt)
+
+    def prepare() -> tuple[str, list[int], Grammar | None]:
+        prompt = template.render(template_messages(req.messages), req.reasoning, req.developer_instructions, tools)
+        thinking = template.thinking(prompt)
+        if tools:
+            grammar = tool_grammar.build(tools, template.tool_support.format, thinking)
+        else:
+            grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
+        return prompt, runtime.tokenize_prompt(prompt), grammar
+
+    # a long conversation (or a large tool schema) would hold every other request on the loop
+    prompt, tokens, grammar = await asyncio.to_thread(prepare)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     job = runtime.job(tokens, params, queue)
     runtime.admit(job)
+    thinking = template.thinking(prompt)
     level = "none" if req.reasoning == "none" and thinking is Thinking.NONE and template.thinks else \
         TEMPLATE_LEVELS[req.reasoning]
+    fmt = template.tool_support.format if tools else None
     generation = Generation(ChannelParser(template.format, starts_in_thinking(prompt)), fmt)
     return Chat(runtime, job, queue, generation, level)
 
