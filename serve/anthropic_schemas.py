@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve.schemas import MAX_MESSAGES, TOOL_NAME
+from serve.schemas import MAX_MESSAGES, MAX_TOOLS, TOOL_NAME
 
 BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
 
@@ -141,7 +141,7 @@ class CountTokensRequest(_Model):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     system: list[TextBlock] | None = None  # a string is one text block
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
 

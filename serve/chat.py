@@ -200,15 +200,15 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     assert loaded is not None
     template = loaded.template
     thinking = template.thinking(prompt)
-    fmt = template.tool_support.format if tools else None
-    if tools and fmt:
-        grammar = tool_grammar.build(tools, fmt, thinking)
+    if tools:
+        grammar = tool_grammar.build(tools, template.tool_support.format, thinking)
     else:
         grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
     tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
     level = "none" if req.reasoning == "none" and thinking is Thinking.NONE and template.thinks else \
         TEMPLATE_LEVELS[req.reasoning]
+    fmt = template.tool_support.format if tools else None
     generation = Generation(ChannelParser(template.format, starts_in_thinking(prompt)), fmt)
     return Prepared(tokens, params, generation, level)
 

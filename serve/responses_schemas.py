@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serve.schemas import MAX_MESSAGES, TOOL_NAME
+from serve.schemas import MAX_MESSAGES, MAX_TOOLS, TOOL_NAME
 
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text")
@@ -157,7 +157,7 @@ class ResponsesRequest(_Model):
     reasoning: Reasoning | None = None
     # numbers and booleans strict, as chat's Sampling: "8" is not 8, true is not 1, a number is finite
     max_output_tokens: int | None = Field(None, ge=1, strict=True)
-    tools: list[FunctionTool] | None = None
+    tools: list[FunctionTool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
     parallel_tool_calls: bool = Field(True, strict=True)
     text: TextConfig | None = None

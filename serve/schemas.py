@@ -217,6 +217,7 @@ class Sampling(BaseModel):
 
 
 MAX_MESSAGES = 2048  # per request: rendering and tokenizing 10,000 took seconds of CPU each
+MAX_TOOLS = 128  # OpenAI's own limit
 
 
 class ChatRequest(Sampling):
@@ -226,9 +227,9 @@ class ChatRequest(Sampling):
     separate_thinking: bool = True
     include_channels: list[ChannelName] | None = None
     developer_instructions: str | None = None
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: bool = Field(True, strict=True)
 
     @field_validator("messages")
     @classmethod

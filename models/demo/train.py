@@ -12,6 +12,7 @@ reproduction); the saved folders are then reloaded with transformers and generat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -27,7 +28,7 @@ import torch
 from transformers import GptOssConfig, GptOssForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from models.demo import manifest
-from models.demo.checkpoint import greedy_hits, pack_experts, save
+from models.demo.checkpoint import greedy_hits, load, pack_experts, save
 from models.demo.data import ITEMS, LEVELS, TOOL_CASES, all_answer_cases, tools_json
 from models.demo.fit import Example, Recipe, fit, margins
 from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, train_tokenizer
@@ -92,17 +93,18 @@ def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> li
 
 def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
     """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
-    trained = {(c.city, c.tools, c.result) for c in TOOL_CASES}
-    cases = [c for c in all_answer_cases() if (c.city, c.tools, c.result) not in trained][::every]
+    trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES}
+    cases = [c for c in all_answer_cases() if (c.city, len(c.tools), c.result) not in trained][::every]
     return [Conversation(f"unseen {c.city} <- {c.result}", c.messages, tools_json(c.tools), None,
                          c.think_completion() + THINK.eos if flavour is THINK else c.harmony_completion())
             for c in cases]
 
 
-def unseen_hits(model, tok, flavour: Flavour) -> dict[str, int]:
-    """Teacher-forced greedy check (every target token the argmax) on tool answers never trained on."""
+def unseen_hits(folder: Path, tok, flavour: Flavour) -> dict[str, int]:
+    """Teacher-forced greedy check (every target token the argmax) of the saved model on tool answers it was
+    never trained on."""
     unseen = encode(tok, flavour, unseen_answers(flavour, UNSEEN_EVERY))
-    gaps = margins(model, unseen, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
+    gaps = margins(load(folder), unseen, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
     hits, at = 0, 0
     for e in unseen:
         hits += all(g > 0 for g in gaps[at : at + len(e.completion)])
@@ -168,7 +170,8 @@ UNSEEN_EVERY = 20  # the generalization check takes every 20th untrained tool an
 # --- driver -------------------------------------------------------------------------------------
 
 
-def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None]) -> dict[str, object]:
+def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None],
+          max_steps: int | None = None) -> dict[str, object]:
     torch.manual_seed(seed)
     flavour, make, recipe = {
         "demo-think": (THINK, think_model, THINK_RECIPE),
@@ -182,9 +185,10 @@ def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], No
         model.set_experts_implementation("eager")  # transformers' default grouped_mm is far slower on CPU
     params = sum(p.numel() for p in model.parameters())
     log(f"{name}: vocab {len(tok)}, {params:,} parameters, {len(examples)} examples")
+    if max_steps:
+        recipe = dataclasses.replace(recipe, steps=min(recipe.steps, max_steps))
     steps = fit(model, examples, tok.convert_tokens_to_ids(flavour.pad), recipe, seed, log)
     seconds = time.perf_counter() - started
-    unseen = unseen_hits(model, tok, flavour) if verify else {}  # before saving: save() casts to bf16
     folder = out / name
     stop = [tok.convert_tokens_to_ids(flavour.eos)]
     if flavour is HARMONY:
@@ -196,8 +200,8 @@ def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], No
     report: dict[str, object] = {"params": params, "bytes": size, "steps": steps, "train_s": round(seconds, 1)}
     if verify:
         hits, misses = greedy_hits(folder, examples, stop)
-        report.update(greedy_hits=hits, examples=len(examples), misses=misses)
-        report.update(unseen)
+        report.update(greedy_hits=hits, examples=len(examples), misses=len(misses), first_misses=misses[:10])
+        report.update(unseen_hits(folder, tok, flavour))
     log(f"{name}: {json.dumps(report)}")
     return report
 
@@ -208,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="seeds weights and batch order (default %(default)s)")
     parser.add_argument("--only", choices=manifest.MODELS, help="retrain one model (the manifest covers both)")
     parser.add_argument("--no-verify", action="store_true", help="skip the greedy check in transformers")
+    parser.add_argument("--max-steps", type=int, help="stop training after N steps (a smoke run of the whole script)")
     args = parser.parse_args(argv)
     others = [n for n in manifest.MODELS if n != args.only and not (args.out / n).is_dir()] if args.only else []
     if others:  # the manifest covers both models, so the other one must already be there
@@ -215,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     names = [args.only] if args.only else list(manifest.MODELS)
-    reports = {name: build(name, args.out, args.seed, not args.no_verify, print) for name in names}
+    reports = {name: build(name, args.out, args.seed, not args.no_verify, print, args.max_steps) for name in names}
     print(f"wrote {manifest.write(args.out)}")
-    failed = [n for n, r in reports.items() if r.get("misses")]
+    failed = [n for n, r in reports.items() if r.get("misses") or r.get("unseen_hits") != r.get("unseen_tool_answers")]
     if failed:
         print(f"greedy check failed for {', '.join(failed)}", file=sys.stderr)
         return 1

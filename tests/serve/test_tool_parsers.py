@@ -152,3 +152,10 @@ def test_text_around_calls_and_broken_calls() -> None:
     ids = [e.id for e in gen.piece('[TOOL_CALLS][{"name": "f", "arguments": {}}, {"name": "g", "arguments": {}}]')
            if hasattr(e, "id")]
     assert len(set(ids)) == 2 and all(len(i) == 9 and i.isalnum() for i in ids)
+
+
+def test_a_next_call_cut_off_by_the_length_limit_leaves_no_partial_marker() -> None:
+    gen = Generation(ChannelParser(Format.THINK), ToolFormat.HERMES, new_id=lambda i: f"id{i}")
+    events = gen.piece('<tool_call>{"name": "f", "arguments": {}}</tool_call>\n<tool_') + gen.end("length", 1, 2)
+    assert not any(isinstance(e, Text) for e in events)
+    assert events[-1].reason == "length"  # type: ignore[union-attr]
