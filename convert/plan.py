@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, TensorNameMap, quants
 
-from convert.archs import Arch, Config, Transform
+from convert.arch import Arch, Config, Transform
 from convert.errors import ShapeError, UnsupportedError
 from convert.source import Checkpoint, TensorRef, to_f32
 

@@ -24,7 +24,8 @@ from dataclasses import replace
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, Keys
 
-from convert.archs import Arch, Config, Meta, common_meta, dense_shapes, head_dim
+from convert.arch import Arch, Config, Meta
+from convert.archs.common import common_meta, dense_shapes, head_dim
 from convert.errors import ShapeError, UnsupportedError
 from convert.mxfp4 import BLOCK, hf_to_ggml_blocks
 from convert.plan import OutTensor, Plan, _order, default_plan, encode, nbytes_of, weight_type

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from gguf import MODEL_ARCH, MODEL_TENSOR
 
-from convert.archs import DENSE_BLOCK, Arch, check_rope, common_meta, dense_shapes, head_dim
+from convert.arch import Arch
+from convert.archs.common import DENSE_BLOCK, check_rope, common_meta, dense_shapes, head_dim
 
 QWEN2 = Arch(
     hf_names=("Qwen2ForCausalLM",),
