@@ -50,6 +50,10 @@ EXTRA_SPELLINGS: dict[str, tuple[tuple[str, ...], ...]] = {
     "FALCON": ((PUNCTUATION + "+", LLAMA_GPT2_REGEX, DIGITS[False], "[0-9][0-9][0-9]"),),
 }
 
+# Regexes llama.cpp uses as switches for hand-written splitters that do something else (Kimi-K2's patterns,
+# AFMoE's digit grouping): a type holding one is chosen only by its check-text hash, never by structure.
+TRIGGERS = frozenset({r"\p{Han}+", r"\p{AFMoE_digits}"})
+
 _CONTRACTIONS_I = "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
 _CONTRACTIONS = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 
@@ -81,7 +85,7 @@ class PreType:
         return tuple(tuple(map(canonical, f)) for f in forms)
 
     def matches(self, program: tuple[str, ...]) -> bool:
-        return program in self.spellings
+        return not TRIGGERS.intersection(self.regexes) and program in self.spellings
 
 
 @dataclass(frozen=True)
