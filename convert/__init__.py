@@ -11,6 +11,7 @@ from pathlib import Path
 
 from convert.archs import lookup
 from convert.errors import ConvertError, OutputError, UnsupportedError
+from convert.llama_quirks import general_name
 from convert.plan import default_plan
 from convert.source import open_checkpoint
 from convert.vocab import load_vocab
@@ -66,6 +67,7 @@ def convert_checkpoint(
     direct = NATIVE_TYPES[ckpt.weight_dtype()] if out_type in LLAMA_QUANT_FTYPES else out_type
     plan = (arch.plan or default_plan)(arch, ckpt, config, direct)
     vocab = load_vocab(src, int(config["vocab_size"]))
+    name = general_name(src.resolve().name, vocab)
 
     remove_stale_temps(out)
     tmp = temp_name(out)
@@ -73,10 +75,10 @@ def convert_checkpoint(
     with removed_on_failure(tmp, inter):
         try:
             if out_type in LLAMA_QUANT_FTYPES:
-                write_gguf(plan, vocab, inter, direct, name=src.resolve().name, progress=progress)
+                write_gguf(plan, vocab, inter, direct, name=name, progress=progress)
                 llama_quantize(inter, tmp, out_type)
             else:
-                write_gguf(plan, vocab, tmp, direct, name=src.resolve().name, progress=progress)
+                write_gguf(plan, vocab, tmp, direct, name=name, progress=progress)
             os.replace(tmp, out)
         except OSError as e:  # a full disk, a read-only folder, a file vanishing under us
             raise OutputError(f"cannot write {out}: {e.strerror or e}") from e

@@ -64,6 +64,8 @@ class Arch:
     shapes: Mapping[MODEL_TENSOR, Callable[[Config], tuple[int, ...]]] = field(default_factory=dict)
     # every block must have these
     required: tuple[MODEL_TENSOR, ...] = ()
+    # kept float32 whatever --type says (a MoE router: its top-k picks the experts, as llama.cpp's converter keeps it)
+    f32_tensors: tuple[MODEL_TENSOR, ...] = ()
     # HF name prefixes rewritten before the name map (multimodal wrappers keep the text model under a prefix)
     rename: tuple[tuple[str, str], ...] = ()
     # HF name prefixes/suffixes that are not part of the text model and are dropped

@@ -133,7 +133,7 @@ def default_plan(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) ->
         check_shape(arch, config, kind, norm, ref)
         if ref.dtype not in SAME_BYTES:
             raise UnsupportedError(f"tensor {hf_name} has dtype {ref.dtype}; {arch.name} weights must be F32/F16/BF16")
-        qtype = weight_type(ref.shape, out_type)
+        qtype = Q.F32 if kind in arch.f32_tensors else weight_type(ref.shape, out_type)
         transform = arch.transforms.get(kind)
         tensors.append(
             OutTensor(

@@ -48,6 +48,7 @@ class Vocab:
     pre: str | None = None
     add_space_prefix: bool | None = None
     special: SpecialVocab | None = None
+    rstrip: frozenset[int] = frozenset()  # added tokens that drop the whitespace after them (tokenizer.json's rstrip)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def add_to(self, w: GGUFWriter) -> None:
@@ -75,6 +76,10 @@ def padded(tokens: list[str | None], types: list[int], n_vocab: int) -> list[str
         if t is None:
             types[i] = int(TokenType.UNUSED)
     return [t if t is not None else f"[PAD{i}]" for i, t in enumerate(tokens)]
+
+
+def rstrip_ids(added: list[dict[str, Any]]) -> frozenset[int]:
+    return frozenset(int(a["id"]) for a in added if a.get("rstrip"))
 
 
 def added_tokens(folder: Path, tokenizer: dict[str, Any] | None) -> list[dict[str, Any]]:

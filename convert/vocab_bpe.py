@@ -15,7 +15,7 @@ from gguf import TokenType
 
 from convert.errors import SourceError, UnsupportedError
 from convert.pretok import Identified, identify, load_known
-from convert.vocab import Vocab, padded, read_json, special_vocab, token_type
+from convert.vocab import Vocab, padded, read_json, rstrip_ids, special_vocab, token_type
 
 log = logging.getLogger(__name__)
 
@@ -104,4 +104,5 @@ def bpe_vocab(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -> Vocab:
         types=types,
         pre=pre.name,
         special=special_vocab(folder, tokenizer, n_vocab, merges=True),
+        rstrip=rstrip_ids(added),
     )

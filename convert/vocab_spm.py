@@ -27,7 +27,7 @@ from typing import Any
 from gguf import TokenType
 
 from convert.errors import SourceError, UnsupportedError
-from convert.vocab import Vocab, added_tokens, padded, special_vocab, token_type
+from convert.vocab import Vocab, added_tokens, padded, rstrip_ids, special_vocab, token_type
 
 SPACE = "\u2581"  # '▁', sentencepiece's visible space
 BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
@@ -141,6 +141,7 @@ def spm_vocab(folder: Path, tokenizer: dict[str, Any] | None, n_vocab: int) -> V
         scores=scores,
         add_space_prefix=spm.add_dummy_prefix,
         special=special_vocab(folder, tokenizer, n_vocab, merges=False),
+        rstrip=rstrip_ids(added_tokens(folder, tokenizer)),
     )
 
 
@@ -174,6 +175,7 @@ def spm_vocab(folder: Path, tokenizer: dict[str, Any] | None, n_vocab: int) -> V
         scores=scores,
         add_space_prefix=spm.add_dummy_prefix,
         special=special_vocab(folder, tokenizer, n_vocab, merges=False),
+        rstrip=rstrip_ids(added_tokens(folder, tokenizer)),
     )
 
 
@@ -298,4 +300,5 @@ def spm_vocab_from_json(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -
         scores=scores,
         add_space_prefix=prefix,
         special=special_vocab(folder, tokenizer, n_vocab, merges=False),
+        rstrip=rstrip_ids(added),
     )

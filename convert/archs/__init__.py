@@ -12,8 +12,17 @@ import importlib
 from convert.arch import Arch
 from convert.errors import UnsupportedError
 
-# Family modules, each exposing ARCHS: tuple[Arch, ...]. gpt-oss plugs in here with one entry.
-_MODULES = ("convert.archs.llama", "convert.archs.qwen", "convert.archs.gemma3", "convert.archs.gpt_oss")
+# Family modules, each exposing ARCHS: tuple[Arch, ...].
+_MODULES = (
+    "convert.archs.llama",
+    "convert.archs.qwen",
+    "convert.archs.gemma3",
+    "convert.archs.gpt_oss",
+    "convert.archs.phi3",
+    "convert.archs.smollm3",
+    "convert.archs.granite",
+    "convert.archs.mistral3",
+)
 
 
 def table() -> dict[str, Arch]:
