@@ -27,7 +27,7 @@ from typing import Any
 from gguf import TokenType
 
 from convert.errors import SourceError, UnsupportedError
-from convert.vocab import Vocab, added_tokens, padded, rstrip_ids, special_vocab, token_type
+from convert.vocab import Vocab, added_tokens, padded, read_json, rstrip_ids, special_vocab, token_type
 
 SPACE = "\u2581"  # '▁', sentencepiece's visible space
 BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
@@ -270,7 +270,7 @@ def spm_vocab_from_json(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -
     tokens: list[str | None] = [None] * n_vocab
     types = [int(TokenType.NORMAL)] * n_vocab
     scores = [0.0] * n_vocab
-    unk = model.get("unk_token")
+    unk = model.get("unk_token") or _config_token(folder, "unk_token")
     for text, i in base.items():
         tokens[i] = text
         if text in rank:
@@ -284,7 +284,9 @@ def spm_vocab_from_json(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -
     for a in added:
         i, content = a["id"], a["content"]
         tokens[i] = content
-        if types[i] not in (TokenType.BYTE, TokenType.UNKNOWN):
+        if content == unk:
+            types[i] = int(TokenType.UNKNOWN)
+        elif types[i] != TokenType.BYTE:
             types[i] = token_type(content, bool(a.get("special")))
     missing = [f"<0x{b:02X}>" for b in range(256) if f"<0x{b:02X}>" not in base]
     if missing:
@@ -302,3 +304,9 @@ def spm_vocab_from_json(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -
         special=special_vocab(folder, tokenizer, n_vocab, merges=False),
         rstrip=rstrip_ids(added),
     )
+
+
+def _config_token(folder: Path, key: str) -> str | None:
+    """A special token's text from tokenizer_config.json (a string, or an AddedToken written as a dict)."""
+    value = read_json(folder / "tokenizer_config.json").get(key)
+    return value.get("content") if isinstance(value, dict) else value
