@@ -2,8 +2,9 @@
 
 HF releases (Qwen3-MoE, ...) store `model.layers.{b}.mlp.experts.{e}.{gate,up,down}_proj.weight`, each a matrix;
 llama.cpp wants `blk.{b}.ffn_{gate,up,down}_exps.weight` of shape [experts, rows, cols]. The stacked tensor is
-never built in memory: its producer yields expert after expert (each as row blocks, converted on the way), so
-the writer's peak stays near one expert's block, whatever the layer's size.
+never built in memory: where the experts' bytes go out unchanged the writer copies their file ranges one after
+the other in the kernel; otherwise the producer yields expert after expert (each as row blocks, converted on the
+way). Either way the peak stays near one expert's block, whatever the layer's size.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def plan_stacked_experts(arch: Arch, ckpt: Checkpoint, config: Config, out_type:
             shape = (n_experts, *shapes[proj])
             qtype = weight_type(shape, out_type)
             name = TENSOR_NAMES[kind].format(bid=bid) + ".weight"
-            tensors.append(OutTensor(name, shape, qtype, nbytes_of(shape, qtype), stacked_producer(present, qtype, config)))
+            unchanged = tuple(present) if SAME_BYTES[present[0].dtype] == qtype else ()
+            produce = stacked_producer(present, qtype, config)
+            tensors.append(OutTensor(name, shape, qtype, nbytes_of(shape, qtype), produce, sources=unchanged))
     if experts:
         extra = sorted(ref.name for ref in experts.values())
         raise ShapeError(f"{len(extra)} expert tensors beyond config.json's {n_experts} experts or {n_blocks} layers: {', '.join(extra[:8])}")

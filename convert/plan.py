@@ -32,8 +32,8 @@ TRANSFORM_BLOCK_BYTES = 8 * 1024 * 1024
 class OutTensor:
     """One GGUF tensor. `produce()` yields arrays whose bytes, concatenated, are exactly `nbytes`.
 
-    `source` is set when the output is the source tensor's bytes unchanged, so the writer may copy the file
-    range in the kernel instead of reading it into memory.
+    `sources` is set when the output is these source tensors' bytes, concatenated and unchanged, so the writer
+    may copy the file ranges in the kernel instead of reading them into memory.
     """
 
     name: str
@@ -41,7 +41,7 @@ class OutTensor:
     ggml_type: Q
     nbytes: int
     produce: Callable[[], Iterator[np.ndarray]]
-    source: TensorRef | None = None
+    sources: tuple[TensorRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def default_plan(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) ->
                 ggml_type=qtype,
                 nbytes=nbytes_of(ref.shape, qtype),
                 produce=producer(ref, qtype, transform, config),
-                source=ref if transform is None and SAME_BYTES[ref.dtype] == qtype else None,
+                sources=(ref,) if transform is None and SAME_BYTES[ref.dtype] == qtype else (),
             )
         )
     if unmapped:
