@@ -14,7 +14,7 @@ from convert.errors import ConvertError, OutputError, UnsupportedError
 from convert.llama_quirks import general_name
 from convert.plan import default_plan
 from convert.source import open_checkpoint
-from convert.vocab import load_vocab
+from convert.vocab_kind import load_vocab
 from convert.write import (
     LLAMA_QUANT_FTYPES,
     OUT_TYPES,

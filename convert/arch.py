@@ -1,22 +1,21 @@
-"""The types an architecture is described with: `Arch` (GGUF arch, metadata from config, tensor names,
-transforms), `Meta` (one GGUF key) and `Transform` (a weight change applied block by block).
+"""The types an architecture and its plan are described with: `Arch` (GGUF arch, metadata from config, tensor
+names, transforms), `Meta` (one GGUF key), `Transform` (a weight change applied block by block), and what a
+planner returns: `Plan`, a list of `OutTensor`.
 
-The table of architectures lives in convert.archs; the planner (convert.plan) reads these types. Keeping
-them here, apart from both, is what lets a family module import the planner without an import cycle.
+The table of architectures lives in convert.archs; the planner (convert.plan) builds plans from these types.
+Keeping them here, apart from both, is what lets a family module import the planner without an import cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, GGUFValueType
+from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, GGMLQuantizationType, GGUFValueType
 
-if TYPE_CHECKING:
-    from convert.plan import Plan
-    from convert.source import Checkpoint
+from convert.source import Checkpoint, TensorRef
 
 Config = Mapping[str, Any]
 
@@ -95,4 +94,28 @@ class Arch:
         return template.format(arch=self.name)
 
 
-__all__ = ["Arch", "Config", "Meta", "Transform"]
+@dataclass(frozen=True)
+class OutTensor:
+    """One GGUF tensor. `produce()` yields arrays whose bytes, concatenated, are exactly `nbytes`.
+
+    `sources` is set when the output is these source tensors' bytes, concatenated and unchanged, so the writer
+    may copy the file ranges in the kernel instead of reading them into memory.
+    """
+
+    name: str
+    shape: tuple[int, ...]  # numpy order (outermost first), in elements
+    ggml_type: GGMLQuantizationType
+    nbytes: int
+    produce: Callable[[], Iterator[np.ndarray]]
+    sources: tuple[TensorRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    arch: Arch
+    config: Config
+    tensors: list[OutTensor]
+    meta: list[tuple[str, Any, GGUFValueType]]
+
+
+__all__ = ["Arch", "Config", "Meta", "OutTensor", "Plan", "Transform"]

@@ -16,12 +16,10 @@ from dataclasses import replace
 import numpy as np
 from gguf import MODEL_TENSOR, TENSOR_NAMES
 
-from convert.arch import Arch, Config
+from convert.arch import Arch, Config, OutTensor, Plan
 from convert.errors import ShapeError, UnsupportedError
 from convert.plan import (
     SAME_BYTES,
-    OutTensor,
-    Plan,
     _order,
     check_complete,
     default_plan,

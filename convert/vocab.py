@@ -1,14 +1,9 @@
-"""The tokenizer as GGUF metadata: which kind of vocabulary a folder holds, and what every kind shares.
+"""The tokenizer as GGUF metadata: the `Vocab` every kind of tokenizer becomes, and what the kinds share.
 
 llama.cpp tokenizes with its own code, so everything it needs is written explicitly: the token strings,
 scores and types, merges, the pre-tokenizer *name* (llama.cpp keeps its own copy of each family's regex and
-refuses names it does not know), special ids, whether BOS/EOS are added, and the chat template.
-
-Kinds (decided from the files, not from the model family):
-  - byte-level BPE tokenizer.json                      -> llama.cpp `gpt2` vocab (convert.vocab_bpe)
-  - tokenizer.model (a sentencepiece BPE model)        -> llama.cpp `llama` vocab (convert.vocab_spm)
-  - SentencePiece-style BPE tokenizer.json, no .model  -> llama.cpp `llama` vocab (convert.vocab_spm)
-  - Unigram, WordPiece, anything else                  -> refused with the reason
+refuses names it does not know), special ids, whether BOS/EOS are added, and the chat template. Which kind a
+folder holds is decided in convert.vocab_kind.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ from typing import Any
 
 from gguf import GGUFWriter, SpecialVocab, TokenType
 
-from convert.errors import SourceError, UnsupportedError
+from convert.errors import SourceError
 
 # Added tokens that are control markers in every family we convert, whatever tokenizer.json says about
 # "special": chat turn markers, thinking tags, harmony's channel markup. Control tokens are matched only with
@@ -135,30 +130,3 @@ def read_json(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SourceError(f"{path}: not valid JSON ({e})") from e
     return data if isinstance(data, dict) else {}
-
-
-# --- entry point ---------------------------------------------------------------------------------------------
-
-
-def load_vocab(folder: Path, n_vocab: int) -> Vocab:
-    from convert import vocab_bpe, vocab_spm
-
-    tokenizer = read_json(folder / "tokenizer.json") or None
-    if tokenizer is not None and vocab_bpe.is_byte_level(tokenizer):
-        return vocab_bpe.bpe_vocab(folder, tokenizer, n_vocab)
-    if (folder / "tokenizer.model").is_file():
-        return vocab_spm.spm_vocab(folder, tokenizer, n_vocab)
-    if tokenizer is not None:
-        kind = (tokenizer.get("model") or {}).get("type")
-        if kind == "BPE" and vocab_spm.is_spm_style(tokenizer):
-            return vocab_spm.spm_vocab_from_json(folder, tokenizer, n_vocab)
-        if kind == "Unigram":
-            raise UnsupportedError(
-                "tokenizer.json holds a Unigram tokenizer: llama.cpp's SentencePiece vocabulary merges pieces by "
-                "score (BPE), which does not give Unigram's best segmentation, so it is not converted"
-            )
-        raise UnsupportedError(
-            f"tokenizer.json holds a {kind} tokenizer that is neither byte-level BPE nor SentencePiece-style BPE "
-            "(byte fallback, '▁' for spaces), and there is no tokenizer.model beside it"
-        )
-    raise SourceError(f"{folder}: missing tokenizer (tokenizer.json or tokenizer.model)")

@@ -24,7 +24,7 @@ from gguf.gguf_writer import WriterState
 from tqdm import tqdm
 
 from convert.errors import OutputError
-from convert.plan import OutTensor, Plan
+from convert.arch import OutTensor, Plan
 from convert.source import TensorRef
 from convert.vocab import Vocab
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType
 
-from convert.arch import Arch, Config, Transform
+from convert.arch import Arch, Config, OutTensor, Plan, Transform
 from convert.archs.common import DENSE_BLOCK, check_rope, common_meta, dense_shapes, head_dim, rope_scaling, rope_theta
-from convert.plan import OutTensor, Plan, default_plan
+from convert.plan import default_plan
 from convert.source import Checkpoint
 
 

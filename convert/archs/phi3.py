@@ -24,10 +24,10 @@ from collections.abc import Iterator
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, Keys
 
-from convert.arch import Arch, Config, Meta
+from convert.arch import Arch, Config, Meta, OutTensor, Plan
 from convert.archs.common import check_rope, common_meta, dense_shapes, head_dim, n_kv_heads, rope_scaling
 from convert.errors import UnsupportedError
-from convert.plan import OutTensor, Plan, default_plan
+from convert.plan import default_plan
 from convert.source import Checkpoint
 
 T = MODEL_TENSOR

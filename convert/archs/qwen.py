@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
-from convert.arch import Arch, Config, Meta
+from convert.arch import Arch, Config, Meta, Plan
 from convert.archs.common import DENSE_BLOCK, check_rope, common_meta, dense_shapes, head_dim
 from convert.errors import UnsupportedError
 from convert.experts import plan_stacked_experts
-from convert.plan import Plan
 from convert.source import Checkpoint
 
 T = MODEL_TENSOR

@@ -21,7 +21,7 @@ from gguf import GGUFReader, TokenType  # noqa: E402
 
 from convert import convert_checkpoint  # noqa: E402
 from convert.errors import UnsupportedError  # noqa: E402
-from convert.vocab import load_vocab  # noqa: E402
+from convert.vocab_kind import load_vocab  # noqa: E402
 from tests.convert.strings import strings  # noqa: E402
 from tests.fixtures.build import FAMILIES, build_fixture  # noqa: E402
 
