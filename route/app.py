@@ -15,11 +15,13 @@ from pydantic import ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from route.catalog import read_catalog
 from route.client_api import ClientApi
 from route.config import BackendSpec, RouterConfig, first_error
-from route.errors import BadRequest, PayloadTooLarge, RouteError, Unauthorized, error_body
+from route.errors import BadRequest, NotFound, PayloadTooLarge, RouteError, Unauthorized, error_body
 from route.health import run_checks
 from route.metrics import Metrics
+from route.ondemand import OnDemand
 from route.proxy import AiohttpUpstream, Proxy, Upstream
 from route.registry import Registry, load_state
 
@@ -36,6 +38,7 @@ class RouterState:
     wake_health: asyncio.Event
     make_upstream: Callable[[RouterConfig], Upstream]
     proxy: Proxy | None = None
+    ondemand: OnDemand | None = None
     health_task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.time)
 
@@ -74,12 +77,18 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             backend.last_check = time.time()
             backend.last_error = error
         state.health_task = asyncio.create_task(run_checks(state.registry, up.probe, cfg, state.wake_health))
+        if cfg.catalog is not None:
+            state.ondemand = state.proxy.ondemand = OnDemand(read_catalog(cfg.catalog), state.registry, state.metrics,
+                                                             state.save)
+            state.ondemand.start()
 
     @app.after_serving
     async def stop() -> None:
         if state.health_task is not None:
             state.health_task.cancel()
             await asyncio.gather(state.health_task, return_exceptions=True)
+        if state.ondemand is not None:
+            await state.ondemand.close()
         if state.proxy is not None:
             await state.proxy.upstream.close()
 
@@ -107,7 +116,11 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
 
     @app.get("/v1/models")
     async def models() -> Response:
-        data = [{"id": m, "object": "model", "created": int(state.started), "owned_by": "local"} for m in state.registry.models()]
+        created = int(state.started)
+        data = state.ondemand.listing(created) if state.ondemand is not None else []
+        listed = {d["id"] for d in data}
+        data += [{"id": m, "object": "model", "created": created, "owned_by": "local", "status": "loaded"}
+                 for m in state.registry.models() if m not in listed]
         return json_response({"object": "list", "data": data})
 
     # -- cluster API -----------------------------------------------------------------------------
@@ -166,6 +179,27 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         require_admin()
         return await unregister_name(name)
 
+    # -- the stack's models, loaded on demand (route/ondemand.py) ---------------------------------
+
+    async def model_in_body() -> tuple[OnDemand, str]:
+        require_admin()
+        if state.ondemand is None:
+            raise NotFound("this router loads no model on demand (it was started without a catalog)")
+        name = (await json_body()).get("model")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("`model` is required and must be a string", param="model")
+        return state.ondemand, name
+
+    @app.post("/models/load")
+    async def load_model() -> Response:
+        ondemand, name = await model_in_body()
+        return json_response(await ondemand.load(name))
+
+    @app.post("/models/unload")
+    async def unload_model() -> Response:
+        ondemand, name = await model_in_body()
+        return json_response(await ondemand.unload(name))
+
     @app.get("/backends")
     async def list_backends() -> Response:
         require_admin()
@@ -191,6 +225,7 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             "model_strategies": cfg.model_strategies,
             "backends": [b.view() for b in state.registry.backends.values()],
             "models": per_model,
+            **({"memory": state.ondemand.memory()} if state.ondemand is not None else {}),
         })
 
     @app.get("/metrics")
