@@ -208,7 +208,8 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
     @app.get("/health")
     async def health() -> Response:
         healthy = sum(1 for b in state.registry.backends.values() if b.healthy and not b.draining)
-        return json_response({"status": "ok" if healthy else "unavailable", "healthy_backends": healthy}, 200 if healthy else 503)
+        ok = healthy > 0 or state.ondemand is not None  # behind the stack, a model not loaded loads when asked for
+        return json_response({"status": "ok" if ok else "unavailable", "healthy_backends": healthy}, 200 if ok else 503)
 
     @app.get("/status")
     async def status() -> Response:

@@ -25,6 +25,13 @@ STATE_DIR = REPO / ".cache" / "stack"
 EXAMPLE_QUESTION = "What is the capital of France?"
 
 
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("stack_file", nargs="?", type=Path, default=None,
@@ -33,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"logs, state.json and the router's config go here (default: {STATE_DIR.relative_to(REPO)})")
     parser.add_argument("--port", type=int, default=None, help="the router's port, overriding the stack file")
     parser.add_argument("--plan-only", action="store_true", help="convert and print the placement plan, start nothing")
-    parser.add_argument("--load-timeout", type=float, default=600.0,
+    parser.add_argument("--load-timeout", type=seconds, default=600.0,
                         help="seconds a model server may take to load, and a request may wait for its model")
     return parser.parse_args(argv)
 

@@ -51,7 +51,10 @@ async def start_control(executor: Executor, key: str) -> ControlServer:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
             return _error(401, "the control channel needs its key")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # every answer is JSON, the errors too
+            return _error(exc.status, exc.text or exc.reason)
 
     async def body(request: web.Request) -> dict[str, Any]:
         try:

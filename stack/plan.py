@@ -99,10 +99,12 @@ def footprint(needs: ModelNeeds, n_gpu: int, reserve: int) -> tuple[int, int]:
 
 
 def compute_bytes(n_ubatch: int, n_vocab: int, n_head: int, n_ff: int, ctx_per_seq: int) -> int:
-    """llama.cpp's compute buffer, estimated: float32 logits for a whole micro-batch, its attention scores over one
-    sequence's context, and the feed-forward activations. Measured against llama.cpp's own report (its
-    "compute buffer size" line) on the demo models, 5.6 vs 5.8 MiB, and a 151,936-token 330M model, 175 vs 152 MiB."""
-    return 4 * n_ubatch * (n_vocab + n_head * ctx_per_seq + 2 * n_ff)
+    """llama.cpp's compute buffer, estimated. Its graph allocator reuses memory, so the peak is the larger of two
+    phases, the float32 logits of a whole micro-batch or its attention scores over one sequence's context (with the
+    softmax beside them), plus the feed-forward activations. Against llama.cpp's own report ("compute buffer size")
+    for serve's contexts: 0.94-1.3x on the demo models (tests/stack/test_footprint.py), 1.1x on a 151,936-token
+    330M model whose logits dominate."""
+    return int(4 * n_ubatch * (max(n_vocab, 1.5 * n_head * ctx_per_seq) + 4 * n_ff))
 
 
 def costs(needs: ModelNeeds, reserve: int, gpu: bool) -> list[Cost]:
@@ -181,10 +183,17 @@ def plan_stack(models: list[ModelNeeds], preload: set[str], budget: int | None, 
         best = next((c for c in options if limit.holds(c.vram, c.ram)), options[-1])
         rows[m.name] = _row(m, best.layers, reserve)
         later.append(m.name if limit.holds(best.vram, best.ram) else f"{m.name} (too large for the budget)")
-    notes = [loaded.note] + ([] if loaded.rows else ["no model is loaded at start"])
+    notes = [loaded.note]
+    vram = ram = 0
+    for row in loaded.rows:  # in the file's order, as the router preloads them: nothing is evicted for a preload
+        if limit.holds(vram + row.vram, ram + row.ram):
+            vram, ram = vram + row.vram, ram + row.ram
+        else:
+            notes.append(f"{row.name} is not loaded at start: it does not fit the budget beside the models before it")
+    if not vram and not ram:
+        notes.append("no model is loaded at start")
     if ram_budget is not None:
-        used = sum(rows[m.name].ram for m in models if m.name in preload)
-        notes.append(f"RAM budget {human(ram_budget)}: {human(used)} loaded at start")
+        notes.append(f"RAM budget {human(ram_budget)}" + (f": {human(ram)} loaded at start" if ram else ""))
     if later:
         notes.append("loaded at their first request: " + ", ".join(later))
     return Plan(tuple(rows[m.name] for m in models), "\n".join(notes), budget)

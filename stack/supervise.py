@@ -450,7 +450,6 @@ class Supervisor:
             if child.up is not None and not child.up.done():
                 child.up.cancel()
             child.status = "unloaded" if child.status != "failed" else "failed"
-            child.proc = None
 
     async def stop_model(self, name: str, why: str) -> None:
         """Stop every replica of the model; returns once each process is gone."""
@@ -461,6 +460,8 @@ class Supervisor:
             held = [rss_bytes(c.proc.pid) for c in group if c.proc is not None and c.proc.returncode is None]
             self.say(f"stack: unloading {name}" + (f" ({why})" if why else ""))
             await self._halt(group)
+            for child in group:
+                child.proc = None  # state.json: no pid for a server that is not running
             self._layers.pop(name, None)
             self.write_state()
             freed = sum(b for b in held if b is not None)

@@ -121,3 +121,20 @@ def test_decisions_keep_the_budget(raw: list[tuple[int, int, bool]], raw_options
     else:
         idle_ram = sum(h.cost.ram for h in holders if h.busy is None)
         assert not any(budget.holds(o.vram, used_ram - idle_ram + o.ram) for o in options)
+
+
+def test_what_the_router_tells_the_planner_about_each_model() -> None:
+    """route.ondemand.Entry.busy(): only a loaded, idle, unpinned model may be evicted."""
+    from route.catalog import CatalogModel, CostEntry
+    from route.ondemand import Entry
+
+    def entry(**kw: object) -> Entry:
+        spec = CatalogModel(name="m", names=["m"], costs=[CostEntry(layers=0, vram=0, ram=1)],
+                            pinned=bool(kw.pop("pinned", False)))
+        return Entry(spec, **kw)  # type: ignore[arg-type]
+
+    assert entry(status="loaded").busy() is None
+    assert entry(status="loaded", pinned=True).busy() == "pinned"
+    assert entry(status="loaded", active=1).busy() == "1 in flight, 0 waiting"
+    assert entry(status="loaded", waiting=2).busy() == "0 in flight, 2 waiting"  # loaded, its waiters not yet resumed
+    assert entry(status="loading").busy() == "loading" and entry(status="unloading").busy() == "unloading"
