@@ -111,7 +111,7 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         log.exception("unexpected error")
         return json_response(error_body(f"internal error: {type(exc).__name__}", "server_error", "internal_error"), 500)
 
-    # -- client API: /v1/chat/completions and /v1/completions are served by ClientApi ----------
+    # -- client API: /v1/chat/completions, /v1/completions and /v1/embeddings are served by ClientApi
     app.asgi_app = ClientApi(app.asgi_app, proxy, cfg.max_body)  # type: ignore[method-assign]
 
     @app.get("/v1/models")

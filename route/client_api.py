@@ -1,8 +1,9 @@
-"""The client API (POST /v1/chat/completions, /v1/completions) as a plain ASGI handler in front of Quart.
+"""The client API (POST /v1/chat/completions, /v1/completions, /v1/embeddings) as a plain ASGI handler in front
+of Quart.
 
 This is the router's hot path. Quart's request and response objects, routing and the two tasks it runs
 per request cost about as much CPU as the whole proxying (bench/route.py measured bare Quart at half
-uvicorn's raw rate), so these two routes skip it; everything else goes on to the Quart app. Installed
+uvicorn's raw rate), so these routes skip it; everything else goes on to the Quart app. Installed
 as `app.asgi_app`, so Quart's test client exercises it too.
 """
 
@@ -19,7 +20,8 @@ from route.strategies import RouteRequest
 
 log = logging.getLogger("route")
 
-CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+# Routed by the body's `model`; the model server itself says 400 when the model does not serve that endpoint.
+CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 FORWARDED_HEADERS = frozenset({b"authorization", b"accept", b"x-request-id", b"openai-organization", b"openai-project"})
 JSON = (b"content-type", b"application/json")
 

@@ -18,15 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from serve import responses
+from serve import embeddings_api, responses
 from serve.channels import ChannelParser
 from serve.config import ServeConfig
+from serve.embeddings import load_embedder
 from serve.engine import Event, Failed, Finished, Piece, SamplingParams
-from serve.errors import BodyTooLarge, InvalidRequest, Loading, ServeError, Unauthorized
+from serve.errors import (
+    BodyTooLarge,
+    ContextLengthExceeded,
+    InvalidRequest,
+    Loading,
+    ModelNotFound,
+    ServeError,
+    Unauthorized,
+    UnsupportedEndpoint,
+)
 from serve.grammar import build as build_grammar
 from serve.prompts import as_dicts, starts_in_thinking
 from serve.router_client import RouterClient
@@ -34,6 +44,9 @@ from serve.runtime import Loaded, Runtime
 from serve.schemas import ChatRequest, CompletionRequest, Sampling
 
 log = logging.getLogger("serve")
+
+# request path -> the endpoint label of metrics (any other path counts as "other": labels stay bounded)
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
 
 
 class ServeApp(Quart):
@@ -53,13 +66,18 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         async def load() -> None:
             rt = app.runtime
             try:
-                rt.loaded = await asyncio.to_thread(rt.load)
+                if config.embeddings:
+                    rt.embedder = await asyncio.to_thread(load_embedder, config, rt.model_path)
+                    model_type = rt.embedder.model_type
+                else:
+                    rt.loaded = await asyncio.to_thread(rt.load)
+                    model_type = rt.loaded.model_type
             except Exception as err:  # reported by /health; the process keeps answering 503
                 rt.load_error = str(err)
                 log.error("loading failed: %s", err)
                 return
             if app.router:
-                await app.router.register(rt.model_name, rt.loaded.model_type)
+                await app.router.register(rt.model_name, model_type, config.alias)
 
         app.add_background_task(load)
 
@@ -71,13 +89,17 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
     @app.errorhandler(ServeError)
     async def _serve_error(err: ServeError) -> Response:
+        _count_refused(app, err.status, err.code)
         return _error(err)
 
     @app.errorhandler(HTTPException)
     async def _http_error(err: HTTPException) -> Response:
         if err.code == 413:
-            return _error(BodyTooLarge(f"request body over {config.max_body_bytes} bytes"))
+            too_large = BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
+            _count_refused(app, too_large.status, too_large.code)
+            return _error(too_large)
         status = err.code or 500
+        _count_refused(app, status, str(status))
         kind = "invalid_request_error" if status < 500 else "server_error"
         body = {"error": {"message": err.description or str(err), "type": kind, "param": None, "code": str(status)}}
         return Response(json.dumps(body), status=status, content_type="application/json")
@@ -94,6 +116,10 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
         rt = app.runtime
+        if rt.embedder is not None:  # an --embeddings server
+            if not rt.embedder.alive:
+                return {"status": "error", "error": "the embeddings thread has stopped"}, 503
+            return {"status": "ok", "model": rt.model_name}, 200
         if rt.loaded is None:
             body: dict[str, Any] = {"status": "error" if rt.load_error else "loading"}
             if rt.load_error:
@@ -116,16 +142,32 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         rt = app.runtime
-        entry = {"id": rt.model_name, "object": "model", "created": int(rt.model_path.stat().st_mtime), "owned_by": "local"}
-        return {"object": "list", "data": [entry]}
+        created = int(rt.model_path.stat().st_mtime)
+        names = dict.fromkeys((rt.model_name, *config.alias))
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "local"}
+                                           for n in names]}
 
     @app.post("/v1/chat/completions")
     async def chat() -> Response:
-        return await _counted(app, "chat", _chat(app, await _body(ChatRequest)))
+        async def work() -> Response:
+            return await _chat(app, _served(app, await _body(ChatRequest), "chat"))
+
+        return await _counted(app, "chat", work())
 
     @app.post("/v1/completions")
     async def completions() -> Response:
-        return await _counted(app, "completions", _completion(app, await _body(CompletionRequest)))
+        async def work() -> Response:
+            return await _completion(app, _served(app, await _body(CompletionRequest), "completions"))
+
+        return await _counted(app, "completions", work())
+
+    @app.post("/v1/embeddings")
+    async def embeddings() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(embeddings_api.EmbeddingRequest), "embeddings")
+            return Response(json.dumps(await embeddings_api.respond(app.runtime, req)), content_type="application/json")
+
+        return await _counted(app, "embeddings", work())
 
     return app
 
@@ -151,7 +193,32 @@ async def _counted(app: ServeApp, endpoint: str, work: Any) -> Response:
     return response
 
 
-async def _body(model: type[Sampling]) -> Any:
+def _count_refused(app: ServeApp, status: int, code: str | None) -> None:
+    """Requests refused with a 4xx, by endpoint and reason, for /metrics."""
+    if 400 <= status < 500:
+        app.runtime.metrics.refused.labels(ENDPOINTS.get(request.path, "other"), code or str(status)).inc()
+
+
+def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
+    """The request, if this server serves its model (name or alias; none given is fine) on this endpoint."""
+    rt, config = app.runtime, app.runtime.config
+    if req.model and req.model not in (rt.model_name, *config.alias):
+        raise ModelNotFound(f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
+                            param="model")
+    if config.embeddings and endpoint != "embeddings":
+        raise UnsupportedEndpoint(
+            f"{rt.model_name!r} is an embeddings model (the server runs with --embeddings): use /v1/embeddings",
+            param="model",
+        )
+    if endpoint == "embeddings" and not config.embeddings:
+        raise UnsupportedEndpoint(
+            f"{rt.model_name!r} does not serve embeddings: start its server with --embeddings "
+            "(stack file: embeddings = true)", param="model",
+        )
+    return req
+
+
+async def _body(model: type[BaseModel]) -> Any:
     raw = await request.get_data()
     try:
         data = json.loads(raw)
@@ -178,10 +245,14 @@ def _params(req: Sampling, prompt_len: int, ctx: int, grammar: Any = None) -> Sa
         raise InvalidRequest("the prompt is empty", param="prompt")
     room = ctx - prompt_len
     if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
+        # OpenAI's wording: LangChain, crewAI and others look for "maximum context length" or the code.
         want = req.max_tokens or 1
-        raise InvalidRequest(
-            f"this model's context is {ctx} tokens; the prompt takes {prompt_len} and max_tokens asks for {want}",
-            param="messages" if isinstance(req, ChatRequest) else "prompt",
+        where = "messages" if isinstance(req, ChatRequest) else "prompt"
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {ctx} tokens. However, you requested {prompt_len + want} "
+            f"tokens ({prompt_len} in the {where}, {want} in the completion). Please reduce the length of the "
+            f"{where} or completion.",
+            param=where,
         )
     return SamplingParams(
         max_tokens=req.max_tokens or room,

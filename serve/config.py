@@ -7,7 +7,7 @@ import types
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "demo" / "demo-think"
@@ -22,6 +22,9 @@ class ServeConfig(BaseModel):
     model_path: Path = Field(DEMO_MODEL, description="a .gguf file, or a HuggingFace folder (converted once, cached)")
     model_type: ModelType | None = Field(None, description="chat format family; read from the GGUF when omitted")
     model_name: str | None = Field(None, description="the name clients ask for; default: the file or folder name")
+    alias: tuple[str, ...] = Field((), description="more names clients may ask for, comma-separated")
+    embeddings: bool = Field(False, description="serve /v1/embeddings (only) with the model's pooling")
+    pooling: Literal["mean", "cls", "last"] | None = Field(None, description="embeddings pooling; default: the GGUF's")
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")
@@ -38,6 +41,12 @@ class ServeConfig(BaseModel):
     router: str | None = Field(None, description="router URL to register with at start and leave at shutdown")
     router_key: str | None = Field(None, description="the router's admin key, if it has one")
     advertise_url: str | None = Field(None, description="URL the router should use (default: http://host:port)")
+
+    @field_validator("alias", mode="before")
+    @classmethod
+    def _split_alias(cls, value: object) -> object:
+        # The command line gives one string, as llama.cpp's --alias does.
+        return tuple(a.strip() for a in value.split(",") if a.strip()) if isinstance(value, str) else value
 
 
 def _flag(name: str) -> str:

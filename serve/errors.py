@@ -1,12 +1,15 @@
 """The server's exception tree; app.py renders each as an OpenAI error body with its status.
 
 ServeError
-  InvalidRequest      400 invalid_request_error (bad JSON, wrong types, context overflow, bad schema)
+  InvalidRequest      400 invalid_request_error (bad JSON, wrong types, bad schema)
+    ContextLengthExceeded  400 context_length_exceeded (prompt plus max_tokens, or an input, beyond the context)
+    UnsupportedEndpoint    400 unsupported_endpoint (chat on an --embeddings server, embeddings on a chat one)
   Unauthorized        401 authentication_error
   ModelNotFound       404 model_not_found
   BodyTooLarge        413
   QueueFull           429 queue_full, with Retry-After
   Loading             503 (model not loaded yet)
+  ShuttingDown        503 (the server stopped before answering)
 ConfigError           bad command line or model path: one line, exit 2
 """
 
@@ -31,6 +34,14 @@ class InvalidRequest(ServeError):
     status, type, code = 400, "invalid_request_error", "invalid_request"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class UnsupportedEndpoint(InvalidRequest):
+    code = "unsupported_endpoint"
+
+
 class Unauthorized(ServeError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
 
@@ -53,6 +64,10 @@ class QueueFull(ServeError):
 
 class Loading(ServeError):
     status, type, code = 503, "server_error", "model_loading"
+
+
+class ShuttingDown(ServeError):
+    status, type, code = 503, "server_error", "shutting_down"
 
 
 class ConfigError(Exception):

@@ -31,8 +31,9 @@ class RouterClient:
             log.error("router %s unreachable: %s", self.base, err)
             return False
 
-    async def register(self, name: str, model_type: str) -> bool:
-        body = {"name": name, "url": self.url, "model_type": model_type, "models": [name], "weight": 1}
+    async def register(self, name: str, model_type: str, aliases: tuple[str, ...] = ()) -> bool:
+        models = list(dict.fromkeys((name, *aliases)))
+        body = {"name": name, "url": self.url, "model_type": model_type, "models": models, "weight": 1}
         ok = await self._post("/backends/register", body)
         if ok:
             log.info("registered with %s as %s (%s)", self.base, name, self.url)

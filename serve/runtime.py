@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp as ll
 
@@ -23,6 +24,9 @@ from serve.metrics import Metrics
 from serve.placement import free_vram, read_shape, resolve
 from serve.prompts import ChatTemplate, chat_template
 from serve.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from serve.embeddings import Embedder
 
 log = logging.getLogger("serve")
 
@@ -47,6 +51,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     loaded: Loaded | None = None
     load_error: str | None = None
+    embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
 
     @classmethod
     def create(cls, config: ServeConfig, model_path: Path, default_name: str | None = None) -> Runtime:
@@ -82,6 +87,13 @@ class Runtime:
 
     def drain(self) -> None:
         """Shutdown, first step: running streams end now with `stop` (cleanly, [DONE] and all), waiters too."""
+        if self.embedder:  # an embeddings server: what has not been answered fails with "shutting down"
+            from serve.embeddings import SHUTDOWN
+
+            self.embedder.stop()
+            for waiting in list(self.scheduler.waiting):
+                waiting.emit(SHUTDOWN)  # type: ignore[attr-defined]
+            return
         if self.loaded:
             self.loaded.engine.stop()
         for job in list(self.scheduler.waiting):
@@ -92,6 +104,9 @@ class Runtime:
             self.loaded.engine.stop()
             self.loaded.model.close()
             self.loaded = None
+        if self.embedder:
+            self.embedder.close()
+            self.embedder = None
 
     # -- one request ---------------------------------------------------------------------------------------
 

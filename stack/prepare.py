@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from serve.config import CACHE, ServeConfig
+from serve.embeddings import MAX_SEQS as EMBED_SEQS
 from serve.placement import free_vram
 from serve.models import content_hash
 from stack.gguf_info import GGUFInfo, InfoError, read_info
@@ -57,17 +58,24 @@ def gpu_offload() -> bool:
 
 def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNeeds]:
     """What each model takes, as serve will run it: the context capped at the model's training context (serve does
-    the same), one micro-batch of prompt_chunk + max_concurrent tokens for the compute buffer."""
+    the same). A chat model: KV for ctx x max_concurrent tokens, one micro-batch of prompt_chunk + max_concurrent
+    tokens. An embeddings model (serve/embeddings.py): one KV stream and one micro-batch of the context rounded up
+    to EMBED_SEQS tokens, every one of them through the output head."""
     chunk = ServeConfig.model_fields["prompt_chunk"].default
     out = []
     for m in stack.models:
         info = sizes[m.name]
         ctx = min(m.ctx_size, info.n_ctx_train or m.ctx_size)
+        if m.embeddings:
+            batch = -(-ctx // EMBED_SEQS) * EMBED_SEQS
+            kv_tokens, ubatch, ctx = batch, batch, batch
+        else:
+            kv_tokens, ubatch = ctx * m.max_concurrent, chunk + m.max_concurrent
         out.append(ModelNeeds(
             name=m.name, shape=info.shape, total_bytes=info.total_bytes,
-            n_ctx=ctx * m.max_concurrent, kv_type=m.kv_type, replicas=m.replicas,
+            n_ctx=kv_tokens, kv_type=m.kv_type, replicas=m.replicas,
             device_map=m.device_map, n_gpu_layers=m.n_gpu_layers,
-            host_compute=compute_bytes(chunk + m.max_concurrent, info.n_vocab, info.n_head, info.n_ff, ctx),
+            host_compute=compute_bytes(ubatch, info.n_vocab, info.n_head, info.n_ff, ctx),
             process=PROCESS_BYTES,
         ))
     return out

@@ -124,6 +124,10 @@ def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int, ap
         argv += ["--model-type", model.model_type]
     if model.threads:
         argv += ["--threads", str(model.threads)]
+    if model.aliases:  # the server answers to them too (404 model_not_found for any other name)
+        argv += ["--alias", ",".join(model.aliases)]
+    if model.embeddings:
+        argv.append("--embeddings")
     if api_key:
         argv += ["--api-key", api_key]
     return argv

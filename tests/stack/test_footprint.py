@@ -54,3 +54,30 @@ def test_kv_and_compute_against_llama_cpp(demo_gguf: Callable[[str], Path], name
     estimate = compute_bytes(n_ubatch, info.n_vocab, info.n_head, info.n_ff, ctx) / 2**20
     assert reported["compute"] > 0
     assert 0.9 <= estimate / reported["compute"] <= 1.5, (estimate, reported)
+
+
+def test_embeddings_model_against_llama_cpp(embedding_gguf: Path, tmp_path: Path) -> None:
+    """An embeddings server (serve/embeddings.py) holds one KV stream and one micro-batch of its whole context, every
+    token through the output head: the stack's needs for `embeddings = true` against llama.cpp's report."""
+    from serve.embeddings import Embedder
+    from stack.config import parse_stack
+    from stack.prepare import model_needs
+
+    info = read_info(embedding_gguf)
+    stack = parse_stack({"models": [{"name": "e", "source": str(embedding_gguf), "embeddings": True, "ctx_size": 200}]},
+                        tmp_path)
+    needs = model_needs(stack, {"e": info})[0]
+    model = serve.engine.Model(embedding_gguf)
+    _lines.clear()
+    ll.llama_log_set(_capture, ctypes.c_void_p())
+    try:
+        Embedder(model, min(200, info.n_ctx_train or 200), threads=1).stop()
+    finally:
+        ll.llama_log_set(serve.engine._llama_log, ctypes.c_void_p())
+        model.close()
+    text = "".join(_lines)
+    kv = sum(float(m) for m in re.findall(r"KV buffer size =\s+([\d.]+) MiB", text))
+    compute = sum(float(m) for m in re.findall(r"CPU compute buffer size =\s+([\d.]+) MiB", text))
+    kv_planned = kv_bytes_per_token(info.shape, "f16") * needs.n_ctx * info.shape.n_layers / 2**20
+    assert kv_planned == pytest.approx(kv, abs=0.015)
+    assert 0.9 <= needs.host_compute / 2**20 / compute <= 1.5, (needs.host_compute / 2**20, compute)
