@@ -232,7 +232,7 @@ class Supervisor:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 pass
             try:
-                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.2)
+                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.05)  # often: a request may be waiting for this load
             except asyncio.TimeoutError:
                 pass
         if child.proc.returncode is None:
