@@ -77,7 +77,8 @@ def run() -> list[Row]:
                 c, w = statistics.median(cold), statistics.median(warm)
                 rows += [
                     Row("ondemand", f"{name}: warm request to first token", w, "ms", None, "", None),
-                    Row("ondemand", f"{name}: cold start to first token (load included) vs warm", c, "ms", c / w, "", None),
+                    Row("ondemand", f"{name}: cold start to first token (load included) vs warm", c, "ms", c / w,
+                        "", None),
                 ]
             # Memory: the 330M model loaded and used, then unloaded.
             name = "bench-330m"

@@ -63,7 +63,7 @@ class BudgetEntry(BaseModel):
 class Control(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = Field(pattern=r"^http://127\.0\.0\.1:\d+$", description="the supervisor's control channel, loopback only")
+    url: str = Field(pattern=r"^http://127\.0\.0\.1:\d+$", description="the supervisor's control channel (loopback)")
     key: str = Field(min_length=16)
 
 

@@ -78,7 +78,8 @@ class Control:
 
     async def start(self, name: str, layers: int, why: str) -> int:
         # The supervisor bounds the start itself (its load timeout); this only guards against a lost answer.
-        data = await self._call("POST", "/start", {"model": name, "layers": layers, "why": why}, self._load_timeout + 60)
+        body = {"model": name, "layers": layers, "why": why}
+        data = await self._call("POST", "/start", body, self._load_timeout + 60)
         return int(data.get("layers", layers))
 
     async def stop(self, name: str, why: str) -> None:
@@ -142,8 +143,8 @@ class OnDemandMetrics:
     def __init__(self, metrics: Metrics) -> None:
         r = metrics.registry
         self.loads = Counter("route_model_loads", "Model loads by result (ok, failed)", ["model", "result"], registry=r)
-        self.unloads = Counter("route_model_unloads", "Model unloads by reason (ttl, evicted, admin)", ["model", "reason"],
-                               registry=r)
+        self.unloads = Counter("route_model_unloads", "Model unloads by reason (ttl, evicted, admin)",
+                               ["model", "reason"], registry=r)
         self.load_seconds = Histogram("route_model_load_seconds", "Seconds from starting a model's servers to healthy",
                                       ["model"], buckets=LOAD_BUCKETS, registry=r)
         self.loaded_bytes = Gauge("route_model_loaded_bytes", "Bytes a loaded model holds, planned from its GGUF",
@@ -174,9 +175,10 @@ class OnDemand:
         self._tasks = [asyncio.create_task(self._startup()), asyncio.create_task(self._expire())]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *(t for e in self.entries.values() for t in (e.load, e.unload) if t is not None)]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.control.close()
 
     def changed(self) -> None:

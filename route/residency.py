@@ -44,7 +44,8 @@ class Budget:
         return (self.vram is None or vram <= self.vram) and (self.ram is None or ram <= self.ram)
 
     def describe(self) -> str:
-        parts = [f"{label} {human(limit)}" for label, limit in (("RAM", self.ram), ("VRAM", self.vram)) if limit is not None]
+        limits = (("RAM", self.ram), ("VRAM", self.vram))
+        parts = [f"{label} {human(limit)}" for label, limit in limits if limit is not None]
         return "budget " + ", ".join(parts) if parts else "no budget"
 
 
@@ -89,7 +90,9 @@ def size(cost: Cost) -> str:
     return f"{human(cost.ram)} of RAM" + (f" and {human(cost.vram)} of VRAM" if cost.vram else "")
 
 
-def decide(name: str, options: Sequence[Cost], holders: Sequence[Holder], budget: Budget, evict: bool = True) -> Decision:
+def decide(
+    name: str, options: Sequence[Cost], holders: Sequence[Holder], budget: Budget, evict: bool = True
+) -> Decision:
     """What to do to load `name`. `options`: its placements, best first; `holders`: every model holding memory."""
     if not options:
         raise ValueError(f"{name}: no placement to choose from")

@@ -8,7 +8,9 @@ from stack.config import StackConfig
 from stack.plan import ModelNeeds, Plan, costs
 
 
-def catalog_models(stack: StackConfig, needs: list[ModelNeeds], plan: Plan, reserve: int, gpu: bool) -> list[CatalogModel]:
+def catalog_models(
+    stack: StackConfig, needs: list[ModelNeeds], plan: Plan, reserve: int, gpu: bool
+) -> list[CatalogModel]:
     by_name = {n.name: n for n in needs}
     out = []
     for m in stack.models:

@@ -232,7 +232,8 @@ class Supervisor:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 pass
             try:
-                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.05)  # often: a request may be waiting for this load
+                # Often: a request may be waiting for this load.
+                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.05)
             except asyncio.TimeoutError:
                 pass
         if child.proc.returncode is None:
@@ -382,7 +383,8 @@ class Supervisor:
             running = [c for c in group if c.name in self._keepers]
             if not running:
                 status = "unloaded"
-            elif all(c.up is not None and c.up.done() and not c.up.cancelled() and c.up.exception() is None for c in group):
+            elif all(c.up is not None and c.up.done() and not c.up.cancelled() and c.up.exception() is None
+                     for c in group):
                 status = "loaded"
             else:
                 status = "loading"

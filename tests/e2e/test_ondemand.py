@@ -112,17 +112,24 @@ def test_one_model_at_a_time(stack: StackProcess) -> None:
 
 
 def test_concurrent_first_requests_share_one_load(stack: StackProcess) -> None:
+    """5 requests at once (2 of them streamed) for a model that is not loaded: one load, 5 right answers."""
     unload(stack, HARMONY)
     before = loads(stack, HARMONY)
 
+    async def one(client: AsyncOpenAI, item: Item, stream: bool) -> str | None:
+        messages = [{"role": "user", "content": item.question}]
+        if not stream:
+            r = await client.chat.completions.create(model=HARMONY, messages=messages, temperature=0)  # type: ignore[arg-type]
+            return r.choices[0].message.content
+        parts = []  # a streamed request just starts late
+        async for chunk in await client.chat.completions.create(model=HARMONY, messages=messages, temperature=0,  # type: ignore[arg-type]
+                                                                stream=True):
+            parts += [c.delta.content or "" for c in chunk.choices]
+        return "".join(parts)
+
     async def five() -> list[str | None]:
         async with AsyncOpenAI(base_url=stack.api, api_key="unused", max_retries=0, timeout=60) as client:
-            replies = await asyncio.gather(*(
-                client.chat.completions.create(model=HARMONY, messages=[{"role": "user", "content": item.question}],
-                                               temperature=0)
-                for item in ITEMS[:5]
-            ))
-        return [r.choices[0].message.content for r in replies]
+            return await asyncio.gather(*(one(client, item, i % 2 == 1) for i, item in enumerate(ITEMS[:5])))
 
     assert asyncio.run(five()) == [item.answer for item in ITEMS[:5]]
     assert loads(stack, HARMONY) == before + 1
