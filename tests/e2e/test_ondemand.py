@@ -117,13 +117,12 @@ def test_concurrent_first_requests_share_one_load(stack: StackProcess) -> None:
     before = loads(stack, HARMONY)
 
     async def one(client: AsyncOpenAI, item: Item, stream: bool) -> str | None:
-        messages = [{"role": "user", "content": item.question}]
+        ask: Any = {"model": HARMONY, "messages": [{"role": "user", "content": item.question}], "temperature": 0}
         if not stream:
-            r = await client.chat.completions.create(model=HARMONY, messages=messages, temperature=0)  # type: ignore[arg-type]
+            r = await client.chat.completions.create(**ask)
             return r.choices[0].message.content
         parts = []  # a streamed request just starts late
-        async for chunk in await client.chat.completions.create(model=HARMONY, messages=messages, temperature=0,  # type: ignore[arg-type]
-                                                                stream=True):
+        async for chunk in await client.chat.completions.create(**ask, stream=True):
             parts += [c.delta.content or "" for c in chunk.choices]
         return "".join(parts)
 
