@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +153,7 @@ class OnDemandMetrics:
 
 
 class OnDemand:
-    def __init__(self, catalog: Catalog, registry: Registry, metrics: Metrics, save: Callable[[], None],
+    def __init__(self, catalog: Catalog, registry: Registry, metrics: Metrics, save: Callable[[], Awaitable[None]],
                  control: Control | None = None) -> None:
         self.catalog = catalog
         self.budget: Budget = catalog.budget.budget()
@@ -313,7 +313,7 @@ class OnDemand:
             for backend in list(self.registry.all_for(entry.name)):
                 if not backend.draining:
                     self.registry.unregister(backend.name)
-            self.save()
+            await self.save()
             log.info("unloading %s (%s)", entry.name, why)
             try:
                 await self.control.stop(entry.name, why)

@@ -22,6 +22,10 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from hearth_common.errors import error_body, error_type
+from hearth_common.jsonbody import BodyError, parse_object
+from hearth_common.keys import key_matches, presented_key
+from hearth_common.validation import error_place, first_error
 from serve import embeddings_api, responses
 from serve.channels import ChannelParser
 from serve.config import ServeConfig
@@ -33,6 +37,7 @@ from serve.errors import (
     InvalidRequest,
     Loading,
     ModelNotFound,
+    RequestTimeout,
     ServeError,
     Unauthorized,
     UnsupportedEndpoint,
@@ -58,6 +63,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     """`model_path`: the GGUF to load (default: config.model_path, which must then be a .gguf)."""
     app = ServeApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
 
@@ -98,17 +104,22 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             too_large = BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
             _count_refused(app, too_large.status, too_large.code)
             return _error(too_large)
+        if err.code == 408:
+            timeout = RequestTimeout(f"request body not received within {BODY_TIMEOUT} s")
+            _count_refused(app, timeout.status, timeout.code)
+            return _error(timeout)
         status = err.code or 500
         _count_refused(app, status, str(status))
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": err.description or str(err), "type": kind, "param": None, "code": str(status)}}
-        return Response(json.dumps(body), status=status, content_type="application/json")
+        body = error_body(err.description or str(err), error_type(status), str(status))
+        allow = {k: v for k, v in err.get_headers() if k.lower() == "allow"}  # a 405 says what is allowed
+        return Response(json.dumps(body), status=status, headers=allow, content_type="application/json")
 
     @app.before_request
     async def _guard() -> None:
         if not request.path.startswith("/v1/"):
             return
-        if config.api_key and request.headers.get("Authorization", "") != f"Bearer {config.api_key}":
+        presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+        if config.api_key and not key_matches(presented, config.api_key):
             raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
         if (request.content_length or 0) > config.max_body_bytes:
             raise BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
@@ -175,6 +186,9 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 # -- helpers ------------------------------------------------------------------------------------------------
 
 
+BODY_TIMEOUT = 30  # seconds a client may take to send its body (Quart's default is 60)
+
+
 def _error(err: ServeError) -> Response:
     response = Response(json.dumps(err.body()), status=err.status, content_type="application/json")
     retry = getattr(err, "retry_after", None)
@@ -219,19 +233,14 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
 
 
 async def _body(model: type[BaseModel]) -> Any:
-    raw = await request.get_data()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidRequest(f"the body is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object")
+        data = parse_object(await request.get_data())
+    except BodyError as err:
+        raise InvalidRequest(str(err)) from None
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{where}: {first['msg']}" if where else first["msg"], param=where or None) from err
+        raise InvalidRequest(first_error(err, default="body"), param=error_place(err)) from None
 
 
 def _loaded(app: ServeApp) -> Loaded:
@@ -273,8 +282,12 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
     template = loaded.template
-    prompt = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
-    tokens = rt.tokenize_prompt(prompt)
+
+    def prepare() -> tuple[str, list[int]]:
+        text = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
+        return text, rt.tokenize_prompt(text)
+
+    prompt, tokens = await asyncio.to_thread(prepare)  # a long conversation would hold every other request
     grammar = build_grammar(req.response_format, template.format, template.thinks)
     params = _params(req, len(tokens), loaded.engine.ctx_per_seq, grammar)
     queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -300,7 +313,7 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
 async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
-    tokens = loaded.model.tokenize(req.prompt, add_special=True)
+    tokens = await asyncio.to_thread(loaded.model.tokenize, req.prompt, add_special=True)
     params = _params(req, len(tokens), loaded.engine.ctx_per_seq)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     job = rt.job(tokens, params, queue)
@@ -371,7 +384,7 @@ async def _chat_chunks(
                     yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
             elif isinstance(event, Failed):
                 yield {**meta, "object": "chat.completion.chunk", "choices": [],
-                       "error": {"message": event.message, "type": "server_error"}}
+                       **error_body(event.message, "server_error", "generation_failed")}
                 return
             else:
                 for e in turn.finish():
@@ -398,7 +411,8 @@ async def _completion_chunks(
                 if event.text:
                     yield chunk(event.text)
             elif isinstance(event, Failed):
-                yield {**meta, "object": "text_completion", "choices": [], "error": {"message": event.message}}
+                yield {**meta, "object": "text_completion", "choices": [],
+                       **error_body(event.message, "server_error", "generation_failed")}
                 return
             else:
                 done = _Finish.of(event)

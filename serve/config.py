@@ -9,11 +9,16 @@ from typing import Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hearth_common.keys import KeyFileError, find_key
+from hearth_common.names import ModelType
+from serve.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "demo" / "demo-think"
 CACHE = REPO / ".cache" / "serve"
 
-ModelType = Literal["gemma3", "gpt-oss", "llama", "mistral", "qwen", "generic"]
+# Keys never come from the command line (`ps` shows it to every user): a --NAME-file or the environment.
+SECRETS = {"api_key": "HEARTH_SERVE_API_KEY", "router_key": "HEARTH_SERVE_ROUTER_KEY"}
 
 
 class ServeConfig(BaseModel):
@@ -36,10 +41,12 @@ class ServeConfig(BaseModel):
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones; more get 429")
     prompt_chunk: int = Field(256, ge=16, description="prompt tokens processed per step, so streams keep flowing")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
-    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on /v1/*")
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (or x-api-key) on /v1/*")
+    api_key_file: Path | None = Field(None, description="owner-only file holding the API key (or HEARTH_SERVE_API_KEY)")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted")
     router: str | None = Field(None, description="router URL to register with at start and leave at shutdown")
     router_key: str | None = Field(None, description="the router's admin key, if it has one")
+    router_key_file: Path | None = Field(None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)")
     advertise_url: str | None = Field(None, description="URL the router should use (default: http://host:port)")
 
     @field_validator("alias", mode="before")
@@ -57,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     """One flag per settings field, with the field's description and default."""
     parser = argparse.ArgumentParser(prog="python -m serve", description="Serve one model behind the OpenAI API.")
     for name, info in ServeConfig.model_fields.items():
+        if name in SECRETS:
+            continue
         annotation = info.annotation
         args = [a for a in get_args(annotation) if a is not type(None)]
         if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
@@ -72,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def from_args(argv: list[str] | None = None) -> ServeConfig:
-    """Parse the command line; pydantic does the type checks. Raises pydantic.ValidationError."""
-    ns = build_parser().parse_args(argv)
-    return ServeConfig(**{k: v for k, v in vars(ns).items() if v is not None})
+    """Parse the command line; pydantic does the type checks. Raises pydantic.ValidationError, or ConfigError
+    for a key file that cannot be used."""
+    values = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
+    for name, env in SECRETS.items():
+        file = values.get(f"{name}_file")
+        try:
+            key = find_key(Path(file) if file is not None else None, env)
+        except KeyFileError as err:
+            raise ConfigError(str(err)) from None
+        if key:
+            values[name] = key
+    return ServeConfig(**values)

@@ -6,6 +6,7 @@ ServeError
     UnsupportedEndpoint    400 unsupported_endpoint (chat on an --embeddings server, embeddings on a chat one)
   Unauthorized        401 authentication_error
   ModelNotFound       404 model_not_found
+  RequestTimeout      408 (the body did not arrive in time)
   BodyTooLarge        413
   QueueFull           429 queue_full, with Retry-After
   Loading             503 (model not loaded yet)
@@ -14,6 +15,8 @@ ConfigError           bad command line or model path: one line, exit 2
 """
 
 from __future__ import annotations
+
+from hearth_common.errors import error_body
 
 
 class ServeError(Exception):
@@ -27,7 +30,7 @@ class ServeError(Exception):
         self.param = param
 
     def body(self) -> dict[str, object]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return error_body(self.message, self.type, self.code, self.param)
 
 
 class InvalidRequest(ServeError):
@@ -48,6 +51,10 @@ class Unauthorized(ServeError):
 
 class ModelNotFound(ServeError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class RequestTimeout(ServeError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class BodyTooLarge(ServeError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import llama_cpp as ll
 
+from hearth_common.names import MODEL_TYPES
 from serve.channels import Format
 from serve.config import ServeConfig
 from serve.engine import Engine, Event, Failed, Finished, Job, Model, SamplingParams
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("serve")
 
-# GGUF architecture -> --model-type
-MODEL_TYPES = {"gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "qwen2": "qwen", "qwen3": "qwen"}
 
 
 @dataclass

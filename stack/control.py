@@ -12,7 +12,6 @@ The supervisor only executes: it never decides on its own to load or unload a mo
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from hearth_common.keys import key_matches, presented_key
 from stack.errors import StartError
 
 
@@ -50,8 +50,7 @@ async def start_control(executor: Executor, key: str) -> ControlServer:
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        if not key_matches(presented_key(request.headers.get("Authorization"), None), key):
             return _error(401, "the control channel needs its key")
         try:
             return await handler(request)

@@ -28,7 +28,6 @@ from tests.e2e.stack_proc import DEMO, StackProcess, alive, demo_models_missing
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
 
 THINK, HARMONY, BIG = "demo-think", "demo-harmony", "demo-big"
-ADMIN = {"Authorization": "Bearer adm"}
 RAM_GB = 0.15
 
 
@@ -40,7 +39,7 @@ def model(name: str, source: str, **extra: Any) -> str:
 
 def start(folder: Path, budget: str, *models: str, args: tuple[str, ...] = ()) -> StackProcess:
     path = folder / "stack.toml"
-    path.write_text(f'[router]\nport = 0\nadmin_key = "adm"\n{budget}\n' + "".join(models))
+    path.write_text(f'[router]\nport = 0\n{budget}\n' + "".join(models))  # the stack makes the admin key
     return StackProcess([str(path), *args], folder / "state")
 
 
@@ -69,13 +68,13 @@ def ask(stack: StackProcess, name: str, item: Item = ITEMS[0]) -> None:
 
 
 def loads(stack: StackProcess, name: str) -> float:
-    text = httpx.get(stack.router + "/metrics", timeout=10).text
+    text = httpx.get(stack.router + "/metrics", headers=stack.admin, timeout=10).text
     found = re.search(rf'^route_model_loads_total{{model="{name}",result="ok"}} (\S+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 
 
 def unload(stack: StackProcess, name: str) -> None:
-    r = httpx.post(stack.router + "/models/unload", json={"model": name}, headers=ADMIN, timeout=60)
+    r = httpx.post(stack.router + "/models/unload", json={"model": name}, headers=stack.admin, timeout=60)
     assert r.status_code == 200 and r.json()["status"] == "unloaded", r.text
 
 
@@ -104,7 +103,7 @@ def test_one_model_at_a_time(stack: StackProcess) -> None:
     console = stack.console()
     assert f"stack: unloading {THINK} (evicted to make room for {HARMONY})" in console
     assert f"stack: unloading {HARMONY} (evicted to make room for {THINK})" in console
-    metrics = httpx.get(stack.router + "/metrics", timeout=10).text
+    metrics = httpx.get(stack.router + "/metrics", headers=stack.admin, timeout=10).text
     assert f'route_model_unloads_total{{model="{THINK}",reason="evicted"}} 1.0' in metrics
     assert f'route_model_load_seconds_count{{model="{HARMONY}"}} 1.0' in metrics
     assert re.search(rf'^route_model_loaded_bytes{{memory="ram",model="{THINK}"}} [1-9]', metrics, re.M)
@@ -208,11 +207,11 @@ def test_model_too_large_for_the_budget_gets_400(stack: StackProcess) -> None:
 def test_admin_load_and_unload(stack: StackProcess) -> None:
     assert httpx.post(stack.router + "/models/load", json={"model": THINK}, timeout=10).status_code == 401
     assert httpx.post(stack.router + "/models/unload", json={"model": THINK}, timeout=10).status_code == 401
-    r = httpx.post(stack.router + "/models/load", json={"model": "nope"}, headers=ADMIN, timeout=10)
+    r = httpx.post(stack.router + "/models/load", json={"model": "nope"}, headers=stack.admin, timeout=10)
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
-    r = httpx.post(stack.router + "/models/load", json={"model": BIG}, headers=ADMIN, timeout=10)
+    r = httpx.post(stack.router + "/models/load", json={"model": BIG}, headers=stack.admin, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["code"] == "model_too_large"
-    r = httpx.post(stack.router + "/models/load", json={"model": HARMONY}, headers=ADMIN, timeout=60)
+    r = httpx.post(stack.router + "/models/load", json={"model": HARMONY}, headers=stack.admin, timeout=60)
     assert r.status_code == 200 and r.json()["status"] == "loaded"
     assert status(stack) == {THINK: "unloaded", HARMONY: "loaded", BIG: "unloaded"}
     unload(stack, HARMONY)

@@ -40,7 +40,8 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     state = tmp_path_factory.mktemp("router") / "state.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(state), "--health-interval", "0.5"],
+        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(state), "--health-interval", "0.5",
+         "--open-admin"],  # the servers register themselves with no admin key
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

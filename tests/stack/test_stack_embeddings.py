@@ -27,8 +27,8 @@ def test_embeddings_and_aliases_reach_serve(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"GGUF")
     (tmp_path / "stack.toml").write_text(STACK)
     chat, embed = load_stack(tmp_path / "stack.toml").models
-    chat_cfg = from_args(serve_argv(chat, tmp_path / "chat.gguf", 9101, 0, None)[3:])  # past `python -m serve`
-    embed_cfg = from_args(serve_argv(embed, tmp_path / "embed.gguf", 9102, 0, None)[3:])
+    chat_cfg = from_args(serve_argv(chat, tmp_path / "chat.gguf", 9101, 0)[3:])  # past `python -m serve`
+    embed_cfg = from_args(serve_argv(embed, tmp_path / "embed.gguf", 9102, 0)[3:])
     assert (chat_cfg.embeddings, chat_cfg.alias) == (False, ())
     assert embed_cfg.embeddings and embed_cfg.alias == ("text-embedding-3-small", "qwen3-embedding")
     assert (embed_cfg.model_name, embed_cfg.ctx_size) == ("embed", 1024)
