@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,7 +23,6 @@ from bench.common import Row
 from bench.serve import PROMPT, THREADS, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN = {"Authorization": "Bearer bench"}
 RUNS = 5  # medians: the cores are often shared
 
 
@@ -47,8 +47,10 @@ def rss(pid: int | None) -> int:
     return 0
 
 
-def admin(router: str, action: str, model: str) -> None:
-    httpx.post(f"{router}/models/{action}", json={"model": model}, headers=ADMIN, timeout=300).raise_for_status()
+def admin(stack: Any, action: str, model: str) -> None:
+    """POST /models/load or /models/unload with the admin key the stack made."""
+    r = httpx.post(f"{stack.router}/models/{action}", json={"model": model}, headers=stack.admin, timeout=300)
+    r.raise_for_status()
 
 
 def run() -> list[Row]:
@@ -63,7 +65,7 @@ def run() -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stack.toml"
-        path.write_text('[router]\nport = 0\nadmin_key = "bench"\n' + "".join(
+        path.write_text("[router]\nport = 0\n" + "".join(
             f'[[models]]\nname = "{name}"\nsource = "{source}"\nctx_size = 1024\nmax_concurrent = 2\n'
             f"threads = {THREADS}\npreload = false\n" for name, source in models.items()))
         stack = StackProcess([str(path)], Path(tmp) / "state")
@@ -71,7 +73,7 @@ def run() -> list[Row]:
             for name in models:
                 cold, warm = [], []
                 for _ in range(RUNS):
-                    admin(stack.router, "unload", name)
+                    admin(stack, "unload", name)
                     cold.append(first_token_ms(stack.api, name))
                     warm.append(statistics.median(first_token_ms(stack.api, name) for _ in range(3)))
                 c, w = statistics.median(cold), statistics.median(warm)
@@ -82,13 +84,13 @@ def run() -> list[Row]:
                 ]
             # Memory: the 330M model loaded and used, then unloaded.
             name = "bench-330m"
-            admin(stack.router, "load", name)
+            admin(stack, "load", name)
             first_token_ms(stack.api, name)
             server = stack.server(name)["pid"]
             pids = [stack.proc.pid, stack.state()["router"]["pid"], *(s["pid"] for s in stack.state()["servers"])]
             before, held = sum(rss(p) for p in pids), rss(server)
             planned = next(m for m in httpx.get(stack.api + "/models", timeout=10).json()["data"] if m["id"] == name)
-            admin(stack.router, "unload", name)
+            admin(stack, "unload", name)
             after = sum(rss(p) for p in pids)
         finally:
             stack.stop()
