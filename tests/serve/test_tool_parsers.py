@@ -69,7 +69,7 @@ def args_text(args: dict[str, Any], compact: bool) -> str:
 
 
 @given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_hermes_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
     body = "\n".join(f'<tool_call>\n{{"name": "{n}", "arguments": {args_text(a, compact)}}}\n</tool_call>' for n, a in calls)
     text = f"<think>the user wants {len(calls)} calls</think>\n\n{pre}\n{body}"
@@ -77,7 +77,7 @@ def test_hermes_any_split(pre: str, calls: list, compact: bool, cuts: list[int])
 
 
 @given(calls=CALLS, tag=st.booleans(), cuts=CUTS)
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_llama3_any_split(calls: list, tag: bool, cuts: list[int]) -> None:
     body = "; ".join(json.dumps({"name": n, "parameters": a}) for n, a in calls)
     check(("<|python_tag|>" if tag else "  ") + body, cuts, ToolFormat.LLAMA3, "", calls)
@@ -91,14 +91,14 @@ def test_llama3_answer_text_is_not_a_call(content: str, cuts: list[int]) -> None
 
 
 @given(calls=CALLS, pre=plain(), cuts=CUTS)
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_mistral_list_any_split(calls: list, pre: str, cuts: list[int]) -> None:
     body = json.dumps([{"name": n, "arguments": a} for n, a in calls])
     check(f"{pre}[TOOL_CALLS]{body}", cuts, ToolFormat.MISTRAL, pre, calls)
 
 
 @given(calls=CALLS, with_ids=st.booleans(), cuts=CUTS)
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_mistral_name_args_any_split(calls: list, with_ids: bool, cuts: list[int]) -> None:
     body = "".join(f"[TOOL_CALLS]{n}" + ("[CALL_ID]ab12cd34e" if with_ids else "") + f"[ARGS]{json.dumps(a)}"
                    for n, a in calls)
@@ -117,7 +117,7 @@ HARMONY_ARGS = ARGS.filter(lambda a: not any(m in json.dumps(a) for m in HARMONY
 
 
 @given(analysis=plain(), name=NAMES, args=HARMONY_ARGS, role_position=st.booleans(), compact=st.booleans(), cuts=CUTS)
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_harmony_any_split(analysis: str, name: str, args: dict, role_position: bool, compact: bool,
                            cuts: list[int]) -> None:
     header = (f"<|start|>assistant to=functions.{name}<|channel|>commentary json<|message|>" if role_position
