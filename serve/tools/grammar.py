@@ -53,11 +53,23 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     offered = [t["function"]["name"] for t in req.offered]
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
-    rules = [f"hearth-calls ::= {calls}", *_call_rules(fmt, offered, args), conv.format_grammar()]
+    rules = [f"hearth-calls ::= {calls}", *_call_rules(fmt, offered, args), _no_markers(conv.format_grammar())]
     if req.choice == "auto":
         return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking))
     root, triggers = _forced_root(fmt, thinking)
     return Grammar("\n".join([f"root ::= {root}", *rules]), triggers)
+
+
+# llama.cpp matches a special token against a grammar by its text, so `<|end|>` fits a JSON string as well as any
+# seven characters do, and a harmony (or ChatML, Llama 3) marker inside the arguments would end the message
+# mid-call. Strings in calls therefore never hold `<|`: a `<` is followed by another character than `|`.
+ESCAPE = r'"\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+CHAR_RULE = re.compile(r"^char ::= .*$", re.M)
+NO_MARKER_CHAR = f'char ::= [^"\\\\<] | {ESCAPE} | "<"+ ([^"\\\\<|] | {ESCAPE})'
+
+
+def _no_markers(grammar: str) -> str:
+    return CHAR_RULE.sub(lambda _: NO_MARKER_CHAR, grammar)
 
 
 def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
@@ -80,9 +92,12 @@ def _json_call(name: str, args_rule: str, args_key: str) -> str:
 def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list[str]:
     key = FORMATS[fmt].args_key
     if fmt is ToolFormat.HARMONY:
-        header = '" "? "<|channel|>commentary"? " "? "<|constrain|>"? "json"? "<|message|>"'
+        # after the name: nothing, a space and the content type, or the channel (role position); never a bare
+        # letter, which would read as part of the name
+        header = ('( " " hearth-ctype | "<|channel|>commentary" ( " " hearth-ctype )? | "<|constrain|>json" )? '
+                  '"<|message|>"')
         alts = " | ".join(f"{lit(n)} hearth-header {args[n]}" for n in names)
-        return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}"]
+        return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}", 'hearth-ctype ::= "<|constrain|>"? "json"']
     if fmt is ToolFormat.MISTRAL_ARGS:
         alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
