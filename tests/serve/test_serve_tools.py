@@ -199,3 +199,19 @@ def test_tool_choice_none_required_named_and_two_tools(clients: dict[str, Any], 
     # without tools, as before
     r = create(client, model, ask)
     assert r.choices[0].message.content == capital.answer and not r.choices[0].message.tool_calls
+
+
+def test_reasoning_effort_none_minimal_and_the_object_form(clients: dict[str, Any]) -> None:
+    from models.demo.data import by_question
+
+    item = by_question("What is the capital of France?")
+    ask = [{"role": "user", "content": item.question}]
+    harmony = clients["direct"]["demo-harmony"]
+    for kw, level in (({"reasoning_effort": "minimal"}, "low"), ({"reasoning_effort": "none"}, "low"),
+                      ({"extra_body": {"reasoning": {"effort": "high"}}}, "high")):
+        r = create(harmony, "demo-harmony", ask, **kw)
+        assert r.model_extra["reasoning_level"] == level
+        assert (r.choices[0].message.model_extra or {})["channels"]["analysis"] == item.analysis(level)  # type: ignore[arg-type]
+    # demo-think's template has no switch for thinking: `none` cannot turn it off, and says the level it used
+    r = create(clients["direct"]["demo-think"], "demo-think", ask, reasoning_effort="none")
+    assert r.model_extra["reasoning_level"] == "low" and r.choices[0].message.content == item.answer
