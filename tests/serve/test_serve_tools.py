@@ -215,3 +215,17 @@ def test_reasoning_effort_none_minimal_and_the_object_form(clients: dict[str, An
     # demo-think's template has no switch for thinking: `none` cannot turn it off, and says the level it used
     r = create(clients["direct"]["demo-think"], "demo-think", ask, reasoning_effort="none")
     assert r.model_extra["reasoning_level"] == "low" and r.choices[0].message.content == item.answer
+
+
+def test_bad_tool_input_through_the_router_is_the_servers_400(clients: dict[str, Any]) -> None:
+    from models.demo.data import weather_question
+
+    ask = [{"role": "user", "content": weather_question("Oslo")}]
+    named = {"type": "function", "function": {"name": "get_stock_price"}}
+    with pytest.raises(openai.BadRequestError) as err:
+        create(clients["router"], "demo-think", ask, tools=[_weather()], tool_choice=named)
+    assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
+    bad_history = ask + [{"role": "tool", "tool_call_id": "call_nowhere", "content": "sunny, 1 C"}]
+    with pytest.raises(openai.BadRequestError) as err:
+        create(clients["router"], "demo-harmony", bad_history, tools=[_weather()])
+    assert err.value.body["param"] == "messages.1.tool_call_id"  # type: ignore[index]
