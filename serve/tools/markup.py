@@ -83,6 +83,11 @@ class MarkupParser:
         self.state = State.START if self.spec.bare_object else State.TEXT
 
     @property
+    def in_json(self) -> bool:
+        """Inside a call's JSON, where any marker is only text of the arguments."""
+        return self.state in (State.OBJECT, State.LIST, State.ARGS)
+
+    @property
     def in_call(self) -> bool:
         """Inside call markup (for counting its tokens apart from the answer's)."""
         return self.state not in (State.START, State.TEXT)

@@ -40,7 +40,7 @@ def test_llama_cpp_accepts_every_tool_grammar() -> None:
                         smpl = ll.llama_sampler_init_grammar(model.vocab, g.text.encode(), b"root")
                     assert smpl, (fmt, req.choice, thinking, g.text)
                     ll.llama_sampler_free(smpl)
-                    assert (req.choice == "auto") == bool(g.triggers) or thinking is not Thinking.NONE
+                    assert (req.choice == "auto") == bool(g.triggers)  # forced: from the first token
     finally:
         model.close()
 
@@ -86,7 +86,10 @@ def test_unexpressible_schema_is_a_400_naming_the_tool() -> None:
     assert err.value.param == "tools.1.function.parameters"
 
 
-def test_strings_in_calls_cannot_hold_a_marker() -> None:
+def test_harmony_call_strings_cannot_hold_a_marker() -> None:
     g = build(ToolRequest([WEATHER], "auto"), ToolFormat.HARMONY, Thinking.HARMONY)
     (char,) = [line for line in g.text.splitlines() if line.startswith("char ::=")]
     assert '[^"\\\\<]' in char and '"<"+ ([^"\\\\<|]' in char
+    g = build(ToolRequest([WEATHER], "auto"), ToolFormat.HERMES, Thinking.MAY)  # the converter's own strings
+    (char,) = [line for line in g.text.splitlines() if line.startswith("char ::=")]
+    assert "<" not in char
