@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.common import Row, machine, table
 
-BENCHES = ("convert", "serve", "route", "e2e")
+BENCHES = ("convert", "serve", "route", "e2e", "ondemand")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from convert.archs import lookup
 from convert.errors import ConvertError, OutputError, UnsupportedError
+from convert.llama_quirks import general_name
 from convert.plan import default_plan
 from convert.pooling import pooling_meta
 from convert.source import open_checkpoint
-from convert.vocab import load_vocab
+from convert.vocab_kind import load_vocab
 from convert.write import (
     LLAMA_QUANT_FTYPES,
     OUT_TYPES,
@@ -71,6 +72,7 @@ def convert_checkpoint(
     plan = (arch.plan or default_plan)(arch, ckpt, config, direct)
     plan.meta.extend(pooling_meta(arch.name, src, pooling))
     vocab = load_vocab(src, int(config["vocab_size"]))
+    name = general_name(src.resolve().name, vocab)
 
     remove_stale_temps(out)
     tmp = temp_name(out)
@@ -78,10 +80,10 @@ def convert_checkpoint(
     with removed_on_failure(tmp, inter):
         try:
             if out_type in LLAMA_QUANT_FTYPES:
-                write_gguf(plan, vocab, inter, direct, name=src.resolve().name, progress=progress)
+                write_gguf(plan, vocab, inter, direct, name=name, progress=progress)
                 llama_quantize(inter, tmp, out_type)
             else:
-                write_gguf(plan, vocab, tmp, direct, name=src.resolve().name, progress=progress)
+                write_gguf(plan, vocab, tmp, direct, name=name, progress=progress)
             os.replace(tmp, out)
         except OSError as e:  # a full disk, a read-only folder, a file vanishing under us
             raise OutputError(f"cannot write {out}: {e.strerror or e}") from e
