@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from hearth_common.errors import error_body, error_type
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
+from hearth_common.logs import note, note_usage
 from hearth_common.validation import error_place, first_error
 from serve import embeddings_api, responses
 from serve.channels import ChannelParser
@@ -176,7 +177,9 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     async def embeddings() -> Response:
         async def work() -> Response:
             req = _served(app, await _body(embeddings_api.EmbeddingRequest), "embeddings")
-            return Response(json.dumps(await embeddings_api.respond(app.runtime, req)), content_type="application/json")
+            body = await embeddings_api.respond(app.runtime, req)
+            note_usage(body.get("usage"))  # the access line's tokens
+            return Response(json.dumps(body), content_type="application/json")
 
         return await _counted(app, "embeddings", work())
 
@@ -216,6 +219,7 @@ def _count_refused(app: ServeApp, status: int, code: str | None) -> None:
 def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
     """The request, if this server serves its model (name or alias; none given is fine) on this endpoint."""
     rt, config = app.runtime, app.runtime.config
+    note(model=rt.model_name)  # the access line's model
     if req.model and req.model not in (rt.model_name, *config.alias):
         raise ModelNotFound(f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
                             param="model")
@@ -341,6 +345,7 @@ class _Finish:
 
     @classmethod
     def of(cls, event: Finished) -> _Finish:
+        note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # the access line's tokens
         return cls("length" if event.reason == "length" else "stop", event.prompt_tokens, event.completion_tokens)
 
 

@@ -23,7 +23,7 @@ def test_every_simple_field_has_a_flag() -> None:
 
 def test_defaults_follow_the_api() -> None:
     cfg = load_config([])
-    assert (cfg.host, cfg.port, cfg.strategy, cfg.health_interval) == ("127.0.0.1", 8080, "least_connections", 30.0)
+    assert (cfg.host, cfg.port, cfg.strategy, cfg.health_interval) == ("127.0.0.1", 8080, "least_connections", 5.0)
 
 
 def test_file_under_flags(tmp_path: Path) -> None:
