@@ -266,6 +266,9 @@ def bool_text(value: bool) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (the caller prints it), never the usage block
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:  # the options only: a value there may be a key typed under a wrong name
+            message = "unrecognized arguments: " + " ".join(w.split("=")[0] for w in unknown.split() if w.startswith("-"))
         raise SettingsError(f"{message} (see --help)")
 
 

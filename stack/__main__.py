@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from hearth_common.logs import setup
@@ -54,10 +56,10 @@ async def supervise(sup: Supervisor) -> None:
     log.info("stopped")
 
 
-def load(argv: list[str] | None) -> tuple[StackOptions, StackConfig, str]:
+def load(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> tuple[StackOptions, StackConfig, str]:
     """(options, stack, log level): flags over HEARTH_STACK_* over the stack file. Raises ConfigError."""
     try:
-        loaded = PROGRAM.load(argv)
+        loaded = PROGRAM.load(argv, environ)
     except SettingsError as err:
         raise ConfigError(str(err)) from None
     options = loaded.settings

@@ -229,6 +229,9 @@ PROGRAM = Program(
     "Run the whole stack from one stack file: convert what needs converting, start a model server per model and "
     "the router, supervise them until Ctrl-C.",
     options={"file": Option(metavar="STACK_FILE")}, positional="file", sections=SECTIONS, script="hearth",
+    refused={f"--{name}": f"--{name} would put the key on the command line, where every user can read it (ps): use "
+                          f"{name.replace('-', '_')}_file in the stack file's [router] or "
+                          f"HEARTH_STACK_ROUTER__{name.replace('-', '_').upper()}" for name in ("api-key", "admin-key")},
     epilog="[router] and [budget] entries of the stack file too: HEARTH_STACK_ROUTER__HEALTH_INTERVAL=10, "
            "HEARTH_STACK_BUDGET__VRAM_GB=4, HEARTH_STACK_ROUTER__API_KEY (over the file; a key never on the "
            "command line). The stack's children take their settings from the stack file only: HEARTH_SERVE_* and "
