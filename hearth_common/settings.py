@@ -103,10 +103,9 @@ class Program(Generic[M]):
     # -- the command line ---------------------------------------------------------------------------------------
 
     def parser(self) -> argparse.ArgumentParser:
-        env = self.env_name("CTX_SIZE" if "ctx_size" in self.model.model_fields else "PORT")
         epilog = (
-            f"Every option is also an environment variable: {self.env_prefix} and its name in capitals "
-            f"({env}=...); the command line wins over the environment. {self.epilog}"
+            f"Every option is also an environment variable, {self.env_prefix} and the option's name in capitals "
+            f"(--some-option: {self.env_prefix}SOME_OPTION); the command line wins over the environment. {self.epilog}"
         ).strip()
         p = _Parser(prog=self.prog, description=self.description, epilog=epilog, allow_abbrev=False)
         p.add_argument("--version", action="version", version=version_line(self.script or f"hearth-{self.name}"),
@@ -199,15 +198,11 @@ class Program(Generic[M]):
         level = str(cli.pop("log_level", None) or env.pop("log_level", "info")).lower()
         env.pop("log_level", None)
         sections = {name: env.pop(name) for name in self.sections if name in env}
-        layers: list[tuple[dict[str, Any], Callable[[str], str]]] = []
-        if config_file is not None:
-            values, label = config_file(layer(self.secrets, [env, cli]))
-            layers.append((values, lambda n, label=label: f"{label}: {n}"))  # type: ignore[misc]
-        layers += [(env, self.env_name), (cli, lambda n: "--" + n.replace("_", "-"))]
-        values, origin = {}, {}
-        for given, where in layers:
-            values = layer(self.secrets, [values, given])
-            origin.update({n: where(n) for n in given})
+        file, label = config_file(layer(self.secrets, [env, cli])) if config_file is not None else ({}, "")
+        values = layer(self.secrets, [file, env, cli])
+        origin = {n: f"{label}: {n}" for n in file}
+        origin.update({n: self.env_name(n) for n in env})
+        origin.update({n: "--" + n.replace("_", "-") for n in cli})
         values.update(keys_from_files(self.secrets, values))
         return Loaded(validated(self.model, values, origin), level, sections, origin)
 
