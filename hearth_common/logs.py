@@ -31,12 +31,26 @@ SERVER_LOGGERS = ("hypercorn.error", "uvicorn.error")
 LISTENING = re.compile(r"(?:Running on|Uvicorn running on) (\S+)")
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Whatever sys.stderr is when a line is written (a test's capture, say), not what it was at setup."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def setup(program: str, level: str = "info", stream: TextIO | None = None) -> logging.Logger:
-    """Our format on the root logger at `level` (debug, info, warning, error); returns the program's logger."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Our format on the root logger at `level` (debug, info, warning, error), in place of an earlier setup's
+    (other handlers, such as a test runner's, stay); returns the program's logger."""
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
+    handler.set_name("hearth")
     handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
     root = logging.getLogger()
-    root.handlers = [handler]
+    root.handlers = [h for h in root.handlers if h.get_name() != "hearth"] + [handler]
     root.setLevel(level.upper())
     for name, least in QUIET.items():
         logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else least)
@@ -46,6 +60,13 @@ def setup(program: str, level: str = "info", stream: TextIO | None = None) -> lo
         server.propagate = True
         server.filters = [ServerLines(program)]
     return logging.getLogger(program)
+
+
+def formatted(name: str, message: str, level: int = logging.INFO) -> str:
+    """One line in our format, for a file we write ourselves (the stack's marker in a child's log)."""
+    record = logging.makeLogRecord({"name": name, "msg": message, "levelno": level,
+                                    "levelname": logging.getLevelName(level)})
+    return logging.Formatter(FORMAT, DATEFMT).format(record)
 
 
 class ServerLines(logging.Filter):

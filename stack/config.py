@@ -185,10 +185,11 @@ def parse_stack(raw: dict[str, Any], base: Path, label: str = "stack", overrides
     try:
         return StackConfig.model_validate(overlay(_resolve_paths(raw, base), overrides or {}))
     except ValidationError as err:
-        loc = tuple(str(p) for p in err.errors()[0]["loc"][:2])
-        where = (origin or {}).get(loc)  # type: ignore[arg-type]
+        first = err.errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        where = (origin or {}).get((loc[0], loc[1])) if len(loc) >= 2 else None
         if where is not None:
-            raise ConfigError(f"{where}: {str(err.errors()[0]['msg']).removeprefix('Value error, ')}") from None
+            raise ConfigError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
         raise ConfigError(f"{label}: {first_error(err, default='stack')}") from None
 
 

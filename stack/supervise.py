@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from hearth_common.keys import new_key, write_key_file
+from hearth_common.logs import formatted
 from hearth_common.registration import registration
 from route.catalog import Catalog, CatalogModel, CostEntry, write_catalog
 from stack.catalog import build_catalog
@@ -51,8 +52,8 @@ log = logging.getLogger("stack")
 REPO = Path(__file__).resolve().parents[1]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
-WATCH_EVERY, WATCH_MISSES = 3.0, 3
-CHILD_PREFIXES = ("HEARTH_SERVE_", "HEARTH_ROUTE_")  # settings the stack's children never take from our environment  # a child that fails 3 checks in a row (3 s timeout, 3 s apart) is hung
+WATCH_EVERY, WATCH_MISSES = 3.0, 3  # a child that fails 3 checks in a row (3 s timeout, 3 s apart) is hung
+CHILD_PREFIXES = ("HEARTH_SERVE_", "HEARTH_ROUTE_")  # settings the stack's children never take from our environment
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -237,7 +238,7 @@ class Supervisor:
         fd = os.open(child.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)  # also a log made before logs were owner-only
         with os.fdopen(fd, "a") as out:
-            out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(child.argv)}\n")
+            out.write(formatted("stack", f"starting {child.name}: {' '.join(child.argv)}") + "\n")
             out.flush()
             child.proc = await asyncio.create_subprocess_exec(
                 *child.argv, cwd=REPO, env=self.child_env(child), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from typing import Any
 
 import pytest
 
-from hearth_common.logs import AccessLog, Access, access_line, note, note_usage, setup
+from hearth_common.logs import AccessLog, Access, access_line, formatted, note, note_usage, setup
 
 
 @pytest.fixture
@@ -20,6 +21,7 @@ def logged() -> Any:
     saved = root.handlers[:], root.level
     stream = io.StringIO()
     setup("serve", "info", stream)
+    assert all(h in root.handlers for h in saved[0] if h.get_name() != "hearth")  # added beside, not in place of, others
     yield stream
     root.handlers, root.level = saved
     for name in ("hypercorn.error", "uvicorn.error"):
@@ -106,3 +108,10 @@ def test_polled_paths_are_debug_lines_and_notes_outside_a_request_do_nothing() -
     assert len(run(app, path="/health")) == 1  # a DEBUG line: shown at --log-level debug only
     assert run(app, path="/health", level=logging.INFO) == []
     assert len(run(app, level=logging.INFO)) == 1
+
+
+def test_a_line_we_write_ourselves_has_the_same_format(logged: io.StringIO) -> None:
+    logging.getLogger("stack").info("starting a")
+    ours, logged_line = formatted("stack", "starting a"), logged.getvalue().rstrip("\n")
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO stack: starting a"
+    assert re.fullmatch(pattern, ours) and re.fullmatch(pattern, logged_line)
