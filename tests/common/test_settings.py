@@ -138,3 +138,11 @@ def test_version_is_the_package_metadata_or_the_checkout_pyproject() -> None:
     with pytest.raises(SystemExit) as exit_info:
         PROGRAM.parser().parse_args(["--version"])
     assert exit_info.value.code == 0
+
+
+def test_the_converter_prints_its_version_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from convert.__main__ import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"hearth-convert {version()}\n"
