@@ -43,7 +43,7 @@ class ServeConfig(BaseModel):
     max_concurrent: int = Field(2, ge=1, le=64, description="sequences decoded together in one batch")
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones; more get 429")
     prompt_chunk: int = Field(256, ge=16, description="prompt tokens processed per step, so streams keep flowing")
-    threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp (default: all cores)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (or x-api-key) on /v1/*")
     api_key_file: Path | None = Field(None, description="owner-only file holding the API key (or HEARTH_SERVE_API_KEY)")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted; more get 413")
