@@ -32,6 +32,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from hearth_common.logs import note
 from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format
 from serve.engine import Event, Failed, Job, Piece, SamplingParams
 from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError
@@ -311,6 +312,7 @@ class Chat:
                     yield Error(event.message)
                     return
                 else:
+                    note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # access line
                     for e in self.generation.end(event.reason, event.prompt_tokens, event.completion_tokens):
                         yield e
                     return
