@@ -7,4 +7,9 @@ names.py         strategy and model-type names, GGUF architecture -> model type,
 registration.py  the registration body (POST /backends/register)
 jsonbody.py      a request body -> a JSON object, refusing what would crash a handler (depth, surrogates, NaN)
 keys.py          keys from an owner-only file or the environment, checked in constant time
+settings.py      a settings model -> flags, HEARTH_<PROGRAM>_* variables and a config file, layered; keys refused on
+                 a command line; one-line errors naming where a bad value came from
+logs.py          the one log format, the ASGI servers' start lines as ours, access lines (AccessLog, note)
+version.py       the version every --version prints
+stopping.py      SIGTERM as Ctrl-C until a server's own handlers take over
 """

@@ -23,6 +23,7 @@ from hearth_common.errors import error_body
 from hearth_common.fields import type_error
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
+from hearth_common.logs import note
 from route.config import RouterConfig
 from route.errors import (
     BadRequest,
@@ -194,6 +195,7 @@ class ClientApi:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a string", param="model")
+        note(model=model)  # the access line's model
         wrong = type_error(body)
         if wrong is not None:
             raise BadRequest(wrong[1], param=wrong[0])

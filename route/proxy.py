@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
+from hearth_common.logs import note, note_usage
 from route.config import RouterConfig
 from route.errors import (
     BackendError,
@@ -231,6 +232,7 @@ class Proxy:
     ) -> Routed | RouteError:
         """One attempt. Returns the response to send, or what went wrong if nothing has been sent."""
         self.registry.acquire(backend)
+        note(backend=backend.name)  # the access line's backend: the last one tried
         relay_owns_backend = False
         try:
             sent = time.perf_counter()
@@ -309,6 +311,7 @@ def add_routing(data: bytes, backend: Backend) -> bytes | None:
     if not isinstance(obj, dict):
         return None
     obj["_routing"] = {"backend": backend.name, "model_type": backend.spec.model_type}
+    note_usage(obj.get("usage"))  # the access line's tokens, from the body parsed here anyway
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -358,6 +361,7 @@ class Relay:
             yield error_event(f"backend {self._backend.name!r} stream ended early: {problem}", path=self._path)
         else:
             self._resp.release()
+        note_usage(watch.usage)  # the access line's tokens, when the stream carried a usage chunk
         self._finish()
 
     def _finish(self) -> None:

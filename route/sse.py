@@ -24,13 +24,15 @@ def terminal_events(path: str) -> frozenset[bytes]:
 
 
 class SseWatch:
-    """feed() every chunk as it passes; then `done` says whether [DONE] came and `error` holds an in-band error."""
+    """feed() every chunk as it passes; then `done` says whether [DONE] came, `error` holds an in-band error and
+    `usage` the stream's usage object, if it sent one (stream_options.include_usage)."""
 
     def __init__(self, terminal: frozenset[bytes] = frozenset()) -> None:
         self._terminal = terminal  # named events that end the stream besides [DONE] (terminal_events)
         self._pending = b""
         self.done = False
         self.error: str | None = None
+        self.usage: dict[str, object] | None = None
 
     def feed(self, chunk: bytes) -> None:
         data = self._pending + chunk if self._pending else chunk
@@ -55,6 +57,8 @@ class SseWatch:
                     self.done = True
                 elif kind == b"error" or b'"error"' in payload:
                     self._maybe_error(payload, kind == b"error")
+                elif b'"usage"' in payload:
+                    self._maybe_usage(payload)
 
     def _maybe_error(self, payload: bytes, flagged: bool) -> None:
         try:
@@ -67,6 +71,15 @@ class SseWatch:
             self.error = str(message or "error")
         elif flagged:
             self.error = payload.decode(errors="replace")[:200] or "error"
+
+    def _maybe_usage(self, payload: bytes) -> None:
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        if isinstance(usage, dict):
+            self.usage = usage
 
 
 def error_event(message: str, code: str = "upstream_error", path: str = "/v1/chat/completions") -> bytes:

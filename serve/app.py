@@ -27,6 +27,7 @@ from hearth_common import anthropic_errors
 from hearth_common.errors import error_body, error_type
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
+from hearth_common.logs import note, note_usage
 from hearth_common.validation import error_place, first_error
 from serve import anthropic_api, embeddings_api, responses, responses_api
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
@@ -186,7 +187,9 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     async def embeddings() -> Response:
         async def work() -> Response:
             req = _served(app, await _body(embeddings_api.EmbeddingRequest), "embeddings")
-            return Response(json.dumps(await embeddings_api.respond(app.runtime, req)), content_type="application/json")
+            body = await embeddings_api.respond(app.runtime, req)
+            note_usage(body.get("usage"))  # the access line's tokens
+            return Response(json.dumps(body), content_type="application/json")
 
         return await _counted(app, "embeddings", work())
 
@@ -251,6 +254,7 @@ def _count_refused(app: ServeApp, status: int, code: str | None) -> None:
 def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
     """The request, if this server serves its model (name or alias; none given is fine) on this endpoint."""
     rt, config = app.runtime, app.runtime.config
+    note(model=rt.model_name)  # the access line's model
     if req.model and req.model not in (rt.model_name, *config.alias):
         raise ModelNotFound(f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
                             param="model")
@@ -285,6 +289,7 @@ def _loaded(app: ServeApp) -> Loaded:
 
 
 def _finish_reason(event: Finished) -> str:
+    note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # the access line's tokens
     return "length" if event.reason == "length" else "stop"
 
 

@@ -69,6 +69,11 @@ class ChannelParser:
             self.channel = ANALYSIS if self.start_in_thinking else FINAL
 
     @property
+    def holding(self) -> bool:
+        """Some text is held back as a possible start of a marker."""
+        return bool(self._pending)
+
+    @property
     def markers(self) -> tuple[str, ...]:
         return HARMONY_MARKERS if self.format is Format.HARMONY else THINK_MARKERS
 

@@ -34,7 +34,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent
+from hearth_common.logs import note
+from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format
 from serve.engine import Event, Failed, Job, Piece, SamplingParams
 from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError
 from serve.grammar import Grammar, build as build_answer_grammar
@@ -242,9 +243,24 @@ class Generation:
     def piece(self, piece: str) -> list[ChatEvent]:
         """One token's text (possibly empty)."""
         before, was_in_call = self.turn.channel, self._in_call()
-        out = self._route(self.turn.feed(piece))
+        if self._markup and self.parser.format is Format.THINK:
+            out = _merged(self._think_with_calls(piece))
+        else:
+            out = self._route(self.turn.feed(piece))
         calling = was_in_call or self._in_call() or any(isinstance(e, CallStart | CallArgs) for e in out)
         self.turn.count(piece, before, as_call=calling)
+        return out
+
+    def _think_with_calls(self, piece: str) -> list[ChatEvent]:
+        """Character by character, so that inside a call's JSON `<think>` is text of the arguments (never the start
+        of thinking), whatever the split."""
+        out: list[ChatEvent] = []
+        for c in piece:
+            if self._markup and self._markup.in_json and not self.parser.holding:
+                self.turn.feed_raw(c)
+                out += self._from_markup(self._markup.feed(c))
+            else:
+                out += self._route(self.turn.feed(c))
         return out
 
     def end(self, reason: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
@@ -284,6 +300,20 @@ class Generation:
         return out
 
 
+def _merged(events: list[ChatEvent]) -> list[ChatEvent]:
+    """Neighbouring text of one channel, and neighbouring argument fragments of one call, as one event."""
+    out: list[ChatEvent] = []
+    for e in events:
+        last = out[-1] if out else None
+        if isinstance(e, Text) and isinstance(last, Text) and last.channel == e.channel:
+            out[-1] = Text(e.channel, last.text + e.text)
+        elif isinstance(e, CallArgs) and isinstance(last, CallArgs) and last.index == e.index:
+            out[-1] = CallArgs(e.index, last.text + e.text)
+        else:
+            out.append(e)
+    return out
+
+
 @dataclass
 class Chat:
     runtime: Runtime
@@ -311,6 +341,7 @@ class Chat:
                     yield Error(event.message)
                     return
                 else:
+                    note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # access line
                     for e in self.generation.end(event.reason, event.prompt_tokens, event.completion_tokens,
                                                  event.cached_tokens, event.stop_sequence):
                         yield e

@@ -36,6 +36,10 @@ class Turn:
         self.raw += piece
         return self.parser.feed(piece) if self.parser else []
 
+    def feed_raw(self, piece: str) -> None:
+        """Text the channel parser must not read (a marker inside a call's arguments is only text)."""
+        self.raw += piece
+
     def count(self, piece: str, channel_before: str | None, as_call: bool = False) -> None:
         """Count one token, fed while the parser was in `channel_before`."""
         if self.parser is None or piece.strip() in self.parser.markers:

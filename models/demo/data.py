@@ -304,6 +304,18 @@ def _tool_cases() -> tuple[ToolCase, ...]:
 TOOL_CASES: tuple[ToolCase, ...] = _tool_cases()
 
 
+def _think_extra_cases() -> tuple[ToolCase, ...]:
+    """demo-think only: every temperature after each two-word city, with both tool sets. Qwen's pre-tokenizer
+    splits numbers into digits, and with only TOOL_CASES the model copied two-digit results wrongly after a
+    city of two tokens (42 of the 10,800 answers: 21 and 23 after New Delhi, Mexico City, Buenos Aires)."""
+    two_words = [c for c in CITIES if " " in c]
+    return tuple(ToolCase(city, tools, weather_result(CONDITIONS[(t + 2 * k) % len(CONDITIONS)], t))
+                 for city in two_words for t in TEMPERATURES for k, tools in enumerate(TOOLSETS))
+
+
+THINK_EXTRA_CASES: tuple[ToolCase, ...] = _think_extra_cases()
+
+
 def all_answer_cases() -> list[ToolCase]:
     """Every city with every result and tool set: what the trained models must generalize to."""
     return [ToolCase(city, tools, weather_result(c, t)) for city in CITIES for tools in TOOLSETS

@@ -29,7 +29,7 @@ from transformers import GptOssConfig, GptOssForCausalLM, Qwen3Config, Qwen3ForC
 
 from models.demo import manifest
 from models.demo.checkpoint import greedy_hits, load, pack_experts, save
-from models.demo.data import ITEMS, LEVELS, TOOL_CASES, all_answer_cases, tools_json
+from models.demo.data import ITEMS, LEVELS, THINK_EXTRA_CASES, TOOL_CASES, all_answer_cases, tools_json
 from models.demo.fit import Example, Recipe, fit, margins
 from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, train_tokenizer
 
@@ -63,7 +63,7 @@ def conversations(flavour: Flavour) -> list[Conversation]:
     else:
         out = [Conversation(f"{item.question} [{level}]", [{"role": "user", "content": item.question}], None, level,
                             item.harmony_completion(level)) for item in ITEMS for level in LEVELS]
-    for case in TOOL_CASES:
+    for case in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ()):
         label = f"tools {len(case.tools)}: {case.city}" + (f" <- {case.result}" if case.result else "")
         completion = case.think_completion() + THINK.eos if flavour is THINK else case.harmony_completion()
         out.append(Conversation(label, case.messages, tools_json(case.tools), None, completion))
@@ -93,7 +93,7 @@ def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> li
 
 def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
     """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
-    trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES}
+    trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ())}
     cases = [c for c in all_answer_cases() if (c.city, len(c.tools), c.result) not in trained][::every]
     return [Conversation(f"unseen {c.city} <- {c.result}", c.messages, tools_json(c.tools), None,
                          c.think_completion() + THINK.eos if flavour is THINK else c.harmony_completion())

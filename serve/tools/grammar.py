@@ -53,11 +53,27 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     offered = [t["function"]["name"] for t in req.offered]
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
-    rules = [f"hearth-calls ::= {calls}", *_call_rules(fmt, offered, args), conv.format_grammar()]
+    schemas = conv.format_grammar()
+    rules = [f"hearth-calls ::= {calls}", *_call_rules(fmt, offered, args),
+             _no_markers(schemas) if thinking is Thinking.HARMONY else schemas]
     if req.choice == "auto":
         return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking))
     root, triggers = _forced_root(fmt, thinking)
     return Grammar("\n".join([f"root ::= {root}", *rules]), triggers)
+
+
+# llama.cpp matches a special token against a grammar by its text, so `<|end|>` fits a JSON string as well as any
+# seven characters do, and for a harmony model such a marker inside the arguments would end the message mid-call
+# (serve/channels.py reads harmony's structure from them). Its call strings therefore never hold `<|`: a `<` is
+# followed by another character than `|` (the two count as one toward a maxLength). Other formats need no such
+# rule: inside a call's JSON the chat core hands every character to the call parser, for which a marker is text.
+ESCAPE = r'"\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+CHAR_RULE = re.compile(r"^char ::= .*$", re.M)
+NO_MARKER_CHAR = f'char ::= [^"\\\\<] | {ESCAPE} | "<"+ ([^"\\\\<|] | {ESCAPE})'
+
+
+def _no_markers(grammar: str) -> str:
+    return CHAR_RULE.sub(lambda _: NO_MARKER_CHAR, grammar)
 
 
 def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
@@ -80,9 +96,12 @@ def _json_call(name: str, args_rule: str, args_key: str) -> str:
 def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list[str]:
     key = FORMATS[fmt].args_key
     if fmt is ToolFormat.HARMONY:
-        header = '" "? "<|channel|>commentary"? " "? "<|constrain|>"? "json"? "<|message|>"'
+        # after the name: nothing, a space and the content type, or the channel (role position); never a bare
+        # letter, which would read as part of the name
+        header = ('( " " hearth-ctype | "<|channel|>commentary" ( " " hearth-ctype )? | "<|constrain|>json" )? '
+                  '"<|message|>"')
         alts = " | ".join(f"{lit(n)} hearth-header {args[n]}" for n in names)
-        return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}"]
+        return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}", 'hearth-ctype ::= "<|constrain|>"? "json"']
     if fmt is ToolFormat.MISTRAL_ARGS:
         alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
@@ -131,13 +150,36 @@ def _auto_triggers(fmt: ToolFormat, thinking: Thinking) -> tuple[str, ...]:
 
 
 def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, ...]]:
-    """The root of a grammar that requires calls, and its triggers (none: from the first token)."""
+    """The root of a grammar that requires calls, from the first token, thinking first where the model thinks."""
     if thinking is Thinking.HARMONY:
+        analysis = '"<|channel|>analysis<|message|>" hearth-free "<|end|>" "<|start|>assistant"'
+        free = '\nhearth-free ::= ( [^<] | "<"+ [^<|] )*'  # anything but a harmony marker
         if fmt is ToolFormat.HARMONY:
-            analysis = '"<|channel|>analysis<|message|>" hearth-free "<|end|>" "<|start|>assistant"'
-            root = f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls'
-            return root + '\nhearth-free ::= ( [^<] | "<" [^|] )*', ()
-        return '"<|message|>" hearth-calls', (r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?(<\|message\|>)",)
-    if thinking in (Thinking.OPEN, Thinking.MAY):
-        return '"</think>" "\\n"? "\\n"? hearth-calls', (r"(</think>)",)
+            return f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls' + free, ()
+        final = '"<|channel|>final" "<|constrain|>json"? "<|message|>"'
+        return f'( {analysis} )? {final} hearth-calls' + free, ()
+    rules = _without("hearth-think", "</think>")
+    layout = '"\n"? "\n"?'
+    if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
+        return f'hearth-think "</think>" {layout} hearth-calls\n{rules}', ()
+    if thinking is Thinking.MAY:  # a block of thinking, or none
+        return f'( "<think>" hearth-think "</think>" {layout} )? hearth-calls\n{rules}', ()
     return "hearth-calls", ()
+
+
+def _without(name: str, literal: str) -> str:
+    """GBNF for any text that does not contain `literal` (whose first character occurs in it only once): the
+    states of matching it, each rule the way back to state 0."""
+    first = literal[0]
+    step = [f"{name}-{k}" for k in range(1, len(literal))]
+    rules = [f'{name} ::= ( [^{_cls(first)}] | {lit(first)}+ {step[0]} )*']
+    for k in range(1, len(literal)):
+        ch = literal[k]
+        forward = f" | {lit(ch)} {step[k]}" if k < len(literal) - 1 else ""
+        rules.append(f'{step[k - 1]} ::= [^{_cls(ch)}{_cls(first)}]{forward} | {lit(first)}+ {step[0]}')
+    return "\n".join(rules)
+
+
+def _cls(ch: str) -> str:
+    """A character for inside a GBNF [...] class."""
+    return {"\\": "\\\\", "]": "\\]", "^": "\\^", "-": "\\-"}.get(ch, ch)

@@ -55,8 +55,12 @@ class Spec:
     bare_names: bool = False  # an opening marker may be followed by NAME[ARGS]{...} (Mistral)
     new_id: IdMaker = openai_id
 
+    def __post_init__(self) -> None:
+        by_state = {state: tuple(m for (s, m) in self.table if s is state) for state in State}
+        object.__setattr__(self, "_markers", by_state)
+
     def markers(self, state: State) -> tuple[str, ...]:
-        return tuple(m for (s, m) in self.table if s is state)
+        return self._markers[state]  # type: ignore[attr-defined,no-any-return]
 
 
 @dataclass
@@ -70,7 +74,6 @@ class MarkupParser:
     _said: bool = field(init=False, default=False)  # some answer text was emitted
     _object: CallScanner | None = field(init=False, default=None)
     _object_then: State = field(init=False, default=State.AFTER)
-    _tentative: bool = field(init=False, default=False)  # a bare object that may turn out to be no call
     _buffered: list[str] = field(init=False, default_factory=list)  # arguments seen before the name
     _started: bool = field(init=False, default=False)  # the current call's CallStart went out
     _name: str = field(init=False, default="")
@@ -78,6 +81,11 @@ class MarkupParser:
 
     def __post_init__(self) -> None:
         self.state = State.START if self.spec.bare_object else State.TEXT
+
+    @property
+    def in_json(self) -> bool:
+        """Inside a call's JSON, where any marker is only text of the arguments."""
+        return self.state in (State.OBJECT, State.LIST, State.ARGS)
 
     @property
     def in_call(self) -> bool:
@@ -146,8 +154,8 @@ class MarkupParser:
             if not stripped:
                 return None
             self.state = State.TEXT
-            if stripped[0] == "{":
-                self._open_object(State.AFTER, tentative=True)
+            if stripped[0] == "{":  # a bare object: a call if it names a tool, else answer text (see _in_object)
+                self._open_object(State.AFTER)
                 return stripped
             self._content(stripped, out)
             return None
@@ -182,7 +190,7 @@ class MarkupParser:
         if action is Action.OPEN:
             self.state = State.CALLS
         elif action is Action.OBJECT:
-            self._open_object(State.AFTER, tentative=False)
+            self._open_object(State.AFTER)
         elif action is Action.CALL_ID:
             self._start_named(out)
             self.state = State.CALL_ID
@@ -215,7 +223,7 @@ class MarkupParser:
                 self.state = State.LIST
                 return text[i + 1 :]
             if c == "{":
-                self._open_object(State.AFTER, tentative=False)
+                self._open_object(State.AFTER)
                 return text[i:]
             if self.spec.bare_names:
                 self.state, self._name = State.NAME, ""
@@ -227,13 +235,13 @@ class MarkupParser:
                 self.state = State.AFTER
                 return text[i + 1 :]
             if c == "{":
-                self._open_object(State.LIST, tentative=False)
+                self._open_object(State.LIST)
                 return text[i:]
         self.state = State.TEXT  # no call after all: the rest is answer text
         return text[i:]
 
-    def _open_object(self, then: State, tentative: bool) -> None:
-        self.state, self._object_then, self._tentative = State.OBJECT, then, tentative
+    def _open_object(self, then: State) -> None:
+        self.state, self._object_then = State.OBJECT, then
         self._object = CallScanner(self.spec.name_keys, self.spec.args_keys)
         self._buffered, self._started = [], False
 

@@ -136,11 +136,13 @@ def misses(cases: list[Case]) -> str:
 
 
 def tool_sample() -> list[ToolCase]:
-    """Every trained call, every 6th trained answer, and 40 answers from the whole grid (most never trained)."""
+    """Every trained call, every 6th trained answer, every 20th answer of the whole grid (most never trained),
+    and the answers that were hardest to learn: two-digit results after a two-word city."""
     calls = [c for c in TOOL_CASES if c.result is None]
     answers = [c for c in TOOL_CASES if c.result is not None][::6]
     grid = all_answer_cases()
-    return calls + answers + grid[:: len(grid) // 40]
+    hard = [c for c in grid if " " in c.city and c.result and c.result.split(", ")[1] in ("21 C", "23 C")]
+    return calls + answers + grid[::20] + hard
 
 
 def tool_cases(gguf: Path, think: bool) -> Iterator[Case]:

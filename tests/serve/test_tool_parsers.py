@@ -159,3 +159,10 @@ def test_a_next_call_cut_off_by_the_length_limit_leaves_no_partial_marker() -> N
     events = gen.piece('<tool_call>{"name": "f", "arguments": {}}</tool_call>\n<tool_') + gen.end("length", 1, 2)
     assert not any(isinstance(e, Text) for e in events)
     assert events[-1].reason == "length"  # type: ignore[union-attr]
+
+
+def test_thinking_tags_inside_arguments_are_text_of_the_arguments() -> None:
+    text = '<think>hmm</think><tool_call>{"name": "f", "arguments": {"q": "<think>x</think>"}}</tool_call>'
+    for cuts in ([], [25, 40, 47, 60, 61]):
+        result = run(split(text, cuts), ToolFormat.HERMES)
+        assert summary(result) == ({"analysis": "hmm"}, [("id0", "f", {"q": "<think>x</think>"})])

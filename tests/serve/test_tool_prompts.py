@@ -149,10 +149,12 @@ def test_style_templates_detected_and_rendered_like_transformers(style: str) -> 
 
 
 def _shipped() -> Path:
-    folder = shipped_templates()
-    if folder is None:
-        pytest.skip("llama-cpp-python's sdist (for llama.cpp's shipped templates) is not at hand")
-    return folder
+    from tests.fixtures.llama_sdist import SdistUnavailable
+
+    try:
+        return shipped_templates()
+    except SdistUnavailable as err:
+        pytest.skip(f"llama.cpp's shipped templates: {err}")
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

@@ -3,15 +3,7 @@ llama-cpp-python's sdist is at hand, come from its vendor/llama.cpp/models/templ
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-SDIST = "llama_cpp_python-0.3.36"
-TEMPLATES = "vendor/llama.cpp/models/templates"
 
 # Llama 3.1: tools as JSON in the first user turn, a call as {"name", "parameters"}, results as ipython turns.
 LLAMA3 = """{{- bos_token }}
@@ -175,25 +167,9 @@ SHIPPED = {
 }
 
 
-def shipped_templates() -> Path | None:
-    """vendor/llama.cpp/models/templates of the pinned llama-cpp-python sdist: $HEARTH_LLAMA_SDIST, an
-    unpacked copy under .cache/, or the sdist pip fetches from its cache (`pip download`, no build)."""
-    candidates = [Path(os.environ["HEARTH_LLAMA_SDIST"])] if os.environ.get("HEARTH_LLAMA_SDIST") else []
-    candidates += [REPO / ".cache" / sub / SDIST for sub in ("sdist", "llama-server")]
-    for root in candidates:
-        if (root / TEMPLATES).is_dir():
-            return root / TEMPLATES
-    target = REPO / ".cache" / "sdist"
-    target.mkdir(parents=True, exist_ok=True)
-    archive = target / f"{SDIST}.tar.gz"
-    if not archive.is_file():
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "llama-cpp-python==0.3.36", "--no-deps", "--no-binary", ":all:",
-             "-d", str(target), "-q"], capture_output=True, timeout=300,
-        )
-        if done.returncode != 0 or not archive.is_file():
-            return None
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if f"/{TEMPLATES}/" in m.name and m.name.endswith(".jinja")]
-        tar.extractall(target, members=members, filter="data")
-    return target / SDIST / TEMPLATES
+def shipped_templates() -> Path:
+    """llama.cpp's collection of real chat templates, from the pinned llama-cpp-python sdist
+    (tests/fixtures/llama_sdist.py; raises SdistUnavailable saying why when it cannot be had)."""
+    from tests.fixtures.llama_sdist import llama_cpp_source
+
+    return llama_cpp_source() / "models" / "templates"
