@@ -95,7 +95,9 @@ def chat_request(req: ResponsesRequest, messages: Messages) -> ChatRequest:
         "parallel_tool_calls": req.parallel_tool_calls,
     }
     if req.tools:
-        body["tools"] = [{"type": "function", "function": t.model_dump(exclude={"type"}, exclude_none=True)}
+        # `strict` is an API flag (Responses sets it by default), not part of the tool the model reads; our grammar
+        # holds calls to the schema either way.
+        body["tools"] = [{"type": "function", "function": t.model_dump(exclude={"type", "strict"}, exclude_none=True)}
                          for t in req.tools]
     if req.tool_choice is not None:
         choice = req.tool_choice
