@@ -11,5 +11,6 @@ settings.py      a settings model -> flags, HEARTH_<PROGRAM>_* variables and a c
                  a command line; one-line errors naming where a bad value came from
 logs.py          the one log format, the ASGI servers' start lines as ours, access lines (AccessLog, note)
 version.py       the version every --version prints
+paths.py         the cache folder (HEARTH_CACHE or the user's), the demo models in a checkout or a wheel
 stopping.py      SIGTERM as Ctrl-C until a server's own handlers take over
 """

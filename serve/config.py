@@ -12,12 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hearth_common.names import ModelType
+from hearth_common.paths import conversions_dir, demo_dir
 from hearth_common.settings import Loaded, Option, Program, SettingsError
 from serve.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_MODEL = REPO / "models" / "demo" / "demo-think"
-CACHE = REPO / ".cache" / "serve"
+DEMO_MODEL = demo_dir() / "demo-think"
+CACHE = conversions_dir()  # HEARTH_CACHE/gguf, else the user's cache directory
 
 # Keys never come from the command line (`ps` shows it to every user): a --NAME-file or HEARTH_SERVE_NAME.
 SECRETS = ("api_key", "router_key")
@@ -26,8 +26,9 @@ SECRETS = ("api_key", "router_key")
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_path: Path = Field(DEMO_MODEL, description="a .gguf file, or a HuggingFace folder (converted once, cached); "
-                             "default: the demo model models/demo/demo-think")
+    model_path: Path = Field(DEMO_MODEL, description="a .gguf file, or a HuggingFace folder (converted once, cached in "
+                             "$HEARTH_CACHE/gguf, else the user's cache directory); "
+                             "default: the built-in demo model demo-think")
     model_type: ModelType | None = Field(None, description="chat format family; read from the GGUF when omitted")
     model_name: str | None = Field(None, description="the name clients ask for (default: the file or folder name)")
     alias: tuple[str, ...] = Field((), description="more names clients may ask for, comma-separated")

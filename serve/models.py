@@ -1,4 +1,5 @@
-"""--model-path -> a GGUF to load: a .gguf as is, a HuggingFace folder converted once into .cache/serve/.
+"""--model-path -> a GGUF to load: a .gguf as is, a HuggingFace folder converted once into the cache
+(hearth_common.paths: $HEARTH_CACHE/gguf, else the user's cache directory).
 
 The cache key is a hash of the folder's files, so an edited checkpoint converts again and an unchanged one is
 loaded straight away. The stack (stack/prepare.py) uses the same cache through `convert_cached`.

@@ -1,7 +1,8 @@
 """The stack file (TOML): one pydantic model for `[router]`, an optional `[budget]` and `[[models]]`; and the options of
 `python -m stack` itself (StackOptions), whose flags and HEARTH_STACK_* variables come from hearth_common.settings.
 
-Relative paths in the file resolve against the file's own folder, so a stack file can sit next to its models.
+Relative paths in the file resolve against the file's own folder, so a stack file can sit next to its models (the
+built-in default.toml's against the demo models' folder, which a wheel ships elsewhere: hearth_common.paths).
 The environment may set `[router]` and `[budget]` entries over the file: HEARTH_STACK_ROUTER__PORT=9000,
 HEARTH_STACK_BUDGET__VRAM_GB=4 (relative paths there are relative to the working directory).
 `load_stack(path)` raises ConfigError with one line naming the field, e.g. `stack.toml: models.0.port: ...`.
@@ -18,14 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hearth_common.keys import KeyFileError, read_key_file
 from hearth_common.names import BACKEND_NAME as NAME
 from hearth_common.names import ModelType, StrategyName
+from hearth_common.paths import demo_dir, stack_state_dir
 from hearth_common.settings import Option, Program, layer
 from hearth_common.validation import first_error
 from route.config import HEALTH_INTERVAL, RouterConfig
 from stack.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_STACK = Path(__file__).with_name("default.toml")
-STATE_DIR = REPO / ".cache" / "stack"
+DEFAULT_STACK = Path(__file__).with_name("default.toml")  # its relative paths resolve against the demo models' folder
+STATE_DIR = stack_state_dir()  # HEARTH_CACHE/stack, else the user's cache directory
 ROUTE = RouterConfig.model_fields  # the router's own defaults: one value for each setting, here and there
 
 
@@ -207,7 +208,8 @@ def load_stack(path: Path | None = None, overrides: dict[str, dict[str, Any]] | 
     router = raw.get("router")
     if isinstance(router, dict) and (router.get("admin_key") or router.get("api_key")) and path.stat().st_mode & 0o077:
         raise ConfigError(f"{path}: holds a key but other users can read it; chmod 600 it (or use api_key_file)")
-    return parse_stack(raw, path.resolve().parent, str(path), overrides, origin)
+    base = demo_dir() if path.resolve() == DEFAULT_STACK.resolve() else path.resolve().parent
+    return parse_stack(raw, base, str(path), overrides, origin)
 
 
 class StackOptions(BaseModel):
@@ -218,7 +220,8 @@ class StackOptions(BaseModel):
     file: Path | None = Field(None, description="the stack file; default: the built-in stack/default.toml (the demo "
                                                 "models)")
     state_dir: Path = Field(STATE_DIR, description="logs, state.json, keys and the router's config go here; "
-                                                   "default: .cache/stack")
+                                                   "default: stack/ in the cache directory ($HEARTH_CACHE, else "
+                                                   "the user's cache directory)")
     port: int | None = Field(None, ge=0, le=65535, description="the router's port, over the stack file's [router] port")
     plan_only: bool = Field(False, description="convert and print the placement plan, start nothing")
     load_timeout: float = Field(600.0, gt=0, description="seconds a model server may take to load, and a request may "

@@ -49,7 +49,11 @@ from stack.control import ControlServer, start_control
 from stack.errors import StartError
 
 log = logging.getLogger("stack")
+# The children run in the folder holding our packages, so `-m serve` imports ours (not a `serve/` in the user's
+# folder); from a checkout they also get it on PYTHONPATH; an installed wheel's site-packages must not go there
+# (before the standard library).
 REPO = Path(__file__).resolve().parents[1]
+CHECKOUT = (REPO / "pyproject.toml").is_file()
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
 WATCH_EVERY, WATCH_MISSES = 3.0, 3  # a child that fails 3 checks in a row (3 s timeout, 3 s apart) is hung
@@ -252,7 +256,8 @@ class Supervisor:
         one source of settings), our log level, and its keys."""
         program = "HEARTH_SERVE_" if child.model is not None else "HEARTH_ROUTE_"
         env = {k: v for k, v in environ.items() if not k.startswith(CHILD_PREFIXES)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
+        if CHECKOUT:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
         return {**env, program + "LOG_LEVEL": self.log_level, **child.env}
 
     async def wait_ready(self, child: Child) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF_CACHE = ROOT / ".cache" / "test-gguf"
+# What the programs under test write (converted GGUFs, the stack's state) stays in this checkout's .cache/, not in the
+# user's cache directory, which other checkouts share; set before serve or stack is imported, and inherited by the
+# servers the tests start.
+os.environ.setdefault("HEARTH_CACHE", str(ROOT / ".cache" / "hearth"))
 
 
 def _converter_digest() -> str:

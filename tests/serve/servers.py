@@ -31,6 +31,7 @@ class Server(str):
 def running_server(*args: str, timeout: float = 60) -> Iterator[Server]:
     """Start `python -m serve ARGS --port P`, wait for /health 200, yield its URL; SIGINT it afterwards."""
     port = free_port()
+    (REPO / ".cache" / "serve").mkdir(parents=True, exist_ok=True)
     log = open(REPO / ".cache" / "serve" / f"server-{port}.log", "w")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(

@@ -1,0 +1,45 @@
+"""Where hearth finds its own files and keeps what it writes, the same in a checkout and in an installed wheel.
+
+The demo models live in models/demo/ in a checkout; a wheel ships them as the package data of `hearth_demo`
+(pyproject.toml maps that package to models/demo). Everything hearth writes (converted GGUFs, the stack's logs,
+keys and state) goes under one cache directory: HEARTH_CACHE, else the user's cache directory (platformdirs:
+~/.cache/hearth on Linux, ~/Library/Caches/hearth on macOS), never into the source tree or site-packages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import platformdirs
+
+CACHE_ENV = "HEARTH_CACHE"
+CHECKOUT = Path(__file__).resolve().parents[1]
+DEMO_PACKAGE = "hearth_demo"  # the wheel's name for models/demo (pyproject.toml: package-dir)
+
+
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The root of everything hearth writes: $HEARTH_CACHE, else the user's cache directory."""
+    given = environ.get(CACHE_ENV)
+    return Path(given).expanduser().absolute() if given else Path(platformdirs.user_cache_dir("hearth"))
+
+
+def conversions_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Converted HuggingFace folders (serve --model-path FOLDER and the stack share them)."""
+    return cache_dir(environ) / "gguf"
+
+
+def stack_state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The stack's logs, keys, state.json and router config (`python -m stack --state-dir` moves them)."""
+    return cache_dir(environ) / "stack"
+
+
+def demo_dir() -> Path:
+    """The folder holding the demo checkpoints: the checkout's models/demo when run from one (also under an editable
+    install, whose finder could point at another checkout), else the installed package data."""
+    checkout = CHECKOUT / "models" / "demo"
+    if (checkout / "MANIFEST.sha256").is_file():
+        return checkout
+    return Path(str(resources.files(DEMO_PACKAGE)))
