@@ -39,7 +39,7 @@ def test_programs_take_their_defaults_from_there(tmp_path: Path) -> None:
             "print(json.dumps([str(CACHE), str(STATE_DIR), str(ServeConfig().model_path), "
             "[str(m.source) for m in load_stack().models]]))")
     env = {**os.environ, CACHE_ENV: str(tmp_path / "c")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     cache, state, model, sources = json.loads(out.stdout)
     assert Path(cache) == tmp_path / "c" / "gguf"
