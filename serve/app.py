@@ -22,10 +22,10 @@ from pydantic import ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from serve import responses
+from serve import logprobs, responses
 from serve.channels import ChannelParser
 from serve.config import ServeConfig
-from serve.engine import Event, Failed, Finished, Piece, SamplingParams
+from serve.engine import Event, Failed, Finished, Piece, SamplingParams, TokenLogprob
 from serve.errors import BodyTooLarge, InvalidRequest, Loading, ServeError, Unauthorized
 from serve.grammar import build as build_grammar
 from serve.prompts import as_dicts, starts_in_thinking
@@ -195,6 +195,8 @@ def _params(req: Sampling, prompt_len: int, ctx: int, grammar: Any = None) -> Sa
         seed=req.seed,
         stops=req.stops,
         grammar=grammar,
+        cache_prompt=req.cache_prompt,
+        logprobs=req.logprob_count,
     )
 
 
@@ -214,14 +216,16 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
     events = rt.generate(job, queue)
     if req.stream:
         return _sse(_chat_chunks(events, turn, req, meta))
-    finish = await _drain(events, turn)
+    tokens: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
+    finish = await _drain(events, turn, tokens)
     body = {
         **meta,
         "object": "chat.completion",
         "reasoning_level": req.reasoning,
         "choices": [{"index": 0, "finish_reason": finish.reason,
-                     "message": responses.chat_message(turn, req.separate_thinking, req.include_channels)}],
-        "usage": responses.usage(turn, finish.prompt_tokens, finish.completion_tokens),
+                     "message": responses.chat_message(turn, req.separate_thinking, req.include_channels),
+                     "logprobs": logprobs.chat(tokens)}],
+        "usage": finish.usage(turn),
     }
     return Response(json.dumps(body), content_type="application/json")
 
@@ -239,12 +243,14 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     events = rt.generate(job, queue)
     if req.stream:
         return _sse(_completion_chunks(events, turn, req, meta))
-    finish = await _drain(events, turn)
+    tokens: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
+    finish = await _drain(events, turn, tokens)
     body = {
         **meta,
         "object": "text_completion",
-        "choices": [{"index": 0, "text": turn.raw, "finish_reason": finish.reason, "logprobs": None}],
-        "usage": responses.usage(turn, finish.prompt_tokens, finish.completion_tokens, per_channel=False),
+        "choices": [{"index": 0, "text": turn.raw, "finish_reason": finish.reason,
+                     "logprobs": logprobs.completion(tokens, len(req.prompt))}],
+        "usage": finish.usage(turn, per_channel=False),
     }
     return Response(json.dumps(body), content_type="application/json")
 
@@ -254,18 +260,27 @@ class _Finish:
     reason: str  # OpenAI's finish_reason: stop or length
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
 
     @classmethod
     def of(cls, event: Finished) -> _Finish:
-        return cls("length" if event.reason == "length" else "stop", event.prompt_tokens, event.completion_tokens)
+        reason = "length" if event.reason == "length" else "stop"
+        return cls(reason, event.prompt_tokens, event.completion_tokens, event.cached_tokens)
+
+    def usage(self, turn: responses.Turn, per_channel: bool = True) -> dict[str, Any]:
+        body = responses.usage(turn, self.prompt_tokens, self.completion_tokens, per_channel=per_channel)
+        body["prompt_tokens_details"] = {**body.get("prompt_tokens_details", {}), "cached_tokens": self.cached_tokens}
+        return body
 
 
-async def _drain(events: AsyncIterator[Event], turn: responses.Turn) -> _Finish:
-    """Collect a whole response into `turn`."""
+async def _drain(events: AsyncIterator[Event], turn: responses.Turn, tokens: list[TokenLogprob] | None = None) -> _Finish:
+    """Collect a whole response into `turn` (and each token's logprob into `tokens`, when given)."""
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
                 turn.add(event.text)
+                if tokens is not None and event.logprob is not None:
+                    tokens.append(event.logprob)
             elif isinstance(event, Failed):
                 raise ServeError(event.message)
             else:
@@ -289,13 +304,21 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
 async def _chat_chunks(
     events: AsyncIterator[Event], turn: responses.Turn, req: ChatRequest, meta: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
+    pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**meta, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        if pending:
+            choice["logprobs"] = logprobs.chat(pending)
+            pending.clear()
+        return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
 
     yield chunk({"role": "assistant"})
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
+                if event.logprob is not None:
+                    pending.append(event.logprob)
                 for e in turn.add(event.text):
                     yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
             elif isinstance(event, Failed):
@@ -308,7 +331,7 @@ async def _chat_chunks(
                 done = _Finish.of(event)
                 yield chunk({}, done.reason)
                 if req.include_usage:
-                    usage = responses.usage(turn, done.prompt_tokens, done.completion_tokens)
+                    usage = done.usage(turn)
                     yield {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
                 return
 
@@ -316,14 +339,24 @@ async def _chat_chunks(
 async def _completion_chunks(
     events: AsyncIterator[Event], turn: responses.Turn, req: CompletionRequest, meta: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
+    pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
+    offset = len(req.prompt)
+
     def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+        nonlocal offset
+        block = logprobs.completion(pending, offset) if pending else None
+        if block:
+            offset = block["text_offset"][-1] + len(block["tokens"][-1])
+            pending.clear()
         return {**meta, "object": "text_completion",
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": block}]}
 
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
                 turn.add(event.text)
+                if event.logprob is not None:
+                    pending.append(event.logprob)
                 if event.text:
                     yield chunk(event.text)
             elif isinstance(event, Failed):
@@ -333,6 +366,5 @@ async def _completion_chunks(
                 done = _Finish.of(event)
                 yield chunk("", done.reason)
                 if req.include_usage:
-                    yield {**meta, "object": "text_completion", "choices": [],
-                           "usage": responses.usage(turn, done.prompt_tokens, done.completion_tokens, per_channel=False)}
+                    yield {**meta, "object": "text_completion", "choices": [], "usage": done.usage(turn, per_channel=False)}
                 return

@@ -33,6 +33,12 @@ class ServeConfig(BaseModel):
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones; more get 429")
     prompt_chunk: int = Field(256, ge=16, description="prompt tokens processed per step, so streams keep flowing")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
+    cache_ram: int | None = Field(
+        None, ge=0, description="MiB of host RAM keeping the KV state of sequences evicted from the prompt cache, "
+        "found again by longest prefix (0: off; default: an eighth of the RAM available at start, at most 8192)")
+    swa_full: bool = Field(
+        False, description="full-size sliding-window KV cache (gemma3, gpt-oss): any cached prefix can be reused, "
+        "not only one ending near the cached end (a growing conversation reuses without it); SWA_FULL_COST")
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on /v1/*")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted")
     router: str | None = Field(None, description="router URL to register with at start and leave at shutdown")

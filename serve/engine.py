@@ -240,7 +240,7 @@ class Engine:
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.n_swa = int(ll.llama_model_n_swa(model.ptr))
-        self.host = HostCache(cache_ram) if cache_ram > 0 else None
+        self.host = HostCache(cache_ram, self.n_swa) if cache_ram > 0 else None
         self.save_min = save_min
         self._seqs = [SeqState(i) for i in range(n_seq)]
         self._clock = 0
@@ -344,7 +344,7 @@ class Engine:
         state, keep = self._seqs[choice.seq], choice.reuse
         try:
             if reuse and self.host is not None:
-                entry, shared = self.host.best(prompt, self.n_swa)
+                entry, shared = self.host.best(prompt)
                 if entry is not None and shared > keep:
                     # The host cache has more of this prompt: load it into the sequence a miss would take.
                     state = self._seqs[pick_sequence(free, prompt, running, self.n_swa, reuse=False).seq]
@@ -361,13 +361,14 @@ class Engine:
         """Drop the sequence's cells from position `keep` on (saving them first when that loses many);
         returns how many cells are kept (0 when a sliding window has lost what the next token needs)."""
         if len(state.tokens) - keep >= self.save_min:
-            self._save(state)
+            self._save(state, keep)
         if keep == 0:
             self._forget(state)
             return 0
         if keep < len(state.tokens):
             ll.llama_memory_seq_rm(self.memory, state.seq, keep, -1)
             state.tokens = state.tokens[:keep]
+            state.prompt_end = min(state.prompt_end, keep)
             state.saved = False
         if self.n_swa and usable(keep, ll.llama_memory_seq_pos_min(self.memory, state.seq), self.n_swa) < keep:
             self._forget(state)
@@ -376,14 +377,25 @@ class Engine:
 
     def _forget(self, state: SeqState) -> None:
         ll.llama_memory_seq_rm(self.memory, state.seq, -1, -1)
-        state.tokens, state.pos_min, state.saved = EMPTY, 0, False
+        state.tokens, state.pos_min, state.saved, state.prompt_end = EMPTY, 0, False, 0
 
-    def _save(self, state: SeqState) -> None:
-        """Copy the sequence's state into the host cache (once per content)."""
+    def _save(self, state: SeqState, keep: int) -> None:
+        """Copy the sequence's state into the host cache (once per content), before its cells from `keep` on
+        are dropped. A sliding-window state saves only its window, which would not serve the next turn of a
+        conversation (its prompt ends where this answer began): so the prompt's end is saved too."""
         if self.host is None or state.saved or len(state.tokens) < self.save_min:
             return
         state.saved = True
-        if self.host.covers(state.tokens):
+        self._put(state)
+        end = state.prompt_end
+        if self.n_swa and keep <= end < len(state.tokens) - self.n_swa and usable(end, state.pos_min, self.n_swa) == end:
+            ll.llama_memory_seq_rm(self.memory, state.seq, end, -1)  # dropped after this anyway
+            state.tokens = state.tokens[:end]
+            self._put(state)
+
+    def _put(self, state: SeqState) -> None:
+        assert self.host is not None
+        if len(state.tokens) < self.save_min or self.host.covers(state.tokens):
             return
         size = ll.llama_state_seq_get_size(self.ctx, state.seq)
         if size > self.host.capacity:
@@ -398,7 +410,8 @@ class Engine:
         if ll.llama_state_seq_set_data(self.ctx, entry.data, entry.size, state.seq) != entry.size:
             self._forget(state)
             return False
-        state.tokens, state.pos_min, state.saved = entry.tokens, entry.pos_min, True
+        state.tokens, state.saved, state.prompt_end = entry.tokens, True, 0
+        state.pos_min = entry.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, state.seq))
         return True
 
     def _close(self, slot: _Slot, event: Event | None, keep: bool = True) -> None:
@@ -407,6 +420,7 @@ class Engine:
         state = self._seqs[slot.seq]
         if keep:
             state.tokens = np.concatenate([slot.prefix, np.asarray(slot.history, np.int32)])
+            state.prompt_end = len(slot.job.prompt)
             state.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, slot.seq)) if self.n_swa else 0
             state.saved = False
         else:

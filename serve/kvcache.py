@@ -46,6 +46,7 @@ class SeqState:
     pos_min: int = 0  # oldest position still in the cells (above 0 only for sliding-window caches)
     used: int = 0  # logical clock of the last use: least recently used goes first
     saved: bool = False  # the host cache already holds these exact cells
+    prompt_end: int = 0  # where the last job's prompt ended (its answer follows)
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,14 @@ class Entry:
 class HostCache:
     """Saved sequence states in host RAM, bounded by bytes, least recently used out first.
 
-    An entry whose tokens are a prefix of a newer one's is dropped (the newer one serves every prompt the
-    older one could), and a state whose tokens are a prefix of a kept entry is not stored twice."""
+    An entry whose tokens are a prefix of a newer one's is dropped when the newer one serves every prompt the
+    older one could, and a state a kept entry already serves is not stored twice. With a sliding window
+    (`n_swa`), llama.cpp saves only the cells inside the window, so an entry serves only prefixes reaching into
+    its last `n_swa` positions."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, n_swa: int = 0) -> None:
         self.capacity = capacity
+        self.n_swa = n_swa
         self.used = 0
         self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._next = 0
@@ -105,15 +109,23 @@ class HostCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def saved_pos_min(self, tokens: np.ndarray, pos_min: int) -> int:
+        """The oldest position a saved state of these cells keeps."""
+        return max(pos_min, len(tokens) - self.n_swa) if self.n_swa else 0
+
     def covers(self, tokens: np.ndarray) -> bool:
-        """An entry already holds these tokens (or more after them)."""
-        return any(common_prefix(e.tokens, tokens) == len(tokens) for e in self._entries.values())
+        """An entry already serves every prompt these tokens could."""
+        n = len(tokens)
+        return any(common_prefix(e.tokens, tokens) == n and usable(n, e.pos_min, self.n_swa) == n
+                   for e in self._entries.values())
 
     def put(self, tokens: np.ndarray, data: Any, size: int, pos_min: int = 0) -> bool:
         """Store a state; False when it cannot fit at all or is already covered."""
         if size > self.capacity or self.covers(tokens):
             return False
-        for key in [k for k, e in self._entries.items() if common_prefix(e.tokens, tokens) == len(e.tokens)]:
+        pos_min = self.saved_pos_min(tokens, pos_min)
+        for key in [k for k, e in self._entries.items()
+                    if common_prefix(e.tokens, tokens) == len(e.tokens) and usable(len(e.tokens), pos_min, self.n_swa)]:
             self._drop(key)
         while self.used + size > self.capacity:
             self._drop(next(iter(self._entries)))
@@ -122,13 +134,13 @@ class HostCache:
         self.used += size
         return True
 
-    def best(self, prompt: np.ndarray, n_swa: int, min_share: float = 0.1) -> tuple[Entry | None, int]:
+    def best(self, prompt: np.ndarray, min_share: float = 0.1) -> tuple[Entry | None, int]:
         """The entry sharing the longest usable prefix with `prompt` (capped at all but its last token), if that
         is more than `min_share` of the prompt."""
         limit = len(prompt) - 1
         found: tuple[int, Entry] | None = None
         for key, e in self._entries.items():
-            shared = usable(min(common_prefix(e.tokens, prompt), limit), e.pos_min, n_swa)
+            shared = usable(min(common_prefix(e.tokens, prompt), limit), e.pos_min, self.n_swa)
             if shared > min_share * len(prompt) and (found is None or shared > found[0]):
                 found = (shared, e)
                 best_key = key

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,27 @@ log = logging.getLogger("serve")
 
 # GGUF architecture -> --model-type
 MODEL_TYPES = {"gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "qwen2": "qwen", "qwen3": "qwen"}
+MIB = 1 << 20
+CACHE_RAM_MAX = 8192 * MIB  # llama.cpp's server default for --cache-ram
+
+
+def available_ram() -> int:
+    """Bytes of RAM the kernel could give us now (MemAvailable), or the free pages where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def cache_ram_bytes(mib: int | None) -> int:
+    """--cache-ram in bytes: as given, or an eighth of the available RAM (several servers share a machine)."""
+    if mib is not None:
+        return mib * MIB
+    return min(CACHE_RAM_MAX, available_ram() // 8)
 
 
 @dataclass
@@ -73,11 +95,12 @@ class Runtime:
         ctx = min(c.ctx_size, model.n_ctx_train or c.ctx_size)
         engine = Engine(
             model, c.max_concurrent, ctx, prompt_chunk=c.prompt_chunk, threads=c.threads,
-            flash_attn=c.flash_attn, kv_type=c.kv_type,
+            flash_attn=c.flash_attn, kv_type=c.kv_type, cache_ram=cache_ram_bytes(c.cache_ram), swa_full=c.swa_full,
         )
         engine.start()
-        log.info("loaded %s (%s, %s format), %d sequences x %d tokens", self.model_name, model_type,
-                 template.format.value, c.max_concurrent, engine.ctx_per_seq)
+        log.info("loaded %s (%s, %s format), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
+                 self.model_name, model_type, template.format.value, c.max_concurrent, engine.ctx_per_seq,
+                 engine.host.capacity // MIB if engine.host else 0)
         return Loaded(model, engine, template, model_type)
 
     def drain(self) -> None:
@@ -143,6 +166,11 @@ class Runtime:
                     self.metrics.ttft.observe(first - job.created)
                 if isinstance(event, Finished | Failed):
                     done = True
+                    if isinstance(event, Finished):
+                        self.metrics.prompt_tokens.inc(event.prompt_tokens)
+                        self.metrics.cached_prompt_tokens.inc(event.cached_tokens)
+                        if engine.host is not None:
+                            self.metrics.cache_ram.set(engine.host.used)
                     if isinstance(event, Finished) and event.completion_tokens:
                         self.metrics.tokens.inc(event.completion_tokens)
                         spent = time.perf_counter() - first

@@ -71,6 +71,12 @@ class Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     n: int = 1
+    cache_prompt: bool = True  # llama.cpp's name: false decodes the whole prompt, reusing no cached prefix
+
+    @property
+    def logprob_count(self) -> int | None:
+        """Top alternatives to report with each token's log-probability; None: no logprobs."""
+        return None
 
     @field_validator("n")
     @classmethod
@@ -103,6 +109,18 @@ class ChatRequest(Sampling):
     separate_thinking: bool = True
     include_channels: list[ChannelName] | None = None
     developer_instructions: str | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @property
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     @field_validator("messages")
     @classmethod
@@ -125,3 +143,8 @@ class ChatRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str
+    logprobs: int | None = Field(None, ge=0, le=5)  # the legacy API's form: how many top alternatives
+
+    @property
+    def logprob_count(self) -> int | None:
+        return self.logprobs

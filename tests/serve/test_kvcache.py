@@ -74,17 +74,32 @@ def test_host_cache_longest_prefix_lru_and_bytes() -> None:
     cache = HostCache(capacity=300)
     assert cache.put(a(1, 2, 3), "s1", 100)
     assert cache.put(a(4, 5, 6), "s2", 100)
-    entry, shared = cache.best(a(1, 2, 3, 4, 5), n_swa=0)
+    entry, shared = cache.best(a(1, 2, 3, 4, 5))
     assert entry is not None and entry.data == "s1" and shared == 3
     assert cache.put(a(7, 8), "s3", 100)
     assert cache.put(a(9, 9), "s4", 100)  # over 300 bytes: the least recently used (s2) goes
-    assert cache.best(a(4, 5, 6, 7), n_swa=0) == (None, 0)
-    assert cache.best(a(1, 2, 3, 0), n_swa=0)[1] == 3
+    assert cache.best(a(4, 5, 6, 7)) == (None, 0)
+    assert cache.best(a(1, 2, 3, 0))[1] == 3
     assert cache.used == 300 and len(cache) == 3
     assert not cache.put(a(1, 2), "sub", 10)  # a prefix of a kept entry adds nothing
     assert cache.put(a(1, 2, 3, 4, 5), "longer", 100)  # ... and a longer one replaces it
-    entry, shared = cache.best(a(1, 2, 3, 4, 5, 6), n_swa=0)
+    entry, shared = cache.best(a(1, 2, 3, 4, 5, 6))
     assert entry is not None and entry.data == "longer" and shared == 5
     assert not cache.put(a(0), "huge", 301)
     cache.clear()
     assert len(cache) == 0 and cache.used == 0
+
+
+def test_host_cache_with_a_sliding_window() -> None:
+    """llama.cpp saves only the window's cells: an entry of 20 tokens (window 4) serves a prompt sharing at
+    least 19 of them, and a shorter entry it cannot serve is kept beside it."""
+    cache = HostCache(capacity=1000, n_swa=4)
+    long = a(*range(20))
+    assert cache.put(long[:10], "prompt end", 10)
+    assert cache.put(long, "whole", 10)
+    assert len(cache) == 2  # the whole one cannot serve a prompt branching at 10
+    assert cache.best(a(*range(10), 99))[0].data == "prompt end"  # type: ignore[union-attr]
+    entry, shared = cache.best(a(*range(20), 99))
+    assert entry is not None and entry.data == "whole" and shared == 20
+    entry, shared = cache.best(a(*range(15), 99))  # past the prompt end, but far behind the whole one's window
+    assert entry is not None and entry.data == "prompt end" and shared == 10

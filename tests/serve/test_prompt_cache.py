@@ -103,9 +103,10 @@ def test_the_same_prompt_twice_still_decodes_its_last_token(model: Model) -> Non
     assert a.cached_tokens == 0 and b.cached_tokens == len(prompt) - 1
 
 
-def test_host_cache_keeps_sixteen_conversations_over_four_sequences(model: Model) -> None:
+def sixteen_over_four(model: Model, max_tokens: int, keep_answer: bool = True) -> None:
     """16 conversations take turns on 4 sequences: without the host cache later turns find their sequence
-    taken by others; with it they hit, and answer as a fresh engine does."""
+    taken by others; with it they hit, and answer as a fresh engine does. `keep_answer` off: the history drops
+    the answer (as templates drop earlier thinking), so turn 2 shares exactly turn 1's prompt."""
     def rounds(engine: Engine) -> list[list[tuple[list[str], Finished]]]:
         histories: list[list[int]] = [[] for _ in range(16)]
         prompts = [conversation(model, 100 + c, 2) for c in range(16)]
@@ -113,9 +114,10 @@ def test_host_cache_keeps_sixteen_conversations_over_four_sequences(model: Model
         for turn in range(2):
             for c in range(16):
                 histories[c] = histories[c] + prompts[c][turn]
-                pieces, fin = run(engine, histories[c], max_tokens=6)
+                pieces, fin = run(engine, histories[c], max_tokens=max_tokens)
                 results[c].append((pieces, fin))
-                histories[c] += model.tokenize("".join(pieces), False) + model.tokenize("<|im_end|>\n", False)
+                answer = "".join(pieces) if keep_answer else ""
+                histories[c] += model.tokenize(answer + "<|im_end|>\n", False)
         return results
 
     with_ram, without = engine_for(model, 4, cache_ram=64 << 20), engine_for(model, 4)
@@ -129,6 +131,21 @@ def test_host_cache_keeps_sixteen_conversations_over_four_sequences(model: Model
     # 12 other conversations came between: only what every prompt starts with is still there.
     assert all(r[1][1].cached_tokens < r[0][1].prompt_tokens / 2 for r in cold)
     assert with_ram.host is not None and len(with_ram.host) == 0  # stop() dropped every saved state
+
+
+def test_host_cache_keeps_sixteen_conversations_over_four_sequences(model: Model) -> None:
+    sixteen_over_four(model, max_tokens=6)
+
+
+@pytest.mark.slow
+def test_host_cache_with_a_sliding_window() -> None:
+    """gpt-oss (window 8): answers longer than the window, dropped from the history: only the saved prompt ends
+    can serve turn 2 (a saved sliding-window state holds only its window)."""
+    m = Model(fixture_gguf("gpt-oss"))
+    try:
+        sixteen_over_four(m, max_tokens=16, keep_answer=False)
+    finally:
+        m.close()
 
 
 def test_fillers_leave_a_free_sequences_cache_alone(model: Model) -> None:
