@@ -18,6 +18,10 @@ from typing import Any
 import numpy as np
 
 EMPTY = np.zeros(0, np.int32)
+# Prompt tokens always decoded, never taken from the cache: the last one's logits are sampled, and ggml computes
+# a one-token batch by another kernel than a longer one (last bits differ), so two keep a repeated prompt's
+# logits bit-identical to a fresh decode of it (whose last chunk is never a single token unless it is alone).
+DECODED = 2
 
 
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -59,13 +63,13 @@ def pick_sequence(
     free: Sequence[SeqState], prompt: np.ndarray, running: Iterable[int], n_swa: int, reuse: bool = True,
     min_share: float = 0.1,
 ) -> Choice:
-    """The free sequence for `prompt`: the longest usable common prefix (at most all but the last prompt token,
-    which must be decoded for logits). A prefix of at most `min_share` of the prompt is a miss (llama.cpp's
+    """The free sequence for `prompt`: the longest usable common prefix (short of the last DECODED prompt
+    tokens). A prefix of at most `min_share` of the prompt is a miss (llama.cpp's
     server rule, --slot-prompt-similarity): a few shared template tokens must not evict a long cached
     conversation. Ties and misses go to the sequence that keeps the running ids in one run (a gap costs a
     filler token every step), then to the least recently used; the one taken still reuses what it shares."""
     ids = sorted(running)
-    limit = len(prompt) - 1
+    limit = max(0, len(prompt) - DECODED)
 
     def fillers(seq: int) -> int:  # fillers added (negative: a gap filled) by running `seq` too
         if not ids:
@@ -135,9 +139,9 @@ class HostCache:
         return True
 
     def best(self, prompt: np.ndarray, min_share: float = 0.1) -> tuple[Entry | None, int]:
-        """The entry sharing the longest usable prefix with `prompt` (capped at all but its last token), if that
+        """The entry sharing the longest usable prefix with `prompt` (short of its last DECODED tokens), if that
         is more than `min_share` of the prompt."""
-        limit = len(prompt) - 1
+        limit = max(0, len(prompt) - DECODED)
         found: tuple[int, Entry] | None = None
         for key, e in self._entries.items():
             shared = usable(min(common_prefix(e.tokens, prompt), limit), e.pos_min, self.n_swa)

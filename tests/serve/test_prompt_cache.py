@@ -91,7 +91,7 @@ def test_growing_history_reuses_the_cache_and_matches_a_fresh_engine(model: Mode
     assert all(f.cached_tokens == 0 for _, f in cold)
 
 
-def test_the_same_prompt_twice_still_decodes_its_last_token(model: Model) -> None:
+def test_the_same_prompt_twice_still_decodes_its_last_tokens(model: Model) -> None:
     e = engine_for(model)
     try:
         prompt = model.tokenize(text(5, 30), False)
@@ -100,7 +100,7 @@ def test_the_same_prompt_twice_still_decodes_its_last_token(model: Model) -> Non
     finally:
         e.stop()
     assert first == again
-    assert a.cached_tokens == 0 and b.cached_tokens == len(prompt) - 1
+    assert a.cached_tokens == 0 and b.cached_tokens == len(prompt) - 2
 
 
 def sixteen_over_four(model: Model, max_tokens: int, keep_answer: bool = True) -> None:
@@ -167,7 +167,7 @@ def test_fillers_leave_a_free_sequences_cache_alone(model: Model) -> None:
     finally:
         e.stop()
     assert pieces == base[1][0]
-    assert fin.cached_tokens == len(prompts[1]) - 1
+    assert fin.cached_tokens == len(prompts[1]) - 2
 
 
 def test_nothing_survives_the_engine(model: Model) -> None:
