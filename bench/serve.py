@@ -133,7 +133,7 @@ def clients(url: str, streams: int, n: int) -> Run:
 
     async def go() -> Run:
         timeout = aiohttp.ClientTimeout(total=600)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)) as session:
             await _stream(session, url, 4)  # warm-up
             t0 = time.perf_counter()
             results = await asyncio.gather(*(_stream(session, url, n) for _ in range(streams)))

@@ -37,8 +37,10 @@ class ServeConfig(BaseModel):
         None, ge=0, description="MiB of host RAM keeping the KV state of sequences evicted from the prompt cache, "
         "found again by longest prefix (0: off; default: an eighth of the RAM available at start, at most 8192)")
     swa_full: bool = Field(
-        False, description="full-size sliding-window KV cache (gemma3, gpt-oss): any cached prefix can be reused, "
-        "not only one ending near the cached end (a growing conversation reuses without it); SWA_FULL_COST")
+        False, description="full-size sliding-window KV cache (gemma3, gpt-oss): a prompt can reuse a cached prefix "
+        "ending anywhere, e.g. a long system prompt shared by conversations; without it only a prefix ending near the "
+        "cached end (a growing conversation's). Costs KV memory, measured at 2 sequences x 4,096 tokens: "
+        "gemma-3-1b's shape 76 -> 208 MiB (2.7x), gpt-oss-20b's 216 -> 384 MiB (1.8x): off by default")
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on /v1/*")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted")
     router: str | None = Field(None, description="router URL to register with at start and leave at shutdown")

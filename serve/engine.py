@@ -18,7 +18,8 @@ prompt tokens (the last one's logits are sampled; see kvcache.DECODED). Before a
 (llama_state_seq_get_data), where a later prompt can find it by longest prefix and restore it into any sequence.
 A filler token sits right after its sequence's cached cells and is removed after the step, so it costs no cache.
 Requests talk to the thread through `Job.emit` (thread-safe, usually an asyncio queue) and the `cancelled` flag:
-no locks around llama.cpp, and the HTTP side never waits on it.
+no locks around llama.cpp, and the HTTP side never waits on it. A step's events are handed over together, right
+before the next llama_decode (see `_flush`).
 """
 
 from __future__ import annotations
@@ -119,8 +120,14 @@ class Job:
     params: SamplingParams
     emit: Callable[[Event], None]
     continue_on_end: bool = False  # harmony: <|end|> closes a message, not the turn
+    deliver: Callable[[Event], None] | None = None  # `emit` on the request's own thread (for a batched dispatch)
     cancelled: bool = False
     created: float = field(default_factory=time.perf_counter)
+
+
+def _emit_each(events: list[tuple[Job, Event]]) -> None:
+    for job, event in events:
+        job.emit(event)
 
 
 class Model:
@@ -214,10 +221,12 @@ class Engine:
         cache_ram: int = 0,
         swa_full: bool = False,
         save_min: int = 32,
+        dispatch: Callable[[list[tuple[Job, Event]]], None] | None = None,
     ) -> None:
         """`cache_ram`: bytes of host RAM for saved sequence states (0: none); `swa_full`: a full-size
         sliding-window cache, so any cached prefix can be reused (llama.cpp's --swa-full); `save_min`: cells
-        worth saving to host RAM before they are dropped."""
+        worth saving to host RAM before they are dropped; `dispatch`: receives each step's events at once, from
+        this thread (default: each job's `emit`)."""
         self.model = model
         self.n_seq = n_seq
         self.chunk = prompt_chunk
@@ -244,6 +253,8 @@ class Engine:
         self.save_min = save_min
         self._seqs = [SeqState(i) for i in range(n_seq)]
         self._clock = 0
+        self._out: list[tuple[Job, Event]] = []
+        self._dispatch = dispatch or _emit_each
         self._incoming: deque[Job] = deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -301,6 +312,8 @@ class Engine:
 
     def _run(self) -> None:
         while True:
+            if not self._slots:
+                self._flush()  # about to wait; otherwise the step flushes right before it decodes
             with self._wake:
                 while not self._stopping and not self._slots and not self._incoming:
                     self._wake.wait()
@@ -309,13 +322,13 @@ class Engine:
                 joining = [self._incoming.popleft() for _ in range(min(len(self._incoming), self.n_seq - len(self._slots)))]
             for job in joining:  # opened outside the lock: saving or restoring a state copies megabytes
                 if job.cancelled:
-                    job.emit(Finished("cancelled", len(job.prompt), 0))
+                    self._emit(job, Finished("cancelled", len(job.prompt), 0))
                     continue
                 try:
                     bisect.insort(self._slots, self._open(job), key=lambda s: s.seq)
                 except Exception as err:  # a job llama.cpp refuses fails alone; the engine goes on
                     log.exception("starting a sequence failed")
-                    job.emit(Failed(f"generation failed: {err}"))
+                    self._emit(job, Failed(f"generation failed: {err}"))
             for slot in [s for s in self._slots if s.job.cancelled]:
                 self._close(slot, Finished("cancelled", len(slot.job.prompt), slot.generated, slot.prefix.size))
             if self._slots:
@@ -331,7 +344,19 @@ class Engine:
             self._close(slot, Finished("stop", len(slot.job.prompt), slot.generated, slot.prefix.size))
         while self._incoming:
             job = self._incoming.popleft()
-            job.emit(Failed("the server is shutting down"))
+            self._emit(job, Failed("the server is shutting down"))
+        self._flush()
+
+    def _emit(self, job: Job, event: Event) -> None:
+        self._out.append((job, event))
+
+    def _flush(self) -> None:
+        """Hand the events gathered since the last flush over in one go, right before the thread blocks (in
+        llama_decode, which releases the GIL, or waiting for work): the request side then turns them into bytes
+        while llama.cpp computes, instead of contending for the GIL with the sampling of the step."""
+        if self._out:
+            out, self._out = self._out, []
+            self._dispatch(out)
 
     # -- sequences and the prompt cache ----------------------------------------------------------------------
 
@@ -430,7 +455,7 @@ class Engine:
         ll.llama_sampler_free(slot.chain)
         self._slots.remove(slot)
         if event is not None:
-            slot.job.emit(event)
+            self._emit(slot.job, event)
 
     # -- sampling --------------------------------------------------------------------------------------------
 
@@ -511,7 +536,9 @@ class Engine:
                     if last:
                         slot.batch_index = idx
         if self.batch.n_tokens == len(fillers):
+            self._flush()
             return
+        self._flush()  # the request side works on the last step's tokens while this one decodes
         try:
             rc = ll.llama_decode(self.ctx, self.batch)
         finally:
@@ -548,7 +575,7 @@ class Engine:
         if model.is_control(token) and raw.decode("utf-8", "replace") not in HARMONY_MARKERS:
             raw = b""  # a stray control token is never text
         text, hit = slot.stops.feed(slot.decoder.decode(raw))
-        job.emit(Piece(text, logprob))
+        self._emit(job, Piece(text, logprob))
         if hit:
             self._finish(slot, "stop", flush=False)
         elif slot.generated >= job.params.max_tokens or slot.pos + 1 >= self.ctx_per_seq:
@@ -571,6 +598,6 @@ class Engine:
         if flush:
             rest = slot.stops.feed(slot.decoder.decode(b"", final=True))[0] + slot.stops.flush()
             if rest:
-                slot.job.emit(Piece(rest))
-        slot.job.emit(Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size))
+                self._emit(slot.job, Piece(rest))
+        self._emit(slot.job, Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size))
         slot.batch_index = -2  # closed by the loop after this step

@@ -69,6 +69,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     loaded: Loaded | None = None
     load_error: str | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def create(cls, config: ServeConfig, model_path: Path, default_name: str | None = None) -> Runtime:
@@ -96,11 +97,12 @@ class Runtime:
         engine = Engine(
             model, c.max_concurrent, ctx, prompt_chunk=c.prompt_chunk, threads=c.threads,
             flash_attn=c.flash_attn, kv_type=c.kv_type, cache_ram=cache_ram_bytes(c.cache_ram), swa_full=c.swa_full,
+            dispatch=self._dispatch,
         )
         engine.start()
         log.info("loaded %s (%s, %s format), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
                  self.model_name, model_type, template.format.value, c.max_concurrent, engine.ctx_per_seq,
-                 engine.host.capacity // MIB if engine.host else 0)
+                 engine.host.capacity // MIB if engine.host is not None else 0)
         return Loaded(model, engine, template, model_type)
 
     def drain(self) -> None:
@@ -128,7 +130,7 @@ class Runtime:
         """A job whose events land in `queue`; its slot is released when the engine ends it, whether or not
         anyone still reads the queue (a client can vanish before its response body ever starts)."""
         assert self.loaded
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         job: Job
 
         def deliver(event: Event) -> None:
@@ -142,8 +144,18 @@ class Runtime:
             except RuntimeError:  # the loop is gone (shutdown): nobody is listening
                 pass
 
-        job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY)
+        job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY, deliver=deliver)
         return job
+
+    def _dispatch(self, events: list[tuple[Job, Event]]) -> None:
+        """From the engine thread: one step's events for every job, in one hop to the event loop (one wake-up
+        per step instead of one per token)."""
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(_deliver_all, events)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+            pass
 
     def admit(self, job: Job) -> None:
         """Start the job or queue it; raises QueueFull. Must be followed by `generate(job)`."""
@@ -194,3 +206,8 @@ class Runtime:
     def _gauges(self) -> None:
         self.metrics.queue_depth.set(len(self.scheduler.waiting))
         self.metrics.active.set(len(self.scheduler.running))
+
+
+def _deliver_all(events: list[tuple[Job, Event]]) -> None:
+    for job, event in events:
+        (job.deliver or job.emit)(event)
