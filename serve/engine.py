@@ -143,6 +143,9 @@ class Model:
             raise EngineError(f"llama.cpp could not load {path}")
         self.vocab = ll.llama_model_get_vocab(self.ptr)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._control: dict[int, bool] = {}
         self.n_ctx_train = ll.llama_model_n_ctx_train(self.ptr)
 
     def meta(self, key: str) -> str | None:
@@ -167,21 +170,32 @@ class Model:
         return list(arr[:n])
 
     def piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = ll.llama_token_to_piece(self.vocab, token, buf, 64, 0, True)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = ll.llama_token_to_piece(self.vocab, token, buf, -n, 0, True)
-        return buf.raw[:n]
+        """The token's bytes (special tokens as their text). Memoized: the vocabulary never changes, and the
+        decode thread then makes no ctypes call per token here (each one gives the GIL away)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, 64, 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = ll.llama_token_to_piece(self.vocab, token, buf, -n, 0, True)
+            cached = self._pieces[token] = buf.raw[:n]
+        return cached
 
     def token_text(self, token: int) -> str:
         return self.piece(token).decode("utf-8", errors="replace")
 
     def is_eog(self, token: int) -> bool:
-        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(ll.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
     def is_control(self, token: int) -> bool:
-        return bool(ll.llama_vocab_is_control(self.vocab, token))
+        control = self._control.get(token)
+        if control is None:
+            control = self._control[token] = bool(ll.llama_vocab_is_control(self.vocab, token))
+        return control
 
     def close(self) -> None:
         if self.ptr:
@@ -248,6 +262,9 @@ class Engine:
         self.ctx_per_seq = ll.llama_n_ctx_seq(self.ctx)
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
+        # The batch's arrays, fetched once: each attribute read of a ctypes struct builds a new pointer object.
+        b = self.batch
+        self._token, self._pos, self._n_seq_id, self._seq_id, self._logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
         self.n_swa = int(ll.llama_model_n_swa(model.ptr))
         self.host = HostCache(cache_ram, self.n_swa) if cache_ram > 0 else None
         self.save_min = save_min
@@ -496,10 +513,10 @@ class Engine:
     # -- one step ----------------------------------------------------------------------------------------------
 
     def _add(self, token: int, pos: int, seq: int, logits: bool) -> int:
-        b, i = self.batch, self.batch.n_tokens
-        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
-        b.seq_id[i][0] = seq
-        b.n_tokens = i + 1
+        i = self.batch.n_tokens
+        self._token[i], self._pos[i], self._n_seq_id[i], self._logits[i] = token, pos, 1, logits
+        self._seq_id[i][0] = seq
+        self.batch.n_tokens = i + 1
         return i
 
     def _step(self) -> None:
