@@ -19,8 +19,10 @@ import numpy as np
 
 EMPTY = np.zeros(0, np.int32)
 # Prompt tokens always decoded, never taken from the cache: the last one's logits are sampled, and ggml computes
-# a one-token batch by another kernel than a longer one (last bits differ), so two keep a repeated prompt's
-# logits bit-identical to a fresh decode of it (whose last chunk is never a single token unless it is alone).
+# a one-token batch by another kernel than a longer one (the last bits differ), so when nothing else runs two
+# keep a repeated prompt's logits bit-identical to a fresh decode of it. When other sequences run, their tokens
+# share the batch and one is enough (a second would cost llama.cpp a pass of its own: it splits a batch into
+# equal numbers of tokens a sequence).
 DECODED = 2
 
 
@@ -61,15 +63,15 @@ class Choice:
 
 def pick_sequence(
     free: Sequence[SeqState], prompt: np.ndarray, running: Iterable[int], n_swa: int, reuse: bool = True,
-    min_share: float = 0.1,
+    min_share: float = 0.1, decoded: int = DECODED,
 ) -> Choice:
-    """The free sequence for `prompt`: the longest usable common prefix (short of the last DECODED prompt
+    """The free sequence for `prompt`: the longest usable common prefix (short of the last `decoded` prompt
     tokens). A prefix of at most `min_share` of the prompt is a miss (llama.cpp's
     server rule, --slot-prompt-similarity): a few shared template tokens must not evict a long cached
     conversation. Ties and misses go to the sequence that keeps the running ids in one run (a gap costs a
     filler token every step), then to the least recently used; the one taken still reuses what it shares."""
     ids = sorted(running)
-    limit = max(0, len(prompt) - DECODED)
+    limit = max(0, len(prompt) - decoded)
 
     def fillers(seq: int) -> int:  # fillers added (negative: a gap filled) by running `seq` too
         if not ids:
@@ -138,10 +140,10 @@ class HostCache:
         self.used += size
         return True
 
-    def best(self, prompt: np.ndarray, min_share: float = 0.1) -> tuple[Entry | None, int]:
-        """The entry sharing the longest usable prefix with `prompt` (short of its last DECODED tokens), if that
-        is more than `min_share` of the prompt."""
-        limit = max(0, len(prompt) - DECODED)
+    def best(self, prompt: np.ndarray, min_share: float = 0.1, decoded: int = DECODED) -> tuple[Entry | None, int]:
+        """The entry sharing the longest usable prefix with `prompt` (short of its last `decoded` tokens), if
+        that is more than `min_share` of the prompt."""
+        limit = max(0, len(prompt) - decoded)
         found: tuple[int, Entry] | None = None
         for key, e in self._entries.items():
             shared = usable(min(common_prefix(e.tokens, prompt), limit), e.pos_min, self.n_swa)

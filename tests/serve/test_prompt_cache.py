@@ -103,6 +103,25 @@ def test_the_same_prompt_twice_still_decodes_its_last_tokens(model: Model) -> No
     assert a.cached_tokens == 0 and b.cached_tokens == len(prompt) - 2
 
 
+def test_a_prompt_joining_running_sequences_decodes_one_token(model: Model) -> None:
+    """With other sequences in the step, the last prompt token shares the batch with theirs: one is enough
+    (two would cost llama.cpp a pass of their own), and the answer is the same."""
+    e = engine_for(model, 2)
+    try:
+        prompt = model.tokenize(text(6, 30), False)
+        alone, _ = run(e, prompt)
+        q: queue.Queue = queue.Queue()
+        busy = Job(model.tokenize(text(7, 30), False), SamplingParams(max_tokens=400, temperature=0.0), q.put)
+        e.submit(busy)
+        q.get(timeout=60)  # it is running
+        joined, fin = run(e, prompt)
+        e.cancel(busy)
+    finally:
+        e.stop()
+    assert joined == alone
+    assert fin.cached_tokens == len(prompt) - 1
+
+
 def sixteen_over_four(model: Model, max_tokens: int, keep_answer: bool = True) -> None:
     """16 conversations take turns on 4 sequences: without the host cache later turns find their sequence
     taken by others; with it they hit, and answer as a fresh engine does. `keep_answer` off: the history drops
