@@ -251,6 +251,10 @@ def run(tokens: int = 128, repeats: int = 3, quick: bool = False) -> list[Row]:
     rows = [] if quick else overhead(tokens, repeats)
     rows += versus_llama_server(qwen2_330m(), "330M q8_0", 64, 1 if quick else repeats)
     rows += versus_llama_server(smollm_135m_q4(), "135M Q4_0", 64, 1 if quick else repeats)
+    if not quick:
+        from bench import anatomy
+
+        rows += anatomy.run("q8") + anatomy.run("q4")
     return rows
 
 
