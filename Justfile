@@ -4,32 +4,40 @@ set positional-arguments
 venv := ".venv"
 py := venv / "bin" / "python"
 
-# Create .venv and install the project with its dev extra (fast when nothing changed).
-setup:
+# Create .venv and install what serving needs (fast when nothing changed).
+setup: (_install "runtime" ".")
+
+# The runtime plus the dev extra: torch (CPU), transformers, pytest and the API SDKs.
+setup-dev: (_install "dev" ".[dev]")
+
+_install kind spec:
     #!/usr/bin/env bash
     set -euo pipefail
-    [ -x {{py}} ] || python3 -m venv {{venv}}
-    stamp={{venv}}/.hearth-setup
+    [ -x {{py}} ] || { echo "hearth: creating {{venv}}"; python3 -m venv {{venv}}; }
+    stamp={{venv}}/.hearth-{{kind}}
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         {{py}} -m pip install -q --upgrade pip
-        # pip caches the llama-cpp-python wheel it compiles, so only the first setup takes minutes.
-        {{py}} -m pip install -q -e '.[dev]'
+        if ! {{py}} -c 'import llama_cpp' 2>/dev/null; then
+            echo "hearth: installing llama-cpp-python; the first time pip compiles llama.cpp (about 4 minutes on 2 cores)"
+        fi
+        echo "hearth: installing the {{kind}} dependencies into {{venv}}"
+        {{py}} -m pip install -q -e '{{spec}}'
         touch "$stamp"
     fi
 
-# Convert a HuggingFace folder to GGUF: just convert SRC [OUT] [--type TYPE] [--force] [--verify]
+# Convert a HuggingFace folder to GGUF: just convert SRC [OUT] [--type TYPE] [--force] [--verify] (--verify: after just setup-dev)
 convert *args: setup
     {{py}} -m convert "$@"
 
+# The built-in demo models when no stack file is given; see stack.example.toml.
 # Serve a stack of models behind one router: just serve [STACK_FILE] [--port P] [--plan-only]
-# (the built-in demo models when no stack file is given; see stack.example.toml).
 serve *args: setup
     exec {{py}} -m stack "$@"
 
 # Run the test suite.
-test *args: setup
+test *args: setup-dev
     {{py}} -m pytest "$@"
 
 # Run the benchmarks and write bench/RESULTS.md.
-bench *args: setup
+bench *args: setup-dev
     {{py}} -m bench "$@"

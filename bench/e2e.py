@@ -58,9 +58,9 @@ async def one_stream(session: aiohttp.ClientSession, url: str, model: str, quest
     return tokens
 
 
-async def load(targets: list[tuple[str, str]], questions: list[str]) -> float:
+async def load(targets: list[tuple[str, str]], questions: list[str], headers: dict[str, str] | None = None) -> float:
     """Aggregate completion tokens/s of one client loop per (base URL, model) for SECONDS."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=headers) as session:
         stop = time.monotonic() + SECONDS
         start = time.monotonic()
 
@@ -93,10 +93,11 @@ def run() -> list[Row]:
             servers = {s["name"]: s["url"] + "/v1" for s in stack.state()["servers"]}
             direct_targets = [(servers[m], m) for m in models for _ in range(STREAMS_PER_MODEL)]
             routed_targets = [(stack.api, m) for m in models for _ in range(STREAMS_PER_MODEL)]
-            asyncio.run(load(direct_targets[:2], questions))  # warm-up: first prompts, connection pools
+            # the model servers take the stack's backend key (only the router talks to them otherwise)
+            asyncio.run(load(direct_targets[:2], questions, stack.backend_auth))  # warm-up: prompts, connection pools
             direct, routed = [], []
             for _ in range(2):
-                direct.append(asyncio.run(load(direct_targets, questions)))
+                direct.append(asyncio.run(load(direct_targets, questions, stack.backend_auth)))
                 routed.append(asyncio.run(load(routed_targets, questions)))
         finally:
             stack.stop()

@@ -169,7 +169,7 @@ def run() -> list[Row]:
     with ExitStack() as stack:
         stack.enter_context(process([sys.executable, str(BACKEND), "--port", port_of(backend), "--name", "a"], backend))
         for server, url in routers.items():
-            stack.enter_context(process([sys.executable, "-m", "route", "--port", port_of(url), "--server", server], url))
+            stack.enter_context(process([sys.executable, "-m", "route", "--port", port_of(url), "--server", server, "--open-admin"], url))
             register(url, backend)
         for c in CONCURRENCY:
             # Interleaved repeats, median of each figure: the 2 cores are shared, and a neighbour's burst

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from convert.archs import lookup
 from convert.errors import ConvertError, OutputError, UnsupportedError
+from convert.llama_quirks import general_name
 from convert.plan import default_plan
+from convert.pooling import pooling_meta
 from convert.source import open_checkpoint
-from convert.vocab import load_vocab
+from convert.vocab_kind import load_vocab
 from convert.write import (
     LLAMA_QUANT_FTYPES,
     OUT_TYPES,
@@ -43,8 +45,11 @@ def convert_checkpoint(
     *,
     force: bool = False,
     progress: bool = True,
+    pooling: str | None = None,
 ) -> Path:
-    """Convert one HF folder; returns the GGUF's path. Raises ConvertError (one line) on bad input."""
+    """Convert one HF folder; returns the GGUF's path. Raises ConvertError (one line) on bad input.
+
+    `pooling` (mean, cls, last) marks an embedding model; by default a sentence-transformers folder's own."""
     src = Path(src)
     if out_type is not None and out_type not in OUT_TYPES:
         raise UnsupportedError(f"unknown output type {out_type!r}; choose from {', '.join(OUT_TYPES)}")
@@ -65,7 +70,9 @@ def convert_checkpoint(
     # The direct write type: the target itself, or the intermediate llama.cpp quantizes from.
     direct = NATIVE_TYPES[ckpt.weight_dtype()] if out_type in LLAMA_QUANT_FTYPES else out_type
     plan = (arch.plan or default_plan)(arch, ckpt, config, direct)
+    plan.meta.extend(pooling_meta(arch.name, src, pooling))
     vocab = load_vocab(src, int(config["vocab_size"]))
+    name = general_name(src.resolve().name, vocab)
 
     remove_stale_temps(out)
     tmp = temp_name(out)
@@ -73,10 +80,10 @@ def convert_checkpoint(
     with removed_on_failure(tmp, inter):
         try:
             if out_type in LLAMA_QUANT_FTYPES:
-                write_gguf(plan, vocab, inter, direct, name=src.resolve().name, progress=progress)
+                write_gguf(plan, vocab, inter, direct, name=name, progress=progress)
                 llama_quantize(inter, tmp, out_type)
             else:
-                write_gguf(plan, vocab, tmp, direct, name=src.resolve().name, progress=progress)
+                write_gguf(plan, vocab, tmp, direct, name=name, progress=progress)
             os.replace(tmp, out)
         except OSError as e:  # a full disk, a read-only folder, a file vanishing under us
             raise OutputError(f"cannot write {out}: {e.strerror or e}") from e

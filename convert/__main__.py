@@ -34,6 +34,8 @@ def _convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--verify", action="store_true", help="compare llama.cpp's logits with transformers' afterwards")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--pooling", choices=("mean", "cls", "last"),
+                   help="an embedding model's pooling (default: a sentence-transformers folder's own)")
     return p
 
 
@@ -63,7 +65,9 @@ def run(argv: list[str]) -> int:
     args = _convert_parser().parse_args(argv)
     from convert import convert_checkpoint
 
-    out = convert_checkpoint(args.src, args.out, args.out_type, force=args.force, progress=not args.quiet)
+    out = convert_checkpoint(
+        args.src, args.out, args.out_type, force=args.force, progress=not args.quiet, pooling=args.pooling
+    )
     print(out)
     return _verify(args.src, out) if args.verify else 0
 

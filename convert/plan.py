@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, TensorNameMap, quants
 
-from convert.archs import Arch, Config, Transform
+from convert.arch import Arch, Config, OutTensor, Plan, Transform
 from convert.errors import ShapeError, UnsupportedError
 from convert.source import Checkpoint, TensorRef, to_f32
 
@@ -26,30 +25,6 @@ DIRECT_TYPES: dict[str, Q] = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0"
 SAME_BYTES: dict[str, Q] = {"F32": Q.F32, "F16": Q.F16, "BF16": Q.BF16}
 # Rows per block are chosen so one converted block stays near this many float32 bytes.
 TRANSFORM_BLOCK_BYTES = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class OutTensor:
-    """One GGUF tensor. `produce()` yields arrays whose bytes, concatenated, are exactly `nbytes`.
-
-    `source` is set when the output is the source tensor's bytes unchanged, so the writer may copy the file
-    range in the kernel instead of reading it into memory.
-    """
-
-    name: str
-    shape: tuple[int, ...]  # numpy order (outermost first), in elements
-    ggml_type: Q
-    nbytes: int
-    produce: Callable[[], Iterator[np.ndarray]]
-    source: TensorRef | None = None
-
-
-@dataclass(frozen=True)
-class Plan:
-    arch: Arch
-    config: Config
-    tensors: list[OutTensor]
-    meta: list[tuple[str, Any, GGUFValueType]]
 
 
 def nbytes_of(shape: tuple[int, ...], qtype: Q) -> int:
@@ -133,7 +108,7 @@ def default_plan(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) ->
         check_shape(arch, config, kind, norm, ref)
         if ref.dtype not in SAME_BYTES:
             raise UnsupportedError(f"tensor {hf_name} has dtype {ref.dtype}; {arch.name} weights must be F32/F16/BF16")
-        qtype = weight_type(ref.shape, out_type)
+        qtype = Q.F32 if kind in arch.f32_tensors else weight_type(ref.shape, out_type)
         transform = arch.transforms.get(kind)
         tensors.append(
             OutTensor(
@@ -142,7 +117,7 @@ def default_plan(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) ->
                 ggml_type=qtype,
                 nbytes=nbytes_of(ref.shape, qtype),
                 produce=producer(ref, qtype, transform, config),
-                source=ref if transform is None and SAME_BYTES[ref.dtype] == qtype else None,
+                sources=(ref,) if transform is None and SAME_BYTES[ref.dtype] == qtype else (),
             )
         )
     if unmapped:

@@ -75,13 +75,24 @@ def hf_logits(src: Path, prompts: tuple[str, ...] = PROMPTS) -> list[tuple[list[
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, **_quantized_loading(src)).eval()
+    model = _model_class(src, AutoModelForCausalLM).from_pretrained(src, dtype=torch.float32, **_quantized_loading(src)).eval()
     out = []
     with torch.no_grad():
         for p in prompts:
             ids = tok(p).input_ids
             out.append((ids, model(torch.tensor([ids])).logits[0].float().numpy()))
     return out
+
+
+def _model_class(src: Path, default: type) -> type:
+    """The class config.json names (Mistral3ForConditionalGeneration has no AutoModelForCausalLM entry)."""
+    import json
+
+    import transformers
+
+    names = json.loads((src / "config.json").read_text()).get("architectures") or []
+    found = getattr(transformers, names[0], None) if names else None
+    return found if isinstance(found, type) and hasattr(found, "from_pretrained") else default
 
 
 def _quantized_loading(src: Path) -> dict[str, object]:

@@ -4,7 +4,8 @@ GGUFWriter writes the header, metadata and tensor table (`add_tensor_info` for e
 data then goes out one tensor at a time and, within a tensor, block by block: `GGUFWriter.write_tensor_data`
 takes a whole tensor as one array, which for a float32 view of a large embedding is several times the size
 of the tensor, so `_write_data` does the same bookkeeping with the data in pieces. A tensor whose bytes are
-unchanged is copied file-to-file by the kernel (`os.copy_file_range`) and never enters this process.
+unchanged (or a concatenation of unchanged tensors, as stacked experts) is copied file-to-file by the kernel
+(`os.copy_file_range`) and never enters this process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gguf.gguf_writer import WriterState
 from tqdm import tqdm
 
 from convert.errors import OutputError
-from convert.plan import OutTensor, Plan
+from convert.arch import OutTensor, Plan
 from convert.source import TensorRef
 from convert.vocab import Vocab
 
@@ -131,7 +132,7 @@ def _write_data(w: GGUFWriter, t: OutTensor, bar: tqdm) -> None:
     w.tensors[0].pop(first)
     w.write_padding(fout, fout.tell())
     written = 0
-    if t.source is not None and _kernel_copy(t.source, fout, bar):
+    if t.sources and _kernel_copy(t.sources, fout, bar):
         written = t.nbytes
     else:
         for chunk in t.produce():
@@ -145,30 +146,35 @@ def _write_data(w: GGUFWriter, t: OutTensor, bar: tqdm) -> None:
     w.state = WriterState.WEIGHTS
 
 
-def _kernel_copy(ref: TensorRef, fout: object, bar: tqdm) -> bool:
-    """Copy the tensor's byte range straight from the source file; False when the kernel cannot."""
+def _kernel_copy(refs: tuple[TensorRef, ...], fout: object, bar: tqdm) -> bool:
+    """Copy the tensors' byte ranges, one after the other, straight from their files; False when the kernel cannot
+    (the output is then as it was before the call)."""
     if not hasattr(os, "copy_file_range"):
         return False
     fout.flush()  # type: ignore[attr-defined]
     dst = fout.fileno()  # type: ignore[attr-defined]
     start = os.lseek(dst, 0, os.SEEK_CUR)
-    src = os.open(ref.path, os.O_RDONLY)
+    done = 0
     try:
-        done = 0
-        while done < ref.nbytes:
-            n = os.copy_file_range(src, dst, min(COPY_CHUNK, ref.nbytes - done), ref.offset + done)
-            if n == 0:
-                raise OutputError(f"{ref.path.name}: file ends inside tensor {ref.name} (truncated?)")
-            done += n
-            bar.update(n)
+        for ref in refs:
+            src = os.open(ref.path, os.O_RDONLY)
+            try:
+                copied = 0
+                while copied < ref.nbytes:
+                    n = os.copy_file_range(src, dst, min(COPY_CHUNK, ref.nbytes - copied), ref.offset + copied)
+                    if n == 0:
+                        raise OutputError(f"{ref.path.name}: file ends inside tensor {ref.name} (truncated?)")
+                    copied += n
+                    done += n
+                    bar.update(n)
+            finally:
+                os.close(src)
     except OSError:
         if done:
             bar.update(-done)
         os.lseek(dst, start, os.SEEK_SET)
         os.ftruncate(dst, start)
         return False
-    finally:
-        os.close(src)
     fout.seek(0, os.SEEK_END)  # type: ignore[attr-defined]  # resync the buffered file with the fd
     return True
 

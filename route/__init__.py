@@ -1,4 +1,4 @@
-"""The router: many model servers behind one OpenAI-compatible API (see ../shared/spec/API.md)."""
+"""The router: many model servers behind one OpenAI-compatible API (the contract: docs/API.md, "Router only")."""
 
 from route.app import create_app
 from route.config import RouterConfig

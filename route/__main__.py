@@ -1,4 +1,8 @@
-"""`python -m route`: the router on uvicorn (or hypercorn) with uvloop. Bad settings: one line on stderr, exit 2."""
+"""`python -m route`: the router on uvicorn (or hypercorn) with uvloop. Bad settings: one line on stderr, exit 2.
+
+On uvicorn the connections go through edge.py's protocol (header size, count and time limits, idle connections
+closed, OpenAI error bodies for protocol errors); on hypercorn through its own equivalents where it has them.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from quart import Quart
 
 from route.app import create_app
 from route.config import RouterConfig, load_config
+from route.edge import EdgeLimits, edge_protocol
 from route.errors import ConfigError
 from route.registry import load_state
 
@@ -36,7 +41,8 @@ async def run_hypercorn(cfg: RouterConfig) -> None:
     hc = HypercornConfig()
     hc.bind = [f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"]
     hc.accesslog = None
-    hc.keep_alive_timeout = 75
+    hc.keep_alive_timeout = cfg.keep_alive
+    hc.h11_max_incomplete_size = cfg.max_header_bytes
     hc.graceful_timeout = 10
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -48,9 +54,10 @@ async def run_hypercorn(cfg: RouterConfig) -> None:
 def run_uvicorn(cfg: RouterConfig) -> None:
     import uvicorn
 
+    limits = EdgeLimits(cfg.max_header_bytes, cfg.max_headers, cfg.header_timeout)
     uvicorn.run(
-        build(cfg), host=cfg.host, port=cfg.port, loop="auto", http="auto", lifespan="on",
-        access_log=False, log_level="warning", timeout_keep_alive=75, timeout_graceful_shutdown=10,
+        build(cfg), host=cfg.host, port=cfg.port, loop="auto", http=edge_protocol(limits), ws="none", lifespan="on",
+        access_log=False, log_level="warning", timeout_keep_alive=cfg.keep_alive, timeout_graceful_shutdown=10,
     )
 
 

@@ -1,9 +1,14 @@
-"""The client API (POST /v1/chat/completions, /v1/completions) as a plain ASGI handler in front of Quart.
+"""The client API (POST /v1/chat/completions, /v1/completions, /v1/embeddings) as a plain ASGI handler in front
+of Quart.
 
 This is the router's hot path. Quart's request and response objects, routing and the two tasks it runs
 per request cost about as much CPU as the whole proxying (bench/route.py measured bare Quart at half
-uvicorn's raw rate), so these two routes skip it; everything else goes on to the Quart app. Installed
+uvicorn's raw rate), so these routes skip it; everything else goes on to the Quart app. Installed
 as `app.asgi_app`, so Quart's test client exercises it too.
+
+In front of every path it also refuses a request that has passed this router already (508, hops.py) and, when
+the router has an API key, a /v1/ request without it (401). The client's own key never goes on to a backend: the
+router sends its backend key instead.
 """
 
 from __future__ import annotations
@@ -13,15 +18,32 @@ import json
 import logging
 from typing import Any
 
-from route.errors import BadRequest, PayloadTooLarge, RouteError, error_body
+from hearth_common.errors import error_body
+from hearth_common.fields import type_error
+from hearth_common.jsonbody import BodyError, parse_object
+from hearth_common.keys import key_matches, presented_key
+from route.config import RouterConfig
+from route.errors import (
+    BadRequest,
+    LoopDetected,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestTimeout,
+    RouteError,
+    Unauthorized,
+)
+from route.hops import forward_via, looped
 from route.proxy import Proxy, Routed
 from route.strategies import RouteRequest
 
 log = logging.getLogger("route")
 
-CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
-FORWARDED_HEADERS = frozenset({b"authorization", b"accept", b"x-request-id", b"openai-organization", b"openai-project"})
+# Routed by the body's `model`; the model server itself says 400 when the model does not serve that endpoint.
+CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+# What a backend may see of the client's headers. Never `authorization` or `x-api-key`: those are the client's key.
+FORWARDED_HEADERS = frozenset({b"accept", b"x-request-id", b"openai-organization", b"openai-project"})
 JSON = (b"content-type", b"application/json")
+CLOSE = {"Connection": "close"}  # the rest of the body is still on the wire
 
 
 def prompt_text(body: dict[str, Any]) -> str:
@@ -43,14 +65,28 @@ class ClientDisconnected(Exception):
     pass
 
 
+def header_values(scope: dict[str, Any], name: bytes) -> list[str]:
+    return [v.decode("latin-1") for n, v in scope["headers"] if n == name]
+
+
 class ClientApi:
-    def __init__(self, inner: Any, proxy: Any, max_body: int) -> None:
+    def __init__(self, inner: Any, proxy: Any, cfg: RouterConfig, hop: str) -> None:
         self._inner = inner  # the Quart app's own asgi_app
         self._proxy = proxy  # () -> Proxy, available once the app is serving
-        self._max_body = max_body
+        self._cfg = cfg
+        self._max_body = cfg.max_body
+        self._hop = hop  # this router's name in Via headers
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] not in CLIENT_PATHS or scope["method"] != "POST":
+        if scope["type"] != "http":
+            await self._inner(scope, receive, send)
+            return
+        try:
+            self._guard(scope)
+        except RouteError as exc:
+            await self._send_error(send, exc)
+            return
+        if scope["path"] not in CLIENT_PATHS:
             await self._inner(scope, receive, send)
             return
         try:
@@ -62,23 +98,41 @@ class ClientApi:
             return
         await self._handle(scope, raw, receive, send)
 
+    def _guard(self, scope: dict[str, Any]) -> None:
+        """Checks that need only the request line and headers."""
+        via = header_values(scope, b"via")
+        if via and looped(via, self._hop):
+            raise LoopDetected("this request has passed through this router already: a backend points back at it")
+        path = scope["path"]
+        if path in CLIENT_PATHS and scope["method"] != "POST":
+            raise MethodNotAllowed(f"{path} takes POST only", headers={"Allow": "POST"})
+        key = self._cfg.api_key
+        if key is not None and path.startswith("/v1/"):
+            auth, api_key = header_values(scope, b"authorization"), header_values(scope, b"x-api-key")
+            if not key_matches(presented_key(auth[0] if auth else None, api_key[0] if api_key else None), key):
+                raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
+
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
-                raise PayloadTooLarge(f"request body larger than {self._max_body} bytes")
+                raise PayloadTooLarge(f"request body larger than {self._max_body} bytes", headers=CLOSE)
         chunks = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
-                raise PayloadTooLarge(f"request body larger than {self._max_body} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            async with asyncio.timeout(self._cfg.body_timeout):  # a slow or lying client holds nothing for long
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnected
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self._max_body:
+                        raise PayloadTooLarge(f"request body larger than {self._max_body} bytes", headers=CLOSE)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise RequestTimeout(f"request body not received within {self._cfg.body_timeout:g} s", headers=CLOSE) from None
 
     async def _handle(self, scope: dict[str, Any], raw: bytes, receive: Any, send: Any) -> None:
         # A client that hangs up cancels this task, which closes the backend request (proxy.py's finally
@@ -131,24 +185,29 @@ class ClientApi:
 
     async def _route(self, scope: dict[str, Any], raw: bytes) -> Routed:
         try:
-            body = json.loads(raw)
-        except ValueError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
+            body = parse_object(raw)
+        except BodyError as exc:
+            raise BadRequest(str(exc)) from None
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a string", param="model")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise BadRequest("`stream` must be a boolean", param="stream")
+        wrong = type_error(body)
+        if wrong is not None:
+            raise BadRequest(wrong[1], param=wrong[0])
+        stream = bool(body.get("stream"))
         headers = {"Content-Type": "application/json"}
+        if self._cfg.backend_key:
+            headers["Authorization"] = f"Bearer {self._cfg.backend_key}"
         session = None
+        via = []
         for name, value in scope["headers"]:
             if name in FORWARDED_HEADERS:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
             elif name == b"x-session-id":
                 session = value.decode("latin-1")
+            elif name == b"via":
+                via.append(value.decode("latin-1"))
+        headers["Via"] = forward_via(via, self._hop)
         user = body.get("user")
         if isinstance(user, str) and user:
             session = user

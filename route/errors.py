@@ -2,19 +2,26 @@
 
 RouteError                  base: an HTTP status, an OpenAI error type and code
  +-- BadRequest             400 invalid_request_error (bad JSON, bad registration, backend /health failed)
- +-- Unauthorized           401 authentication_error (admin key missing or wrong)
+ +-- Unauthorized           401 authentication_error (admin or API key missing or wrong)
+ +-- Forbidden              403 permission_error (admin writes with no admin key and no --open-admin)
  +-- NotFound               404 not_found (unknown backend name)
  +-- ModelNotFound          404 model_not_found (no backend ever served the name)
+ +-- MethodNotAllowed       405 (GET on a POST-only path)
+ +-- RequestTimeout         408 headers or body not received within --header-timeout / --body-timeout
  +-- PayloadTooLarge        413 request body over --max-body
+ +-- HeadersTooLarge        431 request headers over --max-header-bytes or --max-headers
  +-- UpstreamFailed         502 every candidate failed before the response started
  +-- NoHealthyBackend       503 backends serve the model but none is healthy
  +-- UpstreamTimeout        504 the backend did not answer within --timeout
+ +-- LoopDetected           508 the request has passed through this router already (a backend points back at it)
 ConfigError                 bad settings or config file: the CLI prints one line and exits 2
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from hearth_common.errors import error_body
 
 
 class RouteError(Exception):
@@ -32,10 +39,6 @@ class RouteError(Exception):
         return error_body(self.message, self.type, self.code, self.param)
 
 
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
 class BadRequest(RouteError):
     status = 400
     type = "invalid_request_error"
@@ -46,6 +49,12 @@ class Unauthorized(RouteError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(RouteError):
+    status = 403
+    type = "permission_error"
+    code = "admin_api_closed"
 
 
 class NotFound(RouteError):
@@ -60,10 +69,28 @@ class ModelNotFound(RouteError):
     code = "model_not_found"
 
 
+class MethodNotAllowed(RouteError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class RequestTimeout(RouteError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(RouteError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class HeadersTooLarge(RouteError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
 
 
 class UpstreamFailed(RouteError):
@@ -82,6 +109,12 @@ class UpstreamTimeout(RouteError):
     status = 504
     type = "server_error"
     code = "upstream_timeout"
+
+
+class LoopDetected(RouteError):
+    status = 508
+    type = "invalid_request_error"
+    code = "loop_detected"
 
 
 class ConfigError(Exception):

@@ -6,6 +6,9 @@ request takes the backend out at once for eject_base * 2^(n-1) seconds (n = its 
 at eject_max; the count resets once it has stayed up eject_max seconds); after that one passing check
 brings it back. The last healthy backend of a model is never
 ejected: a flaky backend is better than none.
+
+At most PROBES_AT_ONCE checks run together (2,000 probes fired at once time each other out), each is recorded when
+it ends, and after a start the first regular checks are spread over an interval rather than all due together.
 """
 
 from __future__ import annotations
@@ -18,6 +21,23 @@ from route.config import RouterConfig
 from route.registry import Backend, Registry
 
 Probe = Callable[[str], Awaitable[str | None]]  # url -> None when healthy, else why not
+PROBES_AT_ONCE = 32
+
+
+def spread(i: int, n: int, now: float, interval: float) -> float:
+    """When backend i of n found at start is next checked: spread over the second half of the interval."""
+    return now + interval * (1 + i / max(n, 1)) / 2
+
+
+async def probe_all(urls: list[str], probe: Probe, limit: asyncio.Semaphore | None = None) -> list[str | None]:
+    """Probe each URL, PROBES_AT_ONCE at a time; the results in order."""
+    limit = limit or asyncio.Semaphore(PROBES_AT_ONCE)
+
+    async def one(url: str) -> str | None:
+        async with limit:
+            return await probe(url)
+
+    return list(await asyncio.gather(*(one(u) for u in urls)))
 
 
 def record_check(backend: Backend, error: str | None, now: float, cfg: RouterConfig) -> None:
@@ -68,14 +88,18 @@ def next_wake(registry: Registry, now: float, cfg: RouterConfig) -> float:
 
 async def run_checks(registry: Registry, probe: Probe, cfg: RouterConfig, wake: asyncio.Event) -> None:
     """Check every backend when due, forever. Only updates state; `wake` is set when a schedule changes."""
+    limit = asyncio.Semaphore(PROBES_AT_ONCE)
+
+    async def check(backend: Backend) -> None:
+        async with limit:
+            error = await probe(backend.url)
+        record_check(backend, error, time.monotonic(), cfg)  # its own end time: the next checks stay spread
+
     while True:
         now = time.monotonic()
         due = [b for b in registry.backends.values() if not b.draining and b.next_check <= now]
         if due:
-            results = await asyncio.gather(*(probe(b.url) for b in due))
-            now = time.monotonic()
-            for backend, error in zip(due, results):
-                record_check(backend, error, now, cfg)
+            await asyncio.gather(*(check(b) for b in due))
         wake.clear()
         try:
             await asyncio.wait_for(wake.wait(), timeout=next_wake(registry, time.monotonic(), cfg))

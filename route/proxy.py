@@ -1,8 +1,10 @@
 """Forwarding: pick a backend, send, retry before the first byte, relay streams unbuffered.
 
 The upstream HTTP client sits behind the small `Upstream` protocol so unit tests can inject a fake;
-`AiohttpUpstream` is the real one (aiohttp's client measured faster than httpx here, see FACTS.md) and
+`AiohttpUpstream` is the real one (aiohttp's client measured faster than httpx in bench/route.py) and
 the only place that knows aiohttp's exceptions.
+
+A backend that answers 508 Loop Detected is passed on as is: the loop is a misconfiguration, not a sick backend.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ from route.sse import SseWatch, error_event
 from route.strategies import STRATEGIES, RouteRequest, Strategy
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
+LOOP = 508
+# A failed probe's reason starts with one of these (registration tells a client only which of the two it was).
+UNREACHABLE, TIMED_OUT = "unreachable", "timed out"
+
+
+def answered(status: int) -> str:
+    return f"/health answered {status}"
 
 
 class UpstreamResponse(Protocol):
@@ -50,8 +59,8 @@ class UpstreamResponse(Protocol):
 
 class Upstream(Protocol):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse: ...
-    async def probe(self, url: str) -> str | None:
-        """GET url/health: None when it answers 200, else a short reason."""
+    async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
+        """GET url/health: None when it answers 200, else a short reason (UNREACHABLE..., TIMED_OUT, answered())."""
     async def close(self) -> None: ...
 
 
@@ -86,11 +95,14 @@ class _AiohttpResponse:
 
 
 class AiohttpUpstream:
-    """One pooled aiohttp session for every backend. Create it inside the running event loop."""
+    """One pooled aiohttp session for every backend. Create it inside the running event loop.
+
+    The pool holds at most --max-backend-connections to one backend; more requests wait for a connection.
+    """
 
     def __init__(self, cfg: RouterConfig) -> None:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=cfg.max_backend_connections, keepalive_timeout=30),
             auto_decompress=False,
             # No Accept-Encoding: bodies must come plain, since _routing is added and SSE is scanned.
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
@@ -107,15 +119,16 @@ class AiohttpUpstream:
             raise BackendUnreachable(f"{type(exc).__name__}: {exc}") from exc
         return _AiohttpResponse(resp)
 
-    async def probe(self, url: str) -> str | None:
+    async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
         try:
-            async with self._session.get(url + "/health", timeout=self._probe_timeout) as resp:
-                await resp.read()
-                return None if resp.status == 200 else f"/health answered {resp.status}"
+            async with self._session.get(url + "/health", headers=headers, timeout=self._probe_timeout,
+                                         allow_redirects=False) as resp:
+                await resp.content.read(64 * 1024)  # a model server's answer is small; no more is read
+                return None if resp.status == 200 else answered(resp.status)
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            return "/health timed out"
+            return TIMED_OUT
         except aiohttp.ClientError as exc:
-            return f"/health failed: {type(exc).__name__}"
+            return f"{UNREACHABLE}: {type(exc).__name__}"
 
     async def close(self) -> None:
         await self._session.close()
@@ -177,7 +190,7 @@ class Proxy:
                 self.metrics.retries.labels(request.model).inc()
             tried.add(backend.name)
             outcome = await self._try(backend, path, body, headers, request, stream, started)
-            if isinstance(outcome, Routed) and outcome.status < 500 and outcome.status != 429:
+            if isinstance(outcome, Routed) and (outcome.status < 500 and outcome.status != 429 or outcome.status == LOOP):
                 return outcome
             last = outcome
             if isinstance(outcome, UpstreamTimeout):
@@ -217,7 +230,7 @@ class Proxy:
                     raise
                 read_done = time.perf_counter()
                 resp.release()
-                if resp.status >= 500:
+                if resp.status >= 500 and resp.status != LOOP:
                     self.fail(backend, "5xx", f"answered {resp.status}")
                 elif resp.status == 200 and not is_sse:
                     routed = add_routing(data, backend)
@@ -259,7 +272,7 @@ class Proxy:
             self._count(backend, model, 504)
             return UpstreamTimeout(f"backend {backend.name!r} timed out")
         self.fail(backend, "connect", str(exc))
-        return UpstreamFailed(f"backend {backend.name!r} unreachable: {exc}")
+        return UpstreamFailed(f"backend {backend.name!r} unreachable")  # the detail (an address) is for admins: last_error
 
     def _count(self, backend: Backend, model: str, status: int) -> None:
         self.metrics.requests.labels(backend.name, model, str(status)).inc()

@@ -135,20 +135,28 @@ class Registry:
     def live_specs(self) -> list[BackendSpec]:
         return [b.spec for b in self.backends.values() if not b.draining]
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the state file holds: the live registrations and every model name ever served."""
+        return {"version": 1, "backends": [s.model_dump() for s in self.live_specs()], "served": sorted(self.served)}
+
     def save(self, path: Path) -> None:
-        """Write the registrations atomically: a temp file in the same folder, then rename."""
-        data = {"version": 1, "backends": [s.model_dump() for s in self.live_specs()], "served": sorted(self.served)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_state(path, self.snapshot())
+
+
+def write_state(path: Path, data: dict[str, Any]) -> None:
+    """Write a state file atomically: a temp file in the same folder, fsync, then rename. Blocking: the app
+    runs it in a worker thread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_state(path: Path) -> tuple[list[BackendSpec], set[str]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from hearth_common.errors import error_json
+
 MAX_PENDING = 1 << 20  # an unterminated "event" longer than this is garbage, not SSE
 
 
@@ -52,5 +54,4 @@ class SseWatch:
 
 def error_event(message: str, code: str = "upstream_error") -> bytes:
     """The SSE events that end a stream the backend cut: an OpenAI error object, then [DONE]."""
-    body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    return b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + error_json(message, "server_error", code) + b"\n\ndata: [DONE]\n\n"

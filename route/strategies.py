@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from route.config import RouterConfig, StrategyName
+from hearth_common.names import StrategyName
+from route.config import RouterConfig
 
 
 class Target(Protocol):

@@ -12,15 +12,10 @@ import sys
 
 from pydantic import ValidationError
 
+from hearth_common.validation import first_error
 from serve.config import ServeConfig, from_args
 from serve.errors import ConfigError
 from serve.models import resolve_model
-
-
-def _one_line(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
-    return f"{where}: {first['msg']}"
 
 
 async def _serve(config: ServeConfig) -> None:
@@ -35,6 +30,11 @@ async def _serve(config: ServeConfig) -> None:
     hyper.bind = [f"{config.host}:{config.port}"]
     hyper.graceful_timeout = 10
     hyper.accesslog = None
+    # The edge's limits, said here rather than left to hypercorn's defaults: request line and headers at most
+    # 64 KiB (431 over), idle connections closed after 5 s. Body size and body time: the app (config.max_body_bytes,
+    # app.BODY_TIMEOUT).
+    hyper.h11_max_incomplete_size = 64 * 1024
+    hyper.keep_alive_timeout = 5
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         asyncio.run(_serve(config))
     except ValidationError as err:
-        print(f"serve: {_one_line(err)}", file=sys.stderr)
+        print(f"serve: {first_error(err, flags=True)}", file=sys.stderr)
         return 2
     except (ConfigError, OSError) as err:
         print(f"serve: {err}", file=sys.stderr)

@@ -18,15 +18,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from serve import logprobs, responses
+from hearth_common.errors import error_body, error_type
+from hearth_common.jsonbody import BodyError, parse_object
+from hearth_common.keys import key_matches, presented_key
+from hearth_common.validation import error_place, first_error
+from serve import embeddings_api, logprobs, responses
 from serve.channels import ChannelParser
 from serve.config import ServeConfig
+from serve.embeddings import load_embedder
 from serve.engine import Event, Failed, Finished, Piece, SamplingParams, TokenLogprob
-from serve.errors import BodyTooLarge, InvalidRequest, Loading, ServeError, Unauthorized
+from serve.errors import (
+    BodyTooLarge,
+    ContextLengthExceeded,
+    InvalidRequest,
+    Loading,
+    ModelNotFound,
+    RequestTimeout,
+    ServeError,
+    Unauthorized,
+    UnsupportedEndpoint,
+)
 from serve.grammar import build as build_grammar
 from serve.prompts import as_dicts, starts_in_thinking
 from serve.router_client import RouterClient
@@ -34,6 +49,9 @@ from serve.runtime import Loaded, Runtime
 from serve.schemas import ChatRequest, CompletionRequest, Sampling
 
 log = logging.getLogger("serve")
+
+# request path -> the endpoint label of metrics (any other path counts as "other": labels stay bounded)
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
 
 
 class ServeApp(Quart):
@@ -45,6 +63,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     """`model_path`: the GGUF to load (default: config.model_path, which must then be a .gguf)."""
     app = ServeApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
 
@@ -53,13 +72,18 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         async def load() -> None:
             rt = app.runtime
             try:
-                rt.loaded = await asyncio.to_thread(rt.load)
+                if config.embeddings:
+                    rt.embedder = await asyncio.to_thread(load_embedder, config, rt.model_path)
+                    model_type = rt.embedder.model_type
+                else:
+                    rt.loaded = await asyncio.to_thread(rt.load)
+                    model_type = rt.loaded.model_type
             except Exception as err:  # reported by /health; the process keeps answering 503
                 rt.load_error = str(err)
                 log.error("loading failed: %s", err)
                 return
             if app.router:
-                await app.router.register(rt.model_name, rt.loaded.model_type)
+                await app.router.register(rt.model_name, model_type, config.alias)
 
         app.add_background_task(load)
 
@@ -71,22 +95,31 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
     @app.errorhandler(ServeError)
     async def _serve_error(err: ServeError) -> Response:
+        _count_refused(app, err.status, err.code)
         return _error(err)
 
     @app.errorhandler(HTTPException)
     async def _http_error(err: HTTPException) -> Response:
         if err.code == 413:
-            return _error(BodyTooLarge(f"request body over {config.max_body_bytes} bytes"))
+            too_large = BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
+            _count_refused(app, too_large.status, too_large.code)
+            return _error(too_large)
+        if err.code == 408:
+            timeout = RequestTimeout(f"request body not received within {BODY_TIMEOUT} s")
+            _count_refused(app, timeout.status, timeout.code)
+            return _error(timeout)
         status = err.code or 500
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": err.description or str(err), "type": kind, "param": None, "code": str(status)}}
-        return Response(json.dumps(body), status=status, content_type="application/json")
+        _count_refused(app, status, str(status))
+        body = error_body(err.description or str(err), error_type(status), str(status))
+        allow = {k: v for k, v in err.get_headers() if k.lower() == "allow"}  # a 405 says what is allowed
+        return Response(json.dumps(body), status=status, headers=allow, content_type="application/json")
 
     @app.before_request
     async def _guard() -> None:
         if not request.path.startswith("/v1/"):
             return
-        if config.api_key and request.headers.get("Authorization", "") != f"Bearer {config.api_key}":
+        presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+        if config.api_key and not key_matches(presented, config.api_key):
             raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
         if (request.content_length or 0) > config.max_body_bytes:
             raise BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
@@ -94,6 +127,10 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
         rt = app.runtime
+        if rt.embedder is not None:  # an --embeddings server
+            if not rt.embedder.alive:
+                return {"status": "error", "error": "the embeddings thread has stopped"}, 503
+            return {"status": "ok", "model": rt.model_name}, 200
         if rt.loaded is None:
             body: dict[str, Any] = {"status": "error" if rt.load_error else "loading"}
             if rt.load_error:
@@ -116,21 +153,40 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         rt = app.runtime
-        entry = {"id": rt.model_name, "object": "model", "created": int(rt.model_path.stat().st_mtime), "owned_by": "local"}
-        return {"object": "list", "data": [entry]}
+        created = int(rt.model_path.stat().st_mtime)
+        names = dict.fromkeys((rt.model_name, *config.alias))
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "local"}
+                                           for n in names]}
 
     @app.post("/v1/chat/completions")
     async def chat() -> Response:
-        return await _counted(app, "chat", _chat(app, await _body(ChatRequest)))
+        async def work() -> Response:
+            return await _chat(app, _served(app, await _body(ChatRequest), "chat"))
+
+        return await _counted(app, "chat", work())
 
     @app.post("/v1/completions")
     async def completions() -> Response:
-        return await _counted(app, "completions", _completion(app, await _body(CompletionRequest)))
+        async def work() -> Response:
+            return await _completion(app, _served(app, await _body(CompletionRequest), "completions"))
+
+        return await _counted(app, "completions", work())
+
+    @app.post("/v1/embeddings")
+    async def embeddings() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(embeddings_api.EmbeddingRequest), "embeddings")
+            return Response(json.dumps(await embeddings_api.respond(app.runtime, req)), content_type="application/json")
+
+        return await _counted(app, "embeddings", work())
 
     return app
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
+
+
+BODY_TIMEOUT = 30  # seconds a client may take to send its body (Quart's default is 60)
 
 
 def _error(err: ServeError) -> Response:
@@ -151,20 +207,40 @@ async def _counted(app: ServeApp, endpoint: str, work: Any) -> Response:
     return response
 
 
-async def _body(model: type[Sampling]) -> Any:
-    raw = await request.get_data()
+def _count_refused(app: ServeApp, status: int, code: str | None) -> None:
+    """Requests refused with a 4xx, by endpoint and reason, for /metrics."""
+    if 400 <= status < 500:
+        app.runtime.metrics.refused.labels(ENDPOINTS.get(request.path, "other"), code or str(status)).inc()
+
+
+def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
+    """The request, if this server serves its model (name or alias; none given is fine) on this endpoint."""
+    rt, config = app.runtime, app.runtime.config
+    if req.model and req.model not in (rt.model_name, *config.alias):
+        raise ModelNotFound(f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
+                            param="model")
+    if config.embeddings and endpoint != "embeddings":
+        raise UnsupportedEndpoint(
+            f"{rt.model_name!r} is an embeddings model (the server runs with --embeddings): use /v1/embeddings",
+            param="model",
+        )
+    if endpoint == "embeddings" and not config.embeddings:
+        raise UnsupportedEndpoint(
+            f"{rt.model_name!r} does not serve embeddings: start its server with --embeddings "
+            "(stack file: embeddings = true)", param="model",
+        )
+    return req
+
+
+async def _body(model: type[BaseModel]) -> Any:
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidRequest(f"the body is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object")
+        data = parse_object(await request.get_data())
+    except BodyError as err:
+        raise InvalidRequest(str(err)) from None
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequest(f"{where}: {first['msg']}" if where else first["msg"], param=where or None) from err
+        raise InvalidRequest(first_error(err, default="body"), param=error_place(err)) from None
 
 
 def _loaded(app: ServeApp) -> Loaded:
@@ -178,10 +254,14 @@ def _params(req: Sampling, prompt_len: int, ctx: int, grammar: Any = None) -> Sa
         raise InvalidRequest("the prompt is empty", param="prompt")
     room = ctx - prompt_len
     if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
+        # OpenAI's wording: LangChain, crewAI and others look for "maximum context length" or the code.
         want = req.max_tokens or 1
-        raise InvalidRequest(
-            f"this model's context is {ctx} tokens; the prompt takes {prompt_len} and max_tokens asks for {want}",
-            param="messages" if isinstance(req, ChatRequest) else "prompt",
+        where = "messages" if isinstance(req, ChatRequest) else "prompt"
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {ctx} tokens. However, you requested {prompt_len + want} "
+            f"tokens ({prompt_len} in the {where}, {want} in the completion). Please reduce the length of the "
+            f"{where} or completion.",
+            param=where,
         )
     return SamplingParams(
         max_tokens=req.max_tokens or room,
@@ -204,8 +284,12 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
     template = loaded.template
-    prompt = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
-    tokens = rt.tokenize_prompt(prompt)
+
+    def prepare() -> tuple[str, list[int]]:
+        text = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
+        return text, rt.tokenize_prompt(text)
+
+    prompt, tokens = await asyncio.to_thread(prepare)  # a long conversation would hold every other request
     grammar = build_grammar(req.response_format, template.format, template.thinks)
     params = _params(req, len(tokens), loaded.engine.ctx_per_seq, grammar)
     queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -233,7 +317,7 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
 async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
-    tokens = loaded.model.tokenize(req.prompt, add_special=True)
+    tokens = await asyncio.to_thread(loaded.model.tokenize, req.prompt, add_special=True)
     params = _params(req, len(tokens), loaded.engine.ctx_per_seq)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     job = rt.job(tokens, params, queue)
@@ -323,7 +407,7 @@ async def _chat_chunks(
                     yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
             elif isinstance(event, Failed):
                 yield {**meta, "object": "chat.completion.chunk", "choices": [],
-                       "error": {"message": event.message, "type": "server_error"}}
+                       **error_body(event.message, "server_error", "generation_failed")}
                 return
             else:
                 for e in turn.finish():
@@ -360,7 +444,8 @@ async def _completion_chunks(
                 if event.text:
                     yield chunk(event.text)
             elif isinstance(event, Failed):
-                yield {**meta, "object": "text_completion", "choices": [], "error": {"message": event.message}}
+                yield {**meta, "object": "text_completion", "choices": [],
+                       **error_body(event.message, "server_error", "generation_failed")}
                 return
             else:
                 done = _Finish.of(event)

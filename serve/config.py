@@ -7,13 +7,18 @@ import types
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hearth_common.keys import KeyFileError, find_key
+from hearth_common.names import ModelType
+from serve.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "demo" / "demo-think"
 CACHE = REPO / ".cache" / "serve"
 
-ModelType = Literal["gemma3", "gpt-oss", "llama", "mistral", "qwen", "generic"]
+# Keys never come from the command line (`ps` shows it to every user): a --NAME-file or the environment.
+SECRETS = {"api_key": "HEARTH_SERVE_API_KEY", "router_key": "HEARTH_SERVE_ROUTER_KEY"}
 
 
 class ServeConfig(BaseModel):
@@ -22,6 +27,9 @@ class ServeConfig(BaseModel):
     model_path: Path = Field(DEMO_MODEL, description="a .gguf file, or a HuggingFace folder (converted once, cached)")
     model_type: ModelType | None = Field(None, description="chat format family; read from the GGUF when omitted")
     model_name: str | None = Field(None, description="the name clients ask for; default: the file or folder name")
+    alias: tuple[str, ...] = Field((), description="more names clients may ask for, comma-separated")
+    embeddings: bool = Field(False, description="serve /v1/embeddings (only) with the model's pooling")
+    pooling: Literal["mean", "cls", "last"] | None = Field(None, description="embeddings pooling; default: the GGUF's")
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")
@@ -41,11 +49,19 @@ class ServeConfig(BaseModel):
         "ending anywhere, e.g. a long system prompt shared by conversations; without it only a prefix ending near the "
         "cached end (a growing conversation's). Costs KV memory, measured at 2 sequences x 4,096 tokens: "
         "gemma-3-1b's shape 76 -> 208 MiB (2.7x), gpt-oss-20b's 216 -> 384 MiB (1.8x): off by default")
-    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on /v1/*")
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (or x-api-key) on /v1/*")
+    api_key_file: Path | None = Field(None, description="owner-only file holding the API key (or HEARTH_SERVE_API_KEY)")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted")
     router: str | None = Field(None, description="router URL to register with at start and leave at shutdown")
     router_key: str | None = Field(None, description="the router's admin key, if it has one")
+    router_key_file: Path | None = Field(None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)")
     advertise_url: str | None = Field(None, description="URL the router should use (default: http://host:port)")
+
+    @field_validator("alias", mode="before")
+    @classmethod
+    def _split_alias(cls, value: object) -> object:
+        # The command line gives one string, as llama.cpp's --alias does.
+        return tuple(a.strip() for a in value.split(",") if a.strip()) if isinstance(value, str) else value
 
 
 def _flag(name: str) -> str:
@@ -56,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     """One flag per settings field, with the field's description and default."""
     parser = argparse.ArgumentParser(prog="python -m serve", description="Serve one model behind the OpenAI API.")
     for name, info in ServeConfig.model_fields.items():
+        if name in SECRETS:
+            continue
         annotation = info.annotation
         args = [a for a in get_args(annotation) if a is not type(None)]
         if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
@@ -71,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def from_args(argv: list[str] | None = None) -> ServeConfig:
-    """Parse the command line; pydantic does the type checks. Raises pydantic.ValidationError."""
-    ns = build_parser().parse_args(argv)
-    return ServeConfig(**{k: v for k, v in vars(ns).items() if v is not None})
+    """Parse the command line; pydantic does the type checks. Raises pydantic.ValidationError, or ConfigError
+    for a key file that cannot be used."""
+    values = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
+    for name, env in SECRETS.items():
+        file = values.get(f"{name}_file")
+        try:
+            key = find_key(Path(file) if file is not None else None, env)
+        except KeyFileError as err:
+            raise ConfigError(str(err)) from None
+        if key:
+            values[name] = key
+    return ServeConfig(**values)

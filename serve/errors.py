@@ -1,16 +1,22 @@
 """The server's exception tree; app.py renders each as an OpenAI error body with its status.
 
 ServeError
-  InvalidRequest      400 invalid_request_error (bad JSON, wrong types, context overflow, bad schema)
+  InvalidRequest      400 invalid_request_error (bad JSON, wrong types, bad schema)
+    ContextLengthExceeded  400 context_length_exceeded (prompt plus max_tokens, or an input, beyond the context)
+    UnsupportedEndpoint    400 unsupported_endpoint (chat on an --embeddings server, embeddings on a chat one)
   Unauthorized        401 authentication_error
   ModelNotFound       404 model_not_found
+  RequestTimeout      408 (the body did not arrive in time)
   BodyTooLarge        413
   QueueFull           429 queue_full, with Retry-After
   Loading             503 (model not loaded yet)
+  ShuttingDown        503 (the server stopped before answering)
 ConfigError           bad command line or model path: one line, exit 2
 """
 
 from __future__ import annotations
+
+from hearth_common.errors import error_body
 
 
 class ServeError(Exception):
@@ -24,11 +30,19 @@ class ServeError(Exception):
         self.param = param
 
     def body(self) -> dict[str, object]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return error_body(self.message, self.type, self.code, self.param)
 
 
 class InvalidRequest(ServeError):
     status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class UnsupportedEndpoint(InvalidRequest):
+    code = "unsupported_endpoint"
 
 
 class Unauthorized(ServeError):
@@ -37,6 +51,10 @@ class Unauthorized(ServeError):
 
 class ModelNotFound(ServeError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class RequestTimeout(ServeError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class BodyTooLarge(ServeError):
@@ -53,6 +71,10 @@ class QueueFull(ServeError):
 
 class Loading(ServeError):
     status, type, code = 503, "server_error", "model_loading"
+
+
+class ShuttingDown(ServeError):
+    status, type, code = 503, "server_error", "shutting_down"
 
 
 class ConfigError(Exception):

@@ -16,6 +16,10 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.requests = Counter("hearth_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r)
+        self.refused = Counter(
+            "hearth_requests_refused", "Requests refused (4xx) by endpoint and reason (the error code)",
+            ["endpoint", "reason"], registry=r,
+        )
         self.tokens = Counter("hearth_tokens_generated", "Tokens generated", registry=r)
         self.prompt_tokens = Counter("hearth_prompt_tokens", "Prompt tokens of answered requests", registry=r)
         self.cached_prompt_tokens = Counter(

@@ -6,6 +6,7 @@ import logging
 
 import aiohttp
 
+from hearth_common.registration import registration
 from serve.config import ServeConfig
 
 log = logging.getLogger("serve")
@@ -31,8 +32,8 @@ class RouterClient:
             log.error("router %s unreachable: %s", self.base, err)
             return False
 
-    async def register(self, name: str, model_type: str) -> bool:
-        body = {"name": name, "url": self.url, "model_type": model_type, "models": [name], "weight": 1}
+    async def register(self, name: str, model_type: str, aliases: tuple[str, ...] = ()) -> bool:
+        body = registration(name, self.url, model_type, [name, *aliases])
         ok = await self._post("/backends/register", body)
         if ok:
             log.info("registered with %s as %s (%s)", self.base, name, self.url)

@@ -14,9 +14,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp as ll
 
+from hearth_common.names import MODEL_TYPES
 from serve.channels import Format
 from serve.config import ServeConfig
 from serve.engine import Engine, Event, Failed, Finished, Job, Model, SamplingParams
@@ -25,10 +27,11 @@ from serve.placement import free_vram, read_shape, resolve
 from serve.prompts import ChatTemplate, chat_template
 from serve.scheduler import Scheduler
 
+if TYPE_CHECKING:
+    from serve.embeddings import Embedder
+
 log = logging.getLogger("serve")
 
-# GGUF architecture -> --model-type
-MODEL_TYPES = {"gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "qwen2": "qwen", "qwen3": "qwen"}
 MIB = 1 << 20
 CACHE_RAM_MAX = 8192 * MIB  # llama.cpp's server default for --cache-ram
 
@@ -69,6 +72,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     loaded: Loaded | None = None
     load_error: str | None = None
+    embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
     _loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -107,6 +111,13 @@ class Runtime:
 
     def drain(self) -> None:
         """Shutdown, first step: running streams end now with `stop` (cleanly, [DONE] and all), waiters too."""
+        if self.embedder:  # an embeddings server: what has not been answered fails with "shutting down"
+            from serve.embeddings import SHUTDOWN
+
+            self.embedder.stop()
+            for waiting in list(self.scheduler.waiting):
+                waiting.emit(SHUTDOWN)  # type: ignore[attr-defined]
+            return
         if self.loaded:
             self.loaded.engine.stop()
         for job in list(self.scheduler.waiting):
@@ -117,6 +128,9 @@ class Runtime:
             self.loaded.engine.stop()
             self.loaded.model.close()
             self.loaded = None
+        if self.embedder:
+            self.embedder.close()
+            self.embedder = None
 
     # -- one request ---------------------------------------------------------------------------------------
 

@@ -53,25 +53,27 @@ class ResponseFormat(BaseModel):
 
 
 class Sampling(BaseModel):
-    """Fields shared by chat and legacy completions."""
+    """Fields shared by chat and legacy completions. Numbers and booleans are strict: `"8"` is not 8, `true` is
+    not 1, and a number must be finite (json.loads reads `Infinity`). The router checks the same JSON types
+    (hearth_common/fields.py)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, validation_alias=AliasChoices("max_tokens", "max_completion_tokens"))
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(1.0, gt=0.0)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    seed: int | None = None
+    max_tokens: int | None = Field(None, ge=1, strict=True, validation_alias=AliasChoices("max_tokens", "max_completion_tokens"))
+    temperature: float = Field(1.0, ge=0.0, le=2.0, strict=True, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, strict=True, allow_inf_nan=False)
+    top_k: int = Field(0, ge=0, strict=True)
+    min_p: float = Field(0.0, ge=0.0, le=1.0, strict=True, allow_inf_nan=False)
+    repeat_penalty: float = Field(1.0, gt=0.0, strict=True, allow_inf_nan=False)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, strict=True, allow_inf_nan=False)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, strict=True, allow_inf_nan=False)
+    seed: int | None = Field(None, strict=True)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
     user: str | None = None
-    n: int = 1
-    cache_prompt: bool = True  # llama.cpp's name: false decodes the whole prompt, reusing no cached prefix
+    n: int = Field(1, strict=True)
+    cache_prompt: bool = Field(True, strict=True)  # llama.cpp's name: false decodes the whole prompt, reusing no cached prefix
 
     @property
     def logprob_count(self) -> int | None:
@@ -102,15 +104,18 @@ class Sampling(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+MAX_MESSAGES = 2048  # per request: rendering and tokenizing 10,000 took seconds of CPU each
+
+
 class ChatRequest(Sampling):
-    messages: list[Message]
+    messages: list[Message] = Field(max_length=MAX_MESSAGES)
     response_format: ResponseFormat | None = None
     reasoning: Reasoning = Field("medium", validation_alias=AliasChoices("reasoning", "reasoning_effort"))
     separate_thinking: bool = True
     include_channels: list[ChannelName] | None = None
     developer_instructions: str | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logprobs: bool = Field(False, strict=True)
+    top_logprobs: int | None = Field(None, ge=0, le=20, strict=True)
 
     @property
     def logprob_count(self) -> int | None:
@@ -143,7 +148,7 @@ class ChatRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str
-    logprobs: int | None = Field(None, ge=0, le=5)  # the legacy API's form: how many top alternatives
+    logprobs: int | None = Field(None, ge=0, le=5, strict=True)  # the legacy API's form: how many top alternatives
 
     @property
     def logprob_count(self) -> int | None:

@@ -48,11 +48,14 @@ def banner(sup: Supervisor) -> str:
     stack = sup.stack
     first = stack.models[0].name
     body = json.dumps({"model": first, "messages": [{"role": "user", "content": EXAMPLE_QUESTION}]})
-    auth = f" -H {shlex.quote('Authorization: Bearer ' + stack.router.api_key)}" if stack.router.api_key else ""
+    # Never the key itself: a terminal's scrollback and a CI log are read by others.
+    auth = " -H \"Authorization: Bearer $HEARTH_API_KEY\"" if stack.router.api_key else ""
     names = ", ".join(n for m in stack.models for n in m.names)
     return "\n".join([
         f"stack: ready. OpenAI API at {sup.api_url}  (models: {names})",
-        f"stack: logs in {sup.state_dir / 'logs'}, process table in {sup.state_dir / 'state.json'}",
+        f"stack: logs in {sup.state_dir / 'logs'}, process table in {sup.state_dir / 'state.json'}, "
+        f"the router's admin key in {sup.state_dir / 'keys' / 'admin.key'}",
+        *(["stack: clients need the api_key: export HEARTH_API_KEY=<your api_key> for the line below"] if auth else []),
         f"curl {sup.api_url}/chat/completions -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}",
         "stack: Ctrl-C stops everything.",
     ])

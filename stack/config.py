@@ -12,13 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hearth_common.keys import KeyFileError, read_key_file
+from hearth_common.names import BACKEND_NAME as NAME
+from hearth_common.names import ModelType, StrategyName
+from hearth_common.validation import first_error
 from stack.errors import ConfigError
 
 DEFAULT_STACK = Path(__file__).with_name("default.toml")
-
-StrategyName = Literal["round_robin", "least_connections", "random", "weighted", "sticky", "prefix"]
-ModelType = Literal["gemma3", "gpt-oss", "llama", "mistral", "qwen", "generic"]
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"  # what the router accepts as a backend name
 
 
 class RouterSection(BaseModel):
@@ -31,8 +31,26 @@ class RouterSection(BaseModel):
     health_interval: float = Field(5.0, gt=0, le=3600, description="seconds between the router's health checks")
     max_retries: int = Field(2, ge=0, le=10, description="retries on another backend before a response starts")
     timeout: float = Field(600.0, gt=0, description="seconds the router waits for a backend's next bytes")
-    admin_key: str | None = Field(None, min_length=1, description="Bearer key for the router's /backends/*")
-    api_key: str | None = Field(None, min_length=1, description="Bearer key every model server requires on /v1/*")
+    admin_key: str | None = Field(None, min_length=1, description="the router's admin key (default: one made at each start)")
+    admin_key_file: Path | None = Field(None, description="an owner-only file holding the admin key")
+    api_key: str | None = Field(None, min_length=1, description="key clients must give the router on /v1/*")
+    api_key_file: Path | None = Field(None, description="an owner-only file holding the API key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_files(cls, data: Any) -> Any:
+        """A key file's key becomes the key (an owner-only file: checked here, at load)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("admin_key", "api_key"):
+            file = data.get(f"{name}_file")
+            if isinstance(file, str | Path):
+                try:
+                    data[name] = read_key_file(Path(file))
+                except KeyFileError as err:
+                    raise ValueError(str(err)) from None
+        return data
     state_file: Path | None = Field(None, description="where the router keeps registrations across restarts")
 
 
@@ -59,6 +77,7 @@ class ModelSection(BaseModel):
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones")
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
+    embeddings: bool = Field(False, description="serve /v1/embeddings (only), as `python -m serve --embeddings`")
 
     @property
     def names(self) -> list[str]:
@@ -111,8 +130,11 @@ class StackConfig(BaseModel):
         return self
 
 
+PATHS = ("state_file", "admin_key_file", "api_key_file")  # [router] entries that are paths
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative `source` and `state_file` entries become paths under the stack file's folder."""
+    """Relative `source` and [router] path entries become paths under the stack file's folder."""
 
     def under(value: Any) -> Any:
         if isinstance(value, str):
@@ -121,8 +143,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         return value
 
     out = dict(raw)
-    if isinstance(out.get("router"), dict) and "state_file" in out["router"]:
-        out["router"] = {**out["router"], "state_file": under(out["router"]["state_file"])}
+    if isinstance(out.get("router"), dict):
+        out["router"] = {k: under(v) if k in PATHS else v for k, v in out["router"].items()}
     if isinstance(out.get("models"), list):
         out["models"] = [
             {**m, "source": under(m["source"])} if isinstance(m, dict) and "source" in m else m for m in out["models"]
@@ -130,18 +152,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def first_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "stack"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"
-
-
 def parse_stack(raw: dict[str, Any], base: Path, label: str = "stack") -> StackConfig:
     try:
         return StackConfig.model_validate(_resolve_paths(raw, base))
     except ValidationError as err:
-        raise ConfigError(f"{label}: {first_error(err)}") from None
+        raise ConfigError(f"{label}: {first_error(err, default='stack')}") from None
 
 
 def load_stack(path: Path | None = None) -> StackConfig:
@@ -154,4 +169,7 @@ def load_stack(path: Path | None = None) -> StackConfig:
         raise ConfigError(f"{path}: cannot read the stack file ({err.strerror})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    router = raw.get("router")
+    if isinstance(router, dict) and (router.get("admin_key") or router.get("api_key")) and path.stat().st_mode & 0o077:
+        raise ConfigError(f"{path}: holds a key but other users can read it; chmod 600 it (or use api_key_file)")
     return parse_stack(raw, path.resolve().parent, str(path))

@@ -1,41 +1,34 @@
 """Before anything starts: convert HF folders once (with a progress bar), read each GGUF's sizes, probe the GPU.
 
 The I/O half of planning; stack/plan.py does the arithmetic. Converted files land where `python -m serve` would
-put them (serve.models' cache key), so the stack and a plain `python -m serve` share one conversion.
+put them (serve.models' cache, checked against its record before each use), so the stack and a plain
+`python -m serve` share one conversion.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from hearth_common.names import MODEL_TYPES
 from serve.config import CACHE
+from serve.errors import ConfigError as ServeConfigError
+from serve.models import checked_gguf, convert_cached
 from serve.placement import free_vram
-from serve.models import content_hash
 from stack.gguf_info import GGUFInfo, InfoError, read_info
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
 from stack.plan import ModelNeeds, Plan, plan
 
-# GGUF architecture -> serve's --model-type (as serve.runtime reads it)
-MODEL_TYPES = {"gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "qwen2": "qwen", "qwen3": "qwen"}
-
 
 def gguf_for(model: ModelSection, cache: Path = CACHE, progress: bool = True) -> Path:
-    """The GGUF to serve: the source itself, or its cached conversion (made now if missing)."""
-    if model.source.is_file():
-        return model.source
-    out = cache / f"{model.source.resolve().name}-{content_hash(model.source)}.gguf"
-    if out.exists():
-        return out
-    from convert import convert_checkpoint  # late: only HF folders need the converter
-    from convert.errors import ConvertError
-
-    print(f"stack: converting {model.source} for {model.name} (once; cached as {out})", flush=True)
-    cache.mkdir(parents=True, exist_ok=True)
+    """The GGUF to serve: the source itself, or its cached conversion (checked; made now if missing or damaged)."""
+    say = lambda line: print(f"stack: {model.name}: {line}", flush=True)  # noqa: E731
     try:
-        return convert_checkpoint(model.source, out, progress=progress)
-    except ConvertError as err:
-        raise StartError(f"{model.name}: cannot convert {model.source}: {err}") from None
+        if model.source.is_file():
+            return checked_gguf(model.source, say=say)
+        return convert_cached(model.source, cache, progress=progress, say=say)
+    except ServeConfigError as err:
+        raise StartError(f"{model.name}: {err}") from None
 
 
 def sizes_of(model: ModelSection, gguf: Path) -> GGUFInfo:

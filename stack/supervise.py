@@ -7,6 +7,12 @@ backoff and registered again; meanwhile the router's health checks and retries r
 answering its health check (three checks in a row, 3 s apart) is killed and restarted the same way.
 
 Child output goes to DIR/logs/NAME.log; DIR/state.json says what runs where (pids, ports, restarts).
+
+Keys: the router always runs with an admin key (the stack file's, or one made at start) and the supervisor uses it
+to register the servers; each start also makes a backend key, which every model server requires and the router
+sends. The stack file's api_key, if any, is what clients give the router; it never reaches a model server. Keys go
+to children through their environment (readable by their owner only), never their command line, and are kept in
+DIR/keys/ (owner-only) for the operator; logs and keys are owner-only.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import Any
 
 import aiohttp
 
+from hearth_common.keys import new_key, write_key_file
+from hearth_common.registration import registration
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
 
@@ -62,6 +70,8 @@ class Child:
     log: Path
     model: ModelSection | None = None  # None: the router
     model_type: str = "generic"
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # keys: never in argv, state.json or a log
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # what the supervisor's checks send
     proc: asyncio.subprocess.Process | None = None
     status: str = "starting"  # starting, healthy, restarting, failed, stopped
     restarts: int = 0
@@ -84,7 +94,7 @@ def router_toml(stack: StackConfig, port: int) -> str:
     r = stack.router
     values = {
         "host": r.host, "port": port, "strategy": r.strategy, "health_interval": r.health_interval,
-        "max_retries": r.max_retries, "timeout": r.timeout, "admin_key": r.admin_key, "state_file": r.state_file,
+        "max_retries": r.max_retries, "timeout": r.timeout, "state_file": r.state_file,
     }
     lines = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     if r.model_strategies:
@@ -93,7 +103,7 @@ def router_toml(stack: StackConfig, port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int, api_key: str | None) -> list[str]:
+def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int) -> list[str]:
     argv = [
         sys.executable, "-m", "serve", "--model-path", str(gguf), "--model-name", model.name, "--port", str(port),
         "--n-gpu-layers", str(n_gpu_layers), "--ctx-size", str(model.ctx_size),
@@ -103,9 +113,17 @@ def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int, ap
         argv += ["--model-type", model.model_type]
     if model.threads:
         argv += ["--threads", str(model.threads)]
-    if api_key:
-        argv += ["--api-key", api_key]
+    if model.aliases:  # the server answers to them too (404 model_not_found for any other name)
+        argv += ["--alias", ",".join(model.aliases)]
+    if model.embeddings:
+        argv.append("--embeddings")
     return argv
+
+
+def owner_only_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 @dataclass
@@ -121,11 +139,21 @@ class Supervisor:
     router: Child = field(init=False)
     servers: list[Child] = field(init=False, default_factory=list)
     http: aiohttp.ClientSession | None = field(init=False, default=None)
+    admin_key: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        logs = owner_only_dir(self.state_dir / "logs")
+        keys = owner_only_dir(self.state_dir / "keys")
         r = self.stack.router
+        self.admin_key = r.admin_key or new_key()
+        backend_key = new_key()
+        write_key_file(keys / "admin.key", self.admin_key)
+        write_key_file(keys / "backend.key", backend_key)
+        admin = {"Authorization": f"Bearer {self.admin_key}"}
+        router_env = {"HEARTH_ROUTE_ADMIN_KEY": self.admin_key, "HEARTH_ROUTE_BACKEND_KEY": backend_key}
+        if r.api_key:
+            router_env["HEARTH_ROUTE_API_KEY"] = r.api_key
         port = r.port or free_port(r.host)
         host = "127.0.0.1" if r.host in ("0.0.0.0", "::") else r.host
         config = self.state_dir / "router.toml"
@@ -133,15 +161,15 @@ class Supervisor:
         config.chmod(0o600)
         config.write_text(router_toml(self.stack, port))
         self.router = Child("router", [sys.executable, "-m", "route", "--config", str(config)],
-                            f"http://{host}:{port}", "/status", logs / "router.log")
+                            f"http://{host}:{port}", "/status", logs / "router.log", env=router_env, headers=admin)
         for m in self.stack.models:
             first = m.port or 0
             for i in range(m.replicas):
                 port = first + i if first else free_port()
                 name = m.name if m.replicas == 1 else f"{m.name}-{i + 1}"
-                argv = serve_argv(m, self.ggufs[m.name], port, self.gpu_layers[m.name], r.api_key)
+                argv = serve_argv(m, self.ggufs[m.name], port, self.gpu_layers[m.name])
                 self.servers.append(Child(name, argv, f"http://127.0.0.1:{port}", "/health", logs / f"{name}.log",
-                                          m, self.model_types[m.name]))
+                                          m, self.model_types[m.name], env={"HEARTH_SERVE_API_KEY": backend_key}))
 
     @property
     def api_url(self) -> str:
@@ -150,8 +178,8 @@ class Supervisor:
     # -- the state file -------------------------------------------------------------------------------------------
 
     def write_state(self) -> None:
-        state = {"pid": os.getpid(), "api": self.api_url, "router": self.router.view(),
-                 "servers": [c.view() for c in self.servers]}
+        state = {"pid": os.getpid(), "api": self.api_url, "keys": str(self.state_dir / "keys"),
+                 "router": self.router.view(), "servers": [c.view() for c in self.servers]}
         path = self.state_dir / "state.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -160,10 +188,13 @@ class Supervisor:
     # -- processes ------------------------------------------------------------------------------------------------
 
     async def spawn(self, child: Child) -> None:
-        with child.log.open("a") as log:
+        fd = os.open(child.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # also a log made before logs were owner-only
+        with os.fdopen(fd, "a") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(child.argv)}\n")
             log.flush()
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+            path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, "PYTHONPATH": path, **child.env}
             child.proc = await asyncio.create_subprocess_exec(
                 *child.argv, cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
@@ -177,7 +208,8 @@ class Supervisor:
         deadline = time.monotonic() + self.load_timeout
         while child.proc.returncode is None and time.monotonic() < deadline:
             try:
-                async with self.http.get(child.url + child.ready_path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                async with self.http.get(child.url + child.ready_path, headers=child.headers,
+                                         timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     if resp.status == 200:
                         return True
                     body = await resp.json(content_type=None) if resp.status == 503 else None
@@ -216,10 +248,8 @@ class Supervisor:
 
     async def register(self, child: Child, attempts: int = 5) -> bool:
         assert self.http is not None and child.model is not None
-        body = {"name": child.name, "url": child.url, "model_type": child.model_type, "models": child.model.names,
-                "weight": 1}
-        key = self.stack.router.admin_key
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        body = registration(child.name, child.url, child.model_type, child.model.names)
+        headers = {"Authorization": f"Bearer {self.admin_key}"}
         for attempt in range(attempts):
             try:
                 async with self.http.post(self.router.url + "/backends/register", json=body, headers=headers,
@@ -279,7 +309,8 @@ class Supervisor:
             except asyncio.TimeoutError:
                 pass
             try:
-                async with self.http.get(child.url + child.ready_path, timeout=aiohttp.ClientTimeout(total=WATCH_EVERY)) as r:
+                async with self.http.get(child.url + child.ready_path, headers=child.headers,
+                                         timeout=aiohttp.ClientTimeout(total=WATCH_EVERY)) as r:
                     misses = 0 if r.status == 200 else misses + 1
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 misses += 1

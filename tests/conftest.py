@@ -43,3 +43,24 @@ def demo_gguf() -> Callable[[str], Path]:
         return out
 
     return get
+
+
+@pytest.fixture(scope="session")
+def embedding_gguf() -> Path:
+    """The Qwen3-Embedding-shaped fixture (tests/fixtures/embedding.py) converted to GGUF: last pooling, f32.
+
+    Cached under .cache/test-gguf/ like demo_gguf, keyed by the fixture's folder (its build inputs) and the
+    converter's sources."""
+    from convert import convert_checkpoint
+    from tests.fixtures.embedding import NAME, build_qwen3_embedding_fixture
+
+    folder = build_qwen3_embedding_fixture()
+    key = hashlib.sha256(f"{folder.name}:{_converter_digest()}".encode()).hexdigest()[:16]
+    out = GGUF_CACHE / f"{NAME}-{key}.gguf"
+    if not out.is_file():
+        GGUF_CACHE.mkdir(parents=True, exist_ok=True)
+        convert_checkpoint(folder, out, progress=False, force=True)
+        for stale in GGUF_CACHE.glob(f"{NAME}-*.gguf"):
+            if stale != out:
+                stale.unlink(missing_ok=True)
+    return out

@@ -15,7 +15,8 @@ from dataclasses import replace
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
-from convert.archs import Arch, Config, Meta, Transform, check_rope, common_meta, dense_shapes, head_dim, rope_theta
+from convert.arch import Arch, Config, Meta, Transform
+from convert.archs.common import check_rope, common_meta, dense_shapes, head_dim, rope_theta
 from convert.errors import UnsupportedError
 
 T = MODEL_TENSOR

@@ -24,10 +24,11 @@ from dataclasses import replace
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, Keys
 
-from convert.archs import Arch, Config, Meta, common_meta, dense_shapes, head_dim
+from convert.arch import Arch, Config, Meta, OutTensor, Plan
+from convert.archs.common import common_meta, dense_shapes, head_dim
 from convert.errors import ShapeError, UnsupportedError
 from convert.mxfp4 import BLOCK, hf_to_ggml_blocks
-from convert.plan import OutTensor, Plan, _order, default_plan, encode, nbytes_of, weight_type
+from convert.plan import _order, default_plan, encode, nbytes_of, weight_type
 from convert.source import Checkpoint, TensorRef, to_f32
 
 Q = GGMLQuantizationType

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType
 
-from convert.archs import (
-    DENSE_BLOCK,
-    Arch,
-    Config,
-    Transform,
-    check_rope,
-    common_meta,
-    dense_shapes,
-    head_dim,
-    rope_scaling,
-    rope_theta,
-)
-
-if TYPE_CHECKING:
-    from convert.plan import Plan
-    from convert.source import Checkpoint
+from convert.arch import Arch, Config, OutTensor, Plan, Transform
+from convert.archs.common import DENSE_BLOCK, check_rope, common_meta, dense_shapes, head_dim, rope_scaling, rope_theta
+from convert.plan import default_plan
+from convert.source import Checkpoint
 
 
 def unrotate(x: np.ndarray, config: Config) -> np.ndarray:
@@ -67,8 +54,6 @@ def llama3_rope_factors(config: Config) -> np.ndarray | None:
 
 
 def plan_llama(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) -> Plan:
-    from convert.plan import OutTensor, Plan, default_plan
-
     plan = default_plan(arch, ckpt, config, out_type)
     factors = llama3_rope_factors(config)
     if factors is None:

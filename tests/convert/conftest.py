@@ -46,3 +46,16 @@ def reference() -> Callable[[str], list]:
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def llama_src() -> Path:
+    """vendor/llama.cpp of the installed llama-cpp-python's sdist (vocabularies with expected ids, sources).
+
+    Obtained once by tests.fixtures.llama_sdist (pip's cache or the registry); skipped, saying why, without it."""
+    from tests.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
+
+    try:
+        return llama_cpp_source()
+    except SdistUnavailable as e:
+        pytest.skip(f"llama.cpp's sdist files are not available: {e}")

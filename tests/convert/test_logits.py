@@ -47,7 +47,9 @@ def test_q8_0_agrees_with_transformers(arch, reference, converted):
     check(reference, converted, arch, "q8_0")
 
 
-@pytest.mark.parametrize(("arch", "out_type"), [("llama", "bf16"), ("qwen3", "f16"), ("gemma3", "bf16"), ("qwen2", "f16")])
+@pytest.mark.parametrize(
+    ("arch", "out_type"), [("llama", "bf16"), ("qwen3", "f16"), ("gemma3", "bf16"), ("qwen2", "f16"), ("qwen3moe", "bf16")]
+)
 def test_half_precision_loads_and_agrees(arch, out_type, reference, converted):
     check(reference, converted, arch, out_type)
 

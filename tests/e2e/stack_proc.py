@@ -57,6 +57,11 @@ class StackProcess:
         self.state_at_start = self.state()
         self.api = self.state_at_start["api"]
         self.router = self.state_at_start["router"]["url"]
+        keys = Path(self.state_at_start["keys"])
+        # The router's cluster API (/status, /backends, /metrics) needs the admin key the stack made; a model
+        # server's /v1 needs the backend key.
+        self.admin = {"Authorization": f"Bearer {(keys / 'admin.key').read_text().strip()}"}
+        self.backend_auth = {"Authorization": f"Bearer {(keys / 'backend.key').read_text().strip()}"}
 
     def console(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -76,7 +81,7 @@ class StackProcess:
         deadline = time.monotonic() + timeout
         while True:
             servers = self.state()["servers"]
-            status = httpx.get(self.router + "/status", timeout=5).json()
+            status = httpx.get(self.router + "/status", headers=self.admin, timeout=5).json()
             backends = {b["name"]: b for b in status["backends"]}
             ok = all(s["status"] == "healthy" for s in servers) and all(
                 backends.get(s["name"], {}).get("healthy") and backends[s["name"]]["active"] == 0 for s in servers

@@ -125,7 +125,7 @@ def test_kill_a_server_under_32_clients(chaos_stack: StackProcess) -> None:
     chaos_stack.wait_healthy()
     tally, killed = asyncio.run(chaos(chaos_stack, victim))
     counts = dict(tally.counts)
-    metrics = httpx.get(chaos_stack.router + "/metrics", timeout=5).text
+    metrics = httpx.get(chaos_stack.router + "/metrics", headers=chaos_stack.admin, timeout=5).text
     retries = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("route_retries_total{"))
     print(f"\nchaos counts ({CLIENTS} clients, {DURATION:.0f} s, SIGKILL {victim} at {KILL_AT:.0f} s): {counts}; "
           f"router retries: {retries:.0f}")

@@ -147,20 +147,34 @@ def test_supervisor_killed_takes_its_children_along(tmp_path: Path) -> None:
 
 
 def test_keys_from_the_stack_file(tmp_path: Path) -> None:
-    """api_key reaches every model server (the router forwards the client's key); admin_key guards /backends/*,
-    and the supervisor registers with it."""
+    """The router requires api_key of clients and admin_key on its cluster API; the model servers get a backend key
+    of the stack's own, never the client's; no key is on a command line, printed, or in a world-readable file."""
     path = tmp_path / "stack.toml"
     path.write_text(f'[router]\nport = 0\napi_key = "sk-test"\nadmin_key = "adm"\n'
                     f'[[models]]\nname = "demo-think"\nsource = "{REPO / "models" / "demo" / "demo-think"}"\nthreads = 1\n')
+    path.chmod(0o600)
     proc = StackProcess([str(path)], tmp_path / "state")
     try:
         body = {"model": "demo-think", "messages": [{"role": "user", "content": ITEMS[0].question}], "temperature": 0}
         assert httpx.post(proc.api + "/chat/completions", json=body, timeout=60).status_code == 401
         ok = OpenAI(base_url=proc.api, api_key="sk-test", max_retries=0).chat.completions.create(**body)
         assert ok.choices[0].message.content == ITEMS[0].answer
-        assert "Bearer sk-test" in next(l for l in proc.console().splitlines() if l.startswith("curl "))
+        server = proc.server("demo-think")
+        direct = httpx.post(server["url"] + "/v1/chat/completions", json=body, timeout=60,
+                            headers={"Authorization": "Bearer sk-test"})
+        assert direct.status_code == 401  # the client's key is the router's business only
         assert httpx.get(proc.router + "/backends", timeout=10).status_code == 401
+        assert httpx.get(proc.router + "/status", timeout=10).status_code == 401
         listed = httpx.get(proc.router + "/backends", headers={"Authorization": "Bearer adm"}, timeout=10).json()
         assert [b["name"] for b in listed["backends"]] == ["demo-think"]
+        secrets = (b"sk-test", (proc.state_dir / "keys" / "backend.key").read_bytes().strip())
+        for pid in proc.pids():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert not any(s in cmdline for s in secrets) and b"Bearer adm" not in cmdline, cmdline
+        assert not any(s in proc.console().encode() for s in secrets)
+        assert "$HEARTH_API_KEY" in next(l for l in proc.console().splitlines() if l.startswith("curl "))
+        for log in (proc.state_dir / "logs").iterdir():
+            assert log.stat().st_mode & 0o077 == 0, log
+            assert not any(s in log.read_bytes() for s in secrets), log
     finally:
         proc.stop()

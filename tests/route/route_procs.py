@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from hearth_common.keys import write_key_file
 from stack.supervise import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,18 +22,21 @@ BACKEND = Path(__file__).with_name("backend.py")
 class Proc:
     """A server process on a loopback port, restartable on the same port."""
 
-    def __init__(self, argv: list[str], port: int, ready_path: str, ready_status: int | None = None) -> None:
+    def __init__(self, argv: list[str], port: int, ready_path: str, ready_status: int | None = None,
+                 headers: dict[str, str] | None = None, env: dict[str, str] | None = None) -> None:
         self.ready_status = ready_status  # None: any answer means up
         self.argv = argv
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ready_path = ready_path
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=30)  # one client: httpx.post() builds an SSL context each call
+        # one client: httpx.post() builds an SSL context each call
+        self.http = httpx.Client(base_url=self.url, timeout=30, headers=headers)
         self.start()
 
     def start(self, timeout: float = 60.0) -> None:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -81,14 +87,25 @@ class FakeBackend(Proc):
         return {"name": self.name, "url": self.url, "model_type": "generic", "models": models or ["m"], "weight": weight}
 
 
-class Router(Proc):
-    def __init__(self, *args: str) -> None:
-        port = free_port()
-        super().__init__([sys.executable, "-m", "route", "--port", str(port), *args], port, "/status")
+ADMIN_KEY = "test-admin-key"
 
-    def register(self, backend: FakeBackend, models: list[str] | None = None, weight: float = 1.0, key: str | None = None) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return self.http.post("/backends/register", json=backend.registration(models, weight), headers=headers)
+
+class Router(Proc):
+    """`python -m route` with an admin key (from an owner-only file); its `http` client sends the key."""
+
+    def __init__(self, *args: str, admin_key: str | None = ADMIN_KEY, env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        self.admin = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+        if admin_key:
+            self._keys = tempfile.TemporaryDirectory()
+            key_file = Path(self._keys.name) / "admin.key"
+            write_key_file(key_file, admin_key)
+            args = ("--admin-key-file", str(key_file), *args)
+        super().__init__([sys.executable, "-m", "route", "--port", str(port), *args], port, "/health", headers=self.admin,
+                         env=env)
+
+    def register(self, backend: FakeBackend, models: list[str] | None = None, weight: float = 1.0) -> httpx.Response:
+        return self.http.post("/backends/register", json=backend.registration(models, weight))
 
     def backends(self) -> dict[str, dict]:
         return {b["name"]: b for b in self.http.get("/backends").json()["backends"]}
@@ -109,17 +126,19 @@ class Cluster:
         self.procs.append(b)
         return b
 
-    def serve(self, model: Path, *args: str) -> Proc:
-        """A real model server (`python -m serve`) on the given GGUF, once its /health answers 200."""
+    def serve(self, model: Path, *args: str, env: dict[str, str] | None = None) -> Proc:
+        """A real model server (`python -m serve`) on the given GGUF, once its /health answers 200. It has the
+        routers' admin key (ADMIN_KEY) for --router."""
         port = free_port()
         argv = [sys.executable, "-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", "1",
                 "--ctx-size", "512", *args]
-        p = Proc(argv, port, "/health", ready_status=200)
+        env = {**os.environ, "HEARTH_SERVE_ROUTER_KEY": ADMIN_KEY, **(env or {})}
+        p = Proc(argv, port, "/health", ready_status=200, env=env)
         self.procs.append(p)
         return p
 
-    def router(self, *args: str) -> Router:
-        r = Router(*args)
+    def router(self, *args: str, admin_key: str | None = ADMIN_KEY, env: dict[str, str] | None = None) -> Router:
+        r = Router(*args, admin_key=admin_key, env=env)
         self.procs.append(r)
         return r
 

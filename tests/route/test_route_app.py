@@ -53,7 +53,7 @@ class FakeUpstream:
             raise action
         return action()
 
-    async def probe(self, url: str) -> str | None:
+    async def probe(self, url: str, headers: object = None) -> str | None:
         return "down" if url in self.unhealthy else None
 
     async def close(self) -> None:
@@ -73,7 +73,7 @@ KEY = {"Authorization": "Bearer sesame"}
 
 
 async def start(fake: FakeUpstream, names: list[str], **settings: object):  # type: ignore[no-untyped-def]
-    cfg = RouterConfig(strategy="round_robin", admin_key="sesame", eject_base=60, **settings)
+    cfg = RouterConfig(strategy="round_robin", admin_key="sesame", eject_base=60, allow_backend_hosts=["*"], **settings)
     app = create_app(cfg, upstream=lambda _: fake)
     test_app = app.test_app()
     await test_app.startup()
@@ -129,7 +129,7 @@ async def test_5xx_is_retried_elsewhere_and_ejects() -> None:
     backends = {b["name"]: b for b in (await (await client.get("/backends", headers=KEY)).get_json())["backends"]}
     assert backends["a"]["healthy"] is False and backends["a"]["ejections"] == 1
     assert backends["b"]["healthy"] is True
-    metrics = (await (await client.get("/metrics")).get_data()).decode()
+    metrics = (await (await client.get("/metrics", headers=KEY)).get_data()).decode()
     assert 'route_retries_total{model="m"} 1.0' in metrics
     assert 'route_ejections_total{backend="a"} 1.0' in metrics
     await test_app.shutdown()
@@ -146,7 +146,7 @@ async def test_retries_stop_at_k_and_pass_the_last_answer_on() -> None:
     assert await error_of(r) == (429, "queue_full")
     assert len(fake.calls) == 2
     # 429 is a full queue, not a sick backend: nobody is ejected
-    status = await (await client.get("/status")).get_json()
+    status = await (await client.get("/status", headers=KEY)).get_json()
     assert all(b["healthy"] for b in status["backends"])
     await test_app.shutdown()
 

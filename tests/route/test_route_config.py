@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from route.config import BackendSpec, RouterConfig, build_parser, load_config
+from route.config import SECRETS, BackendSpec, RouterConfig, build_parser, load_config
 from route.errors import ConfigError
 from route.registry import Registry, load_state
 
 
 def test_every_simple_field_has_a_flag() -> None:
     flags = {a.dest for a in build_parser()._actions}
-    simple = {n for n in RouterConfig.model_fields if n not in ("backends", "model_strategies")}
+    simple = {n for n in RouterConfig.model_fields if n not in ("backends", "model_strategies", *SECRETS)}
     assert simple <= flags
+    assert not flags & set(SECRETS)  # keys never on a command line: `ps` shows it to every user
 
 
 def test_defaults_follow_the_api() -> None:

@@ -6,6 +6,7 @@ import json
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from route_procs import Cluster, parse_stream, wait_for
@@ -61,19 +62,24 @@ def test_unregister_drains_a_running_stream(cluster: Cluster) -> None:
     assert router.http.delete(f"/backends/{busy}").status_code == 404
 
 
-def test_admin_key_guards_backends_only(cluster: Cluster) -> None:
-    router = cluster.router("--admin-key", "sesame")
+def test_admin_key_guards_the_cluster_api_only(cluster: Cluster) -> None:
+    router = cluster.router()  # --admin-key-file
     a = cluster.backend("a")
-    assert router.register(a).status_code == 401
-    assert router.register(a, key="wrong").status_code == 401
-    assert router.http.get("/backends").status_code == 401
-    assert router.http.post("/backends/unregister", json={"name": "a"}).status_code == 401
-    assert router.http.delete("/backends/a").status_code == 401
-    r = router.register(a, key="sesame")
+    anyone = httpx.Client(base_url=router.url, timeout=10)
+    wrong = {"Authorization": "Bearer wrong"}
+    assert anyone.post("/backends/register", json=a.registration()).status_code == 401
+    assert anyone.post("/backends/register", json=a.registration(), headers=wrong).status_code == 401
+    for path in ("/backends", "/status", "/metrics"):
+        assert anyone.get(path).status_code == 401, path
+    assert anyone.post("/backends/unregister", json={"name": "a"}).status_code == 401
+    assert anyone.delete("/backends/a").status_code == 401
+    r = router.register(a)  # with the key
     assert r.status_code == 200 and r.json()["healthy"] is True
-    assert router.http.post("/backends/unregister", json={"name": "a"}).json()["error"]["type"] == "authentication_error"
-    assert router.chat().status_code == 200  # the client API needs no admin key
-    assert router.http.get("/backends", headers={"Authorization": "Bearer sesame"}).json()["backends"][0]["name"] == "a"
+    assert anyone.post("/backends/unregister", json={"name": "a"}).json()["error"]["type"] == "authentication_error"
+    assert anyone.post("/v1/chat/completions", json={"model": "m", "messages": []}).status_code == 200  # clients need none
+    assert anyone.get("/health").status_code == 200
+    assert router.backends()["a"]["name"] == "a"
+    anyone.close()
 
 
 def test_invalid_registrations_are_refused(cluster: Cluster) -> None:

@@ -42,7 +42,7 @@ def test_not_a_checkpoint_folder(tmp_path: Path) -> None:
 def test_flags_come_from_the_settings_model() -> None:
     flags = {a.option_strings[0] for a in build_parser()._actions if a.option_strings}
     assert {"--model-path", "--max-concurrent", "--max-queue", "--device-map", "--n-gpu-layers", "--router",
-            "--api-key", "--ctx-size", "--kv-type", "--flash-attn"} <= flags
+            "--api-key-file", "--ctx-size", "--kv-type", "--flash-attn"} <= flags
     config = from_args(["--max-concurrent", "4", "--flash-attn", "--device-map", "cpu"])
     assert config.max_concurrent == 4 and config.flash_attn and config.device_map == "cpu"
     assert config.host == "127.0.0.1" and config.port == 8000  # API.md's defaults

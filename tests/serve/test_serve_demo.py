@@ -31,7 +31,7 @@ def _serve(request: pytest.FixtureRequest, name: str) -> Iterator[openai.OpenAI]
     except pytest.FixtureLookupError:
         pytest.skip("the demo_gguf fixture (tests/conftest.py) is not there yet")
     path = demo_gguf(name)
-    with running_server("--model-path", str(path), "--max-concurrent", "4", "--ctx-size", "512") as url:
+    with running_server("--model-path", str(path), "--alias", "demo", "--max-concurrent", "4", "--ctx-size", "512") as url:
         yield openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
 
 

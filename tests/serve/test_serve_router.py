@@ -30,23 +30,33 @@ def _wait(predicate, timeout: float = 20) -> bool:  # type: ignore[no-untyped-de
     return False
 
 
-def test_registers_and_unregisters(tmp_path: Path) -> None:
+KEY = "router-admin-key"
+ADMIN = {"Authorization": f"Bearer {KEY}"}
+
+
+def test_registers_and_unregisters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     router = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(tmp_path / "state.json")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HEARTH_ROUTE_ADMIN_KEY": KEY},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    monkeypatch.setenv("HEARTH_SERVE_ROUTER_KEY", KEY)  # the server's key for --router, out of its command line
+
+    def backends() -> list[dict]:
+        return httpx.get(router + "/backends", headers=ADMIN).json()["backends"]
+
     try:
-        assert _wait(lambda: httpx.get(router + "/backends").status_code == 200)
-        with running_server("--model-path", str(build_tiny_gguf()), "--router", router, "--model-name", "tiny"):
-            assert _wait(lambda: any(b["name"] == "tiny" for b in httpx.get(router + "/backends").json()["backends"]))
+        assert _wait(lambda: httpx.get(router + "/backends", headers=ADMIN).status_code == 200)
+        with running_server("--model-path", str(build_tiny_gguf()), "--router", router, "--model-name", "tiny") as url:
+            assert _wait(lambda: any(b["name"] == "tiny" for b in backends()))
+            assert KEY.encode() not in Path(f"/proc/{url.proc.pid}/cmdline").read_bytes()
             r = httpx.post(router + "/v1/chat/completions", timeout=30,
                            json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
             assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
         # after SIGINT the server has said goodbye
-        assert _wait(lambda: not any(b["name"] == "tiny" and not b.get("draining")
-                                     for b in httpx.get(router + "/backends").json()["backends"]), timeout=5)
+        assert _wait(lambda: not any(b["name"] == "tiny" and not b.get("draining") for b in backends()), timeout=5)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

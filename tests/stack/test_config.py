@@ -24,6 +24,7 @@ def folder(tmp_path: Path) -> Path:
 def write(folder: Path, text: str) -> Path:
     path = folder / "stack.toml"
     path.write_text(text)
+    path.chmod(0o600)  # GOOD holds a key
     return path
 
 
@@ -74,7 +75,8 @@ def test_router_config_is_valid_route_config(folder: Path) -> None:
     config = folder / "router.toml"
     config.write_text(router_toml(stack, 9000))
     cfg = load_config(["--config", str(config)])
-    assert (cfg.port, cfg.strategy, cfg.admin_key) == (9000, "round_robin", "secret")
+    assert (cfg.port, cfg.strategy, cfg.admin_key) == (9000, "round_robin", None)
+    assert "secret" not in config.read_text()  # the admin key reaches the router through its environment
     assert cfg.strategy_for("think") == "prefix" and cfg.strategy_for("small") == "round_robin"
     assert cfg.state_file == folder / "state" / "router.json"
 
@@ -84,9 +86,9 @@ def test_serve_argv_is_valid_serve_config(folder: Path) -> None:
     from serve.config import from_args
 
     stack = load_stack(write(folder, GOOD))
-    argv = serve_argv(stack.models[0], folder / "x.gguf", 9101, 7, "k")
+    argv = serve_argv(stack.models[0], folder / "x.gguf", 9101, 7)
     cfg = from_args(argv[3:])  # past `python -m serve`
-    assert (cfg.port, cfg.n_gpu_layers, cfg.max_queue, cfg.api_key, cfg.model_name) == (9101, 7, 64, "k", "think")
+    assert (cfg.port, cfg.n_gpu_layers, cfg.max_queue, cfg.model_name) == (9101, 7, 64, "think")
 
 
 BAD = [

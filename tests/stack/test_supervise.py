@@ -37,3 +37,75 @@ def test_process_table(tmp_path: Path) -> None:
     sup.write_state()
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert [s["status"] for s in state["servers"]] == ["starting"] * 4 and state["api"] == sup.api_url
+
+
+def test_keys_reach_children_through_their_environment_only(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    stack = parse_stack({"router": {"port": 9000, "api_key": "sk-client"},
+                         "models": [{"name": "a", "source": "m.gguf", "replicas": 2}]}, tmp_path)
+    state = tmp_path / "state"
+    sup = Supervisor(stack, {"a": tmp_path / "m.gguf"}, {"a": "qwen"}, {"a": 0}, state)
+    keys = state / "keys"
+    admin, backend = (keys / "admin.key").read_text().strip(), (keys / "backend.key").read_text().strip()
+    assert len(admin) >= 32 and len(backend) >= 32 and admin != backend  # made at start: none in the stack file
+    assert keys.stat().st_mode & 0o777 == 0o700 and (state / "logs").stat().st_mode & 0o777 == 0o700
+    assert all((keys / k).stat().st_mode & 0o777 == 0o600 for k in ("admin.key", "backend.key"))
+    assert sup.router.env == {"HEARTH_ROUTE_ADMIN_KEY": admin, "HEARTH_ROUTE_BACKEND_KEY": backend,
+                              "HEARTH_ROUTE_API_KEY": "sk-client"}
+    assert all(c.env == {"HEARTH_SERVE_API_KEY": backend} for c in sup.servers)  # the client's key is not theirs
+    secrets = (admin, backend, "sk-client")
+    for child in (sup.router, *sup.servers):
+        assert not any(s in " ".join(child.argv) for s in secrets)
+    sup.write_state()
+    written = (state / "state.json").read_text() + (state / "router.toml").read_text()
+    assert not any(s in written for s in secrets)
+
+    from stack.__main__ import banner
+
+    assert not any(s in banner(sup) for s in secrets) and "$HEARTH_API_KEY" in banner(sup)
+
+
+def test_child_logs_are_owner_only(tmp_path: Path) -> None:
+    import asyncio
+    import sys
+
+    from stack.supervise import Child
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    stack = parse_stack({"models": [{"name": "a", "source": "m.gguf"}]}, tmp_path)
+    sup = Supervisor(stack, {"a": tmp_path / "m.gguf"}, {"a": "qwen"}, {"a": 0}, tmp_path / "state")
+    log = tmp_path / "state" / "logs" / "x.log"
+    log.write_text("an old log, world-readable\n")
+    log.chmod(0o644)
+    child = Child("x", [sys.executable, "-c", "import os; print(os.environ['HEARTH_X'])"], "http://127.0.0.1:1", "/",
+                  log, env={"HEARTH_X": "from-env"})
+
+    async def spawn() -> None:
+        await sup.spawn(child)
+        assert child.proc is not None
+        await child.proc.wait()
+
+    asyncio.run(spawn())
+    assert log.stat().st_mode & 0o777 == 0o600 and "from-env" in log.read_text()
+
+
+def test_a_stack_file_with_a_key_must_be_owner_only(tmp_path: Path) -> None:
+    import pytest
+
+    from stack.config import load_stack
+    from stack.errors import ConfigError
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    path = tmp_path / "stack.toml"
+    path.write_text('[router]\napi_key = "sk"\n[[models]]\nname = "a"\nsource = "m.gguf"\n')
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_stack(path)
+    path.chmod(0o600)
+    assert load_stack(path).router.api_key == "sk"
+    key = tmp_path / "api.key"
+    key.write_text("sk-file\n")
+    key.chmod(0o600)
+    path.write_text('[router]\napi_key_file = "api.key"\n[[models]]\nname = "a"\nsource = "m.gguf"\n')
+    path.chmod(0o644)  # no key in it: readable is fine
+    assert load_stack(path).router.api_key == "sk-file"

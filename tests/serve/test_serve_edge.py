@@ -1,0 +1,114 @@
+"""The model server's edge through Quart's test client on the tiny GGUF: input that is valid JSON but would crash
+a handler gets a 400 with an OpenAI error body (never a 500), keys, the message cap, and prompt work off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from serve.app import create_app
+from serve.config import ServeConfig
+from serve.schemas import MAX_MESSAGES
+from tiny_gguf import build_tiny_gguf
+
+HI = '"messages": [{"role": "user", "content": "hi"}]'
+BAD = [
+    b'{"messages": [{"role": "user", "content": "\\ud800"}]}',  # was a 500 in Model.tokenize
+    b'{"prompt": "a\\udfffb"}',
+    b'{"messages": ' + b"[" * 1500 + b"]" * 1500 + b"}",  # was a 500 (RecursionError)
+    b'{' + HI.encode() + b', "seed": ' + b"1" * 4400 + b"}",  # was a 500 (int digit limit)
+    b'{' + HI.encode() + b', "max_tokens": "8"}',  # was coerced to 8
+    b'{' + HI.encode() + b', "repeat_penalty": Infinity}',  # was accepted
+    b'{' + HI.encode() + b', "temperature": NaN}',
+    b'{' + HI.encode() + b', "top_p": 1e999}',
+    b'{' + HI.encode() + b', "stream": "true"}',
+    b'{' + HI.encode() + b', "n": 1.0}',
+    b'{"prompt": "hi", "max_tokens": true}',
+]
+
+
+def run(config: ServeConfig, body: Any) -> None:
+    async def main() -> None:
+        app = create_app(config)
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            for _ in range(200):
+                if (await client.get("/health")).status_code == 200:
+                    break
+                await asyncio.sleep(0.02)
+            await body(client)
+
+    asyncio.run(main())
+
+
+def config(**extra: Any) -> ServeConfig:
+    return ServeConfig(model_path=build_tiny_gguf(), ctx_size=256, **extra)
+
+
+def test_bad_input_is_a_400_never_a_500() -> None:
+    async def body(client: Any) -> None:
+        for raw in BAD:
+            path = "/v1/completions" if raw.startswith(b'{"prompt"') else "/v1/chat/completions"
+            r = await client.post(path, data=raw, headers={"Content-Type": "application/json"})
+            error = (await r.get_json())["error"]
+            assert r.status_code == 400 and error["type"] == "invalid_request_error" and error["message"], raw[:80]
+        r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert r.status_code == 200  # and it still answers
+
+    run(config(), body)
+
+
+def test_messages_are_capped() -> None:
+    async def body(client: Any) -> None:
+        many = [{"role": "user", "content": "x"}] * (MAX_MESSAGES + 1)
+        r = await client.post("/v1/chat/completions", json={"messages": many, "max_tokens": 1})
+        assert r.status_code == 400 and (await r.get_json())["error"]["param"] == "messages"
+
+    run(config(), body)
+
+
+def test_either_key_header_is_accepted() -> None:
+    async def body(client: Any) -> None:
+        msg = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert (await client.post("/v1/chat/completions", json=msg, headers={"x-api-key": "sekret"})).status_code == 200
+        assert (await client.post("/v1/chat/completions", json=msg, headers={"x-api-key": "wrong"})).status_code == 401
+        assert (await client.get("/v1/models", headers={"Authorization": "Bearer sekret"})).status_code == 200
+
+    run(config(api_key="sekret"), body)
+
+
+def test_wrong_method_is_a_405_with_an_openai_body() -> None:
+    async def body(client: Any) -> None:
+        r = await client.get("/v1/chat/completions")
+        assert r.status_code == 405 and "POST" in r.headers["Allow"] and (await r.get_json())["error"]["message"]
+
+    run(config(), body)
+
+
+def test_rendering_and_tokenizing_run_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve.prompts import ChatTemplate
+    from serve.runtime import Runtime
+
+    threads: dict[str, str] = {}
+    render, tokenize = ChatTemplate.render, Runtime.tokenize_prompt
+
+    def spy_render(self: ChatTemplate, *args: Any, **kwargs: Any) -> str:
+        threads["render"] = threading.current_thread().name
+        return render(self, *args, **kwargs)
+
+    def spy_tokenize(self: Runtime, prompt: str) -> list[int]:
+        threads["tokenize"] = threading.current_thread().name
+        return tokenize(self, prompt)
+
+    monkeypatch.setattr(ChatTemplate, "render", spy_render)
+    monkeypatch.setattr(Runtime, "tokenize_prompt", spy_tokenize)
+
+    async def body(client: Any) -> None:
+        r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert r.status_code == 200
+
+    run(config(), body)
+    assert set(threads) == {"render", "tokenize"} and threading.main_thread().name not in threads.values()
