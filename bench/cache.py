@@ -118,7 +118,7 @@ async def converse(url: str, conv: Conversation, turns: int, max_tokens: int = 1
 
 def ours(model: Path, port: int, *extra: str, ctx: int = 4096, seqs: int = 2) -> list[str]:
     return ["-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", str(THREADS),
-            "--max-concurrent", str(seqs), "--ctx-size", str(ctx), "--max-queue", "64", *extra]
+            "--max-concurrent", str(seqs), "--ctx-size", str(ctx), "--max-queue", "64", "--model-name", "m", *extra]
 
 
 # -- multi-turn TTFT, ours vs llama-server ------------------------------------------------------------------
@@ -237,7 +237,7 @@ def _router(url: str, strategy: str, state: Path) -> Iterator[None]:
 
     port = url.rsplit(":", 1)[1]
     proc = subprocess.Popen([sys.executable, "-m", "route", "--port", port, "--strategy", strategy,
-                             "--state-file", str(state)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--state-file", str(state), "--open-admin"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.time() + 60

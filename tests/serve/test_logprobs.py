@@ -26,7 +26,7 @@ def setup(demo_gguf: Any) -> Iterator[tuple[openai.OpenAI, Any]]:
 
     path = str(demo_gguf("demo-think"))
     oracle = Llama(path, n_ctx=512, logits_all=True, verbose=False, n_threads=1)
-    with running_server("--model-path", path) as url:
+    with running_server("--model-path", path, "--alias", "demo") as url:
         yield openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0), oracle
 
 

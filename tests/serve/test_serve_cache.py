@@ -16,7 +16,7 @@ from servers import running_server
 
 pytestmark = pytest.mark.slow
 QUESTIONS = ["What is the capital of France?", "What is 7 + 5?", "What is the capital of Japan?"]
-ARGS = ("--max-concurrent", "2", "--ctx-size", "1024")
+ARGS = ("--alias", "demo", "--max-concurrent", "2", "--ctx-size", "1024")
 
 
 @pytest.fixture(scope="module", params=["demo-think", "demo-harmony"])

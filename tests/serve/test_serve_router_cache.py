@@ -23,6 +23,8 @@ from servers import REPO, free_port, running_server
 from tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
+KEY = "router-admin-key"
+ADMIN = {"Authorization": f"Bearer {KEY}"}
 WORDS = "river market salt wool hills trader bridge winter harvest stone tower road".split()
 
 
@@ -31,13 +33,14 @@ def router(strategy: str, state: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "route", "--port", str(port), "--strategy", strategy,
-                             "--state-file", str(state)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             "--state-file", str(state)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "HEARTH_ROUTE_ADMIN_KEY": KEY},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
-                if httpx.get(url + "/backends").status_code == 200:
+                if httpx.get(url + "/backends", headers=ADMIN).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -69,8 +72,10 @@ def routed(strategy: str, tmp: Path) -> list[list[tuple[str, int, int]]]:
     with ExitStack() as stack:
         url = stack.enter_context(router(strategy, tmp / f"{strategy}.json"))
         for name in "ab":
-            backend = stack.enter_context(running_server("--model-path", gguf, "--max-concurrent", "2", "--ctx-size", "2048"))
-            httpx.post(url + "/backends/register", json={"name": name, "url": backend, "models": ["m"]}).raise_for_status()
+            backend = stack.enter_context(running_server("--model-path", gguf, "--model-name", "m", "--max-concurrent", "2",
+                                                         "--ctx-size", "2048"))
+            httpx.post(url + "/backends/register", json={"name": name, "url": backend, "models": ["m"]},
+                       headers=ADMIN).raise_for_status()
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             return list(pool.map(lambda seed: conversation(client, seed, 4), range(4)))
