@@ -14,8 +14,8 @@ Jobs join between steps and leave when they finish or are cancelled (checked at 
 Prompt cache: a finished sequence keeps its KV cells, tagged with the token ids they hold (serve/kvcache.py). A
 new job takes the free sequence sharing the longest prefix with its prompt, drops the cells from the first
 differing position (llama_memory_seq_rm(seq, p, -1)) and decodes only the rest, always at least the last prompt
-token (its logits are sampled), two when nothing else runs (see kvcache.DECODED). Before a sequence's cells are overwritten, its state is saved to a host-RAM cache
-(llama_state_seq_get_data), where a later prompt can find it by longest prefix and restore it into any sequence.
+token (its logits are sampled; two for a seeded sample, see kvcache.DECODED_EXACT). Before a sequence's cells
+are overwritten, its state is saved to a host-RAM cache (llama_state_seq_get_data), where a later prompt can find it by longest prefix and restore it into any sequence.
 A filler token sits right after its sequence's cached cells and is removed after the step, so it costs no cache.
 Requests talk to the thread through `Job.emit` (thread-safe, usually an asyncio queue) and the `cancelled` flag:
 no locks around llama.cpp, and the HTTP side never waits on it. A step's events are handed over together, right
@@ -41,7 +41,7 @@ import llama_cpp as ll
 import numpy as np
 
 from serve.grammar import Grammar
-from serve.kvcache import DECODED, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
+from serve.kvcache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
 from serve.stops import StopFilter
 
 log = logging.getLogger("serve.engine")
@@ -337,13 +337,14 @@ class Engine:
                 if self._stopping:
                     break
                 joining = [self._incoming.popleft() for _ in range(min(len(self._incoming), self.n_seq - len(self._slots)))]
-            decoded = DECODED if not self._slots else 1  # see kvcache.DECODED
+            alone = not self._slots
             for job in joining:  # opened outside the lock: saving or restoring a state copies megabytes
                 if job.cancelled:
                     self._emit(job, Finished("cancelled", len(job.prompt), 0))
                     continue
                 try:
-                    bisect.insort(self._slots, self._open(job, decoded), key=lambda s: s.seq)
+                    exact = alone and job.params.seed is not None and job.params.temperature > 0
+                    bisect.insort(self._slots, self._open(job, DECODED_EXACT if exact else DECODED), key=lambda s: s.seq)
                 except Exception as err:  # a job llama.cpp refuses fails alone; the engine goes on
                     log.exception("starting a sequence failed")
                     self._emit(job, Failed(f"generation failed: {err}"))

@@ -19,12 +19,14 @@ def test_common_prefix() -> None:
     assert common_prefix(a(9), a(1)) == 0
 
 
-def test_longest_prefix_wins_and_the_last_prompt_tokens_are_always_decoded() -> None:
+def test_longest_prefix_wins_and_the_last_prompt_token_is_always_decoded() -> None:
     free = [SeqState(0, a(1, 2), used=5), SeqState(1, a(1, 2, 3, 4), used=1), SeqState(2, a(7), used=0)]
     choice = pick_sequence(free, a(1, 2, 3, 9, 9), [], n_swa=0)
     assert (choice.seq, choice.reuse) == (1, 3)
-    same = pick_sequence(free, a(1, 2, 3, 4), [], n_swa=0)  # the whole prompt is cached: two tokens still decoded
-    assert (same.seq, same.reuse) == (1, 2)
+    same = pick_sequence(free, a(1, 2, 3, 4), [], n_swa=0)  # the whole prompt is cached: one token still decoded
+    assert (same.seq, same.reuse) == (1, 3)
+    exact = pick_sequence(free, a(1, 2, 3, 4), [], n_swa=0, decoded=2)  # a seeded sample alone: two
+    assert (exact.seq, exact.reuse) == (1, 2)
 
 
 def test_a_few_shared_tokens_are_a_miss() -> None:
