@@ -402,9 +402,11 @@ class Engine:
         return slot
 
     def _trim(self, state: SeqState, keep: int) -> int:
-        """Drop the sequence's cells from position `keep` on (saving them first when that loses many);
+        """Drop the sequence's cells from position `keep` on (saving them first when that loses a prompt);
         returns how many cells are kept (0 when a sliding window has lost what the next token needs)."""
-        if len(state.tokens) - keep >= self.save_min:
+        if len(state.tokens) - keep >= self.save_min and state.prompt_end - keep > DECODED_EXACT:
+            # Worth a copy only when part of the last prompt goes: dropping just the answer after it means the
+            # same conversation came back (the next turn or a retry) and needs none of it.
             self._save(state, keep)
         if keep == 0:
             self._forget(state)
