@@ -106,10 +106,14 @@ async def turn(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens
     return Turn((first or time.perf_counter()) - t0, text, usage.get("prompt_tokens", 0), details.get("cached_tokens", 0))
 
 
-async def converse(url: str, conv: Conversation, turns: int, max_tokens: int = 16) -> list[Turn]:
+async def converse(url: str, conv: Conversation, turns: int, max_tokens: int = 16, think: float = 0.0) -> list[Turn]:
+    """`think`: the most seconds a user waits before each turn (uniform, seeded by the conversation)."""
+    rng = np.random.default_rng(conv.seed)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session:
         out = []
         for _ in range(turns):
+            if think:
+                await asyncio.sleep(rng.uniform(0, think))
             t = await turn(session, url, conv.ask(), max_tokens)
             conv.answer(t.text)
             out.append(t)
@@ -265,8 +269,10 @@ def _register(router_url: str, name: str, backend: str) -> None:
 
 
 async def _conversations(url: str, turns: int) -> float:
-    convs = [Conversation(seed=200 + c, system_chars=400) for c in range(8)]
-    results = await asyncio.gather(*(converse(url, conv, turns) for conv in convs))
+    """8 users at once, each with their own system prompt, messages of ~400 characters (pasted text: each turn
+    adds as much as a state from two turns back lacks) and a think time of up to a second before each turn."""
+    convs = [Conversation(seed=200 + c, system_chars=300 + 60 * c, question_chars=400) for c in range(8)]
+    results = await asyncio.gather(*(converse(url, conv, turns, think=1.0) for conv in convs))
     prompt = sum(t.prompt_tokens for r in results for t in r)
     cached = sum(t.cached_tokens for r in results for t in r)
     return cached / prompt
