@@ -466,7 +466,7 @@ class Engine:
         state = self._seqs[slot.seq]
         if keep:
             state.tokens = np.concatenate([slot.prefix, np.asarray(slot.history, np.int32)])
-            state.prompt_end = len(slot.job.prompt)
+            state.prompt_end = min(len(slot.job.prompt), len(state.tokens))  # less when cancelled mid-prompt
             state.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, slot.seq)) if self.n_swa else 0
             state.saved = False
         else:
