@@ -226,7 +226,7 @@ def _routed(model: Path, strategy: str, turns: int) -> float:
         backends = []
         for _ in range(2):
             port = free_port()
-            backends.append(stack.enter_context(server(ours(model, port, ctx=2048, seqs=4), port)))
+            backends.append(stack.enter_context(server(ours(model, port, ctx=4096, seqs=4), port)))
         stack.enter_context(_router(route_url, strategy, state))
         for name, url in zip("ab", backends):
             _register(route_url, name, url)
@@ -269,9 +269,9 @@ def _register(router_url: str, name: str, backend: str) -> None:
 
 
 async def _conversations(url: str, turns: int) -> float:
-    """8 users at once, each with their own system prompt, messages of ~400 characters (pasted text: each turn
-    adds as much as a state from two turns back lacks) and a think time of up to a second before each turn."""
-    convs = [Conversation(seed=200 + c, system_chars=300 + 60 * c, question_chars=400) for c in range(8)]
+    """8 users at once, each with their own system prompt, messages of ~300 characters (pasted text: what a state
+    from two turns back lacks is more than a few words) and a think time of up to a second before each turn."""
+    convs = [Conversation(seed=200 + c, system_chars=300 + 60 * c, question_chars=300) for c in range(8)]
     results = await asyncio.gather(*(converse(url, conv, turns, think=1.0) for conv in convs))
     prompt = sum(t.prompt_tokens for r in results for t in r)
     cached = sum(t.cached_tokens for r in results for t in r)
