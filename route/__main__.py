@@ -15,6 +15,7 @@ import sys
 from quart import Quart
 
 from route.app import create_app
+from route.catalog import read_catalog
 from route.config import RouterConfig, load_config
 from route.edge import EdgeLimits, edge_protocol
 from route.errors import ConfigError
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(argv)
         if cfg.state_file is not None:
             load_state(cfg.state_file)  # a broken state file is a start-up error, not a traceback later
+        if cfg.catalog is not None:
+            read_catalog(cfg.catalog)  # likewise
     except ConfigError as exc:
         print(f"route: {exc}", file=sys.stderr)
         return 2

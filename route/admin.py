@@ -1,4 +1,5 @@
-"""The cluster API: /backends/* (register, unregister, list), /status and /metrics.
+"""The cluster API: /backends/* (register, unregister, list), /models/load and /models/unload (the stack's models,
+route/ondemand.py), /status and /metrics.
 
 Who may use it (`admin_refusal`, pure): with an admin key, every one of these routes needs it. Without one,
 reads are open but writes are refused (403) unless the router was started with --open-admin: an open
@@ -24,7 +25,7 @@ from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.validation import error_place, first_error
 from route.config import BackendSpec, RouterConfig
-from route.errors import BadRequest, Forbidden, RouteError, Unauthorized
+from route.errors import BadRequest, Forbidden, NotFound, RouteError, Unauthorized
 from route.hosts import host_allowed
 from route.proxy import LOOP, TIMED_OUT, UNREACHABLE, answered
 from route.state import RouterState
@@ -116,6 +117,27 @@ def add_admin_routes(app: Quart, state: RouterState) -> None:
         require_admin(write=True)
         return await unregister_name(name)
 
+    async def model_in_body() -> str:
+        require_admin(write=True)
+        if state.ondemand is None:
+            raise NotFound("this router loads no model on demand (it was started without a catalog)")
+        name = (await json_body()).get("model")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("`model` is required and must be a string", param="model")
+        return name
+
+    @app.post("/models/load")
+    async def load_model() -> Response:
+        name = await model_in_body()
+        assert state.ondemand is not None
+        return json_response(await state.ondemand.load(name))
+
+    @app.post("/models/unload")
+    async def unload_model() -> Response:
+        name = await model_in_body()
+        assert state.ondemand is not None
+        return json_response(await state.ondemand.unload(name))
+
     @app.get("/backends")
     async def list_backends() -> Response:
         require_admin()
@@ -137,6 +159,7 @@ def add_admin_routes(app: Quart, state: RouterState) -> None:
             "model_strategies": cfg.model_strategies,
             "backends": [b.view() for b in state.registry.backends.values()],
             "models": per_model,
+            **({"memory": state.ondemand.memory()} if state.ondemand is not None else {}),
         })
 
     @app.get("/metrics")

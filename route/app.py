@@ -13,12 +13,14 @@ from werkzeug.exceptions import HTTPException
 
 from hearth_common.errors import error_body, error_type
 from route.admin import add_admin_routes, json_response
+from route.catalog import read_catalog
 from route.client_api import ClientApi
 from route.config import RouterConfig
 from route.errors import PayloadTooLarge, RequestTimeout, RouteError
 from route.health import probe_all, run_checks, spread
 from route.hops import new_hop
 from route.metrics import Metrics
+from route.ondemand import OnDemand
 from route.proxy import AiohttpUpstream, Proxy, Upstream
 from route.registry import Registry, load_state
 from route.state import RouterState
@@ -51,12 +53,18 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             backend.last_check = time.time()
             backend.last_error = error
         state.health_task = asyncio.create_task(run_checks(state.registry, state.probe, cfg, state.wake_health))
+        if cfg.catalog is not None:  # the stack's models, loaded on demand
+            state.ondemand = state.proxy.ondemand = OnDemand(read_catalog(cfg.catalog), state.registry, state.metrics,
+                                                             state.save)
+            state.ondemand.start()
 
     @app.after_serving
     async def stop() -> None:
         if state.health_task is not None:
             state.health_task.cancel()
             await asyncio.gather(state.health_task, return_exceptions=True)
+        if state.ondemand is not None:
+            await state.ondemand.close()
         if state.proxy_ is not None:
             await state.proxy_.upstream.close()
 
@@ -89,13 +97,18 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
 
     @app.get("/v1/models")
     async def models() -> Response:
-        data = [{"id": m, "object": "model", "created": int(state.started), "owned_by": "local"} for m in state.registry.models()]
+        created = int(state.started)
+        data = state.ondemand.listing(created) if state.ondemand is not None else []
+        listed = {d["id"] for d in data}
+        data += [{"id": m, "object": "model", "created": created, "owned_by": "local", "status": "loaded"}
+                 for m in state.registry.models() if m not in listed]
         return json_response({"object": "list", "data": data})
 
     @app.get("/health")
     async def health() -> Response:
         healthy = sum(1 for b in state.registry.backends.values() if b.healthy and not b.draining)
-        return json_response({"status": "ok" if healthy else "unavailable", "healthy_backends": healthy}, 200 if healthy else 503)
+        ok = healthy > 0 or state.ondemand is not None  # behind the stack, a model not loaded loads when asked for
+        return json_response({"status": "ok" if ok else "unavailable", "healthy_backends": healthy}, 200 if ok else 503)
 
     add_admin_routes(app, state)
     return app

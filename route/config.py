@@ -69,6 +69,7 @@ class RouterConfig(BaseModel):
         default_factory=lambda: list(LOOPBACK), min_length=1,
         description="hosts /backends/register accepts, comma-separated: IPs, networks, names, *.domain or * (default: loopback)",
     )
+    catalog: Path | None = Field(default=None, description="the stack's models to load on demand (python -m stack writes it)")
     config: Path | None = Field(default=None, description="TOML file: settings, [[backends]], [model_strategies]")
     backends: list[BackendSpec] = Field(default_factory=list, description="backends registered at start (config file)")
     model_strategies: dict[str, StrategyName] = Field(default_factory=dict, description="per-model strategy (config file)")

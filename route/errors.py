@@ -2,6 +2,7 @@
 
 RouteError                  base: an HTTP status, an OpenAI error type and code
  +-- BadRequest             400 invalid_request_error (bad JSON, bad registration, backend /health failed)
+ +-- ModelTooLarge          400 model_too_large: the model cannot fit the stack's memory budget even alone
  +-- Unauthorized           401 authentication_error (admin or API key missing or wrong)
  +-- Forbidden              403 permission_error (admin writes with no admin key and no --open-admin)
  +-- NotFound               404 not_found (unknown backend name)
@@ -12,6 +13,7 @@ RouteError                  base: an HTTP status, an OpenAI error type and code
  +-- HeadersTooLarge        431 request headers over --max-header-bytes or --max-headers
  +-- UpstreamFailed         502 every candidate failed before the response started
  +-- NoHealthyBackend       503 backends serve the model but none is healthy
+ +-- ModelNotLoaded         503 the model did not load in time, or failed to load
  +-- UpstreamTimeout        504 the backend did not answer within --timeout
  +-- LoopDetected           508 the request has passed through this router already (a backend points back at it)
 ConfigError                 bad settings or config file: the CLI prints one line and exits 2
@@ -43,6 +45,12 @@ class BadRequest(RouteError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
+
+
+class ModelTooLarge(RouteError):
+    status = 400
+    type = "invalid_request_error"
+    code = "model_too_large"
 
 
 class Unauthorized(RouteError):
@@ -103,6 +111,12 @@ class NoHealthyBackend(RouteError):
     status = 503
     type = "server_error"
     code = "no_healthy_backend"
+
+
+class ModelNotLoaded(RouteError):
+    status = 503
+    type = "server_error"
+    code = "model_not_loaded"
 
 
 class UpstreamTimeout(RouteError):

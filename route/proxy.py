@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -34,6 +34,9 @@ from route.metrics import Metrics
 from route.registry import Backend, Registry
 from route.sse import SseWatch, error_event
 from route.strategies import STRATEGIES, RouteRequest, Strategy
+
+if TYPE_CHECKING:
+    from route.ondemand import OnDemand
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
 LOOP = 508
@@ -151,6 +154,7 @@ class Proxy:
     metrics: Metrics
     wake_health: asyncio.Event
     strategies: dict[str, Strategy] = field(default_factory=dict)
+    ondemand: OnDemand | None = None  # the stack's models, loaded on demand (route/ondemand.py)
 
     def strategy(self, model: str) -> Strategy:
         strategy = self.strategies.get(model)
@@ -176,6 +180,24 @@ class Proxy:
         return self.strategy(request.model).choose(candidates, request)
 
     async def forward(
+        self, path: str, body: bytes, headers: Mapping[str, str], request: RouteRequest, stream: bool
+    ) -> Routed:
+        """Route one request; a model of the stack is loaded first if needed, and held until the response ends."""
+        lease = await self.ondemand.acquire(request.model) if self.ondemand is not None else None
+        if lease is None:
+            return await self._forward(path, body, headers, request, stream)
+        try:
+            out = await self._forward(path, body, headers, request, stream)
+        except BaseException:
+            lease.release()
+            raise
+        if isinstance(out.body, Relay):
+            out.body.on_finish(lease.release)
+        else:
+            lease.release()
+        return out
+
+    async def _forward(
         self, path: str, body: bytes, headers: Mapping[str, str], request: RouteRequest, stream: bool
     ) -> Routed:
         """Send to one backend after another until one answers, at most 1 + max_retries tries."""
@@ -306,6 +328,11 @@ class Relay:
         self._resp = resp
         self._gen = self._run(chunks, first, watch)
         self._released = False
+        self._then: list[Callable[[], None]] = []
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        """Call this once the stream ends, however it ends (the on-demand lease of its model)."""
+        self._then.append(callback)
 
     def __aiter__(self) -> Relay:
         return self
@@ -338,6 +365,8 @@ class Relay:
         self._released = True
         self._resp.close()  # no-op after release(); otherwise drops the backend connection
         self._proxy.registry.release(self._backend)
+        for callback in self._then:
+            callback()
 
     async def aclose(self) -> None:
         self._finish()

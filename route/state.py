@@ -6,11 +6,15 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from route.config import RouterConfig
 from route.metrics import Metrics
 from route.proxy import Proxy, Upstream
 from route.registry import Registry, write_state
+
+if TYPE_CHECKING:
+    from route.ondemand import OnDemand
 
 
 @dataclass
@@ -23,6 +27,7 @@ class RouterState:
     hop: str  # this router's name in Via headers (route/hops.py)
     proxy_: Proxy | None = None
     health_task: asyncio.Task[None] | None = None
+    ondemand: OnDemand | None = None  # the stack's models, loaded on demand (route/ondemand.py)
     started: float = field(default_factory=time.time)
     save_lock: asyncio.Lock | None = None
 

@@ -25,6 +25,13 @@ STATE_DIR = REPO / ".cache" / "stack"
 EXAMPLE_QUESTION = "What is the capital of France?"
 
 
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("stack_file", nargs="?", type=Path, default=None,
@@ -33,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"logs, state.json and the router's config go here (default: {STATE_DIR.relative_to(REPO)})")
     parser.add_argument("--port", type=int, default=None, help="the router's port, overriding the stack file")
     parser.add_argument("--plan-only", action="store_true", help="convert and print the placement plan, start nothing")
-    parser.add_argument("--load-timeout", type=float, default=600.0, help="seconds a model server may take to load")
+    parser.add_argument("--load-timeout", type=seconds, default=600.0,
+                        help="seconds a model server may take to load, and a request may wait for its model")
     return parser.parse_args(argv)
 
 
@@ -80,20 +88,24 @@ def main(argv: list[str] | None = None) -> int:
         stack = load_stack(args.stack_file)
         if args.port is not None:
             stack = with_port(stack, args.port)
-        from stack.prepare import free_vram, gguf_for, gpu_offload, make_plan, model_type, sizes_of
+        from stack.catalog import catalog_models
+        from stack.prepare import budgets, free_vram, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
 
         ggufs = {m.name: gguf_for(m) for m in stack.models}
         sizes = {m.name: sizes_of(m, ggufs[m.name]) for m in stack.models}
         gpu = gpu_offload()
         wants_free = gpu and not (stack.budget and stack.budget.vram_gb is not None)
-        plan = make_plan(stack, sizes, gpu, free_vram() if wants_free else None)
+        free = free_vram() if wants_free else None
+        plan = make_plan(stack, sizes, gpu, free)
         say(plan.render())
         if args.plan_only:
             return 0
+        vram, ram, reserve = budgets(stack, free)
         sup = Supervisor(
             stack, ggufs, {m.name: model_type(m, sizes[m.name]) for m in stack.models},
             {m.name: plan.layers(m.name) for m in stack.models}, args.state_dir,
             load_timeout=args.load_timeout, say=say,
+            catalog_models=catalog_models(stack, model_needs(stack, sizes), plan, reserve, gpu), budget=(vram, ram),
         )
         asyncio.run(supervise(sup))
     except StackError as err:

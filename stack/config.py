@@ -58,6 +58,7 @@ class BudgetSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     vram_gb: float | None = Field(None, ge=0, description="VRAM the models may use together (default: what is free)")
+    ram_gb: float | None = Field(None, ge=0, description="RAM the model servers may use together (default: no limit)")
     reserve_mb: float = Field(512, ge=0, description="compute buffer each model server keeps on the GPU")
 
 
@@ -78,6 +79,9 @@ class ModelSection(BaseModel):
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
     embeddings: bool = Field(False, description="serve /v1/embeddings (only), as `python -m serve --embeddings`")
+    ttl: float = Field(0, ge=0, description="idle seconds before it is unloaded; 0 keeps it loaded")
+    preload: bool = Field(True, description="load at start; false: at its first request")
+    pinned: bool = Field(False, description="never unloaded to make room for another model")
 
     @property
     def names(self) -> list[str]:

@@ -5,13 +5,25 @@ Each model needs its weights per layer plus KV cache for ctx_size x max_concurre
 (n_gpu_layers, device_map cpu/gpu) are charged first; the `auto` ones then take what is left in stack-file order,
 so the first model listed gets the GPU first. Layer counts use llama.cpp's convention: n_layers + 1 means every
 layer and the output head.
+
+On demand (route/residency.py decides at run time), each model also gets its cost table (`costs`): every placement
+it may take, most GPU layers first, each with the VRAM and RAM it then holds. The RAM side counts what a running
+server really takes beyond its weights and KV cache: llama.cpp's compute buffer when the model is not wholly on the
+GPU (`compute_bytes`; the GPU's is the reserve) and the server process itself (PROCESS_BYTES). The start-up plan
+(`plan_stack`) places the preloaded models together as `plan` does and the others as if alone, since they load
+later beside whatever is loaded then.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from route.residency import Budget, Cost
 from serve.placement import ModelShape, fit_layers, kv_bytes_per_token
+
+# RSS of a `python -m serve` process around a 1 MB model, its buffers included: 86-88 MiB measured (Python, Quart,
+# hypercorn, llama.cpp). Charged once per server on top of the model's own bytes.
+PROCESS_BYTES = 96 * 2**20
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,8 @@ class ModelNeeds:
     replicas: int = 1
     device_map: str = "auto"  # auto, cpu, gpu
     n_gpu_layers: int | None = None  # fixed by the stack file; overrides device_map
+    host_compute: int = 0  # llama.cpp's compute buffer in RAM when not every layer is on the GPU
+    process: int = 0  # the server process itself
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,38 @@ def split(needs: ModelNeeds, n_gpu: int, reserve: int) -> tuple[int, int]:
     return int(vram), int(ram)
 
 
+def footprint(needs: ModelNeeds, n_gpu: int, reserve: int) -> tuple[int, int]:
+    """(VRAM, RAM) one replica really holds: split's weights and KV plus the compute buffer and the process."""
+    vram, ram = split(needs, n_gpu, reserve)
+    on_host = needs.host_compute if n_gpu <= needs.shape.n_layers else 0
+    return vram, ram + on_host + needs.process
+
+
+def compute_bytes(n_ubatch: int, n_vocab: int, n_head: int, n_ff: int, ctx_per_seq: int) -> int:
+    """llama.cpp's compute buffer, estimated. Its graph allocator reuses memory, so the peak is the larger of two
+    phases, the float32 logits of a whole micro-batch or its attention scores over one sequence's context (with the
+    softmax beside them), plus the feed-forward activations. Against llama.cpp's own report ("compute buffer size")
+    for serve's contexts: 0.94-1.3x on the demo models (tests/stack/test_footprint.py), 1.1x on a 151,936-token
+    330M model whose logits dominate."""
+    return int(4 * n_ubatch * (max(n_vocab, 1.5 * n_head * ctx_per_seq) + 4 * n_ff))
+
+
+def costs(needs: ModelNeeds, reserve: int, gpu: bool) -> list[Cost]:
+    """Every placement the model may take, most GPU layers first, at its whole size (all replicas)."""
+    fixed = _fixed(needs)
+    if not gpu:
+        layers = [0]
+    elif fixed is not None:
+        layers = [fixed]
+    else:
+        layers = list(range(needs.shape.n_layers + 1, -1, -1))
+    out = []
+    for n in layers:
+        vram, ram = footprint(needs, n, reserve)
+        out.append(Cost(n, vram * needs.replicas, ram * needs.replicas))
+    return out
+
+
 def _fixed(needs: ModelNeeds) -> int | None:
     if needs.n_gpu_layers is not None:
         return min(needs.n_gpu_layers, needs.shape.n_layers + 1)
@@ -118,5 +164,36 @@ def plan(models: list[ModelNeeds], budget: int | None, gpu: bool, reserve: int =
 
 
 def _row(m: ModelNeeds, n_gpu: int, reserve: int) -> PlanRow:
-    vram, ram = split(m, n_gpu, reserve)
+    vram, ram = footprint(m, n_gpu, reserve)
     return PlanRow(m.name, m.replicas, n_gpu, m.shape.n_layers + 1, vram * m.replicas, ram * m.replicas)
+
+
+def plan_stack(models: list[ModelNeeds], preload: set[str], budget: int | None, ram_budget: int | None, gpu: bool,
+               reserve: int = 512 * 2**20) -> Plan:
+    """The start-up plan: the preloaded models placed together by `plan`, the others at their best placement alone
+    (they load on demand beside whatever is loaded then), and a note on what is loaded when."""
+    loaded = plan([m for m in models if m.name in preload], budget, gpu, reserve)
+    limit = Budget(budget, ram_budget)
+    rows = {r.name: r for r in loaded.rows}
+    later = []
+    for m in models:
+        if m.name in rows:
+            continue
+        options = costs(m, reserve, gpu)
+        best = next((c for c in options if limit.holds(c.vram, c.ram)), options[-1])
+        rows[m.name] = _row(m, best.layers, reserve)
+        later.append(m.name if limit.holds(best.vram, best.ram) else f"{m.name} (too large for the budget)")
+    notes = [loaded.note]
+    vram = ram = 0
+    for row in loaded.rows:  # in the file's order, as the router preloads them: nothing is evicted for a preload
+        if limit.holds(vram + row.vram, ram + row.ram):
+            vram, ram = vram + row.vram, ram + row.ram
+        else:
+            notes.append(f"{row.name} is not loaded at start: it does not fit the budget beside the models before it")
+    if not vram and not ram:
+        notes.append("no model is loaded at start")
+    if ram_budget is not None:
+        notes.append(f"RAM budget {human(ram_budget)}" + (f": {human(ram)} loaded at start" if ram else ""))
+    if later:
+        notes.append("loaded at their first request: " + ", ".join(later))
+    return Plan(tuple(rows[m.name] for m in models), "\n".join(notes), budget)

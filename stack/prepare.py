@@ -10,14 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from hearth_common.names import MODEL_TYPES
-from serve.config import CACHE
+from serve.config import CACHE, ServeConfig
+from serve.embeddings import MAX_SEQS as EMBED_SEQS
 from serve.errors import ConfigError as ServeConfigError
 from serve.models import checked_gguf, convert_cached
 from serve.placement import free_vram
 from stack.gguf_info import GGUFInfo, InfoError, read_info
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
-from stack.plan import ModelNeeds, Plan, plan
+from stack.plan import PROCESS_BYTES, ModelNeeds, Plan, compute_bytes, plan_stack
 
 
 def gguf_for(model: ModelSection, cache: Path = CACHE, progress: bool = True) -> Path:
@@ -48,16 +49,40 @@ def gpu_offload() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
-def make_plan(stack: StackConfig, sizes: dict[str, GGUFInfo], gpu: bool, free: int | None) -> Plan:
-    """The budget is the stack file's vram_gb, else what the driver says is free."""
-    budget = stack.budget.vram_gb if stack.budget and stack.budget.vram_gb is not None else None
-    reserve = int((stack.budget.reserve_mb if stack.budget else 512) * 2**20)
-    needs = [
-        ModelNeeds(
-            name=m.name, shape=sizes[m.name].shape, total_bytes=sizes[m.name].total_bytes,
-            n_ctx=m.ctx_size * m.max_concurrent, kv_type=m.kv_type, replicas=m.replicas,
+def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNeeds]:
+    """What each model takes, as serve will run it: the context capped at the model's training context (serve does
+    the same). A chat model: KV for ctx x max_concurrent tokens, one micro-batch of prompt_chunk + max_concurrent
+    tokens. An embeddings model (serve/embeddings.py): one KV stream and one micro-batch of the context rounded up
+    to EMBED_SEQS tokens, every one of them through the output head."""
+    chunk = ServeConfig.model_fields["prompt_chunk"].default
+    out = []
+    for m in stack.models:
+        info = sizes[m.name]
+        ctx = min(m.ctx_size, info.n_ctx_train or m.ctx_size)
+        if m.embeddings:
+            batch = -(-ctx // EMBED_SEQS) * EMBED_SEQS
+            kv_tokens, ubatch, ctx = batch, batch, batch
+        else:
+            kv_tokens, ubatch = ctx * m.max_concurrent, chunk + m.max_concurrent
+        out.append(ModelNeeds(
+            name=m.name, shape=info.shape, total_bytes=info.total_bytes,
+            n_ctx=kv_tokens, kv_type=m.kv_type, replicas=m.replicas,
             device_map=m.device_map, n_gpu_layers=m.n_gpu_layers,
-        )
-        for m in stack.models
-    ]
-    return plan(needs, int(budget * 2**30) if budget is not None else free, gpu, reserve)
+            host_compute=compute_bytes(ubatch, info.n_vocab, info.n_head, info.n_ff, ctx),
+            process=PROCESS_BYTES,
+        ))
+    return out
+
+
+def budgets(stack: StackConfig, free: int | None) -> tuple[int | None, int | None, int]:
+    """(VRAM, RAM, reserve) in bytes: VRAM is the stack file's vram_gb, else what the driver says is free."""
+    b = stack.budget
+    vram = int(b.vram_gb * 2**30) if b and b.vram_gb is not None else free
+    ram = int(b.ram_gb * 2**30) if b and b.ram_gb is not None else None
+    return vram, ram, int((b.reserve_mb if b else 512) * 2**20)
+
+
+def make_plan(stack: StackConfig, sizes: dict[str, GGUFInfo], gpu: bool, free: int | None) -> Plan:
+    vram, ram, reserve = budgets(stack, free)
+    preload = {m.name for m in stack.models if m.preload}
+    return plan_stack(model_needs(stack, sizes), preload, vram, ram, gpu, reserve)

@@ -1,5 +1,9 @@
 """Run the stack: one `python -m serve` per model replica and one `python -m route`, kept alive.
 
+The router decides which models are loaded (route/ondemand.py: preloads at start, loads on demand, unloads idle
+ones under the budget); the supervisor executes its word over the control channel (stack/control.py) and never
+starts or stops a model server on its own, beyond restarting one that died.
+
 Each child runs in its own session (process group), so the terminal's Ctrl-C reaches only the supervisor, which then
 stops every group: SIGTERM, and SIGKILL after a timeout. On Linux the children also get SIGTERM if the supervisor
 itself dies (PR_SET_PDEATHSIG), so no server outlives it. A model server that exits is restarted with exponential
@@ -33,7 +37,10 @@ import aiohttp
 
 from hearth_common.keys import new_key, write_key_file
 from hearth_common.registration import registration
+from route.catalog import Catalog, CatalogModel, CostEntry, write_catalog
+from stack.catalog import build_catalog
 from stack.config import ModelSection, StackConfig
+from stack.control import ControlServer, start_control
 from stack.errors import StartError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,9 +80,10 @@ class Child:
     env: dict[str, str] = field(default_factory=dict, repr=False)  # keys: never in argv, state.json or a log
     headers: dict[str, str] = field(default_factory=dict, repr=False)  # what the supervisor's checks send
     proc: asyncio.subprocess.Process | None = None
-    status: str = "starting"  # starting, healthy, restarting, failed, stopped
+    status: str = "starting"  # unloaded, starting, healthy, restarting, failed, stopped
     restarts: int = 0
     last_exit: int | None = None
+    up: asyncio.Future[None] | None = None  # done once this start's process is healthy and registered
 
     def view(self) -> dict[str, Any]:
         return {
@@ -85,16 +93,28 @@ class Child:
         }
 
 
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of a process (Linux), for the console's unload line."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _toml_value(value: Any) -> str:
     # JSON's string and number syntax is valid TOML for the plain values written here.
     return json.dumps(str(value) if isinstance(value, Path) else value)
 
 
-def router_toml(stack: StackConfig, port: int) -> str:
+def router_toml(stack: StackConfig, port: int, catalog: Path | None = None) -> str:
     r = stack.router
     values = {
         "host": r.host, "port": port, "strategy": r.strategy, "health_interval": r.health_interval,
         "max_retries": r.max_retries, "timeout": r.timeout, "state_file": r.state_file,
+        "catalog": catalog,
     }
     lines = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
     if r.model_strategies:
@@ -136,10 +156,18 @@ class Supervisor:
     load_timeout: float = 600.0
     stop_timeout: float = 10.0
     say: Any = print
+    catalog_models: list[CatalogModel] | None = None  # sizes and settings for the router (default: sizes unknown)
+    budget: tuple[int | None, int | None] = (None, None)  # (VRAM, RAM) bytes the models may use together
     router: Child = field(init=False)
     servers: list[Child] = field(init=False, default_factory=list)
     http: aiohttp.ClientSession | None = field(init=False, default=None)
     admin_key: str = field(init=False, repr=False)
+    _keepers: dict[str, asyncio.Task[None]] = field(init=False, default_factory=dict)  # child name -> its keep()
+    _locks: dict[str, asyncio.Lock] = field(init=False, default_factory=dict)  # model name -> start/stop in turn
+    _layers: dict[str, int] = field(init=False, default_factory=dict)  # running model -> its GPU layers
+    _ready_notes: list[str] | None = field(init=False, default=None)  # the router's word that preloading is done
+    _fatal: StartError | None = field(init=False, default=None)
+    _announced: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +187,7 @@ class Supervisor:
         config = self.state_dir / "router.toml"
         config.touch(mode=0o600)  # it may hold the admin key
         config.chmod(0o600)
-        config.write_text(router_toml(self.stack, port))
+        config.write_text(router_toml(self.stack, port, self.catalog_path))
         self.router = Child("router", [sys.executable, "-m", "route", "--config", str(config)],
                             f"http://{host}:{port}", "/status", logs / "router.log", env=router_env, headers=admin)
         for m in self.stack.models:
@@ -169,7 +197,19 @@ class Supervisor:
                 name = m.name if m.replicas == 1 else f"{m.name}-{i + 1}"
                 argv = serve_argv(m, self.ggufs[m.name], port, self.gpu_layers[m.name])
                 self.servers.append(Child(name, argv, f"http://127.0.0.1:{port}", "/health", logs / f"{name}.log",
-                                          m, self.model_types[m.name], env={"HEARTH_SERVE_API_KEY": backend_key}))
+                                          m, self.model_types[m.name], env={"HEARTH_SERVE_API_KEY": backend_key},
+                                          status="starting" if m.preload else "unloaded"))
+        if self.catalog_models is None:
+            self.catalog_models = [
+                CatalogModel(name=m.name, names=m.names, replicas=m.replicas, ttl=m.ttl, preload=m.preload,
+                             pinned=m.pinned, preload_layers=self.gpu_layers[m.name],
+                             costs=[CostEntry(layers=self.gpu_layers[m.name], vram=0, ram=0)])
+                for m in self.stack.models
+            ]
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.state_dir / "catalog.json"
 
     @property
     def api_url(self) -> str:
@@ -220,7 +260,8 @@ class Supervisor:
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 pass
             try:
-                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.2)
+                # Often: a request may be waiting for this load.
+                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.05)
             except asyncio.TimeoutError:
                 pass
         if child.proc.returncode is None:
@@ -283,6 +324,8 @@ class Supervisor:
                 self.write_state()
                 if started_once:
                     self.say(f"stack: {child.name} is back (restart {child.restarts})")
+                elif child.up is not None and not child.up.done():
+                    child.up.set_result(None)
                 started_once = True
                 await self.watch(child)
             elif not started_once:
@@ -322,25 +365,140 @@ class Supervisor:
         """Run until `stop` is set; then stop every child. Raises StartError if a first start fails."""
         async with aiohttp.ClientSession() as self.http:
             tasks: list[asyncio.Task[None]] = []
+            key = new_key()  # the control channel's; it reaches the router in the owner-only catalog only
+            control: ControlServer | None = None
             try:
+                control = await start_control(self, key)
+                self.write_catalog(control.url, key)
                 tasks.append(asyncio.create_task(self.keep(self.router)))
-                while self.router.status != "healthy":  # servers register as they come up, so the router goes first
-                    await self._check(tasks, stop, 0.1)
-                    if stop.is_set():
-                        return
-                tasks += [asyncio.create_task(self.keep(c)) for c in self.servers]
-                announced = False
+                # The router preloads the models through the control channel and then says it is ready.
                 while not stop.is_set():
                     await self._check(tasks, stop, 0.2)
-                    if not announced and all(c.status == "healthy" for c in self.servers):
-                        announced = True
+                    if self._fatal is not None:
+                        raise self._fatal
+                    if not self._announced and self._ready_notes is not None and self.router.status == "healthy":
+                        self._announced = True
+                        for note in self._ready_notes:
+                            self.say(f"stack: {note}")
                         if on_ready:
                             on_ready(self)
             finally:
-                for task in tasks:
+                self._announced = True  # stopping: a start that fails now is not a start-up failure
+                keepers = list(self._keepers.values())
+                for task in [*tasks, *keepers]:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, *keepers, return_exceptions=True)
+                if control is not None:
+                    await control.close()
                 await self.stop_all()
+
+    def write_catalog(self, url: str, key: str) -> None:
+        assert self.catalog_models is not None
+        vram, ram = self.budget
+        catalog: Catalog = build_catalog(self.catalog_models, vram, ram, url, key, self.load_timeout)
+        write_catalog(catalog, self.catalog_path)
+
+    # -- the router's word (stack/control.py) ---------------------------------------------------------------------
+
+    def _group(self, name: str) -> list[Child]:
+        return [c for c in self.servers if c.model is not None and c.model.name == name]
+
+    def models_view(self) -> dict[str, dict[str, Any]]:
+        view = {}
+        for m in self.stack.models:
+            group = self._group(m.name)
+            running = [c for c in group if c.name in self._keepers]
+            if not running:
+                status = "unloaded"
+            elif all(c.up is not None and c.up.done() and not c.up.cancelled() and c.up.exception() is None
+                     for c in group):
+                status = "loaded"
+            else:
+                status = "loading"
+            view[m.name] = {"status": status, "layers": self._layers.get(m.name)}
+        return view
+
+    def router_ready(self, notes: list[str]) -> None:
+        if self._ready_notes is None:
+            self._ready_notes = notes
+        for child in self.servers:
+            if child.name not in self._keepers and child.status == "starting":
+                child.status = "unloaded"  # the router did not preload it (it would not fit)
+        self.write_state()
+
+    async def start_model(self, name: str, layers: int, why: str) -> int:
+        """Start every replica of the model (unless they run) and return once each is healthy and registered.
+        Returns the GPU layers it runs with; raises StartError (after cleaning up) if one does not come up."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            group = self._group(name)
+            if not any(c.name in self._keepers for c in group):
+                model = group[0].model
+                assert model is not None
+                self.say(f"stack: loading {name}" + (f" ({why})" if why else ""))
+                began = time.monotonic()
+                loop = asyncio.get_running_loop()
+                for i, child in enumerate(group):
+                    port = model.port + i if model.port else free_port()
+                    child.url = f"http://127.0.0.1:{port}"
+                    child.argv = serve_argv(model, self.ggufs[name], port, layers)
+                    child.up = loop.create_future()
+                    self._keepers[child.name] = asyncio.create_task(self.keep(child))
+                self._layers[name] = layers
+            else:
+                began = None
+            problem = await self._until_up(group)
+            if problem is not None:
+                await self._halt(group)
+                self._layers.pop(name, None)
+                self.write_state()
+                err = StartError(problem)
+                if not self._announced:  # a model the stack preloads does not come up: stop, as before on-demand
+                    self._fatal = err
+                raise err
+            if began is not None:
+                self.say(f"stack: {name} loaded in {time.monotonic() - began:.1f} s")
+            return self._layers[name]
+
+    async def _until_up(self, group: list[Child]) -> str | None:
+        """None once every child of the group is up; else why not (its keep() ended: StartError or cancelled)."""
+        for child in group:
+            task = self._keepers.get(child.name)
+            if task is None or child.up is None:
+                return f"{child.name} was stopped while it started"
+            await asyncio.wait([task, child.up], return_when=asyncio.FIRST_COMPLETED)
+            if child.up.done() and not child.up.cancelled():
+                continue
+            if task.cancelled():
+                return f"{child.name} was stopped while it started"
+            return str(task.exception() or f"{child.name} did not start")
+        return None
+
+    async def _halt(self, group: list[Child]) -> None:
+        tasks = [t for c in group if (t := self._keepers.pop(c.name, None)) is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(self.kill(c, self.stop_timeout) for c in group))
+        for child in group:
+            if child.up is not None and not child.up.done():
+                child.up.cancel()
+            child.status = "unloaded" if child.status != "failed" else "failed"
+
+    async def stop_model(self, name: str, why: str) -> None:
+        """Stop every replica of the model; returns once each process is gone."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            group = self._group(name)
+            if not any(c.name in self._keepers for c in group):
+                return
+            held = [rss_bytes(c.proc.pid) for c in group if c.proc is not None and c.proc.returncode is None]
+            self.say(f"stack: unloading {name}" + (f" ({why})" if why else ""))
+            await self._halt(group)
+            for child in group:
+                child.proc = None  # state.json: no pid for a server that is not running
+            self._layers.pop(name, None)
+            self.write_state()
+            freed = sum(b for b in held if b is not None)
+            self.say(f"stack: {name} unloaded" + (f", its servers held {freed / 2**20:.0f} MiB" if freed else ""))
 
     async def _check(self, tasks: list[asyncio.Task[None]], stop: asyncio.Event, wait: float) -> None:
         waiter = asyncio.create_task(stop.wait())

@@ -67,16 +67,27 @@ def test_full_file_parses_and_paths_resolve_against_its_folder(folder: Path) -> 
     assert stack.router.model_strategies == {"think": "prefix"}
 
 
+def test_on_demand_settings(folder: Path) -> None:
+    stack = load_stack(write(folder, '[budget]\nram_gb = 7.5\n[[models]]\nname = "a"\nsource = "models/hf"\n'
+                                     'ttl = 300\npreload = false\npinned = true\n[[models]]\nname = "b"\n'
+                                     'source = "models/small.gguf"\n'))
+    a, b = stack.models
+    assert stack.budget is not None and (stack.budget.ram_gb, stack.budget.vram_gb) == (7.5, None)
+    assert (a.ttl, a.preload, a.pinned) == (300, False, True)
+    assert (b.ttl, b.preload, b.pinned) == (0, True, False)  # as before on-demand: loaded at start, kept loaded
+
+
 def test_router_config_is_valid_route_config(folder: Path) -> None:
     """What the supervisor writes for `python -m route --config` is read back by route's own loader."""
     from route.config import load_config
 
     stack = load_stack(write(folder, GOOD))
     config = folder / "router.toml"
-    config.write_text(router_toml(stack, 9000))
+    config.write_text(router_toml(stack, 9000, folder / "catalog.json"))
     cfg = load_config(["--config", str(config)])
     assert (cfg.port, cfg.strategy, cfg.admin_key) == (9000, "round_robin", None)
     assert "secret" not in config.read_text()  # the admin key reaches the router through its environment
+    assert cfg.catalog == folder / "catalog.json"
     assert cfg.strategy_for("think") == "prefix" and cfg.strategy_for("small") == "round_robin"
     assert cfg.state_file == folder / "state" / "router.json"
 
@@ -106,6 +117,9 @@ BAD = [
      "'a' is already used"),
     ('[[models]]\nname = "a"\nsource = "models/hf"\nport = 8080\n', "models.0.port"),  # the router's port
     ("[[models]\n", "not valid TOML"),
+    ('[[models]]\nname = "a"\nsource = "models/hf"\nttl = -1\n', "models.0.ttl"),
+    ('[[models]]\nname = "a"\nsource = "models/hf"\npreload = "maybe"\n', "models.0.preload"),
+    ('[budget]\nram_gb = "lots"\n[[models]]\nname = "a"\nsource = "models/hf"\n', "budget.ram_gb"),
 ]
 
 
@@ -135,10 +149,12 @@ def test_commented_example_is_a_valid_stack_file(tmp_path: Path) -> None:
     (tmp_path / "models" / "Qwen3-8B").mkdir(parents=True)
     (tmp_path / "models" / "Qwen3-8B" / "config.json").write_text("{}")
     (tmp_path / "models" / "gpt-oss-20b-q4_k_m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "models" / "gemma-3-4b-it-q4_k_m.gguf").write_bytes(b"GGUF")
     stack = load_stack(write(tmp_path, example.read_text()))
-    assert [m.name for m in stack.models] == ["qwen3-8b", "gpt-oss-20b"]
+    assert [m.name for m in stack.models] == ["qwen3-8b", "gpt-oss-20b", "gemma3-4b"]
     assert stack.models[0].names == ["qwen3-8b", "qwen3", "default"]
-    assert stack.budget is not None and stack.budget.vram_gb == 6.0
+    assert stack.budget is not None and (stack.budget.vram_gb, stack.budget.ram_gb) == (6.0, 12.0)
+    assert [(m.preload, m.ttl, m.pinned) for m in stack.models] == [(True, 0, True), (False, 300, False), (False, 600, False)]
     assert stack.router.port == 8080 and stack.router.model_strategies == {}
 
 

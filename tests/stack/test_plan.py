@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serve.placement import ModelShape
-from stack.plan import ModelNeeds, plan, split
+from stack.plan import ModelNeeds, costs, footprint, plan, plan_stack, split
 
 MiB = 2**20
 # 4 layers of 100 MiB, a 50 MiB output head; KV: 128 + 128 wide x 2 bytes (f16) = 512 B a token a layer,
@@ -96,3 +96,48 @@ def test_memory_is_conserved(n_gpu: int, n_ctx: int) -> None:
     vram, ram = split(m, n_gpu, reserve=0)
     kv_all = 4 * 512 * n_ctx
     assert vram + ram == TOTAL + kv_all
+
+
+# -- on demand: every placement's cost, and the start-up plan ---------------------------------------------------
+
+
+def test_costs_list_every_placement_with_what_it_holds() -> None:
+    """Most GPU layers first; the host pays the compute buffer unless every layer is on the GPU, and the process."""
+    m = needs(host_compute=30 * MiB, process=80 * MiB)
+    options = costs(m, reserve=0, gpu=True)
+    assert [c.layers for c in options] == [5, 4, 3, 2, 1, 0]
+    by_layers = {c.layers: (c.vram // MiB, c.ram // MiB) for c in options}
+    assert by_layers[5] == (454, 60 + 80)  # the token embedding and the process stay on the host
+    assert by_layers[2] == (202, 510 - 200 + 2 + 30 + 80)  # two layers' weights and KV moved to the GPU
+    assert by_layers[0] == (0, 510 + 4 + 30 + 80)
+    twice = costs(needs(host_compute=30 * MiB, process=80 * MiB, replicas=2), reserve=0, gpu=True)
+    assert [(c.vram, c.ram) for c in twice] == [(2 * c.vram, 2 * c.ram) for c in options]
+
+
+def test_costs_of_fixed_placements_and_without_a_gpu() -> None:
+    assert [c.layers for c in costs(needs(n_gpu_layers=3), 0, gpu=True)] == [3]
+    assert [c.layers for c in costs(needs(device_map="cpu"), 0, gpu=True)] == [0]
+    assert [c.layers for c in costs(needs(device_map="gpu"), 0, gpu=True)] == [5]
+    assert [(c.layers, c.vram) for c in costs(needs(device_map="gpu"), 0, gpu=False)] == [(0, 0)]
+
+
+@given(st.integers(0, 5), st.integers(0, 64), st.integers(0, 256))
+def test_footprint_adds_the_host_extras_to_the_split(n_gpu: int, compute_mib: int, process_mib: int) -> None:
+    m = needs(host_compute=compute_mib * MiB, process=process_mib * MiB)
+    vram, ram = footprint(m, n_gpu, reserve=0)
+    base_vram, base_ram = split(m, n_gpu, reserve=0)
+    assert vram == base_vram
+    assert ram == base_ram + process_mib * MiB + (compute_mib * MiB if n_gpu <= 4 else 0)
+
+
+def test_start_up_plan_places_preloads_together_and_the_rest_alone() -> None:
+    p = plan_stack([needs("a"), needs("b"), needs("c")], {"a", "b"}, 700 * MiB, None, gpu=True, reserve=0)
+    assert [r.gpu_layers for r in p.rows] == [5, 2, 5]  # c loads later, beside whatever is loaded then
+    assert "loaded at their first request: c" in p.note
+    p = plan_stack([needs("a"), needs("b")], {"a"}, None, 100 * MiB, gpu=False, reserve=0)
+    assert "RAM budget 100.0 MiB" in p.note and "b (too large for the budget)" in p.note  # 514 MiB on the CPU
+    assert "a is not loaded at start" in p.note
+    p = plan_stack([needs("a"), needs("b")], {"a", "b"}, None, 600 * MiB, gpu=False, reserve=0)
+    assert "b is not loaded at start" in p.note and "RAM budget 600.0 MiB: 514.0 MiB loaded at start" in p.note
+    p = plan_stack([needs("a")], set(), None, None, gpu=False, reserve=0)
+    assert "no model is loaded at start" in p.note and p.rows[0].name == "a"

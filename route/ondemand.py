@@ -1,0 +1,456 @@
+"""On-demand loading: the router decides which of the stack's models are loaded, the supervisor executes.
+
+Why the router decides. Whether a model may be unloaded depends on its requests in flight and waiting, and only
+the router sees every request: it counts them exactly (a lease per request, held until the last byte of a stream),
+with no polling and no second copy of the counts elsewhere that could go stale. So one process, on one event loop,
+owns every decision: a plan and the state change it implies (reserving the room, marking victims `unloading`)
+happen in one step with no await in between, which rules out two loads taking the same room, a victim picked up
+by a new request after it was chosen, or a second load of a model already loading. The policy itself (what fits,
+what to evict) is the pure route/residency.py. The supervisor (stack/control.py) only starts and stops processes
+on the router's word over a loopback channel authenticated with a key generated per run; it also keeps restarting
+a server that dies, as before. A router that restarts asks the supervisor what runs and adopts it, so nothing is
+loaded twice and nothing is left behind.
+
+The life of a model: unloaded -> loading -> loaded -> unloading -> unloaded.
+- A request for a model that is not loaded waits (its streaming response just starts late) while one load runs:
+  every concurrent first request joins the same load task. A load plans against the budget; when busy models hold
+  the room it waits for any of them to change, bounded by the load timeout (then 503 naming what holds the room);
+  a model too large for the budget even alone gets 400 naming its size and the budget.
+- Victims and idle models past their ttl are marked `unloading` at once (no new request is routed to them; a new
+  one waits and loads the model again afterwards), their backends leave the registry, then the supervisor stops
+  the processes; only then does a load that needed their room start its own.
+- A model with requests in flight or waiting is never evicted; a pinned one never; an explicit admin unload waits
+  for the requests in flight to finish.
+Every load and unload is counted in /metrics and announced on the stack's console by the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from prometheus_client import Counter, Gauge, Histogram
+
+from route.catalog import Catalog, CatalogModel
+from route.errors import ModelNotFound, ModelNotLoaded, ModelTooLarge
+from route.metrics import Metrics
+from route.registry import Registry
+from route.residency import Budget, Cost, Holder, Load, TooLarge, decide, size
+
+log = logging.getLogger("route.ondemand")
+
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+STATUSES = ("unloaded", "loading", "loaded", "unloading")
+
+
+class ControlError(Exception):
+    """The supervisor refused, failed, or could not be reached; one line."""
+
+
+class Control:
+    """The router's side of the supervisor's control channel (stack/control.py)."""
+
+    def __init__(self, url: str, key: str, load_timeout: float) -> None:
+        self._url = url
+        self._headers = {"Authorization": f"Bearer {key}"}
+        self._session = aiohttp.ClientSession()
+        self._load_timeout = load_timeout
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+        try:
+            async with self._session.request(method, self._url + path, json=body, headers=self._headers,
+                                             timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                data = await resp.json(content_type=None)
+                if resp.status != 200:
+                    message = data.get("error") if isinstance(data, dict) else None
+                    raise ControlError(str(message or f"the supervisor answered {resp.status}"))
+                return data if isinstance(data, dict) else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ControlError(f"the supervisor did not answer: {type(exc).__name__}: {exc}") from None
+
+    async def models(self) -> dict[str, Any]:
+        return (await self._call("GET", "/models", None, 30)).get("models", {})
+
+    async def start(self, name: str, layers: int, why: str) -> int:
+        # The supervisor bounds the start itself (its load timeout); this only guards against a lost answer.
+        body = {"model": name, "layers": layers, "why": why}
+        data = await self._call("POST", "/start", body, self._load_timeout + 60)
+        return int(data.get("layers", layers))
+
+    async def stop(self, name: str, why: str) -> None:
+        await self._call("POST", "/stop", {"model": name, "why": why}, 120)
+
+    async def ready(self, notes: list[str]) -> None:
+        await self._call("POST", "/ready", {"notes": notes}, 30)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+@dataclass(eq=False)
+class Entry:
+    """One model of the catalog and what the router knows of it. Mutated only on the event loop."""
+
+    spec: CatalogModel
+    status: str = "unloaded"  # one of STATUSES
+    cost: Cost | None = None  # what it holds while loading, loaded or unloading
+    active: int = 0  # requests holding a lease: routed, in flight until their last byte
+    waiting: int = 0  # requests waiting for it to load
+    last_used: float = field(default_factory=time.monotonic)
+    load: asyncio.Task[None] | None = None  # the one load in progress: every waiter awaits this task
+    unload: asyncio.Task[None] | None = None
+    room: str | None = None  # while a load waits for room: who holds it
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def busy(self) -> str | None:
+        """Why it may not be evicted now; None when it may."""
+        if self.status != "loaded":
+            return self.status
+        if self.spec.pinned:
+            return "pinned"
+        if self.active or self.waiting:
+            return f"{self.active} in flight, {self.waiting} waiting"
+        return None
+
+
+class Lease:
+    """One request's hold on its model, given back exactly once (when the response, or the stream, ends)."""
+
+    __slots__ = ("_manager", "_entry", "_done")
+
+    def __init__(self, manager: OnDemand, entry: Entry) -> None:
+        self._manager = manager
+        self._entry = entry
+        self._done = False
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._entry.active -= 1
+            self._entry.last_used = time.monotonic()
+            self._manager.changed()
+
+
+class OnDemandMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        self.loads = Counter("route_model_loads", "Model loads by result (ok, failed)", ["model", "result"], registry=r)
+        self.unloads = Counter("route_model_unloads", "Model unloads by reason (ttl, evicted, admin)",
+                               ["model", "reason"], registry=r)
+        self.load_seconds = Histogram("route_model_load_seconds", "Seconds from starting a model's servers to healthy",
+                                      ["model"], buckets=LOAD_BUCKETS, registry=r)
+        self.loaded_bytes = Gauge("route_model_loaded_bytes", "Bytes a loaded model holds, planned from its GGUF",
+                                  ["model", "memory"], registry=r)
+        self.status = Gauge("route_model_status", "1 for the model's current status", ["model", "status"], registry=r)
+
+
+class OnDemand:
+    def __init__(self, catalog: Catalog, registry: Registry, metrics: Metrics, save: Callable[[], Awaitable[None]],
+                 control: Control | None = None) -> None:
+        self.catalog = catalog
+        self.budget: Budget = catalog.budget.budget()
+        self.registry = registry
+        self.save = save
+        self.control = control or Control(catalog.control.url, catalog.control.key, catalog.load_timeout)
+        self.metrics = OnDemandMetrics(metrics)
+        self.entries = {m.name: Entry(m) for m in catalog.models}
+        self.by_name = {n: e for e in self.entries.values() for n in e.spec.names}
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        for entry in self.entries.values():
+            self._gauges(entry)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Adopt what runs, preload, then watch the ttls (background tasks; the app serves meanwhile)."""
+        self._tasks = [asyncio.create_task(self._startup()), asyncio.create_task(self._expire())]
+
+    async def close(self) -> None:
+        tasks = [*self._tasks, *(t for e in self.entries.values() for t in (e.load, e.unload) if t is not None)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.control.close()
+
+    def changed(self) -> None:
+        """Something a waiting load or unload may care about changed: wake them all."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _until_changed(self, deadline: float | None) -> bool:
+        """False when the deadline passed first."""
+        event = self._changed
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- the request path ------------------------------------------------------------------------------------------
+
+    async def acquire(self, model: str) -> Lease | None:
+        """A lease on the model once it is loaded (loading it if needed); None for a name the catalog lacks."""
+        entry = self.by_name.get(model)
+        if entry is None:
+            return None
+        entry.last_used = time.monotonic()
+        if entry.status != "loaded":
+            entry.waiting += 1
+            try:
+                await self._until_loaded(entry, "a request is waiting")
+            except BaseException:
+                entry.waiting -= 1
+                self.changed()
+                raise
+            entry.waiting -= 1  # and active += 1 below, with no await in between: never seen idle
+        entry.active += 1
+        return Lease(self, entry)
+
+    async def _until_loaded(self, entry: Entry, why: str) -> None:
+        timeout = self.catalog.load_timeout
+        deadline = time.monotonic() + timeout
+        while entry.status != "loaded":
+            if entry.status == "unloading":
+                if not await self._until_changed(deadline):
+                    raise ModelNotLoaded(f"model {entry.name!r} was still unloading after {timeout:g} s",
+                                         headers={"Retry-After": "5"})
+                continue
+            if entry.load is None:
+                entry.load = self._task(self._load(entry, why), entry)
+            try:
+                await asyncio.wait_for(asyncio.shield(entry.load), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                detail = f": waiting for room, {entry.room}" if entry.room else ""
+                raise ModelNotLoaded(f"model {entry.name!r} did not load within {timeout:g} s{detail}",
+                                     headers={"Retry-After": "5"}) from None
+
+    def _task(self, coro: Any, entry: Entry) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+
+        def done(t: asyncio.Task[None]) -> None:
+            if entry.load is t:
+                entry.load = None
+            if not t.cancelled():
+                t.exception()  # retrieved here too: a load nobody waits for any more must not warn
+
+        task.add_done_callback(done)
+        return task
+
+    # -- loading ---------------------------------------------------------------------------------------------------
+
+    def _holders(self, but: Entry) -> list[Holder]:
+        return [Holder(e.name, e.cost, e.last_used, e.busy()) for e in self.entries.values()
+                if e is not but and e.cost is not None]
+
+    async def _load(self, entry: Entry, why: str) -> None:
+        deadline = time.monotonic() + self.catalog.load_timeout
+        while True:
+            decision = decide(entry.name, entry.spec.options(), self._holders(entry), self.budget)
+            if isinstance(decision, Load):
+                break
+            if isinstance(decision, TooLarge):
+                raise ModelTooLarge(decision.reason, param="model")
+            entry.room = decision.reason
+            if not await self._until_changed(deadline):
+                entry.room = None
+                raise ModelNotLoaded(f"{decision.reason}; still so after {self.catalog.load_timeout:g} s",
+                                     headers={"Retry-After": "5"})
+        entry.room = None
+        self._set(entry, "loading", decision.cost)
+        victims = [self.entries[name] for name in decision.evict]
+        for victim in victims:
+            self._begin_unload(victim, f"evicted to make room for {entry.name}", "evicted")
+        await asyncio.gather(*(asyncio.shield(v.unload) for v in victims if v.unload is not None))
+        await self._start(entry, why if not victims else f"{why}; unloaded {', '.join(v.name for v in victims)}")
+
+    async def _start(self, entry: Entry, why: str) -> None:
+        """Have the supervisor start the model's servers (they register themselves), then mark it loaded."""
+        assert entry.cost is not None
+        began = time.monotonic()
+        placement = f"{entry.cost.layers} GPU layers, " if entry.cost.vram else ""
+        log.info("loading %s (%s)", entry.name, why)
+        try:
+            layers = await self.control.start(entry.name, entry.cost.layers, f"{why}; {placement}{size(entry.cost)}")
+        except BaseException as exc:
+            self._set(entry, "unloaded", None)
+            self.metrics.loads.labels(entry.name, "failed").inc()
+            if isinstance(exc, ControlError):
+                raise ModelNotLoaded(f"model {entry.name!r} failed to load: {exc}") from None
+            raise
+        if layers != entry.cost.layers:
+            entry.cost = entry.spec.cost_for(layers)
+        entry.last_used = time.monotonic()
+        self._set(entry, "loaded", entry.cost)
+        self.metrics.loads.labels(entry.name, "ok").inc()
+        self.metrics.load_seconds.labels(entry.name).observe(time.monotonic() - began)
+        log.info("loaded %s in %.1f s", entry.name, time.monotonic() - began)
+
+    # -- unloading -------------------------------------------------------------------------------------------------
+
+    def _begin_unload(self, entry: Entry, why: str, reason: str) -> None:
+        """Stop routing to it now; the processes stop once its requests in flight have finished."""
+        self._set(entry, "unloading", entry.cost)
+        entry.unload = task = asyncio.create_task(self._unload(entry, why, reason))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                               or log.error("unloading %s failed: %r", entry.name, t.exception()))
+
+    async def _unload(self, entry: Entry, why: str, reason: str) -> None:
+        try:
+            while entry.active:
+                await self._until_changed(None)
+            for backend in list(self.registry.all_for(entry.name)):
+                if not backend.draining:
+                    self.registry.unregister(backend.name)
+            await self.save()
+            log.info("unloading %s (%s)", entry.name, why)
+            try:
+                await self.control.stop(entry.name, why)
+            except ControlError as exc:
+                log.error("unloading %s: %s", entry.name, exc)
+            self.metrics.unloads.labels(entry.name, reason).inc()
+        finally:
+            entry.unload = None
+            self._set(entry, "unloaded", None)
+
+    async def _expire(self) -> None:
+        """Unload each loaded model idle past its ttl."""
+        ttls = [e.spec.ttl for e in self.entries.values() if e.spec.ttl > 0]
+        if not ttls:
+            return
+        tick = min(max(min(ttls) / 4, 0.1), 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for entry in self.entries.values():
+                ttl = entry.spec.ttl
+                if (ttl > 0 and entry.status == "loaded" and not entry.active and not entry.waiting
+                        and now - entry.last_used >= ttl):
+                    self._begin_unload(entry, f"idle for {ttl:g} s, its ttl", "ttl")
+
+    # -- start-up --------------------------------------------------------------------------------------------------
+
+    async def _startup(self) -> None:
+        """Adopt what the supervisor already runs (a restarted router), preload the rest in the stack file's order
+        as long as it fits beside what is loaded (nothing is evicted for a preload), then tell the supervisor."""
+        try:
+            running = await self.control.models()
+        except ControlError as exc:
+            log.error("cannot ask the supervisor what runs: %s", exc)
+            running = {}
+        for entry in self.entries.values():
+            seen = running.get(entry.name) or {}
+            status, layers = seen.get("status"), seen.get("layers")
+            if status in ("loaded", "loading") and isinstance(layers, int):
+                cost = entry.spec.cost_for(layers)
+                if status == "loaded":
+                    self._set(entry, "loaded", cost)
+                else:  # /start is idempotent: this waits for the start in progress
+                    self._set(entry, "loading", cost)
+                    entry.load = self._task(self._start(entry, "start in progress"), entry)
+        notes: list[str] = []
+        starts: list[Entry] = []
+        for entry in self.entries.values():
+            if not entry.spec.preload or entry.status != "unloaded":
+                continue
+            layers = entry.spec.preload_layers
+            options = [entry.spec.cost_for(layers)] if layers is not None else entry.spec.options()
+            decision = decide(entry.name, options, self._holders(entry), self.budget, evict=False)
+            if isinstance(decision, Load):
+                self._set(entry, "loading", decision.cost)
+                entry.load = self._task(self._start(entry, "preload"), entry)
+                starts.append(entry)
+            else:
+                notes.append(f"{entry.name} is not loaded at start: {decision.reason}")
+        results = await asyncio.gather(*(asyncio.shield(e.load) for e in starts if e.load is not None),
+                                       return_exceptions=True)
+        for entry, result in zip(starts, results):
+            if isinstance(result, Exception):
+                notes.append(f"{entry.name} did not load at start: {result}")
+        try:
+            await self.control.ready(notes)
+        except ControlError as exc:
+            log.error("cannot tell the supervisor the preloads are done: %s", exc)
+
+    # -- state, views and admin ------------------------------------------------------------------------------------
+
+    def _set(self, entry: Entry, status: str, cost: Cost | None) -> None:
+        entry.status = status
+        entry.cost = cost
+        self._gauges(entry)
+        self.changed()
+
+    def _gauges(self, entry: Entry) -> None:
+        for status in STATUSES:
+            self.metrics.status.labels(entry.name, status).set(int(entry.status == status))
+        held = entry.cost if entry.status == "loaded" else None
+        self.metrics.loaded_bytes.labels(entry.name, "vram").set(held.vram if held else 0)
+        self.metrics.loaded_bytes.labels(entry.name, "ram").set(held.ram if held else 0)
+
+    def _planned(self, entry: Entry) -> Cost:
+        """What it holds, or would hold if it loaded alone now."""
+        if entry.cost is not None:
+            return entry.cost
+        options = entry.spec.options()
+        return next((c for c in options if self.budget.holds(c.vram, c.ram)), options[-1])
+
+    def model_view(self, entry: Entry) -> dict[str, Any]:
+        cost = self._planned(entry)
+        return {"status": entry.status, "vram_bytes": cost.vram, "ram_bytes": cost.ram, "ttl": entry.spec.ttl,
+                "pinned": entry.spec.pinned, "active": entry.active, "waiting": entry.waiting}
+
+    def listing(self, created: int) -> list[dict[str, Any]]:
+        """/v1/models entries for every name and alias of every catalog model."""
+        out = []
+        for entry in self.entries.values():
+            view = self.model_view(entry)
+            for name in entry.spec.names:
+                out.append({"id": name, "object": "model", "created": created, "owned_by": "local", **view})
+        return out
+
+    def memory(self) -> dict[str, Any]:
+        held = [e.cost for e in self.entries.values() if e.cost is not None]
+        return {"budget": {"vram_bytes": self.budget.vram, "ram_bytes": self.budget.ram},
+                "held": {"vram_bytes": sum(c.vram for c in held), "ram_bytes": sum(c.ram for c in held)}}
+
+    def _entry(self, model: str) -> Entry:
+        entry = self.by_name.get(model)
+        if entry is None:
+            raise ModelNotFound(f"no model {model!r} in this stack", param="model")
+        return entry
+
+    async def load(self, model: str) -> dict[str, Any]:
+        """POST /models/load: returns once it is loaded (or raises as a request for it would)."""
+        entry = self._entry(model)
+        entry.last_used = time.monotonic()
+        entry.waiting += 1
+        try:
+            await self._until_loaded(entry, "asked by an admin")
+        finally:
+            entry.waiting -= 1
+            self.changed()
+        return {"model": entry.name, **self.model_view(entry)}
+
+    async def unload(self, model: str) -> dict[str, Any]:
+        """POST /models/unload: returns once its servers are stopped (after its requests in flight)."""
+        entry = self._entry(model)
+        while entry.status != "unloaded":
+            if entry.status == "loaded":
+                self._begin_unload(entry, "asked by an admin", "admin")
+            task = entry.unload or entry.load
+            if task is not None:
+                await asyncio.gather(asyncio.shield(task), return_exceptions=True)
+            else:
+                await self._until_changed(time.monotonic() + 1.0)
+        return {"model": entry.name, **self.model_view(entry)}
