@@ -233,7 +233,7 @@ class Engine:
         flash_attn: bool = False,
         kv_type: str = "f16",
         cache_ram: int = 0,
-        swa_full: bool = False,
+        swa_full: bool = True,
         save_min: int = 32,
         dispatch: Callable[[list[tuple[Job, Event]]], None] | None = None,
     ) -> None:

@@ -261,14 +261,14 @@ def test_fixture_families_answer_from_the_cache_as_fresh(arch: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gemma3", "gpt-oss"])
 def test_sliding_window_reuses_only_what_its_window_holds(arch: str) -> None:
-    """A prompt sharing only an early prefix with a long cached one: the small window has dropped the cells it
-    would need, so it is decoded in full (same answer as fresh); with --swa-full it hits."""
+    """A prompt sharing only an early prefix with a long cached one: with --no-swa-full the small window cache has
+    dropped the cells it would need, so it is decoded in full (same answer as fresh); the full-size one hits."""
     m = Model(fixture_gguf(arch))
     assert m.n_ctx_train and Engine  # loaded
     shared = m.tokenize(text(30, 30), False)
     long = shared + m.tokenize(text(31, 160), False)  # past the small window cache (256 cells here)
     branch = shared + m.tokenize(text(32, 10), False)
-    small, full, fresh = engine_for(m), engine_for(m, swa_full=True), engine_for(m)
+    small, full, fresh = engine_for(m, swa_full=False), engine_for(m, swa_full=True), engine_for(m)
     try:
         assert small.n_swa > 0
         for e in (small, full):
