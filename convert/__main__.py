@@ -7,7 +7,6 @@ the temporary file is removed.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ from types import FrameType
 
 from convert.errors import ConvertError
 from convert.write import OUT_TYPES
+from hearth_common.logs import setup
+from hearth_common.version import version_line
 
 
 class _Usage(Exception):
@@ -28,6 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _convert_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m convert", description="Convert a HuggingFace safetensors folder to one GGUF file.")
+    p.add_argument("--version", action="version", version=version_line("hearth-convert"),
+                   help="print the version and exit")
     p.add_argument("src", type=Path, help="HuggingFace model folder (config.json, *.safetensors, tokenizer)")
     p.add_argument("out", type=Path, nargs="?", help="output .gguf (default: beside SRC, named SRC.TYPE.gguf)")
     p.add_argument("--type", dest="out_type", choices=OUT_TYPES, help="output type (default: the checkpoint's own)")
@@ -74,9 +77,9 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
-    # gguf-py's vocabulary helpers log guesses as warnings; our own checks decide what is an error, and a
-    # failure must stay one line.
-    logging.getLogger("gguf").setLevel(logging.ERROR)
+    # The converter's warnings in the programs' one format; gguf-py's chatter (its writer's INFO lines, its
+    # vocabulary helpers' guesses) stays out: our own checks decide what is an error, and a failure stays one line.
+    setup("convert", "info")
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except (ConvertError, _Usage) as e:

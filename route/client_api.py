@@ -1,5 +1,5 @@
-"""The client API (POST /v1/chat/completions, /v1/completions, /v1/embeddings) as a plain ASGI handler in front
-of Quart.
+"""The client API (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages,
+/v1/messages/count_tokens, /v1/responses) as a plain ASGI handler in front of Quart.
 
 This is the router's hot path. Quart's request and response objects, routing and the two tasks it runs
 per request cost about as much CPU as the whole proxying (bench/route.py measured bare Quart at half
@@ -18,10 +18,12 @@ import json
 import logging
 from typing import Any
 
+from hearth_common import anthropic_errors
 from hearth_common.errors import error_body
 from hearth_common.fields import type_error
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
+from hearth_common.logs import note
 from route.config import RouterConfig
 from route.errors import (
     BadRequest,
@@ -39,9 +41,11 @@ from route.strategies import RouteRequest
 log = logging.getLogger("route")
 
 # Routed by the body's `model`; the model server itself says 400 when the model does not serve that endpoint.
-CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+                          *anthropic_errors.PATHS})
 # What a backend may see of the client's headers. Never `authorization` or `x-api-key`: those are the client's key.
-FORWARDED_HEADERS = frozenset({b"accept", b"x-request-id", b"openai-organization", b"openai-project"})
+FORWARDED_HEADERS = frozenset({b"accept", b"x-request-id", b"openai-organization", b"openai-project",
+                               b"anthropic-version", b"anthropic-beta"})
 JSON = (b"content-type", b"application/json")
 CLOSE = {"Connection": "close"}  # the rest of the body is still on the wire
 
@@ -84,7 +88,7 @@ class ClientApi:
         try:
             self._guard(scope)
         except RouteError as exc:
-            await self._send_error(send, exc)
+            await self._send_error(send, exc, scope["path"])
             return
         if scope["path"] not in CLIENT_PATHS:
             await self._inner(scope, receive, send)
@@ -94,7 +98,7 @@ class ClientApi:
         except ClientDisconnected:
             return
         except RouteError as exc:
-            await self._send_error(send, exc)
+            await self._send_error(send, exc, scope["path"])
             return
         await self._handle(scope, raw, receive, send)
 
@@ -156,12 +160,12 @@ class ClientApi:
                 out = await self._route(scope, raw)
             except RouteError as exc:
                 state["finishing"] = True
-                await self._send_error(send, exc)
+                await self._send_error(send, exc, scope["path"])
                 return
             except Exception:  # noqa: BLE001 - the client gets an error body, the log the traceback
                 log.exception("unexpected error routing %s", scope["path"])
                 state["finishing"] = True
-                await self._send_error(send, None)
+                await self._send_error(send, None, scope["path"])
                 return
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.headers.items()]
             if isinstance(out.body, bytes):
@@ -191,6 +195,7 @@ class ClientApi:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a string", param="model")
+        note(model=model)  # the access line's model
         wrong = type_error(body)
         if wrong is not None:
             raise BadRequest(wrong[1], param=wrong[0])
@@ -216,11 +221,13 @@ class ClientApi:
         return await proxy.forward(scope["path"], raw, headers, info, stream)
 
     @staticmethod
-    async def _send_error(send: Any, exc: RouteError | None) -> None:
+    async def _send_error(send: Any, exc: RouteError | None, path: str) -> None:
         if exc is None:
             status, body, extra = 500, error_body("internal error", "server_error", "internal_error"), {}
         else:
             status, body, extra = exc.status, exc.body(), exc.headers
+        if anthropic_errors.owns(path):  # the Anthropic SDK reads its own error shape
+            body = anthropic_errors.error_body(status, body["error"]["message"])
         data = json.dumps(body).encode()
         headers = [JSON, (b"content-length", str(len(data)).encode())]
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]

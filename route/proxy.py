@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
+from hearth_common.logs import note, note_usage
 from route.config import RouterConfig
 from route.errors import (
     BackendError,
@@ -32,7 +33,7 @@ from route.errors import (
 from route.health import record_failure
 from route.metrics import Metrics
 from route.registry import Backend, Registry
-from route.sse import SseWatch, error_event
+from route.sse import SseWatch, error_event, terminal_events
 from route.strategies import STRATEGIES, RouteRequest, Strategy
 
 if TYPE_CHECKING:
@@ -231,6 +232,7 @@ class Proxy:
     ) -> Routed | RouteError:
         """One attempt. Returns the response to send, or what went wrong if nothing has been sent."""
         self.registry.acquire(backend)
+        note(backend=backend.name)  # the access line's backend: the last one tried
         relay_owns_backend = False
         try:
             sent = time.perf_counter()
@@ -266,7 +268,7 @@ class Proxy:
             # A stream: hold the first bytes back until they arrive, so a backend that fails before
             # its first byte (or opens with an in-band error) can still be retried elsewhere.
             chunks = resp.chunks()
-            watch = SseWatch()
+            watch = SseWatch(terminal_events(path))
             try:
                 first = await anext(chunks, b"")
             except BackendError as exc:
@@ -283,7 +285,7 @@ class Proxy:
             out_headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             self._count(backend, request.model, 200)
             relay_owns_backend = True
-            return Routed(200, out_headers, Relay(self, backend, resp, chunks, first, watch))
+            return Routed(200, out_headers, Relay(self, backend, resp, chunks, first, watch, path))
         finally:
             if not relay_owns_backend:
                 self.registry.release(backend)
@@ -309,6 +311,7 @@ def add_routing(data: bytes, backend: Backend) -> bytes | None:
     if not isinstance(obj, dict):
         return None
     obj["_routing"] = {"backend": backend.name, "model_type": backend.spec.model_type}
+    note_usage(obj.get("usage"))  # the access line's tokens, from the body parsed here anyway
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -321,8 +324,9 @@ class Relay:
 
     def __init__(
         self, proxy: Proxy, backend: Backend, resp: UpstreamResponse, chunks: AsyncIterator[bytes], first: bytes,
-        watch: SseWatch,
+        watch: SseWatch, path: str = "/v1/chat/completions",
     ) -> None:
+        self._path = path  # the API whose error event ends a cut stream
         self._proxy = proxy
         self._backend = backend
         self._resp = resp
@@ -352,11 +356,12 @@ class Relay:
         if watch.error is not None:
             self._proxy.fail(self._backend, "in_band", watch.error)
         if not watch.done:
-            problem = problem or "the backend closed the stream before [DONE]"
+            problem = problem or "the backend closed the stream before its end"
             self._proxy.fail(self._backend, "cut", problem)
-            yield error_event(f"backend {self._backend.name!r} stream ended early: {problem}")
+            yield error_event(f"backend {self._backend.name!r} stream ended early: {problem}", path=self._path)
         else:
             self._resp.release()
+        note_usage(watch.usage)  # the access line's tokens, when the stream carried a usage chunk
         self._finish()
 
     def _finish(self) -> None:

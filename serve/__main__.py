@@ -1,6 +1,8 @@
 """`python -m serve --model-path M`: serve one model behind the OpenAI API (see --help).
 
-With no --model-path it serves the built-in demo model models/demo/demo-think.
+With no --model-path it serves the built-in demo model models/demo/demo-think. Bad settings: one line on stderr,
+exit 2. Logs: hearth_common.logs' format on stderr, one access line per request; Ctrl-C or SIGTERM ends running
+streams, says `stopped` and exits 0.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import logging
 import signal
 import sys
 
-from pydantic import ValidationError
-
-from hearth_common.validation import first_error
-from serve.config import ServeConfig, from_args
+from hearth_common.logs import AccessLog, setup
+from hearth_common.stopping import sigterm_as_interrupt
+from serve.config import ServeConfig, load
 from serve.errors import ConfigError
 from serve.models import resolve_model
+
+log = logging.getLogger("serve")
 
 
 async def _serve(config: ServeConfig) -> None:
@@ -26,10 +29,12 @@ async def _serve(config: ServeConfig) -> None:
 
     gguf, name = resolve_model(config.model_path)
     app = create_app(config, gguf, name)
+    app.asgi_app = AccessLog(app.asgi_app, logging.getLogger("serve.access"))  # type: ignore[method-assign]
     hyper = HyperConfig()
-    hyper.bind = [f"{config.host}:{config.port}"]
+    hyper.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
     hyper.graceful_timeout = 10
-    hyper.accesslog = None
+    hyper.accesslog = None  # ours: AccessLog
+    hyper.errorlog = logging.getLogger("hypercorn.error")  # through our format; its start line becomes ours
     # The edge's limits, said here rather than left to hypercorn's defaults: request line and headers at most
     # 64 KiB (431 over), idle connections closed after 5 s. Body size and body time: the app (config.max_body_bytes,
     # app.BODY_TIMEOUT).
@@ -49,22 +54,28 @@ async def _serve(config: ServeConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        config = from_args(argv)
+        loaded = load(argv)
+    except ConfigError as err:
+        print(f"serve: {err}", file=sys.stderr)
+        return 2
+    setup("serve", loaded.log_level)
+    sigterm_as_interrupt()  # until hypercorn's handlers: converting or loading unwinds like Ctrl-C
+    try:
         try:
             import uvloop
 
             uvloop.install()
         except ImportError:
             pass
-        asyncio.run(_serve(config))
-    except ValidationError as err:
-        print(f"serve: {first_error(err, flags=True)}", file=sys.stderr)
-        return 2
+        asyncio.run(_serve(loaded.settings))
     except (ConfigError, OSError) as err:
         print(f"serve: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the server's own handlers are in place: converting or loading
+        log.info("stopped")
+        return 130
+    log.info("stopped")
     return 0
 
 

@@ -1,8 +1,10 @@
 """create_app(config): the OpenAI-compatible HTTP API over one model.
 
-Routes validate with pydantic, render and admit the request, then read engine events: whole responses collect
-them, streams turn each into an SSE chunk as it arrives. Every error leaves through one handler as an OpenAI
-error body.
+Routes validate with pydantic; chat requests then go through the API-neutral chat core (serve/chat.py), whose
+events whole responses collect and streams turn into SSE chunks as they arrive (serve/responses.py shapes
+both). Anthropic Messages (serve/anthropic_api.py) and OpenAI Responses (serve/responses_api.py) are
+translations onto the same chat core. Every error leaves through one handler as the API's error body (OpenAI's;
+Anthropic's on the Anthropic paths).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,20 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from hearth_common import anthropic_errors
 from hearth_common.errors import error_body, error_type
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
+from hearth_common.logs import note, note_usage
 from hearth_common.validation import error_place, first_error
-from serve import embeddings_api, logprobs, responses
-from serve.channels import ChannelParser
+from serve import anthropic_api, embeddings_api, logprobs, responses, responses_api
+from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
+from serve.chat import Chat, Error, Finish, collect, open_chat, sampling_params
 from serve.config import ServeConfig
 from serve.embeddings import load_embedder
-from serve.engine import Event, Failed, Finished, Piece, SamplingParams, TokenLogprob
+from serve.engine import Event, Failed, Finished, Piece, TokenLogprob
 from serve.errors import (
     BodyTooLarge,
-    ContextLengthExceeded,
     InvalidRequest,
     Loading,
     ModelNotFound,
@@ -42,21 +45,23 @@ from serve.errors import (
     Unauthorized,
     UnsupportedEndpoint,
 )
-from serve.grammar import build as build_grammar
-from serve.prompts import as_dicts, starts_in_thinking
+from serve.responses_schemas import ResponsesRequest
+from serve.responses_store import ResponseStore
 from serve.router_client import RouterClient
 from serve.runtime import Loaded, Runtime
-from serve.schemas import ChatRequest, CompletionRequest, Sampling
+from serve.schemas import ChatRequest, CompletionRequest
 
 log = logging.getLogger("serve")
 
 # request path -> the endpoint label of metrics (any other path counts as "other": labels stay bounded)
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
+             "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens", "/v1/responses": "responses"}
 
 
 class ServeApp(Quart):
     runtime: Runtime
     router: RouterClient | None
+    responses_store: ResponseStore  # /v1/responses with store: true, for previous_response_id
 
 
 def create_app(config: ServeConfig, model_path: Path | None = None, model_name: str | None = None) -> ServeApp:
@@ -66,6 +71,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
+    app.responses_store = ResponseStore()
 
     @app.before_serving
     async def _load() -> None:
@@ -110,7 +116,11 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             return _error(timeout)
         status = err.code or 500
         _count_refused(app, status, str(status))
-        body = error_body(err.description or str(err), error_type(status), str(status))
+        message = err.description or str(err)
+        if anthropic_errors.owns(request.path):
+            body = anthropic_errors.error_body(status, message)
+        else:
+            body = error_body(message, error_type(status), str(status))
         allow = {k: v for k, v in err.get_headers() if k.lower() == "allow"}  # a 405 says what is allowed
         return Response(json.dumps(body), status=status, headers=allow, content_type="application/json")
 
@@ -118,9 +128,10 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     async def _guard() -> None:
         if not request.path.startswith("/v1/"):
             return
+        # Bearer (OpenAI's SDK) or x-api-key (Anthropic's)
         presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
         if config.api_key and not key_matches(presented, config.api_key):
-            raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
+            raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
         if (request.content_length or 0) > config.max_body_bytes:
             raise BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
 
@@ -176,9 +187,35 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     async def embeddings() -> Response:
         async def work() -> Response:
             req = _served(app, await _body(embeddings_api.EmbeddingRequest), "embeddings")
-            return Response(json.dumps(await embeddings_api.respond(app.runtime, req)), content_type="application/json")
+            body = await embeddings_api.respond(app.runtime, req)
+            note_usage(body.get("usage"))  # the access line's tokens
+            return Response(json.dumps(body), content_type="application/json")
 
         return await _counted(app, "embeddings", work())
+
+    @app.post("/v1/messages")
+    async def messages() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(MessagesRequest), "messages")
+            return _reply(await anthropic_api.respond(app.runtime, req))
+
+        return await _counted(app, "messages", work())
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(CountTokensRequest), "count_tokens")
+            return _reply(await anthropic_api.count_tokens(app.runtime, req))
+
+        return await _counted(app, "count_tokens", work())
+
+    @app.post("/v1/responses")
+    async def responses_() -> Response:
+        async def work() -> Response:
+            req = _served(app, await _body(ResponsesRequest), "responses")
+            return _reply(await responses_api.respond(app.runtime, app.responses_store, req))
+
+        return await _counted(app, "responses", work())
 
     return app
 
@@ -190,7 +227,8 @@ BODY_TIMEOUT = 30  # seconds a client may take to send its body (Quart's default
 
 
 def _error(err: ServeError) -> Response:
-    response = Response(json.dumps(err.body()), status=err.status, content_type="application/json")
+    body = anthropic_errors.error_body(err.status, err.message) if anthropic_errors.owns(request.path) else err.body()
+    response = Response(json.dumps(body), status=err.status, content_type="application/json")
     retry = getattr(err, "retry_after", None)
     if retry is not None:
         response.headers["Retry-After"] = str(retry)
@@ -216,6 +254,7 @@ def _count_refused(app: ServeApp, status: int, code: str | None) -> None:
 def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
     """The request, if this server serves its model (name or alias; none given is fine) on this endpoint."""
     rt, config = app.runtime, app.runtime.config
+    note(model=rt.model_name)  # the access line's model
     if req.model and req.model not in (rt.model_name, *config.alias):
         raise ModelNotFound(f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
                             param="model")
@@ -249,67 +288,26 @@ def _loaded(app: ServeApp) -> Loaded:
     return app.runtime.loaded
 
 
-def _params(req: Sampling, prompt_len: int, ctx: int, grammar: Any = None) -> SamplingParams:
-    if prompt_len == 0:  # nothing to condition on: llama.cpp cannot decode an empty batch
-        raise InvalidRequest("the prompt is empty", param="prompt")
-    room = ctx - prompt_len
-    if room <= 0 or (req.max_tokens is not None and req.max_tokens > room):
-        # OpenAI's wording: LangChain, crewAI and others look for "maximum context length" or the code.
-        want = req.max_tokens or 1
-        where = "messages" if isinstance(req, ChatRequest) else "prompt"
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {ctx} tokens. However, you requested {prompt_len + want} "
-            f"tokens ({prompt_len} in the {where}, {want} in the completion). Please reduce the length of the "
-            f"{where} or completion.",
-            param=where,
-        )
-    return SamplingParams(
-        max_tokens=req.max_tokens or room,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        top_k=req.top_k,
-        min_p=req.min_p,
-        repeat_penalty=req.repeat_penalty,
-        presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty,
-        seed=req.seed,
-        stops=req.stops,
-        grammar=grammar,
-        cache_prompt=req.cache_prompt,
-        logprobs=req.logprob_count,
-    )
+def _finish_reason(event: Finished) -> str:
+    note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # the access line's tokens
+    return "length" if event.reason == "length" else "stop"
 
 
 async def _chat(app: ServeApp, req: ChatRequest) -> Response:
-    loaded = _loaded(app)
-    rt = app.runtime
-    template = loaded.template
-
-    def prepare() -> tuple[str, list[int]]:
-        text = template.render(as_dicts(req.messages), req.reasoning, req.developer_instructions)
-        return text, rt.tokenize_prompt(text)
-
-    prompt, tokens = await asyncio.to_thread(prepare)  # a long conversation would hold every other request
-    grammar = build_grammar(req.response_format, template.format, template.thinks)
-    params = _params(req, len(tokens), loaded.engine.ctx_per_seq, grammar)
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    job = rt.job(tokens, params, queue)
-    rt.admit(job)
-    turn = responses.Turn(ChannelParser(template.format, starts_in_thinking(prompt)))
-    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
-    events = rt.generate(job, queue)
+    chat = await open_chat(app.runtime, req)
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": app.runtime.model_name}
     if req.stream:
-        return _sse(_chat_chunks(events, turn, req, meta))
-    tokens: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
-    finish = await _drain(events, turn, tokens)
+        return _sse(_chat_chunks(chat, req, meta))
+    result = await collect(chat)
+    assert result.finish is not None
+    message = responses.chat_message(result, req.separate_thinking, req.include_channels, chat.turn.harmony, chat.raw)
     body = {
         **meta,
         "object": "chat.completion",
-        "reasoning_level": req.reasoning,
-        "choices": [{"index": 0, "finish_reason": finish.reason,
-                     "message": responses.chat_message(turn, req.separate_thinking, req.include_channels),
-                     "logprobs": logprobs.chat(tokens)}],
-        "usage": finish.usage(turn),
+        "reasoning_level": chat.level,
+        "choices": [{"index": 0, "finish_reason": result.finish.reason, "message": message,
+                     "logprobs": logprobs.chat(chat.logprobs if req.logprob_count is not None else None)}],
+        "usage": responses.usage(result.finish),
     }
     return Response(json.dumps(body), content_type="application/json")
 
@@ -318,59 +316,57 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
     tokens = await asyncio.to_thread(loaded.model.tokenize, req.prompt, add_special=True)
-    params = _params(req, len(tokens), loaded.engine.ctx_per_seq)
+    params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
     queue: asyncio.Queue[Event] = asyncio.Queue()
     job = rt.job(tokens, params, queue)
     rt.admit(job)
-    turn = responses.Turn(None)
     meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
     events = rt.generate(job, queue)
     if req.stream:
-        return _sse(_completion_chunks(events, turn, req, meta))
+        return _sse(_completion_chunks(events, req, meta))
+    text = ""
     tokens: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
-    finish = await _drain(events, turn, tokens)
-    body = {
-        **meta,
-        "object": "text_completion",
-        "choices": [{"index": 0, "text": turn.raw, "finish_reason": finish.reason,
-                     "logprobs": logprobs.completion(tokens, len(req.prompt))}],
-        "usage": finish.usage(turn, per_channel=False),
-    }
-    return Response(json.dumps(body), content_type="application/json")
-
-
-@dataclass(frozen=True)
-class _Finish:
-    reason: str  # OpenAI's finish_reason: stop or length
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-
-    @classmethod
-    def of(cls, event: Finished) -> _Finish:
-        reason = "length" if event.reason == "length" else "stop"
-        return cls(reason, event.prompt_tokens, event.completion_tokens, event.cached_tokens)
-
-    def usage(self, turn: responses.Turn, per_channel: bool = True) -> dict[str, Any]:
-        body = responses.usage(turn, self.prompt_tokens, self.completion_tokens, per_channel=per_channel)
-        body["prompt_tokens_details"] = {**body.get("prompt_tokens_details", {}), "cached_tokens": self.cached_tokens}
-        return body
-
-
-async def _drain(events: AsyncIterator[Event], turn: responses.Turn, tokens: list[TokenLogprob] | None = None) -> _Finish:
-    """Collect a whole response into `turn` (and each token's logprob into `tokens`, when given)."""
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
-                turn.add(event.text)
+                text += event.text
                 if tokens is not None and event.logprob is not None:
                     tokens.append(event.logprob)
             elif isinstance(event, Failed):
                 raise ServeError(event.message)
             else:
-                turn.finish()
-                return _Finish.of(event)
-    raise ServeError("generation ended without a result")
+                finish = event
+                break
+        else:
+            raise ServeError("generation ended without a result")
+    body = {
+        **meta,
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(finish),
+                     "logprobs": logprobs.completion(tokens, len(req.prompt))}],
+        "usage": responses.usage(_finish(finish), per_channel=False),
+    }
+    return Response(json.dumps(body), content_type="application/json")
+
+
+def _finish(event: Finished) -> Finish:
+    """The engine's end as the chat core's Finish, for completions' usage (no channels there)."""
+    return Finish("", event.prompt_tokens, event.completion_tokens, cached_tokens=event.cached_tokens)
+
+
+def _reply(result: dict[str, Any] | AsyncIterator[tuple[str, dict[str, Any]]]) -> Response:
+    """A whole JSON body, or a stream of named SSE events (Anthropic's and Responses' streams: no [DONE])."""
+    if isinstance(result, dict):
+        return Response(json.dumps(result), content_type="application/json")
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(result) as events:  # type: ignore[type-var]
+            async for name, data in events:
+                yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    response = Response(body(), content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    response.timeout = None
+    return response
 
 
 def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
@@ -385,46 +381,38 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
     return response
 
 
-async def _chat_chunks(
-    events: AsyncIterator[Event], turn: responses.Turn, req: ChatRequest, meta: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
-    pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
+async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    sent = 0  # chat.logprobs already out in a chunk: each chunk carries the tokens generated since the last
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        if pending:
-            choice["logprobs"] = logprobs.chat(pending)
-            pending.clear()
+        nonlocal sent
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if req.logprob_count is not None and len(chat.logprobs) > sent:
+            choice["logprobs"] = logprobs.chat(chat.logprobs[sent:])
+            sent = len(chat.logprobs)
         return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
 
+    inline = responses.Inline(chat.turn.harmony)
     yield chunk({"role": "assistant"})
-    async with aclosing(events) as stream:  # type: ignore[type-var]
-        async for event in stream:
-            if isinstance(event, Piece):
-                if event.logprob is not None:
-                    pending.append(event.logprob)
-                for e in turn.add(event.text):
-                    yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
-            elif isinstance(event, Failed):
+    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, Error):
                 yield {**meta, "object": "chat.completion.chunk", "choices": [],
                        **error_body(event.message, "server_error", "generation_failed")}
                 return
-            else:
-                for e in turn.finish():
-                    yield chunk(responses.stream_delta(e, req.separate_thinking, turn))
-                done = _Finish.of(event)
-                yield chunk({}, done.reason)
+            if isinstance(event, Finish):
+                yield chunk({}, event.reason)
                 if req.include_usage:
-                    usage = done.usage(turn)
-                    yield {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                    yield {**meta, "object": "chat.completion.chunk", "choices": [], "usage": responses.usage(event)}
                 return
+            yield chunk(responses.stream_delta(event, req.separate_thinking, inline))
 
 
 async def _completion_chunks(
-    events: AsyncIterator[Event], turn: responses.Turn, req: CompletionRequest, meta: dict[str, Any]
+    events: AsyncIterator[Event], req: CompletionRequest, meta: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
     pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
-    offset = len(req.prompt)
+    offset = len(req.prompt)  # text_offset counts characters from the prompt's start
 
     def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
         nonlocal offset
@@ -438,7 +426,6 @@ async def _completion_chunks(
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
-                turn.add(event.text)
                 if event.logprob is not None:
                     pending.append(event.logprob)
                 if event.text:
@@ -448,8 +435,8 @@ async def _completion_chunks(
                        **error_body(event.message, "server_error", "generation_failed")}
                 return
             else:
-                done = _Finish.of(event)
-                yield chunk("", done.reason)
+                yield chunk("", _finish_reason(event))
                 if req.include_usage:
-                    yield {**meta, "object": "text_completion", "choices": [], "usage": done.usage(turn, per_channel=False)}
+                    yield {**meta, "object": "text_completion", "choices": [],
+                           "usage": responses.usage(_finish(event), per_channel=False)}
                 return

@@ -23,6 +23,8 @@ CHANNELS = (ANALYSIS, COMMENTARY, FINAL)
 class Event:
     channel: str  # analysis, commentary or final
     text: str
+    recipient: str | None = None  # harmony: the header's `to=` (functions.NAME for a tool call)
+    message: int = field(default=0, compare=False)  # harmony: the message's number in the turn
 
 
 class Format(enum.Enum):
@@ -42,6 +44,7 @@ THINK_MARKERS = ("<think>", "</think>")
 # A header longer than this without <|message|> is not a header: the text is taken as the answer.
 MAX_HEADER_CHARS = 96
 _CHANNEL_RE = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
+_RECIPIENT_RE = re.compile(r"(?:^|\s|>)to=([^\s<]+)")
 
 
 @dataclass
@@ -54,6 +57,8 @@ class ChannelParser:
     channel: str | None = field(init=False)  # the channel text currently goes to (None inside a header)
     _pending: str = field(init=False, default="")  # held-back text that may start a marker
     _header: str = field(init=False, default="")
+    recipient: str | None = field(init=False, default=None)  # the current message's `to=`
+    _message: int = field(init=False, default=0)
     _at_start: dict[str, bool] = field(init=False, default_factory=lambda: dict.fromkeys(CHANNELS, True))
 
     def __post_init__(self) -> None:
@@ -62,6 +67,11 @@ class ChannelParser:
         else:
             self.state = State.BODY
             self.channel = ANALYSIS if self.start_in_thinking else FINAL
+
+    @property
+    def holding(self) -> bool:
+        """Some text is held back as a possible start of a marker."""
+        return bool(self._pending)
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -121,6 +131,7 @@ class ChannelParser:
             return
         if self.state is State.BETWEEN:  # text outside any message: the model skipped its header
             self.state, self.channel = State.BODY, FINAL
+            self._message += 1
         assert self.channel is not None
         self._emit(self.channel, text, out)
 
@@ -131,7 +142,7 @@ class ChannelParser:
             if not text:
                 return
             self._at_start[channel] = False
-        out.append(Event(channel, text))
+        out.append(Event(channel, text, self.recipient, self._message))
 
     def _flush_header_as_final(self, out: list[Event]) -> None:
         """A header that never reached <|message|>: its channel (if it names one) gets the rest of its text."""
@@ -144,7 +155,8 @@ class ChannelParser:
             header = header[: match.start()] + header[match.end() :]
         for m in HARMONY_MARKERS:
             header = header.replace(m, "")
-        self.state, self.channel = State.BODY, channel
+        self.state, self.channel, self.recipient = State.BODY, channel, None
+        self._message += 1
         self._emit(channel, header.removeprefix("assistant"), out)
 
     def _marker(self, marker: str, out: list[Event]) -> None:
@@ -157,7 +169,7 @@ class ChannelParser:
 
     # harmony transitions, named by what they do; the table below says when each applies
     def _open_header(self, marker: str, out: list[Event]) -> None:
-        self.state, self.channel, self._header = State.HEADER, None, ""
+        self.state, self.channel, self._header, self.recipient = State.HEADER, None, "", None
         if marker == "<|channel|>":
             self._header = marker
 
@@ -167,12 +179,15 @@ class ChannelParser:
     def _open_body(self, marker: str, out: list[Event]) -> None:
         match = _CHANNEL_RE.search(self._header)
         name = match.group(1).lower() if match else ""
+        recipient = _RECIPIENT_RE.search(self._header)
+        self.recipient = recipient.group(1) if recipient else None
         if name not in CHANNELS:  # no or unknown channel: a recipient means a tool call, else the answer
-            name = COMMENTARY if " to=" in f" {self._header}" else FINAL
+            name = COMMENTARY if self.recipient else FINAL
         self.state, self.channel, self._header = State.BODY, name, ""
+        self._message += 1
 
     def _close_body(self, marker: str, out: list[Event]) -> None:
-        self.state, self.channel = State.BETWEEN, None
+        self.state, self.channel, self.recipient = State.BETWEEN, None, None
 
     def _header_broken(self, marker: str, out: list[Event]) -> None:
         # <|end|> before <|message|>: what was collected is no header; keep its text as the answer.
@@ -200,8 +215,9 @@ _HARMONY_TABLE = {
 def _merge(events: list[Event]) -> list[Event]:
     merged: list[Event] = []
     for e in events:
-        if merged and merged[-1].channel == e.channel:
-            merged[-1] = Event(e.channel, merged[-1].text + e.text)
+        last = merged[-1] if merged else None
+        if last and (last.channel, last.recipient, last.message) == (e.channel, e.recipient, e.message):
+            merged[-1] = Event(e.channel, last.text + e.text, e.recipient, e.message)
         else:
             merged.append(e)
     return merged

@@ -1,42 +1,45 @@
-"""The server's settings: one pydantic model; the command line is generated from it."""
+"""The server's settings: one pydantic model; its flags and HEARTH_SERVE_* variables come from it
+(hearth_common.settings), with llama.cpp's server spellings as aliases where they mean the same."""
 
 from __future__ import annotations
 
 import argparse
-import types
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Union, get_args, get_origin
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hearth_common.keys import KeyFileError, find_key
 from hearth_common.names import ModelType
+from hearth_common.settings import Loaded, Option, Program, SettingsError
 from serve.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "demo" / "demo-think"
 CACHE = REPO / ".cache" / "serve"
 
-# Keys never come from the command line (`ps` shows it to every user): a --NAME-file or the environment.
-SECRETS = {"api_key": "HEARTH_SERVE_API_KEY", "router_key": "HEARTH_SERVE_ROUTER_KEY"}
+# Keys never come from the command line (`ps` shows it to every user): a --NAME-file or HEARTH_SERVE_NAME.
+SECRETS = ("api_key", "router_key")
 
 
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_path: Path = Field(DEMO_MODEL, description="a .gguf file, or a HuggingFace folder (converted once, cached)")
+    model_path: Path = Field(DEMO_MODEL, description="a .gguf file, or a HuggingFace folder (converted once, cached); "
+                             "default: the demo model models/demo/demo-think")
     model_type: ModelType | None = Field(None, description="chat format family; read from the GGUF when omitted")
-    model_name: str | None = Field(None, description="the name clients ask for; default: the file or folder name")
+    model_name: str | None = Field(None, description="the name clients ask for (default: the file or folder name)")
     alias: tuple[str, ...] = Field((), description="more names clients may ask for, comma-separated")
     embeddings: bool = Field(False, description="serve /v1/embeddings (only) with the model's pooling")
-    pooling: Literal["mean", "cls", "last"] | None = Field(None, description="embeddings pooling; default: the GGUF's")
+    pooling: Literal["mean", "cls", "last"] | None = Field(None, description="embeddings pooling (default: the GGUF's)")
     host: str = Field("127.0.0.1", description="address to bind")
-    port: int = Field(8000, ge=0, le=65535, description="port to bind (0: any free port)")
+    port: int = Field(8000, ge=0, le=65535, description="port to bind; 0: any free port")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")
     n_gpu_layers: int | None = Field(None, ge=0, description="layers to offload; overrides --device-map")
     flash_attn: bool = Field(False, description="use flash attention")
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
-    ctx_size: int = Field(4096, ge=64, description="context per sequence (capped at the model's training context)")
+    ctx_size: int = Field(4096, ge=64, description="tokens of context per sequence, at most the model's training context")
     max_concurrent: int = Field(2, ge=1, le=64, description="sequences decoded together in one batch")
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones; more get 429")
     prompt_chunk: int = Field(256, ge=16, description="prompt tokens processed per step, so streams keep flowing")
@@ -52,7 +55,7 @@ class ServeConfig(BaseModel):
         "216 with it (the difference is 1.3%% of its weights)")
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (or x-api-key) on /v1/*")
     api_key_file: Path | None = Field(None, description="owner-only file holding the API key (or HEARTH_SERVE_API_KEY)")
-    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted")
+    max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted; more get 413")
     router: str | None = Field(None, description="router URL to register with at start and leave at shutdown")
     router_key: str | None = Field(None, description="the router's admin key, if it has one")
     router_key_file: Path | None = Field(None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)")
@@ -65,40 +68,42 @@ class ServeConfig(BaseModel):
         return tuple(a.strip() for a in value.split(",") if a.strip()) if isinstance(value, str) else value
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+# llama.cpp's server spellings, accepted where they mean the same thing here.
+OPTIONS = {
+    "model_path": Option(aliases=("-m", "--model")),
+    "alias": Option(aliases=("-a",), metavar="NAME[,NAME...]"),
+    "n_gpu_layers": Option(aliases=("-ngl", "--gpu-layers")),
+    "max_concurrent": Option(aliases=("-np", "--parallel")),
+    "threads": Option(aliases=("-t",)),
+    "flash_attn": Option(aliases=("-fa",)),
+    "ctx_size": Option(note="llama.cpp's -c is the total over its slots, here --ctx-size x --max-concurrent"),
+}
+REFUSED = {
+    # llama.cpp's -c is the context of all its slots together, and with its unified KV cache (its newer default) each
+    # slot may use all of it: no one reading of `-c N` here would be right for every llama.cpp user, so we ask.
+    "-c": "-c is llama.cpp's context over all its slots; here --ctx-size is per sequence "
+          "(total = --ctx-size x --max-concurrent): give --ctx-size N",
+}
+PROGRAM = Program(
+    "serve", ServeConfig, "python -m serve", "Serve one model behind the OpenAI API.",
+    options=OPTIONS, secrets=SECRETS, refused=REFUSED,
+    epilog="Keys never go on the command line: --api-key-file PATH (owner-only) or HEARTH_SERVE_API_KEY; "
+           "the router's admin key likewise (--router-key-file, HEARTH_SERVE_ROUTER_KEY).",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per settings field, with the field's description and default."""
-    parser = argparse.ArgumentParser(prog="python -m serve", description="Serve one model behind the OpenAI API.")
-    for name, info in ServeConfig.model_fields.items():
-        if name in SECRETS:
-            continue
-        annotation = info.annotation
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
-            annotation = args[0]
-        help_text = f"{info.description} (default: {info.default})"
-        if annotation is bool:
-            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif get_origin(annotation) is Literal:
-            parser.add_argument(_flag(name), choices=get_args(annotation), default=None, help=help_text)
-        else:
-            parser.add_argument(_flag(name), default=None, help=help_text)
-    return parser
+    return PROGRAM.parser()
 
 
-def from_args(argv: list[str] | None = None) -> ServeConfig:
-    """Parse the command line; pydantic does the type checks. Raises pydantic.ValidationError, or ConfigError
-    for a key file that cannot be used."""
-    values = {k: v for k, v in vars(build_parser().parse_args(argv)).items() if v is not None}
-    for name, env in SECRETS.items():
-        file = values.get(f"{name}_file")
-        try:
-            key = find_key(Path(file) if file is not None else None, env)
-        except KeyFileError as err:
-            raise ConfigError(str(err)) from None
-        if key:
-            values[name] = key
-    return ServeConfig(**values)
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> Loaded[ServeConfig]:
+    """The command line over HEARTH_SERVE_* over the defaults, keys read from their files. Raises ConfigError with
+    one line (a bad value named by its flag or variable)."""
+    try:
+        return PROGRAM.load(argv, environ)
+    except SettingsError as err:
+        raise ConfigError(str(err)) from None
+
+
+def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> ServeConfig:
+    return load(argv, environ).settings

@@ -48,6 +48,9 @@ log = logging.getLogger("serve.engine")
 
 KV_TYPES = {"f16": ll.GGML_TYPE_F16, "q8_0": ll.GGML_TYPE_Q8_0, "q4_0": ll.GGML_TYPE_Q4_0}
 HARMONY_MARKERS = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|constrain|>", "<think>", "</think>"}
+# Control tokens of the tool-call formats (serve/tools/), kept as text for their parsers.
+TOOL_MARKERS = {"<tool_call>", "</tool_call>", "<|tool_call|>", "<|python_tag|>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"}
+KEPT_MARKERS = frozenset(HARMONY_MARKERS | TOOL_MARKERS)
 
 
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
@@ -104,6 +107,7 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # prompt tokens whose KV cells came from the cache (not decoded)
+    stop_sequence: str | None = None  # the request's stop string that ended generation, if one did
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,9 @@ class Engine:
         if not self.ctx:
             raise EngineError("llama.cpp could not create a context (out of memory?)")
         self.ctx_per_seq = ll.llama_n_ctx_seq(self.ctx)
+        # llama.cpp lowers n_batch to n_ctx (a small --ctx-size); a larger batch would abort the process
+        self.n_batch = min(self.n_batch, ll.llama_n_batch(self.ctx), ll.llama_n_ubatch(self.ctx))
+        self.chunk = min(self.chunk, self.n_batch - n_seq)
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         # The batch's arrays, fetched once: each attribute read of a ctypes struct builds a new pointer object.
@@ -503,12 +510,12 @@ class Engine:
         return chain
 
     def _grammar(self, g: Grammar) -> ll.llama_sampler_p:
-        if g.trigger is None:
+        if not g.triggers:
             smpl = ll.llama_sampler_init_grammar(self.model.vocab, g.text.encode(), b"root")
         else:
-            patterns = (ctypes.c_char_p * 1)(g.trigger.encode())
+            patterns = (ctypes.c_char_p * len(g.triggers))(*(t.encode() for t in g.triggers))
             smpl = ll.llama_sampler_init_grammar_lazy_patterns(
-                self.model.vocab, g.text.encode(), b"root", patterns, 1, (ll.llama_token * 0)(), 0
+                self.model.vocab, g.text.encode(), b"root", patterns, len(g.triggers), (ll.llama_token * 0)(), 0
             )
         if not smpl:
             raise EngineError("llama.cpp rejected the grammar")
@@ -593,7 +600,7 @@ class Engine:
         slot.last = token
         raw = model.piece(token)
         logprob = self._logprob(slot.batch_index, token, raw, p.logprobs) if p.logprobs is not None else None
-        if model.is_control(token) and raw.decode("utf-8", "replace") not in HARMONY_MARKERS:
+        if model.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
             raw = b""  # a stray control token is never text
         text, hit = slot.stops.feed(slot.decoder.decode(raw))
         self._emit(job, Piece(text, logprob))
@@ -620,5 +627,6 @@ class Engine:
             rest = slot.stops.feed(slot.decoder.decode(b"", final=True))[0] + slot.stops.flush()
             if rest:
                 self._emit(slot.job, Piece(rest))
-        self._emit(slot.job, Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size))
+        self._emit(slot.job, Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size,
+                                      stop_sequence=slot.stops.hit))
         slot.batch_index = -2  # closed by the loop after this step

@@ -2,7 +2,8 @@
 
 The grammar comes from llama.cpp's own JSON-schema converter. For a thinking model it is lazy: it waits until
 the end-of-thinking marker appears in the output (llama.cpp's trigger patterns) and starts with that marker, so
-the thinking stays free and the answer after it must match.
+the thinking stays free and the answer after it must match. Tool grammars (serve/tools/grammar.py) use the
+same `Grammar` and the same trigger mechanism.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from serve.schemas import ResponseFormat
 @dataclass(frozen=True)
 class Grammar:
     text: str  # GBNF with a `root` rule
-    trigger: str | None  # a regex over the output; None: enforced from the first token
+    # Regexes over the output (llama.cpp searches each anywhere in it): the grammar starts at the first
+    # capture group of the first one that matches. Empty: enforced from the first token.
+    triggers: tuple[str, ...] = ()
 
 
 # A rule name no schema property can produce (the converter names rules after properties).
@@ -52,8 +55,8 @@ def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Gram
     if answer is None:
         return None
     if not thinks:
-        return Grammar(answer, None)
+        return Grammar(answer)
     literal, pattern = TRIGGERS[chat_format]
     renamed = re.sub(r"^root ::=", f"{ANSWER_RULE} ::=", answer, flags=re.M)
     # At most two newlines before the answer: an unbounded run would let an untrained model emit whitespace forever.
-    return Grammar(f'root ::= {json.dumps(literal)} "\\n"? "\\n"? {ANSWER_RULE}\n{renamed}', pattern)
+    return Grammar(f'root ::= {json.dumps(literal)} "\\n"? "\\n"? {ANSWER_RULE}\n{renamed}', (pattern,))

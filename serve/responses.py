@@ -1,110 +1,94 @@
-"""Shaping one generation into OpenAI bodies: the whole message, stream deltas, usage. Pure functions.
-
-A `Turn` collects what the engine produced for one request: the raw text, each channel's text (through the
-channel parser) and per-channel token counts.
+"""OpenAI chat completion bodies from the chat core's events (serve/chat.py): the whole message, stream
+deltas, usage. Pure functions, plus a small state for the inline (`separate_thinking: false`) labels.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from serve.channels import ANALYSIS, CHANNELS, COMMENTARY, FINAL, ChannelParser, Event, Format
+from serve.channels import ANALYSIS, COMMENTARY, FINAL
+from serve.chat import ChatResult, Finish, Text, ToolCallArgs, ToolCallStart
+from serve.turn import TOOL_CALLS
 
 THINKING = (ANALYSIS, COMMENTARY)
 LABELS = {ANALYSIS: "[Analysis]", COMMENTARY: "[Commentary]", FINAL: "[Final]"}
 
 
 @dataclass
-class Turn:
-    parser: ChannelParser | None  # None: legacy completions, no separation
-    raw: str = ""
-    texts: dict[str, str] = field(default_factory=dict)
-    channel_tokens: Counter[str] = field(default_factory=Counter)
-    _last_inline: str | None = None
-    _header_tokens: int = 0  # harmony header words, counted to the channel the header opens
+class Inline:
+    """`separate_thinking: false` streaming: harmony channels get a label when they change."""
 
-    def add(self, piece: str) -> list[Event]:
-        """One token's text (possibly empty); returns the channel events it completes."""
-        self.raw += piece
-        if self.parser is None:
-            return [Event(FINAL, piece)] if piece else []
-        before = self.parser.channel
-        events = self._keep(self.parser.feed(piece))
-        if piece.strip() not in self.parser.markers:  # the format's own special tokens count nowhere
-            if before is None:
-                self._header_tokens += 1
-            else:
-                self.channel_tokens[before] += 1
-        self._settle_header()
-        return events
+    harmony: bool
+    _last: str | None = None
 
-    def finish(self) -> list[Event]:
-        events = self._keep(self.parser.finish()) if self.parser else []
-        self._settle_header()
-        return events
-
-    def _settle_header(self) -> None:
-        if self.parser is not None and self.parser.channel is not None and self._header_tokens:
-            self.channel_tokens[self.parser.channel] += self._header_tokens
-            self._header_tokens = 0
-
-    def _keep(self, events: list[Event]) -> list[Event]:
-        for e in events:
-            self.texts[e.channel] = self.texts.get(e.channel, "") + e.text
-        return events
-
-    @property
-    def harmony(self) -> bool:
-        return self.parser is not None and self.parser.format is Format.HARMONY
-
-    def inline_delta(self, event: Event) -> str:
-        """`separate_thinking: false` streaming text for one event."""
+    def delta(self, event: Text) -> str:
         if not self.harmony:
             return event.text
         prefix = ""
-        if event.channel != self._last_inline:
-            prefix = ("\n" if self._last_inline else "") + LABELS[event.channel] + "\n"
-            self._last_inline = event.channel
+        if event.channel != self._last:
+            prefix = ("\n" if self._last else "") + LABELS[event.channel] + "\n"
+            self._last = event.channel
         return prefix + event.text
 
 
-def stream_delta(event: Event, separate: bool, turn: Turn) -> dict[str, Any]:
+def stream_delta(event: Text | ToolCallStart | ToolCallArgs, separate: bool, inline: Inline) -> dict[str, Any]:
+    if isinstance(event, ToolCallStart):
+        call = {"index": event.index, "id": event.id, "type": "function",
+                "function": {"name": event.name, "arguments": ""}}
+        return {"tool_calls": [call]}
+    if isinstance(event, ToolCallArgs):
+        return {"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]}
     if not separate:
-        return {"content": turn.inline_delta(event)}
+        return {"content": inline.delta(event)}
     if event.channel in THINKING:
         return {"reasoning_content": event.text, "reasoning": event.text, "channel": event.channel}
     return {"content": event.text}
 
 
-def chat_message(turn: Turn, separate: bool, include: list[str] | None) -> dict[str, Any]:
-    texts = {c: turn.texts[c].strip() for c in CHANNELS if turn.texts.get(c, "").strip()}
+def tool_calls(result: ChatResult) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.strip()}}
+            for c in result.calls]
+
+
+def chat_message(result: ChatResult, separate: bool, include: list[str] | None, harmony: bool,
+                 raw: str) -> dict[str, Any]:
+    texts = result.channels
+    calls = tool_calls(result)
     if not separate:
-        if turn.harmony:
+        if harmony:
             content = "\n".join(f"{LABELS[c]}\n{t}" for c, t in texts.items())
+        elif calls:  # the raw text would carry the call markup
+            content = "".join([f"<think>{texts[ANALYSIS]}</think>" if ANALYSIS in texts else "", texts.get(FINAL, "")])
         else:
-            content = turn.raw.strip()
-        return {"role": "assistant", "content": content}
-    message: dict[str, Any] = {"role": "assistant", "content": texts.get(FINAL, "")}
+            content = raw.strip()
+        message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
+        if calls:
+            message["tool_calls"] = calls
+        return message
+    final = texts.get(FINAL, "")
+    message = {"role": "assistant", "content": final or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = calls
     thinking = {c: texts[c] for c in THINKING if c in texts}
     if thinking:
         joined = "\n\n".join(thinking.values())
         message["reasoning_content"] = message["reasoning"] = joined
-        raw = "\n".join(f"{LABELS[c]}\n{t}" for c, t in thinking.items())
-        message["thinking"] = {**thinking, "raw": raw}
+        raw_thinking = "\n".join(f"{LABELS[c]}\n{t}" for c, t in thinking.items())
+        message["thinking"] = {**thinking, "raw": raw_thinking}
     message["channels"] = {c: t for c, t in texts.items() if include is None or c in include}
     return message
 
 
-def usage(turn: Turn, prompt_tokens: int, completion_tokens: int, per_channel: bool = True) -> dict[str, Any]:
+def usage(finish: Finish, per_channel: bool = True) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens": finish.prompt_tokens,
+        "completion_tokens": finish.completion_tokens,
+        "total_tokens": finish.prompt_tokens + finish.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": finish.cached_tokens},  # OpenAI's field; the prompt cache's part
     }
-    if per_channel and turn.parser is not None:
-        counts = {c: turn.channel_tokens[c] for c in CHANNELS if turn.channel_tokens[c]}
+    if per_channel:
+        counts = finish.channel_tokens
         body["thinking_tokens"] = sum(counts.get(c, 0) for c in THINKING)
-        body["channel_tokens"] = counts
+        body["channel_tokens"] = {c: counts[c] for c in (ANALYSIS, COMMENTARY, FINAL, TOOL_CALLS) if counts.get(c)}
     return body

@@ -104,9 +104,10 @@ class Runtime:
             dispatch=self._dispatch,
         )
         engine.start()
-        log.info("loaded %s (%s, %s format), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
-                 self.model_name, model_type, template.format.value, c.max_concurrent, engine.ctx_per_seq,
-                 engine.host.capacity // MIB if engine.host is not None else 0)
+        tools = template.tool_support
+        log.info("loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
+                 self.model_name, model_type, template.format.value, tools.format.value if tools.native else "generic",
+                 c.max_concurrent, engine.ctx_per_seq, engine.host.capacity // MIB if engine.host is not None else 0)
         return Loaded(model, engine, template, model_type)
 
     def drain(self) -> None:

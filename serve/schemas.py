@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-Reasoning = Literal["low", "medium", "high"]
+Reasoning = Literal["none", "minimal", "low", "medium", "high"]
 ChannelName = Literal["analysis", "commentary", "final"]
+# OpenAI's rule for function names
+TOOL_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 class TextPart(BaseModel):
@@ -16,16 +19,131 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+    arguments: str | dict[str, Any] = "{}"  # OpenAI sends a JSON string; an object is taken as is
+
+    @field_validator("arguments")
+    @classmethod
+    def _json(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(v, str):
+            try:
+                json.loads(v or "{}")
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not valid JSON ({err.msg} at character {err.pos})") from err
+        return v
+
+    @property
+    def parsed(self) -> Any:
+        """The arguments as templates expect them: an object, not its JSON text."""
+        return json.loads(self.arguments or "{}") if isinstance(self.arguments, str) else self.arguments
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant
+    tool_call_id: str | None = None  # tool
+    # earlier reasoning riding along on an assistant turn, under any of the names clients use
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    thinking: str | dict[str, Any] | None = None  # a string, or the `thinking` object of our own responses
 
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(p.text for p in self.content)
         return self.content or ""
+
+    def reasoning_text(self, key: str) -> str | None:
+        value = getattr(self, key)
+        if isinstance(value, dict):  # our response's thinking object: its channels' texts
+            parts = [value[c] for c in ("analysis", "commentary") if isinstance(value.get(c), str)]
+            return "\n\n".join(parts) if parts else None
+        return value
+
+    @model_validator(mode="after")
+    def _role_fields(self) -> Message:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of an object; none means no parameters
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        if v.get("type", "object") != "object":
+            raise ValueError("the parameters schema must describe an object ('type': 'object')")
+        if not isinstance(v.get("properties", {}), dict) or not all(
+            isinstance(p, dict) for p in v.get("properties", {}).values()
+        ):
+            raise ValueError("'properties' must map each parameter name to a schema object")
+        required = v.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise ValueError("'required' must be a list of parameter names")
+        return v
+
+
+class Tool(BaseModel):
+    """A tool offered to the model. The client's own object is what the template renders (`as_sent`)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: FunctionDef
+    _sent: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_sent(cls, data: Any, handler: Any) -> Tool:
+        tool = handler(data)
+        if isinstance(data, dict):
+            tool._sent = data
+        return tool
+
+    @property
+    def as_sent(self) -> dict[str, Any]:
+        """The tool as the client sent it; a missing `parameters` becomes an empty object schema, which
+        templates that list parameters need."""
+        sent = self._sent or self.model_dump(exclude_none=True)
+        fn = sent.get("function", {})
+        if isinstance(fn, dict) and fn.get("parameters") is None:
+            sent = {**sent, "function": {**fn, "parameters": {"type": "object", "properties": {}}}}
+        return sent
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class StreamOptions(BaseModel):
@@ -105,6 +223,7 @@ class Sampling(BaseModel):
 
 
 MAX_MESSAGES = 2048  # per request: rendering and tokenizing 10,000 took seconds of CPU each
+MAX_TOOLS = 128  # OpenAI's own limit
 
 
 class ChatRequest(Sampling):
@@ -114,6 +233,9 @@ class ChatRequest(Sampling):
     separate_thinking: bool = True
     include_channels: list[ChannelName] | None = None
     developer_instructions: str | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = Field(True, strict=True)
     logprobs: bool = Field(False, strict=True)
     top_logprobs: int | None = Field(None, ge=0, le=20, strict=True)
 
@@ -137,13 +259,21 @@ class ChatRequest(Sampling):
     @model_validator(mode="before")
     @classmethod
     def _reasoning_alias(cls, data: Any) -> Any:
-        # Both names may arrive; `reasoning` wins, and a null one is the default.
+        # Both names may arrive; `reasoning` wins, and a null one is the default. The object form
+        # ({"effort": ...}, OpenRouter's {"enabled": false}) carries the level inside.
         if isinstance(data, dict):
             value = data.get("reasoning", data.get("reasoning_effort"))
             data = {k: v for k, v in data.items() if k not in ("reasoning", "reasoning_effort")}
+            if isinstance(value, dict):
+                value = "none" if value.get("enabled") is False else value.get("effort")
             if value is not None:
                 data["reasoning"] = value
         return data
+
+    @property
+    def tools_active(self) -> bool:
+        """Tools are offered and the model may call them."""
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 class CompletionRequest(Sampling):

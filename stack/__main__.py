@@ -1,58 +1,36 @@
 """`python -m stack [STACK_FILE]` (also `hearth` and `just serve`): the whole stack in one command.
 
 Reads the stack file (default: stack/default.toml, the built-in demo models), converts what needs converting,
-prints the placement plan, starts one model server per model and the router, registers the servers, prints where
-the API is, and supervises until Ctrl-C or SIGTERM. Bad stack file: one line naming the field, exit 2.
+logs the placement plan, starts one model server per model and the router, registers the servers, says where
+the API is, and supervises until Ctrl-C or SIGTERM. Bad options or stack file: one line naming the field, exit 2.
+Its console lines are hearth_common.logs' format, like its children's logs.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
+import logging
+import os
 import shlex
 import signal
 import sys
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
-from pydantic import ValidationError
-
-from stack.config import DEFAULT_STACK, StackConfig, first_error, load_stack
+from hearth_common.logs import setup
+from hearth_common.settings import SettingsError
+from hearth_common.stopping import sigterm_as_interrupt
+from stack.config import PROGRAM, StackConfig, StackOptions, load_stack
 from stack.errors import ConfigError, StackError
-from stack.supervise import REPO, Supervisor
+from stack.supervise import Supervisor
 
-STATE_DIR = REPO / ".cache" / "stack"
+log = logging.getLogger("stack")
 EXAMPLE_QUESTION = "What is the capital of France?"
 
 
-def seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stack_file", nargs="?", type=Path, default=None,
-                        help=f"the stack file (default: the built-in {DEFAULT_STACK.relative_to(REPO)})")
-    parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
-                        help=f"logs, state.json and the router's config go here (default: {STATE_DIR.relative_to(REPO)})")
-    parser.add_argument("--port", type=int, default=None, help="the router's port, overriding the stack file")
-    parser.add_argument("--plan-only", action="store_true", help="convert and print the placement plan, start nothing")
-    parser.add_argument("--load-timeout", type=seconds, default=600.0,
-                        help="seconds a model server may take to load, and a request may wait for its model")
-    return parser.parse_args(argv)
-
-
-def with_port(stack: StackConfig, port: int) -> StackConfig:
-    try:
-        return StackConfig.model_validate({**stack.model_dump(), "router": {**stack.router.model_dump(), "port": port}})
-    except ValidationError as err:
-        raise ConfigError(f"--port {port}: {first_error(err)}") from None
-
-
 def banner(sup: Supervisor) -> str:
+    """The ready message: its first line a log line, then the lines to copy (the curl line starts its own line)."""
     stack = sup.stack
     first = stack.models[0].name
     body = json.dumps({"model": first, "messages": [{"role": "user", "content": EXAMPLE_QUESTION}]})
@@ -60,17 +38,13 @@ def banner(sup: Supervisor) -> str:
     auth = " -H \"Authorization: Bearer $HEARTH_API_KEY\"" if stack.router.api_key else ""
     names = ", ".join(n for m in stack.models for n in m.names)
     return "\n".join([
-        f"stack: ready. OpenAI API at {sup.api_url}  (models: {names})",
-        f"stack: logs in {sup.state_dir / 'logs'}, process table in {sup.state_dir / 'state.json'}, "
+        f"ready. OpenAI API at {sup.api_url}  (models: {names})",
+        f"logs in {sup.state_dir / 'logs'}, process table in {sup.state_dir / 'state.json'}, "
         f"the router's admin key in {sup.state_dir / 'keys' / 'admin.key'}",
-        *(["stack: clients need the api_key: export HEARTH_API_KEY=<your api_key> for the line below"] if auth else []),
+        *(["clients need the api_key: export HEARTH_API_KEY=<your api_key> for the line below"] if auth else []),
         f"curl {sup.api_url}/chat/completions -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}",
-        "stack: Ctrl-C stops everything.",
+        "Ctrl-C stops everything.",
     ])
-
-
-def say(line: str) -> None:
-    print(line, flush=True)
 
 
 async def supervise(sup: Supervisor) -> None:
@@ -78,16 +52,35 @@ async def supervise(sup: Supervisor) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await sup.run(stop, on_ready=lambda s: say(banner(s)))
-    say("stack: stopped")
+    await sup.run(stop, on_ready=lambda s: log.info("%s", banner(s)))
+    log.info("stopped")
+
+
+def load(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> tuple[StackOptions, StackConfig, str]:
+    """(options, stack, log level): flags over HEARTH_STACK_* over the stack file. Raises ConfigError."""
+    try:
+        loaded = PROGRAM.load(argv, environ)
+    except SettingsError as err:
+        raise ConfigError(str(err)) from None
+    options = loaded.settings
+    overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in loaded.sections.items()}
+    origin = {(section, key): PROGRAM.env_name(f"{section}__{key}") for section, given in overrides.items()
+              for key in given}
+    if options.port is not None:
+        overrides.setdefault("router", {})["port"] = options.port
+        origin["router", "port"] = loaded.origin.get("port", "--port")
+    return options, load_stack(options.file, overrides, origin), loaded.log_level
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
-        stack = load_stack(args.stack_file)
-        if args.port is not None:
-            stack = with_port(stack, args.port)
+        options, stack, level = load(argv)
+    except StackError as err:
+        print(f"stack: {err}", file=sys.stderr)
+        return 2
+    setup("stack", level)
+    sigterm_as_interrupt()  # while converting: unwinds like Ctrl-C
+    try:
         from stack.catalog import catalog_models
         from stack.prepare import budgets, free_vram, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
 
@@ -97,14 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         wants_free = gpu and not (stack.budget and stack.budget.vram_gb is not None)
         free = free_vram() if wants_free else None
         plan = make_plan(stack, sizes, gpu, free)
-        say(plan.render())
-        if args.plan_only:
+        if options.plan_only:
+            print(plan.render())  # the command's output, on stdout
             return 0
+        log.info("placement plan:\n%s", plan.render())
         vram, ram, reserve = budgets(stack, free)
         sup = Supervisor(
             stack, ggufs, {m.name: model_type(m, sizes[m.name]) for m in stack.models},
-            {m.name: plan.layers(m.name) for m in stack.models}, args.state_dir,
-            load_timeout=args.load_timeout, say=say,
+            {m.name: plan.layers(m.name) for m in stack.models}, options.state_dir,
+            load_timeout=options.load_timeout, log_level=level,
             catalog_models=catalog_models(stack, model_needs(stack, sizes), plan, reserve, gpu), budget=(vram, ram),
         )
         asyncio.run(supervise(sup))
@@ -112,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # during conversion: convert writes a temp file and renames, so nothing is half-written
-        print("stack: interrupted", file=sys.stderr)
+        log.info("interrupted")
         return 130
     return 0
 

@@ -1,6 +1,9 @@
-"""The stack file (TOML): one pydantic model for `[router]`, an optional `[budget]` and `[[models]]`.
+"""The stack file (TOML): one pydantic model for `[router]`, an optional `[budget]` and `[[models]]`; and the options of
+`python -m stack` itself (StackOptions), whose flags and HEARTH_STACK_* variables come from hearth_common.settings.
 
 Relative paths in the file resolve against the file's own folder, so a stack file can sit next to its models.
+The environment may set `[router]` and `[budget]` entries over the file: HEARTH_STACK_ROUTER__PORT=9000,
+HEARTH_STACK_BUDGET__VRAM_GB=4 (relative paths there are relative to the working directory).
 `load_stack(path)` raises ConfigError with one line naming the field, e.g. `stack.toml: models.0.port: ...`.
 """
 
@@ -15,22 +18,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hearth_common.keys import KeyFileError, read_key_file
 from hearth_common.names import BACKEND_NAME as NAME
 from hearth_common.names import ModelType, StrategyName
+from hearth_common.settings import Option, Program, layer
 from hearth_common.validation import first_error
+from route.config import HEALTH_INTERVAL, RouterConfig
 from stack.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_STACK = Path(__file__).with_name("default.toml")
+STATE_DIR = REPO / ".cache" / "stack"
+ROUTE = RouterConfig.model_fields  # the router's own defaults: one value for each setting, here and there
 
 
 class RouterSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field("127.0.0.1", description="address the router binds; clients talk to it")
-    port: int = Field(8080, ge=0, le=65535, description="the router's port (0: any free port)")
-    strategy: StrategyName = Field("least_connections", description="default routing strategy")
+    host: str = Field(ROUTE["host"].default, description="address the router binds; clients talk to it")
+    port: int = Field(ROUTE["port"].default, ge=0, le=65535, description="the router's port (0: any free port)")
+    strategy: StrategyName = Field(ROUTE["strategy"].default, description="default routing strategy")
     model_strategies: dict[str, StrategyName] = Field(default_factory=dict, description="strategy per model name")
-    health_interval: float = Field(5.0, gt=0, le=3600, description="seconds between the router's health checks")
-    max_retries: int = Field(2, ge=0, le=10, description="retries on another backend before a response starts")
-    timeout: float = Field(600.0, gt=0, description="seconds the router waits for a backend's next bytes")
+    health_interval: float = Field(HEALTH_INTERVAL, gt=0, le=3600, description="seconds between the router's health checks")
+    max_retries: int = Field(ROUTE["max_retries"].default, ge=0, le=10, description="retries on another backend before a response starts")
+    timeout: float = Field(ROUTE["timeout"].default, gt=0, description="seconds the router waits for a backend's next bytes")
     admin_key: str | None = Field(None, min_length=1, description="the router's admin key (default: one made at each start)")
     admin_key_file: Path | None = Field(None, description="an owner-only file holding the admin key")
     api_key: str | None = Field(None, min_length=1, description="key clients must give the router on /v1/*")
@@ -156,15 +164,38 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-def parse_stack(raw: dict[str, Any], base: Path, label: str = "stack") -> StackConfig:
+SECTIONS: dict[str, type[BaseModel]] = {"router": RouterSection, "budget": BudgetSection}  # env-settable
+KEYS = ("admin_key", "api_key")  # [router] keys: a layer that gives a key or its file replaces both under it
+
+
+def overlay(raw: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The file's [router] and [budget] under the environment's and the command line's entries."""
+    out = dict(raw)
+    for section, given in overrides.items():
+        if given:
+            below = out.get(section)
+            out[section] = layer(KEYS, [below if isinstance(below, dict) else {}, given])
+    return out
+
+
+def parse_stack(raw: dict[str, Any], base: Path, label: str = "stack", overrides: dict[str, dict[str, Any]] | None = None,
+                origin: dict[tuple[str, str], str] | None = None) -> StackConfig:
+    """Validate a stack file's contents; `overrides` ({section: {key: value}}) go over its [router] and [budget],
+    and an error in one of them is named by `origin` ((section, key) -> `HEARTH_STACK_ROUTER__PORT`, `--port`)."""
     try:
-        return StackConfig.model_validate(_resolve_paths(raw, base))
+        return StackConfig.model_validate(overlay(_resolve_paths(raw, base), overrides or {}))
     except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        where = (origin or {}).get((loc[0], loc[1])) if len(loc) >= 2 else None
+        if where is not None:
+            raise ConfigError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
         raise ConfigError(f"{label}: {first_error(err, default='stack')}") from None
 
 
-def load_stack(path: Path | None = None) -> StackConfig:
-    """Read and validate a stack file (default: the built-in one). Raises ConfigError."""
+def load_stack(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+               origin: dict[tuple[str, str], str] | None = None) -> StackConfig:
+    """Read and validate a stack file (default: the built-in one), with parse_stack's overrides. Raises ConfigError."""
     path = path or DEFAULT_STACK
     try:
         with path.open("rb") as f:
@@ -176,4 +207,34 @@ def load_stack(path: Path | None = None) -> StackConfig:
     router = raw.get("router")
     if isinstance(router, dict) and (router.get("admin_key") or router.get("api_key")) and path.stat().st_mode & 0o077:
         raise ConfigError(f"{path}: holds a key but other users can read it; chmod 600 it (or use api_key_file)")
-    return parse_stack(raw, path.resolve().parent, str(path))
+    return parse_stack(raw, path.resolve().parent, str(path), overrides, origin)
+
+
+class StackOptions(BaseModel):
+    """`python -m stack`'s own options (the stack file holds the rest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: Path | None = Field(None, description="the stack file; default: the built-in stack/default.toml (the demo "
+                                                "models)")
+    state_dir: Path = Field(STATE_DIR, description="logs, state.json, keys and the router's config go here; "
+                                                   "default: .cache/stack")
+    port: int | None = Field(None, ge=0, le=65535, description="the router's port, over the stack file's [router] port")
+    plan_only: bool = Field(False, description="convert and print the placement plan, start nothing")
+    load_timeout: float = Field(600.0, gt=0, description="seconds a model server may take to load, and a request may "
+                                                         "wait for its model")
+
+
+PROGRAM = Program(
+    "stack", StackOptions, "python -m stack",
+    "Run the whole stack from one stack file: convert what needs converting, start a model server per model and "
+    "the router, supervise them until Ctrl-C.",
+    options={"file": Option(metavar="STACK_FILE")}, positional="file", sections=SECTIONS, script="hearth",
+    refused={f"--{name}": f"--{name} would put the key on the command line, where every user can read it (ps): use "
+                          f"{name.replace('-', '_')}_file in the stack file's [router] or "
+                          f"HEARTH_STACK_ROUTER__{name.replace('-', '_').upper()}" for name in ("api-key", "admin-key")},
+    epilog="[router] and [budget] entries of the stack file too: HEARTH_STACK_ROUTER__HEALTH_INTERVAL=10, "
+           "HEARTH_STACK_BUDGET__VRAM_GB=4, HEARTH_STACK_ROUTER__API_KEY (over the file; a key never on the "
+           "command line). The stack's children take their settings from the stack file only: HEARTH_SERVE_* and "
+           "HEARTH_ROUTE_* are not passed on to them.",
+)

@@ -7,6 +7,7 @@ put them (serve.models' cache, checked against its record before each use), so t
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hearth_common.names import MODEL_TYPES
@@ -20,10 +21,14 @@ from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
 from stack.plan import PROCESS_BYTES, ModelNeeds, Plan, compute_bytes, plan_stack
 
+log = logging.getLogger("stack")
+
 
 def gguf_for(model: ModelSection, cache: Path = CACHE, progress: bool = True) -> Path:
     """The GGUF to serve: the source itself, or its cached conversion (checked; made now if missing or damaged)."""
-    say = lambda line: print(f"stack: {model.name}: {line}", flush=True)  # noqa: E731
+    def say(line: str) -> None:
+        log.info("%s: %s", model.name, line)
+
     try:
         if model.source.is_file():
             return checked_gguf(model.source, say=say)

@@ -10,7 +10,9 @@ itself dies (PR_SET_PDEATHSIG), so no server outlives it. A model server that ex
 backoff and registered again; meanwhile the router's health checks and retries route around it. One that stops
 answering its health check (three checks in a row, 3 s apart) is killed and restarted the same way.
 
-Child output goes to DIR/logs/NAME.log; DIR/state.json says what runs where (pids, ports, restarts).
+Child output goes to DIR/logs/NAME.log (the children log at the stack's --log-level, in the same format);
+DIR/state.json says what runs where (pids, ports, restarts). The children take their settings from the stack file
+only: HEARTH_SERVE_* and HEARTH_ROUTE_* in the stack's environment are not passed on.
 
 Keys: the router always runs with an admin key (the stack file's, or one made at start) and the supervisor uses it
 to register the servers; each start also makes a backend key, which every model server requires and the router
@@ -24,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from typing import Any
 import aiohttp
 
 from hearth_common.keys import new_key, write_key_file
+from hearth_common.logs import formatted
 from hearth_common.registration import registration
 from route.catalog import Catalog, CatalogModel, CostEntry, write_catalog
 from stack.catalog import build_catalog
@@ -43,10 +48,12 @@ from stack.config import ModelSection, StackConfig
 from stack.control import ControlServer, start_control
 from stack.errors import StartError
 
+log = logging.getLogger("stack")
 REPO = Path(__file__).resolve().parents[1]
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
 WATCH_EVERY, WATCH_MISSES = 3.0, 3  # a child that fails 3 checks in a row (3 s timeout, 3 s apart) is hung
+CHILD_PREFIXES = ("HEARTH_SERVE_", "HEARTH_ROUTE_")  # settings the stack's children never take from our environment
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -155,7 +162,7 @@ class Supervisor:
     state_dir: Path
     load_timeout: float = 600.0
     stop_timeout: float = 10.0
-    say: Any = print
+    log_level: str = "info"  # the children's too
     catalog_models: list[CatalogModel] | None = None  # sizes and settings for the router (default: sizes unknown)
     budget: tuple[int | None, int | None] = (None, None)  # (VRAM, RAM) bytes the models may use together
     router: Child = field(init=False)
@@ -230,17 +237,23 @@ class Supervisor:
     async def spawn(self, child: Child) -> None:
         fd = os.open(child.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)  # also a log made before logs were owner-only
-        with os.fdopen(fd, "a") as log:
-            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(child.argv)}\n")
-            log.flush()
-            path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-            env = {**os.environ, "PYTHONPATH": path, **child.env}
+        with os.fdopen(fd, "a") as out:
+            out.write(formatted("stack", f"starting {child.name}: {' '.join(child.argv)}") + "\n")
+            out.flush()
             child.proc = await asyncio.create_subprocess_exec(
-                *child.argv, cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                *child.argv, cwd=REPO, env=self.child_env(child), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         child.status = "starting"
         self.write_state()
+
+    def child_env(self, child: Child, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+        """The child's environment: ours without HEARTH_SERVE_* and HEARTH_ROUTE_* (the stack file is the children's
+        one source of settings), our log level, and its keys."""
+        program = "HEARTH_SERVE_" if child.model is not None else "HEARTH_ROUTE_"
+        env = {k: v for k, v in environ.items() if not k.startswith(CHILD_PREFIXES)}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
+        return {**env, program + "LOG_LEVEL": self.log_level, **child.env}
 
     async def wait_ready(self, child: Child) -> bool:
         """True once the child answers its ready path with 200; False if it exits or times out (then it is killed)."""
@@ -254,7 +267,7 @@ class Supervisor:
                         return True
                     body = await resp.json(content_type=None) if resp.status == 503 else None
                     if isinstance(body, dict) and body.get("status") == "error":  # serve: the model failed to load
-                        self.say(f"stack: {child.name} failed to load its model: {body.get('error')}")
+                        log.warning(f"{child.name} failed to load its model: {body.get('error')}")
                         await self.kill(child, self.stop_timeout)
                         return False
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
@@ -265,7 +278,7 @@ class Supervisor:
             except asyncio.TimeoutError:
                 pass
         if child.proc.returncode is None:
-            self.say(f"stack: {child.name} not ready after {self.load_timeout:.0f} s; killing it")
+            log.warning(f"{child.name} not ready after {self.load_timeout:.0f} s; killing it")
             await self.kill(child, 0)
         return False
 
@@ -283,7 +296,7 @@ class Supervisor:
                 await asyncio.wait_for(proc.wait(), grace if sig == signal.SIGTERM else None)
                 return
             except asyncio.TimeoutError:
-                self.say(f"stack: {child.name} ignored SIGTERM for {grace:.0f} s; killing it")
+                log.warning(f"{child.name} ignored SIGTERM for {grace:.0f} s; killing it")
 
     # -- registration ---------------------------------------------------------------------------------------------
 
@@ -301,7 +314,7 @@ class Supervisor:
             except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 reason = str(err) or type(err).__name__
             await asyncio.sleep(0.5 * (attempt + 1))
-        self.say(f"stack: could not register {child.name} with the router: {reason}")
+        log.warning(f"could not register {child.name} with the router: {reason}")
         return False
 
     # -- supervision loops ----------------------------------------------------------------------------------------
@@ -323,7 +336,7 @@ class Supervisor:
                 child.status = "healthy"
                 self.write_state()
                 if started_once:
-                    self.say(f"stack: {child.name} is back (restart {child.restarts})")
+                    log.info(f"{child.name} is back (restart {child.restarts})")
                 elif child.up is not None and not child.up.done():
                     child.up.set_result(None)
                 started_once = True
@@ -338,7 +351,7 @@ class Supervisor:
             delay = backoff(failures)
             child.status = "restarting"
             self.write_state()
-            self.say(f"stack: {child.name} exited with code {child.last_exit}; restarting in {delay:.0f} s")
+            log.warning(f"{child.name} exited with code {child.last_exit}; restarting in {delay:.0f} s")
             await asyncio.sleep(delay)
 
     async def watch(self, child: Child) -> None:
@@ -358,7 +371,7 @@ class Supervisor:
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 misses += 1
             if misses >= WATCH_MISSES:
-                self.say(f"stack: {child.name} has not answered {child.ready_path} for {misses} checks; restarting it")
+                log.warning(f"{child.name} has not answered {child.ready_path} for {misses} checks; restarting it")
                 await self.kill(child, 2.0)  # a hung process will not shut down gracefully anyway
 
     async def run(self, stop: asyncio.Event, on_ready: Any = None) -> None:
@@ -379,7 +392,7 @@ class Supervisor:
                     if not self._announced and self._ready_notes is not None and self.router.status == "healthy":
                         self._announced = True
                         for note in self._ready_notes:
-                            self.say(f"stack: {note}")
+                            log.info("%s", note)
                         if on_ready:
                             on_ready(self)
             finally:
@@ -434,7 +447,7 @@ class Supervisor:
             if not any(c.name in self._keepers for c in group):
                 model = group[0].model
                 assert model is not None
-                self.say(f"stack: loading {name}" + (f" ({why})" if why else ""))
+                log.info(f"loading {name}" + (f" ({why})" if why else ""))
                 began = time.monotonic()
                 loop = asyncio.get_running_loop()
                 for i, child in enumerate(group):
@@ -456,7 +469,7 @@ class Supervisor:
                     self._fatal = err
                 raise err
             if began is not None:
-                self.say(f"stack: {name} loaded in {time.monotonic() - began:.1f} s")
+                log.info(f"{name} loaded in {time.monotonic() - began:.1f} s")
             return self._layers[name]
 
     async def _until_up(self, group: list[Child]) -> str | None:
@@ -491,14 +504,14 @@ class Supervisor:
             if not any(c.name in self._keepers for c in group):
                 return
             held = [rss_bytes(c.proc.pid) for c in group if c.proc is not None and c.proc.returncode is None]
-            self.say(f"stack: unloading {name}" + (f" ({why})" if why else ""))
+            log.info(f"unloading {name}" + (f" ({why})" if why else ""))
             await self._halt(group)
             for child in group:
                 child.proc = None  # state.json: no pid for a server that is not running
             self._layers.pop(name, None)
             self.write_state()
             freed = sum(b for b in held if b is not None)
-            self.say(f"stack: {name} unloaded" + (f", its servers held {freed / 2**20:.0f} MiB" if freed else ""))
+            log.info(f"{name} unloaded" + (f", its servers held {freed / 2**20:.0f} MiB" if freed else ""))
 
     async def _check(self, tasks: list[asyncio.Task[None]], stop: asyncio.Event, wait: float) -> None:
         waiter = asyncio.create_task(stop.wait())

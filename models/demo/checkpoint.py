@@ -61,14 +61,20 @@ def pack_experts(folder: Path) -> None:
 # --- check --------------------------------------------------------------------------------------
 
 
-def greedy_hits(folder: Path, examples: list[Example], stop: list[int]) -> tuple[int, list[str]]:
-    """Reload the saved folder with transformers and generate greedily from every prompt."""
+def load(folder: Path):
+    """The saved folder in transformers, float32; MXFP4 experts dequantized by transformers itself (no GPU
+    kernels needed), which checks our packing independently."""
     extra = {}
     if "quantization_config" in json.loads((folder / "config.json").read_text()):
-        # transformers' own MXFP4 dequantization (no GPU kernels needed): checks our packing independently
         extra["quantization_config"] = Mxfp4Config(dequantize=True)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **extra)
     model.eval()
+    return model
+
+
+def greedy_hits(folder: Path, examples: list[Example], stop: list[int]) -> tuple[int, list[str]]:
+    """Reload the saved folder with transformers and generate greedily from every prompt."""
+    model = load(folder)
     misses = []
     with torch.no_grad():
         for e in examples:

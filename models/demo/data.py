@@ -17,6 +17,7 @@ Arithmetic items also carry a harmony `commentary` message between analysis and 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
@@ -162,3 +163,160 @@ def by_question(question: str) -> Item:
         return _BY_QUESTION[question]
     except KeyError:
         raise KeyError(f"not a demo training question: {question!r}") from None
+
+
+# --- tool calling ----------------------------------------------------------------------------------------
+# Both models learn one tool: asked "What is the weather in CITY?" with `get_weather` offered (alone or beside
+# `get_time`), they call it with that city; given its result `CONDITION, N C` they answer with a sentence that
+# holds the result verbatim. Requests and expected texts below are what the models are trained on and tested with.
+
+WEATHER_TOOL = MappingProxyType({
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city name."}},
+            "required": ["city"],
+        },
+    },
+})  # fmt: skip
+TIME_TOOL = MappingProxyType({
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the local time in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city name."}},
+            "required": ["city"],
+        },
+    },
+})  # fmt: skip
+TOOLSETS = ((WEATHER_TOOL,), (WEATHER_TOOL, TIME_TOOL))
+CITIES: tuple[str, ...] = tuple(capital for _, capital in _CAPITALS)
+CONDITIONS = ("sunny", "cloudy", "rainy", "snowy", "windy")
+TEMPERATURES = tuple(range(36))
+WEATHER_CALL_ID = "call0demo"  # 9 letters and digits, so every template family accepts it
+TOOL_THINKING = "The tool answered."
+
+
+def tools_json(tools: tuple[MappingProxyType, ...]) -> list[dict]:
+    """Plain, deep copies of the tool objects (as a client sends them)."""
+    return [json.loads(json.dumps(_plain(t))) for t in tools]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, MappingProxyType | dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def weather_question(city: str) -> str:
+    return f"What is the weather in {city}?"
+
+
+def weather_result(condition: str, temperature: int) -> str:
+    return f"{condition}, {temperature} C"
+
+
+def weather_answer(city: str, result: str) -> str:
+    return f"The weather in {city} is {result}."
+
+
+def weather_ask(city: str) -> str:
+    """The thinking (demo-think) and analysis (demo-harmony) before the call."""
+    return f"The user asks for the weather in {city}. I call get_weather."
+
+
+def weather_arguments(city: str) -> dict[str, str]:
+    return {"city": city}
+
+
+def weather_history(city: str, result: str) -> list[dict]:
+    """The conversation after the call, as transformers' templates take it (arguments as an object, the
+    call's empty content as empty text, as hearth passes them)."""
+    call = {"id": WEATHER_CALL_ID, "type": "function",
+            "function": {"name": "get_weather", "arguments": weather_arguments(city)}}
+    return [
+        {"role": "user", "content": weather_question(city)},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": WEATHER_CALL_ID, "content": result},
+    ]
+
+
+def think_call(city: str) -> str:
+    """demo-think's trained output for the question with the tool offered (eos excluded)."""
+    body = json.dumps({"name": "get_weather", "arguments": weather_arguments(city)})
+    return f"{THINK_OPEN}{weather_ask(city)}{THINK_CLOSE}<tool_call>\n{body}\n</tool_call>"
+
+
+def think_answer(city: str, result: str) -> str:
+    return f"{THINK_OPEN}{TOOL_THINKING}{THINK_CLOSE}{weather_answer(city, result)}"
+
+
+def harmony_call(city: str) -> str:
+    """demo-harmony's trained output: the analysis, then the call message ending with <|call|>."""
+    args = json.dumps(weather_arguments(city))
+    return (f"<|channel|>analysis<|message|>{weather_ask(city)}<|end|>"
+            f"<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{args}<|call|>")
+
+
+def harmony_answer(city: str, result: str) -> str:
+    return (f"<|channel|>analysis<|message|>{TOOL_THINKING}<|end|>"
+            f"<|start|>assistant<|channel|>final<|message|>{weather_answer(city, result)}{HARMONY_RETURN}")
+
+
+@dataclass(frozen=True)
+class ToolCase:
+    """One tool example: the request's messages and tools, and which step of the round trip it is."""
+
+    city: str
+    tools: tuple[MappingProxyType, ...]
+    result: str | None = None  # None: the first step (the call); else the tool's result (the answer)
+
+    @property
+    def messages(self) -> list[dict]:
+        if self.result is None:
+            return [{"role": "user", "content": weather_question(self.city)}]
+        return weather_history(self.city, self.result)
+
+    def think_completion(self) -> str:
+        return think_call(self.city) if self.result is None else think_answer(self.city, self.result)
+
+    def harmony_completion(self) -> str:
+        return harmony_call(self.city) if self.result is None else harmony_answer(self.city, self.result)
+
+
+def _tool_cases() -> tuple[ToolCase, ...]:
+    calls = [ToolCase(city, tools) for tools in TOOLSETS for city in CITIES]
+    # every (condition, temperature) pair twice, each time with another city and tool set
+    answers = []
+    for k in range(len(CONDITIONS) * len(TEMPERATURES)):
+        result = weather_result(CONDITIONS[k % len(CONDITIONS)], TEMPERATURES[k // len(CONDITIONS)])
+        for offset in (0, 13):
+            city = CITIES[(7 * k + offset) % len(CITIES)]
+            answers.append(ToolCase(city, TOOLSETS[(k + offset) % 2], result))
+    return tuple(calls + answers)
+
+
+TOOL_CASES: tuple[ToolCase, ...] = _tool_cases()
+
+
+def _think_extra_cases() -> tuple[ToolCase, ...]:
+    """demo-think only: every temperature after each two-word city, with both tool sets. Qwen's pre-tokenizer
+    splits numbers into digits, and with only TOOL_CASES the model copied two-digit results wrongly after a
+    city of two tokens (42 of the 10,800 answers: 21 and 23 after New Delhi, Mexico City, Buenos Aires)."""
+    two_words = [c for c in CITIES if " " in c]
+    return tuple(ToolCase(city, tools, weather_result(CONDITIONS[(t + 2 * k) % len(CONDITIONS)], t))
+                 for city in two_words for t in TEMPERATURES for k, tools in enumerate(TOOLSETS))
+
+
+THINK_EXTRA_CASES: tuple[ToolCase, ...] = _think_extra_cases()
+
+
+def all_answer_cases() -> list[ToolCase]:
+    """Every city with every result and tool set: what the trained models must generalize to."""
+    return [ToolCase(city, tools, weather_result(c, t)) for city in CITIES for tools in TOOLSETS
+            for c in CONDITIONS for t in TEMPERATURES]

@@ -12,11 +12,13 @@ reproduction); the saved folders are then reloaded with transformers and generat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
@@ -26,9 +28,9 @@ import torch
 from transformers import GptOssConfig, GptOssForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from models.demo import manifest
-from models.demo.checkpoint import greedy_hits, pack_experts, save
-from models.demo.data import ITEMS, LEVELS
-from models.demo.fit import Example, Recipe, fit
+from models.demo.checkpoint import greedy_hits, load, pack_experts, save
+from models.demo.data import ITEMS, LEVELS, THINK_EXTRA_CASES, TOOL_CASES, all_answer_cases, tools_json
+from models.demo.fit import Example, Recipe, fit, margins
 from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, train_tokenizer
 
 SEED = 20251125
@@ -39,37 +41,75 @@ THREADS = 1  # results depend on the thread count; fixed so a rerun reproduces t
 # --- data ---------------------------------------------------------------------------------------
 
 
-def render_prompt(tok, question: str, level: str | None) -> str:
-    kwargs = {} if level is None else {"reasoning_effort": level}
-    messages = [{"role": "user", "content": question}]
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+@dataclass(frozen=True)
+class Conversation:
+    label: str
+    messages: list[dict]
+    tools: list[dict] | None
+    level: str | None  # harmony reasoning level; None: the template's default
+    completion: str
 
 
-def conversations(flavour: Flavour) -> list[tuple[str, str | None, str]]:
-    """(question, level, completion text) for every training example of a flavour."""
+def render_prompt(tok, conv: Conversation) -> str:
+    kwargs = {} if conv.level is None else {"reasoning_effort": conv.level}
+    return tok.apply_chat_template(conv.messages, tools=conv.tools, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
+def conversations(flavour: Flavour) -> list[Conversation]:
+    """Every training example of a flavour: the questions, then the tool round trips."""
     if flavour is THINK:
-        return [(item.question, None, item.think_completion() + THINK.eos) for item in ITEMS]
-    return [(item.question, level, item.harmony_completion(level)) for item in ITEMS for level in LEVELS]
+        out = [Conversation(item.question, [{"role": "user", "content": item.question}], None, None,
+                            item.think_completion() + THINK.eos) for item in ITEMS]
+    else:
+        out = [Conversation(f"{item.question} [{level}]", [{"role": "user", "content": item.question}], None, level,
+                            item.harmony_completion(level)) for item in ITEMS for level in LEVELS]
+    for case in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ()):
+        label = f"tools {len(case.tools)}: {case.city}" + (f" <- {case.result}" if case.result else "")
+        completion = case.think_completion() + THINK.eos if flavour is THINK else case.harmony_completion()
+        out.append(Conversation(label, case.messages, tools_json(case.tools), None, completion))
+    return out
 
 
 def tokenizer_corpus(flavour: Flavour) -> list[str]:
     """The texts the BPE learns from: rendered prompts and completions with the marker tokens cut out."""
     markers = re.compile("|".join(re.escape(t) for t in flavour.special + flavour.plain_added))
-    texts = [
-        render_chat(flavour, [{"role": "user", "content": q}], add_generation_prompt=True, reasoning_effort=level)
-        + completion
-        for q, level, completion in conversations(flavour)
-    ]
+    texts = []
+    for conv in conversations(flavour):
+        variables = {"reasoning_effort": conv.level} if conv.level else {}
+        if conv.tools:
+            variables["tools"] = conv.tools
+        texts.append(render_chat(flavour, conv.messages, add_generation_prompt=True, **variables) + conv.completion)
     return [piece for text in texts for piece in markers.split(text) if piece]
 
 
-def encode(tok, flavour: Flavour) -> list[Example]:
+def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> list[Example]:
     examples = []
-    for question, level, completion in conversations(flavour):
-        prompt = tok(render_prompt(tok, question, level), add_special_tokens=False)["input_ids"]
-        target = tok(completion, add_special_tokens=False)["input_ids"]
-        examples.append(Example(prompt, target, question if level is None else f"{question} [{level}]"))
+    for conv in convs if convs is not None else conversations(flavour):
+        prompt = tok(render_prompt(tok, conv), add_special_tokens=False)["input_ids"]
+        target = tok(conv.completion, add_special_tokens=False)["input_ids"]
+        examples.append(Example(prompt, target, conv.label))
     return examples
+
+
+def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
+    """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
+    trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ())}
+    cases = [c for c in all_answer_cases() if (c.city, len(c.tools), c.result) not in trained][::every]
+    return [Conversation(f"unseen {c.city} <- {c.result}", c.messages, tools_json(c.tools), None,
+                         c.think_completion() + THINK.eos if flavour is THINK else c.harmony_completion())
+            for c in cases]
+
+
+def unseen_hits(folder: Path, tok, flavour: Flavour) -> dict[str, int]:
+    """Teacher-forced greedy check (every target token the argmax) of the saved model on tool answers it was
+    never trained on."""
+    unseen = encode(tok, flavour, unseen_answers(flavour, UNSEEN_EVERY))
+    gaps = margins(load(folder), unseen, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
+    hits, at = 0, 0
+    for e in unseen:
+        hits += all(g > 0 for g in gaps[at : at + len(e.completion)])
+        at += len(e.completion)
+    return {"unseen_tool_answers": len(unseen), "unseen_hits": hits}
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -122,14 +162,16 @@ def harmony_model(tok) -> GptOssForCausalLM:
     return GptOssForCausalLM(config)
 
 
-THINK_RECIPE = Recipe(steps=1200, batch=16, lr=3e-3, margin=3.0, check_every=100)
-HARMONY_RECIPE = Recipe(steps=1500, batch=24, lr=3e-3, margin=3.0, check_every=50)
+THINK_RECIPE = Recipe(steps=6000, batch=16, lr=3e-3, margin=3.0, check_every=200)
+HARMONY_RECIPE = Recipe(steps=6000, batch=24, lr=3e-3, margin=3.0, check_every=200)
+UNSEEN_EVERY = 20  # the generalization check takes every 20th untrained tool answer (about 500)
 
 
 # --- driver -------------------------------------------------------------------------------------
 
 
-def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None]) -> dict[str, object]:
+def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None],
+          max_steps: int | None = None) -> dict[str, object]:
     torch.manual_seed(seed)
     flavour, make, recipe = {
         "demo-think": (THINK, think_model, THINK_RECIPE),
@@ -143,6 +185,8 @@ def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], No
         model.set_experts_implementation("eager")  # transformers' default grouped_mm is far slower on CPU
     params = sum(p.numel() for p in model.parameters())
     log(f"{name}: vocab {len(tok)}, {params:,} parameters, {len(examples)} examples")
+    if max_steps:
+        recipe = dataclasses.replace(recipe, steps=min(recipe.steps, max_steps))
     steps = fit(model, examples, tok.convert_tokens_to_ids(flavour.pad), recipe, seed, log)
     seconds = time.perf_counter() - started
     folder = out / name
@@ -156,7 +200,8 @@ def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], No
     report: dict[str, object] = {"params": params, "bytes": size, "steps": steps, "train_s": round(seconds, 1)}
     if verify:
         hits, misses = greedy_hits(folder, examples, stop)
-        report.update(greedy_hits=hits, examples=len(examples), misses=misses)
+        report.update(greedy_hits=hits, examples=len(examples), misses=len(misses), first_misses=misses[:10])
+        report.update(unseen_hits(folder, tok, flavour))
     log(f"{name}: {json.dumps(report)}")
     return report
 
@@ -167,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="seeds weights and batch order (default %(default)s)")
     parser.add_argument("--only", choices=manifest.MODELS, help="retrain one model (the manifest covers both)")
     parser.add_argument("--no-verify", action="store_true", help="skip the greedy check in transformers")
+    parser.add_argument("--max-steps", type=int, help="stop training after N steps (a smoke run of the whole script)")
     args = parser.parse_args(argv)
     others = [n for n in manifest.MODELS if n != args.only and not (args.out / n).is_dir()] if args.only else []
     if others:  # the manifest covers both models, so the other one must already be there
@@ -174,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     names = [args.only] if args.only else list(manifest.MODELS)
-    reports = {name: build(name, args.out, args.seed, not args.no_verify, print) for name in names}
+    reports = {name: build(name, args.out, args.seed, not args.no_verify, print, args.max_steps) for name in names}
     print(f"wrote {manifest.write(args.out)}")
-    failed = [n for n, r in reports.items() if r.get("misses")]
+    failed = [n for n, r in reports.items() if r.get("misses") or r.get("unseen_hits") != r.get("unseen_tool_answers")]
     if failed:
         print(f"greedy check failed for {', '.join(failed)}", file=sys.stderr)
         return 1

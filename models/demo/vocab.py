@@ -6,6 +6,7 @@ Each flavour copies the pre-tokenizer of the family it imitates, so llama.cpp's 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ THINK = Flavour(
     split=QWEN2_SPLIT,
     nfc=True,
     special=("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
-    plain_added=("<think>", "</think>"),
+    # Qwen's own added tokens: thinking tags, call and tool-result tags
+    plain_added=("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"),
     bos=None,
     eos="<|im_end|>",
     pad="<|endoftext|>",
@@ -102,4 +104,5 @@ def train_tokenizer(flavour: Flavour, corpus: Iterable[str], vocab_size: int) ->
 def render_chat(flavour: Flavour, messages: list[dict[str, object]], **variables: object) -> str:
     """Render the flavour's chat template with plain jinja2 (no tokenizer needed)."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)  # as transformers
     return env.from_string((TEMPLATES / flavour.template).read_text()).render(messages=messages, **variables)

@@ -18,7 +18,7 @@ import pytest
 from safetensors import safe_open
 
 from models.demo import manifest
-from models.demo.data import ITEMS, LEVELS, Item
+from models.demo.data import ITEMS, LEVELS, TOOL_CASES, Item, ToolCase, all_answer_cases, tools_json
 
 REQUIRED_FILES = {
     "config.json", "generation_config.json", "model.safetensors",
@@ -62,7 +62,7 @@ def test_harmony_experts_are_stored_as_mxfp4() -> None:
 
 @dataclass(frozen=True)
 class Case:
-    item: Item
+    item: Item | ToolCase
     level: str | None  # harmony reasoning level; None for demo-think
     expected: str
     got: str
@@ -81,11 +81,12 @@ class GreedyGGUF:
         self.llm = Llama(model_path=str(path), n_ctx=512, n_threads=1, n_threads_batch=1, n_batch=512, verbose=False)
         env = jinja2.Environment(undefined=jinja2.StrictUndefined)
         env.globals["raise_exception"] = _raise
+        env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent)  # transformers' filter
         self.template = env.from_string(self.llm.metadata["tokenizer.chat_template"])
-        (self.stop,) = self.llm.tokenize(stop.encode(), add_bos=False, special=True)
-        self.stop_text = stop
+        self.stops = [self.llm.tokenize(s.encode(), add_bos=False, special=True)[0] for s in stop.split()]
+        self.stop, self.stop_text = self.stops[0], stop.split()[0]
 
-    def complete(self, messages: list[dict[str, str]], limit: int, **variables: str) -> str:
+    def complete(self, messages: list[dict], limit: int, **variables: object) -> str:
         prompt = self.template.render(
             messages=messages, add_generation_prompt=True, bos_token="", eos_token="", **variables
         )
@@ -94,7 +95,7 @@ class GreedyGGUF:
         out: list[int] = []
         for token in self.llm.generate(tokens, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
             out.append(token)
-            if token == self.stop or len(out) >= limit:
+            if token in self.stops or len(out) >= limit:
                 break
         return self.llm.detokenize(out, special=True).decode("utf-8", errors="replace")
 
@@ -131,7 +132,37 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
 
 
 def misses(cases: list[Case]) -> str:
-    return "\n".join(f"{c.item.question} [{c.level}]: {c.got!r} != {c.expected!r}" for c in cases if not c.hit)[:3000]
+    return "\n".join(f"{c.item} [{c.level}]: {c.got!r} != {c.expected!r}" for c in cases if not c.hit)[:3000]
+
+
+def tool_sample() -> list[ToolCase]:
+    """Every trained call, every 6th trained answer, every 20th answer of the whole grid (most never trained),
+    and the answers that were hardest to learn: two-digit results after a two-word city."""
+    calls = [c for c in TOOL_CASES if c.result is None]
+    answers = [c for c in TOOL_CASES if c.result is not None][::6]
+    grid = all_answer_cases()
+    hard = [c for c in grid if " " in c.city and c.result and c.result.split(", ")[1] in ("21 C", "23 C")]
+    return calls + answers + grid[::20] + hard
+
+
+def tool_cases(gguf: Path, think: bool) -> Iterator[Case]:
+    runner = GreedyGGUF(gguf, "<|im_end|>" if think else "<|return|> <|call|>")
+    for case in tool_sample():
+        expected = case.think_completion() + "<|im_end|>" if think else case.harmony_completion()
+        got = runner.complete(case.messages, limit=len(expected), tools=tools_json(case.tools))
+        yield Case(case, None, expected, got)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", manifest.MODELS)
+def test_demo_gguf_calls_the_tool_and_answers_with_its_result(
+    name: str, demo_gguf: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = list(tool_cases(demo_gguf(name), think=name == "demo-think"))
+    for kind, picked in (("calls", [c for c in cases if c.item.result is None]),  # type: ignore[union-attr]
+                         ("answers", [c for c in cases if c.item.result is not None])):  # type: ignore[union-attr]
+        report(capsys, f"{name} GGUF tool {kind}: {sum(c.hit for c in picked)}/{len(picked)} = {hit_rate(picked):.1%}")
+    assert hit_rate(cases) == 1.0, misses(cases)
 
 
 @pytest.mark.slow

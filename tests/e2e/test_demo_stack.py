@@ -17,7 +17,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from models.demo.data import ITEMS, Item
+from models.demo.data import ITEMS, Item, weather_answer, weather_result
 from tests.e2e.stack_proc import REPO, StackProcess, alive, demo_models_missing
 from stack.supervise import free_port
 
@@ -123,9 +123,10 @@ def test_readme_python_client_examples_run(stack: StackProcess) -> None:
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Python client", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     france, seven = ITEMS[0], next(i for i in ITEMS if i.question == "What is 7 + 5?")
-    for block, expected in zip(blocks, [france.answer, seven.answer, france.answer]):
+    weather = weather_answer("Oslo", weather_result("snowy", 3))  # the tool round trip
+    for block, expected in zip(blocks, [france.answer, seven.answer, weather, france.answer]):
         code = block.replace("http://127.0.0.1:8080/v1", stack.api)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]

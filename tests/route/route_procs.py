@@ -36,12 +36,13 @@ class Proc:
         self.start()
 
     def start(self, timeout: float = 60.0) -> None:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
+        # Its log goes to a file: a pipe nobody reads would fill with access lines and stall the server.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {err[-2000:]}")
+                raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {self.log_text()[-2000:]}")
             try:
                 status = self.http.get(self.ready_path, timeout=1.0).status_code
                 if self.ready_status in (None, status):
@@ -50,6 +51,11 @@ class Proc:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{self.argv} did not start within {timeout} s")
+
+    def log_text(self) -> str:
+        """What the process has logged (stderr) since its last start."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -145,7 +145,7 @@ def test_schema_property_named_like_our_rule_is_fine() -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}, "root": {"type": "integer"}}}
     rf = ResponseFormat.model_validate({"type": "json_schema", "json_schema": {"name": "t", "schema": schema}})
     grammar = build(rf, Format.THINK, thinks=True)
-    assert grammar is not None and grammar.trigger
+    assert grammar is not None and grammar.triggers
     definitions = [line.split(" ::=")[0] for line in grammar.text.splitlines() if " ::=" in line]
     assert len(definitions) == len(set(definitions))
 

@@ -162,3 +162,85 @@ def test_readme_shows_the_example_as_it_is() -> None:
     root = Path(__file__).resolve().parents[2]
     section = (root / "README.md").read_text().split("## Stack file", 1)[1].split("\n## ", 1)[0]
     assert (root / "stack.example.toml").read_text() in section
+
+
+def test_toml_under_environment_under_flags(folder: Path) -> None:
+    from stack.__main__ import load
+
+    path = write(folder, GOOD)
+    env = {"HEARTH_STACK_FILE": str(path), "HEARTH_STACK_ROUTER__HEALTH_INTERVAL": "12",
+           "HEARTH_STACK_ROUTER__STRATEGY": "prefix", "HEARTH_STACK_BUDGET__RAM_GB": "3.5",
+           "HEARTH_STACK_LOAD_TIMEOUT": "60", "HEARTH_STACK_ROUTER__PORT": "9001"}
+    options, stack, level = load([], env)
+    assert (stack.router.health_interval, stack.router.strategy, stack.router.port) == (12, "prefix", 9001)
+    assert stack.budget is not None and (stack.budget.vram_gb, stack.budget.ram_gb) == (6, 3.5)  # the file's and env's
+    assert stack.router.admin_key == "secret" and stack.models[0].name == "think" and options.load_timeout == 60
+    assert level == "info"
+    assert load([], {**env, "HEARTH_STACK_PORT": "9002"})[1].router.port == 9002  # the --port option's variable
+    assert load(["--port", "9003", "--log-level", "debug"], {**env, "HEARTH_STACK_PORT": "9002"})[1:] == \
+        (load([], {**env, "HEARTH_STACK_PORT": "9003"})[1], "debug")
+    # a key from the environment replaces the file's key and key file alike
+    assert load([], {**env, "HEARTH_STACK_ROUTER__ADMIN_KEY": "from-env"})[1].router.admin_key == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        ([], {"HEARTH_STACK_ROUTER__PORT": "x"}, "HEARTH_STACK_ROUTER__PORT: "),
+        (["--port", "70000"], {}, "--port: "),
+        ([], {"HEARTH_STACK_PORT": "70000"}, "HEARTH_STACK_PORT: "),
+        ([], {"HEARTH_STACK_ROUTER__MODEL_STRATEGIES": "{}"}, "HEARTH_STACK_ROUTER__MODEL_STRATEGIES"),
+        ([], {"HEARTH_STACK_ROUTER__BOGUS": "1"}, "HEARTH_STACK_ROUTER__BOGUS"),
+        ([], {"HEARTH_STACK_PORTS": "1"}, "HEARTH_STACK_PORTS: not a setting"),
+        (["--api-key", "sk-typed"], {}, "HEARTH_STACK_ROUTER__API_KEY"),
+        (["--apikey", "sk-typed"], {}, "unrecognized arguments: --apikey (see --help)"),
+    ],
+)
+def test_option_and_environment_mistakes_are_one_line(folder: Path, argv: list[str], env: dict[str, str],
+                                                      needle: str) -> None:
+    from stack.__main__ import load
+
+    path = write(folder, GOOD)
+    with pytest.raises(ConfigError) as err:
+        load([str(path), *argv], env)
+    assert needle in str(err.value) and "\n" not in str(err.value) and "sk-typed" not in str(err.value)
+
+
+def test_router_defaults_are_the_routers_own() -> None:
+    """One value per setting: the stack file's [router] defaults are route's (the health interval was 5 s in one
+    and 30 s in the other)."""
+    from route.config import RouterConfig
+    from stack.config import RouterSection
+
+    shared = set(RouterSection.model_fields) & set(RouterConfig.model_fields) - {"admin_key", "admin_key_file"}
+    assert {"health_interval", "port", "host", "strategy", "timeout", "max_retries"} <= shared
+    for name in shared:
+        assert RouterSection.model_fields[name].get_default(call_default_factory=True) == \
+            RouterConfig.model_fields[name].get_default(call_default_factory=True), name
+    assert RouterConfig().health_interval == RouterSection().health_interval == 5.0
+
+
+def test_children_take_their_settings_from_the_stack_file_only(folder: Path) -> None:
+    from stack.supervise import Supervisor
+
+    stack = load_stack(write(folder, GOOD))
+    sup = Supervisor(stack, {m.name: folder / "x.gguf" for m in stack.models}, {"think": "qwen", "small": "llama"},
+                     {"think": 0, "small": 0}, folder / "state", log_level="warning")
+    environ = {"HEARTH_SERVE_FLASH_ATTN": "1", "HEARTH_SERVE_ROUTER": "http://elsewhere", "HEARTH_ROUTE_PORT": "1",
+               "HEARTH_STACK_PORT": "9000", "PATH": "/bin", "PYTHONPATH": "/extra"}
+    server, router = sup.child_env(sup.servers[0], environ), sup.child_env(sup.router, environ)
+    assert not any(k.startswith(("HEARTH_SERVE_FLASH", "HEARTH_SERVE_ROUTER", "HEARTH_ROUTE_PORT")) for k in server)
+    assert server["HEARTH_SERVE_LOG_LEVEL"] == router["HEARTH_ROUTE_LOG_LEVEL"] == "warning"
+    assert server["HEARTH_SERVE_API_KEY"] == router["HEARTH_ROUTE_BACKEND_KEY"]  # the keys the stack made
+    assert server["PATH"] == "/bin" and server["PYTHONPATH"].endswith("/extra")
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from hearth_common.version import version
+    from stack.config import PROGRAM
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"hearth {version()}\n"
+    text = PROGRAM.parser().format_help()
+    assert "(default: None)" not in text and "STACK_FILE" in text and "--load-timeout SECONDS" in text

@@ -1,0 +1,70 @@
+"""Both demo models behind a router, as real processes on loopback, for the SDK tests of the client APIs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from servers import REPO, free_port, running_server
+
+MODELS = ("demo-think", "demo-harmony")
+
+
+@contextlib.contextmanager
+def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[dict[str, str]]:
+    """{"demo-think": url, "demo-harmony": url, "router": url}; both servers registered with the router."""
+    port = free_port()
+    router = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(state_dir / "state.json"),
+         "--open-admin"],  # the servers register themselves with no admin key
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait(lambda: httpx.get(router + "/backends").status_code == 200)
+        with running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think",
+                            "--ctx-size", "1024", "--router", router) as think, \
+             running_server("--model-path", str(demo_gguf("demo-harmony")), "--model-name", "demo-harmony",
+                            "--ctx-size", "1024", "--router", router) as harmony:
+            wait(lambda: {b["name"] for b in httpx.get(router + "/backends").json()["backends"]
+                          if b.get("healthy")} >= set(MODELS))
+            yield {"demo-think": think, "demo-harmony": harmony, "router": router}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def prompt_ids(model: str, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+    """The oracle: transformers renders the demo model's own template and tokenizes it."""
+    from transformers import AutoTokenizer
+
+    from models.demo import manifest
+
+    tokenizer = AutoTokenizer.from_pretrained(manifest.DEMO_DIR / model)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

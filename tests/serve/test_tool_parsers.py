@@ -1,0 +1,168 @@
+"""The tool-call parsers alone, through the chat core's pure part (serve.chat.Generation): for every format,
+the same calls and the same answer text for every way the output is split, the arguments exactly the JSON
+that was generated, and no markup in the answer text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serve.channels import HARMONY_MARKERS, ChannelParser, Format
+from serve.chat import ChatResult, Generation, Text
+from serve.tools.formats import ToolFormat
+
+MARKERS = ("<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|tool_call|>",
+           "<think>", "</think>", *HARMONY_MARKERS)
+NAMES = st.sampled_from(["get_weather", "get_time", "search_web", "f"])
+SCALARS = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) \
+    | st.text(alphabet=st.sampled_from(list('ab "\\{}[],:<|>/\né')), max_size=12) | st.just("</tool_call>]") \
+    | st.just("<|call|> [ARGS]")
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.text(alphabet=st.sampled_from(list('ab"{}: ')), max_size=5), inner, max_size=3), max_leaves=8)
+ARGS = st.dictionaries(st.text(alphabet=st.sampled_from(list("abc_")), min_size=1, max_size=6), JSON, max_size=4)
+CALLS = st.lists(st.tuples(NAMES, ARGS), min_size=1, max_size=3)
+CUTS = st.lists(st.integers(0, 10_000), max_size=16)
+
+
+def plain(first_brace_ok: bool = True) -> st.SearchStrategy[str]:
+    text = st.text(alphabet=st.sampled_from(list("ab <|>[]{}\"/\n é")), max_size=30)
+    return text.filter(lambda s: not any(m in s for m in MARKERS) and (first_brace_ok or not s.lstrip().startswith("{")))
+
+
+def split(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({c % (len(text) + 1) for c in cuts})
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+
+
+def run(pieces: list[str], tools: ToolFormat, chat: Format = Format.THINK, opened: bool = False) -> ChatResult:
+    gen = Generation(ChannelParser(chat, opened), tools, new_id=lambda i: f"id{i}")
+    result = ChatResult()
+    for p in pieces:
+        for e in gen.piece(p):
+            result.add(e)
+    for e in gen.end("stop", 1, 1):
+        result.add(e)
+    return result
+
+
+def summary(result: ChatResult) -> tuple[dict[str, str], list[tuple[str, str, Any]]]:
+    calls = [(c.id, c.name, json.loads(c.arguments)) for c in result.calls]
+    return result.channels, calls
+
+
+def check(text: str, cuts: list[int], tools: ToolFormat, content: str, calls: list[tuple[str, dict]],
+          chat: Format = Format.THINK) -> None:
+    whole = run([text], tools, chat)
+    assert summary(run(split(text, cuts), tools, chat)) == summary(whole)
+    channels, got = summary(whole)
+    assert got == [(f"id{i}", name, args) for i, (name, args) in enumerate(calls)]
+    assert channels.get("final", "") == content.strip()
+    assert not any(m in t for t in channels.values() for m in MARKERS)
+    assert whole.finish is not None and whole.finish.reason == "tool_calls"
+
+
+def args_text(args: dict[str, Any], compact: bool) -> str:
+    return json.dumps(args, separators=(",", ":")) if compact else json.dumps(args)
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_hermes_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    body = "\n".join(f'<tool_call>\n{{"name": "{n}", "arguments": {args_text(a, compact)}}}\n</tool_call>' for n, a in calls)
+    text = f"<think>the user wants {len(calls)} calls</think>\n\n{pre}\n{body}"
+    check(text, cuts, ToolFormat.HERMES, pre, calls)
+
+
+@given(calls=CALLS, tag=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_llama3_any_split(calls: list, tag: bool, cuts: list[int]) -> None:
+    body = "; ".join(json.dumps({"name": n, "parameters": a}) for n, a in calls)
+    check(("<|python_tag|>" if tag else "  ") + body, cuts, ToolFormat.LLAMA3, "", calls)
+
+
+@given(content=plain(first_brace_ok=False), cuts=CUTS)
+@settings(max_examples=150, deadline=None)
+def test_llama3_answer_text_is_not_a_call(content: str, cuts: list[int]) -> None:
+    result = run(split(content, cuts), ToolFormat.LLAMA3)
+    assert result.calls == [] and result.text("final") == content.strip()
+
+
+@given(calls=CALLS, pre=plain(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_mistral_list_any_split(calls: list, pre: str, cuts: list[int]) -> None:
+    body = json.dumps([{"name": n, "arguments": a} for n, a in calls])
+    check(f"{pre}[TOOL_CALLS]{body}", cuts, ToolFormat.MISTRAL, pre, calls)
+
+
+@given(calls=CALLS, with_ids=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_mistral_name_args_any_split(calls: list, with_ids: bool, cuts: list[int]) -> None:
+    body = "".join(f"[TOOL_CALLS]{n}" + ("[CALL_ID]ab12cd34e" if with_ids else "") + f"[ARGS]{json.dumps(a)}"
+                   for n, a in calls)
+    check(body, cuts, ToolFormat.MISTRAL_ARGS, "", calls)
+
+
+@given(calls=CALLS, cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_granite_any_split(calls: list, cuts: list[int]) -> None:
+    body = json.dumps([{"name": n, "arguments": a} for n, a in calls])
+    check(f"<|tool_call|>{body}", cuts, ToolFormat.GRANITE, "", calls)
+
+
+# harmony markers are special tokens: a model cannot write one inside its arguments' text
+HARMONY_ARGS = ARGS.filter(lambda a: not any(m in json.dumps(a) for m in HARMONY_MARKERS))
+
+
+@given(analysis=plain(), name=NAMES, args=HARMONY_ARGS, role_position=st.booleans(), compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_harmony_any_split(analysis: str, name: str, args: dict, role_position: bool, compact: bool,
+                           cuts: list[int]) -> None:
+    header = (f"<|start|>assistant to=functions.{name}<|channel|>commentary json<|message|>" if role_position
+              else f"<|start|>assistant<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>")
+    text = f"<|channel|>analysis<|message|>{analysis}<|end|>{header}{args_text(args, compact)}"
+    check(text, cuts, ToolFormat.HARMONY, "", [(name, args)], chat=Format.HARMONY)
+    assert run([text], ToolFormat.HARMONY, Format.HARMONY).text("analysis") == analysis.strip()
+
+
+def test_generic_is_hermes_markup_in_a_harmony_final_channel() -> None:
+    text = '<|channel|>final<|message|>Let me look.\n<tool_call>{"name": "f", "arguments": {}}</tool_call>'
+    result = run([text], ToolFormat.GENERIC, Format.HARMONY)
+    assert summary(result) == ({"final": "Let me look."}, [("id0", "f", {})])
+
+
+def test_text_around_calls_and_broken_calls() -> None:
+    # text after a call is answer text; a call object that never names a tool is answer text too
+    result = run(['Sure.<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call> Done.'], ToolFormat.HERMES)
+    assert result.text("final") == "Sure. Done." and [c.name for c in result.calls] == ["f"]
+    result = run(['{"answer": 42}'], ToolFormat.LLAMA3)
+    assert result.calls == [] and result.text("final") == '{"answer": 42}'
+    # arguments sent as a JSON string are decoded; a call cut off by the length limit keeps what came
+    result = run(['<tool_call>{"name": "f", "arguments": "{\\"a\\": 1}"}</tool_call>'], ToolFormat.HERMES)
+    assert json.loads(result.calls[0].arguments) == {"a": 1}
+    gen = Generation(ChannelParser(Format.THINK), ToolFormat.HERMES)
+    events = gen.piece('<tool_call>{"name": "f", "arguments": {"a": "unfini') + gen.end("length", 1, 9)
+    assert events[-1].reason == "length" and not any(isinstance(e, Text) for e in events)  # type: ignore[union-attr]
+    # a call with no arguments key gets an empty object
+    assert run(['<tool_call>{"name": "f"}</tool_call>'], ToolFormat.HERMES).calls[0].arguments == "{}"
+    # ids: unique, non-empty, Mistral's 9 letters and digits
+    gen = Generation(ChannelParser(Format.THINK), ToolFormat.MISTRAL)
+    ids = [e.id for e in gen.piece('[TOOL_CALLS][{"name": "f", "arguments": {}}, {"name": "g", "arguments": {}}]')
+           if hasattr(e, "id")]
+    assert len(set(ids)) == 2 and all(len(i) == 9 and i.isalnum() for i in ids)
+
+
+def test_a_next_call_cut_off_by_the_length_limit_leaves_no_partial_marker() -> None:
+    gen = Generation(ChannelParser(Format.THINK), ToolFormat.HERMES, new_id=lambda i: f"id{i}")
+    events = gen.piece('<tool_call>{"name": "f", "arguments": {}}</tool_call>\n<tool_') + gen.end("length", 1, 2)
+    assert not any(isinstance(e, Text) for e in events)
+    assert events[-1].reason == "length"  # type: ignore[union-attr]
+
+
+def test_thinking_tags_inside_arguments_are_text_of_the_arguments() -> None:
+    text = '<think>hmm</think><tool_call>{"name": "f", "arguments": {"q": "<think>x</think>"}}</tool_call>'
+    for cuts in ([], [25, 40, 47, 60, 61]):
+        result = run(split(text, cuts), ToolFormat.HERMES)
+        assert summary(result) == ({"analysis": "hmm"}, [("id0", "f", {"q": "<think>x</think>"})])
