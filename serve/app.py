@@ -29,12 +29,12 @@ from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note, note_usage
 from hearth_common.validation import error_place, first_error
-from serve import anthropic_api, embeddings_api, responses, responses_api
+from serve import anthropic_api, embeddings_api, logprobs, responses, responses_api
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.chat import Chat, Error, Finish, collect, open_chat, sampling_params
 from serve.config import ServeConfig
 from serve.embeddings import load_embedder
-from serve.engine import Event, Failed, Finished, Piece
+from serve.engine import Event, Failed, Finished, Piece, TokenLogprob
 from serve.errors import (
     BodyTooLarge,
     InvalidRequest,
@@ -305,7 +305,8 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
         **meta,
         "object": "chat.completion",
         "reasoning_level": chat.level,
-        "choices": [{"index": 0, "finish_reason": result.finish.reason, "message": message}],
+        "choices": [{"index": 0, "finish_reason": result.finish.reason, "message": message,
+                     "logprobs": logprobs.chat(chat.logprobs if req.logprob_count is not None else None)}],
         "usage": responses.usage(result.finish),
     }
     return Response(json.dumps(body), content_type="application/json")
@@ -324,10 +325,13 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     if req.stream:
         return _sse(_completion_chunks(events, req, meta))
     text = ""
+    tokens: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
                 text += event.text
+                if tokens is not None and event.logprob is not None:
+                    tokens.append(event.logprob)
             elif isinstance(event, Failed):
                 raise ServeError(event.message)
             else:
@@ -338,10 +342,16 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     body = {
         **meta,
         "object": "text_completion",
-        "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(finish), "logprobs": None}],
-        "usage": responses.usage(Finish("", finish.prompt_tokens, finish.completion_tokens), per_channel=False),
+        "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(finish),
+                     "logprobs": logprobs.completion(tokens, len(req.prompt))}],
+        "usage": responses.usage(_finish(finish), per_channel=False),
     }
     return Response(json.dumps(body), content_type="application/json")
+
+
+def _finish(event: Finished) -> Finish:
+    """The engine's end as the chat core's Finish, for completions' usage (no channels there)."""
+    return Finish("", event.prompt_tokens, event.completion_tokens, cached_tokens=event.cached_tokens)
 
 
 def _reply(result: dict[str, Any] | AsyncIterator[tuple[str, dict[str, Any]]]) -> Response:
@@ -372,8 +382,15 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
 
 
 async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    sent = 0  # chat.logprobs already out in a chunk: each chunk carries the tokens generated since the last
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**meta, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        nonlocal sent
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if req.logprob_count is not None and len(chat.logprobs) > sent:
+            choice["logprobs"] = logprobs.chat(chat.logprobs[sent:])
+            sent = len(chat.logprobs)
+        return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
 
     inline = responses.Inline(chat.turn.harmony)
     yield chunk({"role": "assistant"})
@@ -394,13 +411,23 @@ async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> As
 async def _completion_chunks(
     events: AsyncIterator[Event], req: CompletionRequest, meta: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
+    pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
+    offset = len(req.prompt)  # text_offset counts characters from the prompt's start
+
     def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+        nonlocal offset
+        block = logprobs.completion(pending, offset) if pending else None
+        if block:
+            offset = block["text_offset"][-1] + len(block["tokens"][-1])
+            pending.clear()
         return {**meta, "object": "text_completion",
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": block}]}
 
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
+                if event.logprob is not None:
+                    pending.append(event.logprob)
                 if event.text:
                     yield chunk(event.text)
             elif isinstance(event, Failed):
@@ -410,7 +437,6 @@ async def _completion_chunks(
             else:
                 yield chunk("", _finish_reason(event))
                 if req.include_usage:
-                    done = Finish("", event.prompt_tokens, event.completion_tokens)
                     yield {**meta, "object": "text_completion", "choices": [],
-                           "usage": responses.usage(done, per_channel=False)}
+                           "usage": responses.usage(_finish(event), per_channel=False)}
                 return

@@ -23,7 +23,8 @@ Events, in order: any number of `Text`, `ToolCallStart` and `ToolCallArgs`, then
 
 `collect(chat)` folds the events into a `ChatResult` for whole (non-streamed) responses. `chat.level` is the
 reasoning level the template got (`none` when thinking was switched off), `chat.raw` the generated text as
-is (for renderers that show it inline).
+is (for renderers that show it inline), `chat.logprobs` each token's log-probability so far when the request
+asked for them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 
 from hearth_common.logs import note
 from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format
-from serve.engine import Event, Failed, Job, Piece, SamplingParams
+from serve.engine import Event, Failed, Job, Piece, SamplingParams, TokenLogprob
 from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError
 from serve.grammar import Grammar, build as build_answer_grammar
 from serve.prompts import TEMPLATE_LEVELS, Thinking, starts_in_thinking, template_messages
@@ -155,6 +156,8 @@ def sampling_params(
         seed=req.seed,
         stops=req.stops,
         grammar=grammar,
+        cache_prompt=req.cache_prompt,
+        logprobs=req.logprob_count,
     )
 
 
@@ -321,6 +324,8 @@ class Chat:
     queue: asyncio.Queue[Event]
     generation: Generation
     level: str
+    # each generated token's log-probability, in order, when the request asked for them (logprobs)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def turn(self) -> Turn:
@@ -335,6 +340,8 @@ class Chat:
         async with aclosing(generated) as stream:  # type: ignore[type-var]
             async for event in stream:
                 if isinstance(event, Piece):
+                    if event.logprob is not None:
+                        self.logprobs.append(event.logprob)
                     for e in self.generation.piece(event.text):
                         yield e
                 elif isinstance(event, Failed):

@@ -9,10 +9,17 @@ consecutive, increasing sequence ids only: each break in that run costs a whole 
 94 ms). So the batch lists sequences by id, a new job takes the lowest free id, and an id missing between
 running ones gets a filler token (no logits, removed after the step): about 3.5 ms instead of a pass.
 
-Jobs join between steps and leave when they finish or are cancelled (checked at every step), freeing their KV
-cells with llama_memory_seq_rm.
+Jobs join between steps and leave when they finish or are cancelled (checked at every step).
+
+Prompt cache: a finished sequence keeps its KV cells, tagged with the token ids they hold (serve/kvcache.py). A
+new job takes the free sequence sharing the longest prefix with its prompt, drops the cells from the first
+differing position (llama_memory_seq_rm(seq, p, -1)) and decodes only the rest, always at least the last prompt
+token (its logits are sampled; two for a seeded sample, see kvcache.DECODED_EXACT). Before a sequence's cells
+are overwritten, its state is saved to a host-RAM cache (llama_state_seq_get_data), where a later prompt can find it by longest prefix and restore it into any sequence.
+A filler token sits right after its sequence's cached cells and is removed after the step, so it costs no cache.
 Requests talk to the thread through `Job.emit` (thread-safe, usually an asyncio queue) and the `cancelled` flag:
-no locks around llama.cpp, and the HTTP side never waits on it.
+no locks around llama.cpp, and the HTTP side never waits on it. A step's events are handed over together, right
+before the next llama_decode (see `_flush`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ from __future__ import annotations
 import bisect
 import codecs
 import ctypes
-import heapq
 import logging
 import os
 import random
@@ -35,6 +41,7 @@ import llama_cpp as ll
 import numpy as np
 
 from serve.grammar import Grammar
+from serve.kvcache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
 from serve.stops import StopFilter
 
 log = logging.getLogger("serve.engine")
@@ -73,12 +80,25 @@ class SamplingParams:
     seed: int | None = None
     stops: tuple[str, ...] = ()
     grammar: Grammar | None = None
+    cache_prompt: bool = True  # reuse cached KV cells of an earlier prompt sharing a prefix
+    logprobs: int | None = None  # report each token's log-probability and this many top alternatives
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (log-softmax of the raw logits, as OpenAI reports
+    it, whatever the sampling settings), with the most likely alternatives at that step."""
+
+    token: bytes  # the token's text as bytes (a UTF-8 character may span tokens)
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
 
 
 # Events a job receives, in order: Piece*, then exactly one of Finished / Failed.
 @dataclass(frozen=True)
 class Piece:
     text: str  # may be empty (a token held back as part of a possible stop string or a split UTF-8 char)
+    logprob: TokenLogprob | None = None  # when the job asked for logprobs
 
 
 @dataclass(frozen=True)
@@ -104,8 +124,14 @@ class Job:
     params: SamplingParams
     emit: Callable[[Event], None]
     continue_on_end: bool = False  # harmony: <|end|> closes a message, not the turn
+    deliver: Callable[[Event], None] | None = None  # `emit` on the request's own thread (for a batched dispatch)
     cancelled: bool = False
     created: float = field(default_factory=time.perf_counter)
+
+
+def _emit_each(events: list[tuple[Job, Event]]) -> None:
+    for job, event in events:
+        job.emit(event)
 
 
 class Model:
@@ -121,6 +147,9 @@ class Model:
             raise EngineError(f"llama.cpp could not load {path}")
         self.vocab = ll.llama_model_get_vocab(self.ptr)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._control: dict[int, bool] = {}
         self.n_ctx_train = ll.llama_model_n_ctx_train(self.ptr)
 
     def meta(self, key: str) -> str | None:
@@ -145,21 +174,32 @@ class Model:
         return list(arr[:n])
 
     def piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = ll.llama_token_to_piece(self.vocab, token, buf, 64, 0, True)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = ll.llama_token_to_piece(self.vocab, token, buf, -n, 0, True)
-        return buf.raw[:n]
+        """The token's bytes (special tokens as their text). Memoized: the vocabulary never changes, and the
+        decode thread then makes no ctypes call per token here (each one gives the GIL away)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, 64, 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = ll.llama_token_to_piece(self.vocab, token, buf, -n, 0, True)
+            cached = self._pieces[token] = buf.raw[:n]
+        return cached
 
     def token_text(self, token: int) -> str:
         return self.piece(token).decode("utf-8", errors="replace")
 
     def is_eog(self, token: int) -> bool:
-        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(ll.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
     def is_control(self, token: int) -> bool:
-        return bool(ll.llama_vocab_is_control(self.vocab, token))
+        control = self._control.get(token)
+        if control is None:
+            control = self._control[token] = bool(ll.llama_vocab_is_control(self.vocab, token))
+        return control
 
     def close(self) -> None:
         if self.ptr:
@@ -173,6 +213,8 @@ class _Slot:
     job: Job
     chain: ll.llama_sampler_p
     todo: deque[int]  # prompt tokens not yet decoded
+    prefix: np.ndarray  # the cached prompt tokens reused (positions 0..cached-1)
+    history: list[int] = field(default_factory=list)  # tokens decoded since (their cells follow the prefix)
     pos: int = 0
     last: int | None = None  # sampled token to decode next
     generated: int = 0
@@ -194,7 +236,15 @@ class Engine:
         threads: int | None = None,
         flash_attn: bool = False,
         kv_type: str = "f16",
+        cache_ram: int = 0,
+        swa_full: bool = True,
+        save_min: int = 32,
+        dispatch: Callable[[list[tuple[Job, Event]]], None] | None = None,
     ) -> None:
+        """`cache_ram`: bytes of host RAM for saved sequence states (0: none); `swa_full`: a full-size
+        sliding-window cache, so any cached prefix can be reused (llama.cpp's --swa-full); `save_min`: cells
+        worth saving to host RAM before they are dropped; `dispatch`: receives each step's events at once, from
+        this thread (default: each job's `emit`)."""
         self.model = model
         self.n_seq = n_seq
         self.chunk = prompt_chunk
@@ -204,6 +254,7 @@ class Engine:
         params.n_batch = params.n_ubatch = self.n_batch
         params.n_seq_max = n_seq
         params.kv_unified = False  # each sequence its own KV stream: batching cannot change its attention
+        params.swa_full = swa_full
         params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
         # llama.cpp needs flash attention for a quantized V cache.
         params.flash_attn_type = 1 if flash_attn or kv_type != "f16" else 0
@@ -218,6 +269,16 @@ class Engine:
         self.chunk = min(self.chunk, self.n_batch - n_seq)
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
+        # The batch's arrays, fetched once: each attribute read of a ctypes struct builds a new pointer object.
+        b = self.batch
+        self._token, self._pos, self._n_seq_id, self._seq_id, self._logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
+        self.n_swa = int(ll.llama_model_n_swa(model.ptr))
+        self.host = HostCache(cache_ram, self.n_swa) if cache_ram > 0 else None
+        self.save_min = save_min
+        self._seqs = [SeqState(i) for i in range(n_seq)]
+        self._clock = 0
+        self._out: list[tuple[Job, Event]] = []
+        self._dispatch = dispatch or _emit_each
         self._incoming: deque[Job] = deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -243,13 +304,17 @@ class Engine:
             self._wake.notify()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End every job (running ones finish with `stop`), then free llama.cpp's memory."""
+        """End every job (running ones finish with `stop`), then free llama.cpp's memory and every cache entry:
+        a cached state never outlives the context (and model) that made it."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if not self._thread.is_alive() and self.ctx:
+            if self.host is not None:
+                self.host.clear()
+            self._seqs = [SeqState(i) for i in range(self.n_seq)]
             ll.llama_batch_free(self.batch)
             ll.llama_free(self.ctx)
             self.ctx = None
@@ -263,59 +328,164 @@ class Engine:
     def active(self) -> int:
         return len(self._slots)
 
+    def cached(self, seq: int) -> np.ndarray:
+        """The token ids sequence `seq`'s cells hold while it is free (for tests and diagnostics)."""
+        return self._seqs[seq].tokens
+
     # -- the thread ------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        free = list(range(self.n_seq))  # a heap: the lowest free id keeps the running ids in one run
         while True:
+            if not self._slots:
+                self._flush()  # about to wait; otherwise the step flushes right before it decodes
             with self._wake:
                 while not self._stopping and not self._slots and not self._incoming:
                     self._wake.wait()
                 if self._stopping:
                     break
-                while self._incoming and free:
-                    job = self._incoming.popleft()
-                    if job.cancelled:
-                        job.emit(Finished("cancelled", len(job.prompt), 0))
-                        continue
-                    seq = heapq.heappop(free)
-                    try:
-                        bisect.insort(self._slots, self._open(seq, job), key=lambda s: s.seq)
-                    except Exception as err:  # a job llama.cpp refuses fails alone; the engine goes on
-                        log.exception("starting a sequence failed")
-                        heapq.heappush(free, seq)
-                        job.emit(Failed(f"generation failed: {err}"))
+                joining = [self._incoming.popleft() for _ in range(min(len(self._incoming), self.n_seq - len(self._slots)))]
+            alone = not self._slots
+            for job in joining:  # opened outside the lock: saving or restoring a state copies megabytes
+                if job.cancelled:
+                    self._emit(job, Finished("cancelled", len(job.prompt), 0))
+                    continue
+                try:
+                    exact = alone and job.params.seed is not None and job.params.temperature > 0
+                    bisect.insort(self._slots, self._open(job, DECODED_EXACT if exact else DECODED), key=lambda s: s.seq)
+                except Exception as err:  # a job llama.cpp refuses fails alone; the engine goes on
+                    log.exception("starting a sequence failed")
+                    self._emit(job, Failed(f"generation failed: {err}"))
             for slot in [s for s in self._slots if s.job.cancelled]:
-                heapq.heappush(free, self._close(slot, Finished("cancelled", len(slot.job.prompt), slot.generated)))
+                self._close(slot, Finished("cancelled", len(slot.job.prompt), slot.generated, slot.prefix.size))
             if self._slots:
                 try:
                     self._step()
                 except Exception as err:  # a failed step ends its jobs with an error; the engine goes on
                     log.exception("decode step failed")
                     for slot in list(self._slots):
-                        heapq.heappush(free, self._close(slot, Failed(f"generation failed: {err}")))
+                        self._close(slot, Failed(f"generation failed: {err}"), keep=False)
             for slot in [s for s in self._slots if s.batch_index == -2]:
-                heapq.heappush(free, self._close(slot, None))
+                self._close(slot, None)
         for slot in list(self._slots):
-            self._close(slot, Finished("stop", len(slot.job.prompt), slot.generated))
+            self._close(slot, Finished("stop", len(slot.job.prompt), slot.generated, slot.prefix.size))
         while self._incoming:
             job = self._incoming.popleft()
-            job.emit(Failed("the server is shutting down"))
+            self._emit(job, Failed("the server is shutting down"))
+        self._flush()
 
-    def _open(self, seq: int, job: Job) -> _Slot:
-        ll.llama_memory_seq_rm(self.memory, seq, -1, -1)
-        slot = _Slot(seq, job, self._chain(job.params), deque(job.prompt))
+    def _emit(self, job: Job, event: Event) -> None:
+        self._out.append((job, event))
+
+    def _flush(self) -> None:
+        """Hand the events gathered since the last flush over in one go, right before the thread blocks (in
+        llama_decode, which releases the GIL, or waiting for work): the request side then turns them into bytes
+        while llama.cpp computes, instead of contending for the GIL with the sampling of the step."""
+        if self._out:
+            out, self._out = self._out, []
+            self._dispatch(out)
+
+    # -- sequences and the prompt cache ----------------------------------------------------------------------
+
+    def _open(self, job: Job, decoded: int = DECODED) -> _Slot:
+        prompt = np.asarray(job.prompt, np.int32)
+        running = {s.seq for s in self._slots}
+        free = [s for s in self._seqs if s.seq not in running]
+        reuse = job.params.cache_prompt
+        choice = pick_sequence(free, prompt, running, self.n_swa, reuse, decoded=decoded)
+        state, keep = self._seqs[choice.seq], choice.reuse
+        try:
+            if reuse and self.host is not None:
+                entry, shared = self.host.best(prompt, decoded=decoded)
+                if entry is not None and shared > keep:
+                    # The host cache has more of this prompt: load it into the sequence a miss would take.
+                    state = self._seqs[pick_sequence(free, prompt, running, self.n_swa, reuse=False).seq]
+                    keep = shared if self._restore(state, entry) else 0
+            keep = self._trim(state, keep)
+        except Exception:
+            self._forget(state)
+            raise
+        slot = _Slot(state.seq, job, self._chain(job.params), deque(job.prompt[keep:]), state.tokens[:keep], pos=keep)
         slot.stops = StopFilter(job.params.stops)
         return slot
 
-    def _close(self, slot: _Slot, event: Event | None) -> int:
-        """Free the sequence's KV cells and sampler; the slot's sequence id is reusable at once."""
-        ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
+    def _trim(self, state: SeqState, keep: int) -> int:
+        """Drop the sequence's cells from position `keep` on (saving them first when that loses a prompt);
+        returns how many cells are kept (0 when a sliding window has lost what the next token needs)."""
+        if len(state.tokens) - keep >= self.save_min and state.prompt_end - keep > DECODED_EXACT:
+            # Worth a copy only when part of the last prompt goes: dropping just the answer after it means the
+            # same conversation came back (the next turn or a retry) and needs none of it.
+            self._save(state, keep)
+        if keep == 0:
+            self._forget(state)
+            return 0
+        if keep < len(state.tokens):
+            ll.llama_memory_seq_rm(self.memory, state.seq, keep, -1)
+            state.tokens = state.tokens[:keep]
+            state.prompt_end = min(state.prompt_end, keep)
+            state.saved = False
+        if self.n_swa and usable(keep, ll.llama_memory_seq_pos_min(self.memory, state.seq), self.n_swa) < keep:
+            self._forget(state)
+            return 0
+        return keep
+
+    def _forget(self, state: SeqState) -> None:
+        ll.llama_memory_seq_rm(self.memory, state.seq, -1, -1)
+        state.tokens, state.pos_min, state.saved, state.prompt_end = EMPTY, 0, False, 0
+
+    def _save(self, state: SeqState, keep: int) -> None:
+        """Copy the sequence's state into the host cache (once per content), before its cells from `keep` on
+        are dropped. A sliding-window state saves only its window, which would not serve the next turn of a
+        conversation (its prompt ends where this answer began): so the prompt's end is saved too."""
+        if self.host is None or state.saved or len(state.tokens) < self.save_min:
+            return
+        state.saved = True
+        self._put(state)
+        end = state.prompt_end
+        if self.n_swa and keep <= end < len(state.tokens) - self.n_swa and usable(end, state.pos_min, self.n_swa) == end:
+            ll.llama_memory_seq_rm(self.memory, state.seq, end, -1)  # dropped after this anyway
+            state.tokens = state.tokens[:end]
+            self._put(state)
+
+    def _put(self, state: SeqState) -> None:
+        assert self.host is not None
+        if len(state.tokens) < self.save_min or self.host.covers(state.tokens):
+            return
+        size = ll.llama_state_seq_get_size(self.ctx, state.seq)
+        if size > self.host.capacity:
+            return
+        data = (ctypes.c_uint8 * size)()
+        if ll.llama_state_seq_get_data(self.ctx, data, size, state.seq) == size:
+            self.host.put(state.tokens, data, size, state.pos_min)
+
+    def _restore(self, state: SeqState, entry: Entry) -> bool:
+        """Replace the sequence's cells by a saved state (the old cells are saved first when worth it)."""
+        self._trim(state, 0)
+        if ll.llama_state_seq_set_data(self.ctx, entry.data, entry.size, state.seq) != entry.size:
+            self._forget(state)
+            return False
+        state.tokens, state.saved, state.prompt_end = entry.tokens, True, 0
+        state.pos_min = entry.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, state.seq))
+        return True
+
+    def _close(self, slot: _Slot, event: Event | None, keep: bool = True) -> None:
+        """End the slot: its cells stay cached under their token ids (unless `keep` is off: after a failed
+        step their content is unknown); the sequence id is reusable at once."""
+        state = self._seqs[slot.seq]
+        if keep:
+            state.tokens = np.concatenate([slot.prefix, np.asarray(slot.history, np.int32)])
+            state.prompt_end = min(len(slot.job.prompt), len(state.tokens))  # less when cancelled mid-prompt
+            state.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, slot.seq)) if self.n_swa else 0
+            state.saved = False
+        else:
+            self._forget(state)
+        self._clock += 1
+        state.used = self._clock
         ll.llama_sampler_free(slot.chain)
         self._slots.remove(slot)
         if event is not None:
-            slot.job.emit(event)
-        return slot.seq
+            self._emit(slot.job, event)
+
+    # -- sampling --------------------------------------------------------------------------------------------
 
     def _chain(self, p: SamplingParams) -> ll.llama_sampler_p:
         chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
@@ -351,11 +521,13 @@ class Engine:
             raise EngineError("llama.cpp rejected the grammar")
         return smpl
 
+    # -- one step ----------------------------------------------------------------------------------------------
+
     def _add(self, token: int, pos: int, seq: int, logits: bool) -> int:
-        b, i = self.batch, self.batch.n_tokens
-        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
-        b.seq_id[i][0] = seq
-        b.n_tokens = i + 1
+        i = self.batch.n_tokens
+        self._token[i], self._pos[i], self._n_seq_id[i], self._logits[i] = token, pos, 1, logits
+        self._seq_id[i][0] = seq
+        self.batch.n_tokens = i + 1
         return i
 
     def _step(self) -> None:
@@ -364,33 +536,44 @@ class Engine:
         self.batch.n_tokens = 0
         by_seq = {slot.seq: slot for slot in self._slots}
         ids = range(self._slots[0].seq, self._slots[-1].seq + 1)
-        fillers = [seq for seq in ids if seq not in by_seq]
+        fillers: list[tuple[SeqState, int]] = []
         spare = self.n_batch - len(ids)  # prompt tokens beyond one a sequence (n_batch = chunk + n_seq)
         for seq in ids:
             slot = by_seq.get(seq)
-            if slot is None:
-                self._add(0, 0, seq, False)
+            if slot is None:  # right after the free sequence's cached cells, which it leaves untouched
+                state = self._seqs[seq]
+                if len(state.tokens) >= self.ctx_per_seq:
+                    self._trim(state, self.ctx_per_seq - 1)
+                fillers.append((state, len(state.tokens)))
+                self._add(0, len(state.tokens), seq, False)
                 continue
             slot.batch_index = -1
             if slot.last is not None:
                 slot.batch_index = self._add(slot.last, slot.pos, slot.seq, True)
+                slot.history.append(slot.last)
                 slot.pos += 1
             elif slot.todo:  # a prompt chunk per step keeps running streams flowing
                 take = 1 + min(len(slot.todo) - 1, self.chunk - 1, spare)
                 spare -= take - 1
                 for k in range(take):
                     last = k == take - 1 and len(slot.todo) == 1
-                    idx = self._add(slot.todo.popleft(), slot.pos, slot.seq, last)
+                    token = slot.todo.popleft()
+                    idx = self._add(token, slot.pos, slot.seq, last)
+                    slot.history.append(token)
                     slot.pos += 1
                     if last:
                         slot.batch_index = idx
         if self.batch.n_tokens == len(fillers):
+            self._flush()
             return
+        self._flush()  # the request side works on the last step's tokens while this one decodes
         try:
             rc = ll.llama_decode(self.ctx, self.batch)
         finally:
-            for seq in fillers:
-                ll.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            for state, pos in fillers:
+                ll.llama_memory_seq_rm(self.memory, state.seq, pos, -1)
+                if self.n_swa:  # the filler may have taken the place of a cell outside the window
+                    state.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, state.seq))
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         for slot in list(self._slots):
@@ -416,21 +599,34 @@ class Engine:
         slot.generated += 1
         slot.last = token
         raw = model.piece(token)
+        logprob = self._logprob(slot.batch_index, token, raw, p.logprobs) if p.logprobs is not None else None
         if model.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
             raw = b""  # a stray control token is never text
         text, hit = slot.stops.feed(slot.decoder.decode(raw))
-        job.emit(Piece(text))
+        self._emit(job, Piece(text, logprob))
         if hit:
             self._finish(slot, "stop", flush=False)
         elif slot.generated >= job.params.max_tokens or slot.pos + 1 >= self.ctx_per_seq:
             self._finish(slot, "length")
 
+    def _logprob(self, index: int, token: int, piece: bytes, top: int) -> TokenLogprob:
+        """log-softmax of the raw logits at `index` (in float64): the token's value and the `top` best."""
+        logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, index), shape=(self.model.n_vocab,))
+        x = logits.astype(np.float64)
+        peak = x.max()
+        norm = peak + np.log(np.exp(x - peak).sum())
+        best: tuple[tuple[bytes, float], ...] = ()
+        if top > 0:
+            ids = np.argpartition(-x, top - 1)[:top]
+            ids = ids[np.argsort(-x[ids], kind="stable")]
+            best = tuple((self.model.piece(int(i)), float(x[i] - norm)) for i in ids)
+        return TokenLogprob(piece, float(x[token] - norm), best)
+
     def _finish(self, slot: _Slot, reason: str, flush: bool = True) -> None:
         if flush:
             rest = slot.stops.feed(slot.decoder.decode(b"", final=True))[0] + slot.stops.flush()
             if rest:
-                slot.job.emit(Piece(rest))
-        slot.job.emit(Finished(reason, len(slot.job.prompt), slot.generated, stop_sequence=slot.stops.hit))
+                self._emit(slot.job, Piece(rest))
+        self._emit(slot.job, Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size,
+                                      stop_sequence=slot.stops.hit))
         slot.batch_index = -2  # closed by the loop after this step
-
-

@@ -21,6 +21,10 @@ class Metrics:
             ["endpoint", "reason"], registry=r,
         )
         self.tokens = Counter("hearth_tokens_generated", "Tokens generated", registry=r)
+        self.prompt_tokens = Counter("hearth_prompt_tokens", "Prompt tokens of answered requests", registry=r)
+        self.cached_prompt_tokens = Counter(
+            "hearth_prompt_tokens_cached", "Prompt tokens whose KV cells came from the prompt cache", registry=r)
+        self.cache_ram = Gauge("hearth_prompt_cache_ram_bytes", "Host RAM held by saved sequence states", registry=r)
         self.queue_depth = Gauge("hearth_queue_depth", "Requests waiting for a slot", registry=r)
         self.active = Gauge("hearth_active_sequences", "Sequences being decoded", registry=r)
         self.ttft = Histogram(

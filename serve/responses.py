@@ -85,6 +85,7 @@ def usage(finish: Finish, per_channel: bool = True) -> dict[str, Any]:
         "prompt_tokens": finish.prompt_tokens,
         "completion_tokens": finish.completion_tokens,
         "total_tokens": finish.prompt_tokens + finish.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": finish.cached_tokens},  # OpenAI's field; the prompt cache's part
     }
     if per_channel:
         counts = finish.channel_tokens

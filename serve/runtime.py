@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,6 +32,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("serve")
 
+MIB = 1 << 20
+CACHE_RAM_MAX = 8192 * MIB  # llama.cpp's server default for --cache-ram
+
+
+def available_ram() -> int:
+    """Bytes of RAM the kernel could give us now (MemAvailable), or the free pages where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def cache_ram_bytes(mib: int | None) -> int:
+    """--cache-ram in bytes: as given, or an eighth of the available RAM (several servers share a machine)."""
+    if mib is not None:
+        return mib * MIB
+    return min(CACHE_RAM_MAX, available_ram() // 8)
 
 
 @dataclass
@@ -51,6 +73,7 @@ class Runtime:
     loaded: Loaded | None = None
     load_error: str | None = None
     embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
+    _loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def create(cls, config: ServeConfig, model_path: Path, default_name: str | None = None) -> Runtime:
@@ -77,13 +100,14 @@ class Runtime:
         ctx = min(c.ctx_size, model.n_ctx_train or c.ctx_size)
         engine = Engine(
             model, c.max_concurrent, ctx, prompt_chunk=c.prompt_chunk, threads=c.threads,
-            flash_attn=c.flash_attn, kv_type=c.kv_type,
+            flash_attn=c.flash_attn, kv_type=c.kv_type, cache_ram=cache_ram_bytes(c.cache_ram), swa_full=c.swa_full,
+            dispatch=self._dispatch,
         )
         engine.start()
         tools = template.tool_support
-        log.info("loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens", self.model_name, model_type,
-                 template.format.value, tools.format.value if tools.native else "generic", c.max_concurrent,
-                 engine.ctx_per_seq)
+        log.info("loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
+                 self.model_name, model_type, template.format.value, tools.format.value if tools.native else "generic",
+                 c.max_concurrent, engine.ctx_per_seq, engine.host.capacity // MIB if engine.host is not None else 0)
         return Loaded(model, engine, template, model_type)
 
     def drain(self) -> None:
@@ -121,7 +145,7 @@ class Runtime:
         """A job whose events land in `queue`; its slot is released when the engine ends it, whether or not
         anyone still reads the queue (a client can vanish before its response body ever starts)."""
         assert self.loaded
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         job: Job
 
         def deliver(event: Event) -> None:
@@ -135,8 +159,18 @@ class Runtime:
             except RuntimeError:  # the loop is gone (shutdown): nobody is listening
                 pass
 
-        job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY)
+        job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY, deliver=deliver)
         return job
+
+    def _dispatch(self, events: list[tuple[Job, Event]]) -> None:
+        """From the engine thread: one step's events for every job, in one hop to the event loop (one wake-up
+        per step instead of one per token)."""
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(_deliver_all, events)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+            pass
 
     def admit(self, job: Job) -> None:
         """Start the job or queue it; raises QueueFull. Must be followed by `generate(job)`."""
@@ -159,6 +193,11 @@ class Runtime:
                     self.metrics.ttft.observe(first - job.created)
                 if isinstance(event, Finished | Failed):
                     done = True
+                    if isinstance(event, Finished):
+                        self.metrics.prompt_tokens.inc(event.prompt_tokens)
+                        self.metrics.cached_prompt_tokens.inc(event.cached_tokens)
+                        if engine.host is not None:
+                            self.metrics.cache_ram.set(engine.host.used)
                     if isinstance(event, Finished) and event.completion_tokens:
                         self.metrics.tokens.inc(event.completion_tokens)
                         spent = time.perf_counter() - first
@@ -182,3 +221,8 @@ class Runtime:
     def _gauges(self) -> None:
         self.metrics.queue_depth.set(len(self.scheduler.waiting))
         self.metrics.active.set(len(self.scheduler.running))
+
+
+def _deliver_all(events: list[tuple[Job, Event]]) -> None:
+    for job, event in events:
+        (job.deliver or job.emit)(event)

@@ -191,6 +191,12 @@ class Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     n: int = Field(1, strict=True)
+    cache_prompt: bool = Field(True, strict=True)  # llama.cpp's name: false decodes the whole prompt, reusing no cached prefix
+
+    @property
+    def logprob_count(self) -> int | None:
+        """Top alternatives to report with each token's log-probability; None: no logprobs."""
+        return None
 
     @field_validator("n")
     @classmethod
@@ -230,6 +236,18 @@ class ChatRequest(Sampling):
     tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = Field(True, strict=True)
+    logprobs: bool = Field(False, strict=True)
+    top_logprobs: int | None = Field(None, ge=0, le=20, strict=True)
+
+    @property
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     @field_validator("messages")
     @classmethod
@@ -260,3 +278,8 @@ class ChatRequest(Sampling):
 
 class CompletionRequest(Sampling):
     prompt: str
+    logprobs: int | None = Field(None, ge=0, le=5, strict=True)  # the legacy API's form: how many top alternatives
+
+    @property
+    def logprob_count(self) -> int | None:
+        return self.logprobs

@@ -49,6 +49,11 @@ def expected_thinking(model: str, item: Any, level: str = "medium") -> str:
     return "\n\n".join(filter(None, (item.analysis(level), item.commentary)))
 
 
+def prompt_total(usage: Any) -> int:
+    """The whole prompt: Anthropic's input_tokens leaves out what was read from the (prompt) cache."""
+    return int(usage.input_tokens + (usage.cache_read_input_tokens or 0))
+
+
 def kinds(message: Any) -> list[str]:
     return [b.type for b in message.content]
 
@@ -68,15 +73,15 @@ def test_whole_and_streamed_with_thinking(stack: dict[str, str], model: str, via
         thinking, text = whole.content
         assert thinking.thinking == expected_thinking(model, item) and thinking.signature
         assert text.text == item.answer and not MARKUP.search(thinking.thinking + text.text)
-        assert whole.usage.input_tokens == len(prompt_ids(model, ask(question), **_level(model, "medium")))
+        assert prompt_total(whole.usage) == len(prompt_ids(model, ask(question), **_level(model, "medium")))
         assert whole.usage.output_tokens > 0
         with c.messages.stream(model=model, max_tokens=300, messages=ask(question), thinking=THINK, **GREEDY) as s:
             names = [event.type for event in s]
             live = s.get_final_message()
         assert names[0] == "message_start" and names[-1] == "message_stop" and "message_delta" in names
         assert [b.model_dump() for b in live.content] == [b.model_dump() for b in whole.content]
-        assert (live.stop_reason, live.usage.input_tokens, live.usage.output_tokens) == \
-            (whole.stop_reason, whole.usage.input_tokens, whole.usage.output_tokens)
+        assert (live.stop_reason, prompt_total(live.usage), live.usage.output_tokens) == \
+            (whole.stop_reason, prompt_total(whole.usage), whole.usage.output_tokens)
 
 
 def _level(model: str, level: str) -> dict[str, str]:
@@ -134,7 +139,7 @@ def test_count_tokens_and_thinking_history(stack: dict[str, str], model: str) ->
     assert counted.input_tokens == len(prompt_ids(model, oracle, **_level(model, "medium")))
     second = c.messages.create(model=model, max_tokens=300, messages=history, system="Be brief.", thinking=THINK,
                                **GREEDY)
-    assert second.usage.input_tokens == counted.input_tokens and second.stop_reason in ("end_turn", "max_tokens")
+    assert prompt_total(second.usage) == counted.input_tokens and second.stop_reason in ("end_turn", "max_tokens")
     assert by_question(SUM).answer  # the table is the one the models learned
 
 

@@ -67,7 +67,8 @@ def test_auth_error_bodies_and_metrics() -> None:
                                   headers=ok)
             counted = (await r.get_json())["input_tokens"]
             r = await client.post("/v1/messages", json=MESSAGES, headers=ok)
-            assert counted == (await r.get_json())["usage"]["input_tokens"] > 0
+            usage = (await r.get_json())["usage"]  # input_tokens leaves out what the prompt cache supplied
+            assert counted == usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) > 0
             metrics = (await (await client.get("/metrics")).get_data()).decode()
             assert 'hearth_requests_refused_total{endpoint="messages",reason="invalid_api_key"} 2.0' in metrics
             assert 'hearth_requests_refused_total{endpoint="responses",reason="invalid_api_key"} 2.0' in metrics
@@ -87,7 +88,8 @@ def test_anthropic_max_tokens_is_a_cap_and_responses_is_not() -> None:
             r = await client.post("/v1/messages", json={**MESSAGES, "messages": long, "max_tokens": 10_000})
             body = await r.get_json()
             assert r.status_code == 200 and body["stop_reason"] == "model_context_window_exceeded"
-            assert body["usage"]["input_tokens"] + body["usage"]["output_tokens"] == ctx
+            usage = body["usage"]
+            assert usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) + usage["output_tokens"] == ctx
             r = await client.post("/v1/responses", json={**RESPONSES, "max_output_tokens": 10_000})
             body = await r.get_json()
             assert r.status_code == 400 and body["error"]["code"] == "context_length_exceeded"
