@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common import Row
 from bench.models import qwen2_330m, smollm_135m_q4
 from bench.serve import PROMPT, THREADS, clients, server
-from stack.supervise import free_port
+from hearth_common.procs import free_port
 
 TOKENS = 64
 

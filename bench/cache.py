@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,8 @@ from bench import llama_server
 from bench.common import Row
 from bench.models import CACHE, qwen2_330m, smollm_135m_q4
 from bench.serve import THREADS, server
-from stack.supervise import free_port
+from hearth_common.procs import free_port
+from testkit.procs import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("river market salt wool hills trader bridge winter harvest stone tower road lamp letter garden harbor "
@@ -244,28 +243,10 @@ def _routed(model: Path, strategy: str, turns: int) -> tuple[float, float]:
 
 @contextmanager
 def _router(url: str, strategy: str, state: Path) -> Iterator[None]:
-    import httpx
-
     port = url.rsplit(":", 1)[1]
-    proc = subprocess.Popen([sys.executable, "-m", "route", "--port", port, "--strategy", strategy,
-                             "--state-file", str(state), "--open-admin"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with ServerProcess.module("route", "--port", port, "--strategy", strategy, "--state-file", str(state),
+                              "--open-admin", ready_url=url + "/health", ready_status=None):
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _register(router_url: str, name: str, backend: str) -> None:
@@ -338,7 +319,7 @@ def _gemma3_1b_shaped() -> Path:
     256) and tiny everything else, converted by our converter."""
     import dataclasses
 
-    from tests.fixtures import build
+    from testkit.fixtures import build
 
     layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(26)]
     config = {**build.FAMILIES["gemma3"].config, "num_hidden_layers": 26, "num_attention_heads": 4,
@@ -351,7 +332,7 @@ def _gemma3_1b_shaped() -> Path:
 def _gpt_oss_20b_shaped() -> Path:
     """gpt-oss-20b's attention (24 layers alternating sliding 128 / full, 64 query heads over 8 kv heads of 64),
     tiny everything else."""
-    from tests.fixtures import gpt_oss
+    from testkit.fixtures import gpt_oss
 
     config = {**gpt_oss.CONFIG, "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8,
               "head_dim": 64, "sliding_window": 128}

@@ -36,8 +36,7 @@ MB = 1e6
 def checkpoint() -> Path:
     folder = CACHE / "qwen2-synthetic-{hidden}x{layers}-{vocab}".format(**SHAPE)
     if not (folder / "tokenizer_config.json").is_file():  # written last
-        sys.path.insert(0, str(ROOT))
-        from tests.fixtures.synthetic import write_synthetic
+        from testkit.fixtures.synthetic import write_synthetic
 
         shutil.rmtree(folder, ignore_errors=True)
         print(f"building {folder} (once)", file=sys.stderr)
@@ -48,8 +47,7 @@ def checkpoint() -> Path:
 def moe_checkpoint() -> Path:
     folder = CACHE / "qwen3moe-synthetic-{hidden}x{layers}-{experts}x{moe_ff}".format(**MOE_SHAPE)
     if not (folder / "tokenizer_config.json").is_file():  # written last
-        sys.path.insert(0, str(ROOT))
-        from tests.fixtures.synthetic import write_synthetic_moe
+        from testkit.fixtures.synthetic import write_synthetic_moe
 
         shutil.rmtree(folder, ignore_errors=True)
         print(f"building {folder} (once)", file=sys.stderr)
@@ -96,7 +94,6 @@ def run() -> list[Row]:
 
 def run_moe() -> list[Row]:
     """The MoE checkpoint: time against a plain copy, peak RSS against the largest tensor and one layer's experts."""
-    sys.path.insert(0, str(ROOT))
     from convert.source import read_tensors
 
     src = moe_checkpoint()
@@ -130,7 +127,6 @@ def run_moe() -> list[Row]:
 
 
 def run_dense() -> list[Row]:
-    sys.path.insert(0, str(ROOT))
     from convert.source import read_tensors
 
     src = checkpoint()

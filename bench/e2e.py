@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +28,7 @@ def sources() -> tuple[dict[str, Path], str]:
     demo = ROOT / "models" / "demo"
     if all((demo / n / "config.json").is_file() for n in ("demo-think", "demo-harmony")):
         return {"demo-think": demo / "demo-think", "demo-harmony": demo / "demo-harmony"}, "demo models"
-    sys.path.insert(0, str(ROOT))
-    from tests.fixtures.build import build_fixture
+    from testkit.fixtures.build import build_fixture
 
     return {"demo-think": build_fixture("qwen3"), "demo-harmony": build_fixture("llama")}, "random fixtures"
 
@@ -76,7 +74,7 @@ async def load(targets: list[tuple[str, str]], questions: list[str], headers: di
 
 
 def run() -> list[Row]:
-    from tests.e2e.stack_proc import StackProcess
+    from testkit.stack import StackProcess
 
     try:
         from models.demo.data import ITEMS

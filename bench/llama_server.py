@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from testkit.procs import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = REPO / ".cache" / "llama-server"
@@ -80,8 +80,6 @@ def running(model: Path, port: int, *, parallel: int, ctx_per_seq: int, threads:
             cache_ram_mib: int | None = None, log: Path | None = None) -> Iterator[str]:
     """llama-server on 127.0.0.1:port with one slot per sequence (its own KV stream each, as ours) and the same
     thread count and flash-attention setting as ours; yields its URL once /health answers 200."""
-    import httpx
-
     exe = binary()
     assert exe is not None
     argv = [str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
@@ -89,33 +87,11 @@ def running(model: Path, port: int, *, parallel: int, ctx_per_seq: int, threads:
             "--no-webui"]
     if cache_ram_mib is not None:
         argv += ["--cache-ram", str(cache_ram_mib)]
-    out = open(log or os.devnull, "w")
-    env = {**os.environ, "LD_LIBRARY_PATH": str(exe.parent)}
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {proc.returncode} (log: {log})")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("llama-server did not become healthy")
-            time.sleep(0.2)
+    env = {**os.environ, "LD_LIBRARY_PATH": str(exe.parent)}
+    with ServerProcess(argv, ready_url=url + "/health", env=env, log=log, label="llama-server", ready_timeout=120,
+                       grace=20):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
-
 
 if __name__ == "__main__":
     sys.exit(0 if binary() else 1)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.fixtures.synthetic import byte_alphabet
+from testkit.fixtures.synthetic import byte_alphabet
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "serve" / "bench"

@@ -54,11 +54,11 @@ def admin(stack: Any, action: str, model: str) -> None:
 
 
 def run() -> list[Row]:
-    from tests.e2e.stack_proc import StackProcess
+    from testkit.stack import StackProcess
 
     demo = ROOT / "models" / "demo" / "demo-think"
     if not (demo / "config.json").is_file():
-        from tests.fixtures.build import build_fixture
+        from testkit.fixtures.build import build_fixture
 
         demo = build_fixture("qwen3")
     models = {"demo-think": demo, "bench-330m": build_model()}

@@ -1,6 +1,6 @@
 """Router overhead: requests/s and latency direct to a canned backend vs through the router, and stream TTFB.
 
-One run starts a fast canned backend (tests/route/backend.py, aiohttp + uvloop) and the router in front
+One run starts a fast canned backend (testkit/backend.py, aiohttp + uvloop) and the router in front
 of it, then loads both with the same generator: wrk when it is installed (C, light on the 2 shared cores),
 else an aiohttp client in this process (heavier: it competes for the same cores, so the figures are worse).
 Small non-streamed chat requests at 1, 16 and 64 connections, each figure the median of three runs
@@ -15,7 +15,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,10 +28,9 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import Row
-from stack.supervise import free_port
+from hearth_common.procs import CODE_ROOT, child_env, free_port
+from testkit.procs import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
-BACKEND = ROOT / "tests" / "route" / "backend.py"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 SECONDS = 2  # per run; each figure is the median of REPEATS interleaved runs
 REPEATS = 3
@@ -50,31 +48,12 @@ def port_of(url: str) -> str:
     return url.rsplit(":", 1)[1]
 
 
-def wait_up(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", int(port_of(url))), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
 @contextmanager
-def process(argv: list[str], url: str) -> Iterator[None]:
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_up(url)
-        time.sleep(0.3)
+def process(argv: list[str], url: str, ready_path: str) -> Iterator[None]:
+    """A server on `url`, once `ready_path` answers at all; its log is shown if it fails to start."""
+    with ServerProcess(argv, ready_url=url + ready_path, ready_status=None, env=child_env(), cwd=CODE_ROOT,
+                       ready_timeout=30):
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def register(router: str, backend: str) -> None:
@@ -167,9 +146,11 @@ def run() -> list[Row]:
     routed: dict[tuple[str, int], Load] = {}
     routers = {server: f"http://127.0.0.1:{free_port()}" for server in ("uvicorn", "hypercorn")}
     with ExitStack() as stack:
-        stack.enter_context(process([sys.executable, str(BACKEND), "--port", port_of(backend), "--name", "a"], backend))
+        stack.enter_context(process([sys.executable, "-m", "testkit.backend", "--port", port_of(backend), "--name", "a"],
+                                    backend, "/_stats"))
         for server, url in routers.items():
-            stack.enter_context(process([sys.executable, "-m", "route", "--port", port_of(url), "--server", server, "--open-admin"], url))
+            stack.enter_context(process([sys.executable, "-m", "route", "--port", port_of(url), "--server", server,
+                                         "--open-admin"], url, "/health"))
             register(url, backend)
         for c in CONCURRENCY:
             # Interleaved repeats, median of each figure: the 2 cores are shared, and a neighbour's burst

@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +30,8 @@ import numpy as np
 from bench import llama_server
 from bench.common import Row
 from bench.models import qwen2_330m, smollm_135m_q4
-from stack.supervise import free_port
+from hearth_common.procs import CODE_ROOT, child_env, free_port
+from testkit.procs import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "serve" / "bench"
@@ -76,33 +75,13 @@ def best(runs: list[Run]) -> Run:
 
 @contextmanager
 def server(argv: list[str], port: int) -> Iterator[str]:
-    import httpx
-
-    log = open(CACHE / f"server-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    """`python ARGV` on `port` (ours, or llama-cpp-python's server), once it is ready: ours answers /health 200 once
+    the model is loaded, llama_cpp.server has only /v1/models. Its log: .cache/serve/bench/server-PORT.log."""
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{argv[:2]} exited: {Path(log.name).read_text()[-1500:]}")
-            try:  # ours answers /health 200 once the model is loaded; llama_cpp.server has only /v1/models
-                health = httpx.get(url + "/health", timeout=1).status_code
-                if health == 200 or (health == 404 and httpx.get(url + "/v1/models", timeout=1).status_code == 200):
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    ready = "/v1/models" if "llama_cpp.server" in argv else "/health"
+    with ServerProcess([sys.executable, *argv], ready_url=url + ready, env=child_env(), cwd=CODE_ROOT,
+                       log=CACHE / f"server-{port}.log", ready_timeout=120, grace=20):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 async def _stream(session, url: str, n: int) -> tuple[int, float, float]:  # type: ignore[no-untyped-def]

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ import aiohttp
 
 from hearth_common.keys import new_key, write_key_file
 from hearth_common.logs import formatted
+from hearth_common.procs import CODE_ROOT, child_env, free_port
 from hearth_common.registration import registration
 from route.catalog import Catalog, CatalogModel, CostEntry, write_catalog
 from stack.catalog import build_catalog
@@ -49,21 +49,10 @@ from stack.control import ControlServer, start_control
 from stack.errors import StartError
 
 log = logging.getLogger("stack")
-# The children run in the folder holding our packages, so `-m serve` imports ours (not a `serve/` in the user's
-# folder); from a checkout they also get it on PYTHONPATH; an installed wheel's site-packages must not go there
-# (before the standard library).
-REPO = Path(__file__).resolve().parents[1]
-CHECKOUT = (REPO / "pyproject.toml").is_file()
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
 WATCH_EVERY, WATCH_MISSES = 3.0, 3  # a child that fails 3 checks in a row (3 s timeout, 3 s apart) is hung
 CHILD_PREFIXES = ("HEARTH_SERVE_", "HEARTH_ROUTE_")  # settings the stack's children never take from our environment
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def backoff(failures: int) -> float:
@@ -245,7 +234,7 @@ class Supervisor:
             out.write(formatted("stack", f"starting {child.name}: {' '.join(child.argv)}") + "\n")
             out.flush()
             child.proc = await asyncio.create_subprocess_exec(
-                *child.argv, cwd=REPO, env=self.child_env(child), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                *child.argv, cwd=CODE_ROOT, env=self.child_env(child), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         child.status = "starting"
@@ -255,9 +244,7 @@ class Supervisor:
         """The child's environment: ours without HEARTH_SERVE_* and HEARTH_ROUTE_* (the stack file is the children's
         one source of settings), our log level, and its keys."""
         program = "HEARTH_SERVE_" if child.model is not None else "HEARTH_ROUTE_"
-        env = {k: v for k, v in environ.items() if not k.startswith(CHILD_PREFIXES)}
-        if CHECKOUT:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
+        env = child_env({k: v for k, v in environ.items() if not k.startswith(CHILD_PREFIXES)})
         return {**env, program + "LOG_LEVEL": self.log_level, **child.env}
 
     async def wait_ready(self, child: Child) -> bool:

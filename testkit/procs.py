@@ -16,9 +16,9 @@ from types import TracebackType
 from typing import IO, Self
 from urllib.parse import urlsplit
 
-from hearth_common.procs import CODE_ROOT, child_env, free_port
+from hearth_common.procs import CODE_ROOT, child_env
 
-__all__ = ["ProcessError", "ServerProcess", "free_port", "http_status"]
+__all__ = ["ProcessError", "ServerProcess", "http_status"]
 TAIL = 3000  # characters of a log shown with a failure
 
 
@@ -54,14 +54,14 @@ class ServerProcess:
     def __init__(self, argv: Sequence[str | os.PathLike[str]], *, ready_url: str | None = None,
                  ready_status: int | None = 200, ready_headers: Mapping[str, str] | None = None,
                  ready_line: str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 log: Path | None = None, name: str | None = None, ready_timeout: float = 60.0,
+                 log: Path | None = None, label: str | None = None, ready_timeout: float = 60.0,
                  grace: float = 15.0) -> None:
         self.argv = [os.fspath(a) for a in argv]
         self.ready_url, self.ready_status, self.ready_line = ready_url, ready_status, ready_line
         self.ready_headers = dict(ready_headers or {})
         self.env = dict(env) if env is not None else None
         self.cwd, self.log_path = cwd, log
-        self.name = name or Path(self.argv[0]).name
+        self.label = label or (self.argv[2] if self.argv[1:2] == ["-m"] else Path(self.argv[0]).name)
         self.ready_timeout, self.grace = ready_timeout, grace
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -72,13 +72,13 @@ class ServerProcess:
                **kwargs: object) -> ServerProcess:
         """`python -m MODULE ARGS` run from the folder holding our packages, with `child_env(env)`."""
         return cls([sys.executable, "-m", module, *args], env=child_env(os.environ if env is None else env),
-                   cwd=CODE_ROOT, name=kwargs.pop("name", None) or module, **kwargs)  # type: ignore[arg-type]
+                   cwd=CODE_ROOT, label=kwargs.pop("label", None) or module, **kwargs)  # type: ignore[arg-type]
 
     # -- life ------------------------------------------------------------------------------------------------------
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None, f"{self.name} was never started"
+        assert self.proc is not None, f"{self.label} was never started"
         return self.proc.pid
 
     @property
@@ -91,13 +91,14 @@ class ServerProcess:
     def start(self, timeout: float | None = None) -> Self:
         """Start it and wait until it is ready; ProcessError (with the log's tail) if it exits or times out."""
         if self.running():
-            raise ProcessError(f"{self.name} is already running (pid {self.pid})")
+            raise ProcessError(f"{self.label} is already running (pid {self.pid})")
         if self._log is None:
             # appending: the child's writes never land where a read left the shared offset
             if self.log_path is None:
                 self._log = tempfile.TemporaryFile(mode="a+b")
             else:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self.log_path.write_bytes(b"")  # a named log holds this object's runs only
                 self._log = self.log_path.open("a+b")
         self._log_start = os.fstat(self._log.fileno()).st_size
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
@@ -118,10 +119,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while not self.is_ready():
             if not self.running():
-                raise ProcessError(f"{self.name} exited with {self.returncode} before it was ready{self.tail()}")
+                raise ProcessError(f"{self.label} exited with {self.returncode} before it was ready{self.tail()}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise ProcessError(f"{self.name} was not ready within {timeout:g} s{self.tail()}")
+                raise ProcessError(f"{self.label} was not ready within {timeout:g} s{self.tail()}")
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGINT, grace: float | None = None) -> int | None:
@@ -158,16 +159,20 @@ class ServerProcess:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is not None and self._log is not None:
-            exc.add_note(f"{self.name}'s output:{self.tail()}")
+            exc.add_note(f"{self.label}'s output:{self.tail()}")
         self.close()
 
     # -- log -------------------------------------------------------------------------------------------------------
 
     def log_text(self, since_start: bool = True) -> str:
-        """What it wrote (stdout and stderr) since its last start, or in all its runs."""
+        """What it wrote (stdout and stderr) since its last start, or in all its runs; a named log also after
+        `close()`."""
+        start = self._log_start if since_start else 0
         if self._log is None:
-            return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
-        fd, start = self._log.fileno(), self._log_start if since_start else 0
+            if self.log_path is None or not self.log_path.exists():
+                return ""
+            return self.log_path.read_bytes()[start:].decode(errors="replace")
+        fd = self._log.fileno()
         size = os.fstat(fd).st_size
         return os.pread(fd, max(size - start, 0), start).decode(errors="replace")  # pread: the offset stays
 

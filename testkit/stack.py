@@ -46,7 +46,7 @@ class StackProcess(ServerProcess):
         self.orphans: list[int] = []
         state_dir.mkdir(parents=True, exist_ok=True)
         super().__init__([sys.executable, "-m", "stack", *args, "--state-dir", str(state_dir)], env=child_env(),
-                         cwd=CODE_ROOT, ready_line="stack: ready", log=state_dir / "stack-console.log", name="stack",
+                         cwd=CODE_ROOT, ready_line="stack: ready", log=state_dir / "stack-console.log", label="stack",
                          ready_timeout=ready_timeout, grace=40)
         try:
             self.start()

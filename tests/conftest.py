@@ -52,12 +52,12 @@ def demo_gguf() -> Callable[[str], Path]:
 
 @pytest.fixture(scope="session")
 def embedding_gguf() -> Path:
-    """The Qwen3-Embedding-shaped fixture (tests/fixtures/embedding.py) converted to GGUF: last pooling, f32.
+    """The Qwen3-Embedding-shaped fixture (testkit/fixtures/embedding.py) converted to GGUF: last pooling, f32.
 
     Cached under .cache/test-gguf/ like demo_gguf, keyed by the fixture's folder (its build inputs) and the
     converter's sources."""
     from convert import convert_checkpoint
-    from tests.fixtures.embedding import NAME, build_qwen3_embedding_fixture
+    from testkit.fixtures.embedding import NAME, build_qwen3_embedding_fixture
 
     folder = build_qwen3_embedding_fixture()
     key = hashlib.sha256(f"{folder.name}:{_converter_digest()}".encode()).hexdigest()[:16]

@@ -47,7 +47,7 @@ def server(tmp_path: Path, mode: str = "ok", **kwargs: object) -> ServerProcess:
     script = tmp_path / "server.py"
     script.write_text(SERVER)
     return ServerProcess([sys.executable, script, str(port), mode], ready_url=f"http://127.0.0.1:{port}/health",
-                         name="test-server", **kwargs)  # type: ignore[arg-type]
+                         label="test-server", **kwargs)  # type: ignore[arg-type]
 
 
 def get(url: str) -> int:

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-# `tests.fixtures.build` is the fixture builders' shared home; make it importable under plain `pytest` too
-# (python -m pytest already has the repository root on sys.path).
-ROOT = str(Path(__file__).resolve().parents[2])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from convert import convert_checkpoint  # noqa: E402
-from tests.fixtures.build import build_fixture  # noqa: E402
+from convert import convert_checkpoint
+from testkit.fixtures.build import build_fixture
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +45,8 @@ def reference() -> Callable[[str], list]:
 def llama_src() -> Path:
     """vendor/llama.cpp of the installed llama-cpp-python's sdist (vocabularies with expected ids, sources).
 
-    Obtained once by tests.fixtures.llama_sdist (pip's cache or the registry); skipped, saying why, without it."""
-    from tests.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
+    Obtained once by testkit.fixtures.llama_sdist (pip's cache or the registry); skipped, saying why, without it."""
+    from testkit.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
 
     try:
         return llama_cpp_source()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus.txt"
+from testkit.fixtures.build import CORPUS
 
 HAND = [
     "", " ", "  ", "   ", "\n", "\n\n", "\t", " \t \n ", "a", " a", "a ", "  a  b   c    d",

@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: E402
 
-from tests.fixtures.build import DENSE_ARCHES, build_fixture  # noqa: E402
+from testkit.fixtures.build import DENSE_ARCHES, build_fixture  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

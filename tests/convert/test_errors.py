@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.build import build_fixture
+from testkit.fixtures.build import build_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from gguf import GGUFReader  # noqa: E402
 
 from convert import convert_checkpoint  # noqa: E402
 from convert.verify import TOLERANCES, compare, gguf_logits, hf_logits  # noqa: E402
-from tests.fixtures.build import build_fixture  # noqa: E402
+from testkit.fixtures.build import build_fixture  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -31,8 +31,8 @@ gguf = pytest.importorskip("gguf")
 from convert import convert_checkpoint  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
 from tests.convert.strings import strings as shared_strings  # noqa: E402
-from tests.fixtures.build import build_fixture  # noqa: E402
-from tests.fixtures.gpt_oss import SPECIAL_TOKENS  # noqa: E402
+from testkit.fixtures.build import build_fixture  # noqa: E402
+from testkit.fixtures.gpt_oss import SPECIAL_TOKENS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

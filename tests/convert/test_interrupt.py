@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.synthetic import write_synthetic
+from testkit.fixtures.synthetic import write_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ pytest.importorskip("transformers")
 from gguf import GGUFReader  # noqa: E402
 
 from convert.verify import TOLERANCES, compare, gguf_logits  # noqa: E402
-from tests.fixtures.build import DENSE_ARCHES  # noqa: E402
+from testkit.fixtures.build import DENSE_ARCHES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_q8_0_bytes_equal_llama_cpp_quantizer(arch, converted, tmp_path):
 def test_bf16_checkpoint_stays_bf16_by_default(tmp_path):
     """A bf16 checkpoint converts to bf16 without --type, its matrices copied byte for byte."""
     from convert import convert_checkpoint
-    from tests.fixtures.synthetic import write_synthetic
+    from testkit.fixtures.synthetic import write_synthetic
 
     src = write_synthetic(tmp_path / "syn", hidden=64, layers=1, vocab=300, ff=128)
     out = convert_checkpoint(src, tmp_path / "syn.gguf", progress=False)

@@ -25,7 +25,7 @@ from convert.errors import ConvertError, ShapeError  # noqa: E402
 from convert.llama_quirks import general_name  # noqa: E402
 from convert.source import read_tensors, to_f32  # noqa: E402
 from convert.vocab import Vocab  # noqa: E402
-from tests.fixtures.build import build_fixture  # noqa: E402
+from testkit.fixtures.build import build_fixture  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

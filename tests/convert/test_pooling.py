@@ -13,7 +13,7 @@ import pytest
 from convert.__main__ import main
 from convert.errors import SourceError, UnsupportedError
 from convert.pooling import checkpoint_pooling, pooling_meta
-from tests.fixtures.embedding import MODULES, POOLING_CONFIG, build_qwen3_embedding_fixture
+from testkit.fixtures.embedding import MODULES, POOLING_CONFIG, build_qwen3_embedding_fixture
 
 
 def _st_folder(tmp_path: Path, pooling: dict[str, object], modules: list[dict[str, object]] = MODULES) -> Path:

@@ -12,8 +12,8 @@ from gguf import GGUFReader
 from convert import convert_checkpoint
 from convert.errors import ShapeError, SourceError
 from convert.source import open_checkpoint, read_tensors, to_f32
-from tests.fixtures.build import build_fixture
-from tests.fixtures.synthetic import write_synthetic
+from testkit.fixtures.build import build_fixture
+from testkit.fixtures.synthetic import write_synthetic
 
 
 def split_into_shards(src: Path, dst: Path, n: int) -> Path:

@@ -1,6 +1,6 @@
 """Every real vocabulary llama.cpp ships (its sdist's models/ggml-vocab-*.gguf) converts so llama.cpp tokenizes right.
 
-For each vocabulary transformers can rebuild into a tokenizer.json (tests/fixtures/vocabs.py), a tiny checkpoint
+For each vocabulary transformers can rebuild into a tokenizer.json (testkit/fixtures/vocabs.py), a tiny checkpoint
 carrying it is converted, and:
   - llama.cpp's tokens for the vocabulary's .inp strings equal the .out ids (llama.cpp's own expected ids, made
     by the real HF tokenizer; tokenized as llama.cpp's test-tokenizer-0 does: no BOS, specials as text);
@@ -26,7 +26,7 @@ transformers = pytest.importorskip("transformers")
 from convert import convert_checkpoint  # noqa: E402
 from convert.pretok import load_known  # noqa: E402
 from tests.convert.strings import strings  # noqa: E402
-from tests.fixtures.vocabs import RELEASES, build_vocab_fixture, vocab_cases  # noqa: E402
+from testkit.fixtures.vocabs import RELEASES, build_vocab_fixture, vocab_cases  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

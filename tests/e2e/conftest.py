@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.stack_proc import DEMO, StackProcess, demo_models_missing
+from testkit.stack import DEMO, StackProcess, demo_models_missing
 
 CHAOS_STACK = f"""
 [router]

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from models.demo.data import ITEMS, Item
-from tests.e2e.stack_proc import StackProcess
+from testkit.stack import StackProcess
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from models.demo.data import ITEMS, Item, weather_answer, weather_result
-from tests.e2e.stack_proc import REPO, StackProcess, alive, demo_models_missing
-from stack.supervise import free_port
+from hearth_common.procs import free_port
+from testkit.stack import DEMO, StackProcess, alive, demo_models_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
 
@@ -120,7 +120,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
 
 def test_readme_python_client_examples_run(stack: StackProcess) -> None:
     """The README's `openai` examples, run as written against this stack (only the URL changes)."""
-    readme = (REPO / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Python client", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 4
@@ -152,7 +152,7 @@ def test_keys_from_the_stack_file(tmp_path: Path) -> None:
     of the stack's own, never the client's; no key is on a command line, printed, or in a world-readable file."""
     path = tmp_path / "stack.toml"
     path.write_text(f'[router]\nport = 0\napi_key = "sk-test"\nadmin_key = "adm"\n'
-                    f'[[models]]\nname = "demo-think"\nsource = "{REPO / "models" / "demo" / "demo-think"}"\nthreads = 1\n')
+                    f'[[models]]\nname = "demo-think"\nsource = "{DEMO / "demo-think"}"\nthreads = 1\n')
     path.chmod(0o600)
     proc = StackProcess([str(path)], tmp_path / "state")
     try:

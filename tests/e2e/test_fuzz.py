@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from models.demo.data import ITEMS
-from tests.e2e.stack_proc import StackProcess
+from testkit.stack import StackProcess
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from models.demo.data import ITEMS, Item
-from tests.e2e.stack_proc import DEMO, StackProcess, alive, demo_models_missing
+from testkit.stack import DEMO, StackProcess, alive, demo_models_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,8 @@ import gguf
 import numpy as np
 import pytest
 
-from tests.e2e.stack_proc import REPO, alive
+from hearth_common.procs import CODE_ROOT, child_env
+from testkit.stack import alive
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,8 @@ def run_stack(tmp_path: Path, source: Path) -> tuple[subprocess.CompletedProcess
     stack.write_text(f'[router]\nport = 0\n[[models]]\nname = "broken"\nsource = "{source}"\nthreads = 1\n')
     state = tmp_path / "state"
     out = subprocess.run(
-        [sys.executable, "-m", "stack", str(stack), "--state-dir", str(state)], cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "stack", str(stack), "--state-dir", str(state)], cwd=CODE_ROOT,
+        env=child_env(), capture_output=True, text=True, timeout=120,
     )
     return out, state
 

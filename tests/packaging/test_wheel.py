@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import tomllib
 import venv
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from openai import OpenAI
 
 from models.demo.data import ITEMS
+from testkit.procs import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -99,29 +98,16 @@ def test_demo_stack_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     """`hearth` with no stack file serves the demo models shipped in the wheel, converting them into HEARTH_CACHE."""
     cache, cwd = tmp_path / "cache", tmp_path / "elsewhere"
     cwd.mkdir()
-    log_path = tmp_path / "hearth.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([installed / "hearth", "--port", "0"], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                env=clean_env(HEARTH_CACHE=str(cache)))
-    try:
-        deadline = time.monotonic() + 240
-        while "stack: ready" not in log_path.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.2)
+    with ServerProcess([installed / "hearth", "--port", "0"], ready_line="stack: ready", cwd=cwd,
+                       env=clean_env(HEARTH_CACHE=str(cache)), log=tmp_path / "hearth.log", ready_timeout=240,
+                       grace=40) as hearth:
         state = json.loads((cache / "stack" / "state.json").read_text())
         item = ITEMS[0]
         client = OpenAI(base_url=state["api"], api_key="unused", max_retries=0, timeout=60)
         answer = client.chat.completions.create(model="demo-think", temperature=0, max_tokens=200,
                                                 messages=[{"role": "user", "content": item.question}])
         assert answer.choices[0].message.content == item.answer
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, log_path.read_text(errors="replace")[-3000:]
+        assert hearth.stop() == 0, hearth.tail()
     records = [json.loads(p.read_text()) for p in (cache / "gguf").glob("*.gguf.json")]
     site = Path(subprocess.run([installed / "python", "-c", "import hearth_demo; print(hearth_demo.__file__)"],
                                capture_output=True, text=True, check=True, env=clean_env()).stdout.strip()).parent

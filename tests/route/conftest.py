@@ -1,16 +1,12 @@
-"""The router's tests import their helpers (route_procs) from this folder; `cluster` kills what a test starts."""
+"""`cluster`: the processes a router test starts (tests.route.route_procs), killed afterwards."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from route_procs import Cluster  # noqa: E402
+from tests.route.route_procs import Cluster
 
 
 @pytest.fixture

@@ -1,79 +1,37 @@
-"""Real processes on loopback for the router's tests: canned backends (backend.py), routers, model servers."""
+"""Real processes on loopback for the router's tests: canned backends (testkit.backend), routers, model servers."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
 from hearth_common.keys import write_key_file
-from stack.supervise import free_port
+from hearth_common.procs import CODE_ROOT, child_env, free_port
+from testkit.procs import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-BACKEND = Path(__file__).with_name("backend.py")
 
 
-class Proc:
-    """A server process on a loopback port, restartable on the same port."""
+class Proc(ServerProcess):
+    """A server process on a loopback port, started on construction, restartable on the same port, with an httpx
+    client for it (`http`)."""
 
     def __init__(self, argv: list[str], port: int, ready_path: str, ready_status: int | None = None,
-                 headers: dict[str, str] | None = None, env: dict[str, str] | None = None) -> None:
-        self.ready_status = ready_status  # None: any answer means up
-        self.argv = argv
+                 headers: dict[str, str] | None = None, env: Mapping[str, str] | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.ready_path = ready_path
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
+        # ready_status None: any answer means up
+        super().__init__(argv, ready_url=self.url + ready_path, ready_status=ready_status, ready_headers=headers,
+                         env=child_env(os.environ if env is None else env), cwd=CODE_ROOT)
         # one client: httpx.post() builds an SSL context each call
         self.http = httpx.Client(base_url=self.url, timeout=30, headers=headers)
-        self.start()
-
-    def start(self, timeout: float = 60.0) -> None:
-        # Its log goes to a file: a pipe nobody reads would fill with access lines and stall the server.
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log, env=self.env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.argv} exited {self.proc.returncode}: {self.log_text()[-2000:]}")
-            try:
-                status = self.http.get(self.ready_path, timeout=1.0).status_code
-                if self.ready_status in (None, status):
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.argv} did not start within {timeout} s")
-
-    def log_text(self) -> str:
-        """What the process has logged (stderr) since its last start."""
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        """SIGTERM: a graceful shutdown."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def restart(self) -> None:
-        self.kill()
         self.start()
 
 
@@ -81,7 +39,8 @@ class FakeBackend(Proc):
     def __init__(self, name: str, mode: str = "ok") -> None:
         self.name = name
         port = free_port()
-        super().__init__([sys.executable, str(BACKEND), "--port", str(port), "--name", name, "--mode", mode], port, "/_stats")
+        super().__init__([sys.executable, "-m", "testkit.backend", "--port", str(port), "--name", name, "--mode", mode],
+                         port, "/_stats")
 
     def set_mode(self, mode: str) -> None:
         self.http.post("/_mode", json={"mode": mode}).raise_for_status()
@@ -151,6 +110,7 @@ class Cluster:
     def close(self) -> None:
         for p in self.procs:
             p.kill()
+            p.close()
             p.http.close()
 
 

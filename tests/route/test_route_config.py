@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import subprocess
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from route.__main__ import main
 from route.config import SECRETS, BackendSpec, RouterConfig, build_parser, load_config
 from route.errors import ConfigError
 from route.registry import Registry, load_state
-from route_procs import ADMIN_KEY, Cluster
+from tests.route.route_procs import ADMIN_KEY, Cluster
 
 
 def test_every_simple_field_has_a_flag() -> None:
@@ -156,7 +157,7 @@ def test_router_log_access_lines_no_key_clean_stop(cluster: Cluster, demo_gguf: 
                                                  stream=True, stream_options={"include_usage": True}))
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=router.url + "/v1", api_key=wrong, max_retries=0).models.list()
-    router.stop()  # SIGTERM
+    router.stop(signal.SIGTERM)
     assert router.proc is not None and router.proc.returncode == 0
     log = router.log_text()
     assert not any(k in log for k in (api_key, backend_key, wrong, ADMIN_KEY))

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from route_procs import ADMIN_KEY, ROOT, Cluster, Router
+from tests.route.route_procs import ADMIN_KEY, ROOT, Cluster, Router
 
 pytestmark = pytest.mark.slow
 

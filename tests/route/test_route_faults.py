@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from route_procs import Cluster, FakeBackend, Router, parse_stream, wait_for
+from tests.route.route_procs import Cluster, FakeBackend, Router, parse_stream, wait_for
 
 pytestmark = pytest.mark.slow
 

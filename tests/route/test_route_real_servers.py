@@ -8,14 +8,13 @@ the routed answer must equal the one the same backend gives directly, streamed o
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from route_procs import ROOT, Cluster, Proc, Router, wait_for
+from tests.route.route_procs import ROOT, Cluster, Proc, Router, wait_for
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
@@ -28,8 +27,7 @@ MAX_TOKENS = 200 if DEMO else 12  # the demo model thinks first, then answers; t
 def model(request: pytest.FixtureRequest) -> Path:
     if DEMO:
         return Path(request.getfixturevalue("demo_gguf")("demo-think"))
-    sys.path.insert(0, str(ROOT / "tests" / "serve"))  # the serve tests' own helper, as they import it
-    from tiny_gguf import build_tiny_gguf
+    from tests.serve.tiny_gguf import build_tiny_gguf
 
     return build_tiny_gguf()
 

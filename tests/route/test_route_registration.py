@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from route_procs import Cluster, parse_stream, wait_for
+from tests.route.route_procs import Cluster, parse_stream, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from route_procs import Cluster, Router
+from tests.route.route_procs import Cluster, Router
 
 pytestmark = pytest.mark.slow
 MODELS = ["rr", "w", "st", "px", "lc"]

@@ -16,7 +16,7 @@ from route.app import create_app
 from route.config import RouterConfig
 from route.health import PROBES_AT_ONCE, probe_all, spread
 from route.proxy import TIMED_OUT, UNREACHABLE, answered
-from test_route_app import FakeResponse, FakeUpstream, ok
+from tests.route.test_route_app import FakeResponse, FakeUpstream, ok
 
 pytestmark = pytest.mark.anyio
 

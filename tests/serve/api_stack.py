@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from servers import REPO, free_port, running_server
+from tests.serve.servers import running_router, running_server
 
 MODELS = ("demo-think", "demo-harmony")
 
@@ -22,15 +18,8 @@ MODELS = ("demo-think", "demo-harmony")
 @contextlib.contextmanager
 def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[dict[str, str]]:
     """{"demo-think": url, "demo-harmony": url, "router": url}; both servers registered with the router."""
-    port = free_port()
-    router = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(state_dir / "state.json"),
-         "--open-admin"],  # the servers register themselves with no admin key
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait(lambda: httpx.get(router + "/backends").status_code == 200)
+    # --open-admin: the servers register themselves with no admin key
+    with running_router("--state-file", str(state_dir / "state.json"), "--open-admin") as router:
         with running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think",
                             "--ctx-size", "1024", "--router", router) as think, \
              running_server("--model-path", str(demo_gguf("demo-harmony")), "--model-name", "demo-harmony",
@@ -38,13 +27,6 @@ def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[di
             wait(lambda: {b["name"] for b in httpx.get(router + "/backends").json()["backends"]
                           if b.get("healthy")} >= set(MODELS))
             yield {"demo-think": think, "demo-harmony": harmony, "router": router}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait(predicate: Any, timeout: float = 30) -> None:

@@ -1,6 +1,6 @@
 """Embeddings: the request shapes and encodings (pure), and llama.cpp's pooled vectors against transformers.
 
-The oracle is transformers' Qwen3Model on the Qwen3-Embedding-shaped fixture (tests/fixtures/embedding.py): the
+The oracle is transformers' Qwen3Model on the Qwen3-Embedding-shaped fixture (testkit/fixtures/embedding.py): the
 normalized last hidden state at the pooled position(s), for the token ids the HF tokenizer makes (which append
 `<|endoftext|>`, as Qwen3-Embedding's do). Measured on this fixture (f32 GGUF): cosine >= 0.9999995 and max abs
 difference <= 3.2e-4 for last, mean and cls pooling; the tests hold them to cosine >= 0.99999 and 1e-3.
@@ -103,7 +103,7 @@ def embed(embedder: Embedder, inputs: list[list[int]]) -> Embedded:
 @pytest.mark.parametrize("pooling", [None, "mean", "cls"])  # None: the GGUF's own, last
 def test_vectors_match_transformers(embedding_gguf: Path, pooling: str | None) -> None:
     from serve.engine import Model
-    from tests.fixtures.embedding import build_qwen3_embedding_fixture
+    from testkit.fixtures.embedding import build_qwen3_embedding_fixture
 
     want, hf_ids = hf_vectors(build_qwen3_embedding_fixture(), TEXTS, pooling or "last")
     model = Model(embedding_gguf)
@@ -159,7 +159,7 @@ def test_concurrent_jobs_and_cancellation(embedding_gguf: Path) -> None:
 def test_a_model_without_pooling_is_refused() -> None:
     """The tiny generation model declares no pooling: loading it for embeddings names --pooling."""
     from serve.engine import EngineError, Model
-    from tiny_gguf import build_tiny_gguf
+    from tests.serve.tiny_gguf import build_tiny_gguf
 
     model = Model(build_tiny_gguf())
     try:
@@ -180,7 +180,7 @@ def test_an_embeddings_app_without_pooling_says_why_and_with_it_serves() -> None
 
     from serve.app import create_app
     from serve.config import ServeConfig
-    from tiny_gguf import build_tiny_gguf
+    from tests.serve.tiny_gguf import build_tiny_gguf
 
     async def run(config: ServeConfig) -> list[tuple[int, dict]]:  # type: ignore[type-arg]
         async with create_app(config).test_app() as test_app:

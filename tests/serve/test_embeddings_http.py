@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +15,9 @@ import numpy as np
 import openai
 import pytest
 
-from servers import REPO, free_port, running_server
-from test_embeddings import COSINE, MAX_ABS, TEXTS, hf_vectors
-from tiny_gguf import build_tiny_gguf
+from tests.serve.servers import running_router, running_server
+from tests.serve.test_embeddings import COSINE, MAX_ABS, TEXTS, hf_vectors
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 NAME, ALIAS = "qe", "qwen3-embedding"
@@ -29,31 +25,17 @@ NAME, ALIAS = "qe", "qwen3-embedding"
 
 @pytest.fixture(scope="module")
 def oracle() -> tuple[np.ndarray, list[list[int]]]:
-    from tests.fixtures.embedding import build_qwen3_embedding_fixture
+    from testkit.fixtures.embedding import build_qwen3_embedding_fixture
 
     return hf_vectors(build_qwen3_embedding_fixture(), TEXTS, "last")
 
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     state = tmp_path_factory.mktemp("router") / "state.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(state), "--health-interval", "0.5",
-         "--open-admin"],  # the servers register themselves with no admin key
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait(lambda: httpx.get(url + "/backends", timeout=1).status_code == 200)
+    # --open-admin: the servers register themselves with no admin key
+    with running_router("--state-file", str(state), "--health-interval", "0.5", "--open-admin") as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

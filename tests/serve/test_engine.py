@@ -15,7 +15,7 @@ from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingPa
 from serve.grammar import build
 from serve.channels import Format
 from serve.schemas import ResponseFormat
-from tiny_gguf import build_tiny_gguf
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 PROMPTS = ["hello there", "abc def", "the quick brown fox", "zzz", "Paris is", "1 2 3 4"]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
-from tiny_gguf import build_tiny_gguf
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 WORDS = "the river city grew around a market where traders from the hills sold wool and salt".split()
 
@@ -237,7 +237,7 @@ def test_nothing_survives_the_engine(model: Model) -> None:
 
 def fixture_gguf(arch: str) -> Path:
     from serve.models import resolve_model
-    from tests.fixtures.build import build_fixture
+    from testkit.fixtures.build import build_fixture
 
     return resolve_model(build_fixture(arch))[0]
 

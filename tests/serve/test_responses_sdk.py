@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from api_stack import MODELS, demo_stack, prompt_ids
+from tests.serve.api_stack import MODELS, demo_stack, prompt_ids
 
 pytestmark = pytest.mark.slow
 MARKUP = re.compile(r"<\|[a-z_]+\|>|</?think>|</?tool_call>|to=functions")

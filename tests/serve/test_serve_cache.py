@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from servers import running_server
+from tests.serve.servers import running_server
 
 pytestmark = pytest.mark.slow
 QUESTIONS = ["What is the capital of France?", "What is 7 + 5?", "What is the capital of Japan?"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import secrets
 import subprocess
@@ -19,10 +18,12 @@ import openai
 import pytest
 
 from hearth_common.logs import setup
+from hearth_common.paths import demo_dir
+from hearth_common.procs import CODE_ROOT, child_env
 from hearth_common.version import version
 from serve.__main__ import main
 from serve.config import build_parser, from_args
-from servers import REPO, running_server
+from tests.serve.servers import running_server
 
 
 @pytest.mark.parametrize(
@@ -34,8 +35,8 @@ from servers import REPO, running_server
     ],
 )
 def test_bad_settings_exit_2_with_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "serve", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    r = subprocess.run([sys.executable, "-m", "serve", *args], cwd=CODE_ROOT, capture_output=True, text=True,
+                       timeout=60, env=child_env())
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr and "Traceback" not in r.stderr
 
@@ -123,7 +124,7 @@ def test_converting_a_folder_logs_one_line(tmp_path: Path) -> None:
     saved = root.handlers[:], root.level
     try:
         setup("serve", "info", stream)
-        resolve_model(REPO / "models" / "demo" / "demo-think", cache=tmp_path)
+        resolve_model(demo_dir() / "demo-think", cache=tmp_path)
     finally:
         root.handlers, root.level = saved
     lines = stream.getvalue().splitlines()
@@ -147,7 +148,7 @@ def test_log_access_lines_one_banner_no_key_clean_stop(demo_gguf: Callable[[str]
         refused = httpx.post(url + "/v1/completions", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {wrong}"})
         assert refused.status_code == 401
         port = url.rsplit(":", 1)[1]
-    log = (REPO / ".cache" / "serve" / f"server-{port}.log").read_text()
+    log = url.process.log_text()  # the whole run, to its last line after Ctrl-C
     assert key not in log and wrong not in log
     lines = log.splitlines()
     assert all(LINE.match(line) for line in lines), log

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from servers import running_server
+from tests.serve.servers import running_server
 
 pytestmark = pytest.mark.slow
 MARKER = re.compile(r"<\|(start|channel|message|end|return|call|constrain)\|>|</?think>")
@@ -18,7 +18,7 @@ MARKER = re.compile(r"<\|(start|channel|message|end|return|call|constrain)\|>|</
 
 @pytest.fixture(scope="module", params=["qwen3", "gpt-oss"])
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, openai.OpenAI]]:
-    from tests.fixtures.build import build_fixture
+    from testkit.fixtures.build import build_fixture
 
     folder = build_fixture(request.param)
     with running_server("--model-path", str(folder), "--max-concurrent", "2", "--ctx-size", "1024", timeout=180) as url:

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from servers import running_server
-from tiny_gguf import build_tiny_gguf
+from tests.serve.servers import running_server
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "hello"}]

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from servers import REPO, free_port, running_server
-from tiny_gguf import build_tiny_gguf
+from tests.serve.servers import running_router, running_server
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -35,20 +31,12 @@ ADMIN = {"Authorization": f"Bearer {KEY}"}
 
 
 def test_registers_and_unregisters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = free_port()
-    router = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(tmp_path / "state.json")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HEARTH_ROUTE_ADMIN_KEY": KEY},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
     monkeypatch.setenv("HEARTH_SERVE_ROUTER_KEY", KEY)  # the server's key for --router, out of its command line
+    with running_router("--state-file", str(tmp_path / "state.json"), env={"HEARTH_ROUTE_ADMIN_KEY": KEY}) as router:
 
-    def backends() -> list[dict]:
-        return httpx.get(router + "/backends", headers=ADMIN).json()["backends"]
+        def backends() -> list[dict]:
+            return httpx.get(router + "/backends", headers=ADMIN).json()["backends"]
 
-    try:
-        assert _wait(lambda: httpx.get(router + "/backends", headers=ADMIN).status_code == 200)
         with running_server("--model-path", str(build_tiny_gguf()), "--router", router, "--model-name", "tiny") as url:
             assert _wait(lambda: any(b["name"] == "tiny" for b in backends()))
             assert KEY.encode() not in Path(f"/proc/{url.proc.pid}/cmdline").read_bytes()
@@ -57,10 +45,3 @@ def test_registers_and_unregisters(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
         # after SIGINT the server has said goodbye
         assert _wait(lambda: not any(b["name"] == "tiny" and not b.get("draining") for b in backends()), timeout=5)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -6,52 +6,20 @@ turns alternate replicas and reuse less (figures in bench/RESULTS.md: python -m 
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from servers import REPO, free_port, running_server
-from tiny_gguf import build_tiny_gguf
+from tests.serve.servers import running_router, running_server
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 KEY = "router-admin-key"
 ADMIN = {"Authorization": f"Bearer {KEY}"}
 WORDS = "river market salt wool hills trader bridge winter harvest stone tower road".split()
-
-
-@contextmanager
-def router(strategy: str, state: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "route", "--port", str(port), "--strategy", strategy,
-                             "--state-file", str(state)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "HEARTH_ROUTE_ADMIN_KEY": KEY},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/backends", headers=ADMIN).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def conversation(client: openai.OpenAI, seed: int, turns: int) -> list[tuple[str, int, int]]:
@@ -70,7 +38,8 @@ def conversation(client: openai.OpenAI, seed: int, turns: int) -> list[tuple[str
 def routed(strategy: str, tmp: Path) -> list[list[tuple[str, int, int]]]:
     gguf = str(build_tiny_gguf())
     with ExitStack() as stack:
-        url = stack.enter_context(router(strategy, tmp / f"{strategy}.json"))
+        url = stack.enter_context(running_router("--strategy", strategy, "--state-file", str(tmp / f"{strategy}.json"),
+                                                 env={"HEARTH_ROUTE_ADMIN_KEY": KEY}))
         for name in "ab":
             backend = stack.enter_context(running_server("--model-path", gguf, "--model-name", "m", "--max-concurrent", "2",
                                                          "--ctx-size", "2048"))

@@ -8,11 +8,7 @@ client sees the same OpenAI shapes from both."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from servers import REPO, free_port, running_server
+from tests.serve.servers import running_router, running_server
 
 pytestmark = pytest.mark.slow
 MARKUP = re.compile(r"<\|[a-z_]+\|>|</?think>|</?tool_call>|to=functions")
@@ -54,18 +50,12 @@ def clients(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     if not manifest.MANIFEST.is_file():
         pytest.skip("the demo models are not trained and committed")
     demo_gguf = request.getfixturevalue("demo_gguf")
-    port = free_port()
-    router = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "route", "--port", str(port), "--state-file", str(tmp_path_factory.mktemp("r") / "s.json")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HEARTH_ROUTE_ADMIN_KEY": KEY},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    state = tmp_path_factory.mktemp("r") / "s.json"
     patch = pytest.MonkeyPatch()
     patch.setenv("HEARTH_SERVE_ROUTER_KEY", KEY)  # the servers' key for --router, out of their command lines
     try:
-        _wait(lambda: httpx.get(router + "/backends", headers=ADMIN).status_code == 200)
-        with running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think",
+        with running_router("--state-file", str(state), env={"HEARTH_ROUTE_ADMIN_KEY": KEY}) as router, \
+             running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think",
                             "--ctx-size", "1024", "--router", router) as think, \
              running_server("--model-path", str(demo_gguf("demo-harmony")), "--model-name", "demo-harmony",
                             "--ctx-size", "1024", "--router", router) as harmony:
@@ -75,12 +65,6 @@ def clients(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             yield {"direct": {"demo-think": make(think), "demo-harmony": make(harmony)}, "router": make(router)}
     finally:
         patch.undo()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait(predicate: Any, timeout: float = 30) -> None:

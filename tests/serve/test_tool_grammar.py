@@ -16,7 +16,7 @@ from serve.prompts import Thinking
 from serve.tools.formats import ToolFormat
 from serve.tools.grammar import build
 from serve.tools.request import ToolRequest
-from tiny_gguf import build_tiny_gguf
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}

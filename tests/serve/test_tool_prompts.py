@@ -25,7 +25,7 @@ from serve.schemas import ChatRequest  # noqa: E402
 from serve.tools import generic  # noqa: E402
 from serve.tools.formats import ToolFormat  # noqa: E402
 from serve.tools.request import tool_request  # noqa: E402
-from tool_templates import SHIPPED, STYLE_TEMPLATES, shipped_templates  # noqa: E402
+from tests.serve.tool_templates import SHIPPED, STYLE_TEMPLATES, shipped_templates  # noqa: E402
 
 BOS, EOS = "<s>", "</s>"
 WEATHER = {"type": "function", "function": {
@@ -149,7 +149,7 @@ def test_style_templates_detected_and_rendered_like_transformers(style: str) -> 
 
 
 def _shipped() -> Path:
-    from tests.fixtures.llama_sdist import SdistUnavailable
+    from testkit.fixtures.llama_sdist import SdistUnavailable
 
     try:
         return shipped_templates()
@@ -173,8 +173,8 @@ def test_shipped_templates_detected_and_rendered_like_transformers(name: str) ->
 
 
 def _fixture_templates() -> dict[str, tuple[str, str, str]]:
-    from tests.fixtures import gpt_oss
-    from tests.fixtures.build import FAMILIES
+    from testkit.fixtures import gpt_oss
+    from testkit.fixtures.build import FAMILIES
 
     out = {name: (fam.chat_template, fam.bos or "", fam.eos) for name, fam in FAMILIES.items()}
     out["gpt-oss"] = (gpt_oss.CHAT_TEMPLATE, "<|startoftext|>", "<|return|>")
@@ -218,8 +218,8 @@ def test_demo_templates_speak_their_families_formats(name: str) -> None:
 
 
 def _history_cases() -> list[tuple[str, str, Format]]:
-    from tests.fixtures import gpt_oss
-    from tests.fixtures.build import QWEN3_TEMPLATE
+    from testkit.fixtures import gpt_oss
+    from testkit.fixtures.build import QWEN3_TEMPLATE
 
     return [("qwen3", QWEN3_TEMPLATE, Format.THINK), ("gpt-oss", gpt_oss.CHAT_TEMPLATE, Format.HARMONY)]
 
@@ -243,7 +243,7 @@ def test_earlier_reasoning_reaches_the_template_under_every_name(key: str, case:
 
 
 def test_our_own_thinking_object_sent_back_is_its_text() -> None:
-    from tests.fixtures import gpt_oss
+    from testkit.fixtures import gpt_oss
 
     template = ChatTemplate(gpt_oss.CHAT_TEMPLATE, Format.HARMONY, BOS, EOS)
     thinking = {"analysis": "They greet me.", "commentary": "Wave.", "raw": "[Analysis]..."}
@@ -256,8 +256,8 @@ def test_our_own_thinking_object_sent_back_is_its_text() -> None:
 
 @pytest.mark.parametrize("effort", ["none", "minimal", "low", "high"])
 def test_reasoning_effort_levels_and_thinking_off(effort: str) -> None:
-    from tests.fixtures import gpt_oss
-    from tests.fixtures.build import QWEN3_TEMPLATE
+    from testkit.fixtures import gpt_oss
+    from testkit.fixtures.build import QWEN3_TEMPLATE
 
     hf = [{"role": "user", "content": "Hi"}]
     level = {"none": "low", "minimal": "low"}.get(effort, effort)

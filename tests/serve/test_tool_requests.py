@@ -12,7 +12,7 @@ import pytest
 
 from serve.app import create_app
 from serve.config import ServeConfig
-from tiny_gguf import build_tiny_gguf
+from tests.serve.tiny_gguf import build_tiny_gguf
 
 WEATHER = {"type": "function", "function": {"name": "get_weather",
            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},

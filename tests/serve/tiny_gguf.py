@@ -12,7 +12,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tests.fixtures.synthetic import byte_alphabet
+from testkit.fixtures.synthetic import byte_alphabet
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = (

@@ -169,7 +169,7 @@ SHIPPED = {
 
 def shipped_templates() -> Path:
     """llama.cpp's collection of real chat templates, from the pinned llama-cpp-python sdist
-    (tests/fixtures/llama_sdist.py; raises SdistUnavailable saying why when it cannot be had)."""
-    from tests.fixtures.llama_sdist import llama_cpp_source
+    (testkit/fixtures/llama_sdist.py; raises SdistUnavailable saying why when it cannot be had)."""
+    from testkit.fixtures.llama_sdist import llama_cpp_source
 
     return llama_cpp_source() / "models" / "templates"

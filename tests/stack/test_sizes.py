@@ -11,7 +11,7 @@ import pytest
 
 from convert import convert_checkpoint
 from stack.gguf_info import InfoError, read_info
-from tests.fixtures.build import build_fixture
+from testkit.fixtures.build import build_fixture
 
 
 def llama_cpp_numbers(path: Path) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """A small real backend for the router's tests and benchmark: OpenAI's shape, canned answers, and faults.
 
-Run as a process: `python tests/route/backend.py --port P --name NAME [--mode MODE]`. The mode can be
+Run as a process: `python -m testkit.backend --port P --name NAME [--mode MODE]`. The mode can be
 changed while it runs (POST /_mode {"mode": ...}); GET /_stats counts what it saw.
 
 Modes: ok; error500 (every /v1 call answers 500); hang (never answers /v1); cut (streams stop half-way
