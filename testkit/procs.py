@@ -42,8 +42,8 @@ class ProcessError(RuntimeError):
 
 class ServerProcess:
     """One server process. Ready when `ready_url` answers `ready_status` (None: any HTTP answer) and, with
-    `ready_line`, its log holds that text. The log (stdout and stderr) goes to `log`, appended across restarts, or to
-    an unnamed temporary file; `log_text()` is what it wrote since its last start.
+    `ready_line`, its log holds that text. The log (stdout and stderr) goes to `log` (emptied at the first start,
+    appended across restarts) or to an unnamed temporary file; `log_text()` is what it wrote since its last start.
 
         with ServerProcess([sys.executable, "-m", "serve", "--port", str(port)],
                            ready_url=f"http://127.0.0.1:{port}/health") as server:
