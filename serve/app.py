@@ -316,21 +316,19 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     rt = app.runtime
     tokens = await asyncio.to_thread(loaded.model.tokenize, req.prompt, add_special=True)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    job = rt.job(tokens, params, queue)
-    rt.admit(job)
+    run = rt.start(tokens, params)
     meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
-    events = rt.generate(job, queue)
+    events = run.events()
     if req.stream:
         return _sse(_completion_chunks(events, req, meta))
     text = ""
-    tokens: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
+    logged: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
                 text += event.text
-                if tokens is not None and event.logprob is not None:
-                    tokens.append(event.logprob)
+                if logged is not None and event.logprob is not None:
+                    logged.append(event.logprob)
             elif isinstance(event, Failed):
                 raise ServeError(event.message)
             else:
@@ -342,7 +340,7 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
         **meta,
         "object": "text_completion",
         "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(finish),
-                     "logprobs": logprobs.completion(tokens, len(req.prompt))}],
+                     "logprobs": logprobs.completion(logged, len(req.prompt))}],
         "usage": responses.usage(_finish(finish), per_channel=False),
     }
     return Response(json.dumps(body), content_type="application/json")

@@ -141,9 +141,19 @@ class Runtime:
         # A template that writes the BOS itself must not get a second one.
         return self.loaded.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
 
-    def job(self, prompt: list[int], params: SamplingParams, queue: asyncio.Queue[Event]) -> Job:
-        """A job whose events land in `queue`; its slot is released when the engine ends it, whether or not
-        anyone still reads the queue (a client can vanish before its response body ever starts)."""
+    def start(self, prompt: list[int], params: SamplingParams) -> Run:
+        """Admit a generation: it starts at once or waits in the queue (raises QueueFull when that is full).
+        Read its events with `run.events()`; its slot is released when the engine ends it, whether or not anyone
+        reads them (a client can vanish before its response body ever starts)."""
+        assert self.loaded
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        job = self._job(prompt, params, queue)
+        if self.scheduler.submit(job):
+            self.loaded.engine.submit(job)
+        self._gauges()
+        return Run(self, job, queue)
+
+    def _job(self, prompt: list[int], params: SamplingParams, queue: asyncio.Queue[Event]) -> Job:
         assert self.loaded
         loop = self._loop = asyncio.get_running_loop()
         job: Job
@@ -172,14 +182,7 @@ class Runtime:
         except RuntimeError:  # the loop is gone (shutdown): nobody is listening
             pass
 
-    def admit(self, job: Job) -> None:
-        """Start the job or queue it; raises QueueFull. Must be followed by `generate(job)`."""
-        assert self.loaded
-        if self.scheduler.submit(job):
-            self.loaded.engine.submit(job)
-        self._gauges()
-
-    async def generate(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+    async def _events(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
         """The job's events until Finished or Failed; leaving early cancels the job."""
         assert self.loaded
         engine = self.loaded.engine
@@ -226,6 +229,19 @@ class Runtime:
     def _gauges(self) -> None:
         self.metrics.waiting.set(len(self.scheduler.waiting))
         self.metrics.running.set(len(self.scheduler.running))
+
+
+@dataclass(eq=False)
+class Run:
+    """An admitted generation (Runtime.start)."""
+
+    runtime: Runtime
+    job: Job
+    queue: asyncio.Queue[Event]
+
+    def events(self) -> AsyncIterator[Event]:
+        """The engine's events until Finished or Failed, read once; leaving early cancels the generation."""
+        return self.runtime._events(self.job, self.queue)
 
 
 def _deliver_all(events: list[tuple[Job, Event]]) -> None:
