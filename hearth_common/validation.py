@@ -5,14 +5,10 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
-def first_error(err: ValidationError, *, flags: bool = False, default: str = "value") -> str:
-    """The first error as `where: message`; `flags` spells the place as a command-line flag (`--max-queue`)."""
+def first_error(err: ValidationError, *, default: str = "value") -> str:
+    """The first error as `where: message` (`default` names the place of an error about the whole value)."""
     first = err.errors()[0]
-    parts = [str(p) for p in first["loc"]]
-    if flags:
-        where = "--" + "-".join(parts).replace("_", "-") if parts else default
-    else:
-        where = ".".join(parts) or default
+    where = ".".join(str(p) for p in first["loc"]) or default
     message = str(first["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}"
 

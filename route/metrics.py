@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from hearth_common.prometheus import CONTENT_TYPE, render
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ADDED_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
 
 class Metrics:
-    content_type = CONTENT_TYPE_LATEST
+    content_type = CONTENT_TYPE
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -36,4 +37,4 @@ class Metrics:
         self.active = Gauge("route_backend_active", "Requests in flight", ["backend"], registry=self.registry)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render(self.registry)

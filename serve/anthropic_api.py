@@ -193,7 +193,7 @@ def step_events(step: Step, blocks: Blocks) -> list[SseEvent]:
 async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | AsyncIterator[SseEvent]:
     """The whole message, or (stream) its events; errors before generation raise (the API's error body)."""
     chat = await open_chat(runtime, chat_request(req), fit_context=True)
-    capped = chat.job.params.max_tokens < req.max_tokens
+    capped = chat.run.job.params.max_tokens < req.max_tokens
     meta = {"id": f"msg_{uuid.uuid4().hex}", "model": runtime.model_name}
     blocks = Blocks(thinking=shows_thinking(req))
     if req.stream:
@@ -215,7 +215,7 @@ async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | As
 
 
 async def _stream(chat: Chat, blocks: Blocks, meta: dict[str, Any], capped: bool) -> AsyncIterator[SseEvent]:
-    yield "message_start", {"type": "message_start", "message": message(meta, [], None, capped, len(chat.job.prompt))}
+    yield "message_start", {"type": "message_start", "message": message(meta, [], None, capped, len(chat.run.job.prompt))}
     yield "ping", {"type": "ping"}
     async with aclosing(chat.events()) as events:  # type: ignore[type-var]
         async for event in events:

@@ -28,6 +28,7 @@ from hearth_common.errors import error_body, error_type
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note, note_usage
+from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.validation import error_place, first_error
 from serve import anthropic_api, embeddings_api, logprobs, responses, responses_api
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
@@ -157,8 +158,6 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        from serve.metrics import CONTENT_TYPE
-
         return Response(app.runtime.metrics.render(), content_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
@@ -239,16 +238,16 @@ async def _counted(app: ServeApp, endpoint: str, work: Any) -> Response:
     try:
         response: Response = await work
     except ServeError as err:
-        app.runtime.metrics.requests.labels(endpoint, str(err.status)).inc()
+        app.runtime.metrics.request(endpoint, err.status)
         raise
-    app.runtime.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+    app.runtime.metrics.request(endpoint, response.status_code)
     return response
 
 
 def _count_refused(app: ServeApp, status: int, code: str | None) -> None:
     """Requests refused with a 4xx, by endpoint and reason, for /metrics."""
     if 400 <= status < 500:
-        app.runtime.metrics.refused.labels(ENDPOINTS.get(request.path, "other"), code or str(status)).inc()
+        app.runtime.metrics.refused(ENDPOINTS.get(request.path, "other"), code or str(status))
 
 
 def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
@@ -317,21 +316,19 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     rt = app.runtime
     tokens = await asyncio.to_thread(loaded.model.tokenize, req.prompt, add_special=True)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    job = rt.job(tokens, params, queue)
-    rt.admit(job)
+    run = rt.start(tokens, params)
     meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
-    events = rt.generate(job, queue)
+    events = run.events()
     if req.stream:
         return _sse(_completion_chunks(events, req, meta))
     text = ""
-    tokens: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
+    logged: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
     async with aclosing(events) as stream:  # type: ignore[type-var]
         async for event in stream:
             if isinstance(event, Piece):
                 text += event.text
-                if tokens is not None and event.logprob is not None:
-                    tokens.append(event.logprob)
+                if logged is not None and event.logprob is not None:
+                    logged.append(event.logprob)
             elif isinstance(event, Failed):
                 raise ServeError(event.message)
             else:
@@ -343,7 +340,7 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
         **meta,
         "object": "text_completion",
         "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(finish),
-                     "logprobs": logprobs.completion(tokens, len(req.prompt))}],
+                     "logprobs": logprobs.completion(logged, len(req.prompt))}],
         "usage": responses.usage(_finish(finish), per_channel=False),
     }
     return Response(json.dumps(body), content_type="application/json")

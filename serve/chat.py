@@ -37,11 +37,11 @@ from typing import Any
 
 from hearth_common.logs import note
 from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format
-from serve.engine import Event, Failed, Job, Piece, SamplingParams, TokenLogprob
+from serve.engine import Failed, Piece, SamplingParams, TokenLogprob
 from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError
 from serve.grammar import Grammar, build as build_answer_grammar
 from serve.prompts import TEMPLATE_LEVELS, Thinking, starts_in_thinking, template_messages
-from serve.runtime import Runtime
+from serve.runtime import Run, Runtime
 from serve.schemas import ChatRequest, Sampling
 from serve.tools import grammar as tool_grammar
 from serve.tools.events import CallArgs, CallStart, Content
@@ -191,10 +191,7 @@ async def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = Fals
     Loading (503). `fit_context`: a max_tokens beyond the context's room is lowered to it (sampling_params).
     Rendering and tokenizing run in a worker thread: a long conversation would hold every other request."""
     ready = await asyncio.to_thread(prepare, runtime, req, fit_context)
-    queue: asyncio.Queue[Event] = asyncio.Queue()
-    job = runtime.job(ready.tokens, ready.params, queue)
-    runtime.admit(job)
-    return Chat(runtime, job, queue, ready.generation, ready.level)
+    return Chat(runtime.start(ready.tokens, ready.params), ready.generation, ready.level)
 
 
 def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Prepared:
@@ -319,9 +316,7 @@ def _merged(events: list[ChatEvent]) -> list[ChatEvent]:
 
 @dataclass
 class Chat:
-    runtime: Runtime
-    job: Job
-    queue: asyncio.Queue[Event]
+    run: Run
     generation: Generation
     level: str
     # each generated token's log-probability, in order, when the request asked for them (logprobs)
@@ -336,8 +331,7 @@ class Chat:
         return self.generation.turn.raw
 
     async def events(self) -> AsyncIterator[ChatEvent]:
-        generated = self.runtime.generate(self.job, self.queue)
-        async with aclosing(generated) as stream:  # type: ignore[type-var]
+        async with aclosing(self.run.events()) as stream:  # type: ignore[type-var]
             async for event in stream:
                 if isinstance(event, Piece):
                     if event.logprob is not None:

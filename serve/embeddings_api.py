@@ -155,5 +155,5 @@ async def _run(rt: Runtime, embedder: Embedder, inputs: list[list[int]]) -> Embe
 
 
 def _gauges(rt: Runtime) -> None:
-    rt.metrics.queue_depth.set(len(rt.scheduler.waiting))
-    rt.metrics.active.set(len(rt.scheduler.running))
+    rt.metrics.waiting.set(len(rt.scheduler.waiting))
+    rt.metrics.running.set(len(rt.scheduler.running))

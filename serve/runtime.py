@@ -21,7 +21,7 @@ import llama_cpp as ll
 from hearth_common.names import MODEL_TYPES
 from serve.channels import Format
 from serve.config import ServeConfig
-from serve.engine import Engine, Event, Failed, Finished, Job, Model, SamplingParams
+from serve.engine import Engine, Event, Failed, Finished, Job, Model, Piece, SamplingParams
 from serve.metrics import Metrics
 from serve.placement import free_vram, read_shape, resolve
 from serve.prompts import ChatTemplate, chat_template
@@ -69,7 +69,7 @@ class Runtime:
     model_path: Path
     model_name: str
     scheduler: Scheduler
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(default_factory=Metrics)  # create() labels it with the model's name
     loaded: Loaded | None = None
     load_error: str | None = None
     embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
@@ -78,7 +78,7 @@ class Runtime:
     @classmethod
     def create(cls, config: ServeConfig, model_path: Path, default_name: str | None = None) -> Runtime:
         name = config.model_name or default_name or model_path.stem
-        return cls(config, model_path, name, Scheduler(config.max_concurrent, config.max_queue))
+        return cls(config, model_path, name, Scheduler(config.max_concurrent, config.max_queue), Metrics(name))
 
     # -- loading (in a worker thread, so /health answers 503 meanwhile) ----------------------------------------
 
@@ -141,9 +141,19 @@ class Runtime:
         # A template that writes the BOS itself must not get a second one.
         return self.loaded.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
 
-    def job(self, prompt: list[int], params: SamplingParams, queue: asyncio.Queue[Event]) -> Job:
-        """A job whose events land in `queue`; its slot is released when the engine ends it, whether or not
-        anyone still reads the queue (a client can vanish before its response body ever starts)."""
+    def start(self, prompt: list[int], params: SamplingParams) -> Run:
+        """Admit a generation: it starts at once or waits in the queue (raises QueueFull when that is full).
+        Read its events with `run.events()`; its slot is released when the engine ends it, whether or not anyone
+        reads them (a client can vanish before its response body ever starts)."""
+        assert self.loaded
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        job = self._job(prompt, params, queue)
+        if self.scheduler.submit(job):
+            self.loaded.engine.submit(job)
+        self._gauges()
+        return Run(self, job, queue)
+
+    def _job(self, prompt: list[int], params: SamplingParams, queue: asyncio.Queue[Event]) -> Job:
         assert self.loaded
         loop = self._loop = asyncio.get_running_loop()
         job: Job
@@ -172,27 +182,26 @@ class Runtime:
         except RuntimeError:  # the loop is gone (shutdown): nobody is listening
             pass
 
-    def admit(self, job: Job) -> None:
-        """Start the job or queue it; raises QueueFull. Must be followed by `generate(job)`."""
-        assert self.loaded
-        if self.scheduler.submit(job):
-            self.loaded.engine.submit(job)
-        self._gauges()
-
-    async def generate(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+    async def _events(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
         """The job's events until Finished or Failed; leaving early cancels the job."""
         assert self.loaded
         engine = self.loaded.engine
         first: float | None = None
+        last = 0.0  # when the previous token arrived
         done = False
         try:
             while True:
                 event = await queue.get()
+                now = time.perf_counter()
                 if first is None:
-                    first = time.perf_counter()
+                    first = now
                     self.metrics.ttft.observe(first - job.created)
+                elif isinstance(event, Piece):
+                    self.metrics.itl.observe(now - last)
+                last = now
                 if isinstance(event, Finished | Failed):
                     done = True
+                    self.metrics.e2e.observe(now - job.created)
                     if isinstance(event, Finished):
                         self.metrics.prompt_tokens.inc(event.prompt_tokens)
                         self.metrics.cached_prompt_tokens.inc(event.cached_tokens)
@@ -200,9 +209,8 @@ class Runtime:
                             self.metrics.cache_ram.set(engine.host.used)
                     if isinstance(event, Finished) and event.completion_tokens:
                         self.metrics.tokens.inc(event.completion_tokens)
-                        spent = time.perf_counter() - first
-                        if spent > 0:
-                            self.metrics.tps.observe(event.completion_tokens / spent)
+                        if now > first:
+                            self.metrics.tps.observe(event.completion_tokens / (now - first))
                 yield event
                 if done:
                     return
@@ -219,8 +227,21 @@ class Runtime:
         self._gauges()
 
     def _gauges(self) -> None:
-        self.metrics.queue_depth.set(len(self.scheduler.waiting))
-        self.metrics.active.set(len(self.scheduler.running))
+        self.metrics.waiting.set(len(self.scheduler.waiting))
+        self.metrics.running.set(len(self.scheduler.running))
+
+
+@dataclass(eq=False)
+class Run:
+    """An admitted generation (Runtime.start)."""
+
+    runtime: Runtime
+    job: Job
+    queue: asyncio.Queue[Event]
+
+    def events(self) -> AsyncIterator[Event]:
+        """The engine's events until Finished or Failed, read once; leaving early cancels the generation."""
+        return self.runtime._events(self.job, self.queue)
 
 
 def _deliver_all(events: list[tuple[Job, Event]]) -> None:

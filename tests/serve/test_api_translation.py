@@ -190,7 +190,7 @@ def _fake_chat(events: list[Any]) -> Any:
         for e in events:
             yield e
 
-    return SimpleNamespace(job=SimpleNamespace(prompt=[1, 2, 3]), events=gen)
+    return SimpleNamespace(run=SimpleNamespace(job=SimpleNamespace(prompt=[1, 2, 3])), events=gen)
 
 
 async def _drain(stream: Any) -> list[tuple[str, dict[str, Any]]]:

@@ -4,7 +4,6 @@ fresh server does at temperature 0, `cache_prompt: false` turns reuse off, and /
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from tests.serve.promtext import sample
 from tests.serve.servers import running_server
 
 pytestmark = pytest.mark.slow
@@ -65,10 +65,9 @@ def conversation(c: openai.OpenAI, stream: bool) -> tuple[list[dict[str, str]], 
 
 
 def metric(url: str, name: str) -> float:
-    text = httpx.get(url + "/metrics").text
-    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert found, name
-    return float(found.group(1))
+    value = sample(httpx.get(url + "/metrics").text, name)
+    assert value is not None, name
+    return value
 
 
 def test_growing_history_hits_the_cache_and_answers_as_a_fresh_server(demo: tuple[str, str]) -> None:

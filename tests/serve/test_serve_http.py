@@ -9,8 +9,11 @@ from collections.abc import Iterator
 
 import httpx
 import openai
+import prometheus_client
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.serve.promtext import sample
 from tests.serve.servers import running_server
 from tests.serve.tiny_gguf import build_tiny_gguf
 
@@ -147,8 +150,18 @@ def test_health_queue_metrics(url: str) -> None:
     assert httpx.get(url + "/health").json()["status"] == "ok"
     status = httpx.get(url + "/queue/status").json()
     assert status["max_concurrent"] == 4 and status["max_queue"] == 8 and status["completed"] > 0
-    text = httpx.get(url + "/metrics").text
-    assert "hearth_requests_total" in text and "hearth_time_to_first_token_seconds_bucket" in text
+    scraped = httpx.get(url + "/metrics")
+    assert scraped.headers["content-type"] == prometheus_client.CONTENT_TYPE_LATEST
+    model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+    # what dashboards built for vLLM and llama.cpp's server read (docs/API.md maps the names), each by model
+    for name in ("hearth_requests_running", "hearth_requests_waiting", "hearth_prompt_tokens",
+                 "hearth_generation_tokens", "hearth_time_to_first_token_seconds",
+                 "hearth_inter_token_latency_seconds", "hearth_e2e_request_latency_seconds"):
+        assert families[name].samples and all(s.labels["model"] == model for s in families[name].samples), name
+    assert sample(scraped.text, "hearth_generation_tokens_total") > 0
+    assert sample(scraped.text, "hearth_inter_token_latency_seconds_count") > 0
+    assert not any(s.name.endswith("_created") for f in families.values() for s in f.samples)
 
 
 def test_queue_full_gives_429() -> None:
