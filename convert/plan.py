@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, TensorNameMap, quants
+from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, TensorNameMap, quants
 
 from convert.arch import Arch, Config, OutTensor, Plan, Transform
 from convert.errors import ShapeError, UnsupportedError
