@@ -136,6 +136,11 @@ def think_model(tok) -> Qwen3ForCausalLM:
 
 def harmony_model(tok) -> GptOssForCausalLM:
     ids = tok.convert_tokens_to_ids
+    # gpt-oss's own rope: yarn stretched 32x from 4096 positions
+    rope = {
+        "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+        "truncate": False, "original_max_position_embeddings": 4096,
+    }  # fmt: skip
     config = GptOssConfig(
         vocab_size=len(tok),
         hidden_size=64,
@@ -149,11 +154,7 @@ def harmony_model(tok) -> GptOssForCausalLM:
         sliding_window=48,
         layer_types=["sliding_attention", "full_attention"],
         max_position_embeddings=4096,
-        # gpt-oss's own rope: yarn stretched 32x from 4096 positions
-        rope_parameters={
-            "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-            "truncate": False, "original_max_position_embeddings": 4096,
-        },  # fmt: skip
+        rope_parameters=rope,
         tie_word_embeddings=False,
         eos_token_id=ids(HARMONY.eos),
         pad_token_id=ids(HARMONY.pad),

@@ -52,13 +52,14 @@ THINK = Flavour(
     pad="<|endoftext|>",
     template="think.jinja",
 )
+HARMONY_SPECIAL = (
+    "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
+    "<|start|>", "<|end|>", "<|message|>", "<|call|>",
+)  # fmt: skip
 HARMONY = Flavour(
     split=O200K_SPLIT,
     nfc=False,
-    special=(
-        "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
-        "<|start|>", "<|end|>", "<|message|>", "<|call|>",
-    ),  # fmt: skip
+    special=HARMONY_SPECIAL,
     plain_added=(),
     bos="<|startoftext|>",
     eos="<|return|>",
