@@ -162,7 +162,7 @@ class ClientApi:
                 state["finishing"] = True
                 await self._send_error(send, exc, scope["path"])
                 return
-            except Exception:  # noqa: BLE001 - the client gets an error body, the log the traceback
+            except Exception:
                 log.exception("unexpected error routing %s", scope["path"])
                 state["finishing"] = True
                 await self._send_error(send, None, scope["path"])

@@ -213,7 +213,7 @@ class Proxy:
                 self.metrics.retries.labels(request.model).inc()
             tried.add(backend.name)
             outcome = await self._try(backend, path, body, headers, request, stream, started)
-            if isinstance(outcome, Routed) and (outcome.status < 500 and outcome.status != 429 or outcome.status == LOOP):
+            if isinstance(outcome, Routed) and ((outcome.status < 500 and outcome.status != 429) or outcome.status == LOOP):
                 return outcome
             last = outcome
             if isinstance(outcome, UpstreamTimeout):
