@@ -85,7 +85,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
                 else:
                     rt.loaded = await asyncio.to_thread(rt.load)
                     model_type = rt.loaded.model_type
-            except Exception as err:  # reported by /health; the process keeps answering 503
+            except Exception as err:  # noqa: BLE001 - reported by /health; the process keeps answering 503
                 rt.load_error = str(err)
                 log.error("loading failed: %s", err)
                 return

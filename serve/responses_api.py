@@ -29,7 +29,13 @@ from serve.blocks import CALL, TEXT, THINKING, Block, Blocks, Delta, Open, Step
 from serve.channels import ANALYSIS, COMMENTARY
 from serve.chat import Chat, Error, Finish, open_chat
 from serve.errors import InvalidRequest, ServeError
-from serve.responses_schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem, ReasoningItem, ResponsesRequest
+from serve.responses_schemas import (
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+    ReasoningItem,
+    ResponsesRequest,
+)
 from serve.responses_store import Messages, ResponseStore
 from serve.runtime import Runtime
 from serve.schemas import ChatRequest

@@ -8,6 +8,7 @@ cancels the sequence and hands its slot to the next waiting request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -164,10 +165,8 @@ class Runtime:
                 self._release(job)
 
         def emit(event: Event) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
                 loop.call_soon_threadsafe(deliver, event)
-            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-                pass
 
         job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY, deliver=deliver)
         return job
@@ -177,10 +176,8 @@ class Runtime:
         per step instead of one per token)."""
         if self._loop is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
             self._loop.call_soon_threadsafe(_deliver_all, events)
-        except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-            pass
 
     async def _events(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
         """The job's events until Finished or Failed; leaving early cancels the job."""

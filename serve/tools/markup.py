@@ -97,10 +97,8 @@ class MarkupParser:
         text = self._pending + text
         self._pending = ""
         while text:
-            if self.state in MARKER_STATES:
-                text = self._scan_markers(text, out)
-            else:
-                text = self._scan_json(text, out)
+            scan = self._scan_markers if self.state in MARKER_STATES else self._scan_json
+            text = scan(text, out)
         return merge(out)
 
     def finish(self) -> list[ToolEvent]:
