@@ -231,8 +231,8 @@ def spm_vocab_from_json(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -
 
     rank: dict[str, int] = {}
     for r, m in enumerate(model.get("merges") or []):
-        a, b = _merge_parts(m)
-        rank.setdefault(a + b, r)
+        left, right = _merge_parts(m)
+        rank.setdefault(left + right, r)
     tokens: list[str | None] = [None] * n_vocab
     types = [int(TokenType.NORMAL)] * n_vocab
     scores = [0.0] * n_vocab
