@@ -93,6 +93,7 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         return json_response(error_body(f"internal error: {type(exc).__name__}", "server_error", "internal_error"), 500)
 
     # -- client API: /v1/chat/completions, /v1/completions and /v1/embeddings are served by ClientApi
+    # Quart's documented way to wrap its ASGI app in middleware; mypy refuses any assignment to a method
     app.asgi_app = ClientApi(app.asgi_app, lambda: state.proxy, cfg, state.hop)  # type: ignore[method-assign]
 
     @app.get("/v1/models")
