@@ -303,8 +303,12 @@ class OnDemand:
         """Stop routing to it now; the processes stop once its requests in flight have finished."""
         self._set(entry, "unloading", entry.cost)
         entry.unload = task = asyncio.create_task(self._unload(entry, why, reason))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                               or log.error("unloading %s failed: %r", entry.name, t.exception()))
+
+        def done(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("unloading %s failed: %r", entry.name, t.exception())
+
+        task.add_done_callback(done)
 
     async def _unload(self, entry: Entry, why: str, reason: str) -> None:
         try:
