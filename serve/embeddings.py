@@ -65,6 +65,10 @@ class EmbedJob:
     cancelled: bool = False
     created: float = field(default_factory=time.perf_counter)
 
+    def shut_down(self) -> None:
+        """Ends a job still waiting when the server stops: it fails with "shutting down" (503)."""
+        self.emit(SHUTDOWN)
+
 
 def take(lengths: Sequence[int], max_seqs: int, max_tokens: int) -> int:
     """How many of the next inputs (their token counts, in order) one llama_decode takes: at least one, then as

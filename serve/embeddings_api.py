@@ -123,7 +123,8 @@ async def _run(rt: Runtime, embedder: Embedder, inputs: list[list[int]]) -> Embe
 
     def release() -> None:
         for nxt in rt.scheduler.release(job, time.perf_counter() - job.created):
-            embedder.submit(nxt)  # type: ignore[arg-type]
+            assert isinstance(nxt, EmbedJob)
+            embedder.submit(nxt)
         _gauges(rt)
 
     def deliver(event: EmbedEvent) -> None:
