@@ -28,7 +28,7 @@ PROBE_TOOL = {
     },
 }
 PROBE_CALL = {"id": PROBE_ID, "type": "function", "function": {"name": PROBE_NAME, "arguments": {"x": "y"}}}
-PROBE_CONVERSATIONS = (
+PROBE_CONVERSATIONS: tuple[list[dict[str, Any]], ...] = (
     [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]},
