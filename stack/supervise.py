@@ -513,8 +513,8 @@ class Supervisor:
         done, _ = await asyncio.wait([*tasks, waiter], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         for task in done:
-            if task is not waiter and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if task is not waiter and (exc := task.exception()) is not None:
+                raise exc
 
     async def stop_all(self) -> None:
         children = [*self.servers, self.router]
