@@ -29,10 +29,10 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
+from hearth_common.names import MODEL_TYPES
 from serve.config import ServeConfig
 from serve.engine import KV_TYPES, EngineError, Failed, Model
 from serve.placement import free_vram, read_shape, resolve
-from serve.runtime import MODEL_TYPES
 
 log = logging.getLogger("serve.embeddings")
 
