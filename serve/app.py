@@ -272,7 +272,8 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
 
 async def _body(model: type[BaseModel]) -> Any:
     try:
-        data = parse_object(await request.get_data(cache=True, as_text=False, parse_form_data=False))  # all three: Quart types only this as bytes
+        # all three arguments spelled: only that overload of Quart's get_data is typed as bytes
+        data = parse_object(await request.get_data(cache=True, as_text=False, parse_form_data=False))
     except BodyError as err:
         raise InvalidRequest(str(err)) from None
     try:
