@@ -312,7 +312,7 @@ def _kv_mib(path: Path, swa_full: bool) -> float:
 
     import llama_cpp as ll
 
-    from serve.engine import Engine, Model
+    from serve.engine import Engine, Model, restore_log
 
     lines: list[str] = []
 
@@ -327,6 +327,7 @@ def _kv_mib(path: Path, swa_full: bool) -> float:
         engine.stop()
     finally:
         model.close()
+        restore_log()  # `capture` dies with this frame: the next log line would jump into freed memory
     sizes = [float(m.group(1)) for line in lines if (m := re.search(r"llama_kv_cache: size = +([\d.]+) MiB", line))]
     if not sizes:
         raise RuntimeError("llama.cpp logged no KV cache size")

@@ -63,6 +63,12 @@ def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
 
+def restore_log() -> None:
+    """llama.cpp's log back to the engine's handler (after a caller captured it for a while: llama.cpp keeps the
+    callback's address, so a caller's callback must not outlive it there)."""
+    ll.llama_log_set(_llama_log, ctypes.c_void_p())
+
+
 class EngineError(Exception):
     """The model could not be loaded or a context could not be created."""
 
@@ -142,7 +148,7 @@ class Model:
     """The loaded weights and vocabulary; read-only after loading, so tokenizing is safe from any thread."""
 
     def __init__(self, path: Path, n_gpu_layers: int = 0) -> None:
-        ll.llama_log_set(_llama_log, ctypes.c_void_p())
+        restore_log()
         ll.llama_backend_init()
         params = ll.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers

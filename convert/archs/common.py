@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from gguf import MODEL_TENSOR, GGUFValueType, Keys
 
-from convert.arch import Config, Meta
+from convert.arch import Arch, Config, Meta
 from convert.errors import UnsupportedError
 
 
@@ -126,3 +127,21 @@ DENSE_BLOCK = (
     MODEL_TENSOR.FFN_UP,
     MODEL_TENSOR.FFN_DOWN,
 )
+
+
+def multimodal(text: Arch, hf_name: str) -> Arch:
+    """The text model of a multimodal release (Gemma 3, Mistral 3): its tensors under a prefix (transformers 5:
+    model.language_model.*, older: language_model.model.*), its hyperparameters in config.json's text_config;
+    the vision tower and projector are dropped."""
+    return replace(
+        text,
+        hf_names=(hf_name,),
+        rename=(
+            ("model.language_model.", "model."),
+            ("language_model.model.", "model."),
+            ("language_model.lm_head.", "lm_head."),
+        ),
+        skip_prefixes=("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.", "multi_modal_projector."),
+        text_config="text_config",
+    )
+

@@ -10,13 +10,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
 from convert.arch import Arch, Config, Meta, Transform
-from convert.archs.common import check_rope, common_meta, dense_shapes, head_dim, rope_theta
+from convert.archs.common import check_rope, common_meta, dense_shapes, head_dim, multimodal, rope_theta
 from convert.errors import UnsupportedError
 
 T = MODEL_TENSOR
@@ -79,18 +77,6 @@ GEMMA3 = Arch(
     check=check,
 )
 
-# The multimodal release: the text model sits under a prefix (transformers 5: model.language_model.*, older:
-# language_model.model.*) and config.json keeps its hyperparameters in text_config. Vision parts are dropped.
-GEMMA3_MM = replace(
-    GEMMA3,
-    hf_names=("Gemma3ForConditionalGeneration",),
-    rename=(
-        ("model.language_model.", "model."),
-        ("language_model.model.", "model."),
-        ("language_model.lm_head.", "lm_head."),
-    ),
-    skip_prefixes=("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.", "multi_modal_projector."),
-    text_config="text_config",
-)
+GEMMA3_MM = multimodal(GEMMA3, "Gemma3ForConditionalGeneration")
 
 ARCHS = (GEMMA3, GEMMA3_MM)

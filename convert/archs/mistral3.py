@@ -13,12 +13,10 @@ assumes a yarn mscale of 1 and has no sliding window for this arch; configs need
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
 from convert.arch import Arch, Config, Meta
-from convert.archs.common import DENSE_BLOCK, check_rope, common_meta, dense_shapes, rope_scaling
+from convert.archs.common import DENSE_BLOCK, check_rope, common_meta, dense_shapes, multimodal, rope_scaling
 from convert.archs.llama import ROPE_PERMUTE
 from convert.errors import UnsupportedError
 
@@ -59,16 +57,6 @@ MINISTRAL3 = Arch(
     check=check,
 )
 
-MISTRAL3 = replace(
-    MINISTRAL3,
-    hf_names=("Mistral3ForConditionalGeneration",),
-    rename=(
-        ("model.language_model.", "model."),
-        ("language_model.model.", "model."),
-        ("language_model.lm_head.", "lm_head."),
-    ),
-    skip_prefixes=("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.", "multi_modal_projector."),
-    text_config="text_config",
-)
+MISTRAL3 = multimodal(MINISTRAL3, "Mistral3ForConditionalGeneration")  # Mistral Small 3.x
 
 ARCHS = (MINISTRAL3, MISTRAL3)
