@@ -34,6 +34,12 @@ convert *args: setup
 serve *args: setup
     exec {{py}} -m stack "$@"
 
+# Lint, check the formatting and the types (CI runs this before the tests).
+lint: setup-dev
+    {{venv}}/bin/ruff check .
+    {{venv}}/bin/ruff format --check .
+    {{venv}}/bin/mypy
+
 # Run the test suite.
 test *args: setup-dev
     {{py}} -m pytest "$@"

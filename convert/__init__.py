@@ -26,7 +26,7 @@ from convert.write import (
     write_gguf,
 )
 
-__all__ = ["ConvertError", "OUT_TYPES", "convert_checkpoint", "default_output"]
+__all__ = ["OUT_TYPES", "ConvertError", "convert_checkpoint", "default_output"]
 
 # the checkpoint's own precision -> --type
 NATIVE_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from convert.errors import ConvertError
 from convert.write import OUT_TYPES
@@ -23,7 +24,7 @@ class _Usage(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]  # one line, exit 2, like ConvertError
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like ConvertError
         raise _Usage(message)
 
 

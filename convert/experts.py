@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
-from gguf import MODEL_TENSOR, TENSOR_NAMES
+from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType
 
 from convert.arch import Arch, Config, OutTensor, Plan
 from convert.errors import ShapeError, UnsupportedError
@@ -34,9 +34,9 @@ EXPERT = re.compile(r"^model\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<e>\d+)\.(?
 PROJECTIONS = {"gate_proj": MODEL_TENSOR.FFN_GATE_EXP, "up_proj": MODEL_TENSOR.FFN_UP_EXP, "down_proj": MODEL_TENSOR.FFN_DOWN_EXP}
 
 
-def stacked_producer(refs: list[TensorRef], qtype: object, config: Config) -> Callable[[], Iterator[np.ndarray]]:
+def stacked_producer(refs: list[TensorRef], qtype: GGMLQuantizationType, config: Config) -> Callable[[], Iterator[np.ndarray]]:
     """Each expert's bytes in turn (row blocks of one expert at a time)."""
-    parts = [producer(ref, qtype, None, config) for ref in refs]  # type: ignore[arg-type]
+    parts = [producer(ref, qtype, None, config) for ref in refs]
 
     def produce() -> Iterator[np.ndarray]:
         for part in parts:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from gguf import MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, GGUFValueType, TensorNameMap, quants
+from gguf import GGML_QUANT_SIZES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, TensorNameMap, quants
 
 from convert.arch import Arch, Config, OutTensor, Plan, Transform
 from convert.errors import ShapeError, UnsupportedError
@@ -28,7 +28,7 @@ TRANSFORM_BLOCK_BYTES = 8 * 1024 * 1024
 
 
 def nbytes_of(shape: tuple[int, ...], qtype: Q) -> int:
-    block, size = quants.GGML_QUANT_SIZES[qtype]
+    block, size = GGML_QUANT_SIZES[qtype]
     return math.prod(shape) // block * size
 
 
@@ -37,7 +37,7 @@ def weight_type(shape: tuple[int, ...], out_type: str) -> Q:
     if len(shape) < 2:
         return Q.F32
     qtype = DIRECT_TYPES[out_type]
-    block, _ = quants.GGML_QUANT_SIZES[qtype]
+    block, _ = GGML_QUANT_SIZES[qtype]
     if shape[-1] % block:
         return Q.F16  # rows that do not fill whole quant blocks; llama.cpp's converter falls back the same way
     return qtype

@@ -41,9 +41,10 @@ def checkpoint_pooling(folder: Path) -> str | None:
     config = _json(folder / str(pooling.get("path", "")) / "config.json")
     if not isinstance(config, dict):
         raise SourceError(f"{folder}: modules.json names a Pooling module without a config.json")
-    modes = [ST_MODES.get(k, k) for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
-    if isinstance(config.get("pooling_mode"), str):
-        modes.append(ST_MODES.get(config["pooling_mode"], config["pooling_mode"]))
+    settings: dict[str, Any] = config  # a JSON object: its keys are strings
+    modes = [ST_MODES.get(k, k) for k, v in settings.items() if k.startswith("pooling_mode_") and v is True]
+    if isinstance(mode := settings.get("pooling_mode"), str):
+        modes.append(ST_MODES.get(mode, mode))
     if len(set(modes)) != 1 or modes[0] not in POOLING_TYPES:
         raise UnsupportedError(
             f"sentence-transformers pooling {'+'.join(sorted(set(modes))) or 'none'} is not one llama.cpp pools "

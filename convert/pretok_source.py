@@ -115,13 +115,15 @@ def split_regexes(source: str) -> dict[str, dict[str, Any]]:
             if line.startswith("};"):
                 in_list = False
             elif line.startswith("//"):
-                if "original regex" in line or line.lstrip("/ ").startswith('"'):
-                    if strings := _STRING.findall(line):
-                        original = c_string(strings[0])
+                if ("original regex" in line or line.lstrip("/ ").startswith('"')) and (
+                    strings := _STRING.findall(line)
+                ):
+                    original = c_string(strings[0])
             elif strings := _code_strings(line):
+                assert block is not None  # in_list is set together with its block
                 regex = "".join(strings)
-                block["regexes"].append(regex)  # type: ignore[index]
-                block["hf_regexes"].append(original if original is not None else regex)  # type: ignore[index]
+                block["regexes"].append(regex)
+                block["hf_regexes"].append(original if original is not None else regex)
                 original = None
             continue
         if line.startswith("//") and (strings := _STRING.findall(line)):
@@ -199,7 +201,7 @@ def extract(root: Path) -> dict[str, Any]:
     return {
         "source": "llama.cpp vendored in llama-cpp-python (src/llama-vocab.h, src/llama-vocab.cpp, conversion/base.py)",
         "types": types,
-        "names": {n: v for n, v in by_name.items()},
+        "names": dict(by_name),
         "check_text": check_text(converter),
         "check_hashes": check_hashes(converter),
     }

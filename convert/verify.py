@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +85,8 @@ def hf_logits(src: Path, prompts: tuple[str, ...] = PROMPTS) -> list[tuple[list[
     return out
 
 
-def _model_class(src: Path, default: type) -> type:
-    """The class config.json names (Mistral3ForConditionalGeneration has no AutoModelForCausalLM entry)."""
+def _model_class(src: Path, default: Any) -> Any:
+    """The transformers class (chosen by name at run time, so untyped) config.json names (Mistral3ForConditionalGeneration has no AutoModelForCausalLM entry)."""
     import json
 
     import transformers
@@ -102,7 +103,7 @@ def _quantized_loading(src: Path) -> dict[str, object]:
     quant = json.loads((src / "config.json").read_text()).get("quantization_config") or {}
     if quant.get("quant_method") != "mxfp4":
         return {}
-    from transformers import Mxfp4Config
+    from transformers.utils.quantization_config import Mxfp4Config  # transformers' typed exports omit it
 
     return {"quantization_config": Mxfp4Config(dequantize=True)}
 
@@ -145,13 +146,13 @@ def file_type_of(gguf: Path) -> str:
     if field is None:
         return "other"
     ftype = int(field.parts[field.data[0]][0])
-    names = {
+    names: dict[int, str] = {  # LlamaFileType is an IntEnum: its members are the ints the file holds
         LlamaFileType.ALL_F32: "f32",
         LlamaFileType.MOSTLY_F16: "f16",
         LlamaFileType.MOSTLY_BF16: "bf16",
         LlamaFileType.MOSTLY_Q8_0: "q8_0",
     }
-    name = names.get(ftype, "other")  # type: ignore[call-overload]
+    name = names.get(ftype, "other")
     if name != "other" and any(t.tensor_type == GGMLQuantizationType.MXFP4 for t in reader.tensors):
         return "mxfp4"  # gpt-oss's experts stay MXFP4 whatever the rest is
     return name

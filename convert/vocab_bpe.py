@@ -65,7 +65,7 @@ def _check_text_ids(folder: Path, text: str) -> list[int] | None:
         return None
     try:
         return list(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text).ids)
-    except Exception:  # a file `tokenizers` cannot load: the structural decision stands on its own
+    except Exception:  # noqa: BLE001 - a file `tokenizers` cannot load: the structural decision stands on its own
         return None
 
 

@@ -145,40 +145,6 @@ def spm_vocab(folder: Path, tokenizer: dict[str, Any] | None, n_vocab: int) -> V
     )
 
 
-def spm_vocab(folder: Path, tokenizer: dict[str, Any] | None, n_vocab: int) -> Vocab:
-    spm = read_spm(folder / "tokenizer.model")
-    if spm.model_type != 2:
-        raise UnsupportedError("tokenizer.model is not a BPE sentencepiece model; llama.cpp's 'llama' vocab needs BPE")
-    tokens = [p for p, _, _ in spm.pieces]
-    scores = [s for _, s, _ in spm.pieces]
-    types = [t for _, _, t in spm.pieces]
-    for a in added_tokens(folder, tokenizer):
-        i, content = a["id"], a["content"]
-        if i >= len(tokens):
-            if i != len(tokens):
-                raise SourceError(f"added token {content!r} has id {i}, leaving a gap after {len(tokens)} tokens")
-            tokens.append(content)
-            scores.append(-1000.0)
-            types.append(token_type(content, bool(a.get("special"))))
-        elif tokens[i] == content and types[i] in (TokenType.NORMAL, TokenType.USER_DEFINED, TokenType.CONTROL):
-            types[i] = token_type(content, bool(a.get("special")) or types[i] == TokenType.CONTROL)
-    if len(tokens) > n_vocab:
-        raise SourceError(f"tokenizer has {len(tokens)} tokens but config.json vocab_size is {n_vocab}")
-    for i in range(len(tokens), n_vocab):
-        tokens.append(f"[PAD{i}]")
-        scores.append(-1000.0)
-        types.append(int(TokenType.UNUSED))
-    return Vocab(
-        model="llama",
-        tokens=tokens,
-        types=types,
-        scores=scores,
-        add_space_prefix=spm.add_dummy_prefix,
-        special=special_vocab(folder, tokenizer, n_vocab, merges=False),
-        rstrip=rstrip_ids(added_tokens(folder, tokenizer)),
-    )
-
-
 # --- SentencePiece-style tokenizer.json ----------------------------------------------------------------------
 
 
@@ -265,8 +231,8 @@ def spm_vocab_from_json(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -
 
     rank: dict[str, int] = {}
     for r, m in enumerate(model.get("merges") or []):
-        a, b = _merge_parts(m)
-        rank.setdefault(a + b, r)
+        left, right = _merge_parts(m)
+        rank.setdefault(left + right, r)
     tokens: list[str | None] = [None] * n_vocab
     types = [int(TokenType.NORMAL)] * n_vocab
     scores = [0.0] * n_vocab

@@ -15,16 +15,17 @@ import ctypes
 import os
 import struct
 from collections.abc import Iterator
+from io import BufferedWriter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gguf import GGML_QUANT_VERSION, GGUFEndian, GGUFValueType, GGUFWriter, LlamaFileType
 from gguf.gguf_writer import WriterState
 from tqdm import tqdm
 
-from convert.errors import OutputError
 from convert.arch import OutTensor, Plan
+from convert.errors import OutputError
 from convert.source import TensorRef
 from convert.vocab import Vocab
 
@@ -75,7 +76,7 @@ class _Writer(GGUFWriter):
     (gguf is pinned, so overriding its packing helper is safe; anything unusual goes to the original.)
     """
 
-    _NUMPY = {GGUFValueType.INT32: "<i4", GGUFValueType.UINT32: "<u4", GGUFValueType.FLOAT32: "<f4"}
+    _NUMPY: ClassVar[dict[GGUFValueType, str]] = {GGUFValueType.INT32: "<i4", GGUFValueType.UINT32: "<u4", GGUFValueType.FLOAT32: "<f4"}
 
     def _pack_val(self, val: Any, vtype: GGUFValueType, add_vtype: bool, sub_type: GGUFValueType | None = None) -> bytes:
         if vtype != GGUFValueType.ARRAY or not isinstance(val, (list, tuple)) or len(val) < 64:
@@ -136,7 +137,7 @@ def _write_data(w: GGUFWriter, t: OutTensor, bar: tqdm) -> None:
         written = t.nbytes
     else:
         for chunk in t.produce():
-            data = memoryview(chunk).cast("B")
+            data = chunk.data.cast("B")
             fout.write(data)
             written += len(data)
             bar.update(len(data))
@@ -146,13 +147,13 @@ def _write_data(w: GGUFWriter, t: OutTensor, bar: tqdm) -> None:
     w.state = WriterState.WEIGHTS
 
 
-def _kernel_copy(refs: tuple[TensorRef, ...], fout: object, bar: tqdm) -> bool:
+def _kernel_copy(refs: tuple[TensorRef, ...], fout: BufferedWriter, bar: tqdm) -> bool:
     """Copy the tensors' byte ranges, one after the other, straight from their files; False when the kernel cannot
     (the output is then as it was before the call)."""
     if not hasattr(os, "copy_file_range"):
         return False
-    fout.flush()  # type: ignore[attr-defined]
-    dst = fout.fileno()  # type: ignore[attr-defined]
+    fout.flush()
+    dst = fout.fileno()
     start = os.lseek(dst, 0, os.SEEK_CUR)
     done = 0
     try:
@@ -175,7 +176,7 @@ def _kernel_copy(refs: tuple[TensorRef, ...], fout: object, bar: tqdm) -> bool:
         os.lseek(dst, start, os.SEEK_SET)
         os.ftruncate(dst, start)
         return False
-    fout.seek(0, os.SEEK_END)  # type: ignore[attr-defined]  # resync the buffered file with the fd
+    fout.seek(0, os.SEEK_END)  # resync the buffered file with the fd
     return True
 
 
@@ -199,7 +200,7 @@ def llama_quantize(src: Path, dst: Path, out_type: str) -> None:
         raise OutputError(f"llama.cpp could not quantize to {out_type} (error {rc})")
 
 
-def _keep_quantized(src: Path, override: type) -> ctypes.Array | None:  # type: ignore[type-arg]
+def _keep_quantized(src: Path, override: type[ctypes.Structure]) -> ctypes.Array[ctypes.Structure] | None:
     """Tensors the intermediate already holds quantized (gpt-oss's MXFP4 experts) keep their type.
 
     llama.cpp refuses to requantize them ("requantizing from type mxfp4 is disabled"); a per-tensor type
@@ -214,7 +215,7 @@ def _keep_quantized(src: Path, override: type) -> ctypes.Array | None:  # type: 
     if not kept:
         return None
     table = (override * (len(kept) + 1))()  # the last entry (pattern NULL) ends the list
-    for entry, t in zip(table, kept):
-        entry.pattern = f"^{re.escape(t.name)}$".encode()
-        entry.type = int(t.tensor_type)
+    for i, t in enumerate(kept):
+        table[i].pattern = f"^{re.escape(t.name)}$".encode()
+        table[i].type = int(t.tensor_type)
     return table

@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -31,10 +32,10 @@ SERVER_LOGGERS = ("hypercorn.error", "uvicorn.error")
 LISTENING = re.compile(r"(?:Running on|Uvicorn running on) (\S+)")
 
 
-class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _Stderr(logging.StreamHandler):
     """Whatever sys.stderr is when a line is written (a test's capture, say), not what it was at setup."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -156,7 +157,7 @@ class AccessLog:
         self.log = logger
         self.polled = polled
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or not self.log.isEnabledFor(logging.DEBUG if scope["path"] in self.polled else logging.INFO):
             await self.app(scope, receive, send)
             return

@@ -161,7 +161,7 @@ class Program(Generic[M]):
         sections' HEARTH_<PROGRAM>_<SECTION>__<FIELD> as {section: {field: text}}. Raises SettingsError for a
         variable with the prefix that names no setting (a typo would otherwise be ignored in silence)."""
         kinds = {n: _kind(f) for n, f in self.flags().items()}
-        kinds.update({n: "text" for n in self.secrets})
+        kinds.update(dict.fromkeys(self.secrets, "text"))
         kinds["log_level"] = "text"
         out: dict[str, Any] = {}
         for var, text in environ.items():

@@ -73,7 +73,8 @@ def add_admin_routes(app: Quart, state: RouterState) -> None:
 
     async def json_body() -> dict[str, Any]:
         try:
-            return parse_object(await request.get_data())
+            # all three arguments spelled: only that overload of Quart's get_data is typed as bytes
+            return parse_object(await request.get_data(cache=True, as_text=False, parse_form_data=False))
         except BodyError as exc:
             raise BadRequest(str(exc)) from None
 

@@ -47,7 +47,7 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         by_name = {s.name: s for s in [*cfg.backends, *specs]}  # the state file's newer word wins
         errors = await probe_all([s.url for s in by_name.values()], state.probe)
         now = time.monotonic()
-        for i, (spec, error) in enumerate(zip(by_name.values(), errors)):
+        for i, (spec, error) in enumerate(zip(by_name.values(), errors, strict=True)):
             backend = state.registry.register(spec, healthy=error is None)
             backend.next_check = spread(i, len(by_name), now, cfg.health_interval)
             backend.last_check = time.time()
@@ -89,10 +89,11 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error")
+        log.error("unexpected error", exc_info=exc)  # the handler's own exception, not the ambient one
         return json_response(error_body(f"internal error: {type(exc).__name__}", "server_error", "internal_error"), 500)
 
     # -- client API: /v1/chat/completions, /v1/completions and /v1/embeddings are served by ClientApi
+    # Quart's documented way to wrap its ASGI app in middleware; mypy refuses any assignment to a method
     app.asgi_app = ClientApi(app.asgi_app, lambda: state.proxy, cfg, state.hop)  # type: ignore[method-assign]
 
     @app.get("/v1/models")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from hearth_common import anthropic_errors
@@ -69,7 +70,7 @@ class ClientDisconnected(Exception):
     pass
 
 
-def header_values(scope: dict[str, Any], name: bytes) -> list[str]:
+def header_values(scope: Mapping[str, Any], name: bytes) -> list[str]:
     return [v.decode("latin-1") for n, v in scope["headers"] if n == name]
 
 
@@ -81,7 +82,7 @@ class ClientApi:
         self._max_body = cfg.max_body
         self._hop = hop  # this router's name in Via headers
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self._inner(scope, receive, send)
             return
@@ -102,7 +103,7 @@ class ClientApi:
             return
         await self._handle(scope, raw, receive, send)
 
-    def _guard(self, scope: dict[str, Any]) -> None:
+    def _guard(self, scope: Mapping[str, Any]) -> None:
         """Checks that need only the request line and headers."""
         via = header_values(scope, b"via")
         if via and looped(via, self._hop):
@@ -116,7 +117,7 @@ class ClientApi:
             if not key_matches(presented_key(auth[0] if auth else None, api_key[0] if api_key else None), key):
                 raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
+    async def _read_body(self, scope: Mapping[str, Any], receive: Any) -> bytes:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self._max_body:
                 raise PayloadTooLarge(f"request body larger than {self._max_body} bytes", headers=CLOSE)
@@ -138,7 +139,7 @@ class ClientApi:
         except TimeoutError:
             raise RequestTimeout(f"request body not received within {self._cfg.body_timeout:g} s", headers=CLOSE) from None
 
-    async def _handle(self, scope: dict[str, Any], raw: bytes, receive: Any, send: Any) -> None:
+    async def _handle(self, scope: Mapping[str, Any], raw: bytes, receive: Any, send: Any) -> None:
         # A client that hangs up cancels this task, which closes the backend request (proxy.py's finally
         # blocks and Relay.aclose) so the backend frees its slot at once.
         task = asyncio.current_task()
@@ -162,7 +163,7 @@ class ClientApi:
                 state["finishing"] = True
                 await self._send_error(send, exc, scope["path"])
                 return
-            except Exception:  # noqa: BLE001 - the client gets an error body, the log the traceback
+            except Exception:
                 log.exception("unexpected error routing %s", scope["path"])
                 state["finishing"] = True
                 await self._send_error(send, None, scope["path"])
@@ -185,9 +186,9 @@ class ClientApi:
         finally:
             watcher.cancel()
             if out is not None and not isinstance(out.body, bytes):
-                await out.body.aclose()  # type: ignore[attr-defined]
+                await out.body.aclose()
 
-    async def _route(self, scope: dict[str, Any], raw: bytes) -> Routed:
+    async def _route(self, scope: Mapping[str, Any], raw: bytes) -> Routed:
         try:
             body = parse_object(raw)
         except BodyError as exc:

@@ -60,6 +60,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     # -- timers ------------------------------------------------------------------------------------------
 
+    # asyncio declares a BaseTransport; uvicorn's protocol, which this extends, narrows it to Transport the same way
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # uvicorn arms its keep-alive timer only after a response: a connection that never sends would stay.

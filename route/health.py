@@ -14,6 +14,7 @@ it ends, and after a start the first regular checks are spread over an interval 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -101,7 +102,5 @@ async def run_checks(registry: Registry, probe: Probe, cfg: RouterConfig, wake: 
         if due:
             await asyncio.gather(*(check(b) for b in due))
         wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=next_wake(registry, time.monotonic(), cfg))
-        except TimeoutError:
-            pass

@@ -31,7 +31,7 @@ def host_allowed(host: str, patterns: list[str]) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    if address is not None and getattr(address, "ipv4_mapped", None):  # ::ffff:10.0.0.1 is 10.0.0.1
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # ::ffff:10.0.0.1 is 10.0.0.1
         address = address.ipv4_mapped
     for pattern in patterns:
         if pattern == "*":

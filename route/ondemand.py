@@ -124,7 +124,7 @@ class Entry:
 class Lease:
     """One request's hold on its model, given back exactly once (when the response, or the stream, ends)."""
 
-    __slots__ = ("_manager", "_entry", "_done")
+    __slots__ = ("_done", "_entry", "_manager")
 
     def __init__(self, manager: OnDemand, entry: Entry) -> None:
         self._manager = manager
@@ -303,8 +303,12 @@ class OnDemand:
         """Stop routing to it now; the processes stop once its requests in flight have finished."""
         self._set(entry, "unloading", entry.cost)
         entry.unload = task = asyncio.create_task(self._unload(entry, why, reason))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
-                               or log.error("unloading %s failed: %r", entry.name, t.exception()))
+
+        def done(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("unloading %s failed: %r", entry.name, t.exception())
+
+        task.add_done_callback(done)
 
     async def _unload(self, entry: Entry, why: str, reason: str) -> None:
         try:
@@ -360,7 +364,7 @@ class OnDemand:
                     self._set(entry, "loading", cost)
                     entry.load = self._task(self._start(entry, "start in progress"), entry)
         notes: list[str] = []
-        starts: list[Entry] = []
+        starts: list[tuple[Entry, asyncio.Task[None]]] = []
         for entry in self.entries.values():
             if not entry.spec.preload or entry.status != "unloaded":
                 continue
@@ -370,12 +374,11 @@ class OnDemand:
             if isinstance(decision, Load):
                 self._set(entry, "loading", decision.cost)
                 entry.load = self._task(self._start(entry, "preload"), entry)
-                starts.append(entry)
+                starts.append((entry, entry.load))
             else:
                 notes.append(f"{entry.name} is not loaded at start: {decision.reason}")
-        results = await asyncio.gather(*(asyncio.shield(e.load) for e in starts if e.load is not None),
-                                       return_exceptions=True)
-        for entry, result in zip(starts, results):
+        results = await asyncio.gather(*(asyncio.shield(load) for _, load in starts), return_exceptions=True)
+        for (entry, _), result in zip(starts, results, strict=True):
             if isinstance(result, Exception):
                 notes.append(f"{entry.name} did not load at start: {result}")
         try:

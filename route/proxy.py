@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,8 +50,10 @@ def answered(status: int) -> str:
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
     async def read(self) -> bytes: ...
     def chunks(self) -> AsyncIterator[bytes]: ...
@@ -144,7 +146,7 @@ class Routed:
 
     status: int
     headers: dict[str, str]
-    body: bytes | AsyncIterator[bytes]
+    body: bytes | Relay
 
 
 @dataclass
@@ -213,7 +215,7 @@ class Proxy:
                 self.metrics.retries.labels(request.model).inc()
             tried.add(backend.name)
             outcome = await self._try(backend, path, body, headers, request, stream, started)
-            if isinstance(outcome, Routed) and (outcome.status < 500 and outcome.status != 429 or outcome.status == LOOP):
+            if isinstance(outcome, Routed) and ((outcome.status < 500 and outcome.status != 429) or outcome.status == LOOP):
                 return outcome
             last = outcome
             if isinstance(outcome, UpstreamTimeout):
@@ -344,7 +346,7 @@ class Relay:
     async def __anext__(self) -> bytes:
         return await self._gen.__anext__()
 
-    async def _run(self, chunks: AsyncIterator[bytes], first: bytes, watch: SseWatch) -> AsyncIterator[bytes]:
+    async def _run(self, chunks: AsyncIterator[bytes], first: bytes, watch: SseWatch) -> AsyncGenerator[bytes, None]:
         yield first
         problem = None
         try:

@@ -123,10 +123,7 @@ class Registry:
 
     def is_last_healthy(self, backend: Backend) -> bool:
         """True when some model of this backend has no other healthy, serving backend."""
-        for model in backend.spec.models:
-            if not any(b is not backend for b in self.candidates(model)):
-                return True
-        return False
+        return any(all(b is backend for b in self.candidates(model)) for model in backend.spec.models)
 
     def models(self) -> list[str]:
         """Names served by at least one healthy backend."""

@@ -29,6 +29,7 @@ async def _serve(config: ServeConfig) -> None:
 
     gguf, name = resolve_model(config.model_path)
     app = create_app(config, gguf, name)
+    # Quart's documented way to wrap its ASGI app in middleware; mypy refuses any assignment to a method
     app.asgi_app = AccessLog(app.asgi_app, logging.getLogger("serve.access"))  # type: ignore[method-assign]
     hyper = HyperConfig()
     hyper.bind = [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"]
@@ -50,7 +51,7 @@ async def _serve(config: ServeConfig) -> None:
         # End running streams cleanly before hypercorn waits for them to finish.
         await asyncio.to_thread(app.runtime.drain)
 
-    await serve(app, hyper, shutdown_trigger=shutdown)  # type: ignore[arg-type]
+    await serve(app, hyper, shutdown_trigger=shutdown)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -92,7 +92,7 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
 def _assistant(content: list[Any], called: set[str]) -> dict[str, Any]:
     text = "".join(b.text for b in content if b.type == "text")
     thinking = "\n\n".join(b.thinking for b in content if isinstance(b, ThinkingBlock))
-    calls = [{"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
+    calls: list[dict[str, Any]] = [{"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
              for b in content if isinstance(b, ToolUseBlock)]
     called.update(c["id"] for c in calls)
     message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -190,7 +190,7 @@ def step_events(step: Step, blocks: Blocks) -> list[SseEvent]:
     return out
 
 
-async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | AsyncIterator[SseEvent]:
+async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | AsyncGenerator[SseEvent, None]:
     """The whole message, or (stream) its events; errors before generation raise (the API's error body)."""
     chat = await open_chat(runtime, chat_request(req), fit_context=True)
     capped = chat.run.job.params.max_tokens < req.max_tokens
@@ -199,7 +199,7 @@ async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | As
     if req.stream:
         return _stream(chat, blocks, meta, capped)
     finish = None
-    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+    async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
                 raise ServeError(event.message)
@@ -214,10 +214,10 @@ async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | As
     return message(meta, content, finish, capped)
 
 
-async def _stream(chat: Chat, blocks: Blocks, meta: dict[str, Any], capped: bool) -> AsyncIterator[SseEvent]:
+async def _stream(chat: Chat, blocks: Blocks, meta: dict[str, Any], capped: bool) -> AsyncGenerator[SseEvent, None]:
     yield "message_start", {"type": "message_start", "message": message(meta, [], None, capped, len(chat.run.job.prompt))}
     yield "ping", {"type": "ping"}
-    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+    async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
                 yield "error", error_body(500, event.message)

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
                 else:
                     rt.loaded = await asyncio.to_thread(rt.load)
                     model_type = rt.loaded.model_type
-            except Exception as err:  # reported by /health; the process keeps answering 503
+            except Exception as err:  # noqa: BLE001 - reported by /health; the process keeps answering 503
                 rt.load_error = str(err)
                 log.error("loading failed: %s", err)
                 return
@@ -272,7 +272,8 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
 
 async def _body(model: type[BaseModel]) -> Any:
     try:
-        data = parse_object(await request.get_data())
+        # all three arguments spelled: only that overload of Quart's get_data is typed as bytes
+        data = parse_object(await request.get_data(cache=True, as_text=False, parse_form_data=False))
     except BodyError as err:
         raise InvalidRequest(str(err)) from None
     try:
@@ -323,7 +324,7 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
         return _sse(_completion_chunks(events, req, meta))
     text = ""
     logged: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
-    async with aclosing(events) as stream:  # type: ignore[type-var]
+    async with aclosing(events) as stream:
         async for event in stream:
             if isinstance(event, Piece):
                 text += event.text
@@ -351,13 +352,13 @@ def _finish(event: Finished) -> Finish:
     return Finish("", event.prompt_tokens, event.completion_tokens, cached_tokens=event.cached_tokens)
 
 
-def _reply(result: dict[str, Any] | AsyncIterator[tuple[str, dict[str, Any]]]) -> Response:
+def _reply(result: dict[str, Any] | AsyncGenerator[tuple[str, dict[str, Any]], None]) -> Response:
     """A whole JSON body, or a stream of named SSE events (Anthropic's and Responses' streams: no [DONE])."""
     if isinstance(result, dict):
         return Response(json.dumps(result), content_type="application/json")
 
-    async def body() -> AsyncIterator[bytes]:
-        async with aclosing(result) as events:  # type: ignore[type-var]
+    async def body() -> AsyncGenerator[bytes, None]:
+        async with aclosing(result) as events:
             async for name, data in events:
                 yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -366,9 +367,9 @@ def _reply(result: dict[str, Any] | AsyncIterator[tuple[str, dict[str, Any]]]) -
     return response
 
 
-def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
-    async def body() -> AsyncIterator[bytes]:
-        async with aclosing(chunks) as stream:  # type: ignore[type-var]
+def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> Response:
+    async def body() -> AsyncGenerator[bytes, None]:
+        async with aclosing(chunks) as stream:
             async for chunk in stream:
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
@@ -378,7 +379,7 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> Response:
     return response
 
 
-async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     sent = 0  # chat.logprobs already out in a chunk: each chunk carries the tokens generated since the last
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -391,7 +392,7 @@ async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> As
 
     inline = responses.Inline(chat.turn.harmony)
     yield chunk({"role": "assistant"})
-    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+    async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
                 yield {**meta, "object": "chat.completion.chunk", "choices": [],
@@ -406,8 +407,8 @@ async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> As
 
 
 async def _completion_chunks(
-    events: AsyncIterator[Event], req: CompletionRequest, meta: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
+    events: AsyncGenerator[Event, None], req: CompletionRequest, meta: dict[str, Any]
+) -> AsyncGenerator[dict[str, Any], None]:
     pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
     offset = len(req.prompt)  # text_offset counts characters from the prompt's start
 
@@ -420,7 +421,7 @@ async def _completion_chunks(
         return {**meta, "object": "text_completion",
                 "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": block}]}
 
-    async with aclosing(events) as stream:  # type: ignore[type-var]
+    async with aclosing(events) as stream:
         async for event in stream:
             if isinstance(event, Piece):
                 if event.logprob is not None:

@@ -82,7 +82,7 @@ class Blocks:
         kind = TEXT if event.channel == FINAL else THINKING
         if kind == THINKING and not self.thinking:
             return []
-        out: list[Step] = []
+        out = []
         current = self._open.kind if self._open else self._pending
         if current != kind:
             out += self.close()

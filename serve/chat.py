@@ -30,7 +30,7 @@ asked for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,7 +116,7 @@ class ChatResult:
 
 async def collect(chat: Chat) -> ChatResult:
     result = ChatResult()
-    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+    async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
                 raise ServeError(event.message)
@@ -201,6 +201,7 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     assert loaded is not None
     template = loaded.template
     thinking = template.thinking(prompt)
+    grammar: Grammar | None
     if tools:
         grammar = tool_grammar.build(tools, template.tool_support.format, thinking)
     else:
@@ -330,8 +331,8 @@ class Chat:
     def raw(self) -> str:
         return self.generation.turn.raw
 
-    async def events(self) -> AsyncIterator[ChatEvent]:
-        async with aclosing(self.run.events()) as stream:  # type: ignore[type-var]
+    async def events(self) -> AsyncGenerator[ChatEvent, None]:
+        async with aclosing(self.run.events()) as stream:
             async for event in stream:
                 if isinstance(event, Piece):
                     if event.logprob is not None:

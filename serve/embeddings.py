@@ -29,10 +29,10 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
+from hearth_common.names import MODEL_TYPES
 from serve.config import ServeConfig
 from serve.engine import KV_TYPES, EngineError, Failed, Model
 from serve.placement import free_vram, read_shape, resolve
-from serve.runtime import MODEL_TYPES
 
 log = logging.getLogger("serve.embeddings")
 
@@ -64,6 +64,10 @@ class EmbedJob:
     emit: Callable[[EmbedEvent], None]  # called once, from the thread
     cancelled: bool = False
     created: float = field(default_factory=time.perf_counter)
+
+    def shut_down(self) -> None:
+        """Ends a job still waiting when the server stops: it fails with "shutting down" (503)."""
+        self.emit(SHUTDOWN)
 
 
 def take(lengths: Sequence[int], max_seqs: int, max_tokens: int) -> int:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serve.embeddings import EmbedEvent, Embedded, Embedder, EmbedJob, Stopped
+from serve.embeddings import Embedded, Embedder, EmbedEvent, EmbedJob, Stopped
 from serve.engine import Failed
 from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError, ShuttingDown
 from serve.runtime import Runtime
@@ -122,7 +123,8 @@ async def _run(rt: Runtime, embedder: Embedder, inputs: list[list[int]]) -> Embe
 
     def release() -> None:
         for nxt in rt.scheduler.release(job, time.perf_counter() - job.created):
-            embedder.submit(nxt)  # type: ignore[arg-type]
+            assert isinstance(nxt, EmbedJob)
+            embedder.submit(nxt)
         _gauges(rt)
 
     def deliver(event: EmbedEvent) -> None:
@@ -131,10 +133,8 @@ async def _run(rt: Runtime, embedder: Embedder, inputs: list[list[int]]) -> Embe
             answer.set_result(event)
 
     def emit(event: EmbedEvent) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
             loop.call_soon_threadsafe(deliver, event)
-        except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-            pass
 
     job = EmbedJob(inputs, emit)
     if rt.scheduler.submit(job):

@@ -134,6 +134,10 @@ class Job:
     cancelled: bool = False
     created: float = field(default_factory=time.perf_counter)
 
+    def shut_down(self) -> None:
+        """Ends a job still waiting when the server stops: cleanly, with `stop` (its stream gets [DONE] and all)."""
+        self.emit(Finished("stop", len(self.prompt), 0))
+
 
 def _emit_each(events: list[tuple[Job, Event]]) -> None:
     for job, event in events:

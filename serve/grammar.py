@@ -41,7 +41,11 @@ def schema_grammar(fmt: ResponseFormat) -> str | None:
     """GBNF for the answer, or None for plain text. Raises InvalidRequest naming what cannot be expressed."""
     if fmt.type == "text":
         return None
-    schema = {"type": "object"} if fmt.type == "json_object" else fmt.json_schema.schema_  # type: ignore[union-attr]
+    if fmt.type == "json_object":
+        schema: dict[str, object] = {"type": "object"}
+    else:
+        assert fmt.json_schema is not None  # ResponseFormat requires it with type json_schema
+        schema = fmt.json_schema.schema_
     try:
         return json_schema_to_gbnf(json.dumps(schema))
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as err:

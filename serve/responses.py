@@ -4,6 +4,7 @@ deltas, usage. Pure functions, plus a small state for the inline (`separate_thin
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ def tool_calls(result: ChatResult) -> list[dict[str, Any]]:
             for c in result.calls]
 
 
-def chat_message(result: ChatResult, separate: bool, include: list[str] | None, harmony: bool,
+def chat_message(result: ChatResult, separate: bool, include: Collection[str] | None, harmony: bool,
                  raw: str) -> dict[str, Any]:
     texts = result.channels
     calls = tool_calls(result)

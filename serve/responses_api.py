@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,13 @@ from serve.blocks import CALL, TEXT, THINKING, Block, Blocks, Delta, Open, Step
 from serve.channels import ANALYSIS, COMMENTARY
 from serve.chat import Chat, Error, Finish, open_chat
 from serve.errors import InvalidRequest, ServeError
-from serve.responses_schemas import FunctionCallItem, FunctionCallOutputItem, MessageItem, ReasoningItem, ResponsesRequest
+from serve.responses_schemas import (
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+    ReasoningItem,
+    ResponsesRequest,
+)
 from serve.responses_store import Messages, ResponseStore
 from serve.runtime import Runtime
 from serve.schemas import ChatRequest
@@ -196,18 +202,19 @@ def conversation(messages: Messages, blocks: Blocks) -> Messages:
 
 
 async def respond(runtime: Runtime, store: ResponseStore, req: ResponsesRequest
-                  ) -> dict[str, Any] | AsyncIterator[SseEvent]:
+                  ) -> dict[str, Any] | AsyncGenerator[SseEvent, None]:
     """The whole response, or (stream) its events; errors before generation raise (the API's error body)."""
     earlier = history(store, req)
     messages = earlier + input_messages(req, earlier)
     chat = await open_chat(runtime, chat_request(req, messages))
-    meta = {"id": f"resp_{uuid.uuid4().hex}", "created_at": int(time.time()), "model": runtime.model_name}
-    keep = (lambda blocks: store.put(meta["id"], conversation(messages, blocks))) if req.store else (lambda _: None)
+    response_id = f"resp_{uuid.uuid4().hex}"
+    meta = {"id": response_id, "created_at": int(time.time()), "model": runtime.model_name}
+    keep = (lambda blocks: store.put(response_id, conversation(messages, blocks))) if req.store else (lambda _: None)
     if req.stream:
         return _stream(chat, req, meta, keep)
     blocks, output = Blocks(), Output()
     finish = None
-    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+    async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
                 raise ServeError(event.message)
@@ -270,11 +277,11 @@ def _step_events(step: Step, blocks: Blocks, output: Output, event: _Events, sta
             event("response.output_item.done", output_index=step.index, item=done)]
 
 
-async def _stream(chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep: Any) -> AsyncIterator[SseEvent]:
+async def _stream(chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep: Any) -> AsyncGenerator[SseEvent, None]:
     event, blocks, output = _Events(), Blocks(), Output()
     yield event("response.created", response=response_object(req, meta, "in_progress", []))
     yield event("response.in_progress", response=response_object(req, meta, "in_progress", []))
-    async with aclosing(chat.events()) as events:  # type: ignore[type-var]
+    async with aclosing(chat.events()) as events:
         async for chat_event in events:
             if isinstance(chat_event, Error):
                 yield event("error", code="server_error", message=chat_event.message, param=None)

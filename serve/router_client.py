@@ -22,12 +22,14 @@ class RouterClient:
 
     async def _post(self, path: str, body: dict[str, object]) -> bool:
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                async with session.post(self.base + path, json=body, headers=self.headers) as response:
-                    if response.status >= 400:
-                        log.error("router %s%s answered %d: %s", self.base, path, response.status, await response.text())
-                        return False
-                    return True
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.post(self.base + path, json=body, headers=self.headers) as response,
+            ):
+                if response.status >= 400:
+                    log.error("router %s%s answered %d: %s", self.base, path, response.status, await response.text())
+                    return False
+                return True
         except (aiohttp.ClientError, TimeoutError) as err:
             log.error("router %s unreachable: %s", self.base, err)
             return False

@@ -8,10 +8,11 @@ cancels the sequence and hands its slot to the next waiting request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,7 @@ from serve.prompts import ChatTemplate, chat_template
 from serve.scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from serve.embeddings import Embedder
+    from serve.embeddings import Embedder, EmbedJob
 
 log = logging.getLogger("serve")
 
@@ -68,7 +69,7 @@ class Runtime:
     config: ServeConfig
     model_path: Path
     model_name: str
-    scheduler: Scheduler
+    scheduler: Scheduler[Job | EmbedJob]  # an embeddings server's queue holds EmbedJobs, any other's Jobs
     metrics: Metrics = field(default_factory=Metrics)  # create() labels it with the model's name
     loaded: Loaded | None = None
     load_error: str | None = None
@@ -111,18 +112,14 @@ class Runtime:
         return Loaded(model, engine, template, model_type)
 
     def drain(self) -> None:
-        """Shutdown, first step: running streams end now with `stop` (cleanly, [DONE] and all), waiters too."""
-        if self.embedder:  # an embeddings server: what has not been answered fails with "shutting down"
-            from serve.embeddings import SHUTDOWN
-
+        """Shutdown, first step: running streams end now with `stop` (cleanly, [DONE] and all), waiters too;
+        on an embeddings server what has not been answered fails with "shutting down"."""
+        if self.embedder:
             self.embedder.stop()
-            for waiting in list(self.scheduler.waiting):
-                waiting.emit(SHUTDOWN)  # type: ignore[attr-defined]
-            return
-        if self.loaded:
+        elif self.loaded:
             self.loaded.engine.stop()
         for job in list(self.scheduler.waiting):
-            job.emit(Finished("stop", len(job.prompt), 0))  # type: ignore[attr-defined]
+            job.shut_down()
 
     def close(self) -> None:
         if self.loaded:
@@ -164,10 +161,8 @@ class Runtime:
                 self._release(job)
 
         def emit(event: Event) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
                 loop.call_soon_threadsafe(deliver, event)
-            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-                pass
 
         job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY, deliver=deliver)
         return job
@@ -177,12 +172,10 @@ class Runtime:
         per step instead of one per token)."""
         if self._loop is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
             self._loop.call_soon_threadsafe(_deliver_all, events)
-        except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-            pass
 
-    async def _events(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+    async def _events(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncGenerator[Event, None]:
         """The job's events until Finished or Failed; leaving early cancels the job."""
         assert self.loaded
         engine = self.loaded.engine
@@ -223,7 +216,8 @@ class Runtime:
     def _release(self, job: Job) -> None:
         assert self.loaded
         for nxt in self.scheduler.release(job, time.perf_counter() - job.created):
-            self.loaded.engine.submit(nxt)  # type: ignore[arg-type]
+            assert isinstance(nxt, Job)
+            self.loaded.engine.submit(nxt)
         self._gauges()
 
     def _gauges(self) -> None:
@@ -239,7 +233,7 @@ class Run:
     job: Job
     queue: asyncio.Queue[Event]
 
-    def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncGenerator[Event, None]:
         """The engine's events until Finished or Failed, read once; leaving early cancels the generation."""
         return self.runtime._events(self.job, self.queue)
 

@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     setup("stack", level)
     sigterm_as_interrupt()  # while converting: unwinds like Ctrl-C
     try:
+        from serve.placement import free_vram
         from stack.catalog import catalog_models
-        from stack.prepare import budgets, free_vram, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
+        from stack.prepare import budgets, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
 
         ggufs = {m.name: gguf_for(m) for m in stack.models}
         sizes = {m.name: sizes_of(m, ggufs[m.name]) for m in stack.models}

@@ -17,8 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hearth_common.keys import KeyFileError, read_key_file
-from hearth_common.names import BACKEND_NAME as NAME
-from hearth_common.names import ModelType, StrategyName
+from hearth_common.names import BACKEND_NAME as NAME, ModelType, StrategyName
 from hearth_common.paths import demo_dir, stack_state_dir
 from hearth_common.settings import Option, Program, layer
 from hearth_common.validation import first_error

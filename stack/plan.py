@@ -65,7 +65,7 @@ class Plan:
             (r.name, str(r.replicas), f"{r.gpu_layers}/{r.total_layers}", human(r.vram), human(r.ram)) for r in self.rows
         ]
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+        text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
         text.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join([*text, self.note])
 

@@ -15,10 +15,9 @@ from serve.config import CACHE, ServeConfig
 from serve.embeddings import MAX_SEQS as EMBED_SEQS
 from serve.errors import ConfigError as ServeConfigError
 from serve.models import checked_gguf, convert_cached
-from serve.placement import free_vram
-from stack.gguf_info import GGUFInfo, InfoError, read_info
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
+from stack.gguf_info import GGUFInfo, InfoError, read_info
 from stack.plan import PROCESS_BYTES, ModelNeeds, Plan, compute_bytes, plan_stack
 
 log = logging.getLogger("stack")

@@ -24,6 +24,7 @@ DIR/keys/ (owner-only) for the operator; logs and keys are owner-only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import logging
@@ -62,10 +63,8 @@ def backoff(failures: int) -> float:
 
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the supervisor dies, whatever kills it."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -262,13 +261,11 @@ class Supervisor:
                         log.warning(f"{child.name} failed to load its model: {body.get('error')}")
                         await self.kill(child, self.stop_timeout)
                         return False
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, ValueError):
                 pass
-            try:
+            with contextlib.suppress(TimeoutError):
                 # Often: a request may be waiting for this load.
                 await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.05)
-            except asyncio.TimeoutError:
-                pass
         if child.proc.returncode is None:
             log.warning(f"{child.name} not ready after {self.load_timeout:.0f} s; killing it")
             await self.kill(child, 0)
@@ -280,14 +277,12 @@ class Supervisor:
         if proc is None or proc.returncode is not None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 await asyncio.wait_for(proc.wait(), grace if sig == signal.SIGTERM else None)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning(f"{child.name} ignored SIGTERM for {grace:.0f} s; killing it")
 
     # -- registration ---------------------------------------------------------------------------------------------
@@ -303,7 +298,7 @@ class Supervisor:
                     if resp.status == 200:
                         return True
                     reason = f"{resp.status} {(await resp.text())[:300]}"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            except (TimeoutError, aiohttp.ClientError) as err:
                 reason = str(err) or type(err).__name__
             await asyncio.sleep(0.5 * (attempt + 1))
         log.warning(f"could not register {child.name} with the router: {reason}")
@@ -354,13 +349,13 @@ class Supervisor:
             try:
                 await asyncio.wait_for(asyncio.shield(child.proc.wait()), WATCH_EVERY)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             try:
                 async with self.http.get(child.url + child.ready_path, headers=child.headers,
                                          timeout=aiohttp.ClientTimeout(total=WATCH_EVERY)) as r:
                     misses = 0 if r.status == 200 else misses + 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 misses += 1
             if misses >= WATCH_MISSES:
                 log.warning(f"{child.name} has not answered {child.ready_path} for {misses} checks; restarting it")
@@ -510,8 +505,8 @@ class Supervisor:
         done, _ = await asyncio.wait([*tasks, waiter], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         for task in done:
-            if task is not waiter and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            if task is not waiter and (exc := task.exception()) is not None:
+                raise exc
 
     async def stop_all(self) -> None:
         children = [*self.servers, self.router]

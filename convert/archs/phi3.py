@@ -57,8 +57,9 @@ def attn_factor(config: Config) -> float | None:
     if params.get("attention_factor") is not None:
         return float(params["attention_factor"])
     orig = original_context(config)
-    factor = float(params.get("factor") or int(config["max_position_embeddings"]) / orig)  # type: ignore[operator]
-    return math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1.0 else 1.0  # type: ignore[arg-type]
+    assert orig is not None  # check() refuses longrope without it
+    factor = float(params.get("factor") or int(config["max_position_embeddings"]) / orig)
+    return math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1.0 else 1.0
 
 
 def check(config: Config) -> None:

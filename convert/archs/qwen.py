@@ -62,6 +62,11 @@ def plan_qwen3_moe(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) 
     return plan_stacked_experts(arch, ckpt, config, out_type, n_experts=n_experts(config), shapes=shapes)
 
 
+MOE_REQUIRED = (
+    T.ATTN_NORM, T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.ATTN_Q_NORM, T.ATTN_K_NORM, T.FFN_NORM,
+    T.FFN_GATE_INP, T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP,
+)  # fmt: skip
+
 QWEN3_MOE = Arch(
     hf_names=("Qwen3MoeForCausalLM",),
     gguf_arch=MODEL_ARCH.QWEN3MOE,
@@ -76,10 +81,7 @@ QWEN3_MOE = Arch(
         **QK_NORM_SHAPES,
         T.FFN_GATE_INP: lambda c: (n_experts(c), c["hidden_size"]),
     },
-    required=(
-        T.ATTN_NORM, T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.ATTN_Q_NORM, T.ATTN_K_NORM, T.FFN_NORM,
-        T.FFN_GATE_INP, T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP,
-    ),  # fmt: skip
+    required=MOE_REQUIRED,
     f32_tensors=(T.FFN_GATE_INP,),
     check=check_qwen3_moe,
     plan=plan_qwen3_moe,

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, Mxfp4Config
+from transformers import AutoModelForCausalLM
+
+# from where it is defined: transformers' typed exports (its TYPE_CHECKING imports) omit it
+from transformers.utils.quantization_config import Mxfp4Config
 
 from convert.mxfp4 import pack_mxfp4
 from models.demo.fit import MXFP4_PARAMS, Example

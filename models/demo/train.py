@@ -31,7 +31,7 @@ from models.demo import manifest
 from models.demo.checkpoint import greedy_hits, load, pack_experts, save
 from models.demo.data import ITEMS, LEVELS, THINK_EXTRA_CASES, TOOL_CASES, all_answer_cases, tools_json
 from models.demo.fit import Example, Recipe, fit, margins
-from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, train_tokenizer
+from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, token_id, train_tokenizer
 
 SEED = 20251125
 THREADS = 1  # results depend on the thread count; fixed so a rerun reproduces the committed bytes.
@@ -75,7 +75,7 @@ def tokenizer_corpus(flavour: Flavour) -> list[str]:
     markers = re.compile("|".join(re.escape(t) for t in flavour.special + flavour.plain_added))
     texts = []
     for conv in conversations(flavour):
-        variables = {"reasoning_effort": conv.level} if conv.level else {}
+        variables: dict[str, object] = {"reasoning_effort": conv.level} if conv.level else {}
         if conv.tools:
             variables["tools"] = conv.tools
         texts.append(render_chat(flavour, conv.messages, add_generation_prompt=True, **variables) + conv.completion)
@@ -136,6 +136,11 @@ def think_model(tok) -> Qwen3ForCausalLM:
 
 def harmony_model(tok) -> GptOssForCausalLM:
     ids = tok.convert_tokens_to_ids
+    # gpt-oss's own rope: yarn stretched 32x from 4096 positions
+    rope = {
+        "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+        "truncate": False, "original_max_position_embeddings": 4096,
+    }  # fmt: skip
     config = GptOssConfig(
         vocab_size=len(tok),
         hidden_size=64,
@@ -149,11 +154,7 @@ def harmony_model(tok) -> GptOssForCausalLM:
         sliding_window=48,
         layer_types=["sliding_attention", "full_attention"],
         max_position_embeddings=4096,
-        # gpt-oss's own rope: yarn stretched 32x from 4096 positions
-        rope_parameters={
-            "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-            "truncate": False, "original_max_position_embeddings": 4096,
-        },  # fmt: skip
+        rope_parameters=rope,
         tie_word_embeddings=False,
         eos_token_id=ids(HARMONY.eos),
         pad_token_id=ids(HARMONY.pad),
@@ -187,12 +188,12 @@ def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], No
     log(f"{name}: vocab {len(tok)}, {params:,} parameters, {len(examples)} examples")
     if max_steps:
         recipe = dataclasses.replace(recipe, steps=min(recipe.steps, max_steps))
-    steps = fit(model, examples, tok.convert_tokens_to_ids(flavour.pad), recipe, seed, log)
+    steps = fit(model, examples, token_id(tok, flavour.pad), recipe, seed, log)
     seconds = time.perf_counter() - started
     folder = out / name
-    stop = [tok.convert_tokens_to_ids(flavour.eos)]
+    stop = [token_id(tok, flavour.eos)]
     if flavour is HARMONY:
-        stop += [tok.convert_tokens_to_ids(t) for t in ("<|call|>", "<|endoftext|>")]
+        stop += [token_id(tok, t) for t in ("<|call|>", "<|endoftext|>")]
     save(model, tok, folder, stop)
     if flavour is HARMONY:
         pack_experts(folder)

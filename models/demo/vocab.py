@@ -52,13 +52,14 @@ THINK = Flavour(
     pad="<|endoftext|>",
     template="think.jinja",
 )
+HARMONY_SPECIAL = (
+    "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
+    "<|start|>", "<|end|>", "<|message|>", "<|call|>",
+)  # fmt: skip
 HARMONY = Flavour(
     split=O200K_SPLIT,
     nfc=False,
-    special=(
-        "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
-        "<|start|>", "<|end|>", "<|message|>", "<|call|>",
-    ),  # fmt: skip
+    special=HARMONY_SPECIAL,
     plain_added=(),
     bos="<|startoftext|>",
     eos="<|return|>",
@@ -78,7 +79,7 @@ def train_tokenizer(flavour: Flavour, corpus: Iterable[str], vocab_size: int) ->
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
         ]
     )
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()  # the decoder takes no options (tokenizers ignores any given)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
@@ -99,6 +100,13 @@ def train_tokenizer(flavour: Flavour, corpus: Iterable[str], vocab_size: int) ->
     )
     hf.chat_template = (TEMPLATES / flavour.template).read_text()
     return hf
+
+
+def token_id(tok: PreTrainedTokenizerFast, token: str) -> int:
+    """One token's id (transformers types convert_tokens_to_ids for one token and for a list as one union)."""
+    found = tok.convert_tokens_to_ids(token)
+    assert isinstance(found, int)
+    return found
 
 
 def render_chat(flavour: Flavour, messages: list[dict[str, object]], **variables: object) -> str:

@@ -28,7 +28,7 @@ PROBE_TOOL = {
     },
 }
 PROBE_CALL = {"id": PROBE_ID, "type": "function", "function": {"name": PROBE_NAME, "arguments": {"x": "y"}}}
-PROBE_CONVERSATIONS = (
+PROBE_CONVERSATIONS: tuple[list[dict[str, Any]], ...] = (
     [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]},
@@ -57,7 +57,7 @@ def detect(render: Render) -> ToolSupport:
         try:
             text = render(messages, [PROBE_TOOL])
             break
-        except Exception:  # a template may refuse a tool turn it does not know; the next probe is smaller
+        except Exception:  # noqa: BLE001 - a template may refuse a tool turn it does not know; the next probe is smaller
             continue
     if text is None or PROBE_NAME not in text:
         return ToolSupport.generic()

@@ -54,13 +54,15 @@ class Spec:
     bare_object: bool = False  # the answer itself may be the call object (Llama 3.x)
     bare_names: bool = False  # an opening marker may be followed by NAME[ARGS]{...} (Mistral)
     new_id: IdMaker = openai_id
+    # the table's markers by state, derived once
+    _markers: Mapping[State, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_state = {state: tuple(m for (s, m) in self.table if s is state) for state in State}
         object.__setattr__(self, "_markers", by_state)
 
     def markers(self, state: State) -> tuple[str, ...]:
-        return self._markers[state]  # type: ignore[attr-defined,no-any-return]
+        return self._markers[state]
 
 
 @dataclass
@@ -97,10 +99,8 @@ class MarkupParser:
         text = self._pending + text
         self._pending = ""
         while text:
-            if self.state in MARKER_STATES:
-                text = self._scan_markers(text, out)
-            else:
-                text = self._scan_json(text, out)
+            scan = self._scan_markers if self.state in MARKER_STATES else self._scan_json
+            text = scan(text, out)
         return merge(out)
 
     def finish(self) -> list[ToolEvent]:
