@@ -40,8 +40,7 @@ from hearth_common.procs import free_port
 from testkit.procs import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("river market salt wool hills trader bridge winter harvest stone tower road lamp letter garden harbor "
-         "mill forest cart bell").split()
+WORDS = ["river", "market", "salt", "wool", "hills", "trader", "bridge", "winter", "harvest", "stone", "tower", "road", "lamp", "letter", "garden", "harbor", "mill", "forest", "cart", "bell"]
 
 
 def words(seed: int, chars: int) -> str:
@@ -149,13 +148,13 @@ def multi_turn(quick: bool = False) -> list[Row]:
                 print(f"multi-turn {side}: turn 1 {first * 1000:.0f} ms, turns 2-6 "
                       f"{', '.join(f'{t.ttft * 1000:.0f}' for t in turns[1:])} ms", flush=True)
     med = {side: statistics.median(r) for side, r in ratios.items()}
-    first = {side: statistics.median(v) * 1000 for side, v in firsts.items()}
-    later = {side: statistics.median(v) * 1000 for side, v in laters.items()}
+    first_ms = {side: statistics.median(v) * 1000 for side, v in firsts.items()}
+    later_ms = {side: statistics.median(v) * 1000 for side, v in laters.items()}
     return [
-        Row("cache", f"multi-turn: turn 1 first token, ours (llama-server {first['theirs']:.0f} ms)", first["ours"],
-            "ms", first["ours"] / first["theirs"], "", None),
-        Row("cache", f"multi-turn: turns 2-6 mean first token, ours (llama-server {later['theirs']:.0f} ms)",
-            later["ours"], "ms", later["ours"] / later["theirs"], "", None),
+        Row("cache", f"multi-turn: turn 1 first token, ours (llama-server {first_ms['theirs']:.0f} ms)",
+            first_ms["ours"], "ms", first_ms["ours"] / first_ms["theirs"], "", None),
+        Row("cache", f"multi-turn: turns 2-6 mean first token, ours (llama-server {later_ms['theirs']:.0f} ms)",
+            later_ms["ours"], "ms", later_ms["ours"] / later_ms["theirs"], "", None),
         Row("cache", f"multi-turn: turns 2-6 / turn 1 first token, ours vs llama-server's ({med['theirs']:.3f})",
             med["ours"], "x", med["ours"] / med["theirs"], "<= 1.0 x", med["ours"] <= med["theirs"]),
     ]
@@ -234,7 +233,7 @@ def _routed(model: Path, strategy: str, turns: int) -> tuple[float, float]:
             port = free_port()
             backends.append(stack.enter_context(server(ours(model, port, ctx=4096, seqs=4), port)))
         stack.enter_context(_router(route_url, strategy, state))
-        for name, url in zip("ab", backends):
+        for name, url in zip("ab", backends, strict=True):
             _register(route_url, name, url)
         rate, reuse = asyncio.run(_conversations(route_url, turns))
     print(f"router {strategy}: {rate:.3f} of prompt tokens cached, {reuse:.3f} of the reusable ones", flush=True)

@@ -151,11 +151,11 @@ def run_dense() -> list[Row]:
         goal_met = ratio >= 0.5 if out_type == "bf16" else None
         rows.append(
             Row("convert", f"{out_type}: {seconds:.2f} s, throughput vs plain copy", rate, "MB/s", ratio,
-                ">= 0.5 x" if out_type == "bf16" else "", goal_met)  # fmt: skip
+                ">= 0.5 x" if out_type == "bf16" else "", goal_met)
         )
         rows.append(
             Row("convert", f"{out_type}: peak RSS vs largest tensor ({largest / MB:,.0f} MB)", rss / MB, "MB",
-                rss / largest, "<= 1.5 x", rss / largest <= 1.5)  # fmt: skip
+                rss / largest, "<= 1.5 x", rss / largest <= 1.5)
         )
     return rows
 

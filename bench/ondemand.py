@@ -87,6 +87,7 @@ def run() -> list[Row]:
             admin(stack, "load", name)
             first_token_ms(stack.api, name)
             server = stack.server(name)["pid"]
+            assert stack.proc is not None  # started by the with above
             pids = [stack.proc.pid, stack.state()["router"]["pid"], *(s["pid"] for s in stack.state()["servers"])]
             before, held = sum(rss(p) for p in pids), rss(server)
             planned = next(m for m in httpx.get(stack.api + "/models", timeout=10).json()["data"] if m["id"] == name)
@@ -96,14 +97,7 @@ def run() -> list[Row]:
             stack.stop()
     freed = before - after
     mb = 1e6
-    return rows + [
-        Row("ondemand", f"RSS of the stack's processes with {name} loaded (supervisor, router, servers)", before / mb,
-            "MB", None, "", None),
-        Row("ondemand", f"RSS freed by unloading {name} vs its server's RSS", freed / mb, "MB", freed / held,
-            ">= 0.95 x", freed / held >= 0.95),
-        Row("ondemand", f"RAM the budget charges {name} vs its server's RSS", planned["ram_bytes"] / mb, "MB",
-            planned["ram_bytes"] / held, ">= 1 x", planned["ram_bytes"] >= held),
-    ]
+    return [*rows, Row("ondemand", f"RSS of the stack's processes with {name} loaded (supervisor, router, servers)", before / mb, "MB", None, "", None), Row("ondemand", f"RSS freed by unloading {name} vs its server's RSS", freed / mb, "MB", freed / held, ">= 0.95 x", freed / held >= 0.95), Row("ondemand", f"RAM the budget charges {name} vs its server's RSS", planned["ram_bytes"] / mb, "MB", planned["ram_bytes"] / held, ">= 1 x", planned["ram_bytes"] >= held)]
 
 
 if __name__ == "__main__":

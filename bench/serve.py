@@ -25,8 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from bench import llama_server
 from bench.common import Row
 from bench.models import qwen2_330m, smollm_135m_q4

@@ -95,7 +95,7 @@ class ServerProcess:
         if self._log is None:
             # appending: the child's writes never land where a read left the shared offset
             if self.log_path is None:
-                self._log = tempfile.TemporaryFile(mode="a+b")
+                self._log = tempfile.TemporaryFile(mode="a+b")  # noqa: SIM115 (open across starts, closed by close())
             else:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 self.log_path.write_bytes(b"")  # a named log holds this object's runs only

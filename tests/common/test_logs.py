@@ -4,6 +4,7 @@ when the response ends, with what the handlers noted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import re
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hearth_common.logs import AccessLog, Access, access_line, formatted, note, note_usage, setup
+from hearth_common.logs import Access, AccessLog, access_line, formatted, note, note_usage, setup
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A stream of three chunks whose handler notes its model and, at the end, its usage."""
     note(model="m1")
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    for i in range(3):
+    for _i in range(3):
         await send({"type": "http.response.body", "body": b"x", "more_body": True})
     task = asyncio.create_task(asyncio.sleep(0, result=note_usage({"prompt_tokens": 7, "completion_tokens": 3})))
     await task  # a task the handler starts shares the request's line
@@ -77,10 +78,8 @@ def run(asgi: Any, path: str = "/v1/chat/completions", fail_after: int | None = 
         return {"type": "http.request", "body": b"", "more_body": False}
 
     scope = {"type": "http", "method": "POST", "path": path, "headers": []}
-    try:
+    with contextlib.suppress(OSError):
         asyncio.run(AccessLog(asgi, logger)(scope, receive, send))
-    except OSError:
-        pass
     assert all(n == 0 for n in sent)  # nothing is logged before the response has ended
     return lines
 

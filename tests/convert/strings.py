@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from testkit.fixtures.build import CORPUS
 
 HAND = [
@@ -23,7 +25,7 @@ def strings(specials: list[str]) -> list[str]:
     lines = [ln for ln in CORPUS.read_text(encoding="utf-8").splitlines() if ln]
     out = list(HAND)
     out += lines
-    out += [a + "\n" + b for a, b in zip(lines, lines[1:], strict=False)][:40]
+    out += [a + "\n" + b for a, b in itertools.pairwise(lines)][:40]
     out += [ln[: len(ln) // 2] for ln in lines]
     for s in specials:
         out += [s, f"{s}hello", f"hello{s}", f" {s} ", f"{s}\n{s}", f"a {s}b{s} c", f"{s}日本語 😀 {s}"]

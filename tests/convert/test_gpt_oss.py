@@ -30,9 +30,9 @@ gguf = pytest.importorskip("gguf")
 
 from convert import convert_checkpoint  # noqa: E402
 from convert.errors import ConvertError  # noqa: E402
-from tests.convert.strings import strings as shared_strings  # noqa: E402
 from testkit.fixtures.build import build_fixture  # noqa: E402
 from testkit.fixtures.gpt_oss import SPECIAL_TOKENS  # noqa: E402
+from tests.convert.strings import strings as shared_strings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +203,7 @@ def test_every_weight_survives_bit_for_bit(f32_gguf: Path, hf_plain: Any) -> Non
             "post_attention_norm.weight": layer.post_attention_layernorm.weight.detach().numpy(),
         }
         for suffix, want in expect.items():
-            qtype, got = have[f"blk.{i}.{suffix}"]
+            _qtype, got = have[f"blk.{i}.{suffix}"]
             np.testing.assert_array_equal(got, want, err_msg=f"blk.{i}.{suffix}")
             checked += 1
         for proj in ("gate", "up", "down"):
@@ -346,7 +346,7 @@ _HARMONY = [
 
 def _strings() -> list[str]:
     """The package's shared cases (tests/convert/strings.py) around harmony's tokens, and o200k-specific ones."""
-    mixed = [f"{h}{b}" for h, b in zip(_HARMONY * 20, _BASE)]
+    mixed = [f"{h}{b}" for h, b in zip(_HARMONY * 20, _BASE, strict=True)]
     spaced = [f" {b}  {b}\n" for b in _BASE[::2]]
     return shared_strings(SPECIAL_TOKENS) + _BASE + _HARMONY + mixed + spaced
 

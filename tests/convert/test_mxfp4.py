@@ -15,7 +15,7 @@ gguf = pytest.importorskip("gguf")
 def _weights(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     # a spread of magnitudes per block, some exact grid points, zeros and a whole zero block
-    w = rng.standard_normal(shape).astype(np.float32) * np.exp2(rng.integers(-6, 4, size=shape[:-1] + (1,)))
+    w = rng.standard_normal(shape).astype(np.float32) * np.exp2(rng.integers(-6, 4, size=(*shape[:-1], 1)))
     w[..., :3] = 0.0
     w[(0,) * (len(shape) - 1)][:32] = 0.0
     return w

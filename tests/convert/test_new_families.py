@@ -18,14 +18,14 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from gguf import GGUFReader, TokenType  # noqa: E402
+from gguf import GGUFReader, TokenType
 
-from convert import convert_checkpoint  # noqa: E402
-from convert.errors import ConvertError, ShapeError  # noqa: E402
-from convert.llama_quirks import general_name  # noqa: E402
-from convert.source import read_tensors, to_f32  # noqa: E402
-from convert.vocab import Vocab  # noqa: E402
-from testkit.fixtures.build import build_fixture  # noqa: E402
+from convert import convert_checkpoint
+from convert.errors import ConvertError, ShapeError
+from convert.llama_quirks import general_name
+from convert.source import read_tensors, to_f32
+from convert.vocab import Vocab
+from testkit.fixtures.build import build_fixture
 
 pytestmark = pytest.mark.slow
 

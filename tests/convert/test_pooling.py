@@ -26,7 +26,7 @@ def _st_folder(tmp_path: Path, pooling: dict[str, object], modules: list[dict[st
 def test_pooling_from_sentence_transformers_files(tmp_path: Path) -> None:
     assert checkpoint_pooling(build_qwen3_embedding_fixture()) == "last"
     assert pooling_meta("qwen3", build_qwen3_embedding_fixture()) == [("qwen3.pooling_type", 3, gguf.GGUFValueType.UINT32)]
-    no_flags = {k: False for k in POOLING_CONFIG}
+    no_flags = dict.fromkeys(POOLING_CONFIG, False)
     assert checkpoint_pooling(_st_folder(tmp_path, {**no_flags, "pooling_mode_mean_tokens": True})) == "mean"
     assert checkpoint_pooling(_st_folder(tmp_path, {**no_flags, "pooling_mode_cls_token": True})) == "cls"
     assert checkpoint_pooling(_st_folder(tmp_path, {"pooling_mode": "lasttoken"})) == "last"  # the newer spelling
@@ -40,7 +40,7 @@ def test_no_embedding_files_no_pooling(tmp_path: Path) -> None:
 
 
 def test_poolings_llama_cpp_lacks_are_refused(tmp_path: Path) -> None:
-    no_flags = {k: False for k in POOLING_CONFIG}
+    no_flags = dict.fromkeys(POOLING_CONFIG, False)
     for config in ({**no_flags, "pooling_mode_max_tokens": True},
                    {**no_flags, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, no_flags):
         with pytest.raises(UnsupportedError, match="--pooling"):

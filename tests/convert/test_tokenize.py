@@ -13,8 +13,8 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")
 transformers = pytest.importorskip("transformers")
 
-from tests.convert.strings import strings  # noqa: E402
 from testkit.fixtures.build import DENSE_ARCHES, FAMILIES, build_fixture  # noqa: E402
+from tests.convert.strings import strings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from gguf import GGUFReader, TokenType  # noqa: E402
 from convert import convert_checkpoint  # noqa: E402
 from convert.errors import UnsupportedError  # noqa: E402
 from convert.vocab_kind import load_vocab  # noqa: E402
-from tests.convert.strings import strings  # noqa: E402
 from testkit.fixtures.build import FAMILIES, build_fixture  # noqa: E402
+from tests.convert.strings import strings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ transformers = pytest.importorskip("transformers")
 
 from convert import convert_checkpoint  # noqa: E402
 from convert.pretok import load_known  # noqa: E402
-from tests.convert.strings import strings  # noqa: E402
 from testkit.fixtures.vocabs import RELEASES, build_vocab_fixture, vocab_cases  # noqa: E402
+from tests.convert.strings import strings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

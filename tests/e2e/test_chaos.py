@@ -10,6 +10,7 @@ error event and the [DONE] line themselves rather than what a client library mak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -96,7 +97,7 @@ async def client_loop(n: int, api: str, stop_at: float, tally: Tally) -> None:
             call = streamed if (i // 2) % 2 else whole
             try:
                 await asyncio.wait_for(call(client, model, item, tally), REQUEST_TIMEOUT + 5)
-            except (asyncio.TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, httpx.TimeoutException):
                 tally.bad("hung", f"{model} {call.__name__}")
             except httpx.HTTPError as err:
                 tally.bad("transport_error", f"{model} {call.__name__} {err!r}")
@@ -156,10 +157,8 @@ def test_hung_server_is_restarted(chaos_stack: StackProcess) -> None:
             assert time.monotonic() < deadline, "the hung server was not restarted"
             time.sleep(0.5)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(before["pid"], signal.SIGCONT)
-        except ProcessLookupError:
-            pass
     chaos_stack.wait_healthy(timeout=60)
     after = chaos_stack.server(victim)
     assert after["restarts"] == before["restarts"] + 1

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from models.demo.data import ITEMS, Item, weather_answer, weather_result
 from hearth_common.procs import free_port
+from models.demo.data import ITEMS, Item, weather_answer, weather_result
 from testkit.stack import DEMO, StackProcess, alive, demo_models_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
@@ -102,8 +102,8 @@ def test_async_client_concurrent_across_both_models(stack: StackProcess) -> None
 def test_models_listed_and_curl_line_works(stack: StackProcess) -> None:
     ids = {m["id"] for m in httpx.get(stack.api + "/models", timeout=10).json()["data"]}
     assert {"demo-think", "demo-harmony"} <= ids
-    line = next(l for l in stack.console().splitlines() if l.startswith("curl "))
-    out = subprocess.run(shlex.split(line) + ["-s"], capture_output=True, text=True, timeout=60)
+    line = next(x for x in stack.console().splitlines() if x.startswith("curl "))
+    out = subprocess.run([*shlex.split(line), "-s"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and '"content": "Paris"' in out.stdout.replace('":"', '": "'), out.stdout
 
 
@@ -126,7 +126,7 @@ def test_readme_python_client_examples_run(stack: StackProcess) -> None:
     assert len(blocks) == 4
     france, seven = ITEMS[0], next(i for i in ITEMS if i.question == "What is 7 + 5?")
     weather = weather_answer("Oslo", weather_result("snowy", 3))  # the tool round trip
-    for block, expected in zip(blocks, [france.answer, seven.answer, weather, france.answer]):
+    for block, expected in zip(blocks, [france.answer, seven.answer, weather, france.answer], strict=True):
         code = block.replace("http://127.0.0.1:8080/v1", stack.api)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
@@ -173,7 +173,7 @@ def test_keys_from_the_stack_file(tmp_path: Path) -> None:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             assert not any(s in cmdline for s in secrets) and b"Bearer adm" not in cmdline, cmdline
         assert not any(s in proc.console().encode() for s in secrets)
-        assert "$HEARTH_API_KEY" in next(l for l in proc.console().splitlines() if l.startswith("curl "))
+        assert "$HEARTH_API_KEY" in next(x for x in proc.console().splitlines() if x.startswith("curl "))
         for log in (proc.state_dir / "logs").iterdir():
             assert log.stat().st_mode & 0o077 == 0, log
             assert not any(s in log.read_bytes() for s in secrets), log

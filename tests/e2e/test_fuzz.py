@@ -21,8 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from models.demo.data import ITEMS
 from testkit.stack import StackProcess
@@ -75,23 +74,21 @@ def nasty_body(draw: st.DrawFn) -> bytes:
     """Valid JSON (to Python) that crashed a handler or slipped through before: one trap in an otherwise fine request."""
     trap = draw(st.sampled_from(["surrogate", "nesting", "digits", "constant", "string_number"]))
     field = draw(st.sampled_from(NUMERIC))
-    fine = '"model": "%s", "max_tokens": 8' % MODEL
+    fine = f'"model": "{MODEL}", "max_tokens": 8'
     if trap == "surrogate":
         code = draw(st.integers(0xD800, 0xDFFF))
         text = draw(st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters='\\"'), max_size=10))
-        return ('{%s, "messages": [{"role": "user", "content": "%s\\u%04x"}], "prompt": "\\u%04x"}'
-                % (fine, text, code, code)).encode()
+        return (f'{{{fine}, "messages": [{{"role": "user", "content": "{text}\\u{code:04x}"}}], "prompt": "\\u{code:04x}"}}').encode()
     if trap == "nesting":
         depth = draw(st.integers(65, 5000))
-        return ('{%s, "messages": %s%s}' % (fine, "[" * depth, "]" * depth)).encode()
+        return ('{{{}, "messages": {}{}}}'.format(fine, "[" * depth, "]" * depth)).encode()
     if trap == "digits":
-        return ('{%s, "prompt": "hi", "%s": %s}' % (fine, field, "9" * draw(st.integers(4301, 6000)))).encode()
+        return ('{{{}, "prompt": "hi", "{}": {}}}'.format(fine, field, "9" * draw(st.integers(4301, 6000)))).encode()
     if trap == "constant":
         value = draw(st.sampled_from(["Infinity", "-Infinity", "NaN", "1e999", "-1e400"]))
-        return ('{%s, "prompt": "hi", "messages": [{"role": "user", "content": "hi"}], "%s": %s}' % (fine, field, value)).encode()
+        return (f'{{{fine}, "prompt": "hi", "messages": [{{"role": "user", "content": "hi"}}], "{field}": {value}}}').encode()
     value = draw(st.sampled_from(['"8"', '"0.5"', '"1"', "true", "[8]", '{"v": 8}']))
-    return ('{"model": "%s", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}], "%s": %s}'
-            % (MODEL, draw(st.sampled_from(["max_tokens", "temperature", "repeat_penalty", "stream", "seed"])), value)).encode()
+    return ('{{"model": "{}", "prompt": "hi", "messages": [{{"role": "user", "content": "hi"}}], "{}": {}}}'.format(MODEL, draw(st.sampled_from(["max_tokens", "temperature", "repeat_penalty", "stream", "seed"])), value)).encode()
 
 
 @st.composite
@@ -155,8 +152,8 @@ def test_malformed_requests_never_get_a_5xx(chaos_stack: StackProcess) -> None:
                 failures.append(f"{r.status_code} at the {edge} {path} {body[:200]!r}: {r.text[:200]}")
             elif r.status_code >= 400 and not openai_error(r):
                 failures.append(f"{r.status_code} at the {edge} without an OpenAI error body: {r.text[:200]}")
-            elif r.headers.get("content-type", "").startswith("text/event-stream"):
-                if not r.text.rstrip().endswith("data: [DONE]"):
+            elif r.headers.get("content-type", "").startswith("text/event-stream") and \
+                    not r.text.rstrip().endswith("data: [DONE]"):
                     failures.append(f"stream without [DONE]: {path} {body[:200]!r}")
 
         send()
@@ -229,7 +226,7 @@ def test_header_floods_and_slow_bodies_at_both_edges(chaos_stack: StackProcess) 
         raw = raw_exchange(edges[edge], head, piece, limit, every, wait=90)
         took = time.monotonic() - started
         status = int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else None
-        if status is not None and not 400 <= status < 500 or took > 75:  # closed without a word is fine too
+        if (status is not None and not 400 <= status < 500) or took > 75:  # closed without a word is fine too
             return f"{edge} {name}: {raw[:120]!r} after {took:.1f} s"
         if edge == "router" and (status is None or b'{"error": {"message": ' not in raw):
             return f"router {name}: no OpenAI error: {raw[:200]!r}"

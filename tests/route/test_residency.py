@@ -3,8 +3,7 @@ must wait, and when a model is too large for the budget. Sizes are round MiB fig
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from route.residency import Budget, Cost, Holder, Load, TooLarge, Wait, decide
 

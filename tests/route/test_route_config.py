@@ -7,8 +7,8 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -172,5 +172,5 @@ def test_router_log_access_lines_no_key_clean_stop(cluster: Cluster, demo_gguf: 
     expected = [rf"POST /v1/chat/completions 200 \d+ ms model=demo-think backend=s1 prompt_tokens={u.prompt_tokens} "
                 rf"completion_tokens={u.completion_tokens}" for u in (whole.usage, streamed)]
     assert [a for a in access if a.startswith("POST /v1/chat")] and all(
-        re.fullmatch(e, a) for e, a in zip(expected, [a for a in access if a.startswith("POST /v1/chat")])), access
+        re.fullmatch(e, a) for e, a in zip(expected, [a for a in access if a.startswith("POST /v1/chat")], strict=True)), access
     assert any(re.fullmatch(r"GET /v1/models 401 \d+ ms", a) for a in access), access

@@ -105,7 +105,7 @@ def faulty() -> Iterator[tuple[Router, FakeBackend, FakeBackend]]:
     [("error500", False), ("garbage", False), ("cut", False), ("garbage", True), ("error500", True)],
 )
 def test_failures_before_the_first_byte_are_retried(faulty: tuple[Router, FakeBackend, FakeBackend], mode: str, stream: bool) -> None:
-    router, a, x = faulty
+    router, _a, x = faulty
     x.set_mode("ok")
     assert router.register(x).status_code == 200
     x.set_mode(mode)
@@ -121,7 +121,7 @@ def test_failures_before_the_first_byte_are_retried(faulty: tuple[Router, FakeBa
 
 @pytest.mark.parametrize("mode", ["cut", "inband"])
 def test_a_stream_failing_after_its_first_byte_ends_with_an_error(faulty: tuple[Router, FakeBackend, FakeBackend], mode: str) -> None:
-    router, a, x = faulty
+    router, _a, x = faulty
     x.set_mode("ok")
     assert router.register(x).status_code == 200
     x.set_mode(mode)
@@ -136,7 +136,7 @@ def test_a_stream_failing_after_its_first_byte_ends_with_an_error(faulty: tuple[
 
 
 def test_a_hung_backend_gives_504_and_is_ejected(faulty: tuple[Router, FakeBackend, FakeBackend]) -> None:
-    router, a, x = faulty
+    router, _a, x = faulty
     x.set_mode("ok")
     assert router.register(x).status_code == 200
     x.set_mode("hang")

@@ -77,7 +77,7 @@ def test_sticky_keeps_a_session_and_moves_few_on_change() -> None:
     moved = [s for s in sessions if after[s] != first[s]]
     assert moved and all(first[s] == "b3" for s in moved)
     # a fifth joins: about a fifth of the sessions move, all of them to it
-    grown = bs + [T("b4")]
+    grown = [*bs, T("b4")]
     joined = {s: st.choose(grown, RouteRequest("m", s)).name for s in sessions}
     moved = [s for s in sessions if joined[s] != first[s]]
     assert all(joined[s] == "b4" for s in moved)

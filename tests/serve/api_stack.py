@@ -19,14 +19,16 @@ MODELS = ("demo-think", "demo-harmony")
 def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[dict[str, str]]:
     """{"demo-think": url, "demo-harmony": url, "router": url}; both servers registered with the router."""
     # --open-admin: the servers register themselves with no admin key
-    with running_router("--state-file", str(state_dir / "state.json"), "--open-admin") as router:
-        with running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think",
-                            "--ctx-size", "1024", "--router", router) as think, \
-             running_server("--model-path", str(demo_gguf("demo-harmony")), "--model-name", "demo-harmony",
-                            "--ctx-size", "1024", "--router", router) as harmony:
-            wait(lambda: {b["name"] for b in httpx.get(router + "/backends").json()["backends"]
-                          if b.get("healthy")} >= set(MODELS))
-            yield {"demo-think": think, "demo-harmony": harmony, "router": router}
+    with contextlib.ExitStack() as stack:
+        router = stack.enter_context(running_router("--state-file", str(state_dir / "state.json"), "--open-admin"))
+        think, harmony = (
+            stack.enter_context(running_server("--model-path", str(demo_gguf(name)), "--model-name", name,
+                                               "--ctx-size", "1024", "--router", router))
+            for name in MODELS
+        )
+        wait(lambda: {b["name"] for b in httpx.get(router + "/backends").json()["backends"]
+                      if b.get("healthy")} >= set(MODELS))
+        yield {"demo-think": think, "demo-harmony": harmony, "router": router}
 
 
 def wait(predicate: Any, timeout: float = 30) -> None:

@@ -212,7 +212,6 @@ def test_readme_examples_run(stack: dict[str, str]) -> None:
     import sys
 
     from models.demo.data import by_question
-
     from tests.serve.servers import REPO
 
     readme = (REPO / "README.md").read_text()

@@ -5,13 +5,13 @@ test_anthropic_sdk.py and test_responses_sdk.py run them end to end.)"""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from hearth_common import anthropic_errors
 from serve import anthropic_api, responses_api
@@ -46,7 +46,7 @@ def _resplit(events: list[Any], cuts: list[int]) -> list[Any]:
             out.append(e)
             continue
         points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
-        pieces = [text[a:b] for a, b in zip(points, points[1:], strict=False)]
+        pieces = [text[a:b] for a, b in itertools.pairwise(points)]
         out += [Text(e.channel, p) if isinstance(e, Text) else ToolCallArgs(e.index, p) for p in pieces]
     return out
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from serve.channels import HARMONY_MARKERS, THINK_MARKERS, ChannelParser, Format, collect, parse
 
@@ -15,7 +14,7 @@ plain = st.text(alphabet=st.sampled_from(list("ab <|>/think\n{}\"é")), max_size
 
 def _split(text: str, cuts: list[int]) -> list[str]:
     points = sorted({c % (len(text) + 1) for c in cuts})
-    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
 
 
 def _run(fmt: Format, pieces: list[str], start_in_thinking: bool = False) -> dict[str, str]:

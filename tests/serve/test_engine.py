@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from serve.channels import Format
 from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
 from serve.grammar import build
-from serve.channels import Format
 from serve.schemas import ResponseFormat
 from tests.serve.tiny_gguf import build_tiny_gguf
 
@@ -205,7 +205,7 @@ def test_a_step_is_one_run_of_sequence_ids(model: Model, monkeypatch: pytest.Mon
     try:
         solo = [collect(submit(e, model, p, max_tokens=30)[1])[0] for p in PROMPTS[:3]]
         monkeypatch.setattr(engine_module.ll, "llama_decode", decode)
-        queues = [submit(e, model, p, max_tokens=n)[1] for p, n in zip(PROMPTS[:3], (30, 3, 30))]
+        queues = [submit(e, model, p, max_tokens=n)[1] for p, n in zip(PROMPTS[:3], (30, 3, 30), strict=True)]
         together = [collect(q)[0] for q in queues]
     finally:
         e.stop()

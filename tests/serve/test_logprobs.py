@@ -44,9 +44,9 @@ def test_completions_logprobs_match_llama_cpp_python(setup: tuple[openai.OpenAI,
     streamed = {k: [v for c in chunks if c for v in getattr(c, k)] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
     for block in (got.model_dump(), streamed):
         assert len(block["tokens"]) == N
-        assert all(same_token(a, b) for a, b in zip(block["tokens"], want["tokens"]))
+        assert all(same_token(a, b) for a, b in zip(block["tokens"], want["tokens"], strict=True))
         assert block["token_logprobs"] == pytest.approx([float(x) for x in want["token_logprobs"]], abs=TOL)
-        for ours, theirs in zip(block["top_logprobs"], want["top_logprobs"]):
+        for ours, theirs in zip(block["top_logprobs"], want["top_logprobs"], strict=True):
             # ours: the top 3 plus the sampled token (greedy: one of them), as OpenAI documents
             assert sorted(ours.values()) == pytest.approx(sorted(float(v) for v in theirs.values()), abs=TOL)
         assert block["text_offset"][0] == len(PROMPT)
@@ -66,7 +66,7 @@ def test_chat_logprobs_match_llama_cpp_python(setup: tuple[openai.OpenAI, Any]) 
         stream=True) if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     for entries in (content, streamed):
         assert len(entries) == N == len(want)
-        for ours, theirs in zip(entries, want):
+        for ours, theirs in zip(entries, want, strict=True):
             assert same_token(ours.token, theirs["token"])
             assert bytes(ours.bytes).decode() == ours.token
             assert ours.logprob == pytest.approx(float(theirs["logprob"]), abs=TOL)

@@ -5,6 +5,7 @@ nothing cached survives the engine."""
 
 from __future__ import annotations
 
+import itertools
 import queue
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
 from tests.serve.tiny_gguf import build_tiny_gguf
 
-WORDS = "the river city grew around a market where traders from the hills sold wool and salt".split()
+WORDS = ["the", "river", "city", "grew", "around", "a", "market", "where", "traders", "from", "the", "hills", "sold", "wool", "and", "salt"]
 
 
 def text(seed: int, n: int) -> str:
@@ -83,7 +84,7 @@ def test_growing_history_reuses_the_cache_and_matches_a_fresh_engine(model: Mode
         fresh.stop()
     assert [p for p, _ in hot] == [p for p, _ in cold]
     assert hot[0][1].cached_tokens == 0
-    for (_, before), (_, after) in zip(hot, hot[1:]):
+    for (_, before), (_, after) in itertools.pairwise(hot):
         # Everything the previous turn decoded is reused: its prompt and its answer (the answer's last token
         # was sampled, never decoded, and the re-tokenized answer may split differently at its end).
         assert after.cached_tokens >= before.prompt_tokens

@@ -79,7 +79,7 @@ def test_developer_instructions_reach_the_prompt() -> None:
     assert harmony.render(msgs[2:], "high", "Obey.") == "<developer>Obey.<user>hi|high"
 
 
-@pytest.mark.parametrize("cut", range(0, 12))
+@pytest.mark.parametrize("cut", range(12))
 def test_stop_filter_any_split(cut: int) -> None:
     from serve.stops import StopFilter
 

@@ -4,6 +4,7 @@ fresh server does at temperature 0, `cache_prompt: false` turns reuse off, and /
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,7 +79,7 @@ def test_growing_history_hits_the_cache_and_answers_as_a_fresh_server(demo: tupl
     for stream in (False, True):
         messages, usages = conversation(c, stream)
         assert usages[0].prompt_tokens_details.cached_tokens < usages[0].prompt_tokens
-        for before, after in zip(usages, usages[1:]):
+        for before, after in itertools.pairwise(usages):
             # at least the earlier turn's prompt: its answer re-renders differently (thinking dropped)
             assert after.prompt_tokens_details.cached_tokens >= before.prompt_tokens - 1
             assert after.prompt_tokens_details.cached_tokens < after.prompt_tokens

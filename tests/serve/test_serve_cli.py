@@ -45,10 +45,10 @@ def test_not_a_checkpoint_folder(tmp_path: Path) -> None:
     from serve.errors import ConfigError
     from serve.models import resolve_model
 
-    with pytest.raises(ConfigError, match="config.json"):
+    with pytest.raises(ConfigError, match=re.escape("config.json")):
         resolve_model(tmp_path)
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(ConfigError, match="not a .gguf"):
+    with pytest.raises(ConfigError, match=re.escape("not a .gguf")):
         resolve_model(tmp_path / "notes.txt")
 
 
@@ -159,7 +159,7 @@ def test_log_access_lines_one_banner_no_key_clean_stop(demo_gguf: Callable[[str]
     assert len(access) == 3, access
     streamed = chunks[-1].usage
     assert whole.usage is not None and streamed is not None
-    for line, usage in zip(access, (whole.usage, streamed)):
+    for line, usage in zip(access, (whole.usage, streamed), strict=True):
         assert re.fullmatch(rf"POST /v1/chat/completions 200 \d+ ms model=demo-think "
                             rf"prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}", line)
     assert re.fullmatch(r"POST /v1/completions 401 \d+ ms", access[2])

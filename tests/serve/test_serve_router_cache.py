@@ -6,6 +6,7 @@ turns alternate replicas and reuse less (figures in bench/RESULTS.md: python -m 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tests.serve.tiny_gguf import build_tiny_gguf
 pytestmark = pytest.mark.slow
 KEY = "router-admin-key"
 ADMIN = {"Authorization": f"Bearer {KEY}"}
-WORDS = "river market salt wool hills trader bridge winter harvest stone tower road".split()
+WORDS = ["river", "market", "salt", "wool", "hills", "trader", "bridge", "winter", "harvest", "stone", "tower", "road"]
 
 
 def conversation(client: openai.OpenAI, seed: int, turns: int) -> list[tuple[str, int, int]]:
@@ -54,7 +55,7 @@ def test_prefix_keeps_each_conversation_on_its_cache(tmp_path: Path) -> None:
     prefix, rr = routed("prefix", tmp_path), routed("round_robin", tmp_path)
     for turns in prefix:
         assert len({backend for backend, _, _ in turns}) == 1  # one replica for the whole conversation
-        for (_, prompt, _), (_, _, cached) in zip(turns, turns[1:]):
+        for (_, prompt, _), (_, _, cached) in itertools.pairwise(turns):
             assert cached >= prompt - 2  # everything the last turn sent, bar the two tokens always decoded
     assert any(len({backend for backend, _, _ in turns}) == 2 for turns in rr)
 

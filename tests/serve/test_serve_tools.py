@@ -212,7 +212,7 @@ def test_bad_tool_input_through_the_router_is_the_servers_400(clients: dict[str,
     with pytest.raises(openai.BadRequestError) as err:
         create(clients["router"], "demo-think", ask, tools=[_weather()], tool_choice=named)
     assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
-    bad_history = ask + [{"role": "tool", "tool_call_id": "call_nowhere", "content": "sunny, 1 C"}]
+    bad_history = [*ask, {"role": "tool", "tool_call_id": "call_nowhere", "content": "sunny, 1 C"}]
     with pytest.raises(openai.BadRequestError) as err:
         create(clients["router"], "demo-harmony", bad_history, tools=[_weather()])
     assert err.value.body["param"] == "messages.1.tool_call_id"  # type: ignore[index]

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from serve.channels import HARMONY_MARKERS, ChannelParser, Format
 from serve.chat import ChatResult, Generation, Text
@@ -34,7 +33,7 @@ def plain(first_brace_ok: bool = True) -> st.SearchStrategy[str]:
 
 def split(text: str, cuts: list[int]) -> list[str]:
     points = sorted({c % (len(text) + 1) for c in cuts})
-    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
 
 
 def run(pieces: list[str], tools: ToolFormat, chat: Format = Format.THINK, opened: bool = False) -> ChatResult:

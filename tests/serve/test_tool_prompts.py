@@ -227,7 +227,7 @@ def _history_cases() -> list[tuple[str, str, Format]]:
 @pytest.mark.parametrize("key", ["reasoning_content", "reasoning", "thinking"])
 @pytest.mark.parametrize("case", [0, 1])
 def test_earlier_reasoning_reaches_the_template_under_every_name(key: str, case: int) -> None:
-    name, source, fmt = _history_cases()[case]
+    _name, source, fmt = _history_cases()[case]
     template = ChatTemplate(source, fmt, BOS, EOS)
     sent = [
         {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}],

@@ -8,8 +8,6 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
-
 from serve.app import create_app
 from serve.config import ServeConfig
 from tests.serve.tiny_gguf import build_tiny_gguf
@@ -76,7 +74,7 @@ def _post_all(bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
 
 def test_bad_tool_input_is_a_400_naming_the_field() -> None:
     bodies = [{"messages": [USER], "max_tokens": 4, **patch} for patch, _ in BAD]
-    for (status, body), (patch, param) in zip(_post_all(bodies), BAD):
+    for (status, body), (patch, param) in zip(_post_all(bodies), BAD, strict=True):
         assert status == 400, (patch, body)
         assert body["error"]["type"] == "invalid_request_error"
         assert (body["error"]["param"] or "").startswith(param), (patch, body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,7 @@ import pytest
 from route.__main__ import main as route_main
 from route.catalog import Catalog, CatalogModel, Control, CostEntry, read_catalog, write_catalog
 from route.errors import ConfigError
-from route.ondemand import Control as ControlClient
-from route.ondemand import ControlError
+from route.ondemand import Control as ControlClient, ControlError
 from stack.control import start_control
 from stack.errors import StartError
 
@@ -94,7 +94,7 @@ def test_catalog_file_is_owner_only_and_reads_back(tmp_path: Path) -> None:
 def test_broken_catalog_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps({"control": {"url": "http://example.com:80", "key": KEY}, "models": []}))
-    with pytest.raises(ConfigError, match="control.url"):
+    with pytest.raises(ConfigError, match=re.escape("control.url")):
         read_catalog(path)
     assert route_main(["--catalog", str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err

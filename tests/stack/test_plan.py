@@ -5,8 +5,7 @@ Expected layer counts are worked out by hand from round sizes (MiB), not by call
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from serve.placement import ModelShape
 from stack.plan import ModelNeeds, costs, footprint, plan, plan_stack, split
