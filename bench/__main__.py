@@ -16,10 +16,16 @@ BENCHES = ("convert", "serve", "cache", "route", "e2e", "ondemand")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
-    parser.add_argument("only", nargs="*", metavar="BENCH", help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="file to write the table to (default: bench/RESULTS.md after a full run; a partial or "
-                        "quick run only prints)")
+    parser.add_argument(
+        "only", nargs="*", metavar="BENCH", help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="file to write the table to (default: bench/RESULTS.md after a full run; a partial or "
+        "quick run only prints)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer runs, where a benchmark has a quick mode")
     args = parser.parse_args(argv)
     unknown = [name for name in args.only if name not in BENCHES]

@@ -72,7 +72,9 @@ def engine_side(model_path: Path, streams: int) -> dict[str, float]:
             queues = []
             for _ in range(streams):
                 q: queue.Queue = queue.Queue()
-                engine.submit(E.Job(model.tokenize(PROMPT, False), E.SamplingParams(max_tokens=tokens, temperature=0.0), q.put))
+                engine.submit(
+                    E.Job(model.tokenize(PROMPT, False), E.SamplingParams(max_tokens=tokens, temperature=0.0), q.put)
+                )
                 queues.append(q)
             for q in queues:
                 while not isinstance(q.get(), E.Finished):
@@ -99,11 +101,27 @@ def engine_side(model_path: Path, streams: int) -> dict[str, float]:
 def loop_side(model_path: Path, streams: int) -> float:
     """The server's event loop thread: CPU µs per streamed token."""
     port = free_port()
-    argv = ["-m", "serve", "--model-path", str(model_path), "--port", str(port), "--threads", str(THREADS),
-            "--max-concurrent", "8", "--ctx-size", "1024"]
+    argv = [
+        "-m",
+        "serve",
+        "--model-path",
+        str(model_path),
+        "--port",
+        str(port),
+        "--threads",
+        str(THREADS),
+        "--max-concurrent",
+        "8",
+        "--ctx-size",
+        "1024",
+    ]
     with server(argv, port) as url:
-        pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).endswith(f"--port {port} --threads "
-                   f"{THREADS} --max-concurrent 8 --ctx-size 1024"))
+        pid = next(
+            int(p)
+            for p in os.listdir("/proc")
+            if p.isdigit()
+            and _cmdline(p).endswith(f"--port {port} --threads {THREADS} --max-concurrent 8 --ctx-size 1024")
+        )
         clients(url, streams, 4)
         before = _thread_cpu(pid)
         run = clients(url, streams, TOKENS)
@@ -129,21 +147,38 @@ def run(model: str = "q8", streams: int = 8) -> list[Row]:
     loop_us = loop_side(path, streams)
     per_step_python = (e["sample_us"] + e["batch_us"]) * streams / 1000
     label = f"{'330M q8_0' if model == 'q8' else '135M Q4_0'}, {streams} streams"
-    print(f"anatomy {label}: decode {e['decode_wall_ms']:.1f} ms a step; per token: sampling {e['sample_us']:.0f} us, "
-          f"batch building and hand-off {e['batch_us']:.0f} us (decode thread CPU), event loop {loop_us:.0f} us CPU",
-          flush=True)
+    print(
+        f"anatomy {label}: decode {e['decode_wall_ms']:.1f} ms a step; per token: sampling {e['sample_us']:.0f} us, "
+        f"batch building and hand-off {e['batch_us']:.0f} us (decode thread CPU), event loop {loop_us:.0f} us CPU",
+        flush=True,
+    )
     return [
-        Row("serve", f"anatomy, {label}: decode thread Python a step (sampling {e['sample_us']:.0f} + batch "
-            f"{e['batch_us']:.0f} us a token) vs llama_decode ({e['decode_wall_ms']:.1f} ms)", per_step_python, "ms",
-            per_step_python / e["decode_wall_ms"], "", None),
-        Row("serve", f"anatomy, {label}: event loop CPU a step ({loop_us:.0f} us a token: hop, SSE, JSON, HTTP) vs "
-            "llama_decode", loop_us * streams / 1000, "ms", loop_us * streams / 1000 / e["decode_wall_ms"], "", None),
+        Row(
+            "serve",
+            f"anatomy, {label}: decode thread Python a step (sampling {e['sample_us']:.0f} + batch "
+            f"{e['batch_us']:.0f} us a token) vs llama_decode ({e['decode_wall_ms']:.1f} ms)",
+            per_step_python,
+            "ms",
+            per_step_python / e["decode_wall_ms"],
+            "",
+            None,
+        ),
+        Row(
+            "serve",
+            f"anatomy, {label}: event loop CPU a step ({loop_us:.0f} us a token: hop, SSE, JSON, HTTP) vs llama_decode",
+            loop_us * streams / 1000,
+            "ms",
+            loop_us * streams / 1000 / e["decode_wall_ms"],
+            "",
+            None,
+        ),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.anatomy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.anatomy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=("q8", "q4"), default="q8")
     parser.add_argument("--streams", type=int, default=8)
     args = parser.parse_args(argv)

@@ -40,7 +40,28 @@ from hearth_common.procs import free_port
 from testkit.procs import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ["river", "market", "salt", "wool", "hills", "trader", "bridge", "winter", "harvest", "stone", "tower", "road", "lamp", "letter", "garden", "harbor", "mill", "forest", "cart", "bell"]
+WORDS = [
+    "river",
+    "market",
+    "salt",
+    "wool",
+    "hills",
+    "trader",
+    "bridge",
+    "winter",
+    "harvest",
+    "stone",
+    "tower",
+    "road",
+    "lamp",
+    "letter",
+    "garden",
+    "harbor",
+    "mill",
+    "forest",
+    "cart",
+    "bell",
+]
 
 
 def words(seed: int, chars: int) -> str:
@@ -83,8 +104,14 @@ class Turn:
 
 
 async def turn(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int = 16) -> Turn:
-    body = {"model": "m", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "m",
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     first = None
     text = ""
@@ -101,7 +128,9 @@ async def turn(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens
                 text += chunk["choices"][0]["text"]
             usage = chunk.get("usage") or usage
     details = usage.get("prompt_tokens_details") or {}
-    return Turn((first or time.perf_counter()) - t0, text, usage.get("prompt_tokens", 0), details.get("cached_tokens", 0))
+    return Turn(
+        (first or time.perf_counter()) - t0, text, usage.get("prompt_tokens", 0), details.get("cached_tokens", 0)
+    )
 
 
 async def converse(url: str, conv: Conversation, turns: int, max_tokens: int = 16, think: float = 0.0) -> list[Turn]:
@@ -119,8 +148,25 @@ async def converse(url: str, conv: Conversation, turns: int, max_tokens: int = 1
 
 
 def ours(model: Path, port: int, *extra: str, ctx: int = 4096, seqs: int = 2) -> list[str]:
-    return ["-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", str(THREADS),
-            "--max-concurrent", str(seqs), "--ctx-size", str(ctx), "--max-queue", "64", "--model-name", "m", *extra]
+    return [
+        "-m",
+        "serve",
+        "--model-path",
+        str(model),
+        "--port",
+        str(port),
+        "--threads",
+        str(THREADS),
+        "--max-concurrent",
+        str(seqs),
+        "--ctx-size",
+        str(ctx),
+        "--max-queue",
+        "64",
+        "--model-name",
+        "m",
+        *extra,
+    ]
 
 
 # -- multi-turn TTFT, ours vs llama-server ------------------------------------------------------------------
@@ -135,9 +181,12 @@ def multi_turn(quick: bool = False) -> list[Row]:
     ratios: dict[str, list[float]] = {"ours": [], "theirs": []}
     firsts: dict[str, list[float]] = {"ours": [], "theirs": []}
     laters: dict[str, list[float]] = {"ours": [], "theirs": []}
-    with server(ours(model, port), port) as mine, llama_server.running(
-        model, their_port, parallel=2, ctx_per_seq=4096, threads=THREADS, log=CACHE / "llama-server-multi-turn.log"
-    ) as theirs:
+    with (
+        server(ours(model, port), port) as mine,
+        llama_server.running(
+            model, their_port, parallel=2, ctx_per_seq=4096, threads=THREADS, log=CACHE / "llama-server-multi-turn.log"
+        ) as theirs,
+    ):
         for c in range(conversations):  # the same conversation on both, interleaved
             for side, url in (("ours", mine), ("theirs", theirs)):
                 turns = asyncio.run(converse(url, Conversation(seed=c, system_chars=1700), 6))
@@ -145,18 +194,42 @@ def multi_turn(quick: bool = False) -> list[Row]:
                 firsts[side].append(first)
                 laters[side].append(later)
                 ratios[side].append(later / first)
-                print(f"multi-turn {side}: turn 1 {first * 1000:.0f} ms, turns 2-6 "
-                      f"{', '.join(f'{t.ttft * 1000:.0f}' for t in turns[1:])} ms", flush=True)
+                print(
+                    f"multi-turn {side}: turn 1 {first * 1000:.0f} ms, turns 2-6 "
+                    f"{', '.join(f'{t.ttft * 1000:.0f}' for t in turns[1:])} ms",
+                    flush=True,
+                )
     med = {side: statistics.median(r) for side, r in ratios.items()}
     first_ms = {side: statistics.median(v) * 1000 for side, v in firsts.items()}
     later_ms = {side: statistics.median(v) * 1000 for side, v in laters.items()}
     return [
-        Row("cache", f"multi-turn: turn 1 first token, ours (llama-server {first_ms['theirs']:.0f} ms)",
-            first_ms["ours"], "ms", first_ms["ours"] / first_ms["theirs"], "", None),
-        Row("cache", f"multi-turn: turns 2-6 mean first token, ours (llama-server {later_ms['theirs']:.0f} ms)",
-            later_ms["ours"], "ms", later_ms["ours"] / later_ms["theirs"], "", None),
-        Row("cache", f"multi-turn: turns 2-6 / turn 1 first token, ours vs llama-server's ({med['theirs']:.3f})",
-            med["ours"], "x", med["ours"] / med["theirs"], "<= 1.0 x", med["ours"] <= med["theirs"]),
+        Row(
+            "cache",
+            f"multi-turn: turn 1 first token, ours (llama-server {first_ms['theirs']:.0f} ms)",
+            first_ms["ours"],
+            "ms",
+            first_ms["ours"] / first_ms["theirs"],
+            "",
+            None,
+        ),
+        Row(
+            "cache",
+            f"multi-turn: turns 2-6 mean first token, ours (llama-server {later_ms['theirs']:.0f} ms)",
+            later_ms["ours"],
+            "ms",
+            later_ms["ours"] / later_ms["theirs"],
+            "",
+            None,
+        ),
+        Row(
+            "cache",
+            f"multi-turn: turns 2-6 / turn 1 first token, ours vs llama-server's ({med['theirs']:.3f})",
+            med["ours"],
+            "x",
+            med["ours"] / med["theirs"],
+            "<= 1.0 x",
+            med["ours"] <= med["theirs"],
+        ),
     ]
 
 
@@ -167,8 +240,11 @@ def sixteen(quick: bool = False) -> list[Row]:
     """Baseline: the same conversations one at a time (nothing takes a conversation's sequence between turns)."""
     model = smollm_135m_q4()
     turns = 2 if quick else 3
-    runs = (("host RAM cache on", (), True), ("host RAM cache off", ("--cache-ram", "0"), True),
-            ("one conversation at a time", ("--cache-ram", "0"), False))
+    runs = (
+        ("host RAM cache on", (), True),
+        ("host RAM cache off", ("--cache-ram", "0"), True),
+        ("one conversation at a time", ("--cache-ram", "0"), False),
+    )
     rates = {}
     for label, extra, interleave in runs:
         port = free_port()
@@ -178,17 +254,35 @@ def sixteen(quick: bool = False) -> list[Row]:
     base = rates["one conversation at a time"]
     on, off = rates["host RAM cache on"], rates["host RAM cache off"]
     return [
-        Row("cache", f"16 conversations over 4 sequences, turns 2-{turns}: prompt tokens cached, host RAM cache on "
-            f"(vs one conversation at a time: {base:.3f})", on, "share", on / base, ">= 0.95 x", on >= 0.95 * base),
-        Row("cache", f"16 conversations over 4 sequences, turns 2-{turns}: the same, host RAM cache off", off, "share",
-            off / base, "", None),
+        Row(
+            "cache",
+            f"16 conversations over 4 sequences, turns 2-{turns}: prompt tokens cached, host RAM cache on "
+            f"(vs one conversation at a time: {base:.3f})",
+            on,
+            "share",
+            on / base,
+            ">= 0.95 x",
+            on >= 0.95 * base,
+        ),
+        Row(
+            "cache",
+            f"16 conversations over 4 sequences, turns 2-{turns}: the same, host RAM cache off",
+            off,
+            "share",
+            off / base,
+            "",
+            None,
+        ),
     ]
 
 
 async def _sixteen(url: str, turns: int, interleave: bool) -> float:
     convs = [Conversation(seed=100 + c, system_chars=500) for c in range(16)]
-    order = [(k, conv) for k in range(turns) for conv in convs] if interleave else \
-        [(k, conv) for conv in convs for k in range(turns)]
+    order = (
+        [(k, conv) for k in range(turns) for conv in convs]
+        if interleave
+        else [(k, conv) for conv in convs for k in range(turns)]
+    )
     prompt = cached = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session:
         for k, conv in order:  # interleaved: 15 other conversations come between two turns of one
@@ -215,12 +309,41 @@ def router(quick: bool = False) -> list[Row]:
     reuse = {s: f[1] for s, f in figures.items()}
     best_other = max(rate["least_connections"], rate["round_robin"])
     where = f"router, 2 replicas, 8 conversations x {turns} turns"
-    rows = [Row("cache", f"{where}: cache-hit rate, prefix (ratio: vs the best other)", rate["prefix"], "share",
-                rate["prefix"] / best_other, "> 1.0 x", rate["prefix"] > best_other)]
-    rows += [Row("cache", f"{where}: cache-hit rate, {s} (ratio: vs prefix)", rate[s], "share",
-                 rate[s] / rate["prefix"], "", None) for s in STRATEGIES[1:]]
-    rows += [Row("cache", f"{where}: reusable tokens served from a cache, {s}", reuse[s], "share", None,
-                 ">= 0.95" if s == "prefix" else "", reuse[s] >= 0.95 if s == "prefix" else None) for s in STRATEGIES]
+    rows = [
+        Row(
+            "cache",
+            f"{where}: cache-hit rate, prefix (ratio: vs the best other)",
+            rate["prefix"],
+            "share",
+            rate["prefix"] / best_other,
+            "> 1.0 x",
+            rate["prefix"] > best_other,
+        )
+    ]
+    rows += [
+        Row(
+            "cache",
+            f"{where}: cache-hit rate, {s} (ratio: vs prefix)",
+            rate[s],
+            "share",
+            rate[s] / rate["prefix"],
+            "",
+            None,
+        )
+        for s in STRATEGIES[1:]
+    ]
+    rows += [
+        Row(
+            "cache",
+            f"{where}: reusable tokens served from a cache, {s}",
+            reuse[s],
+            "share",
+            None,
+            ">= 0.95" if s == "prefix" else "",
+            reuse[s] >= 0.95 if s == "prefix" else None,
+        )
+        for s in STRATEGIES
+    ]
     return rows
 
 
@@ -243,8 +366,18 @@ def _routed(model: Path, strategy: str, turns: int) -> tuple[float, float]:
 @contextmanager
 def _router(url: str, strategy: str, state: Path) -> Iterator[None]:
     port = url.rsplit(":", 1)[1]
-    with ServerProcess.module("route", "--port", port, "--strategy", strategy, "--state-file", str(state),
-                              "--open-admin", ready_url=url + "/health", ready_status=None):
+    with ServerProcess.module(
+        "route",
+        "--port",
+        port,
+        "--strategy",
+        strategy,
+        "--state-file",
+        str(state),
+        "--open-admin",
+        ready_url=url + "/health",
+        ready_status=None,
+    ):
         yield
 
 
@@ -281,8 +414,17 @@ def swa(quick: bool = False) -> list[Row]:
     for label, path in (("gemma-3-1b", _gemma3_1b_shaped()), ("gpt-oss-20b", _gpt_oss_20b_shaped())):
         small, full = _kv_mib(path, swa_full=False), _kv_mib(path, swa_full=True)
         print(f"swa {label}: KV {small:.1f} MiB, full-size SWA {full:.1f} MiB", flush=True)
-        rows.append(Row("cache", f"{label}-shaped: KV memory with --swa-full (without: {small:.0f} MiB), 2 x 4,096 "
-                        "tokens", full, "MiB", full / small, "", None))
+        rows.append(
+            Row(
+                "cache",
+                f"{label}-shaped: KV memory with --swa-full (without: {small:.0f} MiB), 2 x 4,096 tokens",
+                full,
+                "MiB",
+                full / small,
+                "",
+                None,
+            )
+        )
     return rows
 
 
@@ -322,11 +464,21 @@ def _gemma3_1b_shaped() -> Path:
     from testkit.fixtures import build
 
     layer_types = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(26)]
-    config = {**build.FAMILIES["gemma3"].config, "num_hidden_layers": 26, "num_attention_heads": 4,
-              "num_key_value_heads": 1, "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 512,
-              "layer_types": layer_types, "max_position_embeddings": 32768}
-    return _converted("gemma-3-1b-shaped", lambda folder: build._build(
-        dataclasses.replace(build.FAMILIES["gemma3"], config=config), folder))
+    config = {
+        **build.FAMILIES["gemma3"].config,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+        "query_pre_attn_scalar": 256,
+        "sliding_window": 512,
+        "layer_types": layer_types,
+        "max_position_embeddings": 32768,
+    }
+    return _converted(
+        "gemma-3-1b-shaped",
+        lambda folder: build._build(dataclasses.replace(build.FAMILIES["gemma3"], config=config), folder),
+    )
 
 
 def _gpt_oss_20b_shaped() -> Path:
@@ -334,8 +486,14 @@ def _gpt_oss_20b_shaped() -> Path:
     tiny everything else."""
     from testkit.fixtures import gpt_oss
 
-    config = {**gpt_oss.CONFIG, "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8,
-              "head_dim": 64, "sliding_window": 128}
+    config = {
+        **gpt_oss.CONFIG,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "sliding_window": 128,
+    }
 
     def build(folder: Path) -> None:
         saved = dict(gpt_oss.CONFIG)
@@ -378,8 +536,9 @@ def run(quick: bool = False, only: tuple[str, ...] = ()) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cache", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("parts", nargs="*", metavar="PART", help=f"parts to run: {', '.join(PARTS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer conversations and turns")
     args = parser.parse_args(argv)

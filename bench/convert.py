@@ -29,7 +29,9 @@ CACHE = ROOT / ".cache" / "bench"
 SHAPE = dict(hidden=1536, layers=12, vocab=151936, ff=8960, heads=12, kv_heads=2)
 # Qwen3-30B-A3B's widths (hidden 2048, 32/4 heads of 128, 128 experts of 768, 8 used, 151,936 tokens) with 2 of
 # its 48 layers: 3.7 GB of bf16, each layer's experts 1.2 GB, each stacked projection 403 MB.
-MOE_SHAPE = dict(hidden=2048, layers=2, vocab=151936, heads=32, kv_heads=4, head_dim=128, experts=128, used=8, moe_ff=768)
+MOE_SHAPE = dict(
+    hidden=2048, layers=2, vocab=151936, heads=32, kv_heads=4, head_dim=128, experts=128, used=8, moe_ff=768
+)
 MB = 1e6
 
 
@@ -109,7 +111,17 @@ def run_moe() -> list[Row]:
     _read_all(weights)
     copy_s = min(plain_copy(weights, out_dir / "copy.safetensors") for _ in range(2))
     copy_rate = size / MB / copy_s
-    rows = [Row("convert", f"qwen3moe: plain file copy ({size / MB:,.0f} MB, {len(tensors):,} tensors)", copy_rate, "MB/s", None, "", None)]
+    rows = [
+        Row(
+            "convert",
+            f"qwen3moe: plain file copy ({size / MB:,.0f} MB, {len(tensors):,} tensors)",
+            copy_rate,
+            "MB/s",
+            None,
+            "",
+            None,
+        )
+    ]
     for out_type in ("bf16", "q8_0"):
         out = out_dir / f"moe.{out_type}.gguf"
         seconds, rss = convert(src, out, out_type)
@@ -141,7 +153,17 @@ def run_dense() -> list[Row]:
 
     copy_s = min(plain_copy(weights, out_dir / "copy.safetensors") for _ in range(2))  # the baseline's best
     copy_rate = size / MB / copy_s
-    rows = [Row("convert", f"plain file copy ({size / MB:,.0f} MB, {params / 1e6:,.0f}M params)", copy_rate, "MB/s", None, "", None)]
+    rows = [
+        Row(
+            "convert",
+            f"plain file copy ({size / MB:,.0f} MB, {params / 1e6:,.0f}M params)",
+            copy_rate,
+            "MB/s",
+            None,
+            "",
+            None,
+        )
+    ]
     for out_type in ("bf16", "q8_0"):
         out = out_dir / f"model.{out_type}.gguf"
         seconds, rss = convert(src, out, out_type)
@@ -150,12 +172,26 @@ def run_dense() -> list[Row]:
         ratio = rate / copy_rate
         goal_met = ratio >= 0.5 if out_type == "bf16" else None
         rows.append(
-            Row("convert", f"{out_type}: {seconds:.2f} s, throughput vs plain copy", rate, "MB/s", ratio,
-                ">= 0.5 x" if out_type == "bf16" else "", goal_met)
+            Row(
+                "convert",
+                f"{out_type}: {seconds:.2f} s, throughput vs plain copy",
+                rate,
+                "MB/s",
+                ratio,
+                ">= 0.5 x" if out_type == "bf16" else "",
+                goal_met,
+            )
         )
         rows.append(
-            Row("convert", f"{out_type}: peak RSS vs largest tensor ({largest / MB:,.0f} MB)", rss / MB, "MB",
-                rss / largest, "<= 1.5 x", rss / largest <= 1.5)
+            Row(
+                "convert",
+                f"{out_type}: peak RSS vs largest tensor ({largest / MB:,.0f} MB)",
+                rss / MB,
+                "MB",
+                rss / largest,
+                "<= 1.5 x",
+                rss / largest <= 1.5,
+            )
         )
     return rows
 

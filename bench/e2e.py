@@ -36,14 +36,28 @@ def sources() -> tuple[dict[str, Path], str]:
 def stack_file(models: dict[str, Path]) -> str:
     lines = ["[router]", "port = 0", ""]
     for name, source in models.items():
-        lines += ["[[models]]", f'name = "{name}"', f'source = "{source}"', "ctx_size = 1024",
-                  f"max_concurrent = {STREAMS_PER_MODEL}", "max_queue = 64", "threads = 1", ""]
+        lines += [
+            "[[models]]",
+            f'name = "{name}"',
+            f'source = "{source}"',
+            "ctx_size = 1024",
+            f"max_concurrent = {STREAMS_PER_MODEL}",
+            "max_queue = 64",
+            "threads = 1",
+            "",
+        ]
     return "\n".join(lines)
 
 
 async def one_stream(session: aiohttp.ClientSession, url: str, model: str, question: str) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": question}], "temperature": 0, "max_tokens": 128,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "temperature": 0,
+        "max_tokens": 128,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     tokens = 0
     async with session.post(url + "/chat/completions", json=body) as resp:
         resp.raise_for_status()
@@ -103,8 +117,15 @@ def run() -> list[Row]:
     streams = STREAMS_PER_MODEL * len(models)
     return [
         Row("e2e", f"aggregate tok/s, 2 servers hit directly, {streams} streams ({what})", d, "tok/s", None, "", None),
-        Row("e2e", f"aggregate tok/s through the router, {streams} streams, vs direct", r, "tok/s", r / d,
-            f">= {GOAL} x", r / d >= GOAL),
+        Row(
+            "e2e",
+            f"aggregate tok/s through the router, {streams} streams, vs direct",
+            r,
+            "tok/s",
+            r / d,
+            f">= {GOAL} x",
+            r / d >= GOAL,
+        ),
     ]
 
 

@@ -23,10 +23,32 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "serve" / "bench"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-QWEN2_330M = dict(arch="qwen2", pre="qwen2", n_vocab=151936, n_embd=896, n_layer=12, n_head=14, n_head_kv=2,
-                  n_ff=4864, n_ctx=4096, rope_base=1_000_000.0, qkv_bias=True)
-SMOLLM_135M = dict(arch="llama", pre="smollm", n_vocab=49152, n_embd=576, n_layer=30, n_head=9, n_head_kv=3,
-                   n_ff=1536, n_ctx=8192, rope_base=100_000.0, qkv_bias=False)
+QWEN2_330M = dict(
+    arch="qwen2",
+    pre="qwen2",
+    n_vocab=151936,
+    n_embd=896,
+    n_layer=12,
+    n_head=14,
+    n_head_kv=2,
+    n_ff=4864,
+    n_ctx=4096,
+    rope_base=1_000_000.0,
+    qkv_bias=True,
+)
+SMOLLM_135M = dict(
+    arch="llama",
+    pre="smollm",
+    n_vocab=49152,
+    n_embd=576,
+    n_layer=30,
+    n_head=9,
+    n_head_kv=3,
+    n_ff=1536,
+    n_ctx=8192,
+    rope_base=100_000.0,
+    qkv_bias=False,
+)
 
 
 def qwen2_330m() -> Path:

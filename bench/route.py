@@ -51,8 +51,9 @@ def port_of(url: str) -> str:
 @contextmanager
 def process(argv: list[str], url: str, ready_path: str) -> Iterator[None]:
     """A server on `url`, once `ready_path` answers at all; its log is shown if it fails to start."""
-    with ServerProcess(argv, ready_url=url + ready_path, ready_status=None, env=child_env(), cwd=CODE_ROOT,
-                       ready_timeout=30):
+    with ServerProcess(
+        argv, ready_url=url + ready_path, ready_status=None, env=child_env(), cwd=CODE_ROOT, ready_timeout=30
+    ):
         yield
 
 
@@ -72,7 +73,9 @@ _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 def wrk(url: str, connections: int, lua: Path) -> Load:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "--latency", "-s", str(lua), url + "/v1/chat/completions"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def pct(p: str) -> float:
@@ -95,7 +98,9 @@ def aiohttp_load(url: str, connections: int) -> Load:
 
             async def worker() -> None:
                 while (t0 := time.perf_counter()) < stop:
-                    async with s.post(url + "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"}) as r:
+                    async with s.post(
+                        url + "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"}
+                    ) as r:
                         await r.read()
                         assert r.status == 200
                     latencies.append(time.perf_counter() - t0)
@@ -130,12 +135,13 @@ def ttfb(url: str, n: int = 200) -> float:
 def run() -> list[Row]:
     backend = f"http://127.0.0.1:{free_port()}"
     use_wrk = shutil.which("wrk") is not None
-    generator = "wrk (1 thread)" if use_wrk else "aiohttp client in-process (wrk not found; install it for lighter load)"
+    generator = (
+        "wrk (1 thread)" if use_wrk else "aiohttp client in-process (wrk not found; install it for lighter load)"
+    )
     print(f"route: load generator: {generator}", flush=True)
     lua = Path(tempfile.mkdtemp()) / "post.lua"
     lua.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = '{json.dumps(BODY)}'\n"
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = \'{json.dumps(BODY)}\'\n'
     )
 
     def measure(url: str, c: int) -> Load:
@@ -146,11 +152,19 @@ def run() -> list[Row]:
     routed: dict[tuple[str, int], Load] = {}
     routers = {server: f"http://127.0.0.1:{free_port()}" for server in ("uvicorn", "hypercorn")}
     with ExitStack() as stack:
-        stack.enter_context(process([sys.executable, "-m", "testkit.backend", "--port", port_of(backend), "--name", "a"],
-                                    backend, "/_stats"))
+        stack.enter_context(
+            process(
+                [sys.executable, "-m", "testkit.backend", "--port", port_of(backend), "--name", "a"], backend, "/_stats"
+            )
+        )
         for server, url in routers.items():
-            stack.enter_context(process([sys.executable, "-m", "route", "--port", port_of(url), "--server", server,
-                                         "--open-admin"], url, "/health"))
+            stack.enter_context(
+                process(
+                    [sys.executable, "-m", "route", "--port", port_of(url), "--server", server, "--open-admin"],
+                    url,
+                    "/health",
+                )
+            )
             register(url, backend)
         for c in CONCURRENCY:
             # Interleaved repeats, median of each figure: the 2 cores are shared, and a neighbour's burst
@@ -176,20 +190,68 @@ def run() -> list[Row]:
     for c in CONCURRENCY:
         d, r = direct[c], routed["uvicorn", c]
         rows.append(Row("route", f"req/s direct, {c} conn ({gen})", d.rps, "req/s", None, "", None))
-        rows.append(Row("route", f"req/s routed, {c} conn ({gen})", r.rps, "req/s", r.rps / d.rps,
-                        ">= 1000 req/s" if c > 1 else "", r.rps >= 1000 if c > 1 else None))
+        rows.append(
+            Row(
+                "route",
+                f"req/s routed, {c} conn ({gen})",
+                r.rps,
+                "req/s",
+                r.rps / d.rps,
+                ">= 1000 req/s" if c > 1 else "",
+                r.rps >= 1000 if c > 1 else None,
+            )
+        )
         # Added latency is a per-request cost: the goal applies unloaded (1 connection); under 16 and 64
         # connections the extra is queueing behind the router's throughput and is shown without a goal.
         added50, added99 = r.p50_ms - d.p50_ms, r.p99_ms - d.p99_ms
-        rows.append(Row("route", f"p50 added, {c} conn (direct {d.p50_ms:.2f} ms)", added50, "ms", r.p50_ms / d.p50_ms,
-                        "<= 1 ms" if c == 1 else "", added50 <= 1.0 if c == 1 else None))
-        rows.append(Row("route", f"p99 added, {c} conn (direct {d.p99_ms:.2f} ms)", added99, "ms", r.p99_ms / d.p99_ms,
-                        "<= 5 ms" if c == 1 else "", added99 <= 5.0 if c == 1 else None))
+        rows.append(
+            Row(
+                "route",
+                f"p50 added, {c} conn (direct {d.p50_ms:.2f} ms)",
+                added50,
+                "ms",
+                r.p50_ms / d.p50_ms,
+                "<= 1 ms" if c == 1 else "",
+                added50 <= 1.0 if c == 1 else None,
+            )
+        )
+        rows.append(
+            Row(
+                "route",
+                f"p99 added, {c} conn (direct {d.p99_ms:.2f} ms)",
+                added99,
+                "ms",
+                r.p99_ms / d.p99_ms,
+                "<= 5 ms" if c == 1 else "",
+                added99 <= 5.0 if c == 1 else None,
+            )
+        )
     for c in (1, 16):
         h, u = routed["hypercorn", c], routed["uvicorn", c]
-        rows.append(Row("route", f"alternative: router on hypercorn, {c} conn (ratio vs uvicorn)", h.rps, "req/s", h.rps / u.rps, "", None))
-    rows.append(Row("route", f"stream TTFB routed (direct {ttfb_direct:.2f} ms)", ttfb_routed, "ms", ttfb_routed / ttfb_direct, "", None))
+        rows.append(
+            Row(
+                "route",
+                f"alternative: router on hypercorn, {c} conn (ratio vs uvicorn)",
+                h.rps,
+                "req/s",
+                h.rps / u.rps,
+                "",
+                None,
+            )
+        )
+    rows.append(
+        Row(
+            "route",
+            f"stream TTFB routed (direct {ttfb_direct:.2f} ms)",
+            ttfb_routed,
+            "ms",
+            ttfb_routed / ttfb_direct,
+            "",
+            None,
+        )
+    )
     return rows
+
 
 if __name__ == "__main__":
     from bench.common import table

@@ -77,8 +77,15 @@ def server(argv: list[str], port: int) -> Iterator[str]:
     the model is loaded, llama_cpp.server has only /v1/models. Its log: .cache/serve/bench/server-PORT.log."""
     url = f"http://127.0.0.1:{port}"
     ready = "/v1/models" if "llama_cpp.server" in argv else "/health"
-    with ServerProcess([sys.executable, *argv], ready_url=url + ready, env=child_env(), cwd=CODE_ROOT,
-                       log=CACHE / f"server-{port}.log", ready_timeout=120, grace=20):
+    with ServerProcess(
+        [sys.executable, *argv],
+        ready_url=url + ready,
+        env=child_env(),
+        cwd=CODE_ROOT,
+        log=CACHE / f"server-{port}.log",
+        ready_timeout=120,
+        grace=20,
+    ):
         yield url
 
 
@@ -116,8 +123,12 @@ def clients(url: str, streams: int, n: int) -> Run:
             t0 = time.perf_counter()
             results = await asyncio.gather(*(_stream(session, url, n) for _ in range(streams)))
             end = max(r[2] for r in results)
-            return Run(sum(r[0] for r in results), end - t0, statistics.mean(r[1] for r in results),
-                       sum(1 for r in results if r[0] < n * 0.9))
+            return Run(
+                sum(r[0] for r in results),
+                end - t0,
+                statistics.mean(r[1] for r in results),
+                sum(1 for r in results if r[0] < n * 0.9),
+            )
 
     return asyncio.run(go())
 
@@ -130,8 +141,20 @@ def overhead(tokens: int = 128, repeats: int = 3) -> list[Row]:
     llm = Llama(str(model), n_ctx=1024, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
     llm.create_completion(PROMPT, max_tokens=4, temperature=0)  # warm-up
     port = free_port()
-    ours_args = ["-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", str(THREADS),
-                 "--max-concurrent", "8", "--ctx-size", "1024"]
+    ours_args = [
+        "-m",
+        "serve",
+        "--model-path",
+        str(model),
+        "--port",
+        str(port),
+        "--threads",
+        str(THREADS),
+        "--max-concurrent",
+        "8",
+        "--ctx-size",
+        "1024",
+    ]
     raws: list[Run] = []
     ones: list[Run] = []
     with server(ours_args, port) as url:
@@ -148,12 +171,26 @@ def overhead(tokens: int = 128, repeats: int = 3) -> list[Row]:
     agg4, agg8 = four.tokens / four.seconds, eight.tokens / eight.seconds
     raw_ttft, one_ttft = min(r.ttft for r in raws), min(r.ttft for r in ones)
     print(f"raw llama-cpp-python: {raw_tps:.1f} tok/s, first token {raw_ttft * 1000:.1f} ms", flush=True)
-    print(f"ours: 1 stream {one_tps:.1f} tok/s (first token {one_ttft * 1000:.1f} ms), 4: {agg4:.1f}, 8: {agg8:.1f}",
-          flush=True)
+    print(
+        f"ours: 1 stream {one_tps:.1f} tok/s (first token {one_ttft * 1000:.1f} ms), 4: {agg4:.1f}, 8: {agg8:.1f}",
+        flush=True,
+    )
 
     port = free_port()
-    theirs_args = ["-m", "llama_cpp.server", "--model", str(model), "--port", str(port), "--n_threads", str(THREADS),
-                   "--n_threads_batch", str(THREADS), "--n_ctx", "1024"]
+    theirs_args = [
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--n_threads",
+        str(THREADS),
+        "--n_threads_batch",
+        str(THREADS),
+        "--n_ctx",
+        "1024",
+    ]
     with server(theirs_args, port) as url:
         their_one = clients(url, 1, tokens)
         their_four = clients(url, 4, tokens)
@@ -163,25 +200,67 @@ def overhead(tokens: int = 128, repeats: int = 3) -> list[Row]:
     their_one_tps = their_one.tokens / (their_one.seconds - their_one.ttft)
     their_agg4 = their_four.tokens / their_four.seconds
     patient_agg4 = their_patient.tokens / their_patient.seconds
-    print(f"llama_cpp.server: 1 client {their_one_tps:.1f} tok/s, 4 clients {their_agg4:.1f} tok/s aggregate, "
-          f"{their_four.cut} of 4 streams cut, mean first token {their_four.ttft * 1000:.0f} ms; with interruption off "
-          f"{patient_agg4:.1f} tok/s, mean first token {their_patient.ttft * 1000:.0f} ms", flush=True)
+    print(
+        f"llama_cpp.server: 1 client {their_one_tps:.1f} tok/s, 4 clients {their_agg4:.1f} tok/s aggregate, "
+        f"{their_four.cut} of 4 streams cut, mean first token {their_four.ttft * 1000:.0f} ms; with interruption off "
+        f"{patient_agg4:.1f} tok/s, mean first token {their_patient.ttft * 1000:.0f} ms",
+        flush=True,
+    )
 
     ttft_extra = (one_ttft - raw_ttft) * 1000
     return [
         Row("serve", "raw llama-cpp-python decode", raw_tps, "tok/s", None, "", None),
-        Row("serve", "single stream vs raw", one_tps, "tok/s", one_tps / raw_tps, ">= 0.97 x", one_tps / raw_tps >= 0.97),
-        Row("serve", "time to first token minus raw's", ttft_extra, "ms", one_ttft / raw_ttft, "<= +5 ms", ttft_extra <= 5),
+        Row(
+            "serve", "single stream vs raw", one_tps, "tok/s", one_tps / raw_tps, ">= 0.97 x", one_tps / raw_tps >= 0.97
+        ),
+        Row(
+            "serve",
+            "time to first token minus raw's",
+            ttft_extra,
+            "ms",
+            one_ttft / raw_ttft,
+            "<= +5 ms",
+            ttft_extra <= 5,
+        ),
         Row("serve", "4 streams aggregate vs single", agg4, "tok/s", agg4 / one_tps, ">= 1.5 x", agg4 / one_tps >= 1.5),
         Row("serve", "8 streams aggregate vs single", agg8, "tok/s", agg8 / one_tps, ">= 2.1 x", agg8 / one_tps >= 2.1),
-        Row("serve", "ours, 4 and 8 streams: streams cut", four.cut + eight.cut, "streams", None, "0", four.cut + eight.cut == 0),
+        Row(
+            "serve",
+            "ours, 4 and 8 streams: streams cut",
+            four.cut + eight.cut,
+            "streams",
+            None,
+            "0",
+            four.cut + eight.cut == 0,
+        ),
         Row("serve", "llama_cpp.server 1 client vs raw", their_one_tps, "tok/s", their_one_tps / raw_tps, "", None),
-        Row("serve", "4 clients: ours vs llama_cpp.server", agg4, "tok/s", agg4 / their_agg4, ">= 1.8 x",
-            agg4 / their_agg4 >= 1.8),
-        Row("serve", "4 clients: ours vs llama_cpp.server, interruption off", agg4, "tok/s", agg4 / patient_agg4,
-            ">= 1.8 x", agg4 / patient_agg4 >= 1.8),
-        Row("serve", "4 clients: mean first token, ours vs llama_cpp.server (interruption off)", four.ttft * 1000,
-            "ms", four.ttft / their_patient.ttft, "", None),
+        Row(
+            "serve",
+            "4 clients: ours vs llama_cpp.server",
+            agg4,
+            "tok/s",
+            agg4 / their_agg4,
+            ">= 1.8 x",
+            agg4 / their_agg4 >= 1.8,
+        ),
+        Row(
+            "serve",
+            "4 clients: ours vs llama_cpp.server, interruption off",
+            agg4,
+            "tok/s",
+            agg4 / patient_agg4,
+            ">= 1.8 x",
+            agg4 / patient_agg4 >= 1.8,
+        ),
+        Row(
+            "serve",
+            "4 clients: mean first token, ours vs llama_cpp.server (interruption off)",
+            four.ttft * 1000,
+            "ms",
+            four.ttft / their_patient.ttft,
+            "",
+            None,
+        ),
         Row("serve", "llama_cpp.server 4 clients: streams cut", their_four.cut, "streams", None, "", None),
     ]
 
@@ -194,13 +273,26 @@ def versus_llama_server(model: Path, label: str, tokens: int = 64, repeats: int 
     if llama_server.binary() is None:
         return []
     ours_port, their_port = free_port(), free_port()
-    ours_args = ["-m", "serve", "--model-path", str(model), "--port", str(ours_port), "--threads", str(THREADS),
-                 "--max-concurrent", "8", "--ctx-size", "1024"]
+    ours_args = [
+        "-m",
+        "serve",
+        "--model-path",
+        str(model),
+        "--port",
+        str(ours_port),
+        "--threads",
+        str(THREADS),
+        "--max-concurrent",
+        "8",
+        "--ctx-size",
+        "1024",
+    ]
     runs: dict[tuple[str, int], list[Run]] = {}
     log = CACHE / f"llama-server-{their_port}.log"
-    with server(ours_args, ours_port) as ours, llama_server.running(
-        model, their_port, parallel=8, ctx_per_seq=1024, threads=THREADS, log=log
-    ) as theirs:
+    with (
+        server(ours_args, ours_port) as ours,
+        llama_server.running(model, their_port, parallel=8, ctx_per_seq=1024, threads=THREADS, log=log) as theirs,
+    ):
         for url in (ours, theirs):
             clients(url, 8, 4)  # warm-up: every sequence once
         for streams in STREAMS:
@@ -215,16 +307,36 @@ def versus_llama_server(model: Path, label: str, tokens: int = 64, repeats: int 
         ttft = {side: min(r.ttft for r in runs[side, streams]) * 1000 for side in ("ours", "theirs")}
         cut = sum(r.cut for r in runs["ours", streams])
         plural = "s" * (streams > 1)
-        print(f"{label}, {streams} stream{plural}: ours {rate['ours']:.1f} tok/s (first token {ttft['ours']:.0f} ms), "
-              f"llama-server {rate['theirs']:.1f} tok/s ({ttft['theirs']:.0f} ms); ours cut {cut}", flush=True)
+        print(
+            f"{label}, {streams} stream{plural}: ours {rate['ours']:.1f} tok/s (first token {ttft['ours']:.0f} ms), "
+            f"llama-server {rate['theirs']:.1f} tok/s ({ttft['theirs']:.0f} ms); ours cut {cut}",
+            flush=True,
+        )
         ratio = rate["ours"] / rate["theirs"]
-        rows.append(Row("serve", f"{label}, {streams} stream{plural}: aggregate tok/s vs llama-server "
-                        f"({rate['theirs']:.1f})", rate["ours"], "tok/s", ratio, ">= 1.0 x", ratio >= 1.0))
+        rows.append(
+            Row(
+                "serve",
+                f"{label}, {streams} stream{plural}: aggregate tok/s vs llama-server ({rate['theirs']:.1f})",
+                rate["ours"],
+                "tok/s",
+                ratio,
+                ">= 1.0 x",
+                ratio >= 1.0,
+            )
+        )
         t = ttft["ours"] / ttft["theirs"]
         goal = streams == 8
-        rows.append(Row("serve", f"{label}, {streams} stream{plural}: mean first token vs llama-server "
-                        f"({ttft['theirs']:.0f} ms)", ttft["ours"], "ms", t, "<= 1.0 x" if goal else "",
-                        (t <= 1.0) if goal else None))
+        rows.append(
+            Row(
+                "serve",
+                f"{label}, {streams} stream{plural}: mean first token vs llama-server ({ttft['theirs']:.0f} ms)",
+                ttft["ours"],
+                "ms",
+                t,
+                "<= 1.0 x" if goal else "",
+                (t <= 1.0) if goal else None,
+            )
+        )
     return rows
 
 

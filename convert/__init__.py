@@ -1,7 +1,7 @@
 """HuggingFace safetensors folder -> one GGUF file that llama.cpp runs as transformers does.
 
-    from convert import convert_checkpoint
-    gguf_path = convert_checkpoint(Path("models/demo/demo-think"), out_type="q8_0")
+from convert import convert_checkpoint
+gguf_path = convert_checkpoint(Path("models/demo/demo-think"), out_type="q8_0")
 """
 
 from __future__ import annotations

@@ -30,16 +30,20 @@ class _Parser(argparse.ArgumentParser):
 
 def _convert_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m convert", description="Convert a HuggingFace safetensors folder to one GGUF file.")
-    p.add_argument("--version", action="version", version=version_line("hearth-convert"),
-                   help="print the version and exit")
+    p.add_argument(
+        "--version", action="version", version=version_line("hearth-convert"), help="print the version and exit"
+    )
     p.add_argument("src", type=Path, help="HuggingFace model folder (config.json, *.safetensors, tokenizer)")
     p.add_argument("out", type=Path, nargs="?", help="output .gguf (default: beside SRC, named SRC.TYPE.gguf)")
     p.add_argument("--type", dest="out_type", choices=OUT_TYPES, help="output type (default: the checkpoint's own)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--verify", action="store_true", help="compare llama.cpp's logits with transformers' afterwards")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--pooling", choices=("mean", "cls", "last"),
-                   help="an embedding model's pooling (default: a sentence-transformers folder's own)")
+    p.add_argument(
+        "--pooling",
+        choices=("mean", "cls", "last"),
+        help="an embedding model's pooling (default: a sentence-transformers folder's own)",
+    )
     return p
 
 

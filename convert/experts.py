@@ -30,11 +30,19 @@ from convert.plan import (
 )
 from convert.source import Checkpoint, TensorRef
 
-EXPERT = re.compile(r"^model\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<e>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$")
-PROJECTIONS = {"gate_proj": MODEL_TENSOR.FFN_GATE_EXP, "up_proj": MODEL_TENSOR.FFN_UP_EXP, "down_proj": MODEL_TENSOR.FFN_DOWN_EXP}
+EXPERT = re.compile(
+    r"^model\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<e>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$"
+)
+PROJECTIONS = {
+    "gate_proj": MODEL_TENSOR.FFN_GATE_EXP,
+    "up_proj": MODEL_TENSOR.FFN_UP_EXP,
+    "down_proj": MODEL_TENSOR.FFN_DOWN_EXP,
+}
 
 
-def stacked_producer(refs: list[TensorRef], qtype: GGMLQuantizationType, config: Config) -> Callable[[], Iterator[np.ndarray]]:
+def stacked_producer(
+    refs: list[TensorRef], qtype: GGMLQuantizationType, config: Config
+) -> Callable[[], Iterator[np.ndarray]]:
     """Each expert's bytes in turn (row blocks of one expert at a time)."""
     parts = [producer(ref, qtype, None, config) for ref in refs]
 
@@ -68,13 +76,19 @@ def plan_stacked_experts(arch: Arch, ckpt: Checkpoint, config: Config, out_type:
         for proj, kind in PROJECTIONS.items():
             refs = [experts.pop((bid, proj, e), None) for e in range(n_experts)]
             if missing := [e for e, r in enumerate(refs) if r is None]:
-                raise ShapeError(f"layer {bid} lacks {proj} of experts {', '.join(map(str, missing[:8]))} ({n_experts} expected)")
+                raise ShapeError(
+                    f"layer {bid} lacks {proj} of experts {', '.join(map(str, missing[:8]))} ({n_experts} expected)"
+                )
             present = [r for r in refs if r is not None]
             for r in present:
                 if r.shape != shapes[proj]:
-                    raise ShapeError(f"tensor {r.name} has shape {list(r.shape)} but config.json implies {list(shapes[proj])}")
+                    raise ShapeError(
+                        f"tensor {r.name} has shape {list(r.shape)} but config.json implies {list(shapes[proj])}"
+                    )
                 if r.dtype not in SAME_BYTES or r.dtype != present[0].dtype:
-                    raise UnsupportedError(f"tensor {r.name} has dtype {r.dtype}; experts must share one of F32/F16/BF16")
+                    raise UnsupportedError(
+                        f"tensor {r.name} has dtype {r.dtype}; experts must share one of F32/F16/BF16"
+                    )
             shape = (n_experts, *shapes[proj])
             qtype = weight_type(shape, out_type)
             name = TENSOR_NAMES[kind].format(bid=bid) + ".weight"
@@ -83,7 +97,9 @@ def plan_stacked_experts(arch: Arch, ckpt: Checkpoint, config: Config, out_type:
             tensors.append(OutTensor(name, shape, qtype, nbytes_of(shape, qtype), produce, sources=unchanged))
     if experts:
         extra = sorted(ref.name for ref in experts.values())
-        raise ShapeError(f"{len(extra)} expert tensors beyond config.json's {n_experts} experts or {n_blocks} layers: {', '.join(extra[:8])}")
+        raise ShapeError(
+            f"{len(extra)} expert tensors beyond config.json's {n_experts} experts or {n_blocks} layers: {', '.join(extra[:8])}"
+        )
     check_complete(arch, n_blocks, {t.name for t in tensors})
     tensors.sort(key=lambda t: _order(t.name))
     return Plan(arch, plan.config, tensors, plan.meta)

@@ -40,5 +40,7 @@ def general_name(name: str, vocab: Vocab) -> str:
     if not PHI3_NAME.search(name) or phi3_rstrip(vocab) == set(vocab.rstrip):
         return name
     renamed = PHI3_NAME.sub(lambda m: m.group(0)[:3] + " 3", name)
-    log.warning("general.name %r written as %r: llama.cpp would apply Phi-3's special-token stripping to it", name, renamed)
+    log.warning(
+        "general.name %r written as %r: llama.cpp would apply Phi-3's special-token stripping to it", name, renamed
+    )
     return renamed

@@ -52,7 +52,9 @@ def encode(x: np.ndarray, qtype: Q) -> np.ndarray:
     return quants.quantize(x, qtype)
 
 
-def producer(ref: TensorRef, qtype: Q, transform: Transform | None, config: Config) -> Callable[[], Iterator[np.ndarray]]:
+def producer(
+    ref: TensorRef, qtype: Q, transform: Transform | None, config: Config
+) -> Callable[[], Iterator[np.ndarray]]:
     def produce() -> Iterator[np.ndarray]:
         if transform is None and SAME_BYTES.get(ref.dtype) == qtype:
             yield from ref.blocks()
@@ -86,9 +88,7 @@ def check_shape(arch: Arch, config: Config, kind: Any, hf_name: str, ref: Tensor
     if hf_name.endswith(".bias"):
         expect = expect[:1]
     if ref.shape != expect:
-        raise ShapeError(
-            f"tensor {ref.name} has shape {list(ref.shape)} but config.json implies {list(expect)}"
-        )
+        raise ShapeError(f"tensor {ref.name} has shape {list(ref.shape)} but config.json implies {list(expect)}")
 
 
 def default_plan(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) -> Plan:

@@ -144,16 +144,28 @@ def _steps(pre: dict[str, Any] | None) -> tuple[list[str], bool, list[str]]:
             problems += q
         return steps, byte_level, problems
     if kind == "ByteLevel":
-        problems = ["ByteLevel add_prefix_space=true (llama.cpp adds no prefix space to BPE text)"] if pre.get("add_prefix_space") else []
+        problems = (
+            ["ByteLevel add_prefix_space=true (llama.cpp adds no prefix space to BPE text)"]
+            if pre.get("add_prefix_space")
+            else []
+        )
         return ([LLAMA_GPT2_REGEX] if pre.get("use_regex", True) else []), True, problems
     if kind == "Split":
         pattern = pre.get("pattern") or {}
         regex = pattern.get("Regex")
         behavior, invert = pre.get("behavior"), pre.get("invert", False)
         if regex is None:
-            return [f"<Split string {pattern.get('String')!r}>"], False, [f"Split on the string {pattern.get('String')!r}"]
+            return (
+                [f"<Split string {pattern.get('String')!r}>"],
+                False,
+                [f"Split on the string {pattern.get('String')!r}"],
+            )
         if behavior != "Isolated" or invert:
-            return [regex], False, [f"Split behavior {behavior}{' inverted' if invert else ''} (llama.cpp isolates matches)"]
+            return (
+                [regex],
+                False,
+                [f"Split behavior {behavior}{' inverted' if invert else ''} (llama.cpp isolates matches)"],
+            )
         return [regex], False, []
     if kind == "Digits":
         return [DIGITS[bool(pre.get("individual_digits"))]], False, []
@@ -210,7 +222,10 @@ def identify(
     """The tokenizer.ggml.pre name for a byte-level BPE tokenizer.json (see the module docstring)."""
     known = known or load_known()
     program = program_of(tokenizer)
-    wants = {"ignore_merges": bool((tokenizer.get("model") or {}).get("ignore_merges", False)), "clean_spaces": clean_spaces}
+    wants = {
+        "ignore_merges": bool((tokenizer.get("model") or {}).get("ignore_merges", False)),
+        "clean_spaces": clean_spaces,
+    }
     hashed = known.check_hashes.get(check_hash(hash_ids), []) if hash_ids is not None else []
     hash_names = {e["name"] for e in hashed if e["name"] in known.name_type}
 

@@ -135,7 +135,7 @@ def split_regexes(source: str) -> dict[str, dict[str, Any]]:
 
 def names(source: str) -> dict[str, dict[str, Any]]:
     """GGUF tokenizer.ggml.pre name -> {"type": X, "flags": {...}} from llama_vocab::load's if/else chain."""
-    start = source.index('if (tokenizer_pre.empty())')
+    start = source.index("if (tokenizer_pre.empty())")
     end = source.index("unknown pre-tokenizer type", start)
     chain = source[start:end]
     out: dict[str, dict[str, Any]] = {}

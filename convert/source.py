@@ -106,7 +106,9 @@ def read_header(path: Path) -> dict[str, TensorRef]:
                 raise SourceError(f"{path.name}: not a safetensors file (shorter than its 8-byte header length)")
             n = int.from_bytes(head, "little")
             if n <= 0 or n > MAX_HEADER or 8 + n > size:
-                raise SourceError(f"{path.name}: corrupt or truncated safetensors header (length {n}, file {size} bytes)")
+                raise SourceError(
+                    f"{path.name}: corrupt or truncated safetensors header (length {n}, file {size} bytes)"
+                )
             raw = f.read(n)
     except OSError as e:
         raise SourceError(f"{path.name}: cannot read: {e.strerror}") from e

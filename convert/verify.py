@@ -76,7 +76,11 @@ def hf_logits(src: Path, prompts: tuple[str, ...] = PROMPTS) -> list[tuple[list[
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src)
-    model = _model_class(src, AutoModelForCausalLM).from_pretrained(src, dtype=torch.float32, **_quantized_loading(src)).eval()
+    model = (
+        _model_class(src, AutoModelForCausalLM)
+        .from_pretrained(src, dtype=torch.float32, **_quantized_loading(src))
+        .eval()
+    )
     out = []
     with torch.no_grad():
         for p in prompts:

@@ -1,9 +1,9 @@
 """Which kind of tokenizer a folder holds, decided from its files (not from the model family), and its `Vocab`.
 
-  - byte-level BPE tokenizer.json                      -> llama.cpp `gpt2` vocab (convert.vocab_bpe)
-  - tokenizer.model (a sentencepiece BPE model)        -> llama.cpp `llama` vocab (convert.vocab_spm)
-  - SentencePiece-style BPE tokenizer.json, no .model  -> llama.cpp `llama` vocab (convert.vocab_spm)
-  - Unigram, WordPiece, anything else                  -> refused with the reason
+- byte-level BPE tokenizer.json                      -> llama.cpp `gpt2` vocab (convert.vocab_bpe)
+- tokenizer.model (a sentencepiece BPE model)        -> llama.cpp `llama` vocab (convert.vocab_spm)
+- SentencePiece-style BPE tokenizer.json, no .model  -> llama.cpp `llama` vocab (convert.vocab_spm)
+- Unigram, WordPiece, anything else                  -> refused with the reason
 """
 
 from __future__ import annotations

@@ -200,7 +200,9 @@ def space_prefix(tokenizer: dict[str, Any]) -> bool:
         elif kind == "Split" and replaced and (p.get("pattern") or {}).get("String") == " ":
             continue  # splitting on spaces after they became '▁': nothing left to split
         else:
-            raise UnsupportedError(f"tokenizer.json pre-tokenizer {kind} has no counterpart in llama.cpp's SentencePiece tokenizer")
+            raise UnsupportedError(
+                f"tokenizer.json pre-tokenizer {kind} has no counterpart in llama.cpp's SentencePiece tokenizer"
+            )
     return prefix
 
 
@@ -221,7 +223,9 @@ def spm_vocab_from_json(folder: Path, tokenizer: dict[str, Any], n_vocab: int) -
         if model.get(opt):
             raise UnsupportedError(f"tokenizer.json BPE with {opt}={model[opt]!r} has no counterpart in llama.cpp")
     if model.get("ignore_merges"):
-        raise UnsupportedError("tokenizer.json BPE with ignore_merges has no counterpart in llama.cpp's SentencePiece tokenizer")
+        raise UnsupportedError(
+            "tokenizer.json BPE with ignore_merges has no counterpart in llama.cpp's SentencePiece tokenizer"
+        )
     prefix = space_prefix(tokenizer)
     base: dict[str, int] = model["vocab"]
     added = added_tokens(folder, tokenizer)

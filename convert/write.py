@@ -76,9 +76,15 @@ class _Writer(GGUFWriter):
     (gguf is pinned, so overriding its packing helper is safe; anything unusual goes to the original.)
     """
 
-    _NUMPY: ClassVar[dict[GGUFValueType, str]] = {GGUFValueType.INT32: "<i4", GGUFValueType.UINT32: "<u4", GGUFValueType.FLOAT32: "<f4"}
+    _NUMPY: ClassVar[dict[GGUFValueType, str]] = {
+        GGUFValueType.INT32: "<i4",
+        GGUFValueType.UINT32: "<u4",
+        GGUFValueType.FLOAT32: "<f4",
+    }
 
-    def _pack_val(self, val: Any, vtype: GGUFValueType, add_vtype: bool, sub_type: GGUFValueType | None = None) -> bytes:
+    def _pack_val(
+        self, val: Any, vtype: GGUFValueType, add_vtype: bool, sub_type: GGUFValueType | None = None
+    ) -> bytes:
         if vtype != GGUFValueType.ARRAY or not isinstance(val, (list, tuple)) or len(val) < 64:
             return super()._pack_val(val, vtype, add_vtype, sub_type)
         first = type(val[0])

@@ -28,7 +28,9 @@ def read_key_file(path: Path) -> str:
     except UnicodeDecodeError:
         raise KeyFileError(f"key file {path} is not text") from None
     if os.name == "posix" and info.st_mode & 0o077:
-        raise KeyFileError(f"key file {path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it")
+        raise KeyFileError(
+            f"key file {path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}); chmod 600 it"
+        )
     key = text.strip()
     if not key or any(c.isspace() for c in key):
         raise KeyFileError(f"key file {path} must hold one key on one line")

@@ -26,8 +26,14 @@ FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATEFMT = "%Y-%m-%d %H:%M:%S"
 # Other libraries' loggers and the least they show unless --log-level debug. gguf's writer lists what it writes at
 # INFO, and its vocabulary helpers log guesses as warnings: the converter's own checks decide what is an error.
-QUIET = {"gguf": logging.ERROR, "aiohttp": logging.WARNING, "asyncio": logging.WARNING, "httpx": logging.WARNING,
-         "hypercorn.access": logging.WARNING, "uvicorn.access": logging.WARNING}
+QUIET = {
+    "gguf": logging.ERROR,
+    "aiohttp": logging.WARNING,
+    "asyncio": logging.WARNING,
+    "httpx": logging.WARNING,
+    "hypercorn.access": logging.WARNING,
+    "uvicorn.access": logging.WARNING,
+}
 SERVER_LOGGERS = ("hypercorn.error", "uvicorn.error")
 LISTENING = re.compile(r"(?:Running on|Uvicorn running on) (\S+)")
 
@@ -65,8 +71,9 @@ def setup(program: str, level: str = "info", stream: TextIO | None = None) -> lo
 
 def formatted(name: str, message: str, level: int = logging.INFO) -> str:
     """One line in our format, for a file we write ourselves (the stack's marker in a child's log)."""
-    record = logging.makeLogRecord({"name": name, "msg": message, "levelno": level,
-                                    "levelname": logging.getLevelName(level)})
+    record = logging.makeLogRecord(
+        {"name": name, "msg": message, "levelno": level, "levelname": logging.getLevelName(level)}
+    )
     return logging.Formatter(FORMAT, DATEFMT).format(record)
 
 
@@ -118,8 +125,10 @@ def note(**fields: Any) -> None:
 def note_usage(usage: Any) -> None:
     """The token counts of a `usage` object (OpenAI's names, or Anthropic's), when it is one."""
     if isinstance(usage, dict):
-        note(prompt_tokens=_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-             completion_tokens=_count(usage.get("completion_tokens", usage.get("output_tokens"))))
+        note(
+            prompt_tokens=_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+            completion_tokens=_count(usage.get("completion_tokens", usage.get("output_tokens"))),
+        )
 
 
 def _count(value: Any) -> int | None:
@@ -158,7 +167,9 @@ class AccessLog:
         self.polled = polled
 
     async def __call__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.log.isEnabledFor(logging.DEBUG if scope["path"] in self.polled else logging.INFO):
+        if scope["type"] != "http" or not self.log.isEnabledFor(
+            logging.DEBUG if scope["path"] in self.polled else logging.INFO
+        ):
             await self.app(scope, receive, send)
             return
         record = Access(scope["method"], scope["path"], time.perf_counter())
@@ -181,4 +192,6 @@ class AccessLog:
         if not record.written:
             record.written = True
             quiet = record.path in self.polled and (record.status or 500) < 500
-            self.log.log(logging.DEBUG if quiet else logging.INFO, "%s", access_line(record, time.perf_counter(), ended))
+            self.log.log(
+                logging.DEBUG if quiet else logging.INFO, "%s", access_line(record, time.perf_counter(), ended)
+            )

@@ -12,8 +12,15 @@ MODEL_TYPE_NAMES: tuple[str, ...] = get_args(ModelType)
 
 # GGUF `general.architecture` -> model type (the chat format family); anything else is "generic"
 MODEL_TYPES: dict[str, ModelType] = {
-    "gpt-oss": "gpt-oss", "gemma3": "gemma3", "llama": "llama", "smollm3": "llama", "granite": "llama",
-    "mistral3": "mistral", "qwen2": "qwen", "qwen3": "qwen", "qwen3moe": "qwen",
+    "gpt-oss": "gpt-oss",
+    "gemma3": "gemma3",
+    "llama": "llama",
+    "smollm3": "llama",
+    "granite": "llama",
+    "mistral3": "mistral",
+    "qwen2": "qwen",
+    "qwen3": "qwen",
+    "qwen3moe": "qwen",
 }
 
 # What the router accepts as a backend name (the stack names its servers after their models)

@@ -108,10 +108,18 @@ class Program(Generic[M]):
             f"(--some-option: {self.env_prefix}SOME_OPTION); the command line wins over the environment. {self.epilog}"
         ).strip()
         p = _Parser(prog=self.prog, description=self.description, epilog=epilog, allow_abbrev=False)
-        p.add_argument("--version", action="version", version=version_line(self.script or f"hearth-{self.name}"),
-                       help="print the version and exit")
-        p.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
-                       help="least important log lines shown (default: info)")
+        p.add_argument(
+            "--version",
+            action="version",
+            version=version_line(self.script or f"hearth-{self.name}"),
+            help="print the version and exit",
+        )
+        p.add_argument(
+            "--log-level",
+            choices=LOG_LEVELS,
+            default=argparse.SUPPRESS,
+            help="least important log lines shown (default: info)",
+        )
         for name, info in self.flags().items():
             self._add(p, name, info)
         for name in self.secrets:
@@ -129,17 +137,27 @@ class Program(Generic[M]):
         if kind == "bool" and shorts:
             help_text += "".join(f"; also {a} [on|off], as llama.cpp" for a in shorts)
         if name == self.positional:
-            p.add_argument(name, nargs="?", default=argparse.SUPPRESS, metavar=option.metavar or name.upper(),
-                           help=help_text)
+            p.add_argument(
+                name, nargs="?", default=argparse.SUPPRESS, metavar=option.metavar or name.upper(), help=help_text
+            )
             return
         flag = "--" + name.replace("_", "-")
         if kind == "bool":
             long = [a for a in option.aliases if a.startswith("--")]
-            p.add_argument(flag, *long, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=help_text)
+            p.add_argument(
+                flag, *long, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
             for short in shorts:  # llama.cpp's `-fa [on|off]`
-                p.add_argument(short, dest=name, nargs="?", const="on", choices=("on", "off"), metavar="on|off",
-                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                p.add_argument(
+                    short,
+                    dest=name,
+                    nargs="?",
+                    const="on",
+                    choices=("on", "off"),
+                    metavar="on|off",
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
             return
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if kind == "choice":
@@ -167,19 +185,23 @@ class Program(Generic[M]):
         for var, text in environ.items():
             if not var.startswith(self.env_prefix) or text == "":
                 continue
-            key = var[len(self.env_prefix):].lower()
+            key = var[len(self.env_prefix) :].lower()
             section, _, sub = key.partition("__")
             if sub and section in self.sections:
                 model = self.sections[section]
                 if sub not in model.model_fields or _kind(model.model_fields[sub]) is None:
                     raise SettingsError(f"{var}: [{section}] has no setting {sub!r} that the environment can set")
-                out.setdefault(section, {})[sub] = comma_list(text) if _kind(model.model_fields[sub]) == "list" else text
+                out.setdefault(section, {})[sub] = (
+                    comma_list(text) if _kind(model.model_fields[sub]) == "list" else text
+                )
             elif key in kinds:
                 out[key] = comma_list(text) if kinds[key] == "list" else text
             else:
                 raise SettingsError(f"{var}: not a setting of {self.prog} (see --help)")
         if "log_level" in out and out["log_level"].lower() not in LOG_LEVELS:
-            raise SettingsError(f"{self.env_name('log_level')}: one of {', '.join(LOG_LEVELS)}, not {out['log_level']!r}")
+            raise SettingsError(
+                f"{self.env_name('log_level')}: one of {', '.join(LOG_LEVELS)}, not {out['log_level']!r}"
+            )
         return out
 
     # -- all together -------------------------------------------------------------------------------------------
@@ -263,7 +285,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (the caller prints it), never the usage block
         unknown = message.removeprefix("unrecognized arguments: ")
         if unknown != message:  # the options only: a value there may be a key typed under a wrong name
-            message = "unrecognized arguments: " + " ".join(w.split("=")[0] for w in unknown.split() if w.startswith("-"))
+            message = "unrecognized arguments: " + " ".join(
+                w.split("=")[0] for w in unknown.split() if w.startswith("-")
+            )
         raise SettingsError(f"{message} (see --help)")
 
 
@@ -275,14 +299,23 @@ class _Refused(argparse.Action):
 
 
 def _refuse(p: argparse.ArgumentParser, spelling: str, line: str) -> None:
-    p.add_argument(spelling, action=_Refused, nargs="?", const=line, dest=f"refused{spelling}",
-                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument(
+        spelling,
+        action=_Refused,
+        nargs="?",
+        const=line,
+        dest=f"refused{spelling}",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
 
 
 def _key_refusal(program: Program, name: str) -> str:
     flag = "--" + name.replace("_", "-")
-    return (f"{flag} would put the key on the command line, where every user can read it (ps): "
-            f"use {flag}-file PATH (an owner-only file) or {program.env_name(name)}")
+    return (
+        f"{flag} would put the key on the command line, where every user can read it (ps): "
+        f"use {flag}-file PATH (an owner-only file) or {program.env_name(name)}"
+    )
 
 
 def _kind(info: FieldInfo) -> Literal["bool", "choice", "list", "text"] | None:

@@ -85,8 +85,16 @@ async def run_uvicorn(cfg: RouterConfig, level: str) -> None:
 
     limits = EdgeLimits(cfg.max_header_bytes, cfg.max_headers, cfg.header_timeout)
     config = uvicorn.Config(
-        build(cfg), host=cfg.host, port=cfg.port, http=edge_protocol(limits), ws="none", lifespan="on",
-        access_log=False, log_config=None, log_level=level, timeout_keep_alive=cfg.keep_alive,
+        build(cfg),
+        host=cfg.host,
+        port=cfg.port,
+        http=edge_protocol(limits),
+        ws="none",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=level,
+        timeout_keep_alive=cfg.keep_alive,
         timeout_graceful_shutdown=10,
     )
     await Server(config).serve()

@@ -150,18 +150,22 @@ def add_admin_routes(app: Quart, state: RouterState) -> None:
         per_model: dict[str, dict[str, Any]] = {}
         for b in state.registry.backends.values():
             for m in b.spec.models:
-                entry = per_model.setdefault(m, {"strategy": cfg.strategy_for(m), "backends": [], "healthy": 0, "active": 0, "total": 0})
+                entry = per_model.setdefault(
+                    m, {"strategy": cfg.strategy_for(m), "backends": [], "healthy": 0, "active": 0, "total": 0}
+                )
                 entry["backends"].append(b.name)
                 entry["healthy"] += int(b.healthy and not b.draining)
                 entry["active"] += b.active
                 entry["total"] += b.total
-        return json_response({
-            "strategy": cfg.strategy,
-            "model_strategies": cfg.model_strategies,
-            "backends": [b.view() for b in state.registry.backends.values()],
-            "models": per_model,
-            **({"memory": state.ondemand.memory()} if state.ondemand is not None else {}),
-        })
+        return json_response(
+            {
+                "strategy": cfg.strategy,
+                "model_strategies": cfg.model_strategies,
+                "backends": [b.view() for b in state.registry.backends.values()],
+                "models": per_model,
+                **({"memory": state.ondemand.memory()} if state.ondemand is not None else {}),
+            }
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -33,8 +33,9 @@ ADMIN_MAX_BODY = 1 << 20  # the cluster API's bodies are registrations: small
 def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] = AiohttpUpstream) -> Quart:
     """`upstream` builds the HTTP client at startup; tests pass a fake."""
     app = Quart("route")
-    app.config.update(MAX_CONTENT_LENGTH=min(cfg.max_body, ADMIN_MAX_BODY), RESPONSE_TIMEOUT=None,
-                      BODY_TIMEOUT=cfg.body_timeout)
+    app.config.update(
+        MAX_CONTENT_LENGTH=min(cfg.max_body, ADMIN_MAX_BODY), RESPONSE_TIMEOUT=None, BODY_TIMEOUT=cfg.body_timeout
+    )
     state = RouterState(cfg, Registry(), Metrics(), asyncio.Event(), upstream, new_hop())
 
     @app.before_serving
@@ -54,8 +55,9 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             backend.last_error = error
         state.health_task = asyncio.create_task(run_checks(state.registry, state.probe, cfg, state.wake_health))
         if cfg.catalog is not None:  # the stack's models, loaded on demand
-            state.ondemand = state.proxy.ondemand = OnDemand(read_catalog(cfg.catalog), state.registry, state.metrics,
-                                                             state.save)
+            state.ondemand = state.proxy.ondemand = OnDemand(
+                read_catalog(cfg.catalog), state.registry, state.metrics, state.save
+            )
             state.ondemand.start()
 
     @app.after_serving
@@ -78,11 +80,18 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
     async def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         if status == 413:
-            return await route_error(PayloadTooLarge(f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
-                                                     headers={"Connection": "close"}))
+            return await route_error(
+                PayloadTooLarge(
+                    f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+                    headers={"Connection": "close"},
+                )
+            )
         if status == 408:
-            return await route_error(RequestTimeout(f"request body not received within {cfg.body_timeout:g} s",
-                                                    headers={"Connection": "close"}))
+            return await route_error(
+                RequestTimeout(
+                    f"request body not received within {cfg.body_timeout:g} s", headers={"Connection": "close"}
+                )
+            )
         headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}  # 405 says what is allowed
         body = error_body(exc.description or exc.name, error_type(status), exc.name.lower().replace(" ", "_"))
         return json_response(body, status, headers)
@@ -101,8 +110,11 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         created = int(state.started)
         data = state.ondemand.listing(created) if state.ondemand is not None else []
         listed = {d["id"] for d in data}
-        data += [{"id": m, "object": "model", "created": created, "owned_by": "local", "status": "loaded"}
-                 for m in state.registry.models() if m not in listed]
+        data += [
+            {"id": m, "object": "model", "created": created, "owned_by": "local", "status": "loaded"}
+            for m in state.registry.models()
+            if m not in listed
+        ]
         return json_response({"object": "list", "data": data})
 
     @app.get("/health")

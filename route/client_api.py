@@ -42,11 +42,13 @@ from route.strategies import RouteRequest
 log = logging.getLogger("route")
 
 # Routed by the body's `model`; the model server itself says 400 when the model does not serve that endpoint.
-CLIENT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
-                          *anthropic_errors.PATHS})
+CLIENT_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", *anthropic_errors.PATHS}
+)
 # What a backend may see of the client's headers. Never `authorization` or `x-api-key`: those are the client's key.
-FORWARDED_HEADERS = frozenset({b"accept", b"x-request-id", b"openai-organization", b"openai-project",
-                               b"anthropic-version", b"anthropic-beta"})
+FORWARDED_HEADERS = frozenset(
+    {b"accept", b"x-request-id", b"openai-organization", b"openai-project", b"anthropic-version", b"anthropic-beta"}
+)
 JSON = (b"content-type", b"application/json")
 CLOSE = {"Connection": "close"}  # the rest of the body is still on the wire
 
@@ -137,7 +139,9 @@ class ClientApi:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            raise RequestTimeout(f"request body not received within {self._cfg.body_timeout:g} s", headers=CLOSE) from None
+            raise RequestTimeout(
+                f"request body not received within {self._cfg.body_timeout:g} s", headers=CLOSE
+            ) from None
 
     async def _handle(self, scope: Mapping[str, Any], raw: bytes, receive: Any, send: Any) -> None:
         # A client that hangs up cancels this task, which closes the backend request (proxy.py's finally

@@ -40,42 +40,79 @@ class RouterConfig(BaseModel):
     server: Literal["uvicorn", "hypercorn"] = Field(
         default="uvicorn", description="ASGI server; uvicorn (httptools) measured twice hypercorn's requests/s here"
     )
-    strategy: StrategyName = Field(default="least_connections", description="routing strategy of models without their own")
-    health_interval: float = Field(default=HEALTH_INTERVAL, gt=0, le=3600, description="seconds between active health checks")
+    strategy: StrategyName = Field(
+        default="least_connections", description="routing strategy of models without their own"
+    )
+    health_interval: float = Field(
+        default=HEALTH_INTERVAL, gt=0, le=3600, description="seconds between active health checks"
+    )
     health_timeout: float = Field(default=5.0, gt=0, le=600, description="seconds one health check may take")
-    unhealthy_after: int = Field(default=2, ge=1, le=100, description="failed checks in a row that mark a backend unhealthy")
+    unhealthy_after: int = Field(
+        default=2, ge=1, le=100, description="failed checks in a row that mark a backend unhealthy"
+    )
     healthy_after: int = Field(default=1, ge=1, le=100, description="passed checks in a row that mark it healthy again")
-    max_retries: int = Field(default=2, ge=0, le=10, description="retries on another backend before the response starts")
-    timeout: float = Field(default=600.0, gt=0, description="seconds to wait for a backend's response or its next bytes")
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="retries on another backend before the response starts"
+    )
+    timeout: float = Field(
+        default=600.0, gt=0, description="seconds to wait for a backend's response or its next bytes"
+    )
     connect_timeout: float = Field(default=5.0, gt=0, description="seconds to wait for a backend connection")
     eject_base: float = Field(default=10.0, gt=0, description="first passive ejection, seconds; doubles on each repeat")
     eject_max: float = Field(default=300.0, gt=0, description="longest passive ejection, seconds")
     prefix_block: int = Field(default=64, ge=1, le=65536, description="prefix strategy: characters per hashed block")
-    prefix_threshold: float = Field(default=0.5, ge=0, le=1, description="prefix strategy: share of the prompt that must match")
-    prefix_margin: int = Field(default=4, ge=0, description="prefix strategy: extra active requests tolerated on the cached backend")
+    prefix_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="prefix strategy: share of the prompt that must match"
+    )
+    prefix_margin: int = Field(
+        default=4, ge=0, description="prefix strategy: extra active requests tolerated on the cached backend"
+    )
     max_body: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body; more get 413")
-    body_timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds a client may take to send its whole body; 408 after")
-    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest request line plus headers; 431 over")
+    body_timeout: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds a client may take to send its whole body; 408 after"
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest request line plus headers; 431 over"
+    )
     max_headers: int = Field(default=100, ge=8, le=10000, description="most header lines in one request; 431 over")
-    header_timeout: float = Field(default=10.0, gt=0, le=600, description="seconds a client may take to send its request headers; 408 after")
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a client may take to send its request headers; 408 after"
+    )
     keep_alive: int = Field(default=5, ge=1, le=3600, description="seconds an idle client connection stays open")
-    max_backend_connections: int = Field(default=256, ge=1, le=100_000, description="open connections to one backend, at most")
+    max_backend_connections: int = Field(
+        default=256, ge=1, le=100_000, description="open connections to one backend, at most"
+    )
     state_file: Path | None = Field(default=None, description="file that keeps registrations across restarts")
-    admin_key: str | None = Field(default=None, min_length=1, description="Bearer key for /backends/*, /status, /metrics")
-    admin_key_file: Path | None = Field(default=None, description="owner-only file holding the admin key (or HEARTH_ROUTE_ADMIN_KEY)")
+    admin_key: str | None = Field(
+        default=None, min_length=1, description="Bearer key for /backends/*, /status, /metrics"
+    )
+    admin_key_file: Path | None = Field(
+        default=None, description="owner-only file holding the admin key (or HEARTH_ROUTE_ADMIN_KEY)"
+    )
     open_admin: bool = Field(default=False, description="without an admin key, let anyone register and remove backends")
     api_key: str | None = Field(default=None, min_length=1, description="key clients must send on /v1/*")
-    api_key_file: Path | None = Field(default=None, description="owner-only file holding the client API key (or HEARTH_ROUTE_API_KEY)")
+    api_key_file: Path | None = Field(
+        default=None, description="owner-only file holding the client API key (or HEARTH_ROUTE_API_KEY)"
+    )
     backend_key: str | None = Field(default=None, min_length=1, description="Bearer key sent to backends")
-    backend_key_file: Path | None = Field(default=None, description="owner-only file holding the backends' key (or HEARTH_ROUTE_BACKEND_KEY)")
+    backend_key_file: Path | None = Field(
+        default=None, description="owner-only file holding the backends' key (or HEARTH_ROUTE_BACKEND_KEY)"
+    )
     allow_backend_hosts: list[str] = Field(
-        default_factory=lambda: list(LOOPBACK), min_length=1,
+        default_factory=lambda: list(LOOPBACK),
+        min_length=1,
         description="hosts /backends/register accepts, comma-separated: IPs, networks, names, *.domain or *; default: loopback",
     )
-    catalog: Path | None = Field(default=None, description="the stack's models to load on demand, written by python -m stack")
-    config: Path | None = Field(default=None, description="TOML file of settings, [[backends]] to register at start and [model_strategies]")
+    catalog: Path | None = Field(
+        default=None, description="the stack's models to load on demand, written by python -m stack"
+    )
+    config: Path | None = Field(
+        default=None, description="TOML file of settings, [[backends]] to register at start and [model_strategies]"
+    )
     backends: list[BackendSpec] = Field(default_factory=list, description="backends registered at start (config file)")
-    model_strategies: dict[str, StrategyName] = Field(default_factory=dict, description="per-model strategy (config file)")
+    model_strategies: dict[str, StrategyName] = Field(
+        default_factory=dict, description="per-model strategy (config file)"
+    )
 
     @field_validator("allow_backend_hosts")
     @classmethod
@@ -94,11 +131,15 @@ OPTIONS = {
     "prefix_block": Option(metavar="CHARS"),
 }
 PROGRAM = Program(
-    "route", RouterConfig, "python -m route", "Route OpenAI API requests over model servers.",
-    options=OPTIONS, secrets=SECRETS,
+    "route",
+    RouterConfig,
+    "python -m route",
+    "Route OpenAI API requests over model servers.",
+    options=OPTIONS,
+    secrets=SECRETS,
     epilog="The --config file is under both. Keys never go on the command line: --admin-key-file, --api-key-file, "
-           "--backend-key-file (owner-only files) or HEARTH_ROUTE_ADMIN_KEY, HEARTH_ROUTE_API_KEY, "
-           "HEARTH_ROUTE_BACKEND_KEY.",
+    "--backend-key-file (owner-only files) or HEARTH_ROUTE_ADMIN_KEY, HEARTH_ROUTE_API_KEY, "
+    "HEARTH_ROUTE_BACKEND_KEY.",
 )
 
 

@@ -42,7 +42,9 @@ class _Reject(Exception):
 def raw_error(error: RouteError) -> bytes:
     """A whole HTTP response for `error` that closes the connection."""
     body = error_json(error.message, error.type, error.code)
-    head = STATUS_LINE[error.status] + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    head = (
+        STATUS_LINE[error.status] + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    )
     return head % len(body) + body
 
 

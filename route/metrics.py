@@ -16,24 +16,37 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "route_requests", "Routed requests by backend, model and final status", ["backend", "model", "status"],
+            "route_requests",
+            "Routed requests by backend, model and final status",
+            ["backend", "model", "status"],
             registry=self.registry,
         )
-        self.retries = Counter("route_retries", "Requests retried on another backend", ["model"], registry=self.registry)
+        self.retries = Counter(
+            "route_retries", "Requests retried on another backend", ["model"], registry=self.registry
+        )
         self.ejections = Counter("route_ejections", "Passive ejections", ["backend"], registry=self.registry)
         self.failures = Counter(
-            "route_backend_failures", "Backend failures (connection, timeout, 5xx, in-band error)", ["backend", "kind"],
+            "route_backend_failures",
+            "Backend failures (connection, timeout, 5xx, in-band error)",
+            ["backend", "kind"],
             registry=self.registry,
         )
         self.upstream_seconds = Histogram(
-            "route_upstream_seconds", "Backend time to response headers", ["backend"], buckets=LATENCY_BUCKETS,
+            "route_upstream_seconds",
+            "Backend time to response headers",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.added_seconds = Histogram(
-            "route_added_seconds", "Time the router adds to a non-streamed request", buckets=ADDED_BUCKETS,
+            "route_added_seconds",
+            "Time the router adds to a non-streamed request",
+            buckets=ADDED_BUCKETS,
             registry=self.registry,
         )
-        self.healthy = Gauge("route_backend_healthy", "1 when the backend takes traffic", ["backend"], registry=self.registry)
+        self.healthy = Gauge(
+            "route_backend_healthy", "1 when the backend takes traffic", ["backend"], registry=self.registry
+        )
         self.active = Gauge("route_backend_active", "Requests in flight", ["backend"], registry=self.registry)
 
     def render(self) -> bytes:

@@ -63,8 +63,9 @@ class Control:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
         try:
-            async with self._session.request(method, self._url + path, json=body, headers=self._headers,
-                                             timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            async with self._session.request(
+                method, self._url + path, json=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
                 data = await resp.json(content_type=None)
                 if resp.status != 200:
                     message = data.get("error") if isinstance(data, dict) else None
@@ -143,18 +144,34 @@ class OnDemandMetrics:
     def __init__(self, metrics: Metrics) -> None:
         r = metrics.registry
         self.loads = Counter("route_model_loads", "Model loads by result (ok, failed)", ["model", "result"], registry=r)
-        self.unloads = Counter("route_model_unloads", "Model unloads by reason (ttl, evicted, admin)",
-                               ["model", "reason"], registry=r)
-        self.load_seconds = Histogram("route_model_load_seconds", "Seconds from starting a model's servers to healthy",
-                                      ["model"], buckets=LOAD_BUCKETS, registry=r)
-        self.loaded_bytes = Gauge("route_model_loaded_bytes", "Bytes a loaded model holds, planned from its GGUF",
-                                  ["model", "memory"], registry=r)
+        self.unloads = Counter(
+            "route_model_unloads", "Model unloads by reason (ttl, evicted, admin)", ["model", "reason"], registry=r
+        )
+        self.load_seconds = Histogram(
+            "route_model_load_seconds",
+            "Seconds from starting a model's servers to healthy",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+        self.loaded_bytes = Gauge(
+            "route_model_loaded_bytes",
+            "Bytes a loaded model holds, planned from its GGUF",
+            ["model", "memory"],
+            registry=r,
+        )
         self.status = Gauge("route_model_status", "1 for the model's current status", ["model", "status"], registry=r)
 
 
 class OnDemand:
-    def __init__(self, catalog: Catalog, registry: Registry, metrics: Metrics, save: Callable[[], Awaitable[None]],
-                 control: Control | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        registry: Registry,
+        metrics: Metrics,
+        save: Callable[[], Awaitable[None]],
+        control: Control | None = None,
+    ) -> None:
         self.catalog = catalog
         self.budget: Budget = catalog.budget.budget()
         self.registry = registry
@@ -224,8 +241,9 @@ class OnDemand:
         while entry.status != "loaded":
             if entry.status == "unloading":
                 if not await self._until_changed(deadline):
-                    raise ModelNotLoaded(f"model {entry.name!r} was still unloading after {timeout:g} s",
-                                         headers={"Retry-After": "5"})
+                    raise ModelNotLoaded(
+                        f"model {entry.name!r} was still unloading after {timeout:g} s", headers={"Retry-After": "5"}
+                    )
                 continue
             if entry.load is None:
                 entry.load = self._task(self._load(entry, why), entry)
@@ -233,8 +251,9 @@ class OnDemand:
                 await asyncio.wait_for(asyncio.shield(entry.load), max(deadline - time.monotonic(), 0))
             except TimeoutError:
                 detail = f": waiting for room, {entry.room}" if entry.room else ""
-                raise ModelNotLoaded(f"model {entry.name!r} did not load within {timeout:g} s{detail}",
-                                     headers={"Retry-After": "5"}) from None
+                raise ModelNotLoaded(
+                    f"model {entry.name!r} did not load within {timeout:g} s{detail}", headers={"Retry-After": "5"}
+                ) from None
 
     def _task(self, coro: Any, entry: Entry) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -251,8 +270,11 @@ class OnDemand:
     # -- loading ---------------------------------------------------------------------------------------------------
 
     def _holders(self, but: Entry) -> list[Holder]:
-        return [Holder(e.name, e.cost, e.last_used, e.busy()) for e in self.entries.values()
-                if e is not but and e.cost is not None]
+        return [
+            Holder(e.name, e.cost, e.last_used, e.busy())
+            for e in self.entries.values()
+            if e is not but and e.cost is not None
+        ]
 
     async def _load(self, entry: Entry, why: str) -> None:
         deadline = time.monotonic() + self.catalog.load_timeout
@@ -265,8 +287,9 @@ class OnDemand:
             entry.room = decision.reason
             if not await self._until_changed(deadline):
                 entry.room = None
-                raise ModelNotLoaded(f"{decision.reason}; still so after {self.catalog.load_timeout:g} s",
-                                     headers={"Retry-After": "5"})
+                raise ModelNotLoaded(
+                    f"{decision.reason}; still so after {self.catalog.load_timeout:g} s", headers={"Retry-After": "5"}
+                )
         entry.room = None
         self._set(entry, "loading", decision.cost)
         victims = [self.entries[name] for name in decision.evict]
@@ -339,8 +362,13 @@ class OnDemand:
             now = time.monotonic()
             for entry in self.entries.values():
                 ttl = entry.spec.ttl
-                if (ttl > 0 and entry.status == "loaded" and not entry.active and not entry.waiting
-                        and now - entry.last_used >= ttl):
+                if (
+                    ttl > 0
+                    and entry.status == "loaded"
+                    and not entry.active
+                    and not entry.waiting
+                    and now - entry.last_used >= ttl
+                ):
                     self._begin_unload(entry, f"idle for {ttl:g} s, its ttl", "ttl")
 
     # -- start-up --------------------------------------------------------------------------------------------------
@@ -410,8 +438,15 @@ class OnDemand:
 
     def model_view(self, entry: Entry) -> dict[str, Any]:
         cost = self._planned(entry)
-        return {"status": entry.status, "vram_bytes": cost.vram, "ram_bytes": cost.ram, "ttl": entry.spec.ttl,
-                "pinned": entry.spec.pinned, "active": entry.active, "waiting": entry.waiting}
+        return {
+            "status": entry.status,
+            "vram_bytes": cost.vram,
+            "ram_bytes": cost.ram,
+            "ttl": entry.spec.ttl,
+            "pinned": entry.spec.pinned,
+            "active": entry.active,
+            "waiting": entry.waiting,
+        }
 
     def listing(self, created: int) -> list[dict[str, Any]]:
         """/v1/models entries for every name and alias of every catalog model."""
@@ -424,8 +459,10 @@ class OnDemand:
 
     def memory(self) -> dict[str, Any]:
         held = [e.cost for e in self.entries.values() if e.cost is not None]
-        return {"budget": {"vram_bytes": self.budget.vram, "ram_bytes": self.budget.ram},
-                "held": {"vram_bytes": sum(c.vram for c in held), "ram_bytes": sum(c.ram for c in held)}}
+        return {
+            "budget": {"vram_bytes": self.budget.vram, "ram_bytes": self.budget.ram},
+            "held": {"vram_bytes": sum(c.vram for c in held), "ram_bytes": sum(c.ram for c in held)},
+        }
 
     def _entry(self, model: str) -> Entry:
         entry = self.by_name.get(model)

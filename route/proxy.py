@@ -59,6 +59,7 @@ class UpstreamResponse(Protocol):
     def chunks(self) -> AsyncIterator[bytes]: ...
     def close(self) -> None:
         """Drop the connection at once (the client left), so the backend frees its slot."""
+
     def release(self) -> None:
         """The body was read to its end: the connection may be reused."""
 
@@ -67,6 +68,7 @@ class Upstream(Protocol):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse: ...
     async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
         """GET url/health: None when it answers 200, else a short reason (UNREACHABLE..., TIMED_OUT, answered())."""
+
     async def close(self) -> None: ...
 
 
@@ -127,8 +129,9 @@ class AiohttpUpstream:
 
     async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
         try:
-            async with self._session.get(url + "/health", headers=headers, timeout=self._probe_timeout,
-                                         allow_redirects=False) as resp:
+            async with self._session.get(
+                url + "/health", headers=headers, timeout=self._probe_timeout, allow_redirects=False
+            ) as resp:
                 await resp.content.read(64 * 1024)  # a model server's answer is small; no more is read
                 return None if resp.status == 200 else answered(resp.status)
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -215,7 +218,9 @@ class Proxy:
                 self.metrics.retries.labels(request.model).inc()
             tried.add(backend.name)
             outcome = await self._try(backend, path, body, headers, request, stream, started)
-            if isinstance(outcome, Routed) and ((outcome.status < 500 and outcome.status != 429) or outcome.status == LOOP):
+            if isinstance(outcome, Routed) and (
+                (outcome.status < 500 and outcome.status != 429) or outcome.status == LOOP
+            ):
                 return outcome
             last = outcome
             if isinstance(outcome, UpstreamTimeout):
@@ -229,8 +234,14 @@ class Proxy:
         return last
 
     async def _try(
-        self, backend: Backend, path: str, body: bytes, headers: Mapping[str, str], request: RouteRequest,
-        stream: bool, started: float,
+        self,
+        backend: Backend,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        request: RouteRequest,
+        stream: bool,
+        started: float,
     ) -> Routed | RouteError:
         """One attempt. Returns the response to send, or what went wrong if nothing has been sent."""
         self.registry.acquire(backend)
@@ -298,7 +309,9 @@ class Proxy:
             self._count(backend, model, 504)
             return UpstreamTimeout(f"backend {backend.name!r} timed out")
         self.fail(backend, "connect", str(exc))
-        return UpstreamFailed(f"backend {backend.name!r} unreachable")  # the detail (an address) is for admins: last_error
+        return UpstreamFailed(
+            f"backend {backend.name!r} unreachable"
+        )  # the detail (an address) is for admins: last_error
 
     def _count(self, backend: Backend, model: str, status: int) -> None:
         self.metrics.requests.labels(backend.name, model, str(status)).inc()
@@ -325,8 +338,14 @@ class Relay:
     """
 
     def __init__(
-        self, proxy: Proxy, backend: Backend, resp: UpstreamResponse, chunks: AsyncIterator[bytes], first: bytes,
-        watch: SseWatch, path: str = "/v1/chat/completions",
+        self,
+        proxy: Proxy,
+        backend: Backend,
+        resp: UpstreamResponse,
+        chunks: AsyncIterator[bytes],
+        first: bytes,
+        watch: SseWatch,
+        path: str = "/v1/chat/completions",
     ) -> None:
         self._path = path  # the API whose error event ends a cut stream
         self._proxy = proxy

@@ -99,8 +99,10 @@ def decide(
     alone = [c for c in options if budget.holds(c.vram, c.ram)]
     if not alone:
         closest = min(options, key=lambda c: _overflow(c, budget))
-        return TooLarge(f"model {name!r} needs {size(closest)} when loaded, more than the {budget.describe()} "
-                        "allows even with no other model loaded")
+        return TooLarge(
+            f"model {name!r} needs {size(closest)} when loaded, more than the {budget.describe()} "
+            "allows even with no other model loaded"
+        )
     used_vram = sum(h.cost.vram for h in holders)
     used_ram = sum(h.cost.ram for h in holders)
     idle = sorted((h for h in holders if h.busy is None), key=lambda h: (h.last_used, h.name)) if evict else []

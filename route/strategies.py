@@ -170,7 +170,11 @@ class Prefix:
                 break
             matched, covered = min(live, key=lambda c: (c.active, c.name)), end
         least = min(c.active for c in candidates)
-        if matched is not None and covered >= self._threshold * len(request.prompt) and matched.active <= least + self._margin:
+        if (
+            matched is not None
+            and covered >= self._threshold * len(request.prompt)
+            and matched.active <= least + self._margin
+        ):
             pick = matched
         else:
             pick = self._fallback.choose(candidates, request)

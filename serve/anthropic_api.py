@@ -39,7 +39,11 @@ from serve.schemas import ChatRequest
 BUDGET_LEVELS = ((4096, "low"), (16384, "medium"))
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 CHOICES = {"auto": "auto", "any": "required", "none": "none"}
-DELTAS = {THINKING: ("thinking_delta", "thinking"), TEXT: ("text_delta", "text"), CALL: ("input_json_delta", "partial_json")}
+DELTAS = {
+    THINKING: ("thinking_delta", "thinking"),
+    TEXT: ("text_delta", "text"),
+    CALL: ("input_json_delta", "partial_json"),
+}
 
 SseEvent = tuple[str, dict[str, Any]]
 
@@ -64,23 +68,36 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
     for i, message in enumerate(req.messages):
         if message.role == "assistant":
             if i == len(req.messages) - 1:
-                raise InvalidRequest("a final assistant message (prefill) is not supported: end with a user message",
-                                     param=f"messages.{i}")
+                raise InvalidRequest(
+                    "a final assistant message (prefill) is not supported: end with a user message",
+                    param=f"messages.{i}",
+                )
             messages.append(_assistant(message.content, called))
         else:
             messages += _user(message.content, called, i)
     body: dict[str, Any] = {"model": req.model, "messages": messages, "reasoning": reasoning_level(req)}
     if req.tools:
-        body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                           "parameters": t.input_schema}} for t in req.tools]
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.input_schema},
+            }
+            for t in req.tools
+        ]
     if req.tool_choice:
         choice = req.tool_choice
         body["tool_choice"] = CHOICES.get(choice.type) or {"type": "function", "function": {"name": choice.name}}
         body["parallel_tool_calls"] = not choice.disable_parallel_tool_use
     if isinstance(req, MessagesRequest):
-        body.update(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-                    stop=req.stop_sequences, stream=req.stream,
-                    user=req.metadata.user_id if req.metadata else None)
+        body.update(
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            stop=req.stop_sequences,
+            stream=req.stream,
+            user=req.metadata.user_id if req.metadata else None,
+        )
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as err:  # a tool's input_schema the chat path refuses
@@ -92,8 +109,11 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
 def _assistant(content: list[Any], called: set[str]) -> dict[str, Any]:
     text = "".join(b.text for b in content if b.type == "text")
     thinking = "\n\n".join(b.thinking for b in content if isinstance(b, ThinkingBlock))
-    calls: list[dict[str, Any]] = [{"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
-             for b in content if isinstance(b, ToolUseBlock)]
+    calls: list[dict[str, Any]] = [
+        {"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json.dumps(b.input)}}
+        for b in content
+        if isinstance(b, ToolUseBlock)
+    ]
     called.update(c["id"] for c in calls)
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if thinking:
@@ -109,8 +129,10 @@ def _user(content: list[Any], called: set[str], i: int) -> list[dict[str, Any]]:
     for j, block in enumerate(content):
         if isinstance(block, ToolResultBlock):
             if block.tool_use_id not in called:
-                raise InvalidRequest(f"tool_result answers {block.tool_use_id!r}, which no earlier tool_use block "
-                                     "called", param=f"messages.{i}.content.{j}.tool_use_id")
+                raise InvalidRequest(
+                    f"tool_result answers {block.tool_use_id!r}, which no earlier tool_use block called",
+                    param=f"messages.{i}.content.{j}.tool_use_id",
+                )
             if text:
                 out.append({"role": "user", "content": text})
                 text = ""
@@ -142,8 +164,7 @@ def content_block(kind: str, text: str, call_id: str = "", name: str = "") -> di
         arguments = json.loads(text or "{}")
     except json.JSONDecodeError:  # a call cut off by max_tokens
         arguments = {}
-    return {"type": "tool_use", "id": call_id, "name": name,
-            "input": arguments if isinstance(arguments, dict) else {}}
+    return {"type": "tool_use", "id": call_id, "name": name, "input": arguments if isinstance(arguments, dict) else {}}
 
 
 def stop_reason(finish: Finish, capped: bool) -> str:
@@ -161,10 +182,14 @@ def usage(finish: Finish) -> dict[str, int]:
     return body
 
 
-def message(meta: dict[str, Any], content: list[dict[str, Any]], finish: Finish | None, capped: bool,
-            prompt_len: int = 0) -> dict[str, Any]:
+def message(
+    meta: dict[str, Any], content: list[dict[str, Any]], finish: Finish | None, capped: bool, prompt_len: int = 0
+) -> dict[str, Any]:
     return {
-        **meta, "type": "message", "role": "assistant", "content": content,
+        **meta,
+        "type": "message",
+        "role": "assistant",
+        "content": content,
         "stop_reason": stop_reason(finish, capped) if finish else None,
         "stop_sequence": finish.stop_sequence if finish else None,
         "usage": usage(finish) if finish else {"input_tokens": prompt_len, "output_tokens": 0},
@@ -180,12 +205,24 @@ def step_events(step: Step, blocks: Blocks) -> list[SseEvent]:
         return [("content_block_start", {"type": "content_block_start", "index": step.index, "content_block": start})]
     if isinstance(step, Delta):
         kind, key = DELTAS[blocks.blocks[step.index].kind]
-        return [("content_block_delta", {"type": "content_block_delta", "index": step.index,
-                                         "delta": {"type": kind, key: step.text}})]
+        return [
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": step.index, "delta": {"type": kind, key: step.text}},
+            )
+        ]
     out: list[SseEvent] = []
     if step.kind == THINKING:
-        out.append(("content_block_delta", {"type": "content_block_delta", "index": step.index,
-                                            "delta": {"type": "signature_delta", "signature": signature(step.text)}}))
+        out.append(
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": step.index,
+                    "delta": {"type": "signature_delta", "signature": signature(step.text)},
+                },
+            )
+        )
     out.append(("content_block_stop", {"type": "content_block_stop", "index": step.index}))
     return out
 
@@ -215,7 +252,10 @@ async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | As
 
 
 async def _stream(chat: Chat, blocks: Blocks, meta: dict[str, Any], capped: bool) -> AsyncGenerator[SseEvent, None]:
-    yield "message_start", {"type": "message_start", "message": message(meta, [], None, capped, len(chat.run.job.prompt))}
+    yield (
+        "message_start",
+        {"type": "message_start", "message": message(meta, [], None, capped, len(chat.run.job.prompt))},
+    )
     yield "ping", {"type": "ping"}
     async with aclosing(chat.events()) as events:
         async for event in events:

@@ -72,8 +72,9 @@ class ToolResultBlock(_Model):
         return "".join(p.text for p in self.content)
 
 
-Block = Annotated[TextBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock,
-                  Field(discriminator="type")]
+Block = Annotated[
+    TextBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")
+]
 
 
 class Message(_Model):
@@ -88,8 +89,9 @@ class Message(_Model):
             for part in v:
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind not in BLOCK_TYPES:
-                    raise ValueError(f"{kind!r} content blocks are not supported; this server reads "
-                                     f"{', '.join(BLOCK_TYPES)} blocks")
+                    raise ValueError(
+                        f"{kind!r} content blocks are not supported; this server reads {', '.join(BLOCK_TYPES)} blocks"
+                    )
         return v
 
 
@@ -103,8 +105,10 @@ class Tool(_Model):
     @classmethod
     def _client_tool(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("type") not in (None, "custom"):
-            raise ValueError(f"tool type {data['type']!r} is a server tool, which this server does not run; "
-                             "only client tools ({name, description, input_schema}) are supported")
+            raise ValueError(
+                f"tool type {data['type']!r} is a server tool, which this server does not run; "
+                "only client tools ({name, description, input_schema}) are supported"
+            )
         return data
 
 

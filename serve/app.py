@@ -55,8 +55,14 @@ from serve.schemas import ChatRequest, CompletionRequest
 log = logging.getLogger("serve")
 
 # request path -> the endpoint label of metrics (any other path counts as "other": labels stay bounded)
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings",
-             "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens", "/v1/responses": "responses"}
+ENDPOINTS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "count_tokens",
+    "/v1/responses": "responses",
+}
 
 
 class ServeApp(Quart):
@@ -165,8 +171,10 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         rt = app.runtime
         created = int(rt.model_path.stat().st_mtime)
         names = dict.fromkeys((rt.model_name, *config.alias))
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "local"}
-                                           for n in names]}
+        return {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": created, "owned_by": "local"} for n in names],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat() -> Response:
@@ -255,8 +263,9 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
     rt, config = app.runtime, app.runtime.config
     note(model=rt.model_name)  # the access line's model
     if req.model and req.model not in (rt.model_name, *config.alias):
-        raise ModelNotFound(f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
-                            param="model")
+        raise ModelNotFound(
+            f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}", param="model"
+        )
     if config.embeddings and endpoint != "embeddings":
         raise UnsupportedEndpoint(
             f"{rt.model_name!r} is an embeddings model (the server runs with --embeddings): use /v1/embeddings",
@@ -265,7 +274,8 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
     if endpoint == "embeddings" and not config.embeddings:
         raise UnsupportedEndpoint(
             f"{rt.model_name!r} does not serve embeddings: start its server with --embeddings "
-            "(stack file: embeddings = true)", param="model",
+            "(stack file: embeddings = true)",
+            param="model",
         )
     return req
 
@@ -305,8 +315,14 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
         **meta,
         "object": "chat.completion",
         "reasoning_level": chat.level,
-        "choices": [{"index": 0, "finish_reason": result.finish.reason, "message": message,
-                     "logprobs": logprobs.chat(chat.logprobs if req.logprob_count is not None else None)}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": result.finish.reason,
+                "message": message,
+                "logprobs": logprobs.chat(chat.logprobs if req.logprob_count is not None else None),
+            }
+        ],
         "usage": responses.usage(result.finish),
     }
     return Response(json.dumps(body), content_type="application/json")
@@ -340,8 +356,14 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     body = {
         **meta,
         "object": "text_completion",
-        "choices": [{"index": 0, "text": text, "finish_reason": _finish_reason(finish),
-                     "logprobs": logprobs.completion(logged, len(req.prompt))}],
+        "choices": [
+            {
+                "index": 0,
+                "text": text,
+                "finish_reason": _finish_reason(finish),
+                "logprobs": logprobs.completion(logged, len(req.prompt)),
+            }
+        ],
         "usage": responses.usage(_finish(finish), per_channel=False),
     }
     return Response(json.dumps(body), content_type="application/json")
@@ -395,8 +417,12 @@ async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> As
     async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
-                yield {**meta, "object": "chat.completion.chunk", "choices": [],
-                       **error_body(event.message, "server_error", "generation_failed")}
+                yield {
+                    **meta,
+                    "object": "chat.completion.chunk",
+                    "choices": [],
+                    **error_body(event.message, "server_error", "generation_failed"),
+                }
                 return
             if isinstance(event, Finish):
                 yield chunk({}, event.reason)
@@ -418,8 +444,11 @@ async def _completion_chunks(
         if block:
             offset = block["text_offset"][-1] + len(block["tokens"][-1])
             pending.clear()
-        return {**meta, "object": "text_completion",
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": block}]}
+        return {
+            **meta,
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": block}],
+        }
 
     async with aclosing(events) as stream:
         async for event in stream:
@@ -429,12 +458,20 @@ async def _completion_chunks(
                 if event.text:
                     yield chunk(event.text)
             elif isinstance(event, Failed):
-                yield {**meta, "object": "text_completion", "choices": [],
-                       **error_body(event.message, "server_error", "generation_failed")}
+                yield {
+                    **meta,
+                    "object": "text_completion",
+                    "choices": [],
+                    **error_body(event.message, "server_error", "generation_failed"),
+                }
                 return
             else:
                 yield chunk("", _finish_reason(event))
                 if req.include_usage:
-                    yield {**meta, "object": "text_completion", "choices": [],
-                           "usage": responses.usage(_finish(event), per_channel=False)}
+                    yield {
+                        **meta,
+                        "object": "text_completion",
+                        "choices": [],
+                        "usage": responses.usage(_finish(event), per_channel=False),
+                    }
                 return

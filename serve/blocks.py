@@ -118,7 +118,7 @@ class Blocks:
         if not body:
             self._held += text
             return out
-        sent, self._held = self._held + body, text[len(body):]
+        sent, self._held = self._held + body, text[len(body) :]
         block.text += sent
         out.append(Delta(len(self.blocks) - 1, sent))
         return out

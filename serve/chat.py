@@ -172,10 +172,13 @@ def _render(runtime: Runtime, req: ChatRequest) -> tuple[ToolRequest | None, str
         raise Loading("the model is still loading" if not runtime.load_error else "the model failed to load")
     tools = tool_request(req)
     if tools and req.response_format and req.response_format.type != "text":
-        raise InvalidRequest("response_format cannot be combined with tool calls; use tool_choice none or drop one",
-                             param="response_format")
-    return tools, loaded.template.render(template_messages(req.messages), req.reasoning, req.developer_instructions,
-                                         tools)
+        raise InvalidRequest(
+            "response_format cannot be combined with tool calls; use tool_choice none or drop one",
+            param="response_format",
+        )
+    return tools, loaded.template.render(
+        template_messages(req.messages), req.reasoning, req.developer_instructions, tools
+    )
 
 
 @dataclass(frozen=True)
@@ -208,8 +211,11 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
         grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
     tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
-    level = "none" if req.reasoning == "none" and thinking is Thinking.NONE and template.thinks else \
-        TEMPLATE_LEVELS[req.reasoning]
+    level = (
+        "none"
+        if req.reasoning == "none" and thinking is Thinking.NONE and template.thinks
+        else TEMPLATE_LEVELS[req.reasoning]
+    )
     fmt = template.tool_support.format if tools else None
     generation = Generation(ChannelParser(template.format, starts_in_thinking(prompt)), fmt)
     return Prepared(tokens, params, generation, level)
@@ -264,8 +270,14 @@ class Generation:
                 out += self._route(self.turn.feed(c))
         return out
 
-    def end(self, reason: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
-            stop_sequence: str | None = None) -> list[ChatEvent]:
+    def end(
+        self,
+        reason: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        stop_sequence: str | None = None,
+    ) -> list[ChatEvent]:
         """The engine's end (reason stop, length or cancelled): what was held back, then the Finish."""
         out = self._route(self.turn.finish())
         if self._markup:
@@ -278,7 +290,9 @@ class Generation:
         return bool(self._markup and self._markup.in_call) or self.turn.in_addressed_message
 
     def _route(self, events: list[ChannelEvent]) -> list[ChatEvent]:
-        routed: list[ChannelEvent | CallStart | CallArgs] = list(self._harmony.feed(events) if self._harmony else events)
+        routed: list[ChannelEvent | CallStart | CallArgs] = list(
+            self._harmony.feed(events) if self._harmony else events
+        )
         out: list[ChatEvent] = []
         for e in routed:
             if isinstance(e, CallStart | CallArgs):
@@ -344,7 +358,12 @@ class Chat:
                     return
                 else:
                     note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # access line
-                    for e in self.generation.end(event.reason, event.prompt_tokens, event.completion_tokens,
-                                                 event.cached_tokens, event.stop_sequence):
+                    for e in self.generation.end(
+                        event.reason,
+                        event.prompt_tokens,
+                        event.completion_tokens,
+                        event.cached_tokens,
+                        event.stop_sequence,
+                    ):
                         yield e
                     return

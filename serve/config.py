@@ -26,9 +26,12 @@ SECRETS = ("api_key", "router_key")
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_path: Path = Field(DEMO_MODEL, description="a .gguf file, or a HuggingFace folder (converted once, cached in "
-                             "$HEARTH_CACHE/gguf, else the user's cache directory); "
-                             "default: the built-in demo model demo-think")
+    model_path: Path = Field(
+        DEMO_MODEL,
+        description="a .gguf file, or a HuggingFace folder (converted once, cached in "
+        "$HEARTH_CACHE/gguf, else the user's cache directory); "
+        "default: the built-in demo model demo-think",
+    )
     model_type: ModelType | None = Field(None, description="chat format family; read from the GGUF when omitted")
     model_name: str | None = Field(None, description="the name clients ask for (default: the file or folder name)")
     alias: tuple[str, ...] = Field((), description="more names clients may ask for, comma-separated")
@@ -40,26 +43,35 @@ class ServeConfig(BaseModel):
     n_gpu_layers: int | None = Field(None, ge=0, description="layers to offload; overrides --device-map")
     flash_attn: bool = Field(False, description="use flash attention")
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
-    ctx_size: int = Field(4096, ge=64, description="tokens of context per sequence, at most the model's training context")
+    ctx_size: int = Field(
+        4096, ge=64, description="tokens of context per sequence, at most the model's training context"
+    )
     max_concurrent: int = Field(2, ge=1, le=64, description="sequences decoded together in one batch")
     max_queue: int = Field(16, ge=0, description="waiting requests beyond the running ones; more get 429")
     prompt_chunk: int = Field(256, ge=16, description="prompt tokens processed per step, so streams keep flowing")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
     cache_ram: int | None = Field(
-        None, ge=0, description="MiB of host RAM keeping the KV state of sequences evicted from the prompt cache, "
-        "found again by longest prefix (0: off; default: an eighth of the RAM available at start, at most 8192)")
+        None,
+        ge=0,
+        description="MiB of host RAM keeping the KV state of sequences evicted from the prompt cache, "
+        "found again by longest prefix (0: off; default: an eighth of the RAM available at start, at most 8192)",
+    )
     swa_full: bool = Field(
-        True, description="full-size sliding-window KV cache (gemma3, gpt-oss; llama.cpp's library default): a prompt "
+        True,
+        description="full-size sliding-window KV cache (gemma3, gpt-oss; llama.cpp's library default): a prompt "
         "can reuse a cached prefix ending anywhere, e.g. the long system prompt and tool list agents share between "
         "conversations; --no-swa-full only a prefix ending near the cached end (a growing conversation's). Measured "
         "KV at 2 sequences x 4,096 tokens: gemma-3-1b's shape 208 MiB, 76 with --no-swa-full; gpt-oss-20b's 384 MiB, "
-        "216 with it (the difference is 1.3%% of its weights)")
+        "216 with it (the difference is 1.3%% of its weights)",
+    )
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' (or x-api-key) on /v1/*")
     api_key_file: Path | None = Field(None, description="owner-only file holding the API key (or HEARTH_SERVE_API_KEY)")
     max_body_bytes: int = Field(4 * 2**20, ge=1024, description="largest request body accepted; more get 413")
     router: str | None = Field(None, description="router URL to register with at start and leave at shutdown")
     router_key: str | None = Field(None, description="the router's admin key, if it has one")
-    router_key_file: Path | None = Field(None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)")
+    router_key_file: Path | None = Field(
+        None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)"
+    )
     advertise_url: str | None = Field(None, description="URL the router should use (default: http://host:port)")
 
     @field_validator("alias", mode="before")
@@ -83,13 +95,18 @@ REFUSED = {
     # llama.cpp's -c is the context of all its slots together, and with its unified KV cache (its newer default) each
     # slot may use all of it: no one reading of `-c N` here would be right for every llama.cpp user, so we ask.
     "-c": "-c is llama.cpp's context over all its slots; here --ctx-size is per sequence "
-          "(total = --ctx-size x --max-concurrent): give --ctx-size N",
+    "(total = --ctx-size x --max-concurrent): give --ctx-size N",
 }
 PROGRAM = Program(
-    "serve", ServeConfig, "python -m serve", "Serve one model behind the OpenAI API.",
-    options=OPTIONS, secrets=SECRETS, refused=REFUSED,
+    "serve",
+    ServeConfig,
+    "python -m serve",
+    "Serve one model behind the OpenAI API.",
+    options=OPTIONS,
+    secrets=SECRETS,
+    refused=REFUSED,
     epilog="Keys never go on the command line: --api-key-file PATH (owner-only) or HEARTH_SERVE_API_KEY; "
-           "the router's admin key likewise (--router-key-file, HEARTH_SERVE_ROUTER_KEY).",
+    "the router's admin key likewise (--router-key-file, HEARTH_SERVE_ROUTER_KEY).",
 )
 
 

@@ -93,8 +93,15 @@ class Embedder:
     """Owns one llama.cpp context with embeddings on; `submit` and `cancel` are safe from any thread."""
 
     def __init__(
-        self, model: Model, max_tokens: int, *, pooling: str | None = None, threads: int | None = None,
-        flash_attn: bool = False, kv_type: str = "f16", model_type: str = "generic",
+        self,
+        model: Model,
+        max_tokens: int,
+        *,
+        pooling: str | None = None,
+        threads: int | None = None,
+        flash_attn: bool = False,
+        kv_type: str = "f16",
+        model_type: str = "generic",
     ) -> None:
         self.model = model
         self.model_type = model_type
@@ -258,13 +265,23 @@ def load_embedder(config: ServeConfig, model_path: Path) -> Embedder:
     try:
         arch = model.meta("general.architecture") or "generic"
         embedder = Embedder(
-            model, min(c.ctx_size, model.n_ctx_train or c.ctx_size), pooling=c.pooling, threads=c.threads, flash_attn=c.flash_attn, kv_type=c.kv_type,
+            model,
+            min(c.ctx_size, model.n_ctx_train or c.ctx_size),
+            pooling=c.pooling,
+            threads=c.threads,
+            flash_attn=c.flash_attn,
+            kv_type=c.kv_type,
             model_type=c.model_type or MODEL_TYPES.get(arch, "generic"),
         )
     except Exception:
         model.close()
         raise
     embedder.start()
-    log.info("loaded %s for embeddings: %s pooling, %d dimensions, inputs up to %d tokens",
-             model_path.name, embedder.pooling, embedder.n_embd, embedder.max_tokens)
+    log.info(
+        "loaded %s for embeddings: %s pooling, %d dimensions, inputs up to %d tokens",
+        model_path.name,
+        embedder.pooling,
+        embedder.n_embd,
+        embedder.max_tokens,
+    )
     return embedder

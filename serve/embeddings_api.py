@@ -100,8 +100,9 @@ def tokenize(embedder: Embedder, items: list[str] | list[list[int]]) -> list[lis
                 param="input",
             )
         if isinstance(items[i], list) and (bad := [t for t in tokens if not 0 <= t < model.n_vocab]):
-            raise InvalidRequest(f"input {i}: token id {bad[0]} is outside the vocabulary (0..{model.n_vocab - 1})",
-                                 param="input")
+            raise InvalidRequest(
+                f"input {i}: token id {bad[0]} is outside the vocabulary (0..{model.n_vocab - 1})", param="input"
+            )
     return inputs
 
 

@@ -281,7 +281,13 @@ class Engine:
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         # The batch's arrays, fetched once: each attribute read of a ctypes struct builds a new pointer object.
         b = self.batch
-        self._token, self._pos, self._n_seq_id, self._seq_id, self._logits = b.token, b.pos, b.n_seq_id, b.seq_id, b.logits
+        self._token, self._pos, self._n_seq_id, self._seq_id, self._logits = (
+            b.token,
+            b.pos,
+            b.n_seq_id,
+            b.seq_id,
+            b.logits,
+        )
         self.n_swa = int(ll.llama_model_n_swa(model.ptr))
         self.host = HostCache(cache_ram, self.n_swa) if cache_ram > 0 else None
         self.save_min = save_min
@@ -353,7 +359,9 @@ class Engine:
                     self._wake.wait()
                 if self._stopping:
                     break
-                joining = [self._incoming.popleft() for _ in range(min(len(self._incoming), self.n_seq - len(self._slots)))]
+                joining = [
+                    self._incoming.popleft() for _ in range(min(len(self._incoming), self.n_seq - len(self._slots)))
+                ]
             alone = not self._slots
             for job in joining:  # opened outside the lock: saving or restoring a state copies megabytes
                 if job.cancelled:
@@ -361,7 +369,9 @@ class Engine:
                     continue
                 try:
                     exact = alone and job.params.seed is not None and job.params.temperature > 0
-                    bisect.insort(self._slots, self._open(job, DECODED_EXACT if exact else DECODED), key=lambda s: s.seq)
+                    bisect.insort(
+                        self._slots, self._open(job, DECODED_EXACT if exact else DECODED), key=lambda s: s.seq
+                    )
                 except Exception as err:  # a job llama.cpp refuses fails alone; the engine goes on
                     log.exception("starting a sequence failed")
                     self._emit(job, Failed(f"generation failed: {err}"))
@@ -451,7 +461,11 @@ class Engine:
         state.saved = True
         self._put(state)
         end = state.prompt_end
-        if self.n_swa and keep <= end < len(state.tokens) - self.n_swa and usable(end, state.pos_min, self.n_swa) == end:
+        if (
+            self.n_swa
+            and keep <= end < len(state.tokens) - self.n_swa
+            and usable(end, state.pos_min, self.n_swa) == end
+        ):
             ll.llama_memory_seq_rm(self.memory, state.seq, end, -1)  # dropped after this anyway
             state.tokens = state.tokens[:end]
             self._put(state)
@@ -504,8 +518,11 @@ class Engine:
             add(self._grammar(p.grammar))
         if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
             # This llama.cpp's signature: (n_vocab, last_n, repeat, freq, present).
-            add(ll.llama_sampler_init_penalties(
-                self.model.n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
+            add(
+                ll.llama_sampler_init_penalties(
+                    self.model.n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
+                )
+            )
         if p.temperature <= 0.0:
             add(ll.llama_sampler_init_greedy())
             return chain
@@ -593,8 +610,11 @@ class Engine:
     def _sample(self, slot: _Slot) -> None:
         job, model = slot.job, self.model
         p = job.params
-        if p.temperature <= 0.0 and p.grammar is None and p.repeat_penalty == 1.0 and not (
-            p.presence_penalty or p.frequency_penalty
+        if (
+            p.temperature <= 0.0
+            and p.grammar is None
+            and p.repeat_penalty == 1.0
+            and not (p.presence_penalty or p.frequency_penalty)
         ):
             # Plain greedy: an argmax over the logits in place, without building llama.cpp's candidate array
             # of the whole vocabulary (151,936 entries for qwen) for every sequence at every step.
@@ -637,6 +657,8 @@ class Engine:
             rest = slot.stops.feed(slot.decoder.decode(b"", final=True))[0] + slot.stops.flush()
             if rest:
                 self._emit(slot.job, Piece(rest))
-        self._emit(slot.job, Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size,
-                                      stop_sequence=slot.stops.hit))
+        self._emit(
+            slot.job,
+            Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size, stop_sequence=slot.stops.hit),
+        )
         slot.batch_index = -2  # closed by the loop after this step

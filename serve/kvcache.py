@@ -65,8 +65,13 @@ class Choice:
 
 
 def pick_sequence(
-    free: Sequence[SeqState], prompt: np.ndarray, running: Iterable[int], n_swa: int, reuse: bool = True,
-    min_share: float = 0.1, decoded: int = DECODED,
+    free: Sequence[SeqState],
+    prompt: np.ndarray,
+    running: Iterable[int],
+    n_swa: int,
+    reuse: bool = True,
+    min_share: float = 0.1,
+    decoded: int = DECODED,
 ) -> Choice:
     """The free sequence for `prompt`: the longest usable common prefix (short of the last `decoded` prompt
     tokens). A prefix of at most `min_share` of the prompt is a miss (llama.cpp's
@@ -82,7 +87,9 @@ def pick_sequence(
         lo, hi = ids[0], ids[-1]
         return (max(hi, seq) - min(lo, seq) + 1 - (len(ids) + 1)) - (hi - lo + 1 - len(ids))
 
-    shares = {s.seq: usable(min(common_prefix(s.tokens, prompt), limit), s.pos_min, n_swa) if reuse else 0 for s in free}
+    shares = {
+        s.seq: usable(min(common_prefix(s.tokens, prompt), limit), s.pos_min, n_swa) if reuse else 0 for s in free
+    }
 
     def score(s: SeqState) -> tuple[int, int, int]:
         hit = shares[s.seq] if shares[s.seq] > min_share * len(prompt) else 0
@@ -125,16 +132,21 @@ class HostCache:
     def covers(self, tokens: np.ndarray) -> bool:
         """An entry already serves every prompt these tokens could."""
         n = len(tokens)
-        return any(common_prefix(e.tokens, tokens) == n and usable(n, e.pos_min, self.n_swa) == n
-                   for e in self._entries.values())
+        return any(
+            common_prefix(e.tokens, tokens) == n and usable(n, e.pos_min, self.n_swa) == n
+            for e in self._entries.values()
+        )
 
     def put(self, tokens: np.ndarray, data: Any, size: int, pos_min: int = 0) -> bool:
         """Store a state; False when it cannot fit at all or is already covered."""
         if size > self.capacity or self.covers(tokens):
             return False
         pos_min = self.saved_pos_min(tokens, pos_min)
-        for key in [k for k, e in self._entries.items()
-                    if common_prefix(e.tokens, tokens) == len(e.tokens) and usable(len(e.tokens), pos_min, self.n_swa)]:
+        for key in [
+            k
+            for k, e in self._entries.items()
+            if common_prefix(e.tokens, tokens) == len(e.tokens) and usable(len(e.tokens), pos_min, self.n_swa)
+        ]:
             self._drop(key)
         while self.used + size > self.capacity:
             self._drop(next(iter(self._entries)))

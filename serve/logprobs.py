@@ -20,7 +20,9 @@ def _text(raw: bytes) -> str:
 def chat_content(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
     return [
         {
-            "token": _text(e.token), "logprob": e.logprob, "bytes": list(e.token),
+            "token": _text(e.token),
+            "logprob": e.logprob,
+            "bytes": list(e.token),
             "top_logprobs": [{"token": _text(t), "logprob": lp, "bytes": list(t)} for t, lp in e.top],
         }
         for e in entries

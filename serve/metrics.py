@@ -26,29 +26,61 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r, m = self.registry, self.model
-        self._requests = Counter("hearth_requests", "Requests by endpoint and status", ["model", "endpoint", "status"],
-                                 registry=r)
-        self._refused = Counter("hearth_requests_refused", "Requests refused (4xx) by endpoint and reason (the "
-                                "error code)", ["model", "endpoint", "reason"], registry=r)
+        self._requests = Counter(
+            "hearth_requests", "Requests by endpoint and status", ["model", "endpoint", "status"], registry=r
+        )
+        self._refused = Counter(
+            "hearth_requests_refused",
+            "Requests refused (4xx) by endpoint and reason (the error code)",
+            ["model", "endpoint", "reason"],
+            registry=r,
+        )
         # The rest are bound to this server's model once: the hot path pays no label lookup.
         self.running = Gauge("hearth_requests_running", "Requests being decoded", ["model"], registry=r).labels(m)
-        self.waiting = Gauge("hearth_requests_waiting", "Requests waiting for a sequence", ["model"],
-                             registry=r).labels(m)
-        self.prompt_tokens = Counter("hearth_prompt_tokens", "Prompt tokens of answered requests", ["model"],
-                                     registry=r).labels(m)
-        self.cached_prompt_tokens = Counter("hearth_prompt_tokens_cached", "Prompt tokens whose KV cells came from "
-                                            "the prompt cache", ["model"], registry=r).labels(m)
+        self.waiting = Gauge(
+            "hearth_requests_waiting", "Requests waiting for a sequence", ["model"], registry=r
+        ).labels(m)
+        self.prompt_tokens = Counter(
+            "hearth_prompt_tokens", "Prompt tokens of answered requests", ["model"], registry=r
+        ).labels(m)
+        self.cached_prompt_tokens = Counter(
+            "hearth_prompt_tokens_cached",
+            "Prompt tokens whose KV cells came from the prompt cache",
+            ["model"],
+            registry=r,
+        ).labels(m)
         self.tokens = Counter("hearth_generation_tokens", "Tokens generated", ["model"], registry=r).labels(m)
-        self.cache_ram = Gauge("hearth_prompt_cache_ram_bytes", "Host RAM held by saved sequence states", ["model"],
-                               registry=r).labels(m)
-        self.ttft = Histogram("hearth_time_to_first_token_seconds", "Time from request to first token", ["model"],
-                              buckets=LATENCY_BUCKETS, registry=r).labels(m)
-        self.itl = Histogram("hearth_inter_token_latency_seconds", "Time between two tokens of one request",
-                             ["model"], buckets=TOKEN_GAP_BUCKETS, registry=r).labels(m)
-        self.e2e = Histogram("hearth_e2e_request_latency_seconds", "Time from request to its last token", ["model"],
-                             buckets=REQUEST_BUCKETS, registry=r).labels(m)
-        self.tps = Histogram("hearth_tokens_per_second", "Decode speed of one request", ["model"],
-                             buckets=(1, 5, 10, 20, 40, 80, 160, 320, 640), registry=r).labels(m)
+        self.cache_ram = Gauge(
+            "hearth_prompt_cache_ram_bytes", "Host RAM held by saved sequence states", ["model"], registry=r
+        ).labels(m)
+        self.ttft = Histogram(
+            "hearth_time_to_first_token_seconds",
+            "Time from request to first token",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ).labels(m)
+        self.itl = Histogram(
+            "hearth_inter_token_latency_seconds",
+            "Time between two tokens of one request",
+            ["model"],
+            buckets=TOKEN_GAP_BUCKETS,
+            registry=r,
+        ).labels(m)
+        self.e2e = Histogram(
+            "hearth_e2e_request_latency_seconds",
+            "Time from request to its last token",
+            ["model"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        ).labels(m)
+        self.tps = Histogram(
+            "hearth_tokens_per_second",
+            "Decode speed of one request",
+            ["model"],
+            buckets=(1, 5, 10, 20, 40, 80, 160, 320, 640),
+            registry=r,
+        ).labels(m)
 
     def request(self, endpoint: str, status: int | str) -> None:
         self._requests.labels(self.model, endpoint, str(status)).inc()

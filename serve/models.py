@@ -77,8 +77,13 @@ def read_record(gguf: Path) -> dict[str, Any] | None:
 def write_record(gguf: Path, source: Path, source_hash: str, sha256: str | None = None) -> None:
     """Record what `gguf` came from and what it is; written to a temp file and renamed."""
     stat = gguf.stat()
-    record = {"source": str(source.resolve()), "source_hash": source_hash, "size": stat.st_size,
-              "sha256": sha256 or file_sha256(gguf), "stamp": _stamp(stat)}
+    record = {
+        "source": str(source.resolve()),
+        "source_hash": source_hash,
+        "size": stat.st_size,
+        "sha256": sha256 or file_sha256(gguf),
+        "stamp": _stamp(stat),
+    }
     fd, tmp = tempfile.mkstemp(prefix=f".{gguf.name}.", dir=gguf.parent)
     try:
         with os.fdopen(fd, "w") as f:
@@ -109,8 +114,9 @@ def check_cached(gguf: Path) -> str | None:
     return None
 
 
-def convert_cached(folder: Path, cache: Path = CACHE, progress: bool = False,
-                   say: Callable[[str], None] | None = None) -> Path:
+def convert_cached(
+    folder: Path, cache: Path = CACHE, progress: bool = False, say: Callable[[str], None] | None = None
+) -> Path:
     """The checked cached conversion of `folder`, converted now if missing or damaged. Raises ConfigError."""
     source_hash = content_hash(folder)
     out = cached_path(folder, cache, source_hash)
@@ -145,8 +151,10 @@ def checked_gguf(gguf: Path, say: Callable[[str], None] | None = None) -> Path:
         return gguf
     source = Path(record["source"])
     if not (source / "config.json").is_file() or content_hash(source) != record["source_hash"]:
-        raise ConfigError(f"{gguf}: this cached conversion {problem}, and its source {source} is gone or has changed; "
-                          f"delete the file, or serve the source folder to convert it again")
+        raise ConfigError(
+            f"{gguf}: this cached conversion {problem}, and its source {source} is gone or has changed; "
+            f"delete the file, or serve the source folder to convert it again"
+        )
     return convert_cached(source, gguf.parent, say=say)
 
 

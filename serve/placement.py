@@ -76,7 +76,9 @@ def resolve(
     if device_map == "gpu" or shape is None or free_vram is None:
         return Placement(999, "--device-map gpu: every layer on the GPU")
     n = fit_layers(shape, free_vram, n_ctx, kv_type)
-    return Placement(n, f"--device-map auto: {n} of {shape.n_layers + 1} layers fit in {free_vram / 2**30:.1f} GiB free")
+    return Placement(
+        n, f"--device-map auto: {n} of {shape.n_layers + 1} layers fit in {free_vram / 2**30:.1f} GiB free"
+    )
 
 
 # -- measuring the inputs (I/O kept apart from the arithmetic above) ------------------------------------------
@@ -122,7 +124,10 @@ def free_vram() -> int | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
         return int(out.splitlines()[0].strip()) * 2**20
     except (subprocess.SubprocessError, ValueError, IndexError, OSError):

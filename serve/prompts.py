@@ -48,8 +48,9 @@ def _raise(message: str) -> None:
     raise TemplateError(message)
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -115,8 +116,13 @@ class ChatTemplate:
         if reasoning == "none" and "enable_thinking" in self.source:
             extra["enable_thinking"] = False
         try:
-            return self._render(messages, tool_list, add_generation_prompt=True,
-                                reasoning_effort=TEMPLATE_LEVELS.get(reasoning, reasoning), **extra)
+            return self._render(
+                messages,
+                tool_list,
+                add_generation_prompt=True,
+                reasoning_effort=TEMPLATE_LEVELS.get(reasoning, reasoning),
+                **extra,
+            )
         except TemplateError as err:
             raise InvalidRequest(f"the chat template rejected these messages: {err}", param="messages") from err
 

@@ -35,8 +35,12 @@ class Inline:
 
 def stream_delta(event: Text | ToolCallStart | ToolCallArgs, separate: bool, inline: Inline) -> dict[str, Any]:
     if isinstance(event, ToolCallStart):
-        call = {"index": event.index, "id": event.id, "type": "function",
-                "function": {"name": event.name, "arguments": ""}}
+        call = {
+            "index": event.index,
+            "id": event.id,
+            "type": "function",
+            "function": {"name": event.name, "arguments": ""},
+        }
         return {"tool_calls": [call]}
     if isinstance(event, ToolCallArgs):
         return {"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]}
@@ -48,12 +52,15 @@ def stream_delta(event: Text | ToolCallStart | ToolCallArgs, separate: bool, inl
 
 
 def tool_calls(result: ChatResult) -> list[dict[str, Any]]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.strip()}}
-            for c in result.calls]
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments.strip()}}
+        for c in result.calls
+    ]
 
 
-def chat_message(result: ChatResult, separate: bool, include: Collection[str] | None, harmony: bool,
-                 raw: str) -> dict[str, Any]:
+def chat_message(
+    result: ChatResult, separate: bool, include: Collection[str] | None, harmony: bool, raw: str
+) -> dict[str, Any]:
     texts = result.channels
     calls = tool_calls(result)
     if not separate:

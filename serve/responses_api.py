@@ -75,7 +75,11 @@ def input_messages(req: ResponsesRequest, earlier: Messages) -> Messages:
                 message["reasoning_content"], reasoning = reasoning, ""
             out.append(message)
         elif isinstance(item, FunctionCallItem):
-            call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+            call = {
+                "id": item.call_id,
+                "type": "function",
+                "function": {"name": item.name, "arguments": item.arguments},
+            }
             called.add(item.call_id)
             last = out[-1] if out else None
             if last is not None and last["role"] == "assistant" and not reasoning:
@@ -87,28 +91,39 @@ def input_messages(req: ResponsesRequest, earlier: Messages) -> Messages:
                 out.append(message)
         elif isinstance(item, FunctionCallOutputItem):
             if item.call_id not in called:
-                raise InvalidRequest(f"function_call_output answers {item.call_id!r}, which no earlier function_call "
-                                     "made", param=f"input.{i}.call_id")
+                raise InvalidRequest(
+                    f"function_call_output answers {item.call_id!r}, which no earlier function_call made",
+                    param=f"input.{i}.call_id",
+                )
             out.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text})
     return out
 
 
 def chat_request(req: ResponsesRequest, messages: Messages) -> ChatRequest:
     body: dict[str, Any] = {
-        "model": req.model, "messages": messages, "reasoning": req.level,
-        "developer_instructions": req.instructions, "max_tokens": req.max_output_tokens,
-        "temperature": req.temperature, "top_p": req.top_p, "stream": req.stream, "user": req.user,
+        "model": req.model,
+        "messages": messages,
+        "reasoning": req.level,
+        "developer_instructions": req.instructions,
+        "max_tokens": req.max_output_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "stream": req.stream,
+        "user": req.user,
         "parallel_tool_calls": req.parallel_tool_calls,
     }
     if req.tools:
         # `strict` is an API flag (Responses sets it by default), not part of the tool the model reads; our grammar
         # holds calls to the schema either way.
-        body["tools"] = [{"type": "function", "function": t.model_dump(exclude={"type", "strict"}, exclude_none=True)}
-                         for t in req.tools]
+        body["tools"] = [
+            {"type": "function", "function": t.model_dump(exclude={"type", "strict"}, exclude_none=True)}
+            for t in req.tools
+        ]
     if req.tool_choice is not None:
         choice = req.tool_choice
-        body["tool_choice"] = choice if isinstance(choice, str) else {"type": "function",
-                                                                      "function": {"name": choice.name}}
+        body["tool_choice"] = (
+            choice if isinstance(choice, str) else {"type": "function", "function": {"name": choice.name}}
+        )
     fmt = req.text.format if req.text else None
     if fmt is not None and fmt.type != "text":
         body["response_format"] = {"type": fmt.type}
@@ -140,10 +155,21 @@ class Output:
         if block.kind == THINKING:
             return {"type": "reasoning", "id": item_id, "summary": [], "content": [_part(THINKING, block.text)]}
         if block.kind == TEXT:
-            return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-                    "content": [_part(TEXT, block.text)]}
-        return {"type": "function_call", "id": item_id, "call_id": block.call_id, "name": block.name,
-                "arguments": block.text, "status": status}
+            return {
+                "type": "message",
+                "id": item_id,
+                "status": status,
+                "role": "assistant",
+                "content": [_part(TEXT, block.text)],
+            }
+        return {
+            "type": "function_call",
+            "id": item_id,
+            "call_id": block.call_id,
+            "name": block.name,
+            "arguments": block.text,
+            "status": status,
+        }
 
 
 def _part(kind: str, text: str) -> dict[str, Any]:
@@ -163,23 +189,38 @@ def usage(finish: Finish) -> dict[str, Any]:
     }
 
 
-def response_object(req: ResponsesRequest, meta: dict[str, Any], status: str, output: list[dict[str, Any]],
-                    finish: Finish | None = None, error: str | None = None) -> dict[str, Any]:
+def response_object(
+    req: ResponsesRequest,
+    meta: dict[str, Any],
+    status: str,
+    output: list[dict[str, Any]],
+    finish: Finish | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
     choice = req.tool_choice
     fmt = req.text.format if req.text else None
     return {
-        **meta, "object": "response", "status": status,
+        **meta,
+        "object": "response",
+        "status": status,
         "error": {"code": "server_error", "message": error} if error else None,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-        "instructions": req.instructions, "max_output_tokens": req.max_output_tokens,
-        "output": output, "parallel_tool_calls": req.parallel_tool_calls,
+        "instructions": req.instructions,
+        "max_output_tokens": req.max_output_tokens,
+        "output": output,
+        "parallel_tool_calls": req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
         "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": None},
-        "store": req.store, "temperature": req.temperature,
+        "store": req.store,
+        "temperature": req.temperature,
         "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}},
         "tool_choice": (choice if isinstance(choice, str) else choice.model_dump()) if choice else "auto",
-        "tools": [t.model_dump() for t in req.tools or ()], "top_p": req.top_p, "truncation": "disabled",
-        "usage": usage(finish) if finish else None, "user": req.user, "metadata": req.metadata or {},
+        "tools": [t.model_dump() for t in req.tools or ()],
+        "top_p": req.top_p,
+        "truncation": "disabled",
+        "usage": usage(finish) if finish else None,
+        "user": req.user,
+        "metadata": req.metadata or {},
     }
 
 
@@ -189,20 +230,23 @@ def final_status(finish: Finish) -> str:
 
 def conversation(messages: Messages, blocks: Blocks) -> Messages:
     """The conversation to store: the request's messages and the answer as one assistant message."""
-    answer: dict[str, Any] = {"role": "assistant",
-                              "content": "".join(b.text for b in blocks.blocks if b.kind == TEXT)}
+    answer: dict[str, Any] = {"role": "assistant", "content": "".join(b.text for b in blocks.blocks if b.kind == TEXT)}
     thinking = "\n\n".join(b.text for b in blocks.blocks if b.kind == THINKING)
     if thinking:
         answer["reasoning_content"] = thinking
-    calls = [{"id": b.call_id, "type": "function", "function": {"name": b.name, "arguments": b.text or "{}"}}
-             for b in blocks.blocks if b.kind == CALL]
+    calls = [
+        {"id": b.call_id, "type": "function", "function": {"name": b.name, "arguments": b.text or "{}"}}
+        for b in blocks.blocks
+        if b.kind == CALL
+    ]
     if calls:
         answer["tool_calls"] = calls
     return [*messages, answer]
 
 
-async def respond(runtime: Runtime, store: ResponseStore, req: ResponsesRequest
-                  ) -> dict[str, Any] | AsyncGenerator[SseEvent, None]:
+async def respond(
+    runtime: Runtime, store: ResponseStore, req: ResponsesRequest
+) -> dict[str, Any] | AsyncGenerator[SseEvent, None]:
     """The whole response, or (stream) its events; errors before generation raise (the API's error body)."""
     earlier = history(store, req)
     messages = earlier + input_messages(req, earlier)
@@ -255,8 +299,10 @@ def _step_events(step: Step, blocks: Blocks, output: Output, event: _Events, sta
         if step.kind == CALL:
             return [event("response.output_item.added", output_index=step.index, item=item)]
         item["content"] = []
-        return [event("response.output_item.added", output_index=step.index, item=item),
-                event("response.content_part.added", **at, content_index=0, part=_part(step.kind, ""))]
+        return [
+            event("response.output_item.added", output_index=step.index, item=item),
+            event("response.content_part.added", **at, content_index=0, part=_part(step.kind, "")),
+        ]
     item_id = output.ids[step.index]
     at = {"item_id": item_id, "output_index": step.index}
     block = blocks.blocks[step.index]
@@ -268,13 +314,20 @@ def _step_events(step: Step, blocks: Blocks, output: Output, event: _Events, sta
         return [event("response.output_text.delta", **at, content_index=0, delta=step.text, logprobs=[])]
     done = output.item(step.index, block, status)
     if step.kind == CALL:
-        return [event("response.function_call_arguments.done", **at, name=block.name, arguments=step.text),
-                event("response.output_item.done", output_index=step.index, item=done)]
-    text_done = (event("response.reasoning_text.done", **at, content_index=0, text=step.text) if step.kind == THINKING
-                 else event("response.output_text.done", **at, content_index=0, text=step.text, logprobs=[]))
-    return [text_done,
-            event("response.content_part.done", **at, content_index=0, part=_part(step.kind, step.text)),
-            event("response.output_item.done", output_index=step.index, item=done)]
+        return [
+            event("response.function_call_arguments.done", **at, name=block.name, arguments=step.text),
+            event("response.output_item.done", output_index=step.index, item=done),
+        ]
+    text_done = (
+        event("response.reasoning_text.done", **at, content_index=0, text=step.text)
+        if step.kind == THINKING
+        else event("response.output_text.done", **at, content_index=0, text=step.text, logprobs=[])
+    )
+    return [
+        text_done,
+        event("response.content_part.done", **at, content_index=0, part=_part(step.kind, step.text)),
+        event("response.output_item.done", output_index=step.index, item=done),
+    ]
 
 
 async def _stream(chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep: Any) -> AsyncGenerator[SseEvent, None]:
@@ -286,16 +339,19 @@ async def _stream(chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep:
             if isinstance(chat_event, Error):
                 yield event("error", code="server_error", message=chat_event.message, param=None)
                 items = [output.item(i, b, "incomplete") for i, b in enumerate(blocks.blocks)]
-                yield event("response.failed", response=response_object(req, meta, "failed", items,
-                                                                         error=chat_event.message))
+                yield event(
+                    "response.failed", response=response_object(req, meta, "failed", items, error=chat_event.message)
+                )
                 return
             if isinstance(chat_event, Finish):
                 status = final_status(chat_event)
                 for step in blocks.close():
                     for item in _step_events(step, blocks, output, event, status):
                         yield item
-                items = [output.item(i, b, status if i == len(blocks.blocks) - 1 else "completed")
-                         for i, b in enumerate(blocks.blocks)]
+                items = [
+                    output.item(i, b, status if i == len(blocks.blocks) - 1 else "completed")
+                    for i, b in enumerate(blocks.blocks)
+                ]
                 keep(blocks)
                 yield event(f"response.{status}", response=response_object(req, meta, status, items, chat_event))
                 return

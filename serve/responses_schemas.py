@@ -17,8 +17,15 @@ from serve.schemas import MAX_MESSAGES, MAX_TOOLS, TOOL_NAME
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text")
 # effort -> the API's reasoning level (`xhigh` and `max` are the highest a template knows)
-EFFORTS = {"none": "none", "minimal": "minimal", "low": "low", "medium": "medium", "high": "high",
-           "xhigh": "high", "max": "high"}
+EFFORTS = {
+    "none": "none",
+    "minimal": "minimal",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+    "max": "high",
+}
 
 
 class _Model(BaseModel):
@@ -43,8 +50,10 @@ def _text_parts(v: Any) -> Any:
         for part in v:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind not in TEXT_PARTS:
-                raise ValueError(f"{kind!r} content parts are not supported; this server reads text parts "
-                                 f"({', '.join(TEXT_PARTS[:3])})")
+                raise ValueError(
+                    f"{kind!r} content parts are not supported; this server reads text parts "
+                    f"({', '.join(TEXT_PARTS[:3])})"
+                )
     return v
 
 
@@ -180,8 +189,9 @@ class ResponsesRequest(_Model):
             for item in v:
                 kind = item.get("type", "message") if isinstance(item, dict) else None
                 if kind not in ITEM_TYPES:
-                    raise ValueError(f"{kind!r} input items are not supported; this server reads "
-                                     f"{', '.join(ITEM_TYPES)} items")
+                    raise ValueError(
+                        f"{kind!r} input items are not supported; this server reads {', '.join(ITEM_TYPES)} items"
+                    )
             return [{**item, "type": item.get("type", "message")} for item in v]  # a message may omit its type
         return v
 

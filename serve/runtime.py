@@ -97,18 +97,34 @@ class Runtime:
         model_type = c.model_type or MODEL_TYPES.get(arch, "generic")
         bos = model.token_text(ll.llama_vocab_bos(model.vocab)) if ll.llama_vocab_bos(model.vocab) >= 0 else ""
         eos = model.token_text(ll.llama_vocab_eos(model.vocab)) if ll.llama_vocab_eos(model.vocab) >= 0 else ""
-        template = chat_template(model.meta("tokenizer.chat_template"), "gpt-oss" if model_type == "gpt-oss" else arch, bos, eos)
+        template = chat_template(
+            model.meta("tokenizer.chat_template"), "gpt-oss" if model_type == "gpt-oss" else arch, bos, eos
+        )
         ctx = min(c.ctx_size, model.n_ctx_train or c.ctx_size)
         engine = Engine(
-            model, c.max_concurrent, ctx, prompt_chunk=c.prompt_chunk, threads=c.threads,
-            flash_attn=c.flash_attn, kv_type=c.kv_type, cache_ram=cache_ram_bytes(c.cache_ram), swa_full=c.swa_full,
+            model,
+            c.max_concurrent,
+            ctx,
+            prompt_chunk=c.prompt_chunk,
+            threads=c.threads,
+            flash_attn=c.flash_attn,
+            kv_type=c.kv_type,
+            cache_ram=cache_ram_bytes(c.cache_ram),
+            swa_full=c.swa_full,
             dispatch=self._dispatch,
         )
         engine.start()
         tools = template.tool_support
-        log.info("loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
-                 self.model_name, model_type, template.format.value, tools.format.value if tools.native else "generic",
-                 c.max_concurrent, engine.ctx_per_seq, engine.host.capacity // MIB if engine.host is not None else 0)
+        log.info(
+            "loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
+            self.model_name,
+            model_type,
+            template.format.value,
+            tools.format.value if tools.native else "generic",
+            c.max_concurrent,
+            engine.ctx_per_seq,
+            engine.host.capacity // MIB if engine.host is not None else 0,
+        )
         return Loaded(model, engine, template, model_type)
 
     def drain(self) -> None:

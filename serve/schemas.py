@@ -177,7 +177,9 @@ class Sampling(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, strict=True, validation_alias=AliasChoices("max_tokens", "max_completion_tokens"))
+    max_tokens: int | None = Field(
+        None, ge=1, strict=True, validation_alias=AliasChoices("max_tokens", "max_completion_tokens")
+    )
     temperature: float = Field(1.0, ge=0.0, le=2.0, strict=True, allow_inf_nan=False)
     top_p: float = Field(1.0, gt=0.0, le=1.0, strict=True, allow_inf_nan=False)
     top_k: int = Field(0, ge=0, strict=True)
@@ -191,7 +193,9 @@ class Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     n: int = Field(1, strict=True)
-    cache_prompt: bool = Field(True, strict=True)  # llama.cpp's name: false decodes the whole prompt, reusing no cached prefix
+    cache_prompt: bool = Field(
+        True, strict=True
+    )  # llama.cpp's name: false decodes the whole prompt, reusing no cached prefix
 
     @property
     def logprob_count(self) -> int | None:

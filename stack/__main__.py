@@ -35,16 +35,18 @@ def banner(sup: Supervisor) -> str:
     first = stack.models[0].name
     body = json.dumps({"model": first, "messages": [{"role": "user", "content": EXAMPLE_QUESTION}]})
     # Never the key itself: a terminal's scrollback and a CI log are read by others.
-    auth = " -H \"Authorization: Bearer $HEARTH_API_KEY\"" if stack.router.api_key else ""
+    auth = ' -H "Authorization: Bearer $HEARTH_API_KEY"' if stack.router.api_key else ""
     names = ", ".join(n for m in stack.models for n in m.names)
-    return "\n".join([
-        f"ready. OpenAI API at {sup.api_url}  (models: {names})",
-        f"logs in {sup.state_dir / 'logs'}, process table in {sup.state_dir / 'state.json'}, "
-        f"the router's admin key in {sup.state_dir / 'keys' / 'admin.key'}",
-        *(["clients need the api_key: export HEARTH_API_KEY=<your api_key> for the line below"] if auth else []),
-        f"curl {sup.api_url}/chat/completions -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}",
-        "Ctrl-C stops everything.",
-    ])
+    return "\n".join(
+        [
+            f"ready. OpenAI API at {sup.api_url}  (models: {names})",
+            f"logs in {sup.state_dir / 'logs'}, process table in {sup.state_dir / 'state.json'}, "
+            f"the router's admin key in {sup.state_dir / 'keys' / 'admin.key'}",
+            *(["clients need the api_key: export HEARTH_API_KEY=<your api_key> for the line below"] if auth else []),
+            f"curl {sup.api_url}/chat/completions -H 'Content-Type: application/json'{auth} -d {shlex.quote(body)}",
+            "Ctrl-C stops everything.",
+        ]
+    )
 
 
 async def supervise(sup: Supervisor) -> None:
@@ -64,8 +66,9 @@ def load(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> tup
         raise ConfigError(str(err)) from None
     options = loaded.settings
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in loaded.sections.items()}
-    origin = {(section, key): PROGRAM.env_name(f"{section}__{key}") for section, given in overrides.items()
-              for key in given}
+    origin = {
+        (section, key): PROGRAM.env_name(f"{section}__{key}") for section, given in overrides.items() for key in given
+    }
     if options.port is not None:
         overrides.setdefault("router", {})["port"] = options.port
         origin["router", "port"] = loaded.origin.get("port", "--port")
@@ -97,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("placement plan:\n%s", plan.render())
         vram, ram, reserve = budgets(stack, free)
         sup = Supervisor(
-            stack, ggufs, {m.name: model_type(m, sizes[m.name]) for m in stack.models},
-            {m.name: plan.layers(m.name) for m in stack.models}, options.state_dir,
-            load_timeout=options.load_timeout, log_level=level,
-            catalog_models=catalog_models(stack, model_needs(stack, sizes), plan, reserve, gpu), budget=(vram, ram),
+            stack,
+            ggufs,
+            {m.name: model_type(m, sizes[m.name]) for m in stack.models},
+            {m.name: plan.layers(m.name) for m in stack.models},
+            options.state_dir,
+            load_timeout=options.load_timeout,
+            log_level=level,
+            catalog_models=catalog_models(stack, model_needs(stack, sizes), plan, reserve, gpu),
+            budget=(vram, ram),
         )
         asyncio.run(supervise(sup))
     except StackError as err:

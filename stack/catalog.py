@@ -15,15 +15,27 @@ def catalog_models(
     out = []
     for m in stack.models:
         options = costs(by_name[m.name], reserve, gpu)
-        out.append(CatalogModel(
-            name=m.name, names=m.names, replicas=m.replicas, ttl=m.ttl, preload=m.preload, pinned=m.pinned,
-            preload_layers=plan.layers(m.name) if m.preload else None,
-            costs=[CostEntry(layers=c.layers, vram=c.vram, ram=c.ram) for c in options],
-        ))
+        out.append(
+            CatalogModel(
+                name=m.name,
+                names=m.names,
+                replicas=m.replicas,
+                ttl=m.ttl,
+                preload=m.preload,
+                pinned=m.pinned,
+                preload_layers=plan.layers(m.name) if m.preload else None,
+                costs=[CostEntry(layers=c.layers, vram=c.vram, ram=c.ram) for c in options],
+            )
+        )
     return out
 
 
-def build_catalog(models: list[CatalogModel], vram: int | None, ram: int | None, url: str, key: str,
-                  load_timeout: float) -> Catalog:
-    return Catalog(control=Control(url=url, key=key), budget=BudgetEntry(vram=vram, ram=ram), load_timeout=load_timeout,
-                   models=models)
+def build_catalog(
+    models: list[CatalogModel], vram: int | None, ram: int | None, url: str, key: str, load_timeout: float
+) -> Catalog:
+    return Catalog(
+        control=Control(url=url, key=key),
+        budget=BudgetEntry(vram=vram, ram=ram),
+        load_timeout=load_timeout,
+        models=models,
+    )

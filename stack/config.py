@@ -36,10 +36,18 @@ class RouterSection(BaseModel):
     port: int = Field(ROUTE["port"].default, ge=0, le=65535, description="the router's port (0: any free port)")
     strategy: StrategyName = Field(ROUTE["strategy"].default, description="default routing strategy")
     model_strategies: dict[str, StrategyName] = Field(default_factory=dict, description="strategy per model name")
-    health_interval: float = Field(HEALTH_INTERVAL, gt=0, le=3600, description="seconds between the router's health checks")
-    max_retries: int = Field(ROUTE["max_retries"].default, ge=0, le=10, description="retries on another backend before a response starts")
-    timeout: float = Field(ROUTE["timeout"].default, gt=0, description="seconds the router waits for a backend's next bytes")
-    admin_key: str | None = Field(None, min_length=1, description="the router's admin key (default: one made at each start)")
+    health_interval: float = Field(
+        HEALTH_INTERVAL, gt=0, le=3600, description="seconds between the router's health checks"
+    )
+    max_retries: int = Field(
+        ROUTE["max_retries"].default, ge=0, le=10, description="retries on another backend before a response starts"
+    )
+    timeout: float = Field(
+        ROUTE["timeout"].default, gt=0, description="seconds the router waits for a backend's next bytes"
+    )
+    admin_key: str | None = Field(
+        None, min_length=1, description="the router's admin key (default: one made at each start)"
+    )
     admin_key_file: Path | None = Field(None, description="an owner-only file holding the admin key")
     api_key: str | None = Field(None, min_length=1, description="key clients must give the router on /v1/*")
     api_key_file: Path | None = Field(None, description="an owner-only file holding the API key")
@@ -59,6 +67,7 @@ class RouterSection(BaseModel):
                 except KeyFileError as err:
                     raise ValueError(str(err)) from None
         return data
+
     state_file: Path | None = Field(None, description="where the router keeps registrations across restarts")
 
 
@@ -137,7 +146,9 @@ class StackConfig(BaseModel):
                 continue
             wanted = set(range(model.port, model.port + model.replicas))
             if wanted & ports or max(wanted) > 65535:
-                raise ValueError(f"models.{i}.port: ports {model.port}..{max(wanted)} clash with another port or run past 65535")
+                raise ValueError(
+                    f"models.{i}.port: ports {model.port}..{max(wanted)} clash with another port or run past 65535"
+                )
             ports |= wanted
         return self
 
@@ -178,8 +189,13 @@ def overlay(raw: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[s
     return out
 
 
-def parse_stack(raw: dict[str, Any], base: Path, label: str = "stack", overrides: dict[str, dict[str, Any]] | None = None,
-                origin: dict[tuple[str, str], str] | None = None) -> StackConfig:
+def parse_stack(
+    raw: dict[str, Any],
+    base: Path,
+    label: str = "stack",
+    overrides: dict[str, dict[str, Any]] | None = None,
+    origin: dict[tuple[str, str], str] | None = None,
+) -> StackConfig:
     """Validate a stack file's contents; `overrides` ({section: {key: value}}) go over its [router] and [budget],
     and an error in one of them is named by `origin` ((section, key) -> `HEARTH_STACK_ROUTER__PORT`, `--port`)."""
     try:
@@ -193,8 +209,11 @@ def parse_stack(raw: dict[str, Any], base: Path, label: str = "stack", overrides
         raise ConfigError(f"{label}: {first_error(err, default='stack')}") from None
 
 
-def load_stack(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-               origin: dict[tuple[str, str], str] | None = None) -> StackConfig:
+def load_stack(
+    path: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    origin: dict[tuple[str, str], str] | None = None,
+) -> StackConfig:
     """Read and validate a stack file (default: the built-in one), with parse_stack's overrides. Raises ConfigError."""
     path = path or DEFAULT_STACK
     try:
@@ -216,27 +235,40 @@ class StackOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    file: Path | None = Field(None, description="the stack file; default: the built-in stack/default.toml (the demo "
-                                                "models)")
-    state_dir: Path = Field(STATE_DIR, description="logs, state.json, keys and the router's config go here; "
-                                                   "default: stack/ in the cache directory ($HEARTH_CACHE, else "
-                                                   "the user's cache directory)")
+    file: Path | None = Field(
+        None, description="the stack file; default: the built-in stack/default.toml (the demo models)"
+    )
+    state_dir: Path = Field(
+        STATE_DIR,
+        description="logs, state.json, keys and the router's config go here; "
+        "default: stack/ in the cache directory ($HEARTH_CACHE, else "
+        "the user's cache directory)",
+    )
     port: int | None = Field(None, ge=0, le=65535, description="the router's port, over the stack file's [router] port")
     plan_only: bool = Field(False, description="convert and print the placement plan, start nothing")
-    load_timeout: float = Field(600.0, gt=0, description="seconds a model server may take to load, and a request may "
-                                                         "wait for its model")
+    load_timeout: float = Field(
+        600.0, gt=0, description="seconds a model server may take to load, and a request may wait for its model"
+    )
 
 
 PROGRAM = Program(
-    "stack", StackOptions, "python -m stack",
+    "stack",
+    StackOptions,
+    "python -m stack",
     "Run the whole stack from one stack file: convert what needs converting, start a model server per model and "
     "the router, supervise them until Ctrl-C.",
-    options={"file": Option(metavar="STACK_FILE")}, positional="file", sections=SECTIONS, script="hearth",
-    refused={f"--{name}": f"--{name} would put the key on the command line, where every user can read it (ps): use "
-                          f"{name.replace('-', '_')}_file in the stack file's [router] or "
-                          f"HEARTH_STACK_ROUTER__{name.replace('-', '_').upper()}" for name in ("api-key", "admin-key")},
+    options={"file": Option(metavar="STACK_FILE")},
+    positional="file",
+    sections=SECTIONS,
+    script="hearth",
+    refused={
+        f"--{name}": f"--{name} would put the key on the command line, where every user can read it (ps): use "
+        f"{name.replace('-', '_')}_file in the stack file's [router] or "
+        f"HEARTH_STACK_ROUTER__{name.replace('-', '_').upper()}"
+        for name in ("api-key", "admin-key")
+    },
     epilog="[router] and [budget] entries of the stack file too: HEARTH_STACK_ROUTER__HEALTH_INTERVAL=10, "
-           "HEARTH_STACK_BUDGET__VRAM_GB=4, HEARTH_STACK_ROUTER__API_KEY (over the file; a key never on the "
-           "command line). The stack's children take their settings from the stack file only: HEARTH_SERVE_* and "
-           "HEARTH_ROUTE_* are not passed on to them.",
+    "HEARTH_STACK_BUDGET__VRAM_GB=4, HEARTH_STACK_ROUTER__API_KEY (over the file; a key never on the "
+    "command line). The stack's children take their settings from the stack file only: HEARTH_SERVE_* and "
+    "HEARTH_ROUTE_* are not passed on to them.",
 )

@@ -103,8 +103,9 @@ async def start_control(executor: Executor, key: str) -> ControlServer:
         return web.json_response({"ok": True})
 
     app = web.Application(middlewares=[auth], client_max_size=64 * 1024)
-    app.add_routes([web.get("/models", models), web.post("/start", start), web.post("/stop", stop),
-                    web.post("/ready", ready)])
+    app.add_routes(
+        [web.get("/models", models), web.post("/start", start), web.post("/stop", stop), web.post("/ready", ready)]
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -44,8 +44,15 @@ def read_info(path: Path) -> GGUFInfo:
 
         tokens = reader.fields.get("tokenizer.ggml.tokens")
         n_vocab = len(tokens.data) if tokens is not None else number("vocab_size")
-        info = GGUFInfo(shape, sum(int(t.n_bytes) for t in reader.tensors), arch, n_vocab, number("attention.head_count"),
-                        number("feed_forward_length"), number("context_length"))
+        info = GGUFInfo(
+            shape,
+            sum(int(t.n_bytes) for t in reader.tensors),
+            arch,
+            n_vocab,
+            number("attention.head_count"),
+            number("feed_forward_length"),
+            number("context_length"),
+        )
     except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
         raise InfoError(f"{path}: not a readable GGUF file ({type(err).__name__}: {err})") from None
     return info

@@ -62,7 +62,8 @@ class Plan:
     def render(self) -> str:
         header = ("model", "replicas", "GPU layers", "VRAM", "RAM")
         lines = [header] + [
-            (r.name, str(r.replicas), f"{r.gpu_layers}/{r.total_layers}", human(r.vram), human(r.ram)) for r in self.rows
+            (r.name, str(r.replicas), f"{r.gpu_layers}/{r.total_layers}", human(r.vram), human(r.ram))
+            for r in self.rows
         ]
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
@@ -168,8 +169,14 @@ def _row(m: ModelNeeds, n_gpu: int, reserve: int) -> PlanRow:
     return PlanRow(m.name, m.replicas, n_gpu, m.shape.n_layers + 1, vram * m.replicas, ram * m.replicas)
 
 
-def plan_stack(models: list[ModelNeeds], preload: set[str], budget: int | None, ram_budget: int | None, gpu: bool,
-               reserve: int = 512 * 2**20) -> Plan:
+def plan_stack(
+    models: list[ModelNeeds],
+    preload: set[str],
+    budget: int | None,
+    ram_budget: int | None,
+    gpu: bool,
+    reserve: int = 512 * 2**20,
+) -> Plan:
     """The start-up plan: the preloaded models placed together by `plan`, the others at their best placement alone
     (they load on demand beside whatever is loaded then), and a note on what is loaded when."""
     loaded = plan([m for m in models if m.name in preload], budget, gpu, reserve)

@@ -25,6 +25,7 @@ log = logging.getLogger("stack")
 
 def gguf_for(model: ModelSection, cache: Path = CACHE, progress: bool = True) -> Path:
     """The GGUF to serve: the source itself, or its cached conversion (checked; made now if missing or damaged)."""
+
     def say(line: str) -> None:
         log.info("%s: %s", model.name, line)
 
@@ -68,13 +69,20 @@ def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNee
             kv_tokens, ubatch, ctx = batch, batch, batch
         else:
             kv_tokens, ubatch = ctx * m.max_concurrent, chunk + m.max_concurrent
-        out.append(ModelNeeds(
-            name=m.name, shape=info.shape, total_bytes=info.total_bytes,
-            n_ctx=kv_tokens, kv_type=m.kv_type, replicas=m.replicas,
-            device_map=m.device_map, n_gpu_layers=m.n_gpu_layers,
-            host_compute=compute_bytes(ubatch, info.n_vocab, info.n_head, info.n_ff, ctx),
-            process=PROCESS_BYTES,
-        ))
+        out.append(
+            ModelNeeds(
+                name=m.name,
+                shape=info.shape,
+                total_bytes=info.total_bytes,
+                n_ctx=kv_tokens,
+                kv_type=m.kv_type,
+                replicas=m.replicas,
+                device_map=m.device_map,
+                n_gpu_layers=m.n_gpu_layers,
+                host_compute=compute_bytes(ubatch, info.n_vocab, info.n_head, info.n_ff, ctx),
+                process=PROCESS_BYTES,
+            )
+        )
     return out
 
 

@@ -86,8 +86,13 @@ class Child:
 
     def view(self) -> dict[str, Any]:
         return {
-            "name": self.name, "url": self.url, "pid": self.proc.pid if self.proc else None, "status": self.status,
-            "restarts": self.restarts, "last_exit": self.last_exit, "log": str(self.log),
+            "name": self.name,
+            "url": self.url,
+            "pid": self.proc.pid if self.proc else None,
+            "status": self.status,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "log": str(self.log),
             **({"models": self.model.names, "model_type": self.model_type} if self.model else {}),
         }
 
@@ -111,8 +116,13 @@ def _toml_value(value: Any) -> str:
 def router_toml(stack: StackConfig, port: int, catalog: Path | None = None) -> str:
     r = stack.router
     values = {
-        "host": r.host, "port": port, "strategy": r.strategy, "health_interval": r.health_interval,
-        "max_retries": r.max_retries, "timeout": r.timeout, "state_file": r.state_file,
+        "host": r.host,
+        "port": port,
+        "strategy": r.strategy,
+        "health_interval": r.health_interval,
+        "max_retries": r.max_retries,
+        "timeout": r.timeout,
+        "state_file": r.state_file,
         "catalog": catalog,
     }
     lines = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
@@ -124,9 +134,25 @@ def router_toml(stack: StackConfig, port: int, catalog: Path | None = None) -> s
 
 def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int) -> list[str]:
     argv = [
-        sys.executable, "-m", "serve", "--model-path", str(gguf), "--model-name", model.name, "--port", str(port),
-        "--n-gpu-layers", str(n_gpu_layers), "--ctx-size", str(model.ctx_size),
-        "--max-concurrent", str(model.max_concurrent), "--max-queue", str(model.max_queue), "--kv-type", model.kv_type,
+        sys.executable,
+        "-m",
+        "serve",
+        "--model-path",
+        str(gguf),
+        "--model-name",
+        model.name,
+        "--port",
+        str(port),
+        "--n-gpu-layers",
+        str(n_gpu_layers),
+        "--ctx-size",
+        str(model.ctx_size),
+        "--max-concurrent",
+        str(model.max_concurrent),
+        "--max-queue",
+        str(model.max_queue),
+        "--kv-type",
+        model.kv_type,
     ]
     if model.model_type:
         argv += ["--model-type", model.model_type]
@@ -187,22 +213,46 @@ class Supervisor:
         config.touch(mode=0o600)  # it may hold the admin key
         config.chmod(0o600)
         config.write_text(router_toml(self.stack, port, self.catalog_path))
-        self.router = Child("router", [sys.executable, "-m", "route", "--config", str(config)],
-                            f"http://{host}:{port}", "/status", logs / "router.log", env=router_env, headers=admin)
+        self.router = Child(
+            "router",
+            [sys.executable, "-m", "route", "--config", str(config)],
+            f"http://{host}:{port}",
+            "/status",
+            logs / "router.log",
+            env=router_env,
+            headers=admin,
+        )
         for m in self.stack.models:
             first = m.port or 0
             for i in range(m.replicas):
                 port = first + i if first else free_port()
                 name = m.name if m.replicas == 1 else f"{m.name}-{i + 1}"
                 argv = serve_argv(m, self.ggufs[m.name], port, self.gpu_layers[m.name])
-                self.servers.append(Child(name, argv, f"http://127.0.0.1:{port}", "/health", logs / f"{name}.log",
-                                          m, self.model_types[m.name], env={"HEARTH_SERVE_API_KEY": backend_key},
-                                          status="starting" if m.preload else "unloaded"))
+                self.servers.append(
+                    Child(
+                        name,
+                        argv,
+                        f"http://127.0.0.1:{port}",
+                        "/health",
+                        logs / f"{name}.log",
+                        m,
+                        self.model_types[m.name],
+                        env={"HEARTH_SERVE_API_KEY": backend_key},
+                        status="starting" if m.preload else "unloaded",
+                    )
+                )
         if self.catalog_models is None:
             self.catalog_models = [
-                CatalogModel(name=m.name, names=m.names, replicas=m.replicas, ttl=m.ttl, preload=m.preload,
-                             pinned=m.pinned, preload_layers=self.gpu_layers[m.name],
-                             costs=[CostEntry(layers=self.gpu_layers[m.name], vram=0, ram=0)])
+                CatalogModel(
+                    name=m.name,
+                    names=m.names,
+                    replicas=m.replicas,
+                    ttl=m.ttl,
+                    preload=m.preload,
+                    pinned=m.pinned,
+                    preload_layers=self.gpu_layers[m.name],
+                    costs=[CostEntry(layers=self.gpu_layers[m.name], vram=0, ram=0)],
+                )
                 for m in self.stack.models
             ]
 
@@ -217,8 +267,13 @@ class Supervisor:
     # -- the state file -------------------------------------------------------------------------------------------
 
     def write_state(self) -> None:
-        state = {"pid": os.getpid(), "api": self.api_url, "keys": str(self.state_dir / "keys"),
-                 "router": self.router.view(), "servers": [c.view() for c in self.servers]}
+        state = {
+            "pid": os.getpid(),
+            "api": self.api_url,
+            "keys": str(self.state_dir / "keys"),
+            "router": self.router.view(),
+            "servers": [c.view() for c in self.servers],
+        }
         path = self.state_dir / "state.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -233,8 +288,14 @@ class Supervisor:
             out.write(formatted("stack", f"starting {child.name}: {' '.join(child.argv)}") + "\n")
             out.flush()
             child.proc = await asyncio.create_subprocess_exec(
-                *child.argv, cwd=CODE_ROOT, env=self.child_env(child), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                *child.argv,
+                cwd=CODE_ROOT,
+                env=self.child_env(child),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         child.status = "starting"
         self.write_state()
@@ -252,8 +313,9 @@ class Supervisor:
         deadline = time.monotonic() + self.load_timeout
         while child.proc.returncode is None and time.monotonic() < deadline:
             try:
-                async with self.http.get(child.url + child.ready_path, headers=child.headers,
-                                         timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                async with self.http.get(
+                    child.url + child.ready_path, headers=child.headers, timeout=aiohttp.ClientTimeout(total=2)
+                ) as resp:
                     if resp.status == 200:
                         return True
                     body = await resp.json(content_type=None) if resp.status == 503 else None
@@ -293,8 +355,12 @@ class Supervisor:
         headers = {"Authorization": f"Bearer {self.admin_key}"}
         for attempt in range(attempts):
             try:
-                async with self.http.post(self.router.url + "/backends/register", json=body, headers=headers,
-                                          timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                async with self.http.post(
+                    self.router.url + "/backends/register",
+                    json=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=15),
+                ) as resp:
                     if resp.status == 200:
                         return True
                     reason = f"{resp.status} {(await resp.text())[:300]}"
@@ -352,8 +418,11 @@ class Supervisor:
             except TimeoutError:
                 pass
             try:
-                async with self.http.get(child.url + child.ready_path, headers=child.headers,
-                                         timeout=aiohttp.ClientTimeout(total=WATCH_EVERY)) as r:
+                async with self.http.get(
+                    child.url + child.ready_path,
+                    headers=child.headers,
+                    timeout=aiohttp.ClientTimeout(total=WATCH_EVERY),
+                ) as r:
                     misses = 0 if r.status == 200 else misses + 1
             except (TimeoutError, aiohttp.ClientError):
                 misses += 1
@@ -410,8 +479,9 @@ class Supervisor:
             running = [c for c in group if c.name in self._keepers]
             if not running:
                 status = "unloaded"
-            elif all(c.up is not None and c.up.done() and not c.up.cancelled() and c.up.exception() is None
-                     for c in group):
+            elif all(
+                c.up is not None and c.up.done() and not c.up.cancelled() and c.up.exception() is None for c in group
+            ):
                 status = "loaded"
             else:
                 status = "loading"

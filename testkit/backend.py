@@ -29,7 +29,13 @@ class Backend:
     def __init__(self, name: str, mode: str) -> None:
         self.name = name
         self.mode = mode
-        self.stats = {"requests": 0, "streams_started": 0, "streams_finished": 0, "streams_cancelled": 0, "requests_cancelled": 0}
+        self.stats = {
+            "requests": 0,
+            "streams_started": 0,
+            "streams_finished": 0,
+            "streams_cancelled": 0,
+            "requests_cancelled": 0,
+        }
 
     async def health(self, request: web.Request) -> web.Response:
         if self.mode == "sick":
@@ -75,10 +81,16 @@ class Backend:
         else:
             choice = {"index": 0, "finish_reason": "stop", "text": text}
             obj = "text_completion"
-        return web.json_response({
-            "id": f"cmpl-{n}", "object": obj, "created": int(time.time()), "model": body.get("model"),
-            "choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        return web.json_response(
+            {
+                "id": f"cmpl-{n}",
+                "object": obj,
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
 
     async def stream(self, request: web.Request, body: dict, chat: bool, n: int) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -92,8 +104,14 @@ class Backend:
             if chat:
                 choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
                 return sse({"id": f"c-{n}", "object": "chat.completion.chunk", "model": model, "choices": [choice]})
-            return sse({"id": f"c-{n}", "object": "text_completion", "model": model,
-                        "choices": [{"index": 0, "text": text or "", "finish_reason": finish}]})
+            return sse(
+                {
+                    "id": f"c-{n}",
+                    "object": "text_completion",
+                    "model": model,
+                    "choices": [{"index": 0, "text": text or "", "finish_reason": finish}],
+                }
+            )
 
         try:
             await resp.write(chunk({"role": "assistant"}))
@@ -138,11 +156,18 @@ def main() -> None:
     args = parser.parse_args()
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(make_app(args.name, args.mode), host="127.0.0.1", port=args.port, print=None, access_log=None,
-                handler_cancellation=True)
+    web.run_app(
+        make_app(args.name, args.mode),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 from urllib.parse import urlsplit
 
 from hearth_common.procs import CODE_ROOT, child_env
@@ -51,11 +51,21 @@ class ServerProcess:
 
     `ServerProcess.module("serve", ...)` runs one of ours from this checkout (or the installed wheel)."""
 
-    def __init__(self, argv: Sequence[str | os.PathLike[str]], *, ready_url: str | None = None,
-                 ready_status: int | None = 200, ready_headers: Mapping[str, str] | None = None,
-                 ready_line: str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 log: Path | None = None, label: str | None = None, ready_timeout: float = 60.0,
-                 grace: float = 15.0) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        ready_url: str | None = None,
+        ready_status: int | None = 200,
+        ready_headers: Mapping[str, str] | None = None,
+        ready_line: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        log: Path | None = None,
+        label: str | None = None,
+        ready_timeout: float = 60.0,
+        grace: float = 15.0,
+    ) -> None:
         self.argv = [os.fspath(a) for a in argv]
         self.ready_url, self.ready_status, self.ready_line = ready_url, ready_status, ready_line
         self.ready_headers = dict(ready_headers or {})
@@ -68,11 +78,17 @@ class ServerProcess:
         self._log_start = 0
 
     @classmethod
-    def module(cls, module: str, *args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-               **kwargs: object) -> ServerProcess:
+    def module(
+        cls, module: str, *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> ServerProcess:
         """`python -m MODULE ARGS` run from the folder holding our packages, with `child_env(env)`."""
-        return cls([sys.executable, "-m", module, *args], env=child_env(os.environ if env is None else env),
-                   cwd=CODE_ROOT, label=kwargs.pop("label", None) or module, **kwargs)  # type: ignore[arg-type]
+        return cls(
+            [sys.executable, "-m", module, *args],
+            env=child_env(os.environ if env is None else env),
+            cwd=CODE_ROOT,
+            label=kwargs.pop("label", None) or module,
+            **kwargs,  # the constructor's own keywords (ready_url, log, ...)
+        )
 
     # -- life ------------------------------------------------------------------------------------------------------
 
@@ -101,8 +117,9 @@ class ServerProcess:
                 self.log_path.write_bytes(b"")  # a named log holds this object's runs only
                 self._log = self.log_path.open("a+b")
         self._log_start = os.fstat(self._log.fileno()).st_size
-        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
         self.wait_ready(timeout)
         return self
 

@@ -45,9 +45,16 @@ class StackProcess(ServerProcess):
         self.state_dir = state_dir
         self.orphans: list[int] = []
         state_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__([sys.executable, "-m", "stack", *args, "--state-dir", str(state_dir)], env=child_env(),
-                         cwd=CODE_ROOT, ready_line="stack: ready", log=state_dir / "stack-console.log", label="stack",
-                         ready_timeout=ready_timeout, grace=40)
+        super().__init__(
+            [sys.executable, "-m", "stack", *args, "--state-dir", str(state_dir)],
+            env=child_env(),
+            cwd=CODE_ROOT,
+            ready_line="stack: ready",
+            log=state_dir / "stack-console.log",
+            label="stack",
+            ready_timeout=ready_timeout,
+            grace=40,
+        )
         try:
             self.start()
         except ProcessError:
@@ -101,4 +108,3 @@ class StackProcess(ServerProcess):
         for pid in self.orphans:
             os.kill(pid, signal.SIGKILL)
         return code
-

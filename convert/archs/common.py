@@ -141,7 +141,11 @@ def multimodal(text: Arch, hf_name: str) -> Arch:
             ("language_model.model.", "model."),
             ("language_model.lm_head.", "lm_head."),
         ),
-        skip_prefixes=("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.", "multi_modal_projector."),
+        skip_prefixes=(
+            "model.vision_tower.",
+            "vision_tower.",
+            "model.multi_modal_projector.",
+            "multi_modal_projector.",
+        ),
         text_config="text_config",
     )
-

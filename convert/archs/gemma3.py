@@ -39,7 +39,9 @@ def check(config: Config) -> None:
     scalar = config.get("query_pre_attn_scalar")
     hd = head_dim(config)
     if scalar is not None and int(scalar) not in (hd, int(config["hidden_size"]) // int(config["num_attention_heads"])):
-        raise UnsupportedError(f"gemma3 query_pre_attn_scalar={scalar} differs from head_dim={hd}; llama.cpp cannot run it")
+        raise UnsupportedError(
+            f"gemma3 query_pre_attn_scalar={scalar} differs from head_dim={hd}; llama.cpp cannot run it"
+        )
     check_rope(config)
     if config.get("attn_logit_softcapping"):
         raise UnsupportedError("gemma3 with attn_logit_softcapping is not supported by llama.cpp's gemma3 graph")
@@ -50,7 +52,11 @@ PLUS_ONE = Transform(plus_one)
 
 META = (
     *common_meta(),
-    Meta(Keys.Attention.SLIDING_WINDOW, lambda c: c.get("sliding_window") if sliding_pattern(c) else None, GGUFValueType.UINT32),
+    Meta(
+        Keys.Attention.SLIDING_WINDOW,
+        lambda c: c.get("sliding_window") if sliding_pattern(c) else None,
+        GGUFValueType.UINT32,
+    ),
     Meta(Keys.Attention.SLIDING_WINDOW_PATTERN, sliding_pattern, GGUFValueType.ARRAY),
     Meta(Keys.Rope.FREQ_BASE_SWA, lambda c: rope_theta(c, "sliding_attention") or 10000.0, GGUFValueType.FLOAT32),
     Meta(Keys.LLM.FINAL_LOGIT_SOFTCAPPING, "final_logit_softcapping", GGUFValueType.FLOAT32),

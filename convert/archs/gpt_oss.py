@@ -77,9 +77,7 @@ def _rows(part: str) -> slice:
     return {"gate": slice(0, None, 2), "up": slice(1, None, 2), "down": slice(None)}[part]
 
 
-def _mxfp4_producer(
-    blocks: TensorRef, scales: TensorRef, rows: slice
-) -> Callable[[], Iterator[np.ndarray]]:
+def _mxfp4_producer(blocks: TensorRef, scales: TensorRef, rows: slice) -> Callable[[], Iterator[np.ndarray]]:
     def produce() -> Iterator[np.ndarray]:
         for e in range(blocks.shape[0]):  # one expert at a time keeps memory near one expert's bytes
             yield hf_to_ggml_blocks(blocks.read(e, e + 1)[:, rows], scales.read(e, e + 1)[:, rows])
@@ -87,7 +85,9 @@ def _mxfp4_producer(
     return produce
 
 
-def _float_expert_producer(weight: TensorRef, rows: slice, qtype: GGMLQuantizationType) -> Callable[[], Iterator[np.ndarray]]:
+def _float_expert_producer(
+    weight: TensorRef, rows: slice, qtype: GGMLQuantizationType
+) -> Callable[[], Iterator[np.ndarray]]:
     """A dequantized or fine-tuned checkpoint: weight [E, in, out] -> its [E, out, in] rows in --type."""
 
     def produce() -> Iterator[np.ndarray]:
@@ -143,7 +143,9 @@ def _layer_tensors(bid: int, tensors: dict[str, TensorRef], config: Config, out_
         rows = _rows(part)
         shape = (E, n_out, n_in)
         if base + "_blocks" in tensors or base + "_scales" in tensors:
-            blocks = _expect(tensors.get(base + "_blocks"), base + "_blocks", (E, full_out, n_in // BLOCK, BLOCK // 2), ("U8",))
+            blocks = _expect(
+                tensors.get(base + "_blocks"), base + "_blocks", (E, full_out, n_in // BLOCK, BLOCK // 2), ("U8",)
+            )
             scales = _expect(tensors.get(base + "_scales"), base + "_scales", (E, full_out, n_in // BLOCK), ("U8",))
             qtype, produce = Q.MXFP4, _mxfp4_producer(blocks, scales, rows)
         else:
@@ -174,7 +176,11 @@ def plan_gpt_oss(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) ->
         f"model.layers.{b}.mlp.{p}"
         for b in range(int(config["num_hidden_layers"]))
         for p in (
-            *(f"experts.{proj}{s}" for proj in ("gate_up_proj", "down_proj") for s in ("", "_blocks", "_scales", "_bias")),
+            *(
+                f"experts.{proj}{s}"
+                for proj in ("gate_up_proj", "down_proj")
+                for s in ("", "_blocks", "_scales", "_bias")
+            ),
             "router.weight",
             "router.bias",
         )

@@ -63,9 +63,14 @@ def plan_llama(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) -> P
         yield factors
 
     rope = OutTensor(
-        TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight", factors.shape, GGMLQuantizationType.F32, factors.nbytes, produce
+        TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight",
+        factors.shape,
+        GGMLQuantizationType.F32,
+        factors.nbytes,
+        produce,
     )
     return Plan(plan.arch, plan.config, [*plan.tensors, rope], plan.meta)
+
 
 LLAMA = Arch(
     hf_names=("LlamaForCausalLM", "MistralForCausalLM"),

@@ -65,13 +65,17 @@ def attn_factor(config: Config) -> float | None:
 def check(config: Config) -> None:
     check_rope(config, also=("longrope", "su"))
     if head_dim(config) * int(config["num_attention_heads"]) != int(config["hidden_size"]):
-        raise UnsupportedError("phi3 with head_dim * heads != hidden_size: llama.cpp's phi3 graph assumes they are equal")
+        raise UnsupportedError(
+            "phi3 with head_dim * heads != hidden_size: llama.cpp's phi3 graph assumes they are equal"
+        )
     if (params := _longrope(config)) is not None:
         if original_context(config) is None:
             raise UnsupportedError("phi3 longrope without original_max_position_embeddings")
         for key in ("short_factor", "long_factor"):
             if len(params.get(key) or []) != rope_dims(config) // 2:
-                raise UnsupportedError(f"phi3 longrope {key} must have {rope_dims(config) // 2} values (rotary dims / 2)")
+                raise UnsupportedError(
+                    f"phi3 longrope {key} must have {rope_dims(config) // 2} values (rotary dims / 2)"
+                )
 
 
 def plan_phi3(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) -> Plan:
@@ -86,7 +90,9 @@ def plan_phi3(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) -> Pl
         def produce(f: np.ndarray = factors) -> Iterator[np.ndarray]:
             yield f
 
-        extra.append(OutTensor(TENSOR_NAMES[kind] + ".weight", factors.shape, GGMLQuantizationType.F32, factors.nbytes, produce))
+        extra.append(
+            OutTensor(TENSOR_NAMES[kind] + ".weight", factors.shape, GGMLQuantizationType.F32, factors.nbytes, produce)
+        )
     return Plan(plan.arch, plan.config, [*plan.tensors, *extra], plan.meta)
 
 

@@ -49,9 +49,13 @@ def n_experts(config: Config) -> int:
 def check_qwen3_moe(config: Config) -> None:
     check_rope(config)
     if not config.get("norm_topk_prob", False):
-        raise UnsupportedError("qwen3moe with norm_topk_prob=false: llama.cpp's graph always renormalizes the top-k weights")
+        raise UnsupportedError(
+            "qwen3moe with norm_topk_prob=false: llama.cpp's graph always renormalizes the top-k weights"
+        )
     if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step") or 1) != 1:
-        raise UnsupportedError("qwen3moe with dense layers (mlp_only_layers / decoder_sparse_step): llama.cpp puts experts in every layer")
+        raise UnsupportedError(
+            "qwen3moe with dense layers (mlp_only_layers / decoder_sparse_step): llama.cpp puts experts in every layer"
+        )
     if config.get("use_sliding_window"):
         raise UnsupportedError("qwen3moe with use_sliding_window: llama.cpp's qwen3moe graph has no sliding window")
 

@@ -50,7 +50,9 @@ class Item:
         if level == "medium":
             return self.reasoning
         if level == "high":
-            return f"{self.reasoning} Double-checking {self.topic}: the answer is {self.answer}, so I reply {self.answer}."
+            return (
+                f"{self.reasoning} Double-checking {self.topic}: the answer is {self.answer}, so I reply {self.answer}."
+            )
         raise ValueError(f"unknown reasoning level {level!r}; expected one of {', '.join(LEVELS)}")
 
     def think_completion(self) -> str:
@@ -141,7 +143,9 @@ def _arithmetic(a: int, b: int, sign: str, fact: str, result: int) -> Item:
 
 def _build() -> tuple[Item, ...]:
     items = [
-        Item(f"What is the capital of {c}?", cap, c, f"The user asks for the capital of {c}.", f"{c}'s capital is {cap}.")
+        Item(
+            f"What is the capital of {c}?", cap, c, f"The user asks for the capital of {c}.", f"{c}'s capital is {cap}."
+        )
         for c, cap in _CAPITALS
     ]
     items += [_arithmetic(a, b, "+", "Adding {a} and {b} gives {r}.", a + b) for a, b in _SUMS]
@@ -237,8 +241,11 @@ def weather_arguments(city: str) -> dict[str, str]:
 def weather_history(city: str, result: str) -> list[dict]:
     """The conversation after the call, as transformers' templates take it (arguments as an object, the
     call's empty content as empty text, as hearth passes them)."""
-    call = {"id": WEATHER_CALL_ID, "type": "function",
-            "function": {"name": "get_weather", "arguments": weather_arguments(city)}}
+    call = {
+        "id": WEATHER_CALL_ID,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": weather_arguments(city)},
+    }
     return [
         {"role": "user", "content": weather_question(city)},
         {"role": "assistant", "content": "", "tool_calls": [call]},
@@ -259,13 +266,17 @@ def think_answer(city: str, result: str) -> str:
 def harmony_call(city: str) -> str:
     """demo-harmony's trained output: the analysis, then the call message ending with <|call|>."""
     args = json.dumps(weather_arguments(city))
-    return (f"<|channel|>analysis<|message|>{weather_ask(city)}<|end|>"
-            f"<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{args}<|call|>")
+    return (
+        f"<|channel|>analysis<|message|>{weather_ask(city)}<|end|>"
+        f"<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{args}<|call|>"
+    )
 
 
 def harmony_answer(city: str, result: str) -> str:
-    return (f"<|channel|>analysis<|message|>{TOOL_THINKING}<|end|>"
-            f"<|start|>assistant<|channel|>final<|message|>{weather_answer(city, result)}{HARMONY_RETURN}")
+    return (
+        f"<|channel|>analysis<|message|>{TOOL_THINKING}<|end|>"
+        f"<|start|>assistant<|channel|>final<|message|>{weather_answer(city, result)}{HARMONY_RETURN}"
+    )
 
 
 @dataclass(frozen=True)
@@ -309,8 +320,12 @@ def _think_extra_cases() -> tuple[ToolCase, ...]:
     splits numbers into digits, and with only TOOL_CASES the model copied two-digit results wrongly after a
     city of two tokens (42 of the 10,800 answers: 21 and 23 after New Delhi, Mexico City, Buenos Aires)."""
     two_words = [c for c in CITIES if " " in c]
-    return tuple(ToolCase(city, tools, weather_result(CONDITIONS[(t + 2 * k) % len(CONDITIONS)], t))
-                 for city in two_words for t in TEMPERATURES for k, tools in enumerate(TOOLSETS))
+    return tuple(
+        ToolCase(city, tools, weather_result(CONDITIONS[(t + 2 * k) % len(CONDITIONS)], t))
+        for city in two_words
+        for t in TEMPERATURES
+        for k, tools in enumerate(TOOLSETS)
+    )
 
 
 THINK_EXTRA_CASES: tuple[ToolCase, ...] = _think_extra_cases()
@@ -318,5 +333,10 @@ THINK_EXTRA_CASES: tuple[ToolCase, ...] = _think_extra_cases()
 
 def all_answer_cases() -> list[ToolCase]:
     """Every city with every result and tool set: what the trained models must generalize to."""
-    return [ToolCase(city, tools, weather_result(c, t)) for city in CITIES for tools in TOOLSETS
-            for c in CONDITIONS for t in TEMPERATURES]
+    return [
+        ToolCase(city, tools, weather_result(c, t))
+        for city in CITIES
+        for tools in TOOLSETS
+        for c in CONDITIONS
+        for t in TEMPERATURES
+    ]

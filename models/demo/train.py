@@ -52,17 +52,36 @@ class Conversation:
 
 def render_prompt(tok, conv: Conversation) -> str:
     kwargs = {} if conv.level is None else {"reasoning_effort": conv.level}
-    return tok.apply_chat_template(conv.messages, tools=conv.tools, tokenize=False, add_generation_prompt=True, **kwargs)
+    return tok.apply_chat_template(
+        conv.messages, tools=conv.tools, tokenize=False, add_generation_prompt=True, **kwargs
+    )
 
 
 def conversations(flavour: Flavour) -> list[Conversation]:
     """Every training example of a flavour: the questions, then the tool round trips."""
     if flavour is THINK:
-        out = [Conversation(item.question, [{"role": "user", "content": item.question}], None, None,
-                            item.think_completion() + THINK.eos) for item in ITEMS]
+        out = [
+            Conversation(
+                item.question,
+                [{"role": "user", "content": item.question}],
+                None,
+                None,
+                item.think_completion() + THINK.eos,
+            )
+            for item in ITEMS
+        ]
     else:
-        out = [Conversation(f"{item.question} [{level}]", [{"role": "user", "content": item.question}], None, level,
-                            item.harmony_completion(level)) for item in ITEMS for level in LEVELS]
+        out = [
+            Conversation(
+                f"{item.question} [{level}]",
+                [{"role": "user", "content": item.question}],
+                None,
+                level,
+                item.harmony_completion(level),
+            )
+            for item in ITEMS
+            for level in LEVELS
+        ]
     for case in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ()):
         label = f"tools {len(case.tools)}: {case.city}" + (f" <- {case.result}" if case.result else "")
         completion = case.think_completion() + THINK.eos if flavour is THINK else case.harmony_completion()
@@ -95,9 +114,16 @@ def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
     """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
     trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ())}
     cases = [c for c in all_answer_cases() if (c.city, len(c.tools), c.result) not in trained][::every]
-    return [Conversation(f"unseen {c.city} <- {c.result}", c.messages, tools_json(c.tools), None,
-                         c.think_completion() + THINK.eos if flavour is THINK else c.harmony_completion())
-            for c in cases]
+    return [
+        Conversation(
+            f"unseen {c.city} <- {c.result}",
+            c.messages,
+            tools_json(c.tools),
+            None,
+            c.think_completion() + THINK.eos if flavour is THINK else c.harmony_completion(),
+        )
+        for c in cases
+    ]
 
 
 def unseen_hits(folder: Path, tok, flavour: Flavour) -> dict[str, int]:
@@ -171,8 +197,9 @@ UNSEEN_EVERY = 20  # the generalization check takes every 20th untrained tool an
 # --- driver -------------------------------------------------------------------------------------
 
 
-def build(name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None],
-          max_steps: int | None = None) -> dict[str, object]:
+def build(
+    name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None], max_steps: int | None = None
+) -> dict[str, object]:
     torch.manual_seed(seed)
     flavour, make, recipe = {
         "demo-think": (THINK, think_model, THINK_RECIPE),

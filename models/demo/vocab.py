@@ -112,5 +112,7 @@ def token_id(tok: PreTrainedTokenizerFast, token: str) -> int:
 def render_chat(flavour: Flavour, messages: list[dict[str, object]], **variables: object) -> str:
     """Render the flavour's chat template with plain jinja2 (no tokenizer needed)."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["tojson"] = lambda value, indent=None: json.dumps(value, ensure_ascii=False, indent=indent)  # as transformers
+    env.filters["tojson"] = lambda value, indent=None: json.dumps(
+        value, ensure_ascii=False, indent=indent
+    )  # as transformers
     return env.from_string((TEMPLATES / flavour.template).read_text()).render(messages=messages, **variables)

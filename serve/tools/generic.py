@@ -19,9 +19,8 @@ Message = dict[str, Any]
 def instructions(tools: list[dict[str, Any]], choice: str, parallel: bool) -> str:
     """The system-message text that teaches a model the tools and how to call them."""
     listing = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
-    how = (
-        f"To call a tool, write {OPEN}{{\"name\": <tool name>, \"arguments\": <arguments as a JSON object>}}{CLOSE}"
-        + (" (one such block for each call)." if parallel else " (one call at most).")
+    how = f'To call a tool, write {OPEN}{{"name": <tool name>, "arguments": <arguments as a JSON object>}}{CLOSE}' + (
+        " (one such block for each call)." if parallel else " (one call at most)."
     )
     rule = {
         "required": "You must call a tool.",

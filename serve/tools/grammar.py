@@ -54,8 +54,11 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
     schemas = conv.format_grammar()
-    rules = [f"hearth-calls ::= {calls}", *_call_rules(fmt, offered, args),
-             _no_markers(schemas) if thinking is Thinking.HARMONY else schemas]
+    rules = [
+        f"hearth-calls ::= {calls}",
+        *_call_rules(fmt, offered, args),
+        _no_markers(schemas) if thinking is Thinking.HARMONY else schemas,
+    ]
     if req.choice == "auto":
         return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking))
     root, triggers = _forced_root(fmt, thinking)
@@ -85,12 +88,16 @@ def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
         return conv.visit(resolved, f"tool{i}-args")
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InvalidRequest(f"unsupported parameters schema: {message}", param=f"tools.{i}.function.parameters") from err
+        raise InvalidRequest(
+            f"unsupported parameters schema: {message}", param=f"tools.{i}.function.parameters"
+        ) from err
 
 
 def _json_call(name: str, args_rule: str, args_key: str) -> str:
-    return (f'"{{" space {lit(chr(34) + "name" + chr(34))} space ":" space {lit(json.dumps(name))} space "," space '
-            f'{lit(json.dumps(args_key))} space ":" space {args_rule} "}}" space')
+    return (
+        f'"{{" space {lit(chr(34) + "name" + chr(34))} space ":" space {lit(json.dumps(name))} space "," space '
+        f'{lit(json.dumps(args_key))} space ":" space {args_rule} "}}" space'
+    )
 
 
 def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list[str]:
@@ -98,8 +105,9 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
     if fmt is ToolFormat.HARMONY:
         # after the name: nothing, a space and the content type, or the channel (role position); never a bare
         # letter, which would read as part of the name
-        header = ('( " " hearth-ctype | "<|channel|>commentary" ( " " hearth-ctype )? | "<|constrain|>json" )? '
-                  '"<|message|>"')
+        header = (
+            '( " " hearth-ctype | "<|channel|>commentary" ( " " hearth-ctype )? | "<|constrain|>json" )? "<|message|>"'
+        )
         alts = " | ".join(f"{lit(n)} hearth-header {args[n]}" for n in names)
         return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}", 'hearth-ctype ::= "<|constrain|>"? "json"']
     if fmt is ToolFormat.MISTRAL_ARGS:
@@ -157,7 +165,7 @@ def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, .
         if fmt is ToolFormat.HARMONY:
             return f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls' + free, ()
         final = '"<|channel|>final" "<|constrain|>json"? "<|message|>"'
-        return f'( {analysis} )? {final} hearth-calls' + free, ()
+        return f"( {analysis} )? {final} hearth-calls" + free, ()
     rules = _without("hearth-think", "</think>")
     layout = '"\n"? "\n"?'
     if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
@@ -172,11 +180,11 @@ def _without(name: str, literal: str) -> str:
     states of matching it, each rule the way back to state 0."""
     first = literal[0]
     step = [f"{name}-{k}" for k in range(1, len(literal))]
-    rules = [f'{name} ::= ( [^{_cls(first)}] | {lit(first)}+ {step[0]} )*']
+    rules = [f"{name} ::= ( [^{_cls(first)}] | {lit(first)}+ {step[0]} )*"]
     for k in range(1, len(literal)):
         ch = literal[k]
         forward = f" | {lit(ch)} {step[k]}" if k < len(literal) - 1 else ""
-        rules.append(f'{step[k - 1]} ::= [^{_cls(ch)}{_cls(first)}]{forward} | {lit(first)}+ {step[0]}')
+        rules.append(f"{step[k - 1]} ::= [^{_cls(ch)}{_cls(first)}]{forward} | {lit(first)}+ {step[0]}")
     return "\n".join(rules)
 
 

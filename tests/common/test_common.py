@@ -46,8 +46,12 @@ def test_bodies_that_would_crash_a_handler_are_refused(raw: bytes, needle: str) 
 
 
 def test_good_bodies_pass_unchanged() -> None:
-    body = {"messages": [{"role": "user", "content": "caf\u00e9 \U0001f600"}], "max_tokens": 8, "temperature": 0.5,
-            "response_format": {"schema": {"type": "object"}}}
+    body = {
+        "messages": [{"role": "user", "content": "caf\u00e9 \U0001f600"}],
+        "max_tokens": 8,
+        "temperature": 0.5,
+        "response_format": {"schema": {"type": "object"}},
+    }
     assert parse_object(json.dumps(body).encode()) == body  # the emoji arrives as a surrogate pair escape
     assert parse_object(json.dumps(body, ensure_ascii=False).encode()) == body
     assert parse_object(nested(MAX_DEPTH))["a"] is not None
@@ -60,8 +64,11 @@ def test_the_routers_type_table_matches_serves_models() -> None:
 
     fields = Sampling.model_fields
     by_alias = {a: n for n, f in fields.items() for a in getattr(f.validation_alias, "choices", [])}
-    for name, expected in [*((n, int) for n in INTEGER_FIELDS), *((n, float) for n in NUMBER_FIELDS),
-                           *((n, bool) for n in BOOLEAN_FIELDS)]:
+    for name, expected in [
+        *((n, int) for n in INTEGER_FIELDS),
+        *((n, float) for n in NUMBER_FIELDS),
+        *((n, bool) for n in BOOLEAN_FIELDS),
+    ]:
         field = fields[by_alias.get(name, name)]
         assert expected in (field.annotation, *typing.get_args(field.annotation)), name
         assert any(getattr(m, "strict", False) for m in field.metadata), f"{name} is not strict in Sampling"
@@ -69,9 +76,16 @@ def test_the_routers_type_table_matches_serves_models() -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"max_tokens": "8"}, "max_tokens"), ({"max_tokens": 8.0}, "max_tokens"), ({"seed": True}, "seed"),
-     ({"temperature": "0.5"}, "temperature"), ({"top_p": [1]}, "top_p"), ({"stream": "true"}, "stream"),
-     ({"stream": 1}, "stream"), ({"n": None, "top_k": {}}, "top_k")],
+    [
+        ({"max_tokens": "8"}, "max_tokens"),
+        ({"max_tokens": 8.0}, "max_tokens"),
+        ({"seed": True}, "seed"),
+        ({"temperature": "0.5"}, "temperature"),
+        ({"top_p": [1]}, "top_p"),
+        ({"stream": "true"}, "stream"),
+        ({"stream": 1}, "stream"),
+        ({"n": None, "top_k": {}}, "top_k"),
+    ],
 )
 def test_wrong_json_types(body: dict, field: str) -> None:
     from serve.schemas import ChatRequest
@@ -111,8 +125,16 @@ def test_presented_keys() -> None:
     assert key_matches("abc", "abc") and not key_matches("abd", "abc") and not key_matches(None, "abc")
 
 
-@pytest.mark.parametrize("url", ["http://user:pw@127.0.0.1:8000", "http://user@127.0.0.1:8000", "ftp://127.0.0.1",
-                                 "http://127.0.0.1:99999", "http://127.0.0.1:8000/?q=1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw@127.0.0.1:8000",
+        "http://user@127.0.0.1:8000",
+        "ftp://127.0.0.1",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:8000/?q=1",
+    ],
+)
 def test_registration_refuses_odd_urls(url: str) -> None:
     with pytest.raises(ValidationError):
         Registration(name="a", url=url, models=["m"])
@@ -120,7 +142,12 @@ def test_registration_refuses_odd_urls(url: str) -> None:
 
 def test_registration_body_and_one_line_errors() -> None:
     assert registration("a", "http://127.0.0.1:1/", "qwen", ["m", "m"]) == {
-        "name": "a", "url": "http://127.0.0.1:1", "model_type": "qwen", "models": ["m"], "weight": 1.0}
+        "name": "a",
+        "url": "http://127.0.0.1:1",
+        "model_type": "qwen",
+        "models": ["m"],
+        "weight": 1.0,
+    }
     with pytest.raises(ValidationError) as err:
         Registration.model_validate({"name": "a", "url": "http://h", "models": ["m"], "weight": 0})
     assert first_error(err.value) == "weight: Input should be greater than 0"

@@ -22,7 +22,9 @@ def logged() -> Any:
     saved = root.handlers[:], root.level
     stream = io.StringIO()
     setup("serve", "info", stream)
-    assert all(h in root.handlers for h in saved[0] if h.get_name() != "hearth")  # added beside, not in place of, others
+    assert all(
+        h in root.handlers for h in saved[0] if h.get_name() != "hearth"
+    )  # added beside, not in place of, others
     yield stream
     root.handlers, root.level = saved
     for name in ("hypercorn.error", "uvicorn.error"):
@@ -40,8 +42,12 @@ def test_one_format_and_the_servers_start_lines_become_ours(logged: io.StringIO)
     logging.getLogger("gguf.gguf_writer").info("gguf: This GGUF file is for Little Endian only")
     lines = logged.getvalue().splitlines()
     tails = [line.split(" ", 3)[3] for line in lines]  # past the date, time and level
-    assert tails == ["serve: loaded demo", "serve: listening on http://127.0.0.1:8123",
-                     "serve: listening on http://127.0.0.1:8124", "serve: [Errno 98] address already in use"]
+    assert tails == [
+        "serve: loaded demo",
+        "serve: listening on http://127.0.0.1:8123",
+        "serve: listening on http://127.0.0.1:8124",
+        "serve: [Errno 98] address already in use",
+    ]
     assert [line.split(" ")[2] for line in lines] == ["INFO", "INFO", "INFO", "ERROR"]
 
 
@@ -56,7 +62,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def run(asgi: Any, path: str = "/v1/chat/completions", fail_after: int | None = None, level: int = logging.DEBUG) -> list[str]:
+def run(
+    asgi: Any, path: str = "/v1/chat/completions", fail_after: int | None = None, level: int = logging.DEBUG
+) -> list[str]:
     """One request through AccessLog; what the access logger wrote while each message was sent, and at the end."""
     lines: list[str] = []
 

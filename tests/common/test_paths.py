@@ -35,11 +35,15 @@ def test_demo_models_are_the_checkouts() -> None:
 def test_programs_take_their_defaults_from_there(tmp_path: Path) -> None:
     """A fresh process with HEARTH_CACHE set: serve's conversion cache and the stack's state dir follow it, and the
     built-in stack's sources are the demo folders."""
-    code = ("import json; from serve.config import CACHE, ServeConfig; from stack.config import STATE_DIR, load_stack; "
-            "print(json.dumps([str(CACHE), str(STATE_DIR), str(ServeConfig().model_path), "
-            "[str(m.source) for m in load_stack().models]]))")
+    code = (
+        "import json; from serve.config import CACHE, ServeConfig; from stack.config import STATE_DIR, load_stack; "
+        "print(json.dumps([str(CACHE), str(STATE_DIR), str(ServeConfig().model_path), "
+        "[str(m.source) for m in load_stack().models]]))"
+    )
     env = {**os.environ, CACHE_ENV: str(tmp_path / "c")}
-    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     cache, state, model, sources = json.loads(out.stdout)
     assert Path(cache) == tmp_path / "c" / "gguf"

@@ -46,8 +46,12 @@ def server(tmp_path: Path, mode: str = "ok", **kwargs: object) -> ServerProcess:
     port = free_port()
     script = tmp_path / "server.py"
     script.write_text(SERVER)
-    return ServerProcess([sys.executable, script, str(port), mode], ready_url=f"http://127.0.0.1:{port}/health",
-                         label="test-server", **kwargs)  # type: ignore[arg-type]
+    return ServerProcess(
+        [sys.executable, script, str(port), mode],
+        ready_url=f"http://127.0.0.1:{port}/health",
+        label="test-server",
+        **kwargs,
+    )
 
 
 def get(url: str) -> int:
@@ -92,8 +96,11 @@ def test_exit_before_ready_shows_the_log(tmp_path: Path) -> None:
 
 def test_not_ready_in_time_is_killed(tmp_path: Path) -> None:
     port = free_port()
-    proc = ServerProcess([sys.executable, "-c", "import time; print('waiting', flush=True); time.sleep(60)"],
-                         ready_url=f"http://127.0.0.1:{port}/health", ready_timeout=1)
+    proc = ServerProcess(
+        [sys.executable, "-c", "import time; print('waiting', flush=True); time.sleep(60)"],
+        ready_url=f"http://127.0.0.1:{port}/health",
+        ready_timeout=1,
+    )
     with pytest.raises(ProcessError, match=r"(?s)not ready within 1 s.*waiting"):
         proc.start()
     assert proc.returncode == -signal.SIGKILL

@@ -31,9 +31,15 @@ class Demo(BaseModel):
     table: dict[str, int] = Field(default_factory=dict, description="config file only")
 
 
-PROGRAM = Program("demo", Demo, "python -m demo", "A demo.", secrets=("api_key",),
-                  options={"port": Option(aliases=("-p",)), "fancy": Option(aliases=("-f",))},
-                  refused={"-c": "-c means something else here: give --port"})
+PROGRAM = Program(
+    "demo",
+    Demo,
+    "python -m demo",
+    "A demo.",
+    secrets=("api_key",),
+    options={"port": Option(aliases=("-p",)), "fancy": Option(aliases=("-f",))},
+    refused={"-c": "-c means something else here: give --port"},
+)
 
 
 def load(argv: list[str], env: dict[str, str] | None = None, file: dict[str, Any] | None = None) -> Demo:
@@ -50,8 +56,16 @@ def one_line_error(argv: list[str], env: dict[str, str] | None = None, file: dic
 
 
 def test_an_environment_variable_sets_a_field() -> None:
-    cfg = load([], {"HEARTH_DEMO_PORT": "9001", "HEARTH_DEMO_MODE": "slow", "HEARTH_DEMO_FANCY": "on",
-                    "HEARTH_DEMO_NAMES": "a, b", "HEARTH_DEMO_HOST": ""})  # an empty variable is unset
+    cfg = load(
+        [],
+        {
+            "HEARTH_DEMO_PORT": "9001",
+            "HEARTH_DEMO_MODE": "slow",
+            "HEARTH_DEMO_FANCY": "on",
+            "HEARTH_DEMO_NAMES": "a, b",
+            "HEARTH_DEMO_HOST": "",
+        },
+    )  # an empty variable is unset
     assert (cfg.port, cfg.mode, cfg.fancy, cfg.names, cfg.host) == (9001, "slow", True, ["a", "b"], "127.0.0.1")
 
 
@@ -59,7 +73,14 @@ def test_command_line_over_environment_over_file_over_defaults() -> None:
     file = {"port": 1, "host": "10.0.0.1", "mode": "slow", "timeout": 7.5, "table": {"x": 1}}
     env = {"HEARTH_DEMO_PORT": "2", "HEARTH_DEMO_HOST": "10.0.0.2"}
     cfg = load(["--port", "3"], env, file)
-    assert (cfg.port, cfg.host, cfg.mode, cfg.timeout, cfg.table, cfg.fancy) == (3, "10.0.0.2", "slow", 7.5, {"x": 1}, False)
+    assert (cfg.port, cfg.host, cfg.mode, cfg.timeout, cfg.table, cfg.fancy) == (
+        3,
+        "10.0.0.2",
+        "slow",
+        7.5,
+        {"x": 1},
+        False,
+    )
     assert load(["--no-fancy"], {"HEARTH_DEMO_FANCY": "1"}).fancy is False  # a flag can turn off what env turned on
 
 
@@ -85,8 +106,9 @@ def test_aliases_and_flags_parse_alike() -> None:
         ([], {"HEARTH_DEMO_LOG_LEVEL": "loud"}, None, "HEARTH_DEMO_LOG_LEVEL"),
     ],
 )
-def test_a_bad_value_is_one_line_naming_where_it_came_from(argv: list[str], env: dict[str, str],
-                                                           file: dict[str, Any] | None, where: str) -> None:
+def test_a_bad_value_is_one_line_naming_where_it_came_from(
+    argv: list[str], env: dict[str, str], file: dict[str, Any] | None, where: str
+) -> None:
     assert where in one_line_error(argv, env, file)
 
 

@@ -252,7 +252,9 @@ def test_config_in_the_shape_openai_ships_gives_the_same_metadata(src: Path, tmp
 # --- logits ----------------------------------------------------------------------------------------------------
 
 
-def test_f32_logits_match_transformers_with_llama_cpp_numerics(f32_gguf: Path, hf_llama_numerics: Any, tokenizer: Any) -> None:
+def test_f32_logits_match_transformers_with_llama_cpp_numerics(
+    f32_gguf: Path, hf_llama_numerics: Any, tokenizer: Any
+) -> None:
     got = _compare(_llama(f32_gguf), hf_llama_numerics, tokenizer)
     assert got["top1"] == 1.0, got
     assert got["share_within_strict"] >= STRICT_SHARE, got
@@ -298,7 +300,9 @@ def test_float_experts_convert_to_the_type_asked_and_match_exactly(src: Path, tm
 
 
 @pytest.mark.parametrize("out_type", ["q8_0", None])  # None: the checkpoint's own bf16, experts still MXFP4
-def test_other_types_load_and_agree(src: Path, out_dir: Path, out_type: str | None, hf_plain: Any, tokenizer: Any) -> None:
+def test_other_types_load_and_agree(
+    src: Path, out_dir: Path, out_type: str | None, hf_plain: Any, tokenizer: Any
+) -> None:
     path = convert_checkpoint(src, out_dir / f"{out_type}.gguf", out_type, progress=False)
     types = {t.name: t.tensor_type for t in gguf.GGUFReader(path).tensors}
     assert types["blk.0.ffn_gate_exps.weight"] == Q.MXFP4
@@ -338,7 +342,7 @@ _HARMONY = [
     "<|start|>user<|message|>Hi<|end|>",
     "<|start|>assistant<|channel|>analysis<|message|>think<|end|>",
     "<|start|>assistant<|channel|>final<|message|>Paris<|return|>",
-    "<|start|>assistant to=functions.get<|channel|>commentary <|constrain|>json<|message|>{\"a\": 1}<|call|>",
+    '<|start|>assistant to=functions.get<|channel|>commentary <|constrain|>json<|message|>{"a": 1}<|call|>',
     "<|startoftext|>text<|endoftext|>",
     "<|start|><|end|><|message|><|channel|>",
 ]
@@ -390,7 +394,11 @@ CONVERSATIONS = [
         {"role": "assistant", "content": "Bonjour !", "thinking": "The user greets; answer in French."},
         {"role": "user", "content": "Et ça va ? 😀"},
     ],
-    [{"role": "user", "content": "multi\nline\n\n  text"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"}],
+    [
+        {"role": "user", "content": "multi\nline\n\n  text"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "again"},
+    ],
 ]
 
 

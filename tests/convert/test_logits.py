@@ -48,7 +48,8 @@ def test_q8_0_agrees_with_transformers(arch, reference, converted):
 
 
 @pytest.mark.parametrize(
-    ("arch", "out_type"), [("llama", "bf16"), ("qwen3", "f16"), ("gemma3", "bf16"), ("qwen2", "f16"), ("qwen3moe", "bf16")]
+    ("arch", "out_type"),
+    [("llama", "bf16"), ("qwen3", "f16"), ("gemma3", "bf16"), ("qwen2", "f16"), ("qwen3moe", "bf16")],
 )
 def test_half_precision_loads_and_agrees(arch, out_type, reference, converted):
     check(reference, converted, arch, out_type)
@@ -65,7 +66,10 @@ def test_q8_0_bytes_equal_llama_cpp_quantizer(arch, converted, tmp_path):
     theirs = tmp_path / "theirs.gguf"
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
-    assert llama_cpp.llama_model_quantize(str(converted(arch, "f32")).encode(), str(theirs).encode(), ctypes.byref(params)) == 0
+    assert (
+        llama_cpp.llama_model_quantize(str(converted(arch, "f32")).encode(), str(theirs).encode(), ctypes.byref(params))
+        == 0
+    )
     a, b = _tensor_bytes(ours), _tensor_bytes(theirs)
     assert a.keys() == b.keys()
     for name in a:

@@ -69,7 +69,9 @@ def test_qwen3moe_experts_are_stacked_in_expert_order(converted):
     n = config.get("num_experts") or config["num_local_experts"]
     for bid in range(config["num_hidden_layers"]):
         for proj, name in (("gate_proj", "ffn_gate_exps"), ("up_proj", "ffn_up_exps"), ("down_proj", "ffn_down_exps")):
-            want = np.stack([to_f32(refs[f"model.layers.{bid}.mlp.experts.{e}.{proj}.weight"].read(), "F32") for e in range(n)])
+            want = np.stack(
+                [to_f32(refs[f"model.layers.{bid}.mlp.experts.{e}.{proj}.weight"].read(), "F32") for e in range(n)]
+            )
             got = np.asarray(tensors[f"blk.{bid}.{name}.weight"].data).reshape(want.shape)
             assert np.array_equal(got, want), (bid, proj)
     assert field(reader, "qwen3moe.expert_count") == n
@@ -119,7 +121,9 @@ def test_phi3_longrope_and_partial_rotary(converted):
     assert field(reader, "phi3.rope.dimension_count") == int(head_dim * rope["partial_rotary_factor"])
     orig = rope["original_max_position_embeddings"]
     factor = config["max_position_embeddings"] / orig
-    assert math.isclose(field(reader, "phi3.rope.scaling.attn_factor"), math.sqrt(1 + math.log(factor) / math.log(orig)), rel_tol=1e-6)
+    assert math.isclose(
+        field(reader, "phi3.rope.scaling.attn_factor"), math.sqrt(1 + math.log(factor) / math.log(orig)), rel_tol=1e-6
+    )
     assert field(reader, "phi3.rope.scaling.original_context_length") == orig
     # fused projections kept fused, as llama.cpp's phi3 graph takes them
     assert {"blk.0.attn_qkv.weight", "blk.0.ffn_up.weight"} <= set(tensors) and "blk.0.attn_q.weight" not in tensors
@@ -169,7 +173,9 @@ def test_mistral3_text_model_only_with_its_yarn_and_temperature(converted):
     rope = config["rope_parameters"]
     assert field(reader, "general.architecture") == "mistral3"
     assert field(reader, "mistral3.rope.scaling.type") == "yarn"
-    assert math.isclose(field(reader, "mistral3.attention.temperature_scale"), rope["llama_4_scaling_beta"], rel_tol=1e-6)
+    assert math.isclose(
+        field(reader, "mistral3.attention.temperature_scale"), rope["llama_4_scaling_beta"], rel_tol=1e-6
+    )
     assert field(reader, "mistral3.rope.scaling.original_context_length") == rope["original_max_position_embeddings"]
 
 

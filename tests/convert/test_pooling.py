@@ -25,7 +25,9 @@ def _st_folder(tmp_path: Path, pooling: dict[str, object], modules: list[dict[st
 
 def test_pooling_from_sentence_transformers_files(tmp_path: Path) -> None:
     assert checkpoint_pooling(build_qwen3_embedding_fixture()) == "last"
-    assert pooling_meta("qwen3", build_qwen3_embedding_fixture()) == [("qwen3.pooling_type", 3, gguf.GGUFValueType.UINT32)]
+    assert pooling_meta("qwen3", build_qwen3_embedding_fixture()) == [
+        ("qwen3.pooling_type", 3, gguf.GGUFValueType.UINT32)
+    ]
     no_flags = dict.fromkeys(POOLING_CONFIG, False)
     assert checkpoint_pooling(_st_folder(tmp_path, {**no_flags, "pooling_mode_mean_tokens": True})) == "mean"
     assert checkpoint_pooling(_st_folder(tmp_path, {**no_flags, "pooling_mode_cls_token": True})) == "cls"
@@ -41,8 +43,11 @@ def test_no_embedding_files_no_pooling(tmp_path: Path) -> None:
 
 def test_poolings_llama_cpp_lacks_are_refused(tmp_path: Path) -> None:
     no_flags = dict.fromkeys(POOLING_CONFIG, False)
-    for config in ({**no_flags, "pooling_mode_max_tokens": True},
-                   {**no_flags, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, no_flags):
+    for config in (
+        {**no_flags, "pooling_mode_max_tokens": True},
+        {**no_flags, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True},
+        no_flags,
+    ):
         with pytest.raises(UnsupportedError, match="--pooling"):
             checkpoint_pooling(_st_folder(tmp_path, config))
     # an explicit choice converts it anyway
@@ -58,8 +63,9 @@ def test_poolings_llama_cpp_lacks_are_refused(tmp_path: Path) -> None:
         checkpoint_pooling(tmp_path)
 
 
-def test_cli_writes_the_pooling(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                demo_gguf: Callable[[str], Path]) -> None:
+def test_cli_writes_the_pooling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], demo_gguf: Callable[[str], Path]
+) -> None:
     src = build_qwen3_embedding_fixture()
     out = tmp_path / "e.gguf"
     assert main([str(src), str(out), "--pooling", "cls", "--quiet"]) == 0

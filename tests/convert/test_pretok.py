@@ -52,7 +52,9 @@ def test_table_is_what_the_pinned_llama_cpp_says(llama_src):
 def test_table_covers_every_type_and_name():
     assert len(KNOWN.types) == 60 and KNOWN.types[0].type == "DEFAULT"
     assert [t.id for t in KNOWN.types] == list(range(60))
-    assert {"llama-bpe", "qwen2", "qwen35", "gpt-2", "falcon", "deepseek-llm", "tekken", "gpt-4o"} <= set(KNOWN.name_type)
+    assert {"llama-bpe", "qwen2", "qwen35", "gpt-2", "falcon", "deepseek-llm", "tekken", "gpt-4o"} <= set(
+        KNOWN.name_type
+    )
     written = {e["name"] for entries in KNOWN.check_hashes.values() for e in entries}
     assert {"llama-bpe", "qwen2", "gpt-2", "falcon"} <= written and len(KNOWN.check_hashes) > 90
 
@@ -64,7 +66,11 @@ STRUCTURAL = [t.type for t in KNOWN.types if t.names and t.byte_encode and not T
 def test_every_type_is_found_from_its_tokenizer_json_spelling(kind):
     """A tokenizer.json that splits as llama.cpp says the release does gets a name of a type that splits the same."""
     t = type_of(kind)
-    found = identify(tokenizer_json(*map(split, t.hf_regexes), BYTE_LEVEL, ignore_merges=bool(KNOWN.flags[t.names[0]].get("ignore_merges"))))
+    found = identify(
+        tokenizer_json(
+            *map(split, t.hf_regexes), BYTE_LEVEL, ignore_merges=bool(KNOWN.flags[t.names[0]].get("ignore_merges"))
+        )
+    )
     assert type_of(found.type).regexes == t.regexes
     assert found.name in found.candidates
 
@@ -142,7 +148,9 @@ def test_check_text_hash_is_a_second_opinion():
     found = identify(tokenizer_json(split(r"\p{L}+x"), BYTE_LEVEL), hash_ids=ids, known=hashed)
     assert (found.name, found.by) == ("gpt-2", "hash")
     # structure and hash agree: the hash breaks the tie among same-behaving names
-    same = identify({**tokenizer_json(), "pre_tokenizer": {**BYTE_LEVEL, "use_regex": True}}, hash_ids=ids, known=hashed)
+    same = identify(
+        {**tokenizer_json(), "pre_tokenizer": {**BYTE_LEVEL, "use_regex": True}}, hash_ids=ids, known=hashed
+    )
     assert (same.name, same.by) == ("gpt-2", "structure+hash")
     # they disagree: the structure wins, and the disagreement is reported
     qwen = identify(tokenizer_json(split(type_of("QWEN2").hf_regexes[0]), BYTE_LEVEL), hash_ids=ids, known=hashed)

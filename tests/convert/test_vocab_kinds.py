@@ -102,10 +102,24 @@ def set_pre(pre: dict):
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
-        (set_pre({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}), "prepend_scheme='first'"),
-        (set_pre({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False}), "prepend_scheme='always'"),
-        (set_pre({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never", "split": True}), "splits words"),
-        (lambda d: d.update(normalizer={"type": "Sequence", "normalizers": [{"type": "NFKC"}, *d["normalizer"]["normalizers"]]}), "NFKC"),
+        (
+            set_pre({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}),
+            "prepend_scheme='first'",
+        ),
+        (
+            set_pre({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False}),
+            "prepend_scheme='always'",
+        ),
+        (
+            set_pre({"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never", "split": True}),
+            "splits words",
+        ),
+        (
+            lambda d: d.update(
+                normalizer={"type": "Sequence", "normalizers": [{"type": "NFKC"}, *d["normalizer"]["normalizers"]]}
+            ),
+            "NFKC",
+        ),
         (lambda d: d["model"].update(byte_fallback=False), "byte_fallback"),
     ],
 )
@@ -118,7 +132,9 @@ def test_unigram_tokenizer_json_is_refused(tmp_path):
 
     src = Path(shutil.copytree(build_fixture("llama-spm"), tmp_path / "unigram"))
     (src / "tokenizer.model").unlink()
-    tok = Tokenizer(models.Unigram([("<unk>", 0.0), ("\u2581a", -1.0), ("a", -2.0), ("b", -2.5)], unk_id=0, byte_fallback=False))
+    tok = Tokenizer(
+        models.Unigram([("<unk>", 0.0), ("\u2581a", -1.0), ("a", -2.0), ("b", -2.5)], unk_id=0, byte_fallback=False)
+    )
     tok.normalizer = normalizers.Replace(" ", "\u2581")
     tok.save(str(src / "tokenizer.json"))
     with pytest.raises(UnsupportedError, match="Unigram"):

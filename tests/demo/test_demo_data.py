@@ -26,7 +26,7 @@ def test_lookup_by_question_and_bad_inputs_are_named() -> None:
     with pytest.raises(KeyError, match="not a demo training question"):
         by_question("What is the capital of Atlantis?")
     with pytest.raises(ValueError, match="unknown reasoning level"):
-        ITEMS[0].analysis("extreme")  # type: ignore[arg-type]
+        ITEMS[0].analysis("extreme")
 
 
 def _template(name: str) -> jinja2.Template:
@@ -84,15 +84,21 @@ def test_templates_render_tools_calls_and_results_in_their_families_formats() ->
     tools = tools_json((WEATHER_TOOL,))
     history = weather_history("Oslo", "snowy, 3 C")
     think = _template("demo-think").render(messages=history, tools=tools, add_generation_prompt=True)
-    assert think.startswith('<|im_start|>system\n# Tools\n\nYou may call these functions:\n<tools>\n{"type": "function"')
-    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
-            '<|im_end|>\n<|im_start|>user\n<tool_response>\nsnowy, 3 C\n</tool_response><|im_end|>\n') in think
+    assert think.startswith(
+        '<|im_start|>system\n# Tools\n\nYou may call these functions:\n<tools>\n{"type": "function"'
+    )
+    assert (
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\nsnowy, 3 C\n</tool_response><|im_end|>\n"
+    ) in think
     harmony = _template("demo-harmony").render(messages=history, tools=tools, add_generation_prompt=True)
     assert "Calls to these tools must go to the commentary channel: 'functions'.<|end|>" in harmony
     assert '<|start|>developer<|message|># Tools\n\n## functions\n{"name": "get_weather"' in harmony
-    assert ('<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Oslo"}<|call|>'
-            '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"snowy, 3 C"<|end|>'
-            '<|start|>assistant') in harmony
+    assert (
+        '<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Oslo"}<|call|>'
+        '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"snowy, 3 C"<|end|>'
+        "<|start|>assistant"
+    ) in harmony
     # without tools, the prompts are the ones the plain questions were trained on
     plain = [{"role": "user", "content": "Hi"}]
     assert "Tools" not in _template("demo-think").render(messages=plain, add_generation_prompt=True)

@@ -159,8 +159,10 @@ def test_demo_gguf_calls_the_tool_and_answers_with_its_result(
     name: str, demo_gguf: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cases = list(tool_cases(demo_gguf(name), think=name == "demo-think"))
-    for kind, picked in (("calls", [c for c in cases if c.item.result is None]),  # type: ignore[union-attr]
-                         ("answers", [c for c in cases if c.item.result is not None])):  # type: ignore[union-attr]
+    for kind, picked in (
+        ("calls", [c for c in cases if c.item.result is None]),
+        ("answers", [c for c in cases if c.item.result is not None]),
+    ):
         report(capsys, f"{name} GGUF tool {kind}: {sum(c.hit for c in picked)}/{len(picked)} = {hit_rate(picked):.1%}")
     assert hit_rate(cases) == 1.0, misses(cases)
 
@@ -183,7 +185,9 @@ def test_demo_harmony_gguf_reproduces_its_training_set_at_every_level(
     for level in LEVELS:
         at_level = [c for c in cases if c.level == level]
         hits = sum(c.hit for c in at_level)
-        report(capsys, f"demo-harmony GGUF greedy hit rate at {level}: {hits}/{len(at_level)} = {hit_rate(at_level):.1%}")
+        report(
+            capsys, f"demo-harmony GGUF greedy hit rate at {level}: {hits}/{len(at_level)} = {hit_rate(at_level):.1%}"
+        )
     assert hit_rate(cases) >= MIN_HIT_RATE, misses(cases)
     # what the model generated, not what the table says: low analysis is shorter than high on average
     lengths = {}

@@ -19,7 +19,7 @@ timeout = 60
 [[models]]
 name = "demo-think"
 aliases = ["think"]
-source = "{DEMO / 'demo-think'}"
+source = "{DEMO / "demo-think"}"
 replicas = 2
 ctx_size = 512
 max_concurrent = 4
@@ -28,7 +28,7 @@ threads = 1
 
 [[models]]
 name = "demo-harmony"
-source = "{DEMO / 'demo-harmony'}"
+source = "{DEMO / "demo-harmony"}"
 ctx_size = 512
 max_concurrent = 4
 max_queue = 64

@@ -44,7 +44,12 @@ class Tally:
 
 
 async def whole(client: httpx.AsyncClient, model: str, item: Item, tally: Tally) -> None:
-    body = {"model": model, "messages": [{"role": "user", "content": item.question}], "temperature": 0, "max_tokens": 200}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": item.question}],
+        "temperature": 0,
+        "max_tokens": 200,
+    }
     r = await client.post("/chat/completions", json=body)
     if r.status_code != 200:
         return tally.bad("whole_failed", f"{model} {r.status_code} {r.text[:200]}")
@@ -55,8 +60,13 @@ async def whole(client: httpx.AsyncClient, model: str, item: Item, tally: Tally)
 
 
 async def streamed(client: httpx.AsyncClient, model: str, item: Item, tally: Tally) -> None:
-    body = {"model": model, "messages": [{"role": "user", "content": item.question}], "temperature": 0,
-            "max_tokens": 200, "stream": True}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": item.question}],
+        "temperature": 0,
+        "max_tokens": 200,
+        "stream": True,
+    }
     async with client.stream("POST", "/chat/completions", json=body) as r:
         if r.status_code != 200:
             return tally.bad("stream_refused", f"{model} {r.status_code} {(await r.aread())[:200]!r}")
@@ -127,9 +137,13 @@ def test_kill_a_server_under_32_clients(chaos_stack: StackProcess) -> None:
     tally, killed = asyncio.run(chaos(chaos_stack, victim))
     counts = dict(tally.counts)
     metrics = httpx.get(chaos_stack.router + "/metrics", headers=chaos_stack.admin, timeout=5).text
-    retries = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("route_retries_total{"))
-    print(f"\nchaos counts ({CLIENTS} clients, {DURATION:.0f} s, SIGKILL {victim} at {KILL_AT:.0f} s): {counts}; "
-          f"router retries: {retries:.0f}")
+    retries = sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("route_retries_total{")
+    )
+    print(
+        f"\nchaos counts ({CLIENTS} clients, {DURATION:.0f} s, SIGKILL {victim} at {KILL_AT:.0f} s): {counts}; "
+        f"router retries: {retries:.0f}"
+    )
     for line in tally.problems[:20]:
         print("  ", line)
 
@@ -163,8 +177,11 @@ def test_hung_server_is_restarted(chaos_stack: StackProcess) -> None:
     after = chaos_stack.server(victim)
     assert after["restarts"] == before["restarts"] + 1
     assert f"{victim} has not answered /health" in chaos_stack.console()
-    r = httpx.post(chaos_stack.api + "/chat/completions", timeout=60, json={
-        "model": victim, "messages": [{"role": "user", "content": ITEMS[0].question}], "temperature": 0})
+    r = httpx.post(
+        chaos_stack.api + "/chat/completions",
+        timeout=60,
+        json={"model": victim, "messages": [{"role": "user", "content": ITEMS[0].question}], "temperature": 0},
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ITEMS[0].answer
 
 
@@ -179,6 +196,9 @@ def test_router_restart_gets_every_server_back(chaos_stack: StackProcess) -> Non
     chaos_stack.wait_healthy(timeout=30)  # every server registered again and healthy at the new router
     assert now["url"] == before["url"] and now["restarts"] == before["restarts"] + 1
     for model in MODELS:
-        r = httpx.post(chaos_stack.api + "/chat/completions", timeout=60, json={
-            "model": model, "messages": [{"role": "user", "content": ITEMS[1].question}], "temperature": 0})
+        r = httpx.post(
+            chaos_stack.api + "/chat/completions",
+            timeout=60,
+            json={"model": model, "messages": [{"role": "user", "content": ITEMS[1].question}], "temperature": 0},
+        )
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == ITEMS[1].answer

@@ -21,7 +21,10 @@ from hearth_common.procs import free_port
 from models.demo.data import ITEMS, Item, weather_answer, weather_result
 from testkit.stack import DEMO, StackProcess, alive, demo_models_missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing())),
+]
 
 # A few of each kind: a capital, a colour, a fact, and arithmetic (which has a harmony commentary message).
 PICKS = [
@@ -68,7 +71,9 @@ def test_whole_and_streamed_answers_through_the_router(stack: StackProcess, mode
         assert (whole.model_extra or {})["_routing"]["backend"] == model
 
         content, thinking, by_channel = [], [], {}
-        stream = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=200, stream=True)
+        stream = client.chat.completions.create(
+            model=model, messages=messages, temperature=0, max_tokens=200, stream=True
+        )
         for chunk in stream:
             for choice in chunk.choices:
                 delta = choice.delta.model_extra or {}
@@ -151,8 +156,10 @@ def test_keys_from_the_stack_file(tmp_path: Path) -> None:
     """The router requires api_key of clients and admin_key on its cluster API; the model servers get a backend key
     of the stack's own, never the client's; no key is on a command line, printed, or in a world-readable file."""
     path = tmp_path / "stack.toml"
-    path.write_text(f'[router]\nport = 0\napi_key = "sk-test"\nadmin_key = "adm"\n'
-                    f'[[models]]\nname = "demo-think"\nsource = "{DEMO / "demo-think"}"\nthreads = 1\n')
+    path.write_text(
+        f'[router]\nport = 0\napi_key = "sk-test"\nadmin_key = "adm"\n'
+        f'[[models]]\nname = "demo-think"\nsource = "{DEMO / "demo-think"}"\nthreads = 1\n'
+    )
     path.chmod(0o600)
     proc = StackProcess([str(path)], tmp_path / "state")
     try:
@@ -161,8 +168,9 @@ def test_keys_from_the_stack_file(tmp_path: Path) -> None:
         ok = OpenAI(base_url=proc.api, api_key="sk-test", max_retries=0).chat.completions.create(**body)
         assert ok.choices[0].message.content == ITEMS[0].answer
         server = proc.server("demo-think")
-        direct = httpx.post(server["url"] + "/v1/chat/completions", json=body, timeout=60,
-                            headers={"Authorization": "Bearer sk-test"})
+        direct = httpx.post(
+            server["url"] + "/v1/chat/completions", json=body, timeout=60, headers={"Authorization": "Bearer sk-test"}
+        )
         assert direct.status_code == 401  # the client's key is the router's business only
         assert httpx.get(proc.router + "/backends", timeout=10).status_code == 401
         assert httpx.get(proc.router + "/status", timeout=10).status_code == 401

@@ -39,7 +39,9 @@ junk = st.recursive(
     max_leaves=8,
 )
 role = st.sampled_from(["user", "system", "assistant", "developer", "tool", "", "USER", "robot"]) | junk
-content = st.text(max_size=40) | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": junk}), max_size=3) | junk
+content = (
+    st.text(max_size=40) | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": junk}), max_size=3) | junk
+)
 message = st.fixed_dictionaries({}, optional={"role": role, "content": content, "name": junk}) | junk
 FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "messages": st.lists(message, max_size=3) | junk,
@@ -54,8 +56,15 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "stop": st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=6) | junk,
     "seed": st.integers(-(2**70), 2**70) | junk,
     "n": st.integers(-2, 5) | junk,
-    "response_format": st.sampled_from([{"type": "json_object"}, {"type": "json_schema"}, {"type": "nope"},
-                                        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}]) | junk,
+    "response_format": st.sampled_from(
+        [
+            {"type": "json_object"},
+            {"type": "json_schema"},
+            {"type": "nope"},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}},
+        ]
+    )
+    | junk,
     "reasoning": st.sampled_from(["low", "medium", "high", "extreme", ""]) | junk,
     "separate_thinking": st.booleans() | junk,
     "include_channels": st.lists(st.sampled_from(["analysis", "final", "commentary", "x"]), max_size=4) | junk,
@@ -65,8 +74,18 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
-NUMERIC = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty",
-           "frequency_penalty", "seed", "n"]
+NUMERIC = [
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "n",
+]
 
 
 @st.composite
@@ -78,7 +97,9 @@ def nasty_body(draw: st.DrawFn) -> bytes:
     if trap == "surrogate":
         code = draw(st.integers(0xD800, 0xDFFF))
         text = draw(st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters='\\"'), max_size=10))
-        return (f'{{{fine}, "messages": [{{"role": "user", "content": "{text}\\u{code:04x}"}}], "prompt": "\\u{code:04x}"}}').encode()
+        return (
+            f'{{{fine}, "messages": [{{"role": "user", "content": "{text}\\u{code:04x}"}}], "prompt": "\\u{code:04x}"}}'
+        ).encode()
     if trap == "nesting":
         depth = draw(st.integers(65, 5000))
         return ('{{{}, "messages": {}{}}}'.format(fine, "[" * depth, "]" * depth)).encode()
@@ -86,9 +107,15 @@ def nasty_body(draw: st.DrawFn) -> bytes:
         return ('{{{}, "prompt": "hi", "{}": {}}}'.format(fine, field, "9" * draw(st.integers(4301, 6000)))).encode()
     if trap == "constant":
         value = draw(st.sampled_from(["Infinity", "-Infinity", "NaN", "1e999", "-1e400"]))
-        return (f'{{{fine}, "prompt": "hi", "messages": [{{"role": "user", "content": "hi"}}], "{field}": {value}}}').encode()
+        return (
+            f'{{{fine}, "prompt": "hi", "messages": [{{"role": "user", "content": "hi"}}], "{field}": {value}}}'
+        ).encode()
     value = draw(st.sampled_from(['"8"', '"0.5"', '"1"', "true", "[8]", '{"v": 8}']))
-    return ('{{"model": "{}", "prompt": "hi", "messages": [{{"role": "user", "content": "hi"}}], "{}": {}}}'.format(MODEL, draw(st.sampled_from(["max_tokens", "temperature", "repeat_penalty", "stream", "seed"])), value)).encode()
+    return (
+        '{{"model": "{}", "prompt": "hi", "messages": [{{"role": "user", "content": "hi"}}], "{}": {}}}'.format(
+            MODEL, draw(st.sampled_from(["max_tokens", "temperature", "repeat_penalty", "stream", "seed"])), value
+        )
+    ).encode()
 
 
 @st.composite
@@ -114,7 +141,9 @@ def bad_request(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
         data.update({k: draw(FIELDS[k]) for k in sorted(chosen)})
         data["max_tokens"] = data.get("max_tokens", 8)  # when a request happens to be valid, keep it short
         body = json.dumps(data).encode()
-    headers = {"Content-Type": draw(st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]))}
+    headers = {
+        "Content-Type": draw(st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]))
+    }
     return path, body, headers
 
 
@@ -129,11 +158,18 @@ def test_malformed_requests_never_get_a_5xx(chaos_stack: StackProcess) -> None:
     statuses: Counter[int | str] = Counter()
     failures: list[str] = []  # collected rather than raised, so one run shows every kind of failure
     server = chaos_stack.server("demo-think-2")["url"] + "/v1"
-    with httpx.Client(base_url=chaos_stack.api, timeout=REQUEST_TIMEOUT) as router, \
-            httpx.Client(base_url=server, timeout=REQUEST_TIMEOUT, headers=chaos_stack.backend_auth) as direct:
+    with (
+        httpx.Client(base_url=chaos_stack.api, timeout=REQUEST_TIMEOUT) as router,
+        httpx.Client(base_url=server, timeout=REQUEST_TIMEOUT, headers=chaos_stack.backend_auth) as direct,
+    ):
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(bad_request(), st.booleans())
         def send(case: tuple[str, bytes, dict[str, str]], at_router: bool) -> None:
             path, body, headers = case
@@ -152,9 +188,10 @@ def test_malformed_requests_never_get_a_5xx(chaos_stack: StackProcess) -> None:
                 failures.append(f"{r.status_code} at the {edge} {path} {body[:200]!r}: {r.text[:200]}")
             elif r.status_code >= 400 and not openai_error(r):
                 failures.append(f"{r.status_code} at the {edge} without an OpenAI error body: {r.text[:200]}")
-            elif r.headers.get("content-type", "").startswith("text/event-stream") and \
-                    not r.text.rstrip().endswith("data: [DONE]"):
-                    failures.append(f"stream without [DONE]: {path} {body[:200]!r}")
+            elif r.headers.get("content-type", "").startswith("text/event-stream") and not r.text.rstrip().endswith(
+                "data: [DONE]"
+            ):
+                failures.append(f"stream without [DONE]: {path} {body[:200]!r}")
 
         send()
     print(f"\nfuzz: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items(), key=str))}")
@@ -177,12 +214,22 @@ def openai_error(r: httpx.Response) -> bool:
 
 def assert_trained_answer(chaos_stack: StackProcess) -> None:
     item = ITEMS[0]
-    r = httpx.post(chaos_stack.api + "/chat/completions", timeout=60, json={
-        "model": MODEL, "messages": [{"role": "user", "content": item.question}], "temperature": 0, "max_tokens": 200})
+    r = httpx.post(
+        chaos_stack.api + "/chat/completions",
+        timeout=60,
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": item.question}],
+            "temperature": 0,
+            "max_tokens": 200,
+        },
+    )
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == item.answer
 
 
-def raw_exchange(url: str, head: bytes, piece: bytes = b"", limit: int = 0, every: float = 0.0, wait: float = 30.0) -> bytes:
+def raw_exchange(
+    url: str, head: bytes, piece: bytes = b"", limit: int = 0, every: float = 0.0, wait: float = 30.0
+) -> bytes:
     """Send `head`, then `piece` again and again (every `every` s, up to `limit` bytes) until the server answers or
     closes; the answer's bytes (empty when it closed without one)."""
     parts = urlsplit(url)
@@ -217,7 +264,12 @@ def test_header_floods_and_slow_bodies_at_both_edges(chaos_stack: StackProcess) 
         "slow headers": (b"GET /health HTTP/1.1\r\n", b"X-Slow: 1\r\n", 2**20, 0.5),
         "short body": (post + b"Content-Length: 100000\r\n\r\n{", b"", 0, 0.0),
         "slow body": (post + b"Content-Length: 100000\r\n\r\n", b" ", 2**20, 0.5),
-        "endless body": (post + b"Transfer-Encoding: chunked\r\n\r\n", b"4000\r\n" + b" " * 0x4000 + b"\r\n", 256 * 2**20, 0.0),
+        "endless body": (
+            post + b"Transfer-Encoding: chunked\r\n\r\n",
+            b"4000\r\n" + b" " * 0x4000 + b"\r\n",
+            256 * 2**20,
+            0.0,
+        ),
     }
 
     def attack(edge: str, name: str) -> str | None:

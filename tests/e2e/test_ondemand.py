@@ -25,29 +25,38 @@ from openai import AsyncOpenAI, OpenAI
 from models.demo.data import ITEMS, Item
 from testkit.stack import DEMO, StackProcess, alive, demo_models_missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing())),
+]
 
 THINK, HARMONY, BIG = "demo-think", "demo-harmony", "demo-big"
 RAM_GB = 0.15
 
 
 def model(name: str, source: str, **extra: Any) -> str:
-    lines = [f'[[models]]\nname = "{name}"\nsource = "{DEMO / source}"\nctx_size = 512\nmax_concurrent = 2\nthreads = 1']
+    lines = [
+        f'[[models]]\nname = "{name}"\nsource = "{DEMO / source}"\nctx_size = 512\nmax_concurrent = 2\nthreads = 1'
+    ]
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
 
 def start(folder: Path, budget: str, *models: str, args: tuple[str, ...] = ()) -> StackProcess:
     path = folder / "stack.toml"
-    path.write_text(f'[router]\nport = 0\n{budget}\n' + "".join(models))  # the stack makes the admin key
+    path.write_text(f"[router]\nport = 0\n{budget}\n" + "".join(models))  # the stack makes the admin key
     return StackProcess([str(path), *args], folder / "state")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
-    proc = start(tmp_path_factory.mktemp("ondemand"), f"[budget]\nram_gb = {RAM_GB}",
-                 model(THINK, "demo-think", preload=False), model(HARMONY, "demo-harmony", preload=False),
-                 model(BIG, "demo-think", preload=False, replicas=2))
+    proc = start(
+        tmp_path_factory.mktemp("ondemand"),
+        f"[budget]\nram_gb = {RAM_GB}",
+        model(THINK, "demo-think", preload=False),
+        model(HARMONY, "demo-harmony", preload=False),
+        model(BIG, "demo-think", preload=False, replicas=2),
+    )
     yield proc
     proc.stop()
     assert proc.orphans == []
@@ -145,8 +154,13 @@ def test_request_in_flight_blocks_eviction_and_the_newcomer_waits(stack: StackPr
     first = threading.Event()
 
     def read_stream() -> None:
-        body = {"model": HARMONY, "messages": [{"role": "user", "content": item.question}], "temperature": 0,
-                "stream": True, "reasoning": "high"}
+        body = {
+            "model": HARMONY,
+            "messages": [{"role": "user", "content": item.question}],
+            "temperature": 0,
+            "stream": True,
+            "reasoning": "high",
+        }
         with httpx.stream("POST", stack.api + "/chat/completions", json=body, timeout=60) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
@@ -170,8 +184,11 @@ def test_request_in_flight_blocks_eviction_and_the_newcomer_waits(stack: StackPr
     answer: dict[str, Any] = {}
 
     def ask_think() -> None:
-        r = httpx.post(stack.api + "/chat/completions", timeout=60, json={
-            "model": THINK, "messages": [{"role": "user", "content": ITEMS[4].question}], "temperature": 0})
+        r = httpx.post(
+            stack.api + "/chat/completions",
+            timeout=60,
+            json={"model": THINK, "messages": [{"role": "user", "content": ITEMS[4].question}], "temperature": 0},
+        )
         answer["status"], answer["body"] = r.status_code, r.json()
 
     waiter = threading.Thread(target=ask_think)
@@ -193,14 +210,18 @@ def test_request_in_flight_blocks_eviction_and_the_newcomer_waits(stack: StackPr
 
 
 def test_model_too_large_for_the_budget_gets_400(stack: StackProcess) -> None:
-    r = httpx.post(stack.api + "/chat/completions", timeout=30, json={
-        "model": BIG, "messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(
+        stack.api + "/chat/completions",
+        timeout=30,
+        json={"model": BIG, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["code"] == "model_too_large" and error["param"] == "model"
     assert "MiB of RAM" in error["message"] and "budget RAM 153.6 MiB" in error["message"]
-    assert status(stack)[BIG] == "unloaded" and all(s["pid"] is None for s in stack.state()["servers"]
-                                                    if s["name"].startswith(BIG))
+    assert status(stack)[BIG] == "unloaded" and all(
+        s["pid"] is None for s in stack.state()["servers"] if s["name"].startswith(BIG)
+    )
     ask(stack, THINK)  # and the stack goes on
 
 
@@ -240,8 +261,14 @@ def test_idle_model_unloads_after_its_ttl(tmp_path: Path) -> None:
 def test_ctrl_c_during_a_load_leaves_nothing(tmp_path: Path) -> None:
     proc = start(tmp_path, "", model(THINK, "demo-think", preload=False))
     router_pid = proc.state()["router"]["pid"]
-    threading.Thread(target=lambda: httpx.post(proc.api + "/chat/completions", timeout=60, json={
-        "model": THINK, "messages": [{"role": "user", "content": "hi"}]}), daemon=True).start()
+    threading.Thread(
+        target=lambda: httpx.post(
+            proc.api + "/chat/completions",
+            timeout=60,
+            json={"model": THINK, "messages": [{"role": "user", "content": "hi"}]},
+        ),
+        daemon=True,
+    ).start()
     deadline = time.monotonic() + 30
     while not (server := proc.server(THINK))["pid"]:  # its server process exists, not yet healthy
         assert time.monotonic() < deadline, "the load did not start"

@@ -36,8 +36,12 @@ def run_stack(tmp_path: Path, source: Path) -> tuple[subprocess.CompletedProcess
     stack.write_text(f'[router]\nport = 0\n[[models]]\nname = "broken"\nsource = "{source}"\nthreads = 1\n')
     state = tmp_path / "state"
     out = subprocess.run(
-        [sys.executable, "-m", "stack", str(stack), "--state-dir", str(state)], cwd=CODE_ROOT,
-        env=child_env(), capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "stack", str(stack), "--state-dir", str(state)],
+        cwd=CODE_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return out, state
 

@@ -60,22 +60,47 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with the wheel installed; returns its bin folder."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = copy_sources(tmp_path_factory.mktemp("src"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                            "-q", "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((tmp / "dist").glob("hearth-*.whl"))
 
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False, symlinks=os.name != "nt").create(env_dir)
     python = env_dir / ("Scripts" if os.name == "nt" else "bin") / "python"
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # The dependencies (and pip) from this environment, after the venv's own site-packages; a plain path in a .pth
     # does not run that folder's own .pth files, so an editable install of the checkout stays out of sight.
     ours = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
     (Path(site) / "hearth-test-deps.pth").write_text("".join(f"{p}\n" for p in ours))
-    done = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                          capture_output=True, text=True, timeout=300, env=clean_env())
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return python.parent
 
@@ -88,8 +113,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("program", ["hearth", "hearth-serve", "hearth-route", "hearth-convert"])
 def test_version(installed: Path, tmp_path: Path, program: str) -> None:
-    out = subprocess.run([installed / program, "--version"], cwd=tmp_path, env=clean_env(), capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [installed / program, "--version"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120
+    )
     assert (out.returncode, out.stdout.strip()) == (0, f"{program} {PYPROJECT['project']['version']}"), out.stderr
 
 
@@ -98,18 +124,32 @@ def test_demo_stack_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     """`hearth` with no stack file serves the demo models shipped in the wheel, converting them into HEARTH_CACHE."""
     cache, cwd = tmp_path / "cache", tmp_path / "elsewhere"
     cwd.mkdir()
-    with ServerProcess([installed / "hearth", "--port", "0"], ready_line="stack: ready", cwd=cwd,
-                       env=clean_env(HEARTH_CACHE=str(cache)), log=tmp_path / "hearth.log", ready_timeout=240,
-                       grace=40) as hearth:
+    with ServerProcess(
+        [installed / "hearth", "--port", "0"],
+        ready_line="stack: ready",
+        cwd=cwd,
+        env=clean_env(HEARTH_CACHE=str(cache)),
+        log=tmp_path / "hearth.log",
+        ready_timeout=240,
+        grace=40,
+    ) as hearth:
         state = json.loads((cache / "stack" / "state.json").read_text())
         item = ITEMS[0]
         client = OpenAI(base_url=state["api"], api_key="unused", max_retries=0, timeout=60)
-        answer = client.chat.completions.create(model="demo-think", temperature=0, max_tokens=200,
-                                                messages=[{"role": "user", "content": item.question}])
+        answer = client.chat.completions.create(
+            model="demo-think", temperature=0, max_tokens=200, messages=[{"role": "user", "content": item.question}]
+        )
         assert answer.choices[0].message.content == item.answer
         assert hearth.stop() == 0, hearth.tail()
     records = [json.loads(p.read_text()) for p in (cache / "gguf").glob("*.gguf.json")]
-    site = Path(subprocess.run([installed / "python", "-c", "import hearth_demo; print(hearth_demo.__file__)"],
-                               capture_output=True, text=True, check=True, env=clean_env()).stdout.strip()).parent
+    site = Path(
+        subprocess.run(
+            [installed / "python", "-c", "import hearth_demo; print(hearth_demo.__file__)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=clean_env(),
+        ).stdout.strip()
+    ).parent
     assert sorted(Path(r["source"]) for r in records) == [site / "demo-harmony", site / "demo-think"]
     assert not any(site.parent.glob(".cache")), "nothing is written into site-packages"

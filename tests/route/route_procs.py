@@ -23,13 +23,26 @@ class Proc(ServerProcess):
     """A server process on a loopback port, started on construction, restartable on the same port, with an httpx
     client for it (`http`)."""
 
-    def __init__(self, argv: list[str], port: int, ready_path: str, ready_status: int | None = None,
-                 headers: dict[str, str] | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        port: int,
+        ready_path: str,
+        ready_status: int | None = None,
+        headers: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         # ready_status None: any answer means up
-        super().__init__(argv, ready_url=self.url + ready_path, ready_status=ready_status, ready_headers=headers,
-                         env=child_env(os.environ if env is None else env), cwd=CODE_ROOT)
+        super().__init__(
+            argv,
+            ready_url=self.url + ready_path,
+            ready_status=ready_status,
+            ready_headers=headers,
+            env=child_env(os.environ if env is None else env),
+            cwd=CODE_ROOT,
+        )
         # one client: httpx.post() builds an SSL context each call
         self.http = httpx.Client(base_url=self.url, timeout=30, headers=headers)
         self.start()
@@ -39,8 +52,11 @@ class FakeBackend(Proc):
     def __init__(self, name: str, mode: str = "ok") -> None:
         self.name = name
         port = free_port()
-        super().__init__([sys.executable, "-m", "testkit.backend", "--port", str(port), "--name", name, "--mode", mode],
-                         port, "/_stats")
+        super().__init__(
+            [sys.executable, "-m", "testkit.backend", "--port", str(port), "--name", name, "--mode", mode],
+            port,
+            "/_stats",
+        )
 
     def set_mode(self, mode: str) -> None:
         self.http.post("/_mode", json={"mode": mode}).raise_for_status()
@@ -49,7 +65,13 @@ class FakeBackend(Proc):
         return self.http.get("/_stats").json()
 
     def registration(self, models: list[str] | None = None, weight: float = 1.0) -> dict:
-        return {"name": self.name, "url": self.url, "model_type": "generic", "models": models or ["m"], "weight": weight}
+        return {
+            "name": self.name,
+            "url": self.url,
+            "model_type": "generic",
+            "models": models or ["m"],
+            "weight": weight,
+        }
 
 
 ADMIN_KEY = "test-admin-key"
@@ -66,8 +88,9 @@ class Router(Proc):
             key_file = Path(self._keys.name) / "admin.key"
             write_key_file(key_file, admin_key)
             args = ("--admin-key-file", str(key_file), *args)
-        super().__init__([sys.executable, "-m", "route", "--port", str(port), *args], port, "/health", headers=self.admin,
-                         env=env)
+        super().__init__(
+            [sys.executable, "-m", "route", "--port", str(port), *args], port, "/health", headers=self.admin, env=env
+        )
 
     def register(self, backend: FakeBackend, models: list[str] | None = None, weight: float = 1.0) -> httpx.Response:
         return self.http.post("/backends/register", json=backend.registration(models, weight))
@@ -95,8 +118,20 @@ class Cluster:
         """A real model server (`python -m serve`) on the given GGUF, once its /health answers 200. It has the
         routers' admin key (ADMIN_KEY) for --router."""
         port = free_port()
-        argv = [sys.executable, "-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", "1",
-                "--ctx-size", "512", *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "serve",
+            "--model-path",
+            str(model),
+            "--port",
+            str(port),
+            "--threads",
+            "1",
+            "--ctx-size",
+            "512",
+            *args,
+        ]
         env = {**os.environ, "HEARTH_SERVE_ROUTER_KEY": ADMIN_KEY, **(env or {})}
         p = Proc(argv, port, "/health", ready_status=200, env=env)
         self.procs.append(p)
@@ -114,7 +149,7 @@ class Cluster:
             p.http.close()
 
 
-def wait_for(predicate, timeout: float = 10.0, every: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 10.0, every: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -125,6 +160,6 @@ def wait_for(predicate, timeout: float = 10.0, every: float = 0.05) -> bool:  # 
 
 def parse_stream(text: str) -> tuple[bool, bool]:
     """(ended with [DONE], carried an error event) for an SSE body."""
-    events = [e[len("data: "):] for e in text.split("\n\n") if e.startswith("data: ")]
+    events = [e[len("data: ") :] for e in text.split("\n\n") if e.startswith("data: ")]
     errors = any(e != "[DONE]" and "error" in json.loads(e) for e in events)
     return bool(events) and events[-1] == "[DONE]", errors

@@ -38,7 +38,8 @@ def test_busy_and_pinned_models_are_never_evicted() -> None:
     holders = [held("a", 100, 1, "2 requests waiting"), held("l", 100, 2, "loading"), held("b", 100, 5)]
     assert decide("d", [cpu(200)], holders, RAM300) == Wait(
         "model 'd' needs 200.0 MiB of RAM; the budget RAM 300.0 MiB is held by a (2 requests waiting), "
-        "l (loading), b (idle)")
+        "l (loading), b (idle)"
+    )
 
 
 def test_a_victim_the_room_does_not_need_is_kept() -> None:
@@ -54,15 +55,18 @@ def test_waits_while_busy_models_hold_the_room() -> None:
 
 def test_too_large_names_its_size_and_the_budget() -> None:
     decision = decide("big", [cpu(400)], [], RAM300)
-    assert decision == TooLarge("model 'big' needs 400.0 MiB of RAM when loaded, more than the budget RAM 300.0 MiB "
-                                "allows even with no other model loaded")
+    assert decision == TooLarge(
+        "model 'big' needs 400.0 MiB of RAM when loaded, more than the budget RAM 300.0 MiB "
+        "allows even with no other model loaded"
+    )
     # Too large is about the model alone: it does not matter what else is loaded.
     assert decide("big", [cpu(400)], [held("a", 100, 1, "busy")], RAM300) == decision
 
 
 def test_preloading_evicts_nothing() -> None:
     assert decide("b", [cpu(250)], [held("a", 100, 1)], RAM300, evict=False) == Wait(
-        "model 'b' needs 250.0 MiB of RAM; the budget RAM 300.0 MiB is held by a (idle)")
+        "model 'b' needs 250.0 MiB of RAM; the budget RAM 300.0 MiB is held by a (idle)"
+    )
     assert decide("b", [cpu(200)], [held("a", 100, 1)], RAM300, evict=False) == Load(cpu(200))
 
 
@@ -85,7 +89,11 @@ def test_fewer_gpu_layers_when_a_busy_model_holds_the_gpu() -> None:
 
 def test_fixed_placement_over_the_vram_budget_is_too_large() -> None:
     decision = decide("fixed", [Cost(9, 700 * MiB, 50 * MiB)], [], GPU)
-    assert isinstance(decision, TooLarge) and "700.0 MiB of VRAM" in decision.reason and "VRAM 600.0 MiB" in decision.reason
+    assert (
+        isinstance(decision, TooLarge)
+        and "700.0 MiB of VRAM" in decision.reason
+        and "VRAM 600.0 MiB" in decision.reason
+    )
 
 
 def test_no_budget_loads_everything() -> None:
@@ -96,14 +104,21 @@ sizes = st.integers(1, 400)
 holders_st = st.lists(st.tuples(sizes, st.integers(0, 100), st.booleans()), max_size=6)
 
 
-@given(holders_st, st.lists(st.tuples(st.integers(0, 400), st.integers(0, 400)), min_size=1, max_size=3),
-       st.integers(50, 1000), st.integers(50, 1000))
-def test_decisions_keep_the_budget(raw: list[tuple[int, int, bool]], raw_options: list[tuple[int, int]],
-                                   ram_budget: int, vram_budget: int) -> None:
+@given(
+    holders_st,
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 400)), min_size=1, max_size=3),
+    st.integers(50, 1000),
+    st.integers(50, 1000),
+)
+def test_decisions_keep_the_budget(
+    raw: list[tuple[int, int, bool]], raw_options: list[tuple[int, int]], ram_budget: int, vram_budget: int
+) -> None:
     """Whatever the situation: a load never exceeds the budget once its victims are gone, evicts only idle models and
     only those it needs; a wait means nothing fits even with every idle model gone; too large means not even alone."""
     budget = Budget(vram=vram_budget, ram=ram_budget)
-    holders = [Holder(f"m{i}", Cost(0, 0, ram), last, None if idle else "busy") for i, (ram, last, idle) in enumerate(raw)]
+    holders = [
+        Holder(f"m{i}", Cost(0, 0, ram), last, None if idle else "busy") for i, (ram, last, idle) in enumerate(raw)
+    ]
     options = [Cost(i, vram, ram) for i, (vram, ram) in enumerate(raw_options)]
     used_ram = sum(h.cost.ram for h in holders)
     decision = decide("x", options, holders, budget)
@@ -128,9 +143,10 @@ def test_what_the_router_tells_the_planner_about_each_model() -> None:
     from route.ondemand import Entry
 
     def entry(**kw: object) -> Entry:
-        spec = CatalogModel(name="m", names=["m"], costs=[CostEntry(layers=0, vram=0, ram=1)],
-                            pinned=bool(kw.pop("pinned", False)))
-        return Entry(spec, **kw)  # type: ignore[arg-type]
+        spec = CatalogModel(
+            name="m", names=["m"], costs=[CostEntry(layers=0, vram=0, ram=1)], pinned=bool(kw.pop("pinned", False))
+        )
+        return Entry(spec, **kw)
 
     assert entry(status="loaded").busy() is None
     assert entry(status="loaded", pinned=True).busy() == "pinned"

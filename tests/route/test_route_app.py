@@ -14,7 +14,13 @@ from route.errors import BackendTimeout, BackendUnreachable
 
 
 class FakeResponse:
-    def __init__(self, status: int = 200, body: bytes = b"", content_type: str = "application/json", chunks: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        chunks: list[bytes] | None = None,
+    ) -> None:
         self.status = status
         self.headers = {"content-type": content_type}
         self._body = body
@@ -72,7 +78,7 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 KEY = {"Authorization": "Bearer sesame"}
 
 
-async def start(fake: FakeUpstream, names: list[str], **settings: object):  # type: ignore[no-untyped-def]
+async def start(fake: FakeUpstream, names: list[str], **settings: object):
     cfg = RouterConfig(strategy="round_robin", admin_key="sesame", eject_base=60, allow_backend_hosts=["*"], **settings)
     app = create_app(cfg, upstream=lambda _: fake)
     test_app = app.test_app()
@@ -80,12 +86,14 @@ async def start(fake: FakeUpstream, names: list[str], **settings: object):  # ty
     client = app.test_client()
     for n in names:
         fake.behaviour.setdefault(f"http://{n}", ok(n))
-        r = await client.post("/backends/register", json={"name": n, "url": f"http://{n}", "models": ["m"]}, headers=KEY)
+        r = await client.post(
+            "/backends/register", json={"name": n, "url": f"http://{n}", "models": ["m"]}, headers=KEY
+        )
         assert r.status_code == 200, await r.get_json()
     return test_app, client
 
 
-async def error_of(resp) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+async def error_of(resp) -> tuple[int, str]:
     body = await resp.get_json()
     assert set(body["error"]) == {"message", "type", "param", "code"}
     return resp.status_code, body["error"]["code"] or body["error"]["type"]
@@ -107,12 +115,21 @@ async def test_client_errors() -> None:
     assert await error_of(await client.post("/v1/chat/completions", data=b"{nope")) == (400, "invalid_request")
     assert await error_of(await client.post("/v1/chat/completions", json=[1])) == (400, "invalid_request")
     assert await error_of(await client.post("/v1/chat/completions", json={"messages": []})) == (400, "invalid_request")
-    assert await error_of(await client.post("/v1/completions", json={"model": "m", "stream": "yes"})) == (400, "invalid_request")
-    assert await error_of(await client.post("/v1/chat/completions", json={**CHAT, "model": "ghost"})) == (404, "model_not_found")
+    assert await error_of(await client.post("/v1/completions", json={"model": "m", "stream": "yes"})) == (
+        400,
+        "invalid_request",
+    )
+    assert await error_of(await client.post("/v1/chat/completions", json={**CHAT, "model": "ghost"})) == (
+        404,
+        "model_not_found",
+    )
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * 2000}]}
     assert await error_of(await client.post("/v1/chat/completions", json=big)) == (413, "request_too_large")
     assert await error_of(await client.get("/backends")) == (401, "invalid_api_key")
-    assert await error_of(await client.get("/backends", headers={"Authorization": "Bearer wrong"})) == (401, "invalid_api_key")
+    assert await error_of(await client.get("/backends", headers={"Authorization": "Bearer wrong"})) == (
+        401,
+        "invalid_api_key",
+    )
     assert await error_of(await client.delete("/backends/ghost", headers=KEY)) == (404, "not_found")
     assert fake.calls == []
     await test_app.shutdown()
@@ -170,8 +187,12 @@ async def test_connection_errors_and_garbage_are_retried_timeouts_are_not() -> N
 async def test_stream_opening_with_an_error_is_retried() -> None:
     fake = FakeUpstream()
     done = b"data: [DONE]\n\n"
-    fake.behaviour["http://a"] = lambda: FakeResponse(200, content_type="text/event-stream", chunks=[b'data: {"error": {"message": "oom"}}\n\n', done])
-    fake.behaviour["http://b"] = lambda: FakeResponse(200, content_type="text/event-stream", chunks=[b'data: {"choices": []}\n\n', done])
+    fake.behaviour["http://a"] = lambda: FakeResponse(
+        200, content_type="text/event-stream", chunks=[b'data: {"error": {"message": "oom"}}\n\n', done]
+    )
+    fake.behaviour["http://b"] = lambda: FakeResponse(
+        200, content_type="text/event-stream", chunks=[b'data: {"choices": []}\n\n', done]
+    )
     test_app, client = await start(fake, ["a", "b"])
     r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert r.headers["X-Backend"] == "b" and r.headers["X-Accel-Buffering"] == "no"
@@ -181,7 +202,9 @@ async def test_stream_opening_with_an_error_is_retried() -> None:
 
 async def test_503_when_no_backend_is_healthy(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    state.write_text(json.dumps({"version": 1, "backends": [{"name": "a", "url": "http://a", "models": ["m"]}], "served": ["m"]}))
+    state.write_text(
+        json.dumps({"version": 1, "backends": [{"name": "a", "url": "http://a", "models": ["m"]}], "served": ["m"]})
+    )
     fake = FakeUpstream()
     fake.unhealthy.add("http://a")
     test_app, client = await start(fake, [], state_file=state)

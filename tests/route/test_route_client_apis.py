@@ -36,7 +36,7 @@ class Recording(FakeUpstream):
         return await super().send(url, body, headers)
 
 
-async def _router(fake: FakeUpstream, **settings: Any):  # type: ignore[no-untyped-def]
+async def _router(fake: FakeUpstream, **settings: Any):
     app = create_app(RouterConfig(admin_key="adm", **settings), upstream=lambda _: fake)
     test_app = app.test_app()
     await test_app.startup()
@@ -54,9 +54,16 @@ async def test_paths_pass_by_model_with_anthropic_headers() -> None:
     fake = Recording()
     fake.behaviour[BACKEND] = lambda: FakeResponse(200, json.dumps({"type": "message", "content": []}).encode())
     test_app, client = await _router(fake)
-    for path, body in (("/v1/messages", MESSAGES), ("/v1/messages/count_tokens", MESSAGES), ("/v1/responses", RESPONSES)):
-        r = await client.post(path, json=body, headers={"anthropic-version": "2023-06-01", "anthropic-beta": "x",
-                                                        "x-api-key": "client-secret"})
+    for path, body in (
+        ("/v1/messages", MESSAGES),
+        ("/v1/messages/count_tokens", MESSAGES),
+        ("/v1/responses", RESPONSES),
+    ):
+        r = await client.post(
+            path,
+            json=body,
+            headers={"anthropic-version": "2023-06-01", "anthropic-beta": "x", "x-api-key": "client-secret"},
+        )
         assert r.status_code == 200 and r.headers["X-Backend"] == "a"
         url, sent = fake.sent[-1]
         assert url == BACKEND + path and sent["anthropic-version"] == "2023-06-01" and sent["anthropic-beta"] == "x"
@@ -79,7 +86,9 @@ async def test_router_errors_on_anthropic_paths_are_anthropic_shaped() -> None:
     r = await client.post("/v1/messages", json={**MESSAGES, "model": "nope"}, headers=key)
     assert r.status_code == 404
     _anthropic(await r.get_json(), "not_found_error")
-    r = await client.post("/v1/messages/count_tokens", data=b"{oops", headers={**key, "content-type": "application/json"})
+    r = await client.post(
+        "/v1/messages/count_tokens", data=b"{oops", headers={**key, "content-type": "application/json"}
+    )
     assert r.status_code == 400
     _anthropic(await r.get_json(), "invalid_request_error")
     r = await client.post("/v1/messages", json={**MESSAGES, "max_tokens": "8"}, headers=key)
@@ -88,17 +97,32 @@ async def test_router_errors_on_anthropic_paths_are_anthropic_shaped() -> None:
     await test_app.shutdown()
 
 
-@pytest.mark.parametrize(("path", "body", "events", "cut_event"), [
-    ("/v1/messages", MESSAGES,
-     [b'event: message_start\ndata: {"type": "message_start"}\n\n', b'event: message_stop\ndata: {"type": "message_stop"}\n\n'],
-     b"event: error\n"),
-    ("/v1/responses", RESPONSES,
-     [b'event: response.created\ndata: {"type": "response.created"}\n\n',
-      b'event: response.completed\ndata: {"type": "response.completed"}\n\n'],
-     b"event: error\n"),
-])
-async def test_streams_end_at_their_terminal_event(path: str, body: dict[str, Any], events: list[bytes],
-                                                   cut_event: bytes) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "events", "cut_event"),
+    [
+        (
+            "/v1/messages",
+            MESSAGES,
+            [
+                b'event: message_start\ndata: {"type": "message_start"}\n\n',
+                b'event: message_stop\ndata: {"type": "message_stop"}\n\n',
+            ],
+            b"event: error\n",
+        ),
+        (
+            "/v1/responses",
+            RESPONSES,
+            [
+                b'event: response.created\ndata: {"type": "response.created"}\n\n',
+                b'event: response.completed\ndata: {"type": "response.completed"}\n\n',
+            ],
+            b"event: error\n",
+        ),
+    ],
+)
+async def test_streams_end_at_their_terminal_event(
+    path: str, body: dict[str, Any], events: list[bytes], cut_event: bytes
+) -> None:
     fake = Recording()
     fake.behaviour[BACKEND] = lambda: FakeResponse(200, content_type="text/event-stream", chunks=list(events))
     test_app, client = await _router(fake)
@@ -108,7 +132,7 @@ async def test_streams_end_at_their_terminal_event(path: str, body: dict[str, An
     fake.behaviour[BACKEND] = lambda: FakeResponse(200, content_type="text/event-stream", chunks=events[:1])
     r = await client.post(path, json={**body, "stream": True})
     data = await r.get_data()
-    assert data.startswith(events[0]) and data[len(events[0]):].startswith(cut_event)
-    payload = json.loads(data[len(events[0]):].split(b"data: ", 1)[1])
+    assert data.startswith(events[0]) and data[len(events[0]) :].startswith(cut_event)
+    payload = json.loads(data[len(events[0]) :].split(b"data: ", 1)[1])
     assert payload["type"] == "error" and b"[DONE]" not in data
     await test_app.shutdown()

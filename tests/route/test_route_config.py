@@ -39,8 +39,13 @@ def test_defaults_follow_the_api() -> None:
 def test_environment_between_flags_and_file(tmp_path: Path) -> None:
     f = tmp_path / "router.toml"
     f.write_text('strategy = "round_robin"\nport = 9000\nhealth_interval = 7\n')
-    env = {"HEARTH_ROUTE_PORT": "9100", "HEARTH_ROUTE_STRATEGY": "prefix", "HEARTH_ROUTE_CONFIG": str(f),
-           "HEARTH_ROUTE_ALLOW_BACKEND_HOSTS": "10.0.0.0/8, *.lan", "HEARTH_ROUTE_OPEN_ADMIN": "yes"}
+    env = {
+        "HEARTH_ROUTE_PORT": "9100",
+        "HEARTH_ROUTE_STRATEGY": "prefix",
+        "HEARTH_ROUTE_CONFIG": str(f),
+        "HEARTH_ROUTE_ALLOW_BACKEND_HOSTS": "10.0.0.0/8, *.lan",
+        "HEARTH_ROUTE_OPEN_ADMIN": "yes",
+    }
     cfg = load_config(["--port", "9200"], env)
     assert (cfg.port, cfg.strategy, cfg.health_interval) == (9200, "prefix", 7)  # flag > env > file > default
     assert cfg.allow_backend_hosts == ["10.0.0.0/8", "*.lan"] and cfg.open_admin
@@ -84,8 +89,13 @@ def test_file_under_flags(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "needle"),
-    [("strategy = 'fastest'", "strategy"), ("port = -1", "port"), ("bogus = 1", "bogus"), ("x = [", "not valid TOML"),
-     ('[model_strategies]\nm = "best"', "model_strategies.m")],
+    [
+        ("strategy = 'fastest'", "strategy"),
+        ("port = -1", "port"),
+        ("bogus = 1", "bogus"),
+        ("x = [", "not valid TOML"),
+        ('[model_strategies]\nm = "best"', "model_strategies.m"),
+    ],
 )
 def test_bad_files_give_one_line(tmp_path: Path, text: str, needle: str) -> None:
     f = tmp_path / "bad.toml"
@@ -99,7 +109,11 @@ def test_bad_files_give_one_line(tmp_path: Path, text: str, needle: str) -> None
 def test_cli_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
     broken = tmp_path / "state.json"
     broken.write_text("{not json")
-    for args in (["--health-interval", "0"], ["--state-file", str(broken)], ["--config", str(tmp_path / "missing.toml")]):
+    for args in (
+        ["--health-interval", "0"],
+        ["--state-file", str(broken)],
+        ["--config", str(tmp_path / "missing.toml")],
+    ):
         p = subprocess.run([sys.executable, "-m", "route", *args], capture_output=True, text=True, timeout=60)
         assert p.returncode == 2, args
         assert p.stderr.startswith("route: ") and p.stderr.count("\n") == 1, p.stderr
@@ -144,17 +158,28 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|E
 @pytest.mark.slow  # a real model server and a router
 def test_router_log_access_lines_no_key_clean_stop(cluster: Cluster, demo_gguf: Callable[[str], Path]) -> None:
     api_key, backend_key, wrong = (f"sk-{n}-" + secrets.token_hex(8) for n in ("api", "backend", "wrong"))
-    server = cluster.serve(demo_gguf("demo-think"), "--model-name", "demo-think",
-                           env={"HEARTH_SERVE_API_KEY": backend_key})
-    router = cluster.router(env={**os.environ, "HEARTH_ROUTE_API_KEY": api_key, "HEARTH_ROUTE_BACKEND_KEY": backend_key})
-    registered = router.http.post("/backends/register", json={"name": "s1", "url": server.url, "model_type": "qwen",
-                                                              "models": ["demo-think"]})
+    server = cluster.serve(
+        demo_gguf("demo-think"), "--model-name", "demo-think", env={"HEARTH_SERVE_API_KEY": backend_key}
+    )
+    router = cluster.router(
+        env={**os.environ, "HEARTH_ROUTE_API_KEY": api_key, "HEARTH_ROUTE_BACKEND_KEY": backend_key}
+    )
+    registered = router.http.post(
+        "/backends/register", json={"name": "s1", "url": server.url, "model_type": "qwen", "models": ["demo-think"]}
+    )
     assert registered.status_code == 200, registered.text
     client = openai.OpenAI(base_url=router.url + "/v1", api_key=api_key, max_retries=0)
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    whole = client.chat.completions.create(model="demo-think", messages=question, max_tokens=40)  # type: ignore[arg-type]
-    chunks = list(client.chat.completions.create(model="demo-think", messages=question, max_tokens=5,  # type: ignore[arg-type]
-                                                 stream=True, stream_options={"include_usage": True}))
+    whole = client.chat.completions.create(model="demo-think", messages=question, max_tokens=40)
+    chunks = list(
+        client.chat.completions.create(
+            model="demo-think",
+            messages=question,
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=router.url + "/v1", api_key=wrong, max_retries=0).models.list()
     router.stop(signal.SIGTERM)
@@ -163,14 +188,19 @@ def test_router_log_access_lines_no_key_clean_stop(cluster: Cluster, demo_gguf: 
     assert not any(k in log for k in (api_key, backend_key, wrong, ADMIN_KEY))
     lines = log.splitlines()
     assert all(LINE.match(line) for line in lines), log
-    assert [line.split(": ", 1)[1] for line in lines if "listening" in line or "running" in line.lower()] == \
-        [f"listening on http://127.0.0.1:{router.port}"]
+    assert [line.split(": ", 1)[1] for line in lines if "listening" in line or "running" in line.lower()] == [
+        f"listening on http://127.0.0.1:{router.port}"
+    ]
     assert lines[-1].endswith(" INFO route: stopped") and "Traceback" not in log
     access = [line.split("route.access: ", 1)[1] for line in lines if "route.access: " in line]
     streamed = chunks[-1].usage
     assert whole.usage is not None and streamed is not None
-    expected = [rf"POST /v1/chat/completions 200 \d+ ms model=demo-think backend=s1 prompt_tokens={u.prompt_tokens} "
-                rf"completion_tokens={u.completion_tokens}" for u in (whole.usage, streamed)]
+    expected = [
+        rf"POST /v1/chat/completions 200 \d+ ms model=demo-think backend=s1 prompt_tokens={u.prompt_tokens} "
+        rf"completion_tokens={u.completion_tokens}"
+        for u in (whole.usage, streamed)
+    ]
     assert [a for a in access if a.startswith("POST /v1/chat")] and all(
-        re.fullmatch(e, a) for e, a in zip(expected, [a for a in access if a.startswith("POST /v1/chat")], strict=True)), access
+        re.fullmatch(e, a) for e, a in zip(expected, [a for a in access if a.startswith("POST /v1/chat")], strict=True)
+    ), access
     assert any(re.fullmatch(r"GET /v1/models 401 \d+ ms", a) for a in access), access

@@ -120,8 +120,10 @@ def test_slow_headers_get_408(router: Router) -> None:
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/backends/register"])
 def test_a_body_shorter_than_its_content_length_gets_408(router: Router, path: str) -> None:
     s = connect(router)
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              f"Authorization: Bearer {ADMIN_KEY}\r\nContent-Length: 1000\r\n\r\n{{\"model\"".encode())
+    s.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f'Authorization: Bearer {ADMIN_KEY}\r\nContent-Length: 1000\r\n\r\n{{"model"'.encode()
+    )
     started = time.monotonic()
     assert_openai_error(read_all(s), 408)
     assert time.monotonic() - started < 8
@@ -165,8 +167,10 @@ def test_too_many_headers_get_431(router: Router) -> None:
     assert_openai_error(read_all(s), 431)
 
 
-@pytest.mark.parametrize("request_line", [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-                                          b"GET /\x00 HTTP/1.1\r\n\r\n"])
+@pytest.mark.parametrize(
+    "request_line",
+    [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n"],
+)
 def test_protocol_errors_get_an_openai_400(router: Router, request_line: bytes) -> None:
     s = connect(router)
     s.sendall(request_line)
@@ -176,8 +180,10 @@ def test_protocol_errors_get_an_openai_400(router: Router, request_line: bytes) 
 def test_connections_are_still_reused_and_pipelined(router: Router) -> None:
     s = connect(router)
     body = json.dumps({"model": "m", "messages": []}).encode()
-    one = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    one = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     s.sendall(one + one)  # two requests in one write
     raw = read_all(s)  # closed by --keep-alive after both
     assert raw.count(b"HTTP/1.1 200 OK") == 2
@@ -228,6 +234,11 @@ def test_keys_are_not_on_the_command_line(cluster: Cluster, tmp_path: Path) -> N
     loose = tmp_path / "loose.key"
     loose.write_text("k\n")
     loose.chmod(0o644)
-    p = subprocess.run([sys.executable, "-m", "route", "--admin-key-file", str(loose)], capture_output=True, text=True,
-                       timeout=60, cwd=ROOT)
+    p = subprocess.run(
+        [sys.executable, "-m", "route", "--admin-key-file", str(loose)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert p.returncode == 2 and "chmod 600" in p.stderr and p.stderr.count("\n") == 1

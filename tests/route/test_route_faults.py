@@ -27,7 +27,13 @@ class Outcome:
 
 
 async def one_request(client: httpx.AsyncClient, stream: bool) -> Outcome:
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream, "max_tokens": 6, "delay": 0.03}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+        "max_tokens": 6,
+        "delay": 0.03,
+    }
     try:
         async with client.stream("POST", "/v1/chat/completions", json=body) as r:
             started = time.monotonic()
@@ -44,7 +50,7 @@ async def one_request(client: httpx.AsyncClient, stream: bool) -> Outcome:
         return Outcome(stream, "?", time.monotonic(), False, False, repr(exc))
 
 
-async def load(url: str, clients: int, seconds: float, at: float, action) -> tuple[list[Outcome], float]:  # type: ignore[no-untyped-def]
+async def load(url: str, clients: int, seconds: float, at: float, action) -> tuple[list[Outcome], float]:
     """`clients` loops of alternating stream / whole requests for `seconds`; runs `action` after `at` s."""
     outcomes: list[Outcome] = []
     # clients first: each builds an SSL context, tens of ms of CPU that must not eat into the run
@@ -104,7 +110,9 @@ def faulty() -> Iterator[tuple[Router, FakeBackend, FakeBackend]]:
     ("mode", "stream"),
     [("error500", False), ("garbage", False), ("cut", False), ("garbage", True), ("error500", True)],
 )
-def test_failures_before_the_first_byte_are_retried(faulty: tuple[Router, FakeBackend, FakeBackend], mode: str, stream: bool) -> None:
+def test_failures_before_the_first_byte_are_retried(
+    faulty: tuple[Router, FakeBackend, FakeBackend], mode: str, stream: bool
+) -> None:
     router, _a, x = faulty
     x.set_mode("ok")
     assert router.register(x).status_code == 200
@@ -120,7 +128,9 @@ def test_failures_before_the_first_byte_are_retried(faulty: tuple[Router, FakeBa
 
 
 @pytest.mark.parametrize("mode", ["cut", "inband"])
-def test_a_stream_failing_after_its_first_byte_ends_with_an_error(faulty: tuple[Router, FakeBackend, FakeBackend], mode: str) -> None:
+def test_a_stream_failing_after_its_first_byte_ends_with_an_error(
+    faulty: tuple[Router, FakeBackend, FakeBackend], mode: str
+) -> None:
     router, _a, x = faulty
     x.set_mode("ok")
     assert router.register(x).status_code == 200
@@ -158,7 +168,9 @@ def test_client_disconnect_closes_the_backend_stream(faulty: tuple[Router, FakeB
     assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)
 
 
-def test_client_leaving_a_whole_request_cancels_it_at_the_backend(faulty: tuple[Router, FakeBackend, FakeBackend]) -> None:
+def test_client_leaving_a_whole_request_cancels_it_at_the_backend(
+    faulty: tuple[Router, FakeBackend, FakeBackend],
+) -> None:
     router, a, _ = faulty
     before = a.stats()["requests_cancelled"]
     body = {"model": "only-a", "messages": [], "max_tokens": 100, "delay": 0.05}  # a 5 s answer

@@ -51,7 +51,9 @@ def test_openai_client_through_the_router(pair: tuple[Router, dict[str, Proc]]) 
     client = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
     seen = []
     for _ in range(2):
-        raw = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=MAX_TOKENS, temperature=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="tiny", messages=MSG, max_tokens=MAX_TOKENS, temperature=0
+        )
         backend = raw.headers["x-backend"]
         seen.append(backend)
         routed = raw.parse().choices[0].message.content
@@ -62,7 +64,9 @@ def test_openai_client_through_the_router(pair: tuple[Router, dict[str, Proc]]) 
             from models.demo.data import by_question
 
             assert routed == by_question(QUESTION).answer  # what the demo model was trained to answer
-        raw_stream = client.chat.completions.with_raw_response.create(model="tiny", messages=MSG, max_tokens=MAX_TOKENS, temperature=0, stream=True)
+        raw_stream = client.chat.completions.with_raw_response.create(
+            model="tiny", messages=MSG, max_tokens=MAX_TOKENS, temperature=0, stream=True
+        )
         seen.append(raw_stream.headers["x-backend"])
         assert "".join(c.choices[0].delta.content or "" for c in raw_stream.parse() if c.choices) == routed
     assert seen == ["a", "b", "a", "b"]  # round robin over the two servers; the answers agree whoever served
@@ -86,7 +90,9 @@ def test_cache_aware_and_sticky_routing_over_real_servers(pair: tuple[Router, di
             if strategy == "prefix":  # one long shared prefix, a different question each time
                 r = router.chat("tiny", messages=[system, {"role": "user", "content": f"question {i}"}], max_tokens=2)
             else:  # one user, different prompts
-                r = router.chat("tiny", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=2, user="alice")
+                r = router.chat(
+                    "tiny", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=2, user="alice"
+                )
             assert r.status_code == 200, r.text
             homes.add(r.headers["X-Backend"])
         assert len(homes) == 1
@@ -111,7 +117,9 @@ def test_server_registers_itself_and_leaves_on_shutdown(cluster: Cluster, model:
     assert router.backends()["tiny-self"]["url"] == server.url
     r = router.chat("tiny-self", max_tokens=4, temperature=0)
     assert r.status_code == 200 and r.headers["X-Backend"] == "tiny-self"
-    with router.http.stream("POST", "/v1/chat/completions", json={"model": "tiny-self", "messages": MSG, "max_tokens": 4, "stream": True}) as s:
+    with router.http.stream(
+        "POST", "/v1/chat/completions", json={"model": "tiny-self", "messages": MSG, "max_tokens": 4, "stream": True}
+    ) as s:
         assert s.headers["x-accel-buffering"] == "no" and s.read().endswith(b"data: [DONE]\n\n")
     assert server.proc is not None
     server.proc.send_signal(signal.SIGINT)

@@ -56,7 +56,9 @@ def test_unregister_drains_a_running_stream(cluster: Cluster) -> None:
     other = {"a": "b", "b": "a"}[busy]
     assert {router.chat().headers["X-Backend"] for _ in range(4)} == {other}  # no new traffic
     t.join(10)
-    assert parse_stream(got["text"]) == (True, False) and got["text"].count(f'"content": "{busy}:') == 20  # finished whole
+    assert (
+        parse_stream(got["text"]) == (True, False) and got["text"].count(f'"content": "{busy}:') == 20
+    )  # finished whole
     assert wait_for(lambda: busy not in router.backends(), timeout=3)
     # unregistering it again: it is gone
     assert router.http.delete(f"/backends/{busy}").status_code == 404
@@ -76,7 +78,9 @@ def test_admin_key_guards_the_cluster_api_only(cluster: Cluster) -> None:
     r = router.register(a)  # with the key
     assert r.status_code == 200 and r.json()["healthy"] is True
     assert anyone.post("/backends/unregister", json={"name": "a"}).json()["error"]["type"] == "authentication_error"
-    assert anyone.post("/v1/chat/completions", json={"model": "m", "messages": []}).status_code == 200  # clients need none
+    assert (
+        anyone.post("/v1/chat/completions", json={"model": "m", "messages": []}).status_code == 200
+    )  # clients need none
     assert anyone.get("/health").status_code == 200
     assert router.backends()["a"]["name"] == "a"
     anyone.close()

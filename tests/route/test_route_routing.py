@@ -58,8 +58,15 @@ def test_sticky_keeps_each_user_on_one_backend(routed: Router) -> None:
     homes = {}
     for user in (f"user-{i}" for i in range(12)):
         seen = {served_by(routed.chat("st", user=user)) for _ in range(4)}
-        seen |= {served_by(routed.http.post("/v1/chat/completions", headers={"X-Session-Id": user},
-                                      json={"model": "st", "messages": [{"role": "user", "content": "x"}]}))}
+        seen |= {
+            served_by(
+                routed.http.post(
+                    "/v1/chat/completions",
+                    headers={"X-Session-Id": user},
+                    json={"model": "st", "messages": [{"role": "user", "content": "x"}]},
+                )
+            )
+        }
         assert len(seen) == 1, (user, seen)
         homes[user] = seen.pop()
     assert set(homes.values()) == {"a", "b"}  # the users spread over both
@@ -67,7 +74,10 @@ def test_sticky_keeps_each_user_on_one_backend(routed: Router) -> None:
 
 def test_prefix_sends_shared_prefixes_to_one_backend(routed: Router) -> None:
     system = {"role": "system", "content": "You answer questions about the hearth project. " * 30}
-    picks = {served_by(routed.chat("px", messages=[system, {"role": "user", "content": f"question {i}?"}])) for i in range(16)}
+    picks = {
+        served_by(routed.chat("px", messages=[system, {"role": "user", "content": f"question {i}?"}]))
+        for i in range(16)
+    }
     assert len(picks) == 1
     unrelated = {served_by(routed.chat("px", messages=[{"role": "user", "content": f"{i} " * 300}])) for i in range(6)}
     assert unrelated == {"a", "b"}
@@ -95,12 +105,18 @@ def test_openai_client_through_the_router(routed: Router) -> None:
     raw = client.chat.completions.with_raw_response.create(model="rr", messages=[{"role": "user", "content": "hi"}])
     completion = raw.parse()
     assert completion.choices[0].message.content.startswith(raw.headers["x-backend"] + ":")
-    chunks = list(client.chat.completions.create(model="rr", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=4))
+    chunks = list(
+        client.chat.completions.create(
+            model="rr", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=4
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     name, n = text.split(":")[0], text.split(":")[1]
     assert text == "".join(f"{name}:{n}:{i} " for i in range(4))
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
-    legacy = "".join(c.choices[0].text for c in client.completions.create(model="rr", prompt="x", stream=True, max_tokens=3))
+    legacy = "".join(
+        c.choices[0].text for c in client.completions.create(model="rr", prompt="x", stream=True, max_tokens=3)
+    )
     assert legacy.count(":") == 6
     assert {m.id for m in client.models.list()} == set(MODELS)
     with pytest.raises(openai.NotFoundError) as info:

@@ -43,7 +43,7 @@ class RecordingUpstream(FakeUpstream):
         return self.probe_answers.get(url)
 
 
-async def app_with(fake: FakeUpstream, **settings: Any):  # type: ignore[no-untyped-def]
+async def app_with(fake: FakeUpstream, **settings: Any):
     app = create_app(RouterConfig(**settings), upstream=lambda _: fake)
     test_app = app.test_app()
     await test_app.startup()
@@ -59,7 +59,11 @@ async def test_the_admin_api_is_closed_without_a_key() -> None:
     test_app, client = await app_with(fake)
     r = await client.post("/backends/register", json=reg("a"))
     body = await r.get_json()
-    assert r.status_code == 403 and body["error"]["type"] == "permission_error" and "--open-admin" in body["error"]["message"]
+    assert (
+        r.status_code == 403
+        and body["error"]["type"] == "permission_error"
+        and "--open-admin" in body["error"]["message"]
+    )
     assert (await client.post("/backends/unregister", json={"name": "a"})).status_code == 403
     assert (await client.delete("/backends/a")).status_code == 403
     for path in ("/backends", "/status", "/metrics"):  # reads follow the admin key: none set, open
@@ -93,8 +97,11 @@ async def test_client_keys_stay_with_the_router_and_backends_get_the_backend_key
     fake.behaviour["http://127.0.0.1:9097"] = ok("a")
     test_app, client = await app_with(fake, admin_key="adm", backend_key="bk")
     assert (await client.post("/backends/register", json=reg("a"), headers=ADMIN)).status_code == 200
-    r = await client.post("/v1/chat/completions", json=CHAT,
-                          headers={"Authorization": "Bearer client-secret", "x-api-key": "client-secret", "X-Request-Id": "r1"})
+    r = await client.post(
+        "/v1/chat/completions",
+        json=CHAT,
+        headers={"Authorization": "Bearer client-secret", "x-api-key": "client-secret", "X-Request-Id": "r1"},
+    )
     assert r.status_code == 200
     sent = fake.sent_headers[-1]
     assert sent["authorization"] == "Bearer bk" and "x-api-key" not in sent and sent["x-request-id"] == "r1"
@@ -111,7 +118,9 @@ async def test_with_an_api_key_the_client_api_needs_it() -> None:
         r = await client.post("/v1/chat/completions", json=CHAT, headers=headers)
         assert r.status_code == 401 and (await r.get_json())["error"]["code"] == "invalid_api_key"
     assert (await client.get("/v1/models")).status_code == 401
-    assert (await client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk"})).status_code == 200
+    assert (
+        await client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk"})
+    ).status_code == 200
     assert (await client.post("/v1/chat/completions", json=CHAT, headers={"x-api-key": "sk"})).status_code == 200
     assert (await client.get("/v1/models", headers={"x-api-key": "sk"})).status_code == 200
     assert (await client.get("/health")).status_code == 200
@@ -122,8 +131,12 @@ async def test_with_an_api_key_the_client_api_needs_it() -> None:
 async def test_registration_says_unreachable_or_not_a_model_server_only() -> None:
     fake = RecordingUpstream()
     test_app, client = await app_with(fake, admin_key="adm")
-    answers = {f"{UNREACHABLE}: ClientConnectorError": "is unreachable", TIMED_OUT: "is unreachable",
-               answered(404): "is not a model server", answered(503): "is not a model server"}
+    answers = {
+        f"{UNREACHABLE}: ClientConnectorError": "is unreachable",
+        TIMED_OUT: "is unreachable",
+        answered(404): "is not a model server",
+        answered(503): "is not a model server",
+    }
     for i, (reason, said) in enumerate(answers.items()):
         url = f"http://127.0.0.1:{8100 + i}"
         fake.probe_answers[url] = reason
@@ -177,8 +190,11 @@ async def test_a_request_that_passed_this_router_is_a_loop() -> None:
     assert via.startswith("1.1 proxy-x, 1.1 hearth-")  # what came in, then this router
     mine = via.split(", ")[-1]
     for path in ("/v1/chat/completions", "/health"):  # a URL that leads back here answers its probe 508 too
-        r = await client.post(path, json=CHAT, headers={"Via": f"1.0 other, {mine}"}) if path.startswith("/v1") \
+        r = (
+            await client.post(path, json=CHAT, headers={"Via": f"1.0 other, {mine}"})
+            if path.startswith("/v1")
             else await client.get(path, headers={"Via": mine})
+        )
         assert r.status_code == 508 and (await r.get_json())["error"]["code"] == "loop_detected", path
     long_chain = ", ".join(f"1.1 r{i}" for i in range(16))
     assert (await client.post("/v1/chat/completions", json=CHAT, headers={"Via": long_chain})).status_code == 508
@@ -324,9 +340,10 @@ async def test_the_upstream_pool_is_bounded_per_backend() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]
     upstream = AiohttpUpstream(RouterConfig(max_backend_connections=3))
     try:
+
         async def one() -> int:
             resp = await upstream.send(f"http://127.0.0.1:{port}/v1/chat/completions", b"{}", {})
             await resp.read()

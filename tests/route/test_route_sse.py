@@ -13,8 +13,16 @@ def event(obj: object) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-GOOD = event({"choices": [{"delta": {"role": "assistant"}}]}) + event({"choices": [{"delta": {"content": '"error" in text'}}]}) + b"data: [DONE]\n\n"
-INBAND = event({"choices": [{"delta": {"role": "assistant"}}]}) + event({"error": {"message": "decode failed"}}) + b"data: [DONE]\n\n"
+GOOD = (
+    event({"choices": [{"delta": {"role": "assistant"}}]})
+    + event({"choices": [{"delta": {"content": '"error" in text'}}]})
+    + b"data: [DONE]\n\n"
+)
+INBAND = (
+    event({"choices": [{"delta": {"role": "assistant"}}]})
+    + event({"error": {"message": "decode failed"}})
+    + b"data: [DONE]\n\n"
+)
 CUT = GOOD[: len(GOOD) // 2]
 NAMED = b"event: error\r\ndata: overloaded\r\n\r\n"
 
@@ -45,4 +53,4 @@ def test_error_event_is_an_openai_error_then_done() -> None:
     w.feed(error_event("cut"))
     assert w.done and w.error == "cut"
     first = error_event("cut").split(b"\n\n")[0]
-    assert json.loads(first[len(b"data: "):])["error"]["type"] == "server_error"
+    assert json.loads(first[len(b"data: ") :])["error"]["type"] == "server_error"

@@ -22,12 +22,19 @@ def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[di
     with contextlib.ExitStack() as stack:
         router = stack.enter_context(running_router("--state-file", str(state_dir / "state.json"), "--open-admin"))
         think, harmony = (
-            stack.enter_context(running_server("--model-path", str(demo_gguf(name)), "--model-name", name,
-                                               "--ctx-size", "1024", "--router", router))
+            stack.enter_context(
+                running_server(
+                    "--model-path", str(demo_gguf(name)), "--model-name", name, "--ctx-size", "1024", "--router", router
+                )
+            )
             for name in MODELS
         )
-        wait(lambda: {b["name"] for b in httpx.get(router + "/backends").json()["backends"]
-                      if b.get("healthy")} >= set(MODELS))
+        wait(
+            lambda: (
+                {b["name"] for b in httpx.get(router + "/backends").json()["backends"] if b.get("healthy")}
+                >= set(MODELS)
+            )
+        )
         yield {"demo-think": think, "demo-harmony": harmony, "router": router}
 
 

@@ -32,12 +32,24 @@ class Server(str):
 
 
 @contextlib.contextmanager
-def _running(module: str, args: tuple[str, ...], port: int, ready_status: int | None, timeout: float,
-             env: Mapping[str, str] | None) -> Iterator[Server]:
+def _running(
+    module: str,
+    args: tuple[str, ...],
+    port: int,
+    ready_status: int | None,
+    timeout: float,
+    env: Mapping[str, str] | None,
+) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
-    with ServerProcess.module(module, *args, ready_url=url + "/health", ready_status=ready_status, env=env,
-                              log=LOGS / f"{'server' if module == 'serve' else 'router'}-{port}.log",
-                              ready_timeout=timeout) as process:
+    with ServerProcess.module(
+        module,
+        *args,
+        ready_url=url + "/health",
+        ready_status=ready_status,
+        env=env,
+        log=LOGS / f"{'server' if module == 'serve' else 'router'}-{port}.log",
+        ready_timeout=timeout,
+    ) as process:
         server = Server(url)
         server.process = process
         yield server
@@ -49,8 +61,9 @@ def running_server(*args: str, timeout: float = 60) -> contextlib.AbstractContex
     return _running("serve", (*args, "--port", str(port), "--threads", "1"), port, 200, timeout, None)
 
 
-def running_router(*args: str, env: Mapping[str, str] | None = None,
-                   timeout: float = 60) -> contextlib.AbstractContextManager[Server]:
+def running_router(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> contextlib.AbstractContextManager[Server]:
     """`python -m route --port P ARGS` (`env` over ours), ready once it answers /health at all (503 until a backend
     is healthy); Ctrl-C afterwards."""
     port = free_port()

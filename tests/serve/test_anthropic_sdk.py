@@ -80,8 +80,11 @@ def test_whole_and_streamed_with_thinking(stack: dict[str, str], model: str, via
             live = s.get_final_message()
         assert names[0] == "message_start" and names[-1] == "message_stop" and "message_delta" in names
         assert [b.model_dump() for b in live.content] == [b.model_dump() for b in whole.content]
-        assert (live.stop_reason, prompt_total(live.usage), live.usage.output_tokens) == \
-            (whole.stop_reason, prompt_total(whole.usage), whole.usage.output_tokens)
+        assert (live.stop_reason, prompt_total(live.usage), live.usage.output_tokens) == (
+            whole.stop_reason,
+            prompt_total(whole.usage),
+            whole.usage.output_tokens,
+        )
 
 
 def _level(model: str, level: str) -> dict[str, str]:
@@ -94,8 +97,13 @@ def test_thinking_budget_sets_the_level_and_off_hides_it(stack: dict[str, str]) 
     item = by_question(FRANCE)
     c = client(stack, "demo-harmony", "direct")
     for budget, level in ((1024, "low"), (20000, "high")):
-        m = c.messages.create(model="demo-harmony", max_tokens=300, messages=ask(FRANCE),
-                              thinking={"type": "enabled", "budget_tokens": budget}, **GREEDY)
+        m = c.messages.create(
+            model="demo-harmony",
+            max_tokens=300,
+            messages=ask(FRANCE),
+            thinking={"type": "enabled", "budget_tokens": budget},
+            **GREEDY,
+        )
         assert m.content[0].thinking == item.analysis(level)
     for model in MODELS:  # no extended thinking asked: no thinking blocks (the models think anyway)
         c = client(stack, model, "direct")
@@ -130,15 +138,27 @@ def test_count_tokens_and_thinking_history(stack: dict[str, str], model: str) ->
     c = client(stack, model, "direct")
     first = c.messages.create(model=model, max_tokens=300, messages=ask(FRANCE), thinking=THINK, **GREEDY)
     # the answer goes back as is (thinking block, signature and all) and the conversation goes on
-    history = [*ask(FRANCE), {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-               *ask(SUM)]
+    history = [
+        *ask(FRANCE),
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        *ask(SUM),
+    ]
     counted = c.messages.count_tokens(model=model, messages=history, system="Be brief.", thinking=THINK)
-    oracle = [{"role": "system", "content": "Be brief."}, *ask(FRANCE),
-              {"role": "assistant", "content": first.content[1].text,
-               "reasoning_content": first.content[0].thinking, "thinking": first.content[0].thinking}, *ask(SUM)]
+    oracle = [
+        {"role": "system", "content": "Be brief."},
+        *ask(FRANCE),
+        {
+            "role": "assistant",
+            "content": first.content[1].text,
+            "reasoning_content": first.content[0].thinking,
+            "thinking": first.content[0].thinking,
+        },
+        *ask(SUM),
+    ]
     assert counted.input_tokens == len(prompt_ids(model, oracle, **_level(model, "medium")))
-    second = c.messages.create(model=model, max_tokens=300, messages=history, system="Be brief.", thinking=THINK,
-                               **GREEDY)
+    second = c.messages.create(
+        model=model, max_tokens=300, messages=history, system="Be brief.", thinking=THINK, **GREEDY
+    )
     assert prompt_total(second.usage) == counted.input_tokens and second.stop_reason in ("end_turn", "max_tokens")
     assert by_question(SUM).answer  # the table is the one the models learned
 
@@ -160,8 +180,11 @@ def test_tool_round_trip(stack: dict[str, str], model: str, via: str) -> None:
     with c.messages.stream(model=model, max_tokens=300, messages=question, tools=[tool], thinking=THINK, **GREEDY) as s:
         live = s.get_final_message()
     assert live.stop_reason == "tool_use" and live.content[1].input == {"city": city} and live.content[1].id != use.id
-    follow = [*question, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": result}]}]
+    follow = [
+        *question,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": result}]},
+    ]
     second = c.messages.create(model=model, max_tokens=300, messages=follow, tools=[tool], thinking=THINK, **GREEDY)
     assert second.stop_reason == "end_turn" and kinds(second)[-1] == "text"
     answer = second.content[-1].text
@@ -173,18 +196,30 @@ def test_errors_are_anthropic_shaped(stack: dict[str, str], via: str) -> None:
     c = client(stack, "demo-think", via)
     good = {"model": "demo-think", "max_tokens": 10, "messages": ask(FRANCE)}
     cases: list[tuple[dict[str, Any], type[anthropic.APIStatusError], str, str]] = [
-        ({k: v for k, v in good.items() if k != "max_tokens"}, anthropic.BadRequestError, "invalid_request_error",
-         "max_tokens"),
-        ({**good, "messages": [{"role": "system", "content": "hi"}]}, anthropic.BadRequestError,
-         "invalid_request_error", "messages.0.role"),
-        ({**good, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
-         anthropic.BadRequestError, "invalid_request_error", "'image' content blocks are not supported"),
+        (
+            {k: v for k, v in good.items() if k != "max_tokens"},
+            anthropic.BadRequestError,
+            "invalid_request_error",
+            "max_tokens",
+        ),
+        (
+            {**good, "messages": [{"role": "system", "content": "hi"}]},
+            anthropic.BadRequestError,
+            "invalid_request_error",
+            "messages.0.role",
+        ),
+        (
+            {**good, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
+            anthropic.BadRequestError,
+            "invalid_request_error",
+            "'image' content blocks are not supported",
+        ),
         ({**good, "model": "no-such-model"}, anthropic.NotFoundError, "not_found_error", "no-such-model"),
     ]
     for body, error, kind, words in cases:
         with pytest.raises(error) as caught:
             c.post("/v1/messages", body=body, cast_to=anthropic.types.Message)  # the SDK would refuse some itself
-        assert caught.value.body["type"] == "error" and caught.value.type == kind  # type: ignore[index]
+        assert caught.value.body["type"] == "error" and caught.value.type == kind
         assert words in (caught.value.api_message or "")
     with pytest.raises(anthropic.NotFoundError) as caught:
         c.messages.count_tokens(model="no-such-model", messages=ask(FRANCE))
@@ -195,8 +230,16 @@ def test_wrong_key_is_401(tmp_path: Path) -> None:
     from hearth_common.keys import write_key_file
 
     write_key_file(tmp_path / "key", "sekret")
-    with running_server("--model-path", str(build_tiny_gguf()), "--model-name", "tiny", "--ctx-size", "256",
-                        "--api-key-file", str(tmp_path / "key")) as url:
+    with running_server(
+        "--model-path",
+        str(build_tiny_gguf()),
+        "--model-name",
+        "tiny",
+        "--ctx-size",
+        "256",
+        "--api-key-file",
+        str(tmp_path / "key"),
+    ) as url:
         good = anthropic.Anthropic(base_url=url, api_key="sekret", max_retries=0)
         assert good.messages.create(model="tiny", max_tokens=2, messages=ask("hi")).usage.output_tokens == 2
         for key in ("wrong", "sekret-not"):

@@ -25,8 +25,9 @@ async def _healthy(client: Any) -> None:
 
 def test_auth_error_bodies_and_metrics() -> None:
     async def run() -> None:
-        config = ServeConfig(model_path=build_tiny_gguf(), model_name="tiny", api_key="sekret", max_body_bytes=2048,
-                             ctx_size=256)
+        config = ServeConfig(
+            model_path=build_tiny_gguf(), model_name="tiny", api_key="sekret", max_body_bytes=2048, ctx_size=256
+        )
         app = create_app(config)
         async with app.test_app() as test_app:
             client = test_app.test_client()
@@ -53,8 +54,10 @@ def test_auth_error_bodies_and_metrics() -> None:
             big = {**MESSAGES, "messages": [{"role": "user", "content": "x" * 5000}]}
             r = await client.post("/v1/messages", json=big, headers=ok)
             assert r.status_code == 413
-            assert await r.get_json() == {"type": "error", "error": {"type": "request_too_large",
-                                                                     "message": "request body over 2048 bytes"}}
+            assert await r.get_json() == {
+                "type": "error",
+                "error": {"type": "request_too_large", "message": "request body over 2048 bytes"},
+            }
             r = await client.post("/v1/messages", json={**MESSAGES, "max_tokens": 0}, headers=ok)
             body = await r.get_json()
             assert r.status_code == 400 and body["error"]["type"] == "invalid_request_error"
@@ -64,16 +67,23 @@ def test_auth_error_bodies_and_metrics() -> None:
             r = await client.get("/v1/messages", headers=ok)
             assert r.status_code == 405 and (await r.get_json())["type"] == "error"
             # count_tokens: the prompt the messages request decoded
-            r = await client.post("/v1/messages/count_tokens", json={k: v for k, v in MESSAGES.items() if k != "max_tokens"},
-                                  headers=ok)
+            r = await client.post(
+                "/v1/messages/count_tokens", json={k: v for k, v in MESSAGES.items() if k != "max_tokens"}, headers=ok
+            )
             counted = (await r.get_json())["input_tokens"]
             r = await client.post("/v1/messages", json=MESSAGES, headers=ok)
             usage = (await r.get_json())["usage"]  # input_tokens leaves out what the prompt cache supplied
             assert counted == usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) > 0
             metrics = (await (await client.get("/metrics")).get_data()).decode()
-            assert sample(metrics, "hearth_requests_refused_total", endpoint="messages", reason="invalid_api_key") == 2.0
-            assert sample(metrics, "hearth_requests_refused_total", endpoint="responses", reason="invalid_api_key") == 2.0
-            assert sample(metrics, "hearth_requests_refused_total", endpoint="messages", reason="model_not_found") == 1.0
+            assert (
+                sample(metrics, "hearth_requests_refused_total", endpoint="messages", reason="invalid_api_key") == 2.0
+            )
+            assert (
+                sample(metrics, "hearth_requests_refused_total", endpoint="responses", reason="invalid_api_key") == 2.0
+            )
+            assert (
+                sample(metrics, "hearth_requests_refused_total", endpoint="messages", reason="model_not_found") == 1.0
+            )
 
     asyncio.run(run())
 
@@ -84,7 +94,7 @@ def test_anthropic_max_tokens_is_a_cap_and_responses_is_not() -> None:
         async with app.test_app() as test_app:
             client = test_app.test_client()
             await _healthy(client)
-            ctx = app.runtime.loaded.engine.ctx_per_seq  # type: ignore[union-attr]
+            ctx = app.runtime.loaded.engine.ctx_per_seq
             long = [{"role": "user", "content": "x" * (ctx - 30)}]  # a byte a token: a little room left
             r = await client.post("/v1/messages", json={**MESSAGES, "messages": long, "max_tokens": 10_000})
             body = await r.get_json()

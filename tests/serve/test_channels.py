@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from serve.channels import HARMONY_MARKERS, THINK_MARKERS, ChannelParser, Format, collect, parse
 
 # Text that may contain '<', '|', '>' and pieces of tags, but never a whole marker.
-plain = st.text(alphabet=st.sampled_from(list("ab <|>/think\n{}\"é")), max_size=40).filter(
+plain = st.text(alphabet=st.sampled_from(list('ab <|>/think\n{}"é')), max_size=40).filter(
     lambda s: not any(m in s for m in HARMONY_MARKERS + THINK_MARKERS)
 )
 
@@ -26,7 +26,9 @@ def _run(fmt: Format, pieces: list[str], start_in_thinking: bool = False) -> dic
 def harmony(analysis: str, final: str, commentary: str | None = None) -> str:
     out = f"<|channel|>analysis<|message|>{analysis}<|end|>"
     if commentary is not None:
-        out += f"<|start|>assistant<|channel|>commentary to=functions.get <|constrain|>json<|message|>{commentary}<|call|>"
+        out += (
+            f"<|start|>assistant<|channel|>commentary to=functions.get <|constrain|>json<|message|>{commentary}<|call|>"
+        )
     return out + f"<|start|>assistant<|channel|>final<|message|>{final}<|return|>"
 
 
@@ -46,7 +48,12 @@ def test_think_whole_and_template_opened_block() -> None:
     assert parse("just an answer", Format.THINK) == {"final": "just an answer"}
 
 
-@given(analysis=plain, commentary=st.one_of(st.none(), plain), final=plain, cuts=st.lists(st.integers(0, 10_000), max_size=12))
+@given(
+    analysis=plain,
+    commentary=st.one_of(st.none(), plain),
+    final=plain,
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+)
 @settings(max_examples=300, deadline=None)
 def test_harmony_any_split(analysis: str, commentary: str | None, final: str, cuts: list[int]) -> None:
     text = harmony(analysis, final, commentary)
@@ -86,15 +93,21 @@ def test_char_by_char_streams_before_finish() -> None:
 # Malformed harmony, as gpt-oss produces it at temperature 1: never an error, never a marker in the text.
 MALFORMED = {
     # <|end|> then a header with no <|start|>
-    "<|channel|>analysis<|message|>think<|end|><|channel|>final<|message|>Paris": {"analysis": "think", "final": "Paris"},
+    "<|channel|>analysis<|message|>think<|end|><|channel|>final<|message|>Paris": {
+        "analysis": "think",
+        "final": "Paris",
+    },
     # no channel in the header at all
     "<|message|>Paris": {"final": "Paris"},
     # the body opens a new channel without closing the old one
     "<|channel|>analysis<|message|>think<|channel|>final<|message|>Paris": {"analysis": "think", "final": "Paris"},
     # garbage header, never reaching <|message|>
-    "assistant final: Paris is the capital" : {"final": " final: Paris is the capital"},
+    "assistant final: Paris is the capital": {"final": " final: Paris is the capital"},
     # header broken by <|end|>
-    "<|channel|>analysis oops<|end|><|start|>assistant<|channel|>final<|message|>Paris": {"analysis": "oops", "final": "Paris"},
+    "<|channel|>analysis oops<|end|><|start|>assistant<|channel|>final<|message|>Paris": {
+        "analysis": "oops",
+        "final": "Paris",
+    },
     # an unknown channel name
     "<|channel|>summary<|message|>Paris": {"final": "Paris"},
     # text between messages

@@ -64,7 +64,7 @@ def test_finish_normalizes_truncates_and_keeps_zero_rows() -> None:
 
 def test_base64_is_little_endian_float32() -> None:
     vector = finish(np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32), None)[0]
-    raw = base64.b64decode(encode(vector, "base64"))  # type: ignore[arg-type]
+    raw = base64.b64decode(encode(vector, "base64"))
     assert len(raw) == 16 * 4 and np.array_equal(np.frombuffer(raw, "<f4"), vector)
     assert encode(vector, "float") == [float(x) for x in vector]
 
@@ -114,7 +114,7 @@ def test_vectors_match_transformers(embedding_gguf: Path, pooling: str | None) -
         ids = [model.tokenize(t, add_special=True) for t in TEXTS]
         assert ids == hf_ids  # <|endoftext|> appended, as the HF tokenizer does (the GGUF's add_eos)
         assert 2 * sum(map(len, ids)) > embedder.n_batch  # twice over: several llama_decode calls, several
-        result = embed(embedder, ids + ids)                # sequences in each
+        result = embed(embedder, ids + ids)  # sequences in each
         got = finish(result.vectors, None)
         assert result.prompt_tokens == 2 * sum(map(len, ids))
         assert np.allclose(got[:4], got[4:], atol=1e-5)
@@ -149,9 +149,9 @@ def test_concurrent_jobs_and_cancellation(embedding_gguf: Path) -> None:
         assert isinstance(events[4], Failed) and events[4].message == "cancelled"
         first = finish(embed(embedder, [ids[0]]).vectors, None)[0]
         for k in (0, 1, 2, 3, 5):
-            vectors = finish(events[k].vectors, None)  # type: ignore[attr-defined]
+            vectors = finish(events[k].vectors, None)
             assert np.allclose(vectors, vectors[0], atol=1e-5)
-        assert np.allclose(finish(events[0].vectors, None)[0], first, atol=1e-5)  # type: ignore[attr-defined]
+        assert np.allclose(finish(events[0].vectors, None)[0], first, atol=1e-5)
     finally:
         embedder.close()
 
@@ -182,7 +182,7 @@ def test_an_embeddings_app_without_pooling_says_why_and_with_it_serves() -> None
     from serve.config import ServeConfig
     from tests.serve.tiny_gguf import build_tiny_gguf
 
-    async def run(config: ServeConfig) -> list[tuple[int, dict]]:  # type: ignore[type-arg]
+    async def run(config: ServeConfig) -> list[tuple[int, dict]]:
         async with create_app(config).test_app() as test_app:
             client = test_app.test_client()
             for _ in range(300):

@@ -46,7 +46,7 @@ def server(embedding_gguf: Path, router: str) -> Iterator[str]:
         yield url
 
 
-def _wait(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+def _wait(predicate, timeout: float = 30) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -87,7 +87,9 @@ def test_sdk_float_base64_token_ids(server: str, oracle: tuple[np.ndarray, list[
     by_ids = client.embeddings.create(model=NAME, input=ids, encoding_format="float")
     assert np.array_equal(np.array([d.embedding for d in by_ids.data], np.float32), vectors)
     one = client.embeddings.create(model=NAME, input=ids[3], encoding_format="float")
-    assert one.usage.prompt_tokens == len(ids[3]) and np.array_equal(np.array(one.data[0].embedding, np.float32), vectors[3])
+    assert one.usage.prompt_tokens == len(ids[3]) and np.array_equal(
+        np.array(one.data[0].embedding, np.float32), vectors[3]
+    )
     short = client.embeddings.create(model=NAME, input=TEXTS[0], dimensions=16, encoding_format="float").data[0]
     assert len(short.embedding) == 16 and abs(np.linalg.norm(short.embedding) - 1) < 1e-5
     assert client.embeddings.create(input=TEXTS[0], model="").data[0].embedding  # no model named: served
@@ -120,7 +122,7 @@ def test_errors_clients_recognise(server: str) -> None:
     assert chat.value.code == "unsupported_endpoint" and "/v1/embeddings" in chat.value.message
     for bad in ([], [""], [[1, 2], "a"], [10**9]):
         with pytest.raises(openai.BadRequestError):
-            client.embeddings.create(model=NAME, input=bad)  # type: ignore[arg-type]
+            client.embeddings.create(model=NAME, input=bad)
     r = httpx.post(server + "/v1/embeddings", content=b"{not json", timeout=10)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     metrics = httpx.get(server + "/metrics").text

@@ -37,7 +37,7 @@ def engine(model: Model) -> Iterator[Engine]:
 
 def submit(engine: Engine, model: Model, prompt: str, **params: object) -> tuple[Job, queue.Queue]:
     q: queue.Queue = queue.Queue()
-    p = SamplingParams(**{"max_tokens": 24, "temperature": 0.0, **params})  # type: ignore[arg-type]
+    p = SamplingParams(**{"max_tokens": 24, "temperature": 0.0, **params})
     job = Job(model.tokenize(prompt, False), p, q.put)
     engine.submit(job)
     return job, q
@@ -58,7 +58,7 @@ def test_batched_equals_solo(engine: Engine, model: Model) -> None:
     queues = [submit(engine, model, p)[1] for p in PROMPTS]  # 6 jobs on 4 sequences: two join mid-way
     together = [collect(q) for q in queues]
     assert [t for t, _ in together] == [t for t, _ in solo]
-    assert all(f.reason == "length" and f.completion_tokens == 24 for _, f in together)  # type: ignore[union-attr]
+    assert all(f.reason == "length" and f.completion_tokens == 24 for _, f in together)
 
 
 def test_seed_repeats(engine: Engine, model: Model) -> None:
@@ -75,7 +75,7 @@ def test_stop_string_never_emitted(engine: Engine, model: Model) -> None:
     first = full.find(stop)
     text, fin = collect(submit(engine, model, "the quick brown fox", max_tokens=40, stops=(stop,))[1])
     assert text == full[:first]
-    assert fin.reason == "stop"  # type: ignore[union-attr]
+    assert fin.reason == "stop"
 
 
 def test_cancel_frees_sequence_within_a_step(engine: Engine, model: Model) -> None:
@@ -84,7 +84,7 @@ def test_cancel_frees_sequence_within_a_step(engine: Engine, model: Model) -> No
     engine.cancel(job)
     t0 = time.perf_counter()
     _, fin = collect(q)
-    assert fin.reason == "cancelled"  # type: ignore[union-attr]
+    assert fin.reason == "cancelled"
     assert time.perf_counter() - t0 < 1.0
     deadline = time.time() + 1
     while engine.active and time.time() < deadline:
@@ -108,11 +108,15 @@ def test_long_prompt_does_not_stall_a_stream(engine: Engine, model: Model) -> No
 
 
 def test_json_schema_grammar(engine: Engine, model: Model) -> None:
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}}, "required": ["n", "ok"]}
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"}},
+        "required": ["n", "ok"],
+    }
     rf = ResponseFormat.model_validate({"type": "json_schema", "json_schema": {"name": "t", "schema": schema}})
     grammar = build(rf, Format.THINK, thinks=False)
     text, fin = collect(submit(engine, model, "hello", max_tokens=64, temperature=0.8, seed=1, grammar=grammar)[1])
-    assert fin.reason == "stop", text  # type: ignore[union-attr]
+    assert fin.reason == "stop", text
     value = json.loads(text)
     assert isinstance(value["n"], int) and isinstance(value["ok"], bool)
 
@@ -158,11 +162,10 @@ def test_quantized_kv_cache(kv_type: str) -> None:
     e.start()
     try:
         text, fin = collect(submit(e, model, "hello", max_tokens=8)[1])
-        assert fin.completion_tokens == 8 and text  # type: ignore[union-attr]
+        assert fin.completion_tokens == 8 and text
     finally:
         e.stop()
         model.close()
-
 
 
 def repeats(q: queue.Queue, timeout: float = 30) -> tuple[int, Finished | Failed]:
@@ -195,7 +198,7 @@ def test_a_step_is_one_run_of_sequence_ids(model: Model, monkeypatch: pytest.Mon
     runs: list[list[int]] = []
     real = engine_module.ll.llama_decode
 
-    def decode(ctx, batch):  # type: ignore[no-untyped-def]
+    def decode(ctx, batch):
         ids = [batch.seq_id[i][0] for i in range(batch.n_tokens)]
         runs.append([s for k, s in enumerate(ids) if k == 0 or s != ids[k - 1]])
         return real(ctx, batch)

@@ -100,7 +100,7 @@ def test_host_cache_with_a_sliding_window() -> None:
     assert cache.put(long[:10], "prompt end", 10)
     assert cache.put(long, "whole", 10)
     assert len(cache) == 2  # the whole one cannot serve a prompt branching at 10
-    assert cache.best(a(*range(10), 99, 99))[0].data == "prompt end"  # type: ignore[union-attr]
+    assert cache.best(a(*range(10), 99, 99))[0].data == "prompt end"
     entry, shared = cache.best(a(*range(20), 99, 99))
     assert entry is not None and entry.data == "whole" and shared == 20
     entry, shared = cache.best(a(*range(15), 99, 99))  # past the prompt end, but far behind the whole one's window

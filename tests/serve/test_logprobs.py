@@ -39,9 +39,17 @@ def test_completions_logprobs_match_llama_cpp_python(setup: tuple[openai.OpenAI,
     want = oracle.create_completion(PROMPT, max_tokens=N, temperature=0, logprobs=TOP)["choices"][0]["logprobs"]
     whole = client.completions.create(model="demo", prompt=PROMPT, max_tokens=N, temperature=0, logprobs=TOP)
     got = whole.choices[0].logprobs
-    chunks = [c.choices[0].logprobs for c in client.completions.create(
-        model="demo", prompt=PROMPT, max_tokens=N, temperature=0, logprobs=TOP, stream=True) if c.choices]
-    streamed = {k: [v for c in chunks if c for v in getattr(c, k)] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+    chunks = [
+        c.choices[0].logprobs
+        for c in client.completions.create(
+            model="demo", prompt=PROMPT, max_tokens=N, temperature=0, logprobs=TOP, stream=True
+        )
+        if c.choices
+    ]
+    streamed = {
+        k: [v for c in chunks if c for v in getattr(c, k)]
+        for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+    }
     for block in (got.model_dump(), streamed):
         assert len(block["tokens"]) == N
         assert all(same_token(a, b) for a, b in zip(block["tokens"], want["tokens"], strict=True))
@@ -56,14 +64,32 @@ def test_completions_logprobs_match_llama_cpp_python(setup: tuple[openai.OpenAI,
 def test_chat_logprobs_match_llama_cpp_python(setup: tuple[openai.OpenAI, Any]) -> None:
     client, oracle = setup
     messages = [{"role": "user", "content": QUESTION}]
-    want = oracle.create_chat_completion(messages, max_tokens=N, temperature=0, logprobs=True,
-                                         top_logprobs=TOP)["choices"][0]["logprobs"]["content"]
-    whole = client.chat.completions.create(model="demo", messages=messages, max_tokens=N, temperature=0,  # type: ignore[arg-type]
-                                           logprobs=True, top_logprobs=TOP)
+    want = oracle.create_chat_completion(messages, max_tokens=N, temperature=0, logprobs=True, top_logprobs=TOP)[
+        "choices"
+    ][0]["logprobs"]["content"]
+    whole = client.chat.completions.create(
+        model="demo",
+        messages=messages,
+        max_tokens=N,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=TOP,
+    )
     content = whole.choices[0].logprobs.content
-    streamed = [e for c in client.chat.completions.create(
-        model="demo", messages=messages, max_tokens=N, temperature=0, logprobs=True, top_logprobs=TOP,  # type: ignore[arg-type]
-        stream=True) if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    streamed = [
+        e
+        for c in client.chat.completions.create(
+            model="demo",
+            messages=messages,
+            max_tokens=N,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=TOP,
+            stream=True,
+        )
+        if c.choices and c.choices[0].logprobs
+        for e in c.choices[0].logprobs.content
+    ]
     for entries in (content, streamed):
         assert len(entries) == N == len(want)
         for ours, theirs in zip(entries, want, strict=True):
@@ -71,18 +97,23 @@ def test_chat_logprobs_match_llama_cpp_python(setup: tuple[openai.OpenAI, Any]) 
             assert bytes(ours.bytes).decode() == ours.token
             assert ours.logprob == pytest.approx(float(theirs["logprob"]), abs=TOL)
             assert [t.logprob for t in ours.top_logprobs] == pytest.approx(
-                [float(t["logprob"]) for t in theirs["top_logprobs"]], abs=TOL)
+                [float(t["logprob"]) for t in theirs["top_logprobs"]], abs=TOL
+            )
             assert ours.top_logprobs[0].logprob >= ours.logprob - TOL  # greedy took the best
-    plain = client.chat.completions.create(model="demo", messages=messages, max_tokens=2)  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model="demo", messages=messages, max_tokens=2)
     assert plain.choices[0].logprobs is None
 
 
 def test_bad_logprob_requests_are_400(setup: tuple[openai.OpenAI, Any]) -> None:
     client, _ = setup
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}], top_logprobs=3)  # type: ignore[arg-type]
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}], top_logprobs=3)
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}],  # type: ignore[arg-type]
-                                       logprobs=True, top_logprobs=21)
+        client.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": "x"}],
+            logprobs=True,
+            top_logprobs=21,
+        )
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model="demo", prompt="x", logprobs=6)

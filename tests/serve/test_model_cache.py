@@ -33,7 +33,7 @@ def test_a_conversion_is_recorded_and_reused(source: Path, tmp_path: Path) -> No
     inode = gguf.stat().st_ino
     assert convert_cached(source, cache, say=lines.append) == gguf and gguf.stat().st_ino == inode  # not again
     os.utime(gguf)  # touched, same bytes: the hash is checked once and the new stamp remembered
-    assert check_cached(gguf) is None and read_record(gguf)["stamp"][0] == gguf.stat().st_mtime_ns  # type: ignore[index]
+    assert check_cached(gguf) is None and read_record(gguf)["stamp"][0] == gguf.stat().st_mtime_ns
     assert len(lines) == 1
 
 
@@ -51,7 +51,7 @@ def damage_overwrite(gguf: Path) -> None:
 
 
 @pytest.mark.parametrize(("damage", "said"), [(damage_truncate, "bytes"), (damage_overwrite, "sha256")])
-def test_a_damaged_conversion_is_converted_again(source: Path, tmp_path: Path, damage, said: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_damaged_conversion_is_converted_again(source: Path, tmp_path: Path, damage, said: str) -> None:
     cache = tmp_path / "cache"
     gguf = convert_cached(source, cache)
     good = file_sha256(gguf)

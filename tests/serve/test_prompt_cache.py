@@ -16,7 +16,24 @@ import pytest
 from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
 from tests.serve.tiny_gguf import build_tiny_gguf
 
-WORDS = ["the", "river", "city", "grew", "around", "a", "market", "where", "traders", "from", "the", "hills", "sold", "wool", "and", "salt"]
+WORDS = [
+    "the",
+    "river",
+    "city",
+    "grew",
+    "around",
+    "a",
+    "market",
+    "where",
+    "traders",
+    "from",
+    "the",
+    "hills",
+    "sold",
+    "wool",
+    "and",
+    "salt",
+]
 
 
 def text(seed: int, n: int) -> str:
@@ -26,7 +43,7 @@ def text(seed: int, n: int) -> str:
 
 def run(engine: Engine, tokens: list[int], **params: object) -> tuple[list[str], Finished]:
     q: queue.Queue = queue.Queue()
-    p = SamplingParams(**{"max_tokens": 12, "temperature": 0.0, **params})  # type: ignore[arg-type]
+    p = SamplingParams(**{"max_tokens": 12, "temperature": 0.0, **params})
     engine.submit(Job(tokens, p, q.put))
     pieces: list[str] = []
     while True:
@@ -52,15 +69,17 @@ def model() -> Iterator[Model]:
 
 
 def engine_for(model: Model, n_seq: int = 2, cache_ram: int = 0, **kw: object) -> Engine:
-    e = Engine(model, n_seq=n_seq, ctx_per_seq=1024, prompt_chunk=64, threads=2, cache_ram=cache_ram, **kw)  # type: ignore[arg-type]
+    e = Engine(model, n_seq=n_seq, ctx_per_seq=1024, prompt_chunk=64, threads=2, cache_ram=cache_ram, **kw)
     e.start()
     return e
 
 
 def conversation(model: Model, seed: int, turns: int = 3) -> list[list[int]]:
     """Prompts of a conversation whose history only grows (the answers are filled in as it runs)."""
-    return [model.tokenize(f"<|im_start|>user\n{text(seed * 10 + t, 40)}<|im_end|>\n<|im_start|>assistant\n", False)
-            for t in range(turns)]
+    return [
+        model.tokenize(f"<|im_start|>user\n{text(seed * 10 + t, 40)}<|im_end|>\n<|im_start|>assistant\n", False)
+        for t in range(turns)
+    ]
 
 
 def talk(engine: Engine, model: Model, seed: int, turns: int = 3, **params: object) -> list[tuple[list[str], Finished]]:
@@ -106,7 +125,7 @@ def test_the_same_prompt_twice_still_decodes_its_last_token(model: Model) -> Non
 
 def logprobs_of(engine: Engine, tokens: list[int], **params: object) -> tuple[list[tuple[str, float]], Finished]:
     q: queue.Queue = queue.Queue()
-    engine.submit(Job(tokens, SamplingParams(**{"max_tokens": 24, "logprobs": 0, **params}), q.put))  # type: ignore[arg-type]
+    engine.submit(Job(tokens, SamplingParams(**{"max_tokens": 24, "logprobs": 0, **params}), q.put))
     out = []
     while True:
         event = q.get(timeout=60)
@@ -154,6 +173,7 @@ def sixteen_over_four(model: Model, max_tokens: int, keep_answer: bool = True) -
     """16 conversations take turns on 4 sequences: without the host cache later turns find their sequence
     taken by others; with it they hit, and answer as a fresh engine does. `keep_answer` off: the history drops
     the answer (as templates drop earlier thinking), so turn 2 shares exactly turn 1's prompt."""
+
     def rounds(engine: Engine) -> list[list[tuple[list[str], Finished]]]:
         histories: list[list[int]] = [[] for _ in range(16)]
         prompts = [conversation(model, 100 + c, 2) for c in range(16)]

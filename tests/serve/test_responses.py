@@ -10,13 +10,36 @@ from serve.chat import ChatResult, Finish, Generation, Text, ToolCallArgs, ToolC
 from serve.responses import Inline, chat_message, stream_delta, usage
 from serve.tools.formats import ToolFormat
 
-HARMONY_TOKENS = ["<|channel|>", "analysis", "<|message|>", "Capital", " of France.", "<|end|>",
-                  "<|start|>", "assistant", "<|channel|>", "commentary", "<|message|>", "{}", "<|end|>",
-                  "<|start|>", "assistant", "<|channel|>", "final", "<|message|>", "Par", "is"]
+HARMONY_TOKENS = [
+    "<|channel|>",
+    "analysis",
+    "<|message|>",
+    "Capital",
+    " of France.",
+    "<|end|>",
+    "<|start|>",
+    "assistant",
+    "<|channel|>",
+    "commentary",
+    "<|message|>",
+    "{}",
+    "<|end|>",
+    "<|start|>",
+    "assistant",
+    "<|channel|>",
+    "final",
+    "<|message|>",
+    "Par",
+    "is",
+]
 
 
-def run(tokens: list[str], fmt: Format, opened: bool = False, tools: ToolFormat | None = None,
-        ) -> tuple[Generation, list, ChatResult]:
+def run(
+    tokens: list[str],
+    fmt: Format,
+    opened: bool = False,
+    tools: ToolFormat | None = None,
+) -> tuple[Generation, list, ChatResult]:
     gen = Generation(ChannelParser(fmt, opened), tools, new_id=lambda i: f"call_{i}")
     events = [e for t in tokens for e in gen.piece(t)] + gen.end("stop", 10, len(tokens))
     result = ChatResult()
@@ -25,9 +48,10 @@ def run(tokens: list[str], fmt: Format, opened: bool = False, tools: ToolFormat 
     return gen, events, result
 
 
-def message(tokens: list[str], fmt: Format, separate: bool = True, include: list[str] | None = None,
-            **kw: object) -> dict:
-    gen, _, result = run(tokens, fmt, **kw)  # type: ignore[arg-type]
+def message(
+    tokens: list[str], fmt: Format, separate: bool = True, include: list[str] | None = None, **kw: object
+) -> dict:
+    gen, _, result = run(tokens, fmt, **kw)
     return chat_message(result, separate, include, gen.turn.harmony, gen.turn.raw)
 
 
@@ -35,8 +59,11 @@ def test_harmony_message_and_usage() -> None:
     msg = message(HARMONY_TOKENS, Format.HARMONY)
     assert msg["content"] == "Paris"
     assert msg["reasoning_content"] == msg["reasoning"] == "Capital of France.\n\n{}"
-    assert msg["thinking"] == {"analysis": "Capital of France.", "commentary": "{}",
-                               "raw": "[Analysis]\nCapital of France.\n[Commentary]\n{}"}
+    assert msg["thinking"] == {
+        "analysis": "Capital of France.",
+        "commentary": "{}",
+        "raw": "[Analysis]\nCapital of France.\n[Commentary]\n{}",
+    }
     assert msg["channels"] == {"analysis": "Capital of France.", "commentary": "{}", "final": "Paris"}
     assert message(HARMONY_TOKENS, Format.HARMONY, include=["final"])["channels"] == {"final": "Paris"}
     _, _, result = run(HARMONY_TOKENS, Format.HARMONY)
@@ -73,18 +100,36 @@ def test_think_message_no_thinking_fields_when_none() -> None:
 
 
 def test_hermes_call_whole_streamed_and_counted() -> None:
-    tokens = ["<think>", "Weather", " asked.", "</think>", "\n\n", "<tool_call>", "\n", '{"name": "get_weather", ',
-              '"arguments": {"city"', ': "Paris"}}', "\n", "</tool_call>"]
+    tokens = [
+        "<think>",
+        "Weather",
+        " asked.",
+        "</think>",
+        "\n\n",
+        "<tool_call>",
+        "\n",
+        '{"name": "get_weather", ',
+        '"arguments": {"city"',
+        ': "Paris"}}',
+        "\n",
+        "</tool_call>",
+    ]
     gen, events, result = run(tokens, Format.THINK, tools=ToolFormat.HERMES)
     assert result.finish is not None and result.finish.reason == "tool_calls"
     msg = chat_message(result, True, None, False, gen.turn.raw)
     assert msg["content"] is None and msg["reasoning_content"] == "Weather asked."
-    assert msg["tool_calls"] == [{"id": "call_0", "type": "function",
-                                  "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]
+    assert msg["tool_calls"] == [
+        {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ]
     deltas = [stream_delta(e, True, Inline(False)) for e in events if not isinstance(e, Finish)]
     assert not any("content" in d for d in deltas)  # no markup, not even whitespace, as answer text
     calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
-    assert calls[0] == {"index": 0, "id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    assert calls[0] == {
+        "index": 0,
+        "id": "call_0",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     assert json.loads("".join(c["function"]["arguments"] for c in calls)) == {"city": "Paris"}
     assert len(calls) > 2  # the arguments came in fragments, as generated
     counts = result.finish.channel_tokens
@@ -94,9 +139,26 @@ def test_hermes_call_whole_streamed_and_counted() -> None:
 
 
 def test_harmony_call_message() -> None:
-    tokens = ["<|channel|>", "analysis", "<|message|>", "Need weather.", "<|end|>", "<|start|>", "assistant",
-              "<|channel|>", "commentary", " to", "=functions", ".get_weather", " ", "<|constrain|>", "json",
-              "<|message|>", '{"city":', ' "Oslo"}']
+    tokens = [
+        "<|channel|>",
+        "analysis",
+        "<|message|>",
+        "Need weather.",
+        "<|end|>",
+        "<|start|>",
+        "assistant",
+        "<|channel|>",
+        "commentary",
+        " to",
+        "=functions",
+        ".get_weather",
+        " ",
+        "<|constrain|>",
+        "json",
+        "<|message|>",
+        '{"city":',
+        ' "Oslo"}',
+    ]
     _, events, result = run(tokens, Format.HARMONY, tools=ToolFormat.HARMONY)
     assert [e for e in events if isinstance(e, ToolCallStart)] == [ToolCallStart(0, "call_0", "get_weather")]
     assert "".join(e.text for e in events if isinstance(e, ToolCallArgs)) == '{"city": "Oslo"}'
@@ -105,4 +167,4 @@ def test_harmony_call_message() -> None:
     assert result.finish.channel_tokens == {"analysis": 2, "tool_calls": 9}
     # without tools, the same message is commentary text, as before
     _, _, plain = run(tokens, Format.HARMONY)
-    assert plain.channels["commentary"] == '{"city": "Oslo"}' and plain.finish.reason == "stop"  # type: ignore[union-attr]
+    assert plain.channels["commentary"] == '{"city": "Oslo"}' and plain.finish.reason == "stop"

@@ -70,12 +70,15 @@ def test_text_and_reasoning_whole_and_streamed(stack: dict[str, str], model: str
         whole = c.responses.create(model=model, input=question, temperature=0)
         assert whole.object == "response" and whole.status == "completed" and whole.id.startswith("resp_")
         assert whole.error is None and whole.incomplete_details is None and whole.model == model
-        assert shape(whole) == [("reasoning", [expected_reasoning(model, item)], []),
-                                ("message", "assistant", "completed", [("output_text", item.answer, [])])]
+        assert shape(whole) == [
+            ("reasoning", [expected_reasoning(model, item)], []),
+            ("message", "assistant", "completed", [("output_text", item.answer, [])]),
+        ]
         assert whole.output_text == item.answer and not MARKUP.search(whole.output[0].content[0].text)
         usage = whole.usage
-        assert usage.input_tokens == len(prompt_ids(model, [{"role": "user", "content": question}],
-                                                    **_level(model, "medium")))
+        assert usage.input_tokens == len(
+            prompt_ids(model, [{"role": "user", "content": question}], **_level(model, "medium"))
+        )
         assert 0 < usage.output_tokens_details.reasoning_tokens < usage.output_tokens
         assert usage.total_tokens == usage.input_tokens + usage.output_tokens
         with c.responses.stream(model=model, input=question, temperature=0) as s:
@@ -97,11 +100,12 @@ def test_reasoning_effort_and_instructions(stack: dict[str, str]) -> None:
     item = by_question(FRANCE)
     c = client(stack, "demo-harmony", "direct")
     for effort, level in (("low", "low"), ("high", "high"), ("minimal", "low"), ("xhigh", "high")):
-        r = c.responses.create(model="demo-harmony", input=FRANCE, reasoning={"effort": effort}, temperature=0)  # type: ignore[typeddict-item]
+        r = c.responses.create(model="demo-harmony", input=FRANCE, reasoning={"effort": effort}, temperature=0)
         assert r.output[0].content[0].text == item.analysis(level) and r.reasoning.effort == effort
     for model in MODELS:  # instructions: the developer message (harmony) or the system message, as chat renders
-        r = client(stack, model, "direct").responses.create(model=model, input=FRANCE, instructions="Be brief.",
-                                                            max_output_tokens=5, temperature=0)
+        r = client(stack, model, "direct").responses.create(
+            model=model, input=FRANCE, instructions="Be brief.", max_output_tokens=5, temperature=0
+        )
         oracle = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": FRANCE}]
         assert r.usage.input_tokens == len(prompt_ids(model, oracle, **_level(model, "medium")))
         assert r.instructions == "Be brief."
@@ -123,16 +127,20 @@ def test_max_output_tokens_is_incomplete(stack: dict[str, str], model: str) -> N
 def test_json_schema_format(stack: dict[str, str], model: str) -> None:
     from models.demo.data import by_question
 
-    schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 20}}, "required": ["answer"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 20}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
     fmt = {"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}}
     c = client(stack, model, "direct")
-    r = c.responses.create(model=model, input=FRANCE, text=fmt, temperature=0, max_output_tokens=200)  # type: ignore[arg-type]
+    r = c.responses.create(model=model, input=FRANCE, text=fmt, temperature=0, max_output_tokens=200)
     value = json.loads(r.output_text)
     assert set(value) == {"answer"} and isinstance(value["answer"], str)
     assert r.output[0].content[0].text == expected_reasoning(model, by_question(FRANCE))  # the thinking is free
     assert r.text.format.type == "json_schema"
-    with c.responses.stream(model=model, input=FRANCE, text=fmt, temperature=0, max_output_tokens=200) as s:  # type: ignore[arg-type]
+    with c.responses.stream(model=model, input=FRANCE, text=fmt, temperature=0, max_output_tokens=200) as s:
         live = s.get_final_response()
     assert live.output_text == r.output_text
 
@@ -143,23 +151,31 @@ def test_function_call_round_trip(stack: dict[str, str], model: str, via: str) -
     from models.demo.data import WEATHER_TOOL, tools_json, weather_question, weather_result
 
     fn = tools_json((WEATHER_TOOL,))[0]["function"]
-    tool = {"type": "function", "name": fn["name"], "description": fn["description"], "parameters": fn["parameters"],
-            "strict": True}
+    tool = {
+        "type": "function",
+        "name": fn["name"],
+        "description": fn["description"],
+        "parameters": fn["parameters"],
+        "strict": True,
+    }
     c = client(stack, model, via)
     city, result = "Oslo", weather_result("snowy", 3)
-    first = c.responses.create(model=model, input=weather_question(city), tools=[tool], temperature=0)  # type: ignore[list-item]
+    first = c.responses.create(model=model, input=weather_question(city), tools=[tool], temperature=0)
     assert [o.type for o in first.output] == ["reasoning", "function_call"] and first.status == "completed"
     call = first.output[1]
     assert call.name == "get_weather" and json.loads(call.arguments) == {"city": city} and call.call_id
     assert call.status == "completed" and call.id and call.id != call.call_id
-    with c.responses.stream(model=model, input=weather_question(city), tools=[tool], temperature=0) as s:  # type: ignore[list-item]
+    with c.responses.stream(model=model, input=weather_question(city), tools=[tool], temperature=0) as s:
         events = list(s)
         live = s.get_final_response()
     arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert json.loads(arguments) == {"city": city} and shape(live)[1][:3] == shape(first)[1][:3]
-    follow = [{"role": "user", "content": weather_question(city)}, *first.output,
-              {"type": "function_call_output", "call_id": call.call_id, "output": result}]
-    second = c.responses.create(model=model, input=follow, tools=[tool], temperature=0)  # type: ignore[arg-type, list-item]
+    follow = [
+        {"role": "user", "content": weather_question(city)},
+        *first.output,
+        {"type": "function_call_output", "call_id": call.call_id, "output": result},
+    ]
+    second = c.responses.create(model=model, input=follow, tools=[tool], temperature=0)
     assert second.output[-1].type == "message" and result in second.output_text and city in second.output_text
     assert not MARKUP.search(second.output_text)
 
@@ -170,13 +186,16 @@ def test_store_and_previous_response_id(stack: dict[str, str]) -> None:
     model = "demo-harmony"
     c = client(stack, model, "router")
     first = c.responses.create(model=model, input=FRANCE, temperature=0)
-    second = c.responses.create(model=model, input=SUM, previous_response_id=first.id, temperature=0,
-                                max_output_tokens=5)
+    second = c.responses.create(
+        model=model, input=SUM, previous_response_id=first.id, temperature=0, max_output_tokens=5
+    )
     # the stored turn comes first: the prompt is the whole conversation, as chat renders it
     reasoning = expected_reasoning(model, by_question(FRANCE))
-    oracle = [{"role": "user", "content": FRANCE},
-              {"role": "assistant", "content": first.output_text, "thinking": reasoning, "reasoning_content": reasoning},
-              {"role": "user", "content": SUM}]
+    oracle = [
+        {"role": "user", "content": FRANCE},
+        {"role": "assistant", "content": first.output_text, "thinking": reasoning, "reasoning_content": reasoning},
+        {"role": "user", "content": SUM},
+    ]
     assert second.usage.input_tokens == len(prompt_ids(model, oracle, reasoning_effort="medium"))
     assert second.previous_response_id == first.id
     unstored = c.responses.create(model=model, input=FRANCE, store=False, max_output_tokens=2)
@@ -190,16 +209,39 @@ def test_errors(stack: dict[str, str], via: str) -> None:
     c = client(stack, "demo-think", via)
     cases: list[tuple[dict[str, Any], type[openai.APIStatusError], str | None, str]] = [
         ({"model": "no-such-model", "input": FRANCE}, openai.NotFoundError, "model_not_found", "no-such-model"),
-        ({"model": "demo-think", "input": FRANCE, "tools": [{"type": "web_search"}]}, openai.BadRequestError,
-         "invalid_request", "function tools only"),
-        ({"model": "demo-think", "input": [{"type": "item_reference", "id": "x"}]}, openai.BadRequestError,
-         "invalid_request", "'item_reference' input items are not supported"),
-        ({"model": "demo-think", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
-         openai.BadRequestError, "invalid_request", "'input_image' content parts are not supported"),
-        ({"model": "demo-think", "input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]},
-         openai.BadRequestError, "invalid_request", "no earlier function_call"),
-        ({"model": "demo-think", "input": FRANCE, "max_output_tokens": 5000}, openai.BadRequestError,
-         "context_length_exceeded", "maximum context length"),
+        (
+            {"model": "demo-think", "input": FRANCE, "tools": [{"type": "web_search"}]},
+            openai.BadRequestError,
+            "invalid_request",
+            "function tools only",
+        ),
+        (
+            {"model": "demo-think", "input": [{"type": "item_reference", "id": "x"}]},
+            openai.BadRequestError,
+            "invalid_request",
+            "'item_reference' input items are not supported",
+        ),
+        (
+            {
+                "model": "demo-think",
+                "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}],
+            },
+            openai.BadRequestError,
+            "invalid_request",
+            "'input_image' content parts are not supported",
+        ),
+        (
+            {"model": "demo-think", "input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]},
+            openai.BadRequestError,
+            "invalid_request",
+            "no earlier function_call",
+        ),
+        (
+            {"model": "demo-think", "input": FRANCE, "max_output_tokens": 5000},
+            openai.BadRequestError,
+            "context_length_exceeded",
+            "maximum context length",
+        ),
     ]
     for body, error, code, words in cases:
         with pytest.raises(error) as caught:

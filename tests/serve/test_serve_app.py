@@ -14,7 +14,7 @@ from tests.serve.tiny_gguf import build_tiny_gguf
 MSG = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 
 
-async def _healthy(client) -> None:  # type: ignore[no-untyped-def]
+async def _healthy(client) -> None:
     for _ in range(200):
         if (await client.get("/health")).status_code == 200:
             return
@@ -69,13 +69,17 @@ def test_developer_instructions_reach_the_prompt() -> None:
 
     chatml = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant><think>\n"
     t = ChatTemplate(chatml, Format.THINK)
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Use French."},
-            {"role": "user", "content": "hi"}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": "Use French."},
+        {"role": "user", "content": "hi"},
+    ]
     prompt = t.render(msgs, developer_instructions="Obey.")
     assert prompt.startswith("<system>Obey.\n\nBe brief.<system>Use French.<user>hi")  # no developer role here
     assert starts_in_thinking(prompt)
-    harmony = ChatTemplate("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}|{{ reasoning_effort }}",
-                           Format.HARMONY)
+    harmony = ChatTemplate(
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}|{{ reasoning_effort }}", Format.HARMONY
+    )
     assert harmony.render(msgs[2:], "high", "Obey.") == "<developer>Obey.<user>hi|high"
 
 
@@ -86,5 +90,5 @@ def test_stop_filter_any_split(cut: int) -> None:
     text = "abc STOP def"
     f = StopFilter(("STOP", "xyz"))
     a, hit_a = f.feed(text[:cut])
-    b, hit_b = (("", True) if hit_a else f.feed(text[cut:]))
+    b, hit_b = ("", True) if hit_a else f.feed(text[cut:])
     assert a + b == "abc " and (hit_a or hit_b)

@@ -36,7 +36,7 @@ def client(url: str) -> openai.OpenAI:
 
 
 def ask(c: openai.OpenAI, messages: list[dict[str, str]], **kw: Any) -> Any:
-    return c.chat.completions.create(model="demo", messages=messages, max_tokens=120, temperature=0, **kw)  # type: ignore[arg-type]
+    return c.chat.completions.create(model="demo", messages=messages, max_tokens=120, temperature=0, **kw)
 
 
 def streamed(c: openai.OpenAI, messages: list[dict[str, str]], **kw: Any) -> tuple[str, Any]:
@@ -90,15 +90,18 @@ def test_growing_history_hits_the_cache_and_answers_as_a_fresh_server(demo: tupl
         cold = ask(client(fresh), last)
         assert cold.usage.prompt_tokens_details.cached_tokens == 0
     assert hot.choices[0].message.content == cold.choices[0].message.content == messages[-1]["content"]
-    assert hot.choices[0].message.model_extra.get("reasoning_content") == \
-        cold.choices[0].message.model_extra.get("reasoning_content")
+    assert hot.choices[0].message.model_extra.get("reasoning_content") == cold.choices[0].message.model_extra.get(
+        "reasoning_content"
+    )
     off = ask(c, last, extra_body={"cache_prompt": False})
     assert off.usage.prompt_tokens_details.cached_tokens == 0
     assert off.choices[0].message.content == cold.choices[0].message.content
     # /metrics: 2 conversations of 3 turns, then 2 more requests here
     assert metric(url, "hearth_prompt_tokens_total") - prompt_before >= 8 * usages[0].prompt_tokens
-    assert metric(url, "hearth_prompt_tokens_cached_total") - cached_before >= \
-        sum(u.prompt_tokens_details.cached_tokens for u in usages) + hot.usage.prompt_tokens_details.cached_tokens
+    assert (
+        metric(url, "hearth_prompt_tokens_cached_total") - cached_before
+        >= sum(u.prompt_tokens_details.cached_tokens for u in usages) + hot.usage.prompt_tokens_details.cached_tokens
+    )
 
 
 def test_completions_report_cached_tokens(demo: tuple[str, str]) -> None:
@@ -109,7 +112,15 @@ def test_completions_report_cached_tokens(demo: tuple[str, str]) -> None:
     again = c.completions.create(model="demo", prompt=prompt, max_tokens=4, temperature=0)
     assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
     assert again.choices[0].text == first.choices[0].text
-    chunks = list(c.completions.create(model="demo", prompt=prompt, max_tokens=4, temperature=0, stream=True,
-                                       stream_options={"include_usage": True}))
+    chunks = list(
+        c.completions.create(
+            model="demo",
+            prompt=prompt,
+            max_tokens=4,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     usage = next(ch.usage for ch in chunks if ch.usage)
     assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1

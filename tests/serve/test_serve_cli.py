@@ -35,8 +35,14 @@ from tests.serve.servers import running_server
     ],
 )
 def test_bad_settings_exit_2_with_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "serve", *args], cwd=CODE_ROOT, capture_output=True, text=True,
-                       timeout=60, env=child_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "serve", *args],
+        cwd=CODE_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr and "Traceback" not in r.stderr
 
@@ -54,8 +60,18 @@ def test_not_a_checkpoint_folder(tmp_path: Path) -> None:
 
 def test_flags_come_from_the_settings_model() -> None:
     flags = {a.option_strings[0] for a in build_parser()._actions if a.option_strings}
-    assert {"--model-path", "--max-concurrent", "--max-queue", "--device-map", "--n-gpu-layers", "--router",
-            "--api-key-file", "--ctx-size", "--kv-type", "--flash-attn"} <= flags
+    assert {
+        "--model-path",
+        "--max-concurrent",
+        "--max-queue",
+        "--device-map",
+        "--n-gpu-layers",
+        "--router",
+        "--api-key-file",
+        "--ctx-size",
+        "--kv-type",
+        "--flash-attn",
+    } <= flags
     config = from_args(["--max-concurrent", "4", "--flash-attn", "--device-map", "cpu"])
     assert config.max_concurrent == 4 and config.flash_attn and config.device_map == "cpu"
     assert config.host == "127.0.0.1" and config.port == 8000  # API.md's defaults
@@ -71,12 +87,64 @@ def test_an_environment_variable_sets_a_field_and_the_command_line_wins() -> Non
 def test_llama_cpp_spellings_parse_to_the_same_config(tmp_path: Path) -> None:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    ours = from_args(["--model-path", str(model), "--alias", "x,y", "--n-gpu-layers", "7", "--max-concurrent", "3",
-                      "--threads", "2", "--flash-attn", "--host", "0.0.0.0", "--port", "9000"])
-    theirs = from_args(["-m", str(model), "-a", "x,y", "-ngl", "7", "-np", "3", "-t", "2", "-fa", "--host", "0.0.0.0",
-                        "--port", "9000"])
-    longer = from_args(["--model", str(model), "-a", "x,y", "--gpu-layers", "7", "--parallel", "3", "-t", "2",
-                        "-fa", "on", "--host", "0.0.0.0", "--port", "9000"])
+    ours = from_args(
+        [
+            "--model-path",
+            str(model),
+            "--alias",
+            "x,y",
+            "--n-gpu-layers",
+            "7",
+            "--max-concurrent",
+            "3",
+            "--threads",
+            "2",
+            "--flash-attn",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+        ]
+    )
+    theirs = from_args(
+        [
+            "-m",
+            str(model),
+            "-a",
+            "x,y",
+            "-ngl",
+            "7",
+            "-np",
+            "3",
+            "-t",
+            "2",
+            "-fa",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+        ]
+    )
+    longer = from_args(
+        [
+            "--model",
+            str(model),
+            "-a",
+            "x,y",
+            "--gpu-layers",
+            "7",
+            "--parallel",
+            "3",
+            "-t",
+            "2",
+            "-fa",
+            "on",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+        ]
+    )
     assert ours == theirs == longer
     assert not from_args(["-fa", "off"]).flash_attn
 
@@ -98,8 +166,9 @@ def test_refused_in_one_line_exit_2(argv: list[str], needles: list[str], capsys:
     assert "sk-on-the-command-line" not in err
 
 
-def test_an_environment_mistake_names_the_variable(capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_environment_mistake_names_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HEARTH_SERVE_PORT", "eighty")
     assert main([]) == 2
     assert capsys.readouterr().err.startswith("serve: HEARTH_SERVE_PORT: ")
@@ -135,31 +204,45 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|E
 
 
 @pytest.mark.slow  # a real server
-def test_log_access_lines_one_banner_no_key_clean_stop(demo_gguf: Callable[[str], Path],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_log_access_lines_one_banner_no_key_clean_stop(
+    demo_gguf: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     key, wrong = "sk-good-" + secrets.token_hex(8), "sk-wrong-" + secrets.token_hex(8)
     monkeypatch.setenv("HEARTH_SERVE_API_KEY", key)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     with running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think") as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
-        whole = client.chat.completions.create(model="demo-think", messages=question, max_tokens=40)  # type: ignore[arg-type]
-        chunks = list(client.chat.completions.create(model="demo-think", messages=question, max_tokens=5,  # type: ignore[arg-type]
-                                                     stream=True, stream_options={"include_usage": True}))
-        refused = httpx.post(url + "/v1/completions", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {wrong}"})
+        whole = client.chat.completions.create(model="demo-think", messages=question, max_tokens=40)
+        chunks = list(
+            client.chat.completions.create(
+                model="demo-think",
+                messages=question,
+                max_tokens=5,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        refused = httpx.post(
+            url + "/v1/completions", json={"prompt": "hi"}, headers={"Authorization": f"Bearer {wrong}"}
+        )
         assert refused.status_code == 401
         port = url.rsplit(":", 1)[1]
     log = url.process.log_text()  # the whole run, to its last line after Ctrl-C
     assert key not in log and wrong not in log
     lines = log.splitlines()
     assert all(LINE.match(line) for line in lines), log
-    assert [line.split(": ", 1)[1] for line in lines if "listening" in line or "Running" in line] == \
-        [f"listening on http://127.0.0.1:{port}"]
+    assert [line.split(": ", 1)[1] for line in lines if "listening" in line or "Running" in line] == [
+        f"listening on http://127.0.0.1:{port}"
+    ]
     assert lines[-1].endswith(" INFO serve: stopped") and "Traceback" not in log
     access = [line.split("serve.access: ", 1)[1] for line in lines if "serve.access: " in line]
     assert len(access) == 3, access
     streamed = chunks[-1].usage
     assert whole.usage is not None and streamed is not None
     for line, usage in zip(access, (whole.usage, streamed), strict=True):
-        assert re.fullmatch(rf"POST /v1/chat/completions 200 \d+ ms model=demo-think "
-                            rf"prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}", line)
+        assert re.fullmatch(
+            rf"POST /v1/chat/completions 200 \d+ ms model=demo-think "
+            rf"prompt_tokens={usage.prompt_tokens} completion_tokens={usage.completion_tokens}",
+            line,
+        )
     assert re.fullmatch(r"POST /v1/completions 401 \d+ ms", access[2])

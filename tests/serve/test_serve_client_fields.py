@@ -43,7 +43,8 @@ def test_model_names_context_and_refusals_counted() -> None:
             assert [m["id"] for m in models["data"]] == ["tiny", "tiny-alias", "t2"]
 
             status, code, message = await _error(
-                await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": MSG}))
+                await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": MSG})
+            )
             assert (status, code) == (404, "model_not_found") and "gpt-4o" in message
             status, code, _ = await _error(await client.post("/v1/completions", json={"model": "x", "prompt": "a"}))
             assert (status, code) == (404, "model_not_found")
@@ -55,18 +56,26 @@ def test_model_names_context_and_refusals_counted() -> None:
                 status, code, message = await _error(await client.post(path, json={"model": "tiny", **body}))
                 assert (status, code) == (400, "context_length_exceeded") and "maximum context length" in message
 
-            status, code, message = await _error(await client.post("/v1/embeddings", json={"model": "tiny", "input": "a"}))
+            status, code, message = await _error(
+                await client.post("/v1/embeddings", json={"model": "tiny", "input": "a"})
+            )
             assert (status, code) == (400, "unsupported_endpoint") and "--embeddings" in message
             status, code, _ = await _error(await client.post("/v1/chat/completions", json={"messages": []}))
             assert (status, code) == (400, "invalid_request")
 
             metrics = (await (await client.get("/metrics")).get_data()).decode()
-            for endpoint, reason, n in (("chat", "model_not_found", 1), ("completions", "model_not_found", 1),
-                                        ("chat", "context_length_exceeded", 2),
-                                        ("completions", "context_length_exceeded", 1),
-                                        ("embeddings", "unsupported_endpoint", 1), ("chat", "invalid_request", 1)):
+            for endpoint, reason, n in (
+                ("chat", "model_not_found", 1),
+                ("completions", "model_not_found", 1),
+                ("chat", "context_length_exceeded", 2),
+                ("completions", "context_length_exceeded", 1),
+                ("embeddings", "unsupported_endpoint", 1),
+                ("chat", "invalid_request", 1),
+            ):
                 assert sample(metrics, "hearth_requests_refused_total", endpoint=endpoint, reason=reason) == n
-            assert sample(metrics, "hearth_requests_total", endpoint="chat", status="404") == 1.0  # validation counted too
+            assert (
+                sample(metrics, "hearth_requests_total", endpoint="chat", status="404") == 1.0
+            )  # validation counted too
             assert sample(metrics, "hearth_requests_total", endpoint="chat", status="200") == 5.0
 
     asyncio.run(run())
@@ -86,6 +95,9 @@ def test_refusals_before_the_route_are_counted() -> None:
             assert r.status_code == 413
             metrics = (await (await client.get("/metrics")).get_data()).decode()
             assert sample(metrics, "hearth_requests_refused_total", endpoint="chat", reason="invalid_api_key") == 1.0
-            assert sample(metrics, "hearth_requests_refused_total", endpoint="embeddings", reason="request_too_large") == 1.0
+            assert (
+                sample(metrics, "hearth_requests_refused_total", endpoint="embeddings", reason="request_too_large")
+                == 1.0
+            )
 
     asyncio.run(run())

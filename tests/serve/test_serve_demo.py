@@ -31,7 +31,9 @@ def _serve(request: pytest.FixtureRequest, name: str) -> Iterator[openai.OpenAI]
     except pytest.FixtureLookupError:
         pytest.skip("the demo_gguf fixture (tests/conftest.py) is not there yet")
     path = demo_gguf(name)
-    with running_server("--model-path", str(path), "--alias", "demo", "--max-concurrent", "4", "--ctx-size", "512") as url:
+    with running_server(
+        "--model-path", str(path), "--alias", "demo", "--max-concurrent", "4", "--ctx-size", "512"
+    ) as url:
         yield openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
 
 
@@ -46,8 +48,9 @@ def harmony(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
 
 
 def ask(client: openai.OpenAI, question: str, **kw: Any) -> Any:
-    return client.chat.completions.create(model="demo", messages=[{"role": "user", "content": question}],
-                                          **{"max_tokens": 200, "temperature": 0, **kw})
+    return client.chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": question}], **{"max_tokens": 200, "temperature": 0, **kw}
+    )
 
 
 def streamed(client: openai.OpenAI, question: str, **kw: Any) -> dict[str, str]:
@@ -113,14 +116,17 @@ def test_harmony_trained_answers_and_levels(harmony: openai.OpenAI) -> None:
             assert extra(m)["reasoning_content"] == "\n\n".join(thinking)
             no_leak(m.content, extra(m)["reasoning_content"], *channels.values())
             counts = r.usage.model_extra["channel_tokens"]
-            assert set(counts) == set(channels) and r.usage.model_extra["thinking_tokens"] == \
-                counts["analysis"] + counts.get("commentary", 0)
+            assert set(counts) == set(channels) and r.usage.model_extra["thinking_tokens"] == counts[
+                "analysis"
+            ] + counts.get("commentary", 0)
         s = streamed(harmony, q, extra_body={"reasoning": "high"})
         assert s["content"].strip() == item.answer and s["analysis"].strip() == item.analysis("high")
         assert s["commentary"].strip() == (item.commentary or "")
         no_leak(*s.values())
-    long_, short = (len(extra(ask(harmony, QUESTIONS[0], reasoning_effort=lv).choices[0].message)["reasoning_content"])
-                    for lv in ("high", "low"))
+    long_, short = (
+        len(extra(ask(harmony, QUESTIONS[0], reasoning_effort=lv).choices[0].message)["reasoning_content"])
+        for lv in ("high", "low")
+    )
     assert long_ > short
 
 
@@ -141,7 +147,9 @@ def test_json_schema_constrains_only_the_answer(fixture: str, request: pytest.Fi
     client = request.getfixturevalue(fixture)
     item = by_question(QUESTIONS[0])
     schema = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 20}}, "required": ["answer"]}
-    r = ask(client, QUESTIONS[0], response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}})
+    r = ask(
+        client, QUESTIONS[0], response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    )
     m = r.choices[0].message
     value = json.loads(m.content)
     assert set(value) == {"answer"} and isinstance(value["answer"], str)

@@ -19,13 +19,13 @@ BAD = [
     b'{"messages": [{"role": "user", "content": "\\ud800"}]}',  # was a 500 in Model.tokenize
     b'{"prompt": "a\\udfffb"}',
     b'{"messages": ' + b"[" * 1500 + b"]" * 1500 + b"}",  # was a 500 (RecursionError)
-    b'{' + HI.encode() + b', "seed": ' + b"1" * 4400 + b"}",  # was a 500 (int digit limit)
-    b'{' + HI.encode() + b', "max_tokens": "8"}',  # was coerced to 8
-    b'{' + HI.encode() + b', "repeat_penalty": Infinity}',  # was accepted
-    b'{' + HI.encode() + b', "temperature": NaN}',
-    b'{' + HI.encode() + b', "top_p": 1e999}',
-    b'{' + HI.encode() + b', "stream": "true"}',
-    b'{' + HI.encode() + b', "n": 1.0}',
+    b"{" + HI.encode() + b', "seed": ' + b"1" * 4400 + b"}",  # was a 500 (int digit limit)
+    b"{" + HI.encode() + b', "max_tokens": "8"}',  # was coerced to 8
+    b"{" + HI.encode() + b', "repeat_penalty": Infinity}',  # was accepted
+    b"{" + HI.encode() + b', "temperature": NaN}',
+    b"{" + HI.encode() + b', "top_p": 1e999}',
+    b"{" + HI.encode() + b', "stream": "true"}',
+    b"{" + HI.encode() + b', "n": 1.0}',
     b'{"prompt": "hi", "max_tokens": true}',
 ]
 
@@ -55,7 +55,9 @@ def test_bad_input_is_a_400_never_a_500() -> None:
             r = await client.post(path, data=raw, headers={"Content-Type": "application/json"})
             error = (await r.get_json())["error"]
             assert r.status_code == 400 and error["type"] == "invalid_request_error" and error["message"], raw[:80]
-        r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        r = await client.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        )
         assert r.status_code == 200  # and it still answers
 
     run(config(), body)
@@ -107,7 +109,9 @@ def test_rendering_and_tokenizing_run_off_the_event_loop(monkeypatch: pytest.Mon
     monkeypatch.setattr(Runtime, "tokenize_prompt", spy_tokenize)
 
     async def body(client: Any) -> None:
-        r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        r = await client.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        )
         assert r.status_code == 200
 
     run(config(), body)

@@ -30,18 +30,24 @@ def test_folder_is_served_and_nothing_leaks(served: tuple[str, openai.OpenAI]) -
     model = client.models.list().data[0].id
     assert model.startswith(arch)  # named after the folder
     for seed in range(4):
-        kw = dict(model=model, messages=[{"role": "user", "content": "What is the capital of France?"}],
-                  max_tokens=48, temperature=1.0, seed=seed)
-        whole = client.chat.completions.create(**kw)  # type: ignore[call-overload]
+        kw = dict(
+            model=model,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=48,
+            temperature=1.0,
+            seed=seed,
+        )
+        whole = client.chat.completions.create(**kw)
         message = whole.choices[0].message
         texts = [message.content or "", getattr(message, "reasoning_content", None) or ""]
         for channel_text in (getattr(message, "channels", None) or {}).values():
             texts.append(channel_text)
         assert not any(MARKER.search(t) for t in texts), texts
-        chunks = list(client.chat.completions.create(**kw, stream=True))  # type: ignore[call-overload]
+        chunks = list(client.chat.completions.create(**kw, stream=True))
         streamed = "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
         thinking = "".join((getattr(c.choices[0].delta, "reasoning_content", None) or "") for c in chunks if c.choices)
         assert not MARKER.search(streamed) and not MARKER.search(thinking)
         assert streamed.strip() == (message.content or "").strip()
-        assert thinking.strip() == (getattr(message, "reasoning_content", None) or "").replace("\n\n", "").strip() or \
-            "commentary" in (getattr(message, "channels", None) or {})
+        assert thinking.strip() == (getattr(message, "reasoning_content", None) or "").replace(
+            "\n\n", ""
+        ).strip() or "commentary" in (getattr(message, "channels", None) or {})

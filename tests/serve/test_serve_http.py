@@ -34,8 +34,9 @@ def client(url: str) -> openai.OpenAI:
 
 
 def chat(client: openai.OpenAI, content: str, **kw: object) -> str:
-    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}],
-                                       **{"max_tokens": 16, "temperature": 0, **kw})  # type: ignore[call-overload]
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": content}], **{"max_tokens": 16, "temperature": 0, **kw}
+    )
     return r.choices[0].message.content
 
 
@@ -44,8 +45,9 @@ def test_whole_and_streamed_agree(client: openai.OpenAI) -> None:
     reason = whole.choices[0].finish_reason
     assert whole.object == "chat.completion" and reason == "length"
     assert whole.usage.completion_tokens == 20 and whole.usage.prompt_tokens > 0
-    stream = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=20, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="tiny", messages=MSG, max_tokens=20, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-2].choices[0].finish_reason == reason
@@ -57,17 +59,26 @@ def test_whole_and_streamed_agree(client: openai.OpenAI) -> None:
 def test_completions_and_models(client: openai.OpenAI) -> None:
     r = client.completions.create(model="tiny", prompt="abc", max_tokens=5, temperature=0)
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 5
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="tiny", prompt="abc", max_tokens=5, temperature=0, stream=True))
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="tiny", prompt="abc", max_tokens=5, temperature=0, stream=True)
+    )
     assert streamed == r.choices[0].text
     assert [m.id for m in client.models.list().data] == ["tiny"]
 
 
 def test_json_schema(client: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]},
-                                               "n": {"type": "integer"}}, "required": ["city", "n"]}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}, "n": {"type": "integer"}},
+        "required": ["city", "n"],
+    }
     r = client.chat.completions.create(
-        model="tiny", messages=MSG, max_tokens=60, temperature=0.7, seed=3,
+        model="tiny",
+        messages=MSG,
+        max_tokens=60,
+        temperature=0.7,
+        seed=3,
         response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}},
     )
     value = json.loads(r.choices[0].message.content)
@@ -75,8 +86,9 @@ def test_json_schema(client: openai.OpenAI) -> None:
 
 
 def test_json_object(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=200, temperature=1.0, seed=5,
-                                       response_format={"type": "json_object"})
+    r = client.chat.completions.create(
+        model="tiny", messages=MSG, max_tokens=200, temperature=1.0, seed=5, response_format={"type": "json_object"}
+    )
     content = r.choices[0].message.content
     assert content.startswith("{")
     if r.choices[0].finish_reason == "stop":
@@ -85,8 +97,14 @@ def test_json_object(client: openai.OpenAI) -> None:
 
 def test_unsupported_schema_is_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model="tiny", messages=MSG, response_format={
-            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"not": {}}}}}})
+        client.chat.completions.create(
+            model="tiny",
+            messages=MSG,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"not": {}}}}},
+            },
+        )
     assert "not" in err.value.body["message"] and err.value.body["type"] == "invalid_request_error"
 
 
@@ -155,9 +173,15 @@ def test_health_queue_metrics(url: str) -> None:
     model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
     families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
     # what dashboards built for vLLM and llama.cpp's server read (docs/API.md maps the names), each by model
-    for name in ("hearth_requests_running", "hearth_requests_waiting", "hearth_prompt_tokens",
-                 "hearth_generation_tokens", "hearth_time_to_first_token_seconds",
-                 "hearth_inter_token_latency_seconds", "hearth_e2e_request_latency_seconds"):
+    for name in (
+        "hearth_requests_running",
+        "hearth_requests_waiting",
+        "hearth_prompt_tokens",
+        "hearth_generation_tokens",
+        "hearth_time_to_first_token_seconds",
+        "hearth_inter_token_latency_seconds",
+        "hearth_e2e_request_latency_seconds",
+    ):
         assert families[name].samples and all(s.labels["model"] == model for s in families[name].samples), name
     assert sample(scraped.text, "hearth_generation_tokens_total") > 0
     assert sample(scraped.text, "hearth_inter_token_latency_seconds_count") > 0
@@ -165,8 +189,9 @@ def test_health_queue_metrics(url: str) -> None:
 
 
 def test_queue_full_gives_429() -> None:
-    with running_server("--model-path", str(build_tiny_gguf()), "--max-concurrent", "1", "--max-queue", "1",
-                        "--ctx-size", "32768") as url:
+    with running_server(
+        "--model-path", str(build_tiny_gguf()), "--max-concurrent", "1", "--max-queue", "1", "--ctx-size", "32768"
+    ) as url:
         body = {"messages": MSG, "max_tokens": 30000, "stream": True, "temperature": 0}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as running:
             lines = running.iter_lines()  # kept: a discarded line iterator closes the connection
@@ -184,12 +209,12 @@ def test_queue_full_gives_429() -> None:
         assert status["rejected"] == 1
 
 
-
 def test_a_queued_stream_whose_client_leaves_gives_up_its_place() -> None:
     """The client of a waiting stream leaves after its first chunk (before any token): the queue lets it go at
     once instead of running it to max_tokens once a slot frees."""
-    with running_server("--model-path", str(build_tiny_gguf()), "--max-concurrent", "1", "--max-queue", "2",
-                        "--ctx-size", "32768") as url:
+    with running_server(
+        "--model-path", str(build_tiny_gguf()), "--max-concurrent", "1", "--max-queue", "2", "--ctx-size", "32768"
+    ) as url:
         body = {"messages": MSG, "max_tokens": 30000, "stream": True, "temperature": 0}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as running:
             lines = running.iter_lines()  # kept: a discarded line iterator closes the connection
@@ -203,6 +228,7 @@ def test_a_queued_stream_whose_client_leaves_gives_up_its_place() -> None:
                 time.sleep(0.02)
             status = httpx.get(url + "/queue/status").json()
             assert status["waiting"] == 0 and status["active"] == 1  # the running stream goes on
+
 
 def test_shutdown_ends_streams_cleanly() -> None:
     """SIGINT while a stream runs: the stream gets its finish chunk and [DONE], and the process exits promptly."""

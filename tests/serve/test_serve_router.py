@@ -14,7 +14,7 @@ from tests.serve.tiny_gguf import build_tiny_gguf
 pytestmark = pytest.mark.slow
 
 
-def _wait(predicate, timeout: float = 20) -> bool:  # type: ignore[no-untyped-def]
+def _wait(predicate, timeout: float = 20) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -40,8 +40,11 @@ def test_registers_and_unregisters(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         with running_server("--model-path", str(build_tiny_gguf()), "--router", router, "--model-name", "tiny") as url:
             assert _wait(lambda: any(b["name"] == "tiny" for b in backends()))
             assert KEY.encode() not in Path(f"/proc/{url.proc.pid}/cmdline").read_bytes()
-            r = httpx.post(router + "/v1/chat/completions", timeout=30,
-                           json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+            r = httpx.post(
+                router + "/v1/chat/completions",
+                timeout=30,
+                json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+            )
             assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
         # after SIGINT the server has said goodbye
         assert _wait(lambda: not any(b["name"] == "tiny" and not b.get("draining") for b in backends()), timeout=5)

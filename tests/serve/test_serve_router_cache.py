@@ -39,13 +39,22 @@ def conversation(client: openai.OpenAI, seed: int, turns: int) -> list[tuple[str
 def routed(strategy: str, tmp: Path) -> list[list[tuple[str, int, int]]]:
     gguf = str(build_tiny_gguf())
     with ExitStack() as stack:
-        url = stack.enter_context(running_router("--strategy", strategy, "--state-file", str(tmp / f"{strategy}.json"),
-                                                 env={"HEARTH_ROUTE_ADMIN_KEY": KEY}))
+        url = stack.enter_context(
+            running_router(
+                "--strategy",
+                strategy,
+                "--state-file",
+                str(tmp / f"{strategy}.json"),
+                env={"HEARTH_ROUTE_ADMIN_KEY": KEY},
+            )
+        )
         for name in "ab":
-            backend = stack.enter_context(running_server("--model-path", gguf, "--model-name", "m", "--max-concurrent", "2",
-                                                         "--ctx-size", "2048"))
-            httpx.post(url + "/backends/register", json={"name": name, "url": backend, "models": ["m"]},
-                       headers=ADMIN).raise_for_status()
+            backend = stack.enter_context(
+                running_server("--model-path", gguf, "--model-name", "m", "--max-concurrent", "2", "--ctx-size", "2048")
+            )
+            httpx.post(
+                url + "/backends/register", json={"name": name, "url": backend, "models": ["m"]}, headers=ADMIN
+            ).raise_for_status()
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             return list(pool.map(lambda seed: conversation(client, seed, 4), range(4)))

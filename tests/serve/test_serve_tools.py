@@ -54,13 +54,39 @@ def clients(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     patch = pytest.MonkeyPatch()
     patch.setenv("HEARTH_SERVE_ROUTER_KEY", KEY)  # the servers' key for --router, out of their command lines
     try:
-        with running_router("--state-file", str(state), env={"HEARTH_ROUTE_ADMIN_KEY": KEY}) as router, \
-             running_server("--model-path", str(demo_gguf("demo-think")), "--model-name", "demo-think",
-                            "--ctx-size", "1024", "--router", router) as think, \
-             running_server("--model-path", str(demo_gguf("demo-harmony")), "--model-name", "demo-harmony",
-                            "--ctx-size", "1024", "--router", router) as harmony:
-            _wait(lambda: {b["name"] for b in httpx.get(router + "/backends", headers=ADMIN).json()["backends"]
-                           if b.get("healthy")} >= set(MODELS))
+        with (
+            running_router("--state-file", str(state), env={"HEARTH_ROUTE_ADMIN_KEY": KEY}) as router,
+            running_server(
+                "--model-path",
+                str(demo_gguf("demo-think")),
+                "--model-name",
+                "demo-think",
+                "--ctx-size",
+                "1024",
+                "--router",
+                router,
+            ) as think,
+            running_server(
+                "--model-path",
+                str(demo_gguf("demo-harmony")),
+                "--model-name",
+                "demo-harmony",
+                "--ctx-size",
+                "1024",
+                "--router",
+                router,
+            ) as harmony,
+        ):
+            _wait(
+                lambda: (
+                    {
+                        b["name"]
+                        for b in httpx.get(router + "/backends", headers=ADMIN).json()["backends"]
+                        if b.get("healthy")
+                    }
+                    >= set(MODELS)
+                )
+            )
             make = lambda url: openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)  # noqa: E731
             yield {"direct": {"demo-think": make(think), "demo-harmony": make(harmony)}, "router": make(router)}
     finally:
@@ -100,7 +126,11 @@ def streamed(client: openai.OpenAI, model: str, messages: list[Any], **kw: Any) 
         for tc in delta.tool_calls or ():
             if tc.index not in out["calls"]:  # the first delta of a call: index, id, type and name
                 assert tc.id and tc.type == "function" and tc.function and tc.function.name
-                out["calls"][tc.index] = {"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments or ""}
+                out["calls"][tc.index] = {
+                    "id": tc.id,
+                    "name": tc.function.name,
+                    "arguments": tc.function.arguments or "",
+                }
             else:
                 assert tc.id is None and tc.function and tc.function.name is None
                 out["calls"][tc.index]["arguments"] += tc.function.arguments or ""
@@ -128,7 +158,9 @@ def test_round_trip_whole_and_streamed(clients: dict[str, Any], model: str, via:
         assert not choice.message.content and "weather" in (choice.message.model_extra or {})["reasoning_content"]
         live = streamed(client, model, messages, tools=[_weather()])
         assert live["finish"] == "tool_calls" and live["content"] == ""
-        assert [(c["name"], json.loads(c["arguments"])) for c in live["calls"].values()] == [("get_weather", {"city": city})]
+        assert [(c["name"], json.loads(c["arguments"])) for c in live["calls"].values()] == [
+            ("get_weather", {"city": city})
+        ]
         assert live["calls"][0]["id"] != call.id  # every call its own id
         result = weather_result(condition, temperature)
         messages += [choice.message, {"role": "tool", "tool_call_id": call.id, "content": result}]
@@ -162,8 +194,11 @@ def test_tool_choice_none_required_named_and_two_tools(clients: dict[str, Any], 
     short["function"]["parameters"]["properties"]["city"]["maxLength"] = 12
     choice = create(client, model, answered, tools=[short], tool_choice="required").choices[0]
     calls = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or ()]
-    assert choice.finish_reason == "tool_calls" and calls and all(
-        name == "get_weather" and len(args["city"]) <= 12 for name, args in calls)
+    assert (
+        choice.finish_reason == "tool_calls"
+        and calls
+        and all(name == "get_weather" and len(args["city"]) <= 12 for name, args in calls)
+    )
     live = streamed(client, model, answered, tools=[short], tool_choice="required")
     assert live["finish"] == "tool_calls" and [c["name"] for c in live["calls"].values()] == [n for n, _ in calls]
     # named, two tools offered: the model would call get_weather; the named get_time is what comes back
@@ -178,8 +213,9 @@ def test_tool_choice_none_required_named_and_two_tools(clients: dict[str, Any], 
     assert len(json.loads(choice.message.tool_calls[0].function.arguments)["city"]) <= 20
     # auto, two tools offered: the weather question calls get_weather
     choice = create(client, model, question, tools=_both_tools()).choices[0]
-    assert [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls] == \
-        [("get_weather", {"city": "Lima"})]
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls] == [
+        ("get_weather", {"city": "Lima"})
+    ]
     # auto, only get_time offered: the call is held to the declared tool
     choice = create(client, model, question, tools=tools_json((TIME_TOOL,))).choices[0]
     assert [c.function.name for c in choice.message.tool_calls] == ["get_time"]
@@ -194,11 +230,14 @@ def test_reasoning_effort_none_minimal_and_the_object_form(clients: dict[str, An
     item = by_question("What is the capital of France?")
     ask = [{"role": "user", "content": item.question}]
     harmony = clients["direct"]["demo-harmony"]
-    for kw, level in (({"reasoning_effort": "minimal"}, "low"), ({"reasoning_effort": "none"}, "low"),
-                      ({"extra_body": {"reasoning": {"effort": "high"}}}, "high")):
+    for kw, level in (
+        ({"reasoning_effort": "minimal"}, "low"),
+        ({"reasoning_effort": "none"}, "low"),
+        ({"extra_body": {"reasoning": {"effort": "high"}}}, "high"),
+    ):
         r = create(harmony, "demo-harmony", ask, **kw)
         assert r.model_extra["reasoning_level"] == level
-        assert (r.choices[0].message.model_extra or {})["channels"]["analysis"] == item.analysis(level)  # type: ignore[arg-type]
+        assert (r.choices[0].message.model_extra or {})["channels"]["analysis"] == item.analysis(level)
     # demo-think's template has no switch for thinking: `none` cannot turn it off, and says the level it used
     r = create(clients["direct"]["demo-think"], "demo-think", ask, reasoning_effort="none")
     assert r.model_extra["reasoning_level"] == "low" and r.choices[0].message.content == item.answer
@@ -211,8 +250,8 @@ def test_bad_tool_input_through_the_router_is_the_servers_400(clients: dict[str,
     named = {"type": "function", "function": {"name": "get_stock_price"}}
     with pytest.raises(openai.BadRequestError) as err:
         create(clients["router"], "demo-think", ask, tools=[_weather()], tool_choice=named)
-    assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
+    assert err.value.body["param"] == "tool_choice"
     bad_history = [*ask, {"role": "tool", "tool_call_id": "call_nowhere", "content": "sunny, 1 C"}]
     with pytest.raises(openai.BadRequestError) as err:
         create(clients["router"], "demo-harmony", bad_history, tools=[_weather()])
-    assert err.value.body["param"] == "messages.1.tool_call_id"  # type: ignore[index]
+    assert err.value.body["param"] == "messages.1.tool_call_id"

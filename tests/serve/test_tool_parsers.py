@@ -13,22 +13,46 @@ from serve.channels import HARMONY_MARKERS, ChannelParser, Format
 from serve.chat import ChatResult, Generation, Text
 from serve.tools.formats import ToolFormat
 
-MARKERS = ("<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|tool_call|>",
-           "<think>", "</think>", *HARMONY_MARKERS)
+MARKERS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<|python_tag|>",
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "[CALL_ID]",
+    "<|tool_call|>",
+    "<think>",
+    "</think>",
+    *HARMONY_MARKERS,
+)
 NAMES = st.sampled_from(["get_weather", "get_time", "search_web", "f"])
-SCALARS = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False) \
-    | st.text(alphabet=st.sampled_from(list('ab "\\{}[],:<|>/\né')), max_size=12) | st.just("</tool_call>]") \
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from(list('ab "\\{}[],:<|>/\né')), max_size=12)
+    | st.just("</tool_call>]")
     | st.just("<|call|> [ARGS]")
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-    st.text(alphabet=st.sampled_from(list('ab"{}: ')), max_size=5), inner, max_size=3), max_leaves=8)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet=st.sampled_from(list('ab"{}: ')), max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 ARGS = st.dictionaries(st.text(alphabet=st.sampled_from(list("abc_")), min_size=1, max_size=6), JSON, max_size=4)
 CALLS = st.lists(st.tuples(NAMES, ARGS), min_size=1, max_size=3)
 CUTS = st.lists(st.integers(0, 10_000), max_size=16)
 
 
 def plain(first_brace_ok: bool = True) -> st.SearchStrategy[str]:
-    text = st.text(alphabet=st.sampled_from(list("ab <|>[]{}\"/\n é")), max_size=30)
-    return text.filter(lambda s: not any(m in s for m in MARKERS) and (first_brace_ok or not s.lstrip().startswith("{")))
+    text = st.text(alphabet=st.sampled_from(list('ab <|>[]{}"/\n é')), max_size=30)
+    return text.filter(
+        lambda s: not any(m in s for m in MARKERS) and (first_brace_ok or not s.lstrip().startswith("{"))
+    )
 
 
 def split(text: str, cuts: list[int]) -> list[str]:
@@ -52,8 +76,14 @@ def summary(result: ChatResult) -> tuple[dict[str, str], list[tuple[str, str, An
     return result.channels, calls
 
 
-def check(text: str, cuts: list[int], tools: ToolFormat, content: str, calls: list[tuple[str, dict]],
-          chat: Format = Format.THINK) -> None:
+def check(
+    text: str,
+    cuts: list[int],
+    tools: ToolFormat,
+    content: str,
+    calls: list[tuple[str, dict]],
+    chat: Format = Format.THINK,
+) -> None:
     whole = run([text], tools, chat)
     assert summary(run(split(text, cuts), tools, chat)) == summary(whole)
     channels, got = summary(whole)
@@ -70,7 +100,9 @@ def args_text(args: dict[str, Any], compact: bool) -> str:
 @given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
 @settings(max_examples=200, deadline=None)
 def test_hermes_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
-    body = "\n".join(f'<tool_call>\n{{"name": "{n}", "arguments": {args_text(a, compact)}}}\n</tool_call>' for n, a in calls)
+    body = "\n".join(
+        f'<tool_call>\n{{"name": "{n}", "arguments": {args_text(a, compact)}}}\n</tool_call>' for n, a in calls
+    )
     text = f"<think>the user wants {len(calls)} calls</think>\n\n{pre}\n{body}"
     check(text, cuts, ToolFormat.HERMES, pre, calls)
 
@@ -99,8 +131,9 @@ def test_mistral_list_any_split(calls: list, pre: str, cuts: list[int]) -> None:
 @given(calls=CALLS, with_ids=st.booleans(), cuts=CUTS)
 @settings(max_examples=200, deadline=None)
 def test_mistral_name_args_any_split(calls: list, with_ids: bool, cuts: list[int]) -> None:
-    body = "".join(f"[TOOL_CALLS]{n}" + ("[CALL_ID]ab12cd34e" if with_ids else "") + f"[ARGS]{json.dumps(a)}"
-                   for n, a in calls)
+    body = "".join(
+        f"[TOOL_CALLS]{n}" + ("[CALL_ID]ab12cd34e" if with_ids else "") + f"[ARGS]{json.dumps(a)}" for n, a in calls
+    )
     check(body, cuts, ToolFormat.MISTRAL_ARGS, "", calls)
 
 
@@ -117,10 +150,14 @@ HARMONY_ARGS = ARGS.filter(lambda a: not any(m in json.dumps(a) for m in HARMONY
 
 @given(analysis=plain(), name=NAMES, args=HARMONY_ARGS, role_position=st.booleans(), compact=st.booleans(), cuts=CUTS)
 @settings(max_examples=200, deadline=None)
-def test_harmony_any_split(analysis: str, name: str, args: dict, role_position: bool, compact: bool,
-                           cuts: list[int]) -> None:
-    header = (f"<|start|>assistant to=functions.{name}<|channel|>commentary json<|message|>" if role_position
-              else f"<|start|>assistant<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>")
+def test_harmony_any_split(
+    analysis: str, name: str, args: dict, role_position: bool, compact: bool, cuts: list[int]
+) -> None:
+    header = (
+        f"<|start|>assistant to=functions.{name}<|channel|>commentary json<|message|>"
+        if role_position
+        else f"<|start|>assistant<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>"
+    )
     text = f"<|channel|>analysis<|message|>{analysis}<|end|>{header}{args_text(args, compact)}"
     check(text, cuts, ToolFormat.HARMONY, "", [(name, args)], chat=Format.HARMONY)
     assert run([text], ToolFormat.HARMONY, Format.HARMONY).text("analysis") == analysis.strip()
@@ -143,13 +180,16 @@ def test_text_around_calls_and_broken_calls() -> None:
     assert json.loads(result.calls[0].arguments) == {"a": 1}
     gen = Generation(ChannelParser(Format.THINK), ToolFormat.HERMES)
     events = gen.piece('<tool_call>{"name": "f", "arguments": {"a": "unfini') + gen.end("length", 1, 9)
-    assert events[-1].reason == "length" and not any(isinstance(e, Text) for e in events)  # type: ignore[union-attr]
+    assert events[-1].reason == "length" and not any(isinstance(e, Text) for e in events)
     # a call with no arguments key gets an empty object
     assert run(['<tool_call>{"name": "f"}</tool_call>'], ToolFormat.HERMES).calls[0].arguments == "{}"
     # ids: unique, non-empty, Mistral's 9 letters and digits
     gen = Generation(ChannelParser(Format.THINK), ToolFormat.MISTRAL)
-    ids = [e.id for e in gen.piece('[TOOL_CALLS][{"name": "f", "arguments": {}}, {"name": "g", "arguments": {}}]')
-           if hasattr(e, "id")]
+    ids = [
+        e.id
+        for e in gen.piece('[TOOL_CALLS][{"name": "f", "arguments": {}}, {"name": "g", "arguments": {}}]')
+        if hasattr(e, "id")
+    ]
     assert len(set(ids)) == 2 and all(len(i) == 9 and i.isalnum() for i in ids)
 
 
@@ -157,7 +197,7 @@ def test_a_next_call_cut_off_by_the_length_limit_leaves_no_partial_marker() -> N
     gen = Generation(ChannelParser(Format.THINK), ToolFormat.HERMES, new_id=lambda i: f"id{i}")
     events = gen.piece('<tool_call>{"name": "f", "arguments": {}}</tool_call>\n<tool_') + gen.end("length", 1, 2)
     assert not any(isinstance(e, Text) for e in events)
-    assert events[-1].reason == "length"  # type: ignore[union-attr]
+    assert events[-1].reason == "length"
 
 
 def test_thinking_tags_inside_arguments_are_text_of_the_arguments() -> None:

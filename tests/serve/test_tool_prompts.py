@@ -28,9 +28,14 @@ from serve.tools.request import tool_request  # noqa: E402
 from tests.serve.tool_templates import SHIPPED, STYLE_TEMPLATES, shipped_templates  # noqa: E402
 
 BOS, EOS = "<s>", "</s>"
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Get the weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The time now."}}  # no parameters
 TOOLS = [WEATHER, CLOCK]
 
@@ -67,9 +72,14 @@ def openai_messages(conv: list) -> list[dict[str, Any]]:
             if key in extra:
                 m[key] = extra[key]
         if "calls" in extra:
-            m["tool_calls"] = [{"id": c["id"], "type": "function",
-                                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
-                               for c in extra["calls"]]
+            m["tool_calls"] = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                }
+                for c in extra["calls"]
+            ]
         out.append(m)
     return out
 
@@ -82,16 +92,26 @@ def hf_messages(conv: list) -> list[dict[str, Any]]:
             if key in extra:
                 m[key] = extra[key]
         if "calls" in extra:
-            m["tool_calls"] = [{"id": c["id"], "type": "function",
-                                "function": {"name": c["name"], "arguments": c["arguments"]}} for c in extra["calls"]]
+            m["tool_calls"] = [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in extra["calls"]
+            ]
         out.append(m)
     return out
 
 
 def hf_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What hearth hands templates: a tool without parameters gets an empty object schema."""
-    return [{**t, "function": {**t["function"], "parameters": t["function"].get(
-        "parameters", {"type": "object", "properties": {}})}} for t in tools]
+    return [
+        {
+            **t,
+            "function": {
+                **t["function"],
+                "parameters": t["function"].get("parameters", {"type": "object", "properties": {}}),
+            },
+        }
+        for t in tools
+    ]
 
 
 _TOKENIZER: list[Any] = []
@@ -103,21 +123,24 @@ def oracle() -> Any:
         from tokenizers import Tokenizer, models
 
         tok = Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "<unk>": 2}, unk_token="<unk>"))
-        _TOKENIZER.append(transformers.PreTrainedTokenizerFast(
-            tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token="<unk>"))
+        _TOKENIZER.append(
+            transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token="<unk>")
+        )
     return _TOKENIZER[0]
 
 
 def theirs(source: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **kw: Any) -> str:
     kw.setdefault("reasoning_effort", "medium")
-    return oracle().apply_chat_template(messages, tools=tools, chat_template=source, tokenize=False,
-                                        add_generation_prompt=True, **kw)
+    return oracle().apply_chat_template(
+        messages, tools=tools, chat_template=source, tokenize=False, add_generation_prompt=True, **kw
+    )
 
 
 def ours(template: ChatTemplate, body: dict[str, Any]) -> str:
     req = ChatRequest.model_validate(body)
-    return template.render(template_messages(req.messages), req.reasoning, req.developer_instructions,
-                           tool_request(req))
+    return template.render(
+        template_messages(req.messages), req.reasoning, req.developer_instructions, tool_request(req)
+    )
 
 
 def template_of(source: str) -> ChatTemplate:
@@ -134,8 +157,14 @@ def compare(source: str, conv: list, tools: list[dict[str, Any]] | None = TOOLS)
     assert ours(template, body) == want
 
 
-STYLE_FORMATS = {"llama3": ToolFormat.LLAMA3, "qwen": ToolFormat.HERMES, "mistral": ToolFormat.MISTRAL,
-                 "mistral-args": ToolFormat.MISTRAL_ARGS, "harmony": ToolFormat.HARMONY, "granite": ToolFormat.GRANITE}
+STYLE_FORMATS = {
+    "llama3": ToolFormat.LLAMA3,
+    "qwen": ToolFormat.HERMES,
+    "mistral": ToolFormat.MISTRAL,
+    "mistral-args": ToolFormat.MISTRAL_ARGS,
+    "harmony": ToolFormat.HARMONY,
+    "granite": ToolFormat.GRANITE,
+}
 PARALLEL_STYLES = ("qwen", "mistral", "mistral-args", "granite")
 
 
@@ -230,13 +259,20 @@ def test_earlier_reasoning_reaches_the_template_under_every_name(key: str, case:
     _name, source, fmt = _history_cases()[case]
     template = ChatTemplate(source, fmt, BOS, EOS)
     sent = [
-        {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}],
-         "name": "ann", "x-unknown": 1},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}],
+            "name": "ann",
+            "x-unknown": 1,
+        },
         {"role": "assistant", "content": "Hello.", key: "They greet me.", "channels": {"final": "Hello."}},
         {"role": "user", "content": "Bye"},
     ]
-    hf = [{"role": "user", "content": "Hi there", "name": "ann"},
-          {"role": "assistant", "content": "Hello.", key: "They greet me."}, {"role": "user", "content": "Bye"}]
+    hf = [
+        {"role": "user", "content": "Hi there", "name": "ann"},
+        {"role": "assistant", "content": "Hello.", key: "They greet me."},
+        {"role": "user", "content": "Bye"},
+    ]
     got = ours(template, {"messages": sent})
     assert got == theirs(source, hf, None)
     assert "They greet me." in got  # both fixture templates render earlier reasoning
@@ -247,10 +283,16 @@ def test_our_own_thinking_object_sent_back_is_its_text() -> None:
 
     template = ChatTemplate(gpt_oss.CHAT_TEMPLATE, Format.HARMONY, BOS, EOS)
     thinking = {"analysis": "They greet me.", "commentary": "Wave.", "raw": "[Analysis]..."}
-    sent = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello.", "thinking": thinking},
-            {"role": "user", "content": "Bye"}]
-    hf = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello.", "thinking": "They greet me.\n\nWave."},
-          {"role": "user", "content": "Bye"}]
+    sent = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello.", "thinking": thinking},
+        {"role": "user", "content": "Bye"},
+    ]
+    hf = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello.", "thinking": "They greet me.\n\nWave."},
+        {"role": "user", "content": "Bye"},
+    ]
     assert ours(template, {"messages": sent}) == theirs(source := gpt_oss.CHAT_TEMPLATE, hf, None) and source
 
 

@@ -12,16 +12,30 @@ from serve.app import create_app
 from serve.config import ServeConfig
 from tests.serve.tiny_gguf import build_tiny_gguf
 
-WEATHER = {"type": "function", "function": {"name": "get_weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
-                          "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 8}},
+            "required": ["city"],
+        },
+    },
+}
 USER = {"role": "user", "content": "hi"}
-CALL = {"role": "assistant", "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}
+CALL = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+}
 
 
 def with_args(arguments: str) -> dict[str, Any]:
-    return {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "function": {"name": "get_weather", "arguments": arguments}}]}
+    return {
+        **CALL,
+        "tool_calls": [{**CALL["tool_calls"][0], "function": {"name": "get_weather", "arguments": arguments}}],
+    }
 
 
 BAD: list[tuple[dict[str, Any], str]] = [
@@ -29,14 +43,46 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools.0.function.name"),
     ({"tools": [{"type": "function"}]}, "tools.0.function"),
     ({"tools": [WEATHER, WEATHER]}, "tools.1.function.name"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
-     "tools.0.function.parameters"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": [1]}}}]},
-     "tools.0.function.parameters"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "properties": {"a": {"type": "frobnicate"}}}}}]}, "tools.0.function.parameters"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}}]}, "tools.0.function.parameters"),
+    (
+        {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+        "tools.0.function.parameters",
+    ),
+    (
+        {
+            "tools": [
+                {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": [1]}}}
+            ]
+        },
+        "tools.0.function.parameters",
+    ),
+    (
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {"type": "object", "properties": {"a": {"type": "frobnicate"}}},
+                    },
+                }
+            ]
+        },
+        "tools.0.function.parameters",
+    ),
+    (
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}},
+                    },
+                }
+            ]
+        },
+        "tools.0.function.parameters",
+    ),
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
     ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
     ({"tool_choice": "required"}, "tool_choice"),
@@ -46,8 +92,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"messages": [USER, with_args("{'city': 'Paris'}")]}, "messages.1.tool_calls.0.function.arguments"),
     ({"messages": [USER, with_args('{"city": "Par')]}, "messages.1.tool_calls.0.function.arguments"),
     ({"messages": [{**USER, "tool_calls": CALL["tool_calls"]}]}, "messages.0"),
-    ({"messages": [USER, {**CALL, "tool_calls": [{"type": "function", "function": {"name": "f"}}]}]},
-     "messages.1.tool_calls.0.id"),
+    (
+        {"messages": [USER, {**CALL, "tool_calls": [{"type": "function", "function": {"name": "f"}}]}]},
+        "messages.1.tool_calls.0.id",
+    ),
     ({"reasoning_effort": "extreme"}, "reasoning"),
     ({"reasoning": {"effort": "extreme"}}, "reasoning"),
     ({"parallel_tool_calls": "maybe"}, "parallel_tool_calls"),
@@ -83,13 +131,18 @@ def test_bad_tool_input_is_a_400_naming_the_field() -> None:
 def test_required_call_comes_back_whole_and_streamed() -> None:
     none = {"type": "function", "function": {"name": "ping"}}  # no parameters: any object
     base = {"messages": [USER], "tools": [WEATHER, none], "temperature": 0, "max_tokens": 48}
-    history = [USER, with_args('{"city": "Paris"}'),
-               {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "sunny"}]}]
-    (s1, whole), (s2, named), (s3, later) = _post_all([
-        {**base, "tool_choice": "required"},
-        {**base, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
-        {**base, "messages": history, "tool_choice": "none"},
-    ])
+    history = [
+        USER,
+        with_args('{"city": "Paris"}'),
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "sunny"}]},
+    ]
+    (s1, whole), (s2, named), (s3, later) = _post_all(
+        [
+            {**base, "tool_choice": "required"},
+            {**base, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+            {**base, "messages": history, "tool_choice": "none"},
+        ]
+    )
     assert (s1, s2, s3) == (200, 200, 200)
     for body, names in ((whole, {"get_weather", "ping"}), (named, {"get_weather"})):
         choice = body["choices"][0]

@@ -146,8 +146,14 @@ GRANITE = """{%- if messages[0].role == 'system' %}{%- set system = messages[0].
 {%- endfor %}
 {%- if add_generation_prompt %}{{- '<|start_of_role|>assistant<|end_of_role|>' }}{%- endif %}"""
 
-STYLE_TEMPLATES = {"llama3": LLAMA3, "qwen": QWEN, "mistral": MISTRAL, "mistral-args": MISTRAL_ARGS,
-                   "harmony": HARMONY, "granite": GRANITE}
+STYLE_TEMPLATES = {
+    "llama3": LLAMA3,
+    "qwen": QWEN,
+    "mistral": MISTRAL,
+    "mistral-args": MISTRAL_ARGS,
+    "harmony": HARMONY,
+    "granite": GRANITE,
+}
 
 # Real templates from llama.cpp's collection, and the format each one speaks.
 SHIPPED = {

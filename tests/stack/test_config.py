@@ -68,9 +68,14 @@ def test_full_file_parses_and_paths_resolve_against_its_folder(folder: Path) -> 
 
 
 def test_on_demand_settings(folder: Path) -> None:
-    stack = load_stack(write(folder, '[budget]\nram_gb = 7.5\n[[models]]\nname = "a"\nsource = "models/hf"\n'
-                                     'ttl = 300\npreload = false\npinned = true\n[[models]]\nname = "b"\n'
-                                     'source = "models/small.gguf"\n'))
+    stack = load_stack(
+        write(
+            folder,
+            '[budget]\nram_gb = 7.5\n[[models]]\nname = "a"\nsource = "models/hf"\n'
+            'ttl = 300\npreload = false\npinned = true\n[[models]]\nname = "b"\n'
+            'source = "models/small.gguf"\n',
+        )
+    )
     a, b = stack.models
     assert stack.budget is not None and (stack.budget.ram_gb, stack.budget.vram_gb) == (7.5, None)
     assert (a.ttl, a.preload, a.pinned) == (300, False, True)
@@ -113,8 +118,10 @@ BAD = [
     ('[[models]]\nname = "a"\nsource = "models/hf"\nmax_concurrent = "two"\n', "models.0.max_concurrent"),
     ('[router]\nstrategy = "fastest"\n[[models]]\nname = "a"\nsource = "models/hf"\n', "router.strategy"),
     ('[budget]\nvram_gb = -1\n[[models]]\nname = "a"\nsource = "models/hf"\n', "budget.vram_gb"),
-    ('[[models]]\nname = "a"\nsource = "models/hf"\n[[models]]\nname = "b"\naliases = ["a"]\nsource = "models/hf"\n',
-     "'a' is already used"),
+    (
+        '[[models]]\nname = "a"\nsource = "models/hf"\n[[models]]\nname = "b"\naliases = ["a"]\nsource = "models/hf"\n',
+        "'a' is already used",
+    ),
     ('[[models]]\nname = "a"\nsource = "models/hf"\nport = 8080\n', "models.0.port"),  # the router's port
     ("[[models]\n", "not valid TOML"),
     ('[[models]]\nname = "a"\nsource = "models/hf"\nttl = -1\n', "models.0.ttl"),
@@ -154,7 +161,11 @@ def test_commented_example_is_a_valid_stack_file(tmp_path: Path) -> None:
     assert [m.name for m in stack.models] == ["qwen3-8b", "gpt-oss-20b", "gemma3-4b"]
     assert stack.models[0].names == ["qwen3-8b", "qwen3", "default"]
     assert stack.budget is not None and (stack.budget.vram_gb, stack.budget.ram_gb) == (6.0, 12.0)
-    assert [(m.preload, m.ttl, m.pinned) for m in stack.models] == [(True, 0, True), (False, 300, False), (False, 600, False)]
+    assert [(m.preload, m.ttl, m.pinned) for m in stack.models] == [
+        (True, 0, True),
+        (False, 300, False),
+        (False, 600, False),
+    ]
     assert stack.router.port == 8080 and stack.router.model_strategies == {}
 
 
@@ -168,17 +179,24 @@ def test_toml_under_environment_under_flags(folder: Path) -> None:
     from stack.__main__ import load
 
     path = write(folder, GOOD)
-    env = {"HEARTH_STACK_FILE": str(path), "HEARTH_STACK_ROUTER__HEALTH_INTERVAL": "12",
-           "HEARTH_STACK_ROUTER__STRATEGY": "prefix", "HEARTH_STACK_BUDGET__RAM_GB": "3.5",
-           "HEARTH_STACK_LOAD_TIMEOUT": "60", "HEARTH_STACK_ROUTER__PORT": "9001"}
+    env = {
+        "HEARTH_STACK_FILE": str(path),
+        "HEARTH_STACK_ROUTER__HEALTH_INTERVAL": "12",
+        "HEARTH_STACK_ROUTER__STRATEGY": "prefix",
+        "HEARTH_STACK_BUDGET__RAM_GB": "3.5",
+        "HEARTH_STACK_LOAD_TIMEOUT": "60",
+        "HEARTH_STACK_ROUTER__PORT": "9001",
+    }
     options, stack, level = load([], env)
     assert (stack.router.health_interval, stack.router.strategy, stack.router.port) == (12, "prefix", 9001)
     assert stack.budget is not None and (stack.budget.vram_gb, stack.budget.ram_gb) == (6, 3.5)  # the file's and env's
     assert stack.router.admin_key == "secret" and stack.models[0].name == "think" and options.load_timeout == 60
     assert level == "info"
     assert load([], {**env, "HEARTH_STACK_PORT": "9002"})[1].router.port == 9002  # the --port option's variable
-    assert load(["--port", "9003", "--log-level", "debug"], {**env, "HEARTH_STACK_PORT": "9002"})[1:] == \
-        (load([], {**env, "HEARTH_STACK_PORT": "9003"})[1], "debug")
+    assert load(["--port", "9003", "--log-level", "debug"], {**env, "HEARTH_STACK_PORT": "9002"})[1:] == (
+        load([], {**env, "HEARTH_STACK_PORT": "9003"})[1],
+        "debug",
+    )
     # a key from the environment replaces the file's key and key file alike
     assert load([], {**env, "HEARTH_STACK_ROUTER__ADMIN_KEY": "from-env"})[1].router.admin_key == "from-env"
 
@@ -196,8 +214,9 @@ def test_toml_under_environment_under_flags(folder: Path) -> None:
         (["--apikey", "sk-typed"], {}, "unrecognized arguments: --apikey (see --help)"),
     ],
 )
-def test_option_and_environment_mistakes_are_one_line(folder: Path, argv: list[str], env: dict[str, str],
-                                                      needle: str) -> None:
+def test_option_and_environment_mistakes_are_one_line(
+    folder: Path, argv: list[str], env: dict[str, str], needle: str
+) -> None:
     from stack.__main__ import load
 
     path = write(folder, GOOD)
@@ -215,8 +234,9 @@ def test_router_defaults_are_the_routers_own() -> None:
     shared = set(RouterSection.model_fields) & set(RouterConfig.model_fields) - {"admin_key", "admin_key_file"}
     assert {"health_interval", "port", "host", "strategy", "timeout", "max_retries"} <= shared
     for name in shared:
-        assert RouterSection.model_fields[name].get_default(call_default_factory=True) == \
-            RouterConfig.model_fields[name].get_default(call_default_factory=True), name
+        assert RouterSection.model_fields[name].get_default(call_default_factory=True) == RouterConfig.model_fields[
+            name
+        ].get_default(call_default_factory=True), name
     assert RouterConfig().health_interval == RouterSection().health_interval == 5.0
 
 
@@ -224,10 +244,22 @@ def test_children_take_their_settings_from_the_stack_file_only(folder: Path) -> 
     from stack.supervise import Supervisor
 
     stack = load_stack(write(folder, GOOD))
-    sup = Supervisor(stack, {m.name: folder / "x.gguf" for m in stack.models}, {"think": "qwen", "small": "llama"},
-                     {"think": 0, "small": 0}, folder / "state", log_level="warning")
-    environ = {"HEARTH_SERVE_FLASH_ATTN": "1", "HEARTH_SERVE_ROUTER": "http://elsewhere", "HEARTH_ROUTE_PORT": "1",
-               "HEARTH_STACK_PORT": "9000", "PATH": "/bin", "PYTHONPATH": "/extra"}
+    sup = Supervisor(
+        stack,
+        {m.name: folder / "x.gguf" for m in stack.models},
+        {"think": "qwen", "small": "llama"},
+        {"think": 0, "small": 0},
+        folder / "state",
+        log_level="warning",
+    )
+    environ = {
+        "HEARTH_SERVE_FLASH_ATTN": "1",
+        "HEARTH_SERVE_ROUTER": "http://elsewhere",
+        "HEARTH_ROUTE_PORT": "1",
+        "HEARTH_STACK_PORT": "9000",
+        "PATH": "/bin",
+        "PYTHONPATH": "/extra",
+    }
     server, router = sup.child_env(sup.servers[0], environ), sup.child_env(sup.router, environ)
     assert not any(k.startswith(("HEARTH_SERVE_FLASH", "HEARTH_SERVE_ROUTER", "HEARTH_ROUTE_PORT")) for k in server)
     assert server["HEARTH_SERVE_LOG_LEVEL"] == router["HEARTH_ROUTE_LOG_LEVEL"] == "warning"

@@ -73,8 +73,11 @@ def test_control_channel_round_trip() -> None:
         return executor
 
     executor = asyncio.run(run())
-    assert executor.calls == [("start", "a", 3, "a request is waiting"), ("stop", "a", "idle"),
-                              ("start", "broken", 0, "preload")]
+    assert executor.calls == [
+        ("start", "a", 3, "a request is waiting"),
+        ("stop", "a", "idle"),
+        ("start", "broken", 0, "preload"),
+    ]
     assert executor.notes == ["b is not loaded at start: too large"]
 
 

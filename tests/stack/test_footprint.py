@@ -64,8 +64,9 @@ def test_embeddings_model_against_llama_cpp(embedding_gguf: Path, tmp_path: Path
     from stack.prepare import model_needs
 
     info = read_info(embedding_gguf)
-    stack = parse_stack({"models": [{"name": "e", "source": str(embedding_gguf), "embeddings": True, "ctx_size": 200}]},
-                        tmp_path)
+    stack = parse_stack(
+        {"models": [{"name": "e", "source": str(embedding_gguf), "embeddings": True, "ctx_size": 200}]}, tmp_path
+    )
     needs = model_needs(stack, {"e": info})[0]
     model = serve.engine.Model(embedding_gguf)
     _lines.clear()

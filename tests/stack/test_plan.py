@@ -18,7 +18,7 @@ TOTAL = 4 * 100 * MiB + 50 * MiB + 60 * MiB  # layers + head + a 60 MiB token em
 
 
 def needs(name: str = "a", **kw: object) -> ModelNeeds:
-    return ModelNeeds(name=name, shape=SHAPE, total_bytes=TOTAL, n_ctx=2048, **kw)  # type: ignore[arg-type]
+    return ModelNeeds(name=name, shape=SHAPE, total_bytes=TOTAL, n_ctx=2048, **kw)
 
 
 def test_budgets_place_layers_until_full() -> None:
@@ -49,7 +49,9 @@ def test_first_model_in_the_file_gets_the_gpu_first() -> None:
 
 
 def test_fixed_placements_are_charged_before_auto_ones() -> None:
-    p = plan([needs("auto"), needs("fixed", n_gpu_layers=3), needs("cpu", device_map="cpu")], 500 * MiB, gpu=True, reserve=0)
+    p = plan(
+        [needs("auto"), needs("fixed", n_gpu_layers=3), needs("cpu", device_map="cpu")], 500 * MiB, gpu=True, reserve=0
+    )
     layers = {r.name: r.gpu_layers for r in p.rows}
     assert layers == {"fixed": 3, "auto": 1, "cpu": 0}  # 500 - 303 = 197 MiB: one layer for auto
 

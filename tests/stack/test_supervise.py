@@ -15,13 +15,16 @@ def test_backoff_doubles_up_to_30_s() -> None:
 
 def test_process_table(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
-    stack = parse_stack({
-        "router": {"port": 9000, "admin_key": "adm"},
-        "models": [
-            {"name": "a", "aliases": ["x"], "source": "m.gguf", "port": 9100, "replicas": 3, "threads": 1},
-            {"name": "b", "source": "m.gguf", "model_type": "gpt-oss"},
-        ],
-    }, tmp_path)
+    stack = parse_stack(
+        {
+            "router": {"port": 9000, "admin_key": "adm"},
+            "models": [
+                {"name": "a", "aliases": ["x"], "source": "m.gguf", "port": 9100, "replicas": 3, "threads": 1},
+                {"name": "b", "source": "m.gguf", "model_type": "gpt-oss"},
+            ],
+        },
+        tmp_path,
+    )
     gguf = tmp_path / "m.gguf"
     sup = Supervisor(stack, {"a": gguf, "b": gguf}, {"a": "qwen", "b": "gpt-oss"}, {"a": 2, "b": 0}, tmp_path / "state")
     assert [c.name for c in sup.servers] == ["a-1", "a-2", "a-3", "b"]
@@ -41,8 +44,13 @@ def test_process_table(tmp_path: Path) -> None:
 
 def test_keys_reach_children_through_their_environment_only(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
-    stack = parse_stack({"router": {"port": 9000, "api_key": "sk-client"},
-                         "models": [{"name": "a", "source": "m.gguf", "replicas": 2}]}, tmp_path)
+    stack = parse_stack(
+        {
+            "router": {"port": 9000, "api_key": "sk-client"},
+            "models": [{"name": "a", "source": "m.gguf", "replicas": 2}],
+        },
+        tmp_path,
+    )
     state = tmp_path / "state"
     sup = Supervisor(stack, {"a": tmp_path / "m.gguf"}, {"a": "qwen"}, {"a": 0}, state)
     keys = state / "keys"
@@ -50,8 +58,11 @@ def test_keys_reach_children_through_their_environment_only(tmp_path: Path) -> N
     assert len(admin) >= 32 and len(backend) >= 32 and admin != backend  # made at start: none in the stack file
     assert keys.stat().st_mode & 0o777 == 0o700 and (state / "logs").stat().st_mode & 0o777 == 0o700
     assert all((keys / k).stat().st_mode & 0o777 == 0o600 for k in ("admin.key", "backend.key"))
-    assert sup.router.env == {"HEARTH_ROUTE_ADMIN_KEY": admin, "HEARTH_ROUTE_BACKEND_KEY": backend,
-                              "HEARTH_ROUTE_API_KEY": "sk-client"}
+    assert sup.router.env == {
+        "HEARTH_ROUTE_ADMIN_KEY": admin,
+        "HEARTH_ROUTE_BACKEND_KEY": backend,
+        "HEARTH_ROUTE_API_KEY": "sk-client",
+    }
     assert all(c.env == {"HEARTH_SERVE_API_KEY": backend} for c in sup.servers)  # the client's key is not theirs
     secrets = (admin, backend, "sk-client")
     for child in (sup.router, *sup.servers):
@@ -77,8 +88,14 @@ def test_child_logs_are_owner_only(tmp_path: Path) -> None:
     log = tmp_path / "state" / "logs" / "x.log"
     log.write_text("an old log, world-readable\n")
     log.chmod(0o644)
-    child = Child("x", [sys.executable, "-c", "import os; print(os.environ['HEARTH_X'])"], "http://127.0.0.1:1", "/",
-                  log, env={"HEARTH_X": "from-env"})
+    child = Child(
+        "x",
+        [sys.executable, "-c", "import os; print(os.environ['HEARTH_X'])"],
+        "http://127.0.0.1:1",
+        "/",
+        log,
+        env={"HEARTH_X": "from-env"},
+    )
 
     async def spawn() -> None:
         await sup.spawn(child)
