@@ -350,7 +350,7 @@ _HARMONY = [
 
 def _strings() -> list[str]:
     """The package's shared cases (tests/convert/strings.py) around harmony's tokens, and o200k-specific ones."""
-    mixed = [f"{h}{b}" for h, b in zip(_HARMONY * 20, _BASE, strict=True)]
+    mixed = [f"{h}{b}" for h, b in zip(_HARMONY * 20, _BASE, strict=False)]
     spaced = [f" {b}  {b}\n" for b in _BASE[::2]]
     return shared_strings(SPECIAL_TOKENS) + _BASE + _HARMONY + mixed + spaced
 
