@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 from hearth_common.names import MODEL_TYPES
 from serve.config import ServeConfig
 from serve.engine import KV_TYPES, EngineError, Failed, Model
+from serve.jobthread import JobThread
 from serve.placement import free_vram, read_shape, resolve
 
 log = logging.getLogger("serve.embeddings")
@@ -89,7 +89,7 @@ class _Running:
     left: int
 
 
-class Embedder:
+class Embedder(JobThread[EmbedJob]):
     """Owns one llama.cpp context with embeddings on; `submit` and `cancel` are safe from any thread."""
 
     def __init__(
@@ -135,37 +135,16 @@ class Embedder:
         self.n_embd = ll.llama_model_n_embd_out(model.ptr)
         self.memory = ll.llama_get_memory(self.ctx)  # NULL for encoder-only models (no KV cache)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
-        self._incoming: deque[EmbedJob] = deque()
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="llama-embeddings", daemon=True)
+        super().__init__("llama-embeddings")
 
-    # -- the request side ------------------------------------------------------------------------------------
+    # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, job: EmbedJob) -> None:
-        with self._wake:
-            if self._stopping:
-                job.emit(SHUTDOWN)
-                return
-            self._incoming.append(job)
-            self._wake.notify()
-
-    def cancel(self, job: EmbedJob) -> None:
-        job.cancelled = True
-        with self._wake:
-            self._wake.notify()
+    def _refuse(self, job: EmbedJob) -> None:
+        job.emit(SHUTDOWN)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Fail every job not yet answered, end the thread, free llama.cpp's context."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if not self._thread.is_alive() and self.ctx:
+        if self._join(timeout) and self.ctx:
             ll.llama_batch_free(self.batch)
             ll.llama_free(self.ctx)
             self.ctx = None
@@ -173,10 +152,6 @@ class Embedder:
     def close(self) -> None:
         self.stop()
         self.model.close()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------------------------------
 

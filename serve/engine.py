@@ -30,7 +30,6 @@ import ctypes
 import logging
 import os
 import random
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +40,7 @@ import llama_cpp as ll
 import numpy as np
 
 from serve.grammar import Grammar
+from serve.jobthread import JobThread
 from serve.kvcache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
 from serve.stops import StopFilter
 
@@ -233,7 +233,7 @@ class _Slot:
     stops: StopFilter = field(default_factory=lambda: StopFilter(()))
 
 
-class Engine:
+class Engine(JobThread[Job]):
     """Owns one llama.cpp context with `n_seq` sequences; `submit` and `cancel` are safe from any thread."""
 
     def __init__(
@@ -295,50 +295,24 @@ class Engine:
         self._clock = 0
         self._out: list[tuple[Job, Event]] = []
         self._dispatch = dispatch or _emit_each
-        self._incoming: deque[Job] = deque()
-        self._wake = threading.Condition()
-        self._stopping = False
         self._slots: list[_Slot] = []
-        self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+        super().__init__("llama-engine")
 
-    # -- the request side ------------------------------------------------------------------------------------
+    # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, job: Job) -> None:
-        with self._wake:
-            if self._stopping:
-                job.emit(Failed("the server is shutting down"))
-                return
-            self._incoming.append(job)
-            self._wake.notify()
-
-    def cancel(self, job: Job) -> None:
-        job.cancelled = True
-        with self._wake:
-            self._wake.notify()
+    def _refuse(self, job: Job) -> None:
+        job.emit(Failed("the server is shutting down"))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End every job (running ones finish with `stop`), then free llama.cpp's memory and every cache entry:
-        a cached state never outlives the context (and model) that made it."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if not self._thread.is_alive() and self.ctx:
+        """End every job (running and waiting ones finish with `stop`), then free llama.cpp's memory and every cache
+        entry: a cached state never outlives the context (and model) that made it."""
+        if self._join(timeout) and self.ctx:
             if self.host is not None:
                 self.host.clear()
             self._seqs = [SeqState(i) for i in range(self.n_seq)]
             ll.llama_batch_free(self.batch)
             ll.llama_free(self.ctx)
             self.ctx = None
-
-    @property
-    def alive(self) -> bool:
-        """False once the thread has died: the server can no longer answer and must say so on /health."""
-        return self._thread.is_alive()
 
     @property
     def active(self) -> int:
@@ -388,9 +362,9 @@ class Engine:
                 self._close(slot, None)
         for slot in list(self._slots):
             self._close(slot, Finished("stop", len(slot.job.prompt), slot.generated, slot.prefix.size))
-        while self._incoming:
+        while self._incoming:  # admitted but not yet in a sequence: ends as a job still queued does
             job = self._incoming.popleft()
-            self._emit(job, Failed("the server is shutting down"))
+            self._emit(job, Finished("stop", len(job.prompt), 0))
         self._flush()
 
     def _emit(self, job: Job, event: Event) -> None:

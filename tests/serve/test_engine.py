@@ -215,3 +215,22 @@ def test_a_step_is_one_run_of_sequence_ids(model: Model, monkeypatch: pytest.Mon
     assert together[0] == solo[0] and together[2] == solo[2] and solo[1].startswith(together[1])
     assert all(run == list(range(run[0], run[0] + len(run))) for run in runs), runs
     assert [0, 1, 2] in runs[-10:]  # sequence 1 ended after 3 tokens: a filler holds its place
+
+
+def test_stop_ends_running_and_waiting_jobs_cleanly(model: Model) -> None:
+    """At shutdown a running job and one still waiting for a sequence both end with `stop` (a stream gets its finish
+    and [DONE]); a job submitted after the stop fails."""
+    e = Engine(model, n_seq=1, ctx_per_seq=4096, threads=2)
+    e.start()
+    try:
+        _, running = submit(e, model, "hello there", max_tokens=4000)
+        assert isinstance(running.get(timeout=30), Piece)  # decoding
+        _, waiting = submit(e, model, "abc def", max_tokens=10)
+    finally:
+        e.stop()
+    _, ended = collect(running)
+    assert isinstance(ended, Finished) and ended.reason == "stop" and ended.completion_tokens < 4000
+    _, ended = collect(waiting)
+    assert isinstance(ended, Finished) and ended.reason == "stop" and ended.completion_tokens == 0
+    _, late = submit(e, model, "zzz")
+    assert isinstance(late.get(timeout=5), Failed)
