@@ -136,7 +136,10 @@ async def turn(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens
 async def converse(url: str, conv: Conversation, turns: int, max_tokens: int = 16, think: float = 0.0) -> list[Turn]:
     """`think`: the most seconds a user waits before each turn (uniform, seeded by the conversation)."""
     rng = np.random.default_rng(conv.seed)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session:
+    # A connection a turn: llama-server closes a kept-alive connection after a streamed answer, and a reused one
+    # then fails mid-write (both sides pay the same loopback connect, a fraction of a millisecond).
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900), connector=connector) as session:
         out = []
         for _ in range(turns):
             if think:
