@@ -98,5 +98,7 @@ def usage(finish: Finish, per_channel: bool = True) -> dict[str, Any]:
     if per_channel:
         counts = finish.channel_tokens
         body["thinking_tokens"] = sum(counts.get(c, 0) for c in THINKING)
+        # OpenAI's field for the same count (what the SDKs and reasoning-aware clients read)
+        body["completion_tokens_details"] = {"reasoning_tokens": body["thinking_tokens"]}
         body["channel_tokens"] = {c: counts[c] for c in (ANALYSIS, COMMENTARY, FINAL, TOOL_CALLS) if counts.get(c)}
     return body

@@ -91,6 +91,7 @@ def test_think_trained_answers_whole_and_streamed(think: openai.OpenAI) -> None:
         assert extra(m)["channels"] == {"analysis": item.reasoning, "final": item.answer}
         usage = r.usage.model_extra
         assert usage["channel_tokens"]["final"] > 0 and usage["thinking_tokens"] == usage["channel_tokens"]["analysis"]
+        assert r.usage.completion_tokens_details.reasoning_tokens == usage["thinking_tokens"] > 0
         s = streamed(think, q)
         assert s["content"].strip() == item.answer and s["analysis"].strip() == item.reasoning
         assert s["finish"] == "stop"
