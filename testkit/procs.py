@@ -10,11 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 from urllib.parse import urlsplit
+
+import httpx
 
 from hearth_common.procs import CODE_ROOT, child_env
 
@@ -197,3 +199,16 @@ class ServerProcess:
         """The end of the log, as a failure message's last part."""
         where = f" ({self.log_path})" if self.log_path else ""
         return f"\n--- last output{where} ---\n{self.log_text()[-chars:]}"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, every: float = 0.1) -> bool:
+    """Poll `predicate` until it holds; a connection refused or reset on the way counts as "not yet"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(every)
+    return False

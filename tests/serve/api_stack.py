@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from testkit.procs import wait_until
 from tests.serve.servers import running_router, running_server
 
 MODELS = ("demo-think", "demo-harmony")
@@ -29,25 +29,13 @@ def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[di
             )
             for name in MODELS
         )
-        wait(
+        assert wait_until(
             lambda: (
                 {b["name"] for b in httpx.get(router + "/backends").json()["backends"] if b.get("healthy")}
                 >= set(MODELS)
             )
         )
         yield {"demo-think": think, "demo-harmony": harmony, "router": router}
-
-
-def wait(predicate: Any, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def prompt_ids(model: str, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:

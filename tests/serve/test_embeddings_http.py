@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import openai
 import pytest
 
+from testkit.procs import wait_until
 from tests.serve.promtext import sample
 from tests.serve.servers import running_router, running_server
 from tests.serve.test_embeddings import COSINE, MAX_ABS, TEXTS, hf_vectors
@@ -44,18 +44,6 @@ def server(embedding_gguf: Path, router: str) -> Iterator[str]:
     with running_server("--model-path", str(embedding_gguf), "--embeddings", "--model-name", NAME, "--alias", ALIAS,
                         "--ctx-size", "128", "--max-concurrent", "2", "--router", router) as url:  # fmt: skip
         yield url
-
-
-def _wait(predicate, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def _client(url: str) -> openai.OpenAI:
@@ -137,7 +125,7 @@ def test_through_the_router(server: str, router: str, oracle: tuple[np.ndarray, 
     with running_server("--model-path", str(build_tiny_gguf()), "--model-name", "tiny", "--ctx-size", "256",
                         "--router", router):  # fmt: skip
         client = _client(router)
-        _wait(lambda: {NAME, ALIAS, "tiny"} <= {m.id for m in client.models.list().data})
+        assert wait_until(lambda: {NAME, ALIAS, "tiny"} <= {m.id for m in client.models.list().data})
         for name in (NAME, ALIAS):
             raw = client.embeddings.with_raw_response.create(model=name, input=TEXTS)
             assert raw.headers["X-Backend"] == NAME

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from testkit.procs import wait_until
 from tests.serve.servers import running_router, running_server
 from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(predicate, timeout: float = 20) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 KEY = "router-admin-key"
@@ -38,7 +26,7 @@ def test_registers_and_unregisters(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             return httpx.get(router + "/backends", headers=ADMIN).json()["backends"]
 
         with running_server("--model-path", str(build_tiny_gguf()), "--router", router, "--model-name", "tiny") as url:
-            assert _wait(lambda: any(b["name"] == "tiny" for b in backends()))
+            assert wait_until(lambda: any(b["name"] == "tiny" for b in backends()))
             assert KEY.encode() not in Path(f"/proc/{url.proc.pid}/cmdline").read_bytes()
             r = httpx.post(
                 router + "/v1/chat/completions",
@@ -47,4 +35,4 @@ def test_registers_and_unregisters(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             )
             assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
         # after SIGINT the server has said goodbye
-        assert _wait(lambda: not any(b["name"] == "tiny" and not b.get("draining") for b in backends()), timeout=5)
+        assert wait_until(lambda: not any(b["name"] == "tiny" and not b.get("draining") for b in backends()), timeout=5)

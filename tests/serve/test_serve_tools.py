@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from testkit.procs import wait_until
 from tests.serve.servers import running_router, running_server
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def clients(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                 router,
             ) as harmony,
         ):
-            _wait(
+            assert wait_until(
                 lambda: (
                     {
                         b["name"]
@@ -91,18 +91,6 @@ def clients(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             yield {"direct": {"demo-think": make(think), "demo-harmony": make(harmony)}, "router": make(router)}
     finally:
         patch.undo()
-
-
-def _wait(predicate: Any, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def client_for(clients: dict[str, Any], model: str, via: str) -> openai.OpenAI:
