@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import Row
 from bench.models import qwen2_330m, smollm_135m_q4
-from bench.serve import PROMPT, THREADS, clients, server
+from bench.serve import PROMPT, THREADS, clients, serve_argv, server
 from hearth_common.procs import free_port
 
 TOKENS = 64
@@ -101,20 +101,7 @@ def engine_side(model_path: Path, streams: int) -> dict[str, float]:
 def loop_side(model_path: Path, streams: int) -> float:
     """The server's event loop thread: CPU µs per streamed token."""
     port = free_port()
-    argv = [
-        "-m",
-        "serve",
-        "--model-path",
-        str(model_path),
-        "--port",
-        str(port),
-        "--threads",
-        str(THREADS),
-        "--max-concurrent",
-        "8",
-        "--ctx-size",
-        "1024",
-    ]
+    argv = serve_argv(model_path, port)
     with server(argv, port) as url:
         pid = next(
             int(p)

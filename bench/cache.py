@@ -35,7 +35,7 @@ import numpy as np
 from bench import llama_server
 from bench.common import Row
 from bench.models import CACHE, qwen2_330m, smollm_135m_q4
-from bench.serve import THREADS, server
+from bench.serve import THREADS, serve_argv, server
 from hearth_common.procs import free_port
 from testkit.procs import ServerProcess
 
@@ -151,25 +151,7 @@ async def converse(url: str, conv: Conversation, turns: int, max_tokens: int = 1
 
 
 def ours(model: Path, port: int, *extra: str, ctx: int = 4096, seqs: int = 2) -> list[str]:
-    return [
-        "-m",
-        "serve",
-        "--model-path",
-        str(model),
-        "--port",
-        str(port),
-        "--threads",
-        str(THREADS),
-        "--max-concurrent",
-        str(seqs),
-        "--ctx-size",
-        str(ctx),
-        "--max-queue",
-        "64",
-        "--model-name",
-        "m",
-        *extra,
-    ]
+    return serve_argv(model, port, "--max-queue", "64", "--model-name", "m", *extra, ctx=ctx, seqs=seqs)
 
 
 # -- multi-turn TTFT, ours vs llama-server ------------------------------------------------------------------

@@ -71,6 +71,14 @@ def best(runs: list[Run]) -> Run:
     return max(runs, key=lambda r: r.tokens / r.seconds)
 
 
+def serve_argv(model: Path, port: int, *extra: str, ctx: int = 1024, seqs: int = 8) -> list[str]:
+    """Our server's arguments after the interpreter: `seqs` sequences of `ctx` tokens, the benchmark's threads."""
+    return [
+        "-m", "serve", "--model-path", str(model), "--port", str(port), "--threads", str(THREADS),
+        "--max-concurrent", str(seqs), "--ctx-size", str(ctx), *extra,
+    ]  # fmt: skip
+
+
 @contextmanager
 def server(argv: list[str], port: int) -> Iterator[str]:
     """`python ARGV` on `port` (ours, or llama-cpp-python's server), once it is ready: ours answers /health 200 once
@@ -141,20 +149,7 @@ def overhead(tokens: int = 128, repeats: int = 3) -> list[Row]:
     llm = Llama(str(model), n_ctx=1024, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
     llm.create_completion(PROMPT, max_tokens=4, temperature=0)  # warm-up
     port = free_port()
-    ours_args = [
-        "-m",
-        "serve",
-        "--model-path",
-        str(model),
-        "--port",
-        str(port),
-        "--threads",
-        str(THREADS),
-        "--max-concurrent",
-        "8",
-        "--ctx-size",
-        "1024",
-    ]
+    ours_args = serve_argv(model, port)
     raws: list[Run] = []
     ones: list[Run] = []
     with server(ours_args, port) as url:
@@ -273,20 +268,7 @@ def versus_llama_server(model: Path, label: str, tokens: int = 64, repeats: int 
     if llama_server.binary() is None:
         return []
     ours_port, their_port = free_port(), free_port()
-    ours_args = [
-        "-m",
-        "serve",
-        "--model-path",
-        str(model),
-        "--port",
-        str(ours_port),
-        "--threads",
-        str(THREADS),
-        "--max-concurrent",
-        "8",
-        "--ctx-size",
-        "1024",
-    ]
+    ours_args = serve_argv(model, ours_port)
     runs: dict[tuple[str, int], list[Run]] = {}
     log = CACHE / f"llama-server-{their_port}.log"
     with (
