@@ -202,13 +202,15 @@ class ServerProcess:
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30.0, every: float = 0.1) -> bool:
-    """Poll `predicate` until it holds; a connection refused or reset on the way counts as "not yet"."""
+    """Poll `predicate` until it holds, once more at the deadline; a connection refused or reset on the way counts
+    as "not yet"."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
             if predicate():
                 return True
         except httpx.TransportError:
             pass
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(every)
-    return False

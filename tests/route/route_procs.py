@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -147,15 +146,6 @@ class Cluster:
             p.kill()
             p.close()
             p.http.close()
-
-
-def wait_for(predicate, timeout: float = 10.0, every: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return bool(predicate())
 
 
 def parse_stream(text: str) -> tuple[bool, bool]:

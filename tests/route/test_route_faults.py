@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.route.route_procs import Cluster, FakeBackend, Router, parse_stream, wait_for
+from testkit.procs import wait_until
+from tests.route.route_procs import Cluster, FakeBackend, Router, parse_stream
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +91,7 @@ def test_killed_backend_under_16_clients(cluster: Cluster) -> None:
     assert state["healthy"] is False and state["errors"] >= 1 and state["ejections"] == 1
     # b comes back: the ejection ends, a health check passes, and it takes traffic again
     b.start()
-    assert wait_for(lambda: router.backends()["b"]["healthy"], timeout=10)
+    assert wait_until(lambda: router.backends()["b"]["healthy"], timeout=10)
     assert "b" in {router.chat().headers["X-Backend"] for _ in range(4)}
 
 
@@ -164,8 +165,8 @@ def test_client_disconnect_closes_the_backend_stream(faulty: tuple[Router, FakeB
         assert next(lines).startswith("data: ")
         assert router.backends()["a"]["active"] == 1
     # the client hung up after one event, ten seconds before the end
-    assert wait_for(lambda: a.stats()["streams_cancelled"] == before + 1, timeout=3)
-    assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+    assert wait_until(lambda: a.stats()["streams_cancelled"] == before + 1, timeout=3)
+    assert wait_until(lambda: router.backends()["a"]["active"] == 0, timeout=3)
 
 
 def test_client_leaving_a_whole_request_cancels_it_at_the_backend(
@@ -176,8 +177,8 @@ def test_client_leaving_a_whole_request_cancels_it_at_the_backend(
     body = {"model": "only-a", "messages": [], "max_tokens": 100, "delay": 0.05}  # a 5 s answer
     with pytest.raises(httpx.ReadTimeout):
         router.http.post("/v1/chat/completions", json=body, timeout=0.5)
-    assert wait_for(lambda: a.stats()["requests_cancelled"] == before + 1, timeout=3)
-    assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+    assert wait_until(lambda: a.stats()["requests_cancelled"] == before + 1, timeout=3)
+    assert wait_until(lambda: router.backends()["a"]["active"] == 0, timeout=3)
 
 
 def test_failing_health_checks_take_a_backend_out_and_back(cluster: Cluster) -> None:
@@ -186,11 +187,11 @@ def test_failing_health_checks_take_a_backend_out_and_back(cluster: Cluster) -> 
     for backend in (a, x):
         assert router.register(backend).status_code == 200
     x.set_mode("sick")
-    assert wait_for(lambda: not router.backends()["x"]["healthy"], timeout=5)
+    assert wait_until(lambda: not router.backends()["x"]["healthy"], timeout=5)
     assert {router.chat().headers["X-Backend"] for _ in range(6)} == {"a"}
     assert "503" in router.backends()["x"]["last_error"]
     x.set_mode("ok")
-    assert wait_for(lambda: router.backends()["x"]["healthy"], timeout=5)
+    assert wait_until(lambda: router.backends()["x"]["healthy"], timeout=5)
     assert {router.chat().headers["X-Backend"] for _ in range(6)} == {"a", "x"}
 
 
@@ -203,5 +204,5 @@ def test_hypercorn_server_streams_and_frees_the_backend_on_disconnect(cluster: C
     body = {"model": "m", "messages": [], "stream": True, "max_tokens": 200, "delay": 0.05}
     with router.http.stream("POST", "/v1/chat/completions", json=body) as s:
         assert next(s.iter_lines()).startswith("data: ")
-    assert wait_for(lambda: a.stats()["streams_cancelled"] == 1, timeout=3)
-    assert wait_for(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+    assert wait_until(lambda: a.stats()["streams_cancelled"] == 1, timeout=3)
+    assert wait_until(lambda: router.backends()["a"]["active"] == 0, timeout=3)

@@ -14,7 +14,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.route.route_procs import ROOT, Cluster, Proc, Router, wait_for
+from testkit.procs import wait_until
+from tests.route.route_procs import ROOT, Cluster, Proc, Router
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
@@ -113,7 +114,7 @@ def test_one_server_dies_the_other_answers(pair: tuple[Router, dict[str, Proc]])
 def test_server_registers_itself_and_leaves_on_shutdown(cluster: Cluster, model: Path) -> None:
     router = cluster.router()
     server = cluster.serve(model, "--model-name", "tiny-self", "--router", router.url)
-    assert wait_for(lambda: "tiny-self" in router.backends(), timeout=10)
+    assert wait_until(lambda: "tiny-self" in router.backends(), timeout=10)
     assert router.backends()["tiny-self"]["url"] == server.url
     r = router.chat("tiny-self", max_tokens=4, temperature=0)
     assert r.status_code == 200 and r.headers["X-Backend"] == "tiny-self"

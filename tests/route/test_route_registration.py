@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.route.route_procs import Cluster, parse_stream, wait_for
+from testkit.procs import wait_until
+from tests.route.route_procs import Cluster, parse_stream
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ def test_unregister_drains_a_running_stream(cluster: Cluster) -> None:
     assert (
         parse_stream(got["text"]) == (True, False) and got["text"].count(f'"content": "{busy}:') == 20
     )  # finished whole
-    assert wait_for(lambda: busy not in router.backends(), timeout=3)
+    assert wait_until(lambda: busy not in router.backends(), timeout=3)
     # unregistering it again: it is gone
     assert router.http.delete(f"/backends/{busy}").status_code == 404
 
