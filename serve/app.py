@@ -298,11 +298,6 @@ def _loaded(app: ServeApp) -> Loaded:
     return app.runtime.loaded
 
 
-def _finish_reason(event: Finished) -> str:
-    note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # the access line's tokens
-    return "length" if event.reason == "length" else "stop"
-
-
 async def _chat(app: ServeApp, req: ChatRequest) -> Response:
     chat = await open_chat(app.runtime, req)
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": app.runtime.model_name}
@@ -353,6 +348,7 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
                 break
         else:
             raise ServeError("generation ended without a result")
+    done = _finish(finish)
     body = {
         **meta,
         "object": "text_completion",
@@ -360,18 +356,21 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
             {
                 "index": 0,
                 "text": text,
-                "finish_reason": _finish_reason(finish),
+                "finish_reason": done.reason,
                 "logprobs": logprobs.completion(logged, len(req.prompt)),
             }
         ],
-        "usage": responses.usage(_finish(finish), per_channel=False),
+        "usage": responses.usage(done, per_channel=False),
     }
     return Response(json.dumps(body), content_type="application/json")
 
 
 def _finish(event: Finished) -> Finish:
-    """The engine's end as the chat core's Finish, for completions' usage (no channels there)."""
-    return Finish("", event.prompt_tokens, event.completion_tokens, cached_tokens=event.cached_tokens)
+    """The engine's end as the chat core's Finish (reason stop or length; no channels in completions), its token
+    counts noted for the access line."""
+    note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)
+    reason = "length" if event.reason == "length" else "stop"
+    return Finish(reason, event.prompt_tokens, event.completion_tokens, cached_tokens=event.cached_tokens)
 
 
 def _reply(result: dict[str, Any] | AsyncGenerator[tuple[str, dict[str, Any]], None]) -> Response:
@@ -466,12 +465,13 @@ async def _completion_chunks(
                 }
                 return
             else:
-                yield chunk("", _finish_reason(event))
+                done = _finish(event)
+                yield chunk("", done.reason)
                 if req.include_usage:
                     yield {
                         **meta,
                         "object": "text_completion",
                         "choices": [],
-                        "usage": responses.usage(_finish(event), per_channel=False),
+                        "usage": responses.usage(done, per_channel=False),
                     }
                 return
