@@ -30,9 +30,9 @@ from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note, note_usage
 from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.validation import error_place, first_error
-from serve import anthropic_api, embeddings_api, logprobs, responses, responses_api
+from serve import anthropic_api, embeddings_api, logprobs, offload, responses, responses_api, sse
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
-from serve.chat import Chat, Error, Finish, collect, open_chat, sampling_params
+from serve.chat import Chat, Error, Finish, Text, collect, open_chat, sampling_params
 from serve.config import ServeConfig
 from serve.embeddings import load_embedder
 from serve.engine import Event, Failed, Finished, Piece, TokenLogprob
@@ -283,7 +283,9 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
 async def _body(model: type[BaseModel]) -> Any:
     try:
         # all three arguments spelled: only that overload of Quart's get_data is typed as bytes
-        data = parse_object(await request.get_data(cache=True, as_text=False, parse_form_data=False))
+        raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        offload.note_size(len(raw))
+        data = parse_object(raw)
     except BodyError as err:
         raise InvalidRequest(str(err)) from None
     try:
@@ -326,7 +328,7 @@ async def _chat(app: ServeApp, req: ChatRequest) -> Response:
 async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     loaded = _loaded(app)
     rt = app.runtime
-    tokens = await asyncio.to_thread(loaded.model.tokenize, req.prompt, add_special=True)
+    tokens = await offload.run(loaded.model.tokenize, req.prompt, True)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
     run = rt.start(tokens, params)
     meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
@@ -381,59 +383,72 @@ def _reply(result: dict[str, Any] | AsyncGenerator[tuple[str, dict[str, Any]], N
     async def body() -> AsyncGenerator[bytes, None]:
         async with aclosing(result) as events:
             async for name, data in events:
-                yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+                yield sse.event(name, data)
 
-    response = Response(body(), content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    response.timeout = None
-    return response
+    return _sse(body())
 
 
-def _sse(chunks: AsyncGenerator[dict[str, Any], None]) -> Response:
-    async def body() -> AsyncGenerator[bytes, None]:
-        async with aclosing(chunks) as stream:
-            async for chunk in stream:
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
-
-    response = Response(body(), content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+def _sse(body: AsyncGenerator[bytes, None]) -> Response:
+    response = Response(body, content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     response.timeout = None  # a long generation is not a stalled response
     return response
 
 
-async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+TEXT_FIELDS = frozenset({"content", "reasoning_content", "reasoning"})  # a chat delta's text (stream_delta)
+
+
+async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+    """The chat stream's SSE bytes: a token's text through a Frame, the end (finish, usage, [DONE]) in one write."""
     sent = 0  # chat.logprobs already out in a chunk: each chunk carries the tokens generated since the last
+    want_logprobs = req.logprob_count is not None
+    frames: dict[tuple[str, ...], sse.Frame] = {}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         nonlocal sent
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-        if req.logprob_count is not None and len(chat.logprobs) > sent:
+        if want_logprobs and len(chat.logprobs) > sent:
             choice["logprobs"] = logprobs.chat(chat.logprobs[sent:])
             sent = len(chat.logprobs)
         return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
 
+    def text(delta: dict[str, Any]) -> bytes:
+        """A text delta through its Frame: {"content": t}, or the reasoning fields (t twice, and the channel,
+        which is part of the frame's shape)."""
+        value = delta.get("content", delta.get("reasoning_content"))
+        if want_logprobs or not isinstance(value, str):
+            return sse.data(chunk(delta))
+        shape = (*delta, delta.get("channel", ""))
+        frame = frames.get(shape)
+        if frame is None:
+            slotted = {k: sse.SLOT if k in TEXT_FIELDS else v for k, v in delta.items()}
+            frame = frames[shape] = sse.Frame(chunk(slotted))
+        return frame.fill(value)
+
     inline = responses.Inline(chat.turn.harmony)
-    yield chunk({"role": "assistant"})
+    yield sse.data(chunk({"role": "assistant"}))
     async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
-                yield {
-                    **meta,
-                    "object": "chat.completion.chunk",
-                    "choices": [],
-                    **error_body(event.message, "server_error", "generation_failed"),
-                }
+                failed = {**meta, "object": "chat.completion.chunk", "choices": []}
+                yield sse.data({**failed, **error_body(event.message, "server_error", "generation_failed")}) + sse.DONE
                 return
             if isinstance(event, Finish):
-                yield chunk({}, event.reason)
+                end = sse.data(chunk({}, event.reason))
                 if req.include_usage:
-                    yield {**meta, "object": "chat.completion.chunk", "choices": [], "usage": responses.usage(event)}
+                    usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": responses.usage(event)}
+                    end += sse.data(usage)
+                yield end + sse.DONE
                 return
-            yield chunk(responses.stream_delta(event, req.separate_thinking, inline))
+            delta = responses.stream_delta(event, req.separate_thinking, inline)
+            yield text(delta) if isinstance(event, Text) else sse.data(chunk(delta))
+    yield sse.DONE
 
 
 async def _completion_chunks(
     events: AsyncGenerator[Event, None], req: CompletionRequest, meta: dict[str, Any]
-) -> AsyncGenerator[dict[str, Any], None]:
+) -> AsyncGenerator[bytes, None]:
+    """The completion stream's SSE bytes: a token's text through a Frame, the end (finish, usage, [DONE]) in one
+    write."""
     pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
     offset = len(req.prompt)  # text_offset counts characters from the prompt's start
 
@@ -449,29 +464,24 @@ async def _completion_chunks(
             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": block}],
         }
 
+    frame = sse.Frame(chunk(sse.SLOT))
     async with aclosing(events) as stream:
         async for event in stream:
             if isinstance(event, Piece):
                 if event.logprob is not None:
                     pending.append(event.logprob)
                 if event.text:
-                    yield chunk(event.text)
+                    yield sse.data(chunk(event.text)) if pending else frame.fill(event.text)
             elif isinstance(event, Failed):
-                yield {
-                    **meta,
-                    "object": "text_completion",
-                    "choices": [],
-                    **error_body(event.message, "server_error", "generation_failed"),
-                }
+                failed = {**meta, "object": "text_completion", "choices": []}
+                yield sse.data({**failed, **error_body(event.message, "server_error", "generation_failed")}) + sse.DONE
                 return
             else:
                 done = _finish(event)
-                yield chunk("", done.reason)
+                end = sse.data(chunk("", done.reason))
                 if req.include_usage:
-                    yield {
-                        **meta,
-                        "object": "text_completion",
-                        "choices": [],
-                        "usage": responses.usage(done, per_channel=False),
-                    }
+                    usage = {**meta, "object": "text_completion", "choices": []}
+                    end += sse.data({**usage, "usage": responses.usage(done, per_channel=False)})
+                yield end + sse.DONE
                 return
+    yield sse.DONE

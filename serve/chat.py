@@ -3,7 +3,7 @@
 Every chat API (OpenAI chat completions here; Anthropic Messages and OpenAI Responses are translations onto
 the same path) goes through `open_chat` and reads the same events:
 
-    chat = await open_chat(runtime, req)  # render (in a worker thread), grammar, admit; raises
+    chat = await open_chat(runtime, req)  # render (in a worker thread when big), grammar, admit; raises
                                           # ServeError (400, 429, 503) before anything is generated
     async for event in chat.events():   # leaving early (client gone) cancels the generation
         ...
@@ -29,13 +29,13 @@ asked for them.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from hearth_common.logs import note
+from serve import offload
 from serve.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format
 from serve.engine import Failed, Piece, SamplingParams, TokenLogprob
 from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError
@@ -163,7 +163,7 @@ def sampling_params(
 
 async def prompt_tokens(runtime: Runtime, req: ChatRequest) -> list[int]:
     """The prompt a request would get, as token ids (for token counting endpoints); nothing is admitted."""
-    return await asyncio.to_thread(lambda: runtime.tokenize_prompt(_render(runtime, req)[1]))
+    return await offload.run(lambda: runtime.tokenize_prompt(_render(runtime, req)[1]))
 
 
 def _render(runtime: Runtime, req: ChatRequest) -> tuple[ToolRequest | None, str]:
@@ -192,8 +192,9 @@ class Prepared:
 async def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Chat:
     """Render, build the grammar, admit. Raises before any generation: InvalidRequest (400), QueueFull (429),
     Loading (503). `fit_context`: a max_tokens beyond the context's room is lowered to it (sampling_params).
-    Rendering and tokenizing run in a worker thread: a long conversation would hold every other request."""
-    ready = await asyncio.to_thread(prepare, runtime, req, fit_context)
+    Rendering and tokenizing run in a worker thread for a big request (serve/offload.py): a long conversation
+    would hold every other request."""
+    ready = await offload.run(prepare, runtime, req, fit_context)
     return Chat(runtime.start(ready.tokens, ready.params), ready.generation, ready.level)
 
 

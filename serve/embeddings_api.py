@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serve import offload
 from serve.embeddings import Embedded, Embedder, EmbedEvent, EmbedJob, Stopped
 from serve.engine import Failed
 from serve.errors import ContextLengthExceeded, InvalidRequest, Loading, ServeError, ShuttingDown
@@ -112,7 +113,7 @@ async def respond(rt: Runtime, req: EmbeddingRequest) -> dict[str, Any]:
         raise Loading("the model is still loading" if not rt.load_error else "the model failed to load")
     if req.dimensions is not None and req.dimensions > embedder.n_embd:
         raise InvalidRequest(f"dimensions must be at most {embedder.n_embd}, this model's size", param="dimensions")
-    inputs = await asyncio.to_thread(tokenize, embedder, req.input)  # tokenizing is llama.cpp work too
+    inputs = await offload.run(tokenize, embedder, req.input)  # tokenizing is llama.cpp work too
     result = await _run(rt, embedder, inputs)
     return body(finish(result.vectors, req.dimensions), req.encoding_format, rt.model_name, result.prompt_tokens)
 

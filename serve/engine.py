@@ -39,6 +39,7 @@ from pathlib import Path
 import llama_cpp as ll
 import numpy as np
 
+from serve import held
 from serve.grammar import Grammar
 from serve.jobthread import JobThread
 from serve.kvcache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
@@ -572,9 +573,9 @@ class Engine(JobThread[Job]):
             rc = ll.llama_decode(self.ctx, self.batch)
         finally:
             for state, pos in fillers:
-                ll.llama_memory_seq_rm(self.memory, state.seq, pos, -1)
+                held.llama_memory_seq_rm(self.memory, state.seq, pos, -1)
                 if self.n_swa:  # the filler may have taken the place of a cell outside the window
-                    state.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, state.seq))
+                    state.pos_min = max(0, held.llama_memory_seq_pos_min(self.memory, state.seq))
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
         for slot in list(self._slots):
@@ -592,7 +593,7 @@ class Engine(JobThread[Job]):
         ):
             # Plain greedy: an argmax over the logits in place, without building llama.cpp's candidate array
             # of the whole vocabulary (151,936 entries for qwen) for every sequence at every step.
-            logits = ll.llama_get_logits_ith(self.ctx, slot.batch_index)
+            logits = held.llama_get_logits_ith(self.ctx, slot.batch_index)
             token = int(np.ctypeslib.as_array(logits, shape=(model.n_vocab,)).argmax())
         else:
             token = ll.llama_sampler_sample(slot.chain, self.ctx, slot.batch_index)
@@ -615,7 +616,7 @@ class Engine(JobThread[Job]):
 
     def _logprob(self, index: int, token: int, piece: bytes, top: int) -> TokenLogprob:
         """log-softmax of the raw logits at `index` (in float64): the token's value and the `top` best."""
-        logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self.ctx, index), shape=(self.model.n_vocab,))
+        logits = np.ctypeslib.as_array(held.llama_get_logits_ith(self.ctx, index), shape=(self.model.n_vocab,))
         x = logits.astype(np.float64)
         peak = x.max()
         norm = peak + np.log(np.exp(x - peak).sum())

@@ -1,7 +1,7 @@
 """The app's state, built once at startup: the model, the engine thread, admission and metrics.
 
 `Runtime.generate` is the bridge between one request and the engine: it admits the job (or raises QueueFull),
-yields the engine's events from the request's own asyncio queue, and on any exit (done, error, client gone)
+yields the engine's events from the request's own inbox, and on any exit (done, error, client gone)
 cancels the sequence and hands its slot to the next waiting request.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,20 +160,20 @@ class Runtime:
         Read its events with `run.events()`; its slot is released when the engine ends it, whether or not anyone
         reads them (a client can vanish before its response body ever starts)."""
         assert self.loaded
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        job = self._job(prompt, params, queue)
+        inbox = Inbox()
+        job = self._job(prompt, params, inbox)
         if self.scheduler.submit(job):
             self.loaded.engine.submit(job)
         self._gauges()
-        return Run(self, job, queue)
+        return Run(self, job, inbox)
 
-    def _job(self, prompt: list[int], params: SamplingParams, queue: asyncio.Queue[Event]) -> Job:
+    def _job(self, prompt: list[int], params: SamplingParams, inbox: Inbox) -> Job:
         assert self.loaded
         loop = self._loop = asyncio.get_running_loop()
         job: Job
 
         def deliver(event: Event) -> None:
-            queue.put_nowait(event)
+            inbox.put(event)
             if isinstance(event, Finished | Failed):
                 self._release(job)
 
@@ -191,7 +192,7 @@ class Runtime:
         with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
             self._loop.call_soon_threadsafe(_deliver_all, events)
 
-    async def _events(self, job: Job, queue: asyncio.Queue[Event]) -> AsyncGenerator[Event, None]:
+    async def _events(self, job: Job, inbox: Inbox) -> AsyncGenerator[Event, None]:
         """The job's events until Finished or Failed; leaving early cancels the job."""
         assert self.loaded
         engine = self.loaded.engine
@@ -200,7 +201,7 @@ class Runtime:
         done = False
         try:
             while True:
-                event = await queue.get()
+                event = await inbox.get()
                 now = time.perf_counter()
                 if first is None:
                     first = now
@@ -247,11 +248,37 @@ class Run:
 
     runtime: Runtime
     job: Job
-    queue: asyncio.Queue[Event]
+    inbox: Inbox
 
     def events(self) -> AsyncGenerator[Event, None]:
         """The engine's events until Finished or Failed, read once; leaving early cancels the generation."""
-        return self.runtime._events(self.job, self.queue)
+        return self.runtime._events(self.job, self.inbox)
+
+
+class Inbox:
+    """One job's events on the event loop: the engine's hand-off puts, the request's one reader gets. Lighter
+    than an asyncio.Queue (no task accounting, no list of getters), as it runs for every token."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: Event) -> None:
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Event:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 def _deliver_all(events: list[tuple[Job, Event]]) -> None:
