@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hearth_common.anthropic_errors import error_body
+from serve import ids
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from serve.blocks import CALL, TEXT, THINKING, Blocks, Delta, Open, Step
 from serve.chat import Chat, Error, Finish, open_chat, prompt_tokens
@@ -231,7 +231,7 @@ async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | As
     """The whole message, or (stream) its events; errors before generation raise (the API's error body)."""
     chat = await open_chat(runtime, chat_request(req), fit_context=True)
     capped = chat.run.job.params.max_tokens < req.max_tokens
-    meta = {"id": f"msg_{uuid.uuid4().hex}", "model": runtime.model_name}
+    meta = {"id": f"msg_{ids.hex_id()}", "model": runtime.model_name}
     blocks = Blocks(thinking=shows_thinking(req))
     if req.stream:
         return _stream(chat, blocks, meta, capped)

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
@@ -30,7 +29,7 @@ from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note, note_usage
 from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.validation import error_place, first_error
-from serve import anthropic_api, embeddings_api, logprobs, offload, responses, responses_api, sse
+from serve import anthropic_api, embeddings_api, ids, logprobs, offload, responses, responses_api, sse
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.chat import Chat, Error, Finish, Text, collect, open_chat, sampling_params
 from serve.config import ServeConfig
@@ -302,7 +301,7 @@ def _loaded(app: ServeApp) -> Loaded:
 
 async def _chat(app: ServeApp, req: ChatRequest) -> Response:
     chat = await open_chat(app.runtime, req)
-    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": app.runtime.model_name}
+    meta = {"id": f"chatcmpl-{ids.hex_id()}", "created": int(time.time()), "model": app.runtime.model_name}
     if req.stream:
         return _sse(_chat_chunks(chat, req, meta))
     result = await collect(chat)
@@ -331,7 +330,7 @@ async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
     tokens = await offload.run(loaded.model.tokenize, req.prompt, True)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
     run = rt.start(tokens, params)
-    meta = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": rt.model_name}
+    meta = {"id": f"cmpl-{ids.hex_id()}", "created": int(time.time()), "model": rt.model_name}
     events = run.events()
     if req.stream:
         return _sse(_completion_chunks(events, req, meta))

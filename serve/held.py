@@ -25,3 +25,4 @@ def _held(fn: Any) -> Any:
 llama_get_logits_ith = _held(ll.llama_get_logits_ith)
 llama_memory_seq_rm = _held(ll.llama_memory_seq_rm)
 llama_memory_seq_pos_min = _held(ll.llama_memory_seq_pos_min)
+llama_tokenize = _held(ll.llama_tokenize)

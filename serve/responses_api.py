@@ -17,7 +17,6 @@ reasoning level (`xhigh`/`max` -> high); `max_output_tokens` is max_tokens (over
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from serve import ids
 from serve.blocks import CALL, TEXT, THINKING, Block, Blocks, Delta, Open, Step
 from serve.channels import ANALYSIS, COMMENTARY
 from serve.chat import Chat, Error, Finish, open_chat
@@ -147,7 +147,7 @@ class Output:
     ids: list[str] = field(default_factory=list)
 
     def open(self, kind: str) -> str:
-        self.ids.append(f"{ITEM_PREFIX[kind]}_{uuid.uuid4().hex}")
+        self.ids.append(f"{ITEM_PREFIX[kind]}_{ids.hex_id()}")
         return self.ids[-1]
 
     def item(self, index: int, block: Block, status: str = "completed") -> dict[str, Any]:
@@ -251,7 +251,7 @@ async def respond(
     earlier = history(store, req)
     messages = earlier + input_messages(req, earlier)
     chat = await open_chat(runtime, chat_request(req, messages))
-    response_id = f"resp_{uuid.uuid4().hex}"
+    response_id = f"resp_{ids.hex_id()}"
     meta = {"id": response_id, "created_at": int(time.time()), "model": runtime.model_name}
     keep = (lambda blocks: store.put(response_id, conversation(messages, blocks))) if req.store else (lambda _: None)
     if req.stream:

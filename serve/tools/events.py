@@ -6,10 +6,10 @@ in the package that produces them.
 
 from __future__ import annotations
 
-import secrets
-import string
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from serve import ids
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,15 @@ class CallArgs:
 ToolEvent = Content | CallStart | CallArgs
 IdMaker = Callable[[int], str]
 
-_ALNUM = string.ascii_letters + string.digits
-
 
 def openai_id(index: int) -> str:
     """OpenAI's shape: call_ + 24 random hex digits."""
-    return f"call_{secrets.token_hex(12)}"
+    return f"call_{ids.hex_id(12)}"
 
 
 def mistral_id(index: int) -> str:
     """Mistral's templates refuse any id that is not 9 letters and digits."""
-    return "".join(secrets.choice(_ALNUM) for _ in range(9))
+    return ids.alnum_id(9)
 
 
 def merge(events: list[ToolEvent]) -> list[ToolEvent]:
