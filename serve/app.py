@@ -31,6 +31,7 @@ from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.validation import error_place, first_error
 from serve import anthropic_api, embeddings_api, ids, logprobs, offload, responses, responses_api, sse
 from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
+from serve.arrivals import CountArrivals
 from serve.chat import Chat, Error, Finish, Text, collect, open_chat, sampling_params
 from serve.config import ServeConfig
 from serve.embeddings import load_embedder
@@ -78,6 +79,8 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
     app.responses_store = ResponseStore()
+    # Quart's documented way to wrap its ASGI app in middleware; mypy refuses any assignment to a method
+    app.asgi_app = CountArrivals(app.asgi_app, app.runtime.arrivals)  # type: ignore[method-assign]
 
     @app.before_serving
     async def _load() -> None:

@@ -255,11 +255,14 @@ class Engine(JobThread[Job]):
         swa_full: bool = True,
         save_min: int = 32,
         dispatch: Callable[[list[tuple[Job, Event]]], None] | None = None,
+        arriving: Callable[[], int] | None = None,
+        gather: float = 0.004,
     ) -> None:
         """`cache_ram`: bytes of host RAM for saved sequence states (0: none); `swa_full`: a full-size
         sliding-window cache, so any cached prefix can be reused (llama.cpp's --swa-full); `save_min`: cells
         worth saving to host RAM before they are dropped; `dispatch`: receives each step's events at once, from
-        this thread (default: each job's `emit`)."""
+        this thread (default: each job's `emit`); `arriving`: requests on their way to `submit` (serve/arrivals.py),
+        for which a step started from idle waits up to `gather` seconds."""
         self.model = model
         self.n_seq = n_seq
         self.chunk = prompt_chunk
@@ -301,6 +304,8 @@ class Engine(JobThread[Job]):
         self._out: list[tuple[Job, Event]] = []
         self._dispatch = dispatch or _emit_each
         self._slots: list[_Slot] = []
+        self._arriving = arriving or (lambda: 0)
+        self.gather = gather
         super().__init__("llama-engine")
 
     # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
@@ -338,6 +343,8 @@ class Engine(JobThread[Job]):
                     self._wake.wait()
                 if self._stopping:
                     break
+                if not self._slots and self._arriving() > 0:
+                    self._gather()
                 joining = [
                     self._incoming.popleft() for _ in range(min(len(self._incoming), self.n_seq - len(self._slots)))
                 ]
@@ -371,6 +378,17 @@ class Engine(JobThread[Job]):
             job = self._incoming.popleft()
             self._emit(job, Finished("stop", len(job.prompt), 0))
         self._flush()
+
+    def _gather(self) -> None:
+        """From idle, with `_wake` held: wait (at most `gather` seconds) while more requests are on their way and
+        there is room for them, so that one first step starts them all (serve/arrivals.py). Polled in short
+        slices: a request that fails before admission leaves the count without a notify."""
+        deadline = time.perf_counter() + self.gather
+        while not self._stopping and self._arriving() > 0 and len(self._incoming) < self.n_seq:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._wake.wait(min(left, 0.0005))
 
     def _emit(self, job: Job, event: Event) -> None:
         self._out.append((job, event))

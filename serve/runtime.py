@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import llama_cpp as ll
 
 from hearth_common.names import MODEL_TYPES
+from serve.arrivals import Arrivals
 from serve.channels import Format
 from serve.config import ServeConfig
 from serve.engine import Engine, Event, Failed, Finished, Job, Model, Piece, SamplingParams
@@ -75,6 +76,7 @@ class Runtime:
     loaded: Loaded | None = None
     load_error: str | None = None
     embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
+    arrivals: Arrivals = field(default_factory=Arrivals)  # generation requests on their way to admission
     _loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -113,6 +115,7 @@ class Runtime:
             cache_ram=cache_ram_bytes(c.cache_ram),
             swa_full=c.swa_full,
             dispatch=self._dispatch,
+            arriving=lambda: self.arrivals.count,
         )
         engine.start()
         tools = template.tool_support
@@ -160,6 +163,7 @@ class Runtime:
         Read its events with `run.events()`; its slot is released when the engine ends it, whether or not anyone
         reads them (a client can vanish before its response body ever starts)."""
         assert self.loaded
+        self.arrivals.settle()  # admitted (or refused below): no longer on its way
         inbox = Inbox()
         job = self._job(prompt, params, inbox)
         if self.scheduler.submit(job):

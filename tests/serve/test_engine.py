@@ -234,3 +234,34 @@ def test_stop_ends_running_and_waiting_jobs_cleanly(model: Model) -> None:
     assert isinstance(ended, Finished) and ended.reason == "stop" and ended.completion_tokens == 0
     _, late = submit(e, model, "zzz")
     assert isinstance(late.get(timeout=5), Failed)
+
+
+def test_requests_arriving_together_start_in_one_step(model: Model) -> None:
+    """From idle, while more requests are on their way (serve/arrivals.py), the first step waits for them: two
+    jobs submitted 50 ms apart get their first tokens in the same step. Without arrivals a lone job starts at once."""
+    arriving = [1]
+    steps: list[set[int]] = []  # per dispatch (one a step): which jobs got a token
+
+    def dispatch(events: list[tuple[Job, object]]) -> None:
+        steps.append({id(job) for job, e in events if isinstance(e, Piece)})
+        for job, e in events:
+            job.emit(e)  # type: ignore[arg-type]
+
+    engine = Engine(
+        model, n_seq=4, ctx_per_seq=256, threads=2, dispatch=dispatch, arriving=lambda: arriving[0], gather=5.0
+    )
+    engine.start()
+    try:
+        a, qa = submit(engine, model, "hello there", max_tokens=3)
+        time.sleep(0.05)
+        b, qb = submit(engine, model, "abc def", max_tokens=3)
+        arriving[0] = 0  # the second request is admitted: nothing else is on its way
+        collect(qa), collect(qb)
+        first = next(s for s in steps if s)
+        assert first == {id(a), id(b)}
+
+        t0 = time.perf_counter()
+        collect(submit(engine, model, "zzz", max_tokens=2)[1])
+        assert time.perf_counter() - t0 < 2.0  # far under the 5 s window: nothing was arriving
+    finally:
+        engine.stop()
