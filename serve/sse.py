@@ -27,15 +27,13 @@ def event(name: str, body: Any) -> bytes:
 
 
 class Frame:
-    """`chunk` with SLOT in one or more places; `fill(text)` is `data(chunk)` (or `event(name, chunk)`) with
-    `text` in every slot. JSON escapes the slot's NUL characters, and the encoded text is spliced in after
+    """`chunk` with SLOT in one or more places; `fill(text)` is `data(chunk)` with `text` in every slot. JSON escapes the slot's NUL characters, and the encoded text is spliced in after
     splitting, so a text containing the slot's characters cannot split anything."""
 
     __slots__ = ("_parts",)
 
-    def __init__(self, chunk: Any, name: str | None = None) -> None:
-        encoded = data(chunk) if name is None else event(name, chunk)
-        self._parts = encoded.split(_SLOT_JSON)
+    def __init__(self, chunk: Any) -> None:
+        self._parts = data(chunk).split(_SLOT_JSON)
         if len(self._parts) < 2:
             raise ValueError("a frame's chunk has no SLOT")
 

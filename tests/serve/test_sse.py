@@ -25,9 +25,9 @@ def test_a_frame_equals_the_chunk_encoded_whole(text: str) -> None:
     meta = {"id": "cmpl-1", "created": 1, "model": "m", "object": "text_completion"}
     chunk = lambda t: {**meta, "choices": [{"index": 0, "text": t, "finish_reason": None, "logprobs": None}]}  # noqa: E731
     assert sse.Frame(chunk(sse.SLOT)).fill(text) == sse.data(chunk(text))
-    # two slots (a reasoning delta carries its text twice) and a named event
+    # two slots: a reasoning delta carries its text twice
     delta = lambda t: {"reasoning_content": t, "reasoning": t, "channel": "analysis"}  # noqa: E731
-    assert sse.Frame(delta(sse.SLOT), "delta").fill(text) == sse.event("delta", delta(text))
+    assert sse.Frame(delta(sse.SLOT)).fill(text) == sse.data(delta(text))
     assert json.loads(sse.Frame(chunk(sse.SLOT)).fill(text)[len(b"data: ") :])["choices"][0]["text"] == text
 
 
