@@ -124,3 +124,42 @@ def test_rendering_and_tokenizing_run_off_the_event_loop_when_big(monkeypatch: p
     main = threading.main_thread().name
     assert set(threads) == {"render", "tokenize"}
     assert (main not in threads.values()) if big else set(threads.values()) == {main}
+
+
+def test_every_generation_request_leaves_the_arrival_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests on their way to admission (serve/arrivals.py) are counted from their first moment in the app and
+    leave the count whether admitted or refused: a request that failed and stayed counted would make an idle
+    engine hold every later first step for its whole window."""
+    from serve.arrivals import Arrivals
+
+    seen: list[int] = []
+    arrive = Arrivals.arrive
+
+    def spy(self: Arrivals) -> Any:
+        ticket = arrive(self)
+        seen.append(self.count)
+        return ticket
+
+    monkeypatch.setattr(Arrivals, "arrive", spy)
+    counts: list[int] = []
+
+    async def body(client: Any) -> None:
+        sent = [
+            ("/v1/chat/completions", b'{"messages": []}'),  # 400 from validation
+            ("/v1/chat/completions", b"{" + HI.encode() + b', "model": "nope"}'),  # 404 model_not_found
+            ("/v1/completions", b"not json"),  # 400 from parsing
+            ("/v1/completions", b'{"prompt": "hi", "max_tokens": 2}'),  # admitted, whole
+            ("/v1/chat/completions", b"{" + HI.encode() + b', "max_tokens": 2, "stream": true}'),  # admitted, streamed
+        ]
+        statuses = []
+        for path, raw in sent:
+            r = await client.post(path, data=raw, headers={"Content-Type": "application/json"})
+            await r.get_data()
+            statuses.append(r.status_code)
+            counts.append(client.app.runtime.arrivals.count)
+        assert statuses == [400, 404, 400, 200, 200]
+        r = await client.get("/health")  # not a generation path: never counted
+        assert r.status_code == 200
+
+    run(config(), body)
+    assert seen == [1, 1, 1, 1, 1] and counts == [0, 0, 0, 0, 0]
