@@ -39,7 +39,7 @@ def engine_side(model_path: Path, streams: int) -> dict[str, float]:
     """Per step: decode wall ms; per token: decode-thread CPU µs by part."""
     import llama_cpp as ll
 
-    import serve.engine as E
+    import serve.engine.engine as E
 
     spent = {"decode_wall": 0.0, "steps": 0, "sample": 0.0, "step_cpu": 0.0, "decode_cpu": 0.0}
     real_decode, real_step, real_sample = ll.llama_decode, E.Engine._step, E.Engine._sample

@@ -419,7 +419,7 @@ def _kv_mib(path: Path, swa_full: bool) -> float:
 
     import llama_cpp as ll
 
-    from serve.engine import Engine, Model, restore_log
+    from serve.engine.engine import Engine, Model, restore_log
 
     lines: list[str] = []
 

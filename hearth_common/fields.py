@@ -1,7 +1,7 @@
 """The JSON types of the request fields every OpenAI-compatible server reads the same way.
 
 The router checks these before it forwards (so a string where a number belongs is a 400 at the edge, never a
-backend failure); serve's pydantic models (serve/schemas.py `Sampling`) hold the same types, strictly, with
+backend failure); serve's pydantic models (serve/chat/schemas.py `Sampling`) hold the same types, strictly, with
 their ranges. Ranges stay the model server's business: backends differ in what they support.
 """
 

@@ -16,7 +16,7 @@ from hearth_common.logs import AccessLog, setup
 from hearth_common.stopping import sigterm_as_interrupt
 from serve.config import ServeConfig, load
 from serve.errors import ConfigError
-from serve.models import resolve_model
+from serve.gguf_cache import resolve_model
 
 log = logging.getLogger("serve")
 

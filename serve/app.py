@@ -1,10 +1,8 @@
-"""create_app(config): the OpenAI-compatible HTTP API over one model.
+"""create_app(config): the HTTP shell over one model: it wires each path to its API module and does nothing else.
 
-Routes validate with pydantic; chat requests then go through the API-neutral chat core (serve/chat.py), whose
-events whole responses collect and streams turn into SSE chunks as they arrive (serve/responses.py shapes
-both). Anthropic Messages (serve/anthropic_api.py) and OpenAI Responses (serve/responses_api.py) are
-translations onto the same chat core. Every error leaves through one handler as the API's error body (OpenAI's;
-Anthropic's on the Anthropic paths).
+Each wire API is a module of serve/api/ with `respond(runtime, request)`: the body, validated here as the
+module's pydantic schema, in; a whole JSON body or a stream of SSE bytes out. Every error leaves through one
+handler as the API's error body (OpenAI's; Anthropic's on the Anthropic paths).
 """
 
 from __future__ import annotations
@@ -12,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +22,27 @@ from hearth_common import anthropic_errors
 from hearth_common.errors import error_body, error_type
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
-from hearth_common.logs import note, note_usage
+from hearth_common.logs import note
 from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.validation import error_place, first_error
-from serve import anthropic_api, embeddings_api, ids, logprobs, offload, responses, responses_api, sse
-from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
+from serve.api import anthropic, completions, embeddings, openai_chat, responses
+from serve.api.anthropic_schemas import CountTokensRequest, MessagesRequest
+from serve.api.responses_schemas import ResponsesRequest
 from serve.arrivals import CountArrivals
-from serve.chat import Chat, Error, Finish, Text, collect, open_chat, sampling_params
+from serve.chat import offload
+from serve.chat.schemas import ChatRequest, CompletionRequest
 from serve.config import ServeConfig
-from serve.embeddings import load_embedder
-from serve.engine import Event, Failed, Finished, Piece, TokenLogprob
 from serve.errors import (
     BodyTooLarge,
     InvalidRequest,
-    Loading,
     ModelNotFound,
     RequestTimeout,
     ServeError,
     Unauthorized,
     UnsupportedEndpoint,
 )
-from serve.responses_schemas import ResponsesRequest
-from serve.responses_store import ResponseStore
 from serve.router_client import RouterClient
-from serve.runtime import Loaded, Runtime
-from serve.schemas import ChatRequest, CompletionRequest
+from serve.runtime import Runtime
 
 log = logging.getLogger("serve")
 
@@ -68,7 +60,6 @@ ENDPOINTS = {
 class ServeApp(Quart):
     runtime: Runtime
     router: RouterClient | None
-    responses_store: ResponseStore  # /v1/responses with store: true, for previous_response_id
 
 
 def create_app(config: ServeConfig, model_path: Path | None = None, model_name: str | None = None) -> ServeApp:
@@ -78,7 +69,6 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
-    app.responses_store = ResponseStore()
     # Quart's documented way to wrap its ASGI app in middleware; mypy refuses any assignment to a method
     app.asgi_app = CountArrivals(app.asgi_app, app.runtime.arrivals)  # type: ignore[method-assign]
 
@@ -88,7 +78,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             rt = app.runtime
             try:
                 if config.embeddings:
-                    rt.embedder = await asyncio.to_thread(load_embedder, config, rt.model_path)
+                    rt.embedder = await asyncio.to_thread(rt.load_embedder)
                     model_type = rt.embedder.model_type
                 else:
                     rt.loaded = await asyncio.to_thread(rt.load)
@@ -178,54 +168,24 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             "data": [{"id": n, "object": "model", "created": created, "owned_by": "local"} for n in names],
         }
 
-    @app.post("/v1/chat/completions")
-    async def chat() -> Response:
-        async def work() -> Response:
-            return await _chat(app, _served(app, await _body(ChatRequest), "chat"))
+    def route(path: str, endpoint: str, schema: type[BaseModel], respond: Respond) -> None:
+        """POST `path`: the body validated as `schema`, answered by the API module's `respond`."""
 
-        return await _counted(app, "chat", work())
+        async def handle() -> Response:
+            async def work() -> Response:
+                req = _served(app, await _body(schema), endpoint)
+                return _reply(await respond(app.runtime, req))
 
-    @app.post("/v1/completions")
-    async def completions() -> Response:
-        async def work() -> Response:
-            return await _completion(app, _served(app, await _body(CompletionRequest), "completions"))
+            return await _counted(app, endpoint, work())
 
-        return await _counted(app, "completions", work())
+        app.add_url_rule(path, endpoint, handle, methods=["POST"])
 
-    @app.post("/v1/embeddings")
-    async def embeddings() -> Response:
-        async def work() -> Response:
-            req = _served(app, await _body(embeddings_api.EmbeddingRequest), "embeddings")
-            body = await embeddings_api.respond(app.runtime, req)
-            note_usage(body.get("usage"))  # the access line's tokens
-            return Response(json.dumps(body), content_type="application/json")
-
-        return await _counted(app, "embeddings", work())
-
-    @app.post("/v1/messages")
-    async def messages() -> Response:
-        async def work() -> Response:
-            req = _served(app, await _body(MessagesRequest), "messages")
-            return _reply(await anthropic_api.respond(app.runtime, req))
-
-        return await _counted(app, "messages", work())
-
-    @app.post("/v1/messages/count_tokens")
-    async def count_tokens() -> Response:
-        async def work() -> Response:
-            req = _served(app, await _body(CountTokensRequest), "count_tokens")
-            return _reply(await anthropic_api.count_tokens(app.runtime, req))
-
-        return await _counted(app, "count_tokens", work())
-
-    @app.post("/v1/responses")
-    async def responses_() -> Response:
-        async def work() -> Response:
-            req = _served(app, await _body(ResponsesRequest), "responses")
-            return _reply(await responses_api.respond(app.runtime, app.responses_store, req))
-
-        return await _counted(app, "responses", work())
-
+    route("/v1/chat/completions", "chat", ChatRequest, openai_chat.respond)
+    route("/v1/completions", "completions", CompletionRequest, completions.respond)
+    route("/v1/embeddings", "embeddings", embeddings.EmbeddingRequest, embeddings.respond)
+    route("/v1/messages", "messages", MessagesRequest, anthropic.respond)
+    route("/v1/messages/count_tokens", "count_tokens", CountTokensRequest, anthropic.count_tokens)
+    route("/v1/responses", "responses", ResponsesRequest, responses.respond)
     return app
 
 
@@ -296,194 +256,14 @@ async def _body(model: type[BaseModel]) -> Any:
         raise InvalidRequest(first_error(err, default="body"), param=error_place(err)) from None
 
 
-def _loaded(app: ServeApp) -> Loaded:
-    if app.runtime.loaded is None:
-        raise Loading("the model is still loading" if not app.runtime.load_error else "the model failed to load")
-    return app.runtime.loaded
+Reply = dict[str, Any] | AsyncGenerator[bytes, None]
+Respond = Callable[[Runtime, Any], Awaitable[Any]]  # an API module's respond(runtime, request) -> Reply
 
 
-async def _chat(app: ServeApp, req: ChatRequest) -> Response:
-    chat = await open_chat(app.runtime, req)
-    meta = {"id": f"chatcmpl-{ids.hex_id()}", "created": int(time.time()), "model": app.runtime.model_name}
-    if req.stream:
-        return _sse(_chat_chunks(chat, req, meta))
-    result = await collect(chat)
-    assert result.finish is not None
-    message = responses.chat_message(result, req.separate_thinking, req.include_channels, chat.turn.harmony, chat.raw)
-    body = {
-        **meta,
-        "object": "chat.completion",
-        "reasoning_level": chat.level,
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": result.finish.reason,
-                "message": message,
-                "logprobs": logprobs.chat(chat.logprobs if req.logprob_count is not None else None),
-            }
-        ],
-        "usage": responses.usage(result.finish),
-    }
-    return Response(json.dumps(body), content_type="application/json")
-
-
-async def _completion(app: ServeApp, req: CompletionRequest) -> Response:
-    loaded = _loaded(app)
-    rt = app.runtime
-    tokens = await offload.run(loaded.model.tokenize, req.prompt, True)
-    params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq)
-    run = rt.start(tokens, params)
-    meta = {"id": f"cmpl-{ids.hex_id()}", "created": int(time.time()), "model": rt.model_name}
-    events = run.events()
-    if req.stream:
-        return _sse(_completion_chunks(events, req, meta))
-    text = ""
-    logged: list[TokenLogprob] | None = [] if req.logprob_count is not None else None
-    async with aclosing(events) as stream:
-        async for event in stream:
-            if isinstance(event, Piece):
-                text += event.text
-                if logged is not None and event.logprob is not None:
-                    logged.append(event.logprob)
-            elif isinstance(event, Failed):
-                raise ServeError(event.message)
-            else:
-                finish = event
-                break
-        else:
-            raise ServeError("generation ended without a result")
-    done = _finish(finish)
-    body = {
-        **meta,
-        "object": "text_completion",
-        "choices": [
-            {
-                "index": 0,
-                "text": text,
-                "finish_reason": done.reason,
-                "logprobs": logprobs.completion(logged, len(req.prompt)),
-            }
-        ],
-        "usage": responses.usage(done, per_channel=False),
-    }
-    return Response(json.dumps(body), content_type="application/json")
-
-
-def _finish(event: Finished) -> Finish:
-    """The engine's end as the chat core's Finish (reason stop or length; no channels in completions), its token
-    counts noted for the access line."""
-    note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)
-    reason = "length" if event.reason == "length" else "stop"
-    return Finish(reason, event.prompt_tokens, event.completion_tokens, cached_tokens=event.cached_tokens)
-
-
-def _reply(result: dict[str, Any] | AsyncGenerator[tuple[str, dict[str, Any]], None]) -> Response:
-    """A whole JSON body, or a stream of named SSE events (Anthropic's and Responses' streams: no [DONE])."""
+def _reply(result: Reply) -> Response:
+    """A whole JSON body, or a stream of SSE bytes."""
     if isinstance(result, dict):
         return Response(json.dumps(result), content_type="application/json")
-
-    async def body() -> AsyncGenerator[bytes, None]:
-        async with aclosing(result) as events:
-            async for name, data in events:
-                yield sse.event(name, data)
-
-    return _sse(body())
-
-
-def _sse(body: AsyncGenerator[bytes, None]) -> Response:
-    response = Response(body, content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    response = Response(result, content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     response.timeout = None  # a long generation is not a stalled response
     return response
-
-
-TEXT_FIELDS = frozenset({"content", "reasoning_content", "reasoning"})  # a chat delta's text (stream_delta)
-
-
-async def _chat_chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncGenerator[bytes, None]:
-    """The chat stream's SSE bytes: a token's text through a Frame, the end (finish, usage, [DONE]) in one write."""
-    sent = 0  # chat.logprobs already out in a chunk: each chunk carries the tokens generated since the last
-    want_logprobs = req.logprob_count is not None
-    frames: dict[tuple[str, ...], sse.Frame] = {}
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        nonlocal sent
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-        if want_logprobs and len(chat.logprobs) > sent:
-            choice["logprobs"] = logprobs.chat(chat.logprobs[sent:])
-            sent = len(chat.logprobs)
-        return {**meta, "object": "chat.completion.chunk", "choices": [choice]}
-
-    def text(delta: dict[str, Any]) -> bytes:
-        """A text delta through its Frame: {"content": t}, or the reasoning fields (t twice, and the channel,
-        which is part of the frame's shape)."""
-        value = delta.get("content", delta.get("reasoning_content"))
-        if want_logprobs or not isinstance(value, str):
-            return sse.data(chunk(delta))
-        shape = (*delta, delta.get("channel", ""))
-        frame = frames.get(shape)
-        if frame is None:
-            slotted = {k: sse.SLOT if k in TEXT_FIELDS else v for k, v in delta.items()}
-            frame = frames[shape] = sse.Frame(chunk(slotted))
-        return frame.fill(value)
-
-    inline = responses.Inline(chat.turn.harmony)
-    yield sse.data(chunk({"role": "assistant"}))
-    async with aclosing(chat.events()) as events:
-        async for event in events:
-            if isinstance(event, Error):
-                failed = {**meta, "object": "chat.completion.chunk", "choices": []}
-                yield sse.data({**failed, **error_body(event.message, "server_error", "generation_failed")}) + sse.DONE
-                return
-            if isinstance(event, Finish):
-                end = sse.data(chunk({}, event.reason))
-                if req.include_usage:
-                    usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": responses.usage(event)}
-                    end += sse.data(usage)
-                yield end + sse.DONE
-                return
-            delta = responses.stream_delta(event, req.separate_thinking, inline)
-            yield text(delta) if isinstance(event, Text) else sse.data(chunk(delta))
-    yield sse.DONE
-
-
-async def _completion_chunks(
-    events: AsyncGenerator[Event, None], req: CompletionRequest, meta: dict[str, Any]
-) -> AsyncGenerator[bytes, None]:
-    """The completion stream's SSE bytes: a token's text through a Frame, the end (finish, usage, [DONE]) in one
-    write."""
-    pending: list[TokenLogprob] = []  # tokens whose text has not left in a chunk yet
-    offset = len(req.prompt)  # text_offset counts characters from the prompt's start
-
-    def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
-        nonlocal offset
-        block = logprobs.completion(pending, offset) if pending else None
-        if block:
-            offset = block["text_offset"][-1] + len(block["tokens"][-1])
-            pending.clear()
-        return {
-            **meta,
-            "object": "text_completion",
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": block}],
-        }
-
-    frame = sse.Frame(chunk(sse.SLOT))
-    async with aclosing(events) as stream:
-        async for event in stream:
-            if isinstance(event, Piece):
-                if event.logprob is not None:
-                    pending.append(event.logprob)
-                if event.text:
-                    yield sse.data(chunk(event.text)) if pending else frame.fill(event.text)
-            elif isinstance(event, Failed):
-                failed = {**meta, "object": "text_completion", "choices": []}
-                yield sse.data({**failed, **error_body(event.message, "server_error", "generation_failed")}) + sse.DONE
-                return
-            else:
-                done = _finish(event)
-                end = sse.data(chunk("", done.reason))
-                if req.include_usage:
-                    usage = {**meta, "object": "text_completion", "choices": []}
-                    end += sse.data({**usage, "usage": responses.usage(done, per_channel=False)})
-                yield end + sse.DONE
-                return
-    yield sse.DONE

@@ -16,24 +16,24 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import llama_cpp as ll
 
 from hearth_common.names import MODEL_TYPES
+from serve.api.responses_store import ResponseStore
 from serve.arrivals import Arrivals
-from serve.channels import Format
+from serve.chat.channels import Format
+from serve.chat.prompts import ChatTemplate, chat_template
 from serve.config import ServeConfig
-from serve.engine import Engine, Event, Failed, Finished, Job, Model, Piece, SamplingParams
+from serve.engine.embedder import Embedder, EmbedJob
+from serve.engine.engine import Engine, Event, Failed, Finished, Job, Model, Piece, SamplingParams
+from serve.engine.placement import free_vram, read_shape, resolve
+from serve.engine.scheduler import Scheduler
+from serve.errors import Loading
 from serve.metrics import Metrics
-from serve.placement import free_vram, read_shape, resolve
-from serve.prompts import ChatTemplate, chat_template
-from serve.scheduler import Scheduler
-
-if TYPE_CHECKING:
-    from serve.embeddings import Embedder, EmbedJob
 
 log = logging.getLogger("serve")
+embed_log = logging.getLogger("serve.embeddings")
 
 MIB = 1 << 20
 CACHE_RAM_MAX = 8192 * MIB  # llama.cpp's server default for --cache-ram
@@ -77,6 +77,7 @@ class Runtime:
     load_error: str | None = None
     embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
     arrivals: Arrivals = field(default_factory=Arrivals)  # generation requests on their way to admission
+    responses: ResponseStore = field(default_factory=ResponseStore)  # /v1/responses' previous_response_id
     _loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -131,6 +132,41 @@ class Runtime:
         )
         return Loaded(model, engine, template, model_type)
 
+    def load_embedder(self) -> Embedder:
+        """Load the model and start its embeddings thread (--embeddings). Raises EngineError."""
+        c = self.config
+        gpu = bool(ll.llama_supports_gpu_offload())
+        measure = gpu and c.device_map == "auto" and c.n_gpu_layers is None
+        shape = read_shape(str(self.model_path)) if measure else None
+        vram = free_vram() if measure else None
+        # One unified KV stream of ctx_size cells, whatever the number of sequences.
+        placement = resolve(c.device_map, c.n_gpu_layers, gpu, shape, vram, c.ctx_size, c.kv_type)
+        embed_log.info("placement: %s", placement.reason)
+        model = Model(self.model_path, placement.n_gpu_layers)
+        try:
+            arch = model.meta("general.architecture") or "generic"
+            embedder = Embedder(
+                model,
+                min(c.ctx_size, model.n_ctx_train or c.ctx_size),
+                pooling=c.pooling,
+                threads=c.threads,
+                flash_attn=c.flash_attn,
+                kv_type=c.kv_type,
+                model_type=c.model_type or MODEL_TYPES.get(arch, "generic"),
+            )
+        except Exception:
+            model.close()
+            raise
+        embedder.start()
+        embed_log.info(
+            "loaded %s for embeddings: %s pooling, %d dimensions, inputs up to %d tokens",
+            self.model_path.name,
+            embedder.pooling,
+            embedder.n_embd,
+            embedder.max_tokens,
+        )
+        return embedder
+
     def drain(self) -> None:
         """Shutdown, first step: running streams end now with `stop` (cleanly, [DONE] and all), waiters too;
         on an embeddings server what has not been answered fails with "shutting down"."""
@@ -152,6 +188,21 @@ class Runtime:
 
     # -- one request ---------------------------------------------------------------------------------------
 
+    def require_loaded(self) -> Loaded:
+        """The loaded chat model, or Loading (503) while it loads or after it failed: every request's one check."""
+        if self.loaded is None:
+            raise self._not_ready()
+        return self.loaded
+
+    def require_embedder(self) -> Embedder:
+        """The embeddings model, checked as `require_loaded` checks the chat model."""
+        if self.embedder is None:
+            raise self._not_ready()
+        return self.embedder
+
+    def _not_ready(self) -> Loading:
+        return Loading("the model is still loading" if not self.load_error else "the model failed to load")
+
     def tokenize_prompt(self, prompt: str) -> list[int]:
         assert self.loaded
         bos = self.loaded.template.bos_token
@@ -168,7 +219,7 @@ class Runtime:
         job = self._job(prompt, params, inbox)
         if self.scheduler.submit(job):
             self.loaded.engine.submit(job)
-        self._gauges()
+        self.gauges()
         return Run(self, job, inbox)
 
     def _job(self, prompt: list[int], params: SamplingParams, inbox: Inbox) -> Job:
@@ -239,9 +290,10 @@ class Runtime:
         for nxt in self.scheduler.release(job, time.perf_counter() - job.created):
             assert isinstance(nxt, Job)
             self.loaded.engine.submit(nxt)
-        self._gauges()
+        self.gauges()
 
-    def _gauges(self) -> None:
+    def gauges(self) -> None:
+        """The queue's gauges in /metrics, after any admission or release."""
         self.metrics.waiting.set(len(self.scheduler.waiting))
         self.metrics.running.set(len(self.scheduler.running))
 

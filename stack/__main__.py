@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     setup("stack", level)
     sigterm_as_interrupt()  # while converting: unwinds like Ctrl-C
     try:
-        from serve.placement import free_vram
+        from serve.engine.placement import free_vram
         from stack.catalog import catalog_models
         from stack.prepare import budgets, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve.placement import ModelShape, read_shape
+from serve.engine.placement import ModelShape, read_shape
 
 
 class InfoError(ValueError):

@@ -1,7 +1,7 @@
 """Low-VRAM planning: which layers of which model go on the GPU under one memory budget (pure arithmetic).
 
 Each model needs its weights per layer plus KV cache for ctx_size x max_concurrent tokens in every offloaded layer
-(serve/placement.py's kv_bytes_per_token and fit_layers do the per-model part). Models with a fixed placement
+(serve/engine/placement.py's kv_bytes_per_token and fit_layers do the per-model part). Models with a fixed placement
 (n_gpu_layers, device_map cpu/gpu) are charged first; the `auto` ones then take what is left in stack-file order,
 so the first model listed gets the GPU first. Layer counts use llama.cpp's convention: n_layers + 1 means every
 layer and the output head.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from route.residency import Budget, Cost
-from serve.placement import ModelShape, fit_layers, kv_bytes_per_token
+from serve.engine.placement import ModelShape, fit_layers, kv_bytes_per_token
 
 # RSS of a `python -m serve` process around a 1 MB model, its buffers included: 86-88 MiB measured (Python, Quart,
 # hypercorn, llama.cpp). Charged once per server on top of the model's own bytes.

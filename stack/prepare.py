@@ -12,9 +12,9 @@ from pathlib import Path
 
 from hearth_common.names import MODEL_TYPES
 from serve.config import CACHE, ServeConfig
-from serve.embeddings import MAX_SEQS as EMBED_SEQS
+from serve.engine.embedder import MAX_SEQS as EMBED_SEQS
 from serve.errors import ConfigError as ServeConfigError
-from serve.models import checked_gguf, convert_cached
+from serve.gguf_cache import checked_gguf, convert_cached
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
 from stack.gguf_info import GGUFInfo, InfoError, read_info
@@ -57,7 +57,7 @@ def gpu_offload() -> bool:
 def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNeeds]:
     """What each model takes, as serve will run it: the context capped at the model's training context (serve does
     the same). A chat model: KV for ctx x max_concurrent tokens, one micro-batch of prompt_chunk + max_concurrent
-    tokens. An embeddings model (serve/embeddings.py): one KV stream and one micro-batch of the context rounded up
+    tokens. An embeddings model (serve/engine/embedder.py): one KV stream and one micro-batch of the context rounded up
     to EMBED_SEQS tokens, every one of them through the output head."""
     chunk = ServeConfig.model_fields["prompt_chunk"].default
     out = []

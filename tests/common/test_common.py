@@ -60,7 +60,7 @@ def test_good_bodies_pass_unchanged() -> None:
 
 def test_the_routers_type_table_matches_serves_models() -> None:
     """hearth_common.fields (what the router checks) and serve.schemas.Sampling (what serve validates) agree."""
-    from serve.schemas import Sampling
+    from serve.chat.schemas import Sampling
 
     fields = Sampling.model_fields
     by_alias = {a: n for n, f in fields.items() for a in getattr(f.validation_alias, "choices", [])}
@@ -88,7 +88,7 @@ def test_the_routers_type_table_matches_serves_models() -> None:
     ],
 )
 def test_wrong_json_types(body: dict, field: str) -> None:
-    from serve.schemas import ChatRequest
+    from serve.chat.schemas import ChatRequest
 
     wrong = type_error(body)
     assert wrong is not None and wrong[0] == field

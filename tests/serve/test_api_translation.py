@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hearth_common import anthropic_errors
-from serve import anthropic_api, responses_api
-from serve.anthropic_schemas import CountTokensRequest, MessagesRequest
-from serve.blocks import Blocks, Close, Delta, Open
-from serve.chat import Error, Finish, Text, ToolCallArgs, ToolCallStart
+from serve.api import anthropic as anthropic_api, responses as responses_api
+from serve.api.anthropic_schemas import CountTokensRequest, MessagesRequest
+from serve.api.blocks import Blocks, Close, Delta, Open
+from serve.api.responses_schemas import ResponsesRequest
+from serve.api.responses_store import ResponseStore
+from serve.chat.core import Error, Finish, Text, ToolCallArgs, ToolCallStart
 from serve.errors import InvalidRequest
-from serve.responses_schemas import ResponsesRequest
-from serve.responses_store import ResponseStore
 
 EVENTS = [
     Text("analysis", "\n"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from serve.channels import HARMONY_MARKERS, THINK_MARKERS, ChannelParser, Format, collect, parse
+from serve.chat.channels import HARMONY_MARKERS, THINK_MARKERS, ChannelParser, Format, collect, parse
 
 # Text that may contain '<', '|', '>' and pieces of tags, but never a whole marker.
 plain = st.text(alphabet=st.sampled_from(list('ab <|>/think\n{}"é')), max_size=40).filter(

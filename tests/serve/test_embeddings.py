@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.embeddings import Embedded, Embedder, EmbedJob, take
-from serve.embeddings_api import MAX_INPUTS, EmbeddingRequest, encode, finish, parse_input
+from serve.api.embeddings import MAX_INPUTS, EmbeddingRequest, encode, finish, parse_input
+from serve.engine.embedder import Embedded, Embedder, EmbedJob, take
 
 COSINE, MAX_ABS = 0.99999, 1e-3
 TEXTS = [
@@ -102,7 +102,7 @@ def embed(embedder: Embedder, inputs: list[list[int]]) -> Embedded:
 @pytest.mark.slow
 @pytest.mark.parametrize("pooling", [None, "mean", "cls"])  # None: the GGUF's own, last
 def test_vectors_match_transformers(embedding_gguf: Path, pooling: str | None) -> None:
-    from serve.engine import Model
+    from serve.engine.engine import Model
     from testkit.fixtures.embedding import build_qwen3_embedding_fixture
 
     want, hf_ids = hf_vectors(build_qwen3_embedding_fixture(), TEXTS, pooling or "last")
@@ -130,7 +130,7 @@ def test_vectors_match_transformers(embedding_gguf: Path, pooling: str | None) -
 @pytest.mark.slow
 def test_concurrent_jobs_and_cancellation(embedding_gguf: Path) -> None:
     """Jobs submitted together are answered each with its own vectors; a cancelled one gets `cancelled`."""
-    from serve.engine import Failed, Model
+    from serve.engine.engine import Failed, Model
 
     model = Model(embedding_gguf)
     embedder = Embedder(model, 128, threads=1)
@@ -158,7 +158,8 @@ def test_concurrent_jobs_and_cancellation(embedding_gguf: Path) -> None:
 
 def test_a_model_without_pooling_is_refused() -> None:
     """The tiny generation model declares no pooling: loading it for embeddings names --pooling."""
-    from serve.engine import EngineError, Model
+    from serve.engine.context import EngineError
+    from serve.engine.engine import Model
     from tests.serve.tiny_gguf import build_tiny_gguf
 
     model = Model(build_tiny_gguf())

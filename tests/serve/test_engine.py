@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from serve.channels import Format
-from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
-from serve.grammar import build
-from serve.schemas import ResponseFormat
+from serve.chat.answer_grammar import build
+from serve.chat.channels import Format
+from serve.chat.schemas import ResponseFormat
+from serve.engine.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
 from tests.serve.tiny_gguf import build_tiny_gguf
 
 PROMPTS = ["hello there", "abc def", "the quick brown fox", "zzz", "Paris is", "1 2 3 4"]
@@ -193,7 +193,7 @@ def test_a_step_is_one_run_of_sequence_ids(model: Model, monkeypatch: pytest.Mon
     """llama.cpp splits a batch wherever the sequence ids stop running 0, 1, 2, ... (one more pass over the
     weights each time): a step lists its sequences in order, and a finished one in the middle leaves a filler.
     Outputs still equal solo ones."""
-    import serve.engine as engine_module
+    import serve.engine.engine as engine_module
 
     runs: list[list[int]] = []
     real = engine_module.ll.llama_decode

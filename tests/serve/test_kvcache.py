@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serve.kvcache import Choice, HostCache, SeqState, common_prefix, pick_sequence, usable
+from serve.engine.prompt_cache import Choice, HostCache, SeqState, common_prefix, pick_sequence, usable
 
 
 def a(*tokens: int) -> np.ndarray:

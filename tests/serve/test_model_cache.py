@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from serve.errors import ConfigError
-from serve.models import check_cached, checked_gguf, convert_cached, file_sha256, read_record, resolve_model
+from serve.gguf_cache import check_cached, checked_gguf, convert_cached, file_sha256, read_record, resolve_model
 from stack.gguf_info import read_info
 
 DEMO = Path(__file__).resolve().parents[2] / "models" / "demo" / "demo-think"

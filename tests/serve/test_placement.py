@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.placement import ModelShape, fit_layers, kv_bytes_per_token, resolve
+from serve.engine.placement import ModelShape, fit_layers, kv_bytes_per_token, resolve
 
 MiB = 2**20
 SHAPE = ModelShape(n_layers=4, layer_bytes=(100 * MiB,) * 4, output_bytes=50 * MiB, n_embd_k_gqa=512, n_embd_v_gqa=512)
@@ -42,7 +42,7 @@ def test_resolve() -> None:
 
 
 def test_read_shape_from_a_real_gguf() -> None:
-    from serve.placement import read_shape
+    from serve.engine.placement import read_shape
     from tests.serve.tiny_gguf import build_tiny_gguf
 
     shape = read_shape(str(build_tiny_gguf()))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
+from serve.engine.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
 from tests.serve.tiny_gguf import build_tiny_gguf
 
 WORDS = [
@@ -257,7 +257,7 @@ def test_nothing_survives_the_engine(model: Model) -> None:
 
 
 def fixture_gguf(arch: str) -> Path:
-    from serve.models import resolve_model
+    from serve.gguf_cache import resolve_model
     from testkit.fixtures.build import build_fixture
 
     return resolve_model(build_fixture(arch))[0]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from serve.channels import ChannelParser, Format
-from serve.chat import ChatResult, Finish, Generation, Text, ToolCallArgs, ToolCallStart
-from serve.responses import Inline, chat_message, stream_delta, usage
-from serve.tools.formats import ToolFormat
+from serve.api.openai_bodies import Inline, chat_message, stream_delta, usage
+from serve.chat.channels import ChannelParser, Format
+from serve.chat.core import ChatResult, Finish, Generation, Text, ToolCallArgs, ToolCallStart
+from serve.chat.tools.formats import ToolFormat
 
 HARMONY_TOKENS = [
     "<|channel|>",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from serve.engine.scheduler import Scheduler
 from serve.errors import QueueFull
-from serve.scheduler import Scheduler
 
 
 def test_fifo_and_reject() -> None:

@@ -64,8 +64,8 @@ def test_failed_load_is_503_with_error_body(tmp_path: Path) -> None:
 
 
 def test_developer_instructions_reach_the_prompt() -> None:
-    from serve.channels import Format
-    from serve.prompts import ChatTemplate, starts_in_thinking
+    from serve.chat.channels import Format
+    from serve.chat.prompts import ChatTemplate, starts_in_thinking
 
     chatml = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant><think>\n"
     t = ChatTemplate(chatml, Format.THINK)
@@ -85,7 +85,7 @@ def test_developer_instructions_reach_the_prompt() -> None:
 
 @pytest.mark.parametrize("cut", range(12))
 def test_stop_filter_any_split(cut: int) -> None:
-    from serve.stops import StopFilter
+    from serve.engine.stops import StopFilter
 
     text = "abc STOP def"
     f = StopFilter(("STOP", "xyz"))

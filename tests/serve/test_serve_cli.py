@@ -49,7 +49,7 @@ def test_bad_settings_exit_2_with_one_line(args: list[str], needle: str, tmp_pat
 
 def test_not_a_checkpoint_folder(tmp_path: Path) -> None:
     from serve.errors import ConfigError
-    from serve.models import resolve_model
+    from serve.gguf_cache import resolve_model
 
     with pytest.raises(ConfigError, match=re.escape("config.json")):
         resolve_model(tmp_path)
@@ -186,7 +186,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_converting_a_folder_logs_one_line(tmp_path: Path) -> None:
     """serve given a HuggingFace folder says it converts it, once, and nothing of the converter's own chatter."""
-    from serve.models import resolve_model
+    from serve.gguf_cache import resolve_model
 
     stream = io.StringIO()
     root = logging.getLogger()

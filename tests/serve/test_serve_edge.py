@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from serve.app import create_app
+from serve.chat.schemas import MAX_MESSAGES
 from serve.config import ServeConfig
-from serve.schemas import MAX_MESSAGES
 from tests.serve.tiny_gguf import build_tiny_gguf
 
 HI = '"messages": [{"role": "user", "content": "hi"}]'
@@ -93,9 +93,9 @@ def test_wrong_method_is_a_405_with_an_openai_body() -> None:
 @pytest.mark.parametrize("big", [False, True], ids=["small-on-the-loop", "big-in-a-thread"])
 def test_rendering_and_tokenizing_run_off_the_event_loop_when_big(monkeypatch: pytest.MonkeyPatch, big: bool) -> None:
     """A big request's prompt work runs in a worker thread (it would hold every stream); a small one's on the
-    event loop (the hop would cost more than the work: serve/offload.py)."""
-    from serve.offload import INLINE_MAX
-    from serve.prompts import ChatTemplate
+    event loop (the hop would cost more than the work: serve/chat/offload.py)."""
+    from serve.chat.offload import INLINE_MAX
+    from serve.chat.prompts import ChatTemplate
     from serve.runtime import Runtime
 
     threads: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""serve/sse.py: a Frame's bytes equal the whole chunk encoded with the text in its slot, whatever the text."""
+"""serve/api/sse.py: a Frame's bytes equal the whole chunk encoded with the text in its slot, whatever the text."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from serve import ids, sse
+from serve.api import sse
+from serve.chat import ids
 
 TEXTS = [
     "",

@@ -10,12 +10,12 @@ import re
 import llama_cpp as ll
 import pytest
 
-from serve.engine import Model
+from serve.chat.channels import Thinking
+from serve.chat.tools.formats import ToolFormat
+from serve.chat.tools.grammar import build
+from serve.chat.tools.request import ToolRequest
+from serve.engine.engine import Model
 from serve.errors import InvalidRequest
-from serve.prompts import Thinking
-from serve.tools.formats import ToolFormat
-from serve.tools.grammar import build
-from serve.tools.request import ToolRequest
 from tests.serve.tiny_gguf import build_tiny_gguf
 
 WEATHER = {

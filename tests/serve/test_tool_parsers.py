@@ -9,9 +9,9 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
-from serve.channels import HARMONY_MARKERS, ChannelParser, Format
-from serve.chat import ChatResult, Generation, Text
-from serve.tools.formats import ToolFormat
+from serve.chat.channels import HARMONY_MARKERS, ChannelParser, Format
+from serve.chat.core import ChatResult, Generation, Text
+from serve.chat.tools.formats import ToolFormat
 
 MARKERS = (
     "<tool_call>",

@@ -18,13 +18,13 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
-from serve.channels import Format  # noqa: E402
+from serve.chat.channels import Format  # noqa: E402
+from serve.chat.prompts import ChatTemplate, chat_template, template_messages  # noqa: E402
+from serve.chat.schemas import ChatRequest  # noqa: E402
+from serve.chat.tools import generic  # noqa: E402
+from serve.chat.tools.formats import ToolFormat  # noqa: E402
+from serve.chat.tools.request import tool_request  # noqa: E402
 from serve.errors import InvalidRequest  # noqa: E402
-from serve.prompts import ChatTemplate, chat_template, template_messages  # noqa: E402
-from serve.schemas import ChatRequest  # noqa: E402
-from serve.tools import generic  # noqa: E402
-from serve.tools.formats import ToolFormat  # noqa: E402
-from serve.tools.request import tool_request  # noqa: E402
 from tests.serve.tool_templates import SHIPPED, STYLE_TEMPLATES, shipped_templates  # noqa: E402
 
 BOS, EOS = "<s>", "</s>"

@@ -11,9 +11,9 @@ from pathlib import Path
 import llama_cpp as ll
 import pytest
 
-import serve.engine
+import serve.engine.engine
 from serve.config import ServeConfig
-from serve.placement import kv_bytes_per_token
+from serve.engine.placement import kv_bytes_per_token
 from stack.gguf_info import read_info
 from stack.plan import compute_bytes
 
@@ -57,9 +57,9 @@ def test_kv_and_compute_against_llama_cpp(demo_gguf: Callable[[str], Path], name
 
 
 def test_embeddings_model_against_llama_cpp(embedding_gguf: Path, tmp_path: Path) -> None:
-    """An embeddings server (serve/embeddings.py) holds one KV stream and one micro-batch of its whole context, every
+    """An embeddings server (serve/engine/embedder.py) holds one KV stream and one micro-batch of its whole context, every
     token through the output head: the stack's needs for `embeddings = true` against llama.cpp's report."""
-    from serve.embeddings import Embedder
+    from serve.engine.embedder import Embedder
     from stack.config import parse_stack
     from stack.prepare import model_needs
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from serve.placement import ModelShape
+from serve.engine.placement import ModelShape
 from stack.plan import ModelNeeds, costs, footprint, plan, plan_stack, split
 
 MiB = 2**20

@@ -1,0 +1,57 @@
+"""response_format -> a llama.cpp grammar that constrains the answer only, never the thinking.
+
+The grammar comes from llama.cpp's own JSON-schema converter. For a thinking model it is lazy: it waits until
+the end-of-thinking marker appears in the output (llama.cpp's trigger patterns) and starts with that marker, so
+the thinking stays free and the answer after it must match. Tool grammars (serve/chat/tools/grammar.py) use the
+same `Grammar` (serve/engine/grammar.py) and the same trigger mechanism.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from serve.chat.channels import Format
+from serve.chat.schemas import ResponseFormat
+from serve.engine.grammar import Grammar
+from serve.errors import InvalidRequest
+
+# A rule name no schema property can produce (the converter names rules after properties).
+ANSWER_RULE = "hearth-answer-0"
+
+# The capture group marks where the grammar starts; it must be non-empty, so it is the marker itself.
+TRIGGERS = {
+    Format.THINK: ("</think>", r"[\s\S]*?(</think>)[\s\S]*"),
+    Format.HARMONY: ("<|message|>", r"[\s\S]*<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?(<\|message\|>)[\s\S]*"),
+}
+
+
+def schema_grammar(fmt: ResponseFormat) -> str | None:
+    """GBNF for the answer, or None for plain text. Raises InvalidRequest naming what cannot be expressed."""
+    if fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        schema: dict[str, object] = {"type": "object"}
+    else:
+        assert fmt.json_schema is not None  # ResponseFormat requires it with type json_schema
+        schema = fmt.json_schema.schema_
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InvalidRequest(f"unsupported JSON schema: {message}", param="response_format") from err
+
+
+def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Grammar | None:
+    """The grammar to sample with; lazy after the thinking when the model thinks before answering."""
+    answer = schema_grammar(fmt) if fmt else None
+    if answer is None:
+        return None
+    if not thinks:
+        return Grammar(answer)
+    literal, pattern = TRIGGERS[chat_format]
+    renamed = re.sub(r"^root ::=", f"{ANSWER_RULE} ::=", answer, flags=re.M)
+    # At most two newlines before the answer: an unbounded run would let an untrained model emit whitespace forever.
+    return Grammar(f'root ::= {json.dumps(literal)} "\\n"? "\\n"? {ANSWER_RULE}\n{renamed}', (pattern,))

@@ -1,0 +1,246 @@
+"""Incremental separation of thinking from the answer: harmony channels and `<think>` blocks.
+
+A pure state machine: `feed(piece) -> list[Event]`, `finish() -> list[Event]`. It is fed text pieces in any
+split (whole tokens, bytes of a tag, several tags at once) and yields the same channel texts for every split,
+because it holds back only the longest tail that could still become a marker. Markers never reach the output.
+
+Harmony is parsed tolerantly: a header that never reaches `<|message|>`, a missing `<|start|>`, or a bare
+`<|channel|>` inside a body are read as the model meant them, and text that fits no header becomes `final`
+instead of an error (llama.cpp's strict parser fails such turns).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+ANALYSIS, COMMENTARY, FINAL = "analysis", "commentary", "final"
+CHANNELS = (ANALYSIS, COMMENTARY, FINAL)
+
+
+@dataclass(frozen=True)
+class Event:
+    channel: str  # analysis, commentary or final
+    text: str
+    recipient: str | None = None  # harmony: the header's `to=` (functions.NAME for a tool call)
+    message: int = field(default=0, compare=False)  # harmony: the message's number in the turn
+
+
+class Format(enum.Enum):
+    THINK = "think"  # <think>...</think> then the answer
+    HARMONY = "harmony"  # gpt-oss channels
+
+
+class Thinking(enum.Enum):
+    """How the output begins, as far as thinking goes (where a grammar may start)."""
+
+    NONE = "none"  # no thinking: the template knows none, or the prompt closed it (enable_thinking=False)
+    MAY = "may"  # a <think> template whose prompt leaves it to the model to open the block
+    OPEN = "open"  # the prompt opened <think>: the output starts inside it
+    HARMONY = "harmony"  # harmony channels: analysis first, then the answer or a call
+
+
+class State(enum.Enum):
+    HEADER = "header"  # harmony: between <|start|> (or the turn's start) and <|message|>
+    BODY = "body"  # inside a channel's text
+    BETWEEN = "between"  # harmony: after <|end|>, waiting for <|start|>
+
+
+HARMONY_MARKERS = ("<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>")
+THINK_MARKERS = ("<think>", "</think>")
+
+# A header longer than this without <|message|> is not a header: the text is taken as the answer.
+MAX_HEADER_CHARS = 96
+_CHANNEL_RE = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
+_RECIPIENT_RE = re.compile(r"(?:^|\s|>)to=([^\s<]+)")
+
+
+@dataclass
+class ChannelParser:
+    """Feed generated text; get (channel, text) events. `start_in_thinking`: the prompt opened `<think>`."""
+
+    format: Format
+    start_in_thinking: bool = False
+    state: State = field(init=False)
+    channel: str | None = field(init=False)  # the channel text currently goes to (None inside a header)
+    _pending: str = field(init=False, default="")  # held-back text that may start a marker
+    _header: str = field(init=False, default="")
+    recipient: str | None = field(init=False, default=None)  # the current message's `to=`
+    _message: int = field(init=False, default=0)
+    _at_start: dict[str, bool] = field(init=False, default_factory=lambda: dict.fromkeys(CHANNELS, True))
+
+    def __post_init__(self) -> None:
+        if self.format is Format.HARMONY:
+            self.state, self.channel = State.HEADER, None
+        else:
+            self.state = State.BODY
+            self.channel = ANALYSIS if self.start_in_thinking else FINAL
+
+    @property
+    def holding(self) -> bool:
+        """Some text is held back as a possible start of a marker."""
+        return bool(self._pending)
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return HARMONY_MARKERS if self.format is Format.HARMONY else THINK_MARKERS
+
+    def feed(self, piece: str) -> list[Event]:
+        out: list[Event] = []
+        text = self._pending + piece
+        self._pending = ""
+        while text:
+            pos, marker = self._first_marker(text)
+            if marker is None:
+                keep = self._partial_tail(text)
+                self._text(text[: len(text) - keep], out)
+                self._pending = text[len(text) - keep :]
+                break
+            self._text(text[:pos], out)
+            self._marker(marker, out)
+            text = text[pos + len(marker) :]
+        return _merge(out)
+
+    def finish(self) -> list[Event]:
+        out: list[Event] = []
+        self._text(self._pending, out)
+        self._pending = ""
+        if self.state is State.HEADER and self._header:
+            self._flush_header_as_final(out)
+        return _merge(out)
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _first_marker(self, text: str) -> tuple[int, str | None]:
+        best: tuple[int, str | None] = (len(text), None)
+        for m in self.markers:
+            i = text.find(m)
+            if i != -1 and i < best[0]:
+                best = (i, m)
+        return best
+
+    def _partial_tail(self, text: str) -> int:
+        """Length of the longest tail of `text` that is a proper prefix of some marker."""
+        longest = 0
+        for m in self.markers:
+            for n in range(min(len(m) - 1, len(text)), longest, -1):
+                if text.endswith(m[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _text(self, text: str, out: list[Event]) -> None:
+        if not text:
+            return
+        if self.state is State.HEADER:
+            self._header += text
+            if len(self._header) > MAX_HEADER_CHARS:
+                self._flush_header_as_final(out)
+            return
+        if self.state is State.BETWEEN:  # text outside any message: the model skipped its header
+            self.state, self.channel = State.BODY, FINAL
+            self._message += 1
+        assert self.channel is not None
+        self._emit(self.channel, text, out)
+
+    def _emit(self, channel: str, text: str, out: list[Event]) -> None:
+        # Leading whitespace of a channel (the "\n\n" after </think>) is layout, not content.
+        if self._at_start[channel]:
+            text = text.lstrip()
+            if not text:
+                return
+            self._at_start[channel] = False
+        out.append(Event(channel, text, self.recipient, self._message))
+
+    def _flush_header_as_final(self, out: list[Event]) -> None:
+        """A header that never reached <|message|>: its channel (if it names one) gets the rest of its text."""
+        header, self._header = self._header, ""
+        match = _CHANNEL_RE.search(header)
+        channel = match.group(1).lower() if match else FINAL
+        if channel not in CHANNELS:
+            channel = FINAL
+        if match:
+            header = header[: match.start()] + header[match.end() :]
+        for m in HARMONY_MARKERS:
+            header = header.replace(m, "")
+        self.state, self.channel, self.recipient = State.BODY, channel, None
+        self._message += 1
+        self._emit(channel, header.removeprefix("assistant"), out)
+
+    def _marker(self, marker: str, out: list[Event]) -> None:
+        if self.format is Format.THINK:
+            # A stray tag (</think> outside a block) is dropped, never shown.
+            self.channel = ANALYSIS if marker == "<think>" else FINAL
+            return
+        handler = _HARMONY_TABLE[(self.state, marker)]
+        handler(self, marker, out)
+
+    # harmony transitions, named by what they do; the table below says when each applies
+    def _open_header(self, marker: str, out: list[Event]) -> None:
+        self.state, self.channel, self._header, self.recipient = State.HEADER, None, "", None
+        if marker == "<|channel|>":
+            self._header = marker
+
+    def _header_part(self, marker: str, out: list[Event]) -> None:
+        self._header += marker
+
+    def _open_body(self, marker: str, out: list[Event]) -> None:
+        match = _CHANNEL_RE.search(self._header)
+        name = match.group(1).lower() if match else ""
+        recipient = _RECIPIENT_RE.search(self._header)
+        self.recipient = recipient.group(1) if recipient else None
+        if name not in CHANNELS:  # no or unknown channel: a recipient means a tool call, else the answer
+            name = COMMENTARY if self.recipient else FINAL
+        self.state, self.channel, self._header = State.BODY, name, ""
+        self._message += 1
+
+    def _close_body(self, marker: str, out: list[Event]) -> None:
+        self.state, self.channel, self.recipient = State.BETWEEN, None, None
+
+    def _header_broken(self, marker: str, out: list[Event]) -> None:
+        # <|end|> before <|message|>: what was collected is no header; keep its text as the answer.
+        self._flush_header_as_final(out)
+        self._close_body(marker, out)
+
+    def _ignore(self, marker: str, out: list[Event]) -> None:
+        pass
+
+
+_H = ChannelParser
+_HARMONY_TABLE = {
+    **{(State.HEADER, m): _H._header_part for m in ("<|channel|>", "<|constrain|>")},
+    (State.HEADER, "<|start|>"): _H._open_header,
+    (State.HEADER, "<|message|>"): _H._open_body,
+    **{(State.HEADER, m): _H._header_broken for m in ("<|end|>", "<|return|>", "<|call|>")},
+    **{(State.BODY, m): _H._close_body for m in ("<|end|>", "<|return|>", "<|call|>")},
+    **{(State.BODY, m): _H._open_header for m in ("<|start|>", "<|channel|>")},
+    **{(State.BODY, m): _H._ignore for m in ("<|message|>", "<|constrain|>")},
+    **{(State.BETWEEN, m): _H._open_header for m in ("<|start|>", "<|channel|>")},
+    **{(State.BETWEEN, m): _H._ignore for m in ("<|message|>", "<|constrain|>", "<|end|>", "<|return|>", "<|call|>")},
+}
+
+
+def _merge(events: list[Event]) -> list[Event]:
+    merged: list[Event] = []
+    for e in events:
+        last = merged[-1] if merged else None
+        if last and (last.channel, last.recipient, last.message) == (e.channel, e.recipient, e.message):
+            merged[-1] = Event(e.channel, last.text + e.text, e.recipient, e.message)
+        else:
+            merged.append(e)
+    return merged
+
+
+def collect(events: list[Event]) -> dict[str, str]:
+    """Channel -> its whole text, in first-appearance order."""
+    texts: dict[str, str] = {}
+    for e in events:
+        texts[e.channel] = texts.get(e.channel, "") + e.text
+    return texts
+
+
+def parse(text: str, fmt: Format, start_in_thinking: bool = False) -> dict[str, str]:
+    """Whole-text convenience: channel -> text."""
+    parser = ChannelParser(fmt, start_in_thinking)
+    return collect(parser.feed(text) + parser.finish())

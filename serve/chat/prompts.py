@@ -1,0 +1,195 @@
+"""Chat prompts: the GGUF's own chat template, rendered in jinja2's sandbox as transformers'
+`apply_chat_template(messages, tools=...)` renders it, plus our request extensions.
+
+Messages reach the template in the form HF templates expect (`template_messages`): content as text (null is
+empty text, text parts are joined), tool-call arguments parsed into objects, earlier reasoning under
+`reasoning_content` and `thinking` (transformers' own aliasing, so Qwen3's and gpt-oss's templates both find
+it), `name` and `tool_call_id` as sent. Unknown fields never reach the template.
+
+Tools: a template that renders calls in a format serve/chat/tools knows gets the tools itself (`tools`); one that
+knows no tools gets them, with the generic call format, in its system message, and its history's calls and
+results as plain turns (serve/chat/tools/generic.py).
+
+harmony (gpt-oss): `reasoning` feeds the template's `reasoning_effort` (the system message's Reasoning line) and
+`developer_instructions` becomes the developer message. Other models: the instructions are prepended to the
+system message, and developer messages merge into it when the template knows no developer role. A reasoning
+level of `none` turns thinking off through `enable_thinking=False` where the template reads it (Qwen3).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from jinja2.exceptions import TemplateError
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from serve.chat.channels import Format, Thinking
+from serve.chat.tools import generic
+from serve.chat.tools.detect import ToolSupport, detect
+from serve.chat.tools.request import ToolRequest
+from serve.errors import InvalidRequest
+
+Messages = list[dict[str, Any]]
+Tools = list[dict[str, Any]]
+
+# Names a message's reasoning arrives under, in transformers' order of preference.
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+# What a template's reasoning_effort can say; the API's other levels map to the nearest one.
+TEMPLATE_LEVELS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+
+
+def _raise(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _env() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    return env
+
+
+# A plain fallback for GGUFs without a template.
+FALLBACK = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    source: str
+    format: Format
+    bos_token: str = ""
+    eos_token: str = ""
+
+    @property
+    def thinks(self) -> bool:
+        """Whether the model thinks before answering (so a grammar waits for the thinking to end)."""
+        return self.format is Format.HARMONY or "<think>" in self.source
+
+    @cached_property
+    def template(self) -> Any:
+        return _env().from_string(self.source)
+
+    @cached_property
+    def tool_support(self) -> ToolSupport:
+        """The call format this template speaks (rendered once, from a probe call)."""
+        return detect(lambda messages, tools: self._render(messages, tools, add_generation_prompt=False))
+
+    def render(
+        self,
+        messages: Messages,
+        reasoning: str = "medium",
+        developer_instructions: str | None = None,
+        tools: ToolRequest | None = None,
+    ) -> str:
+        messages = self._arrange(messages, developer_instructions)
+        native = self.tool_support.native
+        tool_list = tools.tools if tools else None
+        if not native and (tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)):
+            text = generic.instructions(tools.tools, tools.choice, tools.parallel) if tools else None
+            messages = generic.plain_history(messages, text)
+        extra: dict[str, Any] = {}
+        if reasoning == "none" and "enable_thinking" in self.source:
+            extra["enable_thinking"] = False
+        try:
+            return self._render(
+                messages,
+                tool_list,
+                add_generation_prompt=True,
+                reasoning_effort=TEMPLATE_LEVELS.get(reasoning, reasoning),
+                **extra,
+            )
+        except TemplateError as err:
+            raise InvalidRequest(f"the chat template rejected these messages: {err}", param="messages") from err
+
+    def _render(self, messages: Messages, tools: Tools | None, add_generation_prompt: bool, **extra: Any) -> str:
+        # The variables transformers passes: messages, tools (None without), documents, add_generation_prompt,
+        # the special tokens, then the caller's own.
+        return self.template.render(
+            messages=messages,
+            tools=tools,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            **extra,
+        )
+
+    def _arrange(self, messages: Messages, instructions: str | None) -> Messages:
+        if self.format is Format.HARMONY:
+            if instructions:
+                at = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
+                messages = [*messages[:at], {"role": "developer", "content": instructions}, *messages[at:]]
+            return messages
+        if "developer" not in self.source:
+            messages = [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
+        if instructions:
+            if messages and messages[0]["role"] == "system":
+                first = messages[0]
+                messages = [{**first, "content": f"{instructions}\n\n{first['content']}"}, *messages[1:]]
+            else:
+                messages = [{"role": "system", "content": instructions}, *messages]
+        return messages
+
+    def thinking(self, prompt: str) -> Thinking:
+        if self.format is Format.HARMONY:
+            return Thinking.HARMONY
+        if starts_in_thinking(prompt):
+            return Thinking.OPEN
+        if self.thinks and not prompt.rstrip().endswith("</think>"):
+            return Thinking.MAY
+        return Thinking.NONE
+
+
+def starts_in_thinking(prompt: str) -> bool:
+    """The template opened a <think> block itself, so the output begins inside it."""
+    return prompt.rfind("<think>") > prompt.rfind("</think>")
+
+
+def chat_template(source: str | None, architecture: str, bos: str, eos: str) -> ChatTemplate:
+    harmony = architecture == "gpt-oss" or (source is not None and "<|channel|>" in source)
+    return ChatTemplate(source or FALLBACK, Format.HARMONY if harmony else Format.THINK, bos, eos)
+
+
+# -- request messages -> what templates read ------------------------------------------------------------------
+
+
+def template_messages(messages: list[Any]) -> Messages:
+    """Validated request messages (serve.schemas.Message) as HF chat templates expect them."""
+    return [template_message(m) for m in messages]
+
+
+def template_message(m: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.text}
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.parsed}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    for key in REASONING_FIELDS:
+        value = m.reasoning_text(key)
+        if value is not None:
+            out[key] = value
+    # transformers' aliasing: the first reasoning found under all of its names (a message's own `thinking` kept)
+    reasoning = next((out[k] for k in REASONING_FIELDS if k in out), None)
+    if reasoning is not None:
+        out = {"thinking": reasoning, **out, "reasoning_content": reasoning}
+    return out

@@ -1,0 +1,84 @@
+"""Which call format a template speaks: render a probe call through it and look at what comes out.
+
+The probe is one tool, one assistant turn calling it and the tool's answer. What the template writes for
+that turn names the format (a `to=functions.` header is harmony, `[TOOL_CALLS]` Mistral, `<tool_call>`
+followed by JSON Hermes, a `{"name": ..., "parameters": ...}` object Llama 3.x; Granite 3.x renders no
+call but tells the model about `<|tool_call|>`). A template that renders neither the tool nor the call
+knows no tools, and one whose call format is none of these is treated the same way: both get the generic
+format, taught in the system message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from serve.chat.tools.formats import ToolFormat
+
+PROBE_NAME = "hearth_probe_fn"
+PROBE_ID = "a1b2c3d4e"  # 9 letters and digits: Mistral's templates refuse any other id
+PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": PROBE_NAME,
+        "description": "A probe.",
+        "parameters": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]},
+    },
+}
+PROBE_CALL = {"id": PROBE_ID, "type": "function", "function": {"name": PROBE_NAME, "arguments": {"x": "y"}}}
+PROBE_CONVERSATIONS: tuple[list[dict[str, Any]], ...] = (
+    [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]},
+        {"role": "tool", "tool_call_id": PROBE_ID, "content": "ok"},
+    ],
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]}],
+)
+
+Render = Callable[[list[dict[str, Any]], list[dict[str, Any]]], str]
+
+
+@dataclass(frozen=True)
+class ToolSupport:
+    format: ToolFormat
+    native: bool  # the template renders tools, calls and results itself
+
+    @classmethod
+    def generic(cls) -> ToolSupport:
+        return cls(ToolFormat.GENERIC, native=False)
+
+
+def detect(render: Render) -> ToolSupport:
+    """`render(messages, tools)`: the template's text for a conversation (no generation prompt)."""
+    text = None
+    for messages in PROBE_CONVERSATIONS:
+        try:
+            text = render(messages, [PROBE_TOOL])
+            break
+        except Exception:  # noqa: BLE001 - a template may refuse a tool turn it does not know; the next probe is smaller
+            continue
+    if text is None or PROBE_NAME not in text:
+        return ToolSupport.generic()
+    fmt = read_format(text)
+    return ToolSupport(fmt, native=True) if fmt else ToolSupport.generic()
+
+
+_HERMES = re.compile(r"<tool_call>\s*\{")
+_LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
+
+
+def read_format(text: str) -> ToolFormat | None:
+    """The format a rendered probe shows, or None."""
+    if f"to=functions.{PROBE_NAME}" in text:
+        return ToolFormat.HARMONY
+    if "[TOOL_CALLS]" in text:
+        return ToolFormat.MISTRAL_ARGS if "[ARGS]" in text else ToolFormat.MISTRAL
+    if _HERMES.search(text):
+        return ToolFormat.HERMES
+    if "<|tool_call|>" in text:
+        return ToolFormat.GRANITE
+    if _LLAMA3.search(text) or "<|python_tag|>" in text:
+        return ToolFormat.LLAMA3
+    return None

@@ -1,0 +1,193 @@
+"""Tool grammars: calls held to the declared tools and their parameters' schemas.
+
+`auto`: lazy. The grammar waits for the call's opening marker (llama.cpp's trigger patterns: `<tool_call>`,
+`[TOOL_CALLS]`, `<|tool_call|>`, `<|python_tag|>` or a bare `{` opening a Llama 3.x answer,
+`to=functions.` in a harmony header) and from there holds the call to one of the tools, with arguments
+matching that tool's schema; answer text without a call stays free. A marker inside the thinking does not
+count: patterns for thinking models only match after `</think>` (or, harmony, the final channel).
+`required` / a named tool: the answer must be calls, from its first token; for a thinking model the
+grammar starts where the thinking ends (`</think>`), and for harmony it lets one analysis message through
+and then requires the call message.
+
+Argument schemas go through llama.cpp's own JSON-schema converter, all in one converter so rule names stay
+unique; our own rules are named `hearth-*`, which no schema produces.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+from llama_cpp.llama_grammar import SchemaConverter
+
+from serve.chat.channels import Thinking
+from serve.chat.tools.formats import FORMATS, ToolFormat
+from serve.chat.tools.request import ToolRequest
+from serve.engine.grammar import Grammar
+from serve.errors import InvalidRequest
+
+# The text that opens a call in each format, and whether an answer may open one with a bare JSON object.
+OPENERS = {
+    ToolFormat.HERMES: ("<tool_call>",),
+    ToolFormat.GENERIC: ("<tool_call>",),
+    ToolFormat.MISTRAL: ("[TOOL_CALLS]",),
+    ToolFormat.MISTRAL_ARGS: ("[TOOL_CALLS]",),
+    ToolFormat.GRANITE: ("<|tool_call|>",),
+    ToolFormat.LLAMA3: ("<|python_tag|>",),
+    ToolFormat.HARMONY: ("to=functions.",),
+}
+BARE_OBJECT = {ToolFormat.LLAMA3}
+HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
+
+
+def lit(text: str) -> str:
+    """A GBNF string literal."""
+    return json.dumps(text)
+
+
+def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
+    conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    args = {t["function"]["name"]: _args_rule(conv, i, t) for i, t in enumerate(req.tools)}
+    offered = [t["function"]["name"] for t in req.offered]
+    parallel = req.parallel and FORMATS[fmt].parallel
+    calls = _calls(fmt, offered, args, parallel)
+    schemas = conv.format_grammar()
+    rules = [
+        f"hearth-calls ::= {calls}",
+        *_call_rules(fmt, offered, args),
+        _no_markers(schemas) if thinking is Thinking.HARMONY else schemas,
+    ]
+    if req.choice == "auto":
+        return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking))
+    root, triggers = _forced_root(fmt, thinking)
+    return Grammar("\n".join([f"root ::= {root}", *rules]), triggers)
+
+
+# llama.cpp matches a special token against a grammar by its text, so `<|end|>` fits a JSON string as well as any
+# seven characters do, and for a harmony model such a marker inside the arguments would end the message mid-call
+# (serve/chat/channels.py reads harmony's structure from them). Its call strings therefore never hold `<|`: a `<` is
+# followed by another character than `|` (the two count as one toward a maxLength). Other formats need no such
+# rule: inside a call's JSON the chat core hands every character to the call parser, for which a marker is text.
+ESCAPE = r'"\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+CHAR_RULE = re.compile(r"^char ::= .*$", re.M)
+NO_MARKER_CHAR = f'char ::= [^"\\\\<] | {ESCAPE} | "<"+ ([^"\\\\<|] | {ESCAPE})'
+
+
+def _no_markers(grammar: str) -> str:
+    return CHAR_RULE.sub(lambda _: NO_MARKER_CHAR, grammar)
+
+
+def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
+    schema = tool["function"].get("parameters") or {"type": "object"}
+    if not schema.get("properties") and schema.get("additionalProperties") is None:
+        schema = {"type": "object"}  # no declared parameters: any object
+    try:
+        resolved = conv.resolve_refs(copy.deepcopy(schema), f"tool{i}")
+        return conv.visit(resolved, f"tool{i}-args")
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InvalidRequest(
+            f"unsupported parameters schema: {message}", param=f"tools.{i}.function.parameters"
+        ) from err
+
+
+def _json_call(name: str, args_rule: str, args_key: str) -> str:
+    return (
+        f'"{{" space {lit(chr(34) + "name" + chr(34))} space ":" space {lit(json.dumps(name))} space "," space '
+        f'{lit(json.dumps(args_key))} space ":" space {args_rule} "}}" space'
+    )
+
+
+def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list[str]:
+    key = FORMATS[fmt].args_key
+    if fmt is ToolFormat.HARMONY:
+        # after the name: nothing, a space and the content type, or the channel (role position); never a bare
+        # letter, which would read as part of the name
+        header = (
+            '( " " hearth-ctype | "<|channel|>commentary" ( " " hearth-ctype )? | "<|constrain|>json" )? "<|message|>"'
+        )
+        alts = " | ".join(f"{lit(n)} hearth-header {args[n]}" for n in names)
+        return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}", 'hearth-ctype ::= "<|constrain|>"? "json"']
+    if fmt is ToolFormat.MISTRAL_ARGS:
+        alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
+        return [f"hearth-call ::= {alts}"]
+    alts = " | ".join(_json_call(n, args[n], key) for n in names)
+    return [f"hearth-call ::= {alts}"]
+
+
+def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bool) -> str:
+    """One or (parallel) several calls, markup included, from the format's opening marker on."""
+    if fmt in (ToolFormat.HERMES, ToolFormat.GENERIC):
+        block = '"<tool_call>" "\\n"? hearth-call "\\n"? "</tool_call>"'
+        return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt in (ToolFormat.MISTRAL, ToolFormat.GRANITE):
+        opener = lit(OPENERS[fmt][0])
+        more = ' ( "," space hearth-call )*' if parallel else ""
+        return f'{opener} "[" space hearth-call{more} "]"'
+    if fmt is ToolFormat.MISTRAL_ARGS:
+        one = '"[TOOL_CALLS]" hearth-call'
+        return f"( {one} )+" if parallel else one
+    if fmt is ToolFormat.LLAMA3:
+        return '"<|python_tag|>"? hearth-call' + (' ( ";" space hearth-call )*' if parallel else "")
+    return '"to=functions." hearth-call'  # harmony
+
+
+def _auto_triggers(fmt: ToolFormat, thinking: Thinking) -> tuple[str, ...]:
+    if fmt is ToolFormat.HARMONY:
+        return (r"(to=functions\.)",)
+    opener = "|".join(re.escape(o) for o in OPENERS[fmt])
+    anywhere = f"({opener})"
+    bare = r"\s*(\{)" if fmt in BARE_OBJECT else None  # a Llama 3.x answer that is itself the call
+    if thinking is Thinking.HARMONY:  # in the final channel
+        starts = [HARMONY_FINAL]
+        patterns = [HARMONY_FINAL + r"[\s\S]*?" + anywhere]
+    elif thinking is Thinking.OPEN:  # after the thinking the prompt opened
+        starts = ["</think>"]
+        patterns = [r"</think>[\s\S]*?" + anywhere]
+    elif thinking is Thinking.MAY:  # at once, or after a thinking block
+        starts = ["^", "</think>"]
+        patterns = [r"^\s*" + anywhere, r"</think>[\s\S]*?" + anywhere]
+    else:
+        starts = ["^"]
+        patterns = [anywhere]
+    if bare:
+        patterns += [start + bare for start in starts]
+    return tuple(patterns)
+
+
+def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, ...]]:
+    """The root of a grammar that requires calls, from the first token, thinking first where the model thinks."""
+    if thinking is Thinking.HARMONY:
+        analysis = '"<|channel|>analysis<|message|>" hearth-free "<|end|>" "<|start|>assistant"'
+        free = '\nhearth-free ::= ( [^<] | "<"+ [^<|] )*'  # anything but a harmony marker
+        if fmt is ToolFormat.HARMONY:
+            return f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls' + free, ()
+        final = '"<|channel|>final" "<|constrain|>json"? "<|message|>"'
+        return f"( {analysis} )? {final} hearth-calls" + free, ()
+    rules = _without("hearth-think", "</think>")
+    layout = '"\n"? "\n"?'
+    if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
+        return f'hearth-think "</think>" {layout} hearth-calls\n{rules}', ()
+    if thinking is Thinking.MAY:  # a block of thinking, or none
+        return f'( "<think>" hearth-think "</think>" {layout} )? hearth-calls\n{rules}', ()
+    return "hearth-calls", ()
+
+
+def _without(name: str, literal: str) -> str:
+    """GBNF for any text that does not contain `literal` (whose first character occurs in it only once): the
+    states of matching it, each rule the way back to state 0."""
+    first = literal[0]
+    step = [f"{name}-{k}" for k in range(1, len(literal))]
+    rules = [f"{name} ::= ( [^{_cls(first)}] | {lit(first)}+ {step[0]} )*"]
+    for k in range(1, len(literal)):
+        ch = literal[k]
+        forward = f" | {lit(ch)} {step[k]}" if k < len(literal) - 1 else ""
+        rules.append(f"{step[k - 1]} ::= [^{_cls(ch)}{_cls(first)}]{forward} | {lit(first)}+ {step[0]}")
+    return "\n".join(rules)
+
+
+def _cls(ch: str) -> str:
+    """A character for inside a GBNF [...] class."""
+    return {"\\": "\\\\", "]": "\\]", "^": "\\^", "-": "\\-"}.get(ch, ch)

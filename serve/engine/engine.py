@@ -1,0 +1,654 @@
+"""The one thread that owns llama.cpp: continuous batching over sequences of one context.
+
+Each step decodes, in a single llama_decode batch, the next token of every running sequence plus a chunk of
+one waiting prompt, then samples each sequence with its own sampler chain.
+
+Every sequence has its own KV stream (kv_unified off), and llama.cpp then cuts a batch into micro-batches of
+consecutive, increasing sequence ids only: each break in that run costs a whole extra pass over the weights
+(on the 2-core bench model, 8 sequences in order 59 ms a step, in the order [1..7, 0] 91 ms, {0, 2, 4, 6}
+94 ms). So the batch lists sequences by id, a new job takes the lowest free id, and an id missing between
+running ones gets a filler token (no logits, removed after the step): about 3.5 ms instead of a pass.
+
+Jobs join between steps and leave when they finish or are cancelled (checked at every step).
+
+Prompt cache: a finished sequence keeps its KV cells, tagged with the token ids they hold (serve/engine/prompt_cache.py). A
+new job takes the free sequence sharing the longest prefix with its prompt, drops the cells from the first
+differing position (llama_memory_seq_rm(seq, p, -1)) and decodes only the rest, always at least the last prompt
+token (its logits are sampled; two for a seeded sample, see kvcache.DECODED_EXACT). Before a sequence's cells
+are overwritten, its state is saved to a host-RAM cache (llama_state_seq_get_data), where a later prompt can find it by longest prefix and restore it into any sequence.
+A filler token sits right after its sequence's cached cells and is removed after the step, so it costs no cache.
+Requests talk to the thread through `Job.emit` (thread-safe, usually an asyncio queue) and the `cancelled` flag:
+no locks around llama.cpp, and the HTTP side never waits on it. A step's events are handed over together, right
+before the next llama_decode (see `_flush`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import ctypes
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp as ll
+import numpy as np
+
+from serve.engine import gil_held
+from serve.engine.context import EngineError, new_context
+from serve.engine.grammar import Grammar
+from serve.engine.jobthread import JobThread
+from serve.engine.prompt_cache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
+from serve.engine.stops import StopFilter
+
+log = logging.getLogger("serve.engine")
+
+HARMONY_MARKERS = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|constrain|>", "<think>", "</think>"}
+# Control tokens of the tool-call formats (serve/chat/tools/), kept as text for their parsers.
+TOOL_MARKERS = {"<tool_call>", "</tool_call>", "<|tool_call|>", "<|python_tag|>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"}
+KEPT_MARKERS = frozenset(HARMONY_MARKERS | TOOL_MARKERS)
+
+
+HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (about 1.3 ms on 2 cores)
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
+
+
+@ll.llama_log_callback
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty at load time; keep its errors only.
+    if level == GGML_LOG_LEVEL_ERROR:
+        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+
+def restore_log() -> None:
+    """llama.cpp's log back to the engine's handler (after a caller captured it for a while: llama.cpp keeps the
+    callback's address, so a caller's callback must not outlive it there)."""
+    ll.llama_log_set(_llama_log, ctypes.c_void_p())
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stops: tuple[str, ...] = ()
+    grammar: Grammar | None = None
+    cache_prompt: bool = True  # reuse cached KV cells of an earlier prompt sharing a prefix
+    logprobs: int | None = None  # report each token's log-probability and this many top alternatives
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (log-softmax of the raw logits, as OpenAI reports
+    it, whatever the sampling settings), with the most likely alternatives at that step."""
+
+    token: bytes  # the token's text as bytes (a UTF-8 character may span tokens)
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+# Events a job receives, in order: Piece*, then exactly one of Finished / Failed.
+@dataclass(frozen=True)
+class Piece:
+    text: str  # may be empty (a token held back as part of a possible stop string or a split UTF-8 char)
+    logprob: TokenLogprob | None = None  # when the job asked for logprobs
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # stop, length, cancelled
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV cells came from the cache (not decoded)
+    stop_sequence: str | None = None  # the request's stop string that ended generation, if one did
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+Event = Piece | Finished | Failed
+
+
+@dataclass(eq=False)
+class Job:
+    prompt: list[int]
+    params: SamplingParams
+    emit: Callable[[Event], None]
+    continue_on_end: bool = False  # harmony: <|end|> closes a message, not the turn
+    deliver: Callable[[Event], None] | None = None  # `emit` on the request's own thread (for a batched dispatch)
+    cancelled: bool = False
+    created: float = field(default_factory=time.perf_counter)
+
+    def shut_down(self) -> None:
+        """Ends a job still waiting when the server stops: cleanly, with `stop` (its stream gets [DONE] and all)."""
+        self.emit(Finished("stop", len(self.prompt), 0))
+
+
+def _emit_each(events: list[tuple[Job, Event]]) -> None:
+    for job, event in events:
+        job.emit(event)
+
+
+class Model:
+    """The loaded weights and vocabulary; read-only after loading, so tokenizing is safe from any thread."""
+
+    def __init__(self, path: Path, n_gpu_layers: int = 0) -> None:
+        restore_log()
+        ll.llama_backend_init()
+        params = ll.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
+        if not self.ptr:
+            raise EngineError(f"llama.cpp could not load {path}")
+        self.vocab = ll.llama_model_get_vocab(self.ptr)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._control: dict[int, bool] = {}
+        self.n_ctx_train = ll.llama_model_n_ctx_train(self.ptr)
+
+    def meta(self, key: str) -> str | None:
+        size = 1 << 16
+        buf = ctypes.create_string_buffer(size)
+        n = ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, size)
+        if n < 0:
+            return None
+        if n >= size:  # chat templates can be long
+            buf = ctypes.create_string_buffer(n + 1)
+            ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, n + 1)
+        return buf.value.decode("utf-8", errors="replace")
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        data = text.encode()
+        cap = len(data) + 16
+        arr = (ll.llama_token * cap)()
+        # A short text (a millisecond or less) keeps the GIL: giving it away costs the caller, the event loop for a
+        # small request (serve/chat/offload.py), milliseconds to get it back on a busy machine.
+        tokenize = gil_held.llama_tokenize if len(data) <= HOLD_GIL_MAX else ll.llama_tokenize
+        n = tokenize(self.vocab, data, len(data), arr, cap, add_special, True)
+        if n < 0:
+            arr = (ll.llama_token * -n)()
+            n = tokenize(self.vocab, data, len(data), arr, -n, add_special, True)
+        return list(arr[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The token's bytes (special tokens as their text). Memoized: the vocabulary never changes, and the
+        decode thread then makes no ctypes call per token here (each one gives the GIL away)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, 64, 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = ll.llama_token_to_piece(self.vocab, token, buf, -n, 0, True)
+            cached = self._pieces[token] = buf.raw[:n]
+        return cached
+
+    def token_text(self, token: int) -> str:
+        return self.piece(token).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(ll.llama_vocab_is_eog(self.vocab, token))
+        return eog
+
+    def is_control(self, token: int) -> bool:
+        control = self._control.get(token)
+        if control is None:
+            control = self._control[token] = bool(ll.llama_vocab_is_control(self.vocab, token))
+        return control
+
+    def close(self) -> None:
+        if self.ptr:
+            ll.llama_model_free(self.ptr)
+            self.ptr = None
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq: int
+    job: Job
+    chain: ll.llama_sampler_p
+    todo: deque[int]  # prompt tokens not yet decoded
+    prefix: np.ndarray  # the cached prompt tokens reused (positions 0..cached-1)
+    history: list[int] = field(default_factory=list)  # tokens decoded since (their cells follow the prefix)
+    pos: int = 0
+    last: int | None = None  # sampled token to decode next
+    generated: int = 0
+    batch_index: int = -1
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    stops: StopFilter = field(default_factory=lambda: StopFilter(()))
+
+
+class Engine(JobThread[Job]):
+    """Owns one llama.cpp context with `n_seq` sequences; `submit` and `cancel` are safe from any thread."""
+
+    def __init__(
+        self,
+        model: Model,
+        n_seq: int,
+        ctx_per_seq: int,
+        *,
+        prompt_chunk: int = 256,
+        threads: int | None = None,
+        flash_attn: bool = False,
+        kv_type: str = "f16",
+        cache_ram: int = 0,
+        swa_full: bool = True,
+        save_min: int = 32,
+        dispatch: Callable[[list[tuple[Job, Event]]], None] | None = None,
+        arriving: Callable[[], int] | None = None,
+        gather: float = 0.004,
+    ) -> None:
+        """`cache_ram`: bytes of host RAM for saved sequence states (0: none); `swa_full`: a full-size
+        sliding-window cache, so any cached prefix can be reused (llama.cpp's --swa-full); `save_min`: cells
+        worth saving to host RAM before they are dropped; `dispatch`: receives each step's events at once, from
+        this thread (default: each job's `emit`); `arriving`: requests on their way to `submit` (serve/arrivals.py),
+        for which a step started from idle waits up to `gather` seconds."""
+        self.model = model
+        self.n_seq = n_seq
+        self.chunk = prompt_chunk
+        self.n_batch = prompt_chunk + n_seq
+        self.ctx = new_context(
+            model.ptr,
+            n_ctx=ctx_per_seq * n_seq,
+            n_batch=self.n_batch,
+            n_seq_max=n_seq,
+            kv_unified=False,  # each sequence its own KV stream: batching cannot change its attention
+            threads=threads,
+            flash_attn=flash_attn,
+            kv_type=kv_type,
+            what="a context",
+            swa_full=swa_full,
+        )
+        self.ctx_per_seq = ll.llama_n_ctx_seq(self.ctx)
+        # llama.cpp lowers n_batch to n_ctx (a small --ctx-size); a larger batch would abort the process
+        self.n_batch = min(self.n_batch, ll.llama_n_batch(self.ctx), ll.llama_n_ubatch(self.ctx))
+        self.chunk = min(self.chunk, self.n_batch - n_seq)
+        self.memory = ll.llama_get_memory(self.ctx)
+        self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
+        # The batch's arrays, fetched once: each attribute read of a ctypes struct builds a new pointer object.
+        b = self.batch
+        self._token, self._pos, self._n_seq_id, self._seq_id, self._logits = (
+            b.token,
+            b.pos,
+            b.n_seq_id,
+            b.seq_id,
+            b.logits,
+        )
+        self.n_swa = int(ll.llama_model_n_swa(model.ptr))
+        self.host = HostCache(cache_ram, self.n_swa) if cache_ram > 0 else None
+        self.save_min = save_min
+        self._seqs = [SeqState(i) for i in range(n_seq)]
+        self._clock = 0
+        self._out: list[tuple[Job, Event]] = []
+        self._dispatch = dispatch or _emit_each
+        self._slots: list[_Slot] = []
+        self._arriving = arriving or (lambda: 0)
+        self.gather = gather
+        super().__init__("llama-engine")
+
+    # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
+
+    def _refuse(self, job: Job) -> None:
+        job.emit(Failed("the server is shutting down"))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End every job (running and waiting ones finish with `stop`), then free llama.cpp's memory and every cache
+        entry: a cached state never outlives the context (and model) that made it."""
+        if self._join(timeout) and self.ctx:
+            if self.host is not None:
+                self.host.clear()
+            self._seqs = [SeqState(i) for i in range(self.n_seq)]
+            ll.llama_batch_free(self.batch)
+            ll.llama_free(self.ctx)
+            self.ctx = None
+
+    @property
+    def active(self) -> int:
+        return len(self._slots)
+
+    def cached(self, seq: int) -> np.ndarray:
+        """The token ids sequence `seq`'s cells hold while it is free (for tests and diagnostics)."""
+        return self._seqs[seq].tokens
+
+    # -- the thread ------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            if not self._slots:
+                self._flush()  # about to wait; otherwise the step flushes right before it decodes
+            with self._wake:
+                while not self._stopping and not self._slots and not self._incoming:
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                if not self._slots and self._arriving() > 0:
+                    self._gather()
+                joining = [
+                    self._incoming.popleft() for _ in range(min(len(self._incoming), self.n_seq - len(self._slots)))
+                ]
+            alone = not self._slots
+            for job in joining:  # opened outside the lock: saving or restoring a state copies megabytes
+                if job.cancelled:
+                    self._emit(job, Finished("cancelled", len(job.prompt), 0))
+                    continue
+                try:
+                    exact = alone and job.params.seed is not None and job.params.temperature > 0
+                    bisect.insort(
+                        self._slots, self._open(job, DECODED_EXACT if exact else DECODED), key=lambda s: s.seq
+                    )
+                except Exception as err:  # a job llama.cpp refuses fails alone; the engine goes on
+                    log.exception("starting a sequence failed")
+                    self._emit(job, Failed(f"generation failed: {err}"))
+            for slot in [s for s in self._slots if s.job.cancelled]:
+                self._close(slot, Finished("cancelled", len(slot.job.prompt), slot.generated, slot.prefix.size))
+            if self._slots:
+                try:
+                    self._step()
+                except Exception as err:  # a failed step ends its jobs with an error; the engine goes on
+                    log.exception("decode step failed")
+                    for slot in list(self._slots):
+                        self._close(slot, Failed(f"generation failed: {err}"), keep=False)
+            for slot in [s for s in self._slots if s.batch_index == -2]:
+                self._close(slot, None)
+        for slot in list(self._slots):
+            self._close(slot, Finished("stop", len(slot.job.prompt), slot.generated, slot.prefix.size))
+        while self._incoming:  # admitted but not yet in a sequence: ends as a job still queued does
+            job = self._incoming.popleft()
+            self._emit(job, Finished("stop", len(job.prompt), 0))
+        self._flush()
+
+    def _gather(self) -> None:
+        """From idle, with `_wake` held: wait (at most `gather` seconds) while more requests are on their way and
+        there is room for them, so that one first step starts them all (serve/arrivals.py). Polled in short
+        slices: a request that fails before admission leaves the count without a notify."""
+        deadline = time.perf_counter() + self.gather
+        while not self._stopping and self._arriving() > 0 and len(self._incoming) < self.n_seq:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._wake.wait(min(left, 0.0005))
+
+    def _emit(self, job: Job, event: Event) -> None:
+        self._out.append((job, event))
+
+    def _flush(self) -> None:
+        """Hand the events gathered since the last flush over in one go, right before the thread blocks (in
+        llama_decode, which releases the GIL, or waiting for work): the request side then turns them into bytes
+        while llama.cpp computes, instead of contending for the GIL with the sampling of the step."""
+        if self._out:
+            out, self._out = self._out, []
+            self._dispatch(out)
+
+    # -- sequences and the prompt cache ----------------------------------------------------------------------
+
+    def _open(self, job: Job, decoded: int = DECODED) -> _Slot:
+        prompt = np.asarray(job.prompt, np.int32)
+        running = {s.seq for s in self._slots}
+        free = [s for s in self._seqs if s.seq not in running]
+        reuse = job.params.cache_prompt
+        choice = pick_sequence(free, prompt, running, self.n_swa, reuse, decoded=decoded)
+        state, keep = self._seqs[choice.seq], choice.reuse
+        try:
+            if reuse and self.host is not None:
+                entry, shared = self.host.best(prompt, decoded=decoded)
+                if entry is not None and shared > keep:
+                    # The host cache has more of this prompt: load it into the sequence a miss would take.
+                    state = self._seqs[pick_sequence(free, prompt, running, self.n_swa, reuse=False).seq]
+                    keep = shared if self._restore(state, entry) else 0
+            keep = self._trim(state, keep)
+        except Exception:
+            self._forget(state)
+            raise
+        slot = _Slot(state.seq, job, self._chain(job.params), deque(job.prompt[keep:]), state.tokens[:keep], pos=keep)
+        slot.stops = StopFilter(job.params.stops)
+        return slot
+
+    def _trim(self, state: SeqState, keep: int) -> int:
+        """Drop the sequence's cells from position `keep` on (saving them first when that loses a prompt);
+        returns how many cells are kept (0 when a sliding window has lost what the next token needs)."""
+        if len(state.tokens) - keep >= self.save_min and state.prompt_end - keep > DECODED_EXACT:
+            # Worth a copy only when part of the last prompt goes: dropping just the answer after it means the
+            # same conversation came back (the next turn or a retry) and needs none of it.
+            self._save(state, keep)
+        if keep == 0:
+            self._forget(state)
+            return 0
+        if keep < len(state.tokens):
+            ll.llama_memory_seq_rm(self.memory, state.seq, keep, -1)
+            state.tokens = state.tokens[:keep]
+            state.prompt_end = min(state.prompt_end, keep)
+            state.saved = False
+        if self.n_swa and usable(keep, ll.llama_memory_seq_pos_min(self.memory, state.seq), self.n_swa) < keep:
+            self._forget(state)
+            return 0
+        return keep
+
+    def _forget(self, state: SeqState) -> None:
+        ll.llama_memory_seq_rm(self.memory, state.seq, -1, -1)
+        state.tokens, state.pos_min, state.saved, state.prompt_end = EMPTY, 0, False, 0
+
+    def _save(self, state: SeqState, keep: int) -> None:
+        """Copy the sequence's state into the host cache (once per content), before its cells from `keep` on
+        are dropped. A sliding-window state saves only its window, which would not serve the next turn of a
+        conversation (its prompt ends where this answer began): so the prompt's end is saved too."""
+        if self.host is None or state.saved or len(state.tokens) < self.save_min:
+            return
+        state.saved = True
+        self._put(state)
+        end = state.prompt_end
+        if (
+            self.n_swa
+            and keep <= end < len(state.tokens) - self.n_swa
+            and usable(end, state.pos_min, self.n_swa) == end
+        ):
+            ll.llama_memory_seq_rm(self.memory, state.seq, end, -1)  # dropped after this anyway
+            state.tokens = state.tokens[:end]
+            self._put(state)
+
+    def _put(self, state: SeqState) -> None:
+        assert self.host is not None
+        if len(state.tokens) < self.save_min or self.host.covers(state.tokens):
+            return
+        size = ll.llama_state_seq_get_size(self.ctx, state.seq)
+        if size > self.host.capacity:
+            return
+        data = (ctypes.c_uint8 * size)()
+        if ll.llama_state_seq_get_data(self.ctx, data, size, state.seq) == size:
+            self.host.put(state.tokens, data, size, state.pos_min)
+
+    def _restore(self, state: SeqState, entry: Entry) -> bool:
+        """Replace the sequence's cells by a saved state (the old cells are saved first when worth it)."""
+        self._trim(state, 0)
+        if ll.llama_state_seq_set_data(self.ctx, entry.data, entry.size, state.seq) != entry.size:
+            self._forget(state)
+            return False
+        state.tokens, state.saved, state.prompt_end = entry.tokens, True, 0
+        state.pos_min = entry.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, state.seq))
+        return True
+
+    def _close(self, slot: _Slot, event: Event | None, keep: bool = True) -> None:
+        """End the slot: its cells stay cached under their token ids (unless `keep` is off: after a failed
+        step their content is unknown); the sequence id is reusable at once."""
+        state = self._seqs[slot.seq]
+        if keep:
+            state.tokens = np.concatenate([slot.prefix, np.asarray(slot.history, np.int32)])
+            state.prompt_end = min(len(slot.job.prompt), len(state.tokens))  # less when cancelled mid-prompt
+            state.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, slot.seq)) if self.n_swa else 0
+            state.saved = False
+        else:
+            self._forget(state)
+        self._clock += 1
+        state.used = self._clock
+        ll.llama_sampler_free(slot.chain)
+        self._slots.remove(slot)
+        if event is not None:
+            self._emit(slot.job, event)
+
+    # -- sampling --------------------------------------------------------------------------------------------
+
+    def _chain(self, p: SamplingParams) -> ll.llama_sampler_p:
+        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        add = lambda s: ll.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if p.grammar is not None:
+            add(self._grammar(p.grammar))
+        if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+            # This llama.cpp's signature: (n_vocab, last_n, repeat, freq, present).
+            add(
+                ll.llama_sampler_init_penalties(
+                    self.model.n_vocab, 64, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
+                )
+            )
+        if p.temperature <= 0.0:
+            add(ll.llama_sampler_init_greedy())
+            return chain
+        if p.top_k > 0:
+            add(ll.llama_sampler_init_top_k(p.top_k))
+        if p.top_p < 1.0:
+            add(ll.llama_sampler_init_top_p(p.top_p, 1))
+        if p.min_p > 0.0:
+            add(ll.llama_sampler_init_min_p(p.min_p, 1))
+        add(ll.llama_sampler_init_temp(p.temperature))
+        add(ll.llama_sampler_init_dist(p.seed if p.seed is not None else random.getrandbits(32)))
+        return chain
+
+    def _grammar(self, g: Grammar) -> ll.llama_sampler_p:
+        if not g.triggers:
+            smpl = ll.llama_sampler_init_grammar(self.model.vocab, g.text.encode(), b"root")
+        else:
+            patterns = (ctypes.c_char_p * len(g.triggers))(*(t.encode() for t in g.triggers))
+            smpl = ll.llama_sampler_init_grammar_lazy_patterns(
+                self.model.vocab, g.text.encode(), b"root", patterns, len(g.triggers), (ll.llama_token * 0)(), 0
+            )
+        if not smpl:
+            raise EngineError("llama.cpp rejected the grammar")
+        return smpl
+
+    # -- one step ----------------------------------------------------------------------------------------------
+
+    def _add(self, token: int, pos: int, seq: int, logits: bool) -> int:
+        i = self.batch.n_tokens
+        self._token[i], self._pos[i], self._n_seq_id[i], self._logits[i] = token, pos, 1, logits
+        self._seq_id[i][0] = seq
+        self.batch.n_tokens = i + 1
+        return i
+
+    def _step(self) -> None:
+        # Sequences in id order (self._slots is sorted), each with at least one token, and a filler for each
+        # free id between running ones: llama.cpp then decodes the step in one pass (see the module's note).
+        self.batch.n_tokens = 0
+        by_seq = {slot.seq: slot for slot in self._slots}
+        ids = range(self._slots[0].seq, self._slots[-1].seq + 1)
+        fillers: list[tuple[SeqState, int]] = []
+        spare = self.n_batch - len(ids)  # prompt tokens beyond one a sequence (n_batch = chunk + n_seq)
+        for seq in ids:
+            slot = by_seq.get(seq)
+            if slot is None:  # right after the free sequence's cached cells, which it leaves untouched
+                state = self._seqs[seq]
+                if len(state.tokens) >= self.ctx_per_seq:
+                    self._trim(state, self.ctx_per_seq - 1)
+                fillers.append((state, len(state.tokens)))
+                self._add(0, len(state.tokens), seq, False)
+                continue
+            slot.batch_index = -1
+            if slot.last is not None:
+                slot.batch_index = self._add(slot.last, slot.pos, slot.seq, True)
+                slot.history.append(slot.last)
+                slot.pos += 1
+            elif slot.todo:  # a prompt chunk per step keeps running streams flowing
+                take = 1 + min(len(slot.todo) - 1, self.chunk - 1, spare)
+                spare -= take - 1
+                for k in range(take):
+                    last = k == take - 1 and len(slot.todo) == 1
+                    token = slot.todo.popleft()
+                    idx = self._add(token, slot.pos, slot.seq, last)
+                    slot.history.append(token)
+                    slot.pos += 1
+                    if last:
+                        slot.batch_index = idx
+        if self.batch.n_tokens == len(fillers):
+            self._flush()
+            return
+        self._flush()  # the request side works on the last step's tokens while this one decodes
+        try:
+            rc = ll.llama_decode(self.ctx, self.batch)
+        finally:
+            for state, pos in fillers:
+                gil_held.llama_memory_seq_rm(self.memory, state.seq, pos, -1)
+                if self.n_swa:  # the filler may have taken the place of a cell outside the window
+                    state.pos_min = max(0, gil_held.llama_memory_seq_pos_min(self.memory, state.seq))
+        if rc != 0:
+            raise EngineError(f"llama_decode returned {rc}")
+        for slot in list(self._slots):
+            if slot.batch_index >= 0:
+                self._sample(slot)
+
+    def _sample(self, slot: _Slot) -> None:
+        job, model = slot.job, self.model
+        p = job.params
+        if (
+            p.temperature <= 0.0
+            and p.grammar is None
+            and p.repeat_penalty == 1.0
+            and not (p.presence_penalty or p.frequency_penalty)
+        ):
+            # Plain greedy: an argmax over the logits in place, without building llama.cpp's candidate array
+            # of the whole vocabulary (151,936 entries for qwen) for every sequence at every step.
+            logits = gil_held.llama_get_logits_ith(self.ctx, slot.batch_index)
+            token = int(np.ctypeslib.as_array(logits, shape=(model.n_vocab,)).argmax())
+        else:
+            token = ll.llama_sampler_sample(slot.chain, self.ctx, slot.batch_index)
+        end_of_message = job.continue_on_end and model.token_text(token) == "<|end|>"
+        if model.is_eog(token) and not end_of_message:
+            self._finish(slot, "stop")
+            return
+        slot.generated += 1
+        slot.last = token
+        raw = model.piece(token)
+        logprob = self._logprob(slot.batch_index, token, raw, p.logprobs) if p.logprobs is not None else None
+        if model.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
+            raw = b""  # a stray control token is never text
+        text, hit = slot.stops.feed(slot.decoder.decode(raw))
+        self._emit(job, Piece(text, logprob))
+        if hit:
+            self._finish(slot, "stop", flush=False)
+        elif slot.generated >= job.params.max_tokens or slot.pos + 1 >= self.ctx_per_seq:
+            self._finish(slot, "length")
+
+    def _logprob(self, index: int, token: int, piece: bytes, top: int) -> TokenLogprob:
+        """log-softmax of the raw logits at `index` (in float64): the token's value and the `top` best."""
+        logits = np.ctypeslib.as_array(gil_held.llama_get_logits_ith(self.ctx, index), shape=(self.model.n_vocab,))
+        x = logits.astype(np.float64)
+        peak = x.max()
+        norm = peak + np.log(np.exp(x - peak).sum())
+        best: tuple[tuple[bytes, float], ...] = ()
+        if top > 0:
+            ids = np.argpartition(-x, top - 1)[:top]
+            ids = ids[np.argsort(-x[ids], kind="stable")]
+            best = tuple((self.model.piece(int(i)), float(x[i] - norm)) for i in ids)
+        return TokenLogprob(piece, float(x[token] - norm), best)
+
+    def _finish(self, slot: _Slot, reason: str, flush: bool = True) -> None:
+        if flush:
+            rest = slot.stops.feed(slot.decoder.decode(b"", final=True))[0] + slot.stops.flush()
+            if rest:
+                self._emit(slot.job, Piece(rest))
+        self._emit(
+            slot.job,
+            Finished(reason, len(slot.job.prompt), slot.generated, slot.prefix.size, stop_sequence=slot.stops.hit),
+        )
+        slot.batch_index = -2  # closed by the loop after this step
