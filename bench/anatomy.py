@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.common import Row
 from bench.models import qwen2_330m, smollm_135m_q4
-from bench.serve import PROMPT, THREADS, clients, serve_argv, server
+from bench.streams import PROMPT, THREADS, clients, serve_argv, server
 from hearth_common.procs import free_port
 
 TOKENS = 64

@@ -35,7 +35,7 @@ import numpy as np
 from bench import llama_server
 from bench.common import Row
 from bench.models import CACHE, qwen2_330m, smollm_135m_q4
-from bench.serve import THREADS, serve_argv, server
+from bench.streams import THREADS, serve_argv, server
 from hearth_common.procs import free_port
 from testkit.procs import ServerProcess
 

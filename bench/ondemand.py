@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from bench.common import Row
-from bench.serve import PROMPT, THREADS, build_model
+from bench.streams import PROMPT, THREADS, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 5  # medians: the cores are often shared

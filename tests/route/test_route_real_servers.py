@@ -28,7 +28,7 @@ MAX_TOKENS = 200 if DEMO else 12  # the demo model thinks first, then answers; t
 def model(request: pytest.FixtureRequest) -> Path:
     if DEMO:
         return Path(request.getfixturevalue("demo_gguf")("demo-think"))
-    from tests.serve.tiny_gguf import build_tiny_gguf
+    from testkit.tiny_gguf import build_tiny_gguf
 
     return build_tiny_gguf()
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from testkit.procs import wait_until
-from tests.serve.servers import running_router, running_server
+from testkit.servers import running_router, running_server
 
 MODELS = ("demo-think", "demo-harmony")
 

@@ -14,9 +14,9 @@ from typing import Any
 import anthropic
 import pytest
 
+from testkit.servers import running_server
+from testkit.tiny_gguf import build_tiny_gguf
 from tests.serve.api_stack import MODELS, demo_stack, prompt_ids
-from tests.serve.servers import running_server
-from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 MARKUP = re.compile(r"<\|[a-z_]+\|>|</?think>|</?tool_call>|to=functions")
@@ -255,7 +255,7 @@ def test_readme_examples_run(stack: dict[str, str]) -> None:
     import sys
 
     from models.demo.data import by_question
-    from tests.serve.servers import REPO
+    from testkit.servers import REPO
 
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Anthropic and Responses clients", 1)[1].split("\n## ", 1)[0]

@@ -8,8 +8,8 @@ from typing import Any
 
 from serve.app import create_app
 from serve.config import ServeConfig
+from testkit.tiny_gguf import build_tiny_gguf
 from tests.serve.promtext import sample
-from tests.serve.tiny_gguf import build_tiny_gguf
 
 MESSAGES = {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 RESPONSES = {"model": "tiny", "max_output_tokens": 4, "input": "hi"}

@@ -160,7 +160,7 @@ def test_a_model_without_pooling_is_refused() -> None:
     """The tiny generation model declares no pooling: loading it for embeddings names --pooling."""
     from serve.engine.context import EngineError
     from serve.engine.engine import Model
-    from tests.serve.tiny_gguf import build_tiny_gguf
+    from testkit.tiny_gguf import build_tiny_gguf
 
     model = Model(build_tiny_gguf())
     try:
@@ -181,7 +181,7 @@ def test_an_embeddings_app_without_pooling_says_why_and_with_it_serves() -> None
 
     from serve.app import create_app
     from serve.config import ServeConfig
-    from tests.serve.tiny_gguf import build_tiny_gguf
+    from testkit.tiny_gguf import build_tiny_gguf
 
     async def run(config: ServeConfig) -> list[tuple[int, dict]]:
         async with create_app(config).test_app() as test_app:

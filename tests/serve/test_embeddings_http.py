@@ -15,10 +15,10 @@ import openai
 import pytest
 
 from testkit.procs import wait_until
+from testkit.servers import running_router, running_server
+from testkit.tiny_gguf import build_tiny_gguf
 from tests.serve.promtext import sample
-from tests.serve.servers import running_router, running_server
 from tests.serve.test_embeddings import COSINE, MAX_ABS, TEXTS, hf_vectors
-from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 NAME, ALIAS = "qe", "qwen3-embedding"

@@ -15,7 +15,7 @@ from serve.chat.answer_grammar import build
 from serve.chat.channels import Format
 from serve.chat.schemas import ResponseFormat
 from serve.engine.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.tiny_gguf import build_tiny_gguf
 
 PROMPTS = ["hello there", "abc def", "the quick brown fox", "zzz", "Paris is", "1 2 3 4"]
 

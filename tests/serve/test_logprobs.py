@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.serve.servers import running_server
+from testkit.servers import running_server
 
 pytestmark = pytest.mark.slow
 TOL = 1e-4

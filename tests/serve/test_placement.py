@@ -43,7 +43,7 @@ def test_resolve() -> None:
 
 def test_read_shape_from_a_real_gguf() -> None:
     from serve.engine.placement import read_shape
-    from tests.serve.tiny_gguf import build_tiny_gguf
+    from testkit.tiny_gguf import build_tiny_gguf
 
     shape = read_shape(str(build_tiny_gguf()))
     # tiny: 2 layers of 4 attention (64x64) + 3 ffn (64x128) f32 matrices + 2 norms; head 261x64 + norm

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from serve.engine.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.tiny_gguf import build_tiny_gguf
 
 WORDS = [
     "the",

@@ -9,7 +9,7 @@ import pytest
 
 from serve.app import create_app
 from serve.config import ServeConfig
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.tiny_gguf import build_tiny_gguf
 
 MSG = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
+from testkit.servers import running_server
 from tests.serve.promtext import sample
-from tests.serve.servers import running_server
 
 pytestmark = pytest.mark.slow
 QUESTIONS = ["What is the capital of France?", "What is 7 + 5?", "What is the capital of Japan?"]

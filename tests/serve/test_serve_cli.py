@@ -23,7 +23,7 @@ from hearth_common.procs import CODE_ROOT, child_env
 from hearth_common.version import version
 from serve.__main__ import main
 from serve.config import build_parser, from_args
-from tests.serve.servers import running_server
+from testkit.servers import running_server
 
 
 @pytest.mark.parametrize(

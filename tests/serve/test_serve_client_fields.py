@@ -10,8 +10,8 @@ from typing import Any
 
 from serve.app import create_app
 from serve.config import ServeConfig
+from testkit.tiny_gguf import build_tiny_gguf
 from tests.serve.promtext import sample
-from tests.serve.tiny_gguf import build_tiny_gguf
 
 MSG = [{"role": "user", "content": "hi"}]
 

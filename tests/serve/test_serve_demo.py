@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.serve.servers import running_server
+from testkit.servers import running_server
 
 pytestmark = pytest.mark.slow
 MARKER = re.compile(r"<\|[a-z_]+\|>|</?think>")

@@ -12,7 +12,7 @@ import pytest
 from serve.app import create_app
 from serve.chat.schemas import MAX_MESSAGES
 from serve.config import ServeConfig
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.tiny_gguf import build_tiny_gguf
 
 HI = '"messages": [{"role": "user", "content": "hi"}]'
 BAD = [

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.serve.servers import running_server
+from testkit.servers import running_server
 
 pytestmark = pytest.mark.slow
 MARKER = re.compile(r"<\|(start|channel|message|end|return|call|constrain)\|>|</?think>")

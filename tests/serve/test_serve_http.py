@@ -13,9 +13,9 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testkit.servers import running_server
+from testkit.tiny_gguf import build_tiny_gguf
 from tests.serve.promtext import sample
-from tests.serve.servers import running_server
-from tests.serve.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "hello"}]

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from testkit.procs import wait_until
-from tests.serve.servers import running_router, running_server
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.servers import running_router, running_server
+from testkit.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 

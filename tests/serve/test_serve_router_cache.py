@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
-from tests.serve.servers import running_router, running_server
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.servers import running_router, running_server
+from testkit.tiny_gguf import build_tiny_gguf
 
 pytestmark = pytest.mark.slow
 KEY = "router-admin-key"

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from testkit.procs import wait_until
-from tests.serve.servers import running_router, running_server
+from testkit.servers import running_router, running_server
 
 pytestmark = pytest.mark.slow
 MARKUP = re.compile(r"<\|[a-z_]+\|>|</?think>|</?tool_call>|to=functions")

@@ -16,7 +16,7 @@ from serve.chat.tools.grammar import build
 from serve.chat.tools.request import ToolRequest
 from serve.engine.engine import Model
 from serve.errors import InvalidRequest
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.tiny_gguf import build_tiny_gguf
 
 WEATHER = {
     "type": "function",

@@ -10,7 +10,7 @@ from typing import Any
 
 from serve.app import create_app
 from serve.config import ServeConfig
-from tests.serve.tiny_gguf import build_tiny_gguf
+from testkit.tiny_gguf import build_tiny_gguf
 
 WEATHER = {
     "type": "function",

@@ -13,7 +13,7 @@ from pathlib import Path
 from hearth_common.procs import free_port
 from testkit.procs import ServerProcess
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".cache" / "serve"
 
 
