@@ -15,6 +15,8 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from serve.engine.stops import partial_tail
+
 ANALYSIS, COMMENTARY, FINAL = "analysis", "commentary", "final"
 CHANNELS = (ANALYSIS, COMMENTARY, FINAL)
 
@@ -93,7 +95,7 @@ class ChannelParser:
         while text:
             pos, marker = self._first_marker(text)
             if marker is None:
-                keep = self._partial_tail(text)
+                keep = partial_tail(text, self.markers)
                 self._text(text[: len(text) - keep], out)
                 self._pending = text[len(text) - keep :]
                 break
@@ -119,16 +121,6 @@ class ChannelParser:
             if i != -1 and i < best[0]:
                 best = (i, m)
         return best
-
-    def _partial_tail(self, text: str) -> int:
-        """Length of the longest tail of `text` that is a proper prefix of some marker."""
-        longest = 0
-        for m in self.markers:
-            for n in range(min(len(m) - 1, len(text)), longest, -1):
-                if text.endswith(m[:n]):
-                    longest = n
-                    break
-        return longest
 
     def _text(self, text: str, out: list[Event]) -> None:
         if not text:

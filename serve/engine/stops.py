@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+
+def partial_tail(text: str, markers: Iterable[str]) -> int:
+    """The length of the longest end of `text` that is the start of a marker (but not a whole one): what a
+    stream holds back until the next piece says whether the marker follows. Shared with the channel parser."""
+    keep = 0
+    for m in markers:
+        for n in range(min(len(m) - 1, len(text)), keep, -1):
+            if text.endswith(m[:n]):
+                keep = n
+                break
+    return keep
 
 
 @dataclass
@@ -19,12 +32,7 @@ class StopFilter:
         if hits:
             at, self.hit = min(hits, key=lambda h: h[0])
             return text[:at], True
-        keep = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(text)), keep, -1):
-                if text.endswith(s[:n]):
-                    keep = n
-                    break
+        keep = partial_tail(text, self.stops)
         self._held = text[len(text) - keep :]
         return text[: len(text) - keep], False
 
