@@ -2,7 +2,7 @@
 
 From a pseudo-random generator seeded once from the OS, not from os.urandom per id: that system call gives the
 GIL away, and on a machine whose cores llama.cpp's threads keep busy the event loop then waits milliseconds to be
-scheduled and get it back (measured: uuid4 was a third of the event loop's busy time per request).
+scheduled and get it back (bench/anatomy.py showed uuid4 among the event loop's largest costs per request).
 """
 
 from __future__ import annotations

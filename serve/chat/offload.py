@@ -3,9 +3,9 @@ the request is small, in a worker thread when it is big.
 
 A thread keeps a big request (a long conversation, a large tool list) from holding every stream's next chunk.
 For a small one the hop costs more than the work: under load the worker waits for a core and for the GIL (up to
-the 5 ms switch interval) while llama.cpp's threads and the decode thread run, and the request's first token
-waited milliseconds for a tokenization of tens of microseconds (measured over runs of 1 and 8 streams: admission
-6.5 ms at the median, 5.6 ms of it in the hop). Tokenizing 16 KB takes about 1.3 ms on this 2-core machine.
+the switch interval) while llama.cpp's threads and the decode thread run, and the request's first token
+waited milliseconds for a tokenization of tens of microseconds (bench/anatomy.py measures admission; the
+figures are in bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -5,9 +5,8 @@ one waiting prompt, then samples each sequence with its own sampler chain.
 
 Every sequence has its own KV stream (kv_unified off), and llama.cpp then cuts a batch into micro-batches of
 consecutive, increasing sequence ids only: each break in that run costs a whole extra pass over the weights
-(on the 2-core bench model, 8 sequences in order 59 ms a step, in the order [1..7, 0] 91 ms, {0, 2, 4, 6}
-94 ms). So the batch lists sequences by id, a new job takes the lowest free id, and an id missing between
-running ones gets a filler token (no logits, removed after the step): about 3.5 ms instead of a pass.
+(figures in bench/RESULTS.md). So the batch lists sequences by id, a new job takes the lowest free id, and an id
+missing between running ones gets a filler token (no logits, removed after the step): far cheaper than a pass.
 
 Jobs join between steps and leave when they finish or are cancelled (checked at every step).
 
@@ -53,7 +52,7 @@ TOOL_MARKERS = {"<tool_call>", "</tool_call>", "<|tool_call|>", "<|python_tag|>"
 KEPT_MARKERS = frozenset(HARMONY_MARKERS | TOOL_MARKERS)
 
 
-HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (about 1.3 ms on 2 cores)
+HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (a millisecond or so)
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
 
 

@@ -23,9 +23,9 @@ DECODED = 1
 # ggml computes a one-token batch by another kernel than a longer one, so the last bits of its logits differ from
 # a fresh decode's (whose last chunk has more tokens). That changes no greedy answer we have seen, but a seeded
 # sample must repeat exactly: such a request decodes two when it runs alone (with other sequences in the step,
-# their tokens make the batch longer anyway). Not always two: on the 2-core bench machine a two-token batch
-# costs 1.7 times a one-token pass (8 ms more to the first token of the 330M model), and a second token while
-# others run would cost llama.cpp a pass of its own (it splits a batch into equal numbers of tokens a sequence).
+# their tokens make the batch longer anyway). Not always two: a two-token batch costs well over a one-token pass
+# on a CPU, and a second token while others run would cost llama.cpp a pass of its own (it splits a batch into
+# equal numbers of tokens a sequence).
 DECODED_EXACT = 2
 
 
