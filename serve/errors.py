@@ -10,7 +10,7 @@ ServeError
   BodyTooLarge        413
   QueueFull           429 queue_full, with Retry-After
   Loading             503 (model not loaded yet)
-  ShuttingDown        503 (the server stopped before answering)
+  ShuttingDown        503 with Retry-After (the server stopped before the answer was complete)
 ConfigError           bad command line or model path: one line, exit 2
 """
 
@@ -75,6 +75,7 @@ class Loading(ServeError):
 
 class ShuttingDown(ServeError):
     status, type, code = 503, "server_error", "shutting_down"
+    retry_after = 1  # another server (the router's next one) can take it now; this one is going away
 
 
 class ConfigError(Exception):

@@ -67,7 +67,7 @@ async def _chunks(chat: Chat, req: CompletionRequest, meta: dict[str, Any]) -> A
         async for event in events:
             if isinstance(event, Error):
                 failed = {**meta, "object": "text_completion", "choices": []}
-                yield sse.data({**failed, **error_body(event.message, "server_error", "generation_failed")}) + sse.DONE
+                yield sse.data({**failed, **error_body(event.message, "server_error", event.code)}) + sse.DONE
                 return
             if isinstance(event, Finish):
                 end = sse.data(chunk("", event.reason))

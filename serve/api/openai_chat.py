@@ -82,7 +82,7 @@ async def _chunks(chat: Chat, req: ChatRequest, meta: dict[str, Any]) -> AsyncGe
         async for event in events:
             if isinstance(event, Error):
                 failed = {**meta, "object": "chat.completion.chunk", "choices": []}
-                yield sse.data({**failed, **error_body(event.message, "server_error", "generation_failed")}) + sse.DONE
+                yield sse.data({**failed, **error_body(event.message, "server_error", event.code)}) + sse.DONE
                 return
             if isinstance(event, Finish):
                 end = sse.data(chunk({}, event.reason))

@@ -50,7 +50,7 @@ from serve.chat.tools.request import ToolRequest, tool_request
 from serve.chat.turn import Turn
 from serve.engine.engine import Failed, Piece, SamplingParams, TokenLogprob
 from serve.engine.grammar import Grammar
-from serve.errors import ContextLengthExceeded, InvalidRequest, ServeError
+from serve.errors import ContextLengthExceeded, InvalidRequest, ServeError, ShuttingDown
 from serve.runtime import Run, Runtime
 
 # The call events are the tool parsers' own (serve/chat/tools/events.py), passed on unchanged.
@@ -72,11 +72,18 @@ class Finish:
     channel_tokens: dict[str, int] = field(default_factory=dict)
     cached_tokens: int = 0
     stop_sequence: str | None = None
+    interrupted: bool = False  # the server stopped mid-answer: a stream ends as it is, a whole answer is a 503
 
 
 @dataclass(frozen=True)
 class Error:
     message: str
+    shutting_down: bool = False  # the server stopped before generating: the client may retry elsewhere
+
+    @property
+    def code(self) -> str:
+        """The error code a stream's error event carries."""
+        return "shutting_down" if self.shutting_down else "generation_failed"
 
 
 ChatEvent = Text | ToolCallStart | ToolCallArgs | Finish | Error
@@ -122,8 +129,10 @@ async def fold(chat: Chat, add: Callable[[ChatEvent], object]) -> Finish:
     async with aclosing(chat.events()) as events:
         async for event in events:
             if isinstance(event, Error):
-                raise ServeError(event.message)
+                raise ShuttingDown(event.message) if event.shutting_down else ServeError(event.message)
             if isinstance(event, Finish):
+                if event.interrupted:  # nothing has been sent: better retried elsewhere than cut short
+                    raise ShuttingDown("the server is shutting down; the answer was not finished")
                 return event
             add(event)
     raise ServeError("generation ended without a result")
@@ -297,13 +306,14 @@ class Generation:
         cached_tokens: int = 0,
         stop_sequence: str | None = None,
     ) -> list[ChatEvent]:
-        """The engine's end (reason stop, length or cancelled): what was held back, then the Finish."""
+        """The engine's end (reason stop, length, cancelled or shutdown): what was held back, then the Finish."""
         out = self._route(self.turn.finish())
         if self._markup:
             out += self._from_markup(self._markup.finish())
         why = "length" if reason == "length" else "tool_calls" if self._called else "stop"
         counts = {c: n for c, n in self.turn.channel_tokens.items() if n}
-        return [*out, Finish(why, prompt_tokens, completion_tokens, counts, cached_tokens, stop_sequence)]
+        cut = reason == "shutdown"
+        return [*out, Finish(why, prompt_tokens, completion_tokens, counts, cached_tokens, stop_sequence, cut)]
 
     def _in_call(self) -> bool:
         return bool(self._markup and self._markup.in_call) or self.turn.in_addressed_message
@@ -373,7 +383,7 @@ class Chat:
                     for e in self.generation.piece(event.text):
                         yield e
                 elif isinstance(event, Failed):
-                    yield Error(event.message)
+                    yield Error(event.message, event.shutting_down)
                     return
                 else:
                     note(prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens)  # access line

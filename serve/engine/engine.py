@@ -105,7 +105,7 @@ class Piece:
 
 @dataclass(frozen=True)
 class Finished:
-    reason: str  # stop, length, cancelled
+    reason: str  # stop, length, cancelled, shutdown (the server stopped while it ran: the text is cut)
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # prompt tokens whose KV cells came from the cache (not decoded)
@@ -115,6 +115,10 @@ class Finished:
 @dataclass(frozen=True)
 class Failed:
     message: str
+    shutting_down: bool = False  # ended by the server's stop before it produced anything: the client may retry
+
+
+SHUTTING_DOWN = Failed("the server is shutting down", shutting_down=True)
 
 
 Event = Piece | Finished | Failed
@@ -131,8 +135,9 @@ class Job:
     created: float = field(default_factory=time.perf_counter)
 
     def shut_down(self) -> None:
-        """Ends a job still waiting when the server stops: cleanly, with `stop` (its stream gets [DONE] and all)."""
-        self.emit(Finished("stop", len(self.prompt), 0))
+        """Ends a job still waiting when the server stops: nothing was generated, so the client may retry it
+        elsewhere (a whole response becomes 503 with Retry-After)."""
+        self.emit(SHUTTING_DOWN)
 
 
 def _emit_each(events: list[tuple[Job, Event]]) -> None:
@@ -303,10 +308,10 @@ class Engine(JobThread[Job]):
     # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
 
     def _refuse(self, job: Job) -> None:
-        job.emit(Failed("the server is shutting down"))
+        job.emit(SHUTTING_DOWN)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """End every job (running and waiting ones finish with `stop`), then free llama.cpp's memory and every cache
+        """End every job (running ones finish with `shutdown`, waiting ones fail with SHUTTING_DOWN), then free llama.cpp's memory and every cache
         entry: a cached state never outlives the context (and model) that made it."""
         if self._join(timeout) and self.ctx:
             if self.host is not None:
@@ -365,10 +370,9 @@ class Engine(JobThread[Job]):
             for slot in [s for s in self._slots if s.batch_index == -2]:
                 self._close(slot, None)
         for slot in list(self._slots):
-            self._close(slot, Finished("stop", len(slot.job.prompt), slot.generated, slot.prefix.size))
+            self._close(slot, Finished("shutdown", len(slot.job.prompt), slot.generated, slot.prefix.size))
         while self._incoming:  # admitted but not yet in a sequence: ends as a job still queued does
-            job = self._incoming.popleft()
-            self._emit(job, Finished("stop", len(job.prompt), 0))
+            self._emit(self._incoming.popleft(), SHUTTING_DOWN)
         self._flush()
 
     def _gather(self) -> None:

@@ -218,8 +218,9 @@ def test_a_step_is_one_run_of_sequence_ids(model: Model, monkeypatch: pytest.Mon
 
 
 def test_stop_ends_running_and_waiting_jobs_cleanly(model: Model) -> None:
-    """At shutdown a running job and one still waiting for a sequence both end with `stop` (a stream gets its finish
-    and [DONE]); a job submitted after the stop fails."""
+    """At shutdown a running job ends with `shutdown` (a stream gets its finish and [DONE], a whole answer becomes a
+    503); one still waiting for a sequence, and one submitted after the stop, fail as shutting down (503, retried
+    elsewhere)."""
     e = Engine(model, n_seq=1, ctx_per_seq=4096, threads=2)
     e.start()
     try:
@@ -229,11 +230,12 @@ def test_stop_ends_running_and_waiting_jobs_cleanly(model: Model) -> None:
     finally:
         e.stop()
     _, ended = collect(running)
-    assert isinstance(ended, Finished) and ended.reason == "stop" and ended.completion_tokens < 4000
+    assert isinstance(ended, Finished) and ended.reason == "shutdown" and ended.completion_tokens < 4000
     _, ended = collect(waiting)
-    assert isinstance(ended, Finished) and ended.reason == "stop" and ended.completion_tokens == 0
+    assert isinstance(ended, Failed) and ended.shutting_down
     _, late = submit(e, model, "zzz")
-    assert isinstance(late.get(timeout=5), Failed)
+    failed = late.get(timeout=5)
+    assert isinstance(failed, Failed) and failed.shutting_down
 
 
 def test_requests_arriving_together_start_in_one_step(model: Model) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
+import signal
 import time
 from collections.abc import Iterator
 
@@ -243,3 +245,46 @@ def test_shutdown_ends_streams_cleanly() -> None:
             assert rest[-1] == "data: [DONE]"
             assert json.loads(rest[-2][6:])["choices"][0]["finish_reason"] == "stop"
             assert time.time() - t0 < 5
+
+
+def test_shutdown_answers_unfinished_whole_requests_503_with_retry_after() -> None:
+    """SIGTERM with whole requests running and queued: each gets 503 `shutting_down` with Retry-After (nothing
+    was sent, so a router or client retries it elsewhere), never a 500 and never a cut answer passed off as
+    `stop`; a queued stream's error event says `shutting_down`; the process exits promptly."""
+    with running_server(
+        "--model-path", str(build_tiny_gguf()), "--max-concurrent", "2", "--max-queue", "8", "--ctx-size", "32768"
+    ) as url:
+        body = {"messages": MSG, "max_tokens": 30000, "temperature": 0}
+
+        async def scenario() -> tuple[list[httpx.Response], list[str]]:
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def whole() -> httpx.Response:
+                    return await client.post(url + "/v1/chat/completions", json=body)
+
+                async def stream() -> list[str]:
+                    payload = {**body, "stream": True}
+                    async with client.stream("POST", url + "/v1/chat/completions", json=payload) as r:
+                        return [line async for line in r.aiter_lines() if line]
+
+                wholes = [asyncio.create_task(whole()) for _ in range(3)]  # two run, one waits
+                queued = asyncio.create_task(stream())
+                for _ in range(100):
+                    status = (await client.get(url + "/queue/status")).json()
+                    if status["active"] == 2 and status["waiting"] == 2:
+                        break
+                    await asyncio.sleep(0.05)
+                assert status["active"] == 2 and status["waiting"] == 2
+                url.proc.send_signal(signal.SIGTERM)
+                return list(await asyncio.gather(*wholes)), await queued
+
+        t0 = time.time()
+        answers, lines = asyncio.run(scenario())
+        for r in answers:
+            assert r.status_code == 503, r.text
+            assert int(r.headers["Retry-After"]) >= 1
+            assert r.json()["error"]["code"] == "shutting_down"
+        assert lines[-1] == "data: [DONE]"
+        assert json.loads(lines[-2][6:])["error"]["code"] == "shutting_down"
+        assert url.proc.wait(timeout=15) == 0
+        assert time.time() - t0 < 15
