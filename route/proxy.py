@@ -1,8 +1,7 @@
 """Forwarding: pick a backend, send, retry before the first byte, relay streams unbuffered.
 
-The upstream HTTP client sits behind the small `Upstream` protocol so unit tests can inject a fake;
-`AiohttpUpstream` is the real one (aiohttp's client measured faster than httpx in bench/route.py) and
-the only place that knows aiohttp's exceptions.
+The policy only: the HTTP client is the injected `Upstream` (route/upstream.py), which maps its library's
+exceptions to route.errors' BackendError tree.
 
 A backend that answers 508 Loop Detected is passed on as is: the loop is a misconfiguration, not a sick backend.
 """
@@ -14,16 +13,13 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from hearth_common.logs import note, note_usage
 from route.config import RouterConfig
 from route.errors import (
     BackendError,
     BackendTimeout,
-    BackendUnreachable,
     ModelNotFound,
     NoHealthyBackend,
     RouteError,
@@ -31,116 +27,17 @@ from route.errors import (
     UpstreamTimeout,
 )
 from route.health import record_failure
+from route.hops import LOOP
 from route.metrics import Metrics
 from route.registry import Backend, Registry
 from route.sse import SseWatch, error_event, terminal_events
 from route.strategies import STRATEGIES, RouteRequest, Strategy
+from route.upstream import Upstream, UpstreamResponse
 
 if TYPE_CHECKING:
     from route.ondemand import OnDemand
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
-LOOP = 508
-# A failed probe's reason starts with one of these (registration tells a client only which of the two it was).
-UNREACHABLE, TIMED_OUT = "unreachable", "timed out"
-
-
-def answered(status: int) -> str:
-    return f"/health answered {status}"
-
-
-class UpstreamResponse(Protocol):
-    @property
-    def status(self) -> int: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    async def read(self) -> bytes: ...
-    def chunks(self) -> AsyncIterator[bytes]: ...
-    def close(self) -> None:
-        """Drop the connection at once (the client left), so the backend frees its slot."""
-
-    def release(self) -> None:
-        """The body was read to its end: the connection may be reused."""
-
-
-class Upstream(Protocol):
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse: ...
-    async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
-        """GET url/health: None when it answers 200, else a short reason (UNREACHABLE..., TIMED_OUT, answered())."""
-
-    async def close(self) -> None: ...
-
-
-class _AiohttpResponse:
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self.status = resp.status
-        self.headers = resp.headers
-
-    async def read(self) -> bytes:
-        try:
-            return await self._resp.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise BackendTimeout("timed out reading the response") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"response cut: {type(exc).__name__}") from exc
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self._resp.content.iter_any():
-                yield data
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise BackendTimeout("timed out waiting for the stream's next bytes") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"stream cut: {type(exc).__name__}") from exc
-
-    def close(self) -> None:
-        self._resp.close()
-
-    def release(self) -> None:
-        self._resp.release()
-
-
-class AiohttpUpstream:
-    """One pooled aiohttp session for every backend. Create it inside the running event loop.
-
-    The pool holds at most --max-backend-connections to one backend; more requests wait for a connection.
-    """
-
-    def __init__(self, cfg: RouterConfig) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=cfg.max_backend_connections, keepalive_timeout=30),
-            auto_decompress=False,
-            # No Accept-Encoding: bodies must come plain, since _routing is added and SSE is scanned.
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout)
-        self._probe_timeout = aiohttp.ClientTimeout(total=cfg.health_timeout)
-
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        try:
-            resp = await self._session.post(url, data=body, headers=headers, timeout=self._timeout)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise BackendTimeout("timed out waiting for the response") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        return _AiohttpResponse(resp)
-
-    async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
-        try:
-            async with self._session.get(
-                url + "/health", headers=headers, timeout=self._probe_timeout, allow_redirects=False
-            ) as resp:
-                await resp.content.read(64 * 1024)  # a model server's answer is small; no more is read
-                return None if resp.status == 200 else answered(resp.status)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            return TIMED_OUT
-        except aiohttp.ClientError as exc:
-            return f"{UNREACHABLE}: {type(exc).__name__}"
-
-    async def close(self) -> None:
-        await self._session.close()
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -11,60 +10,7 @@ import pytest
 from route.app import create_app
 from route.config import RouterConfig
 from route.errors import BackendTimeout, BackendUnreachable
-
-
-class FakeResponse:
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"",
-        content_type: str = "application/json",
-        chunks: list[bytes] | None = None,
-    ) -> None:
-        self.status = status
-        self.headers = {"content-type": content_type}
-        self._body = body
-        self._chunks = chunks
-        self.closed = False
-
-    async def read(self) -> bytes:
-        return self._body
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for c in self._chunks or []:
-            yield c
-
-    def close(self) -> None:
-        self.closed = True
-
-    def release(self) -> None:
-        pass
-
-
-def ok(name: str) -> Callable[[], FakeResponse]:
-    return lambda: FakeResponse(200, json.dumps({"object": "chat.completion", "choices": [], "who": name}).encode())
-
-
-class FakeUpstream:
-    def __init__(self) -> None:
-        self.behaviour: dict[str, Callable[[], FakeResponse] | Exception] = {}
-        self.unhealthy: set[str] = set()
-        self.calls: list[str] = []
-
-    async def send(self, url: str, body: bytes, headers: object) -> FakeResponse:
-        base = url.rsplit("/v1/", 1)[0]
-        self.calls.append(base)
-        action = self.behaviour[base]
-        if isinstance(action, Exception):
-            raise action
-        return action()
-
-    async def probe(self, url: str, headers: object = None) -> str | None:
-        return "down" if url in self.unhealthy else None
-
-    async def close(self) -> None:
-        pass
-
+from testkit.upstream import FakeResponse, FakeUpstream, ok
 
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests (anyio comes with httpx)
 
@@ -212,3 +158,4 @@ async def test_503_when_no_backend_is_healthy(tmp_path: Path) -> None:
     assert (await client.get("/health")).status_code == 503
     assert (await (await client.get("/v1/models")).get_json())["data"] == []
     await test_app.shutdown()
+
