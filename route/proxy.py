@@ -3,7 +3,14 @@
 The policy only: the HTTP client is the injected `Upstream` (route/upstream.py), which maps its library's
 exceptions to route.errors' BackendError tree.
 
-A backend that answers 508 Loop Detected is passed on as is: the loop is a misconfiguration, not a sick backend.
+How a backend's answer counts:
+- 2xx and a client's mistake (4xx): passed on; never counted against the backend.
+- 3xx: a failure of the backend (redirects are not followed: the request would leave the backends the router may
+  use); retried on another, else 502 upstream_error. The Location never reaches the client.
+- 429, and 503 with Retry-After (a server full or shutting down says "not now"): retried on another backend and not
+  counted against it; when every backend says so, the last answer goes to the client with its Retry-After.
+- any other 5xx: a failure (counted, may eject the backend), retried on another.
+- 508 Loop Detected: passed on as is: the loop is a misconfiguration, not a sick backend.
 """
 
 from __future__ import annotations
@@ -164,7 +171,12 @@ class Proxy:
                     raise
                 read_done = time.perf_counter()
                 resp.release()
-                if resp.status >= 500 and resp.status != LOOP:
+                if 300 <= resp.status < 400:
+                    self.fail(backend, "redirect", f"answered {resp.status} (a redirect; not followed)")
+                    return UpstreamFailed(
+                        f"backend {backend.name!r} answered a redirect, which the router does not follow"
+                    )
+                if resp.status >= 500 and resp.status != LOOP and not refused_for_now(resp.status, resp.headers):
                     self.fail(backend, "5xx", f"answered {resp.status}")
                 elif resp.status == 200 and not is_sse:
                     routed = add_routing(data, backend)
@@ -212,6 +224,11 @@ class Proxy:
 
     def _count(self, backend: Backend, model: str, status: int) -> None:
         self.metrics.requests.labels(backend.name, model, str(status)).inc()
+
+
+def refused_for_now(status: int, headers: Mapping[str, str]) -> bool:
+    """A backend full or shutting down (429, or 503 with Retry-After): try another; it is not a sick backend."""
+    return status == 429 or (status == 503 and "retry-after" in headers)
 
 
 def add_routing(data: bytes, backend: Backend) -> bytes | None:

@@ -43,7 +43,7 @@ class UpstreamResponse(Protocol):
 
 class Upstream(Protocol):
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        """POST body to url: the backend's response, its body not yet read."""
+        """POST body to url: the backend's response, its body not yet read. A redirect is returned, never followed."""
 
     async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
         """GET url/health: None when it answers 200, else a short reason (UNREACHABLE..., TIMED_OUT, answered())."""
@@ -99,7 +99,11 @@ class AiohttpUpstream:
 
     async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         try:
-            resp = await self._session.post(url, data=body, headers=headers, timeout=self._timeout)
+            # Never follow a redirect: the client's prompt would go to a host --allow-backend-hosts may forbid, and
+            # that host's answer would come back as the backend's. The policy (proxy.py) makes a 3xx a failure.
+            resp = await self._session.post(
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise BackendTimeout("timed out waiting for the response") from exc
         except aiohttp.ClientError as exc:
