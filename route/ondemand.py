@@ -46,6 +46,7 @@ from route.residency import Budget, Cost, Holder, Load, TooLarge, decide, size
 log = logging.getLogger("route.ondemand")
 
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+RETRY_LOAD = "5"  # Retry-After for a model that did not load (in time, or at all): a later try may load it
 
 
 class ControlError(Exception):
@@ -220,6 +221,10 @@ class OnDemand:
 
     # -- the request path ------------------------------------------------------------------------------------------
 
+    def knows(self, model: str) -> bool:
+        """A name (or alias) of the catalog's models."""
+        return model in self.by_name
+
     async def acquire(self, model: str) -> Lease | None:
         """A lease on the model once it is loaded (loading it if needed); None for a name the catalog lacks."""
         entry = self.by_name.get(model)
@@ -245,7 +250,8 @@ class OnDemand:
             if entry.status == LoadState.UNLOADING:
                 if not await self._until_changed(deadline):
                     raise ModelNotLoaded(
-                        f"model {entry.name!r} was still unloading after {timeout:g} s", headers={"Retry-After": "5"}
+                        f"model {entry.name!r} was still unloading after {timeout:g} s",
+                        headers={"Retry-After": RETRY_LOAD},
                     )
                 continue
             if entry.load is None:
@@ -255,7 +261,8 @@ class OnDemand:
             except TimeoutError:
                 detail = f": waiting for room, {entry.room}" if entry.room else ""
                 raise ModelNotLoaded(
-                    f"model {entry.name!r} did not load within {timeout:g} s{detail}", headers={"Retry-After": "5"}
+                    f"model {entry.name!r} did not load within {timeout:g} s{detail}",
+                    headers={"Retry-After": RETRY_LOAD},
                 ) from None
 
     def _task(self, coro: Any, entry: Entry) -> asyncio.Task[None]:
@@ -291,7 +298,8 @@ class OnDemand:
             if not await self._until_changed(deadline):
                 entry.room = None
                 raise ModelNotLoaded(
-                    f"{decision.reason}; still so after {self.catalog.load_timeout:g} s", headers={"Retry-After": "5"}
+                    f"{decision.reason}; still so after {self.catalog.load_timeout:g} s",
+                    headers={"Retry-After": RETRY_LOAD},
                 )
         entry.room = None
         self._set(entry, LoadState.LOADING, decision.cost)
@@ -317,7 +325,13 @@ class OnDemand:
             self._set(entry, LoadState.UNLOADED, None)
             self.metrics.loads.labels(entry.name, "failed").inc()
             if isinstance(exc, ControlError):
-                raise ModelNotLoaded(f"model {entry.name!r} failed to load: {exc}") from None
+                # The supervisor's reason ends with the server's own log (paths, command lines, other clients'
+                # requests): it is for the operator, in this log. The client hears a short reason.
+                log.error("loading %s failed: %s", entry.name, exc)
+                raise ModelNotLoaded(
+                    f"model {entry.name!r} failed to load; the stack's log says why",
+                    headers={"Retry-After": RETRY_LOAD},
+                ) from exc
             raise
         if layers != entry.cost.layers:
             entry.cost = entry.spec.cost_for(layers)
@@ -417,8 +431,8 @@ class OnDemand:
                 notes.append(f"{entry.name} is not loaded at start: {decision.reason}")
         results = await asyncio.gather(*(asyncio.shield(load) for _, load in starts), return_exceptions=True)
         for (entry, _), result in zip(starts, results, strict=True):
-            if isinstance(result, Exception):
-                notes.append(f"{entry.name} did not load at start: {result}")
+            if isinstance(result, Exception):  # the supervisor's own words, not the short one a client gets
+                notes.append(f"{entry.name} did not load at start: {result.__cause__ or result}")
         try:
             await self.control.ready(notes)
         except ControlError as exc:

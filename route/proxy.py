@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from route.ondemand import OnDemand
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
+RETRY_SOON = "1"  # Retry-After for a stack model not registered yet: the supervisor registers its servers at once
 
 
 @dataclass
@@ -130,6 +131,12 @@ class Proxy:
             if isinstance(outcome, UpstreamTimeout):
                 break  # a hung backend would hang the retry as well; the client hears at once
         if last is None:
+            if self.ondemand is not None and self.ondemand.knows(request.model):
+                # A model of the stack's catalog whose servers are not registered (yet): a restarted router answers
+                # before the supervisor registers them again. It exists, so not 404: 503 and a retry soon.
+                raise NoHealthyBackend(
+                    f"model {request.model!r} has no server registered yet", headers={"Retry-After": RETRY_SOON}
+                )
             if request.model not in self.registry.served:
                 raise ModelNotFound(f"no backend serves the model {request.model!r}", param="model")
             raise NoHealthyBackend(f"no healthy backend for the model {request.model!r}")
