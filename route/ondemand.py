@@ -6,7 +6,8 @@ with no polling and no second copy of the counts elsewhere that could go stale. 
 owns every decision: a plan and the state change it implies (reserving the room, marking victims `unloading`)
 happen in one step with no await in between, which rules out two loads taking the same room, a victim picked up
 by a new request after it was chosen, or a second load of a model already loading. The policy itself (what fits,
-what to evict) is the pure route/residency.py. The supervisor (stack/control.py) only starts and stops processes
+what to evict) is the pure route/residency.py; the load states and their changes route/lifecycle.py; the channel
+to the supervisor route/control.py. The supervisor (stack/control.py) only starts and stops processes
 on the router's word over a loopback channel authenticated with a key generated per run; it also keeps restarting
 a server that dies, as before. A router that restarts asks the supervisor what runs and adopts it, so nothing is
 loaded twice and nothing is left behind.
@@ -33,10 +34,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 
 from route.catalog import Catalog, CatalogModel
+from route.control import Control as Control, ControlError as ControlError  # also imported from here (tests/stack)
 from route.errors import ModelNotFound, ModelNotLoaded, ModelTooLarge
 from route.lifecycle import LoadState, advance
 from route.metrics import Metrics
@@ -47,51 +48,6 @@ log = logging.getLogger("route.ondemand")
 
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 RETRY_LOAD = "5"  # Retry-After for a model that did not load (in time, or at all): a later try may load it
-
-
-class ControlError(Exception):
-    """The supervisor refused, failed, or could not be reached; one line."""
-
-
-class Control:
-    """The router's side of the supervisor's control channel (stack/control.py)."""
-
-    def __init__(self, url: str, key: str, load_timeout: float) -> None:
-        self._url = url
-        self._headers = {"Authorization": f"Bearer {key}"}
-        self._session = aiohttp.ClientSession()
-        self._load_timeout = load_timeout
-
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
-        try:
-            async with self._session.request(
-                method, self._url + path, json=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                data = await resp.json(content_type=None)
-                if resp.status != 200:
-                    message = data.get("error") if isinstance(data, dict) else None
-                    raise ControlError(str(message or f"the supervisor answered {resp.status}"))
-                return data if isinstance(data, dict) else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ControlError(f"the supervisor did not answer: {type(exc).__name__}: {exc}") from None
-
-    async def models(self) -> dict[str, Any]:
-        return (await self._call("GET", "/models", None, 30)).get("models", {})
-
-    async def start(self, name: str, layers: int, why: str) -> int:
-        # The supervisor bounds the start itself (its load timeout); this only guards against a lost answer.
-        body = {"model": name, "layers": layers, "why": why}
-        data = await self._call("POST", "/start", body, self._load_timeout + 60)
-        return int(data.get("layers", layers))
-
-    async def stop(self, name: str, why: str) -> None:
-        await self._call("POST", "/stop", {"model": name, "why": why}, 120)
-
-    async def ready(self, notes: list[str]) -> None:
-        await self._call("POST", "/ready", {"notes": notes}, 30)
-
-    async def close(self) -> None:
-        await self._session.close()
 
 
 @dataclass(eq=False)
