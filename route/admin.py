@@ -26,9 +26,10 @@ from hearth_common.keys import key_matches, presented_key
 from hearth_common.validation import error_place, first_error
 from route.config import BackendSpec, RouterConfig
 from route.errors import BadRequest, Forbidden, NotFound, RouteError, Unauthorized
+from route.hops import LOOP
 from route.hosts import host_allowed
-from route.proxy import LOOP, TIMED_OUT, UNREACHABLE, answered
 from route.state import RouterState
+from route.upstream import TIMED_OUT, UNREACHABLE, answered
 
 log = logging.getLogger("route")
 

@@ -19,11 +19,13 @@ from route.config import RouterConfig
 from route.errors import PayloadTooLarge, RequestTimeout, RouteError
 from route.health import probe_all, run_checks, spread
 from route.hops import new_hop
+from route.lifecycle import LoadState
 from route.metrics import Metrics
 from route.ondemand import OnDemand
-from route.proxy import AiohttpUpstream, Proxy, Upstream
+from route.proxy import Proxy
 from route.registry import Registry, load_state
 from route.state import RouterState
+from route.upstream import AiohttpUpstream, Upstream
 
 log = logging.getLogger("route")
 
@@ -111,7 +113,7 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         data = state.ondemand.listing(created) if state.ondemand is not None else []
         listed = {d["id"] for d in data}
         data += [
-            {"id": m, "object": "model", "created": created, "owned_by": "local", "status": "loaded"}
+            {"id": m, "object": "model", "created": created, "owned_by": "local", "status": LoadState.LOADED.value}
             for m in state.registry.models()
             if m not in listed
         ]

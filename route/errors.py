@@ -136,7 +136,7 @@ class ConfigError(Exception):
 
 
 class BackendError(Exception):
-    """A backend failed at the transport level; proxy.py maps the HTTP client's exceptions to these."""
+    """A backend failed at the transport level; upstream.py maps the HTTP client's exceptions to these."""
 
 
 class BackendUnreachable(BackendError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 
 MAX_HOPS = 16
+LOOP = 508  # Loop Detected: what a router answers to a request that names it already
 
 
 def new_hop() -> str:

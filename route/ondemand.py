@@ -6,12 +6,13 @@ with no polling and no second copy of the counts elsewhere that could go stale. 
 owns every decision: a plan and the state change it implies (reserving the room, marking victims `unloading`)
 happen in one step with no await in between, which rules out two loads taking the same room, a victim picked up
 by a new request after it was chosen, or a second load of a model already loading. The policy itself (what fits,
-what to evict) is the pure route/residency.py. The supervisor (stack/control.py) only starts and stops processes
+what to evict) is the pure route/residency.py; the load states and their changes route/lifecycle.py; the channel
+to the supervisor route/control.py. The supervisor (stack/control.py) only starts and stops processes
 on the router's word over a loopback channel authenticated with a key generated per run; it also keeps restarting
 a server that dies, as before. A router that restarts asks the supervisor what runs and adopts it, so nothing is
 loaded twice and nothing is left behind.
 
-The life of a model: unloaded -> loading -> loaded -> unloading -> unloaded.
+The life of a model: unloaded -> loading -> loaded -> unloading -> unloaded (route/lifecycle.py: the allowed changes).
 - A request for a model that is not loaded waits (its streaming response just starts late) while one load runs:
   every concurrent first request joins the same load task. A load plans against the budget; when busy models hold
   the room it waits for any of them to change, bounded by the load timeout (then 503 naming what holds the room);
@@ -33,11 +34,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 
 from route.catalog import Catalog, CatalogModel
+from route.control import Control as Control, ControlError as ControlError  # also imported from here (tests/stack)
 from route.errors import ModelNotFound, ModelNotLoaded, ModelTooLarge
+from route.lifecycle import LoadState, advance
 from route.metrics import Metrics
 from route.registry import Registry
 from route.residency import Budget, Cost, Holder, Load, TooLarge, decide, size
@@ -45,52 +47,7 @@ from route.residency import Budget, Cost, Holder, Load, TooLarge, decide, size
 log = logging.getLogger("route.ondemand")
 
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
-STATUSES = ("unloaded", "loading", "loaded", "unloading")
-
-
-class ControlError(Exception):
-    """The supervisor refused, failed, or could not be reached; one line."""
-
-
-class Control:
-    """The router's side of the supervisor's control channel (stack/control.py)."""
-
-    def __init__(self, url: str, key: str, load_timeout: float) -> None:
-        self._url = url
-        self._headers = {"Authorization": f"Bearer {key}"}
-        self._session = aiohttp.ClientSession()
-        self._load_timeout = load_timeout
-
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
-        try:
-            async with self._session.request(
-                method, self._url + path, json=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                data = await resp.json(content_type=None)
-                if resp.status != 200:
-                    message = data.get("error") if isinstance(data, dict) else None
-                    raise ControlError(str(message or f"the supervisor answered {resp.status}"))
-                return data if isinstance(data, dict) else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ControlError(f"the supervisor did not answer: {type(exc).__name__}: {exc}") from None
-
-    async def models(self) -> dict[str, Any]:
-        return (await self._call("GET", "/models", None, 30)).get("models", {})
-
-    async def start(self, name: str, layers: int, why: str) -> int:
-        # The supervisor bounds the start itself (its load timeout); this only guards against a lost answer.
-        body = {"model": name, "layers": layers, "why": why}
-        data = await self._call("POST", "/start", body, self._load_timeout + 60)
-        return int(data.get("layers", layers))
-
-    async def stop(self, name: str, why: str) -> None:
-        await self._call("POST", "/stop", {"model": name, "why": why}, 120)
-
-    async def ready(self, notes: list[str]) -> None:
-        await self._call("POST", "/ready", {"notes": notes}, 30)
-
-    async def close(self) -> None:
-        await self._session.close()
+RETRY_LOAD = "5"  # Retry-After for a model that did not load (in time, or at all): a later try may load it
 
 
 @dataclass(eq=False)
@@ -98,7 +55,7 @@ class Entry:
     """One model of the catalog and what the router knows of it. Mutated only on the event loop."""
 
     spec: CatalogModel
-    status: str = "unloaded"  # one of STATUSES
+    status: LoadState = LoadState.UNLOADED  # changed only by OnDemand._set, through lifecycle.advance
     cost: Cost | None = None  # what it holds while loading, loaded or unloading
     active: int = 0  # requests holding a lease: routed, in flight until their last byte
     waiting: int = 0  # requests waiting for it to load
@@ -107,14 +64,17 @@ class Entry:
     unload: asyncio.Task[None] | None = None
     room: str | None = None  # while a load waits for room: who holds it
 
+    def __post_init__(self) -> None:
+        self.status = LoadState(self.status)  # a wire string given for a start state is checked and typed
+
     @property
     def name(self) -> str:
         return self.spec.name
 
     def busy(self) -> str | None:
         """Why it may not be evicted now; None when it may."""
-        if self.status != "loaded":
-            return self.status
+        if self.status != LoadState.LOADED:
+            return self.status.value
         if self.spec.pinned:
             return "pinned"
         if self.active or self.waiting:
@@ -217,13 +177,17 @@ class OnDemand:
 
     # -- the request path ------------------------------------------------------------------------------------------
 
+    def knows(self, model: str) -> bool:
+        """A name (or alias) of the catalog's models."""
+        return model in self.by_name
+
     async def acquire(self, model: str) -> Lease | None:
         """A lease on the model once it is loaded (loading it if needed); None for a name the catalog lacks."""
         entry = self.by_name.get(model)
         if entry is None:
             return None
         entry.last_used = time.monotonic()
-        if entry.status != "loaded":
+        if entry.status != LoadState.LOADED:
             entry.waiting += 1
             try:
                 await self._until_loaded(entry, "a request is waiting")
@@ -238,11 +202,12 @@ class OnDemand:
     async def _until_loaded(self, entry: Entry, why: str) -> None:
         timeout = self.catalog.load_timeout
         deadline = time.monotonic() + timeout
-        while entry.status != "loaded":
-            if entry.status == "unloading":
+        while entry.status != LoadState.LOADED:
+            if entry.status == LoadState.UNLOADING:
                 if not await self._until_changed(deadline):
                     raise ModelNotLoaded(
-                        f"model {entry.name!r} was still unloading after {timeout:g} s", headers={"Retry-After": "5"}
+                        f"model {entry.name!r} was still unloading after {timeout:g} s",
+                        headers={"Retry-After": RETRY_LOAD},
                     )
                 continue
             if entry.load is None:
@@ -252,7 +217,8 @@ class OnDemand:
             except TimeoutError:
                 detail = f": waiting for room, {entry.room}" if entry.room else ""
                 raise ModelNotLoaded(
-                    f"model {entry.name!r} did not load within {timeout:g} s{detail}", headers={"Retry-After": "5"}
+                    f"model {entry.name!r} did not load within {timeout:g} s{detail}",
+                    headers={"Retry-After": RETRY_LOAD},
                 ) from None
 
     def _task(self, coro: Any, entry: Entry) -> asyncio.Task[None]:
@@ -288,14 +254,19 @@ class OnDemand:
             if not await self._until_changed(deadline):
                 entry.room = None
                 raise ModelNotLoaded(
-                    f"{decision.reason}; still so after {self.catalog.load_timeout:g} s", headers={"Retry-After": "5"}
+                    f"{decision.reason}; still so after {self.catalog.load_timeout:g} s",
+                    headers={"Retry-After": RETRY_LOAD},
                 )
         entry.room = None
-        self._set(entry, "loading", decision.cost)
+        self._set(entry, LoadState.LOADING, decision.cost)
         victims = [self.entries[name] for name in decision.evict]
-        for victim in victims:
-            self._begin_unload(victim, f"evicted to make room for {entry.name}", "evicted")
-        await asyncio.gather(*(asyncio.shield(v.unload) for v in victims if v.unload is not None))
+        try:
+            for victim in victims:
+                self._begin_unload(victim, f"evicted to make room for {entry.name}", "evicted")
+            await asyncio.gather(*(asyncio.shield(v.unload) for v in victims if v.unload is not None))
+        except BaseException:
+            self._set(entry, LoadState.UNLOADED, None)  # a victim's unload failed: it holds nothing, nothing waits
+            raise
         await self._start(entry, why if not victims else f"{why}; unloaded {', '.join(v.name for v in victims)}")
 
     async def _start(self, entry: Entry, why: str) -> None:
@@ -307,15 +278,21 @@ class OnDemand:
         try:
             layers = await self.control.start(entry.name, entry.cost.layers, f"{why}; {placement}{size(entry.cost)}")
         except BaseException as exc:
-            self._set(entry, "unloaded", None)
+            self._set(entry, LoadState.UNLOADED, None)
             self.metrics.loads.labels(entry.name, "failed").inc()
             if isinstance(exc, ControlError):
-                raise ModelNotLoaded(f"model {entry.name!r} failed to load: {exc}") from None
+                # The supervisor's reason ends with the server's own log (paths, command lines, other clients'
+                # requests): it is for the operator, in this log. The client hears a short reason.
+                log.error("loading %s failed: %s", entry.name, exc)
+                raise ModelNotLoaded(
+                    f"model {entry.name!r} failed to load; the stack's log says why",
+                    headers={"Retry-After": RETRY_LOAD},
+                ) from exc
             raise
         if layers != entry.cost.layers:
             entry.cost = entry.spec.cost_for(layers)
         entry.last_used = time.monotonic()
-        self._set(entry, "loaded", entry.cost)
+        self._set(entry, LoadState.LOADED, entry.cost)
         self.metrics.loads.labels(entry.name, "ok").inc()
         self.metrics.load_seconds.labels(entry.name).observe(time.monotonic() - began)
         log.info("loaded %s in %.1f s", entry.name, time.monotonic() - began)
@@ -324,7 +301,7 @@ class OnDemand:
 
     def _begin_unload(self, entry: Entry, why: str, reason: str) -> None:
         """Stop routing to it now; the processes stop once its requests in flight have finished."""
-        self._set(entry, "unloading", entry.cost)
+        self._set(entry, LoadState.UNLOADING, entry.cost)
         entry.unload = task = asyncio.create_task(self._unload(entry, why, reason))
 
         def done(t: asyncio.Task[None]) -> None:
@@ -349,7 +326,7 @@ class OnDemand:
             self.metrics.unloads.labels(entry.name, reason).inc()
         finally:
             entry.unload = None
-            self._set(entry, "unloaded", None)
+            self._set(entry, LoadState.UNLOADED, None)
 
     async def _expire(self) -> None:
         """Unload each loaded model idle past its ttl."""
@@ -364,7 +341,7 @@ class OnDemand:
                 ttl = entry.spec.ttl
                 if (
                     ttl > 0
-                    and entry.status == "loaded"
+                    and entry.status == LoadState.LOADED
                     and not entry.active
                     and not entry.waiting
                     and now - entry.last_used >= ttl
@@ -384,31 +361,34 @@ class OnDemand:
         for entry in self.entries.values():
             seen = running.get(entry.name) or {}
             status, layers = seen.get("status"), seen.get("layers")
-            if status in ("loaded", "loading") and isinstance(layers, int):
+            # Only a model nothing has touched yet: a request that came first already loads it (/start is idempotent).
+            if entry.status != LoadState.UNLOADED:
+                continue
+            if status in (LoadState.LOADED, LoadState.LOADING) and isinstance(layers, int):
                 cost = entry.spec.cost_for(layers)
-                if status == "loaded":
-                    self._set(entry, "loaded", cost)
+                if status == LoadState.LOADED:
+                    self._set(entry, LoadState.LOADED, cost)
                 else:  # /start is idempotent: this waits for the start in progress
-                    self._set(entry, "loading", cost)
+                    self._set(entry, LoadState.LOADING, cost)
                     entry.load = self._task(self._start(entry, "start in progress"), entry)
         notes: list[str] = []
         starts: list[tuple[Entry, asyncio.Task[None]]] = []
         for entry in self.entries.values():
-            if not entry.spec.preload or entry.status != "unloaded":
+            if not entry.spec.preload or entry.status != LoadState.UNLOADED:
                 continue
             layers = entry.spec.preload_layers
             options = [entry.spec.cost_for(layers)] if layers is not None else entry.spec.options()
             decision = decide(entry.name, options, self._holders(entry), self.budget, evict=False)
             if isinstance(decision, Load):
-                self._set(entry, "loading", decision.cost)
+                self._set(entry, LoadState.LOADING, decision.cost)
                 entry.load = self._task(self._start(entry, "preload"), entry)
                 starts.append((entry, entry.load))
             else:
                 notes.append(f"{entry.name} is not loaded at start: {decision.reason}")
         results = await asyncio.gather(*(asyncio.shield(load) for _, load in starts), return_exceptions=True)
         for (entry, _), result in zip(starts, results, strict=True):
-            if isinstance(result, Exception):
-                notes.append(f"{entry.name} did not load at start: {result}")
+            if isinstance(result, Exception):  # the supervisor's own words, not the short one a client gets
+                notes.append(f"{entry.name} did not load at start: {result.__cause__ or result}")
         try:
             await self.control.ready(notes)
         except ControlError as exc:
@@ -416,16 +396,16 @@ class OnDemand:
 
     # -- state, views and admin ------------------------------------------------------------------------------------
 
-    def _set(self, entry: Entry, status: str, cost: Cost | None) -> None:
-        entry.status = status
+    def _set(self, entry: Entry, status: LoadState, cost: Cost | None) -> None:
+        entry.status = advance(entry.name, entry.status, status)
         entry.cost = cost
         self._gauges(entry)
         self.changed()
 
     def _gauges(self, entry: Entry) -> None:
-        for status in STATUSES:
-            self.metrics.status.labels(entry.name, status).set(int(entry.status == status))
-        held = entry.cost if entry.status == "loaded" else None
+        for status in LoadState:
+            self.metrics.status.labels(entry.name, status.value).set(int(entry.status == status))
+        held = entry.cost if entry.status == LoadState.LOADED else None
         self.metrics.loaded_bytes.labels(entry.name, "vram").set(held.vram if held else 0)
         self.metrics.loaded_bytes.labels(entry.name, "ram").set(held.ram if held else 0)
 
@@ -439,7 +419,7 @@ class OnDemand:
     def model_view(self, entry: Entry) -> dict[str, Any]:
         cost = self._planned(entry)
         return {
-            "status": entry.status,
+            "status": entry.status.value,
             "vram_bytes": cost.vram,
             "ram_bytes": cost.ram,
             "ttl": entry.spec.ttl,
@@ -485,8 +465,8 @@ class OnDemand:
     async def unload(self, model: str) -> dict[str, Any]:
         """POST /models/unload: returns once its servers are stopped (after its requests in flight)."""
         entry = self._entry(model)
-        while entry.status != "unloaded":
-            if entry.status == "loaded":
+        while entry.status != LoadState.UNLOADED:
+            if entry.status == LoadState.LOADED:
                 self._begin_unload(entry, "asked by an admin", "admin")
             task = entry.unload or entry.load
             if task is not None:

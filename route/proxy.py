@@ -1,10 +1,16 @@
 """Forwarding: pick a backend, send, retry before the first byte, relay streams unbuffered.
 
-The upstream HTTP client sits behind the small `Upstream` protocol so unit tests can inject a fake;
-`AiohttpUpstream` is the real one (aiohttp's client measured faster than httpx in bench/route.py) and
-the only place that knows aiohttp's exceptions.
+The policy only: the HTTP client is the injected `Upstream` (route/upstream.py), which maps its library's
+exceptions to route.errors' BackendError tree.
 
-A backend that answers 508 Loop Detected is passed on as is: the loop is a misconfiguration, not a sick backend.
+How a backend's answer counts:
+- 2xx and a client's mistake (4xx): passed on; never counted against the backend.
+- 3xx: a failure of the backend (redirects are not followed: the request would leave the backends the router may
+  use); retried on another, else 502 upstream_error. The Location never reaches the client.
+- 429, and 503 with Retry-After (a server full or shutting down says "not now"): retried on another backend and not
+  counted against it; when every backend says so, the last answer goes to the client with its Retry-After.
+- any other 5xx: a failure (counted, may eject the backend), retried on another.
+- 508 Loop Detected: passed on as is: the loop is a misconfiguration, not a sick backend.
 """
 
 from __future__ import annotations
@@ -14,16 +20,13 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from hearth_common.logs import note, note_usage
 from route.config import RouterConfig
 from route.errors import (
     BackendError,
     BackendTimeout,
-    BackendUnreachable,
     ModelNotFound,
     NoHealthyBackend,
     RouteError,
@@ -31,116 +34,18 @@ from route.errors import (
     UpstreamTimeout,
 )
 from route.health import record_failure
+from route.hops import LOOP
 from route.metrics import Metrics
 from route.registry import Backend, Registry
 from route.sse import SseWatch, error_event, terminal_events
 from route.strategies import STRATEGIES, RouteRequest, Strategy
+from route.upstream import Upstream, UpstreamResponse
 
 if TYPE_CHECKING:
     from route.ondemand import OnDemand
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
-LOOP = 508
-# A failed probe's reason starts with one of these (registration tells a client only which of the two it was).
-UNREACHABLE, TIMED_OUT = "unreachable", "timed out"
-
-
-def answered(status: int) -> str:
-    return f"/health answered {status}"
-
-
-class UpstreamResponse(Protocol):
-    @property
-    def status(self) -> int: ...
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    async def read(self) -> bytes: ...
-    def chunks(self) -> AsyncIterator[bytes]: ...
-    def close(self) -> None:
-        """Drop the connection at once (the client left), so the backend frees its slot."""
-
-    def release(self) -> None:
-        """The body was read to its end: the connection may be reused."""
-
-
-class Upstream(Protocol):
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse: ...
-    async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
-        """GET url/health: None when it answers 200, else a short reason (UNREACHABLE..., TIMED_OUT, answered())."""
-
-    async def close(self) -> None: ...
-
-
-class _AiohttpResponse:
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self._resp = resp
-        self.status = resp.status
-        self.headers = resp.headers
-
-    async def read(self) -> bytes:
-        try:
-            return await self._resp.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise BackendTimeout("timed out reading the response") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"response cut: {type(exc).__name__}") from exc
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self._resp.content.iter_any():
-                yield data
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise BackendTimeout("timed out waiting for the stream's next bytes") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"stream cut: {type(exc).__name__}") from exc
-
-    def close(self) -> None:
-        self._resp.close()
-
-    def release(self) -> None:
-        self._resp.release()
-
-
-class AiohttpUpstream:
-    """One pooled aiohttp session for every backend. Create it inside the running event loop.
-
-    The pool holds at most --max-backend-connections to one backend; more requests wait for a connection.
-    """
-
-    def __init__(self, cfg: RouterConfig) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=cfg.max_backend_connections, keepalive_timeout=30),
-            auto_decompress=False,
-            # No Accept-Encoding: bodies must come plain, since _routing is added and SSE is scanned.
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout)
-        self._probe_timeout = aiohttp.ClientTimeout(total=cfg.health_timeout)
-
-    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        try:
-            resp = await self._session.post(url, data=body, headers=headers, timeout=self._timeout)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise BackendTimeout("timed out waiting for the response") from exc
-        except aiohttp.ClientError as exc:
-            raise BackendUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        return _AiohttpResponse(resp)
-
-    async def probe(self, url: str, headers: Mapping[str, str]) -> str | None:
-        try:
-            async with self._session.get(
-                url + "/health", headers=headers, timeout=self._probe_timeout, allow_redirects=False
-            ) as resp:
-                await resp.content.read(64 * 1024)  # a model server's answer is small; no more is read
-                return None if resp.status == 200 else answered(resp.status)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            return TIMED_OUT
-        except aiohttp.ClientError as exc:
-            return f"{UNREACHABLE}: {type(exc).__name__}"
-
-    async def close(self) -> None:
-        await self._session.close()
+RETRY_SOON = "1"  # Retry-After for a stack model not registered yet: the supervisor registers its servers at once
 
 
 @dataclass
@@ -226,6 +131,12 @@ class Proxy:
             if isinstance(outcome, UpstreamTimeout):
                 break  # a hung backend would hang the retry as well; the client hears at once
         if last is None:
+            if self.ondemand is not None and self.ondemand.knows(request.model):
+                # A model of the stack's catalog whose servers are not registered (yet): a restarted router answers
+                # before the supervisor registers them again. It exists, so not 404: 503 and a retry soon.
+                raise NoHealthyBackend(
+                    f"model {request.model!r} has no server registered yet", headers={"Retry-After": RETRY_SOON}
+                )
             if request.model not in self.registry.served:
                 raise ModelNotFound(f"no backend serves the model {request.model!r}", param="model")
             raise NoHealthyBackend(f"no healthy backend for the model {request.model!r}")
@@ -267,7 +178,12 @@ class Proxy:
                     raise
                 read_done = time.perf_counter()
                 resp.release()
-                if resp.status >= 500 and resp.status != LOOP:
+                if 300 <= resp.status < 400:
+                    self.fail(backend, "redirect", f"answered {resp.status} (a redirect; not followed)")
+                    return UpstreamFailed(
+                        f"backend {backend.name!r} answered a redirect, which the router does not follow"
+                    )
+                if resp.status >= 500 and resp.status != LOOP and not refused_for_now(resp.status, resp.headers):
                     self.fail(backend, "5xx", f"answered {resp.status}")
                 elif resp.status == 200 and not is_sse:
                     routed = add_routing(data, backend)
@@ -315,6 +231,11 @@ class Proxy:
 
     def _count(self, backend: Backend, model: str, status: int) -> None:
         self.metrics.requests.labels(backend.name, model, str(status)).inc()
+
+
+def refused_for_now(status: int, headers: Mapping[str, str]) -> bool:
+    """A backend full or shutting down (429, or 503 with Retry-After): try another; it is not a sick backend."""
+    return status == 429 or (status == 503 and "retry-after" in headers)
 
 
 def add_routing(data: bytes, backend: Backend) -> bytes | None:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from route.config import RouterConfig
 from route.metrics import Metrics
-from route.proxy import Proxy, Upstream
+from route.proxy import Proxy
 from route.registry import Registry, write_state
+from route.upstream import Upstream
 
 if TYPE_CHECKING:
     from route.ondemand import OnDemand

@@ -5,7 +5,8 @@ changed while it runs (POST /_mode {"mode": ...}); GET /_stats counts what it sa
 
 Modes: ok; error500 (every /v1 call answers 500); hang (never answers /v1); cut (streams stop half-way
 by dropping the connection, whole answers too); garbage (200 with a body that is not JSON or SSE);
-inband (a stream that carries an error event); sick (/health answers 503, /v1 still works).
+inband (a stream that carries an error event); sick (/health answers 503, /v1 still works); redirect (/v1 answers
+307 to the same path at the URL given as `to` with the mode: POST /_mode {"mode": "redirect", "to": URL}).
 Request extensions: `delay` (seconds between stream chunks; a whole answer waits delay * max_tokens), `max_tokens` (number of content chunks).
 """
 
@@ -18,7 +19,7 @@ import time
 
 from aiohttp import web
 
-MODES = ("ok", "error500", "hang", "cut", "garbage", "inband", "sick")
+MODES = ("ok", "error500", "hang", "cut", "garbage", "inband", "sick", "redirect")
 
 
 def sse(obj: object) -> bytes:
@@ -29,6 +30,7 @@ class Backend:
     def __init__(self, name: str, mode: str) -> None:
         self.name = name
         self.mode = mode
+        self.redirect_to = ""
         self.stats = {
             "requests": 0,
             "streams_started": 0,
@@ -43,9 +45,11 @@ class Backend:
         return web.json_response({"status": "ok", "model": self.name})
 
     async def set_mode(self, request: web.Request) -> web.Response:
-        mode = (await request.json())["mode"]
+        body = await request.json()
+        mode = body["mode"]
         assert mode in MODES, mode
         self.mode = mode
+        self.redirect_to = body.get("to", "")
         return web.json_response({"mode": mode})
 
     async def get_stats(self, request: web.Request) -> web.Response:
@@ -56,6 +60,8 @@ class Backend:
         self.stats["requests"] += 1
         n = self.stats["requests"]
         chat = request.path.endswith("/chat/completions")
+        if self.mode == "redirect":
+            raise web.HTTPTemporaryRedirect(self.redirect_to + request.path)
         if self.mode == "error500":
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
         if self.mode == "hang":

@@ -57,8 +57,8 @@ class FakeBackend(Proc):
             "/_stats",
         )
 
-    def set_mode(self, mode: str) -> None:
-        self.http.post("/_mode", json={"mode": mode}).raise_for_status()
+    def set_mode(self, mode: str, **extra: str) -> None:
+        self.http.post("/_mode", json={"mode": mode, **extra}).raise_for_status()
 
     def stats(self) -> dict:
         return self.http.get("/_stats").json()

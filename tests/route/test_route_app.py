@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -11,60 +10,7 @@ import pytest
 from route.app import create_app
 from route.config import RouterConfig
 from route.errors import BackendTimeout, BackendUnreachable
-
-
-class FakeResponse:
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"",
-        content_type: str = "application/json",
-        chunks: list[bytes] | None = None,
-    ) -> None:
-        self.status = status
-        self.headers = {"content-type": content_type}
-        self._body = body
-        self._chunks = chunks
-        self.closed = False
-
-    async def read(self) -> bytes:
-        return self._body
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for c in self._chunks or []:
-            yield c
-
-    def close(self) -> None:
-        self.closed = True
-
-    def release(self) -> None:
-        pass
-
-
-def ok(name: str) -> Callable[[], FakeResponse]:
-    return lambda: FakeResponse(200, json.dumps({"object": "chat.completion", "choices": [], "who": name}).encode())
-
-
-class FakeUpstream:
-    def __init__(self) -> None:
-        self.behaviour: dict[str, Callable[[], FakeResponse] | Exception] = {}
-        self.unhealthy: set[str] = set()
-        self.calls: list[str] = []
-
-    async def send(self, url: str, body: bytes, headers: object) -> FakeResponse:
-        base = url.rsplit("/v1/", 1)[0]
-        self.calls.append(base)
-        action = self.behaviour[base]
-        if isinstance(action, Exception):
-            raise action
-        return action()
-
-    async def probe(self, url: str, headers: object = None) -> str | None:
-        return "down" if url in self.unhealthy else None
-
-    async def close(self) -> None:
-        pass
-
+from testkit.upstream import FakeResponse, FakeUpstream, ok
 
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests (anyio comes with httpx)
 
@@ -211,4 +157,34 @@ async def test_503_when_no_backend_is_healthy(tmp_path: Path) -> None:
     assert await error_of(await client.post("/v1/chat/completions", json=CHAT)) == (503, "no_healthy_backend")
     assert (await client.get("/health")).status_code == 503
     assert (await (await client.get("/v1/models")).get_json())["data"] == []
+    await test_app.shutdown()
+
+
+async def test_503_with_retry_after_is_retried_elsewhere_and_ejects_nobody() -> None:
+    """A model server shutting down (or refusing for now) answers 503 + Retry-After: the request goes to another
+    backend, and the refusing one is not counted as failed or ejected (its health checks take it out when it stops
+    answering them). A 503 without Retry-After is still a failure, as any other 5xx."""
+    fake = FakeUpstream()
+    shutting = b'{"error": {"message": "shutting down", "type": "server_error", "code": "shutting_down"}}'
+    fake.behaviour["http://a"] = lambda: FakeResponse(503, shutting, headers={"retry-after": "2"})
+    test_app, client = await start(fake, ["a", "b"])
+    for _ in range(4):
+        r = await client.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 200 and r.headers["X-Backend"] == "b"
+    refused = fake.calls.count("http://a")
+    assert refused >= 2 and fake.calls.count("http://b") == 4  # a stays in the rotation: each refusal costs a retry
+    backends = {b["name"]: b for b in (await (await client.get("/backends", headers=KEY)).get_json())["backends"]}
+    assert backends["a"]["healthy"] is True and backends["a"]["ejections"] == 0 and backends["a"]["errors"] == 0
+    metrics = (await (await client.get("/metrics", headers=KEY)).get_data()).decode()
+    assert f'route_retries_total{{model="m"}} {refused:.1f}' in metrics and "route_ejections_total{" not in metrics
+    # the only backend left refusing: its 503 and Retry-After reach the client
+    fake.behaviour["http://b"] = fake.behaviour["http://a"]
+    r = await client.post("/v1/chat/completions", json=CHAT)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+    assert (await r.get_json())["error"]["code"] == "shutting_down"
+    # a client's mistake (4xx) is passed on and never counts against a backend
+    fake.behaviour["http://a"] = fake.behaviour["http://b"] = lambda: FakeResponse(400, b'{"error": {"message": "no"}}')
+    assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 400
+    backends = {b["name"]: b for b in (await (await client.get("/backends", headers=KEY)).get_json())["backends"]}
+    assert all(b["healthy"] and b["errors"] == 0 for b in backends.values())
     await test_app.shutdown()

@@ -11,7 +11,7 @@ import pytest
 
 from route.app import create_app
 from route.config import RouterConfig
-from tests.route.test_route_app import FakeResponse, FakeUpstream
+from testkit.upstream import FakeResponse, FakeUpstream
 
 pytestmark = pytest.mark.anyio
 MESSAGES = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}

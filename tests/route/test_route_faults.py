@@ -206,3 +206,27 @@ def test_hypercorn_server_streams_and_frees_the_backend_on_disconnect(cluster: C
         assert next(s.iter_lines()).startswith("data: ")
     assert wait_until(lambda: a.stats()["streams_cancelled"] == 1, timeout=3)
     assert wait_until(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+
+
+def test_a_redirect_is_never_followed(cluster: Cluster) -> None:
+    """A backend answering 307 to another server: the router does not follow it (the prompt would reach a host
+    --allow-backend-hosts may forbid, and its answer come back as the backend's). The client gets a 502 error body,
+    the redirecting backend gets a failure, the redirect's target sees nothing; another backend answers instead."""
+    target = cluster.backend("target")  # never registered: stands for a host the router may not send to
+    sly = cluster.backend("sly")
+    sly.set_mode("redirect", to=target.url)
+    router = cluster.router()
+    assert router.register(sly).status_code == 200
+    for stream in (False, True):
+        r = router.chat(stream=stream)
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == "upstream_error" and "location" not in r.headers
+    assert target.stats()["requests"] == 0
+    assert sly.stats()["requests"] == 2
+    assert router.backends()["sly"]["errors"] == 2
+    honest = cluster.backend("honest")
+    assert router.register(honest).status_code == 200
+    for _ in range(3):
+        r = router.chat()
+        assert r.status_code == 200 and r.headers["X-Backend"] == "honest", r.text
+    assert target.stats()["requests"] == 0

@@ -15,8 +15,8 @@ import pytest
 from route.app import create_app
 from route.config import RouterConfig
 from route.health import PROBES_AT_ONCE, probe_all, spread
-from route.proxy import TIMED_OUT, UNREACHABLE, answered
-from tests.route.test_route_app import FakeResponse, FakeUpstream, ok
+from route.upstream import TIMED_OUT, UNREACHABLE, answered
+from testkit.upstream import FakeResponse, FakeUpstream, ok
 
 pytestmark = pytest.mark.anyio
 
@@ -322,7 +322,7 @@ async def test_the_upstream_pool_is_bounded_per_backend() -> None:
     """A real aiohttp backend in this loop counts the requests it holds at once: never more than the bound."""
     from aiohttp import web
 
-    from route.proxy import AiohttpUpstream
+    from route.upstream import AiohttpUpstream
 
     held = peak = 0
 

@@ -1,0 +1,69 @@
+"""A fake of the stack supervisor's control channel (stack/control.py) for the router's on-demand tests: an aiohttp
+app on a loopback port in the test's own event loop, with canned answers, so the router's real Control client and
+OnDemand manager run against it without starting model servers.
+
+    async with FakeSupervisor({"m": "loaded"}) as sup:      # what GET /models reports, per model
+        sup.start_error = "m did not start; the end of ..."  # POST /start answers 503 with it (as StartError does)
+        catalog = sup.catalog(["m"])                       # a route.catalog.Catalog that points at it
+
+`sup.calls` records (path, body) of every call.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from route.catalog import Catalog, CatalogModel, Control, CostEntry
+
+KEY = "s" * 32
+
+
+class FakeSupervisor:
+    def __init__(self, running: dict[str, str] | None = None) -> None:
+        self.running = dict(running or {})  # model -> "loaded" | "loading"; the rest are unloaded
+        self.start_error: str | None = None
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {KEY}":
+            return web.json_response({"error": "the control channel needs its key"}, status=401)
+        body = json.loads(await request.read() or b"{}") if request.method == "POST" else {}
+        self.calls.append((request.path, body))
+        if request.path == "/models":
+            view = {name: {"status": status, "layers": 0} for name, status in self.running.items()}
+            return web.json_response({"models": view})
+        if request.path == "/start":
+            if self.start_error is not None:
+                return web.json_response({"error": self.start_error}, status=503)
+            self.running[body["model"]] = "loaded"
+            return web.json_response({"model": body["model"], "status": "loaded", "layers": body["layers"]})
+        if request.path == "/stop":
+            self.running.pop(body["model"], None)
+            return web.json_response({"model": body["model"], "status": "unloaded"})
+        return web.json_response({"ok": True})  # /ready
+
+    def catalog(self, models: list[str], load_timeout: float = 10.0) -> Catalog:
+        entries = [CatalogModel(name=m, names=[m], costs=[CostEntry(layers=0, vram=0, ram=1)]) for m in models]
+        return Catalog(control=Control(url=self.url, key=KEY), load_timeout=load_timeout, models=entries)
+
+    async def __aenter__(self) -> FakeSupervisor:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
