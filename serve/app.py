@@ -137,6 +137,8 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
         rt = app.runtime
+        if rt.stopping:
+            return {"status": "shutting_down"}, 503
         if rt.embedder is not None:  # an --embeddings server
             if not rt.embedder.alive:
                 return {"status": "error", "error": "the embeddings thread has stopped"}, 503

@@ -75,6 +75,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)  # create() labels it with the model's name
     loaded: Loaded | None = None
     load_error: str | None = None
+    stopping: bool = False  # drain() has begun: /health answers 503 so routers send nothing more
     embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
     arrivals: Arrivals = field(default_factory=Arrivals)  # generation requests on their way to admission
     responses: ResponseStore = field(default_factory=ResponseStore)  # /v1/responses' previous_response_id
@@ -168,8 +169,9 @@ class Runtime:
         return embedder
 
     def drain(self) -> None:
-        """Shutdown, first step: running streams end now with `stop` (cleanly, [DONE] and all), waiters too;
-        on an embeddings server what has not been answered fails with "shutting down"."""
+        """Shutdown, first step: running streams end now (cleanly, [DONE] and all); what has not been answered
+        whole, and every waiter, fails with "shutting down" (503 with Retry-After); /health says so from now on."""
+        self.stopping = True
         if self.embedder:
             self.embedder.stop()
         elif self.loaded:

@@ -92,3 +92,22 @@ def test_stop_filter_any_split(cut: int) -> None:
     a, hit_a = f.feed(text[:cut])
     b, hit_b = ("", True) if hit_a else f.feed(text[cut:])
     assert a + b == "abc " and (hit_a or hit_b)
+
+
+def test_a_draining_server_says_so_on_health_and_refuses_with_503() -> None:
+    """Once shutdown has begun, /health answers 503 `shutting_down` (routers stop sending at once) and a new whole
+    request gets 503 with Retry-After, never a 500."""
+
+    async def run() -> None:
+        app = create_app(ServeConfig(model_path=build_tiny_gguf(), ctx_size=256))
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            await _healthy(client)
+            await asyncio.to_thread(app.runtime.drain)
+            r = await client.get("/health")
+            assert r.status_code == 503 and (await r.get_json())["status"] == "shutting_down"
+            r = await client.post("/v1/chat/completions", json=MSG)
+            assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+            assert (await r.get_json())["error"]["code"] == "shutting_down"
+
+    asyncio.run(run())
