@@ -88,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         from serve.config import CACHE
         from serve.placement import free_vram
         from stack.catalog import catalog_models
+        from stack.leftovers import check_ports, end_leftovers
         from stack.prepare import budgets, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
 
         if not options.plan_only:  # which starts nothing: nothing to clear the way for
             writable_dir(options.state_dir, "the state folder")
+            end_leftovers(options.state_dir)  # what a stack killed with SIGKILL left running
+            check_ports(stack)
         if any(m.source.is_dir() for m in stack.models):
             writable_dir(CACHE, "the conversion cache")
         ggufs = {m.name: gguf_for(m) for m in stack.models}

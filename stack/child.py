@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from hearth_common.logs import formatted
-from hearth_common.procs import CODE_ROOT
+from hearth_common.procs import CODE_ROOT, start_time
 from stack.config import ModelSection
 from stack.errors import StartError
 
@@ -81,6 +81,7 @@ class Child:
             "name": self.name,
             "url": self.url,
             "pid": self.proc.pid if self.proc else None,
+            "started": start_time(self.proc.pid) if self.proc else None,  # with the pid: this process, none other
             "status": self.status.value,
             "restarts": self.restarts,
             "last_exit": self.last_exit,

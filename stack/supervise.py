@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from hearth_common.keys import new_key, write_key_file
-from hearth_common.procs import free_port
+from hearth_common.procs import free_port, start_time
 from hearth_common.registration import registration
 from route.catalog import CatalogModel, write_catalog
 from stack.catalog import build_catalog, default_catalog_models
@@ -142,6 +142,7 @@ class Supervisor:
     def write_state(self) -> None:
         state = {
             "pid": os.getpid(),
+            "started": start_time(os.getpid()),
             "api": self.api_url,
             "keys": str(self.state_dir / "keys"),
             "router": self.router.view(),

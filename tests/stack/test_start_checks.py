@@ -7,6 +7,7 @@ user, root included, where chmod 500 would not stop root (the tests may run as r
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,16 @@ def test_unwritable_state_folder(tmp_path: Path) -> None:
     state = tmp_path / "file" / "sub"
     out = run([str(gguf_stack(tmp_path)), "--state-dir", str(state)])
     assert f"the state folder {state}" in one_line(out, "stack")
+
+
+def test_port_held_by_another_process(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        out = run([str(gguf_stack(tmp_path, f"port = {port}")), "--state-dir", str(tmp_path / "state")])
+        line = one_line(out, "stack")
+        assert f"port {port} (the router) is in use by pid {os.getpid()}" in line
+        out = run([str(gguf_stack(tmp_path, model=f"port = {port}")), "--state-dir", str(tmp_path / "state")])
+        assert f"port {port} (model a) is in use by pid {os.getpid()}" in one_line(out, "stack")
+    assert not (tmp_path / "state" / "state.json").exists()  # nothing started
