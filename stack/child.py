@@ -151,11 +151,18 @@ def tail(path: Path, lines: int = 15) -> str:
 
 @dataclass(frozen=True)
 class Checks:
-    """The hang check of a healthy child: a GET of its ready path every `every` seconds, each given `every` seconds;
-    `misses` failures in a row and it is killed (and so restarted)."""
+    """The hang check of a healthy child: a GET of its ready path starting every `every` seconds (or as soon as the
+    last one timed out, if later), each given `timeout` seconds; `misses` failures in a row and it is killed (and so
+    restarted). A hung child is killed at most every + (misses - 1) * max(every, timeout) + timeout seconds after it
+    hangs, then HANG_GRACE seconds pass before SIGKILL."""
 
-    every: float = 3.0
-    misses: int = 3
+    every: float = 5.0
+    timeout: float = 5.0
+    misses: int = 2
+
+    def bound(self) -> float:
+        """Seconds from a hang to the SIGKILL, at most."""
+        return self.every + (self.misses - 1) * max(self.every, self.timeout) + self.timeout + HANG_GRACE
 
 
 @dataclass(frozen=True)
@@ -237,17 +244,22 @@ class Life:
     async def watch(self, child: Child) -> None:
         """Return when the child exits; kill it first if it stops answering (a hung process is as good as dead)."""
         assert child.proc is not None
-        every = self.checks.every
+        checks = self.checks
         misses = 0
+        due = time.monotonic() + checks.every
         while True:
             try:
-                await asyncio.wait_for(asyncio.shield(child.proc.wait()), every)
+                await asyncio.wait_for(asyncio.shield(child.proc.wait()), max(due - time.monotonic(), 0))
                 return
             except TimeoutError:
                 pass
+            due = time.monotonic() + checks.every  # from the check's start: a timeout does not add an interval
             try:
                 async with self.http.get(
-                    child.url + child.ready_path, headers=child.headers, timeout=aiohttp.ClientTimeout(total=every)
+                    child.url + child.ready_path,
+                    headers=child.headers,
+                    # aiohttp rounds a deadline of 5 s or more up to a whole second unless told not to
+                    timeout=aiohttp.ClientTimeout(total=checks.timeout, ceil_threshold=float("inf")),
                 ) as r:
                     misses = 0 if r.status == 200 else misses + 1
             except (TimeoutError, aiohttp.ClientError):

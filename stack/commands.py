@@ -30,6 +30,7 @@ def router_toml(stack: StackConfig, port: int, catalog: Path | None = None) -> s
         "port": port,
         "strategy": r.strategy,
         "health_interval": r.health_interval,
+        "health_timeout": r.health_timeout,
         "max_retries": r.max_retries,
         "timeout": r.timeout,
         "state_file": r.state_file,

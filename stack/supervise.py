@@ -67,11 +67,11 @@ class Supervisor:
     log_level: str = "info"  # the children's too
     catalog_models: list[CatalogModel] | None = None  # sizes and settings for the router (default: sizes unknown)
     budget: tuple[int | None, int | None] = (None, None)  # (VRAM, RAM) bytes the models may use together
-    checks: Checks = field(default_factory=Checks)  # the hang check of each healthy child
     router: Child = field(init=False)
     servers: list[Child] = field(init=False, default_factory=list)
     life: Life | None = field(init=False, default=None)  # set while run() runs
     admin_key: str = field(init=False, repr=False)
+    checks: Checks = field(init=False)  # the hang check of each healthy child, from the stack file
     _keepers: dict[str, asyncio.Task[None]] = field(init=False, default_factory=dict)  # child name -> its keep()
     _locks: dict[str, asyncio.Lock] = field(init=False, default_factory=dict)  # model name -> start/stop in turn
     _layers: dict[str, int] = field(init=False, default_factory=dict)  # running model -> its GPU layers
@@ -88,6 +88,7 @@ class Supervisor:
         backend_key = new_key()
         write_key_file(keys / "admin.key", self.admin_key)
         write_key_file(keys / "backend.key", backend_key)
+        self.checks = Checks(r.health_interval, r.health_timeout, r.hang_checks)
         admin = {"Authorization": f"Bearer {self.admin_key}"}
         router_env = {"HEARTH_ROUTE_ADMIN_KEY": self.admin_key, "HEARTH_ROUTE_BACKEND_KEY": backend_key}
         if r.api_key:
