@@ -9,6 +9,7 @@ keys and state) goes under one cache directory: HEARTH_CACHE, else the user's ca
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,22 @@ def conversions_dir(environ: Mapping[str, str] = os.environ) -> Path:
 def stack_state_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """The stack's logs, keys, state.json and router config (`python -m stack --state-dir` moves them)."""
     return cache_dir(environ) / "stack"
+
+
+class UnwritableDir(Exception):
+    """A folder hearth must write to cannot be made or written; the message is one line naming it."""
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """Make `path` (with its parents) and write a scratch file there: UnwritableDir if either fails. Writing is the
+    test, not the mode bits, which do not stop root (a folder under a file, or on a read-only mount, stops anyone)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UnwritableDir(f"cannot write to {what} {path} ({err.strerror or err})") from None
+    return path
 
 
 def demo_dir() -> Path:

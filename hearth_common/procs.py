@@ -22,6 +22,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None when it is gone (or a
+    zombie, which holds no port)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
 def child_env(environ: Mapping[str, str] = os.environ, **extra: str) -> dict[str, str]:
     """`environ` for a `python -m serve|route|stack` child, with this checkout first on PYTHONPATH when run from one."""
     env = {**environ, **extra}

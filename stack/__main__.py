@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hearth_common.logs import setup
+from hearth_common.paths import UnwritableDir, writable_dir
 from hearth_common.settings import SettingsError
 from hearth_common.stopping import sigterm_as_interrupt
 from stack.config import PROGRAM, StackConfig, StackOptions, load_stack
@@ -84,10 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     setup("stack", level)
     sigterm_as_interrupt()  # while converting: unwinds like Ctrl-C
     try:
+        from serve.config import CACHE
         from serve.engine.placement import free_vram
         from stack.catalog import catalog_models
+        from stack.leftovers import check_ports, end_leftovers
         from stack.prepare import budgets, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
 
+        if not options.plan_only:  # which starts nothing: nothing to clear the way for
+            writable_dir(options.state_dir, "the state folder")
+            end_leftovers(options.state_dir)  # what a stack killed with SIGKILL left running
+            check_ports(stack)
+        if any(m.source.is_dir() for m in stack.models):
+            writable_dir(CACHE, "the conversion cache")
         ggufs = {m.name: gguf_for(m) for m in stack.models}
         sizes = {m.name: sizes_of(m, ggufs[m.name]) for m in stack.models}
         gpu = gpu_offload()
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             budget=(vram, ram),
         )
         asyncio.run(supervise(sup))
-    except StackError as err:
+    except (StackError, UnwritableDir) as err:
         print(f"stack: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # during conversion: convert writes a temp file and renames, so nothing is half-written

@@ -37,7 +37,17 @@ class RouterSection(BaseModel):
     strategy: StrategyName = Field(ROUTE["strategy"].default, description="default routing strategy")
     model_strategies: dict[str, StrategyName] = Field(default_factory=dict, description="strategy per model name")
     health_interval: float = Field(
-        HEALTH_INTERVAL, gt=0, le=3600, description="seconds between the router's health checks"
+        HEALTH_INTERVAL,
+        gt=0,
+        le=3600,
+        description="seconds between health checks of each model server (the "
+        "router's, and the supervisor's hang check)",
+    )
+    health_timeout: float = Field(
+        ROUTE["health_timeout"].default, gt=0, le=600, description="seconds one health check may take"
+    )
+    hang_checks: int = Field(
+        2, ge=1, le=100, description="failed checks in a row after which the supervisor kills and restarts a server"
     )
     max_retries: int = Field(
         ROUTE["max_retries"].default, ge=0, le=10, description="retries on another backend before a response starts"

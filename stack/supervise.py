@@ -4,11 +4,11 @@ The router decides which models are loaded (route/ondemand.py: preloads at start
 ones under the budget); the supervisor executes its word over the control channel (stack/control.py) and never
 starts or stops a model server on its own, beyond restarting one that died.
 
-Each child runs in its own session (process group), so the terminal's Ctrl-C reaches only the supervisor, which then
-stops every group: SIGTERM, and SIGKILL after a timeout. On Linux the children also get SIGTERM if the supervisor
-itself dies (PR_SET_PDEATHSIG), so no server outlives it. A model server that exits is restarted with exponential
-backoff and registered again; meanwhile the router's health checks and retries route around it. One that stops
-answering its health check (three checks in a row, 3 s apart) is killed and restarted the same way.
+One child's life (spawn, ready, watch, restart with backoff, kill) is stack/child.py; what each child runs with is
+stack/commands.py; this module wires them: the process table, registration with the router, the state file, and the
+router's word. A model server that exits is restarted with exponential backoff and registered again; meanwhile the
+router's health checks and retries route around it. One that stops answering its health check is killed and
+restarted the same way.
 
 Child output goes to DIR/logs/NAME.log (the children log at the stack's --log-level, in the same format);
 DIR/state.json says what runs where (pids, ports, restarts). The children take their settings from the stack file
@@ -24,13 +24,9 @@ DIR/keys/ (owner-only) for the operator; logs and keys are owner-only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,129 +36,17 @@ from typing import Any
 import aiohttp
 
 from hearth_common.keys import new_key, write_key_file
-from hearth_common.logs import formatted
-from hearth_common.procs import CODE_ROOT, child_env, free_port
+from hearth_common.procs import free_port, start_time
 from hearth_common.registration import registration
-from route.catalog import Catalog, CatalogModel, CostEntry, write_catalog
-from stack.catalog import build_catalog
-from stack.config import ModelSection, StackConfig
+from route.catalog import CatalogModel, write_catalog
+from stack.catalog import build_catalog, default_catalog_models
+from stack.child import Checks, Child, Hooks, Life, ProcessState, kill, rss_bytes
+from stack.commands import environment, router_argv, router_toml, serve_argv
+from stack.config import StackConfig
 from stack.control import ControlServer, start_control
 from stack.errors import StartError
 
 log = logging.getLogger("stack")
-BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
-STABLE_AFTER = 30.0  # a server that stayed up this long starts its backoff over
-WATCH_EVERY, WATCH_MISSES = 3.0, 3  # a child that fails 3 checks in a row (3 s timeout, 3 s apart) is hung
-CHILD_PREFIXES = ("HEARTH_SERVE_", "HEARTH_ROUTE_")  # settings the stack's children never take from our environment
-
-
-def backoff(failures: int) -> float:
-    """Seconds to wait before restart number `failures` (1, 2, ...) in a row: 1, 2, 4, ... up to 30."""
-    return min(BACKOFF_FIRST * 2 ** max(failures - 1, 0), BACKOFF_MAX)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the supervisor dies, whatever kills it."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-@dataclass
-class Child:
-    name: str  # backend name at the router
-    argv: list[str]
-    url: str
-    ready_path: str  # answers 200 once the process can take traffic
-    log: Path
-    model: ModelSection | None = None  # None: the router
-    model_type: str = "generic"
-    env: dict[str, str] = field(default_factory=dict, repr=False)  # keys: never in argv, state.json or a log
-    headers: dict[str, str] = field(default_factory=dict, repr=False)  # what the supervisor's checks send
-    proc: asyncio.subprocess.Process | None = None
-    status: str = "starting"  # unloaded, starting, healthy, restarting, failed, stopped
-    restarts: int = 0
-    last_exit: int | None = None
-    up: asyncio.Future[None] | None = None  # done once this start's process is healthy and registered
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "url": self.url,
-            "pid": self.proc.pid if self.proc else None,
-            "status": self.status,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-            "log": str(self.log),
-            **({"models": self.model.names, "model_type": self.model_type} if self.model else {}),
-        }
-
-
-def rss_bytes(pid: int) -> int | None:
-    """Resident memory of a process (Linux), for the console's unload line."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _toml_value(value: Any) -> str:
-    # JSON's string and number syntax is valid TOML for the plain values written here.
-    return json.dumps(str(value) if isinstance(value, Path) else value)
-
-
-def router_toml(stack: StackConfig, port: int, catalog: Path | None = None) -> str:
-    r = stack.router
-    values = {
-        "host": r.host,
-        "port": port,
-        "strategy": r.strategy,
-        "health_interval": r.health_interval,
-        "max_retries": r.max_retries,
-        "timeout": r.timeout,
-        "state_file": r.state_file,
-        "catalog": catalog,
-    }
-    lines = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    if r.model_strategies:
-        lines.append("[model_strategies]")
-        lines += [f"{_toml_value(k)} = {_toml_value(v)}" for k, v in r.model_strategies.items()]
-    return "\n".join(lines) + "\n"
-
-
-def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "serve",
-        "--model-path",
-        str(gguf),
-        "--model-name",
-        model.name,
-        "--port",
-        str(port),
-        "--n-gpu-layers",
-        str(n_gpu_layers),
-        "--ctx-size",
-        str(model.ctx_size),
-        "--max-concurrent",
-        str(model.max_concurrent),
-        "--max-queue",
-        str(model.max_queue),
-        "--kv-type",
-        model.kv_type,
-    ]
-    if model.model_type:
-        argv += ["--model-type", model.model_type]
-    if model.threads:
-        argv += ["--threads", str(model.threads)]
-    if model.aliases:  # the server answers to them too (404 model_not_found for any other name)
-        argv += ["--alias", ",".join(model.aliases)]
-    if model.embeddings:
-        argv.append("--embeddings")
-    return argv
 
 
 def owner_only_dir(path: Path) -> Path:
@@ -185,8 +69,9 @@ class Supervisor:
     budget: tuple[int | None, int | None] = (None, None)  # (VRAM, RAM) bytes the models may use together
     router: Child = field(init=False)
     servers: list[Child] = field(init=False, default_factory=list)
-    http: aiohttp.ClientSession | None = field(init=False, default=None)
+    life: Life | None = field(init=False, default=None)  # set while run() runs
     admin_key: str = field(init=False, repr=False)
+    checks: Checks = field(init=False)  # the hang check of each healthy child, from the stack file
     _keepers: dict[str, asyncio.Task[None]] = field(init=False, default_factory=dict)  # child name -> its keep()
     _locks: dict[str, asyncio.Lock] = field(init=False, default_factory=dict)  # model name -> start/stop in turn
     _layers: dict[str, int] = field(init=False, default_factory=dict)  # running model -> its GPU layers
@@ -203,6 +88,7 @@ class Supervisor:
         backend_key = new_key()
         write_key_file(keys / "admin.key", self.admin_key)
         write_key_file(keys / "backend.key", backend_key)
+        self.checks = Checks(r.health_interval, r.health_timeout, r.hang_checks)
         admin = {"Authorization": f"Bearer {self.admin_key}"}
         router_env = {"HEARTH_ROUTE_ADMIN_KEY": self.admin_key, "HEARTH_ROUTE_BACKEND_KEY": backend_key}
         if r.api_key:
@@ -215,7 +101,7 @@ class Supervisor:
         config.write_text(router_toml(self.stack, port, self.catalog_path))
         self.router = Child(
             "router",
-            [sys.executable, "-m", "route", "--config", str(config)],
+            router_argv(config),
             f"http://{host}:{port}",
             "/status",
             logs / "router.log",
@@ -238,23 +124,11 @@ class Supervisor:
                         m,
                         self.model_types[m.name],
                         env={"HEARTH_SERVE_API_KEY": backend_key},
-                        status="starting" if m.preload else "unloaded",
+                        status=ProcessState.STARTING if m.preload else ProcessState.UNLOADED,
                     )
                 )
         if self.catalog_models is None:
-            self.catalog_models = [
-                CatalogModel(
-                    name=m.name,
-                    names=m.names,
-                    replicas=m.replicas,
-                    ttl=m.ttl,
-                    preload=m.preload,
-                    pinned=m.pinned,
-                    preload_layers=self.gpu_layers[m.name],
-                    costs=[CostEntry(layers=self.gpu_layers[m.name], vram=0, ram=0)],
-                )
-                for m in self.stack.models
-            ]
+            self.catalog_models = default_catalog_models(self.stack, self.gpu_layers)
 
     @property
     def catalog_path(self) -> Path:
@@ -269,6 +143,7 @@ class Supervisor:
     def write_state(self) -> None:
         state = {
             "pid": os.getpid(),
+            "started": start_time(os.getpid()),
             "api": self.api_url,
             "keys": str(self.state_dir / "keys"),
             "router": self.router.view(),
@@ -281,81 +156,28 @@ class Supervisor:
 
     # -- processes ------------------------------------------------------------------------------------------------
 
-    async def spawn(self, child: Child) -> None:
-        fd = os.open(child.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchmod(fd, 0o600)  # also a log made before logs were owner-only
-        with os.fdopen(fd, "a") as out:
-            out.write(formatted("stack", f"starting {child.name}: {' '.join(child.argv)}") + "\n")
-            out.flush()
-            child.proc = await asyncio.create_subprocess_exec(
-                *child.argv,
-                cwd=CODE_ROOT,
-                env=self.child_env(child),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-        child.status = "starting"
-        self.write_state()
-
     def child_env(self, child: Child, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-        """The child's environment: ours without HEARTH_SERVE_* and HEARTH_ROUTE_* (the stack file is the children's
-        one source of settings), our log level, and its keys."""
+        """The child's environment (stack/commands.py): the stack file is its one source of settings."""
         program = "HEARTH_SERVE_" if child.model is not None else "HEARTH_ROUTE_"
-        env = child_env({k: v for k, v in environ.items() if not k.startswith(CHILD_PREFIXES)})
-        return {**env, program + "LOG_LEVEL": self.log_level, **child.env}
-
-    async def wait_ready(self, child: Child) -> bool:
-        """True once the child answers its ready path with 200; False if it exits or times out (then it is killed)."""
-        assert self.http is not None and child.proc is not None
-        deadline = time.monotonic() + self.load_timeout
-        while child.proc.returncode is None and time.monotonic() < deadline:
-            try:
-                async with self.http.get(
-                    child.url + child.ready_path, headers=child.headers, timeout=aiohttp.ClientTimeout(total=2)
-                ) as resp:
-                    if resp.status == 200:
-                        return True
-                    body = await resp.json(content_type=None) if resp.status == 503 else None
-                    if isinstance(body, dict) and body.get("status") == "error":  # serve: the model failed to load
-                        log.warning(f"{child.name} failed to load its model: {body.get('error')}")
-                        await self.kill(child, self.stop_timeout)
-                        return False
-            except (TimeoutError, aiohttp.ClientError, ValueError):
-                pass
-            with contextlib.suppress(TimeoutError):
-                # Often: a request may be waiting for this load.
-                await asyncio.wait_for(asyncio.shield(child.proc.wait()), 0.05)
-        if child.proc.returncode is None:
-            log.warning(f"{child.name} not ready after {self.load_timeout:.0f} s; killing it")
-            await self.kill(child, 0)
-        return False
-
-    async def kill(self, child: Child, grace: float) -> None:
-        """SIGTERM the child's process group, SIGKILL it after `grace` seconds."""
-        proc = child.proc
-        if proc is None or proc.returncode is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                await asyncio.wait_for(proc.wait(), grace if sig == signal.SIGTERM else None)
-                return
-            except TimeoutError:
-                log.warning(f"{child.name} ignored SIGTERM for {grace:.0f} s; killing it")
+        return environment(program, self.log_level, child.env, environ)
 
     # -- registration ---------------------------------------------------------------------------------------------
 
+    async def came_up(self, child: Child, first: bool) -> None:
+        """A child answers its ready path: a server is registered with the router (a first start fails without
+        that); a restarted router may have lost the registrations, so every healthy server registers again."""
+        if child.model is None:
+            await asyncio.gather(*(self.register(c) for c in self.servers if c.status == ProcessState.HEALTHY))
+        elif not await self.register(child) and first:
+            raise StartError(f"the router refused {child.name}'s registration (see above)")
+
     async def register(self, child: Child, attempts: int = 5) -> bool:
-        assert self.http is not None and child.model is not None
+        assert self.life is not None and child.model is not None
         body = registration(child.name, child.url, child.model_type, child.model.names)
         headers = {"Authorization": f"Bearer {self.admin_key}"}
         for attempt in range(attempts):
             try:
-                async with self.http.post(
+                async with self.life.http.post(
                     self.router.url + "/backends/register",
                     json=body,
                     headers=headers,
@@ -370,82 +192,30 @@ class Supervisor:
         log.warning(f"could not register {child.name} with the router: {reason}")
         return False
 
-    # -- supervision loops ----------------------------------------------------------------------------------------
-
-    async def keep(self, child: Child) -> None:
-        """Start the child and restart it whenever it exits; a first start that fails raises StartError."""
-        failures = 0
-        started_once = False
-        while True:
-            await self.spawn(child)
-            assert child.proc is not None
-            began = time.monotonic()
-            if await self.wait_ready(child):
-                if child.model is None:  # a restarted router may have lost the registrations
-                    await asyncio.gather(*(self.register(c) for c in self.servers if c.status == "healthy"))
-                elif not await self.register(child) and not started_once:
-                    raise StartError(f"the router refused {child.name}'s registration (see above)")
-                # A later registration failure means the router is down: its restart registers this one again.
-                child.status = "healthy"
-                self.write_state()
-                if started_once:
-                    log.info(f"{child.name} is back (restart {child.restarts})")
-                elif child.up is not None and not child.up.done():
-                    child.up.set_result(None)
-                started_once = True
-                await self.watch(child)
-            elif not started_once:
-                child.status = "failed"
-                self.write_state()
-                raise StartError(f"{child.name} did not start; the end of {child.log}:\n" + tail(child.log))
-            child.last_exit = child.proc.returncode
-            child.restarts += 1
-            failures = 1 if time.monotonic() - began > STABLE_AFTER else failures + 1
-            delay = backoff(failures)
-            child.status = "restarting"
-            self.write_state()
-            log.warning(f"{child.name} exited with code {child.last_exit}; restarting in {delay:.0f} s")
-            await asyncio.sleep(delay)
-
-    async def watch(self, child: Child) -> None:
-        """Return when the child exits; kill it first if it stops answering (a hung process is as good as dead)."""
-        assert self.http is not None and child.proc is not None
-        misses = 0
-        while True:
-            try:
-                await asyncio.wait_for(asyncio.shield(child.proc.wait()), WATCH_EVERY)
-                return
-            except TimeoutError:
-                pass
-            try:
-                async with self.http.get(
-                    child.url + child.ready_path,
-                    headers=child.headers,
-                    timeout=aiohttp.ClientTimeout(total=WATCH_EVERY),
-                ) as r:
-                    misses = 0 if r.status == 200 else misses + 1
-            except (TimeoutError, aiohttp.ClientError):
-                misses += 1
-            if misses >= WATCH_MISSES:
-                log.warning(f"{child.name} has not answered {child.ready_path} for {misses} checks; restarting it")
-                await self.kill(child, 2.0)  # a hung process will not shut down gracefully anyway
+    # -- supervision ------------------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, on_ready: Any = None) -> None:
         """Run until `stop` is set; then stop every child. Raises StartError if a first start fails."""
-        async with aiohttp.ClientSession() as self.http:
+        async with aiohttp.ClientSession() as http:
+            hooks = Hooks(env=self.child_env, changed=self.write_state, came_up=self.came_up)
+            self.life = life = Life(http, hooks, self.load_timeout, self.stop_timeout, self.checks)
             tasks: list[asyncio.Task[None]] = []
             key = new_key()  # the control channel's; it reaches the router in the owner-only catalog only
             control: ControlServer | None = None
             try:
                 control = await start_control(self, key)
                 self.write_catalog(control.url, key)
-                tasks.append(asyncio.create_task(self.keep(self.router)))
+                tasks.append(asyncio.create_task(life.keep(self.router)))
                 # The router preloads the models through the control channel and then says it is ready.
                 while not stop.is_set():
                     await self._check(tasks, stop, 0.2)
                     if self._fatal is not None:
                         raise self._fatal
-                    if not self._announced and self._ready_notes is not None and self.router.status == "healthy":
+                    if (
+                        not self._announced
+                        and self._ready_notes is not None
+                        and self.router.status == ProcessState.HEALTHY
+                    ):
                         self._announced = True
                         for note in self._ready_notes:
                             log.info("%s", note)
@@ -464,7 +234,7 @@ class Supervisor:
     def write_catalog(self, url: str, key: str) -> None:
         assert self.catalog_models is not None
         vram, ram = self.budget
-        catalog: Catalog = build_catalog(self.catalog_models, vram, ram, url, key, self.load_timeout)
+        catalog = build_catalog(self.catalog_models, vram, ram, url, key, self.load_timeout)
         write_catalog(catalog, self.catalog_path)
 
     # -- the router's word (stack/control.py) ---------------------------------------------------------------------
@@ -492,8 +262,8 @@ class Supervisor:
         if self._ready_notes is None:
             self._ready_notes = notes
         for child in self.servers:
-            if child.name not in self._keepers and child.status == "starting":
-                child.status = "unloaded"  # the router did not preload it (it would not fit)
+            if child.name not in self._keepers and child.status == ProcessState.STARTING:
+                child.status = ProcessState.UNLOADED  # the router did not preload it (it would not fit)
         self.write_state()
 
     async def start_model(self, name: str, layers: int, why: str) -> int:
@@ -507,12 +277,13 @@ class Supervisor:
                 log.info(f"loading {name}" + (f" ({why})" if why else ""))
                 began = time.monotonic()
                 loop = asyncio.get_running_loop()
+                assert self.life is not None  # the router's word comes while run() runs
                 for i, child in enumerate(group):
                     port = model.port + i if model.port else free_port()
                     child.url = f"http://127.0.0.1:{port}"
                     child.argv = serve_argv(model, self.ggufs[name], port, layers)
                     child.up = loop.create_future()
-                    self._keepers[child.name] = asyncio.create_task(self.keep(child))
+                    self._keepers[child.name] = asyncio.create_task(self.life.keep(child))
                 self._layers[name] = layers
             else:
                 began = None
@@ -548,11 +319,12 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(self.kill(c, self.stop_timeout) for c in group))
+        await asyncio.gather(*(kill(c, self.stop_timeout) for c in group))
         for child in group:
             if child.up is not None and not child.up.done():
                 child.up.cancel()
-            child.status = "unloaded" if child.status != "failed" else "failed"
+            if child.status != ProcessState.FAILED:
+                child.status = ProcessState.UNLOADED
 
     async def stop_model(self, name: str, why: str) -> None:
         """Stop every replica of the model; returns once each process is gone."""
@@ -580,14 +352,7 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         children = [*self.servers, self.router]
-        await asyncio.gather(*(self.kill(c, self.stop_timeout) for c in children))
+        await asyncio.gather(*(kill(c, self.stop_timeout) for c in children))
         for c in children:
-            c.status = "stopped"
+            c.status = ProcessState.STOPPED
         self.write_state()
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from stack.__main__ import main
+from stack.commands import router_toml, serve_argv
 from stack.config import load_stack
 from stack.errors import ConfigError
-from stack.supervise import router_toml, serve_argv
 
 
 @pytest.fixture

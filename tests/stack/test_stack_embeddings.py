@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from serve.config import from_args
+from stack.commands import serve_argv
 from stack.config import load_stack
-from stack.supervise import serve_argv
 
 STACK = """
 [[models]]

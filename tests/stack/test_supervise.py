@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stack.child import backoff
 from stack.config import parse_stack
-from stack.supervise import Supervisor, backoff
+from stack.supervise import Supervisor
 
 
 def test_backoff_doubles_up_to_30_s() -> None:
@@ -80,7 +81,7 @@ def test_child_logs_are_owner_only(tmp_path: Path) -> None:
     import asyncio
     import sys
 
-    from stack.supervise import Child
+    from stack.child import Child, spawn as spawn_child
 
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     stack = parse_stack({"models": [{"name": "a", "source": "m.gguf"}]}, tmp_path)
@@ -98,7 +99,7 @@ def test_child_logs_are_owner_only(tmp_path: Path) -> None:
     )
 
     async def spawn() -> None:
-        await sup.spawn(child)
+        await spawn_child(child, sup.child_env(child))
         assert child.proc is not None
         await child.proc.wait()
 
