@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hearth_common.units import human
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -76,14 +78,6 @@ class TooLarge:
 
 
 Decision = Load | Wait | TooLarge
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def size(cost: Cost) -> str:

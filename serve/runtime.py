@@ -88,16 +88,22 @@ class Runtime:
 
     # -- loading (in a worker thread, so /health answers 503 meanwhile) ----------------------------------------
 
-    def load(self) -> Loaded:
+    def _open_model(self, kv_tokens: int, logger: logging.Logger) -> Model:
+        """The model with as many layers on the GPU as the settings (or, `auto`, the free VRAM beside a KV cache
+        of `kv_tokens` cells) allow."""
         c = self.config
         gpu = bool(ll.llama_supports_gpu_offload())
         measure = gpu and c.device_map == "auto" and c.n_gpu_layers is None
         shape = read_shape(str(self.model_path)) if measure else None
         vram = free_vram() if measure else None
+        placement = resolve(c.device_map, c.n_gpu_layers, gpu, shape, vram, kv_tokens, c.kv_type)
+        logger.info("placement: %s", placement.reason)
+        return Model(self.model_path, placement.n_gpu_layers)
+
+    def load(self) -> Loaded:
+        c = self.config
         # Every sequence has its own KV cache, so the KV budget is the context times the sequences.
-        placement = resolve(c.device_map, c.n_gpu_layers, gpu, shape, vram, c.ctx_size * c.max_concurrent, c.kv_type)
-        log.info("placement: %s", placement.reason)
-        model = Model(self.model_path, placement.n_gpu_layers)
+        model = self._open_model(c.ctx_size * c.max_concurrent, log)
         arch = model.meta("general.architecture") or "generic"
         model_type = c.model_type or MODEL_TYPES.get(arch, "generic")
         bos = model.token_text(ll.llama_vocab_bos(model.vocab)) if ll.llama_vocab_bos(model.vocab) >= 0 else ""
@@ -136,14 +142,8 @@ class Runtime:
     def load_embedder(self) -> Embedder:
         """Load the model and start its embeddings thread (--embeddings). Raises EngineError."""
         c = self.config
-        gpu = bool(ll.llama_supports_gpu_offload())
-        measure = gpu and c.device_map == "auto" and c.n_gpu_layers is None
-        shape = read_shape(str(self.model_path)) if measure else None
-        vram = free_vram() if measure else None
         # One unified KV stream of ctx_size cells, whatever the number of sequences.
-        placement = resolve(c.device_map, c.n_gpu_layers, gpu, shape, vram, c.ctx_size, c.kv_type)
-        embed_log.info("placement: %s", placement.reason)
-        model = Model(self.model_path, placement.n_gpu_layers)
+        model = self._open_model(c.ctx_size, embed_log)
         try:
             arch = model.meta("general.architecture") or "generic"
             embedder = Embedder(

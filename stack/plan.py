@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hearth_common.units import human
 from route.residency import Budget, Cost
 from serve.engine.placement import ModelShape, fit_layers, kv_bytes_per_token
 
@@ -69,14 +70,6 @@ class Plan:
         text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
         text.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join([*text, self.note])
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def split(needs: ModelNeeds, n_gpu: int, reserve: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ Jobs join between steps and leave when they finish or are cancelled (checked at 
 Prompt cache: a finished sequence keeps its KV cells, tagged with the token ids they hold (serve/engine/prompt_cache.py). A
 new job takes the free sequence sharing the longest prefix with its prompt, drops the cells from the first
 differing position (llama_memory_seq_rm(seq, p, -1)) and decodes only the rest, always at least the last prompt
-token (its logits are sampled; two for a seeded sample, see kvcache.DECODED_EXACT). Before a sequence's cells
+token (its logits are sampled; two for a seeded sample, see prompt_cache.DECODED_EXACT). Before a sequence's cells
 are overwritten, its state is saved to a host-RAM cache (llama_state_seq_get_data), where a later prompt can find it by longest prefix and restore it into any sequence.
 A filler token sits right after its sequence's cached cells and is removed after the step, so it costs no cache.
 Requests talk to the thread through `Job.emit` (thread-safe, usually an asyncio queue) and the `cancelled` flag:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from serve.chat.tools.events import CallArgs, CallStart, Content, IdMaker, ToolEvent, merge, openai_id
 from serve.chat.tools.jsonscan import WHITESPACE, CallScanner, Found, Part, ValueScanner
+from serve.engine.stops import partial_tail
 
 
 class State(enum.Enum):
@@ -130,7 +131,7 @@ class MarkupParser:
             if i != -1 and i < pos:
                 pos, marker = i, m
         if marker is None:
-            keep = _partial_tail(text, markers)
+            keep = partial_tail(text, markers)
             rest = self._plain(text[: len(text) - keep], out)
             if rest is not None:
                 return rest + text[len(text) - keep :]
@@ -292,17 +293,6 @@ class MarkupParser:
         self._started = True
         self._space = ""  # whitespace before a call is layout
         out.append(CallStart(index, (self.new_id or self.spec.new_id)(index), name))
-
-
-def _partial_tail(text: str, markers: tuple[str, ...]) -> int:
-    """Length of the longest tail of `text` that is a proper prefix of some marker."""
-    longest = 0
-    for m in markers:
-        for n in range(min(len(m) - 1, len(text)), longest, -1):
-            if text.endswith(m[:n]):
-                longest = n
-                break
-    return longest
 
 
 ParserFactory = Callable[[], MarkupParser]
