@@ -4,8 +4,8 @@ a client hears while a stack model is not servable yet. The real supervisor is t
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from route.app import create_app
 from route.catalog import write_catalog
 from route.config import RouterConfig
-from testkit.stack import DEMO, StackProcess, demo_models_missing
+from testkit.stack import StackProcess, demo_models_missing
 from testkit.supervisor import FakeSupervisor
 from testkit.upstream import FakeUpstream
 
@@ -102,20 +102,18 @@ async def test_a_failed_load_tells_the_client_a_short_reason_and_logs_the_detail
 
 @pytest.mark.slow
 @pytest.mark.skipif(demo_models_missing() is not None, reason=str(demo_models_missing()))
-def test_a_stack_model_that_cannot_start_gets_a_short_503(tmp_path: Path) -> None:
-    """The real stack: a model whose server cannot start (its port is taken). The client's 503 names no path and no
-    log line, and says when to retry; the details are in the router's log."""
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
+def test_a_stack_model_that_cannot_start_gets_a_short_503(tmp_path: Path, demo_gguf: Callable[[str], Path]) -> None:
+    """The real stack: a model whose server cannot start (its GGUF is gone by the time it loads). The client's 503
+    names no path and no log line, and says when to retry; the details are in the router's log."""
+    gguf = tmp_path / "m.gguf"
+    shutil.copyfile(demo_gguf("demo-think"), gguf)
     stack_file = tmp_path / "stack.toml"
     stack_file.write_text(
-        f'[router]\nport = 0\n[[models]]\nname = "m"\nsource = "{DEMO / "demo-think"}"\nctx_size = 256\n'
-        f"threads = 1\npreload = false\nport = {port}\n"
+        f'[router]\nport = 0\n[[models]]\nname = "m"\nsource = "{gguf}"\nctx_size = 256\nthreads = 1\npreload = false\n'
     )
     proc = StackProcess([str(stack_file)], tmp_path / "state")
     try:
+        gguf.unlink()  # planned at start; its server, started on demand, finds nothing to load and exits
         r = httpx.post(proc.api + "/chat/completions", json=CHAT, timeout=120)
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1, r.text
         message = r.json()["error"]["message"]
@@ -125,5 +123,4 @@ def test_a_stack_model_that_cannot_start_gets_a_short_503(tmp_path: Path) -> Non
         assert "loading m failed: m did not start; the end of" in router_log and str(tmp_path) in router_log
     finally:
         proc.stop()
-        taken.close()
     assert proc.orphans == []
