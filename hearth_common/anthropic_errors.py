@@ -31,8 +31,12 @@ def error_type(status: int) -> str:
     return TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": error_type(status), "message": message}}
+def error_body(status: int, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`details`: the machine-readable reason some errors carry (`{"error_code": ...}`), which SDKs act on."""
+    error: dict[str, Any] = {"type": error_type(status), "message": message}
+    if details:
+        error["details"] = details
+    return {"type": "error", "error": error}
 
 
 def error_event(message: str, status: int = 500) -> bytes:

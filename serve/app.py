@@ -198,7 +198,8 @@ BODY_TIMEOUT = 30  # seconds a client may take to send its body (Quart's default
 
 
 def _error(err: ServeError) -> Response:
-    body = anthropic_errors.error_body(err.status, err.message) if anthropic_errors.owns(request.path) else err.body()
+    anthropic = anthropic_errors.owns(request.path)
+    body = anthropic_errors.error_body(err.status, err.message, err.details) if anthropic else err.body()
     response = Response(json.dumps(body), status=err.status, content_type="application/json")
     retry = getattr(err, "retry_after", None)
     if retry is not None:

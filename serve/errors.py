@@ -23,6 +23,7 @@ class ServeError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    details: dict[str, object] | None = None  # Anthropic's error.details (hearth_common/anthropic_errors.py)
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)

@@ -7,6 +7,7 @@ model that loads in milliseconds, not sensible text.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import gguf
@@ -22,8 +23,12 @@ TEMPLATE = (
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
 
 
-def build_tiny_gguf(seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: int = 32768) -> Path:
-    out = REPO / ".cache" / "serve" / f"tiny-{seed}-{n_embd}-{n_layer}-{n_ctx}.gguf"
+def build_tiny_gguf(
+    seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: int = 32768, template: str = TEMPLATE
+) -> Path:
+    """`template`: the chat template the GGUF carries (ChatML-like by default)."""
+    own = "" if template == TEMPLATE else "-" + hashlib.sha256(template.encode()).hexdigest()[:12]
+    out = REPO / ".cache" / "serve" / f"tiny-{seed}-{n_embd}-{n_layer}-{n_ctx}{own}.gguf"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +57,7 @@ def build_tiny_gguf(seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_ctx: in
     w.add_bos_token_id(256)
     w.add_eos_token_id(258)
     w.add_add_bos_token(False)
-    w.add_chat_template(TEMPLATE)
+    w.add_chat_template(template)
 
     def t(name: str, *shape: int) -> None:
         w.add_tensor(name, (rng.standard_normal(shape) * 0.5).astype(np.float32))

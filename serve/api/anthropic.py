@@ -14,6 +14,8 @@ Mapping:
 - `max_tokens` is a cap: past the context's room it is lowered to the room (stop_reason
   `model_context_window_exceeded` when that room ran out).
 - `tool_choice` auto/any/tool/none -> auto/required/named/none; `disable_parallel_tool_use` -> one call.
+- `thread` (message threads): refused with 400 `error.details.error_code: thread_unsupported_request`, the
+  Messages API's answer where a request cannot be threaded; the SDK's tool runner then sends the whole history.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ DELTAS = {
 }
 
 SseEvent = tuple[str, dict[str, Any]]
+
+
+class ThreadUnsupported(InvalidRequest):
+    """A request on a message thread: this server keeps no threads. The Messages API's answer for a request a
+    thread cannot take, on which the SDK's tool runner sends the whole conversation again without `thread`."""
+
+    code = "thread_unsupported_request"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message, param)
+        self.details = {"error_code": self.code}
 
 
 def reasoning_level(req: CountTokensRequest) -> str:
@@ -236,6 +249,10 @@ def step_events(step: Step, blocks: Blocks) -> list[SseEvent]:
 
 async def respond(runtime: Runtime, req: MessagesRequest) -> dict[str, Any] | AsyncGenerator[bytes, None]:
     """The whole message, or (stream) its events; errors before generation raise (the API's error body)."""
+    if req.thread is not None and req.thread is not False:
+        raise ThreadUnsupported(
+            "this server keeps no message threads: send the whole conversation without 'thread'", param="thread"
+        )
     chat = await open_chat(runtime, chat_request(req), fit_context=True)
     capped = chat.run.job.params.max_tokens < req.max_tokens
     meta = {"id": f"msg_{ids.hex_id()}", "model": runtime.model_name}

@@ -168,6 +168,9 @@ class MessagesRequest(CountTokensRequest):
     top_k: int = Field(0, ge=0, strict=True)
     stream: bool = Field(False, strict=True)
     metadata: Metadata | None = None
+    # Message threads (`{"type": "create" | "continue", "previous_message_id": ...}`): this server keeps none, and
+    # refuses a request that names one (serve/api/anthropic.py, ThreadUnsupported)
+    thread: Any = None
 
     @field_validator("stop_sequences")
     @classmethod

@@ -1,8 +1,8 @@
 """OpenAI Responses (POST /v1/responses) as a translation onto the one chat path.
 
 The request becomes a ChatRequest (`chat_request`) and goes through `open_chat` like a chat completion; the
-chat events come back as output items (serve/api/blocks.py): `reasoning` (its text as `reasoning_text` content,
-`summary` empty), `message` (one `output_text` part), `function_call`; whole, or streamed as Responses
+chat events come back as output items (serve/api/blocks.py): `reasoning` (its text as `reasoning_text` content;
+`summary` empty unless `reasoning.summary` asks for one, then the same text as one `summary_text` part), `message` (one `output_text` part), `function_call`; whole, or streamed as Responses
 events numbered by `sequence_number`.
 
 Mapping: `instructions` -> the developer instructions (gpt-oss: the harmony developer message; others: the
@@ -145,6 +145,7 @@ def chat_request(req: ResponsesRequest, messages: Messages) -> ChatRequest:
 class Output:
     """Output items of one response, built from content blocks; item ids are fixed when a block opens."""
 
+    summary: bool = False  # reasoning items carry their text as a summary too (reasoning.summary was asked)
     ids: list[str] = field(default_factory=list)
 
     def open(self, kind: str) -> str:
@@ -154,7 +155,8 @@ class Output:
     def item(self, index: int, block: Block, status: str = "completed") -> dict[str, Any]:
         item_id = self.ids[index]
         if block.kind == THINKING:
-            return {"type": "reasoning", "id": item_id, "summary": [], "content": [_part(THINKING, block.text)]}
+            summary = [_summary_part(block.text)] if self.summary else []
+            return {"type": "reasoning", "id": item_id, "summary": summary, "content": [_part(THINKING, block.text)]}
         if block.kind == TEXT:
             return {
                 "type": "message",
@@ -177,6 +179,14 @@ def _part(kind: str, text: str) -> dict[str, Any]:
     if kind == THINKING:
         return {"type": "reasoning_text", "text": text}
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _summary_part(text: str) -> dict[str, Any]:
+    return {"type": "summary_text", "text": text}
+
+
+def wants_summary(req: ResponsesRequest) -> bool:
+    return req.reasoning is not None and req.reasoning.summary is not None
 
 
 def usage(finish: Finish) -> dict[str, Any]:
@@ -211,7 +221,10 @@ def response_object(
         "output": output,
         "parallel_tool_calls": req.parallel_tool_calls,
         "previous_response_id": req.previous_response_id,
-        "reasoning": {"effort": req.reasoning.effort if req.reasoning else None, "summary": None},
+        "reasoning": {
+            "effort": req.reasoning.effort if req.reasoning else None,
+            "summary": req.reasoning.summary if req.reasoning else None,
+        },
         "store": req.store,
         "temperature": req.temperature,
         "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}},
@@ -256,7 +269,7 @@ async def respond(runtime: Runtime, req: ResponsesRequest) -> dict[str, Any] | A
     keep = (lambda blocks: store.put(response_id, conversation(messages, blocks))) if req.store else (lambda _: None)
     if req.stream:
         return sse.named(_stream(chat, req, meta, keep))
-    blocks, output = Blocks(), Output()
+    blocks, output = Blocks(), Output(wants_summary(req))
 
     def add(event: ChatEvent) -> None:
         for step in blocks.feed(event):
@@ -293,10 +306,14 @@ def _step_events(step: Step, blocks: Blocks, output: Output, event: _Events, sta
         if step.kind == CALL:
             return [event("response.output_item.added", output_index=step.index, item=item)]
         item["content"] = []
-        return [
+        opened = [
             event("response.output_item.added", output_index=step.index, item=item),
             event("response.content_part.added", **at, content_index=0, part=_part(step.kind, "")),
         ]
+        if step.kind == THINKING and output.summary:
+            item["summary"] = []
+            opened.append(event("response.reasoning_summary_part.added", **at, summary_index=0, part=_summary_part("")))
+        return opened
     item_id = output.ids[step.index]
     at = {"item_id": item_id, "output_index": step.index}
     block = blocks.blocks[step.index]
@@ -304,7 +321,10 @@ def _step_events(step: Step, blocks: Blocks, output: Output, event: _Events, sta
         if block.kind == CALL:
             return [event("response.function_call_arguments.delta", **at, delta=step.text)]
         if block.kind == THINKING:
-            return [event("response.reasoning_text.delta", **at, content_index=0, delta=step.text)]
+            deltas = [event("response.reasoning_text.delta", **at, content_index=0, delta=step.text)]
+            if output.summary:
+                deltas.append(event("response.reasoning_summary_text.delta", **at, summary_index=0, delta=step.text))
+            return deltas
         return [event("response.output_text.delta", **at, content_index=0, delta=step.text, logprobs=[])]
     done = output.item(step.index, block, status)
     if step.kind == CALL:
@@ -317,15 +337,17 @@ def _step_events(step: Step, blocks: Blocks, output: Output, event: _Events, sta
         if step.kind == THINKING
         else event("response.output_text.done", **at, content_index=0, text=step.text, logprobs=[])
     )
-    return [
-        text_done,
-        event("response.content_part.done", **at, content_index=0, part=_part(step.kind, step.text)),
-        event("response.output_item.done", output_index=step.index, item=done),
-    ]
+    closed = [text_done, event("response.content_part.done", **at, content_index=0, part=_part(step.kind, step.text))]
+    if step.kind == THINKING and output.summary:
+        closed += [
+            event("response.reasoning_summary_text.done", **at, summary_index=0, text=step.text),
+            event("response.reasoning_summary_part.done", **at, summary_index=0, part=_summary_part(step.text)),
+        ]
+    return [*closed, event("response.output_item.done", output_index=step.index, item=done)]
 
 
 async def _stream(chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep: Any) -> AsyncGenerator[SseEvent, None]:
-    event, blocks, output = _Events(), Blocks(), Output()
+    event, blocks, output = _Events(), Blocks(), Output(wants_summary(req))
     yield event("response.created", response=response_object(req, meta, "in_progress", []))
     yield event("response.in_progress", response=response_object(req, meta, "in_progress", []))
     async with aclosing(chat.events()) as events:

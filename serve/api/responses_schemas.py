@@ -140,6 +140,8 @@ class NamedFunction(_Model):
 
 class Reasoning(_Model):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    # a summary of the reasoning, asked for: the reasoning item's `summary` holds the reasoning as one summary_text
+    summary: Literal["auto", "concise", "detailed"] | None = None
 
 
 class TextFormat(_Model):

@@ -14,6 +14,7 @@ import re
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from serve.chat.channels import Format
+from serve.chat.json_strings import strict_strings
 from serve.chat.schemas import ResponseFormat
 from serve.engine.grammar import Grammar
 from serve.errors import InvalidRequest
@@ -49,6 +50,7 @@ def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Gram
     answer = schema_grammar(fmt) if fmt else None
     if answer is None:
         return None
+    answer = strict_strings(answer)  # no raw control character inside a JSON string
     if not thinks:
         return Grammar(answer)
     literal, pattern = TRIGGERS[chat_format]

@@ -60,10 +60,17 @@ _RECIPIENT_RE = re.compile(r"(?:^|\s|>)to=([^\s<]+)")
 
 @dataclass
 class ChannelParser:
-    """Feed generated text; get (channel, text) events. `start_in_thinking`: the prompt opened `<think>`."""
+    """Feed generated text; get (channel, text) events. `start_in_thinking`: the prompt opened `<think>`.
+
+    `<think>` format, when a grammar holds the answer (response_format): once the answer has begun it is text to
+    the end, `<think>` and `</think>` included (inside a JSON string they are the answer's, never thinking).
+    `sealed`: from the first character (the output cannot open thinking); `seal_at_think_end`: from the
+    `</think>` that ends the thinking, where the grammar starts. `for_output` picks them."""
 
     format: Format
     start_in_thinking: bool = False
+    seal_at_think_end: bool = False
+    sealed: bool = False
     state: State = field(init=False)
     channel: str | None = field(init=False)  # the channel text currently goes to (None inside a header)
     _pending: str = field(init=False, default="")  # held-back text that may start a marker
@@ -84,8 +91,16 @@ class ChannelParser:
         """Some text is held back as a possible start of a marker."""
         return bool(self._pending)
 
+    @classmethod
+    def for_output(cls, fmt: Format, thinking: Thinking, answer_grammar: bool = False) -> ChannelParser:
+        """The parser for output that begins as `thinking` says; `answer_grammar`: a grammar holds the answer."""
+        seal = answer_grammar and fmt is Format.THINK
+        return cls(fmt, thinking is Thinking.OPEN, seal_at_think_end=seal, sealed=seal and thinking is Thinking.NONE)
+
     @property
     def markers(self) -> tuple[str, ...]:
+        if self.sealed:
+            return ()
         return HARMONY_MARKERS if self.format is Format.HARMONY else THINK_MARKERS
 
     def feed(self, piece: str) -> list[Event]:
@@ -164,6 +179,7 @@ class ChannelParser:
         if self.format is Format.THINK:
             # A stray tag (</think> outside a block) is dropped, never shown.
             self.channel = ANALYSIS if marker == "<think>" else FINAL
+            self.sealed = self.sealed or (marker == "</think>" and self.seal_at_think_end)
             return
         handler = _HARMONY_TABLE[(self.state, marker)]
         handler(self, marker, out)

@@ -39,7 +39,7 @@ from hearth_common.logs import note
 from serve.chat import offload
 from serve.chat.answer_grammar import build as build_answer_grammar
 from serve.chat.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format, Thinking
-from serve.chat.prompts import TEMPLATE_LEVELS, starts_in_thinking, template_messages
+from serve.chat.prompts import TEMPLATE_LEVELS, template_messages
 from serve.chat.schemas import ChatRequest, CompletionRequest, Sampling
 from serve.chat.tools import grammar as tool_grammar
 from serve.chat.tools.events import CallArgs, CallStart, Content
@@ -241,7 +241,9 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
         else TEMPLATE_LEVELS[req.reasoning]
     )
     fmt = template.tool_support.format if tools else None
-    generation = Generation(ChannelParser(template.format, starts_in_thinking(prompt)), fmt)
+    # with a response_format grammar the answer, once begun, is the answer to its end (`<think>` in a string is text)
+    parser = ChannelParser.for_output(template.format, thinking, answer_grammar=grammar is not None and not tools)
+    generation = Generation(parser, fmt)
     return Prepared(tokens, params, generation, level)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from jinja2.exceptions import TemplateError
+from jinja2.exceptions import TemplateError, UndefinedError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -32,7 +32,7 @@ from serve.chat.channels import Format, Thinking
 from serve.chat.tools import generic
 from serve.chat.tools.detect import ToolSupport, detect
 from serve.chat.tools.request import ToolRequest
-from serve.errors import InvalidRequest
+from serve.errors import ConfigError, InvalidRequest
 
 Messages = list[dict[str, Any]]
 Tools = list[dict[str, Any]]
@@ -43,8 +43,12 @@ REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 TEMPLATE_LEVELS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
 
 
+class TemplateRaised(TemplateError):
+    """The template's own `raise_exception(message)`: it refuses the client's messages (a 400 with its words)."""
+
+
 def _raise(message: str) -> None:
-    raise TemplateError(message)
+    raise TemplateRaised(message)
 
 
 def _tojson(
@@ -113,21 +117,38 @@ class ChatTemplate:
                 reasoning_effort=TEMPLATE_LEVELS.get(reasoning, reasoning),
                 **extra,
             )
-        except TemplateError as err:
+        except TemplateRaised as err:
             raise InvalidRequest(f"the chat template rejected these messages: {err}", param="messages") from err
+        except Exception as err:  # the template failed of itself (a missing variable, a None): a 400 saying so
+            raise InvalidRequest(
+                f"the model's chat template failed on these messages: {type(err).__name__}: {err}", param="messages"
+            ) from err
+
+    def check(self) -> None:
+        """Load time: the template renders a plain conversation, or ConfigError says why in one line."""
+        try:
+            self.render([{"role": "user", "content": "Hello."}])
+        except InvalidRequest as err:
+            raise ConfigError(f"the model's chat template cannot render a plain conversation: {err.message}") from None
 
     def _render(self, messages: Messages, tools: Tools | None, add_generation_prompt: bool, **extra: Any) -> str:
         # The variables transformers passes: messages, tools (None without), documents, add_generation_prompt,
-        # the special tokens, then the caller's own.
-        return self.template.render(
-            messages=messages,
-            tools=tools,
-            documents=None,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
+        # the special tokens, then the caller's own. A template that iterates over `tools` unconditionally (Hermes 3's
+        # tool-use template) fails on None; llama.cpp's server renders it with no tools, and so do we: an empty list.
+        variables = {
+            "messages": messages,
+            "documents": None,
+            "add_generation_prompt": add_generation_prompt,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
             **extra,
-        )
+        }
+        try:
+            return str(self.template.render(tools=tools, **variables))
+        except (TypeError, UndefinedError):
+            if tools is not None:
+                raise
+            return str(self.template.render(tools=[], **variables))
 
     def _arrange(self, messages: Messages, instructions: str | None) -> Messages:
         if self.format is Format.HARMONY:
@@ -161,8 +182,12 @@ def starts_in_thinking(prompt: str) -> bool:
 
 
 def chat_template(source: str | None, architecture: str, bos: str, eos: str) -> ChatTemplate:
+    """The model's template, checked: one that cannot render a plain conversation raises ConfigError (the model
+    fails to load with that reason) instead of failing every request."""
     harmony = architecture == "gpt-oss" or (source is not None and "<|channel|>" in source)
-    return ChatTemplate(source or FALLBACK, Format.HARMONY if harmony else Format.THINK, bos, eos)
+    template = ChatTemplate(source or FALLBACK, Format.HARMONY if harmony else Format.THINK, bos, eos)
+    template.check()
+    return template
 
 
 # -- request messages -> what templates read ------------------------------------------------------------------

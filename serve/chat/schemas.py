@@ -123,12 +123,17 @@ class Tool(BaseModel):
 
     @property
     def as_sent(self) -> dict[str, Any]:
-        """The tool as the client sent it; a missing `parameters` becomes an empty object schema, which
-        templates that list parameters need."""
+        """The tool as the client sent it, as every API's tools reach the template: a missing `parameters` becomes
+        an empty object schema, which templates that list parameters need, and `function.strict` is dropped: it is
+        an API flag (openai-agents sends it on every tool), not part of the tool the model was trained to read, and
+        the grammar holds calls to the schema either way."""
         sent = self._sent or self.model_dump(exclude_none=True)
         fn = sent.get("function", {})
-        if isinstance(fn, dict) and fn.get("parameters") is None:
-            sent = {**sent, "function": {**fn, "parameters": {"type": "object", "properties": {}}}}
+        if isinstance(fn, dict):
+            fn = {k: v for k, v in fn.items() if k != "strict"}
+            if fn.get("parameters") is None:
+                fn["parameters"] = {"type": "object", "properties": {}}
+            sent = {**sent, "function": fn}
         return sent
 
 

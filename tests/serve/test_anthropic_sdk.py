@@ -6,6 +6,7 @@ builds its Message from whole responses and accumulates streams event by event (
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +271,52 @@ def test_readme_examples_run(stack: dict[str, str]) -> None:
         out = run.stdout.splitlines()
         assert len(out) == len(lines) and all(o.startswith(p) for o, p in zip(out, lines, strict=True))
         assert out[-1].endswith(f"-> {item.answer}")
+
+
+class _Weather(anthropic.lib.tools.BetaBuiltinFunctionTool):
+    """The demo models' weather tool, as the SDK's tool runner calls it: its definition as trained."""
+
+    def __init__(self, result: str) -> None:
+        from models.demo.data import WEATHER_TOOL, tools_json
+
+        fn = tools_json((WEATHER_TOOL,))[0]["function"]
+        self.definition = {"name": fn["name"], "description": fn["description"], "input_schema": fn["parameters"]}
+        self.result, self.calls = result, []  # type: list[object]
+
+    def to_dict(self) -> Any:
+        return self.definition
+
+    def call(self, input: object) -> str:
+        self.calls.append(input)
+        return self.result
+
+
+@pytest.mark.parametrize("via", ["direct", "router"])
+@pytest.mark.parametrize("model", MODELS)
+def test_tool_runner_falls_back_from_threads(stack: dict[str, str], model: str, via: str) -> None:
+    """`beta.messages.tool_runner` threads its requests (`thread`: create, then continue with only the tool result);
+    this server answers 400 thread_unsupported_request, and the runner goes on with the whole history."""
+    import httpx2
+
+    from models.demo.data import weather_question, weather_result
+
+    sent: list[dict[str, Any]] = []
+
+    def record(request: httpx2.Request) -> None:
+        sent.append(json.loads(request.content))
+
+    http = httpx2.Client(event_hooks={"request": [record]})
+    base = stack["router" if via == "router" else model]
+    c = anthropic.Anthropic(base_url=base, api_key="none", max_retries=0, http_client=http)
+    city, result = "Oslo", weather_result("snowy", 3)
+    tool = _Weather(result)
+    runner = c.beta.messages.tool_runner(
+        model=model, max_tokens=300, messages=ask(weather_question(city)), tools=[tool], thinking=THINK, **GREEDY
+    )
+    final = runner.until_done()
+    assert tool.calls == [{"city": city}]
+    assert final.stop_reason == "end_turn" and final.content[-1].type == "text"
+    answer = final.content[-1].text
+    assert result in answer and city in answer and not MARKUP.search(answer)
+    assert "thread" in sent[0] and all("thread" not in body for body in sent[1:])  # refused once, then dropped
+    assert len(sent[-1]["messages"]) == 3  # the whole history: question, the call, its result

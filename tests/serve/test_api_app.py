@@ -106,3 +106,32 @@ def test_anthropic_max_tokens_is_a_cap_and_responses_is_not() -> None:
             assert r.status_code == 400 and body["error"]["code"] == "context_length_exceeded"
 
     asyncio.run(run())
+
+
+def test_a_message_thread_is_refused_as_the_messages_api_does_without_threads() -> None:
+    """The anthropic SDK's tool runner sends `thread` and, on this 400, the whole conversation without it."""
+
+    async def run() -> None:
+        app = create_app(ServeConfig(model_path=build_tiny_gguf(), model_name="tiny", ctx_size=256))
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            await _healthy(client)
+            continued = {
+                **MESSAGES,
+                "thread": {"type": "continue", "previous_message_id": "msg_1"},
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "4"}]}
+                ],
+            }
+            for body in ({**MESSAGES, "thread": {"type": "create"}}, continued, {**continued, "stream": True}):
+                r = await client.post("/v1/messages", json=body)
+                assert r.status_code == 400
+                error = (await r.get_json())["error"]
+                assert error["type"] == "invalid_request_error" and "thread" in error["message"]
+                assert error["details"] == {"error_code": "thread_unsupported_request"}
+            r = await client.post("/v1/messages", json={**MESSAGES, "thread": None})  # no thread: answered
+            assert r.status_code == 200
+            r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [], "max_tokens": 1})
+            assert "details" not in (await r.get_json())["error"]  # only Anthropic's body carries details
+
+    asyncio.run(run())

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from serve.chat.channels import HARMONY_MARKERS, THINK_MARKERS, ChannelParser, Format, collect, parse
+from serve.chat.channels import (
+    ANALYSIS,
+    FINAL,
+    HARMONY_MARKERS,
+    THINK_MARKERS,
+    ChannelParser,
+    Format,
+    Thinking,
+    collect,
+    parse,
+)
+from serve.chat.core import ChatResult, Generation
 
 # Text that may contain '<', '|', '>' and pieces of tags, but never a whole marker.
 plain = st.text(alphabet=st.sampled_from(list('ab <|>/think\n{}"é')), max_size=40).filter(
@@ -121,3 +132,36 @@ def test_malformed_harmony_is_tolerated() -> None:
         assert _clean(got) == _clean(expected), text
         for cut in range(len(text) + 1):
             assert _run(Format.HARMONY, [text[:cut], text[cut:]]) == got
+
+
+# -- a grammar holds the answer (response_format): the answer, once begun, is text to its end -------------------
+
+ANSWER = '{"a": "x <think> y </think> z", "b": "</think>", "c": "<think>"}'
+BEFORE = {
+    Thinking.NONE: ("", ""),  # the grammar holds the answer from the first token
+    Thinking.OPEN: ("Let me see.</think>\n\n", "Let me see."),  # the prompt opened the thinking
+    Thinking.MAY: ("<think>Let me see.</think>\n\n", "Let me see."),  # the model opens it
+}
+
+
+def _generated(thinking: Thinking, pieces: list[str]) -> dict[str, str]:
+    gen = Generation(ChannelParser.for_output(Format.THINK, thinking, answer_grammar=True))
+    result = ChatResult()
+    for event in [e for p in pieces for e in gen.piece(p)] + gen.end("stop", 1, 1)[:-1]:
+        result.add(event)
+    return result.channels
+
+
+def test_a_grammar_answer_keeps_think_tags_in_its_text_at_every_split() -> None:
+    for thinking, (before, reasoning) in BEFORE.items():
+        text = before + ANSWER
+        want = {ANALYSIS: reasoning, FINAL: ANSWER} if reasoning else {FINAL: ANSWER}
+        assert _generated(thinking, list(text)) == want, thinking
+        for cut in range(len(text) + 1):
+            for cut2 in range(cut, len(text) + 1, 7):
+                assert _generated(thinking, [text[:cut], text[cut:cut2], text[cut2:]]) == want, (thinking, cut, cut2)
+
+
+def test_without_a_grammar_think_tags_still_open_thinking() -> None:
+    parser = ChannelParser.for_output(Format.THINK, Thinking.NONE)
+    assert collect(parser.feed("<think>hm</think>ok") + parser.finish()) == {ANALYSIS: "hm", FINAL: "ok"}

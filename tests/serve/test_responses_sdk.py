@@ -247,3 +247,37 @@ def test_errors(stack: dict[str, str], via: str) -> None:
         with pytest.raises(error) as caught:
             c.responses.create(**body)
         assert caught.value.code == code and words in caught.value.message
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("summary", ["auto", "concise", "detailed"])
+def test_reasoning_summary_when_asked(stack: dict[str, str], model: str, summary: str) -> None:
+    """`reasoning.summary` asked: the reasoning item's summary holds the reasoning (clients read it there), whole
+    and streamed as OpenAI streams it (summary part added, summary text deltas and done, part done)."""
+    from models.demo.data import by_question
+
+    c = client(stack, model, "direct")
+    want = expected_reasoning(model, by_question(FRANCE))
+    asked = {"reasoning": {"summary": summary}}
+    whole = c.responses.create(model=model, input=FRANCE, temperature=0, **asked)  # type: ignore[arg-type]
+    reasoning = whole.output[0]
+    assert reasoning.type == "reasoning" and [(p.type, p.text) for p in reasoning.summary] == [("summary_text", want)]
+    assert [p.text for p in reasoning.content or ()] == [want] and whole.reasoning.summary == summary
+    with c.responses.stream(model=model, input=FRANCE, temperature=0, **asked) as s:  # type: ignore[arg-type]
+        events = list(s)
+        live = s.get_final_response()
+    names = [e.type for e in events]
+    added, done = (
+        names.index("response.reasoning_summary_part.added"),
+        names.index("response.reasoning_summary_part.done"),
+    )
+    assert (
+        names.index("response.output_item.added") < added < names.index("response.reasoning_summary_text.done") < done
+    )
+    assert done < names.index("response.output_item.done")
+    deltas = [e for e in events if e.type == "response.reasoning_summary_text.delta"]
+    assert "".join(e.delta for e in deltas) == want and all(e.summary_index == 0 for e in deltas)
+    assert next(e for e in events if e.type == "response.reasoning_summary_text.done").text == want
+    assert [p.text for p in live.output[0].summary] == [want]
+    plain = c.responses.create(model=model, input=FRANCE, temperature=0)  # not asked: no summary, as before
+    assert plain.output[0].summary == [] and plain.reasoning.summary is None

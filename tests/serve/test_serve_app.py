@@ -110,4 +110,37 @@ def test_a_draining_server_says_so_on_health_and_refuses_with_503() -> None:
             assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
             assert (await r.get_json())["error"]["code"] == "shutting_down"
 
+
+def test_template_failures_are_answered_not_500() -> None:
+    """A template's raise_exception is the client's 400 with its message; a Hermes 3 style template that iterates
+    over `tools` answers without tools; a template that renders no conversation fails the load, and /health says
+    why."""
+    from tests.serve.test_prompts import BROKEN, ITERATES_TOOLS, USERS_ONLY
+
+    async def run() -> None:
+        for template, want in ((USERS_ONLY, 400), (ITERATES_TOOLS, 200)):
+            app = create_app(ServeConfig(model_path=build_tiny_gguf(template=template), ctx_size=256))
+            async with app.test_app() as test_app:
+                client = test_app.test_client()
+                await _healthy(client)
+                messages = [*MSG["messages"], {"role": "assistant", "content": "yo"}, *MSG["messages"]]
+                r = await client.post("/v1/chat/completions", json={**MSG, "messages": messages})
+                assert r.status_code == want, await r.get_data()
+                if want == 400:
+                    error = (await r.get_json())["error"]
+                    assert "Only user messages are supported, got assistant" in error["message"]
+                    assert error["param"] == "messages"
+        app = create_app(ServeConfig(model_path=build_tiny_gguf(template=BROKEN), ctx_size=256))
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            for _ in range(200):
+                r = await client.get("/health")
+                if (await r.get_json())["status"] == "error":
+                    break
+                await asyncio.sleep(0.02)
+            body = await r.get_json()
+            assert r.status_code == 503 and "chat template cannot render a plain conversation" in body["error"]
+            r = await client.post("/v1/chat/completions", json=MSG)
+            assert r.status_code == 503
+
     asyncio.run(run())

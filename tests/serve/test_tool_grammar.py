@@ -115,7 +115,7 @@ def test_unexpressible_schema_is_a_400_naming_the_tool() -> None:
 def test_harmony_call_strings_cannot_hold_a_marker() -> None:
     g = build(ToolRequest([WEATHER], "auto"), ToolFormat.HARMONY, Thinking.HARMONY)
     (char,) = [line for line in g.text.splitlines() if line.startswith("char ::=")]
-    assert '[^"\\\\<]' in char and '"<"+ ([^"\\\\<|]' in char
+    assert '[^"\\\\<\\x00-\\x1F]' in char and '"<"+ ([^"\\\\<|\\x00-\\x1F]' in char
     g = build(ToolRequest([WEATHER], "auto"), ToolFormat.HERMES, Thinking.MAY)  # the converter's own strings
     (char,) = [line for line in g.text.splitlines() if line.startswith("char ::=")]
     assert "<" not in char

@@ -312,3 +312,18 @@ def test_reasoning_effort_levels_and_thinking_off(effort: str) -> None:
     assert got == theirs(QWEN3_TEMPLATE, hf, None, reasoning_effort=level, **extra)
     assert got.endswith("<think>\n\n</think>\n\n") == (effort == "none")
     assert qwen3.thinking(got).value == ("none" if effort == "none" else "may")
+
+
+def test_strict_is_an_api_flag_not_part_of_the_prompt() -> None:
+    """openai-agents sends `strict` on every chat-completions tool; the model must read the tool as without it."""
+
+    def prompt(tools: list[dict[str, Any]]) -> str:
+        req = ChatRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools}
+        )
+        template = ChatTemplate(STYLE_TEMPLATES["qwen"], Format.THINK, BOS, EOS)
+        return template.render(template_messages(req.messages), tools=tool_request(req))
+
+    strict = [{**t, "function": {**t["function"], "strict": True}} for t in TOOLS]
+    assert "strict" not in prompt(strict) and prompt(strict) == prompt(TOOLS)
+    assert "get_weather" in prompt(strict) and '"city"' in prompt(strict)  # the schema stays

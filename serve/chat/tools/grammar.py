@@ -23,6 +23,7 @@ from typing import Any
 from llama_cpp.llama_grammar import SchemaConverter
 
 from serve.chat.channels import Thinking
+from serve.chat.json_strings import CONTROLS, ESCAPE, strict_strings
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.engine.grammar import Grammar
@@ -53,7 +54,7 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     offered = [t["function"]["name"] for t in req.offered]
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
-    schemas = conv.format_grammar()
+    schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
     rules = [
         f"hearth-calls ::= {calls}",
         *_call_rules(fmt, offered, args),
@@ -70,9 +71,8 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
 # (serve/chat/channels.py reads harmony's structure from them). Its call strings therefore never hold `<|`: a `<` is
 # followed by another character than `|` (the two count as one toward a maxLength). Other formats need no such
 # rule: inside a call's JSON the chat core hands every character to the call parser, for which a marker is text.
-ESCAPE = r'"\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
 CHAR_RULE = re.compile(r"^char ::= .*$", re.M)
-NO_MARKER_CHAR = f'char ::= [^"\\\\<] | {ESCAPE} | "<"+ ([^"\\\\<|] | {ESCAPE})'
+NO_MARKER_CHAR = f'char ::= [^"\\\\<{CONTROLS}] | {ESCAPE} | "<"+ ([^"\\\\<|{CONTROLS}] | {ESCAPE})'
 
 
 def _no_markers(grammar: str) -> str:
