@@ -2,7 +2,7 @@
 
 The fields hearth reads, typed as Ollama's server reads them (docs/api.md in ollama/ollama); unknown fields are
 ignored. `model` is kept as the client wrote it (`demo-think:latest`): responses echo it, and the app compares
-its base name (hearth_common/ollama_errors.model_name). `options` stays a plain object here: its known keys are
+its base name (hearth_common/ollama_errors.model_name). A null field is an absent one, as in Ollama. `options` stays a plain object here: its known keys are
 checked where they become the chat core's fields (serve/api/ollama.py `sampling`), the others are ignored.
 """
 
@@ -21,6 +21,14 @@ KeepAlive = str | int | float | None
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """A null field is the field left out (Ollama's Go structs read null as unset)."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 class Function(_Model):
