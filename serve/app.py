@@ -26,7 +26,7 @@ from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note
 from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.validation import error_place, first_error
-from serve.api import anthropic, completions, embeddings, ollama, ollama_show, openai_chat, responses
+from serve.api import anthropic, completions, embeddings, ollama, ollama_embed, ollama_show, openai_chat, responses
 from serve.api.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.api.ollama_schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, ShowBody
 from serve.api.responses_schemas import ResponsesRequest
@@ -201,8 +201,8 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     route("/v1/responses", "responses", ResponsesRequest, responses.respond)
     route("/api/chat", "ollama_chat", ChatBody, ollama.chat, NDJSON)
     route("/api/generate", "ollama_generate", GenerateBody, ollama.generate, NDJSON)
-    route("/api/embed", "ollama_embed", EmbedBody, ollama.embed)
-    route("/api/embeddings", "ollama_embeddings", EmbeddingsBody, ollama.embeddings)
+    route("/api/embed", "ollama_embed", EmbedBody, ollama_embed.embed)
+    route("/api/embeddings", "ollama_embeddings", EmbeddingsBody, ollama_embed.embeddings)
     route("/api/show", "ollama_show", ShowBody, ollama_show.show)
     return app
 

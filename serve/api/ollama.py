@@ -1,5 +1,5 @@
-"""Ollama's API (POST /api/chat, /api/generate, /api/embed, /api/embeddings) as a translation onto the chat core
-and the embeddings thread; /api/show is serve/api/ollama_show.py.
+"""Ollama's API (POST /api/chat, /api/generate) as a translation onto the chat core; /api/embed and
+/api/embeddings are serve/api/ollama_embed.py, /api/show serve/api/ollama_show.py.
 
 A chat or generate request becomes a ChatRequest (`chat_request`, `generate_request`) and goes through
 `open_chat` like an OpenAI chat request (`raw` generate: a CompletionRequest through `plain_chat`); the chat
@@ -38,19 +38,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from hearth_common.logs import note_usage
 from hearth_common.ollama_errors import error_line
 from serve.api.blocks import CALL, TEXT, THINKING, Blocks, Close, Delta, Open, Step
-from serve.api.embeddings import MAX_INPUTS, _run as run_embedding, finish as normalized
-from serve.api.ollama_schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, Message
-from serve.chat import offload
+from serve.api.ollama_schemas import ChatBody, GenerateBody, Message
 from serve.chat.core import Chat, ChatEvent, Error, Finish, Text, fold, open_chat, plain_chat
 from serve.chat.schemas import ChatRequest, CompletionRequest
-from serve.engine.embedder import Embedder
-from serve.errors import ContextLengthExceeded, InvalidRequest
+from serve.errors import InvalidRequest
 from serve.runtime import Runtime
 
 Body = dict[str, Any]
@@ -302,16 +297,16 @@ class Clock:
         end = time.perf_counter()
         first = self.first or end
         return {
-            "total_duration": _ns(end - self.start),
+            "total_duration": ns(end - self.start),
             "load_duration": 0,
             "prompt_eval_count": finish.prompt_tokens,
-            "prompt_eval_duration": _ns(first - self.start),
+            "prompt_eval_duration": ns(first - self.start),
             "eval_count": finish.completion_tokens,
-            "eval_duration": _ns(end - first),
+            "eval_duration": ns(end - first),
         }
 
 
-def _ns(seconds: float) -> int:
+def ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
 
 
@@ -424,71 +419,3 @@ async def generate(runtime: Runtime, req: GenerateBody) -> Body | AsyncGenerator
         opened = await open_chat(runtime, request, fit_context=True)
         parts = Parts(Blocks(thinking=shown))
     return await _answer(opened, parts, generate_shape, req.model, clock, req.stream)
-
-
-# -- embeddings ---------------------------------------------------------------------------------------------
-
-
-def _tokens(embedder: Embedder, texts: list[str], truncate: bool) -> list[list[int]]:
-    """Texts -> token ids with the model's special tokens; one over the context is cut to it (`truncate`, keeping
-    a closing special token, which last-token pooling reads) or refused."""
-    model, limit = embedder.model, embedder.max_tokens
-    out = []
-    for i, text in enumerate(texts):
-        tokens = model.tokenize(text, add_special=True)
-        if not tokens:
-            raise InvalidRequest(f"input {i} has no tokens", param="input")
-        if len(tokens) > limit:
-            if not truncate:
-                raise ContextLengthExceeded(
-                    f"input {i} exceeds maximum context length ({len(tokens)} tokens, at most {limit}); "
-                    "send truncate: true to cut it",
-                    param="input",
-                )
-            tokens = [*tokens[: limit - 1], tokens[-1]] if model.is_control(tokens[-1]) else tokens[:limit]
-        out.append(tokens)
-    return out
-
-
-async def _vectors(runtime: Runtime, texts: list[str], truncate: bool) -> tuple[np.ndarray, int]:
-    embedder = runtime.require_embedder()
-    if len(texts) > MAX_INPUTS:
-        raise InvalidRequest(f"input holds {len(texts)} items; at most {MAX_INPUTS} are allowed", param="input")
-    if any(not t for t in texts):
-        raise InvalidRequest("input must not contain an empty string", param="input")
-    inputs = await offload.run(_tokens, embedder, texts, truncate)
-    result = await run_embedding(runtime, embedder, inputs)
-    note_usage({"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens})  # the access line
-    return result.vectors, result.prompt_tokens
-
-
-async def embed(runtime: Runtime, req: EmbedBody) -> Body:
-    """POST /api/embed: one L2-normalized vector an input (Ollama normalizes here); `dimensions` keeps the
-    first N components before normalizing."""
-    clock = Clock()
-    texts = [req.input] if isinstance(req.input, str) else req.input
-    if not req.input:  # Ollama's preload call: nothing to embed
-        runtime.require_embedder()
-        return {"model": req.model, "embeddings": []}
-    embedder = runtime.require_embedder()
-    if req.dimensions is not None and req.dimensions > embedder.n_embd:
-        raise InvalidRequest(f"dimensions must be at most {embedder.n_embd}, this model's size", param="dimensions")
-    pooled, tokens = await _vectors(runtime, texts, req.truncate)
-    end = time.perf_counter()
-    return {
-        "model": req.model,
-        "embeddings": normalized(pooled, req.dimensions).tolist(),
-        "total_duration": _ns(end - clock.start),
-        "load_duration": 0,
-        "prompt_eval_count": tokens,
-    }
-
-
-async def embeddings(runtime: Runtime, req: EmbeddingsBody) -> Body:
-    """POST /api/embeddings (Ollama's older call): the pooled vector as the model gives it, not normalized, as
-    Ollama's own answer is."""
-    if not req.prompt:
-        runtime.require_embedder()
-        return {"embedding": []}
-    pooled, _ = await _vectors(runtime, [req.prompt], truncate=True)
-    return {"embedding": pooled[0].astype(np.float32).tolist()}
