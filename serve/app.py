@@ -1,8 +1,9 @@
 """create_app(config): the HTTP shell over one model: it wires each path to its API module and does nothing else.
 
 Each wire API is a module of serve/api/ with `respond(runtime, request)`: the body, validated here as the
-module's pydantic schema, in; a whole JSON body or a stream of SSE bytes out. Every error leaves through one
-handler as the API's error body (OpenAI's; Anthropic's on the Anthropic paths).
+module's pydantic schema, in; a whole JSON body or a stream of bytes out (SSE; Ollama's newline-delimited JSON).
+Every error leaves through one handler as the API's error body (OpenAI's; Anthropic's on the Anthropic paths,
+Ollama's on /api/).
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from hearth_common import anthropic_errors
+from hearth_common import anthropic_errors, ollama_errors
 from hearth_common.errors import error_body, error_type
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note
 from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.validation import error_place, first_error
-from serve.api import anthropic, completions, embeddings, openai_chat, responses
+from serve.api import anthropic, completions, embeddings, ollama, ollama_embed, ollama_show, openai_chat, responses
 from serve.api.anthropic_schemas import CountTokensRequest, MessagesRequest
+from serve.api.ollama_schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, ShowBody
 from serve.api.responses_schemas import ResponsesRequest
 from serve.arrivals import CountArrivals
 from serve.chat import offload
@@ -54,7 +56,15 @@ ENDPOINTS = {
     "/v1/messages": "messages",
     "/v1/messages/count_tokens": "count_tokens",
     "/v1/responses": "responses",
+    "/api/chat": "ollama_chat",
+    "/api/generate": "ollama_generate",
+    "/api/embed": "ollama_embed",
+    "/api/embeddings": "ollama_embeddings",
+    "/api/show": "ollama_show",
 }
+EMBEDDING_ENDPOINTS = frozenset({"embeddings", "ollama_embed", "ollama_embeddings"})  # an --embeddings server's
+EITHER_ENDPOINTS = frozenset({"ollama_show"})  # served by chat and --embeddings servers alike
+SSE, NDJSON = "text/event-stream", "application/x-ndjson"  # a stream's content type: OpenAI's and Anthropic's, Ollama's
 
 
 class ServeApp(Quart):
@@ -118,6 +128,8 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         message = err.description or str(err)
         if anthropic_errors.owns(request.path):
             body = anthropic_errors.error_body(status, message)
+        elif ollama_errors.owns(request.path):
+            body = ollama_errors.error_body(message)
         else:
             body = error_body(message, error_type(status), str(status))
         allow = {k: v for k, v in err.get_headers() if k.lower() == "allow"}  # a 405 says what is allowed
@@ -125,9 +137,9 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
     @app.before_request
     async def _guard() -> None:
-        if not request.path.startswith("/v1/"):
+        if not request.path.startswith(("/v1/", ollama_errors.PREFIX)):
             return
-        # Bearer (OpenAI's SDK) or x-api-key (Anthropic's)
+        # Bearer (OpenAI's and Ollama's clients) or x-api-key (Anthropic's)
         presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
         if config.api_key and not key_matches(presented, config.api_key):
             raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
@@ -170,13 +182,14 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
             "data": [{"id": n, "object": "model", "created": created, "owned_by": "local"} for n in names],
         }
 
-    def route(path: str, endpoint: str, schema: type[BaseModel], respond: Respond) -> None:
-        """POST `path`: the body validated as `schema`, answered by the API module's `respond`."""
+    def route(path: str, endpoint: str, schema: type[BaseModel], respond: Respond, stream: str = SSE) -> None:
+        """POST `path`: the body validated as `schema`, answered by the API module's `respond` (a stream as
+        content type `stream`)."""
 
         async def handle() -> Response:
             async def work() -> Response:
                 req = _served(app, await _body(schema), endpoint)
-                return _reply(await respond(app.runtime, req))
+                return _reply(await respond(app.runtime, req), stream)
 
             return await _counted(app, endpoint, work())
 
@@ -188,6 +201,11 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     route("/v1/messages", "messages", MessagesRequest, anthropic.respond)
     route("/v1/messages/count_tokens", "count_tokens", CountTokensRequest, anthropic.count_tokens)
     route("/v1/responses", "responses", ResponsesRequest, responses.respond)
+    route("/api/chat", "ollama_chat", ChatBody, ollama.chat, NDJSON)
+    route("/api/generate", "ollama_generate", GenerateBody, ollama.generate, NDJSON)
+    route("/api/embed", "ollama_embed", EmbedBody, ollama_embed.embed)
+    route("/api/embeddings", "ollama_embeddings", EmbeddingsBody, ollama_embed.embeddings)
+    route("/api/show", "ollama_show", ShowBody, ollama_show.show)
     return app
 
 
@@ -198,8 +216,12 @@ BODY_TIMEOUT = 30  # seconds a client may take to send its body (Quart's default
 
 
 def _error(err: ServeError) -> Response:
-    anthropic = anthropic_errors.owns(request.path)
-    body = anthropic_errors.error_body(err.status, err.message, err.details) if anthropic else err.body()
+    if anthropic_errors.owns(request.path):
+        body = anthropic_errors.error_body(err.status, err.message, err.details)
+    elif ollama_errors.owns(request.path):
+        body = ollama_errors.error_body(err.message)
+    else:
+        body = err.body()
     response = Response(json.dumps(body), status=err.status, content_type="application/json")
     retry = getattr(err, "retry_after", None)
     if retry is not None:
@@ -227,16 +249,23 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
     """The request, if this server serves its model (name or alias; none given is fine) on this endpoint."""
     rt, config = app.runtime, app.runtime.config
     note(model=rt.model_name)  # the access line's model
-    if req.model and req.model not in (rt.model_name, *config.alias):
+    ollama_path = ollama_errors.owns(request.path)
+    name = ollama_errors.model_name(req.model) if ollama_path else req.model  # Ollama's `name:latest` is `name`
+    if name and name not in (rt.model_name, *config.alias):
         raise ModelNotFound(
-            f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}", param="model"
+            ollama_errors.not_found(req.model)
+            if ollama_path
+            else f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
+            param="model",
         )
-    if config.embeddings and endpoint != "embeddings":
+    if endpoint in EITHER_ENDPOINTS:
+        return req
+    if config.embeddings and endpoint not in EMBEDDING_ENDPOINTS:
         raise UnsupportedEndpoint(
             f"{rt.model_name!r} is an embeddings model (the server runs with --embeddings): use /v1/embeddings",
             param="model",
         )
-    if endpoint == "embeddings" and not config.embeddings:
+    if endpoint in EMBEDDING_ENDPOINTS and not config.embeddings:
         raise UnsupportedEndpoint(
             f"{rt.model_name!r} does not serve embeddings: start its server with --embeddings "
             "(stack file: embeddings = true)",
@@ -263,10 +292,10 @@ Reply = dict[str, Any] | AsyncGenerator[bytes, None]
 Respond = Callable[[Runtime, Any], Awaitable[Any]]  # an API module's respond(runtime, request) -> Reply
 
 
-def _reply(result: Reply) -> Response:
-    """A whole JSON body, or a stream of SSE bytes."""
+def _reply(result: Reply, stream: str = SSE) -> Response:
+    """A whole JSON body, or a stream of bytes (SSE, or `stream`'s content type)."""
     if isinstance(result, dict):
         return Response(json.dumps(result), content_type="application/json")
-    response = Response(result, content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    response = Response(result, content_type=stream, headers={"Cache-Control": "no-cache"})
     response.timeout = None  # a long generation is not a stalled response
     return response
