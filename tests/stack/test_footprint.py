@@ -27,14 +27,14 @@ def _capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 def reported_buffers(path: Path, n_seq: int, ctx: int) -> dict[str, float]:
     """MiB of KV cache and CPU compute buffer, from llama.cpp's own log lines for serve's context."""
-    model = serve.engine.Model(path)
+    model = serve.engine.engine.Model(path)
     _lines.clear()
     ll.llama_log_set(_capture, ctypes.c_void_p())
     try:
-        engine = serve.engine.Engine(model, n_seq, ctx, threads=1)
+        engine = serve.engine.engine.Engine(model, n_seq, ctx, threads=1)
         engine.stop()
     finally:
-        ll.llama_log_set(serve.engine._llama_log, ctypes.c_void_p())
+        ll.llama_log_set(serve.engine.engine._llama_log, ctypes.c_void_p())
         model.close()
     text = "".join(_lines)
     kv = sum(float(m) for m in re.findall(r"KV buffer size =\s+([\d.]+) MiB", text))
@@ -68,13 +68,13 @@ def test_embeddings_model_against_llama_cpp(embedding_gguf: Path, tmp_path: Path
         {"models": [{"name": "e", "source": str(embedding_gguf), "embeddings": True, "ctx_size": 200}]}, tmp_path
     )
     needs = model_needs(stack, {"e": info})[0]
-    model = serve.engine.Model(embedding_gguf)
+    model = serve.engine.engine.Model(embedding_gguf)
     _lines.clear()
     ll.llama_log_set(_capture, ctypes.c_void_p())
     try:
         Embedder(model, min(200, info.n_ctx_train or 200), threads=1).stop()
     finally:
-        ll.llama_log_set(serve.engine._llama_log, ctypes.c_void_p())
+        ll.llama_log_set(serve.engine.engine._llama_log, ctypes.c_void_p())
         model.close()
     text = "".join(_lines)
     kv = sum(float(m) for m in re.findall(r"KV buffer size =\s+([\d.]+) MiB", text))
