@@ -272,6 +272,11 @@ SHAPES: dict[str, Callable[[int], Any]] = {
     "pattern a{n} (exact)": lambda n: {"type": "string", "pattern": f"^a{{{n}}}$"},
     "pattern [a-z]{n} (exact)": lambda n: {"type": "string", "pattern": f"^[a-z]{{{n}}}$"},
     "pattern (a{1,10}){1,n}": lambda n: {"type": "string", "pattern": f"^(a{{1,10}}){{1,{n}}}$"},
+"pattern (a{1,n}){1,n}": lambda n: {"type": "string", "pattern": f"^(a{{1,{n}}}){{1,{n}}}$"},
+    "pattern ((a{1,n}){1,n}){1,n}": lambda n: {"type": "string", "pattern": f"^((a{{1,{n}}}){{1,{n}}}){{1,{n}}}$"},
+    "pattern (a*)*... n deep": lambda n: {"type": "string", "pattern": "^" + "(" * n + "a*" + ")*" * n + "$"},
+    "enum n codes (AA..)": lambda n: {"enum": [chr(65 + i // 26 % 26) + chr(65 + i % 26) + str(i // 676 or "") for i in range(n)]},
+    "anyOf n of enum 16 (product)": lambda n: {"anyOf": [{"enum": [f"v{j}" for j in range(16)]} for _ in range(n)]},
     "pattern (x|y){0,n}": lambda n: {"type": "string", "pattern": f"^(x|y){{0,{n}}}$"},
     "pattern length (abc)*n": lambda n: {"type": "string", "pattern": "^" + "abc" * (n // 3) + "$"},
     "maxLength n": lambda n: {"type": "string", "maxLength": n},
@@ -300,12 +305,30 @@ SHAPES: dict[str, Callable[[int], Any]] = {
 }  # fmt: skip
 
 LADDER = (1, 10, 100, 500, 1000, 1500, 2000, 3000, 5000, 10_000, 30_000, 100_000, 10_000_000, 1_000_000_000)
+SHORT = (1, 10, 30, 50, 100, 150, 200, 300, 500, 1000, 3000)  # shapes whose schema text grows with n
+LADDERS = {
+    "nesting depth n (arrays)": SHORT,
+    "nesting depth n (objects)": SHORT,
+    "pattern length (abc)*n": LADDER[:-1],
+    "pattern (a{1,n}){1,n}": SHORT,
+    "pattern ((a{1,n}){1,n}){1,n}": (2, 5, 10, 20, 50, 100, 300),
+    "pattern (a*)*... n deep": (1, 2, 5, 10, 20, 50, 100, 300),
+    "enum n codes (AA..)": (16, 32, 64, 128, 256, 512, 1024),
+    "anyOf n of enum 16 (product)": (1, 2, 4, 8, 16, 32, 64),
+    "properties n (required)": LADDER[:-3],
+    "properties n (optional)": LADDER[:-3],
+    "enum n strings": (8, 16, 32, 64, 128, 256, 512, 1000, 1500, 10_000),
+    "anyOf n": LADDER[:-3],
+}
 
 
 def _ladder(prober: Prober, shape: str, make: Callable[[int], Any]) -> list[tuple[int, Outcome]]:
     rows = []
-    for n in LADDER:
-        out = prober.probe(make(n))
+    for n in LADDERS.get(shape, LADDER):
+        try:
+            out = prober.probe(make(n))
+        except RecursionError:  # json.dumps of the schema, here in the parent
+            out = Outcome("convert_error", "RecursionError in json.dumps (no converter reached)")
         rows.append((n, out))
         if out.status in ("crash", "hang", "oom") and n >= 10_000_000:
             break
