@@ -15,6 +15,7 @@ Standalone: imports nothing else from bench (tests/serve/test_schema_fuzz.py dri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -112,7 +113,7 @@ def _worker(vocab_path: str) -> None:
             res = {"status": "convert_error", "detail": f"RecursionError {str(err)[:80]}"}
         except MemoryError:
             res = {"status": "oom", "detail": "MemoryError in the converter"}
-        except Exception as err:  # the converter's AssertionError / ValueError / KeyError ...
+        except Exception as err:  # noqa: BLE001 - the converter's AssertionError, ValueError, KeyError ...
             res = {"status": "convert_error", "detail": f"{type(err).__name__} {str(err)[:80]}"}
         if res:
             out.write(json.dumps(res) + "\n")
@@ -134,7 +135,6 @@ def _worker(vocab_path: str) -> None:
             out.flush()
             continue
         rng = np.random.default_rng(req.get("seed", 0))
-        worst = 0.0
         times = []
         n = 0
         for _ in range(req.get("tokens", 8)):
@@ -143,7 +143,7 @@ def _worker(vocab_path: str) -> None:
             t0 = time.perf_counter()
             llama_cpp.llama_sampler_apply(smpl, ctypes.byref(arr))
             # the grammar sampler only sets rejected logits to -inf, in place
-            assert ctypes.addressof(arr.data.contents) == ctypes.addressof(data) and arr.size == n_vocab
+            assert ctypes.cast(arr.data, ctypes.c_void_p).value == ctypes.addressof(data) and arr.size == n_vocab
             i = int(np.argmax(view["logit"]))
             best = int(view["id"][i]) if np.isfinite(view["logit"][i]) else -1
             if best < 0 or llama_cpp.llama_vocab_is_eog(vocab, best):
@@ -173,7 +173,8 @@ class Prober:
     def __init__(self, vocab: Path, python: str = sys.executable) -> None:
         self.vocab = vocab
         self.python = python
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._buf = b""
         self.n_vocab = 0
 
     def __enter__(self) -> Prober:
@@ -188,14 +189,14 @@ class Prober:
             self.proc.wait()
             self.proc = None
 
-    def _start(self) -> subprocess.Popen[str]:
+    def _start(self) -> subprocess.Popen[bytes]:
         if self.proc is None:
+            self._buf = b""
             self.proc = subprocess.Popen(
                 [self.python, __file__, "--worker", str(self.vocab)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                text=True,
                 preexec_fn=_limit_memory,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
@@ -206,20 +207,24 @@ class Prober:
             self.n_vocab = json.loads(line)["ready"]
         return self.proc
 
-    @staticmethod
-    def _read(proc: subprocess.Popen[str], timeout: float) -> str | None:
+    def _read(self, proc: subprocess.Popen[bytes], timeout: float) -> str | None:
+        """One line from the worker, or None at the deadline or when it is gone. Reads the pipe's fd itself: a
+        buffered reader would hold a second line where select() cannot see it."""
         assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], max(timeout, 0.0))
-        if not ready:
-            return None
-        line = proc.stdout.readline()
-        if not line:  # EOF: the worker is gone; reap it so its exit status is known
-            try:
-                proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                pass
-            return None
-        return line
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while b"\n" not in self._buf:
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0.0))
+            if not ready:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:  # EOF: the worker is gone; reap it so its exit status is known
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5.0)
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode()
 
     def probe(
         self, schema: Any = None, *, gbnf: str | None = None, tokens: int = 8, seed: int = 0, timeout: float = 0.0
@@ -227,7 +232,7 @@ class Prober:
         proc = self._start()
         assert proc.stdin is not None
         req = {"gbnf": gbnf} if gbnf is not None else {"schema": schema}
-        proc.stdin.write(json.dumps({**req, "tokens": tokens, "seed": seed}) + "\n")
+        proc.stdin.write((json.dumps({**req, "tokens": tokens, "seed": seed}) + "\n").encode())
         proc.stdin.flush()
         deadline = time.monotonic() + (timeout or DEFAULT_TIMEOUT_S)
         seen: dict[str, Any] = {}
@@ -242,7 +247,7 @@ class Prober:
             fields = {k: v for k, v in msg.items() if k in Outcome.__dataclass_fields__}
             return Outcome(**fields)
 
-    def _lost(self, proc: subprocess.Popen[str], seen: dict[str, Any]) -> Outcome:
+    def _lost(self, proc: subprocess.Popen[bytes], seen: dict[str, Any]) -> Outcome:
         where = "in llama.cpp" if seen else "in the converter"
         if proc.poll() is None:
             self.close()
@@ -272,10 +277,12 @@ SHAPES: dict[str, Callable[[int], Any]] = {
     "pattern a{n} (exact)": lambda n: {"type": "string", "pattern": f"^a{{{n}}}$"},
     "pattern [a-z]{n} (exact)": lambda n: {"type": "string", "pattern": f"^[a-z]{{{n}}}$"},
     "pattern (a{1,10}){1,n}": lambda n: {"type": "string", "pattern": f"^(a{{1,10}}){{1,{n}}}$"},
-"pattern (a{1,n}){1,n}": lambda n: {"type": "string", "pattern": f"^(a{{1,{n}}}){{1,{n}}}$"},
+    "pattern (a{1,n}){1,n}": lambda n: {"type": "string", "pattern": f"^(a{{1,{n}}}){{1,{n}}}$"},
     "pattern ((a{1,n}){1,n}){1,n}": lambda n: {"type": "string", "pattern": f"^((a{{1,{n}}}){{1,{n}}}){{1,{n}}}$"},
     "pattern (a*)*... n deep": lambda n: {"type": "string", "pattern": "^" + "(" * n + "a*" + ")*" * n + "$"},
-    "enum n codes (AA..)": lambda n: {"enum": [chr(65 + i // 26 % 26) + chr(65 + i % 26) + str(i // 676 or "") for i in range(n)]},
+    "enum n codes (AA..)": lambda n: {
+        "enum": [chr(65 + i // 26 % 26) + chr(65 + i % 26) + str(i // 676 or "") for i in range(n)]
+    },
     "anyOf n of enum 16 (product)": lambda n: {"anyOf": [{"enum": [f"v{j}" for j in range(16)]} for _ in range(n)]},
     "pattern (x|y){0,n}": lambda n: {"type": "string", "pattern": f"^(x|y){{0,{n}}}$"},
     "pattern length (abc)*n": lambda n: {"type": "string", "pattern": "^" + "abc" * (n // 3) + "$"},
@@ -285,24 +292,32 @@ SHAPES: dict[str, Callable[[int], Any]] = {
     "minItems n": lambda n: {"type": "array", "items": {"type": "integer"}, "minItems": n},
     "minItems n, maxItems n": lambda n: {"type": "array", "items": {"type": "integer"}, "minItems": n, "maxItems": n},
     "maxItems n of maxLength 100": lambda n: {
-        "type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": n,
-    },  # fmt: skip
+        "type": "array",
+        "items": {"type": "string", "maxLength": 100},
+        "maxItems": n,
+    },
     "nesting depth n (arrays)": lambda n: _nested(n, {"type": "integer"}, lambda s: {"type": "array", "items": s}),
     "nesting depth n (objects)": lambda n: _nested(
         n, {"type": "integer"}, lambda s: {"type": "object", "properties": {"a": s}, "required": ["a"]}
     ),
     "properties n (required)": lambda n: {
-        "type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(n)},
+        "type": "object",
+        "properties": {f"p{i}": {"type": "integer"} for i in range(n)},
         "required": [f"p{i}" for i in range(n)],
-    },  # fmt: skip
+    },
     "properties n (optional)": lambda n: {
-        "type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(n)},
-    },  # fmt: skip
+        "type": "object",
+        "properties": {f"p{i}": {"type": "integer"} for i in range(n)},
+    },
     "enum n strings": lambda n: {"enum": [f"value-{i}" for i in range(n)]},
-    "anyOf n": lambda n: {"anyOf": [{"type": "object", "properties": {f"k{i}": {"type": "integer"}}, "required": [f"k{i}"]} for i in range(n)]},
+    "anyOf n": lambda n: {
+        "anyOf": [
+            {"type": "object", "properties": {f"k{i}": {"type": "integer"}}, "required": [f"k{i}"]} for i in range(n)
+        ]
+    },
     "minProperties/maxProperties n": lambda n: {"type": "object", "minProperties": n, "maxProperties": n},
     "integer minimum/maximum +-n": lambda n: {"type": "integer", "minimum": -n, "maximum": n},
-}  # fmt: skip
+}
 
 LADDER = (1, 10, 100, 500, 1000, 1500, 2000, 3000, 5000, 10_000, 30_000, 100_000, 10_000_000, 1_000_000_000)
 SHORT = (1, 10, 30, 50, 100, 150, 200, 300, 500, 1000, 3000)  # shapes whose schema text grows with n

@@ -13,8 +13,8 @@ qwen2 vocabulary, sampler built and sampled as serve/engine does (grammar first 
 - copies: the converter builds them in Python (`minItems: 10**7` runs for seconds, `maxLength: 10**9` hangs
   or exhausts memory before llama.cpp is reached); a 10 MB grammar takes ~0.5 s to build, 70 MB over 8 s;
 - alternatives alive at once (an enum, anyOf, optional properties) cost a full vocabulary scan each, every
-  token: ~1.5 ms per live alternative per token (enum of 100 values sharing a prefix: 160 ms a token; 1,000:
-  1.5 s; 10,000: over 8 s), and the one engine thread samples for every stream.
+  token: ~1.5-3 ms per live alternative per token (enum of 100 values sharing a prefix: 160 ms a token;
+  1,000: 1.9 s; 10,000: over 7 s), and the one engine thread samples for every stream.
 
 `check_schema(schema, where)` walks the schema (iteratively, with its own caps) and `check_grammar(gbnf, where)`
 bounds the converter's output as a second line; both raise SchemaTooComplex, a ValueError whose message names
@@ -43,20 +43,26 @@ MAX_REPEAT_MIN = 10_000
 # ((a{1,100}){1,100}){1,100} (10**6): at most 0.6 s a token, like ((a{1,300}){1,300}){1,300}: llama.cpp's
 # stacks do not multiply here as they do for unions; the bound keeps such nesting from growing unmeasured.
 MAX_REPEAT_PRODUCT = 1_000_000
+# Variable-length repetitions (*, +, {m,}, {m,n} with n-m >= 2) in sequence split one token's text many ways,
+# and llama.cpp keeps a stack per split: ^.*.*$ 21 ms a token, ^.*.*.*$ 127 ms, ^(.*)(.*)(.*)(.*)$ or
+# ^(.*){0,4}$ 2.2 s, five past a 20 s deadline for 6 tokens. A repetition inside a bounded one counts once per
+# copy (^(.*){0,4}$ is 4); `?` and spans of 1 do not count (^.?.?.?.?.?.?.?.?$: 10 ms).
+MAX_PATTERN_VARIABLE_REPEATS = 3
 # Pattern text: the converter walks it in Python (a 10 MB pattern: 2.4 s); real patterns are under 1 kB.
 MAX_PATTERN_LENGTH = 4_096
 MAX_TOTAL_PATTERN_LENGTH = 32_768
 
-# Alternatives alive at one position cost a vocabulary scan each, every token: enum of 100 values sharing a
-# prefix, 160 ms a token; 1,000, 1.5 s; 10,000, past an 8 s deadline. Distinct two-letter codes: 256, 0.85 s
-# for the first token; 1,024, 3.3 s. anyOf branches add up: 16 enums of 16 (256 alive), 0.76 s; 32 of 16, 2.6 s;
-# 64 of 16, past 8 s. Measured on 2 shared cores, 152k vocabulary, ~1.5-3 ms per alternative.
+# Alternatives alive at one position cost a vocabulary scan each, every token (~1.5-3 ms each over a 152k
+# vocabulary on 2 shared cores; a plain grammar's token: ~12 ms). Enum of values sharing a prefix: 100, 160 ms a
+# token; 1,000, 1.9 s; 10,000, over 7 s (4 tokens past a 30 s deadline). Distinct two-letter codes: 256, 0.4 s
+# for the first token. anyOf branches add up: 16 enums of 16 (256 alive), 0.36 s a token; 64 of 16, 1.7 s;
+# anyOf of 2,000 objects, 2.8 s. The one engine thread samples for every stream, so each such token stalls all.
 MAX_ENUM_VALUES = 256
 MAX_UNION_BRANCHES = 64  # anyOf / oneOf / a list of types
 # The most alternatives alive at once, counted as llama.cpp's stacks grow: a union's branches add up, an
 # object's optional properties each count, an enum counts its values (Optional[Literal[256 values]]: 257).
 MAX_ALTERNATIVES = 320
-MAX_OPTIONAL_PROPERTIES = 128  # each is an alternative after `{` and after every property (500: 160 ms a token)
+MAX_OPTIONAL_PROPERTIES = 128  # each an alternative after `{` and after every property (128: 0.19 s a token)
 # Required properties cost text only (30,000 built in 23 ms); a bound keeps the walk and conversion small.
 MAX_PROPERTIES = 1_000
 MAX_LITERAL_BYTES = 65_536  # enum / const values, as JSON, over the whole schema (written into the grammar)
@@ -293,58 +299,92 @@ def _resolve(root: dict[str, Any], ref: str) -> object:
 
 
 def check_pattern(pattern: str, where: str) -> None:
-    """Bound one regex `pattern`'s repetitions: each quantifier, their sum, and products along nesting."""
+    """Bound one regex `pattern`: each quantifier, the sum of their spans, products along nesting, and the
+    variable-length repetitions that can split one token's text many ways."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise _fail(where, "pattern length", len(pattern), MAX_PATTERN_LENGTH)
-    span_total = 0
-    # one frame per open group: the product of the quantifiers around it (known when the group closes, so the
-    # products are checked bottom-up: each group's inner product times its own bound)
-    inner: list[int] = [1]  # the largest product inside the group being read
-    last = 1  # the product of the last item read (a group's inner product, 1 for an atom)
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            last = 1
-            continue
-        if c == "[":
-            i = _class_end(pattern, i)
-            last = 1
-            continue
-        if c == "(":
-            inner.append(1)
-            i += 1
-            continue
-        if c == ")":
-            last = inner.pop() if len(inner) > 1 else 1
-            i += 1
-            continue
-        if c == "{":
-            close = pattern.find("}", i)
-            bounds = _quantifier(pattern[i + 1 : close]) if close > 0 else None
-            if bounds is None:  # not a quantifier: the converter fails on it or reads a literal
+    scan = _PatternScan(pattern, where)
+    scan.run()
+    if scan.variable > MAX_PATTERN_VARIABLE_REPEATS:
+        raise _fail(
+            where, "variable-length repetitions (*, +, {m,}, {m,n})", scan.variable, MAX_PATTERN_VARIABLE_REPEATS
+        )
+
+
+class _PatternScan:
+    """One pass over a pattern. Per open group: the largest repetition product inside it, and the weight of
+    its variable-length repetitions; the last item's (an atom's or a closed group's) wait for a quantifier."""
+
+    def __init__(self, pattern: str, where: str) -> None:
+        self.pattern, self.where = pattern, where
+        self.frames: list[list[int]] = [[1, 0]]  # [largest product inside, variable weight of finished items]
+        self.last = 1  # the last item's repetition product
+        self.pending = 0  # the last item's variable weight
+        self.span_total = 0
+        self.variable = 0
+
+    def _item(self, product: int = 1, weight: int = 0) -> None:
+        self.frames[-1][1] += self.pending
+        self.last, self.pending = product, weight
+
+    def run(self) -> None:
+        p, i, n = self.pattern, 0, len(self.pattern)
+        while i < n:
+            c = p[i]
+            if c == "\\":
+                self._item()
+                i += 2
+            elif c == "[":
+                self._item()
+                i = _class_end(p, i)
+            elif c == "(":
+                self._item()
+                self.frames.append([1, 0])
                 i += 1
-                last = 1
-                continue
-            lo, hi = bounds
-            if lo > MAX_REPEAT_MIN:
-                raise _fail(where, f"repetition {pattern[i : close + 1]} minimum", lo, MAX_REPEAT_MIN)
-            if hi is not None:
-                if hi - lo > MAX_REPEAT_SPAN:
-                    raise _fail(where, f"repetition {pattern[i : close + 1]} span", hi - lo, MAX_REPEAT_SPAN)
-                span_total += hi - lo
-                if span_total > MAX_PATTERN_SPAN:
-                    raise _fail(where, "sum of repetition spans", span_total, MAX_PATTERN_SPAN)
-            last = last * max(hi if hi is not None else lo, 1)
-            if last > MAX_REPEAT_PRODUCT:
-                raise _fail(where, "product of nested repetitions", last, MAX_REPEAT_PRODUCT)
-            inner[-1] = max(inner[-1], last)
-            i = close + 1
-            continue
-        if c not in "*+?|^$":
-            last = 1
-        i += 1
+            elif c == ")":
+                if len(self.frames) > 1:
+                    self.frames[-1][1] += self.pending
+                    self.pending = 0
+                    product, weight = self.frames.pop()
+                    self._item(product, weight)
+                else:
+                    self._item()
+                i += 1
+            elif c in "*+?":
+                self._repeat(0 if c != "+" else 1, 1 if c == "?" else None, c)
+                i += 1
+            elif c == "{":
+                close = p.find("}", i)
+                bounds = _quantifier(p[i + 1 : close]) if close > 0 else None
+                if bounds is None:  # not a quantifier: the converter fails on it or reads a literal
+                    self._item()
+                    i += 1
+                else:
+                    self._repeat(*bounds, p[i : close + 1])
+                    i = close + 1
+            else:
+                if c not in "|^$":
+                    self._item()
+                i += 1
+        self.frames[0][1] += self.pending
+        self.variable = self.frames[0][1]
+
+    def _repeat(self, lo: int, hi: int | None, text: str) -> None:
+        if lo > MAX_REPEAT_MIN:
+            raise _fail(self.where, f"repetition {text} minimum", lo, MAX_REPEAT_MIN)
+        if hi is not None:
+            if hi - lo > MAX_REPEAT_SPAN:
+                raise _fail(self.where, f"repetition {text} span", hi - lo, MAX_REPEAT_SPAN)
+            self.span_total += hi - lo
+            if self.span_total > MAX_PATTERN_SPAN:
+                raise _fail(self.where, "sum of repetition spans", self.span_total, MAX_PATTERN_SPAN)
+        self.last *= max(hi if hi is not None else lo, 1)
+        if self.last > MAX_REPEAT_PRODUCT:
+            raise _fail(self.where, "product of nested repetitions", self.last, MAX_REPEAT_PRODUCT)
+        self.frames[-1][0] = max(self.frames[-1][0], self.last)
+        # a bounded repetition copies what it holds; an unbounded one is one loop (nested stars measured cheap)
+        copies = hi if hi is not None else 1
+        self.pending = self.pending * copies + (1 if hi is None or hi - lo >= 2 else 0)
 
 
 def _class_end(pattern: str, i: int) -> int:
