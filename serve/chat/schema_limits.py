@@ -48,6 +48,12 @@ MAX_REPEAT_PRODUCT = 1_000_000
 # ^(.*){0,4}$ 2.2 s, five past a 20 s deadline for 6 tokens. A repetition inside a bounded one counts once per
 # copy (^(.*){0,4}$ is 4); `?` and spans of 1 do not count (^.?.?.?.?.?.?.?.?$: 10 ms).
 MAX_PATTERN_VARIABLE_REPEATS = 3
+# Worse, a repeated group holding a variable-length repetition: ^(.?.?.?)*$, ^(.{0,8}){3,}$, ^(.{0,16})+.?$,
+# ^(x|yz){1}(.{1,})+$ each ran past a 20 s deadline for 6 tokens (every way to split the text into iterations
+# is a stack). Some are cheap (^(.*)+$ 39 ms, ^([a-z0-9]+-)*[a-z0-9]+$ 24 ms, delimited by a class the inner
+# part cannot match), but telling them apart needs character-set analysis: a variable repetition ({m,n} with
+# n > m and n > 1, *, +, {m,}) of a group holding any variable repetition is refused; a fixed count
+# ((\d{1,3}\.){3}) is not a loop.
 # Pattern text: the converter walks it in Python (a 10 MB pattern: 2.4 s); real patterns are under 1 kB.
 MAX_PATTERN_LENGTH = 4_096
 MAX_TOTAL_PATTERN_LENGTH = 32_768
@@ -317,15 +323,18 @@ class _PatternScan:
 
     def __init__(self, pattern: str, where: str) -> None:
         self.pattern, self.where = pattern, where
-        self.frames: list[list[int]] = [[1, 0]]  # [largest product inside, variable weight of finished items]
+        # per open group: [largest product inside, variable weight of finished items, holds a bounded variable
+        # repetition (? or {m,n} with n > m)]
+        self.frames: list[list[int]] = [[1, 0, 0]]
         self.last = 1  # the last item's repetition product
         self.pending = 0  # the last item's variable weight
+        self.last_bounded = 0  # the last item holds a bounded variable repetition
         self.span_total = 0
         self.variable = 0
 
-    def _item(self, product: int = 1, weight: int = 0) -> None:
+    def _item(self, product: int = 1, weight: int = 0, bounded: int = 0) -> None:
         self.frames[-1][1] += self.pending
-        self.last, self.pending = product, weight
+        self.last, self.pending, self.last_bounded = product, weight, bounded
 
     def run(self) -> None:
         p, i, n = self.pattern, 0, len(self.pattern)
@@ -339,14 +348,15 @@ class _PatternScan:
                 i = _class_end(p, i)
             elif c == "(":
                 self._item()
-                self.frames.append([1, 0])
+                self.frames.append([1, 0, 0])
                 i += 1
             elif c == ")":
                 if len(self.frames) > 1:
                     self.frames[-1][1] += self.pending
                     self.pending = 0
-                    product, weight = self.frames.pop()
-                    self._item(product, weight)
+                    product, weight, bounded = self.frames.pop()
+                    self._item(product, weight, bounded)
+                    self.frames[-1][2] |= bounded
                 else:
                     self._item()
                 i += 1
@@ -382,9 +392,18 @@ class _PatternScan:
         if self.last > MAX_REPEAT_PRODUCT:
             raise _fail(self.where, "product of nested repetitions", self.last, MAX_REPEAT_PRODUCT)
         self.frames[-1][0] = max(self.frames[-1][0], self.last)
-        # a bounded repetition copies what it holds; an unbounded one is one loop (nested stars measured cheap)
-        copies = hi if hi is not None else 1
+        repeats = hi is None or (hi > 1 and hi > lo)  # a loop or a chain of optional copies
+        if repeats and self.last_bounded:
+            raise SchemaTooComplex(
+                f"{self.where}: repetition {text} of a group holding a variable-length repetition (?, *, +, {{m,n}}) "
+                "is over the limit of what llama.cpp samples in bounded time"
+            )
+        # copies: {m,n} writes n, {m,} m and a loop
+        copies = hi if hi is not None else lo + 1
         self.pending = self.pending * copies + (1 if hi is None or hi - lo >= 2 else 0)
+        if hi is None or hi > lo:
+            self.last_bounded = 1
+            self.frames[-1][2] = 1
 
 
 def _class_end(pattern: str, i: int) -> int:
