@@ -2,6 +2,7 @@
 
 ServeError
   InvalidRequest      400 invalid_request_error (bad JSON, wrong types, bad schema)
+    SchemaTooLarge         400 schema_too_complex (a schema or its grammar past serve/chat/schema_limits' bounds)
     ContextLengthExceeded  400 context_length_exceeded (prompt plus max_tokens, or an input, beyond the context)
     UnsupportedEndpoint    400 unsupported_endpoint (chat on an --embeddings server, embeddings on a chat one)
   Unauthorized        401 authentication_error
@@ -36,6 +37,10 @@ class ServeError(Exception):
 
 class InvalidRequest(ServeError):
     status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class SchemaTooLarge(InvalidRequest):
+    code = "schema_too_complex"  # a JSON schema past what llama.cpp's grammar code takes safely (the message names the limit)
 
 
 class ContextLengthExceeded(InvalidRequest):

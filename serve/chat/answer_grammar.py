@@ -15,9 +15,10 @@ from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from serve.chat.channels import Format
 from serve.chat.json_strings import strict_strings
+from serve.chat.schema_limits import SchemaTooComplex, check_grammar, check_schema
 from serve.chat.schemas import ResponseFormat
 from serve.engine.grammar import Grammar
-from serve.errors import InvalidRequest
+from serve.errors import InvalidRequest, SchemaTooLarge
 
 # A rule name no schema property can produce (the converter names rules after properties).
 ANSWER_RULE = "hearth-answer-0"
@@ -29,6 +30,22 @@ TRIGGERS = {
 }
 
 
+def bounded_schema(schema: object, where: str, param: str) -> None:
+    """The schema within what llama.cpp's grammar code takes safely (serve/chat/schema_limits), else a 400."""
+    try:
+        check_schema(schema, where)
+    except SchemaTooComplex as err:
+        raise SchemaTooLarge(str(err), param=param) from None
+
+
+def bounded_grammar(gbnf: str, where: str, param: str) -> None:
+    """The converter's GBNF within the grammar bounds, else a 400."""
+    try:
+        check_grammar(gbnf, where)
+    except SchemaTooComplex as err:
+        raise SchemaTooLarge(str(err), param=param) from None
+
+
 def schema_grammar(fmt: ResponseFormat) -> str | None:
     """GBNF for the answer, or None for plain text. Raises InvalidRequest naming what cannot be expressed."""
     if fmt.type == "text":
@@ -38,11 +55,14 @@ def schema_grammar(fmt: ResponseFormat) -> str | None:
     else:
         assert fmt.json_schema is not None  # ResponseFormat requires it with type json_schema
         schema = fmt.json_schema.schema_
+        bounded_schema(schema, "response_format.json_schema", "response_format")
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        gbnf = json_schema_to_gbnf(json.dumps(schema))
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InvalidRequest(f"unsupported JSON schema: {message}", param="response_format") from err
+    bounded_grammar(gbnf, "response_format", "response_format")
+    return gbnf
 
 
 def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Grammar | None:

@@ -48,6 +48,7 @@ from serve.chat.tools.harmony import HarmonyCalls
 from serve.chat.tools.markup import MarkupParser
 from serve.chat.tools.request import ToolRequest, tool_request
 from serve.chat.turn import Turn
+from serve.engine.context import EngineError
 from serve.engine.engine import Failed, Piece, SamplingParams, TokenLogprob
 from serve.engine.grammar import Grammar
 from serve.errors import ContextLengthExceeded, InvalidRequest, ServeError, ShuttingDown
@@ -233,6 +234,12 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
         grammar = tool_grammar.build(tools, template.tool_support.format, thinking)
     else:
         grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
+    if grammar is not None:
+        try:
+            loaded.engine.check_grammar(grammar)
+        except EngineError:
+            where = "tools" if tools else "response_format"
+            raise InvalidRequest(f"llama.cpp refused the grammar made from {where}'s schema", param=where) from None
     tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
     level = (

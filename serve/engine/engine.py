@@ -56,11 +56,15 @@ HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (a
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
 
 
+LOG_LINE_MAX = 500  # characters of one llama.cpp error kept (a refused grammar is printed whole: megabytes)
+
+
 @ll.llama_log_callback
 def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp is chatty at load time; keep its errors only.
     if level == GGML_LOG_LEVEL_ERROR:
-        log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+        line = text.decode("utf-8", "replace").rstrip()
+        log.error("llama.cpp: %s", line if len(line) <= LOG_LINE_MAX else line[:LOG_LINE_MAX] + " [...]")
 
 
 def restore_log() -> None:
@@ -528,6 +532,11 @@ class Engine(JobThread[Job]):
         add(ll.llama_sampler_init_temp(p.temperature))
         add(ll.llama_sampler_init_dist(p.seed if p.seed is not None else random.getrandbits(32)))
         return chain
+
+    def check_grammar(self, g: Grammar) -> None:
+        """Raise EngineError when llama.cpp refuses the grammar (it answers NULL): from any thread, before a
+        request is admitted, so a client's grammar is the client's 400 and never a failed step."""
+        ll.llama_sampler_free(self._grammar(g))
 
     def _grammar(self, g: Grammar) -> ll.llama_sampler_p:
         if not g.triggers:

@@ -62,6 +62,14 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
             {"type": "json_schema"},
             {"type": "nope"},
             {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}},
+            # schemas that crashed or hung llama.cpp's grammar code (issue 27): now 400s naming the limit
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^a{1,30000}$"}},
+            },
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "maxItems": 100000}}},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "minItems": 100000000}}},
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "maxLength": 10**9}}},
         ]
     )
     | junk,

@@ -4,14 +4,13 @@ A seeded generator makes schemas of every shape the limits cover (repetitions, p
 quantifiers, enums, unions, optional properties, nesting, $refs), with sizes drawn around and past each limit.
 Each one check_schema accepts is converted by llama-cpp-python's converter, checked by check_grammar, and then
 built and sampled (a few tokens over the whole vocabulary) by llama.cpp in a worker process with a memory cap
-and a deadline (bench/grammar_probe.py): a crash, a hang or running out of memory fails the test. Refused
+and a deadline (testkit/grammar_probe.py): a crash, a hang or running out of memory fails the test. Refused
 schemas are fine. The vocabulary is llama.cpp's qwen2 one (152k tokens) from its sdist, as the tokenizer tests
 get it, else the demo model's; no weights are loaded.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import time
@@ -20,14 +19,7 @@ from typing import Any
 
 import pytest
 
-try:
-    from serve.chat import schema_limits as sl
-except ImportError:  # a checkout where serve/chat.py is still a module (before serve/chat/ became a package)
-    _path = Path(__file__).resolve().parents[2] / "serve" / "chat" / "schema_limits.py"
-    _spec = importlib.util.spec_from_file_location("schema_limits", _path)
-    assert _spec is not None and _spec.loader is not None
-    sl = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sl)
+from serve.chat import schema_limits as sl
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +128,7 @@ def vocab(request: pytest.FixtureRequest) -> Path:
 def test_accepted_schemas_neither_crash_nor_hang(vocab):
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    from bench.grammar_probe import Prober
+    from testkit.grammar_probe import Prober
 
     start = time.monotonic()
     counts = {"refused": 0, "converter": 0, "grammar": 0, "ran": 0, "null": 0}

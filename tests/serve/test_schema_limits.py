@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Literal
 
 import pydantic
 import pytest
 
-try:
-    from serve.chat import schema_limits as sl
-except ImportError:  # a checkout where serve/chat.py is still a module (before serve/chat/ became a package)
-    _path = Path(__file__).resolve().parents[2] / "serve" / "chat" / "schema_limits.py"
-    _spec = importlib.util.spec_from_file_location("schema_limits", _path)
-    assert _spec is not None and _spec.loader is not None
-    sl = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sl)
+from serve.chat import schema_limits as sl
 
 WHERE = "response_format.json_schema"
 

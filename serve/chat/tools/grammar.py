@@ -22,6 +22,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import SchemaConverter
 
+from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import CONTROLS, ESCAPE, strict_strings
 from serve.chat.tools.formats import FORMATS, ToolFormat
@@ -55,6 +56,7 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
     schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
+    bounded_grammar(schemas, "tools", "tools")  # per-tool bounds do not bound many tools together
     rules = [
         f"hearth-calls ::= {calls}",
         *_call_rules(fmt, offered, args),
@@ -83,6 +85,8 @@ def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
     schema = tool["function"].get("parameters") or {"type": "object"}
     if not schema.get("properties") and schema.get("additionalProperties") is None:
         schema = {"type": "object"}  # no declared parameters: any object
+    where = f"tools.{i}.function.parameters"
+    bounded_schema(schema, where, where)
     try:
         resolved = conv.resolve_refs(copy.deepcopy(schema), f"tool{i}")
         return conv.visit(resolved, f"tool{i}-args")
