@@ -87,6 +87,7 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         (ToolFormat.MISTRAL, Thinking.NONE, "[TOOL_CALLS][{", "[TOOL_CALLS][{"),
         (ToolFormat.GRANITE, Thinking.NONE, "<|tool_call|>[{", "<|tool_call|>[{"),
         (ToolFormat.NEMOTRON, Thinking.NONE, "Sure. <TOOLCALL>[{", "<TOOLCALL>[{"),
+        (ToolFormat.PYTHONIC, Thinking.MAY, "<think>x</think>Ok <|tool_call_start|>[", "<|tool_call_start|>["),
         (
             ToolFormat.XML,
             Thinking.MAY,
@@ -210,5 +211,20 @@ def test_seed_and_nemotron_grammars_accept_their_templates_calls() -> None:
         call = '<TOOLCALL>[{"name": "ping", "arguments": {}}, {"name": "write_file", "arguments": {"path": "a", "lines": 1}}]</TOOLCALL>'
         assert accepts(model, nemotron.text, call)
         assert not accepts(model, nemotron.text, '<TOOLCALL>[{"name": "nope", "arguments": {}}]</TOOLCALL>')
+    finally:
+        model.close()
+
+
+def test_pythonic_grammar_holds_the_names_and_balances_the_arguments() -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.PYTHONIC, Thinking.NONE)
+        call = (
+            "<|tool_call_start|>[write_file(path='a (b).py', lines=3, tags=['x'], force=True), ping()]<|tool_call_end|>"
+        )
+        assert accepts(model, g.text, call)
+        assert accepts(model, g.text, "<|tool_call_start|>[ping(q='it\\'s')]<|tool_call_end|>")
+        assert not accepts(model, g.text, "<|tool_call_start|>[remove(path='a')]<|tool_call_end|>")
+        assert not accepts(model, g.text, "<|tool_call_start|>[ping(q='open)]<|tool_call_end|>")
     finally:
         model.close()

@@ -28,6 +28,8 @@ MARKERS = (
     "<parameter=",
     "</parameter>",
     "<seed:tool_call>",
+    "<|tool_call_start|>",
+    "<|tool_call_end|>",
     "</seed:tool_call>",
     "<think>",
     "</think>",
@@ -317,3 +319,31 @@ def test_xml_values_without_a_schema_and_the_model_s_slips() -> None:
     # cut off by the length limit: what came is closed into an object
     result = run(["Let me see.\n<tool_call>\n<function=f>\n<parameter=s>\nab"], ToolFormat.XML, schemas=schemas)
     assert summary(result) == ({"final": "Let me see."}, [("id0", "f", {"s": "ab"})])
+
+
+# -- pythonic calls: Python literals as keyword arguments -------------------------------------------------------
+
+PY_VALUES = (
+    st.text(alphabet=st.sampled_from(list("ab '\"()[],=\\\né")), max_size=12)
+    | st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.lists(st.integers(0, 9) | st.text(alphabet="a),'", max_size=3), max_size=3)
+    | st.dictionaries(st.sampled_from(["k", "v"]), st.booleans() | st.text(alphabet="a)", max_size=2), max_size=2)
+)
+PY_ARGS = st.dictionaries(
+    st.text(alphabet=st.sampled_from(list("abc_")), min_size=1, max_size=6), PY_VALUES, max_size=4
+)
+
+
+def py_value(v: Any) -> str:
+    """A value as a Python literal (objects as JSON, as LFM2.5's template writes them)."""
+    return json.dumps(v) if isinstance(v, dict) else repr(v)
+
+
+@given(pre=plain(), calls=st.lists(st.tuples(NAMES, PY_ARGS), min_size=1, max_size=3), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_pythonic_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = ", ".join(f"{n}(" + ", ".join(f"{k}={py_value(v)}" for k, v in a.items()) + ")" for n, a in calls)
+    check(f"{pre}<|tool_call_start|>[{body}]<|tool_call_end|>", cuts, ToolFormat.PYTHONIC, pre, calls)

@@ -185,6 +185,7 @@ SHIPPED = {
     "StepFun3.5-Flash.jinja": "xml",
     "ByteDance-Seed-OSS.jinja": "seed-xml",
     "NVIDIA-Nemotron-Nano-v2.jinja": "nemotron",
+    "LFM2.5-8B-A1B.jinja": "pythonic",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they

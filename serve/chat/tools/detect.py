@@ -2,7 +2,7 @@
 
 The probe is one tool, one assistant turn calling it and the tool's answer. What the template writes for
 that turn names the format (a `to=functions.` header is harmony, `[TOOL_CALLS]` Mistral, `<tool_call>`
-followed by JSON Hermes, `<function=NAME>` with `<parameter=KEY>` the XML style, `<TOOLCALL>` Nemotron, a
+followed by JSON Hermes, `<function=NAME>` with `<parameter=KEY>` the XML style, `<TOOLCALL>` Nemotron, `<|tool_call_start|>[NAME(` pythonic, a
 `{"name": ..., "parameters": ...}` object Llama 3.x; Granite 3.x renders no call but tells the model about
 `<|tool_call|>`). A template that does not render the tool list for a plain turn knows no tools (even if it
 writes a history's calls in some format: DeepSeek R1's distills, SmolLM3), and one whose call format is none
@@ -86,6 +86,8 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.MISTRAL_ARGS if "[ARGS]" in text else ToolFormat.MISTRAL
     if f"<function={PROBE_NAME}>" in text and "<parameter=x>" in text:
         return ToolFormat.SEED_XML if "<seed:tool_call>" in text else ToolFormat.XML
+    if f"<|tool_call_start|>[{PROBE_NAME}(" in text:
+        return ToolFormat.PYTHONIC
     if "<TOOLCALL>" in text:
         return ToolFormat.NEMOTRON
     if _HERMES.search(text):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import granite, hermes, llama3, mistral, nemotron, xml
+from serve.chat.tools import granite, hermes, llama3, mistral, nemotron, pythonic, xml
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
 from serve.chat.tools.markup import MarkupParser, Spec
 
@@ -23,6 +23,7 @@ class ToolFormat(enum.Enum):
     NEMOTRON = "nemotron"  # Nemotron Nano v2: <TOOLCALL>[{...}, ...]</TOOLCALL>
     XML = "xml"  # Qwen3-Coder, Qwen3.5, Nemotron 3: <tool_call><function=NAME><parameter=KEY>VALUE</parameter>...
     SEED_XML = "seed-xml"  # Seed-OSS: the same inside <seed:tool_call>, values without layout newlines
+    PYTHONIC = "pythonic"  # LFM2.5: <|tool_call_start|>[NAME(key=value, ...), ...]<|tool_call_end|>
     HARMONY = "harmony"  # gpt-oss: to=functions.NAME in a message header
     GENERIC = "generic"  # a template that knows no tools: Hermes markup, taught in the system message
 
@@ -62,6 +63,7 @@ FORMATS = MappingProxyType({
     ToolFormat.NEMOTRON: FormatInfo(nemotron.SPEC, parallel=True),
     ToolFormat.XML: FormatInfo(None, parallel=True, make=_xml(xml.QWEN)),
     ToolFormat.SEED_XML: FormatInfo(None, parallel=True, make=_xml(xml.SEED)),
+    ToolFormat.PYTHONIC: FormatInfo(None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id)),
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
 })  # fmt: skip

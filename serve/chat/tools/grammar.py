@@ -12,7 +12,8 @@ and then requires the call message.
 XML-style calls: the offered tools' function names, each tool's declared parameters in their declared order (the
 required ones present, the others optional), a string parameter's value any text without `</parameter>` (where
 the parser ends it), any other value JSON held to the parameter's schema; a tool that declares no parameters may
-name any.
+name any. Pythonic calls: the offered tools' names, each with arguments that are any text in which quotes and
+parentheses balance (the parser reads the literals; their schemas are not held).
 
 Argument schemas go through llama.cpp's own JSON-schema converter, all in one converter so rule names stay
 unique; our own rules are named `hearth-*`, which no schema produces.
@@ -29,6 +30,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import CONTROLS, ESCAPE, strict_strings
+from serve.chat.tools import pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text
@@ -44,6 +46,7 @@ OPENERS = {
     ToolFormat.MISTRAL_ARGS: ("[TOOL_CALLS]",),
     ToolFormat.GRANITE: ("<|tool_call|>",),
     ToolFormat.NEMOTRON: ("<TOOLCALL>",),
+    ToolFormat.PYTHONIC: (pythonic.OPEN,),
     ToolFormat.XML: (QWEN.open,),
     ToolFormat.SEED_XML: (SEED.open,),
     ToolFormat.LLAMA3: ("<|python_tag|>",),
@@ -126,6 +129,13 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
     if fmt is ToolFormat.MISTRAL_ARGS:
         alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.PYTHONIC:
+        alts = " | ".join(lit(n) for n in names)
+        return [
+            f'hearth-call ::= ( {alts} ) "(" hearth-py-args ")"',
+            'hearth-py-args ::= ( [^()\'"\\\\] | hearth-py-str | "(" hearth-py-args ")" )*',
+            f"hearth-py-str ::= {_quoted(chr(39))} | {_quoted(chr(34))}",
+        ]
     alts = " | ".join(_json_call(n, args[n], key) for n in names)
     return [f"hearth-call ::= {alts}"]
 
@@ -156,6 +166,11 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, END_PARAMETER)]
 
 
+def _quoted(q: str) -> str:
+    """A Python string literal in quote `q`, escapes included."""
+    return f'{lit(q)} ( [^{q}\\\\] | "\\\\" [^\\x00] )* {lit(q)}'
+
+
 def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bool) -> str:
     """One or (parallel) several calls, markup included, from the format's opening marker on."""
     if fmt in (ToolFormat.HERMES, ToolFormat.GENERIC):
@@ -165,6 +180,9 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         style = XML_STYLES[fmt]
         block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
         return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt is ToolFormat.PYTHONIC:
+        more = ' ( "," " "? hearth-call )*' if parallel else ""
+        return f"{lit(pythonic.OPEN + '[')} hearth-call{more} {lit(']' + pythonic.CLOSE)}"
     if fmt is ToolFormat.NEMOTRON:
         more = ' ( "," space hearth-call )*' if parallel else ""
         return f'"<TOOLCALL>[" space hearth-call{more} "]</TOOLCALL>"'
