@@ -42,10 +42,9 @@ from serve.chat.channels import CHANNELS, FINAL, ChannelParser, Event as Channel
 from serve.chat.prompts import TEMPLATE_LEVELS, template_messages
 from serve.chat.schemas import ChatRequest, CompletionRequest, Sampling
 from serve.chat.tools import grammar as tool_grammar
-from serve.chat.tools.events import CallArgs, CallStart, Content
+from serve.chat.tools.events import CallArgs, CallParser, CallStart, Content, Tools
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.harmony import HarmonyCalls
-from serve.chat.tools.markup import MarkupParser
 from serve.chat.tools.request import ToolRequest, tool_request
 from serve.chat.turn import Turn
 from serve.engine.context import EngineError
@@ -250,7 +249,7 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     fmt = template.tool_support.format if tools else None
     # with a response_format grammar the answer, once begun, is the answer to its end (`<think>` in a string is text)
     parser = ChannelParser.for_output(template.format, thinking, answer_grammar=grammar is not None and not tools)
-    generation = Generation(parser, fmt)
+    generation = Generation(parser, fmt, tools=tools.tools if tools else None)
     return Prepared(tokens, params, generation, level)
 
 
@@ -265,8 +264,9 @@ class Generation:
     parser: ChannelParser | None
     tool_format: ToolFormat | None = None
     new_id: Any = None  # overrides the format's id maker (tests make ids deterministic)
+    tools: Tools | None = None  # the request's tools (parsers of XML-style and pythonic calls type values by them)
     turn: Turn = field(init=False)
-    _markup: MarkupParser | None = field(init=False, default=None)  # calls written in the answer text
+    _markup: CallParser | None = field(init=False, default=None)  # calls written in the answer text
     _harmony: HarmonyCalls | None = field(init=False, default=None)  # calls as harmony messages
     _called: bool = field(init=False, default=False)
 
@@ -276,10 +276,10 @@ class Generation:
         if fmt is None:
             return
         info = FORMATS[fmt]
-        if info.spec is None:
+        if fmt is ToolFormat.HARMONY:
             self._harmony = HarmonyCalls(self.new_id or info.new_id)
         else:
-            self._markup = MarkupParser(info.spec, self.new_id or info.new_id)
+            self._markup = info.parser(self.new_id, self.tools)
 
     def piece(self, piece: str) -> list[ChatEvent]:
         """One token's text (possibly empty)."""

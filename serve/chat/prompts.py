@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from jinja2 import nodes
 from jinja2.exceptions import TemplateError, UndefinedError
-from jinja2.ext import loopcontrols
+from jinja2.ext import Extension, loopcontrols
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from serve.chat.channels import Format, Thinking
@@ -57,8 +59,22 @@ def _tojson(
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+class GenerationBlock(Extension):
+    """`{% generation %}...{% endgeneration %}`: transformers marks the assistant's tokens with it (LFM2.5's
+    template uses it); the prompt is its body as written."""
+
+    tags = {"generation"}  # noqa: RUF012 - the type jinja2 declares it with
+
+    def parse(self, parser: Parser) -> nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
+
+
 def _env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, GenerationBlock]
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)

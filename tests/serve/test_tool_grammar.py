@@ -86,6 +86,15 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         (ToolFormat.LLAMA3, Thinking.NONE, 'The answer is {"a": 1}', None),
         (ToolFormat.MISTRAL, Thinking.NONE, "[TOOL_CALLS][{", "[TOOL_CALLS][{"),
         (ToolFormat.GRANITE, Thinking.NONE, "<|tool_call|>[{", "<|tool_call|>[{"),
+        (ToolFormat.NEMOTRON, Thinking.NONE, "Sure. <TOOLCALL>[{", "<TOOLCALL>[{"),
+        (ToolFormat.PYTHONIC, Thinking.MAY, "<think>x</think>Ok <|tool_call_start|>[", "<|tool_call_start|>["),
+        (
+            ToolFormat.XML,
+            Thinking.MAY,
+            "<think>a <tool_call></think>\n<tool_call>\n<function=",
+            "<tool_call>\n<function=",
+        ),
+        (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
         (
             ToolFormat.HARMONY,
             Thinking.HARMONY,
@@ -119,3 +128,103 @@ def test_harmony_call_strings_cannot_hold_a_marker() -> None:
     g = build(ToolRequest([WEATHER], "auto"), ToolFormat.HERMES, Thinking.MAY)  # the converter's own strings
     (char,) = [line for line in g.text.splitlines() if line.startswith("char ::=")]
     assert "<" not in char
+
+
+# -- what a grammar accepts, walked byte by byte over the tiny model's byte-level vocabulary ------------------------
+
+XML_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "write_file",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string"},
+                "lines": {"type": "integer"},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "force": {"type": "boolean"},
+            },
+            "required": ["path", "lines"],
+        },
+    },
+}
+
+
+def accepts(model: Model, grammar: str, text: str) -> bool:
+    """Whether llama.cpp's grammar sampler lets `text` through from its start (each byte one token) and then lets
+    generation end."""
+    from testkit.fixtures.synthetic import byte_alphabet
+
+    ids = {piece: i for i, piece in enumerate(byte_alphabet())}
+    n_vocab = ll.llama_vocab_n_tokens(model.vocab)
+    smpl = ll.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
+    assert smpl
+    try:
+        for token in [ids[byte_alphabet()[b]] for b in text.encode()] + [ll.llama_vocab_eos(model.vocab)]:
+            data = (ll.llama_token_data * n_vocab)(*[ll.llama_token_data(i, 0.0, 0.0) for i in range(n_vocab)])
+            arr = ll.llama_token_data_array(data, n_vocab, -1, False)
+            ll.llama_sampler_apply(smpl, ctypes.byref(arr))
+            if data[token].logit == float("-inf"):
+                return False
+            ll.llama_sampler_accept(smpl, token)
+        return True
+    finally:
+        ll.llama_sampler_free(smpl)
+
+
+XML_CALL = "<tool_call>\n<function=write_file>\n<parameter=path>\n{path}\n</parameter>\n<parameter=lines>\n{lines}\n</parameter>\n{rest}</function>\n</tool_call>"
+
+
+@pytest.mark.parametrize(
+    ("call", "ok"),
+    [
+        (XML_CALL.format(path="a.py", lines="3", rest=""), True),
+        (
+            XML_CALL.format(path="x = '<b>'\n\nprint(x)", lines="-12", rest="<parameter=force>\ntrue\n</parameter>\n"),
+            True,
+        ),
+        (XML_CALL.format(path="a.py", lines="3", rest='<parameter=tags>\n["x", "y"]\n</parameter>\n'), True),
+        (XML_CALL.format(path="a.py", lines="three", rest=""), False),  # an integer's value is JSON
+        (XML_CALL.format(path="a</parameter>", lines="3", rest=""), False),  # the parser's end of a value
+        (XML_CALL.format(path="a.py", lines="3", rest="<parameter=mode>\nw\n</parameter>\n"), False),  # undeclared
+        ("<tool_call>\n<function=write_file>\n<parameter=lines>\n3\n</parameter>\n</function>\n</tool_call>", False),
+        ("<tool_call>\n<function=remove_file>\n</function>\n</tool_call>", False),
+    ],
+)
+def test_xml_grammar_holds_names_parameters_and_typed_values(call: str, ok: bool) -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.XML, Thinking.NONE)
+        assert accepts(model, g.text, call) is ok
+        assert accepts(model, g.text, "<tool_call>\n<function=ping>\n</function>\n</tool_call>")
+    finally:
+        model.close()
+
+
+def test_seed_and_nemotron_grammars_accept_their_templates_calls() -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        seed = build(ToolRequest([XML_TOOL], "required"), ToolFormat.SEED_XML, Thinking.NONE)
+        call = "<seed:tool_call>\n<function=write_file>\n<parameter=path>a b</parameter>\n<parameter=lines>3</parameter>\n</function>\n</seed:tool_call>"
+        assert accepts(model, seed.text, call)
+        nemotron = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.NEMOTRON, Thinking.NONE)
+        call = '<TOOLCALL>[{"name": "ping", "arguments": {}}, {"name": "write_file", "arguments": {"path": "a", "lines": 1}}]</TOOLCALL>'
+        assert accepts(model, nemotron.text, call)
+        assert not accepts(model, nemotron.text, '<TOOLCALL>[{"name": "nope", "arguments": {}}]</TOOLCALL>')
+    finally:
+        model.close()
+
+
+def test_pythonic_grammar_holds_the_names_and_balances_the_arguments() -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.PYTHONIC, Thinking.NONE)
+        call = (
+            "<|tool_call_start|>[write_file(path='a (b).py', lines=3, tags=['x'], force=True), ping()]<|tool_call_end|>"
+        )
+        assert accepts(model, g.text, call)
+        assert accepts(model, g.text, "<|tool_call_start|>[ping(q='it\\'s')]<|tool_call_end|>")
+        assert not accepts(model, g.text, "<|tool_call_start|>[remove(path='a')]<|tool_call_end|>")
+        assert not accepts(model, g.text, "<|tool_call_start|>[ping(q='open)]<|tool_call_end|>")
+    finally:
+        model.close()

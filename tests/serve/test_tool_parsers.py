@@ -21,6 +21,16 @@ MARKERS = (
     "[ARGS]",
     "[CALL_ID]",
     "<|tool_call|>",
+    "<TOOLCALL>",
+    "</TOOLCALL>",
+    "<function=",
+    "</function>",
+    "<parameter=",
+    "</parameter>",
+    "<seed:tool_call>",
+    "<|tool_call_start|>",
+    "<|tool_call_end|>",
+    "</seed:tool_call>",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -60,8 +70,14 @@ def split(text: str, cuts: list[int]) -> list[str]:
     return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
 
 
-def run(pieces: list[str], tools: ToolFormat, chat: Format = Format.THINK, opened: bool = False) -> ChatResult:
-    gen = Generation(ChannelParser(chat, opened), tools, new_id=lambda i: f"id{i}")
+def run(
+    pieces: list[str],
+    tools: ToolFormat,
+    chat: Format = Format.THINK,
+    opened: bool = False,
+    schemas: list[dict[str, Any]] | None = None,
+) -> ChatResult:
+    gen = Generation(ChannelParser(chat, opened), tools, new_id=lambda i: f"id{i}", tools=schemas)
     result = ChatResult()
     for p in pieces:
         for e in gen.piece(p):
@@ -83,9 +99,10 @@ def check(
     content: str,
     calls: list[tuple[str, dict]],
     chat: Format = Format.THINK,
+    schemas: list[dict[str, Any]] | None = None,
 ) -> None:
-    whole = run([text], tools, chat)
-    assert summary(run(split(text, cuts), tools, chat)) == summary(whole)
+    whole = run([text], tools, chat, schemas=schemas)
+    assert summary(run(split(text, cuts), tools, chat, schemas=schemas)) == summary(whole)
     channels, got = summary(whole)
     assert got == [(f"id{i}", name, args) for i, (name, args) in enumerate(calls)]
     assert channels.get("final", "") == content.strip()
@@ -205,3 +222,128 @@ def test_thinking_tags_inside_arguments_are_text_of_the_arguments() -> None:
     for cuts in ([], [25, 40, 47, 60, 61]):
         result = run(split(text, cuts), ToolFormat.HERMES)
         assert summary(result) == ({"analysis": "hmm"}, [("id0", "f", {"q": "<think>x</think>"})])
+
+
+@given(pre=plain(), calls=CALLS, cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_nemotron_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = json.dumps([{"name": n, "arguments": a} for n, a in calls])
+    check(f"{pre}<TOOLCALL>{body}</TOOLCALL>", cuts, ToolFormat.NEMOTRON, pre, calls)
+
+
+# -- XML-style calls: values are text, typed by the tool's schema -----------------------------------------------
+
+XML_TEXT = st.text(alphabet=st.sampled_from(list('ab 3{}[]"<>=/\n\té')), max_size=16).filter(
+    lambda s: "</parameter>" not in s
+)
+XML_VALUES = (
+    XML_TEXT
+    | st.just("42")  # a string that reads like a number stays a string
+    | st.just("\n<parameter=x>\n1\n</function>")  # markup inside a value is the value's text
+    | st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.lists(st.integers(0, 9), max_size=3)
+    | st.dictionaries(st.sampled_from(["k", "v"]), st.text(alphabet="ab<", max_size=3), max_size=2)
+)
+XML_ARGS = st.dictionaries(
+    st.text(alphabet=st.sampled_from(list("abc_")), min_size=1, max_size=6), XML_VALUES, max_size=4
+)
+XML_CALLS = st.lists(st.tuples(NAMES, XML_ARGS), min_size=1, max_size=3)
+
+
+def xml_value(v: Any) -> str:
+    """As Qwen3-Coder's template writes a value: strings as they are, objects and lists as JSON, the rest as
+    Python's str."""
+    return json.dumps(v) if isinstance(v, dict | list) else v if isinstance(v, str) else str(v)
+
+
+def xml_schemas(calls: list) -> list[dict[str, Any]]:
+    """One tool per name, each parameter typed as its value (a name called twice: the first call's types)."""
+    kinds = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
+    props: dict[str, dict[str, Any]] = {}
+    for name, args in calls:
+        for k, v in args.items():
+            props.setdefault(name, {}).setdefault(k, {"type": kinds.get(type(v), "null")})
+    return [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": p}}}
+        for n, p in props.items()
+    ]
+
+
+def consistent(calls: list) -> bool:
+    """A name called twice uses one type per parameter (one schema serves both calls)."""
+    seen: dict[tuple[str, str], type] = {}
+    return all(seen.setdefault((n, k), type(v)) is type(v) for n, a in calls for k, v in a.items())
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_xml_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = "".join(
+        "\n<tool_call>\n<function=" + n + ">\n"
+        + "".join(f"<parameter={k}>\n{xml_value(v)}\n</parameter>\n" for k, v in a.items())
+        + "</function>\n</tool_call>"
+        for n, a in calls
+    )  # fmt: skip
+    text = f"<think>the user wants {len(calls)} calls</think>\n\n{pre}{body}"
+    check(text, cuts, ToolFormat.XML, pre, calls, schemas=xml_schemas(calls))
+
+
+@given(calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_seed_xml_any_split(calls: list, cuts: list[int]) -> None:
+    body = "".join(
+        "<seed:tool_call>\n<function=" + n + ">\n"
+        + "".join(f"<parameter={k}>{xml_value(v)}</parameter>\n" for k, v in a.items())
+        + "</function>\n</seed:tool_call>"
+        for n, a in calls
+    )  # fmt: skip
+    check(body, cuts, ToolFormat.SEED_XML, "", calls, schemas=xml_schemas(calls))
+
+
+def test_xml_values_without_a_schema_and_the_model_s_slips() -> None:
+    # no tools at hand: a value that reads as a JSON literal other than a string is that value, else text
+    text = (
+        "<tool_call>\n<function=f>\n<parameter=n>\n3\n</parameter>\n<parameter=s>\nhi there\n</parameter>\n"
+        '<parameter=o>\n{"a": [1]}\n</parameter>\n<parameter=q>\n"quoted"\n</parameter>\n</function>\n</tool_call>'
+    )
+    assert summary(run([text], ToolFormat.XML))[1] == [
+        ("id0", "f", {"n": 3, "s": "hi there", "o": {"a": [1]}, "q": '"quoted"'})
+    ]
+    # a value the schema types as integer that is no integer stays text; a string that reads as a number stays text
+    schemas = xml_schemas([("f", {"n": 1, "s": "x"})])
+    text = "<tool_call>\n<function=f>\n<parameter=n>\nmany\n</parameter>\n<parameter=s>\n7\n</parameter>\n</function>"
+    assert summary(run([text], ToolFormat.XML, schemas=schemas))[1] == [("id0", "f", {"n": "many", "s": "7"})]
+    # cut off by the length limit: what came is closed into an object
+    result = run(["Let me see.\n<tool_call>\n<function=f>\n<parameter=s>\nab"], ToolFormat.XML, schemas=schemas)
+    assert summary(result) == ({"final": "Let me see."}, [("id0", "f", {"s": "ab"})])
+
+
+# -- pythonic calls: Python literals as keyword arguments -------------------------------------------------------
+
+PY_VALUES = (
+    st.text(alphabet=st.sampled_from(list("ab '\"()[],=\\\né")), max_size=12)
+    | st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.lists(st.integers(0, 9) | st.text(alphabet="a),'", max_size=3), max_size=3)
+    | st.dictionaries(st.sampled_from(["k", "v"]), st.booleans() | st.text(alphabet="a)", max_size=2), max_size=2)
+)
+PY_ARGS = st.dictionaries(
+    st.text(alphabet=st.sampled_from(list("abc_")), min_size=1, max_size=6), PY_VALUES, max_size=4
+)
+
+
+def py_value(v: Any) -> str:
+    """A value as a Python literal (objects as JSON, as LFM2.5's template writes them)."""
+    return json.dumps(v) if isinstance(v, dict) else repr(v)
+
+
+@given(pre=plain(), calls=st.lists(st.tuples(NAMES, PY_ARGS), min_size=1, max_size=3), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_pythonic_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = ", ".join(f"{n}(" + ", ".join(f"{k}={py_value(v)}" for k, v in a.items()) + ")" for n, a in calls)
+    check(f"{pre}<|tool_call_start|>[{body}]<|tool_call_end|>", cuts, ToolFormat.PYTHONIC, pre, calls)

@@ -25,7 +25,12 @@ from serve.chat.tools import generic  # noqa: E402
 from serve.chat.tools.formats import ToolFormat  # noqa: E402
 from serve.chat.tools.request import tool_request  # noqa: E402
 from serve.errors import InvalidRequest  # noqa: E402
-from tests.serve.tool_templates import SHIPPED, STYLE_TEMPLATES, shipped_templates  # noqa: E402
+from tests.serve.tool_templates import (  # noqa: E402
+    SHIPPED,
+    SHIPPED_WITHOUT_TOOLS,
+    STYLE_TEMPLATES,
+    shipped_templates,
+)
 
 BOS, EOS = "<s>", "</s>"
 WEATHER = {
@@ -199,6 +204,15 @@ def test_shipped_templates_detected_and_rendered_like_transformers(name: str) ->
         return
     for conv in (ROUND_TRIP, PARALLEL):
         compare(source, conv)
+
+
+@pytest.mark.parametrize("name", SHIPPED_WITHOUT_TOOLS)
+def test_shipped_templates_that_never_list_tools_get_the_generic_format(name: str) -> None:
+    source = (_shipped() / name).read_text()
+    support = template_of(source).tool_support
+    assert support.format is ToolFormat.GENERIC and not support.native
+    got = ours(template_of(source), {"messages": openai_messages(ROUND_TRIP[:4]), "tools": TOOLS})
+    assert "get_weather" in got and "<tool_call>" in got  # the tool list and the history, in the generic format
 
 
 def _fixture_templates() -> dict[str, tuple[str, str, str]]:

@@ -170,7 +170,31 @@ SHIPPED = {
     "openai-gpt-oss-120b.jinja": "harmony",
     "ibm-granite-granite-3.3-2B-Instruct.jinja": "granite",
     "ibm-granite-granite-4.0.jinja": "hermes",
+    "ibm-granite-granite-4.1.jinja": "hermes",
+    "Qwen-QwQ-32B.jinja": "hermes",
+    "Bielik-11B-v3.0-Instruct.jinja": "hermes",
+    "GLM-4.6.jinja": "hermes",
+    "GLM-4.7-Flash.jinja": "hermes",
+    "MiMo-VL.jinja": "hermes",
+    "Reka-Edge.jinja": "hermes",
+    "inclusionai-ling-3.0-flash.jinja": "hermes",
+    "mistralai-Ministral-3-14B-Reasoning-2512.jinja": "mistral-args",
+    "Qwen3-Coder.jinja": "xml",
+    "Qwen3.5-4B.jinja": "xml",
+    "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja": "xml",
+    "StepFun3.5-Flash.jinja": "xml",
+    "ByteDance-Seed-OSS.jinja": "seed-xml",
+    "NVIDIA-Nemotron-Nano-v2.jinja": "nemotron",
+    "LFM2.5-8B-A1B.jinja": "pythonic",
 }
+
+# Real templates that write a history's calls in their model's format but never show the model its tools: they
+# keep the generic format (the tool list and call format taught in the system message).
+SHIPPED_WITHOUT_TOOLS = (
+    "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
+    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    "HuggingFaceTB-SmolLM3-3B.jinja",
+)
 
 
 def shipped_templates() -> Path:

@@ -2,10 +2,11 @@
 
 The probe is one tool, one assistant turn calling it and the tool's answer. What the template writes for
 that turn names the format (a `to=functions.` header is harmony, `[TOOL_CALLS]` Mistral, `<tool_call>`
-followed by JSON Hermes, a `{"name": ..., "parameters": ...}` object Llama 3.x; Granite 3.x renders no
-call but tells the model about `<|tool_call|>`). A template that renders neither the tool nor the call
-knows no tools, and one whose call format is none of these is treated the same way: both get the generic
-format, taught in the system message.
+followed by JSON Hermes, `<function=NAME>` with `<parameter=KEY>` the XML style, `<TOOLCALL>` Nemotron, `<|tool_call_start|>[NAME(` pythonic, a
+`{"name": ..., "parameters": ...}` object Llama 3.x; Granite 3.x renders no call but tells the model about
+`<|tool_call|>`). A template that does not render the tool list for a plain turn knows no tools (even if it
+writes a history's calls in some format: DeepSeek R1's distills, SmolLM3), and one whose call format is none
+of these is treated the same way: both get the generic format, taught in the system message.
 """
 
 from __future__ import annotations
@@ -59,10 +60,18 @@ def detect(render: Render) -> ToolSupport:
             break
         except Exception:  # noqa: BLE001 - a template may refuse a tool turn it does not know; the next probe is smaller
             continue
-    if text is None or PROBE_NAME not in text:
+    if text is None or PROBE_NAME not in text or not _lists_tools(render):
         return ToolSupport.generic()
     fmt = read_format(text)
     return ToolSupport(fmt, native=True) if fmt else ToolSupport.generic()
+
+
+def _lists_tools(render: Render) -> bool:
+    """The template shows the model its tools (not only a history's calls)."""
+    try:
+        return PROBE_NAME in render([{"role": "user", "content": "hi"}], [PROBE_TOOL])
+    except Exception:  # noqa: BLE001 - a template that cannot render tools does not list them
+        return False
 
 
 _HERMES = re.compile(r"<tool_call>\s*\{")
@@ -75,6 +84,12 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.HARMONY
     if "[TOOL_CALLS]" in text:
         return ToolFormat.MISTRAL_ARGS if "[ARGS]" in text else ToolFormat.MISTRAL
+    if f"<function={PROBE_NAME}>" in text and "<parameter=x>" in text:
+        return ToolFormat.SEED_XML if "<seed:tool_call>" in text else ToolFormat.XML
+    if f"<|tool_call_start|>[{PROBE_NAME}(" in text:
+        return ToolFormat.PYTHONIC
+    if "<TOOLCALL>" in text:
+        return ToolFormat.NEMOTRON
     if _HERMES.search(text):
         return ToolFormat.HERMES
     if "<|tool_call|>" in text:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from serve.chat import ids
 
@@ -36,6 +37,23 @@ class CallArgs:
 
 ToolEvent = Content | CallStart | CallArgs
 IdMaker = Callable[[int], str]
+Tools = list[dict[str, Any]]  # the request's tool objects (a parser reads their parameter schemas)
+
+
+class CallParser(Protocol):
+    """What the chat core drives: answer text in, events out, split anywhere."""
+
+    @property
+    def in_json(self) -> bool:
+        """Inside a call, where every character is the call's (a `<think>` there is text of the arguments)."""
+
+    @property
+    def in_call(self) -> bool:
+        """Inside call markup (for counting its tokens apart from the answer's)."""
+
+    def feed(self, text: str) -> list[ToolEvent]: ...
+
+    def finish(self) -> list[ToolEvent]: ...
 
 
 def openai_id(index: int) -> str:

@@ -1,15 +1,17 @@
-"""The call formats hearth reads, one table row each: its parser's spec, whether it carries several calls in
-one answer, and the key its call objects hold the arguments under (what the tool grammar writes)."""
+"""The call formats hearth reads, one table row each: its parser (a spec for the table-driven parser, or a
+parser of its own), whether it carries several calls in one answer, and the key its call objects hold the
+arguments under (what the tool grammar writes)."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import granite, hermes, llama3, mistral
-from serve.chat.tools.events import IdMaker, mistral_id, openai_id
-from serve.chat.tools.markup import Spec
+from serve.chat.tools import granite, hermes, llama3, mistral, nemotron, pythonic, xml
+from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
+from serve.chat.tools.markup import MarkupParser, Spec
 
 
 class ToolFormat(enum.Enum):
@@ -18,16 +20,36 @@ class ToolFormat(enum.Enum):
     MISTRAL = "mistral"  # [TOOL_CALLS][{...}, ...]
     MISTRAL_ARGS = "mistral-args"  # [TOOL_CALLS]NAME[ARGS]{...}
     GRANITE = "granite"  # <|tool_call|>[{...}, ...]
+    NEMOTRON = "nemotron"  # Nemotron Nano v2: <TOOLCALL>[{...}, ...]</TOOLCALL>
+    XML = "xml"  # Qwen3-Coder, Qwen3.5, Nemotron 3: <tool_call><function=NAME><parameter=KEY>VALUE</parameter>...
+    SEED_XML = "seed-xml"  # Seed-OSS: the same inside <seed:tool_call>, values without layout newlines
+    PYTHONIC = "pythonic"  # LFM2.5: <|tool_call_start|>[NAME(key=value, ...), ...]<|tool_call_end|>
     HARMONY = "harmony"  # gpt-oss: to=functions.NAME in a message header
     GENERIC = "generic"  # a template that knows no tools: Hermes markup, taught in the system message
 
 
+# A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
+ParserMaker = Callable[[IdMaker, Tools | None], CallParser]
+
+
 @dataclass(frozen=True)
 class FormatInfo:
-    spec: Spec | None  # None: harmony, read by serve/chat/channels.py and serve/chat/tools/harmony.py
+    spec: Spec | None  # the table-driven parser's spec (None: a parser of its own, or harmony)
     parallel: bool  # can one answer carry several calls
     args_key: str = "arguments"
     new_id: IdMaker = openai_id
+    make: ParserMaker | None = None
+
+    def parser(self, new_id: IdMaker | None, tools: Tools | None) -> CallParser:
+        """The call parser for one answer (harmony's calls are read from its messages, serve/chat/tools/harmony.py)."""
+        if self.make is not None:
+            return self.make(new_id or self.new_id, tools)
+        assert self.spec is not None, "harmony has no markup parser"
+        return MarkupParser(self.spec, new_id or self.new_id)
+
+
+def _xml(style: xml.XmlStyle) -> ParserMaker:
+    return lambda new_id, tools: xml.XmlParser(style, tools, new_id)
 
 
 FORMATS = MappingProxyType({
@@ -38,6 +60,10 @@ FORMATS = MappingProxyType({
     ToolFormat.MISTRAL: FormatInfo(mistral.SPEC, parallel=True, new_id=mistral_id),
     ToolFormat.MISTRAL_ARGS: FormatInfo(mistral.SPEC, parallel=True, new_id=mistral_id),
     ToolFormat.GRANITE: FormatInfo(granite.SPEC, parallel=True),
+    ToolFormat.NEMOTRON: FormatInfo(nemotron.SPEC, parallel=True),
+    ToolFormat.XML: FormatInfo(None, parallel=True, make=_xml(xml.QWEN)),
+    ToolFormat.SEED_XML: FormatInfo(None, parallel=True, make=_xml(xml.SEED)),
+    ToolFormat.PYTHONIC: FormatInfo(None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id)),
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
 })  # fmt: skip

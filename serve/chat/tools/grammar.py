@@ -1,13 +1,19 @@
 """Tool grammars: calls held to the declared tools and their parameters' schemas.
 
 `auto`: lazy. The grammar waits for the call's opening marker (llama.cpp's trigger patterns: `<tool_call>`,
-`[TOOL_CALLS]`, `<|tool_call|>`, `<|python_tag|>` or a bare `{` opening a Llama 3.x answer,
+`[TOOL_CALLS]`, `<|tool_call|>`, `<TOOLCALL>`, `<seed:tool_call>`, `<|python_tag|>` or a bare `{` opening a Llama 3.x answer,
 `to=functions.` in a harmony header) and from there holds the call to one of the tools, with arguments
 matching that tool's schema; answer text without a call stays free. A marker inside the thinking does not
 count: patterns for thinking models only match after `</think>` (or, harmony, the final channel).
 `required` / a named tool: the answer must be calls, from its first token; for a thinking model the
 grammar starts where the thinking ends (`</think>`), and for harmony it lets one analysis message through
 and then requires the call message.
+
+XML-style calls: the offered tools' function names, each tool's declared parameters in their declared order (the
+required ones present, the others optional), a string parameter's value any text without `</parameter>` (where
+the parser ends it), any other value JSON held to the parameter's schema; a tool that declares no parameters may
+name any. Pythonic calls: the offered tools' names, each with arguments that are any text in which quotes and
+parentheses balance (the parser reads the literals; their schemas are not held).
 
 Argument schemas go through llama.cpp's own JSON-schema converter, all in one converter so rule names stay
 unique; our own rules are named `hearth-*`, which no schema produces.
@@ -25,8 +31,11 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import CONTROLS, ESCAPE, strict_strings
+from serve.chat.tools import pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
+from serve.chat.tools.typed import is_text
+from serve.chat.tools.xml import END_FUNCTION, END_PARAMETER, FUNCTION, PARAMETER, QWEN, SEED, XmlStyle
 from serve.engine.grammar import Grammar
 from serve.errors import InvalidRequest
 
@@ -37,10 +46,15 @@ OPENERS = {
     ToolFormat.MISTRAL: ("[TOOL_CALLS]",),
     ToolFormat.MISTRAL_ARGS: ("[TOOL_CALLS]",),
     ToolFormat.GRANITE: ("<|tool_call|>",),
+    ToolFormat.NEMOTRON: ("<TOOLCALL>",),
+    ToolFormat.PYTHONIC: (pythonic.OPEN,),
+    ToolFormat.XML: (QWEN.open,),
+    ToolFormat.SEED_XML: (SEED.open,),
     ToolFormat.LLAMA3: ("<|python_tag|>",),
     ToolFormat.HARMONY: ("to=functions.",),
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
+XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
 
 
@@ -55,11 +69,13 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     offered = [t["function"]["name"] for t in req.offered]
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
+    style = XML_STYLES.get(fmt)
+    call_rules = _xml_rules(conv, req.tools, offered, style) if style else _call_rules(fmt, offered, args)
     schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
     bounded_grammar(schemas, "tools", "tools")  # per-tool bounds do not bound many tools together
     rules = [
         f"hearth-calls ::= {calls}",
-        *_call_rules(fmt, offered, args),
+        *call_rules,
         _no_markers(schemas) if thinking is Thinking.HARMONY else schemas,
     ]
     if req.choice == "auto":
@@ -117,8 +133,46 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
     if fmt is ToolFormat.MISTRAL_ARGS:
         alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.PYTHONIC:
+        alts = " | ".join(lit(n) for n in names)
+        return [
+            f'hearth-call ::= ( {alts} ) "(" hearth-py-args ")"',
+            'hearth-py-args ::= ( [^()\'"\\\\] | hearth-py-str | "(" hearth-py-args ")" )*',
+            f"hearth-py-str ::= {_quoted(chr(39))} | {_quoted(chr(34))}",
+        ]
     alts = " | ".join(_json_call(n, args[n], key) for n in names)
     return [f"hearth-call ::= {alts}"]
+
+
+XML_TEXT = "hearth-xml-text"
+
+
+def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[str], style: XmlStyle) -> list[str]:
+    nl = "\n" if style.newlines else ""
+    alts, rules = [], []
+    for i, tool in enumerate(tools):
+        fn = tool["function"]
+        if fn["name"] not in names:
+            continue
+        schema = conv.resolve_refs(copy.deepcopy(fn.get("parameters") or {}), f"xml{i}")
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = set(schema.get("required") or ())
+        parts = []
+        for j, (key, prop) in enumerate(props.items()):
+            value = XML_TEXT if is_text(prop) else conv.visit(prop, f"xml{i}-p{j}")
+            param = f"{lit(PARAMETER + key + '>' + nl)} {value} {lit(nl + END_PARAMETER + chr(10))}"
+            parts.append(param if key in required else f"( {param} )?")
+        if not props:  # any parameters, as text
+            named = f"{lit(PARAMETER)} [a-zA-Z0-9_.-]+ {lit('>' + nl)} {XML_TEXT} {lit(nl + END_PARAMETER + chr(10))}"
+            parts.append(f"( {named} )*")
+        rules.append(f"hearth-xml-{i} ::= " + " ".join(parts))
+        alts.append(f"{lit(FUNCTION + fn['name'] + '>' + chr(10))} hearth-xml-{i} {lit(END_FUNCTION + chr(10))}")
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, END_PARAMETER)]
+
+
+def _quoted(q: str) -> str:
+    """A Python string literal in quote `q`, escapes included."""
+    return f'{lit(q)} ( [^{q}\\\\] | "\\\\" [^\\x00] )* {lit(q)}'
 
 
 def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bool) -> str:
@@ -126,6 +180,16 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
     if fmt in (ToolFormat.HERMES, ToolFormat.GENERIC):
         block = '"<tool_call>" "\\n"? hearth-call "\\n"? "</tool_call>"'
         return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt in XML_STYLES:
+        style = XML_STYLES[fmt]
+        block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
+        return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt is ToolFormat.PYTHONIC:
+        more = ' ( "," " "? hearth-call )*' if parallel else ""
+        return f"{lit(pythonic.OPEN + '[')} hearth-call{more} {lit(']' + pythonic.CLOSE)}"
+    if fmt is ToolFormat.NEMOTRON:
+        more = ' ( "," space hearth-call )*' if parallel else ""
+        return f'"<TOOLCALL>[" space hearth-call{more} "]</TOOLCALL>"'
     if fmt in (ToolFormat.MISTRAL, ToolFormat.GRANITE):
         opener = lit(OPENERS[fmt][0])
         more = ' ( "," space hearth-call )*' if parallel else ""

@@ -1,0 +1,215 @@
+"""XML-style calls (Qwen3-Coder, Qwen3.5, Nemotron 3, Step 3.5; Seed-OSS with its own outer tag):
+
+    <tool_call>
+    <function=NAME>
+    <parameter=KEY>
+    VALUE
+    </parameter>
+    </function>
+    </tool_call>
+
+A value is raw text, one newline on each side being layout; the templates write strings as they are and other
+values as JSON (or Python's `str`: `True`). The arguments go out as a JSON object, each value typed by the
+tool's schema (typed.py): a string parameter streams as it comes, any other value once it ends. A value ends
+only at `</parameter>` (so it may hold any other markup: a coder model's values are often code), which the tool
+grammar therefore keeps out of string values.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from serve.chat.tools.answer import Answer, first_marker
+from serve.chat.tools.events import CallArgs, CallStart, IdMaker, ToolEvent, Tools, merge, openai_id
+from serve.chat.tools.typed import is_text, typed
+from serve.engine.stops import partial_tail
+
+FUNCTION, END_FUNCTION = "<function=", "</function>"
+PARAMETER, END_PARAMETER = "<parameter=", "</parameter>"
+
+
+@dataclass(frozen=True)
+class XmlStyle:
+    open: str = "<tool_call>"
+    close: str = "</tool_call>"
+    newlines: bool = True  # the template writes a newline on each side of a value (Seed-OSS writes none)
+
+
+QWEN = XmlStyle()
+SEED = XmlStyle("<seed:tool_call>", "</seed:tool_call>", newlines=False)
+
+
+class State(enum.Enum):
+    TEXT = "text"  # answer text
+    BLOCK = "block"  # inside <tool_call>, between functions
+    NAME = "name"  # after <function=, up to >
+    FUNCTION = "function"  # inside <function=NAME>, between parameters
+    KEY = "key"  # after <parameter=, up to >
+    VALUE = "value"
+
+
+def _markers(style: XmlStyle) -> dict[State, tuple[str, ...]]:
+    return {
+        State.TEXT: (style.open,),
+        State.BLOCK: (FUNCTION, style.close),
+        State.NAME: (">",),
+        State.FUNCTION: (PARAMETER, END_FUNCTION),
+        State.KEY: (">",),
+        State.VALUE: (END_PARAMETER,),
+    }
+
+
+def parameter_schemas(tools: Tools | None) -> dict[str, dict[str, Any]]:
+    """Each tool's parameter schemas by name."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in tools or ():
+        fn = t.get("function", t)
+        props = (fn.get("parameters") or {}).get("properties")
+        out[fn["name"]] = props if isinstance(props, dict) else {}
+    return out
+
+
+@dataclass
+class XmlParser:
+    style: XmlStyle = QWEN
+    tools: Tools | None = None
+    new_id: IdMaker = openai_id
+    state: State = field(init=False, default=State.TEXT)
+    calls: int = field(init=False, default=0)
+    _markers: dict[State, tuple[str, ...]] = field(init=False, repr=False)
+    _schemas: dict[str, dict[str, Any]] = field(init=False, repr=False)
+    _answer: Answer = field(init=False, default_factory=Answer)
+    _pending: str = field(init=False, default="")  # a held tail that may start a marker
+    _name: str = field(init=False, default="")
+    _key: str = field(init=False, default="")
+    _first: bool = field(init=False, default=True)  # no parameter yet in this call
+    _schema: Any = field(init=False, default=None)  # the current parameter's
+    _stream: bool = field(init=False, default=False)  # the current value is a string, sent as it comes
+    _value: str = field(init=False, default="")  # the current value so far (when not streamed)
+    _lead: bool = field(init=False, default=True)  # the value's first character not seen yet
+    _newline: str = field(init=False, default="")  # a held last newline of the value (layout if it ends there)
+
+    def __post_init__(self) -> None:
+        self._markers = _markers(self.style)
+        self._schemas = parameter_schemas(self.tools)
+
+    @property
+    def in_json(self) -> bool:
+        return self.state is not State.TEXT
+
+    @property
+    def in_call(self) -> bool:
+        return self.state is not State.TEXT
+
+    def feed(self, text: str) -> list[ToolEvent]:
+        out: list[ToolEvent] = []
+        text, self._pending = self._pending + text, ""
+        while text:
+            markers = self._markers[self.state]
+            found = first_marker(text, markers)
+            if found is None:
+                keep = partial_tail(text, markers)
+                self._between(text[: len(text) - keep], out)
+                self._pending = text[len(text) - keep :]
+                break
+            pos, marker = found
+            self._between(text[:pos], out)
+            self._marker(marker, out)
+            text = text[pos + len(marker) :]
+        return merge(out)
+
+    def finish(self) -> list[ToolEvent]:
+        out: list[ToolEvent] = []
+        pending, self._pending = self._pending, ""
+        if self.state is State.TEXT:
+            if not self.calls:  # after a call, a held partial marker is the next call cut off: dropped
+                self._answer.add(pending, out)
+        else:
+            self._between(pending, out)
+        if self.state is State.NAME and self._name.strip():
+            self._start(out)
+        if self.state is State.VALUE:
+            self._end_value(out)
+        if self.state in (State.FUNCTION, State.KEY, State.VALUE):
+            out.append(CallArgs(self.calls - 1, "}"))
+        self.state = State.TEXT
+        return merge(out)
+
+    def _between(self, text: str, out: list[ToolEvent]) -> None:
+        if not text:
+            return
+        if self.state is State.TEXT:
+            self._answer.add(text, out)
+        elif self.state is State.NAME:
+            self._name += text
+        elif self.state is State.KEY:
+            self._key += text
+        elif self.state is State.VALUE:
+            self._value_text(text, out)
+        # BLOCK, FUNCTION: layout between the tags
+
+    def _marker(self, marker: str, out: list[ToolEvent]) -> None:
+        state = self.state
+        if state is State.TEXT:
+            self._answer.drop_space()
+            self.state = State.BLOCK
+        elif state is State.BLOCK:
+            if marker == FUNCTION:
+                self.state, self._name = State.NAME, ""
+            else:
+                self.state = State.TEXT
+        elif state is State.NAME:
+            self._start(out)
+        elif state is State.FUNCTION:
+            if marker == PARAMETER:
+                self.state, self._key = State.KEY, ""
+            else:
+                out.append(CallArgs(self.calls - 1, "}"))
+                self.state = State.BLOCK
+        elif state is State.KEY:
+            self._open_value(out)
+        else:  # VALUE
+            self._end_value(out)
+            self.state = State.FUNCTION
+
+    def _start(self, out: list[ToolEvent]) -> None:
+        index, self._name = self.calls, self._name.strip()
+        self.calls += 1
+        out.append(CallStart(index, self.new_id(index), self._name))
+        out.append(CallArgs(index, "{"))
+        self.state, self._first = State.FUNCTION, True
+
+    def _open_value(self, out: list[ToolEvent]) -> None:
+        key = self._key.strip()
+        self._schema = self._schemas.get(self._name, {}).get(key)
+        self._stream = is_text(self._schema)
+        self._value, self._lead, self._newline = "", True, ""
+        sep = "" if self._first else ", "
+        self._first = False
+        out.append(CallArgs(self.calls - 1, f"{sep}{json.dumps(key, ensure_ascii=False)}: " + ('"' * self._stream)))
+        self.state = State.VALUE
+
+    def _value_text(self, text: str, out: list[ToolEvent]) -> None:
+        if self._lead and self.style.newlines:
+            text = text.removeprefix("\n")
+        self._lead = False
+        text = self._newline + text
+        self._newline = "\n" if self.style.newlines and text.endswith("\n") else ""
+        text = text[: len(text) - len(self._newline)]
+        if not text:
+            return
+        if self._stream:
+            out.append(CallArgs(self.calls - 1, json.dumps(text, ensure_ascii=False)[1:-1]))
+        else:
+            self._value += text
+
+    def _end_value(self, out: list[ToolEvent]) -> None:
+        """The value is complete; its held last newline was layout."""
+        self._newline = ""
+        if self._stream:
+            out.append(CallArgs(self.calls - 1, '"'))
+        else:
+            out.append(CallArgs(self.calls - 1, json.dumps(typed(self._value, self._schema), ensure_ascii=False)))
