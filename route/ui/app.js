@@ -126,7 +126,7 @@ function meter(label, held, budget) {
   const fill = h("div", { class: "fill" });
   fill.style.width = pct + "%"; // CSSOM, not an inline style attribute: allowed by style-src 'self'
   return h("div", { class: "meter" },
-    h("div", { class: "label" }, h("span", {}, label), h("span", {}, bytes(held) + " of " + (budget ? bytes(budget) : "no budget"))),
+    h("div", { class: "label" }, h("span", {}, label), h("span", {}, bytes(held) + (budget ? " of " + bytes(budget) : " held, no budget"))),
     h("div", { class: "track" }, fill));
 }
 
