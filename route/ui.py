@@ -1,5 +1,5 @@
-"""The router's web page: /ui/ (static files in route/ui/, package data: no CDN, no build step) and the endpoints it
-reads.
+"""The router's web page: /ui/ (static files in route/ui-static/, package data: no CDN, no build step) and the
+endpoints it reads.
 
 - GET /ui/ and /ui/app.js, /ui/app.css: the page. It loads without a key; it holds no secret.
 - GET /ui/state: one snapshot (JSON): the models with their status, memory, ttl left, requests running and queued,
@@ -59,7 +59,7 @@ PING = 15.0  # seconds between keep-alive comments on a quiet log stream
 
 
 def page_files() -> dict[str, bytes]:
-    folder = resources.files("route") / "ui"
+    folder = resources.files("route") / "ui-static"
     return {name: (folder / name).read_bytes() for name in FILES}
 
 

@@ -5,12 +5,14 @@ is saved as a screenshot under the test's tmp_path."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from models.demo.data import ITEMS
+from models.demo.data import ITEMS, WEATHER_TOOL, weather_answer, weather_question, weather_result
 from testkit.browser import browser_missing, chromium
 from testkit.stack import StackProcess, demo_models_missing
 from tests.route.ui_stack import admin_key, ask, ui_stack
@@ -97,6 +99,28 @@ def test_the_playground_streams_an_answer_with_its_thinking_apart(page: Page, tm
     answer.locator("details summary").click()  # the thinking folds away
     expect(answer.locator("details .think")).to_be_hidden()
     page.screenshot(path=tmp_path / "playground.png")
+
+
+def test_the_playground_shows_a_tool_call_as_a_call_and_sends_its_result(page: Page, tmp_path: Path) -> None:
+    page.click("#tab-playground")
+    page.wait_for_selector("#pg-model option[value='demo-think']", state="attached")
+    page.select_option("#pg-model", "demo-think")
+    page.click(".tools-box summary")
+    page.fill("#pg-tools", json.dumps([dict(WEATHER_TOOL)]))
+    page.fill("#pg-input", weather_question("Oslo"))
+    page.press("#pg-input", "Enter")
+    call = page.locator(".msg.assistant").last.locator(".tool")
+    expect(call).to_contain_text("call get_weather(", timeout=60_000)
+    expect(call).to_contain_text("Oslo")
+    expect(page.locator("#pg-input")).to_have_attribute("placeholder", re.compile("result of get_weather"))
+    result = weather_result("snowy", 3)
+    page.fill("#pg-input", result)
+    page.press("#pg-input", "Enter")
+    expect(page.locator(".msg.tool")).to_contain_text(result)
+    final = page.locator(".msg.assistant").last
+    expect(final.locator(".usage")).to_contain_text("completion", timeout=60_000)
+    expect(final.locator(".content")).to_have_text(weather_answer("Oslo", result))
+    page.screenshot(path=tmp_path / "tool-call.png")
 
 
 def test_a_request_log_line_appears_in_the_log_view_and_pause_holds_it(

@@ -60,10 +60,10 @@ function askKey(message) {
   $("key-input").focus();
 }
 
-function refused(err) {
+function refused() {
   state.refused = true;
   setConn("admin key needed", "bad");
-  askKey(adminKey() ? "The router refused this admin key: " + err.message : "This router needs its admin key.");
+  askKey(adminKey() ? "The router refused this admin key." : "This router needs its admin key.");
 }
 
 $("key-form").addEventListener("submit", (e) => {
@@ -101,7 +101,7 @@ function connect() {
     () => retry(ctl),
     (err) => {
       if (ctl.signal.aborted) return;
-      if (err.status === 401 || err.status === 403) return refused(err);
+      if (err.status === 401 || err.status === 403) return refused();
       retry(ctl);
     },
   );
@@ -146,7 +146,7 @@ async function loadOrUnload(model, action, button) {
       headers: { "Content-Type": "application/json", ...adminHeaders() },
       body: JSON.stringify({ model }),
     });
-    if (res.status === 401 || res.status === 403) refused(new Error(await errorText(res)));
+    if (res.status === 401 || res.status === 403) refused();
     else if (!res.ok) notice(action + " " + model + ": " + (await errorText(res)));
   } catch (err) {
     notice(action + " " + model + ": " + err.message);
@@ -232,7 +232,7 @@ function openLog() {
     } else showLines(lines);
   }).catch((err) => {
     if (ctl.signal.aborted) return;
-    if (err.status === 401 || err.status === 403) return refused(err);
+    if (err.status === 401 || err.status === 403) return refused();
     $("log-state").textContent = "stream ended: " + err.message + "; retrying";
     setTimeout(() => state.log === ctl && openLog(), 2000);
   });
@@ -316,11 +316,33 @@ function onChunk(view, chunk) {
   }
 }
 
+// The calls of the last answer that have no result yet: the next message sent is the first one's result.
+function pendingCall() {
+  const last = state.chat[state.chat.length - 1];
+  if (!last || last.role === "user") return null;
+  const answer = [...state.chat].reverse().find((m) => m.role === "assistant");
+  const done = new Set(state.chat.filter((m) => m.role === "tool").map((m) => m.tool_call_id));
+  return (answer && (answer.tool_calls || []).find((c) => !done.has(c.id))) || null;
+}
+
+function tools() {
+  const text = $("pg-tools").value.trim();
+  if (!text) return undefined;
+  const parsed = JSON.parse(text); // a mistake shows as this answer's error
+  return Array.isArray(parsed) ? parsed : [parsed];
+}
+
+function placeholder() {
+  const call = pendingCall();
+  $("pg-input").placeholder = call ? "The result of " + call.function.name + " (it goes back as the tool's answer)" : "Ask something (Enter sends, Shift+Enter for a new line)";
+}
+
 async function send(text) {
   const model = $("pg-model").value;
   if (!model || state.answer) return;
-  state.chat.push({ role: "user", content: text });
-  bubble("user").textContent = text;
+  const call = pendingCall();
+  state.chat.push(call ? { role: "tool", tool_call_id: call.id, content: text } : { role: "user", content: text });
+  bubble(call ? "tool" : "user").textContent = call ? call.function.name + " → " + text : text;
   const view = answerView();
   const ctl = (state.answer = new AbortController());
   $("pg-stop").disabled = false;
@@ -331,7 +353,7 @@ async function send(text) {
       method: "POST",
       headers: apiHeaders(),
       signal: ctl.signal,
-      body: JSON.stringify({ model, messages: state.chat, stream: true, stream_options: { include_usage: true } }),
+      body: JSON.stringify({ model, messages: state.chat, tools: tools(), stream: true, stream_options: { include_usage: true } }),
     });
     if (!res.ok) throw new Error(res.status + ": " + (await errorText(res)));
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -358,6 +380,7 @@ async function send(text) {
     if (view.text || view.calls.length) state.chat.push(message);
     else state.chat.pop(); // nothing came back: the question is asked again next time
     state.answer = null;
+    placeholder();
     $("pg-stop").disabled = true;
     $("pg-send").disabled = false;
   }
@@ -374,7 +397,7 @@ $("pg-input").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("pg-form").requestSubmit(); }
 });
 $("pg-stop").addEventListener("click", () => state.answer && state.answer.abort());
-$("pg-clear").addEventListener("click", () => { state.chat = []; $("chat").replaceChildren(); });
+$("pg-clear").addEventListener("click", () => { state.chat = []; $("chat").replaceChildren(); placeholder(); });
 $("pg-key").addEventListener("change", loadModels);
 
 // -- tabs ---------------------------------------------------------------------------------------------------------
