@@ -40,9 +40,28 @@ lint: setup-dev
     {{venv}}/bin/ruff format --check .
     {{venv}}/bin/mypy
 
+# Debian's chromium, which the web page's browser tests drive through Playwright (never `playwright install`: it
+# downloads a browser). Nothing to do when a chromium is there (or HEARTH_CHROMIUM names one).
+browser:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -n "${HEARTH_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ] || command -v chromium >/dev/null; then exit 0; fi
+    if ! command -v apt-get >/dev/null; then
+        echo "hearth: no chromium and no apt-get: the browser tests will be skipped (set HEARTH_CHROMIUM to run them)"
+        exit 0
+    fi
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "hearth: installing Debian's chromium for the browser tests"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+
 # Run the test suite.
-test *args: setup-dev
+test *args: setup-dev browser
     {{py}} -m pytest "$@"
+
+# Regenerate docs/ui.png, the README's picture of the web page (the demo stack in chromium).
+screenshot: setup-dev browser
+    {{py}} -m testkit.screenshot
 
 # Run the benchmarks and write bench/RESULTS.md.
 bench *args: setup-dev

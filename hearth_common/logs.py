@@ -17,7 +17,8 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -109,6 +110,7 @@ class Access:
     status: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # model, prompt_tokens, completion_tokens, backend
     written: bool = False
+    details: dict[str, Any] = field(default_factory=dict)  # known in-process, left off the line: cached_tokens
 
 
 _CURRENT: ContextVar[Access | None] = ContextVar("hearth_access", default=None)
@@ -123,12 +125,36 @@ def note(**fields: Any) -> None:
 
 
 def note_usage(usage: Any) -> None:
-    """The token counts of a `usage` object (OpenAI's names, or Anthropic's), when it is one."""
+    """The token counts of a `usage` object (OpenAI's names, or Anthropic's), when it is one; its cached prompt
+    tokens go to the record's details (the router's activity view), not the line."""
     if isinstance(usage, dict):
         note(
             prompt_tokens=_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
             completion_tokens=_count(usage.get("completion_tokens", usage.get("output_tokens"))),
         )
+        details = usage.get("prompt_tokens_details")
+        cached = _count(
+            details.get("cached_tokens") if isinstance(details, dict) else usage.get("cache_read_input_tokens")
+        )
+        record = _CURRENT.get()
+        if record is not None and cached is not None:
+            record.details["cached_tokens"] = cached
+
+
+@contextmanager
+def recording(method: str, path: str) -> Iterator[Access]:
+    """The current request's record (AccessLog's), or, where no AccessLog made one (its lines are off, or the app
+    runs without it), a record of our own for the length of the block, which note() fills the same way."""
+    record = _CURRENT.get()
+    if record is not None:
+        yield record
+        return
+    record = Access(method, path, time.perf_counter())
+    token = _CURRENT.set(record)
+    try:
+        yield record
+    finally:
+        _CURRENT.reset(token)
 
 
 def _count(value: Any) -> int | None:

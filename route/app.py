@@ -25,6 +25,7 @@ from route.ondemand import OnDemand
 from route.proxy import Proxy
 from route.registry import Registry, load_state
 from route.state import RouterState
+from route.ui import add_ui_routes, with_activity
 from route.upstream import AiohttpUpstream, Upstream
 
 log = logging.getLogger("route")
@@ -126,4 +127,5 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         return json_response({"status": "ok" if ok else "unavailable", "healthy_backends": healthy}, 200 if ok else 503)
 
     add_admin_routes(app, state)
+    with_activity(app, add_ui_routes(app, state))  # the web page (/ui/) and the ring of recent requests it shows
     return app

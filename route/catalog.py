@@ -3,7 +3,8 @@
 `python -m stack` writes it (JSON, owner-only, temp file and rename) and points the router at it with `catalog` in
 the router's config file. It lists every model of the stack file with the placements it can take (from the GGUF:
 stack/plan.py's `costs`), its ttl/preload/pinned settings, the memory budget, and how to reach the supervisor's
-control channel (loopback URL and a key generated for this run: in this file only, never on a command line).
+control channel (loopback URL and a key generated for this run: in this file only, never on a command line), and
+its log folder with the names of the logs in it (the web page's log view, route/logstream.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class Control(BaseModel):
     key: str = Field(min_length=16)
 
 
+class LogFiles(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: Path = Field(description="the stack's log folder: NAME.log for each name")
+    names: list[str] = Field(
+        description="the router's and each model server's log, the only names GET /logs/stream accepts"
+    )
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +85,7 @@ class Catalog(BaseModel):
     budget: BudgetEntry = Field(default_factory=BudgetEntry)
     load_timeout: float = Field(600.0, gt=0, description="seconds a request waits for its model to load")
     models: list[CatalogModel]
+    logs: LogFiles | None = Field(None, description="the stack's logs, for the web page's log view")
 
 
 def write_catalog(catalog: Catalog, path: Path) -> None:

@@ -3,7 +3,7 @@ needs and the start-up plan to what the router is told about each model. Pure; t
 
 from __future__ import annotations
 
-from route.catalog import BudgetEntry, Catalog, CatalogModel, Control, CostEntry
+from route.catalog import BudgetEntry, Catalog, CatalogModel, Control, CostEntry, LogFiles
 from stack.config import ModelSection, StackConfig
 from stack.plan import ModelNeeds, Plan, costs
 
@@ -47,11 +47,18 @@ def default_catalog_models(stack: StackConfig, gpu_layers: dict[str, int]) -> li
 
 
 def build_catalog(
-    models: list[CatalogModel], vram: int | None, ram: int | None, url: str, key: str, load_timeout: float
+    models: list[CatalogModel],
+    vram: int | None,
+    ram: int | None,
+    url: str,
+    key: str,
+    load_timeout: float,
+    logs: LogFiles | None = None,
 ) -> Catalog:
     return Catalog(
         control=Control(url=url, key=key),
         budget=BudgetEntry(vram=vram, ram=ram),
         load_timeout=load_timeout,
         models=models,
+        logs=logs,
     )

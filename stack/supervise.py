@@ -38,7 +38,7 @@ import aiohttp
 from hearth_common.keys import new_key, write_key_file
 from hearth_common.procs import free_port, start_time
 from hearth_common.registration import registration
-from route.catalog import CatalogModel, write_catalog
+from route.catalog import CatalogModel, LogFiles, write_catalog
 from stack.catalog import build_catalog, default_catalog_models
 from stack.child import Checks, Child, Hooks, Life, ProcessState, kill, rss_bytes
 from stack.commands import environment, router_argv, router_toml, serve_argv
@@ -234,7 +234,8 @@ class Supervisor:
     def write_catalog(self, url: str, key: str) -> None:
         assert self.catalog_models is not None
         vram, ram = self.budget
-        catalog = build_catalog(self.catalog_models, vram, ram, url, key, self.load_timeout)
+        logs = LogFiles(dir=self.router.log.parent, names=["router", *(c.name for c in self.servers)])
+        catalog = build_catalog(self.catalog_models, vram, ram, url, key, self.load_timeout, logs)
         write_catalog(catalog, self.catalog_path)
 
     # -- the router's word (stack/control.py) ---------------------------------------------------------------------
