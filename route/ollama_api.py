@@ -140,6 +140,15 @@ def facts_details(facts: ModelFacts | None) -> dict[str, Any]:
     return details(facts.family, facts.parameter_size, facts.quantization_level)
 
 
+def num_ctx(parameters: object) -> int:
+    """The context a hearth server runs with, from its /api/show `parameters` ("num_ctx 512"); 0 when not said."""
+    for row in str(parameters or "").splitlines():
+        key, _, value = row.partition(" ")
+        if key == "num_ctx" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
 def name_digest(name: str) -> str:
     """The digest of a model whose GGUF the router cannot see: the sha256 of its name."""
     return hashlib.sha256(name.encode()).hexdigest()
@@ -176,6 +185,9 @@ class OllamaLocal:
             await send_json(send, 200, body, head=method == "HEAD")
         except RouteError as exc:
             await send_error(send, exc)
+        except Exception:
+            log.exception("unexpected error answering %s", path)
+            await send_json(send, 500, ollama_errors.error_body("internal error"))
 
     async def tags(self) -> list[dict[str, Any]]:
         proxy: Proxy = self._proxy()
@@ -228,9 +240,7 @@ class OllamaLocal:
             if model in listed:
                 continue
             shown = await self._show(proxy, model)
-            context = (shown.get("model_info") or {}).get(
-                f"{(shown.get('details') or {}).get('family')}.context_length"
-            )
+            context = num_ctx(shown.get("parameters"))
             out.append(
                 {
                     "name": tagged(model),
@@ -240,7 +250,7 @@ class OllamaLocal:
                     "details": shown.get("details") or details(),
                     "expires_at": forever,  # a registered backend is not the router's to unload
                     "size_vram": 0,
-                    "context_length": context if isinstance(context, int) else 0,
+                    "context_length": context,
                 }
             )
         return out

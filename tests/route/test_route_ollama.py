@@ -298,4 +298,4 @@ def test_the_ollama_client_through_the_router_to_a_real_server(routed: Router) -
     assert whole_g.response and streamed_g == whole_g.response
     assert client.show("tiny").details is not None
     (running,) = client.ps().models
-    assert running.model == "tiny:latest" and running.expires_at is not None
+    assert running.model == "tiny:latest" and running.expires_at is not None and running.context_length == 512
