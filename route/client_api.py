@@ -46,15 +46,9 @@ log = logging.getLogger("route")
 
 # Routed by the body's `model`; the model server itself says 400 when the model does not serve that endpoint.
 CLIENT_PATHS = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-        "/v1/responses",
-        *anthropic_errors.PATHS,
-        *ollama_api.PROXIED,
-    }
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", *anthropic_errors.PATHS}
 )
+ROUTED_PATHS = CLIENT_PATHS | ollama_api.PROXIED  # and Ollama's, by the same `model`
 PROTECTED = ("/v1/", ollama_errors.PREFIX)  # paths that need the API key when the router has one
 # What a backend may see of the client's headers. Never `authorization` or `x-api-key`: those are the client's key.
 FORWARDED_HEADERS = frozenset(
@@ -108,7 +102,7 @@ class ClientApi:
         if ollama_api.answers(scope):
             await self._ollama.answer(scope, send)
             return
-        if scope["path"] not in CLIENT_PATHS:
+        if scope["path"] not in ROUTED_PATHS:
             await self._inner(scope, receive, send)
             return
         try:
@@ -126,7 +120,7 @@ class ClientApi:
         if via and looped(via, self._hop):
             raise LoopDetected("this request has passed through this router already: a backend points back at it")
         path = scope["path"]
-        if path in CLIENT_PATHS and scope["method"] != "POST":
+        if path in ROUTED_PATHS and scope["method"] != "POST":
             raise MethodNotAllowed(f"{path} takes POST only", headers={"Allow": "POST"})
         key = self._cfg.api_key
         if key is not None and path.startswith(PROTECTED):
