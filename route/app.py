@@ -106,7 +106,9 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
 
     # -- client API: /v1/chat/completions, /v1/completions and /v1/embeddings are served by ClientApi
     # Quart's documented way to wrap its ASGI app in middleware; mypy refuses any assignment to a method
-    app.asgi_app = ClientApi(app.asgi_app, lambda: state.proxy, cfg, state.hop)  # type: ignore[method-assign]
+    app.asgi_app = ClientApi(  # type: ignore[method-assign]
+        app.asgi_app, lambda: state.proxy, cfg, state.hop, state.started
+    )
 
     @app.get("/v1/models")
     async def models() -> Response:

@@ -31,6 +31,20 @@ class CostEntry(BaseModel):
         return Cost(self.layers, self.vram, self.ram)
 
 
+class ModelFacts(BaseModel):
+    """What Ollama's /api/tags and /api/ps say of a model, read by the stack from its GGUF (hearth_common/gguf_details)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(ge=0, description="the GGUF file's size in bytes")
+    digest: str = Field(description="sha256 of the GGUF's header: metadata and tensor table")
+    modified_at: float = Field(description="the GGUF file's mtime (Unix seconds)")
+    family: str
+    parameter_size: str
+    quantization_level: str
+    context_length: int = Field(0, ge=0, description="the context each server runs with")
+
+
 class CatalogModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,6 +56,7 @@ class CatalogModel(BaseModel):
     pinned: bool = False
     preload_layers: int | None = Field(None, ge=0, description="its GPU layers in the start-up plan")
     costs: list[CostEntry] = Field(min_length=1, description="placements, most GPU layers first")
+    facts: ModelFacts | None = Field(None, description="its GGUF as Ollama's API lists it (None: not read)")
 
     def options(self) -> list[Cost]:
         return [c.cost() for c in self.costs]

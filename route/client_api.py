@@ -1,5 +1,6 @@
 """The client API (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages,
-/v1/messages/count_tokens, /v1/responses) as a plain ASGI handler in front of Quart.
+/v1/messages/count_tokens, /v1/responses, and Ollama's /api/ paths: route/ollama_api.py) as a plain ASGI handler in
+front of Quart.
 
 This is the router's hot path. Quart's request and response objects, routing and the two tasks it runs
 per request cost about as much CPU as the whole proxying (bench/route.py measured bare Quart at half
@@ -7,7 +8,7 @@ uvicorn's raw rate), so these routes skip it; everything else goes on to the Qua
 as `app.asgi_app`, so Quart's test client exercises it too.
 
 In front of every path it also refuses a request that has passed this router already (508, hops.py) and, when
-the router has an API key, a /v1/ request without it (401). The client's own key never goes on to a backend: the
+the router has an API key, a /v1/ or /api/ request without it (401). The client's own key never goes on to a backend: the
 router sends its backend key instead.
 """
 
@@ -19,17 +20,19 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from hearth_common import anthropic_errors
+from hearth_common import anthropic_errors, ollama_errors
 from hearth_common.errors import error_body
 from hearth_common.fields import type_error
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note
+from route import ollama_api
 from route.config import RouterConfig
 from route.errors import (
     BadRequest,
     LoopDetected,
     MethodNotAllowed,
+    ModelNotFound,
     PayloadTooLarge,
     RequestTimeout,
     RouteError,
@@ -45,6 +48,8 @@ log = logging.getLogger("route")
 CLIENT_PATHS = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", *anthropic_errors.PATHS}
 )
+ROUTED_PATHS = CLIENT_PATHS | ollama_api.PROXIED  # and Ollama's, by the same `model`
+PROTECTED = ("/v1/", ollama_errors.PREFIX)  # paths that need the API key when the router has one
 # What a backend may see of the client's headers. Never `authorization` or `x-api-key`: those are the client's key.
 FORWARDED_HEADERS = frozenset(
     {b"accept", b"x-request-id", b"openai-organization", b"openai-project", b"anthropic-version", b"anthropic-beta"}
@@ -77,9 +82,10 @@ def header_values(scope: Mapping[str, Any], name: bytes) -> list[str]:
 
 
 class ClientApi:
-    def __init__(self, inner: Any, proxy: Any, cfg: RouterConfig, hop: str) -> None:
+    def __init__(self, inner: Any, proxy: Any, cfg: RouterConfig, hop: str, started: float = 0.0) -> None:
         self._inner = inner  # the Quart app's own asgi_app
         self._proxy = proxy  # () -> Proxy, available once the app is serving
+        self._ollama = ollama_api.OllamaLocal(proxy, cfg, hop, started)
         self._cfg = cfg
         self._max_body = cfg.max_body
         self._hop = hop  # this router's name in Via headers
@@ -93,7 +99,10 @@ class ClientApi:
         except RouteError as exc:
             await self._send_error(send, exc, scope["path"])
             return
-        if scope["path"] not in CLIENT_PATHS:
+        if ollama_api.answers(scope):
+            await self._ollama.answer(scope, send)
+            return
+        if scope["path"] not in ROUTED_PATHS:
             await self._inner(scope, receive, send)
             return
         try:
@@ -111,10 +120,10 @@ class ClientApi:
         if via and looped(via, self._hop):
             raise LoopDetected("this request has passed through this router already: a backend points back at it")
         path = scope["path"]
-        if path in CLIENT_PATHS and scope["method"] != "POST":
+        if path in ROUTED_PATHS and scope["method"] != "POST":
             raise MethodNotAllowed(f"{path} takes POST only", headers={"Allow": "POST"})
         key = self._cfg.api_key
-        if key is not None and path.startswith("/v1/"):
+        if key is not None and path.startswith(PROTECTED):
             auth, api_key = header_values(scope, b"authorization"), header_values(scope, b"x-api-key")
             if not key_matches(presented_key(auth[0] if auth else None, api_key[0] if api_key else None), key):
                 raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")
@@ -200,11 +209,17 @@ class ClientApi:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("`model` is required and must be a string", param="model")
+        written = model  # as the client wrote it: Ollama's answers echo it
+        path = scope["path"]
+        ollama = path in ollama_api.PROXIED
+        if ollama:
+            model = ollama_errors.model_name(model)  # demo-think:latest is demo-think
         note(model=model)  # the access line's model
         wrong = type_error(body)
         if wrong is not None:
             raise BadRequest(wrong[1], param=wrong[0])
-        stream = bool(body.get("stream"))
+        stream = ollama_api.streams(path, body) if ollama else bool(body.get("stream"))
+        keep_alive = ollama_api.keep_alive(body) if ollama else None
         headers = {"Content-Type": "application/json"}
         if self._cfg.backend_key:
             headers["Authorization"] = f"Bearer {self._cfg.backend_key}"
@@ -222,8 +237,18 @@ class ClientApi:
         if isinstance(user, str) and user:
             session = user
         proxy: Proxy = self._proxy()
+        if not ollama:
+            info = RouteRequest(model, session, prompt_text(body) if proxy.wants_prompt(model) else "")
+            return await proxy.forward(path, raw, headers, info, stream)
+        ondemand = proxy.ondemand
+        if keep_alive == 0 and ollama_api.nothing_to_generate(path, body) and ondemand and ondemand.knows(model):
+            await ondemand.unload(model, "keep_alive 0", "keep_alive")  # loads nothing to unload it
+            return Routed(200, {"Content-Type": "application/json"}, ollama_api.unloaded(path, written))
         info = RouteRequest(model, session, prompt_text(body) if proxy.wants_prompt(model) else "")
-        return await proxy.forward(scope["path"], raw, headers, info, stream)
+        try:
+            return await proxy.forward(path, raw, headers, info, stream, keep_alive)
+        except ModelNotFound:
+            raise ModelNotFound(ollama_errors.not_found(written), param="model") from None
 
     @staticmethod
     async def _send_error(send: Any, exc: RouteError | None, path: str) -> None:
@@ -233,6 +258,8 @@ class ClientApi:
             status, body, extra = exc.status, exc.body(), exc.headers
         if anthropic_errors.owns(path):  # the Anthropic SDK reads its own error shape
             body = anthropic_errors.error_body(status, body["error"]["message"])
+        elif ollama_api.owns(path):  # and Ollama clients theirs
+            body = ollama_errors.error_body(body["error"]["message"])
         data = json.dumps(body).encode()
         headers = [JSON, (b"content-length", str(len(data)).encode())]
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]

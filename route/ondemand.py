@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Entry:
     load: asyncio.Task[None] | None = None  # the one load in progress: every waiter awaits this task
     unload: asyncio.Task[None] | None = None
     room: str | None = None  # while a load waits for room: who holds it
+    keep_alive: float | None = None  # the last request's Ollama keep_alive (seconds; inf: forever); None: the ttl
 
     def __post_init__(self) -> None:
         self.status = LoadState(self.status)  # a wire string given for a start state is checked and typed
@@ -70,6 +72,15 @@ class Entry:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def stay(self) -> float | None:
+        """Idle seconds before it unloads (0: at once); None: it stays loaded."""
+        if self.keep_alive is not None:
+            return None if self.keep_alive == math.inf else self.keep_alive
+        return self.spec.ttl if self.spec.ttl > 0 else None
+
+    def idle(self) -> bool:
+        return self.status == LoadState.LOADED and not self.active and not self.waiting
 
     def busy(self) -> str | None:
         """Why it may not be evicted now; None when it may."""
@@ -98,6 +109,7 @@ class Lease:
             self._entry.active -= 1
             self._entry.last_used = time.monotonic()
             self._manager.changed()
+            self._manager.released(self._entry)
 
 
 class OnDemandMetrics:
@@ -105,7 +117,10 @@ class OnDemandMetrics:
         r = metrics.registry
         self.loads = Counter("route_model_loads", "Model loads by result (ok, failed)", ["model", "result"], registry=r)
         self.unloads = Counter(
-            "route_model_unloads", "Model unloads by reason (ttl, evicted, admin)", ["model", "reason"], registry=r
+            "route_model_unloads",
+            "Model unloads by reason (ttl, keep_alive, evicted, admin)",
+            ["model", "reason"],
+            registry=r,
         )
         self.load_seconds = Histogram(
             "route_model_load_seconds",
@@ -181,12 +196,15 @@ class OnDemand:
         """A name (or alias) of the catalog's models."""
         return model in self.by_name
 
-    async def acquire(self, model: str) -> Lease | None:
-        """A lease on the model once it is loaded (loading it if needed); None for a name the catalog lacks."""
+    async def acquire(self, model: str, keep_alive: float | None = None) -> Lease | None:
+        """A lease on the model once it is loaded (loading it if needed); None for a name the catalog lacks.
+        `keep_alive` (Ollama's, in seconds; inf: forever) sets how long it stays loaded once idle again, until the
+        next request sets it anew; None: its ttl."""
         entry = self.by_name.get(model)
         if entry is None:
             return None
         entry.last_used = time.monotonic()
+        entry.keep_alive = keep_alive
         if entry.status != LoadState.LOADED:
             entry.waiting += 1
             try:
@@ -328,25 +346,39 @@ class OnDemand:
             entry.unload = None
             self._set(entry, LoadState.UNLOADED, None)
 
+    def _tick(self) -> float:
+        stays = [s for e in self.entries.values() if (s := e.stay())]
+        return min(max(min(stays) / 4, 0.1), 1.0) if stays else 1.0
+
     async def _expire(self) -> None:
-        """Unload each loaded model idle past its ttl."""
-        ttls = [e.spec.ttl for e in self.entries.values() if e.spec.ttl > 0]
-        if not ttls:
-            return
-        tick = min(max(min(ttls) / 4, 0.1), 1.0)
+        """Unload each loaded model idle past its ttl, or past the keep_alive its last request gave."""
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(self._tick())
             now = time.monotonic()
             for entry in self.entries.values():
-                ttl = entry.spec.ttl
-                if (
-                    ttl > 0
-                    and entry.status == LoadState.LOADED
-                    and not entry.active
-                    and not entry.waiting
-                    and now - entry.last_used >= ttl
-                ):
-                    self._begin_unload(entry, f"idle for {ttl:g} s, its ttl", "ttl")
+                stay = entry.stay()
+                if stay is not None and entry.idle() and now - entry.last_used >= stay:
+                    self._expired(entry, stay)
+
+    def _expired(self, entry: Entry, stay: float) -> None:
+        if entry.keep_alive is None:
+            self._begin_unload(entry, f"idle for {stay:g} s, its ttl", "ttl")
+        else:
+            self._begin_unload(entry, f"idle for {stay:g} s, its last request's keep_alive", "keep_alive")
+
+    def released(self, entry: Entry) -> None:
+        """A request ended: a keep_alive of 0 unloads the model now that nothing uses it."""
+        if entry.stay() == 0 and entry.idle():
+            self._expired(entry, 0)
+
+    def expires_at(self, entry: Entry) -> float | None:
+        """When it would unload if no request came (Unix seconds; counted from now while requests hold it); None:
+        never."""
+        stay = entry.stay()
+        if stay is None:
+            return None
+        idle_for = time.monotonic() - entry.last_used if entry.idle() else 0.0
+        return time.time() + max(stay - idle_for, 0.0)
 
     # -- start-up --------------------------------------------------------------------------------------------------
 
@@ -423,6 +455,9 @@ class OnDemand:
             "vram_bytes": cost.vram,
             "ram_bytes": cost.ram,
             "ttl": entry.spec.ttl,
+            "keep_alive": None
+            if entry.keep_alive is None
+            else (-1 if entry.keep_alive == math.inf else entry.keep_alive),
             "pinned": entry.spec.pinned,
             "active": entry.active,
             "waiting": entry.waiting,
@@ -462,12 +497,13 @@ class OnDemand:
             self.changed()
         return {"model": entry.name, **self.model_view(entry)}
 
-    async def unload(self, model: str) -> dict[str, Any]:
-        """POST /models/unload: returns once its servers are stopped (after its requests in flight)."""
+    async def unload(self, model: str, why: str = "asked by an admin", reason: str = "admin") -> dict[str, Any]:
+        """POST /models/unload (and Ollama's keep_alive 0 with nothing to generate): returns once its servers are
+        stopped (after its requests in flight)."""
         entry = self._entry(model)
         while entry.status != LoadState.UNLOADED:
             if entry.status == LoadState.LOADED:
-                self._begin_unload(entry, "asked by an admin", "admin")
+                self._begin_unload(entry, why, reason)
             task = entry.unload or entry.load
             if task is not None:
                 await asyncio.gather(asyncio.shield(task), return_exceptions=True)

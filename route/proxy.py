@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hearth_common import ollama_errors
 from hearth_common.logs import note, note_usage
 from route.config import RouterConfig
 from route.errors import (
@@ -36,6 +37,7 @@ from route.errors import (
 from route.health import record_failure
 from route.hops import LOOP
 from route.metrics import Metrics
+from route.ndjson import NdjsonWatch
 from route.registry import Backend, Registry
 from route.sse import SseWatch, error_event, terminal_events
 from route.strategies import STRATEGIES, RouteRequest, Strategy
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from route.ondemand import OnDemand
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson")  # SSE; Ollama's newline-delimited JSON
 RETRY_SOON = "1"  # Retry-After for a stack model not registered yet: the supervisor registers its servers at once
 
 
@@ -91,10 +94,17 @@ class Proxy:
         return self.strategy(request.model).choose(candidates, request)
 
     async def forward(
-        self, path: str, body: bytes, headers: Mapping[str, str], request: RouteRequest, stream: bool
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        request: RouteRequest,
+        stream: bool,
+        keep_alive: float | None = None,
     ) -> Routed:
-        """Route one request; a model of the stack is loaded first if needed, and held until the response ends."""
-        lease = await self.ondemand.acquire(request.model) if self.ondemand is not None else None
+        """Route one request; a model of the stack is loaded first if needed, and held until the response ends
+        (then it stays loaded for `keep_alive` seconds, Ollama's field, or else its ttl)."""
+        lease = await self.ondemand.acquire(request.model, keep_alive) if self.ondemand is not None else None
         if lease is None:
             return await self._forward(path, body, headers, request, stream)
         try:
@@ -167,8 +177,8 @@ class Proxy:
             self.metrics.upstream_seconds.labels(backend.name).observe(time.perf_counter() - sent)
             out_headers = {k: resp.headers[k] for k in PASSED_RESPONSE_HEADERS if k in resp.headers}
             out_headers["X-Backend"] = backend.name
-            is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
-            if resp.status != 200 or not (stream and is_sse):
+            is_stream = resp.headers.get("content-type", "").startswith(STREAM_TYPES)
+            if resp.status != 200 or not (stream and is_stream):
                 try:
                     data = await resp.read()
                 except BackendError as exc:
@@ -185,7 +195,7 @@ class Proxy:
                     )
                 if resp.status >= 500 and resp.status != LOOP and not refused_for_now(resp.status, resp.headers):
                     self.fail(backend, "5xx", f"answered {resp.status}")
-                elif resp.status == 200 and not is_sse:
+                elif resp.status == 200 and not is_stream:
                     routed = add_routing(data, backend)
                     if routed is None:
                         self.fail(backend, "garbage", "answered 200 with a body that is not a JSON object")
@@ -197,7 +207,9 @@ class Proxy:
             # A stream: hold the first bytes back until they arrive, so a backend that fails before
             # its first byte (or opens with an in-band error) can still be retried elsewhere.
             chunks = resp.chunks()
-            watch = SseWatch(terminal_events(path))
+            watch: SseWatch | NdjsonWatch = (
+                NdjsonWatch() if ollama_errors.owns(path) else SseWatch(terminal_events(path))
+            )
             try:
                 first = await anext(chunks, b"")
             except BackendError as exc:
@@ -265,7 +277,7 @@ class Relay:
         resp: UpstreamResponse,
         chunks: AsyncIterator[bytes],
         first: bytes,
-        watch: SseWatch,
+        watch: SseWatch | NdjsonWatch,
         path: str = "/v1/chat/completions",
     ) -> None:
         self._path = path  # the API whose error event ends a cut stream
@@ -286,7 +298,9 @@ class Relay:
     async def __anext__(self) -> bytes:
         return await self._gen.__anext__()
 
-    async def _run(self, chunks: AsyncIterator[bytes], first: bytes, watch: SseWatch) -> AsyncGenerator[bytes, None]:
+    async def _run(
+        self, chunks: AsyncIterator[bytes], first: bytes, watch: SseWatch | NdjsonWatch
+    ) -> AsyncGenerator[bytes, None]:
         yield first
         problem = None
         try:

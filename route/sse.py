@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from hearth_common import anthropic_errors
+from hearth_common import anthropic_errors, ollama_errors
 from hearth_common.errors import error_json
 
 MAX_PENDING = 1 << 20  # an unterminated "event" longer than this is garbage, not SSE
@@ -84,7 +84,9 @@ class SseWatch:
 
 def error_event(message: str, code: str = "upstream_error", path: str = "/v1/chat/completions") -> bytes:
     """The SSE events that end a stream the backend cut, in the path's API: an OpenAI error object then [DONE];
-    Anthropic's `error` event; Responses' `error` event."""
+    Anthropic's `error` event; Responses' `error` event; on Ollama's paths (NDJSON), an `{"error": ...}` line."""
+    if ollama_errors.owns(path):
+        return ollama_errors.error_line(message)
     if anthropic_errors.owns(path):
         return anthropic_errors.error_event(message)
     if path == RESPONSES_PATH:

@@ -89,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         from serve.engine.placement import free_vram
         from stack.catalog import catalog_models
         from stack.leftovers import check_ports, end_leftovers
-        from stack.prepare import budgets, gguf_for, gpu_offload, make_plan, model_needs, model_type, sizes_of
+        from stack.prepare import (
+            budgets,
+            facts_of,
+            gguf_for,
+            gpu_offload,
+            make_plan,
+            model_needs,
+            model_type,
+            sizes_of,
+        )
 
         if not options.plan_only:  # which starts nothing: nothing to clear the way for
             writable_dir(options.state_dir, "the state folder")
@@ -108,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         log.info("placement plan:\n%s", plan.render())
         vram, ram, reserve = budgets(stack, free)
+        facts = {m.name: facts_of(m, ggufs[m.name], sizes[m.name]) for m in stack.models}
         sup = Supervisor(
             stack,
             ggufs,
@@ -116,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             options.state_dir,
             load_timeout=options.load_timeout,
             log_level=level,
-            catalog_models=catalog_models(stack, model_needs(stack, sizes), plan, reserve, gpu),
+            catalog_models=catalog_models(
+                stack, model_needs(stack, sizes), plan, reserve, gpu, {n: f for n, f in facts.items() if f}
+            ),
             budget=(vram, ram),
         )
         asyncio.run(supervise(sup))

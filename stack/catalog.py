@@ -1,14 +1,20 @@
 """The stack's half of the on-demand catalog (route/catalog.py is the contract): from the stack file, the models'
-needs and the start-up plan to what the router is told about each model. Pure; the supervisor writes the file."""
+needs and the start-up plan to what the router is told about each model. Pure but for `model_facts`, which reads a
+GGUF's header; the supervisor writes the file."""
 
 from __future__ import annotations
 
-from route.catalog import BudgetEntry, Catalog, CatalogModel, Control, CostEntry, LogFiles
+from pathlib import Path
+
+from hearth_common.gguf_details import header_digest, read_details
+from route.catalog import BudgetEntry, Catalog, CatalogModel, Control, CostEntry, LogFiles, ModelFacts
 from stack.config import ModelSection, StackConfig
 from stack.plan import ModelNeeds, Plan, costs
 
 
-def catalog_model(m: ModelSection, preload_layers: int | None, costs: list[CostEntry]) -> CatalogModel:
+def catalog_model(
+    m: ModelSection, preload_layers: int | None, costs: list[CostEntry], facts: ModelFacts | None = None
+) -> CatalogModel:
     """What the router is told about one model of the stack file (the one place a CatalogModel is made)."""
     return CatalogModel(
         name=m.name,
@@ -19,22 +25,45 @@ def catalog_model(m: ModelSection, preload_layers: int | None, costs: list[CostE
         pinned=m.pinned,
         preload_layers=preload_layers,
         costs=costs,
+        facts=facts,
     )
 
 
 def catalog_models(
-    stack: StackConfig, needs: list[ModelNeeds], plan: Plan, reserve: int, gpu: bool
+    stack: StackConfig,
+    needs: list[ModelNeeds],
+    plan: Plan,
+    reserve: int,
+    gpu: bool,
+    facts: dict[str, ModelFacts] | None = None,
 ) -> list[CatalogModel]:
-    """From the plan and each model's needs: its cost at each GPU offload the router may choose."""
+    """From the plan and each model's needs: its cost at each GPU offload the router may choose (and, when given,
+    its GGUF's facts for Ollama's listings)."""
     by_name = {n.name: n for n in needs}
     return [
         catalog_model(
             m,
             plan.layers(m.name) if m.preload else None,
             [CostEntry(layers=c.layers, vram=c.vram, ram=c.ram) for c in costs(by_name[m.name], reserve, gpu)],
+            (facts or {}).get(m.name),
         )
         for m in stack.models
     ]
+
+
+def model_facts(gguf: Path, context_length: int) -> ModelFacts:
+    """The GGUF as Ollama's /api/tags and /api/ps list it. Raises OSError or ValueError for an unreadable file."""
+    details = read_details(gguf)
+    stat = gguf.stat()
+    return ModelFacts(
+        size=stat.st_size,
+        digest=header_digest(gguf, details.header_bytes),
+        modified_at=stat.st_mtime,
+        family=details.family,
+        parameter_size=details.parameter_size,
+        quantization_level=details.quantization_level,
+        context_length=context_length,
+    )
 
 
 def default_catalog_models(stack: StackConfig, gpu_layers: dict[str, int]) -> list[CatalogModel]:

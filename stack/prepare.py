@@ -11,10 +11,12 @@ import logging
 from pathlib import Path
 
 from hearth_common.names import MODEL_TYPES
+from route.catalog import ModelFacts
 from serve.config import CACHE, ServeConfig
 from serve.engine.embedder import MAX_SEQS as EMBED_SEQS
 from serve.errors import ConfigError as ServeConfigError
 from serve.gguf_cache import checked_gguf, convert_cached
+from stack.catalog import model_facts
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
 from stack.gguf_info import GGUFInfo, InfoError, read_info
@@ -42,6 +44,15 @@ def sizes_of(model: ModelSection, gguf: Path) -> GGUFInfo:
         return read_info(gguf)
     except InfoError as err:
         raise StartError(f"{model.name}: {err}") from None
+
+
+def facts_of(model: ModelSection, gguf: Path, sizes: GGUFInfo) -> ModelFacts | None:
+    """The GGUF as Ollama's listings show it (the router's /api/tags, /api/ps); None, with a warning, if unreadable."""
+    try:
+        return model_facts(gguf, min(model.ctx_size, sizes.n_ctx_train or model.ctx_size))
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("%s: its GGUF's details for /api/tags not read: %s", model.name, err)
+        return None
 
 
 def model_type(model: ModelSection, sizes: GGUFInfo) -> str:

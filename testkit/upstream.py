@@ -60,7 +60,7 @@ class FakeUpstream:
         self.calls: list[str] = []
 
     async def send(self, url: str, body: bytes, headers: object) -> FakeResponse:
-        base = url.rsplit("/v1/", 1)[0]
+        base = url.rsplit("/api/" if "/api/" in url else "/v1/", 1)[0]
         self.calls.append(base)
         action = self.behaviour[base]
         if isinstance(action, Exception):

@@ -13,50 +13,20 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hearth_common.gguf_details import parameter_size, read_details
 from serve.api.ollama_schemas import ShowBody
 from serve.chat import offload
 from serve.runtime import Runtime
 
-TEMPLATE_KEYS = ("tokenizer.chat_template",)
-UNITS = ((10**9, "B", 1), (10**6, "M", 2), (10**3, "K", 2))
-
-
-def parameter_size(count: int) -> str:
-    """Ollama's human form of a parameter count."""
-    for size, unit, digits in UNITS:
-        if count >= size:
-            return f"{count / size:.{digits}f}{unit}"
-    return str(count)
-
 
 def gguf_metadata(path: Path, verbose: bool) -> tuple[dict[str, Any], str | None, str]:
     """(model_info, the chat template, the quantization level) from the GGUF's header."""
-    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, LlamaFileType
-
-    reader = GGUFReader(path)
-    info: dict[str, Any] = {}
-    template: str | None = None
-    for key, f in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        if key in TEMPLATE_KEYS:
-            template = str(f.contents())
-        elif f.types and f.types[0] == GGUFValueType.ARRAY:
-            info[key] = f.contents() if verbose else None
-        else:
-            info[key] = f.contents()
-    info.setdefault("general.parameter_count", sum(int(t.n_elements) for t in reader.tensors))
-    try:
-        level = LlamaFileType(int(info["general.file_type"])).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-    except (KeyError, TypeError, ValueError):  # no file type, or one this gguf-py does not name
-        types = Counter(GGMLQuantizationType(t.tensor_type).name for t in reader.tensors if len(t.shape) > 1)
-        level = types.most_common(1)[0][0] if types else "unknown"
-    return info, template, level
+    details = read_details(path, arrays=verbose)
+    return details.info, details.template, details.quantization_level
 
 
 def rfc3339(timestamp: float) -> str:
