@@ -40,7 +40,7 @@ def banner(sup: Supervisor) -> str:
     names = ", ".join(n for m in stack.models for n in m.names)
     return "\n".join(
         [
-            f"ready. OpenAI API at {sup.api_url}  (models: {names})",
+            f"ready. OpenAI API at {sup.api_url}  (models: {names}); web page at {sup.router.url}/ui/",
             f"logs in {sup.state_dir / 'logs'}, process table in {sup.state_dir / 'state.json'}, "
             f"the router's admin key in {sup.state_dir / 'keys' / 'admin.key'}",
             *(["clients need the api_key: export HEARTH_API_KEY=<your api_key> for the line below"] if auth else []),
