@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gguf import Keys
+
 from convert.archs import lookup
 from convert.errors import ConvertError, OutputError, UnsupportedError
 from convert.llama_quirks import general_name
@@ -70,7 +72,11 @@ def convert_checkpoint(
     # The direct write type: the target itself, or the intermediate llama.cpp quantizes from.
     direct = NATIVE_TYPES[ckpt.weight_dtype()] if out_type in LLAMA_QUANT_FTYPES else out_type
     plan = (arch.plan or default_plan)(arch, ckpt, config, direct)
-    plan.meta.extend(pooling_meta(arch.name, src, pooling))
+    if any(key == arch.key(Keys.LLM.POOLING_TYPE) for key, _, _ in plan.meta):  # a reranker: rank pooling
+        if pooling is not None:
+            raise UnsupportedError(f"{ckpt.architecture} is a reranker (rank pooling); --pooling does not apply")
+    else:
+        plan.meta.extend(pooling_meta(arch.name, src, pooling))
     vocab = load_vocab(src, int(config["vocab_size"]))
     name = general_name(src.resolve().name, vocab)
 

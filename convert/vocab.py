@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGUFWriter, SpecialVocab, TokenType
+from gguf import GGUFValueType, GGUFWriter, SpecialVocab, TokenType
 
 from convert.errors import SourceError
 
@@ -44,7 +44,8 @@ class Vocab:
     add_space_prefix: bool | None = None
     special: SpecialVocab | None = None
     rstrip: frozenset[int] = frozenset()  # added tokens that drop the whitespace after them (tokenizer.json's rstrip)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # further tokenizer keys written as they are (WordPiece's normalizer flags and special ids)
+    extra: list[tuple[str, Any, GGUFValueType]] = field(default_factory=list)
 
     def add_to(self, w: GGUFWriter) -> None:
         w.add_tokenizer_model(self.model)
@@ -58,6 +59,8 @@ class Vocab:
             w.add_add_space_prefix(self.add_space_prefix)
         if self.special is not None:
             self.special.add_to_gguf(w, quiet=True)
+        for key, value, vtype in self.extra:
+            w.add_key_value(key, value, vtype)
 
 
 def token_type(content: str, special: bool) -> int:

@@ -3,14 +3,15 @@
 - byte-level BPE tokenizer.json                      -> llama.cpp `gpt2` vocab (convert.vocab_bpe)
 - tokenizer.model (a sentencepiece BPE model)        -> llama.cpp `llama` vocab (convert.vocab_spm)
 - SentencePiece-style BPE tokenizer.json, no .model  -> llama.cpp `llama` vocab (convert.vocab_spm)
-- Unigram, WordPiece, anything else                  -> refused with the reason
+- WordPiece tokenizer.json (BERT)                    -> llama.cpp `bert` vocab (convert.vocab_wpm)
+- Unigram, anything else                             -> refused with the reason
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from convert import vocab_bpe, vocab_spm
+from convert import vocab_bpe, vocab_spm, vocab_wpm
 from convert.errors import SourceError, UnsupportedError
 from convert.vocab import Vocab, read_json
 
@@ -23,6 +24,8 @@ def load_vocab(folder: Path, n_vocab: int) -> Vocab:
         return vocab_spm.spm_vocab(folder, tokenizer, n_vocab)
     if tokenizer is not None:
         kind = (tokenizer.get("model") or {}).get("type")
+        if vocab_wpm.is_wordpiece(tokenizer):
+            return vocab_wpm.wpm_vocab(folder, tokenizer, n_vocab)
         if kind == "BPE" and vocab_spm.is_spm_style(tokenizer):
             return vocab_spm.spm_vocab_from_json(folder, tokenizer, n_vocab)
         if kind == "Unigram":

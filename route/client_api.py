@@ -1,6 +1,6 @@
 """The client API (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages,
-/v1/messages/count_tokens, /v1/responses, and Ollama's /api/ paths: route/ollama_api.py) as a plain ASGI handler in
-front of Quart.
+/v1/messages/count_tokens, /v1/responses, /v1/rerank with /rerank and /v2/rerank, and Ollama's /api/ paths:
+route/ollama_api.py) as a plain ASGI handler in front of Quart.
 
 This is the router's hot path. Quart's request and response objects, routing and the two tasks it runs
 per request cost about as much CPU as the whole proxying (bench/route.py measured bare Quart at half
@@ -26,6 +26,7 @@ from hearth_common.fields import type_error
 from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note
+from hearth_common.rerank import RERANK_PATHS
 from route import ollama_api
 from route.config import RouterConfig
 from route.errors import (
@@ -46,7 +47,14 @@ log = logging.getLogger("route")
 
 # Routed by the body's `model`; the model server itself says 400 when the model does not serve that endpoint.
 CLIENT_PATHS = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", *anthropic_errors.PATHS}
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        *RERANK_PATHS,
+        *anthropic_errors.PATHS,
+    }
 )
 ROUTED_PATHS = CLIENT_PATHS | ollama_api.PROXIED  # and Ollama's, by the same `model`
 PROTECTED = ("/v1/", ollama_errors.PREFIX)  # paths that need the API key when the router has one
@@ -123,7 +131,7 @@ class ClientApi:
         if path in ROUTED_PATHS and scope["method"] != "POST":
             raise MethodNotAllowed(f"{path} takes POST only", headers={"Allow": "POST"})
         key = self._cfg.api_key
-        if key is not None and path.startswith(PROTECTED):
+        if key is not None and (path.startswith(PROTECTED) or path in RERANK_PATHS):
             auth, api_key = header_values(scope, b"authorization"), header_values(scope, b"x-api-key")
             if not key_matches(presented_key(auth[0] if auth else None, api_key[0] if api_key else None), key):
                 raise Unauthorized("a valid API key is required: 'Authorization: Bearer <key>'")

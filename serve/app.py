@@ -25,8 +25,19 @@ from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.logs import note
 from hearth_common.prometheus import CONTENT_TYPE
+from hearth_common.rerank import RERANK_PATHS
 from hearth_common.validation import error_place, first_error
-from serve.api import anthropic, completions, embeddings, ollama, ollama_embed, ollama_show, openai_chat, responses
+from serve.api import (
+    anthropic,
+    completions,
+    embeddings,
+    ollama,
+    ollama_embed,
+    ollama_show,
+    openai_chat,
+    rerank,
+    responses,
+)
 from serve.api.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.api.ollama_schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, ShowBody
 from serve.api.responses_schemas import ResponsesRequest
@@ -61,9 +72,11 @@ ENDPOINTS = {
     "/api/embed": "ollama_embed",
     "/api/embeddings": "ollama_embeddings",
     "/api/show": "ollama_show",
+    **dict.fromkeys(RERANK_PATHS, "rerank"),
 }
 EMBEDDING_ENDPOINTS = frozenset({"embeddings", "ollama_embed", "ollama_embeddings"})  # an --embeddings server's
 EITHER_ENDPOINTS = frozenset({"ollama_show"})  # served by chat and --embeddings servers alike
+RERANK_ENDPOINTS = frozenset({"rerank"})  # a --rerank server's, and only its
 SSE, NDJSON = "text/event-stream", "application/x-ndjson"  # a stream's content type: OpenAI's and Anthropic's, Ollama's
 
 
@@ -87,7 +100,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         async def load() -> None:
             rt = app.runtime
             try:
-                if config.embeddings:
+                if config.embeddings or config.rerank:
                     rt.embedder = await asyncio.to_thread(rt.load_embedder)
                     model_type = rt.embedder.model_type
                 else:
@@ -137,7 +150,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
     @app.before_request
     async def _guard() -> None:
-        if not request.path.startswith(("/v1/", ollama_errors.PREFIX)):
+        if not request.path.startswith(("/v1/", ollama_errors.PREFIX)) and request.path not in RERANK_PATHS:
             return
         # Bearer (OpenAI's and Ollama's clients) or x-api-key (Anthropic's)
         presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
@@ -151,7 +164,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         rt = app.runtime
         if rt.stopping:
             return {"status": "shutting_down"}, 503
-        if rt.embedder is not None:  # an --embeddings server
+        if rt.embedder is not None:  # an --embeddings or --rerank server
             if not rt.embedder.alive:
                 return {"status": "error", "error": "the embeddings thread has stopped"}, 503
             return {"status": "ok", "model": rt.model_name}, 200
@@ -177,14 +190,24 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         rt = app.runtime
         created = int(rt.model_path.stat().st_mtime)
         names = dict.fromkeys((rt.model_name, *config.alias))
+        # what a retrieval client looks for: which model embeds, which reranks (a chat model's entry is OpenAI's)
+        kind = (
+            {"capabilities": ["rerank"]}
+            if config.rerank
+            else {"capabilities": ["embeddings"]}
+            if config.embeddings
+            else {}
+        )
         return {
             "object": "list",
-            "data": [{"id": n, "object": "model", "created": created, "owned_by": "local"} for n in names],
+            "data": [{"id": n, "object": "model", "created": created, "owned_by": "local", **kind} for n in names],
         }
 
-    def route(path: str, endpoint: str, schema: type[BaseModel], respond: Respond, stream: str = SSE) -> None:
+    def route(
+        path: str, endpoint: str, schema: type[BaseModel], respond: Respond, stream: str = SSE, name: str | None = None
+    ) -> None:
         """POST `path`: the body validated as `schema`, answered by the API module's `respond` (a stream as
-        content type `stream`)."""
+        content type `stream`). `name`: the rule's own name where several paths share one endpoint."""
 
         async def handle() -> Response:
             async def work() -> Response:
@@ -193,7 +216,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
             return await _counted(app, endpoint, work())
 
-        app.add_url_rule(path, endpoint, handle, methods=["POST"])
+        app.add_url_rule(path, name or endpoint, handle, methods=["POST"])
 
     route("/v1/chat/completions", "chat", ChatRequest, openai_chat.respond)
     route("/v1/completions", "completions", CompletionRequest, completions.respond)
@@ -206,6 +229,8 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     route("/api/embed", "ollama_embed", EmbedBody, ollama_embed.embed)
     route("/api/embeddings", "ollama_embeddings", EmbeddingsBody, ollama_embed.embeddings)
     route("/api/show", "ollama_show", ShowBody, ollama_show.show)
+    for path in RERANK_PATHS:  # one endpoint (metrics label "rerank"), three spellings
+        route(path, "rerank", rerank.RerankRequest, rerank.respond, name=f"rerank:{path}")
     return app
 
 
@@ -256,6 +281,13 @@ def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
             ollama_errors.not_found(req.model)
             if ollama_path
             else f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
+            param="model",
+        )
+    if config.rerank != (endpoint in RERANK_ENDPOINTS):
+        raise UnsupportedEndpoint(
+            f"{rt.model_name!r} is a reranker (the server runs with --rerank): use /v1/rerank"
+            if config.rerank
+            else f"{rt.model_name!r} is no reranker: serve a cross-encoder with --rerank (stack file: rerank = true)",
             param="model",
         )
     if endpoint in EITHER_ENDPOINTS:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hearth_common.names import ModelType
 from hearth_common.paths import conversions_dir, demo_dir
@@ -37,6 +37,9 @@ class ServeConfig(BaseModel):
     alias: tuple[str, ...] = Field((), description="more names clients may ask for, comma-separated")
     embeddings: bool = Field(False, description="serve /v1/embeddings (only) with the model's pooling")
     pooling: Literal["mean", "cls", "last"] | None = Field(None, description="embeddings pooling (default: the GGUF's)")
+    rerank: bool = Field(
+        False, description="serve /v1/rerank (only) with a cross-encoder reranker (a GGUF whose pooling is rank)"
+    )
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind; 0: any free port")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")
@@ -73,6 +76,12 @@ class ServeConfig(BaseModel):
         None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)"
     )
     advertise_url: str | None = Field(None, description="URL the router should use (default: http://host:port)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServeConfig:
+        if self.rerank and (self.embeddings or self.pooling):
+            raise ValueError("--rerank serves a reranker: it takes neither --embeddings nor --pooling")
+        return self
 
     @field_validator("alias", mode="before")
     @classmethod

@@ -25,7 +25,7 @@ from serve.arrivals import Arrivals
 from serve.chat.channels import Format
 from serve.chat.prompts import ChatTemplate, chat_template
 from serve.config import ServeConfig
-from serve.engine.embedder import Embedder, EmbedJob
+from serve.engine.embedder import Embedder, EmbedJob, SegmentRows
 from serve.engine.engine import Engine, Event, Failed, Finished, Job, Model, Piece, SamplingParams
 from serve.engine.placement import free_vram, read_shape, resolve
 from serve.engine.scheduler import Scheduler
@@ -140,7 +140,8 @@ class Runtime:
         return Loaded(model, engine, template, model_type)
 
     def load_embedder(self) -> Embedder:
-        """Load the model and start its embeddings thread (--embeddings). Raises EngineError."""
+        """Load the model and start its embeddings thread (--embeddings, or --rerank: the same thread with the
+        GGUF's rank pooling and, for a two-token-type model, the document's type rows). Raises EngineError."""
         c = self.config
         # One unified KV stream of ctx_size cells, whatever the number of sequences.
         model = self._open_model(c.ctx_size, embed_log)
@@ -149,11 +150,12 @@ class Runtime:
             embedder = Embedder(
                 model,
                 min(c.ctx_size, model.n_ctx_train or c.ctx_size),
-                pooling=c.pooling,
+                pooling="rank" if c.rerank else c.pooling,
                 threads=c.threads,
                 flash_attn=c.flash_attn,
                 kv_type=c.kv_type,
                 model_type=c.model_type or MODEL_TYPES.get(arch, "generic"),
+                segment_rows=SegmentRows.read(self.model_path) if c.rerank else None,
             )
         except Exception:
             model.close()

@@ -77,6 +77,8 @@ def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int) ->
         argv += ["--alias", ",".join(model.aliases)]
     if model.embeddings:
         argv.append("--embeddings")
+    if model.rerank:
+        argv.append("--rerank")
     return argv
 
 

@@ -106,6 +106,9 @@ class ModelSection(BaseModel):
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
     embeddings: bool = Field(False, description="serve /v1/embeddings (only), as `python -m serve --embeddings`")
+    rerank: bool = Field(
+        False, description="serve /v1/rerank (only) with a cross-encoder, as `python -m serve --rerank`"
+    )
     ttl: float = Field(0, ge=0, description="idle seconds before it is unloaded; 0 keeps it loaded")
     preload: bool = Field(True, description="load at start; false: at its first request")
     pinned: bool = Field(False, description="never unloaded to make room for another model")
@@ -113,6 +116,12 @@ class ModelSection(BaseModel):
     @property
     def names(self) -> list[str]:
         return list(dict.fromkeys([self.name, *self.aliases]))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelSection:
+        if self.embeddings and self.rerank:
+            raise ValueError("a model serves embeddings or reranks, not both: set one of embeddings, rerank")
+        return self
 
     @field_validator("aliases")
     @classmethod

@@ -75,7 +75,7 @@ def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNee
     for m in stack.models:
         info = sizes[m.name]
         ctx = min(m.ctx_size, info.n_ctx_train or m.ctx_size)
-        if m.embeddings:
+        if m.embeddings or m.rerank:  # a reranker runs on the same embeddings thread
             batch = -(-ctx // EMBED_SEQS) * EMBED_SEQS
             kv_tokens, ubatch, ctx = batch, batch, batch
         else:

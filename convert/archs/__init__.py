@@ -22,6 +22,7 @@ _MODULES = (
     "convert.archs.smollm3",
     "convert.archs.granite",
     "convert.archs.mistral3",
+    "convert.archs.bert",
 )
 
 

@@ -119,8 +119,9 @@ async def respond(rt: Runtime, req: EmbeddingRequest) -> dict[str, Any]:
     return answer
 
 
-async def _run(rt: Runtime, embedder: Embedder, inputs: list[list[int]]) -> Embedded:
-    """Admit the job, wait for its vectors; leaving early cancels it (or gives up its queue place)."""
+async def _run(rt: Runtime, embedder: Embedder, inputs: list[list[int]], segments: list[int] | None = None) -> Embedded:
+    """Admit the job, wait for its vectors; leaving early cancels it (or gives up its queue place). `segments`: a
+    reranker's pairs, where each input's second segment starts (serve/api/rerank.py)."""
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[EmbedEvent] = loop.create_future()
 
@@ -139,7 +140,7 @@ async def _run(rt: Runtime, embedder: Embedder, inputs: list[list[int]]) -> Embe
         with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
             loop.call_soon_threadsafe(deliver, event)
 
-    job = EmbedJob(inputs, emit)
+    job = EmbedJob(inputs, emit, segments=segments)
     if rt.scheduler.submit(job):
         embedder.submit(job)
     rt.gauges()

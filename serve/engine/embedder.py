@@ -10,21 +10,31 @@ a context near the inputs' real length (often 512-2048) keeps an embeddings serv
 cells, so llama.cpp decodes the batch as one micro-batch (with a stream per sequence it cuts batches into
 equal-length pieces), and it is cleared after every decode.
 
+A reranker (a GGUF whose pooling is `rank`: a cross-encoder's classifier head on the first token) runs on the same
+thread: each input is a query/document pair and its "vector" is the head's n_cls_out scores. llama.cpp's bert
+graph adds token type 0 to every token, while a BERT cross-encoder gives the document token type 1: where the
+model has a second type row, a job's `segments` say where each input's second segment starts and the batch goes
+to llama.cpp as embeddings (token row + type 1 - type 0 from there on; the graph still adds positions and type 0),
+read from the GGUF's own token_embd and token_types (SegmentRows).
+
 Requests talk to the thread as they do to the generation engine: `submit(job)`, `job.emit(event)` from the
 thread, and the `cancelled` flag, checked before every batch.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 
 import llama_cpp as ll
 import numpy as np
+from gguf import GGMLQuantizationType
 
 from serve.engine.context import EngineError, new_context
 from serve.engine.engine import Failed, Model
@@ -32,7 +42,12 @@ from serve.engine.jobthread import JobThread
 
 log = logging.getLogger("serve.embeddings")
 
-POOLING = {"mean": ll.LLAMA_POOLING_TYPE_MEAN, "cls": ll.LLAMA_POOLING_TYPE_CLS, "last": ll.LLAMA_POOLING_TYPE_LAST}
+POOLING = {
+    "mean": ll.LLAMA_POOLING_TYPE_MEAN,
+    "cls": ll.LLAMA_POOLING_TYPE_CLS,
+    "last": ll.LLAMA_POOLING_TYPE_LAST,
+    "rank": ll.LLAMA_POOLING_TYPE_RANK,
+}
 POOLING_NAMES = {v: k for k, v in POOLING.items()}
 # Sequences in one llama_decode. Small inputs (a sentence or two) are the common case; a higher count only
 # grows llama.cpp's per-sequence bookkeeping, the token budget (n_batch) is what bounds memory.
@@ -60,10 +75,47 @@ class EmbedJob:
     emit: Callable[[EmbedEvent], None]  # called once, from the thread
     cancelled: bool = False
     created: float = field(default_factory=time.perf_counter)
+    # a reranker's pairs: where each input's second segment (token type 1) starts; None: all type 0
+    segments: list[int] | None = None
+
+    def segment(self, i: int) -> int:
+        return self.segments[i] if self.segments is not None else len(self.inputs[i])
 
     def shut_down(self) -> None:
         """Ends a job still waiting when the server stops: it fails with "shutting down" (503)."""
         self.emit(SHUTDOWN)
+
+
+class SegmentRows:
+    """A BERT-style model's input rows for token type 1: its token embeddings plus (type 1 - type 0), read from the
+    GGUF (memory-mapped; a quantized token_embd is dequantized a batch's rows at a time)."""
+
+    def __init__(self, token_embd: np.ndarray, token_type: GGMLQuantizationType, delta: np.ndarray) -> None:
+        self.token_embd, self.token_type, self.delta = token_embd, token_type, delta
+
+    @classmethod
+    def read(cls, path: Path) -> SegmentRows | None:
+        """None when the model has fewer than two token types (XLM-R, most embedding models): nothing to add."""
+        from gguf import GGUFReader, quants
+
+        reader = GGUFReader(path)
+        tensors = {t.name: t for t in reader.tensors}
+        types, embd = tensors.get("token_types.weight"), tensors.get("token_embd.weight")
+        if types is None or embd is None:
+            return None
+        rows = quants.dequantize(types.data, types.tensor_type).reshape(-1, int(types.shape[0]))
+        if len(rows) < 2:
+            return None
+        return cls(embd.data, embd.tensor_type, (rows[1] - rows[0]).astype(np.float32))
+
+    def rows(self, tokens: list[int], segment: int) -> np.ndarray:
+        """(tokens, n_embd) float32: each token's embedding, the type difference added from `segment` on."""
+        from gguf import quants
+
+        out = quants.dequantize(self.token_embd[tokens], self.token_type).reshape(len(tokens), -1)
+        out = out.astype(np.float32, copy=True)
+        out[segment:] += self.delta
+        return out
 
 
 def take(lengths: Sequence[int], max_seqs: int, max_tokens: int) -> int:
@@ -98,9 +150,20 @@ class Embedder(JobThread[EmbedJob]):
         flash_attn: bool = False,
         kv_type: str = "f16",
         model_type: str = "generic",
+        segment_rows: SegmentRows | None = None,
     ) -> None:
         self.model = model
         self.model_type = model_type
+        arch = model.meta("general.architecture") or ""
+        declared = model.meta(f"{arch}.pooling_type")
+        is_ranker = declared is not None and declared.isdigit() and int(declared) == ll.LLAMA_POOLING_TYPE_RANK
+        if (pooling == "rank") != is_ranker:
+            raise EngineError(
+                "the model is a reranker (its GGUF pools with rank): serve it with --rerank"
+                if is_ranker
+                else "the model is no reranker (its GGUF does not pool with rank, as a converted cross-encoder "
+                "such as BertForSequenceClassification does): serve it with --embeddings, or without either flag"
+            )
         # llama.cpp sizes its worst-case graph with the batch rounded up to a multiple of the sequences, and
         # mean pooling then asserts unless the batch already is one.
         n_batch = -(-max_tokens // MAX_SEQS) * MAX_SEQS
@@ -128,9 +191,16 @@ class Embedder(JobThread[EmbedJob]):
         self.pooling = POOLING_NAMES[kind]
         self.max_tokens = max_tokens  # the longest input
         self.n_batch = ll.llama_n_batch(self.ctx)  # the most tokens in one llama_decode
-        self.n_embd = ll.llama_model_n_embd_out(model.ptr)
+        # a vector's size: the hidden size, or a reranker's classifier outputs
+        self.n_embd = (
+            ll.llama_model_n_cls_out(model.ptr) if self.pooling == "rank" else ll.llama_model_n_embd_out(model.ptr)
+        )
         self.memory = ll.llama_get_memory(self.ctx)  # NULL for encoder-only models (no KV cache)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
+        self.segment_rows = segment_rows
+        self.embd_batch = (
+            ll.llama_batch_init(self.n_batch, ll.llama_model_n_embd(model.ptr), 1) if segment_rows is not None else None
+        )
         super().__init__("llama-embeddings")
 
     # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
@@ -142,6 +212,8 @@ class Embedder(JobThread[EmbedJob]):
         """Fail every job not yet answered, end the thread, free llama.cpp's context."""
         if self._join(timeout) and self.ctx:
             ll.llama_batch_free(self.batch)
+            if self.embd_batch is not None:
+                ll.llama_batch_free(self.embd_batch)
             ll.llama_free(self.ctx)
             self.ctx = None
 
@@ -171,7 +243,7 @@ class Embedder(JobThread[EmbedJob]):
             n = take([len(run.job.inputs[i]) for run, i in islice(items, MAX_SEQS)], MAX_SEQS, self.n_batch)
             batch = [items.popleft() for _ in range(n)]
             try:
-                pooled = self._decode([run.job.inputs[i] for run, i in batch])
+                pooled = self._decode([run.job.inputs[i] for run, i in batch], [run.job.segment(i) for run, i in batch])
             except Exception as err:  # the batch's jobs fail; the thread goes on
                 log.exception("embedding batch failed")
                 failed = {run for run, _ in batch}
@@ -194,15 +266,23 @@ class Embedder(JobThread[EmbedJob]):
                 run.left = 0
         return deque(item for item in items if item[0] not in runs)
 
-    def _decode(self, inputs: list[list[int]]) -> np.ndarray:
+    def _decode(self, inputs: list[list[int]], segments: list[int]) -> np.ndarray:
         """One llama_decode over `inputs` as sequences 0..n-1; their pooled vectors, in order."""
-        b = self.batch
         if sum(map(len, inputs)) > self.n_batch:  # never write past the batch's arrays
             raise EngineError(f"an input is longer than {self.max_tokens} tokens")
+        two_types = self.segment_rows is not None and any(s < len(t) for t, s in zip(inputs, segments, strict=True))
+        b = self.embd_batch if two_types else self.batch
+        assert b is not None
+        if two_types:
+            assert self.segment_rows is not None
+            rows = np.concatenate([self.segment_rows.rows(t, s) for t, s in zip(inputs, segments, strict=True)])
+            ctypes.memmove(b.embd, rows.ctypes.data, rows.nbytes)
         i = 0
         for seq, tokens in enumerate(inputs):
             for pos, token in enumerate(tokens):
-                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, True
+                if not two_types:
+                    b.token[i] = token
+                b.pos[i], b.n_seq_id[i], b.logits[i] = pos, 1, True
                 b.seq_id[i][0] = seq
                 i += 1
         b.n_tokens = i
