@@ -56,6 +56,7 @@ class SeqState:
     used: int = 0  # logical clock of the last use: least recently used goes first
     saved: bool = False  # the host cache already holds these exact cells
     prompt_end: int = 0  # where the last job's prompt ended (its answer follows)
+    persist: bool = True  # may go to the disk tier (off after a `cache_prompt: false` request)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Entry:
     data: Any  # the saved state (a ctypes byte array); opaque here
     size: int  # bytes it holds
     pos_min: int
+    persist: bool = True  # may go to the disk tier
 
 
 class HostCache:
@@ -137,7 +139,7 @@ class HostCache:
             for e in self._entries.values()
         )
 
-    def put(self, tokens: np.ndarray, data: Any, size: int, pos_min: int = 0) -> bool:
+    def put(self, tokens: np.ndarray, data: Any, size: int, pos_min: int = 0, persist: bool = True) -> bool:
         """Store a state; False when it cannot fit at all or is already covered."""
         if size > self.capacity or self.covers(tokens):
             return False
@@ -150,7 +152,7 @@ class HostCache:
             self._drop(key)
         while self.used + size > self.capacity:
             self._drop(next(iter(self._entries)))
-        self._entries[self._next] = Entry(tokens, data, size, pos_min)
+        self._entries[self._next] = Entry(tokens, data, size, pos_min, persist)
         self._next += 1
         self.used += size
         return True
@@ -169,6 +171,10 @@ class HostCache:
             return None, 0
         self._entries.move_to_end(best_key)
         return found[1], found[0]
+
+    def recent(self) -> list[Entry]:
+        """The entries, most recently used first."""
+        return list(reversed(self._entries.values()))
 
     def clear(self) -> None:
         self._entries.clear()
