@@ -106,6 +106,12 @@ class ModelSection(BaseModel):
     kv_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="KV cache element type")
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
     embeddings: bool = Field(False, description="serve /v1/embeddings (only), as `python -m serve --embeddings`")
+    cache_disk_gb: float | None = Field(
+        None,
+        ge=0,
+        description="GiB of disk keeping its prompt cache's KV states across unloads and restarts (serve "
+        "--cache-disk); 0: off; default: the server's (4 GiB, at most a tenth of the free space)",
+    )
     ttl: float = Field(0, ge=0, description="idle seconds before it is unloaded; 0 keeps it loaded")
     preload: bool = Field(True, description="load at start; false: at its first request")
     pinned: bool = Field(False, description="never unloaded to make room for another model")
