@@ -49,6 +49,7 @@ HEADER = struct.Struct("<8sI32sIIQI")  # magic, version, key, n_tokens, pos_min,
 SUFFIX = ".kv"
 WHOLE_FILE_MAX = 64 << 20  # a GGUF up to this size is hashed whole; a larger one by its first and last MiB
 EDGE = 1 << 20
+PROBE_BYTES = 16 << 20
 
 
 class DiskObserver(Protocol):
@@ -166,6 +167,7 @@ class DiskCache:
         self.n_swa = n_swa
         self.observer: DiskObserver = observer or _Quiet()
         self.used = 0
+        self.read_rate = 0.0  # bytes/s a state is read at (probe(), then restores); 0: not measured
         self._entries: dict[Path, DiskEntry] = {}
         self._lock = threading.Lock()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -258,6 +260,7 @@ class DiskCache:
     def load(self, entry: DiskEntry) -> Loaded | None:
         """The file's state, checked (header, length, checksum, token ids); None when it is damaged or gone (a
         damaged one is dropped and logged). A restore marks it used."""
+        began = time.perf_counter()
         try:
             with entry.path.open("rb") as f:
                 st = os.fstat(f.fileno())
@@ -285,6 +288,10 @@ class DiskCache:
             self.observer.disk_used(self.used)
             return None
         self.touch(entry)
+        elapsed = time.perf_counter() - began
+        if elapsed > 0 and length >= 1 << 20:  # a rolling estimate from real restores (page cache included)
+            rate = length / elapsed
+            self.read_rate = rate if self.read_rate <= 0 else 0.7 * self.read_rate + 0.3 * rate
         return Loaded(tokens, data, length, pos_min)
 
     def touch(self, entry: DiskEntry) -> None:
@@ -344,5 +351,76 @@ class DiskCache:
         self.observer.disk_used(self.used)
         return True
 
+    # -- speed ---------------------------------------------------------------------------------------------------
+
+    def probe(self, nbytes: int = PROBE_BYTES) -> float:
+        """The folder's write speed in bytes/s, measured with a scratch file written and synced (the device's
+        speed, not the page cache's): the first estimate of what a restore reads at, until restores measure it."""
+        path = self.folder / f".probe.{os.getpid()}.tmp"
+        block = os.urandom(1 << 20)
+        start = time.perf_counter()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                for _ in range(max(1, nbytes >> 20)):
+                    os.write(fd, block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            return 0.0
+        finally:
+            path.unlink(missing_ok=True)
+        self.read_rate = max(1, nbytes >> 20) * (1 << 20) / max(time.perf_counter() - start, 1e-6)
+        return self.read_rate
+
     def __iter__(self) -> Iterator[DiskEntry]:
         return iter(self.entries())
+
+
+class Spiller:
+    """Writes states evicted from host RAM to the disk tier on a thread of its own, so the engine never waits for
+    the disk: each state's bytes are its own (a ctypes array nothing else holds). At most `max_pending` bytes wait;
+    a state beyond that is not written (host RAM has already let it go: it costs a decode, as without the tier)."""
+
+    def __init__(self, disk: DiskCache, max_pending: int) -> None:
+        self.disk = disk
+        self.max_pending = max_pending
+        self.pending = 0
+        self._queue: list[tuple[np.ndarray, Any, int, int]] = []
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="kv-spill", daemon=True)
+        self._thread.start()
+
+    def submit(self, tokens: np.ndarray, data: Any, size: int, pos_min: int) -> bool:
+        with self._wake:
+            if self._closing or self.pending + size > self.max_pending:
+                return False
+            self._queue.append((tokens, data, size, pos_min))
+            self.pending += size
+            self._wake.notify()
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Write what waits (for at most `timeout` seconds), then end the thread."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closing:
+                    self._wake.wait()
+                if not self._queue:
+                    return
+                tokens, data, size, pos_min = self._queue.pop(0)
+            try:
+                self.disk.write(tokens, data, size, pos_min)
+            except Exception:  # a spill that fails costs a decode later, nothing more
+                log.exception("KV cache: spilling a state to disk failed")
+            finally:
+                with self._wake:
+                    self.pending -= size

@@ -39,7 +39,7 @@ import numpy as np
 
 from serve.engine import gil_held
 from serve.engine.context import EngineError, new_context
-from serve.engine.disk_cache import DiskCache
+from serve.engine.disk_cache import DiskCache, Spiller
 from serve.engine.grammar import Grammar
 from serve.engine.jobthread import JobThread
 from serve.engine.prompt_cache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
@@ -53,6 +53,11 @@ TOOL_MARKERS = {"<tool_call>", "</tool_call>", "<|tool_call|>", "<|python_tag|>"
 KEPT_MARKERS = frozenset(HARMONY_MARKERS | TOOL_MARKERS)
 
 
+# Spilling host RAM's evictions to disk: at most this many bytes wait for the writer, and a restore must measure
+# this many times faster than decoding the same tokens (it also pays llama_state_seq_set_data and a checksum).
+SPILL_PENDING_MAX = 256 << 20
+SPILL_MARGIN = 2.0
+PROMPT_RATE_MIN_TOKENS = 32  # a step decoding fewer prompt tokens says little about the prompt speed
 HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (a millisecond or so)
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
 
@@ -299,7 +304,14 @@ class Engine(JobThread[Job]):
             b.logits,
         )
         self.n_swa = int(ll.llama_model_n_swa(model.ptr))
-        self.host = HostCache(cache_ram, self.n_swa) if cache_ram > 0 else None
+        spill = disk is not None and cache_ram > 0
+        self.host = HostCache(cache_ram, self.n_swa, self._spill if spill else None) if cache_ram > 0 else None
+        # Host RAM's evictions go to disk when a restore from there measures faster than decoding (_spill_pays).
+        self.spiller = Spiller(disk, min(disk.capacity // 4, SPILL_PENDING_MAX)) if disk is not None and spill else None
+        if self.spiller is not None and disk is not None and disk.read_rate <= 0:
+            disk.probe()
+        self.prompt_rate = 0.0  # prompt tokens/s of recent steps that decoded a prompt chunk
+        self._spill_said: bool | None = None
         self.save_min = save_min
         self.disk = disk
         self.stop_write_seconds = stop_write_seconds
@@ -381,6 +393,8 @@ class Engine(JobThread[Job]):
         while self._incoming:  # admitted but not yet in a sequence: ends as a job still queued does
             self._emit(self._incoming.popleft(), SHUTTING_DOWN)
         self._flush()
+        if self.spiller is not None:
+            self.spiller.close(self.stop_write_seconds / 2)
         if self.disk is not None:
             try:
                 self._persist()
@@ -530,6 +544,34 @@ class Engine(JobThread[Job]):
         self.disk.observer.disk_hit(loaded.size, time.perf_counter() - start)
         return target, shared
 
+    def _spill(self, entry: Entry) -> None:
+        """Host RAM let `entry` go for room: to disk, when that pays (and it may be written at all)."""
+        if self.spiller is None or not entry.persist or len(entry.tokens) < self.save_min:
+            return
+        if self._spill_pays(entry.size / len(entry.tokens)):
+            self.spiller.submit(entry.tokens, entry.data, entry.size, entry.pos_min)
+
+    def _spill_pays(self, per_token: float) -> bool:
+        """Whether reading a state back from disk beats decoding its tokens again, by SPILL_MARGIN: the disk's
+        read speed (its synced write speed measured at load, then what restores measure) against this model's
+        bytes of state per token times its prompt speed (measured on the prompt chunks it decoded)."""
+        assert self.disk is not None
+        read_rate, prompt_rate = self.disk.read_rate, self.prompt_rate
+        pays = read_rate > 0 and prompt_rate > 0 and per_token * prompt_rate * SPILL_MARGIN < read_rate
+        if pays != self._spill_said:
+            self._spill_said = pays
+            log.info(
+                "KV cache: host RAM's evictions %s to disk (a restore reads %.0f MB/s; decoding %.0f prompt "
+                "tokens/s x %.0f KB of state a token needs %.0f MB/s, x%.0f margin)",
+                "spill" if pays else "do not spill",
+                read_rate / 1e6,
+                prompt_rate,
+                per_token / 1e3,
+                per_token * prompt_rate / 1e6,
+                SPILL_MARGIN,
+            )
+        return pays
+
     def _persist(self) -> None:
         """At stop: the cached states worth keeping go to disk, most recently used first (the free sequences'
         cells, then host RAM's entries, newest first), as long as they fit the disk's bound and the time allowed.
@@ -636,6 +678,7 @@ class Engine(JobThread[Job]):
         ids = range(self._slots[0].seq, self._slots[-1].seq + 1)
         fillers: list[tuple[SeqState, int]] = []
         spare = self.n_batch - len(ids)  # prompt tokens beyond one a sequence (n_batch = chunk + n_seq)
+        prompt_tokens = 0
         for seq in ids:
             slot = by_seq.get(seq)
             if slot is None:  # right after the free sequence's cached cells, which it leaves untouched
@@ -653,6 +696,7 @@ class Engine(JobThread[Job]):
             elif slot.todo:  # a prompt chunk per step keeps running streams flowing
                 take = 1 + min(len(slot.todo) - 1, self.chunk - 1, spare)
                 spare -= take - 1
+                prompt_tokens += take
                 for k in range(take):
                     last = k == take - 1 and len(slot.todo) == 1
                     token = slot.todo.popleft()
@@ -665,9 +709,13 @@ class Engine(JobThread[Job]):
             self._flush()
             return
         self._flush()  # the request side works on the last step's tokens while this one decodes
+        began = time.perf_counter()
         try:
             rc = ll.llama_decode(self.ctx, self.batch)
         finally:
+            if prompt_tokens >= PROMPT_RATE_MIN_TOKENS:
+                rate = prompt_tokens / max(time.perf_counter() - began, 1e-6)
+                self.prompt_rate = rate if self.prompt_rate <= 0 else 0.8 * self.prompt_rate + 0.2 * rate
             for state, pos in fillers:
                 gil_held.llama_memory_seq_rm(self.memory, state.seq, pos, -1)
                 if self.n_swa:  # the filler may have taken the place of a cell outside the window

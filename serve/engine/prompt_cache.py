@@ -11,7 +11,7 @@ server rule (the smallest position kept must be within the window behind the fir
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,9 +117,11 @@ class HostCache:
     (`n_swa`), llama.cpp saves only the cells inside the window, so an entry serves only prefixes reaching into
     its last `n_swa` positions."""
 
-    def __init__(self, capacity: int, n_swa: int = 0) -> None:
+    def __init__(self, capacity: int, n_swa: int = 0, on_evict: Callable[[Entry], None] | None = None) -> None:
+        """`on_evict`: receives each entry dropped for room (least recently used), e.g. to spill it to disk."""
         self.capacity = capacity
         self.n_swa = n_swa
+        self.on_evict = on_evict
         self.used = 0
         self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._next = 0
@@ -151,7 +153,11 @@ class HostCache:
         ]:
             self._drop(key)
         while self.used + size > self.capacity:
-            self._drop(next(iter(self._entries)))
+            key = next(iter(self._entries))
+            evicted = self._entries[key]
+            self._drop(key)
+            if self.on_evict is not None:
+                self.on_evict(evicted)
         self._entries[self._next] = Entry(tokens, data, size, pos_min, persist)
         self._next += 1
         self.used += size

@@ -165,3 +165,27 @@ def test_header_round_trip_and_refusals(tmp_path: Path) -> None:
         parse_header(b"\0" * HEADER.size, key, size)
     assert folder_for(tmp_path, "a/b c", key).name == "a_b_c-" + key.hex()[:16]
     assert os.path.basename(str(folder_for(tmp_path, "", key))).startswith("model-")
+
+
+def test_host_ram_evictions_spill_to_disk_while_running(model: Model, tmp_path: Path) -> None:
+    """Host RAM holding one state: the ones it lets go are written to disk at once (a restore from there beats
+    decoding this model's prompts by far), and a later turn restores one from disk, answering as a fresh decode."""
+    prompts = [conversation(model, 30 + i, 1)[0] for i in range(4)]
+    cache = disk(tmp_path)
+    # A state of this model takes 512 bytes a token (2 layers x K and V x 64 x f16), a prompt ~150 tokens.
+    e = engine_for(model, cache, cache_ram=250_000)
+    assert e.host is not None and e.spiller is not None and cache.read_rate > 0
+    try:
+        for p in prompts:  # 3 and 4 take the sequences of 1 and 2, which go to RAM; 1 then leaves RAM for 2
+            run(e, p)
+        deadline = time.monotonic() + 10
+        while len(cache) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(cache) >= 1 and e.prompt_rate > 0  # spilled while running, before any stop
+        spilled = cache.entries()[-1]
+        turn = [*spilled.tokens.tolist(), *model.tokenize("<|im_start|>user\nmore<|im_end|>\n", False)]
+        pieces, fin = run(e, turn)
+    finally:
+        e.stop()
+    assert fin.cached_tokens >= len(spilled.tokens) - 1
+    assert pieces == fresh_answer(model, turn)
