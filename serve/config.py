@@ -59,6 +59,13 @@ class ServeConfig(BaseModel):
         description="MiB of host RAM keeping the KV state of sequences evicted from the prompt cache, "
         "found again by longest prefix (0: off; default: an eighth of the RAM available at start, at most 8192)",
     )
+    cache_disk: int | None = Field(
+        None,
+        ge=0,
+        description="MiB of disk keeping the KV states of cached sequences when the server stops (and, where that "
+        "measures faster than decoding, those evicted from host RAM), in $HEARTH_CACHE/kv/MODEL-KEY/, restored by "
+        "longest prefix after a restart (0: off; default: 4096, at most a tenth of the free space there)",
+    )
     swa_full: bool = Field(
         True,
         description="full-size sliding-window KV cache (gemma3, gpt-oss; llama.cpp's library default): a prompt "

@@ -53,6 +53,37 @@ class Metrics:
         self.cache_ram = Gauge(
             "hearth_prompt_cache_ram_bytes", "Host RAM held by saved sequence states", ["model"], registry=r
         ).labels(m)
+        self._disk_hits = Counter(
+            "hearth_prompt_cache_disk_hits", "Prompts whose cached prefix was restored from disk", ["model"], registry=r
+        ).labels(m)
+        self._disk_misses = Counter(
+            "hearth_prompt_cache_disk_misses",
+            "Prompts that found no cached prefix in the KV cells, host RAM or on disk",
+            ["model"],
+            registry=r,
+        ).labels(m)
+        self._disk_written_bytes = Counter(
+            "hearth_prompt_cache_disk_written_bytes", "Bytes of saved states written to disk", ["model"], registry=r
+        ).labels(m)
+        self._disk_read_bytes = Counter(
+            "hearth_prompt_cache_disk_read_bytes", "Bytes of saved states restored from disk", ["model"], registry=r
+        ).labels(m)
+        self._disk_dropped_files = Counter(
+            "hearth_prompt_cache_disk_dropped",
+            "Saved-state files dropped unread (damaged, truncated, or another model's)",
+            ["model"],
+            registry=r,
+        ).labels(m)
+        self.disk_bytes = Gauge(
+            "hearth_prompt_cache_disk_bytes", "Disk held by this model's saved states", ["model"], registry=r
+        ).labels(m)
+        self._disk_restore = Histogram(
+            "hearth_prompt_cache_disk_restore_seconds",
+            "Time to read, check and restore one saved state from disk",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ).labels(m)
         self.ttft = Histogram(
             "hearth_time_to_first_token_seconds",
             "Time from request to first token",
@@ -87,6 +118,25 @@ class Metrics:
 
     def refused(self, endpoint: str, reason: str) -> None:
         self._refused.labels(self.model, endpoint, reason).inc()
+
+    # -- the disk tier's observer (serve/engine/disk_cache.py DiskObserver); called from the engine's threads
+
+    def disk_hit(self, nbytes: int, seconds: float) -> None:
+        self._disk_hits.inc()
+        self._disk_read_bytes.inc(nbytes)
+        self._disk_restore.observe(seconds)
+
+    def disk_miss(self) -> None:
+        self._disk_misses.inc()
+
+    def disk_written(self, nbytes: int) -> None:
+        self._disk_written_bytes.inc(nbytes)
+
+    def disk_dropped(self, reason: str) -> None:
+        self._disk_dropped_files.inc()
+
+    def disk_used(self, nbytes: int) -> None:
+        self.disk_bytes.set(nbytes)
 
     def render(self) -> bytes:
         return render(self.registry)

@@ -20,11 +20,13 @@ from pathlib import Path
 import llama_cpp as ll
 
 from hearth_common.names import MODEL_TYPES
+from hearth_common.paths import cache_dir
 from serve.api.responses_store import ResponseStore
 from serve.arrivals import Arrivals
 from serve.chat.channels import Format
 from serve.chat.prompts import ChatTemplate, chat_template
 from serve.config import ServeConfig
+from serve.engine.disk_cache import DiskCache, folder_for, gguf_identity, layout_key
 from serve.engine.embedder import Embedder, EmbedJob, SegmentRows
 from serve.engine.engine import Engine, Event, Failed, Finished, Job, Model, Piece, SamplingParams
 from serve.engine.placement import free_vram, read_shape, resolve
@@ -37,6 +39,7 @@ embed_log = logging.getLogger("serve.embeddings")
 
 MIB = 1 << 20
 CACHE_RAM_MAX = 8192 * MIB  # llama.cpp's server default for --cache-ram
+CACHE_DISK_DEFAULT = 4096 * MIB  # --cache-disk's default, at most a tenth of the free space (see cache_disk_bytes)
 
 
 def available_ram() -> int:
@@ -56,6 +59,26 @@ def cache_ram_bytes(mib: int | None) -> int:
     if mib is not None:
         return mib * MIB
     return min(CACHE_RAM_MAX, available_ram() // 8)
+
+
+def kv_dir() -> Path:
+    """Where the disk tier keeps each model's saved states: $HEARTH_CACHE/kv, else the user's cache directory."""
+    return cache_dir() / "kv"
+
+
+def cache_disk_bytes(mib: int | None, folder: Path) -> int:
+    """--cache-disk in bytes: as given, or CACHE_DISK_DEFAULT but at most a tenth of the free space under `folder`
+    (its nearest existing parent)."""
+    if mib is not None:
+        return mib * MIB
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = os.statvfs(probe).f_bavail * os.statvfs(probe).f_frsize
+    except OSError:
+        return 0
+    return min(CACHE_DISK_DEFAULT, free // 10)
 
 
 @dataclass
@@ -112,6 +135,7 @@ class Runtime:
             model.meta("tokenizer.chat_template"), "gpt-oss" if model_type == "gpt-oss" else arch, bos, eos
         )
         ctx = min(c.ctx_size, model.n_ctx_train or c.ctx_size)
+        disk = self._disk_cache(model, ctx)
         engine = Engine(
             model,
             c.max_concurrent,
@@ -124,11 +148,13 @@ class Runtime:
             swa_full=c.swa_full,
             dispatch=self._dispatch,
             arriving=lambda: self.arrivals.count,
+            disk=disk,
         )
         engine.start()
         tools = template.tool_support
         log.info(
-            "loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens, prompt cache in RAM up to %d MiB",
+            "loaded %s (%s, %s format, %s tool calls), %d sequences x %d tokens, prompt cache in RAM up to %d MiB, "
+            "on disk up to %d MiB",
             self.model_name,
             model_type,
             template.format.value,
@@ -136,8 +162,37 @@ class Runtime:
             c.max_concurrent,
             engine.ctx_per_seq,
             engine.host.capacity // MIB if engine.host is not None else 0,
+            engine.disk.capacity // MIB if engine.disk is not None else 0,
         )
         return Loaded(model, engine, template, model_type)
+
+    def _disk_cache(self, model: Model, ctx: int) -> DiskCache | None:
+        """The disk tier of this model and layout (None when off or its folder cannot be made: the server goes on
+        without it)."""
+        c = self.config
+        root = kv_dir()
+        capacity = cache_disk_bytes(c.cache_disk, root)
+        if capacity <= 0:
+            return None
+        layout = {
+            "ctx_per_seq": ctx,
+            "kv_type": c.kv_type,
+            "flash_attn": c.flash_attn or c.kv_type != "f16",  # V is stored transposed without it
+            "swa_full": c.swa_full,
+            "llama_cpp": ll.__version__,  # the state format is llama.cpp's own
+        }
+        try:
+            key = layout_key(gguf_identity(self.model_path), layout)
+            return DiskCache(
+                folder_for(root, self.model_name, key),
+                key,
+                capacity,
+                int(ll.llama_model_n_swa(model.ptr)),
+                observer=self.metrics,
+            )
+        except OSError as err:
+            log.warning("KV cache on disk off: %s", err)
+            return None
 
     def load_embedder(self) -> Embedder:
         """Load the model and start its embeddings thread (--embeddings, or --rerank: the same thread with the

@@ -73,6 +73,8 @@ def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int) ->
         argv += ["--model-type", model.model_type]
     if model.threads:
         argv += ["--threads", str(model.threads)]
+    if model.cache_disk_gb is not None:
+        argv += ["--cache-disk", str(round(model.cache_disk_gb * 1024))]
     if model.aliases:  # the server answers to them too (404 model_not_found for any other name)
         argv += ["--alias", ",".join(model.aliases)]
     if model.embeddings:

@@ -109,6 +109,12 @@ class ModelSection(BaseModel):
     rerank: bool = Field(
         False, description="serve /v1/rerank (only) with a cross-encoder, as `python -m serve --rerank`"
     )
+    cache_disk_gb: float | None = Field(
+        None,
+        ge=0,
+        description="GiB of disk keeping its prompt cache's KV states across unloads and restarts (serve "
+        "--cache-disk); 0: off; default: the server's (4 GiB, at most a tenth of the free space)",
+    )
     ttl: float = Field(0, ge=0, description="idle seconds before it is unloaded; 0 keeps it loaded")
     preload: bool = Field(True, description="load at start; false: at its first request")
     pinned: bool = Field(False, description="never unloaded to make room for another model")

@@ -39,6 +39,7 @@ import numpy as np
 
 from serve.engine import gil_held
 from serve.engine.context import EngineError, new_context
+from serve.engine.disk_cache import DiskCache, Spiller
 from serve.engine.grammar import Grammar
 from serve.engine.jobthread import JobThread
 from serve.engine.prompt_cache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
@@ -52,6 +53,11 @@ TOOL_MARKERS = {"<tool_call>", "</tool_call>", "<|tool_call|>", "<|python_tag|>"
 KEPT_MARKERS = frozenset(HARMONY_MARKERS | TOOL_MARKERS)
 
 
+# Spilling host RAM's evictions to disk: at most this many bytes wait for the writer, and a restore must measure
+# this many times faster than decoding the same tokens (it also pays llama_state_seq_set_data and a checksum).
+SPILL_PENDING_MAX = 256 << 20
+SPILL_MARGIN = 2.0
+PROMPT_RATE_MIN_TOKENS = 32  # a step decoding fewer prompt tokens says little about the prompt speed
 HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (a millisecond or so)
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
 
@@ -260,12 +266,16 @@ class Engine(JobThread[Job]):
         dispatch: Callable[[list[tuple[Job, Event]]], None] | None = None,
         arriving: Callable[[], int] | None = None,
         gather: float = 0.004,
+        disk: DiskCache | None = None,
+        stop_write_seconds: float = 5.0,
     ) -> None:
         """`cache_ram`: bytes of host RAM for saved sequence states (0: none); `swa_full`: a full-size
         sliding-window cache, so any cached prefix can be reused (llama.cpp's --swa-full); `save_min`: cells
         worth saving to host RAM before they are dropped; `dispatch`: receives each step's events at once, from
         this thread (default: each job's `emit`); `arriving`: requests on their way to `submit` (serve/arrivals.py),
-        for which a step started from idle waits up to `gather` seconds."""
+        for which a step started from idle waits up to `gather` seconds; `disk`: the disk tier
+        (serve/engine/disk_cache.py), where prompts look after the cells and host RAM, and where the engine keeps
+        its cached states when it stops, for at most `stop_write_seconds`."""
         self.model = model
         self.n_seq = n_seq
         self.chunk = prompt_chunk
@@ -298,8 +308,17 @@ class Engine(JobThread[Job]):
             b.logits,
         )
         self.n_swa = int(ll.llama_model_n_swa(model.ptr))
-        self.host = HostCache(cache_ram, self.n_swa) if cache_ram > 0 else None
+        spill = disk is not None and cache_ram > 0
+        self.host = HostCache(cache_ram, self.n_swa, self._spill if spill else None) if cache_ram > 0 else None
+        # Host RAM's evictions go to disk when a restore from there measures faster than decoding (_spill_pays).
+        self.spiller = Spiller(disk, min(disk.capacity // 4, SPILL_PENDING_MAX)) if disk is not None and spill else None
+        if self.spiller is not None and disk is not None and disk.read_rate <= 0:
+            disk.probe()
+        self.prompt_rate = 0.0  # prompt tokens/s of recent steps that decoded a prompt chunk
+        self._spill_said: bool | None = None
         self.save_min = save_min
+        self.disk = disk
+        self.stop_write_seconds = stop_write_seconds
         self._seqs = [SeqState(i) for i in range(n_seq)]
         self._clock = 0
         self._out: list[tuple[Job, Event]] = []
@@ -378,6 +397,13 @@ class Engine(JobThread[Job]):
         while self._incoming:  # admitted but not yet in a sequence: ends as a job still queued does
             self._emit(self._incoming.popleft(), SHUTTING_DOWN)
         self._flush()
+        if self.spiller is not None:
+            self.spiller.close(self.stop_write_seconds / 2)
+        if self.disk is not None:
+            try:
+                self._persist()
+            except Exception:  # a cache that cannot be kept must not stop the shutdown
+                log.exception("keeping the prompt cache on disk failed")
 
     def _gather(self) -> None:
         """From idle, with `_wake` held: wait (at most `gather` seconds) while more requests are on their way and
@@ -417,6 +443,8 @@ class Engine(JobThread[Job]):
                     # The host cache has more of this prompt: load it into the sequence a miss would take.
                     state = self._seqs[pick_sequence(free, prompt, running, self.n_swa, reuse=False).seq]
                     keep = shared if self._restore(state, entry) else 0
+            if reuse and self.disk is not None:
+                state, keep = self._from_disk(free, prompt, running, state, keep, decoded)
             keep = self._trim(state, keep)
         except Exception:
             self._forget(state)
@@ -447,7 +475,7 @@ class Engine(JobThread[Job]):
 
     def _forget(self, state: SeqState) -> None:
         ll.llama_memory_seq_rm(self.memory, state.seq, -1, -1)
-        state.tokens, state.pos_min, state.saved, state.prompt_end = EMPTY, 0, False, 0
+        state.tokens, state.pos_min, state.saved, state.prompt_end, state.persist = EMPTY, 0, False, 0, True
 
     def _save(self, state: SeqState, keep: int) -> None:
         """Copy the sequence's state into the host cache (once per content), before its cells from `keep` on
@@ -476,23 +504,115 @@ class Engine(JobThread[Job]):
             return
         data = (ctypes.c_uint8 * size)()
         if ll.llama_state_seq_get_data(self.ctx, data, size, state.seq) == size:
-            self.host.put(state.tokens, data, size, state.pos_min)
+            self.host.put(state.tokens, data, size, state.pos_min, state.persist)
 
-    def _restore(self, state: SeqState, entry: Entry) -> bool:
-        """Replace the sequence's cells by a saved state (the old cells are saved first when worth it)."""
+    def _restore(self, state: SeqState, entry: Entry, in_host: bool = True) -> bool:
+        """Replace the sequence's cells by a saved state (the old cells are saved first when worth it);
+        `in_host`: the host cache holds this state (no copy of it is made there again)."""
         self._trim(state, 0)
         if ll.llama_state_seq_set_data(self.ctx, entry.data, entry.size, state.seq) != entry.size:
             self._forget(state)
             return False
-        state.tokens, state.saved, state.prompt_end = entry.tokens, True, 0
+        state.tokens, state.saved, state.prompt_end, state.persist = entry.tokens, in_host, 0, entry.persist
         state.pos_min = entry.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, state.seq))
         return True
+
+    def _from_disk(
+        self,
+        free: list[SeqState],
+        prompt: np.ndarray,
+        running: set[int],
+        state: SeqState,
+        keep: int,
+        decoded: int,
+    ) -> tuple[SeqState, int]:
+        """The sequence and the prompt tokens it keeps after looking on disk: a file holding more of the prompt
+        than the cells and host RAM is read, checked and restored into the sequence a miss would take."""
+        assert self.disk is not None
+        found, shared = self.disk.best(prompt, decoded=decoded)
+        if found is None or shared <= keep:
+            if keep == 0:
+                self.disk.observer.disk_miss()
+            return state, keep
+        start = time.perf_counter()
+        loaded = self.disk.load(found)  # None: damaged (dropped and logged) or gone
+        if loaded is None:
+            if keep == 0:
+                self.disk.observer.disk_miss()
+            return state, keep
+        target = self._seqs[pick_sequence(free, prompt, running, self.n_swa, reuse=False).seq]
+        entry = Entry(loaded.tokens, loaded.data, loaded.size, loaded.pos_min)
+        if not self._restore(target, entry, in_host=False):
+            log.warning("KV cache: llama.cpp refused the state in %s; decoding the prompt", found.path.name)
+            return target, 0
+        self.disk.observer.disk_hit(loaded.size, time.perf_counter() - start)
+        return target, shared
+
+    def _spill(self, entry: Entry) -> None:
+        """Host RAM let `entry` go for room: to disk, when that pays (and it may be written at all)."""
+        if self.spiller is None or not entry.persist or len(entry.tokens) < self.save_min:
+            return
+        if self._spill_pays(entry.size / len(entry.tokens)):
+            self.spiller.submit(entry.tokens, entry.data, entry.size, entry.pos_min)
+
+    def _spill_pays(self, per_token: float) -> bool:
+        """Whether reading a state back from disk beats decoding its tokens again, by SPILL_MARGIN: the disk's
+        read speed (its synced write speed measured at load, then what restores measure) against this model's
+        bytes of state per token times its prompt speed (measured on the prompt chunks it decoded)."""
+        assert self.disk is not None
+        read_rate, prompt_rate = self.disk.read_rate, self.prompt_rate
+        pays = read_rate > 0 and prompt_rate > 0 and per_token * prompt_rate * SPILL_MARGIN < read_rate
+        if pays != self._spill_said:
+            self._spill_said = pays
+            log.info(
+                "KV cache: host RAM's evictions %s to disk (a restore reads %.0f MB/s; decoding %.0f prompt "
+                "tokens/s x %.0f KB of state a token needs %.0f MB/s, x%.0f margin)",
+                "spill" if pays else "do not spill",
+                read_rate / 1e6,
+                prompt_rate,
+                per_token / 1e3,
+                per_token * prompt_rate / 1e6,
+                SPILL_MARGIN,
+            )
+        return pays
+
+    def _persist(self) -> None:
+        """At stop: the cached states worth keeping go to disk, most recently used first (the free sequences'
+        cells, then host RAM's entries, newest first), as long as they fit the disk's bound and the time allowed.
+        States of `cache_prompt: false` requests, and ones a file already serves, are not written again."""
+        assert self.disk is not None
+        deadline = time.perf_counter() + self.stop_write_seconds
+        budget, written, count = self.disk.capacity, 0, 0
+        seqs = sorted((s for s in self._seqs if s.persist and len(s.tokens) >= self.save_min), key=lambda s: -s.used)
+        for state in seqs:
+            if time.perf_counter() > deadline:
+                break
+            held = self.disk.covers(state.tokens)
+            if held is not None:
+                self.disk.touch(held)
+                continue
+            size = ll.llama_state_seq_get_size(self.ctx, state.seq)
+            if written + size > budget:
+                continue
+            data = (ctypes.c_uint8 * size)()
+            if ll.llama_state_seq_get_data(self.ctx, data, size, state.seq) == size and self.disk.write(
+                state.tokens, data, size, state.pos_min
+            ):
+                written, count = written + size, count + 1
+        for entry in self.host.recent() if self.host is not None else []:
+            if time.perf_counter() > deadline:
+                break
+            keep = entry.persist and written + entry.size <= budget and len(entry.tokens) >= self.save_min
+            if keep and self.disk.write(entry.tokens, entry.data, entry.size, entry.pos_min):
+                written, count = written + entry.size, count + 1
+        log.info("KV cache: wrote %d states (%.1f MiB) to disk at stop", count, written / 2**20)
 
     def _close(self, slot: _Slot, event: Event | None, keep: bool = True) -> None:
         """End the slot: its cells stay cached under their token ids (unless `keep` is off: after a failed
         step their content is unknown); the sequence id is reusable at once."""
         state = self._seqs[slot.seq]
         if keep:
+            state.persist = slot.job.params.cache_prompt  # a `cache_prompt: false` request is never written
             state.tokens = np.concatenate([slot.prefix, np.asarray(slot.history, np.int32)])
             state.prompt_end = min(len(slot.job.prompt), len(state.tokens))  # less when cancelled mid-prompt
             state.pos_min = max(0, ll.llama_memory_seq_pos_min(self.memory, slot.seq)) if self.n_swa else 0
@@ -567,6 +687,7 @@ class Engine(JobThread[Job]):
         ids = range(self._slots[0].seq, self._slots[-1].seq + 1)
         fillers: list[tuple[SeqState, int]] = []
         spare = self.n_batch - len(ids)  # prompt tokens beyond one a sequence (n_batch = chunk + n_seq)
+        prompt_tokens = 0
         for seq in ids:
             slot = by_seq.get(seq)
             if slot is None:  # right after the free sequence's cached cells, which it leaves untouched
@@ -584,6 +705,7 @@ class Engine(JobThread[Job]):
             elif slot.todo:  # a prompt chunk per step keeps running streams flowing
                 take = 1 + min(len(slot.todo) - 1, self.chunk - 1, spare)
                 spare -= take - 1
+                prompt_tokens += take
                 for k in range(take):
                     last = k == take - 1 and len(slot.todo) == 1
                     token = slot.todo.popleft()
@@ -596,9 +718,13 @@ class Engine(JobThread[Job]):
             self._flush()
             return
         self._flush()  # the request side works on the last step's tokens while this one decodes
+        began = time.perf_counter()
         try:
             rc = ll.llama_decode(self.ctx, self.batch)
         finally:
+            if prompt_tokens >= PROMPT_RATE_MIN_TOKENS:
+                rate = prompt_tokens / max(time.perf_counter() - began, 1e-6)
+                self.prompt_rate = rate if self.prompt_rate <= 0 else 0.8 * self.prompt_rate + 0.2 * rate
             for state, pos in fillers:
                 gil_held.llama_memory_seq_rm(self.memory, state.seq, pos, -1)
                 if self.n_swa:  # the filler may have taken the place of a cell outside the window

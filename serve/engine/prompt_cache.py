@@ -11,7 +11,7 @@ server rule (the smallest position kept must be within the window behind the fir
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ class SeqState:
     used: int = 0  # logical clock of the last use: least recently used goes first
     saved: bool = False  # the host cache already holds these exact cells
     prompt_end: int = 0  # where the last job's prompt ended (its answer follows)
+    persist: bool = True  # may go to the disk tier (off after a `cache_prompt: false` request)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Entry:
     data: Any  # the saved state (a ctypes byte array); opaque here
     size: int  # bytes it holds
     pos_min: int
+    persist: bool = True  # may go to the disk tier
 
 
 class HostCache:
@@ -115,9 +117,11 @@ class HostCache:
     (`n_swa`), llama.cpp saves only the cells inside the window, so an entry serves only prefixes reaching into
     its last `n_swa` positions."""
 
-    def __init__(self, capacity: int, n_swa: int = 0) -> None:
+    def __init__(self, capacity: int, n_swa: int = 0, on_evict: Callable[[Entry], None] | None = None) -> None:
+        """`on_evict`: receives each entry dropped for room (least recently used), e.g. to spill it to disk."""
         self.capacity = capacity
         self.n_swa = n_swa
+        self.on_evict = on_evict
         self.used = 0
         self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._next = 0
@@ -137,7 +141,7 @@ class HostCache:
             for e in self._entries.values()
         )
 
-    def put(self, tokens: np.ndarray, data: Any, size: int, pos_min: int = 0) -> bool:
+    def put(self, tokens: np.ndarray, data: Any, size: int, pos_min: int = 0, persist: bool = True) -> bool:
         """Store a state; False when it cannot fit at all or is already covered."""
         if size > self.capacity or self.covers(tokens):
             return False
@@ -149,8 +153,12 @@ class HostCache:
         ]:
             self._drop(key)
         while self.used + size > self.capacity:
-            self._drop(next(iter(self._entries)))
-        self._entries[self._next] = Entry(tokens, data, size, pos_min)
+            key = next(iter(self._entries))
+            evicted = self._entries[key]
+            self._drop(key)
+            if self.on_evict is not None:
+                self.on_evict(evicted)
+        self._entries[self._next] = Entry(tokens, data, size, pos_min, persist)
         self._next += 1
         self.used += size
         return True
@@ -169,6 +177,10 @@ class HostCache:
             return None, 0
         self._entries.move_to_end(best_key)
         return found[1], found[0]
+
+    def recent(self) -> list[Entry]:
+        """The entries, most recently used first."""
+        return list(reversed(self._entries.values()))
 
     def clear(self) -> None:
         self._entries.clear()
