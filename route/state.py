@@ -16,6 +16,7 @@ from route.upstream import Upstream
 
 if TYPE_CHECKING:
     from route.ondemand import OnDemand
+    from route.shared.sync import SharedSync
 
 
 @dataclass
@@ -31,6 +32,7 @@ class RouterState:
     ondemand: OnDemand | None = None  # the stack's models, loaded on demand (route/ondemand.py)
     started: float = field(default_factory=time.time)
     save_lock: asyncio.Lock | None = None
+    shared: SharedSync | None = None  # the state shared with other routers (--shared-state)
 
     @property
     def proxy(self) -> Proxy:

@@ -11,13 +11,14 @@ OnDemand manager run against it without starting model servers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from route.catalog import Catalog, CatalogModel, Control, CostEntry
+from route.catalog import BudgetEntry, Catalog, CatalogModel, Control, CostEntry
 
 KEY = "s" * 32
 
@@ -26,6 +27,7 @@ class FakeSupervisor:
     def __init__(self, running: dict[str, str] | None = None) -> None:
         self.running = dict(running or {})  # model -> "loaded" | "loading"; the rest are unloaded
         self.start_error: str | None = None
+        self.start_delay = 0.0  # seconds each POST /start takes (a load that takes time)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -39,6 +41,7 @@ class FakeSupervisor:
             view = {name: {"status": status, "layers": 0} for name, status in self.running.items()}
             return web.json_response({"models": view})
         if request.path == "/start":
+            await asyncio.sleep(self.start_delay)
             if self.start_error is not None:
                 return web.json_response({"error": self.start_error}, status=503)
             self.running[body["model"]] = "loaded"
@@ -48,9 +51,19 @@ class FakeSupervisor:
             return web.json_response({"model": body["model"], "status": "unloaded"})
         return web.json_response({"ok": True})  # /ready
 
-    def catalog(self, models: list[str], load_timeout: float = 10.0) -> Catalog:
-        entries = [CatalogModel(name=m, names=[m], costs=[CostEntry(layers=0, vram=0, ram=1)]) for m in models]
-        return Catalog(control=Control(url=self.url, key=KEY), load_timeout=load_timeout, models=entries)
+    def catalog(
+        self, models: list[str], load_timeout: float = 10.0, preload: bool = True, ram: int | None = None
+    ) -> Catalog:
+        """Each model holds 1 byte of RAM; `ram`: the budget (None: no limit)."""
+        entries = [
+            CatalogModel(name=m, names=[m], preload=preload, costs=[CostEntry(layers=0, vram=0, ram=1)]) for m in models
+        ]
+        return Catalog(
+            control=Control(url=self.url, key=KEY),
+            load_timeout=load_timeout,
+            models=entries,
+            budget=BudgetEntry(ram=ram),
+        )
 
     async def __aenter__(self) -> FakeSupervisor:
         app = web.Application()
