@@ -21,6 +21,7 @@ from route.health import probe_all, run_checks, spread
 from route.hops import new_hop
 from route.lifecycle import LoadState
 from route.metrics import Metrics
+from route.nodes import Fleet
 from route.ondemand import OnDemand
 from route.proxy import Proxy
 from route.registry import Registry, load_state
@@ -68,8 +69,12 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             state.ondemand = state.proxy.ondemand = OnDemand(
                 read_catalog(cfg.catalog), state.registry, state.metrics, state.save, cluster=state.shared
             )
-            if state.shared is not None:
-                state.shared.ondemand = state.ondemand
+        elif cfg.node_key is not None:  # nodes join (route/nodes.py): their models, loaded on demand on them
+            state.ondemand = state.proxy.ondemand = Fleet(
+                cfg, state.registry, state.metrics, state.save, cfg.node_key, cluster=state.shared
+            )
+        if state.shared is not None:
+            state.shared.ondemand = state.ondemand
         if state.shared is not None:
             await state.shared.start()  # one pass first: what the other routers know is served from the start
         if state.ondemand is not None:

@@ -69,6 +69,12 @@ class Entry:
     room: str | None = None  # while a load waits for room: who holds it
     keep_alive: float | None = None  # the last request's Ollama keep_alive (seconds; inf: forever); None: the ttl
     changed_at: float = 0.0  # Unix time of its last change of status, here or on another router (shared state)
+    node: str | None = None  # the node it runs on (route/nodes.py); None: this router's own stack
+
+    @property
+    def key(self) -> str:
+        """Its name in the shared state: NODE/MODEL for a node's model."""
+        return self.spec.name if self.node is None else f"{self.node}/{self.spec.name}"
 
     def __post_init__(self) -> None:
         self.status = LoadState(self.status)  # a wire string given for a start state is checked and typed
@@ -152,16 +158,22 @@ class OnDemand:
         save: Callable[[], Awaitable[None]],
         control: Control | None = None,
         cluster: SharedSync | None = None,
+        node: str | None = None,
+        ondemand_metrics: OnDemandMetrics | None = None,
     ) -> None:
+        """`node`: the node whose models these are (route/nodes.py), which names them in the shared state; `ondemand_
+        metrics`: the metrics every node's manager shares."""
         self.catalog = catalog
         self.budget: Budget = catalog.budget.budget()
         self.registry = registry
         self.save = save
         self.control = control or Control(catalog.control.url, catalog.control.key, catalog.load_timeout)
-        self.metrics = OnDemandMetrics(metrics)
+        self.metrics = ondemand_metrics or OnDemandMetrics(metrics)
+        self.node = node
         self.cluster = cluster  # the other routers' word (route/shared/sync.py); None: this router alone
-        self.entries = {m.name: Entry(m) for m in catalog.models}
+        self.entries = {m.name: Entry(m, node=node) for m in catalog.models}
         self.by_name = {n: e for e in self.entries.values() for n in e.spec.names}
+        self.by_key = {e.key: e for e in self.entries.values()}
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         for entry in self.entries.values():
@@ -268,13 +280,13 @@ class OnDemand:
 
     def _busy(self, entry: Entry) -> str | None:
         """Why it may not be evicted now, here or on another router."""
-        return entry.busy() or (self.cluster.remote_of(entry.name).busy() if self.cluster is not None else None)
+        return entry.busy() or (self.cluster.remote_of(entry.key).busy() if self.cluster is not None else None)
 
     def _last_used(self, entry: Entry) -> float:
         """Monotonic time it was last used, here or on another router."""
         if self.cluster is None:
             return entry.last_used
-        used = self.cluster.remote_of(entry.name).used
+        used = self.cluster.remote_of(entry.key).used
         return max(entry.last_used, time.monotonic() - (time.time() - used)) if used else entry.last_used
 
     def _holders(self, but: Entry) -> list[Holder]:
@@ -298,9 +310,9 @@ class OnDemand:
                     headers={"Retry-After": RETRY_LOAD},
                 )
         try:
-            seen = await self.cluster.shared_status(entry.name)  # it may have loaded just before the lock was free
+            seen = await self.cluster.shared_status(entry.key)  # it may have loaded just before the lock was free
             if seen is not None and seen[2] > entry.changed_at:
-                self.apply_remote(entry.name, *seen)
+                self.apply_remote(entry.key, *seen)
             if entry.status == LoadState.UNLOADED:
                 await self._load_here(entry, why, deadline)
                 await self.cluster.publish_now(entry)  # before the lock goes: the next holder sees it loaded
@@ -488,10 +500,21 @@ class OnDemand:
         if self.cluster is not None and at is None:
             self.cluster.model_changed(entry)
 
+    def lost(self, entry: Entry) -> None:
+        """Its servers are gone with their node (route/nodes.py): unloaded, nothing to stop."""
+        if entry.status != LoadState.LOADED:
+            return
+        self._set(entry, LoadState.UNLOADING, entry.cost)
+        prefix = f"{self.node}." if self.node is not None else ""
+        for backend in list(self.registry.all_for(entry.name)):
+            if not backend.draining and backend.name.startswith(prefix):
+                self.registry.unregister(backend.name)
+        self._set(entry, LoadState.UNLOADED, None)
+
     def apply_remote(self, name: str, status: str, layers: int | None, at: float) -> None:
         """Another router's newer word on a model: adopt a model it loaded, or stop routing to one it unloads.
         What this router is doing itself (a load or unload task running) goes on and has the last word."""
-        entry = self.entries.get(name)
+        entry = self.by_key.get(name)
         if entry is None or at <= entry.changed_at or entry.unload is not None:
             return
         if entry.load is not None and entry.status != LoadState.UNLOADED:
@@ -524,7 +547,7 @@ class OnDemand:
         cost = self._planned(entry)
         status = entry.status.value
         if self.cluster is not None and entry.status == LoadState.UNLOADED:
-            status = self.cluster.remote_of(entry.name).status or status  # another router may be loading it
+            status = self.cluster.remote_of(entry.key).status or status  # another router may be loading it
         return {
             "status": status,
             "vram_bytes": cost.vram,

@@ -212,7 +212,7 @@ class SharedSync:
                     t[1] += int(c.get("waiting", 0))
                     t[2] = max(t[2], float(c.get("used", 0.0)))
         remote = {}
-        for name in self.ondemand.entries:
+        for name in self.ondemand.by_key:
             item = snap.models.get(name) or {}
             status, by = item.get("status"), str(item.get("by", ""))
             if status in ("loading", "unloading") and by not in live:
@@ -247,9 +247,9 @@ class SharedSync:
         await self.store.put_many(BACKENDS, backends)
         if self.ondemand is not None:
             models = {
-                e.name: self._model_record(e)
-                for e in self.ondemand.entries.values()
-                if e.changed_at > float((snap.models.get(e.name) or {}).get("at", 0.0))
+                e.key: self._model_record(e)
+                for e in self.ondemand.by_key.values()
+                if e.changed_at > float((snap.models.get(e.key) or {}).get("at", 0.0))
             }
             await self.store.put_many(MODELS, models)
 
@@ -257,8 +257,8 @@ class SharedSync:
         if self.ondemand is None:
             return {}
         return {
-            e.name: {"active": e.active, "waiting": e.waiting, "used": time.time() - (time.monotonic() - e.last_used)}
-            for e in self.ondemand.entries.values()
+            e.key: {"active": e.active, "waiting": e.waiting, "used": time.time() - (time.monotonic() - e.last_used)}
+            for e in self.ondemand.by_key.values()
             if e.active or e.waiting or e.status.value != "unloaded"
         }
 
@@ -277,7 +277,7 @@ class SharedSync:
         self._background(self.store.put(EJECTED, backend.name, {"at": now, "until": until}))
 
     def model_changed(self, entry: Entry) -> None:
-        self._background(self.store.put(MODELS, entry.name, self._model_record(entry)))
+        self._background(self.store.put(MODELS, entry.key, self._model_record(entry)))
 
     def _model_record(self, entry: Entry) -> dict[str, Any]:
         layers = entry.cost.layers if entry.cost is not None else None
@@ -313,7 +313,7 @@ class SharedSync:
             return None
 
     async def publish_now(self, entry: Entry) -> None:
-        await self.store.put(MODELS, entry.name, self._model_record(entry))
+        await self.store.put(MODELS, entry.key, self._model_record(entry))
 
     async def release(self, claim: Claim) -> None:
         if claim.refresher is not None:
