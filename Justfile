@@ -55,8 +55,27 @@ browser:
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 
+# Debian's redis-server, which the shared-state tests and bench/cluster.py start on a free loopback port themselves
+# (never as a service). Nothing to do when one is there.
+redis:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v redis-server >/dev/null; then exit 0; fi
+    if ! command -v apt-get >/dev/null; then
+        echo "hearth: no redis-server and no apt-get: the shared-state tests will be skipped"
+        exit 0
+    fi
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "hearth: installing Debian's redis-server for the shared-state tests (not started as a service)"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    # Debian's package may start its own service; the tests start theirs on free ports
+    if command -v systemctl >/dev/null && systemctl is-active -q redis-server 2>/dev/null; then
+        $sudo systemctl disable --now -q redis-server || true
+    fi
+
 # Run the test suite.
-test *args: setup-dev browser
+test *args: setup-dev browser redis
     {{py}} -m pytest "$@"
 
 # Regenerate docs/ui.png, the README's picture of the web page (the demo stack in chromium).
@@ -64,5 +83,5 @@ screenshot: setup-dev browser
     {{py}} -m testkit.screenshot
 
 # Run the benchmarks and write bench/RESULTS.md.
-bench *args: setup-dev
+bench *args: setup-dev redis
     {{py}} -m bench "$@"

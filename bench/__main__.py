@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.common import Row, machine, table
 
-BENCHES = ("convert", "serve", "cache", "route", "e2e", "ondemand", "retrieval", "kvdisk")
+BENCHES = ("convert", "serve", "cache", "route", "e2e", "ondemand", "retrieval", "kvdisk", "cluster")
 
 
 def main(argv: list[str] | None = None) -> int:

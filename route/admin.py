@@ -25,9 +25,11 @@ from hearth_common.jsonbody import BodyError, parse_object
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.validation import error_place, first_error
 from route.config import BackendSpec, RouterConfig
+from route.control import Control, ControlError
 from route.errors import BadRequest, Forbidden, NotFound, RouteError, Unauthorized
 from route.hops import LOOP
 from route.hosts import host_allowed
+from route.nodes import Fleet, NodeRegistration
 from route.state import RouterState
 from route.upstream import TIMED_OUT, UNREACHABLE, answered
 
@@ -63,12 +65,28 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
+def node_refusal(cfg: RouterConfig, presented: str | None) -> RouteError | None:
+    """Why a node's call is refused (None: it may go on). Nodes use the node key; the admin key also does."""
+    if cfg.node_key is not None and key_matches(presented, cfg.node_key):
+        return None
+    if cfg.admin_key is not None and key_matches(presented, cfg.admin_key):
+        return None
+    if cfg.node_key is None:
+        return Forbidden("this router takes no nodes: give it a node key (--node-key-file or HEARTH_ROUTE_NODE_KEY)")
+    return Unauthorized("a node needs the node key: Authorization: Bearer <key>")
+
+
 def add_admin_routes(app: Quart, state: RouterState) -> None:
     cfg = state.cfg
 
-    def require_admin(write: bool = False) -> None:
-        auth = request.headers.get("Authorization")
-        refusal = admin_refusal(cfg, presented_key(auth, request.headers.get("x-api-key")), write)
+    def presented() -> str | None:
+        return presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+
+    def require_admin(write: bool = False, node: bool = False) -> None:
+        """`node`: a node's key will do as well (a node registers its own model servers)."""
+        if node and cfg.node_key is not None and key_matches(presented(), cfg.node_key):
+            return
+        refusal = admin_refusal(cfg, presented(), write)
         if refusal is not None:
             raise refusal
 
@@ -81,7 +99,7 @@ def add_admin_routes(app: Quart, state: RouterState) -> None:
 
     @app.post("/backends/register")
     async def register() -> Response:
-        require_admin(write=True)
+        require_admin(write=True, node=True)
         try:
             spec = BackendSpec.model_validate(await json_body())
         except ValidationError as exc:
@@ -108,7 +126,7 @@ def add_admin_routes(app: Quart, state: RouterState) -> None:
 
     @app.post("/backends/unregister")
     async def unregister() -> Response:
-        require_admin(write=True)
+        require_admin(write=True, node=True)
         name = (await json_body()).get("name")
         if not isinstance(name, str) or not name:
             raise BadRequest("`name` is required and must be a string", param="name")
@@ -139,6 +157,47 @@ def add_admin_routes(app: Quart, state: RouterState) -> None:
         name = await model_in_body()
         assert state.ondemand is not None
         return json_response(await state.ondemand.unload(name))
+
+    @app.post("/nodes/register")
+    async def register_node() -> Response:
+        refusal = node_refusal(cfg, presented())
+        if refusal is not None:
+            raise refusal
+        if not isinstance(state.ondemand, Fleet):
+            raise NotFound("this router takes no nodes (it runs its own stack)")
+        try:
+            spec = NodeRegistration.model_validate(await json_body())
+            url = spec.checked_url()
+        except (ValidationError, ValueError) as exc:
+            message = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise BadRequest(f"invalid node registration: {message}") from None
+        host = urlsplit(url).hostname or ""
+        if not host_allowed(host, cfg.allow_backend_hosts):
+            raise BadRequest(f"node host {host!r} is not allowed here (--allow-backend-hosts)", param="url")
+        try:  # the router's word must reach it too: its control API answers the same key
+            await Control(url, cfg.node_key or "", 10).models_once()
+        except ControlError as exc:
+            raise BadRequest(f"node {spec.name!r}: its control API at {url} did not answer: {exc}") from None
+        node = await state.ondemand.register(spec.model_copy(update={"url": url}))
+        return json_response(node.view())
+
+    @app.get("/nodes")
+    async def list_nodes() -> Response:
+        require_admin()
+        fleet = state.ondemand
+        return json_response({"nodes": [n.view() for n in fleet.nodes.values()] if isinstance(fleet, Fleet) else []})
+
+    @app.get("/nodes/<name>")
+    async def one_node(name: str) -> Response:
+        """A node asks whether this router still knows it (it registers again when not)."""
+        refusal = node_refusal(cfg, presented())
+        if refusal is not None:
+            raise refusal
+        fleet = state.ondemand
+        node = fleet.nodes.get(name) if isinstance(fleet, Fleet) else None
+        if node is None:
+            raise NotFound(f"no node named {name!r}", param="name")
+        return json_response(node.view())
 
     @app.get("/backends")
     async def list_backends() -> Response:

@@ -21,9 +21,12 @@ from route.health import probe_all, run_checks, spread
 from route.hops import new_hop
 from route.lifecycle import LoadState
 from route.metrics import Metrics
+from route.nodes import Fleet
 from route.ondemand import OnDemand
 from route.proxy import Proxy
 from route.registry import Registry, load_state
+from route.shared.store import SharedStore
+from route.shared.sync import SharedSync, replica_name
 from route.state import RouterState
 from route.ui import add_ui_routes, with_activity
 from route.upstream import AiohttpUpstream, Upstream
@@ -46,21 +49,35 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         state.wake_health = asyncio.Event()  # bound to the serving loop
         up = state.make_upstream(cfg)
         state.proxy_ = Proxy(cfg, state.registry, up, state.metrics, state.wake_health)
+        if cfg.shared_state is not None:  # other routers' word, over Redis (route/shared/)
+            store = SharedStore(cfg.shared_state, cfg.shared_state_password, replica_name(cfg))
+            state.shared = SharedSync(store, state.registry, cfg, state.metrics, state.wake_health.set)
+            state.proxy_.on_eject = state.shared.ejected
         specs, served = load_state(cfg.state_file) if cfg.state_file else ([], set())
         state.registry.served.update(served)
         by_name = {s.name: s for s in [*cfg.backends, *specs]}  # the state file's newer word wins
         errors = await probe_all([s.url for s in by_name.values()], state.probe)
         now = time.monotonic()
         for i, (spec, error) in enumerate(zip(by_name.values(), errors, strict=True)):
-            backend = state.registry.register(spec, healthy=error is None)
+            # at 0: a registration another router made since (in the shared state) is newer
+            backend = state.registry.register(spec, healthy=error is None, at=0.0)
             backend.next_check = spread(i, len(by_name), now, cfg.health_interval)
             backend.last_check = time.time()
             backend.last_error = error
         state.health_task = asyncio.create_task(run_checks(state.registry, state.probe, cfg, state.wake_health))
         if cfg.catalog is not None:  # the stack's models, loaded on demand
             state.ondemand = state.proxy.ondemand = OnDemand(
-                read_catalog(cfg.catalog), state.registry, state.metrics, state.save
+                read_catalog(cfg.catalog), state.registry, state.metrics, state.save, cluster=state.shared
             )
+        elif cfg.node_key is not None:  # nodes join (route/nodes.py): their models, loaded on demand on them
+            state.ondemand = state.proxy.ondemand = Fleet(
+                cfg, state.registry, state.metrics, state.save, cfg.node_key, cluster=state.shared
+            )
+        if state.shared is not None:
+            state.shared.ondemand = state.ondemand
+        if state.shared is not None:
+            await state.shared.start()  # one pass first: what the other routers know is served from the start
+        if state.ondemand is not None:
             state.ondemand.start()
 
     @app.after_serving
@@ -70,6 +87,8 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             await asyncio.gather(state.health_task, return_exceptions=True)
         if state.ondemand is not None:
             await state.ondemand.close()
+        if state.shared is not None:
+            await state.shared.close()
         if state.proxy_ is not None:
             await state.proxy_.upstream.close()
 

@@ -9,6 +9,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,7 +23,7 @@ BackendSpec = Registration  # one registration: POST /backends/register, a `[[ba
 
 # Keys never come from the command line (every user sees it in `ps`): the config file, a `--NAME-file` or
 # HEARTH_ROUTE_NAME.
-SECRETS = ("admin_key", "api_key", "backend_key")
+SECRETS = ("admin_key", "api_key", "backend_key", "shared_state_password", "node_key")
 LOOPBACK = ["127.0.0.0/8", "::1", "localhost"]
 # Seconds between active health checks, here and in the stack file. On one machine or a LAN a check is a GET of a
 # model server's /health (under a millisecond, off its decode thread), so checking often costs nothing: a server that
@@ -106,6 +107,18 @@ class RouterConfig(BaseModel):
     catalog: Path | None = Field(
         default=None, description="the stack's models to load on demand, written by python -m stack"
     )
+    shared_state: str | None = Field(
+        default=None,
+        description="redis://HOST:PORT/DB: share backends, ejections, loads and counts with the other routers there",
+    )
+    shared_state_password: str | None = Field(default=None, min_length=1, description="the shared state's password")
+    shared_state_password_file: Path | None = Field(
+        default=None, description="owner-only file holding the Redis password (or HEARTH_ROUTE_SHARED_STATE_PASSWORD)"
+    )
+    node_key: str | None = Field(default=None, min_length=16, description="the key nodes register with")
+    node_key_file: Path | None = Field(
+        default=None, description="owner-only file holding the nodes' key (or HEARTH_ROUTE_NODE_KEY)"
+    )
     config: Path | None = Field(
         default=None, description="TOML file of settings, [[backends]] to register at start and [model_strategies]"
     )
@@ -113,6 +126,24 @@ class RouterConfig(BaseModel):
     model_strategies: dict[str, StrategyName] = Field(
         default_factory=dict, description="per-model strategy (config file)"
     )
+
+    @field_validator("shared_state")
+    @classmethod
+    def _shared_state(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("must be redis://HOST:PORT/DB (or rediss://)")
+        if parts.password is not None:
+            raise ValueError(
+                "holds a password, which the command line shows to every user: give it in "
+                "--shared-state-password-file or HEARTH_ROUTE_SHARED_STATE_PASSWORD"
+            )
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"database {db!r} is not a number")
+        return value
 
     @field_validator("allow_backend_hosts")
     @classmethod
@@ -138,8 +169,8 @@ PROGRAM = Program(
     options=OPTIONS,
     secrets=SECRETS,
     epilog="The --config file is under both. Keys never go on the command line: --admin-key-file, --api-key-file, "
-    "--backend-key-file (owner-only files) or HEARTH_ROUTE_ADMIN_KEY, HEARTH_ROUTE_API_KEY, "
-    "HEARTH_ROUTE_BACKEND_KEY.",
+    "--backend-key-file, --shared-state-password-file, --node-key-file (owner-only files) or HEARTH_ROUTE_ADMIN_KEY, "
+    "HEARTH_ROUTE_API_KEY, HEARTH_ROUTE_BACKEND_KEY, HEARTH_ROUTE_SHARED_STATE_PASSWORD, HEARTH_ROUTE_NODE_KEY.",
 )
 
 

@@ -37,6 +37,13 @@ class Control:
     async def models(self) -> dict[str, Any]:
         return (await self._call("GET", "/models", None, 30)).get("models", {})
 
+    async def models_once(self) -> dict[str, Any]:
+        """GET /models on a session of its own (a one-off check, as at a node's registration)."""
+        try:
+            return await self.models()
+        finally:
+            await self.close()
+
     async def start(self, name: str, layers: int, why: str) -> int:
         # The supervisor bounds the start itself (its load timeout); this only guards against a lost answer.
         body = {"model": name, "layers": layers, "why": why}

@@ -102,5 +102,8 @@ async def run_checks(registry: Registry, probe: Probe, cfg: RouterConfig, wake: 
         if due:
             await asyncio.gather(*(check(b) for b in due))
         wake.clear()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that arrives as the event is set,
+        # and the loop then never ends (seen with other routers' word waking it often: route/shared/)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=next_wake(registry, time.monotonic(), cfg))
+            async with asyncio.timeout(next_wake(registry, time.monotonic(), cfg)):
+                await wake.wait()

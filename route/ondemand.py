@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -44,6 +44,9 @@ from route.lifecycle import LoadState, advance
 from route.metrics import Metrics
 from route.registry import Registry
 from route.residency import Budget, Cost, Holder, Load, TooLarge, decide, size
+
+if TYPE_CHECKING:
+    from route.shared.sync import SharedSync
 
 log = logging.getLogger("route.ondemand")
 
@@ -65,6 +68,13 @@ class Entry:
     unload: asyncio.Task[None] | None = None
     room: str | None = None  # while a load waits for room: who holds it
     keep_alive: float | None = None  # the last request's Ollama keep_alive (seconds; inf: forever); None: the ttl
+    changed_at: float = 0.0  # Unix time of its last change of status, here or on another router (shared state)
+    node: str | None = None  # the node it runs on (route/nodes.py); None: this router's own stack
+
+    @property
+    def key(self) -> str:
+        """Its name in the shared state: NODE/MODEL for a node's model."""
+        return self.spec.name if self.node is None else f"{self.node}/{self.spec.name}"
 
     def __post_init__(self) -> None:
         self.status = LoadState(self.status)  # a wire string given for a start state is checked and typed
@@ -109,6 +119,7 @@ class Lease:
             self._entry.active -= 1
             self._entry.last_used = time.monotonic()
             self._manager.changed()
+            self._manager.counted(self._entry)
             self._manager.released(self._entry)
 
 
@@ -146,15 +157,23 @@ class OnDemand:
         metrics: Metrics,
         save: Callable[[], Awaitable[None]],
         control: Control | None = None,
+        cluster: SharedSync | None = None,
+        node: str | None = None,
+        ondemand_metrics: OnDemandMetrics | None = None,
     ) -> None:
+        """`node`: the node whose models these are (route/nodes.py), which names them in the shared state; `ondemand_
+        metrics`: the metrics every node's manager shares."""
         self.catalog = catalog
         self.budget: Budget = catalog.budget.budget()
         self.registry = registry
         self.save = save
         self.control = control or Control(catalog.control.url, catalog.control.key, catalog.load_timeout)
-        self.metrics = OnDemandMetrics(metrics)
-        self.entries = {m.name: Entry(m) for m in catalog.models}
+        self.metrics = ondemand_metrics or OnDemandMetrics(metrics)
+        self.node = node
+        self.cluster = cluster  # the other routers' word (route/shared/sync.py); None: this router alone
+        self.entries = {m.name: Entry(m, node=node) for m in catalog.models}
         self.by_name = {n: e for e in self.entries.values() for n in e.spec.names}
+        self.by_key = {e.key: e for e in self.entries.values()}
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         for entry in self.entries.values():
@@ -215,7 +234,13 @@ class OnDemand:
                 raise
             entry.waiting -= 1  # and active += 1 below, with no await in between: never seen idle
         entry.active += 1
+        self.counted(entry)
         return Lease(self, entry)
+
+    def counted(self, entry: Entry) -> None:
+        """Its counts changed: other routers hear at once when it turns busy or idle (else within a heartbeat)."""
+        if self.cluster is not None and entry.active + entry.waiting <= 1:
+            self.cluster.counts_changed()
 
     async def _until_loaded(self, entry: Entry, why: str) -> None:
         timeout = self.catalog.load_timeout
@@ -253,16 +278,53 @@ class OnDemand:
 
     # -- loading ---------------------------------------------------------------------------------------------------
 
+    def _busy(self, entry: Entry) -> str | None:
+        """Why it may not be evicted now, here or on another router."""
+        return entry.busy() or (self.cluster.remote_of(entry.key).busy() if self.cluster is not None else None)
+
+    def _last_used(self, entry: Entry) -> float:
+        """Monotonic time it was last used, here or on another router."""
+        if self.cluster is None:
+            return entry.last_used
+        used = self.cluster.remote_of(entry.key).used
+        return max(entry.last_used, time.monotonic() - (time.time() - used)) if used else entry.last_used
+
     def _holders(self, but: Entry) -> list[Holder]:
         return [
-            Holder(e.name, e.cost, e.last_used, e.busy())
+            Holder(e.name, e.cost, self._last_used(e), self._busy(e))
             for e in self.entries.values()
             if e is not but and e.cost is not None
         ]
 
     async def _load(self, entry: Entry, why: str) -> None:
         deadline = time.monotonic() + self.catalog.load_timeout
+        if self.cluster is None:
+            return await self._load_here(entry, why, deadline)
+        while (claim := await self.cluster.claim(entry.name)) is None:
+            # Another router loads it: its LOADED reaches this one through the shared state (apply_remote).
+            if entry.status == LoadState.LOADED:
+                return None
+            if not await self._until_changed(min(deadline, time.monotonic() + 0.1)) and time.monotonic() >= deadline:
+                raise ModelNotLoaded(
+                    f"model {entry.name!r} did not load within {self.catalog.load_timeout:g} s (on another router)",
+                    headers={"Retry-After": RETRY_LOAD},
+                )
+        try:
+            seen = await self.cluster.shared_status(entry.key)  # it may have loaded just before the lock was free
+            if seen is not None and seen[2] > entry.changed_at:
+                self.apply_remote(entry.key, *seen)
+            if entry.status == LoadState.UNLOADED:
+                await self._load_here(entry, why, deadline)
+                await self.cluster.publish_now(entry)  # before the lock goes: the next holder sees it loaded
+        finally:
+            await self.cluster.release(claim)
+        return None
+
+    async def _load_here(self, entry: Entry, why: str, deadline: float) -> None:
         while True:
+            if entry.status == LoadState.LOADED:  # another router loaded it meanwhile (shared state)
+                entry.room = None
+                return
             decision = decide(entry.name, entry.spec.options(), self._holders(entry), self.budget)
             if isinstance(decision, Load):
                 break
@@ -357,7 +419,7 @@ class OnDemand:
             now = time.monotonic()
             for entry in self.entries.values():
                 stay = entry.stay()
-                if stay is not None and entry.idle() and now - entry.last_used >= stay:
+                if stay is not None and entry.idle() and not self._busy(entry) and now - self._last_used(entry) >= stay:
                     self._expired(entry, stay)
 
     def _expired(self, entry: Entry, stay: float) -> None:
@@ -428,11 +490,44 @@ class OnDemand:
 
     # -- state, views and admin ------------------------------------------------------------------------------------
 
-    def _set(self, entry: Entry, status: LoadState, cost: Cost | None) -> None:
+    def _set(self, entry: Entry, status: LoadState, cost: Cost | None, at: float | None = None) -> None:
+        """`at`: the time another router made this change (shared state); None: made here, now."""
         entry.status = advance(entry.name, entry.status, status)
         entry.cost = cost
+        entry.changed_at = time.time() if at is None else at
         self._gauges(entry)
         self.changed()
+        if self.cluster is not None and at is None:
+            self.cluster.model_changed(entry)
+
+    def lost(self, entry: Entry) -> None:
+        """Its servers are gone with their node (route/nodes.py): unloaded, nothing to stop."""
+        if entry.status != LoadState.LOADED:
+            return
+        self._set(entry, LoadState.UNLOADING, entry.cost)
+        prefix = f"{self.node}." if self.node is not None else ""
+        for backend in list(self.registry.all_for(entry.name)):
+            if not backend.draining and backend.name.startswith(prefix):
+                self.registry.unregister(backend.name)
+        self._set(entry, LoadState.UNLOADED, None)
+
+    def apply_remote(self, name: str, status: str, layers: int | None, at: float) -> None:
+        """Another router's newer word on a model: adopt a model it loaded, or stop routing to one it unloads.
+        What this router is doing itself (a load or unload task running) goes on and has the last word."""
+        entry = self.by_key.get(name)
+        if entry is None or at <= entry.changed_at or entry.unload is not None:
+            return
+        if entry.load is not None and entry.status != LoadState.UNLOADED:
+            return  # its own load runs (a load still waiting for the lock or for room may adopt)
+        if status == LoadState.LOADED and entry.status == LoadState.UNLOADED and isinstance(layers, int):
+            self._set(entry, LoadState.LOADED, entry.spec.cost_for(layers), at)
+            entry.last_used = time.monotonic()
+            log.info("%s is loaded (by another router)", name)
+        elif status in (LoadState.UNLOADING, LoadState.UNLOADED) and entry.status == LoadState.LOADED:
+            self._set(entry, LoadState.UNLOADING, entry.cost, at)
+            log.info("%s is unloading (by another router)", name)
+        if status == LoadState.UNLOADED and entry.status == LoadState.UNLOADING:
+            self._set(entry, LoadState.UNLOADED, None, at)
 
     def _gauges(self, entry: Entry) -> None:
         for status in LoadState:
@@ -450,8 +545,11 @@ class OnDemand:
 
     def model_view(self, entry: Entry) -> dict[str, Any]:
         cost = self._planned(entry)
+        status = entry.status.value
+        if self.cluster is not None and entry.status == LoadState.UNLOADED:
+            status = self.cluster.remote_of(entry.key).status or status  # another router may be loading it
         return {
-            "status": entry.status.value,
+            "status": status,
             "vram_bytes": cost.vram,
             "ram_bytes": cost.ram,
             "ttl": entry.spec.ttl,

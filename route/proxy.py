@@ -44,6 +44,7 @@ from route.strategies import STRATEGIES, RouteRequest, Strategy
 from route.upstream import Upstream, UpstreamResponse
 
 if TYPE_CHECKING:
+    from route.nodes import Fleet
     from route.ondemand import OnDemand
 
 PASSED_RESPONSE_HEADERS = ("content-type", "retry-after")
@@ -68,7 +69,8 @@ class Proxy:
     metrics: Metrics
     wake_health: asyncio.Event
     strategies: dict[str, Strategy] = field(default_factory=dict)
-    ondemand: OnDemand | None = None  # the stack's models, loaded on demand (route/ondemand.py)
+    ondemand: OnDemand | Fleet | None = None  # the stack's models, loaded on demand (route/ondemand.py)
+    on_eject: Callable[[Backend], None] | None = None  # told of each passive ejection (route/shared/sync.py)
 
     def strategy(self, model: str) -> Strategy:
         strategy = self.strategies.get(model)
@@ -84,6 +86,8 @@ class Proxy:
         if record_failure(self.registry, backend, error, time.monotonic(), self.cfg):
             self.metrics.ejections.labels(backend.name).inc()
             self.wake_health.set()
+            if self.on_eject is not None:
+                self.on_eject(backend)
 
     def pick(self, request: RouteRequest, tried: set[str]) -> Backend | None:
         candidates = self.registry.candidates(request.model)

@@ -8,12 +8,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from route.config import BackendSpec
 from route.errors import ConfigError, NotFound
+
+
+class Listener(Protocol):
+    """Told of registrations made here (route/shared/sync.py shares them with other routers)."""
+
+    def registered(self, backend: Backend) -> None: ...
+    def unregistered(self, name: str, at: float) -> None: ...
 
 
 @dataclass(eq=False)
@@ -35,6 +42,7 @@ class Backend:
     next_check: float = 0.0  # monotonic time of the next active check
     last_check: float | None = None  # wall-clock time, for people
     last_error: str | None = None
+    registered_at: float = 0.0  # Unix time of the registration it holds (0: from a file at start); newer wins
 
     @property
     def name(self) -> str:
@@ -68,6 +76,7 @@ class Registry:
     backends: dict[str, Backend] = field(default_factory=dict)
     served: set[str] = field(default_factory=set)  # every model name any backend ever served: 404 vs 503
     _by_model: dict[str, list[Backend]] = field(default_factory=dict)
+    listener: Listener | None = None
 
     def _reindex(self) -> None:
         index: dict[str, list[Backend]] = {}
@@ -76,8 +85,9 @@ class Registry:
                 index.setdefault(model, []).append(backend)
         self._by_model = index
 
-    def register(self, spec: BackendSpec, *, healthy: bool) -> Backend:
-        """Add a backend, or update one of the same name (its counters stay)."""
+    def register(self, spec: BackendSpec, *, healthy: bool, at: float | None = None, announce: bool = True) -> Backend:
+        """Add a backend, or update one of the same name (its counters stay). `at`: when it was registered (default:
+        now); `announce`: tell the listener (not for what another router registered)."""
         backend = self.backends.get(spec.name)
         if backend is None:
             backend = self.backends[spec.name] = Backend(spec)
@@ -87,16 +97,21 @@ class Registry:
         if healthy:
             backend.ejected_until = 0.0
             backend.fails_in_row = 0
+        backend.registered_at = time.time() if at is None else at
         self.served.update(spec.models)
         self._reindex()
+        if announce and self.listener is not None:
+            self.listener.registered(backend)
         return backend
 
-    def unregister(self, name: str) -> Backend:
+    def unregister(self, name: str, announce: bool = True) -> Backend:
         """Stop new traffic at once; the backend goes when its last request ends."""
         backend = self.backends.get(name)
         if backend is None or backend.draining:
             raise NotFound(f"no backend named {name!r}", param="name")
         backend.draining = True
+        if announce and self.listener is not None:
+            self.listener.unregistered(name, max(time.time(), backend.registered_at))
         if backend.active == 0:
             self._remove(backend)
         return backend

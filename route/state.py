@@ -15,7 +15,9 @@ from route.registry import Registry, write_state
 from route.upstream import Upstream
 
 if TYPE_CHECKING:
+    from route.nodes import Fleet
     from route.ondemand import OnDemand
+    from route.shared.sync import SharedSync
 
 
 @dataclass
@@ -28,9 +30,10 @@ class RouterState:
     hop: str  # this router's name in Via headers (route/hops.py)
     proxy_: Proxy | None = None
     health_task: asyncio.Task[None] | None = None
-    ondemand: OnDemand | None = None  # the stack's models, loaded on demand (route/ondemand.py)
+    ondemand: OnDemand | Fleet | None = None  # the stack's models, loaded on demand (route/ondemand.py)
     started: float = field(default_factory=time.time)
     save_lock: asyncio.Lock | None = None
+    shared: SharedSync | None = None  # the state shared with other routers (--shared-state)
 
     @property
     def proxy(self) -> Proxy:

@@ -34,6 +34,7 @@ from route.backstats import AiohttpFetch, Scraper
 from route.errors import BadRequest, NotFound
 from route.lifecycle import LoadState
 from route.logstream import follow, log_path
+from route.ondemand import OnDemand
 from route.state import RouterState
 
 CSP = (
@@ -77,7 +78,7 @@ class Ui:
 
     def log_names(self) -> list[str]:
         od = self.state.ondemand
-        logs = od.catalog.logs if od is not None else None
+        logs = od.catalog.logs if isinstance(od, OnDemand) else None  # nodes keep their logs
         return list(logs.names) if logs is not None else []
 
     def _backends(self) -> dict[str, list[Any]]:
@@ -245,7 +246,7 @@ def add_ui_routes(app: Quart, state: RouterState) -> Ring:
         if not source:
             raise BadRequest("`source` is required: the name of one of the stack's logs", param="source")
         od = state.ondemand
-        logs = od.catalog.logs if od is not None else None
+        logs = od.catalog.logs if isinstance(od, OnDemand) else None  # nodes keep their logs
         if logs is None:
             raise NotFound("this router knows no log folder (it was started without the stack's catalog)")
         path = log_path(logs, source)

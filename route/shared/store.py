@@ -1,0 +1,222 @@
+"""The Redis side of shared state: the connection, whether it is up, and every key the replicas share.
+
+Keys (all under `hearth:`; values are JSON; times are Unix seconds, so the routers' clocks should agree, as NTP
+keeps them):
+
+    hearth:backends        hash  name -> {"spec": registration, "at": when registered}
+    hearth:gone            hash  name -> when unregistered (a tombstone: a replica that still lists it drops it)
+    hearth:ejected         hash  name -> {"until": end of the passive ejection, "at": when}
+    hearth:models          hash  stack model -> {"status", "layers", "at", "by": replica}
+    hearth:replicas        zset  replica -> the time its heartbeat expires
+    hearth:busy:REPLICA    hash  stack model -> {"active", "waiting", "used"}: that replica's counts; expires with it
+    hearth:load:MODEL      the model's load lock (SET NX PX, refreshed while held; a crashed router's lapses)
+    hearth:nodes           hash  node name -> {"spec": node registration, "at": when}
+
+Every call has a short timeout and no retry (a down Redis costs one timeout, not several): a failure marks the store
+down, said once in the log, and returns None; the next success marks it up again, also said once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import LockError, RedisError
+
+log = logging.getLogger("route.shared")
+
+T = TypeVar("T")
+PREFIX = "hearth:"
+BACKENDS, GONE, EJECTED, MODELS, REPLICAS, NODES = (
+    PREFIX + k for k in ("backends", "gone", "ejected", "models", "replicas", "nodes")
+)
+TIMEOUT = 0.25  # seconds one Redis call may take; on loopback or a LAN one takes well under a millisecond
+LOCK_TTL = 15.0  # seconds a load lock lives unless its holder refreshes it (every LOCK_TTL / 3)
+
+
+def busy_key(replica: str) -> str:
+    return f"{PREFIX}busy:{replica}"
+
+
+def lock_key(model: str) -> str:
+    return f"{PREFIX}load:{model}"
+
+
+def _load(raw: Any) -> Any:
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _decode(table: dict[Any, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in table.items():
+        value = _load(v)
+        if value is not None:
+            out[k.decode() if isinstance(k, bytes) else str(k)] = value
+    return out
+
+
+@dataclass
+class Snapshot:
+    """Everything the replicas share, read in two round trips."""
+
+    backends: dict[str, Any] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)
+    ejected: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, Any] = field(default_factory=dict)
+    busy: dict[str, dict[str, Any]] = field(default_factory=dict)  # replica -> model -> counts (live replicas only)
+
+
+class SharedStore:
+    def __init__(self, url: str, password: str | None, replica: str, on_up: Callable[[bool], None] | None = None):
+        self.replica = replica
+        self.url = url
+        self.up = False
+        self._said: bool | None = None  # what the log last said: up or down
+        self._on_up = on_up
+        self.redis = aioredis.Redis.from_url(
+            url,
+            password=password,
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    def _mark(self, up: bool, why: str = "") -> None:
+        self.up = up
+        if self._on_up is not None:
+            self._on_up(up)
+        if self._said is up:
+            return
+        self._said = up
+        if up:
+            log.info("shared state at %s is up", self.url)
+        else:
+            log.warning("shared state at %s is unreachable (%s): serving from what this router knows", self.url, why)
+
+    async def call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T | None:
+        """fn's result, or None when Redis failed (marked down)."""
+        try:
+            result = await fn(self.redis)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._mark(False, f"{type(exc).__name__}: {exc}")
+            return None
+        self._mark(True)
+        return result
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    async def snapshot(self, ttl: float) -> Snapshot | None:
+        """Everything shared; also this replica's heartbeat (it stays live for `ttl` seconds)."""
+
+        async def read(r: aioredis.Redis) -> Snapshot:
+            now = time.time()
+            pipe = r.pipeline(transaction=False)
+            pipe.zadd(REPLICAS, {self.replica: now + ttl})
+            pipe.zremrangebyscore(REPLICAS, "-inf", now)
+            pipe.zrange(REPLICAS, 0, -1)
+            for key in (BACKENDS, GONE, EJECTED, MODELS, NODES):
+                pipe.hgetall(key)
+            _, _, replicas, backends, gone, ejected, models, nodes = await pipe.execute()
+            names = [x.decode() for x in replicas]
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(busy_key(name))
+            busy = await pipe.execute() if names else []
+            return Snapshot(
+                _decode(backends),
+                {k: float(v) for k, v in _decode(gone).items() if isinstance(v, int | float)},
+                _decode(ejected),
+                _decode(models),
+                _decode(nodes),
+                {n: _decode(b) for n, b in zip(names, busy, strict=True)},
+            )
+
+        return await self.call(read)
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    async def put(self, table: str, name: str, value: Any, *, clear_gone: bool = False) -> bool:
+        async def write(r: aioredis.Redis) -> bool:
+            pipe = r.pipeline(transaction=True)
+            pipe.hset(table, name, json.dumps(value))
+            if clear_gone:
+                pipe.hdel(GONE, name)
+            await pipe.execute()
+            return True
+
+        return bool(await self.call(write))
+
+    async def put_many(self, table: str, values: dict[str, Any]) -> bool:
+        if not values:
+            return True
+
+        async def write(r: aioredis.Redis) -> bool:
+            await r.hset(table, mapping={k: json.dumps(v) for k, v in values.items()})
+            return True
+
+        return bool(await self.call(write))
+
+    async def remove(self, table: str, name: str, at: float) -> bool:
+        """Delete from `table` and leave a tombstone, so replicas that still list it drop it."""
+
+        async def write(r: aioredis.Redis) -> bool:
+            pipe = r.pipeline(transaction=True)
+            pipe.hdel(table, name)
+            pipe.hset(GONE, name, json.dumps(at))
+            await pipe.execute()
+            return True
+
+        return bool(await self.call(write))
+
+    async def counts(self, counts: dict[str, Any], ttl: float) -> bool:
+        """Replace this replica's per-model counts; they vanish `ttl` seconds after its last heartbeat."""
+
+        async def write(r: aioredis.Redis) -> bool:
+            key = busy_key(self.replica)
+            pipe = r.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping={"_alive": "1", **{k: json.dumps(v) for k, v in counts.items()}})
+            pipe.pexpire(key, int(ttl * 1000))
+            await pipe.execute()
+            return True
+
+        return bool(await self.call(write))
+
+    # -- the load lock -------------------------------------------------------------------------------------------
+
+    def lock(self, model: str) -> Lock:
+        return Lock(self.redis, lock_key(model), timeout=LOCK_TTL, blocking=False, thread_local=False)
+
+    async def try_lock(self, lock: Lock) -> bool | None:
+        """True: held now; False: another replica holds it; None: Redis is down."""
+        return await self.call(lambda _: lock.acquire(blocking=False))
+
+    async def refresh(self, lock: Lock) -> None:
+        async def extend(_: aioredis.Redis) -> None:
+            with contextlib.suppress(LockError):  # lost (lapsed and taken): the load goes on; /start is idempotent
+                await lock.reacquire()
+
+        await self.call(extend)
+
+    async def unlock(self, lock: Lock) -> None:
+        async def release(_: aioredis.Redis) -> None:
+            with contextlib.suppress(LockError):  # lapsed meanwhile
+                await lock.release()
+
+        await self.call(release)

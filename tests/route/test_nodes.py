@@ -1,0 +1,163 @@
+"""Nodes joining routers (route/nodes.py): two routers over one real redis-server in this event loop, and two fake
+nodes (testkit/supervisor.py) on 127.0.0.2 and 127.0.0.3 whose budgets hold one model each. A fake node registers a
+model's server with the routers when told to start it, as a real one does (stack/node.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from route.app import create_app
+from route.config import RouterConfig
+from testkit.redis import RedisServer, redis_missing
+from testkit.supervisor import KEY as NODE_KEY, FakeSupervisor
+from testkit.upstream import FakeUpstream, ok
+from tests.route.test_shared_state import KEY, Replica, until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.skipif(redis_missing() is not None, reason=str(redis_missing()))]
+NODE = {"Authorization": f"Bearer {NODE_KEY}"}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Cluster:
+    def __init__(self, redis: RedisServer) -> None:
+        self.redis = redis
+        self.fake = FakeUpstream()
+        self.routers: list[Replica] = []
+        self.nodes: dict[str, FakeSupervisor] = {}
+        self.stack = contextlib.AsyncExitStack()
+
+    async def router(self) -> Replica:
+        cfg = RouterConfig(
+            admin_key="sesame",
+            node_key=NODE_KEY,
+            shared_state=self.redis.url,
+            allow_backend_hosts=["127.0.0.0/8"],
+            health_interval=0.2,
+            health_timeout=0.5,
+            unhealthy_after=1,
+        )
+        replica = Replica(create_app(cfg, upstream=lambda _: self.fake))
+        await replica.test_app.startup()
+        self.routers.append(replica)
+        return replica
+
+    async def node(self, name: str, host: str, models: list[str]) -> FakeSupervisor:
+        async def started(model: str) -> None:  # the node registers the model's server with every router
+            server = f"http://{host}:{10000 + int(model.lstrip('m'))}"  # what the fake transport answers as
+            self.fake.behaviour[server] = ok(f"{name}.{model}")
+            body = {"name": f"{name}.{model}", "url": server, "models": [model]}
+            for router in self.routers:
+                r = await router.client.post("/backends/register", json=body, headers=NODE)
+                assert r.status_code == 200, await r.get_json()
+
+        sup = await self.stack.enter_async_context(FakeSupervisor(host=host, on_start=started))
+        self.nodes[name] = sup
+        for router in self.routers:
+            r = await self.join(router, name, models)
+            assert r.status_code == 200, await r.get_json()
+        return sup
+
+    async def join(self, router: Replica, name: str, models: list[str], headers: dict[str, str] = NODE) -> Any:
+        sup = self.nodes[name]
+        body = {
+            "name": name,
+            "url": sup.url,
+            "budget": {"ram": 1},  # one model at a time
+            "load_timeout": 10,
+            "models": [
+                {"name": m, "names": [m], "preload": False, "costs": [{"layers": 0, "vram": 0, "ram": 1}]}
+                for m in models
+            ],
+        }
+        return await router.client.post("/nodes/register", json=body, headers=headers)
+
+    def starts(self, node: str) -> list[str]:
+        return [body["model"] for path, body in self.nodes[node].calls if path == "/start"]
+
+    def stops(self, node: str) -> list[str]:
+        return [body["model"] for path, body in self.nodes[node].calls if path == "/stop"]
+
+    async def close(self) -> None:
+        for router in self.routers:
+            await router.test_app.shutdown()
+        await self.stack.aclose()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    with RedisServer() as redis:
+        c = Cluster(redis)
+        try:
+            yield c
+        finally:
+            await c.close()
+
+
+async def listing(router: Replica) -> dict[str, tuple[str, str]]:
+    data = (await (await router.client.get("/v1/models")).get_json())["data"]
+    return {d["id"]: (d["status"], d.get("node")) for d in data}
+
+
+async def test_a_node_without_the_right_key_is_refused(cluster: Cluster) -> None:
+    router = await cluster.router()
+    cluster.nodes["n"] = await cluster.stack.enter_async_context(FakeSupervisor(host="127.0.0.2"))
+    r = await cluster.join(router, "n", ["m1"], headers={"Authorization": "Bearer " + "x" * 32})
+    assert r.status_code == 401
+    r = await cluster.join(router, "n", ["m1"], headers=KEY)  # the admin key will do
+    assert r.status_code == 200
+    assert [n["name"] for n in (await (await router.client.get("/nodes", headers=KEY)).get_json())["nodes"]] == ["n"]
+
+
+async def test_a_node_outside_the_allowed_hosts_is_refused(cluster: Cluster) -> None:
+    cluster.nodes["n"] = await cluster.stack.enter_async_context(FakeSupervisor(host="127.0.0.2"))
+    cfg = RouterConfig(admin_key="sesame", node_key=NODE_KEY, allow_backend_hosts=["127.0.0.1"])
+    other = Replica(create_app(cfg, upstream=lambda _: cluster.fake))
+    await other.test_app.startup()
+    cluster.routers.append(other)
+    r = await cluster.join(other, "n", ["m1"])
+    assert r.status_code == 400 and "not allowed" in (await r.get_json())["error"]["message"]
+
+
+async def test_models_spread_over_nodes_and_a_dead_node_s_models_load_elsewhere(cluster: Cluster) -> None:
+    one, two = await cluster.router(), await cluster.router()
+    await cluster.node("node-a", "127.0.0.2", ["m1", "m2"])
+    await cluster.node("node-b", "127.0.0.3", ["m1", "m2"])
+    assert (await one.chat("m1")).status_code == 200
+    assert cluster.starts("node-a") == ["m1"]
+    await until(lambda: _listed(two, "m1", ("loaded", "node-a")))  # both routers list the same models
+    # a second model goes to the node with room rather than evicting the first
+    assert (await two.chat("m2")).status_code == 200
+    assert cluster.starts("node-b") == ["m2"] and not cluster.stops("node-a")
+    await until(lambda: _listed(one, "m2", ("loaded", "node-b")))
+    assert await listing(one) == await listing(two) == {"m1": ("loaded", "node-a"), "m2": ("loaded", "node-b")}
+    # node-a dies: m1 is marked unloaded and loads on node-b (evicting the idle m2 there) at its next request
+    await cluster.nodes["node-a"].__aexit__(None, None, None)
+    await until(lambda: _listed(one, "m1", ("unloaded", "node-a")))
+    assert (await one.chat("m1")).status_code == 200
+    assert cluster.starts("node-b") == ["m2", "m1"] and cluster.stops("node-b") == ["m2"]
+    answer = await one.chat("m1")
+    assert (await answer.get_json())["who"] == "node-b.m1"
+
+
+async def _listed(router: Replica, model: str, want: tuple[str, str]) -> bool:
+    return (await listing(router)).get(model) == want
+
+
+async def test_two_routers_load_a_model_once_over_nodes(cluster: Cluster) -> None:
+    one, two = await cluster.router(), await cluster.router()
+    await cluster.node("node-a", "127.0.0.2", ["m1", "m2"])
+    await cluster.node("node-b", "127.0.0.3", ["m1", "m2"])
+    for sup in cluster.nodes.values():
+        sup.start_delay = 0.5
+    answers = await asyncio.gather(*(r.chat("m1") for r in [one, two] * 4))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert cluster.starts("node-a") + cluster.starts("node-b") == ["m1"]
