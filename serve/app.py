@@ -9,24 +9,18 @@ Ollama's on /api/).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from hearth_common import anthropic_errors, ollama_errors
-from hearth_common.errors import error_body, error_type
-from hearth_common.jsonbody import BodyError, parse_object
+from hearth_common import ollama_errors
 from hearth_common.keys import key_matches, presented_key
-from hearth_common.logs import note
 from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.rerank import RERANK_PATHS
-from hearth_common.validation import error_place, first_error
 from serve.api import (
     anthropic,
     completions,
@@ -37,47 +31,24 @@ from serve.api import (
     openai_chat,
     rerank,
     responses,
+    wire,
 )
 from serve.api.anthropic_schemas import CountTokensRequest, MessagesRequest
 from serve.api.ollama_schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, ShowBody
 from serve.api.responses_schemas import ResponsesRequest
 from serve.arrivals import CountArrivals
-from serve.chat import offload
 from serve.chat.schemas import ChatRequest, CompletionRequest
 from serve.config import ServeConfig
 from serve.errors import (
     BodyTooLarge,
-    InvalidRequest,
-    ModelNotFound,
     RequestTimeout,
     ServeError,
     Unauthorized,
-    UnsupportedEndpoint,
 )
 from serve.router_client import RouterClient
 from serve.runtime import Runtime
 
 log = logging.getLogger("serve")
-
-# request path -> the endpoint label of metrics (any other path counts as "other": labels stay bounded)
-ENDPOINTS = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/messages": "messages",
-    "/v1/messages/count_tokens": "count_tokens",
-    "/v1/responses": "responses",
-    "/api/chat": "ollama_chat",
-    "/api/generate": "ollama_generate",
-    "/api/embed": "ollama_embed",
-    "/api/embeddings": "ollama_embeddings",
-    "/api/show": "ollama_show",
-    **dict.fromkeys(RERANK_PATHS, "rerank"),
-}
-EMBEDDING_ENDPOINTS = frozenset({"embeddings", "ollama_embed", "ollama_embeddings"})  # an --embeddings server's
-EITHER_ENDPOINTS = frozenset({"ollama_show"})  # served by chat and --embeddings servers alike
-RERANK_ENDPOINTS = frozenset({"rerank"})  # a --rerank server's, and only its
-SSE, NDJSON = "text/event-stream", "application/x-ndjson"  # a stream's content type: OpenAI's and Anthropic's, Ollama's
 
 
 class ServeApp(Quart):
@@ -89,7 +60,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     """`model_path`: the GGUF to load (default: config.model_path, which must then be a .gguf)."""
     app = ServeApp(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
+    app.config["BODY_TIMEOUT"] = wire.BODY_TIMEOUT
     app.runtime = Runtime.create(config, model_path or config.model_path, model_name)
     app.router = RouterClient(config) if config.router else None
     # Quart's documented way to wrap its ASGI app in middleware; mypy refuses any assignment to a method
@@ -123,30 +94,22 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
 
     @app.errorhandler(ServeError)
     async def _serve_error(err: ServeError) -> Response:
-        _count_refused(app, err.status, err.code)
-        return _error(err)
+        wire.count_refused(app.runtime, err.status, err.code)
+        return wire.serve_error(err)
 
     @app.errorhandler(HTTPException)
     async def _http_error(err: HTTPException) -> Response:
         if err.code == 413:
-            too_large = BodyTooLarge(f"request body over {config.max_body_bytes} bytes")
-            _count_refused(app, too_large.status, too_large.code)
-            return _error(too_large)
+            return await _serve_error(BodyTooLarge(f"request body over {config.max_body_bytes} bytes"))
         if err.code == 408:
-            timeout = RequestTimeout(f"request body not received within {BODY_TIMEOUT} s")
-            _count_refused(app, timeout.status, timeout.code)
-            return _error(timeout)
+            return await _serve_error(RequestTimeout(f"request body not received within {wire.BODY_TIMEOUT} s"))
         status = err.code or 500
-        _count_refused(app, status, str(status))
-        message = err.description or str(err)
-        if anthropic_errors.owns(request.path):
-            body = anthropic_errors.error_body(status, message)
-        elif ollama_errors.owns(request.path):
-            body = ollama_errors.error_body(message)
-        else:
-            body = error_body(message, error_type(status), str(status))
-        allow = {k: v for k, v in err.get_headers() if k.lower() == "allow"}  # a 405 says what is allowed
-        return Response(json.dumps(body), status=status, headers=allow, content_type="application/json")
+        wire.count_refused(app.runtime, status, str(status))
+        response = wire.error_response(status, err.description or str(err), code=str(status))
+        for key, value in err.get_headers():
+            if key.lower() == "allow":  # a 405 says what is allowed
+                response.headers[key] = value
+        return response
 
     @app.before_request
     async def _guard() -> None:
@@ -204,17 +167,22 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         }
 
     def route(
-        path: str, endpoint: str, schema: type[BaseModel], respond: Respond, stream: str = SSE, name: str | None = None
+        path: str,
+        endpoint: str,
+        schema: type[BaseModel],
+        respond: wire.Respond,
+        stream: str = wire.SSE,
+        name: str | None = None,
     ) -> None:
         """POST `path`: the body validated as `schema`, answered by the API module's `respond` (a stream as
         content type `stream`). `name`: the rule's own name where several paths share one endpoint."""
 
         async def handle() -> Response:
             async def work() -> Response:
-                req = _served(app, await _body(schema), endpoint)
-                return _reply(await respond(app.runtime, req), stream)
+                req = wire.served(app.runtime, await wire.body(schema), endpoint)
+                return wire.reply(await respond(app.runtime, req), stream)
 
-            return await _counted(app, endpoint, work())
+            return await wire.counted(app.runtime, endpoint, work())
 
         app.add_url_rule(path, name or endpoint, handle, methods=["POST"])
 
@@ -224,110 +192,11 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     route("/v1/messages", "messages", MessagesRequest, anthropic.respond)
     route("/v1/messages/count_tokens", "count_tokens", CountTokensRequest, anthropic.count_tokens)
     route("/v1/responses", "responses", ResponsesRequest, responses.respond)
-    route("/api/chat", "ollama_chat", ChatBody, ollama.chat, NDJSON)
-    route("/api/generate", "ollama_generate", GenerateBody, ollama.generate, NDJSON)
+    route("/api/chat", "ollama_chat", ChatBody, ollama.chat, wire.NDJSON)
+    route("/api/generate", "ollama_generate", GenerateBody, ollama.generate, wire.NDJSON)
     route("/api/embed", "ollama_embed", EmbedBody, ollama_embed.embed)
     route("/api/embeddings", "ollama_embeddings", EmbeddingsBody, ollama_embed.embeddings)
     route("/api/show", "ollama_show", ShowBody, ollama_show.show)
     for path in RERANK_PATHS:  # one endpoint (metrics label "rerank"), three spellings
         route(path, "rerank", rerank.RerankRequest, rerank.respond, name=f"rerank:{path}")
     return app
-
-
-# -- helpers ------------------------------------------------------------------------------------------------
-
-
-BODY_TIMEOUT = 30  # seconds a client may take to send its body (Quart's default is 60)
-
-
-def _error(err: ServeError) -> Response:
-    if anthropic_errors.owns(request.path):
-        body = anthropic_errors.error_body(err.status, err.message, err.details)
-    elif ollama_errors.owns(request.path):
-        body = ollama_errors.error_body(err.message)
-    else:
-        body = err.body()
-    response = Response(json.dumps(body), status=err.status, content_type="application/json")
-    retry = getattr(err, "retry_after", None)
-    if retry is not None:
-        response.headers["Retry-After"] = str(retry)
-    return response
-
-
-async def _counted(app: ServeApp, endpoint: str, work: Any) -> Response:
-    try:
-        response: Response = await work
-    except ServeError as err:
-        app.runtime.metrics.request(endpoint, err.status)
-        raise
-    app.runtime.metrics.request(endpoint, response.status_code)
-    return response
-
-
-def _count_refused(app: ServeApp, status: int, code: str | None) -> None:
-    """Requests refused with a 4xx, by endpoint and reason, for /metrics."""
-    if 400 <= status < 500:
-        app.runtime.metrics.refused(ENDPOINTS.get(request.path, "other"), code or str(status))
-
-
-def _served(app: ServeApp, req: Any, endpoint: str) -> Any:
-    """The request, if this server serves its model (name or alias; none given is fine) on this endpoint."""
-    rt, config = app.runtime, app.runtime.config
-    note(model=rt.model_name)  # the access line's model
-    ollama_path = ollama_errors.owns(request.path)
-    name = ollama_errors.model_name(req.model) if ollama_path else req.model  # Ollama's `name:latest` is `name`
-    if name and name not in (rt.model_name, *config.alias):
-        raise ModelNotFound(
-            ollama_errors.not_found(req.model)
-            if ollama_path
-            else f"the model {req.model!r} does not exist here; this server serves {rt.model_name!r}",
-            param="model",
-        )
-    if config.rerank != (endpoint in RERANK_ENDPOINTS):
-        raise UnsupportedEndpoint(
-            f"{rt.model_name!r} is a reranker (the server runs with --rerank): use /v1/rerank"
-            if config.rerank
-            else f"{rt.model_name!r} is no reranker: serve a cross-encoder with --rerank (stack file: rerank = true)",
-            param="model",
-        )
-    if endpoint in EITHER_ENDPOINTS:
-        return req
-    if config.embeddings and endpoint not in EMBEDDING_ENDPOINTS:
-        raise UnsupportedEndpoint(
-            f"{rt.model_name!r} is an embeddings model (the server runs with --embeddings): use /v1/embeddings",
-            param="model",
-        )
-    if endpoint in EMBEDDING_ENDPOINTS and not config.embeddings:
-        raise UnsupportedEndpoint(
-            f"{rt.model_name!r} does not serve embeddings: start its server with --embeddings "
-            "(stack file: embeddings = true)",
-            param="model",
-        )
-    return req
-
-
-async def _body(model: type[BaseModel]) -> Any:
-    try:
-        # all three arguments spelled: only that overload of Quart's get_data is typed as bytes
-        raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
-        offload.note_size(len(raw))
-        data = parse_object(raw)
-    except BodyError as err:
-        raise InvalidRequest(str(err)) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise InvalidRequest(first_error(err, default="body"), param=error_place(err)) from None
-
-
-Reply = dict[str, Any] | AsyncGenerator[bytes, None]
-Respond = Callable[[Runtime, Any], Awaitable[Any]]  # an API module's respond(runtime, request) -> Reply
-
-
-def _reply(result: Reply, stream: str = SSE) -> Response:
-    """A whole JSON body, or a stream of bytes (SSE, or `stream`'s content type)."""
-    if isinstance(result, dict):
-        return Response(json.dumps(result), content_type="application/json")
-    response = Response(result, content_type=stream, headers={"Cache-Control": "no-cache"})
-    response.timeout = None  # a long generation is not a stalled response
-    return response
