@@ -35,6 +35,7 @@ from llama_cpp import mtmd_cpp as mt
 from serve.engine.context import EngineError
 
 MARKER = "<__media__>"  # mtmd's default media marker, where the chat core puts each image
+BLACK_8X8_PNG = b'\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x08\x00\x00\x00\x08\x08\x02\x00\x00\x00Km)\xdc\x00\x00\x00\x0cIDATx\x9cc`\x18\x1e\x00\x00\x00\xc8\x00\x01\xad@v"\x00\x00\x00\x00IEND\xaeB`\x82'
 
 
 class ImageError(ValueError):
@@ -172,6 +173,10 @@ class Projector:
             return Tokenized(ids, tuple(spans))
         finally:
             mt.mtmd_input_chunks_free(chunks)
+
+    def tokens_per_image(self) -> int:
+        """Positions a small image takes (fixed-size projectors such as Gemma 3's: every image)."""
+        return sum(span.n_tokens for span in self.tokenize(MARKER, [BLACK_8X8_PNG], add_special=False).images)
 
     # -- the engine thread -----------------------------------------------------------------------------------
 
