@@ -11,9 +11,10 @@ from pathlib import Path
 
 from gguf import Keys
 
-from convert.archs import lookup
+from convert.archs import lookup, projector
 from convert.errors import ConvertError, OutputError, UnsupportedError
 from convert.llama_quirks import general_name
+from convert.mmproj import mmproj_path, write_projector
 from convert.plan import default_plan
 from convert.pooling import pooling_meta
 from convert.source import open_checkpoint
@@ -48,10 +49,14 @@ def convert_checkpoint(
     force: bool = False,
     progress: bool = True,
     pooling: str | None = None,
+    text_only: bool = False,
 ) -> Path:
     """Convert one HF folder; returns the GGUF's path. Raises ConvertError (one line) on bad input.
 
-    `pooling` (mean, cls, last) marks an embedding model; by default a sentence-transformers folder's own."""
+    `pooling` (mean, cls, last) marks an embedding model; by default a sentence-transformers folder's own.
+    A multimodal checkpoint whose image side llama.cpp runs (Gemma 3) also gets its projector written beside the
+    GGUF as NAME.mmproj.gguf (convert.mmproj), first, so a text GGUF present means its projector is too;
+    `text_only` leaves it out."""
     src = Path(src)
     if out_type is not None and out_type not in OUT_TYPES:
         raise UnsupportedError(f"unknown output type {out_type!r}; choose from {', '.join(OUT_TYPES)}")
@@ -79,11 +84,18 @@ def convert_checkpoint(
         plan.meta.extend(pooling_meta(arch.name, src, pooling))
     vocab = load_vocab(src, int(config["vocab_size"]))
     name = general_name(src.resolve().name, vocab)
+    proj = None if text_only else projector(ckpt.architecture)
+    if proj is not None:
+        proj.check_vocab(vocab.tokens)
+        if mmproj_path(out).exists() and not force:
+            raise OutputError(f"{mmproj_path(out)} exists; pass --force to overwrite it")
+        write_projector(proj, ckpt, mmproj_path(out), out_type, name=name)
+    written = (mmproj_path(out),) if proj is not None else ()
 
     remove_stale_temps(out)
     tmp = temp_name(out)
     inter = temp_name(out, "unquantized")
-    with removed_on_failure(tmp, inter):
+    with removed_on_failure(*written), removed_on_failure(tmp, inter):
         try:
             if out_type in LLAMA_QUANT_FTYPES:
                 write_gguf(plan, vocab, inter, direct, name=name, progress=progress)

@@ -37,6 +37,11 @@ def _convert_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, nargs="?", help="output .gguf (default: beside SRC, named SRC.TYPE.gguf)")
     p.add_argument("--type", dest="out_type", choices=OUT_TYPES, help="output type (default: the checkpoint's own)")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument(
+        "--text-only",
+        action="store_true",
+        help="a multimodal checkpoint: leave out the image projector (OUT.mmproj.gguf)",
+    )
     p.add_argument("--verify", action="store_true", help="compare llama.cpp's logits with transformers' afterwards")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -74,7 +79,13 @@ def run(argv: list[str]) -> int:
     from convert import convert_checkpoint
 
     out = convert_checkpoint(
-        args.src, args.out, args.out_type, force=args.force, progress=not args.quiet, pooling=args.pooling
+        args.src,
+        args.out,
+        args.out_type,
+        force=args.force,
+        progress=not args.quiet,
+        pooling=args.pooling,
+        text_only=args.text_only,
     )
     print(out)
     return _verify(args.src, out) if args.verify else 0

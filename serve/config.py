@@ -40,6 +40,14 @@ class ServeConfig(BaseModel):
     rerank: bool = Field(
         False, description="serve /v1/rerank (only) with a cross-encoder reranker (a GGUF whose pooling is rank)"
     )
+    mmproj: Path | None = Field(
+        None,
+        description="the image projector GGUF (llama.cpp's mmproj) of the model; default: NAME.mmproj.gguf beside "
+        "NAME.gguf (a converted multimodal folder has one)",
+    )
+    max_images: int = Field(8, ge=0, description="images per request; more get 400")
+    max_image_bytes: int = Field(8 * 2**20, ge=1024, description="bytes of one encoded image; more get 400")
+    max_image_pixels: int = Field(4096 * 4096, ge=1, description="width x height of one image; more get 400")
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind; 0: any free port")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import llama_cpp as ll
 
+from convert.mmproj import mmproj_path
 from hearth_common.names import MODEL_TYPES
 from hearth_common.paths import cache_dir
 from serve.api.responses_store import ResponseStore
@@ -31,6 +32,7 @@ from serve.engine.embedder import Embedder, EmbedJob, SegmentRows
 from serve.engine.engine import Engine, Event, Failed, Finished, Job, Model, Piece, SamplingParams
 from serve.engine.placement import free_vram, read_shape, resolve
 from serve.engine.scheduler import Scheduler
+from serve.engine.vision import ImageSpan, Projector, Tokenized
 from serve.errors import Loading
 from serve.metrics import Metrics
 
@@ -87,6 +89,11 @@ class Loaded:
     engine: Engine
     template: ChatTemplate
     model_type: str
+    projector: Projector | None = None  # images (--mmproj, or NAME.mmproj.gguf beside the model)
+
+    @property
+    def vision(self) -> bool:
+        return self.projector is not None
 
 
 @dataclass
@@ -135,6 +142,7 @@ class Runtime:
             model.meta("tokenizer.chat_template"), "gpt-oss" if model_type == "gpt-oss" else arch, bos, eos
         )
         ctx = min(c.ctx_size, model.n_ctx_train or c.ctx_size)
+        projector = self._projector(model)
         disk = self._disk_cache(model, ctx)
         engine = Engine(
             model,
@@ -149,6 +157,8 @@ class Runtime:
             dispatch=self._dispatch,
             arriving=lambda: self.arrivals.count,
             disk=disk,
+            projector=projector,
+            min_batch=projector.tokens_per_image() if projector is not None else 0,
         )
         engine.start()
         tools = template.tool_support
@@ -164,7 +174,18 @@ class Runtime:
             engine.host.capacity // MIB if engine.host is not None else 0,
             engine.disk.capacity // MIB if engine.disk is not None else 0,
         )
-        return Loaded(model, engine, template, model_type)
+        return Loaded(model, engine, template, model_type, projector)
+
+    def _projector(self, model: Model) -> Projector | None:
+        """--mmproj, else NAME.mmproj.gguf beside the model when there is one (raises EngineError when llama.cpp
+        cannot open it for this model)."""
+        path = self.config.mmproj or mmproj_path(self.model_path)
+        if self.config.mmproj is None and not path.is_file():
+            return None
+        c = self.config
+        projector = Projector(path, model.ptr, c.threads, use_gpu=model.n_gpu_layers > 0, flash_attn=c.flash_attn)
+        log.info("images: %s (%d tokens an image)", path.name, projector.tokens_per_image())
+        return projector
 
     def _disk_cache(self, model: Model, ctx: int) -> DiskCache | None:
         """The disk tier of this model and layout (None when off or its folder cannot be made: the server goes on
@@ -239,6 +260,8 @@ class Runtime:
     def close(self) -> None:
         if self.loaded:
             self.loaded.engine.stop()
+            if self.loaded.projector is not None:
+                self.loaded.projector.close()
             self.loaded.model.close()
             self.loaded = None
         if self.embedder:
@@ -268,7 +291,13 @@ class Runtime:
         # A template that writes the BOS itself must not get a second one.
         return self.loaded.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
 
-    def start(self, prompt: list[int], params: SamplingParams) -> Run:
+    def tokenize_with_images(self, prompt: str, images: list[bytes]) -> Tokenized:
+        """The prompt's ids and its images' spans (the prompt holds IMAGE_MARKER once per image)."""
+        assert self.loaded and self.loaded.projector is not None
+        bos = self.loaded.template.bos_token
+        return self.loaded.projector.tokenize(prompt, images, add_special=not (bos and prompt.startswith(bos)))
+
+    def start(self, prompt: list[int], params: SamplingParams, images: tuple[ImageSpan, ...] = ()) -> Run:
         """Admit a generation: it starts at once or waits in the queue (raises QueueFull when that is full).
         Read its events with `run.events()`; its slot is released when the engine ends it, whether or not anyone
         reads them (a client can vanish before its response body ever starts)."""
@@ -276,6 +305,7 @@ class Runtime:
         self.arrivals.settle()  # admitted (or refused below): no longer on its way
         inbox = Inbox()
         job = self._job(prompt, params, inbox)
+        job.images = images
         if self.scheduler.submit(job):
             self.loaded.engine.submit(job)
         self.gauges()

@@ -11,6 +11,7 @@ import importlib
 
 from convert.arch import Arch
 from convert.errors import UnsupportedError
+from convert.mmproj import Projector
 
 # Family modules, each exposing ARCHS: tuple[Arch, ...].
 _MODULES = (
@@ -24,6 +25,9 @@ _MODULES = (
     "convert.archs.mistral3",
     "convert.archs.bert",
 )
+
+# Image projector modules, each exposing PROJECTORS: tuple[Projector, ...] (written as NAME.mmproj.gguf).
+_VISION_MODULES = ("convert.archs.gemma3_vision",)
 
 
 def table() -> dict[str, Arch]:
@@ -49,4 +53,13 @@ def lookup(hf_name: str) -> Arch:
     return archs[hf_name]
 
 
-__all__ = ["lookup", "table"]
+def projector(hf_name: str) -> Projector | None:
+    """The image projector of a multimodal architecture, or None (text only, or not written yet: Mistral 3)."""
+    for modname in _VISION_MODULES:
+        for proj in importlib.import_module(modname).PROJECTORS:
+            if hf_name in proj.hf_names:
+                return proj
+    return None
+
+
+__all__ = ["lookup", "projector", "table"]

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth_common.logs import note
-from serve.chat import offload
+from serve.chat import images, offload
 from serve.chat.answer_grammar import build as build_answer_grammar
 from serve.chat.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format, Thinking
 from serve.chat.prompts import TEMPLATE_LEVELS, template_messages
-from serve.chat.schemas import ChatRequest, CompletionRequest, Sampling
+from serve.chat.schemas import IMAGE_MARKER, ChatRequest, CompletionRequest, Sampling
 from serve.chat.tools import grammar as tool_grammar
 from serve.chat.tools.events import CallArgs, CallParser, CallStart, Content, Tools
 from serve.chat.tools.formats import FORMATS, ToolFormat
@@ -50,6 +50,7 @@ from serve.chat.turn import Turn
 from serve.engine.context import EngineError
 from serve.engine.engine import Failed, Piece, SamplingParams, TokenLogprob
 from serve.engine.grammar import Grammar
+from serve.engine.vision import ImageError, ImageSpan
 from serve.errors import ContextLengthExceeded, InvalidRequest, ServeError, ShuttingDown
 from serve.runtime import Run, Runtime
 
@@ -203,6 +204,27 @@ class Prepared:
     params: SamplingParams
     generation: Generation
     level: str
+    images: tuple[ImageSpan, ...] = ()
+
+
+def request_images(runtime: Runtime, req: ChatRequest) -> list[bytes]:
+    """The request's images in prompt order, each checked (serve/chat/images.py); InvalidRequest names the problem."""
+    found = [(i, url) for i, m in enumerate(req.messages) for url in m.image_urls]
+    if not found:
+        return []
+    if not runtime.require_loaded().vision:
+        raise InvalidRequest("this model does not take images (it has no image projector)", param="messages")
+    c = runtime.config
+    limits = images.Limits(c.max_images, c.max_image_bytes, c.max_image_pixels)
+    if len(found) > limits.max_images:
+        raise InvalidRequest(f"{len(found)} images; at most {limits.max_images} a request", param="messages")
+    out = []
+    for i, url in found:
+        try:
+            out.append(images.from_data_url(url, limits).data)
+        except images.ImageRefused as err:
+            raise InvalidRequest(str(err), param=f"messages.{i}.content") from None
+    return out
 
 
 async def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Chat:
@@ -211,7 +233,7 @@ async def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = Fals
     Rendering and tokenizing run in a worker thread for a big request (serve/chat/offload.py): a long conversation
     would hold every other request."""
     ready = await offload.run(prepare, runtime, req, fit_context)
-    return Chat(runtime.start(ready.tokens, ready.params), ready.generation, ready.level)
+    return Chat(runtime.start(ready.tokens, ready.params, ready.images), ready.generation, ready.level)
 
 
 async def plain_chat(runtime: Runtime, req: CompletionRequest) -> Chat:
@@ -239,7 +261,20 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
         except EngineError:
             where = "tools" if tools else "response_format"
             raise InvalidRequest(f"llama.cpp refused the grammar made from {where}'s schema", param=where) from None
-    tokens = runtime.tokenize_prompt(prompt)
+    pictures = request_images(runtime, req)
+    spans: tuple[ImageSpan, ...] = ()
+    if pictures:
+        if prompt.count(IMAGE_MARKER) != len(pictures):
+            raise InvalidRequest(f"the messages' text must not hold the image marker {IMAGE_MARKER}", param="messages")
+        try:
+            tokenized = runtime.tokenize_with_images(prompt, pictures)
+        except ImageError as err:
+            raise InvalidRequest(str(err), param="messages") from None
+        tokens, spans = tokenized.ids, tokenized.images
+        if spans and spans[-1].end >= len(tokens):
+            raise InvalidRequest("the prompt must not end with an image", param="messages")
+    else:
+        tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
     level = (
         "none"
@@ -250,7 +285,7 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     # with a response_format grammar the answer, once begun, is the answer to its end (`<think>` in a string is text)
     parser = ChannelParser.for_output(template.format, thinking, answer_grammar=grammar is not None and not tools)
     generation = Generation(parser, fmt, tools=tools.tools if tools else None)
-    return Prepared(tokens, params, generation, level)
+    return Prepared(tokens, params, generation, level, spans)
 
 
 @dataclass

@@ -19,6 +19,24 @@ class TextPart(BaseModel):
     text: str
 
 
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: str
+    detail: str | None = None  # OpenAI's low/high/auto: the projector decides the resolution here
+
+
+class ImagePart(BaseModel):
+    """OpenAI's image part; the other APIs translate theirs into it (a data: URL)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+# mtmd's marker (serve/engine/vision.py): where an image stands in the rendered prompt
+IMAGE_MARKER = "<__media__>"
+
+
 class FunctionCall(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str = Field(min_length=1)
@@ -50,7 +68,7 @@ class ToolCall(BaseModel):
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart | ImagePart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None  # assistant
     tool_call_id: str | None = None  # tool
@@ -62,8 +80,14 @@ class Message(BaseModel):
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(p.text for p in self.content)
+            return "".join(p.text if isinstance(p, TextPart) else IMAGE_MARKER for p in self.content)
         return self.content or ""
+
+    @property
+    def image_urls(self) -> list[str]:
+        if not isinstance(self.content, list):
+            return []
+        return [p.image_url.url for p in self.content if isinstance(p, ImagePart)]
 
     def reasoning_text(self, key: str) -> str | None:
         value = getattr(self, key)

@@ -44,6 +44,7 @@ from serve.engine.grammar import Grammar
 from serve.engine.jobthread import JobThread
 from serve.engine.prompt_cache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
 from serve.engine.stops import StopFilter
+from serve.engine.vision import ImageSpan, Projector, decode_embeddings
 
 log = logging.getLogger("serve.engine")
 
@@ -141,6 +142,8 @@ class Job:
     emit: Callable[[Event], None]
     continue_on_end: bool = False  # harmony: <|end|> closes a message, not the turn
     deliver: Callable[[Event], None] | None = None  # `emit` on the request's own thread (for a batched dispatch)
+    # images at their positions of `prompt` (which holds their pseudo-token ids: serve/engine/vision.py)
+    images: tuple[ImageSpan, ...] = ()
     cancelled: bool = False
     created: float = field(default_factory=time.perf_counter)
 
@@ -163,6 +166,7 @@ class Model:
         ll.llama_backend_init()
         params = ll.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        self.n_gpu_layers = n_gpu_layers
         self.ptr = ll.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:
             raise EngineError(f"llama.cpp could not load {path}")
@@ -245,6 +249,7 @@ class _Slot:
     batch_index: int = -1
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     stops: StopFilter = field(default_factory=lambda: StopFilter(()))
+    images: deque[ImageSpan] = field(default_factory=deque)  # images not yet decoded, in order
 
 
 class Engine(JobThread[Job]):
@@ -268,6 +273,8 @@ class Engine(JobThread[Job]):
         gather: float = 0.004,
         disk: DiskCache | None = None,
         stop_write_seconds: float = 5.0,
+        projector: Projector | None = None,
+        min_batch: int = 0,
     ) -> None:
         """`cache_ram`: bytes of host RAM for saved sequence states (0: none); `swa_full`: a full-size
         sliding-window cache, so any cached prefix can be reused (llama.cpp's --swa-full); `save_min`: cells
@@ -275,11 +282,14 @@ class Engine(JobThread[Job]):
         this thread (default: each job's `emit`); `arriving`: requests on their way to `submit` (serve/arrivals.py),
         for which a step started from idle waits up to `gather` seconds; `disk`: the disk tier
         (serve/engine/disk_cache.py), where prompts look after the cells and host RAM, and where the engine keeps
-        its cached states when it stops, for at most `stop_write_seconds`."""
+        its cached states when it stops, for at most `stop_write_seconds`; `projector`: encodes a job's images
+        (serve/engine/vision.py), here between steps; `min_batch`: the largest image in tokens, which must fit one
+        micro-batch when the model attends within an image both ways."""
         self.model = model
         self.n_seq = n_seq
         self.chunk = prompt_chunk
-        self.n_batch = prompt_chunk + n_seq
+        self.projector = projector
+        self.n_batch = max(prompt_chunk + n_seq, min_batch)
         self.ctx = new_context(
             model.ptr,
             n_ctx=ctx_per_seq * n_seq,
@@ -451,6 +461,7 @@ class Engine(JobThread[Job]):
             raise
         slot = _Slot(state.seq, job, self._chain(job.params), deque(job.prompt[keep:]), state.tokens[:keep], pos=keep)
         slot.stops = StopFilter(job.params.stops)
+        slot.images = deque(span for span in job.images if span.end > keep)
         return slot
 
     def _trim(self, state: SeqState, keep: int) -> int:
@@ -698,12 +709,16 @@ class Engine(JobThread[Job]):
                 self._add(0, len(state.tokens), seq, False)
                 continue
             slot.batch_index = -1
+            if slot.last is None and slot.images and slot.images[0].start <= slot.pos:
+                self._decode_images(slot)
             if slot.last is not None:
                 slot.batch_index = self._add(slot.last, slot.pos, slot.seq, True)
                 slot.history.append(slot.last)
                 slot.pos += 1
             elif slot.todo:  # a prompt chunk per step keeps running streams flowing
                 take = 1 + min(len(slot.todo) - 1, self.chunk - 1, spare)
+                if slot.images:  # text up to the next image, which a later step decodes
+                    take = min(take, slot.images[0].start - slot.pos)
                 spare -= take - 1
                 prompt_tokens += take
                 for k in range(take):
@@ -734,6 +749,21 @@ class Engine(JobThread[Job]):
         for slot in list(self._slots):
             if slot.batch_index >= 0:
                 self._sample(slot)
+
+    def _decode_images(self, slot: _Slot) -> None:
+        """Encode the images starting at the slot's position and decode their embeddings into its sequence, each
+        in a llama_decode of its own (a batch holds tokens or embeddings, not both), before the step's batch. When
+        the cache kept part of an image (the same picture, by its ids), only the rest is decoded."""
+        assert self.projector is not None
+        while slot.images and slot.images[0].start <= slot.pos:
+            span = slot.images.popleft()
+            embd = self.projector.encode(span)[slot.pos - span.start :]
+            decode_embeddings(self.ctx, embd, slot.pos, slot.seq, non_causal=self.projector.non_causal)
+            for _ in range(len(embd)):
+                slot.history.append(slot.todo.popleft())
+            slot.pos = span.end
+            if not slot.todo:
+                raise EngineError("a prompt must not end with an image")
 
     def _sample(self, slot: _Slot) -> None:
         job, model = slot.job, self.model

@@ -1,4 +1,5 @@
-"""Gemma3ForConditionalGeneration: the text model is converted, the vision tower and projector are dropped.
+"""Gemma3ForConditionalGeneration with --text-only: the text model is converted, the vision tower and projector are
+dropped (test_gemma3_vision.py converts them).
 
 The checkpoint is the gemma3 fixture's text weights inside a real (tiny) transformers Gemma3 multimodal
 model, saved by save_pretrained, so its tensor names and nested text_config are what transformers writes.
@@ -49,7 +50,7 @@ def multimodal(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gguf(multimodal: Path) -> Path:
-    return convert_checkpoint(multimodal, multimodal.with_name("mm.gguf"), "f32", progress=False)
+    return convert_checkpoint(multimodal, multimodal.with_name("mm.gguf"), "f32", progress=False, text_only=True)
 
 
 def test_text_tensors_equal_the_text_only_conversion(gguf: Path, converted) -> None:
