@@ -4,6 +4,9 @@ Reads the stack file (default: stack/default.toml, the built-in demo models), co
 logs the placement plan, starts one model server per model and the router, registers the servers, says where
 the API is, and supervises until Ctrl-C or SIGTERM. Bad options or stack file: one line naming the field, exit 2.
 Its console lines are hearth_common.logs' format, like its children's logs.
+
+`python -m stack --node STACK_FILE --host ADDR --join http://ROUTER:PORT ...` runs one node of a cluster instead: the
+model servers and their supervisor under this host's [budget], no router (stack/node.py).
 """
 
 from __future__ import annotations
