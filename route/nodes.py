@@ -4,13 +4,16 @@ node key); the router then decides, per node, which of its models are loaded, ex
 (route/ondemand.py: one manager per node, whose control channel is the node's HTTP control API).
 
 Placement (`Fleet.acquire`): a model loaded or loading on a live node is used there. Otherwise the node where it fits
-beside what is loaded, without evicting anything, is chosen (the first such node in registration order); failing
+beside what is loaded, without evicting anything, is chosen (the first such node in registration order; what is
+loaded there is the node's own word, GET /models, since another router's load reaches this one a sync later); failing
 that, the first node where it fits after evicting idle models there (today's rules, route/residency.py); failing
 that, the first node that has it (the request waits for room there, as on one machine).
 
 A node whose control API stops answering (`unhealthy_after` checks in a row, every health interval) is dead: its
 models are marked unloaded, its model servers unregistered, and it takes no placement until it answers again (or
-registers again); the next request for one of its models loads it on another node.
+registers again); the next request for one of its models loads it on another node. A request for a model whose
+server there failed requests since the last look asks the node at once (`Fleet._gone`), so a node that dies under
+load is found within a request or two rather than after `unhealthy_after` intervals.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from route.lifecycle import LoadState
 from route.metrics import Metrics
 from route.ondemand import Entry, Lease, OnDemand, OnDemandMetrics
 from route.registry import Registry
-from route.residency import Load, decide
+from route.residency import Holder, Load, decide
 
 if TYPE_CHECKING:
     from route.shared.sync import SharedSync
@@ -66,6 +69,7 @@ class Node:
     manager: OnDemand
     alive: bool = True
     fails: int = 0
+    errors_seen: dict[str, int] = field(default_factory=dict)  # model -> its servers' failed requests, last looked
     registered_at: float = field(default_factory=time.time)
 
     @property
@@ -173,25 +177,84 @@ class Fleet:
     def knows(self, model: str) -> bool:
         return any(n.manager.knows(model) for n in self.nodes.values())
 
-    def place(self, model: str) -> OnDemand | None:
-        """The node to serve `model` from (module docstring), or None when no live node has it."""
-        managers = self._managers(model)
-        if not managers:
-            return None
-        for m in managers:
+    def _where(self, model: str) -> OnDemand | None:
+        """The live node where `model` is loaded, loading or awaited, if any."""
+        for m in self._managers(model):
             entry = m.by_name[model]
             if entry.status != LoadState.UNLOADED or entry.load is not None or entry.waiting:
                 return m
+        return None
+
+    def place(self, model: str, unseen: dict[str, list[Holder]] | None = None) -> OnDemand | None:
+        """The node to serve `model` from (module docstring), or None when no live node has it. `unseen`: per node,
+        what it runs that its manager here does not count yet (_unseen)."""
+        managers = self._managers(model)
+        if not managers:
+            return None
+        where = self._where(model)
+        if where is not None:
+            return where
         for evict in (False, True):
             for m in managers:
                 entry = m.by_name[model]
-                decision = decide(entry.name, entry.spec.options(), m._holders(entry), m.budget, evict=evict)
+                holders = m._holders(entry) + (unseen or {}).get(m.node or "", [])
+                decision = decide(entry.name, entry.spec.options(), holders, m.budget, evict=evict)
                 if isinstance(decision, Load):
                     return m
         return managers[0]
 
+    async def _unseen(self, managers: list[OnDemand]) -> dict[str, list[Holder]]:
+        """What each node runs by its own word that its manager here does not count: another router's load there
+        reaches this one through the shared state a sync later, while the node's GET /models is current."""
+
+        async def one(m: OnDemand) -> list[Holder]:
+            try:
+                running = await asyncio.wait_for(m.control.models(), min(self.cfg.health_timeout, 2.0))
+            except (ControlError, TimeoutError):
+                return []
+            out = []
+            for name, seen in running.items():
+                entry = m.entries.get(name)
+                layers = seen.get("layers") if isinstance(seen, dict) else None
+                if entry is None or entry.cost is not None or not isinstance(layers, int):
+                    continue
+                if seen.get("status") in (LoadState.LOADED, LoadState.LOADING):
+                    out.append(Holder(name, entry.spec.cost_for(layers), time.monotonic(), "loaded by another router"))
+            return out
+
+        found = await asyncio.gather(*(one(m) for m in managers))
+        return {m.node or "": holders for m, holders in zip(managers, found, strict=True) if holders}
+
+    async def _place(self, model: str) -> OnDemand | None:
+        """place(), asking the nodes what they run first when `model` needs a load."""
+        if self._where(model) is not None or not self._managers(model):
+            return self.place(model)
+        return self.place(model, await self._unseen(self._managers(model)))
+
+    async def _gone(self, manager: OnDemand, model: str) -> bool:
+        """True when the node serving `model` turns out dead: requests to its server failed since this router last
+        looked, and its control API does not answer now. The health loop would take `unhealthy_after` intervals,
+        and meanwhile the proxy keeps sending to the model's last server, however it fails."""
+        node = self.nodes.get(manager.node or "")
+        if node is None or not node.alive:
+            return False
+        prefix = f"{node.name}."
+        errors = sum(b.errors for b in self.registry.all_for(model) if b.name.startswith(prefix))
+        if errors <= node.errors_seen.get(model, 0):
+            return False
+        node.errors_seen[model] = errors
+        try:
+            await asyncio.wait_for(manager.control.models(), min(self.cfg.health_timeout, 1.0))
+        except (ControlError, TimeoutError) as exc:
+            if node.alive:
+                self.died(node, f"{exc or type(exc).__name__}, after failed requests to its {model}")
+            return True
+        return False
+
     async def acquire(self, model: str, keep_alive: float | None = None) -> Lease | None:
-        manager = self.place(model)
+        manager = await self._place(model)
+        if manager is not None and await self._gone(manager, model):
+            manager = await self._place(model)
         if manager is None:
             return None
         return await manager.acquire(model, keep_alive)
@@ -240,7 +303,7 @@ class Fleet:
         return {n.name: n.manager.memory() for n in self.nodes.values()}
 
     async def load(self, model: str) -> dict[str, Any]:
-        manager = self.place(model)
+        manager = await self._place(model)
         if manager is None:
             raise ModelNotFound(f"no node has the model {model!r}", param="model")
         return {**await manager.load(model), "node": manager.node}

@@ -4,6 +4,9 @@ Reads the stack file (default: stack/default.toml, the built-in demo models), co
 logs the placement plan, starts one model server per model and the router, registers the servers, says where
 the API is, and supervises until Ctrl-C or SIGTERM. Bad options or stack file: one line naming the field, exit 2.
 Its console lines are hearth_common.logs' format, like its children's logs.
+
+`python -m stack --node STACK_FILE --host ADDR --join http://ROUTER:PORT ...` runs one node of a cluster instead: the
+model servers and their supervisor under this host's [budget], no router (stack/node.py).
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hearth_common.logs import setup
 from hearth_common.paths import UnwritableDir, writable_dir
 from hearth_common.settings import SettingsError
 from hearth_common.stopping import sigterm_as_interrupt
-from stack.config import PROGRAM, StackConfig, StackOptions, load_stack
+from stack.config import PROGRAM, STATE_DIR, NodeSection, StackConfig, StackOptions, load_stack
 from stack.errors import ConfigError, StackError
 from stack.supervise import Supervisor
 
@@ -50,19 +53,52 @@ def banner(sup: Supervisor) -> str:
     )
 
 
-async def supervise(sup: Supervisor) -> None:
+async def supervise(sup: Supervisor, on_ready: Callable[[Supervisor], None] | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await sup.run(stop, on_ready=lambda s: log.info("%s", banner(s)))
+    await sup.run(stop, on_ready=on_ready)
     log.info("stopped")
+
+
+def node_section(options: StackOptions, stack: StackConfig) -> NodeSection:
+    """The node's settings ([node] under the command line's): ConfigError without a router to join."""
+    node = stack.node or NodeSection()
+    if not node.join:
+        raise ConfigError("a node joins at least one router: --join http://ROUTER:PORT (or [node] join = [...])")
+    return node
+
+
+def joined_flags(argv: list[str]) -> list[str]:
+    """`--join A --join B` as one `--join A,B` (the settings take a list comma-separated, in one flag)."""
+    out: list[str] = []
+    urls: list[str] = []
+    at: int | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--join" and i + 1 < len(argv):
+            urls.append(argv[i + 1])
+            i += 2
+        elif arg.startswith("--join="):
+            urls.append(arg.removeprefix("--join="))
+            i += 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        if at is None:
+            at = len(out)
+    if at is not None:
+        out[at:at] = ["--join", ",".join(urls)]
+    return out
 
 
 def load(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> tuple[StackOptions, StackConfig, str]:
     """(options, stack, log level): flags over HEARTH_STACK_* over the stack file. Raises ConfigError."""
     try:
-        loaded = PROGRAM.load(argv, environ)
+        loaded = PROGRAM.load(joined_flags(sys.argv[1:] if argv is None else argv), environ)
     except SettingsError as err:
         raise ConfigError(str(err)) from None
     options = loaded.settings
@@ -70,9 +106,14 @@ def load(argv: list[str] | None, environ: Mapping[str, str] = os.environ) -> tup
     origin = {
         (section, key): PROGRAM.env_name(f"{section}__{key}") for section, given in overrides.items() for key in given
     }
-    if options.port is not None:
-        overrides.setdefault("router", {})["port"] = options.port
-        origin["router", "port"] = loaded.origin.get("port", "--port")
+    section = "node" if options.node else "router"  # --port: the node's control API, else the router's
+    flags: dict[str, Any] = {"port": options.port}
+    if options.node:
+        flags |= {"host": options.host, "join": options.join, "name": options.node_name}
+    for key, value in flags.items():
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+            origin[section, key] = loaded.origin.get("node_name" if key == "name" else key, "--" + key)
     return options, load_stack(options.file, overrides, origin), loaded.log_level
 
 
@@ -100,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
             sizes_of,
         )
 
+        node = node_section(options, stack) if options.node else None
+        state_dir = options.state_dir
+        if node is not None and state_dir == STATE_DIR:  # two nodes on one machine: one folder each
+            state_dir = state_dir.parent / f"node-{node.node_name()}"
         if not options.plan_only:  # which starts nothing: nothing to clear the way for
-            writable_dir(options.state_dir, "the state folder")
-            end_leftovers(options.state_dir)  # what a stack killed with SIGKILL left running
-            check_ports(stack)
+            writable_dir(state_dir, "the state folder")
+            end_leftovers(state_dir)  # what a stack killed with SIGKILL left running
+            if node is None:
+                check_ports(stack)
         if any(m.source.is_dir() for m in stack.models):
             writable_dir(CACHE, "the conversion cache")
         ggufs = {m.name: gguf_for(m) for m in stack.models}
@@ -118,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         log.info("placement plan:\n%s", plan.render())
         vram, ram, reserve = budgets(stack, free)
         facts = {m.name: facts_of(m, ggufs[m.name], sizes[m.name]) for m in stack.models}
-        sup = Supervisor(
+        args = (
             stack,
             ggufs,
             {m.name: model_type(m, sizes[m.name]) for m in stack.models},
             {m.name: plan.layers(m.name) for m in stack.models},
-            options.state_dir,
+            state_dir,
+        )
+        kwargs: dict[str, Any] = dict(
             load_timeout=options.load_timeout,
             log_level=level,
             catalog_models=catalog_models(
@@ -131,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             ),
             budget=(vram, ram),
         )
-        asyncio.run(supervise(sup))
+        if node is not None:
+            from stack.node import NodeSupervisor, node_keys
+
+            key, backend_key = node_keys(node, options.node_key_file)
+            asyncio.run(supervise(NodeSupervisor(*args, **kwargs, node=node, node_key=key, backend_key=backend_key)))
+        else:
+            asyncio.run(supervise(Supervisor(*args, **kwargs), on_ready=lambda s: log.info("%s", banner(s))))
     except (StackError, UnwritableDir) as err:
         print(f"stack: {err}", file=sys.stderr)
         return 2

@@ -47,7 +47,8 @@ def router_argv(config: Path) -> list[str]:
     return [sys.executable, "-m", "route", "--config", str(config)]
 
 
-def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int) -> list[str]:
+def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int, host: str = "127.0.0.1") -> list[str]:
+    """`host`: the address it binds (a node's own, stack/node.py; else loopback, behind the stack's router)."""
     argv = [
         sys.executable,
         "-m",
@@ -58,6 +59,7 @@ def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int) ->
         model.name,
         "--port",
         str(port),
+        *(["--host", host] if host != "127.0.0.1" else []),
         "--n-gpu-layers",
         str(n_gpu_layers),
         "--ctx-size",

@@ -10,6 +10,7 @@ HEARTH_STACK_BUDGET__VRAM_GB=4 (relative paths there are relative to the working
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +90,51 @@ class BudgetSection(BaseModel):
     reserve_mb: float = Field(512, ge=0, description="compute buffer each model server keeps on the GPU")
 
 
+class NodeSection(BaseModel):
+    """`[node]`: this stack as one node of a cluster (`python -m stack --node`): its supervisor and model servers on
+    this host, with no router of its own; the routers it joins decide what it loads (route/nodes.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=NAME,
+        description="its name at the routers, and its model servers' prefix NAME.MODEL (default: its host)",
+    )
+    host: str = Field("127.0.0.1", description="the node's address: its control API and model servers bind it")
+    port: int = Field(0, ge=0, le=65535, description="its control API's port (0: any free port)")
+    join: list[str] = Field(default_factory=list, description="the routers it joins (http://HOST:PORT, each)")
+    key_file: Path | None = Field(None, description="owner-only file holding the node key (or HEARTH_NODE_KEY)")
+    backend_key_file: Path | None = Field(
+        None,
+        description="owner-only file holding the key its model servers require, the routers' backend key "
+        "(or HEARTH_NODE_BACKEND_KEY; default: none)",
+    )
+    rejoin_interval: float = Field(
+        2.0, gt=0, le=600, description="seconds between its checks that each router still knows it"
+    )
+
+    @field_validator("join")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(r"https?://[^/@?#\s]+", url.rstrip("/")):
+                raise ValueError(f"{url!r} is not a router's URL (http://HOST:PORT)")
+        return list(dict.fromkeys(u.rstrip("/") for u in value))
+
+    @field_validator("host")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        if value in ("", "0.0.0.0", "::"):
+            raise ValueError("a node binds the one address the routers reach it at, not every address")
+        return value
+
+    def node_name(self) -> str:
+        return self.name or self.host
+
+
 class ModelSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -155,6 +201,7 @@ class StackConfig(BaseModel):
 
     router: RouterSection = Field(default_factory=RouterSection)
     budget: BudgetSection | None = None
+    node: NodeSection | None = None
     models: list[ModelSection] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -179,6 +226,7 @@ class StackConfig(BaseModel):
 
 
 PATHS = ("state_file", "admin_key_file", "api_key_file")  # [router] entries that are paths
+NODE_PATHS = ("key_file", "backend_key_file")  # [node] entries that are paths
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -193,6 +241,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     out = dict(raw)
     if isinstance(out.get("router"), dict):
         out["router"] = {k: under(v) if k in PATHS else v for k, v in out["router"].items()}
+    if isinstance(out.get("node"), dict):
+        out["node"] = {k: under(v) if k in NODE_PATHS else v for k, v in out["node"].items()}
     if isinstance(out.get("models"), list):
         out["models"] = [
             {**m, "source": under(m["source"])} if isinstance(m, dict) and "source" in m else m for m in out["models"]
@@ -200,7 +250,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-SECTIONS: dict[str, type[BaseModel]] = {"router": RouterSection, "budget": BudgetSection}  # env-settable
+SECTIONS: dict[str, type[BaseModel]] = {"router": RouterSection, "budget": BudgetSection, "node": NodeSection}
 KEYS = ("admin_key", "api_key")  # [router] keys: a layer that gives a key or its file replaces both under it
 
 
@@ -269,11 +319,25 @@ class StackOptions(BaseModel):
         "default: stack/ in the cache directory ($HEARTH_CACHE, else "
         "the user's cache directory)",
     )
-    port: int | None = Field(None, ge=0, le=65535, description="the router's port, over the stack file's [router] port")
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="the router's port, over the stack file's [router] port (with --node: the node's control API's)",
+    )
     plan_only: bool = Field(False, description="convert and print the placement plan, start nothing")
     load_timeout: float = Field(
         600.0, gt=0, description="seconds a model server may take to load, and a request may wait for its model"
     )
+    node: bool = Field(
+        False,
+        description="run as a node: this host's supervisor and model servers, no router; it joins the routers "
+        "of --join (or [node] join) with the node key from HEARTH_NODE_KEY or --node-key-file",
+    )
+    host: str | None = Field(None, description="with --node: the node's address, over [node] host")
+    join: list[str] | None = Field(None, description="with --node: a router to join (repeat it), over [node] join")
+    node_name: str | None = Field(None, description="with --node: its name at the routers, over [node] name")
+    node_key_file: Path | None = Field(None, description="with --node: owner-only file holding the node key")
 
 
 PROGRAM = Program(
@@ -291,6 +355,10 @@ PROGRAM = Program(
         f"{name.replace('-', '_')}_file in the stack file's [router] or "
         f"HEARTH_STACK_ROUTER__{name.replace('-', '_').upper()}"
         for name in ("api-key", "admin-key")
+    }
+    | {
+        "--node-key": "--node-key would put the key on the command line, where every user can read it (ps): use "
+        "--node-key-file or HEARTH_NODE_KEY"
     },
     epilog="[router] and [budget] entries of the stack file too: HEARTH_STACK_ROUTER__HEALTH_INTERVAL=10, "
     "HEARTH_STACK_BUDGET__VRAM_GB=4, HEARTH_STACK_ROUTER__API_KEY (over the file; a key never on the "

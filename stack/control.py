@@ -1,6 +1,7 @@
 """The supervisor's control channel: how the router, which decides what is loaded, has the supervisor start and stop
 model servers. HTTP on 127.0.0.1 only, every request with `Authorization: Bearer KEY`, where KEY is generated for
-this run and handed to the router in its owner-only catalog file (never on a command line or in a log).
+this run and handed to the router in its owner-only catalog file (never on a command line or in a log). A node
+(stack/node.py) serves the same API on its own address, with the node key the routers it joins hold.
 
     GET  /models                              every model: {"status": loaded|loading|unloaded, "layers": n}
     POST /start  {"model", "layers", "why"}  start its servers (idempotent); 200 once each is healthy and registered
@@ -43,8 +44,8 @@ class ControlServer:
         await self.runner.cleanup()
 
 
-async def start_control(executor: Executor, key: str) -> ControlServer:
-    """Serve the control channel on a free loopback port."""
+async def start_control(executor: Executor, key: str, host: str = "127.0.0.1", port: int = 0) -> ControlServer:
+    """Serve the control channel on `host`:`port` (default: a free loopback port)."""
 
     @web.middleware
     async def auth(
@@ -108,7 +109,7 @@ async def start_control(executor: Executor, key: str) -> ControlServer:
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     port = runner.addresses[0][1]
-    return ControlServer(runner, f"http://127.0.0.1:{port}")
+    return ControlServer(runner, f"http://{host}:{port}")

@@ -67,6 +67,8 @@ class Supervisor:
     log_level: str = "info"  # the children's too
     catalog_models: list[CatalogModel] | None = None  # sizes and settings for the router (default: sizes unknown)
     budget: tuple[int | None, int | None] = (None, None)  # (VRAM, RAM) bytes the models may use together
+    server_host: str = "127.0.0.1"  # the address the model servers bind (a node's own: stack/node.py)
+    name_prefix: str = ""  # before each server's name at the router ("NODE." on a node)
     router: Child = field(init=False)
     servers: list[Child] = field(init=False, default_factory=list)
     life: Life | None = field(init=False, default=None)  # set while run() runs
@@ -108,22 +110,26 @@ class Supervisor:
             env=router_env,
             headers=admin,
         )
+        self.add_servers(logs, {"HEARTH_SERVE_API_KEY": backend_key})
+
+    def add_servers(self, logs: Path, env: dict[str, str]) -> None:
+        """One Child per model replica, named `name_prefix` + the model's name (+ `-i` for replicas)."""
         for m in self.stack.models:
             first = m.port or 0
             for i in range(m.replicas):
-                port = first + i if first else free_port()
-                name = m.name if m.replicas == 1 else f"{m.name}-{i + 1}"
-                argv = serve_argv(m, self.ggufs[m.name], port, self.gpu_layers[m.name])
+                port = first + i if first else free_port(self.server_host)
+                name = self.name_prefix + (m.name if m.replicas == 1 else f"{m.name}-{i + 1}")
+                argv = serve_argv(m, self.ggufs[m.name], port, self.gpu_layers[m.name], self.server_host)
                 self.servers.append(
                     Child(
                         name,
                         argv,
-                        f"http://127.0.0.1:{port}",
+                        f"http://{self.server_host}:{port}",
                         "/health",
                         logs / f"{name}.log",
                         m,
                         self.model_types[m.name],
-                        env={"HEARTH_SERVE_API_KEY": backend_key},
+                        env=dict(env),
                         status=ProcessState.STARTING if m.preload else ProcessState.UNLOADED,
                     )
                 )
@@ -280,9 +286,9 @@ class Supervisor:
                 loop = asyncio.get_running_loop()
                 assert self.life is not None  # the router's word comes while run() runs
                 for i, child in enumerate(group):
-                    port = model.port + i if model.port else free_port()
-                    child.url = f"http://127.0.0.1:{port}"
-                    child.argv = serve_argv(model, self.ggufs[name], port, layers)
+                    port = model.port + i if model.port else free_port(self.server_host)
+                    child.url = f"http://{self.server_host}:{port}"
+                    child.argv = serve_argv(model, self.ggufs[name], port, layers, self.server_host)
                     child.up = loop.create_future()
                     self._keepers[child.name] = asyncio.create_task(self.life.keep(child))
                 self._layers[name] = layers
