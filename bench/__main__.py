@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.common import Row, machine, table
 
-BENCHES = ("convert", "serve", "cache", "route", "e2e", "ondemand", "retrieval", "kvdisk", "cluster")
+BENCHES = ("convert", "serve", "cache", "route", "e2e", "ondemand", "retrieval", "kvdisk", "cluster", "vision")
 
 
 def main(argv: list[str] | None = None) -> int:

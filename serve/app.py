@@ -153,12 +153,15 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         rt = app.runtime
         created = int(rt.model_path.stat().st_mtime)
         names = dict.fromkeys((rt.model_name, *config.alias))
-        # what a retrieval client looks for: which model embeds, which reranks (a chat model's entry is OpenAI's)
+        # what a client looks for: which model embeds, which reranks, which takes images (a plain chat model's entry
+        # is OpenAI's)
         kind = (
             {"capabilities": ["rerank"]}
             if config.rerank
             else {"capabilities": ["embeddings"]}
             if config.embeddings
+            else {"capabilities": ["vision"]}
+            if rt.loaded is not None and rt.loaded.vision
             else {}
         )
         return {

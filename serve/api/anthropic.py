@@ -5,7 +5,9 @@ the chat events come back as Anthropic content blocks (serve/api/blocks.py): a w
 `message_start`, `ping`, `content_block_start` / `_delta` / `_stop`, `message_delta`, `message_stop`.
 
 Mapping:
-- `system` -> a system message; user `tool_result` blocks -> tool messages (`is_error` prefixes the text with
+- `system` -> a system message; user `image` blocks with a `base64` source -> image parts, in place, which the chat
+  core checks as OpenAI chat's (a `url` source is refused as remote URLs are, a `file` source by name; an image in
+  an assistant message or a tool_result is refused); user `tool_result` blocks -> tool messages (`is_error` prefixes the text with
   "Error: "); assistant `tool_use` blocks -> tool calls, `thinking` blocks -> the message's reasoning
   (`redacted_thinking` is dropped: there is nothing to read). A trailing assistant message (prefill) is refused.
 - `thinking` {enabled, budget_tokens} -> a reasoning level by budget (BUDGET_LEVELS), `adaptive` -> medium;
@@ -32,14 +34,15 @@ from hearth_common.anthropic_errors import error_body
 from serve.api import sse
 from serve.api.anthropic_schemas import (
     CountTokensRequest,
+    ImageBlock,
     MessagesRequest,
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
 )
 from serve.api.blocks import CALL, TEXT, THINKING, Blocks, Delta, Open, Step
-from serve.chat import ids
-from serve.chat.core import Chat, Error, Finish, fold, open_chat, prompt_tokens
+from serve.chat import ids, images, offload
+from serve.chat.core import Chat, Error, Finish, fold, open_chat, prepare, prompt_tokens
 from serve.chat.schemas import ChatRequest
 from serve.errors import InvalidRequest
 from serve.runtime import Runtime
@@ -92,7 +95,7 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
                     "a final assistant message (prefill) is not supported: end with a user message",
                     param=f"messages.{i}",
                 )
-            messages.append(_assistant(message.content, called))
+            messages.append(_assistant(message.content, called, i))
         else:
             messages += _user(message.content, called, i)
     body: dict[str, Any] = {"model": req.model, "messages": messages, "reasoning": reasoning_level(req)}
@@ -126,7 +129,10 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
         raise InvalidRequest(f"{where}: {first['msg']}", param=where) from None
 
 
-def _assistant(content: list[Any], called: set[str]) -> dict[str, Any]:
+def _assistant(content: list[Any], called: set[str], i: int) -> dict[str, Any]:
+    for j, block in enumerate(content):
+        if isinstance(block, ImageBlock):
+            raise InvalidRequest("an assistant message cannot hold image blocks", param=f"messages.{i}.content.{j}")
     text = "".join(b.text for b in content if b.type == "text")
     thinking = "\n\n".join(b.thinking for b in content if isinstance(b, ThinkingBlock))
     calls: list[dict[str, Any]] = [
@@ -143,9 +149,31 @@ def _assistant(content: list[Any], called: set[str]) -> dict[str, Any]:
     return message
 
 
+def _image(block: ImageBlock, where: str) -> dict[str, Any]:
+    """An image block as the chat core's image part (a data: URL, which the core checks)."""
+    source = block.source
+    if source.type == "url":
+        raise InvalidRequest(
+            "remote image URLs are not fetched by this server; send the image as a base64 source", param=where
+        )
+    if source.type == "file":
+        raise InvalidRequest(
+            "file images (the Files API) are not supported by this server; send the image as a base64 source",
+            param=where,
+        )
+    return images.part(images.data_url(source.data, source.media_type))
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A user message's content: its text, or its parts in order when it holds an image."""
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return list(parts)
+
+
 def _user(content: list[Any], called: set[str], i: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    text = ""
+    parts: list[dict[str, Any]] = []  # text and image parts since the last tool result
     for j, block in enumerate(content):
         if isinstance(block, ToolResultBlock):
             if block.tool_use_id not in called:
@@ -153,17 +181,19 @@ def _user(content: list[Any], called: set[str], i: int) -> list[dict[str, Any]]:
                     f"tool_result answers {block.tool_use_id!r}, which no earlier tool_use block called",
                     param=f"messages.{i}.content.{j}.tool_use_id",
                 )
-            if text:
-                out.append({"role": "user", "content": text})
-                text = ""
+            if parts:
+                out.append({"role": "user", "content": _content(parts)})
+                parts = []
             result = f"Error: {block.text}" if block.is_error else block.text
             out.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": result})
         elif block.type == "text":
-            text += block.text
+            parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlock):
+            parts.append(_image(block, f"messages.{i}.content.{j}.source"))
         elif block.type != "redacted_thinking":
             raise InvalidRequest(f"a user message cannot hold {block.type} blocks", param=f"messages.{i}.content.{j}")
-    if text or not out:
-        out.append({"role": "user", "content": text})
+    if parts or not out:
+        out.append({"role": "user", "content": _content(parts)})
     return out
 
 
@@ -290,4 +320,8 @@ async def _stream(chat: Chat, blocks: Blocks, meta: dict[str, Any], capped: bool
 
 
 async def count_tokens(runtime: Runtime, req: CountTokensRequest) -> dict[str, int]:
-    return {"input_tokens": len(await prompt_tokens(runtime, chat_request(req)))}
+    """The prompt's tokens; with images, as a message would take them (checked, each its projector's tokens)."""
+    request = chat_request(req)
+    if any(m.image_urls for m in request.messages):
+        return {"input_tokens": len((await offload.run(prepare, runtime, request, True)).tokens)}
+    return {"input_tokens": len(await prompt_tokens(runtime, request))}

@@ -1,8 +1,9 @@
 """Anthropic Messages requests (POST /v1/messages, /v1/messages/count_tokens) at the API edge.
 
 The fields hearth reads; unknown fields are ignored (`cache_control`, `citations`, `metadata` beyond
-`user_id`, `service_tier`, ...). Content blocks other than text, tool_use, tool_result, thinking and
-redacted_thinking (images, documents, server tools' results) are refused with a 400 naming the block.
+`user_id`, `service_tier`, ...). Content blocks other than text, image, tool_use, tool_result, thinking and
+redacted_thinking (documents, server tools' results) are refused with a 400 naming the block. An image's source
+is read whatever its type; serve/api/anthropic.py takes `base64` and refuses `url` and `file` by name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from serve.chat.schemas import MAX_MESSAGES, MAX_TOOLS, TOOL_NAME
 
-BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking", "redacted_thinking")
+BLOCK_TYPES = ("text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking")
 
 
 class _Model(BaseModel):
@@ -23,6 +24,19 @@ class _Model(BaseModel):
 class TextBlock(_Model):
     type: Literal["text"]
     text: str
+
+
+class ImageSource(_Model):
+    type: Literal["base64", "url", "file"]
+    media_type: str = ""  # base64
+    data: str = ""  # base64
+    url: str = ""  # url
+    file_id: str = ""  # file (the Files API)
+
+
+class ImageBlock(_Model):
+    type: Literal["image"]
+    source: ImageSource
 
 
 class ThinkingBlock(_Model):
@@ -73,7 +87,8 @@ class ToolResultBlock(_Model):
 
 
 Block = Annotated[
-    TextBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")
+    TextBlock | ImageBlock | ThinkingBlock | RedactedThinkingBlock | ToolUseBlock | ToolResultBlock,
+    Field(discriminator="type"),
 ]
 
 

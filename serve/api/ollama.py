@@ -22,8 +22,11 @@ Mapping:
   that name, else the earliest unanswered call).
 - generate: `system` is a system message and `prompt` one user message; `raw` sends the prompt as is, no
   template (legacy completions: no thinking, no format). `template` and `context` are ignored; a non-empty
-  `suffix` (fill-in-the-middle) and any `images` are refused with a 400. An empty prompt (chat: no messages)
-  answers at once with done_reason `load` (`unload` with keep_alive 0), as Ollama's preload call does.
+  `suffix` (fill-in-the-middle) is refused with a 400, as are `images` with `raw`. An empty prompt (chat: no
+  messages) answers at once with done_reason `load` (`unload` with keep_alive 0), as Ollama's preload call does.
+- `images` (base64, on a chat message or a generate request) -> the chat core's image parts ahead of the
+  message's text, as Ollama places them; the format is read from the bytes, and the core checks them as OpenAI
+  chat's (a model without a projector: 400 "this model does not take images").
 - Durations are nanoseconds on this server: total from the request's arrival, prompt_eval up to the first
   event, eval from there to the end; load_duration is 0 (the model was loaded before the server answered).
 """
@@ -43,6 +46,7 @@ from pydantic import BaseModel, ValidationError
 from hearth_common.ollama_errors import error_line
 from serve.api.blocks import CALL, TEXT, THINKING, Blocks, Close, Delta, Open, Step
 from serve.api.ollama_schemas import ChatBody, GenerateBody, Message
+from serve.chat import images
 from serve.chat.core import Chat, ChatEvent, Error, Finish, Text, fold, open_chat, plain_chat
 from serve.chat.schemas import ChatRequest, CompletionRequest
 from serve.errors import InvalidRequest
@@ -71,7 +75,6 @@ PLACES = {
     "reasoning": "think",
 }
 INT32_MAX = 2**31 - 1
-NO_IMAGES = "this model does not take images"
 
 
 def created_at() -> str:
@@ -116,14 +119,19 @@ def call_id(message: int, call: int) -> str:
     return f"c{message:04d}{call:04d}"[:9]
 
 
+def content(text: str, pictures: list[str] | None) -> str | list[Body]:
+    """A message's content: its text, or (images) the images' parts ahead of the text, as Ollama places them."""
+    if not pictures:
+        return text
+    return [*(images.part(images.data_url(p)) for p in pictures), {"type": "text", "text": text}]
+
+
 def chat_messages(messages: list[Message]) -> list[Body]:
     """Ollama's history as the chat path's messages."""
     out: list[Body] = []
     pending: list[tuple[str, str]] = []  # (id, name) of the calls no tool result has answered yet
     for i, m in enumerate(messages):
-        if m.images:
-            raise InvalidRequest(NO_IMAGES, param=f"messages.{i}.images")
-        message: Body = {"role": m.role, "content": m.content or ""}
+        message: Body = {"role": m.role, "content": content(m.content or "", m.images)}
         if m.role == "assistant":
             if m.thinking:
                 message["reasoning_content"] = m.thinking
@@ -190,9 +198,9 @@ def generate_request(runtime: Runtime, req: GenerateBody) -> tuple[ChatRequest |
         raise InvalidRequest(
             "suffix (fill-in-the-middle) is not supported by this server: send the prompt alone", param="suffix"
         )
-    if req.images:
-        raise InvalidRequest(NO_IMAGES, param="images")
     if req.raw:
+        if req.images:
+            raise InvalidRequest("images cannot be used with raw: a raw prompt has no place for them", param="images")
         if req.format:
             raise InvalidRequest("format cannot be used with raw: the raw prompt gets no grammar", param="format")
         return _validated(CompletionRequest, {"prompt": req.prompt, **sampling(req.options)}), False
@@ -200,7 +208,7 @@ def generate_request(runtime: Runtime, req: GenerateBody) -> tuple[ChatRequest |
     level, shown = reasoning(req.think)
     messages = [{"role": "system", "content": req.system}] if req.system else []
     body: Body = {
-        "messages": [*messages, {"role": "user", "content": req.prompt}],
+        "messages": [*messages, {"role": "user", "content": content(req.prompt, req.images)}],
         "reasoning": level,
         "response_format": response_format(req.format),
         **sampling(req.options),

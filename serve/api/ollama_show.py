@@ -7,8 +7,8 @@
 - `model_info`: every GGUF key but the chat template, with `general.parameter_count` added when the file has none;
   arrays (the vocabulary, merges) are null unless `verbose`, as Ollama answers.
 - `capabilities`: `completion` (a chat server), `tools` (the template renders calls natively; other templates
-  still get tools, in hearth's generic call format), `thinking` (the template thinks), `embedding` (an
-  --embeddings server).
+  still get tools, in hearth's generic call format), `thinking` (the template thinks), `vision` (the model has
+  an image projector: images are taken), `embedding` (an --embeddings server).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ async def show(runtime: Runtime, req: ShowBody) -> dict[str, Any]:
             capabilities.append("tools")
         if template.thinks:
             capabilities.append("thinking")
+        if loaded.vision:
+            capabilities.append("vision")
         ctx, source = loaded.engine.ctx_per_seq, template.source
     info, gguf_template, level = await offload.run(gguf_metadata, runtime.model_path, req.verbose)
     family = str(info.get("general.architecture", "unknown"))

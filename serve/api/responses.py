@@ -6,7 +6,9 @@ chat events come back as output items (serve/api/blocks.py): `reasoning` (its te
 events numbered by `sequence_number`.
 
 Mapping: `instructions` -> the developer instructions (gpt-oss: the harmony developer message; others: the
-start of the system message); input messages keep their role; a `reasoning` item rides on the next
+start of the system message); input messages keep their role, their `input_image` parts (an `image_url` data:
+URL) becoming the chat core's image parts in place, which it checks as OpenAI chat's (a `file_id` is refused, an
+image in an assistant message too; an image's 400 names `input`); a `reasoning` item rides on the next
 assistant message (or call) as its reasoning; `function_call` items are the assistant's tool calls (calls in
 a row join one assistant turn), `function_call_output` items tool messages; `reasoning.effort` is the
 reasoning level (`xhigh`/`max` -> high); `max_output_tokens` is max_tokens (over the context: 400, as chat);
@@ -29,12 +31,13 @@ from serve.api.blocks import CALL, TEXT, THINKING, Block, Blocks, Delta, Open, S
 from serve.api.responses_schemas import (
     FunctionCallItem,
     FunctionCallOutputItem,
+    ImagePart,
     MessageItem,
     ReasoningItem,
     ResponsesRequest,
 )
 from serve.api.responses_store import Messages, ResponseStore
-from serve.chat import ids
+from serve.chat import ids, images
 from serve.chat.channels import ANALYSIS, COMMENTARY
 from serve.chat.core import Chat, ChatEvent, Error, Finish, fold, open_chat
 from serve.chat.schemas import ChatRequest
@@ -71,7 +74,7 @@ def input_messages(req: ResponsesRequest, earlier: Messages) -> Messages:
         if isinstance(item, ReasoningItem):
             reasoning = "\n\n".join(filter(None, (reasoning, item.text)))
         elif isinstance(item, MessageItem):
-            message: dict[str, Any] = {"role": item.role, "content": item.text}
+            message: dict[str, Any] = {"role": item.role, "content": _content(item, i)}
             if item.role == "assistant" and reasoning:
                 message["reasoning_content"], reasoning = reasoning, ""
             out.append(message)
@@ -98,6 +101,28 @@ def input_messages(req: ResponsesRequest, earlier: Messages) -> Messages:
                 )
             out.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text})
     return out
+
+
+def _content(item: MessageItem, i: int) -> str | list[dict[str, Any]]:
+    """A message's text, or its parts in order when it holds an image (the chat core's image parts)."""
+    if not item.has_images:
+        return item.text
+    if item.role == "assistant":
+        raise InvalidRequest("an assistant message cannot hold input_image parts", param=f"input.{i}.content")
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(item.content):
+        if not isinstance(part, ImagePart):
+            parts.append({"type": "text", "text": part.value})
+        elif part.image_url is None:
+            raise InvalidRequest(
+                "file_id images are not supported by this server (it keeps no files); send image_url as a data: URL"
+                if part.file_id
+                else "an input_image needs its image_url (a data: URL)",
+                param=f"input.{i}.content.{j}",
+            )
+        else:
+            parts.append(images.part(part.image_url))
+    return parts
 
 
 def chat_request(req: ResponsesRequest, messages: Messages) -> ChatRequest:
@@ -263,7 +288,12 @@ async def respond(runtime: Runtime, req: ResponsesRequest) -> dict[str, Any] | A
     store = runtime.responses
     earlier = history(store, req)
     messages = earlier + input_messages(req, earlier)
-    chat = await open_chat(runtime, chat_request(req, messages))
+    try:
+        chat = await open_chat(runtime, chat_request(req, messages))
+    except InvalidRequest as err:
+        if err.param and err.param.startswith("messages"):  # the chat core's name for what Responses calls input
+            err.param = "input"
+        raise
     response_id = f"resp_{ids.hex_id()}"
     meta = {"id": response_id, "created_at": int(time.time()), "model": runtime.model_name}
     keep = (lambda blocks: store.put(response_id, conversation(messages, blocks))) if req.store else (lambda _: None)

@@ -2,7 +2,9 @@
 
 The fields hearth reads; unknown fields are ignored (`include`, `truncation`, `metadata`, `service_tier`,
 ...). Input items other than messages, `function_call`, `function_call_output` and `reasoning`, content
-parts other than text, and tools other than functions are refused with a 400 naming them.
+parts other than text and (in a message) `input_image`, and tools other than functions are refused with a 400
+naming them. An image's `image_url` (a data: URL) is checked by the chat core; a `file_id` is refused by
+serve/api/responses.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from serve.chat.schemas import MAX_MESSAGES, MAX_TOOLS, TOOL_NAME
 
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text")
+IMAGE_PART = "input_image"
 # effort -> the API's reasoning level (`xhigh` and `max` are the highest a template knows)
 EFFORTS = {
     "none": "none",
@@ -33,7 +36,7 @@ class _Model(BaseModel):
 
 
 class TextPart(_Model):
-    type: str
+    type: Literal["input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text"]
     text: str = ""
     refusal: str = ""
 
@@ -42,34 +45,44 @@ class TextPart(_Model):
         return self.refusal if self.type == "refusal" else self.text
 
 
-def _text_parts(v: Any) -> Any:
-    """Content as a list of parts (a string is one part), each a text part."""
+class ImagePart(_Model):
+    type: Literal["input_image"]
+    image_url: str | None = None  # a data: URL (a remote URL is refused by the chat core)
+    file_id: str | None = None  # refused: this server keeps no files
+    detail: str | None = None  # low/high/auto: the projector decides the resolution here
+
+
+def _text_parts(v: Any, images: bool = False) -> Any:
+    """Content as a list of parts (a string is one part), each a text part (or, `images`, an image part)."""
     if isinstance(v, str):
         return [{"type": "input_text", "text": v}]
     if isinstance(v, list):
+        known = (*TEXT_PARTS, IMAGE_PART) if images else TEXT_PARTS
         for part in v:
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind not in TEXT_PARTS:
-                raise ValueError(
-                    f"{kind!r} content parts are not supported; this server reads text parts "
-                    f"({', '.join(TEXT_PARTS[:3])})"
-                )
+            if kind not in known:
+                shown = (*TEXT_PARTS[:3], IMAGE_PART) if images else TEXT_PARTS[:3]
+                raise ValueError(f"{kind!r} content parts are not supported here; this server reads {', '.join(shown)}")
     return v
 
 
 class MessageItem(_Model):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
-    content: list[TextPart]
+    content: list[Annotated[TextPart | ImagePart, Field(discriminator="type")]]
 
     @field_validator("content", mode="before")
     @classmethod
     def _parts(cls, v: Any) -> Any:
-        return _text_parts(v)
+        return _text_parts(v, images=True)
 
     @property
     def text(self) -> str:
-        return "".join(p.value for p in self.content)
+        return "".join(p.value for p in self.content if isinstance(p, TextPart))
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(p, ImagePart) for p in self.content)
 
 
 class FunctionCallItem(_Model):

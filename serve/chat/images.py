@@ -2,6 +2,10 @@
 sees it. Pure (no I/O): each failure is an `ImageRefused` whose message names the problem, which the APIs answer
 with a 400.
 
+Every API hands its images to the chat core as OpenAI's image part holding a data: URL (`part`): Anthropic's
+base64 source with its media type, Responses' `image_url`, Ollama's bare base64 (`data:;base64,...`: no media
+type, the format is read from the bytes).
+
 llama.cpp decodes images with stb_image, which allocates whatever the header claims: so the format and the size
 are read from the header here first (`sniff`), and an image over `Limits.max_pixels` never reaches it. Formats
 are those stb_image decodes and clients send: PNG, JPEG, GIF, BMP (WebP is refused by name). Remote http(s) URLs
@@ -14,6 +18,7 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 MEDIA_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/bmp": "bmp"}
 NOT_DECODED = ("image/webp", "image/tiff", "image/svg+xml", "image/heic", "image/avif")
@@ -39,8 +44,18 @@ class Image:
     height: int
 
 
+def data_url(payload: str, media_type: str = "") -> str:
+    """An API's base64 image as a data: URL; no media type (Ollama's): the format is read from the bytes."""
+    return f"data:{media_type};base64,{payload}"
+
+
+def part(url: str) -> dict[str, Any]:
+    """The chat core's image part (serve/chat/schemas.py ImagePart) for a URL, which the core checks."""
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
 def from_data_url(url: str, limits: Limits) -> Image:
-    """`data:image/png;base64,...` -> a checked Image."""
+    """`data:image/png;base64,...` -> a checked Image (`data:;base64,...`: the format read from the bytes)."""
     if url.startswith(("http://", "https://")):
         raise ImageRefused("remote image URLs are not fetched by this server; send the image as a data: URL (base64)")
     if not url.startswith("data:"):
@@ -48,7 +63,8 @@ def from_data_url(url: str, limits: Limits) -> Image:
     head, sep, payload = url[5:].partition(",")
     if not sep or not head.endswith(";base64"):
         raise ImageRefused("a data: URL image must be base64 (data:image/png;base64,...)")
-    return from_base64(payload, head.removesuffix(";base64").split(";")[0].strip().lower(), limits)
+    media_type = head.removesuffix(";base64").split(";")[0].strip().lower()
+    return from_base64(payload, media_type or None, limits)
 
 
 def from_base64(payload: str, media_type: str | None, limits: Limits) -> Image:

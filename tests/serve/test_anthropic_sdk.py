@@ -210,10 +210,10 @@ def test_errors_are_anthropic_shaped(stack: dict[str, str], via: str) -> None:
             "messages.0.role",
         ),
         (
-            {**good, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
+            {**good, "messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
             anthropic.BadRequestError,
             "invalid_request_error",
-            "'image' content blocks are not supported",
+            "'document' content blocks are not supported",
         ),
         ({**good, "model": "no-such-model"}, anthropic.NotFoundError, "not_found_error", "no-such-model"),
     ]

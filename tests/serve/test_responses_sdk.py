@@ -224,11 +224,11 @@ def test_errors(stack: dict[str, str], via: str) -> None:
         (
             {
                 "model": "demo-think",
-                "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}],
+                "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "x"}]}],
             },
             openai.BadRequestError,
             "invalid_request",
-            "'input_image' content parts are not supported",
+            "'input_file' content parts are not supported",
         ),
         (
             {"model": "demo-think", "input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]},
