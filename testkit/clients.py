@@ -37,6 +37,7 @@ CLIENTS: dict[str, Client] = {
     for c in (
         Client("openai", "openai", "openai_sdk"),
         Client("anthropic", "anthropic", "anthropic_sdk"),
+        Client("ollama", "ollama", "ollama_client"),
         Client("openai-agents", "agents", "openai_agents"),
         Client("pydantic-ai", "pydantic_ai", "pydantic_ai_agent"),
         Client("langchain-openai", "langchain_openai", "langchain_openai_chat"),

@@ -61,6 +61,8 @@ XFAIL: dict[tuple[str, str], str] = {
     "messages.parse gets plain text ('Paris')",
     ("anthropic", "json-harmony"): "hearth's /v1/messages ignores output_config.format (Anthropic structured "
     "outputs): messages.parse gets plain text ('Paris')",
+    ("ollama", "tool-harmony"): f"{_SHAPE}; the ollama client's schema from the function puts required before "
+    "properties (another key order): demo-harmony answers without calling",
     ("openai-agents", "tool-harmony"): f"{_SHAPE}; function_tool sends strict, additionalProperties false and "
     "titles ('get_weather_args', 'City'): demo-harmony answers without calling",
     ("pydantic-ai", "tool-think"): f"{_SHAPE}; pydantic-ai sends strict and additionalProperties false first "
@@ -82,6 +84,7 @@ XFAIL: dict[tuple[str, str], str] = {
     # demo-harmony's json_schema answers (final channel): 3 of 8 seeds finish "stop" with only "country", e.g.
     # seed 1 '{"country" : ": City.Viennao 1027"}': the grammar does not hold the final message to the schema
     ("openai", "json-harmony"): _HARMONY_SCHEMA,
+    ("ollama", "json-harmony"): _HARMONY_SCHEMA,
     ("openai-agents", "json-harmony"): _HARMONY_SCHEMA,
     ("langchain-openai", "json-harmony"): _HARMONY_SCHEMA,
     ("litellm", "json-harmony"): _HARMONY_SCHEMA,
