@@ -81,7 +81,8 @@ def _own_venv(client: Client, timeout: float) -> Path:
         except subprocess.TimeoutExpired:
             raise ClientUnavailable(f"{client.name}: `{' '.join(step[-3:])}` ran past {timeout:.0f} s") from None
         if done.returncode:
-            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
+            lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            last = [line for line in lines if line.startswith("ERROR")][-2:] or lines[-3:]  # not pip's warnings
             raise ClientUnavailable(f"{client.name}: {client.requirement!r} did not install: {' / '.join(last)}")
     stamp.write_text(client.requirement)
     return python
