@@ -78,6 +78,11 @@ redis:
 test *args: setup-dev browser redis
     {{py}} -m pytest "$@"
 
+# The client matrix alone: eleven client libraries' agent loops and structured output against the demo stack
+# (instructor in its own virtualenv under .cache/clients/, made on first use).
+clients *args: setup-dev
+    {{py}} -m pytest tests/clients "$@"
+
 # Regenerate docs/ui.png, the README's picture of the web page (the demo stack in chromium).
 screenshot: setup-dev browser
     {{py}} -m testkit.screenshot
