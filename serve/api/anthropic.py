@@ -121,6 +121,12 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
             stream=req.stream,
             user=req.metadata.user_id if req.metadata else None,
         )
+        output = req.output_config.format if req.output_config else None
+        if output is not None:  # structured outputs: the chat core's json_schema response_format
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": output.schema_},
+            }
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as err:  # a tool's input_schema the chat path refuses

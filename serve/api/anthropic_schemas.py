@@ -154,6 +154,18 @@ class Metadata(_Model):
     user_id: str | None = None
 
 
+class OutputFormat(_Model):
+    """Structured outputs: the answer held to a JSON schema (`messages.parse(output_format=...)` sends it)."""
+
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Model):
+    format: OutputFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
 class CountTokensRequest(_Model):
     """What decides the prompt: /v1/messages/count_tokens takes these."""
 
@@ -183,6 +195,7 @@ class MessagesRequest(CountTokensRequest):
     top_k: int = Field(0, ge=0, strict=True)
     stream: bool = Field(False, strict=True)
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
     # Message threads (`{"type": "create" | "continue", "previous_message_id": ...}`): this server keeps none, and
     # refuses a request that names one (serve/api/anthropic.py, ThreadUnsupported)
     thread: Any = None

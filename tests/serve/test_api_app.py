@@ -4,6 +4,7 @@ headers, each API's error body for the same refusals, counted in /metrics, count
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from serve.app import create_app
@@ -133,5 +134,45 @@ def test_a_message_thread_is_refused_as_the_messages_api_does_without_threads() 
             assert r.status_code == 200
             r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [], "max_tokens": 1})
             assert "details" not in (await r.get_json())["error"]  # only Anthropic's body carries details
+
+    asyncio.run(run())
+
+
+def test_anthropic_structured_outputs_hold_the_answer_to_the_schema() -> None:
+    """`output_config.format` (Anthropic's structured outputs, what `messages.parse` sends) holds the answer's text to
+    the JSON schema, as response_format does for chat: on a random model over many seeds every answer that ends with
+    `end_turn` parses and validates."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 8}, "n": {"type": "integer"}},
+        "required": ["city", "n"],
+        "additionalProperties": False,
+    }
+
+    async def run() -> None:
+        app = create_app(ServeConfig(model_path=build_tiny_gguf(), model_name="tiny", ctx_size=512))
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            await _healthy(client)
+            finished = 0
+            for seed in range(8):
+                body = {
+                    **MESSAGES,
+                    "max_tokens": 200,
+                    "output_config": {"format": {"type": "json_schema", "schema": schema}},
+                    "temperature": 1.0,
+                    "seed": seed,
+                }
+                r = await client.post("/v1/messages", json=body)
+                assert r.status_code == 200, await r.get_data()
+                message = await r.get_json()
+                if message["stop_reason"] != "end_turn":
+                    continue
+                finished += 1
+                value = json.loads(message["content"][-1]["text"])
+                # (not len(city) <= 8: a random byte-level model's invalid UTF-8 bytes each pass the grammar as one
+                # character and decode to U+FFFD; docs/API.md, Structured output)
+                assert set(value) == {"city", "n"} and isinstance(value["city"], str) and isinstance(value["n"], int)
+            assert finished >= 1
 
     asyncio.run(run())
