@@ -14,7 +14,7 @@ import re
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from serve.chat.channels import Format
-from serve.chat.json_strings import strict_strings
+from serve.chat.json_strings import no_markers, strict_strings
 from serve.chat.schema_limits import SchemaTooComplex, check_grammar, check_schema
 from serve.chat.schemas import ResponseFormat
 from serve.engine.grammar import Grammar
@@ -71,6 +71,8 @@ def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Gram
     if answer is None:
         return None
     answer = strict_strings(answer)  # no raw control character inside a JSON string
+    if chat_format is Format.HARMONY:
+        answer = no_markers(answer)  # a marker inside a string would end the final message mid-JSON
     if not thinks:
         return Grammar(answer)
     literal, pattern = TRIGGERS[chat_format]

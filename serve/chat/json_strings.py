@@ -26,3 +26,17 @@ _RULE = re.compile(r"^([A-Za-z0-9-]+) ::= (.*)$", re.M)
 def strict_strings(grammar: str) -> str:
     """`grammar` with every JSON string character rule excluding raw control characters."""
     return _RULE.sub(lambda m: f"{m.group(1)} ::= {_LOOSE.get(m.group(2), m.group(2))}", grammar)
+
+
+# llama.cpp matches a special token against a grammar by its text, so `<|end|>` fits a JSON string as well as any
+# seven characters do, and for a harmony model such a marker inside an answer or a call's arguments ends the message
+# mid-JSON (serve/chat/channels.py reads harmony's structure from them). A harmony grammar's strings therefore never
+# hold `<|`: a `<` is followed by another character than `|` (the two count as one toward a maxLength). Other formats
+# need no such rule: their markers inside a JSON answer or call are text to the parsers.
+CHAR_RULE = re.compile(r"^char ::= .*$", re.M)
+NO_MARKER_CHAR = f'char ::= [^"\\\\<{CONTROLS}] | {ESCAPE} | "<"+ ([^"\\\\<|{CONTROLS}] | {ESCAPE})'
+
+
+def no_markers(grammar: str) -> str:
+    """`grammar` (after strict_strings) with its JSON strings unable to hold a harmony marker."""
+    return CHAR_RULE.sub(lambda _: NO_MARKER_CHAR, grammar)

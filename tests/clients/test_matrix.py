@@ -46,10 +46,6 @@ CASES = {
 # that sends the same tool in another shape gets an answer without a call. The causes below were measured on the
 # request bodies each library sends (described in each reason).
 _SHAPE = "the demo models call get_weather only when the tool is rendered as trained"
-_HARMONY_SCHEMA = (
-    "demo-harmony's json_schema answer stops with a required property missing (3 of 8 seeds, "
-    """'{"country" : ": City.Viennao 1027"}' at seed 1): the grammar does not hold its final message to the schema"""
-)
 _THINK_RUNS_ON = (
     "a forced tool call leaves demo-think's thinking free, and at temperature 1 it never closes </think> "
     "(seed {seed} runs to the 1,024-token context; {lib})"
@@ -81,14 +77,6 @@ XFAIL: dict[tuple[str, str], str] = {
     "description on city: demo-think answers without calling",
     ("llm", "tool-harmony"): f"{_SHAPE}; --functions sends the whole docstring as the description and no "
     "description on city: demo-harmony answers without calling",
-    # demo-harmony's json_schema answers (final channel): 3 of 8 seeds finish "stop" with only "country", e.g.
-    # seed 1 '{"country" : ": City.Viennao 1027"}': the grammar does not hold the final message to the schema
-    ("openai", "json-harmony"): _HARMONY_SCHEMA,
-    ("ollama", "json-harmony"): _HARMONY_SCHEMA,
-    ("openai-agents", "json-harmony"): _HARMONY_SCHEMA,
-    ("langchain-openai", "json-harmony"): _HARMONY_SCHEMA,
-    ("litellm", "json-harmony"): _HARMONY_SCHEMA,
-    ("llm", "json-harmony"): _HARMONY_SCHEMA,
     # tool-output modes force a call, but demo-think's thinking before it is free text, and at temperature 1 it
     # never reaches </think>: the run ends at the 1,024-token context (finish_reason length)
     ("pydantic-ai", "json-think"): _THINK_RUNS_ON.format(seed=8, lib="pydantic-ai: OutputTokenLimitExceeded"),

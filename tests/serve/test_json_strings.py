@@ -103,3 +103,24 @@ def test_every_finished_tool_call_has_json_arguments(engine: tuple[Engine, Model
 
 def _schema_format() -> ResponseFormat:
     return ResponseFormat.model_validate({"type": "json_schema", "json_schema": {"name": "t", "schema": STRING_SCHEMA}})
+
+
+def test_a_harmony_answer_grammar_keeps_markers_out_of_its_strings() -> None:
+    """llama.cpp matches a special token by its text, so `<|end|>` fit a JSON string of a harmony answer and the
+    channel parser then ended the final message mid-JSON (a required key lost): the harmony answer grammar's strings
+    never hold `<|`, a `<think>` model's still may."""
+    from serve.chat.answer_grammar import build
+    from serve.chat.channels import Format
+    from serve.chat.schemas import ResponseFormat
+
+    fmt = ResponseFormat.model_validate(
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "c", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+        }
+    )
+    harmony = build(fmt, Format.HARMONY, thinks=True)
+    think = build(fmt, Format.THINK, thinks=True)
+    assert harmony is not None and think is not None
+    assert '"<"+ ([^"\\\\<|' in harmony.text
+    assert '"<"+' not in think.text

@@ -30,7 +30,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
-from serve.chat.json_strings import CONTROLS, ESCAPE, strict_strings
+from serve.chat.json_strings import no_markers, strict_strings
 from serve.chat.tools import pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
@@ -76,25 +76,12 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     rules = [
         f"hearth-calls ::= {calls}",
         *call_rules,
-        _no_markers(schemas) if thinking is Thinking.HARMONY else schemas,
+        no_markers(schemas) if thinking is Thinking.HARMONY else schemas,
     ]
     if req.choice == "auto":
         return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking))
     root, triggers = _forced_root(fmt, thinking)
     return Grammar("\n".join([f"root ::= {root}", *rules]), triggers)
-
-
-# llama.cpp matches a special token against a grammar by its text, so `<|end|>` fits a JSON string as well as any
-# seven characters do, and for a harmony model such a marker inside the arguments would end the message mid-call
-# (serve/chat/channels.py reads harmony's structure from them). Its call strings therefore never hold `<|`: a `<` is
-# followed by another character than `|` (the two count as one toward a maxLength). Other formats need no such
-# rule: inside a call's JSON the chat core hands every character to the call parser, for which a marker is text.
-CHAR_RULE = re.compile(r"^char ::= .*$", re.M)
-NO_MARKER_CHAR = f'char ::= [^"\\\\<{CONTROLS}] | {ESCAPE} | "<"+ ([^"\\\\<|{CONTROLS}] | {ESCAPE})'
-
-
-def _no_markers(grammar: str) -> str:
-    return CHAR_RULE.sub(lambda _: NO_MARKER_CHAR, grammar)
 
 
 def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
