@@ -204,7 +204,8 @@ class OnDemand:
         if timeout is not None and timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: 3.11's can drop a cancellation (route/health.py)
+                await event.wait()
         except TimeoutError:
             return False
         return True

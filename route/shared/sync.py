@@ -129,8 +129,11 @@ class SharedSync:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation that arrives as the event is
+            # set, and the loop then outlives the router's shutdown (route/health.py says the same)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), SYNC_INTERVAL)
+                async with asyncio.timeout(SYNC_INTERVAL):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.sync_once()
