@@ -23,7 +23,7 @@ from gguf import MODEL_ARCH, MODEL_TENSOR, GGMLQuantizationType, GGUFType, GGUFV
 
 from convert.arch import Config, OutTensor, Transform
 from convert.errors import OutputError, ShapeError, SourceError, UnsupportedError
-from convert.plan import SAME_BYTES, nbytes_of, producer
+from convert.plan import SAME_BYTES, out_tensor
 from convert.source import Checkpoint, read_json
 from convert.write import FILE_TYPES, _write_data, _Writer, remove_stale_temps, removed_on_failure, temp_name
 
@@ -132,17 +132,7 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
         if ref.dtype not in SAME_BYTES:
             raise UnsupportedError(f"tensor {hf_name} has dtype {ref.dtype}; projector weights must be F32/F16/BF16")
         qtype = Q.F32 if (len(ref.shape) < 2 or kind in proj.f32_tensors or out_type == "f32") else Q.F16
-        transform = proj.transforms.get(kind)
-        tensors.append(
-            OutTensor(
-                name=gguf_name,
-                shape=ref.shape,
-                ggml_type=qtype,
-                nbytes=nbytes_of(ref.shape, qtype),
-                produce=producer(ref, qtype, transform, vision),
-                sources=(ref,) if transform is None and SAME_BYTES[ref.dtype] == qtype else (),
-            )
-        )
+        tensors.append(out_tensor(gguf_name, ref, qtype, proj.transforms.get(kind), vision))
     if unmapped:
         raise ShapeError(f"{len(unmapped)} vision tensors have no mmproj name: {', '.join(sorted(unmapped))}")
     if not any(t.name.startswith("v.blk.") for t in tensors):

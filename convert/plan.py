@@ -52,6 +52,19 @@ def encode(x: np.ndarray, qtype: Q) -> np.ndarray:
     return quants.quantize(x, qtype)
 
 
+def out_tensor(name: str, ref: TensorRef, qtype: Q, transform: Transform | None, config: Config) -> OutTensor:
+    """One tensor of the output: read from `ref`, transformed, written as `qtype` (bytes copied as they are when
+    nothing changes them). Shared by the text GGUF's plan and the projector's (convert/mmproj.py)."""
+    return OutTensor(
+        name=name,
+        shape=ref.shape,
+        ggml_type=qtype,
+        nbytes=nbytes_of(ref.shape, qtype),
+        produce=producer(ref, qtype, transform, config),
+        sources=(ref,) if transform is None and SAME_BYTES[ref.dtype] == qtype else (),
+    )
+
+
 def producer(
     ref: TensorRef, qtype: Q, transform: Transform | None, config: Config
 ) -> Callable[[], Iterator[np.ndarray]]:
@@ -109,17 +122,7 @@ def default_plan(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) ->
         if ref.dtype not in SAME_BYTES:
             raise UnsupportedError(f"tensor {hf_name} has dtype {ref.dtype}; {arch.name} weights must be F32/F16/BF16")
         qtype = Q.F32 if kind in arch.f32_tensors else weight_type(ref.shape, out_type)
-        transform = arch.transforms.get(kind)
-        tensors.append(
-            OutTensor(
-                name=gguf_name,
-                shape=ref.shape,
-                ggml_type=qtype,
-                nbytes=nbytes_of(ref.shape, qtype),
-                produce=producer(ref, qtype, transform, config),
-                sources=(ref,) if transform is None and SAME_BYTES[ref.dtype] == qtype else (),
-            )
-        )
+        tensors.append(out_tensor(gguf_name, ref, qtype, arch.transforms.get(kind), config))
     if unmapped:
         raise ShapeError(f"{len(unmapped)} tensors have no GGUF name for {arch.name}: {', '.join(sorted(unmapped))}")
     check_complete(arch, n_blocks, {t.name for t in tensors})
