@@ -75,44 +75,20 @@ def build_model() -> Path:
 def _checkpoint(text: Path, folder: Path) -> None:
     import torch
     import transformers
-    from tokenizers import AddedToken, Tokenizer
 
-    from testkit.fixtures.vision import IMAGE_TOKENS, MEAN, STD
+    from testkit.fixtures.vision import MEAN, STD, add_image_tokens, gemma3_config, write_preprocessor
 
     for name in ("tokenizer.model", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
         shutil.copy(text / name, folder / name)
-    tok = Tokenizer.from_file(str(text / "tokenizer.json"))
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in IMAGE_TOKENS])
-    tok.save(str(folder / "tokenizer.json"))
-    ids = {t: tok.token_to_id(t) for t in IMAGE_TOKENS}
+    _, ids = add_image_tokens(text, folder)
     lm = transformers.Gemma3ForCausalLM.from_pretrained(text, dtype=torch.float32)
     lm.config.max_position_embeddings = max(lm.config.max_position_embeddings, CTX)
-    config = transformers.Gemma3Config(
-        text_config=lm.config,
-        vision_config=transformers.SiglipVisionConfig(**VISION),
-        mm_tokens_per_image=TOKENS_PER_IMAGE,
-        boi_token_index=ids["<start_of_image>"],
-        eoi_token_index=ids["<end_of_image>"],
-        image_token_index=ids["<image_soft_token>"],
-    )
-    config.architectures = ["Gemma3ForConditionalGeneration"]
+    config = gemma3_config(lm.config, VISION, TOKENS_PER_IMAGE, ids)
     torch.manual_seed(1)
     model = transformers.Gemma3ForConditionalGeneration(config).eval()
     model.model.language_model.load_state_dict(lm.model.state_dict())
     model.save_pretrained(folder, safe_serialization=True)
-    size = VISION["image_size"]
-    preproc = {
-        "image_processor_type": "Gemma3ImageProcessor",
-        "image_mean": MEAN,
-        "image_std": STD,
-        "size": {"height": size, "width": size},
-        "resample": 2,
-        "rescale_factor": 1 / 255,
-        "do_pan_and_scan": False,
-        "do_convert_rgb": True,
-        "image_seq_length": TOKENS_PER_IMAGE,
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(preproc))
+    write_preprocessor(folder, VISION["image_size"], MEAN, STD, TOKENS_PER_IMAGE)
 
 
 def picture() -> str:

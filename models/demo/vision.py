@@ -116,48 +116,26 @@ def build(folder: Path, seed: int) -> Any:
     """The untrained model, its tokenizer files written into `folder`; returns (model, tokenizer)."""
     import torch
     import transformers
-    from tokenizers import AddedToken, Tokenizer
 
     from testkit.fixtures.build import GEMMA3_TEMPLATE, build_fixture
+    from testkit.fixtures.vision import add_image_tokens, gemma3_config, write_preprocessor
 
     text = build_fixture("gemma3")
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer.model", "tokenizer_config.json"):
         shutil.copy(text / name, folder / name)
     (folder / "chat_template.jinja").write_text(GEMMA3_TEMPLATE)
-    tok = Tokenizer.from_file(str(text / "tokenizer.json"))
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in IMAGE_TOKENS])
-    tok.save(str(folder / "tokenizer.json"))
-    ids = {t: tok.token_to_id(t) for t in IMAGE_TOKENS}
+    tok, ids = add_image_tokens(text, folder)
     base = json.loads((text / "config.json").read_text())
     text_config = transformers.Gemma3TextConfig(
         **{**{k: base[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id", "rope_parameters") if k in base},
            **TEXT, "vocab_size": tok.get_vocab_size()}
     )  # fmt: skip
-    config = transformers.Gemma3Config(
-        text_config=text_config,
-        vision_config=transformers.SiglipVisionConfig(**VISION),
-        mm_tokens_per_image=TOKENS_PER_IMAGE,
-        boi_token_index=ids["<start_of_image>"],
-        eoi_token_index=ids["<end_of_image>"],
-        image_token_index=ids["<image_soft_token>"],
-    )
-    config.architectures = ["Gemma3ForConditionalGeneration"]
+    config = gemma3_config(text_config, VISION, TOKENS_PER_IMAGE, ids)
     torch.manual_seed(seed)
     model = transformers.Gemma3ForConditionalGeneration(config)
     (folder / "generation_config.json").write_text((text / "generation_config.json").read_text())
-    preproc = {
-        "image_processor_type": "Gemma3ImageProcessor",
-        "image_mean": MEAN,
-        "image_std": STD,
-        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        "resample": 2,
-        "rescale_factor": 1 / 255,
-        "do_pan_and_scan": False,
-        "do_convert_rgb": True,
-        "image_seq_length": TOKENS_PER_IMAGE,
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(preproc, indent=1))
+    write_preprocessor(folder, IMAGE_SIZE, MEAN, STD, TOKENS_PER_IMAGE)
     return model, tok
 
 
