@@ -35,64 +35,11 @@ import numpy as np
 from bench import llama_server
 from bench.common import Row
 from bench.models import CACHE, qwen2_330m, smollm_135m_q4
-from bench.streams import THREADS, serve_argv, server
+from bench.streams import THREADS, Conversation, serve_argv, server
 from hearth_common.procs import free_port
 from testkit.procs import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = [
-    "river",
-    "market",
-    "salt",
-    "wool",
-    "hills",
-    "trader",
-    "bridge",
-    "winter",
-    "harvest",
-    "stone",
-    "tower",
-    "road",
-    "lamp",
-    "letter",
-    "garden",
-    "harbor",
-    "mill",
-    "forest",
-    "cart",
-    "bell",
-]
-
-
-def words(seed: int, chars: int) -> str:
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    while sum(len(w) + 1 for w in out) < chars:
-        out.append(str(rng.choice(WORDS)))
-    return " ".join(out)
-
-
-@dataclass
-class Conversation:
-    """ChatML text that only grows: each turn resends the whole history."""
-
-    seed: int
-    system_chars: int
-    question_chars: int = 60
-    history: str = ""
-    turns: int = 0
-
-    def __post_init__(self) -> None:
-        self.history = f"<|im_start|>system\n{words(self.seed, self.system_chars)}<|im_end|>\n"
-
-    def ask(self) -> str:
-        self.turns += 1
-        question = words(self.seed * 100 + self.turns, self.question_chars)
-        self.history += f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-        return self.history
-
-    def answer(self, text: str) -> None:
-        self.history += f"{text}<|im_end|>\n"
 
 
 @dataclass

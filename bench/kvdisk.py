@@ -30,45 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from bench.common import Row
-from bench.streams import THREADS, build_model
+from bench.streams import THREADS, Conversation, build_model
 from testkit.stack import StackProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 A, B = "bench-a", "demo-b"
-WORDS = ["river", "market", "salt", "wool", "hills", "trader", "bridge", "winter", "harvest", "stone", "tower", "road"]
 SYSTEM_CHARS = 1_500  # the bench model tokenizes a character a token: with six turns the history is ~2,000
 TURNS = 6
-
-
-def words(seed: int, chars: int) -> str:
-    rng = np.random.default_rng(seed)
-    out: list[str] = []
-    while sum(len(w) + 1 for w in out) < chars:
-        out.append(str(rng.choice(WORDS)))
-    return " ".join(out)
-
-
-@dataclass
-class Conversation:
-    seed: int
-    history: str = ""
-    turns: int = 0
-
-    def __post_init__(self) -> None:
-        self.history = f"<|im_start|>system\n{words(self.seed, SYSTEM_CHARS)}<|im_end|>\n"
-
-    def ask(self) -> str:
-        self.turns += 1
-        self.history += (
-            f"<|im_start|>user\n{words(self.seed * 100 + self.turns, 40)}<|im_end|>\n<|im_start|>assistant\n"
-        )
-        return self.history
-
-    def answer(self, text: str) -> None:
-        self.history += f"{text}<|im_end|>\n"
 
 
 @dataclass
@@ -154,7 +124,7 @@ def one_round(folder: Path, seed: int, sources: dict[str, Path], budget_gb: floa
     path.write_text(f"[router]\nport = 0\n[budget]\nram_gb = {budget_gb:.4f}\n" + models_toml(sources, tier))
     state = folder / f"state-{seed}-{tier}"
     f = Figures()
-    conv = Conversation(seed)
+    conv = Conversation(seed, system_chars=SYSTEM_CHARS, question_chars=40)
     stack = StackProcess([str(path)], state)
     try:
         for _ in range(TURNS):

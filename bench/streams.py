@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bench.models import qwen2_330m
 from hearth_common.procs import CODE_ROOT, child_env
 from testkit.procs import ServerProcess
@@ -112,3 +114,59 @@ def clients(url: str, streams: int, n: int) -> Run:
             )
 
     return asyncio.run(go())
+
+
+# A conversation's text that only grows (the prompt-cache and disk-tier benchmarks: bench/cache.py, kvdisk.py)
+WORDS = [
+    "river",
+    "market",
+    "salt",
+    "wool",
+    "hills",
+    "trader",
+    "bridge",
+    "winter",
+    "harvest",
+    "stone",
+    "tower",
+    "road",
+    "lamp",
+    "letter",
+    "garden",
+    "harbor",
+    "mill",
+    "forest",
+    "cart",
+    "bell",
+]
+
+
+def words(seed: int, chars: int) -> str:
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    while sum(len(w) + 1 for w in out) < chars:
+        out.append(str(rng.choice(WORDS)))
+    return " ".join(out)
+
+
+@dataclass
+class Conversation:
+    """ChatML text that only grows: each turn resends the whole history."""
+
+    seed: int
+    system_chars: int
+    question_chars: int = 60
+    history: str = ""
+    turns: int = 0
+
+    def __post_init__(self) -> None:
+        self.history = f"<|im_start|>system\n{words(self.seed, self.system_chars)}<|im_end|>\n"
+
+    def ask(self) -> str:
+        self.turns += 1
+        question = words(self.seed * 100 + self.turns, self.question_chars)
+        self.history += f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        return self.history
+
+    def answer(self, text: str) -> None:
+        self.history += f"{text}<|im_end|>\n"
