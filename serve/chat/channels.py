@@ -15,7 +15,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
-from serve.engine.stops import partial_tail
+from serve.engine.stops import first_marker, partial_tail
 
 ANALYSIS, COMMENTARY, FINAL = "analysis", "commentary", "final"
 CHANNELS = (ANALYSIS, COMMENTARY, FINAL)
@@ -108,12 +108,13 @@ class ChannelParser:
         text = self._pending + piece
         self._pending = ""
         while text:
-            pos, marker = self._first_marker(text)
-            if marker is None:
+            found = first_marker(text, self.markers)
+            if found is None:
                 keep = partial_tail(text, self.markers)
                 self._text(text[: len(text) - keep], out)
                 self._pending = text[len(text) - keep :]
                 break
+            pos, marker = found
             self._text(text[:pos], out)
             self._marker(marker, out)
             text = text[pos + len(marker) :]
@@ -128,14 +129,6 @@ class ChannelParser:
         return _merge(out)
 
     # -- internals ---------------------------------------------------------------------------------------
-
-    def _first_marker(self, text: str) -> tuple[int, str | None]:
-        best: tuple[int, str | None] = (len(text), None)
-        for m in self.markers:
-            i = text.find(m)
-            if i != -1 and i < best[0]:
-                best = (i, m)
-        return best
 
     def _text(self, text: str, out: list[Event]) -> None:
         if not text:

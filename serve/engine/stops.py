@@ -18,6 +18,17 @@ def partial_tail(text: str, markers: Iterable[str]) -> int:
     return keep
 
 
+def first_marker(text: str, markers: Iterable[str]) -> tuple[int, str] | None:
+    """The earliest marker in `text` (the longest at a tie), with its position. Shared with the channel parser and the
+    call parsers."""
+    best: tuple[int, str] | None = None
+    for m in markers:
+        i = text.find(m)
+        if i != -1 and (best is None or i < best[0] or (i == best[0] and len(m) > len(best[1]))):
+            best = (i, m)
+    return best
+
+
 @dataclass
 class StopFilter:
     stops: tuple[str, ...]

@@ -1,5 +1,5 @@
 """Pieces shared by the parsers of formats that write calls as markup around text (xml.py, pythonic.py,
-gemma.py): the answer text between calls, and finding the first of a state's markers in a piece."""
+gemma.py): the answer text between calls (finding a state's first marker is serve/engine/stops.first_marker)."""
 
 from __future__ import annotations
 
@@ -30,13 +30,3 @@ class Answer:
     def drop_space(self) -> None:
         """A call starts: the whitespace before it is layout."""
         self._space = ""
-
-
-def first_marker(text: str, markers: tuple[str, ...]) -> tuple[int, str] | None:
-    """The earliest marker in `text` (the longest at a tie), with its position."""
-    best: tuple[int, str] | None = None
-    for m in markers:
-        i = text.find(m)
-        if i != -1 and (best is None or i < best[0] or (i == best[0] and len(m) > len(best[1]))):
-            best = (i, m)
-    return best

@@ -18,9 +18,10 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from serve.chat.tools.events import CallArgs, CallStart, Content, IdMaker, ToolEvent, merge, openai_id
+from serve.chat.tools.answer import Answer
+from serve.chat.tools.events import CallArgs, CallStart, IdMaker, ToolEvent, merge, openai_id
 from serve.chat.tools.jsonscan import WHITESPACE, CallScanner, Found, Part, ValueScanner
-from serve.engine.stops import partial_tail
+from serve.engine.stops import first_marker, partial_tail
 
 
 class State(enum.Enum):
@@ -73,8 +74,7 @@ class MarkupParser:
     state: State = field(init=False)
     calls: int = field(init=False, default=0)
     _pending: str = field(init=False, default="")  # a held tail that may start a marker
-    _space: str = field(init=False, default="")  # answer whitespace held until text follows it
-    _said: bool = field(init=False, default=False)  # some answer text was emitted
+    _answer: Answer = field(init=False, default_factory=Answer)  # answer text, its whitespace held until text follows
     _object: CallScanner | None = field(init=False, default=None)
     _object_then: State = field(init=False, default=State.AFTER)
     _buffered: list[str] = field(init=False, default_factory=list)  # arguments seen before the name
@@ -125,18 +125,15 @@ class MarkupParser:
 
     def _scan_markers(self, text: str, out: list[ToolEvent]) -> str:
         markers = self.spec.markers(self.state)
-        pos, marker = len(text), None
-        for m in markers:
-            i = text.find(m)
-            if i != -1 and i < pos:
-                pos, marker = i, m
-        if marker is None:
+        found = first_marker(text, markers)
+        if found is None:
             keep = partial_tail(text, markers)
             rest = self._plain(text[: len(text) - keep], out)
             if rest is not None:
                 return rest + text[len(text) - keep :]
             self._pending = text[len(text) - keep :]
             return ""
+        pos, marker = found
         rest = self._plain(text[:pos], out)
         if rest is not None:  # the state changed inside the plain text: scan again from there
             return rest + text[pos:]
@@ -176,16 +173,7 @@ class MarkupParser:
         return None
 
     def _content(self, text: str, out: list[ToolEvent]) -> None:
-        """Answer text, with whitespace held until more text follows it (none leads, none trails, none
-        stands between calls)."""
-        text = self._space + text
-        body = text.rstrip(WHITESPACE)
-        self._space = text[len(body) :]
-        if not self._said:
-            body = body.lstrip(WHITESPACE)
-        if body:
-            self._said = True
-            out.append(Content(body))
+        self._answer.add(text, out)
 
     def _act(self, action: Action, out: list[ToolEvent]) -> None:
         if action is Action.OPEN:
@@ -291,7 +279,7 @@ class MarkupParser:
         index = self.calls
         self.calls += 1
         self._started = True
-        self._space = ""  # whitespace before a call is layout
+        self._answer.drop_space()  # whitespace before a call is layout
         out.append(CallStart(index, (self.new_id or self.spec.new_id)(index), name))
 
 

@@ -15,9 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve.chat.tools.answer import Answer, first_marker
+from serve.chat.tools.answer import Answer
 from serve.chat.tools.events import CallArgs, CallStart, IdMaker, ToolEvent, Tools, merge, openai_id
-from serve.engine.stops import partial_tail
+from serve.engine.stops import first_marker, partial_tail
 
 OPEN, CLOSE = "<|tool_call_start|>", "<|tool_call_end|>"
 

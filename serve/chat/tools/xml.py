@@ -22,10 +22,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve.chat.tools.answer import Answer, first_marker
+from serve.chat.tools.answer import Answer
 from serve.chat.tools.events import CallArgs, CallStart, IdMaker, ToolEvent, Tools, merge, openai_id
 from serve.chat.tools.typed import is_text, typed
-from serve.engine.stops import partial_tail
+from serve.engine.stops import first_marker, partial_tail
 
 FUNCTION, END_FUNCTION = "<function=", "</function>"
 PARAMETER, END_PARAMETER = "<parameter=", "</parameter>"
