@@ -28,8 +28,9 @@ import codecs
 import ctypes
 import logging
 import random
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (a
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
 
 
+CHECKED_GRAMMARS = 64  # grammars check_grammar remembers as accepted
 LOG_LINE_MAX = 500  # characters of one llama.cpp error kept (a refused grammar is printed whole: megabytes)
 
 
@@ -336,6 +338,8 @@ class Engine(JobThread[Job]):
         self._slots: list[_Slot] = []
         self._arriving = arriving or (lambda: 0)
         self.gather = gather
+        self._checked: OrderedDict[Grammar, None] = OrderedDict()  # grammars llama.cpp accepted lately
+        self._checked_lock = threading.Lock()  # check_grammar runs on the loop and in worker threads
         super().__init__("llama-engine")
 
     # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
@@ -666,8 +670,18 @@ class Engine(JobThread[Job]):
 
     def check_grammar(self, g: Grammar) -> None:
         """Raise EngineError when llama.cpp refuses the grammar (it answers NULL): from any thread, before a
-        request is admitted, so a client's grammar is the client's 400 and never a failed step."""
+        request is admitted, so a client's grammar is the client's 400 and never a failed step. A grammar accepted
+        lately is not parsed again (an agent sends the same tools every turn, and a lazy grammar compiles its
+        trigger regexes at every build)."""
+        with self._checked_lock:
+            if g in self._checked:
+                self._checked.move_to_end(g)
+                return
         ll.llama_sampler_free(self._grammar(g))
+        with self._checked_lock:
+            self._checked[g] = None
+            while len(self._checked) > CHECKED_GRAMMARS:
+                self._checked.popitem(last=False)
 
     def _grammar(self, g: Grammar) -> ll.llama_sampler_p:
         if not g.triggers:

@@ -228,3 +228,26 @@ def test_pythonic_grammar_holds_the_names_and_balances_the_arguments() -> None:
         assert not accepts(model, g.text, "<|tool_call_start|>[ping(q='open)]<|tool_call_end|>")
     finally:
         model.close()
+
+
+def test_an_accepted_grammar_is_checked_once_and_a_refused_one_every_time() -> None:
+    """check_grammar remembers what llama.cpp accepted (an agent resends the same tools every turn), never what it
+    refused: a NULL grammar is refused again on the next request."""
+    from serve.engine.context import EngineError
+    from serve.engine.engine import Engine, Model
+    from serve.engine.grammar import Grammar
+
+    model = Model(build_tiny_gguf())
+    engine = Engine(model, n_seq=1, ctx_per_seq=256, threads=1)
+    try:
+        good, bad = Grammar('root ::= "a"'), Grammar("root ::= \\\\d")
+        engine.check_grammar(good)
+        assert good in engine._checked
+        engine.check_grammar(good)
+        for _ in range(2):
+            with pytest.raises(EngineError):
+                engine.check_grammar(bad)
+        assert bad not in engine._checked
+    finally:
+        engine.stop()
+        model.close()
