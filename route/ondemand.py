@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from route.catalog import Catalog, CatalogModel
-from route.control import Control as Control, ControlError as ControlError  # also imported from here (tests/stack)
+from route.control import Control, ControlError
 from route.errors import ModelNotFound, ModelNotLoaded, ModelTooLarge
 from route.lifecycle import LoadState, advance
 from route.metrics import Metrics

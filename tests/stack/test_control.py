@@ -15,8 +15,8 @@ import pytest
 
 from route.__main__ import main as route_main
 from route.catalog import Catalog, CatalogModel, Control, CostEntry, read_catalog, write_catalog
+from route.control import Control as ControlClient, ControlError
 from route.errors import ConfigError
-from route.ondemand import Control as ControlClient, ControlError
 from stack.control import start_control
 from stack.errors import StartError
 
