@@ -260,7 +260,7 @@ class Runtime:
     def close(self) -> None:
         if self.loaded:
             self.loaded.engine.stop()
-            if self.loaded.projector is not None:
+            if self.loaded.projector is not None and not self.loaded.engine.encoding:  # else still in use
                 self.loaded.projector.close()
             self.loaded.model.close()
             self.loaded = None

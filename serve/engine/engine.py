@@ -41,6 +41,7 @@ import numpy as np
 from serve.engine import gil_held
 from serve.engine.context import EngineError, new_context
 from serve.engine.disk_cache import DiskCache, Spiller
+from serve.engine.encoder import Encoding, ImageEncoder
 from serve.engine.grammar import Grammar
 from serve.engine.jobthread import JobThread
 from serve.engine.prompt_cache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
@@ -252,6 +253,15 @@ class _Slot:
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     stops: StopFilter = field(default_factory=lambda: StopFilter(()))
     images: deque[ImageSpan] = field(default_factory=deque)  # images not yet decoded, in order
+    encodings: deque[Encoding] = field(default_factory=deque)  # their embeddings, from the encoder's thread
+
+    def waiting(self) -> bool:
+        """At an image whose embeddings are not there yet: a step passes the sequence by."""
+        at_image = self.last is None and bool(self.images) and self.images[0].start <= self.pos
+        return at_image and self.encodings[0].embd is None
+
+    def image_error(self) -> str | None:
+        return next((e.error for e in self.encodings if e.error is not None), None)
 
 
 class Engine(JobThread[Job]):
@@ -285,7 +295,8 @@ class Engine(JobThread[Job]):
         for which a step started from idle waits up to `gather` seconds; `disk`: the disk tier
         (serve/engine/disk_cache.py), where prompts look after the cells and host RAM, and where the engine keeps
         its cached states when it stops, for at most `stop_write_seconds`; `projector`: encodes a job's images
-        (serve/engine/vision.py), here between steps; `min_batch`: the largest image in tokens, which must fit one
+        (serve/engine/vision.py) on a thread of its own (serve/engine/encoder.py) while the steps go on, and their
+        embeddings enter the sequence between steps; `min_batch`: the largest image in tokens, which must fit one
         micro-batch when the model attends within an image both ways."""
         self.model = model
         self.n_seq = n_seq
@@ -341,16 +352,26 @@ class Engine(JobThread[Job]):
         self._checked: OrderedDict[Grammar, None] = OrderedDict()  # grammars llama.cpp accepted lately
         self._checked_lock = threading.Lock()  # check_grammar runs on the loop and in worker threads
         super().__init__("llama-engine")
+        self.encoder = ImageEncoder(projector, self._encoded) if projector is not None else None
 
     # -- the request side (submit, cancel, alive: JobThread) ---------------------------------------------------
 
     def _refuse(self, job: Job) -> None:
         job.emit(SHUTTING_DOWN)
 
+    def start(self) -> None:
+        if self.encoder is not None:
+            self.encoder.start()
+        super().start()
+
     def stop(self, timeout: float = 10.0) -> None:
         """End every job (running ones finish with `shutdown`, waiting ones fail with SHUTTING_DOWN), then free llama.cpp's memory and every cache
-        entry: a cached state never outlives the context (and model) that made it."""
-        if self._join(timeout) and self.ctx:
+        entry: a cached state never outlives the context (and model) that made it. The image encoder ends after the
+        image under way (`encoding` says whether it has not yet, when the projector must stay open)."""
+        joined = self._join(timeout)
+        if self.encoder is not None:
+            self.encoder.stop(timeout)
+        if joined and self.ctx:
             if self.host is not None:
                 self.host.clear()
             self._seqs = [SeqState(i) for i in range(self.n_seq)]
@@ -362,6 +383,11 @@ class Engine(JobThread[Job]):
     def active(self) -> int:
         return len(self._slots)
 
+    @property
+    def encoding(self) -> bool:
+        """The image encoder's thread still runs (the projector is in use)."""
+        return self.encoder is not None and self.encoder.alive
+
     def cached(self, seq: int) -> np.ndarray:
         """The token ids sequence `seq`'s cells hold while it is free (for tests and diagnostics)."""
         return self._seqs[seq].tokens
@@ -370,10 +396,10 @@ class Engine(JobThread[Job]):
 
     def _run(self) -> None:
         while True:
-            if not self._slots:
+            if not self._can_step():
                 self._flush()  # about to wait; otherwise the step flushes right before it decodes
             with self._wake:
-                while not self._stopping and not self._slots and not self._incoming:
+                while not self._stopping and not self._can_join() and not self._can_step():
                     self._wake.wait()
                 if self._stopping:
                     break
@@ -397,6 +423,8 @@ class Engine(JobThread[Job]):
                     self._emit(job, Failed(f"generation failed: {err}"))
             for slot in [s for s in self._slots if s.job.cancelled]:
                 self._close(slot, Finished("cancelled", len(slot.job.prompt), slot.generated, slot.prefix.size))
+            for slot in [s for s in self._slots if s.image_error() is not None]:
+                self._close(slot, Failed(f"generation failed: {slot.image_error()}"))
             if self._slots:
                 try:
                     self._step()
@@ -418,6 +446,19 @@ class Engine(JobThread[Job]):
                 self._persist()
             except Exception:  # a cache that cannot be kept must not stop the shutdown
                 log.exception("keeping the prompt cache on disk failed")
+
+    def _can_join(self) -> bool:
+        return bool(self._incoming) and len(self._slots) < self.n_seq
+
+    def _can_step(self) -> bool:
+        """A sequence has a token to decode, or must be closed: otherwise the thread waits (for a job, a cancel or
+        an image's embeddings) rather than step over sequences that all wait for their images."""
+        return any(not s.waiting() or s.job.cancelled or s.image_error() is not None for s in self._slots)
+
+    def _encoded(self) -> None:
+        """From the encoder's thread: an image's embeddings are ready (or it failed)."""
+        with self._wake:
+            self._wake.notify()
 
     def _gather(self) -> None:
         """From idle, with `_wake` held: wait (at most `gather` seconds) while more requests are on their way and
@@ -466,6 +507,12 @@ class Engine(JobThread[Job]):
         slot = _Slot(state.seq, job, self._chain(job.params), deque(job.prompt[keep:]), state.tokens[:keep], pos=keep)
         slot.stops = StopFilter(job.params.stops)
         slot.images = deque(span for span in job.images if span.end > keep)
+        if slot.images and self.encoder is None:
+            raise EngineError("this model has no image projector")
+        for span in slot.images:  # encoded from now on, while the text before them decodes
+            slot.encodings.append(Encoding(span))
+            assert self.encoder is not None
+            self.encoder.submit(slot.encodings[-1])
         return slot
 
     def _trim(self, state: SeqState, keep: int) -> int:
@@ -626,6 +673,8 @@ class Engine(JobThread[Job]):
         """End the slot: its cells stay cached under their token ids (unless `keep` is off: after a failed
         step their content is unknown); the sequence id is reusable at once."""
         state = self._seqs[slot.seq]
+        for encoding in slot.encodings:  # the encoder skips those not begun
+            encoding.cancelled = True
         if keep:
             state.persist = slot.job.params.cache_prompt  # a `cache_prompt: false` request is never written
             state.tokens = np.concatenate([slot.prefix, np.asarray(slot.history, np.int32)])
@@ -725,6 +774,10 @@ class Engine(JobThread[Job]):
             slot.batch_index = -1
             if slot.last is None and slot.images and slot.images[0].start <= slot.pos:
                 self._decode_images(slot)
+                if slot.waiting():  # its image is still encoding: a filler keeps the ids consecutive
+                    fillers.append((self._seqs[seq], slot.pos))
+                    self._add(0, slot.pos, seq, False)
+                    continue
             if slot.last is not None:
                 slot.batch_index = self._add(slot.last, slot.pos, slot.seq, True)
                 slot.history.append(slot.last)
@@ -765,19 +818,31 @@ class Engine(JobThread[Job]):
                 self._sample(slot)
 
     def _decode_images(self, slot: _Slot) -> None:
-        """Encode the images starting at the slot's position and decode their embeddings into its sequence, each
-        in a llama_decode of its own (a batch holds tokens or embeddings, not both), before the step's batch. When
-        the cache kept part of an image (the same picture, by its ids), only the rest is decoded."""
+        """Decode the embeddings of the image at the slot's position into its sequence, once its encoding is
+        done, in a llama_decode of its own (a batch holds tokens or embeddings, not both) before the step's batch:
+        the whole image where the model attends within it both ways, which needs it in one micro-batch, else a
+        prompt chunk's worth a step. When the cache kept part of an image (the same picture, by its ids), only the
+        rest is decoded."""
         assert self.projector is not None
+        non_causal = self.projector.non_causal
         while slot.images and slot.images[0].start <= slot.pos:
-            span = slot.images.popleft()
-            embd = self.projector.encode(span)[slot.pos - span.start :]
-            decode_embeddings(self.ctx, embd, slot.pos, slot.seq, non_causal=self.projector.non_causal)
-            for _ in range(len(embd)):
+            span, encoding = slot.images[0], slot.encodings[0]
+            if encoding.embd is None:
+                return  # still encoding (or failed: the loop ends the job)
+            rows = encoding.embd[slot.pos - span.start :]
+            if not non_causal:
+                rows = rows[: self.chunk]
+            decode_embeddings(self.ctx, rows, slot.pos, slot.seq, non_causal=non_causal)
+            for _ in range(len(rows)):
                 slot.history.append(slot.todo.popleft())
-            slot.pos = span.end
+            slot.pos += len(rows)
+            if slot.pos >= span.end:
+                slot.images.popleft()
+                slot.encodings.popleft()
             if not slot.todo:
                 raise EngineError("a prompt must not end with an image")
+            if not non_causal:
+                return
 
     def _sample(self, slot: _Slot) -> None:
         job, model = slot.job, self.model

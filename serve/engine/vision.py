@@ -3,11 +3,12 @@
 `Projector(path, model)` opens the projector for a loaded text model. From any thread:
 `tokenize(text, images)` turns a rendered prompt, whose images stand at mtmd's marker (`MARKER`), and the images'
 encoded bytes into a `Tokenized`: prompt ids where each image occupies its `n_tokens` positions with pseudo-token
-ids, and one `ImageSpan` per image (its start, length and mtmd chunk). From the engine thread only:
-`encode(span)` runs the vision tower and projector on one image (mtmd_encode_chunk) and returns its embeddings,
-and `decode_embeddings` puts embeddings into a sequence at given positions (a llama_batch of embeddings, with
-causal attention off while it decodes where the model attends within an image both ways, as Gemma 3 does:
-mtmd_decode_use_non_causal; the whole image in one micro-batch, which that needs).
+ids, and one `ImageSpan` per image (its start, length and mtmd chunk). From one thread at a time (the engine's
+image encoder, serve/engine/encoder.py): `encode(span)` runs the vision tower and projector on one image
+(mtmd_encode_chunk) and returns its embeddings. From the engine thread only: `decode_embeddings` puts
+embeddings into a sequence at given positions (a llama_batch of embeddings, with causal attention off while it
+decodes where the model attends within an image both ways, as Gemma 3 does: mtmd_decode_use_non_causal; the whole
+image in one micro-batch, which that needs).
 
 Pseudo-token ids make the prompt cache key an image by its content: an image's ids are negative (no vocabulary
 id is), derived from a SHA-256 of the projector file's identity and the decoded pixels, one id per position. A
@@ -178,7 +179,7 @@ class Projector:
         """Positions a small image takes (fixed-size projectors such as Gemma 3's: every image)."""
         return sum(span.n_tokens for span in self.tokenize(MARKER, [BLACK_8X8_PNG], add_special=False).images)
 
-    # -- the engine thread -----------------------------------------------------------------------------------
+    # -- one thread at a time (the image encoder's) -----------------------------------------------------------
 
     def encode(self, span: ImageSpan) -> np.ndarray:
         """The image's embeddings, (n_tokens, n_embd) float32 (a copy: mtmd reuses its buffer)."""
