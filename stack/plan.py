@@ -12,6 +12,10 @@ server really takes beyond its weights and KV cache: llama.cpp's compute buffer 
 GPU (`compute_bytes`; the GPU's is the reserve) and the server process itself (PROCESS_BYTES). The start-up plan
 (`plan_stack`) places the preloaded models together as `plan` does and the others as if alone, since they load
 later beside whatever is loaded then.
+
+An image projector (serve loads NAME.mmproj.gguf beside the model) runs where the model's layers do: on the GPU
+when any layer is offloaded (serve's Projector use_gpu), else on the CPU. Its weights and its vision tower's compute
+buffer (`projector_compute_bytes`) are charged on that side.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class ModelNeeds:
     n_gpu_layers: int | None = None  # fixed by the stack file; overrides device_map
     host_compute: int = 0  # llama.cpp's compute buffer in RAM when not every layer is on the GPU
     process: int = 0  # the server process itself
+    projector: int = 0  # the image projector's weights and compute buffer, beside the first offloaded layer
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,10 @@ def split(needs: ModelNeeds, n_gpu: int, reserve: int) -> tuple[int, int]:
     kv_layer = kv_bytes_per_token(shape, needs.kv_type) * needs.n_ctx
     weights = sum(shape.layer_bytes[:layers])
     output = shape.output_bytes if n_gpu > shape.n_layers else 0
-    vram = weights + output + layers * kv_layer + (reserve if n_gpu > 0 else 0)
+    vram = weights + output + layers * kv_layer + (reserve + needs.projector if n_gpu > 0 else 0)
     # The output head moves off the host when offloaded; with tied embeddings its GPU copy is extra, hence the floor.
     ram = max(needs.total_bytes - weights - output, 0) + (shape.n_layers - layers) * kv_layer
+    ram += needs.projector if n_gpu <= 0 else 0
     return int(vram), int(ram)
 
 
@@ -99,6 +105,14 @@ def compute_bytes(n_ubatch: int, n_vocab: int, n_head: int, n_ff: int, ctx_per_s
     for serve's contexts: 0.94-1.3x on the demo models (tests/stack/test_footprint.py), 1.1x on a 151,936-token
     330M model whose logits dominate."""
     return int(4 * n_ubatch * (max(n_vocab, 1.5 * n_head * ctx_per_seq) + 4 * n_ff))
+
+
+def projector_compute_bytes(image_size: int, patch_size: int, n_head: int, n_ff: int) -> int:
+    """The vision tower's compute buffer, estimated: the float32 image, then per layer the attention scores of every
+    patch against every patch and the feed-forward activations. Against llama.cpp's report (clip's "compute buffer
+    size", flash attention off): 0.98x on demo-vision's tiny tower, 1.07x on bench/vision.py's 1,024-patch one."""
+    n_patches = (image_size // max(patch_size, 1)) ** 2
+    return int(4 * (3 * image_size**2 + n_patches * (n_head * n_patches + 1.5 * n_ff)))
 
 
 def costs(needs: ModelNeeds, reserve: int, gpu: bool) -> list[Cost]:
@@ -143,8 +157,10 @@ def plan(models: list[ModelNeeds], budget: int | None, gpu: bool, reserve: int =
         if left is None:
             chosen[m.name] = m.shape.n_layers + 1
             continue
-        # fit_layers subtracts the reserve itself; a model that gets no layer keeps no compute buffer either.
-        n = max(fit_layers(m.shape, left // m.replicas, m.n_ctx, m.kv_type, reserve), 0) if left > 0 else 0
+        # fit_layers subtracts the reserve itself; a model that gets no layer keeps no compute buffer (nor its
+        # projector) there either.
+        room = left // m.replicas - m.projector
+        n = max(fit_layers(m.shape, room, m.n_ctx, m.kv_type, reserve), 0) if room > 0 else 0
         chosen[m.name] = n
         left -= split(m, n, reserve)[0] * m.replicas
     rows = tuple(_row(m, chosen[m.name], reserve) for m in models)

@@ -20,7 +20,7 @@ from stack.catalog import model_facts
 from stack.config import ModelSection, StackConfig
 from stack.errors import StartError
 from stack.gguf_info import GGUFInfo, InfoError, read_info
-from stack.plan import PROCESS_BYTES, ModelNeeds, Plan, compute_bytes, plan_stack
+from stack.plan import PROCESS_BYTES, ModelNeeds, Plan, compute_bytes, plan_stack, projector_compute_bytes
 
 log = logging.getLogger("stack")
 
@@ -69,7 +69,8 @@ def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNee
     """What each model takes, as serve will run it: the context capped at the model's training context (serve does
     the same). A chat model: KV for ctx x max_concurrent tokens, one micro-batch of prompt_chunk + max_concurrent
     tokens. An embeddings model (serve/engine/embedder.py): one KV stream and one micro-batch of the context rounded up
-    to EMBED_SEQS tokens, every one of them through the output head."""
+    to EMBED_SEQS tokens, every one of them through the output head. With an image projector beside it: a micro-batch
+    that holds a whole image (serve's min_batch), and the projector's weights and compute buffer."""
     chunk = ServeConfig.model_fields["prompt_chunk"].default
     out = []
     for m in stack.models:
@@ -80,6 +81,12 @@ def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNee
             kv_tokens, ubatch, ctx = batch, batch, batch
         else:
             kv_tokens, ubatch = ctx * m.max_concurrent, chunk + m.max_concurrent
+        proj, projector = info.projector, 0
+        if proj is not None and not (m.embeddings or m.rerank):
+            ubatch = max(ubatch, proj.tokens_per_image)
+            projector = proj.total_bytes + projector_compute_bytes(
+                proj.image_size, proj.patch_size, proj.n_head, proj.n_ff
+            )
         out.append(
             ModelNeeds(
                 name=m.name,
@@ -92,6 +99,7 @@ def model_needs(stack: StackConfig, sizes: dict[str, GGUFInfo]) -> list[ModelNee
                 n_gpu_layers=m.n_gpu_layers,
                 host_compute=compute_bytes(ubatch, info.n_vocab, info.n_head, info.n_ff, ctx),
                 process=PROCESS_BYTES,
+                projector=projector,
             )
         )
     return out

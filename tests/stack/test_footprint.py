@@ -82,3 +82,82 @@ def test_embeddings_model_against_llama_cpp(embedding_gguf: Path, tmp_path: Path
     kv_planned = kv_bytes_per_token(info.shape, "f16") * needs.n_ctx * info.shape.n_layers / 2**20
     assert kv_planned == pytest.approx(kv, abs=0.015)
     assert 0.9 <= needs.host_compute / 2**20 / compute <= 1.5, (needs.host_compute / 2**20, compute)
+
+
+def _vision_checkpoint(folder: Path, vision: dict[str, int], tokens: int) -> Path:
+    """testkit's tiny Gemma 3 text model under a SigLIP tower of `vision` (random), converted: NAME.gguf and its
+    projector beside it."""
+    import torch
+    import transformers
+
+    from convert import convert_checkpoint
+    from testkit.fixtures.build import build_fixture
+    from testkit.fixtures.vision import MEAN, STD, add_image_tokens, gemma3_config, write_preprocessor
+
+    text, src = build_fixture("gemma3"), folder / "hf"
+    src.mkdir()
+    for name in ("tokenizer.model", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        (src / name).write_bytes((text / name).read_bytes())
+    _, ids = add_image_tokens(text, src)
+    lm = transformers.Gemma3ForCausalLM.from_pretrained(text, dtype=torch.float32)
+    config = gemma3_config(lm.config, {**vision, "num_hidden_layers": 1, "vision_use_head": False}, tokens, ids)
+    transformers.Gemma3ForConditionalGeneration(config).save_pretrained(src, safe_serialization=True)
+    write_preprocessor(src, vision["image_size"], MEAN, STD, tokens)
+    return convert_checkpoint(src, folder / "v.gguf", "f32", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("vision", "tokens"),
+    [
+        (
+            {
+                "hidden_size": 64,
+                "intermediate_size": 256,
+                "num_attention_heads": 4,
+                "image_size": 224,
+                "patch_size": 14,
+            },
+            64,
+        ),
+        (
+            {
+                "hidden_size": 32,
+                "intermediate_size": 128,
+                "num_attention_heads": 2,
+                "image_size": 112,
+                "patch_size": 14,
+            },
+            16,
+        ),
+    ],
+)
+def test_projector_against_llama_cpp(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], vision: dict[str, int], tokens: int
+) -> None:
+    """The image projector beside a GGUF, as the plan reads it: its tokens an image as llama.cpp's mtmd counts them,
+    its weights as the file holds them, and its compute buffer within a margin of clip's own report at the first
+    encode (printed to stderr)."""
+    from convert.mmproj import mmproj_path
+    from serve.engine.vision import MARKER, Projector
+    from stack.plan import projector_compute_bytes
+    from testkit.images import png
+
+    gguf = _vision_checkpoint(tmp_path, vision, tokens)
+    info = read_info(gguf).projector
+    assert info is not None
+    model = serve.engine.engine.Model(gguf)
+    projector = Projector(mmproj_path(gguf), model.ptr, 1)
+    try:
+        capfd.readouterr()
+        assert info.tokens_per_image == projector.tokens_per_image() == tokens
+        projector.encode(projector.tokenize(MARKER, [png(8, 8, (1, 2, 3))], add_special=False).images[0])
+        reported = [float(m) for m in re.findall(r"CPU compute buffer size =\s+([\d.]+) MiB", capfd.readouterr().err)]
+    finally:
+        projector.close()
+        model.close()
+    from gguf import GGUFReader
+
+    assert info.total_bytes == sum(int(t.n_bytes) for t in GGUFReader(mmproj_path(gguf)).tensors)
+    estimate = projector_compute_bytes(info.image_size, info.patch_size, info.n_head, info.n_ff) / 2**20
+    assert len(reported) == 1 and reported[0] > 0
+    assert 0.9 <= estimate / reported[0] <= 1.5, (estimate, reported)

@@ -99,6 +99,26 @@ def test_memory_is_conserved(n_gpu: int, n_ctx: int) -> None:
     assert vram + ram == TOTAL + kv_all
 
 
+@given(st.integers(0, 5), st.integers(1, 64))
+def test_the_projector_is_charged_where_it_runs(n_gpu: int, projector_mib: int) -> None:
+    """serve runs the image projector on the GPU when any layer is there (Projector's use_gpu), else on the CPU."""
+    vram, ram = split(needs(projector=projector_mib * MiB), n_gpu, reserve=0)
+    base_vram, base_ram = split(needs(), n_gpu, reserve=0)
+    on_gpu = projector_mib * MiB if n_gpu > 0 else 0
+    assert (vram, ram) == (base_vram + on_gpu, base_ram + projector_mib * MiB - on_gpu)
+
+
+def test_the_projector_takes_its_room_from_the_layers() -> None:
+    # 30 MiB of projector: 404 MiB held 4 layers without it, 3 with it; 101 MiB holds no layer and the projector stays
+    # on the CPU.
+    assert plan([needs(projector=30 * MiB)], 404 * MiB, gpu=True, reserve=0).rows[0].gpu_layers == 3
+    assert plan([needs(projector=30 * MiB)], 434 * MiB, gpu=True, reserve=0).rows[0].gpu_layers == 4
+    row = plan([needs(projector=30 * MiB)], 101 * MiB, gpu=True, reserve=0).rows[0]
+    assert (row.gpu_layers, row.vram) == (0, 0)
+    assert row.ram == split(needs(), 0, 0)[1] + 30 * MiB
+    assert all(r.vram <= 404 * MiB for r in plan([needs(projector=30 * MiB)], 404 * MiB, gpu=True, reserve=0).rows)
+
+
 # -- on demand: every placement's cost, and the start-up plan ---------------------------------------------------
 
 
