@@ -21,7 +21,8 @@ DEMO = demo_dir()
 
 
 def demo_models_missing() -> str | None:
-    missing = [n for n in ("demo-think", "demo-harmony") if not (DEMO / n / "config.json").is_file()]
+    missing = [n for n in ("demo-think", "demo-harmony", "demo-vision") if not (DEMO / n / "config.json").is_file()]
+    # demo-vision trains with its own script (python -m models.demo.vision)
     return f"demo checkpoints not built yet: {', '.join(missing)} (python -m models.demo.train)" if missing else None
 
 

@@ -11,8 +11,8 @@ is this picture?" (the picture before or after the question), it answers "The pi
 Deterministic from the seed on one machine (one torch thread, deterministic algorithms). Training stops once every
 answer token of every example is the argmax (teacher forcing: greedy reproduction), or at --max-steps; then the
 saved folder is reloaded with transformers and asked about each colour's own shade. Trained into models/demo/
-(the default --out), it writes MANIFEST-vision.sha256 beside MANIFEST.sha256 (same format). Not in the built-in
-stack yet: models/demo/manifest.py lists demo-think and demo-harmony only.
+(the default --out), it writes MANIFEST-vision.sha256 beside MANIFEST.sha256 (same format). It is the built-in
+stack's third model (stack/default.toml); models/demo/manifest.py's MODELS lists the other two, which train together.
 """
 
 from __future__ import annotations

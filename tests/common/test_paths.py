@@ -28,7 +28,7 @@ def test_cache_dir_is_the_users_unless_hearth_cache_moves_it(tmp_path: Path) -> 
 
 def test_demo_models_are_the_checkouts() -> None:
     assert demo_dir() == ROOT / "models" / "demo"
-    for name in ("demo-think", "demo-harmony"):
+    for name in ("demo-think", "demo-harmony", "demo-vision"):
         assert (demo_dir() / name / "config.json").is_file()
 
 
@@ -49,4 +49,4 @@ def test_programs_take_their_defaults_from_there(tmp_path: Path) -> None:
     assert Path(cache) == tmp_path / "c" / "gguf"
     assert Path(state) == tmp_path / "c" / "stack"
     assert Path(model) == demo_dir() / "demo-think"
-    assert [Path(s) for s in sources] == [demo_dir() / "demo-think", demo_dir() / "demo-harmony"]
+    assert [Path(s) for s in sources] == [demo_dir() / n for n in ("demo-think", "demo-harmony", "demo-vision")]

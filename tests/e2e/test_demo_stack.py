@@ -1,10 +1,12 @@
 """The README's command on the built-in stack: `python -m stack` (what `just serve` runs), then the `openai` client
 through the router gets demo-think's and demo-harmony's trained answers with the thinking separated, whole and
-streamed, sync and async; the printed curl line works; Ctrl-C stops everything."""
+streamed, sync and async, and demo-vision's colour of a picture; the printed curl line works; Ctrl-C stops
+everything."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import shlex
 import subprocess
@@ -19,6 +21,8 @@ from openai import AsyncOpenAI, OpenAI
 
 from hearth_common.procs import free_port
 from models.demo.data import ITEMS, Item, weather_answer, weather_result
+from models.demo.vision import COLOURS, QUESTION, answer
+from testkit.images import png
 from testkit.stack import DEMO, StackProcess, alive, demo_models_missing
 
 pytestmark = [
@@ -87,6 +91,19 @@ def test_whole_and_streamed_answers_through_the_router(stack: StackProcess, mode
         assert "".join(by_channel.get("commentary", [])) == want.get("commentary", "")
 
 
+def test_demo_vision_names_the_colour_through_the_router(stack: StackProcess) -> None:
+    """A solid picture of each trained colour, as a `data:` URL through the router: its trained answer."""
+    client = OpenAI(base_url=stack.api, api_key="unused", max_retries=0, timeout=60)
+    for colour, rgb in COLOURS.items():
+        url = "data:image/png;base64," + base64.b64encode(png(48, 48, rgb)).decode()
+        content = [{"type": "text", "text": QUESTION}, {"type": "image_url", "image_url": {"url": url}}]
+        said = client.chat.completions.create(
+            model="demo-vision", messages=[{"role": "user", "content": content}], temperature=0, max_tokens=12
+        )
+        assert said.choices[0].message.content == answer(colour), colour
+        assert (said.model_extra or {})["_routing"]["backend"] == "demo-vision"
+
+
 def test_async_client_concurrent_across_both_models(stack: StackProcess) -> None:
     async def ask(client: AsyncOpenAI, model: str, item: Item) -> tuple[str, Item, str | None]:
         r = await client.chat.completions.create(
@@ -106,7 +123,7 @@ def test_async_client_concurrent_across_both_models(stack: StackProcess) -> None
 
 def test_models_listed_and_curl_line_works(stack: StackProcess) -> None:
     ids = {m["id"] for m in httpx.get(stack.api + "/models", timeout=10).json()["data"]}
-    assert {"demo-think", "demo-harmony"} <= ids
+    assert {"demo-think", "demo-harmony", "demo-vision"} <= ids
     line = next(x for x in stack.console().splitlines() if x.startswith("curl "))
     out = subprocess.run([*shlex.split(line), "-s"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and '"content": "Paris"' in out.stdout.replace('":"', '": "'), out.stdout
@@ -116,7 +133,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """Its own stack, so stopping it does not disturb the module's: exit 0, every child gone, state says stopped."""
     proc = StackProcess(["--port", str(free_port())], tmp_path / "stack")
     pids = proc.pids()
-    assert len(pids) == 3
+    assert len(pids) == 4  # the router and three model servers
     assert proc.stop() == 0
     assert proc.orphans == []
     assert "stack: stopped" in proc.console()

@@ -151,5 +151,7 @@ def test_demo_stack_from_the_wheel(installed: Path, tmp_path: Path) -> None:
             env=clean_env(),
         ).stdout.strip()
     ).parent
-    assert sorted(Path(r["source"]) for r in records) == [site / "demo-harmony", site / "demo-think"]
+    assert sorted(Path(r["source"]) for r in records) == [
+        site / n for n in ("demo-harmony", "demo-think", "demo-vision")
+    ]
     assert not any(site.parent.glob(".cache")), "nothing is written into site-packages"

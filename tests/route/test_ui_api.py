@@ -72,14 +72,14 @@ def test_state_shows_the_stack_models_memory_activity_and_logs(ui_stack: StackPr
     ask(ui_stack, "What is the capital of France?")
     state = httpx.get(ui_stack.router + "/ui/state", headers=auth(ui_stack), timeout=10).json()
     models = {m["name"]: m for m in state["models"]}
-    assert set(models) == {"demo-think", "demo-harmony"}
+    assert set(models) == {"demo-think", "demo-harmony", "demo-vision"}
     think = models["demo-think"]
     assert think["status"] == "loaded" and think["ram_bytes"] > 0 and think["backends"][0]["healthy"]
     assert think["running"] == 0 and think["queued"] == 0
     assert think["ttft_ms"] > 0 and think["tokens_per_s"] > 0  # from its server's /metrics
     assert set(state["memory"]) == {"budget", "held"}
     assert state["memory"]["held"]["ram_bytes"] >= think["ram_bytes"]
-    assert state["logs"] == ["router", "demo-think", "demo-harmony"]
+    assert state["logs"] == ["router", "demo-think", "demo-harmony", "demo-vision"]
     chat = next(a for a in state["activity"] if a["path"] == "/v1/chat/completions")
     assert chat["model"] == "demo-think" and chat["status"] == 200 and chat["completion_tokens"] > 0
     assert chat["prompt_tokens"] > 0 and chat["cached_tokens"] is not None and chat["ms"] > 0
@@ -103,7 +103,7 @@ def test_events_send_a_snapshot_on_connect_and_another_when_a_request_ends(ui_st
         assert response.headers["content-security-policy"] == CSP
         stream = events(response)
         first = next(stream)
-        assert {m["name"] for m in first["models"]} == {"demo-think", "demo-harmony"}
+        assert {m["name"] for m in first["models"]} == {"demo-think", "demo-harmony", "demo-vision"}
         newest = first["activity"][:1]
         began = time.monotonic()
         threading.Thread(target=ask, args=(ui_stack, marker), daemon=True).start()

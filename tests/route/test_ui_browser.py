@@ -64,8 +64,8 @@ def status_of(tab: Page, model: str) -> object:
     return tab.locator(f"tr[data-model='{model}'] .status")
 
 
-def test_the_models_table_shows_both_demo_models(page: Page, tmp_path: Path) -> None:
-    for model in ("demo-think", "demo-harmony"):
+def test_the_models_table_shows_every_demo_model(page: Page, tmp_path: Path) -> None:
+    for model in ("demo-think", "demo-harmony", "demo-vision"):
         expect(status_of(page, model)).to_have_text("loaded")
     expect(page.locator("#conn")).to_have_text("live")
     expect(page.locator("#memory .meter")).to_have_count(2)
