@@ -774,7 +774,8 @@ class Engine(JobThread[Job]):
             slot.batch_index = -1
             if slot.last is None and slot.images and slot.images[0].start <= slot.pos:
                 self._decode_images(slot)
-                if slot.waiting():  # its image is still encoding: a filler keeps the ids consecutive
+                if slot.images and slot.images[0].start <= slot.pos:  # still at an image (encoding, or the rest of
+                    # a causal one next step): no text this step, and a filler keeps the ids consecutive
                     fillers.append((self._seqs[seq], slot.pos))
                     self._add(0, slot.pos, seq, False)
                     continue

@@ -197,3 +197,36 @@ def test_a_shutdown_mid_encode(engine: Engine, model: Model, projector: GatedPro
     refused: queue.Queue = queue.Queue()
     engine.submit(Job([1, 2], SamplingParams(max_tokens=1), refused.put))
     assert isinstance(refused.get(timeout=WAIT), Failed)
+
+
+def test_a_causal_image_enters_a_prompt_chunk_a_step(
+    model: Model, projector: GatedProjector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that attends within an image causally takes it a prompt chunk a step (here 2 of its 4 rows), with
+    the answer it gets when the image enters whole. The fixture is Gemma 3 (both ways), told otherwise here."""
+    import serve.engine.engine as engine_module
+
+    rows: list[int] = []
+    real = engine_module.decode_embeddings
+
+    def counted(ctx: object, embd: np.ndarray, *args: object, **kw: object) -> None:
+        rows.append(len(embd))
+        real(ctx, embd, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine_module, "decode_embeddings", counted)
+    projector.non_causal = False
+    answers = []
+    for chunk in (32, 2):
+        e = Engine(model, n_seq=4, ctx_per_seq=256, prompt_chunk=chunk, threads=1, projector=projector, min_batch=4)
+        e.start()
+        try:
+            rows.clear()
+            _, stream = submit(e, image(projector, (40, 140, 240)), 8)
+            stream.wait()
+            assert isinstance(stream.end, Finished)
+            answers.append((stream.text, stream.end.completion_tokens, list(rows)))
+        finally:
+            e.stop()
+    (whole, n_whole, rows_whole), (chunked, n_chunked, rows_chunked) = answers
+    assert rows_whole == [4] and rows_chunked == [2, 2]
+    assert (chunked, n_chunked) == (whole, n_whole)
