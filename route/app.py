@@ -25,6 +25,7 @@ from route.nodes import Fleet
 from route.ondemand import OnDemand
 from route.proxy import Proxy
 from route.registry import Registry, load_state
+from route.shared.prefix import PrefixShare
 from route.shared.store import SharedStore
 from route.shared.sync import SharedSync, replica_name
 from route.state import RouterState
@@ -53,6 +54,8 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             store = SharedStore(cfg.shared_state, cfg.shared_state_password, replica_name(cfg))
             state.shared = SharedSync(store, state.registry, cfg, state.metrics, state.wake_health.set)
             state.proxy_.on_eject = state.shared.ejected
+            state.shared.prefix = PrefixShare(store, state.proxy_.strategies, state.proxy_.strategy)
+            state.proxy_.share_prefixes = True
         specs, served = load_state(cfg.state_file) if cfg.state_file else ([], set())
         state.registry.served.update(served)
         by_name = {s.name: s for s in [*cfg.backends, *specs]}  # the state file's newer word wins

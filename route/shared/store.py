@@ -11,6 +11,10 @@ keeps them):
     hearth:busy:REPLICA    hash  stack model -> {"active", "waiting", "used"}: that replica's counts; expires with it
     hearth:load:MODEL      the model's load lock (SET NX PX, refreshed while held; a crashed router's lapses)
     hearth:nodes           hash  node name -> {"spec": node registration, "at": when}
+    hearth:prefix          stream  the prefix strategy's index, as a journal: {"r": replica, "m": model, "b": backend,
+                           "k": the prefix keys new to that backend, 16 hex digits each}; the last PREFIX_LOG_MAX kept
+    hearth:place:NODE      one node's placement lock ("-": the router's own stack), held while a router decides what
+                           to load or evict there and publishes it (milliseconds; it lapses after PLACE_TTL)
 
 Every call has a short timeout and no retry (a down Redis costs one timeout, not several): a failure marks the store
 down, said once in the log, and returns None; the next success marks it up again, also said once.
@@ -41,6 +45,9 @@ BACKENDS, GONE, EJECTED, MODELS, REPLICAS, NODES = (
 )
 TIMEOUT = 0.25  # seconds one Redis call may take; on loopback or a LAN one takes well under a millisecond
 LOCK_TTL = 15.0  # seconds a load lock lives unless its holder refreshes it (every LOCK_TTL / 3)
+PREFIX_LOG = PREFIX + "prefix"
+PREFIX_LOG_MAX = 20_000  # journal records Redis keeps (about 1 KB each for a 4,000-character prompt); approximate
+PLACE_TTL = 5.0  # seconds a placement lock lives: its holder keeps it for one decision and one write
 
 
 def busy_key(replica: str) -> str:
@@ -49,6 +56,10 @@ def busy_key(replica: str) -> str:
 
 def lock_key(model: str) -> str:
     return f"{PREFIX}load:{model}"
+
+
+def place_key(node: str | None) -> str:
+    return f"{PREFIX}place:{node or '-'}"
 
 
 def _load(raw: Any) -> Any:
@@ -198,10 +209,46 @@ class SharedStore:
 
         return bool(await self.call(write))
 
+    async def journal(
+        self, records: list[dict[str, str]], after: str | None
+    ) -> list[tuple[str, dict[str, str]]] | None:
+        """Append `records` to the prefix journal and read what follows `after` (a stream id; None: the latest
+        PREFIX_LOG_MAX, to start from), ours included, oldest first."""
+
+        async def exchange(r: aioredis.Redis) -> list[tuple[str, dict[str, str]]]:
+            pipe = r.pipeline(transaction=False)
+            for record in records:
+                pipe.xadd(PREFIX_LOG, record, maxlen=PREFIX_LOG_MAX, approximate=True)  # type: ignore[arg-type]
+            if after is None:
+                pipe.xrevrange(PREFIX_LOG, "+", "-", count=PREFIX_LOG_MAX)
+            else:
+                pipe.xrange(PREFIX_LOG, f"({after}", "+", count=PREFIX_LOG_MAX)
+            found = (await pipe.execute())[-1]
+            if after is None:
+                found.reverse()
+            return [(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in found]
+
+        return await self.call(exchange)
+
     # -- the load lock -------------------------------------------------------------------------------------------
 
     def lock(self, model: str) -> Lock:
         return Lock(self.redis, lock_key(model), timeout=LOCK_TTL, blocking=False, thread_local=False)
+
+    def place_lock(self, node: str | None) -> Lock:
+        return Lock(self.redis, place_key(node), timeout=PLACE_TTL, blocking=False, thread_local=False)
+
+    async def models_now(self) -> tuple[dict[str, Any], set[str]] | None:
+        """The shared load states and the live replicas, read now (one round trip)."""
+
+        async def read(r: aioredis.Redis) -> tuple[dict[str, Any], set[str]]:
+            pipe = r.pipeline(transaction=False)
+            pipe.hgetall(MODELS)
+            pipe.zrangebyscore(REPLICAS, time.time(), "+inf")
+            models, replicas = await pipe.execute()
+            return _decode(models), {x.decode() for x in replicas}
+
+        return await self.call(read)
 
     async def try_lock(self, lock: Lock) -> bool | None:
         """True: held now; False: another replica holds it; None: Redis is down."""
