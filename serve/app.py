@@ -90,6 +90,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     async def _stop() -> None:
         if app.router:
             await app.router.unregister(app.runtime.model_name)
+        await app.runtime.responses.close()
         await asyncio.to_thread(app.runtime.close)
 
     @app.errorhandler(ServeError)

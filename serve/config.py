@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hearth_common.names import ModelType
 from hearth_common.paths import conversions_dir, demo_dir
+from hearth_common.redis_link import check_url
 from hearth_common.settings import Loaded, Option, Program, SettingsError
 from serve.errors import ConfigError
 
@@ -20,7 +21,7 @@ DEMO_MODEL = demo_dir() / "demo-think"
 CACHE = conversions_dir()  # HEARTH_CACHE/gguf, else the user's cache directory
 
 # Keys never come from the command line (`ps` shows it to every user): a --NAME-file or HEARTH_SERVE_NAME.
-SECRETS = ("api_key", "router_key")
+SECRETS = ("api_key", "router_key", "shared_state_password")
 
 
 class ServeConfig(BaseModel):
@@ -91,12 +92,34 @@ class ServeConfig(BaseModel):
         None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)"
     )
     advertise_url: str | None = Field(None, description="URL the router should use (default: http://host:port)")
+    shared_state: str | None = Field(
+        None,
+        description="redis://HOST:PORT/DB (the routers' --shared-state): stored responses are kept there too, so "
+        "previous_response_id works on every server of the cluster (serve/api/responses_shared.py)",
+    )
+    shared_state_password: str | None = Field(None, min_length=1, description="the shared state's password")
+    shared_state_password_file: Path | None = Field(
+        None, description="owner-only file holding the Redis password (or HEARTH_SERVE_SHARED_STATE_PASSWORD)"
+    )
+    responses_ttl: float = Field(
+        86400.0, gt=0, description="seconds a stored response lives in the shared state after its last write"
+    )
+    responses_shared_bytes: int = Field(
+        256 * 2**20, ge=1024, description="bytes of stored responses the shared state holds; the oldest go first"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ServeConfig:
         if self.rerank and (self.embeddings or self.pooling):
             raise ValueError("--rerank serves a reranker: it takes neither --embeddings nor --pooling")
         return self
+
+    @field_validator("shared_state")
+    @classmethod
+    def _shared_state(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return check_url(value, "--shared-state-password-file or HEARTH_SERVE_SHARED_STATE_PASSWORD")
 
     @field_validator("alias", mode="before")
     @classmethod
@@ -130,7 +153,8 @@ PROGRAM = Program(
     secrets=SECRETS,
     refused=REFUSED,
     epilog="Keys never go on the command line: --api-key-file PATH (owner-only) or HEARTH_SERVE_API_KEY; "
-    "the router's admin key likewise (--router-key-file, HEARTH_SERVE_ROUTER_KEY).",
+    "the router's admin key likewise (--router-key-file, HEARTH_SERVE_ROUTER_KEY), and the shared state's password "
+    "(--shared-state-password-file, HEARTH_SERVE_SHARED_STATE_PASSWORD).",
 )
 
 
