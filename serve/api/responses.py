@@ -58,8 +58,8 @@ async def history(store: Responses, req: ResponsesRequest) -> Messages:
     messages = await store.fetch(req.previous_response_id)
     if messages is None:
         raise PreviousResponseNotFound(
-            f"Previous response with id {req.previous_response_id!r} not found: this server keeps stored responses "
-            f"(store: true) {store.where}",
+            f"Previous response with id {req.previous_response_id!r} not found: stored responses (store: true) are "
+            f"kept {store.where}",
             param="previous_response_id",
         )
     return messages

@@ -50,7 +50,7 @@ class ResponseStore:
 
     @property
     def where(self) -> str:
-        return f"the last {self.max_items} in memory, on this server only"
+        return f"in memory, the last {self.max_items}, on this server only"
 
     async def save(self, response_id: str, messages: Messages) -> None:
         self.put(response_id, messages)
