@@ -218,3 +218,24 @@ async def test_evicting_a_model_on_one_node_leaves_its_servers_on_another(cluste
     answer = await router.chat("m1")
     assert answer.status_code == 200 and (await answer.get_json())["who"] == "node-b.m1"
     assert cluster.starts("node-a") == ["m2"] and not cluster.starts("node-b")
+
+
+async def test_a_model_loading_on_one_node_by_one_router_is_not_loaded_on_another_by_the_other(
+    cluster: Cluster,
+) -> None:
+    """Router two is asked for m1 while router one's load of it on node-a runs (node-a says so; router two has not
+    heard yet): it waits for that load rather than loading m1 on node-b, which has room."""
+    one, two = await cluster.router(), await cluster.router()
+    for name, host in (("node-a", "127.0.0.2"), ("node-b", "127.0.0.3")):
+        sup = await cluster.node(name, host, ["m1"])
+        sup.start_delay = 1.0
+    first = asyncio.create_task(one.chat("m1"))
+    await until(lambda: _running(cluster.nodes["node-a"], "m1"))
+    second = await two.chat("m1")
+    assert [second.status_code, (await first).status_code] == [200, 200]
+    assert cluster.starts("node-a") == ["m1"] and cluster.starts("node-b") == []
+    assert (await second.get_json())["who"] == "node-a.m1"
+
+
+async def _running(sup: FakeSupervisor, model: str) -> bool:
+    return model in sup.running
