@@ -12,6 +12,8 @@ replica's heartbeat and per-model counts:
 - the stack's models: each load state change is written with its time; a replica applies a newer LOADED (adopting the
   model) or UNLOADING/UNLOADED (another replica evicted or expired it). A load first takes the model's lock
   (store.LOCK_TTL, refreshed while it runs): one load per model across replicas; the others wait for the LOADED.
+  What to load or evict on one node is decided under that node's placement lock (`placing`), counting the other
+  replicas' loads there read fresh: two replicas loading different models onto one node never share its free room.
 - the prefix strategy's index: a journal of what each replica learned, read into every replica's own copy (prefix.py).
 - counts: each replica's requests in flight and waiting per model, and when it last used each, under a key that
   expires with its heartbeat (3 s): no replica evicts or expires a model another one is using, and a dead replica's
