@@ -99,6 +99,8 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
         else:
             messages += _user(message.content, called, i)
     body: dict[str, Any] = {"model": req.model, "messages": messages, "reasoning": reasoning_level(req)}
+    if req.thinking is not None and req.thinking.type == "enabled" and req.thinking.budget_tokens is not None:
+        body["thinking_budget_tokens"] = req.thinking.budget_tokens  # a <think> model's thinking stops there
     if req.tools:
         body["tools"] = [
             {

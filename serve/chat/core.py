@@ -32,12 +32,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hearth_common.logs import note
 from serve.chat import images, offload
 from serve.chat.answer_grammar import build as build_answer_grammar
+from serve.chat.budget import think_budget
 from serve.chat.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format, Thinking
 from serve.chat.prompts import TEMPLATE_LEVELS, template_messages
 from serve.chat.schemas import IMAGE_MARKER, ChatRequest, CompletionRequest, Sampling
@@ -276,6 +277,10 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     else:
         tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
+    forced_answer = grammar is not None and (tools is None or tools.choice != "auto")
+    budget = think_budget(req.thinking_budget_tokens, thinking, forced_answer, params.max_tokens, tools is not None)
+    if budget is not None:
+        params = replace(params, think_budget=budget)
     level = (
         "none"
         if req.reasoning == "none" and thinking is Thinking.NONE and template.thinks

@@ -263,6 +263,9 @@ class ChatRequest(Sampling):
     messages: list[Message] = Field(max_length=MAX_MESSAGES)
     response_format: ResponseFormat | None = None
     reasoning: Reasoning = Field("medium", validation_alias=AliasChoices("reasoning", "reasoning_effort"))
+    # thinking tokens before the server ends the thinking itself (serve/engine/budget.py); None: unbounded,
+    # except where a grammar holds the answer (serve/chat/budget.py)
+    thinking_budget_tokens: int | None = Field(None, ge=0, strict=True)
     separate_thinking: bool = True
     include_channels: list[ChannelName] | None = None
     developer_instructions: str | None = None
