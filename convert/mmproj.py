@@ -60,10 +60,18 @@ class Projector:
 
     def check_vocab(self, tokens: list[str]) -> None:
         have = set(tokens)
-        if missing := [t for t in self.required_tokens if t not in have]:
+        if missing := [t for t in self.required_tokens if t not in have and byte_level(t) not in have]:
             raise UnsupportedError(
-                f"the tokenizer has no {', '.join(missing)}; llama.cpp marks {self.projector_type} images with them"
+                f"the tokenizer has no {', '.join(map(repr, missing))} as one token; llama.cpp marks "
+                f"{self.projector_type} images with them"
             )
+
+
+def byte_level(text: str) -> str:
+    """`text` as a byte-level BPE vocabulary spells it (GPT-2's byte-to-unicode map: "\\n" is "Ċ", " " is "Ġ")."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = {b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in printable)}
+    return "".join(chr(b) if b in printable else extra[b] for b in text.encode())
 
 
 def out_type_for(text_type: str) -> str:

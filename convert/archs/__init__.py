@@ -27,7 +27,7 @@ _MODULES = (
 )
 
 # Image projector modules, each exposing PROJECTORS: tuple[Projector, ...] (written as NAME.mmproj.gguf).
-_VISION_MODULES = ("convert.archs.gemma3_vision",)
+_VISION_MODULES = ("convert.archs.gemma3_vision", "convert.archs.idefics3_vision")
 
 
 def table() -> dict[str, Arch]:
