@@ -54,7 +54,7 @@ def lookup(hf_name: str) -> Arch:
 
 
 def projector(hf_name: str) -> Projector | None:
-    """The image projector of a multimodal architecture, or None (text only, or not written yet: Mistral 3)."""
+    """The image projector of a multimodal architecture, or None (text only, or not written yet: Mistral 3 / Pixtral)."""
     for modname in _VISION_MODULES:
         for proj in importlib.import_module(modname).PROJECTORS:
             if hf_name in proj.hf_names:

@@ -34,6 +34,7 @@ from convert import convert_checkpoint  # noqa: E402
 from convert.errors import UnsupportedError  # noqa: E402
 from convert.mmproj import mmproj_path  # noqa: E402
 from convert.verify import TOLERANCES, compare  # noqa: E402
+from testkit.fixtures.build import build_fixture  # noqa: E402
 from testkit.fixtures.smolvlm import LONGEST_EDGE, TOKENS_PER_TILE, build_idefics3_vision, processor  # noqa: E402
 from testkit.images import png  # noqa: E402
 
@@ -228,8 +229,13 @@ def test_logits_with_an_image_in_the_prompt_match_transformers(llama, hf, proc) 
 
 
 def test_text_only_leaves_the_projector_out(src: Path, tmp_path: Path) -> None:
+    """The text GGUF is the llama fixture's model, found under model.text_model.*: its tensors are byte for byte
+    what converting that LlamaForCausalLM gives."""
     out = convert_checkpoint(src, tmp_path / "t.gguf", "f32", progress=False, text_only=True)
     assert out.exists() and not mmproj_path(out).exists()
+    mm = {t.name: t.data.tobytes() for t in GGUFReader(out).tensors}
+    text = convert_checkpoint(build_fixture("llama"), tmp_path / "llama.gguf", "f32", progress=False)
+    assert mm == {t.name: t.data.tobytes() for t in GGUFReader(text).tensors}
 
 
 def _variant(src: Path, tmp: Path, edit) -> Path:
