@@ -57,6 +57,8 @@ class Projector:
     f32_tensors: tuple[MODEL_TENSOR, ...] = ()
     # strings mtmd tokenizes around an image, which must be single tokens of the vocabulary
     required_tokens: tuple[str, ...] = ()
+    # tensors that are not a vision tensor renamed (Pixtral's [IMG_BREAK] row of the text embedding)
+    extra: Callable[[Checkpoint], list[OutTensor]] | None = None
 
     def check_vocab(self, tokens: list[str]) -> None:
         have = set(tokens)
@@ -123,7 +125,8 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
         (Keys.Clip.PROJECTOR_TYPE, proj.projector_type, GGUFValueType.STRING),
         *proj.meta(vision, ckpt.config, preproc),
     ]
-    names = TensorNameMap(MODEL_ARCH.MMPROJ, int(vision["num_hidden_layers"]))
+    # at least 3 blocks: LLaVA-style projectors number their layers (multi_modal_projector.linear_2 -> mm.2)
+    names = TensorNameMap(MODEL_ARCH.MMPROJ, max(3, int(vision["num_hidden_layers"])))
     tensors: list[OutTensor] = []
     unmapped: list[str] = []
     for hf_name, ref in ckpt.tensors.items():
@@ -143,6 +146,8 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
         tensors.append(out_tensor(gguf_name, ref, qtype, proj.transforms.get(kind), vision))
     if unmapped:
         raise ShapeError(f"{len(unmapped)} vision tensors have no mmproj name: {', '.join(sorted(unmapped))}")
+    if proj.extra is not None:
+        tensors.extend(proj.extra(ckpt))
     if not any(t.name.startswith("v.blk.") for t in tensors):
         raise ShapeError(f"{ckpt.folder}: no vision tower tensors found under {[p for p, _ in proj.prefixes]}")
     tensors.sort(key=lambda t: t.name)
