@@ -59,6 +59,8 @@ class Projector:
     required_tokens: tuple[str, ...] = ()
     # tensors that are not a vision tensor renamed (Pixtral's [IMG_BREAK] row of the text embedding)
     extra: Callable[[Checkpoint], list[OutTensor]] | None = None
+    # the vision config class's defaults, for config.json files that leave out keys equal to them (SmolVLM2's)
+    vision_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def check_vocab(self, tokens: list[str]) -> None:
         have = set(tokens)
@@ -119,6 +121,7 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
     vision = ckpt.config.get("vision_config")
     if not isinstance(vision, dict):
         raise SourceError(f"{ckpt.folder / 'config.json'}: no vision_config")
+    vision = {**proj.vision_defaults, **vision}
     preproc = preprocessor_config(ckpt.folder)
     meta = [
         *common_meta(vision, ckpt.config, preproc),

@@ -32,6 +32,15 @@ from convert.mmproj import MetaList, Projector
 LANCZOS = 1  # PIL's resample code, as preprocessor_config.json spells it
 # text mtmd looks up as single tokens of the vocabulary (a missing one would become token -1)
 IMAGE_TOKENS = ("<fake_token_around_image>", "<global-img>", "\n", "\n\n")
+# Idefics3VisionConfig's and SmolVLMVisionConfig's defaults (SmolVLM2's config.json leaves some of them out)
+VISION_DEFAULTS = {
+    "hidden_size": 1152,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 32,
+}
 
 
 def meta(vision: Config, full: Config, preproc: Config) -> MetaList:
@@ -80,6 +89,7 @@ IDEFICS3_VISION = Projector(
     meta=meta,
     f32_tensors=(MODEL_TENSOR.V_ENC_EMBD_PATCH, MODEL_TENSOR.V_ENC_EMBD_POS),
     required_tokens=IMAGE_TOKENS,
+    vision_defaults=VISION_DEFAULTS,
 )
 
 PROJECTORS = (IDEFICS3_VISION,)

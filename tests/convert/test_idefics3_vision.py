@@ -277,3 +277,16 @@ def test_a_vocabulary_without_the_double_newline_is_refused(src: Path, tmp_path:
         convert_checkpoint(
             _variant(src, tmp_path, {"tokenizer.json": split}), tmp_path / "x.gguf", "f32", progress=False
         )
+
+
+def test_vision_keys_left_out_of_config_json_take_transformers_defaults(src: Path, tmp_path: Path) -> None:
+    """SmolVLM2's config.json leaves out vision keys equal to the config class's defaults; the projector's keys are
+    then what transformers' config reads (written as they are: these tiny weights do not fit them)."""
+    keys = ("hidden_size", "intermediate_size", "num_attention_heads")
+    folder = _variant(src, tmp_path, {"config.json": lambda d: [d["vision_config"].pop(k) for k in keys]})
+    out = convert_checkpoint(folder, tmp_path / "d.gguf", "f32", progress=False)
+    ref = transformers.AutoConfig.from_pretrained(folder).vision_config
+    f = {k: v.contents() for k, v in GGUFReader(mmproj_path(out)).fields.items()}
+    assert f["clip.vision.embedding_length"] == ref.hidden_size != 32
+    assert f["clip.vision.feed_forward_length"] == ref.intermediate_size
+    assert f["clip.vision.attention.head_count"] == ref.num_attention_heads
