@@ -54,9 +54,9 @@ def convert_checkpoint(
     """Convert one HF folder; returns the GGUF's path. Raises ConvertError (one line) on bad input.
 
     `pooling` (mean, cls, last) marks an embedding model; by default a sentence-transformers folder's own.
-    A multimodal checkpoint whose image side llama.cpp runs (Gemma 3) also gets its projector written beside the
-    GGUF as NAME.mmproj.gguf (convert.mmproj), first, so a text GGUF present means its projector is too;
-    `text_only` leaves it out."""
+    A multimodal checkpoint whose image side llama.cpp runs (Gemma 3, Idefics3 / SmolVLM, Mistral 3) also gets its projector
+    written beside the GGUF as NAME.mmproj.gguf (convert.mmproj), first, so a text GGUF present means its projector
+    is too; `text_only` leaves it out."""
     src = Path(src)
     if out_type is not None and out_type not in OUT_TYPES:
         raise UnsupportedError(f"unknown output type {out_type!r}; choose from {', '.join(OUT_TYPES)}")
