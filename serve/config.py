@@ -49,6 +49,12 @@ class ServeConfig(BaseModel):
     max_images: int = Field(8, ge=0, description="images per request; more get 400")
     max_image_bytes: int = Field(8 * 2**20, ge=1024, description="bytes of one encoded image; more get 400")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="width x height of one image; more get 400")
+    image_url_hosts: tuple[str, ...] = Field(
+        (),
+        description="hosts whose http(s) image URLs the server fetches (host: any port, host:port: that one), "
+        "comma-separated; default none: remote image URLs get 400",
+    )
+    image_url_timeout: float = Field(10.0, gt=0, le=300, description="seconds to fetch one remote image, in all")
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind; 0: any free port")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")
@@ -121,7 +127,7 @@ class ServeConfig(BaseModel):
             return value
         return check_url(value, "--shared-state-password-file or HEARTH_SERVE_SHARED_STATE_PASSWORD")
 
-    @field_validator("alias", mode="before")
+    @field_validator("alias", "image_url_hosts", mode="before")
     @classmethod
     def _split_alias(cls, value: object) -> object:
         # The command line gives one string, as llama.cpp's --alias does.
@@ -132,6 +138,7 @@ class ServeConfig(BaseModel):
 OPTIONS = {
     "model_path": Option(aliases=("-m", "--model")),
     "alias": Option(aliases=("-a",), metavar="NAME[,NAME...]"),
+    "image_url_hosts": Option(metavar="HOST[:PORT][,...]"),
     "n_gpu_layers": Option(aliases=("-ngl", "--gpu-layers")),
     "max_concurrent": Option(aliases=("-np", "--parallel")),
     "threads": Option(aliases=("-t",)),

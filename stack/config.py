@@ -171,6 +171,10 @@ class ModelSection(BaseModel):
     rerank: bool = Field(
         False, description="serve /v1/rerank (only) with a cross-encoder, as `python -m serve --rerank`"
     )
+    image_url_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts whose http(s) image URLs its servers fetch (serve --image-url-hosts); default none",
+    )
     cache_disk_gb: float | None = Field(
         None,
         ge=0,

@@ -85,9 +85,13 @@ class Message(BaseModel):
 
     @property
     def image_urls(self) -> list[str]:
+        return [p.image_url.url for p in self.image_parts]
+
+    @property
+    def image_parts(self) -> list[ImagePart]:
         if not isinstance(self.content, list):
             return []
-        return [p.image_url.url for p in self.content if isinstance(p, ImagePart)]
+        return [p for p in self.content if isinstance(p, ImagePart)]
 
     def reasoning_text(self, key: str) -> str | None:
         value = getattr(self, key)

@@ -107,7 +107,7 @@ def test_anthropic_bad_images(urls: dict[str, str], data: str, media_type: str, 
 @pytest.mark.parametrize(
     ("source", "says"),
     [
-        ({"type": "url", "url": "https://example.com/cat.png"}, "remote image URLs"),
+        ({"type": "url", "url": "https://example.com/cat.png"}, "fetches no images"),
         ({"type": "file", "file_id": "file_011"}, "Files API"),
     ],
 )
@@ -176,7 +176,7 @@ def test_responses_bad_images(urls: dict[str, str], data: str, media_type: str, 
 @pytest.mark.parametrize(
     ("part", "says"),
     [
-        ({"type": "input_image", "image_url": "https://example.com/cat.png"}, "remote image URLs"),
+        ({"type": "input_image", "image_url": "https://example.com/cat.png"}, "fetches no images"),
         ({"type": "input_image", "file_id": "file-abc"}, "file_id"),
         ({"type": "input_file", "file_id": "file-abc"}, "input_file"),
     ],
