@@ -153,3 +153,17 @@ def test_hosts_not_named_are_refused_unfetched(served: str, host: str) -> None:
         with pytest.raises(openai.BadRequestError, match="fetches no images from"):
             chat(served, url)
     assert chat(served, f"http://{host}/red.png").choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_responses_input_image_url_is_fetched(served: str, host: str) -> None:
+    client = openai.OpenAI(base_url=served + "/v1", api_key="none", max_retries=0)
+
+    def ask(url: str) -> Any:
+        content = [{"type": "input_text", "text": QUESTION}, {"type": "input_image", "image_url": url}]
+        return client.responses.create(
+            model="g3v", input=[{"role": "user", "content": content}], max_output_tokens=6, temperature=0
+        )
+
+    by_url, inline = ask(f"http://{host}/red.png"), ask(data(RED))
+    assert by_url.usage.input_tokens == inline.usage.input_tokens and by_url.output_text == inline.output_text
