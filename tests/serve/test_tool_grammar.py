@@ -95,6 +95,7 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
             "<tool_call>\n<function=",
         ),
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
+        (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
         (
             ToolFormat.HARMONY,
             Thinking.HARMONY,
@@ -250,4 +251,33 @@ def test_an_accepted_grammar_is_checked_once_and_a_refused_one_every_time() -> N
         assert bad not in engine._checked
     finally:
         engine.stop()
+        model.close()
+
+
+GEMMA_CALL = "<|tool_call>call:write_file{{{args}}}<tool_call|>"
+
+
+@pytest.mark.parametrize(
+    ("args", "ok"),
+    [
+        ('lines:3,path:<|"|>a.py<|"|>', True),
+        ('force:true,lines:-12,path:<|"|>x = {1: [2]}\n<|"|>,tags:[<|"|>x<|"|>,<|"|>y<|"|>]', True),
+        ('lines:3,path:<|"|>a.py<|"|>,tags:[]', True),
+        ('path:<|"|>a.py<|"|>,lines:3', False),  # the template writes keys sorted
+        ('lines:three,path:<|"|>a.py<|"|>', False),  # an integer
+        ("lines:3", False),  # path is required
+        ('lines:3,mode:<|"|>w<|"|>,path:<|"|>a.py<|"|>', False),  # undeclared
+        ("lines:3,path:a.py", False),  # a string is between marks
+    ],
+)
+def test_gemma_grammar_holds_names_keys_and_typed_values(args: str, ok: bool) -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.GEMMA, Thinking.NONE)
+        assert accepts(model, g.text, GEMMA_CALL.format(args=args)) is ok
+        assert accepts(
+            model, g.text, "<|tool_call>call:ping{}<tool_call|><|tool_call>call:ping{a:{b:[None,1.5]}}<tool_call|>"
+        )
+        assert not accepts(model, g.text, "<|tool_call>call:remove{}<tool_call|>")
+    finally:
         model.close()

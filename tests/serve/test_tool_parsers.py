@@ -31,6 +31,9 @@ MARKERS = (
     "<|tool_call_start|>",
     "<|tool_call_end|>",
     "</seed:tool_call>",
+    "<|tool_call>",
+    "<tool_call|>",
+    '<|"|>',
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -347,3 +350,60 @@ def py_value(v: Any) -> str:
 def test_pythonic_any_split(pre: str, calls: list, cuts: list[int]) -> None:
     body = ", ".join(f"{n}(" + ", ".join(f"{k}={py_value(v)}" for k, v in a.items()) + ")" for n, a in calls)
     check(f"{pre}<|tool_call_start|>[{body}]<|tool_call_end|>", cuts, ToolFormat.PYTHONIC, pre, calls)
+
+
+# -- Gemma 4 calls: its own object syntax, strings between <|"|> marks ---------------------------------------------
+
+GEMMA_KEYS = st.text(alphabet=st.sampled_from(list("abc_")), min_size=1, max_size=6)
+GEMMA_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from(list('ab <|>"{}[],:\n\\é')), max_size=12).filter(lambda s: '<|"|>' not in s)
+    | st.just("42")  # a string that reads like a number stays a string: it is between marks
+)
+GEMMA_VALUES = st.recursive(
+    GEMMA_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(GEMMA_KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def gemma_value(v: Any) -> str:
+    """As Gemma 4's template writes an argument (`format_argument(value, escape_keys=False)`)."""
+    if isinstance(v, str):
+        return f'<|"|>{v}<|"|>'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{gemma_value(x)}" for k, x in sorted(v.items())) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(gemma_value(x) for x in v) + "]"
+    return str(v)  # None, numbers: as Jinja prints them
+
+
+@given(
+    pre=plain(),
+    calls=st.lists(st.tuples(NAMES, st.dictionaries(GEMMA_KEYS, GEMMA_VALUES, max_size=4)), min_size=1, max_size=3),
+    cuts=CUTS,
+)
+@settings(max_examples=300, deadline=None)
+def test_gemma_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = "".join(f"<|tool_call>call:{n}{gemma_value(a)}<tool_call|>" for n, a in calls)
+    check(f"{pre}{body}", cuts, ToolFormat.GEMMA, pre, calls)
+
+
+def test_gemma_values_typed_by_the_schema_and_the_model_s_slips() -> None:
+    schemas = xml_schemas([("f", {"n": 1, "s": "x"})])
+    # a bare value where the schema wants a string is that text; a bare word where it wants a number stays text
+    text = "<|tool_call>call:f{n:many,s:7}<tool_call|>"
+    assert summary(run([text], ToolFormat.GEMMA, schemas=schemas))[1] == [("id0", "f", {"n": "many", "s": "7"})]
+    # a key without its value is null; keys between marks are keys
+    text = '<|tool_call>call:f{<|"|>a:b<|"|>:1,k:}<tool_call|>'
+    assert summary(run([text], ToolFormat.GEMMA))[1] == [("id0", "f", {"a:b": 1, "k": None})]
+    # cut off by the length limit: what came is closed into an object
+    result = run(['Let me see.<|tool_call>call:f{s:<|"|>ab'], ToolFormat.GEMMA, schemas=schemas)
+    assert summary(result) == ({"final": "Let me see."}, [("id0", "f", {"s": "ab"})])
+    result = run(["<|tool_call>call:f{o:{a:[1,"], ToolFormat.GEMMA)
+    assert summary(result)[1] == [("id0", "f", {"o": {"a": [1]}})]

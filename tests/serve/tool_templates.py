@@ -186,6 +186,8 @@ SHIPPED = {
     "ByteDance-Seed-OSS.jinja": "seed-xml",
     "NVIDIA-Nemotron-Nano-v2.jinja": "nemotron",
     "LFM2.5-8B-A1B.jinja": "pythonic",
+    "google-gemma-4-31B-it.jinja": "gemma",
+    "google-gemma-4-31B-it-interleaved.jinja": "gemma",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they

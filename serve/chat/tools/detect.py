@@ -80,6 +80,8 @@ _LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters
 
 def read_format(text: str) -> ToolFormat | None:
     """The format a rendered probe shows, or None."""
+    if f"<|tool_call>call:{PROBE_NAME}{{" in text:
+        return ToolFormat.GEMMA
     if f"to=functions.{PROBE_NAME}" in text:
         return ToolFormat.HARMONY
     if "[TOOL_CALLS]" in text:

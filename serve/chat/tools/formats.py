@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import granite, hermes, llama3, mistral, nemotron, pythonic, xml
+from serve.chat.tools import gemma, granite, hermes, llama3, mistral, nemotron, pythonic, xml
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
 from serve.chat.tools.markup import MarkupParser, Spec
 
@@ -26,6 +26,7 @@ class ToolFormat(enum.Enum):
     PYTHONIC = "pythonic"  # LFM2.5: <|tool_call_start|>[NAME(key=value, ...), ...]<|tool_call_end|>
     HARMONY = "harmony"  # gpt-oss: to=functions.NAME in a message header
     GENERIC = "generic"  # a template that knows no tools: Hermes markup, taught in the system message
+    GEMMA = "gemma"  # Gemma 4: <|tool_call>call:NAME{key:<|"|>text<|"|>,...}<tool_call|>
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -66,4 +67,5 @@ FORMATS = MappingProxyType({
     ToolFormat.PYTHONIC: FormatInfo(None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id)),
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
+    ToolFormat.GEMMA: FormatInfo(None, parallel=True, make=lambda new_id, tools: gemma.GemmaParser(tools, new_id)),
 })  # fmt: skip

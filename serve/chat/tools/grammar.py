@@ -31,10 +31,10 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import pythonic
+from serve.chat.tools import gemma, pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
-from serve.chat.tools.typed import is_text
+from serve.chat.tools.typed import is_text, schema_types
 from serve.chat.tools.xml import END_FUNCTION, END_PARAMETER, FUNCTION, PARAMETER, QWEN, SEED, XmlStyle
 from serve.engine.grammar import Grammar
 from serve.errors import InvalidRequest
@@ -52,6 +52,7 @@ OPENERS = {
     ToolFormat.SEED_XML: (SEED.open,),
     ToolFormat.LLAMA3: ("<|python_tag|>",),
     ToolFormat.HARMONY: ("to=functions.",),
+    ToolFormat.GEMMA: (gemma.OPEN,),
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
 XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
@@ -70,7 +71,12 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
     style = XML_STYLES.get(fmt)
-    call_rules = _xml_rules(conv, req.tools, offered, style) if style else _call_rules(fmt, offered, args)
+    if style:
+        call_rules = _xml_rules(conv, req.tools, offered, style)
+    elif fmt is ToolFormat.GEMMA:
+        call_rules = _gemma_rules(req.tools, offered)
+    else:
+        call_rules = _call_rules(fmt, offered, args)
     schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
     bounded_grammar(schemas, "tools", "tools")  # per-tool bounds do not bound many tools together
     rules = [
@@ -157,6 +163,63 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, END_PARAMETER)]
 
 
+GEMMA_GENERIC = (
+    'hearth-gemma-value ::= hearth-gemma-str | hearth-gemma-object | hearth-gemma-list | "true" | "false" | "None" '
+    "| hearth-gemma-number",
+    f"hearth-gemma-str ::= {lit(gemma.QUOTE)} hearth-gemma-text {lit(gemma.QUOTE)}",
+    'hearth-gemma-object ::= "{" ( hearth-gemma-entry ( "," hearth-gemma-entry )* )? "}"',
+    'hearth-gemma-entry ::= [a-zA-Z0-9_.$-]+ ":" hearth-gemma-value',
+    'hearth-gemma-list ::= "[" ( hearth-gemma-value ( "," hearth-gemma-value )* )? "]"',
+    'hearth-gemma-number ::= "-"? [0-9]+ ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?',
+)
+
+
+def _gemma_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Each offered tool's declared arguments in the order its template writes them (sorted by key), the required
+    ones present; a string, number, integer or boolean argument held to its type, any other a Gemma value."""
+    alts, rules = [], []
+    for i, tool in enumerate(tools):
+        fn = tool["function"]
+        if fn["name"] not in names:
+            continue
+        schema = fn.get("parameters") or {}
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        required = set(schema.get("required") or ())
+        keys = sorted(props)
+        if not keys:
+            alts.append(f"{lit(fn['name'])} hearth-gemma-object")
+            continue
+        n = len(keys)
+        rest = [f"hearth-gemma-{i}-r{k}" if k < n else "" for k in range(n + 1)]  # entries k.., each after a comma
+        first = [f"hearth-gemma-{i}-f{k}" if k < n else "" for k in range(n + 1)]  # the first entry is k or later
+        for k, key in enumerate(keys):
+            entry = f"{lit(key + ':')} {_gemma_value(props[key])}"
+            if key in required:
+                rules.append(f'{rest[k]} ::= "," {entry} {rest[k + 1]}')
+                rules.append(f"{first[k]} ::= {entry} {rest[k + 1]}")
+            else:
+                rules.append(f'{rest[k]} ::= ( "," {entry} )? {rest[k + 1]}')
+                later = f" | {first[k + 1]}" if first[k + 1] else ""
+                rules.append(f"{first[k]} ::= ( {entry} {rest[k + 1]}{later} )" + ("" if later else "?"))
+        alts.append(f'{lit(fn["name"])} "{{" {first[0]} "}}"')
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, *GEMMA_GENERIC, _without("hearth-gemma-text", gemma.QUOTE)]
+
+
+def _gemma_value(schema: Any) -> str:
+    types = schema_types(schema)
+    if types == {"string"}:
+        enum = schema.get("enum") if isinstance(schema, dict) else None
+        if enum and all(isinstance(v, str) for v in enum):
+            return "( " + " | ".join(lit(gemma.QUOTE + v + gemma.QUOTE) for v in enum) + " )"
+        return "hearth-gemma-str"
+    return {
+        frozenset({"integer"}): '"-"? [0-9]+',
+        frozenset({"number"}): "hearth-gemma-number",
+        frozenset({"boolean"}): '( "true" | "false" )',
+    }.get(frozenset(types), "hearth-gemma-value")
+
+
 def _quoted(q: str) -> str:
     """A Python string literal in quote `q`, escapes included."""
     return f'{lit(q)} ( [^{q}\\\\] | "\\\\" [^\\x00] )* {lit(q)}'
@@ -171,6 +234,9 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         style = XML_STYLES[fmt]
         block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
         return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt is ToolFormat.GEMMA:
+        block = f"{lit(gemma.OPEN + gemma.CALL)} hearth-call {lit(gemma.CLOSE)}"
+        return f"( {block} )+" if parallel else block
     if fmt is ToolFormat.PYTHONIC:
         more = ' ( "," " "? hearth-call )*' if parallel else ""
         return f"{lit(pythonic.OPEN + '[')} hearth-call{more} {lit(']' + pythonic.CLOSE)}"
