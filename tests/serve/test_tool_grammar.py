@@ -96,6 +96,13 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         ),
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
         (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
+        (ToolFormat.MINIMAX_XML, Thinking.MAY, "<think>a</think>\n<minimax:tool_call>\n", "<minimax:tool_call>\n"),
+        (
+            ToolFormat.DEEPSEEK_V4,
+            Thinking.OPEN,
+            "x</think>\n\n<\uff5cDSML\uff5ctool_calls>",
+            "<\uff5cDSML\uff5ctool_calls>",
+        ),
         (
             ToolFormat.HARMONY,
             Thinking.HARMONY,
@@ -279,5 +286,32 @@ def test_gemma_grammar_holds_names_keys_and_typed_values(args: str, ok: bool) ->
             model, g.text, "<|tool_call>call:ping{}<tool_call|><|tool_call>call:ping{a:{b:[None,1.5]}}<tool_call|>"
         )
         assert not accepts(model, g.text, "<|tool_call>call:remove{}<tool_call|>")
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("fmt", [ToolFormat.DEEPSEEK_V32, ToolFormat.DEEPSEEK_V4, ToolFormat.MINIMAX_XML])
+def test_named_xml_grammars_hold_names_parameters_and_typed_values(fmt: ToolFormat) -> None:
+    from serve.chat.tools.grammar import XML_STYLES
+
+    style = XML_STYLES[fmt]
+
+    def call(name: str, *params: tuple[str, str, bool]) -> str:
+        body = "".join(f"{style.parameter_tag(k, text)}{v}{style.end_parameter}\n" for k, v, text in params)
+        return f"{style.open}\n{style.function_tag(name)}\n{body}{style.end_function}\n{style.close}"
+
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), fmt, Thinking.NONE)
+        path, lines = ("path", "x = '<b>'\n", True), ("lines", "3", False)
+        assert accepts(model, g.text, call("write_file", path, lines))
+        assert accepts(model, g.text, call("write_file", path, lines, ("tags", '["a"]', False)))
+        assert accepts(model, g.text, call("ping"))
+        assert not accepts(model, g.text, call("write_file", path))  # lines is required
+        assert not accepts(model, g.text, call("write_file", path, ("lines", "three", False)))
+        assert not accepts(model, g.text, call("write_file", path, lines, ("mode", "w", True)))  # undeclared
+        assert not accepts(model, g.text, call("remove_file"))
+        if style.string_attr:  # the attribute matches the parameter's type
+            assert not accepts(model, g.text, call("write_file", path, ("lines", "3", True)))
     finally:
         model.close()

@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from serve.chat.channels import HARMONY_MARKERS, ChannelParser, Format
 from serve.chat.core import ChatResult, Generation, Text
+from serve.chat.tools import xml
 from serve.chat.tools.formats import ToolFormat
 
 MARKERS = (
@@ -304,6 +305,47 @@ def test_seed_xml_any_split(calls: list, cuts: list[int]) -> None:
         for n, a in calls
     )  # fmt: skip
     check(body, cuts, ToolFormat.SEED_XML, "", calls, schemas=xml_schemas(calls))
+
+
+# XML-style calls with names in attributes, as each template writes them (strings as they are, others as JSON)
+NAMED_XML = {
+    ToolFormat.DEEPSEEK_V32: xml.DEEPSEEK_V32,
+    ToolFormat.DEEPSEEK_V4: xml.DEEPSEEK_V4,
+    ToolFormat.MINIMAX_XML: xml.MINIMAX,
+}
+
+
+def named_xml_call(style: xml.XmlStyle, name: str, args: dict[str, Any]) -> str:
+    params = "".join(
+        style.parameter_tag(k, isinstance(v, str))
+        + (v if isinstance(v, str) else json.dumps(v))
+        + style.end_parameter
+        + "\n"
+        for k, v in args.items()
+    )
+    return f"{style.function_tag(name)}\n{params}{style.end_function}\n"
+
+
+@given(fmt=st.sampled_from(sorted(NAMED_XML, key=str)), pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_named_xml_any_split(fmt: ToolFormat, pre: str, calls: list, cuts: list[int]) -> None:
+    style = NAMED_XML[fmt]
+    body = "".join(named_xml_call(style, n, a) for n, a in calls)
+    check(f"{pre}\n\n{style.open}\n{body}{style.close}", cuts, fmt, pre, calls, schemas=xml_schemas(calls))
+
+
+def test_deepseek_string_attribute_says_text_or_json() -> None:
+    style = xml.DEEPSEEK_V4
+    call = (
+        f"{style.open}\n{style.function_tag('f')}\n"
+        f"{style.parameter_tag('n', False)}3{style.end_parameter}\n{style.parameter_tag('s', True)}3{style.end_parameter}\n"
+        f'{style.parameter_tag("o", False)}{{"a": [1]}}{style.end_parameter}\n{style.end_function}\n{style.close}'
+    )
+    # no schema at hand: the attribute alone types the value; with one that says string, the attribute still wins
+    assert summary(run([call], ToolFormat.DEEPSEEK_V4))[1] == [("id0", "f", {"n": 3, "s": "3", "o": {"a": [1]}})]
+    schemas = xml_schemas([("f", {"n": "x", "s": 1, "o": "x"})])
+    got = summary(run([call], ToolFormat.DEEPSEEK_V4, schemas=schemas))[1]
+    assert got == [("id0", "f", {"n": 3, "s": "3", "o": {"a": [1]}})]
 
 
 def test_xml_values_without_a_schema_and_the_model_s_slips() -> None:

@@ -188,6 +188,10 @@ SHIPPED = {
     "LFM2.5-8B-A1B.jinja": "pythonic",
     "google-gemma-4-31B-it.jinja": "gemma",
     "google-gemma-4-31B-it-interleaved.jinja": "gemma",
+    "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek-v3.2",
+    "deepseek-ai-DeepSeek-V4.jinja": "deepseek-v4",
+    "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek-v4",
+    "MiniMax-M2.jinja": "minimax-xml",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from serve.chat.tools import xml
 from serve.chat.tools.formats import ToolFormat
 
 PROBE_NAME = "hearth_probe_fn"
@@ -82,6 +83,10 @@ def read_format(text: str) -> ToolFormat | None:
     """The format a rendered probe shows, or None."""
     if f"<|tool_call>call:{PROBE_NAME}{{" in text:
         return ToolFormat.GEMMA
+    if xml.DEEPSEEK_V4.function_tag(PROBE_NAME) in text:  # both DeepSeek blocks hold the same invoke tag
+        return ToolFormat.DEEPSEEK_V32 if xml.DEEPSEEK_V32.open in text else ToolFormat.DEEPSEEK_V4
+    if xml.MINIMAX.open in text and xml.MINIMAX.function_tag(PROBE_NAME) in text:
+        return ToolFormat.MINIMAX_XML
     if f"to=functions.{PROBE_NAME}" in text:
         return ToolFormat.HARMONY
     if "[TOOL_CALLS]" in text:

@@ -27,6 +27,9 @@ class ToolFormat(enum.Enum):
     HARMONY = "harmony"  # gpt-oss: to=functions.NAME in a message header
     GENERIC = "generic"  # a template that knows no tools: Hermes markup, taught in the system message
     GEMMA = "gemma"  # Gemma 4: <|tool_call>call:NAME{key:<|"|>text<|"|>,...}<tool_call|>
+    DEEPSEEK_V32 = "deepseek-v3.2"  # DSML function_calls of invoke name="NAME" tags, parameters string="true|false"
+    DEEPSEEK_V4 = "deepseek-v4"  # the same in a DSML tool_calls block
+    MINIMAX_XML = "minimax-xml"  # MiniMax-M2: <minimax:tool_call><invoke name="NAME"><parameter name="KEY">...
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -68,4 +71,7 @@ FORMATS = MappingProxyType({
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
     ToolFormat.GEMMA: FormatInfo(None, parallel=True, make=lambda new_id, tools: gemma.GemmaParser(tools, new_id)),
+    ToolFormat.DEEPSEEK_V32: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V32)),
+    ToolFormat.DEEPSEEK_V4: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V4)),
+    ToolFormat.MINIMAX_XML: FormatInfo(None, parallel=True, make=_xml(xml.MINIMAX)),
 })  # fmt: skip

@@ -35,10 +35,17 @@ from serve.chat.tools import gemma, pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text, schema_types
-from serve.chat.tools.xml import END_FUNCTION, END_PARAMETER, FUNCTION, PARAMETER, QWEN, SEED, XmlStyle
+from serve.chat.tools.xml import DEEPSEEK_V4, DEEPSEEK_V32, MINIMAX, QWEN, SEED, XmlStyle
 from serve.engine.grammar import Grammar
 from serve.errors import InvalidRequest
 
+XML_STYLES = {
+    ToolFormat.XML: QWEN,
+    ToolFormat.SEED_XML: SEED,
+    ToolFormat.DEEPSEEK_V32: DEEPSEEK_V32,
+    ToolFormat.DEEPSEEK_V4: DEEPSEEK_V4,
+    ToolFormat.MINIMAX_XML: MINIMAX,
+}
 # The text that opens a call in each format, and whether an answer may open one with a bare JSON object.
 OPENERS = {
     ToolFormat.HERMES: ("<tool_call>",),
@@ -48,14 +55,12 @@ OPENERS = {
     ToolFormat.GRANITE: ("<|tool_call|>",),
     ToolFormat.NEMOTRON: ("<TOOLCALL>",),
     ToolFormat.PYTHONIC: (pythonic.OPEN,),
-    ToolFormat.XML: (QWEN.open,),
-    ToolFormat.SEED_XML: (SEED.open,),
     ToolFormat.LLAMA3: ("<|python_tag|>",),
     ToolFormat.HARMONY: ("to=functions.",),
     ToolFormat.GEMMA: (gemma.OPEN,),
+    **{fmt: (style.open,) for fmt, style in XML_STYLES.items()},
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
-XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
 
 
@@ -153,14 +158,17 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
         parts = []
         for j, (key, prop) in enumerate(props.items()):
             value = XML_TEXT if is_text(prop) else conv.visit(prop, f"xml{i}-p{j}")
-            param = f"{lit(PARAMETER + key + '>' + nl)} {value} {lit(nl + END_PARAMETER + chr(10))}"
+            tag = style.parameter_tag(key, value == XML_TEXT)
+            param = f"{lit(tag + nl)} {value} {lit(nl + style.end_parameter + chr(10))}"
             parts.append(param if key in required else f"( {param} )?")
         if not props:  # any parameters, as text
-            named = f"{lit(PARAMETER)} [a-zA-Z0-9_.-]+ {lit('>' + nl)} {XML_TEXT} {lit(nl + END_PARAMETER + chr(10))}"
+            tag_end = f"( {lit(style.parameter_end(True))} | {lit(style.parameter_end(False))} )"
+            named = f"{lit(style.parameter)} [a-zA-Z0-9_.-]+ {tag_end} {lit(nl)} {XML_TEXT} {lit(nl + style.end_parameter + chr(10))}"
             parts.append(f"( {named} )*")
         rules.append(f"hearth-xml-{i} ::= " + " ".join(parts))
-        alts.append(f"{lit(FUNCTION + fn['name'] + '>' + chr(10))} hearth-xml-{i} {lit(END_FUNCTION + chr(10))}")
-    return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, END_PARAMETER)]
+        call = f"{lit(style.function_tag(fn['name']) + chr(10))} hearth-xml-{i} {lit(style.end_function + chr(10))}"
+        alts.append(call)
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, style.end_parameter)]
 
 
 GEMMA_GENERIC = (

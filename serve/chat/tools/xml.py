@@ -8,6 +8,11 @@
     </function>
     </tool_call>
 
+and the same shape with names in attributes: MiniMax-M2's `<minimax:tool_call>` of `<invoke name="NAME">` with
+`<parameter name="KEY">VALUE</parameter>`, DeepSeek V3.2/V4's `<!DSML!function_calls>` / `<!DSML!tool_calls>`
+of `<!DSML!invoke name="NAME">` with `<!DSML!parameter name="KEY" string="true|false">VALUE</!DSML!parameter>`
+(the `string` attribute says whether the value is text or JSON; `!` here stands for U+FF5C, the fullwidth bar).
+
 A value is raw text, one newline on each side being layout; the templates write strings as they are and other
 values as JSON (or Python's `str`: `True`). The arguments go out as a JSON object, each value typed by the
 tool's schema (typed.py): a string parameter streams as it comes, any other value once it ends. A value ends
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +42,43 @@ class XmlStyle:
     open: str = "<tool_call>"
     close: str = "</tool_call>"
     newlines: bool = True  # the template writes a newline on each side of a value (Seed-OSS writes none)
+    function: str = FUNCTION
+    end_function: str = END_FUNCTION
+    parameter: str = PARAMETER
+    end_parameter: str = END_PARAMETER
+    quoted: bool = False  # names in a quoted attribute: `<invoke name="NAME">` (the tag ends at `">`)
+    string_attr: bool = False  # a parameter says `string="true"` (text) or `string="false"` (JSON)
+
+    def function_tag(self, name: str) -> str:
+        return self.function + name + ('">' if self.quoted else ">")
+
+    def parameter_tag(self, key: str, text: bool) -> str:
+        return self.parameter + key + self.parameter_end(text)
+
+    def parameter_end(self, text: bool) -> str:
+        """What follows a parameter's key up to its value (`text`: the value is a string)."""
+        if self.string_attr:
+            return f'" string="{"true" if text else "false"}">'
+        return '">' if self.quoted else ">"
+
+
+def _dsml(block: str) -> XmlStyle:
+    dsml = "\uff5cDSML\uff5c"  # between fullwidth bars, as DeepSeek's tokenizer spells it
+    return XmlStyle(
+        f"<{dsml}{block}>", f"</{dsml}{block}>", False, f'<{dsml}invoke name="', f"</{dsml}invoke>",
+        f'<{dsml}parameter name="', f"</{dsml}parameter>", quoted=True, string_attr=True,
+    )  # fmt: skip
 
 
 QWEN = XmlStyle()
 SEED = XmlStyle("<seed:tool_call>", "</seed:tool_call>", newlines=False)
+MINIMAX = XmlStyle(
+    "<minimax:tool_call>", "</minimax:tool_call>", False, '<invoke name="', "</invoke>", '<parameter name="',
+    END_PARAMETER, quoted=True,
+)  # fmt: skip
+DEEPSEEK_V32 = _dsml("function_calls")
+DEEPSEEK_V4 = _dsml("tool_calls")
+STRING_ATTR = re.compile(r'string\s*=\s*"(true|false)"')
 
 
 class State(enum.Enum):
@@ -54,11 +93,11 @@ class State(enum.Enum):
 def _markers(style: XmlStyle) -> dict[State, tuple[str, ...]]:
     return {
         State.TEXT: (style.open,),
-        State.BLOCK: (FUNCTION, style.close),
+        State.BLOCK: (style.function, style.close),
         State.NAME: (">",),
-        State.FUNCTION: (PARAMETER, END_FUNCTION),
+        State.FUNCTION: (style.parameter, style.end_function),
         State.KEY: (">",),
-        State.VALUE: (END_PARAMETER,),
+        State.VALUE: (style.end_parameter,),
     }
 
 
@@ -157,14 +196,14 @@ class XmlParser:
             self._answer.drop_space()
             self.state = State.BLOCK
         elif state is State.BLOCK:
-            if marker == FUNCTION:
+            if marker == self.style.function:
                 self.state, self._name = State.NAME, ""
             else:
                 self.state = State.TEXT
         elif state is State.NAME:
             self._start(out)
         elif state is State.FUNCTION:
-            if marker == PARAMETER:
+            if marker == self.style.parameter:
                 self.state, self._key = State.KEY, ""
             else:
                 out.append(CallArgs(self.calls - 1, "}"))
@@ -176,16 +215,24 @@ class XmlParser:
             self.state = State.FUNCTION
 
     def _start(self, out: list[ToolEvent]) -> None:
-        index, self._name = self.calls, self._name.strip()
+        index, self._name = self.calls, self._attr(self._name)
         self.calls += 1
         out.append(CallStart(index, self.new_id(index), self._name))
         out.append(CallArgs(index, "{"))
         self.state, self._first = State.FUNCTION, True
 
+    def _attr(self, text: str) -> str:
+        """A name or key: the tag's text up to `>`, or (quoted) up to the attribute's closing quote."""
+        text = text.strip()
+        return text.split('"', 1)[0] if self.style.quoted else text
+
     def _open_value(self, out: list[ToolEvent]) -> None:
-        key = self._key.strip()
+        key = self._attr(self._key)
         self._schema = self._schemas.get(self._name, {}).get(key)
-        self._stream = is_text(self._schema)
+        said = STRING_ATTR.search(self._key) if self.style.string_attr else None
+        self._stream = said.group(1) == "true" if said else is_text(self._schema)
+        if said and not self._stream and is_text(self._schema):
+            self._schema = None  # the model says JSON: read it as such
         self._value, self._lead, self._newline = "", True, ""
         sep = "" if self._first else ", "
         self._first = False
