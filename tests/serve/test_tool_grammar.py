@@ -96,6 +96,12 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         ),
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
         (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
+        (
+            ToolFormat.KIMI,
+            Thinking.NONE,
+            "Ok.<|tool_calls_section_begin|><|tool_call_begin|>",
+            "<|tool_calls_section_begin|><|tool_call_begin|>",
+        ),
         (ToolFormat.MINIMAX_XML, Thinking.MAY, "<think>a</think>\n<minimax:tool_call>\n", "<minimax:tool_call>\n"),
         (
             ToolFormat.DEEPSEEK_V4,
@@ -313,5 +319,22 @@ def test_named_xml_grammars_hold_names_parameters_and_typed_values(fmt: ToolForm
         assert not accepts(model, g.text, call("remove_file"))
         if style.string_attr:  # the attribute matches the parameter's type
             assert not accepts(model, g.text, call("write_file", path, ("lines", "3", True)))
+    finally:
+        model.close()
+
+
+def test_kimi_grammar_holds_the_names_in_the_call_ids_and_the_arguments() -> None:
+    model = Model(build_tiny_gguf())
+
+    def section(*calls: str) -> str:
+        body = "".join(f"<|tool_call_begin|>{c}<|tool_call_end|>" for c in calls)
+        return f"<|tool_calls_section_begin|>{body}<|tool_calls_section_end|>"
+
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.KIMI, Thinking.NONE)
+        write = 'functions.write_file:0<|tool_call_argument_begin|>{"path": "a", "lines": 3}'
+        assert accepts(model, g.text, section(write, "functions.ping:1<|tool_call_argument_begin|>{}"))
+        assert not accepts(model, g.text, section("functions.remove:0<|tool_call_argument_begin|>{}"))
+        assert not accepts(model, g.text, section('functions.write_file:0<|tool_call_argument_begin|>{"path": "a"}'))
     finally:
         model.close()

@@ -35,6 +35,11 @@ MARKERS = (
     "<|tool_call>",
     "<tool_call|>",
     '<|"|>',
+    "<|tool_calls_section_begin|>",
+    "<|tool_call_begin|>",
+    "<|tool_call_argument_begin|>",
+    "<|tool_call_end|>",
+    "<|tool_calls_section_end|>",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -226,6 +231,28 @@ def test_thinking_tags_inside_arguments_are_text_of_the_arguments() -> None:
     for cuts in ([], [25, 40, 47, 60, 61]):
         result = run(split(text, cuts), ToolFormat.HERMES)
         assert summary(result) == ({"analysis": "hmm"}, [("id0", "f", {"q": "<think>x</think>"})])
+
+
+def kimi_calls(calls: list, compact: bool = False) -> str:
+    body = "".join(
+        f"<|tool_call_begin|>functions.{n}:{i}<|tool_call_argument_begin|>{args_text(a, compact)}<|tool_call_end|>"
+        for i, (n, a) in enumerate(calls)
+    )
+    return f"<|tool_calls_section_begin|>{body}<|tool_calls_section_end|>"
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_kimi_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    check(f"{pre}{kimi_calls(calls, compact)}", cuts, ToolFormat.KIMI, pre, calls)
+
+
+def test_kimi_text_after_the_section_and_ids_as_names() -> None:
+    result = run([f"Let me look.\n{kimi_calls([('f', {'a': 1})])}\nDone."], ToolFormat.KIMI)
+    assert summary(result) == ({"final": "Let me look.\nDone."}, [("id0", "f", {"a": 1})])
+    # a name with dots and no index; the model's own id is never ours
+    text = "<|tool_calls_section_begin|><|tool_call_begin|>functions.a.b<|tool_call_argument_begin|>{}<|tool_call_end|>"
+    assert summary(run([text], ToolFormat.KIMI))[1] == [("id0", "a.b", {})]
 
 
 @given(pre=plain(), calls=CALLS, cuts=CUTS)

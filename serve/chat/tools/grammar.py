@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import gemma, pythonic
+from serve.chat.tools import gemma, kimi, pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text, schema_types
@@ -58,6 +58,7 @@ OPENERS = {
     ToolFormat.LLAMA3: ("<|python_tag|>",),
     ToolFormat.HARMONY: ("to=functions.",),
     ToolFormat.GEMMA: (gemma.OPEN,),
+    ToolFormat.KIMI: (kimi.SECTION_BEGIN,),
     **{fmt: (style.open,) for fmt, style in XML_STYLES.items()},
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
@@ -130,6 +131,9 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
         return [f"hearth-call ::= {alts}", f"hearth-header ::= {header}", 'hearth-ctype ::= "<|constrain|>"? "json"']
     if fmt is ToolFormat.MISTRAL_ARGS:
         alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
+        return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.KIMI:  # the call's id, functions.NAME:INDEX, names the tool
+        alts = " | ".join(f'{lit(n)} ":" [0-9]+ {lit(kimi.ARGS_BEGIN)} {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
     if fmt is ToolFormat.PYTHONIC:
         alts = " | ".join(lit(n) for n in names)
@@ -242,6 +246,9 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         style = XML_STYLES[fmt]
         block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
         return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt is ToolFormat.KIMI:
+        block = f"{lit(kimi.CALL_BEGIN + kimi.PREFIX)} hearth-call {lit(kimi.CALL_END)}"
+        return f"{lit(kimi.SECTION_BEGIN)} {f'( {block} )+' if parallel else block} {lit(kimi.SECTION_END)}"
     if fmt is ToolFormat.GEMMA:
         block = f"{lit(gemma.OPEN + gemma.CALL)} hearth-call {lit(gemma.CLOSE)}"
         return f"( {block} )+" if parallel else block

@@ -1,4 +1,4 @@
-"""The incremental parser shared by the text call formats (Hermes, Llama 3.x, Mistral, Granite, generic).
+"""The incremental parser shared by the text call formats (Hermes, Llama 3.x, Mistral, Granite, Kimi, generic).
 
 A format is a `Spec`: a table from (state, marker) to the transition it causes, like serve/chat/channels.py's
 harmony table, plus which keys name a call and hold its arguments. `feed(text) -> events` and
@@ -42,6 +42,7 @@ class Action(enum.Enum):
     ARGS = "args"  # NAME is complete; its arguments value follows
     CALL_ID = "call_id"  # NAME is complete; an id, then [ARGS], follows
     CLOSE = "close"  # a closing marker: back to answer text
+    SKIP = "skip"  # a marker that only frames calls (Kimi's section and call ends): dropped, the state stays
 
 
 MARKER_STATES = (State.START, State.TEXT, State.AFTER, State.NAME, State.CALL_ID)
@@ -56,6 +57,7 @@ class Spec:
     bare_object: bool = False  # the answer itself may be the call object (Llama 3.x)
     bare_names: bool = False  # an opening marker may be followed by NAME[ARGS]{...} (Mistral)
     new_id: IdMaker = openai_id
+    name_of: Callable[[str], str] = str.strip  # a bare name's text to the tool's name (Kimi: its call id)
     # the table's markers by state, derived once
     _markers: Mapping[State, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
@@ -116,7 +118,7 @@ class MarkupParser:
         elif self.state is State.ARGS and self._args is not None:
             self._args.finish()
         elif self.state is State.NAME and self._name.strip():
-            self._start(self._name.strip(), out)
+            self._start(self.spec.name_of(self._name), out)
             out.append(CallArgs(self.calls - 1, "{}"))
         self.state = State.TEXT
         return merge(out)
@@ -189,9 +191,10 @@ class MarkupParser:
             self.state, self._args = State.ARGS, ValueScanner()
         elif action is Action.CLOSE:
             self.state = State.TEXT
+        # Action.SKIP: nothing changes
 
     def _start_named(self, out: list[ToolEvent]) -> None:
-        self._start(self._name.strip(), out)
+        self._start(self.spec.name_of(self._name), out)
         self._name = ""
 
     # -- inside JSON ---------------------------------------------------------------------------------------
