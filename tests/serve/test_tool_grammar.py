@@ -96,6 +96,7 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         ),
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
         (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
+        (ToolFormat.MINIMAX_JSON, Thinking.NONE, "Ok.\n<tool_calls>\n{", "<tool_calls>\n{"),
         (
             ToolFormat.KIMI,
             Thinking.NONE,
@@ -336,5 +337,17 @@ def test_kimi_grammar_holds_the_names_in_the_call_ids_and_the_arguments() -> Non
         assert accepts(model, g.text, section(write, "functions.ping:1<|tool_call_argument_begin|>{}"))
         assert not accepts(model, g.text, section("functions.remove:0<|tool_call_argument_begin|>{}"))
         assert not accepts(model, g.text, section('functions.write_file:0<|tool_call_argument_begin|>{"path": "a"}'))
+    finally:
+        model.close()
+
+
+def test_minimax_json_grammar_holds_one_call_object_a_line() -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.MINIMAX_JSON, Thinking.NONE)
+        write = '{"name": "write_file", "arguments": {"path": "a", "lines": 3}}'
+        assert accepts(model, g.text, f'<tool_calls>\n{write}\n{{"name": "ping", "arguments": {{}}}}\n</tool_calls>')
+        assert not accepts(model, g.text, '<tool_calls>\n{"name": "ping", "arguments": {}}</tool_calls>')
+        assert not accepts(model, g.text, '<tool_calls>\n{"name": "nope", "arguments": {}}\n</tool_calls>')
     finally:
         model.close()

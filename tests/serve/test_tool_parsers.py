@@ -40,6 +40,8 @@ MARKERS = (
     "<|tool_call_argument_begin|>",
     "<|tool_call_end|>",
     "<|tool_calls_section_end|>",
+    "<tool_calls>",
+    "</tool_calls>",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -253,6 +255,24 @@ def test_kimi_text_after_the_section_and_ids_as_names() -> None:
     # a name with dots and no index; the model's own id is never ours
     text = "<|tool_calls_section_begin|><|tool_call_begin|>functions.a.b<|tool_call_argument_begin|>{}<|tool_call_end|>"
     assert summary(run([text], ToolFormat.KIMI))[1] == [("id0", "a.b", {})]
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_minimax_json_lines_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    body = "".join(f'{{"name": "{n}", "arguments": {args_text(a, compact)}}}\n' for n, a in calls)
+    check(f"{pre}\n<tool_calls>\n{body}</tool_calls>", cuts, ToolFormat.MINIMAX_JSON, pre, calls)
+
+
+def test_minimax_json_lines_broken_off() -> None:
+    # the section closed before a call, or text where a call object should be: answer text
+    result = run(['Hm. <tool_calls>\n{"name": "f", "arguments": {}}\nno more</tool_calls>'], ToolFormat.MINIMAX_JSON)
+    assert summary(result) == ({"final": "Hm.no more"}, [("id0", "f", {})])
+    # cut off by the length limit inside the second object: the first call and what came of the second
+    result = run(
+        ['<tool_calls>\n{"name": "f", "arguments": {}}\n{"name": "g", "arguments": {"a": 1'], ToolFormat.MINIMAX_JSON
+    )
+    assert [c.name for c in result.calls] == ["f", "g"]
 
 
 @given(pre=plain(), calls=CALLS, cuts=CUTS)

@@ -193,6 +193,7 @@ SHIPPED = {
     "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek-v4",
     "MiniMax-M2.jinja": "minimax-xml",
     "moonshotai-Kimi-K2.jinja": "kimi",
+    "MiniMax-M1.jinja": "minimax-json",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serve.chat.tools import kimi, xml
+from serve.chat.tools import kimi, minimax, xml
 from serve.chat.tools.formats import ToolFormat
 
 PROBE_NAME = "hearth_probe_fn"
@@ -81,6 +81,7 @@ def _tool_listing(render: Render) -> str | None:
         return None
 
 
+_MINIMAX_JSON = re.compile(re.escape(minimax.OPEN) + r"\s*\{")
 _HERMES = re.compile(r"<tool_call>\s*\{")
 _LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
 
@@ -95,6 +96,8 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.MINIMAX_XML
     if f"{kimi.CALL_BEGIN}{kimi.PREFIX}{PROBE_NAME}:" in text:
         return ToolFormat.KIMI
+    if _MINIMAX_JSON.search(text):
+        return ToolFormat.MINIMAX_JSON
     if f"to=functions.{PROBE_NAME}" in text:
         return ToolFormat.HARMONY
     if "[TOOL_CALLS]" in text:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import gemma, granite, hermes, kimi, llama3, mistral, nemotron, pythonic, xml
+from serve.chat.tools import gemma, granite, hermes, kimi, llama3, minimax, mistral, nemotron, pythonic, xml
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
 from serve.chat.tools.markup import MarkupParser, Spec
 
@@ -30,6 +30,7 @@ class ToolFormat(enum.Enum):
     DEEPSEEK_V32 = "deepseek-v3.2"  # DSML function_calls of invoke name="NAME" tags, parameters string="true|false"
     DEEPSEEK_V4 = "deepseek-v4"  # the same in a DSML tool_calls block
     MINIMAX_XML = "minimax-xml"  # MiniMax-M2: <minimax:tool_call><invoke name="NAME"><parameter name="KEY">...
+    MINIMAX_JSON = "minimax-json"  # MiniMax-M1: <tool_calls> of {"name": ..., "arguments": ...} lines
     KIMI = "kimi"  # Kimi K2: <|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{...}<|tool_call_end|>
 
 
@@ -76,4 +77,5 @@ FORMATS = MappingProxyType({
     ToolFormat.DEEPSEEK_V4: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V4)),
     ToolFormat.MINIMAX_XML: FormatInfo(None, parallel=True, make=_xml(xml.MINIMAX)),
     ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True),
+    ToolFormat.MINIMAX_JSON: FormatInfo(minimax.SPEC, parallel=True),
 })  # fmt: skip

@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import gemma, kimi, pythonic
+from serve.chat.tools import gemma, kimi, minimax, pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text, schema_types
@@ -59,6 +59,7 @@ OPENERS = {
     ToolFormat.HARMONY: ("to=functions.",),
     ToolFormat.GEMMA: (gemma.OPEN,),
     ToolFormat.KIMI: (kimi.SECTION_BEGIN,),
+    ToolFormat.MINIMAX_JSON: (minimax.OPEN,),
     **{fmt: (style.open,) for fmt, style in XML_STYLES.items()},
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
@@ -246,6 +247,9 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         style = XML_STYLES[fmt]
         block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
         return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt is ToolFormat.MINIMAX_JSON:  # one call object a line
+        more = ' ( "\\n" hearth-call )*' if parallel else ""
+        return f'{lit(minimax.OPEN)} "\\n" hearth-call{more} "\\n" {lit(minimax.CLOSE)}'
     if fmt is ToolFormat.KIMI:
         block = f"{lit(kimi.CALL_BEGIN + kimi.PREFIX)} hearth-call {lit(kimi.CALL_END)}"
         return f"{lit(kimi.SECTION_BEGIN)} {f'( {block} )+' if parallel else block} {lit(kimi.SECTION_END)}"
