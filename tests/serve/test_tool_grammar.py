@@ -97,6 +97,7 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
         (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
         (ToolFormat.MINIMAX_JSON, Thinking.NONE, "Ok.\n<tool_calls>\n{", "<tool_calls>\n{"),
+        (ToolFormat.MINIMAX_TREE, Thinking.NONE, "Ok.]<]minimax[>[<tool_call>\n", "]<]minimax[>[<tool_call>\n"),
         (
             ToolFormat.KIMI,
             Thinking.NONE,
@@ -349,5 +350,27 @@ def test_minimax_json_grammar_holds_one_call_object_a_line() -> None:
         assert accepts(model, g.text, f'<tool_calls>\n{write}\n{{"name": "ping", "arguments": {{}}}}\n</tool_calls>')
         assert not accepts(model, g.text, '<tool_calls>\n{"name": "ping", "arguments": {}}</tool_calls>')
         assert not accepts(model, g.text, '<tool_calls>\n{"name": "nope", "arguments": {}}\n</tool_calls>')
+    finally:
+        model.close()
+
+
+def test_minimax_tree_grammar_holds_names_elements_and_typed_values() -> None:
+    mark = "]<]minimax[>["
+
+    def call(name: str, *params: tuple[str, str]) -> str:
+        body = "".join(f"{mark}<{k}>{v}{mark}</{k}>" for k, v in params)
+        return f'{mark}<tool_call>\n{mark}<invoke name="{name}">{body}{mark}</invoke>\n{mark}</tool_call>'
+
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.MINIMAX_TREE, Thinking.NONE)
+        path, lines = ("path", "a <b>.py"), ("lines", "3")
+        assert accepts(model, g.text, call("write_file", path, lines))
+        assert accepts(model, g.text, call("write_file", path, lines, ("tags", f"{mark}<item>x{mark}</item>")))
+        assert accepts(model, g.text, call("ping", ("q", f"{mark}<a>1{mark}</a>")))
+        assert not accepts(model, g.text, call("write_file", path))  # lines is required
+        assert not accepts(model, g.text, call("write_file", path, ("lines", "three")))
+        assert not accepts(model, g.text, call("write_file", path, lines, ("mode", "w")))  # undeclared
+        assert not accepts(model, g.text, call("remove_file"))
     finally:
         model.close()

@@ -42,6 +42,7 @@ MARKERS = (
     "<|tool_calls_section_end|>",
     "<tool_calls>",
     "</tool_calls>",
+    "]<]minimax[>[",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -496,3 +497,88 @@ def test_gemma_values_typed_by_the_schema_and_the_model_s_slips() -> None:
     assert summary(result) == ({"final": "Let me see."}, [("id0", "f", {"s": "ab"})])
     result = run(["<|tool_call>call:f{o:{a:[1,"], ToolFormat.GEMMA)
     assert summary(result)[1] == [("id0", "f", {"o": {"a": [1]}})]
+
+
+# -- MiniMax-M3 calls: arguments as nested elements, every tag behind a mark --------------------------------------
+
+M3 = "]<]minimax[>["
+M3_TEXT = st.text(alphabet=st.sampled_from(list('ab 3<>[]/"\n\\é')), max_size=12).filter(lambda s: M3 not in s)
+M3_SCALARS = (
+    M3_TEXT
+    | st.just("42")
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+M3_VALUES = (
+    M3_SCALARS
+    | st.lists(st.integers(0, 9), min_size=1, max_size=3)
+    | st.lists(M3_TEXT, min_size=1, max_size=3)
+    | st.dictionaries(GEMMA_KEYS, M3_SCALARS, min_size=1, max_size=2)
+    | st.lists(st.dictionaries(GEMMA_KEYS, st.integers(0, 9), min_size=1, max_size=2), min_size=1, max_size=2)
+)
+
+
+def m3_value(v: Any) -> str:
+    """As MiniMax-M3's template writes a value (`to_xml`)."""
+    if isinstance(v, dict):
+        return "".join(f"{M3}<{k}>{m3_value(x)}{M3}</{k}>" for k, x in v.items())
+    if isinstance(v, list):
+        return "".join(f"{M3}<item>{m3_value(x)}{M3}</item>" for x in v)
+    return json.dumps(v) if isinstance(v, bool) else str(v)
+
+
+def schema_of(v: Any) -> dict[str, Any]:
+    """The schema a tool would declare for a value (a list's entries all of its first one's kind)."""
+    kinds = {str: "string", bool: "boolean", int: "integer", float: "number"}
+    if isinstance(v, dict):
+        return {"type": "object", "properties": {k: schema_of(x) for k, x in v.items()}}
+    if isinstance(v, list):
+        return {"type": "array", "items": schema_of(v[0])}
+    return {"type": kinds[type(v)]}
+
+
+def m3_schemas(calls: list) -> list[dict[str, Any]]:
+    props: dict[str, dict[str, Any]] = {}
+    for name, args in calls:
+        for k, v in args.items():
+            props.setdefault(name, {}).setdefault(k, schema_of(v))
+    return [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": p}}}
+        for n, p in props.items()
+    ]
+
+
+def m3_consistent(calls: list) -> bool:
+    seen: dict[tuple[str, str], Any] = {}
+    return all(seen.setdefault((n, k), schema_of(v)) == schema_of(v) for n, a in calls for k, v in a.items())
+
+
+@given(
+    pre=plain(),
+    calls=st.lists(st.tuples(NAMES, st.dictionaries(GEMMA_KEYS, M3_VALUES, max_size=3)), min_size=1, max_size=3).filter(
+        m3_consistent
+    ),
+    cuts=CUTS,
+)
+@settings(max_examples=300, deadline=None)
+def test_minimax_tree_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = "".join(
+        f'{M3}<invoke name="{n}">'
+        + "".join(f"{M3}<{k}>{m3_value(v)}{M3}</{k}>" for k, v in a.items())
+        + f"{M3}</invoke>\n"
+        for n, a in calls
+    )
+    text = f"{pre}{M3}<tool_call>\n{body}{M3}</tool_call>"
+    check(text, cuts, ToolFormat.MINIMAX_TREE, pre, calls, schemas=m3_schemas(calls))
+
+
+def test_minimax_tree_without_a_schema_and_cut_off() -> None:
+    # no tools at hand: elements holding <item>s are lists, others objects, a plain value a JSON literal or text
+    text = f'{M3}<tool_call>\n{M3}<invoke name="f">{M3}<a>{M3}<item>1{M3}</item>{M3}<item>x{M3}</item>{M3}</a>'
+    text += f"{M3}<o>{M3}<k>true{M3}</k>{M3}</o>{M3}<s>hi there{M3}</s>{M3}</invoke>\n{M3}</tool_call>"
+    assert summary(run([text], ToolFormat.MINIMAX_TREE))[1] == [
+        ("id0", "f", {"a": [1, "x"], "o": {"k": True}, "s": "hi there"})
+    ]
+    result = run([f'Ok.{M3}<tool_call>\n{M3}<invoke name="f">{M3}<o>{M3}<k>ab'], ToolFormat.MINIMAX_TREE)
+    assert summary(result) == ({"final": "Ok."}, [("id0", "f", {"o": {"k": "ab"}})])

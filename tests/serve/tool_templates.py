@@ -194,6 +194,7 @@ SHIPPED = {
     "MiniMax-M2.jinja": "minimax-xml",
     "moonshotai-Kimi-K2.jinja": "kimi",
     "MiniMax-M1.jinja": "minimax-json",
+    "MiniMax-M3.jinja": "minimax-tree",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serve.chat.tools import kimi, minimax, xml
+from serve.chat.tools import kimi, minimax, minimax_tree, xml
 from serve.chat.tools.formats import ToolFormat
 
 PROBE_NAME = "hearth_probe_fn"
@@ -92,6 +92,8 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.GEMMA
     if xml.DEEPSEEK_V4.function_tag(PROBE_NAME) in text:  # both DeepSeek blocks hold the same invoke tag
         return ToolFormat.DEEPSEEK_V32 if xml.DEEPSEEK_V32.open in text else ToolFormat.DEEPSEEK_V4
+    if f'{minimax_tree.MARK}<{minimax_tree.INVOKE}{PROBE_NAME}">' in text:
+        return ToolFormat.MINIMAX_TREE
     if xml.MINIMAX.open in text and xml.MINIMAX.function_tag(PROBE_NAME) in text:
         return ToolFormat.MINIMAX_XML
     if f"{kimi.CALL_BEGIN}{kimi.PREFIX}{PROBE_NAME}:" in text:

@@ -9,7 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import gemma, granite, hermes, kimi, llama3, minimax, mistral, nemotron, pythonic, xml
+from serve.chat.tools import (
+    gemma,
+    granite,
+    hermes,
+    kimi,
+    llama3,
+    minimax,
+    minimax_tree,
+    mistral,
+    nemotron,
+    pythonic,
+    xml,
+)
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
 from serve.chat.tools.markup import MarkupParser, Spec
 
@@ -31,6 +43,7 @@ class ToolFormat(enum.Enum):
     DEEPSEEK_V4 = "deepseek-v4"  # the same in a DSML tool_calls block
     MINIMAX_XML = "minimax-xml"  # MiniMax-M2: <minimax:tool_call><invoke name="NAME"><parameter name="KEY">...
     MINIMAX_JSON = "minimax-json"  # MiniMax-M1: <tool_calls> of {"name": ..., "arguments": ...} lines
+    MINIMAX_TREE = "minimax-tree"  # MiniMax-M3: ]<]minimax[>[<invoke name="NAME"> with arguments as nested elements
     KIMI = "kimi"  # Kimi K2: <|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{...}<|tool_call_end|>
 
 
@@ -78,4 +91,7 @@ FORMATS = MappingProxyType({
     ToolFormat.MINIMAX_XML: FormatInfo(None, parallel=True, make=_xml(xml.MINIMAX)),
     ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True),
     ToolFormat.MINIMAX_JSON: FormatInfo(minimax.SPEC, parallel=True),
+    ToolFormat.MINIMAX_TREE: FormatInfo(
+        None, parallel=True, make=lambda new_id, tools: minimax_tree.MinimaxTreeParser(tools, new_id)
+    ),
 })  # fmt: skip

@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import gemma, kimi, minimax, pythonic
+from serve.chat.tools import gemma, kimi, minimax, minimax_tree, pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text, schema_types
@@ -60,6 +60,7 @@ OPENERS = {
     ToolFormat.GEMMA: (gemma.OPEN,),
     ToolFormat.KIMI: (kimi.SECTION_BEGIN,),
     ToolFormat.MINIMAX_JSON: (minimax.OPEN,),
+    ToolFormat.MINIMAX_TREE: (minimax_tree.OPEN,),
     **{fmt: (style.open,) for fmt, style in XML_STYLES.items()},
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
@@ -82,6 +83,8 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
         call_rules = _xml_rules(conv, req.tools, offered, style)
     elif fmt is ToolFormat.GEMMA:
         call_rules = _gemma_rules(req.tools, offered)
+    elif fmt is ToolFormat.MINIMAX_TREE:
+        call_rules = _tree_rules(req.tools, offered)
     else:
         call_rules = _call_rules(fmt, offered, args)
     schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
@@ -176,14 +179,15 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, style.end_parameter)]
 
 
+NUMBER = 'hearth-number ::= "-"? [0-9]+ ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?'
 GEMMA_GENERIC = (
     'hearth-gemma-value ::= hearth-gemma-str | hearth-gemma-object | hearth-gemma-list | "true" | "false" | "None" '
-    "| hearth-gemma-number",
+    "| hearth-number",
     f"hearth-gemma-str ::= {lit(gemma.QUOTE)} hearth-gemma-text {lit(gemma.QUOTE)}",
     'hearth-gemma-object ::= "{" ( hearth-gemma-entry ( "," hearth-gemma-entry )* )? "}"',
     'hearth-gemma-entry ::= [a-zA-Z0-9_.$-]+ ":" hearth-gemma-value',
     'hearth-gemma-list ::= "[" ( hearth-gemma-value ( "," hearth-gemma-value )* )? "]"',
-    'hearth-gemma-number ::= "-"? [0-9]+ ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?',
+    NUMBER,
 )
 
 
@@ -207,7 +211,8 @@ def _gemma_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
         rest = [f"hearth-gemma-{i}-r{k}" if k < n else "" for k in range(n + 1)]  # entries k.., each after a comma
         first = [f"hearth-gemma-{i}-f{k}" if k < n else "" for k in range(n + 1)]  # the first entry is k or later
         for k, key in enumerate(keys):
-            entry = f"{lit(key + ':')} {_gemma_value(props[key])}"
+            value = _typed_value(props[key], "hearth-gemma-str", gemma.QUOTE, "hearth-gemma-value")
+            entry = f"{lit(key + ':')} {value}"
             if key in required:
                 rules.append(f'{rest[k]} ::= "," {entry} {rest[k + 1]}')
                 rules.append(f"{first[k]} ::= {entry} {rest[k + 1]}")
@@ -219,18 +224,52 @@ def _gemma_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, *GEMMA_GENERIC, _without("hearth-gemma-text", gemma.QUOTE)]
 
 
-def _gemma_value(schema: Any) -> str:
+def _typed_value(schema: Any, text: str, quote: str, other: str) -> str:
+    """A value the format writes unquoted (or between `quote` marks, strings) held to a simple schema: a string's
+    `text` rule or its enum, an integer, a number, a boolean; any other schema, the format's `other` rule."""
     types = schema_types(schema)
     if types == {"string"}:
         enum = schema.get("enum") if isinstance(schema, dict) else None
         if enum and all(isinstance(v, str) for v in enum):
-            return "( " + " | ".join(lit(gemma.QUOTE + v + gemma.QUOTE) for v in enum) + " )"
-        return "hearth-gemma-str"
+            return "( " + " | ".join(lit(quote + v + quote) for v in enum) + " )"
+        return text
     return {
         frozenset({"integer"}): '"-"? [0-9]+',
-        frozenset({"number"}): "hearth-gemma-number",
+        frozenset({"number"}): "hearth-number",
         frozenset({"boolean"}): '( "true" | "false" )',
-    }.get(frozenset(types), "hearth-gemma-value")
+    }.get(frozenset(types), other)
+
+
+def _tree_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """MiniMax-M3: each offered tool's declared arguments as elements in their declared order (the required ones
+    present), a simple value held to its type, any other a text or nested elements."""
+    mark = minimax_tree.MARK
+    alts, rules = [], []
+    for i, tool in enumerate(tools):
+        fn = tool["function"]
+        if fn["name"] not in names:
+            continue
+        schema = fn.get("parameters") or {}
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        required = set(schema.get("required") or ())
+        parts = []
+        for key, prop in props.items():
+            value = _typed_value(prop, "hearth-tree-text", "", "hearth-tree-any")
+            element = f"{lit(f'{mark}<{key}>')} {value} {lit(f'{mark}</{key}>')}"
+            parts.append(element if key in required else f"( {element} )?")
+        rules.append(f"hearth-tree-{i} ::= " + (" ".join(parts) if parts else "hearth-tree-element*"))
+        invoke = lit(f'{mark}<{minimax_tree.INVOKE}{fn["name"]}">')
+        alts.append(f"{invoke} hearth-tree-{i} {lit(mark + '<' + minimax_tree.END_INVOKE + '>' + chr(10))}")
+    return [
+        f"hearth-call ::= {' | '.join(alts)}",
+        *rules,
+        f'hearth-tree-element ::= {lit(mark + "<")} hearth-tree-key ">" hearth-tree-any {lit(mark + "</")} hearth-tree-key ">"',
+        "hearth-tree-key ::= [a-zA-Z0-9_.-]+",
+        "hearth-tree-any ::= hearth-tree-text | hearth-tree-element+",
+        NUMBER,
+        _without("hearth-tree-text", mark[1:]),  # the mark's first character occurs in it twice
+    ]
 
 
 def _quoted(q: str) -> str:
@@ -247,6 +286,9 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         style = XML_STYLES[fmt]
         block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
         return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt is ToolFormat.MINIMAX_TREE:
+        block = f"{lit(minimax_tree.OPEN + chr(10))} {'hearth-call+' if parallel else 'hearth-call'} {lit(minimax_tree.CLOSE)}"
+        return block
     if fmt is ToolFormat.MINIMAX_JSON:  # one call object a line
         more = ' ( "\\n" hearth-call )*' if parallel else ""
         return f'{lit(minimax.OPEN)} "\\n" hearth-call{more} "\\n" {lit(minimax.CLOSE)}'
