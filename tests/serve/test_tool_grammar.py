@@ -97,6 +97,7 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
         (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
         (ToolFormat.MINIMAX_JSON, Thinking.NONE, "Ok.\n<tool_calls>\n{", "<tool_calls>\n{"),
+        (ToolFormat.KIMI_K3, Thinking.NONE, "Ok.<|close|>response<|sep|><|open|>tools<|sep|>", "<|open|>tools<|sep|>"),
         (ToolFormat.MINIMAX_TREE, Thinking.NONE, "Ok.]<]minimax[>[<tool_call>\n", "]<]minimax[>[<tool_call>\n"),
         (
             ToolFormat.KIMI,
@@ -298,29 +299,33 @@ def test_gemma_grammar_holds_names_keys_and_typed_values(args: str, ok: bool) ->
         model.close()
 
 
-@pytest.mark.parametrize("fmt", [ToolFormat.DEEPSEEK_V32, ToolFormat.DEEPSEEK_V4, ToolFormat.MINIMAX_XML])
+@pytest.mark.parametrize(
+    "fmt", [ToolFormat.DEEPSEEK_V32, ToolFormat.DEEPSEEK_V4, ToolFormat.MINIMAX_XML, ToolFormat.KIMI_K3]
+)
 def test_named_xml_grammars_hold_names_parameters_and_typed_values(fmt: ToolFormat) -> None:
     from serve.chat.tools.grammar import XML_STYLES
 
     style = XML_STYLES[fmt]
 
-    def call(name: str, *params: tuple[str, str, bool]) -> str:
-        body = "".join(f"{style.parameter_tag(k, text)}{v}{style.end_parameter}\n" for k, v, text in params)
-        return f"{style.open}\n{style.function_tag(name)}\n{body}{style.end_function}\n{style.close}"
+    def call(name: str, *params: tuple[str, str, str], index: int = 1) -> str:
+        end = style.layout
+        body = "".join(f"{style.parameter_tag(k, kind)}{v}{style.end_parameter}{end}" for k, v, kind in params)
+        fn = f"{style.function_tag(name, index)}{end}{body}{style.end_function}{end}"
+        return f"{style.open}{end}{fn}{style.close}"
 
     model = Model(build_tiny_gguf())
     try:
         g = build(ToolRequest([XML_TOOL, PING], "required"), fmt, Thinking.NONE)
-        path, lines = ("path", "x = '<b>'\n", True), ("lines", "3", False)
+        path, lines = ("path", "x = '<b>'\n", "string"), ("lines", "3", "number")
         assert accepts(model, g.text, call("write_file", path, lines))
-        assert accepts(model, g.text, call("write_file", path, lines, ("tags", '["a"]', False)))
+        assert accepts(model, g.text, call("write_file", path, lines, ("tags", '["a"]', "array"), index=12))
         assert accepts(model, g.text, call("ping"))
         assert not accepts(model, g.text, call("write_file", path))  # lines is required
-        assert not accepts(model, g.text, call("write_file", path, ("lines", "three", False)))
-        assert not accepts(model, g.text, call("write_file", path, lines, ("mode", "w", True)))  # undeclared
+        assert not accepts(model, g.text, call("write_file", path, ("lines", "three", "number")))
+        assert not accepts(model, g.text, call("write_file", path, lines, ("mode", "w", "string")))  # undeclared
         assert not accepts(model, g.text, call("remove_file"))
-        if style.string_attr:  # the attribute matches the parameter's type
-            assert not accepts(model, g.text, call("write_file", path, ("lines", "3", True)))
+        if style.text_attr:  # the attribute matches the parameter's type
+            assert not accepts(model, g.text, call("write_file", path, ("lines", "3", "string")))
     finally:
         model.close()
 

@@ -360,34 +360,58 @@ NAMED_XML = {
     ToolFormat.DEEPSEEK_V32: xml.DEEPSEEK_V32,
     ToolFormat.DEEPSEEK_V4: xml.DEEPSEEK_V4,
     ToolFormat.MINIMAX_XML: xml.MINIMAX,
+    ToolFormat.KIMI_K3: xml.KIMI_K3,
 }
 
 
-def named_xml_call(style: xml.XmlStyle, name: str, args: dict[str, Any]) -> str:
+def kind_of(v: Any) -> str:
+    """A value's kind as the templates name it (Kimi K3's `xtml_type`)."""
+    if isinstance(v, bool):
+        return "boolean"
+    if v is None:
+        return "null"
+    kinds = {str: "string", int: "number", float: "number", dict: "object", list: "array"}
+    return kinds[type(v)]
+
+
+def named_xml_call(style: xml.XmlStyle, index: int, name: str, args: dict[str, Any]) -> str:
+    """As each template writes a call: strings as they are, other values as JSON."""
     params = "".join(
-        style.parameter_tag(k, isinstance(v, str))
+        style.parameter_tag(k, kind_of(v))
         + (v if isinstance(v, str) else json.dumps(v))
         + style.end_parameter
-        + "\n"
+        + style.layout
         for k, v in args.items()
     )
-    return f"{style.function_tag(name)}\n{params}{style.end_function}\n"
+    return f"{style.function_tag(name, index + 1)}{style.layout}{params}{style.end_function}{style.layout}"
 
 
 @given(fmt=st.sampled_from(sorted(NAMED_XML, key=str)), pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
 @settings(max_examples=300, deadline=None)
 def test_named_xml_any_split(fmt: ToolFormat, pre: str, calls: list, cuts: list[int]) -> None:
     style = NAMED_XML[fmt]
-    body = "".join(named_xml_call(style, n, a) for n, a in calls)
-    check(f"{pre}\n\n{style.open}\n{body}{style.close}", cuts, fmt, pre, calls, schemas=xml_schemas(calls))
+    body = "".join(named_xml_call(style, i, n, a) for i, (n, a) in enumerate(calls))
+    frame = "\n\n" if not style.skip else style.skip[1]  # Kimi K3: the response closes before the calls
+    text = f"{pre}{frame}{style.open}{style.layout}{body}{style.close}"
+    check(text, cuts, fmt, pre, calls, schemas=xml_schemas(calls))
+
+
+def test_kimi_k3_drops_its_response_tags_and_reads_the_type_attribute() -> None:
+    style = xml.KIMI_K3
+    call = named_xml_call(style, 0, "f", {"n": 3, "s": "3", "o": {"a": [1]}})
+    text = f"Let me look.<|close|>response<|sep|>{style.open}{call}{style.close}<|close|>message<|sep|>"
+    assert summary(run([text], ToolFormat.KIMI_K3)) == (
+        {"final": "Let me look."},
+        [("id0", "f", {"n": 3, "s": "3", "o": {"a": [1]}})],
+    )
 
 
 def test_deepseek_string_attribute_says_text_or_json() -> None:
     style = xml.DEEPSEEK_V4
     call = (
         f"{style.open}\n{style.function_tag('f')}\n"
-        f"{style.parameter_tag('n', False)}3{style.end_parameter}\n{style.parameter_tag('s', True)}3{style.end_parameter}\n"
-        f'{style.parameter_tag("o", False)}{{"a": [1]}}{style.end_parameter}\n{style.end_function}\n{style.close}'
+        f"{style.parameter_tag('n', 'number')}3{style.end_parameter}\n{style.parameter_tag('s', 'string')}3{style.end_parameter}\n"
+        f'{style.parameter_tag("o", "object")}{{"a": [1]}}{style.end_parameter}\n{style.end_function}\n{style.close}'
     )
     # no schema at hand: the attribute alone types the value; with one that says string, the attribute still wins
     assert summary(run([call], ToolFormat.DEEPSEEK_V4))[1] == [("id0", "f", {"n": 3, "s": "3", "o": {"a": [1]}})]

@@ -195,6 +195,7 @@ SHIPPED = {
     "moonshotai-Kimi-K2.jinja": "kimi",
     "MiniMax-M1.jinja": "minimax-json",
     "MiniMax-M3.jinja": "minimax-tree",
+    "Kimi-K3.jinja": "kimi-k3",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they

@@ -96,6 +96,8 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.MINIMAX_TREE
     if xml.MINIMAX.open in text and xml.MINIMAX.function_tag(PROBE_NAME) in text:
         return ToolFormat.MINIMAX_XML
+    if f'{xml.KIMI_K3.function}{PROBE_NAME}" index=' in text:
+        return ToolFormat.KIMI_K3
     if f"{kimi.CALL_BEGIN}{kimi.PREFIX}{PROBE_NAME}:" in text:
         return ToolFormat.KIMI
     if _MINIMAX_JSON.search(text):

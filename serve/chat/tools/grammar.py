@@ -35,7 +35,7 @@ from serve.chat.tools import gemma, kimi, minimax, minimax_tree, pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text, schema_types
-from serve.chat.tools.xml import DEEPSEEK_V4, DEEPSEEK_V32, MINIMAX, QWEN, SEED, XmlStyle
+from serve.chat.tools.xml import DEEPSEEK_V4, DEEPSEEK_V32, KIMI_K3, MINIMAX, QWEN, SEED, XmlStyle
 from serve.engine.grammar import Grammar
 from serve.errors import InvalidRequest
 
@@ -45,6 +45,7 @@ XML_STYLES = {
     ToolFormat.DEEPSEEK_V32: DEEPSEEK_V32,
     ToolFormat.DEEPSEEK_V4: DEEPSEEK_V4,
     ToolFormat.MINIMAX_XML: MINIMAX,
+    ToolFormat.KIMI_K3: KIMI_K3,
 }
 # The text that opens a call in each format, and whether an answer may open one with a bare JSON object.
 OPENERS = {
@@ -154,7 +155,7 @@ XML_TEXT = "hearth-xml-text"
 
 
 def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[str], style: XmlStyle) -> list[str]:
-    nl = "\n" if style.newlines else ""
+    nl, after = ("\n" if style.newlines else ""), style.layout
     alts, rules = [], []
     for i, tool in enumerate(tools):
         fn = tool["function"]
@@ -166,17 +167,32 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
         parts = []
         for j, (key, prop) in enumerate(props.items()):
             value = XML_TEXT if is_text(prop) else conv.visit(prop, f"xml{i}-p{j}")
-            tag = style.parameter_tag(key, value == XML_TEXT)
-            param = f"{lit(tag + nl)} {value} {lit(nl + style.end_parameter + chr(10))}"
+            tag = " | ".join(dict.fromkeys(lit(style.parameter_tag(key, kind) + nl) for kind in _kinds(prop)))
+            param = f"( {tag} ) {value} {lit(nl + style.end_parameter + after)}"
             parts.append(param if key in required else f"( {param} )?")
         if not props:  # any parameters, as text
-            tag_end = f"( {lit(style.parameter_end(True))} | {lit(style.parameter_end(False))} )"
-            named = f"{lit(style.parameter)} [a-zA-Z0-9_.-]+ {tag_end} {lit(nl)} {XML_TEXT} {lit(nl + style.end_parameter + chr(10))}"
+            tag_end = " | ".join(dict.fromkeys(lit(style.parameter_end(kind)) for kind in ANY_KIND))
+            named = f"{lit(style.parameter)} [a-zA-Z0-9_.-]+ ( {tag_end} ) {lit(nl)} {XML_TEXT} {lit(nl + style.end_parameter + after)}"
             parts.append(f"( {named} )*")
         rules.append(f"hearth-xml-{i} ::= " + " ".join(parts))
-        call = f"{lit(style.function_tag(fn['name']) + chr(10))} hearth-xml-{i} {lit(style.end_function + chr(10))}"
-        alts.append(call)
+        if style.index_attr:  # index="N": any N
+            head = style.function + fn["name"] + '" index="'
+            opener = f"{lit(head)} [0-9]+ {lit(chr(34) + style.tag_end + after)}"
+        else:
+            opener = lit(style.function_tag(fn["name"]) + after)
+        alts.append(f"{opener} hearth-xml-{i} {lit(style.end_function + after)}")
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, style.end_parameter)]
+
+
+# the kinds a value may have, as the templates name them (Kimi K3's type attribute; DSML tells only string or not)
+ANY_KIND = ("string", "number", "boolean", "object", "array", "null")
+
+
+def _kinds(schema: Any) -> tuple[str, ...]:
+    """The kinds a parameter's value may be written as: the schema's types (an integer is a number)."""
+    kinds = {"integer": "number"}
+    types = {kinds.get(t, t) for t in schema_types(schema)} & set(ANY_KIND)
+    return tuple(sorted(types)) if types else ANY_KIND
 
 
 NUMBER = 'hearth-number ::= "-"? [0-9]+ ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?'
@@ -284,6 +300,10 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         return f'{block} ( "\\n"? {block} )*' if parallel else block
     if fmt in XML_STYLES:
         style = XML_STYLES[fmt]
+        if style.shared_block:  # the turn's calls in one block
+            return (
+                f"{lit(style.open + style.layout)} {'hearth-call+' if parallel else 'hearth-call'} {lit(style.close)}"
+            )
         block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
         return f'{block} ( "\\n"? {block} )*' if parallel else block
     if fmt is ToolFormat.MINIMAX_TREE:
