@@ -2,7 +2,7 @@
 
 `auto`: lazy. The grammar waits for the call's opening marker (llama.cpp's trigger patterns: `<tool_call>`,
 `[TOOL_CALLS]`, `<|tool_call|>`, `<TOOLCALL>`, `<seed:tool_call>`, `<|python_tag|>` or a bare `{` opening a Llama 3.x answer,
-`to=functions.` in a harmony header) and from there holds the call to one of the tools, with arguments
+`to=functions.` in a harmony header, each other format's opening marker in OPENERS) and from there holds the call to one of the tools, with arguments
 matching that tool's schema; answer text without a call stays free. A marker inside the thinking does not
 count: patterns for thinking models only match after `</think>` (or, harmony, the final channel).
 `required` / a named tool: the answer must be calls, from its first token; for a thinking model the
@@ -12,7 +12,8 @@ and then requires the call message.
 XML-style calls: the offered tools' function names, each tool's declared parameters in their declared order (the
 required ones present, the others optional), a string parameter's value any text without `</parameter>` (where
 the parser ends it), any other value JSON held to the parameter's schema; a tool that declares no parameters may
-name any. Pythonic calls: the offered tools' names, each with arguments that are any text in which quotes and
+name any (DeepSeek's DSML and Kimi K3 write each parameter's kind in an attribute: held to the schema's too).
+Gemma 4 and MiniMax-M3 calls: value_grammar.py. Pythonic calls: the offered tools' names, each with arguments that are any text in which quotes and
 parentheses balance (the parser reads the literals; their schemas are not held).
 
 Argument schemas go through llama.cpp's own JSON-schema converter, all in one converter so rule names stay
@@ -31,8 +32,9 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import gemma, kimi, minimax, minimax_tree, pythonic
+from serve.chat.tools import gemma, kimi, minimax, minimax_tree, pythonic, value_grammar
 from serve.chat.tools.formats import FORMATS, ToolFormat
+from serve.chat.tools.gbnf import lit, without
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text, schema_types
 from serve.chat.tools.xml import DEEPSEEK_V4, DEEPSEEK_V32, KIMI_K3, MINIMAX, QWEN, SEED, XmlStyle
@@ -68,11 +70,6 @@ BARE_OBJECT = {ToolFormat.LLAMA3}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
 
 
-def lit(text: str) -> str:
-    """A GBNF string literal."""
-    return json.dumps(text)
-
-
 def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     args = {t["function"]["name"]: _args_rule(conv, i, t) for i, t in enumerate(req.tools)}
@@ -83,9 +80,9 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     if style:
         call_rules = _xml_rules(conv, req.tools, offered, style)
     elif fmt is ToolFormat.GEMMA:
-        call_rules = _gemma_rules(req.tools, offered)
+        call_rules = value_grammar.gemma_rules(req.tools, offered)
     elif fmt is ToolFormat.MINIMAX_TREE:
-        call_rules = _tree_rules(req.tools, offered)
+        call_rules = value_grammar.tree_rules(req.tools, offered)
     else:
         call_rules = _call_rules(fmt, offered, args)
     schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
@@ -181,7 +178,7 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
         else:
             opener = lit(style.function_tag(fn["name"]) + after)
         alts.append(f"{opener} hearth-xml-{i} {lit(style.end_function + after)}")
-    return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, style.end_parameter)]
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, without(XML_TEXT, style.end_parameter)]
 
 
 # the kinds a value may have, as the templates name them (Kimi K3's type attribute; DSML tells only string or not)
@@ -193,99 +190,6 @@ def _kinds(schema: Any) -> tuple[str, ...]:
     kinds = {"integer": "number"}
     types = {kinds.get(t, t) for t in schema_types(schema)} & set(ANY_KIND)
     return tuple(sorted(types)) if types else ANY_KIND
-
-
-NUMBER = 'hearth-number ::= "-"? [0-9]+ ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?'
-GEMMA_GENERIC = (
-    'hearth-gemma-value ::= hearth-gemma-str | hearth-gemma-object | hearth-gemma-list | "true" | "false" | "None" '
-    "| hearth-number",
-    f"hearth-gemma-str ::= {lit(gemma.QUOTE)} hearth-gemma-text {lit(gemma.QUOTE)}",
-    'hearth-gemma-object ::= "{" ( hearth-gemma-entry ( "," hearth-gemma-entry )* )? "}"',
-    'hearth-gemma-entry ::= [a-zA-Z0-9_.$-]+ ":" hearth-gemma-value',
-    'hearth-gemma-list ::= "[" ( hearth-gemma-value ( "," hearth-gemma-value )* )? "]"',
-    NUMBER,
-)
-
-
-def _gemma_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
-    """Each offered tool's declared arguments in the order its template writes them (sorted by key), the required
-    ones present; a string, number, integer or boolean argument held to its type, any other a Gemma value."""
-    alts, rules = [], []
-    for i, tool in enumerate(tools):
-        fn = tool["function"]
-        if fn["name"] not in names:
-            continue
-        schema = fn.get("parameters") or {}
-        props = schema.get("properties")
-        props = props if isinstance(props, dict) else {}
-        required = set(schema.get("required") or ())
-        keys = sorted(props)
-        if not keys:
-            alts.append(f"{lit(fn['name'])} hearth-gemma-object")
-            continue
-        n = len(keys)
-        rest = [f"hearth-gemma-{i}-r{k}" if k < n else "" for k in range(n + 1)]  # entries k.., each after a comma
-        first = [f"hearth-gemma-{i}-f{k}" if k < n else "" for k in range(n + 1)]  # the first entry is k or later
-        for k, key in enumerate(keys):
-            value = _typed_value(props[key], "hearth-gemma-str", gemma.QUOTE, "hearth-gemma-value")
-            entry = f"{lit(key + ':')} {value}"
-            if key in required:
-                rules.append(f'{rest[k]} ::= "," {entry} {rest[k + 1]}')
-                rules.append(f"{first[k]} ::= {entry} {rest[k + 1]}")
-            else:
-                rules.append(f'{rest[k]} ::= ( "," {entry} )? {rest[k + 1]}')
-                later = f" | {first[k + 1]}" if first[k + 1] else ""
-                rules.append(f"{first[k]} ::= ( {entry} {rest[k + 1]}{later} )" + ("" if later else "?"))
-        alts.append(f'{lit(fn["name"])} "{{" {first[0]} "}}"')
-    return [f"hearth-call ::= {' | '.join(alts)}", *rules, *GEMMA_GENERIC, _without("hearth-gemma-text", gemma.QUOTE)]
-
-
-def _typed_value(schema: Any, text: str, quote: str, other: str) -> str:
-    """A value the format writes unquoted (or between `quote` marks, strings) held to a simple schema: a string's
-    `text` rule or its enum, an integer, a number, a boolean; any other schema, the format's `other` rule."""
-    types = schema_types(schema)
-    if types == {"string"}:
-        enum = schema.get("enum") if isinstance(schema, dict) else None
-        if enum and all(isinstance(v, str) for v in enum):
-            return "( " + " | ".join(lit(quote + v + quote) for v in enum) + " )"
-        return text
-    return {
-        frozenset({"integer"}): '"-"? [0-9]+',
-        frozenset({"number"}): "hearth-number",
-        frozenset({"boolean"}): '( "true" | "false" )',
-    }.get(frozenset(types), other)
-
-
-def _tree_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
-    """MiniMax-M3: each offered tool's declared arguments as elements in their declared order (the required ones
-    present), a simple value held to its type, any other a text or nested elements."""
-    mark = minimax_tree.MARK
-    alts, rules = [], []
-    for i, tool in enumerate(tools):
-        fn = tool["function"]
-        if fn["name"] not in names:
-            continue
-        schema = fn.get("parameters") or {}
-        props = schema.get("properties")
-        props = props if isinstance(props, dict) else {}
-        required = set(schema.get("required") or ())
-        parts = []
-        for key, prop in props.items():
-            value = _typed_value(prop, "hearth-tree-text", "", "hearth-tree-any")
-            element = f"{lit(f'{mark}<{key}>')} {value} {lit(f'{mark}</{key}>')}"
-            parts.append(element if key in required else f"( {element} )?")
-        rules.append(f"hearth-tree-{i} ::= " + (" ".join(parts) if parts else "hearth-tree-element*"))
-        invoke = lit(f'{mark}<{minimax_tree.INVOKE}{fn["name"]}">')
-        alts.append(f"{invoke} hearth-tree-{i} {lit(mark + '<' + minimax_tree.END_INVOKE + '>' + chr(10))}")
-    return [
-        f"hearth-call ::= {' | '.join(alts)}",
-        *rules,
-        f'hearth-tree-element ::= {lit(mark + "<")} hearth-tree-key ">" hearth-tree-any {lit(mark + "</")} hearth-tree-key ">"',
-        "hearth-tree-key ::= [a-zA-Z0-9_.-]+",
-        "hearth-tree-any ::= hearth-tree-text | hearth-tree-element+",
-        NUMBER,
-        _without("hearth-tree-text", mark[1:]),  # the mark's first character occurs in it twice
-    ]
 
 
 def _quoted(q: str) -> str:
@@ -368,28 +272,10 @@ def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, .
             return f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls' + free, ()
         final = '"<|channel|>final" "<|constrain|>json"? "<|message|>"'
         return f"( {analysis} )? {final} hearth-calls" + free, ()
-    rules = _without("hearth-think", "</think>")
+    rules = without("hearth-think", "</think>")
     layout = '"\n"? "\n"?'
     if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
         return f'hearth-think "</think>" {layout} hearth-calls\n{rules}', ()
     if thinking is Thinking.MAY:  # a block of thinking, or none
         return f'( "<think>" hearth-think "</think>" {layout} )? hearth-calls\n{rules}', ()
     return "hearth-calls", ()
-
-
-def _without(name: str, literal: str) -> str:
-    """GBNF for any text that does not contain `literal` (whose first character occurs in it only once): the
-    states of matching it, each rule the way back to state 0."""
-    first = literal[0]
-    step = [f"{name}-{k}" for k in range(1, len(literal))]
-    rules = [f"{name} ::= ( [^{_cls(first)}] | {lit(first)}+ {step[0]} )*"]
-    for k in range(1, len(literal)):
-        ch = literal[k]
-        forward = f" | {lit(ch)} {step[k]}" if k < len(literal) - 1 else ""
-        rules.append(f"{step[k - 1]} ::= [^{_cls(ch)}{_cls(first)}]{forward} | {lit(first)}+ {step[0]}")
-    return "\n".join(rules)
-
-
-def _cls(ch: str) -> str:
-    """A character for inside a GBNF [...] class."""
-    return {"\\": "\\\\", "]": "\\]", "^": "\\^", "-": "\\-"}.get(ch, ch)
