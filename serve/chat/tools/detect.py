@@ -3,8 +3,10 @@
 The probe is one tool, one assistant turn calling it and the tool's answer. What the template writes for
 that turn names the format (a `to=functions.` header is harmony, `[TOOL_CALLS]` Mistral, `<tool_call>`
 followed by JSON Hermes, `<function=NAME>` with `<parameter=KEY>` the XML style, `<TOOLCALL>` Nemotron, `<|tool_call_start|>[NAME(` pythonic, a
-`{"name": ..., "parameters": ...}` object Llama 3.x; Granite 3.x renders no call but tells the model about
-`<|tool_call|>`). A template that does not render the tool list for a plain turn knows no tools (even if it
+`{"name": ..., "parameters": ...}` object Llama 3.x, `<|tool_call>call:NAME{` Gemma 4, the DSML invoke tag
+DeepSeek V3.2/V4, `<invoke name=` MiniMax-M2 (behind `]<]minimax[>[`, M3), a `<tool_calls>` of JSON lines
+MiniMax-M1, `functions.NAME:N` call ids Kimi K2 and `<|open|>call tool=` Kimi K3; Granite 3.x renders no call but
+tells the model about `<|tool_call|>`). A template that does not render the tool list for a plain turn knows no tools (even if it
 writes a history's calls in some format: DeepSeek R1's distills, SmolLM3), and one whose call format is none
 of these is treated the same way: both get the generic format, taught in the system message. A template that
 fails whenever it is given tools gets none (the generic instructions list them), so a request with tools is no 400.
