@@ -44,8 +44,8 @@ class ToolFormat(enum.Enum):
     MINIMAX_XML = "minimax-xml"  # MiniMax-M2: <minimax:tool_call><invoke name="NAME"><parameter name="KEY">...
     MINIMAX_JSON = "minimax-json"  # MiniMax-M1: <tool_calls> of {"name": ..., "arguments": ...} lines
     MINIMAX_TREE = "minimax-tree"  # MiniMax-M3: ]<]minimax[>[<invoke name="NAME"> with arguments as nested elements
-    KIMI_K3 = "kimi-k3"  # <|open|>call tool="NAME" index="N"<|sep|> of <|open|>argument key="K" type="T"<|sep|>...
     KIMI = "kimi"  # Kimi K2: <|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{...}<|tool_call_end|>
+    KIMI_K3 = "kimi-k3"  # Kimi K3: <|open|>call tool="NAME" index="N"<|sep|> of typed arguments
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -90,10 +90,10 @@ FORMATS = MappingProxyType({
     ToolFormat.DEEPSEEK_V32: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V32)),
     ToolFormat.DEEPSEEK_V4: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V4)),
     ToolFormat.MINIMAX_XML: FormatInfo(None, parallel=True, make=_xml(xml.MINIMAX)),
-    ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True),
     ToolFormat.MINIMAX_JSON: FormatInfo(minimax.SPEC, parallel=True),
-    ToolFormat.KIMI_K3: FormatInfo(None, parallel=True, make=_xml(xml.KIMI_K3)),
     ToolFormat.MINIMAX_TREE: FormatInfo(
         None, parallel=True, make=lambda new_id, tools: minimax_tree.MinimaxTreeParser(tools, new_id)
     ),
+    ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True),
+    ToolFormat.KIMI_K3: FormatInfo(None, parallel=True, make=_xml(xml.KIMI_K3)),
 })  # fmt: skip
