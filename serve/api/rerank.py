@@ -61,6 +61,14 @@ class RerankRequest(BaseModel):
         return value
 
 
+def no_room(used: int, context: int) -> ContextLengthExceeded:
+    return ContextLengthExceeded(
+        f"the query takes {used} of this model's {context} tokens of context, leaving no room for a document. "
+        "Please shorten the query.",
+        param="query",
+    )
+
+
 def pairs(embedder: Embedder, query: str, documents: list[str]) -> tuple[list[list[int]], list[int]]:
     """Each document's pair as token ids, and where its document part (token type 1) starts."""
     model = embedder.model
@@ -69,11 +77,7 @@ def pairs(embedder: Embedder, query: str, documents: list[str]) -> tuple[list[li
     ends = int(bool(ll.llama_vocab_get_add_sep(model.vocab) or ll.llama_vocab_get_add_eos(model.vocab)))
     room = embedder.max_tokens - len(head)
     if room < ends + 1:
-        raise ContextLengthExceeded(
-            f"the query takes {len(head)} of this model's {embedder.max_tokens} tokens of context, leaving no room "
-            "for a document. Please shorten the query.",
-            param="query",
-        )
+        raise no_room(len(head), embedder.max_tokens)
     inputs, segments = [], []
     for doc in documents:
         tail = model.tokenize(doc, add_special=True)  # [CLS] document [SEP]: the pair keeps "document [SEP]"
@@ -98,11 +102,7 @@ def prompts(embedder: Embedder, template: str, query: str, documents: list[str])
     start = len(model.tokenize(head, add_special=False))
     room = embedder.max_tokens - len(end)
     if room < start + 1:
-        raise ContextLengthExceeded(
-            f"the query's prompt takes {start + len(end)} of this model's {embedder.max_tokens} tokens of context, "
-            "leaving no room for a document. Please shorten the query.",
-            param="query",
-        )
+        raise no_room(start + len(end), embedder.max_tokens)
     return [model.tokenize(head + doc, add_special=False)[:room] + end for doc in documents]
 
 
