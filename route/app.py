@@ -137,11 +137,14 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         created = int(state.started)
         data = state.ondemand.listing(created) if state.ondemand is not None else []
         listed = {d["id"] for d in data}
-        data += [
-            {"id": m, "object": "model", "created": created, "owned_by": "local", "status": LoadState.LOADED.value}
-            for m in state.registry.models()
-            if m not in listed
-        ]
+        for m in state.registry.models():
+            if m in listed:
+                continue
+            entry = {"id": m, "object": "model", "created": created, "owned_by": "local"}
+            caps = state.registry.capabilities(m)  # as its servers registered (None: they did not say)
+            data.append(
+                {**entry, **({"capabilities": caps} if caps is not None else {}), "status": LoadState.LOADED.value}
+            )
         return json_response({"object": "list", "data": data})
 
     @app.get("/health")

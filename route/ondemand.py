@@ -595,8 +595,9 @@ class OnDemand:
         out = []
         for entry in self.entries.values():
             view = self.model_view(entry)
+            caps = {} if entry.spec.capabilities is None else {"capabilities": entry.spec.capabilities}
             for name in entry.spec.names:
-                out.append({"id": name, "object": "model", "created": created, "owned_by": "local", **view})
+                out.append({"id": name, "object": "model", "created": created, "owned_by": "local", **caps, **view})
         return out
 
     def memory(self) -> dict[str, Any]:

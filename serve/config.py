@@ -39,7 +39,8 @@ class ServeConfig(BaseModel):
     embeddings: bool = Field(False, description="serve /v1/embeddings (only) with the model's pooling")
     pooling: Literal["mean", "cls", "last"] | None = Field(None, description="embeddings pooling (default: the GGUF's)")
     rerank: bool = Field(
-        False, description="serve /v1/rerank (only) with a cross-encoder reranker (a GGUF whose pooling is rank)"
+        False,
+        description="serve /v1/rerank (only) with a reranker: a GGUF whose pooling is rank (a cross-encoder, Qwen3-Reranker)",
     )
     mmproj: Path | None = Field(
         None,

@@ -285,6 +285,11 @@ class Runtime:
             raise self._not_ready()
         return self.loaded
 
+    @property
+    def vision(self) -> bool:
+        """Whether the loaded chat model takes images."""
+        return self.loaded is not None and self.loaded.vision
+
     def require_embedder(self) -> Embedder:
         """The embeddings model, checked as `require_loaded` checks the chat model."""
         if self.embedder is None:

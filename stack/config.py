@@ -169,7 +169,8 @@ class ModelSection(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
     embeddings: bool = Field(False, description="serve /v1/embeddings (only), as `python -m serve --embeddings`")
     rerank: bool = Field(
-        False, description="serve /v1/rerank (only) with a cross-encoder, as `python -m serve --rerank`"
+        False,
+        description="serve /v1/rerank (only) with a reranker (a cross-encoder, Qwen3-Reranker), as `python -m serve --rerank`",
     )
     image_url_hosts: list[str] = Field(
         default_factory=list,

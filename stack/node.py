@@ -35,6 +35,7 @@ from hearth_common.procs import start_time
 from hearth_common.registration import registration
 from route.catalog import BudgetEntry
 from route.nodes import NodeRegistration
+from stack.catalog import model_capabilities
 from stack.child import Checks, Child, Hooks, Life, ProcessState, kill
 from stack.commands import environment
 from stack.config import NodeSection
@@ -163,7 +164,8 @@ class NodeSupervisor(Supervisor):
 
     async def _register_at(self, router: str, child: Child) -> bool:
         assert child.model is not None
-        body = registration(child.name, child.url, child.model_type, child.model.names)
+        caps = model_capabilities(child.model, self.ggufs.get(child.model.name))
+        body = registration(child.name, child.url, child.model_type, child.model.names, capabilities=caps)
         status, text = await self._call("POST", router + "/backends/register", body)
         if status != 200:
             self._known[router] = False  # registered again once it answers (_rejoin)

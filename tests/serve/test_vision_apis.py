@@ -266,8 +266,10 @@ def test_a_model_without_a_projector_refuses_images_in_each_api(urls: dict[str, 
 
 def test_the_listings_say_the_model_takes_images(urls: dict[str, str]) -> None:
     vision = httpx.get(urls["direct"] + "/v1/models").json()["data"]
-    assert [m.get("capabilities") for m in vision] == [["vision"]]
-    assert "capabilities" not in httpx.get(urls["text"] + "/v1/models").json()["data"][0]
+    assert [m.get("capabilities") for m in vision] == [["chat", "vision"]]
+    assert httpx.get(urls["text"] + "/v1/models").json()["data"][0]["capabilities"] == ["chat"]
+    routed = httpx.get(urls["router"] + "/v1/models").json()["data"]  # as the server registered
+    assert [m.get("capabilities") for m in routed if m["id"] == "g3v"] == [["chat", "vision"]]
     for via in VIA:
         assert "vision" in (olla(urls[via]).show("g3v").capabilities or []), via
     assert "vision" not in (olla(urls["text"]).show("g3t").capabilities or [])
