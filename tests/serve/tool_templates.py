@@ -186,6 +186,16 @@ SHIPPED = {
     "ByteDance-Seed-OSS.jinja": "seed-xml",
     "NVIDIA-Nemotron-Nano-v2.jinja": "nemotron",
     "LFM2.5-8B-A1B.jinja": "pythonic",
+    "google-gemma-4-31B-it.jinja": "gemma",
+    "google-gemma-4-31B-it-interleaved.jinja": "gemma",
+    "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek-v3.2",
+    "deepseek-ai-DeepSeek-V4.jinja": "deepseek-v4",
+    "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek-v4",
+    "MiniMax-M2.jinja": "minimax-xml",
+    "moonshotai-Kimi-K2.jinja": "kimi",
+    "MiniMax-M1.jinja": "minimax-json",
+    "MiniMax-M3.jinja": "minimax-tree",
+    "Kimi-K3.jinja": "kimi-k3",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they
@@ -195,6 +205,14 @@ SHIPPED_WITHOUT_TOOLS = (
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
     "HuggingFaceTB-SmolLM3-3B.jinja",
 )
+
+# Real templates that transformers cannot render with tools or with a call in the history, and why; hearth, whose
+# Jinja sandbox is transformers', gives them the generic format (the tools taught in the system message).
+SHIPPED_UNRENDERABLE = {
+    "llama-cpp-deepseek-r1.jinja": "`tools | map(attribute='function') | tojson` hands tojson a generator (TypeError)",
+    "Kimi-K2-Instruct.jinja": "queues call ids with `list.append`/`pop`, which the immutable sandbox refuses",
+    "Kimi-K2-Thinking.jinja": "queues call ids with `list.append`/`pop`, which the immutable sandbox refuses",
+}
 
 
 def shipped_templates() -> Path:

@@ -9,7 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import granite, hermes, llama3, mistral, nemotron, pythonic, xml
+from serve.chat.tools import (
+    gemma,
+    granite,
+    hermes,
+    kimi,
+    llama3,
+    minimax,
+    minimax_tree,
+    mistral,
+    nemotron,
+    pythonic,
+    xml,
+)
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
 from serve.chat.tools.markup import MarkupParser, Spec
 
@@ -26,6 +38,14 @@ class ToolFormat(enum.Enum):
     PYTHONIC = "pythonic"  # LFM2.5: <|tool_call_start|>[NAME(key=value, ...), ...]<|tool_call_end|>
     HARMONY = "harmony"  # gpt-oss: to=functions.NAME in a message header
     GENERIC = "generic"  # a template that knows no tools: Hermes markup, taught in the system message
+    GEMMA = "gemma"  # Gemma 4: <|tool_call>call:NAME{key:<|"|>text<|"|>,...}<tool_call|>
+    DEEPSEEK_V32 = "deepseek-v3.2"  # DSML function_calls of invoke name="NAME" tags, parameters string="true|false"
+    DEEPSEEK_V4 = "deepseek-v4"  # the same in a DSML tool_calls block
+    MINIMAX_XML = "minimax-xml"  # MiniMax-M2: <minimax:tool_call><invoke name="NAME"><parameter name="KEY">...
+    MINIMAX_JSON = "minimax-json"  # MiniMax-M1: <tool_calls> of {"name": ..., "arguments": ...} lines
+    MINIMAX_TREE = "minimax-tree"  # MiniMax-M3: ]<]minimax[>[<invoke name="NAME"> with arguments as nested elements
+    KIMI = "kimi"  # Kimi K2: <|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{...}<|tool_call_end|>
+    KIMI_K3 = "kimi-k3"  # Kimi K3: <|open|>call tool="NAME" index="N"<|sep|> of typed arguments
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -66,4 +86,14 @@ FORMATS = MappingProxyType({
     ToolFormat.PYTHONIC: FormatInfo(None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id)),
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
+    ToolFormat.GEMMA: FormatInfo(None, parallel=True, make=lambda new_id, tools: gemma.GemmaParser(tools, new_id)),
+    ToolFormat.DEEPSEEK_V32: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V32)),
+    ToolFormat.DEEPSEEK_V4: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V4)),
+    ToolFormat.MINIMAX_XML: FormatInfo(None, parallel=True, make=_xml(xml.MINIMAX)),
+    ToolFormat.MINIMAX_JSON: FormatInfo(minimax.SPEC, parallel=True),
+    ToolFormat.MINIMAX_TREE: FormatInfo(
+        None, parallel=True, make=lambda new_id, tools: minimax_tree.MinimaxTreeParser(tools, new_id)
+    ),
+    ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True),
+    ToolFormat.KIMI_K3: FormatInfo(None, parallel=True, make=_xml(xml.KIMI_K3)),
 })  # fmt: skip
