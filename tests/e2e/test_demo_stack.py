@@ -145,10 +145,11 @@ def test_readme_python_client_examples_run(stack: StackProcess) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## Python client", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     france, seven = ITEMS[0], next(i for i in ITEMS if i.question == "What is 7 + 5?")
     weather = weather_answer("Oslo", weather_result("snowy", 3))  # the tool round trip
-    for block, expected in zip(blocks, [france.answer, seven.answer, weather, france.answer], strict=True):
+    red = answer("red")  # the picture
+    for block, expected in zip(blocks, [france.answer, seven.answer, weather, red, france.answer], strict=True):
         code = block.replace("http://127.0.0.1:8080/v1", stack.api)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
