@@ -95,6 +95,9 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
             "<tool_call>\n<function=",
         ),
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
+        (ToolFormat.COHERE, Thinking.NONE, "<|START_ACTION|>[\n", "<|START_ACTION|>[\n"),
+        (ToolFormat.APRIEL, Thinking.NONE, "Ok <tool_calls>[", "<tool_calls>["),
+        (ToolFormat.FUNCTIONARY, Thinking.NONE, "Ok <function=get_weather>{", "<function=get_weather>{"),
         (
             ToolFormat.HARMONY,
             Thinking.HARMONY,
@@ -250,4 +253,52 @@ def test_an_accepted_grammar_is_checked_once_and_a_refused_one_every_time() -> N
         assert bad not in engine._checked
     finally:
         engine.stop()
+        model.close()
+
+
+# -- the calls a real template writes (rendered by transformers) are what the format's grammar accepts ------------
+
+TEMPLATE_CALLS = [
+    ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", ToolFormat.COHERE, "<|START_ACTION|>", "<|END_ACTION|>"),
+    ("Cohere2MoE.jinja", ToolFormat.COHERE, "<|START_ACTION|>", "<|END_ACTION|>"),
+    ("Apriel-1.6-15b-Thinker-fixed.jinja", ToolFormat.APRIEL, "<tool_calls>", "</tool_calls>"),
+    ("unsloth-Apriel-1.5.jinja", ToolFormat.APRIEL, "<tool_calls>", "</tool_calls>"),
+    ("meetkai-functionary-medium-v3.1.jinja", ToolFormat.FUNCTIONARY, "<function=", "</function><|eom_id|>"),
+]
+
+
+def template_calls(name: str, opener: str, closer: str) -> str:
+    """The parallel calls of the prompt tests' conversation, as transformers renders them through the template:
+    from the first opening marker to the closing one (a closer that runs into the turn's end is cut back to the
+    format's own markup)."""
+    from testkit.fixtures.llama_sdist import SdistUnavailable
+    from tests.serve.test_tool_prompts import PARALLEL, TOOLS, hf_messages, hf_tools, theirs
+    from tests.serve.tool_templates import shipped_templates
+
+    try:
+        source = (shipped_templates() / name).read_text()
+    except SdistUnavailable as err:
+        pytest.skip(f"llama.cpp's shipped templates: {err}")
+    prompt = theirs(source, hf_messages(PARALLEL), hf_tools(TOOLS))
+    # the call turn: the last opener of the tool list's instructions is before the user's question
+    at = prompt.index(opener, prompt.index("Weather in Paris and Oslo?"))
+    end = prompt.index(closer, at) + len(closer)
+    return prompt[at:end].removesuffix("<|eom_id|>")
+
+
+@pytest.mark.parametrize(("name", "fmt", "opener", "closer"), TEMPLATE_CALLS)
+def test_grammars_accept_the_calls_their_templates_write(name: str, fmt: ToolFormat, opener: str, closer: str) -> None:
+    from tests.serve.test_tool_prompts import TOOLS, hf_tools
+
+    calls = template_calls(name, opener, closer)
+    model = Model(build_tiny_gguf())
+    try:
+        for choice in ("required", "auto"):
+            g = build(ToolRequest(hf_tools(TOOLS), choice), fmt, Thinking.NONE)
+            assert accepts(model, g.text, calls), calls
+        single = build(ToolRequest(hf_tools(TOOLS), "required", parallel=False), fmt, Thinking.NONE)
+        assert not accepts(model, single.text, calls)  # two calls where one is allowed
+        assert not accepts(model, g.text, calls.replace("get_weather", "get_wether"))  # no such tool
+        assert not accepts(model, g.text, calls.replace('"Oslo"', "9"))  # city is a string
+    finally:
         model.close()

@@ -31,6 +31,12 @@ MARKERS = (
     "<|tool_call_start|>",
     "<|tool_call_end|>",
     "</seed:tool_call>",
+    "<|START_ACTION|>",
+    "<|END_ACTION|>",
+    "<|START_RESPONSE|>",
+    "<|END_RESPONSE|>",
+    "<tool_calls>",
+    "</tool_calls>",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -229,6 +235,37 @@ def test_thinking_tags_inside_arguments_are_text_of_the_arguments() -> None:
 def test_nemotron_any_split(pre: str, calls: list, cuts: list[int]) -> None:
     body = json.dumps([{"name": n, "arguments": a} for n, a in calls])
     check(f"{pre}<TOOLCALL>{body}</TOOLCALL>", cuts, ToolFormat.NEMOTRON, pre, calls)
+
+
+@given(pre=plain(), calls=CALLS, wrapped=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_cohere_any_split(pre: str, calls: list, wrapped: bool, cuts: list[int]) -> None:
+    items = ",\n    ".join(
+        json.dumps({"tool_call_id": str(i), "tool_name": n, "parameters": a}) for i, (n, a) in enumerate(calls)
+    )
+    answer = f"<|START_RESPONSE|>{pre}<|END_RESPONSE|>" if wrapped else pre
+    check(f"{answer}<|START_ACTION|>[\n    {items}\n]<|END_ACTION|>", cuts, ToolFormat.COHERE, pre, calls)
+
+
+def test_cohere_answer_markers_never_reach_the_answer() -> None:
+    text = "<|START_RESPONSE|>It is sunny.<|END_RESPONSE|>"
+    for cuts in ([], [3, 18, 19, 25, 30]):
+        result = run(split(text, cuts), ToolFormat.COHERE)
+        assert result.calls == [] and result.text("final") == "It is sunny."
+
+
+@given(pre=plain(), calls=CALLS, cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_apriel_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = json.dumps([{"name": n, "arguments": a, "id": f"c{i}"} for i, (n, a) in enumerate(calls)])
+    check(f"{pre}\n<tool_calls>{body}</tool_calls>", cuts, ToolFormat.APRIEL, pre, calls)
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_functionary_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    body = "".join(f"<function={n}>{args_text(a, compact)}</function>" for n, a in calls)
+    check(f"{pre}{body}", cuts, ToolFormat.FUNCTIONARY, pre, calls)
 
 
 # -- XML-style calls: values are text, typed by the tool's schema -----------------------------------------------

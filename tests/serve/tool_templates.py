@@ -186,6 +186,11 @@ SHIPPED = {
     "ByteDance-Seed-OSS.jinja": "seed-xml",
     "NVIDIA-Nemotron-Nano-v2.jinja": "nemotron",
     "LFM2.5-8B-A1B.jinja": "pythonic",
+    "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja": "cohere",
+    "Cohere2MoE.jinja": "cohere",
+    "meetkai-functionary-medium-v3.1.jinja": "functionary",
+    "Apriel-1.6-15b-Thinker-fixed.jinja": "apriel",
+    "unsloth-Apriel-1.5.jinja": "apriel",
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they

@@ -75,6 +75,7 @@ def _lists_tools(render: Render) -> bool:
 
 
 _HERMES = re.compile(r"<tool_call>\s*\{")
+_APRIEL = re.compile(r'<tool_calls>\[\s*\{\s*"name"\s*:\s*"' + PROBE_NAME + '"')
 _LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
 
 
@@ -86,6 +87,12 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.MISTRAL_ARGS if "[ARGS]" in text else ToolFormat.MISTRAL
     if f"<function={PROBE_NAME}>" in text and "<parameter=x>" in text:
         return ToolFormat.SEED_XML if "<seed:tool_call>" in text else ToolFormat.XML
+    if "<|START_ACTION|>" in text:
+        return ToolFormat.COHERE
+    if f"<function={PROBE_NAME}>{{" in text:
+        return ToolFormat.FUNCTIONARY
+    if _APRIEL.search(text):
+        return ToolFormat.APRIEL
     if f"<|tool_call_start|>[{PROBE_NAME}(" in text:
         return ToolFormat.PYTHONIC
     if "<TOOLCALL>" in text:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import granite, hermes, llama3, mistral, nemotron, pythonic, xml
+from serve.chat.tools import apriel, cohere, functionary, granite, hermes, llama3, mistral, nemotron, pythonic, xml
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
 from serve.chat.tools.markup import MarkupParser, Spec
 
@@ -26,6 +26,9 @@ class ToolFormat(enum.Enum):
     PYTHONIC = "pythonic"  # LFM2.5: <|tool_call_start|>[NAME(key=value, ...), ...]<|tool_call_end|>
     HARMONY = "harmony"  # gpt-oss: to=functions.NAME in a message header
     GENERIC = "generic"  # a template that knows no tools: Hermes markup, taught in the system message
+    COHERE = "cohere"  # Command R7B, Cohere2: <|START_ACTION|>[{"tool_call_id", "tool_name", "parameters"}, ...]<|END_ACTION|>
+    APRIEL = "apriel"  # Apriel 1.5/1.6: <tool_calls>[{...}, ...]</tool_calls>
+    FUNCTIONARY = "functionary"  # functionary v3.1: <function=NAME>{...}</function>
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -66,4 +69,7 @@ FORMATS = MappingProxyType({
     ToolFormat.PYTHONIC: FormatInfo(None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id)),
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
+    ToolFormat.COHERE: FormatInfo(cohere.SPEC, parallel=True, args_key="parameters"),
+    ToolFormat.APRIEL: FormatInfo(apriel.SPEC, parallel=True),
+    ToolFormat.FUNCTIONARY: FormatInfo(functionary.SPEC, parallel=True),
 })  # fmt: skip

@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import pythonic
+from serve.chat.tools import apriel, cohere, functionary, pythonic
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text
@@ -52,6 +52,9 @@ OPENERS = {
     ToolFormat.SEED_XML: (SEED.open,),
     ToolFormat.LLAMA3: ("<|python_tag|>",),
     ToolFormat.HARMONY: ("to=functions.",),
+    ToolFormat.COHERE: (cohere.OPEN,),
+    ToolFormat.APRIEL: (apriel.OPEN,),
+    ToolFormat.FUNCTIONARY: (functionary.OPEN,),
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
 XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
@@ -100,11 +103,20 @@ def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
         ) from err
 
 
-def _json_call(name: str, args_rule: str, args_key: str) -> str:
+def _json_call(
+    name: str, args_rule: str, args_key: str, name_key: str = "name", first: str = "", last: str = ""
+) -> str:
     return (
-        f'"{{" space {lit(chr(34) + "name" + chr(34))} space ":" space {lit(json.dumps(name))} space "," space '
-        f'{lit(json.dumps(args_key))} space ":" space {args_rule} "}}" space'
+        f'"{{" space {first}{lit(json.dumps(name_key))} space ":" space {lit(json.dumps(name))} space "," space '
+        f'{lit(json.dumps(args_key))} space ":" space {args_rule} {last}"}}" space'
     )
+
+
+# Cohere's call objects open with the call's number (`"tool_call_id": "0", `), one per line; Apriel's templates
+# write the call's id after its arguments (`, "id": "..."`).
+COHERE_ID = '"\\"tool_call_id\\"" space ":" space "\\"" [0-9]+ "\\"" space "," space '
+APRIEL_ID = '( "," space "\\"id\\"" space ":" space "\\"" [a-zA-Z0-9_-]* "\\"" space )? '
+LINES = "hearth-lines ::= [ \\t\\n]{0,24}"
 
 
 def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list[str]:
@@ -127,6 +139,15 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
             'hearth-py-args ::= ( [^()\'"\\\\] | hearth-py-str | "(" hearth-py-args ")" )*',
             f"hearth-py-str ::= {_quoted(chr(39))} | {_quoted(chr(34))}",
         ]
+    if fmt is ToolFormat.FUNCTIONARY:
+        alts = " | ".join(f'{lit(n)} ">" {args[n]}' for n in names)
+        return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.COHERE:
+        alts = " | ".join(_json_call(n, args[n], key, "tool_name", COHERE_ID) for n in names)
+        return [f"hearth-call ::= {alts}", LINES]
+    if fmt is ToolFormat.APRIEL:
+        alts = " | ".join(_json_call(n, args[n], key, last=APRIEL_ID) for n in names)
+        return [f"hearth-call ::= {alts}"]
     alts = " | ".join(_json_call(n, args[n], key) for n in names)
     return [f"hearth-call ::= {alts}"]
 
@@ -184,6 +205,15 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
     if fmt is ToolFormat.MISTRAL_ARGS:
         one = '"[TOOL_CALLS]" hearth-call'
         return f"( {one} )+" if parallel else one
+    if fmt is ToolFormat.COHERE:
+        more = ' ( "," hearth-lines hearth-call )*' if parallel else ""
+        return f'{lit(cohere.OPEN)} "[" hearth-lines hearth-call{more} hearth-lines "]" {lit(cohere.CLOSE)}'
+    if fmt is ToolFormat.APRIEL:
+        more = ' ( "," space hearth-call )*' if parallel else ""
+        return f'{lit(apriel.OPEN)} "[" space hearth-call{more} "]" {lit(apriel.CLOSE)}'
+    if fmt is ToolFormat.FUNCTIONARY:
+        one = f"{lit(functionary.OPEN)} hearth-call {lit(functionary.CLOSE)}"
+        return f"{one} ( {one} )*" if parallel else one
     if fmt is ToolFormat.LLAMA3:
         return '"<|python_tag|>"? hearth-call' + (' ( ";" space hearth-call )*' if parallel else "")
     return '"to=functions." hearth-call'  # harmony
