@@ -31,8 +31,9 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from serve.chat.channels import Format, Thinking
-from serve.chat.tools import generic
+from serve.chat.tools import generic, history
 from serve.chat.tools.detect import ToolSupport, detect
+from serve.chat.tools.formats import FORMATS
 from serve.chat.tools.request import ToolRequest
 from serve.errors import ConfigError, InvalidRequest
 
@@ -122,6 +123,9 @@ class ChatTemplate:
         if not native and (tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)):
             text = generic.instructions(tools.tools, tools.choice, tools.parallel) if tools else None
             messages = generic.plain_history(messages, text)
+        write = FORMATS[self.tool_support.format].write
+        if native and not self.tool_support.writes_calls and write is not None:
+            messages = history.calls_in_text(messages, write)
         extra: dict[str, Any] = {}
         if reasoning == "none" and "enable_thinking" in self.source:
             extra["enable_thinking"] = False

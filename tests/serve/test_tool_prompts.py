@@ -11,6 +11,7 @@ real templates llama.cpp ships, when the pinned sdist is at hand.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from serve.chat.tools.request import tool_request  # noqa: E402
 from serve.errors import InvalidRequest  # noqa: E402
 from tests.serve.tool_templates import (  # noqa: E402
     SHIPPED,
+    SHIPPED_CALLS_IN_TEXT,
     SHIPPED_WITHOUT_TOOLS,
     STYLE_TEMPLATES,
     shipped_templates,
@@ -204,6 +206,28 @@ def test_shipped_templates_detected_and_rendered_like_transformers(name: str) ->
         return
     for conv in (ROUND_TRIP, PARALLEL):
         compare(source, conv)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_CALLS_IN_TEXT))
+def test_shipped_templates_that_write_no_calls_get_them_in_the_text(name: str) -> None:
+    """LFM2's templates list tools and leave a call turn's calls to its text: ours equals transformers' render of
+    the same messages whose call turns' text ends with the calls as the family's calling template (LFM2.5's)
+    writes them."""
+    fmt, writer = SHIPPED_CALLS_IN_TEXT[name]
+    source, writer_source = (_shipped() / name).read_text(), (_shipped() / writer).read_text()
+    support = template_of(source).tool_support
+    assert support.format.value == fmt and support.native and not support.writes_calls
+    for conv in (FIRST_TURN, ROUND_TRIP, PARALLEL):
+        messages = hf_messages(conv)
+        written = iter(
+            re.findall(r"<\|tool_call_start\|>.*?<\|tool_call_end\|>", theirs(writer_source, messages, None))
+        )
+        for m in messages:
+            if m.get("tool_calls"):
+                m["content"] += next(written)
+        want = theirs(source, messages, hf_tools(TOOLS))
+        assert ours(template_of(source), {"messages": openai_messages(conv), "tools": TOOLS}) == want
+        assert want.count("get_weather(city='") == len([c for *_, e in conv for c in e.get("calls", ())])
 
 
 @pytest.mark.parametrize("name", SHIPPED_WITHOUT_TOOLS)

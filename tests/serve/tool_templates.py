@@ -193,6 +193,13 @@ SHIPPED = {
     "unsloth-Apriel-1.5.jinja": "apriel",
 }
 
+# Real templates that list the tools but write no calls (the model's own text carries them): the format, and the
+# template of the family that does write calls, whose text for a call turn is the oracle for ours.
+SHIPPED_CALLS_IN_TEXT = {
+    "LFM2-8B-A1B.jinja": ("pythonic", "LFM2.5-8B-A1B.jinja"),
+    "LFM2.5-Instruct.jinja": ("pythonic", "LFM2.5-8B-A1B.jinja"),
+}
+
 # Real templates that write a history's calls in their model's format but never show the model its tools: they
 # keep the generic format (the tool list and call format taught in the system message).
 SHIPPED_WITHOUT_TOOLS = (

@@ -45,6 +45,7 @@ Render = Callable[[list[dict[str, Any]], list[dict[str, Any]]], str]
 class ToolSupport:
     format: ToolFormat
     native: bool  # the template renders tools, calls and results itself
+    writes_calls: bool = True  # False: it lists the tools, and a history's calls go into the text (history.py)
 
     @classmethod
     def generic(cls) -> ToolSupport:
@@ -60,18 +61,30 @@ def detect(render: Render) -> ToolSupport:
             break
         except Exception:  # noqa: BLE001 - a template may refuse a tool turn it does not know; the next probe is smaller
             continue
-    if text is None or PROBE_NAME not in text or not _lists_tools(render):
+    listing = _listing(render)
+    if text is None or PROBE_NAME not in listing:
         return ToolSupport.generic()
     fmt = read_format(text)
-    return ToolSupport(fmt, native=True) if fmt else ToolSupport.generic()
+    if fmt is not None:
+        return ToolSupport(fmt, native=True)
+    family = next((f for mark, f in LISTINGS.items() if mark in listing), None)
+    if family is not None and text.count(PROBE_NAME) == listing.count(PROBE_NAME):  # the call was not written
+        return ToolSupport(family, native=True, writes_calls=False)
+    return ToolSupport.generic()
 
 
-def _lists_tools(render: Render) -> bool:
-    """The template shows the model its tools (not only a history's calls)."""
+def _listing(render: Render) -> str:
+    """A plain turn with the probe tool: the template shows the model its tools (not only a history's calls)
+    when the tool's name is in it."""
     try:
-        return PROBE_NAME in render([{"role": "user", "content": "hi"}], [PROBE_TOOL])
+        return render([{"role": "user", "content": "hi"}], [PROBE_TOOL])
     except Exception:  # noqa: BLE001 - a template that cannot render tools does not list them
-        return False
+        return ""
+
+
+# Templates that list tools and write no calls, known by how they list them: LFM2's (the model calls in the
+# pythonic format of LFM2.5's templates, which do write calls).
+LISTINGS = {"<|tool_list_start|>": ToolFormat.PYTHONIC, "List of tools: [": ToolFormat.PYTHONIC}
 
 
 _HERMES = re.compile(r"<tool_call>\s*\{")

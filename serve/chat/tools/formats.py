@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from serve.chat.tools import apriel, cohere, functionary, granite, hermes, llama3, mistral, nemotron, pythonic, xml
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
+from serve.chat.tools.history import CallWriter
 from serve.chat.tools.markup import MarkupParser, Spec
 
 
@@ -42,6 +43,8 @@ class FormatInfo:
     args_key: str = "arguments"
     new_id: IdMaker = openai_id
     make: ParserMaker | None = None
+    # a history's calls as the format's text, for a template that lists tools but writes no calls (history.py)
+    write: CallWriter | None = None
 
     def parser(self, new_id: IdMaker | None, tools: Tools | None) -> CallParser:
         """The call parser for one answer (harmony's calls are read from its messages, serve/chat/tools/harmony.py)."""
@@ -66,7 +69,9 @@ FORMATS = MappingProxyType({
     ToolFormat.NEMOTRON: FormatInfo(nemotron.SPEC, parallel=True),
     ToolFormat.XML: FormatInfo(None, parallel=True, make=_xml(xml.QWEN)),
     ToolFormat.SEED_XML: FormatInfo(None, parallel=True, make=_xml(xml.SEED)),
-    ToolFormat.PYTHONIC: FormatInfo(None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id)),
+    ToolFormat.PYTHONIC: FormatInfo(
+        None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id), write=pythonic.calls_text
+    ),
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
     ToolFormat.COHERE: FormatInfo(cohere.SPEC, parallel=True, args_key="parameters"),
