@@ -99,6 +99,13 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         (ToolFormat.APRIEL, Thinking.NONE, "Ok <tool_calls>[", "<tool_calls>["),
         (ToolFormat.FUNCTIONARY, Thinking.NONE, "Ok <function=get_weather>{", "<function=get_weather>{"),
         (
+            ToolFormat.GLM,
+            Thinking.MAY,
+            "<think>a <tool_call></think>\n<tool_call>get_weather",
+            "<tool_call>get_weather",
+        ),
+        (ToolFormat.MINICPM, Thinking.NONE, 'Ok <function name="get_weather">', '<function name="get_weather">'),
+        (
             ToolFormat.HARMONY,
             Thinking.HARMONY,
             "<|channel|>analysis<|message|>call it<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather",
@@ -263,14 +270,18 @@ TEMPLATE_CALLS = [
     ("Cohere2MoE.jinja", ToolFormat.COHERE, "<|START_ACTION|>", "<|END_ACTION|>"),
     ("Apriel-1.6-15b-Thinker-fixed.jinja", ToolFormat.APRIEL, "<tool_calls>", "</tool_calls>"),
     ("unsloth-Apriel-1.5.jinja", ToolFormat.APRIEL, "<tool_calls>", "</tool_calls>"),
-    ("meetkai-functionary-medium-v3.1.jinja", ToolFormat.FUNCTIONARY, "<function=", "</function><|eom_id|>"),
+    ("meetkai-functionary-medium-v3.1.jinja", ToolFormat.FUNCTIONARY, "<function=", "</function>"),
+    ("Spark2.5.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("poolside-Laguna-S-2.1.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("poolside-Laguna-XS-2.1.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("poolside-Laguna-XS.2.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("openbmb-MiniCPM5-1B.jinja", ToolFormat.MINICPM, '<function name="', "</function>"),
 ]
 
 
 def template_calls(name: str, opener: str, closer: str) -> str:
     """The parallel calls of the prompt tests' conversation, as transformers renders them through the template:
-    from the first opening marker to the closing one (a closer that runs into the turn's end is cut back to the
-    format's own markup)."""
+    from the call turn's first opening marker to its last closing one."""
     from testkit.fixtures.llama_sdist import SdistUnavailable
     from tests.serve.test_tool_prompts import PARALLEL, TOOLS, hf_messages, hf_tools, theirs
     from tests.serve.tool_templates import shipped_templates
@@ -282,8 +293,8 @@ def template_calls(name: str, opener: str, closer: str) -> str:
     prompt = theirs(source, hf_messages(PARALLEL), hf_tools(TOOLS))
     # the call turn: the last opener of the tool list's instructions is before the user's question
     at = prompt.index(opener, prompt.index("Weather in Paris and Oslo?"))
-    end = prompt.index(closer, at) + len(closer)
-    return prompt[at:end].removesuffix("<|eom_id|>")
+    end = prompt.rindex(closer, at, prompt.index("sunny, 21 C")) + len(closer)
+    return prompt[at:end]
 
 
 @pytest.mark.parametrize(("name", "fmt", "opener", "closer"), TEMPLATE_CALLS)
@@ -299,6 +310,9 @@ def test_grammars_accept_the_calls_their_templates_write(name: str, fmt: ToolFor
         single = build(ToolRequest(hf_tools(TOOLS), "required", parallel=False), fmt, Thinking.NONE)
         assert not accepts(model, single.text, calls)  # two calls where one is allowed
         assert not accepts(model, g.text, calls.replace("get_weather", "get_wether"))  # no such tool
-        assert not accepts(model, g.text, calls.replace('"Oslo"', "9"))  # city is a string
+        if '"Oslo"' in calls:  # JSON arguments
+            assert not accepts(model, g.text, calls.replace('"Oslo"', "9"))  # city is a string
+        else:  # tagged pairs
+            assert not accepts(model, g.text, calls.replace('city"', 'town"').replace("city<", "town<"))  # undeclared
     finally:
         model.close()

@@ -37,6 +37,13 @@ MARKERS = (
     "<|END_RESPONSE|>",
     "<tool_calls>",
     "</tool_calls>",
+    "<arg_key>",
+    "</arg_key>",
+    "<arg_value>",
+    "</arg_value>",
+    '<function name="',
+    '<param name="',
+    "</param>",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -356,6 +363,40 @@ def test_xml_values_without_a_schema_and_the_model_s_slips() -> None:
     # cut off by the length limit: what came is closed into an object
     result = run(["Let me see.\n<tool_call>\n<function=f>\n<parameter=s>\nab"], ToolFormat.XML, schemas=schemas)
     assert summary(result) == ({"final": "Let me see."}, [("id0", "f", {"s": "ab"})])
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent), newlines=st.booleans(), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_glm_any_split(pre: str, calls: list, newlines: bool, cuts: list[int]) -> None:
+    """As Laguna's templates write calls (newlines between the tags), and as Spark 2.5's (none)."""
+    nl = "\n" if newlines else ""
+    body = nl.join(
+        f"<tool_call>{n}{nl}"
+        + "".join(f"<arg_key>{k}</arg_key>{nl}<arg_value>{xml_value(v)}</arg_value>{nl}" for k, v in a.items())
+        + "</tool_call>"
+        for n, a in calls
+    )
+    check(f"<think>calls</think>{pre}{nl}{body}", cuts, ToolFormat.GLM, pre, calls, schemas=xml_schemas(calls))
+
+
+def minicpm_value(v: Any) -> str:
+    """As MiniCPM 5's template writes a value: a string with <, & or a newline in CDATA, other strings as they
+    are, anything else as Python's str."""
+    if isinstance(v, str):
+        return f"<![CDATA[{v}]]>" if any(c in v for c in "<&\n") else v
+    return str(v)
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent).filter(lambda cs: "]]>" not in repr(cs)), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_minicpm_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = "\n".join(
+        f'<function name="{n}">'
+        + "".join(f'<param name="{k}">{minicpm_value(v)}</param>' for k, v in a.items())
+        + "</function>"
+        for n, a in calls
+    )
+    check(f"{pre}\n{body}", cuts, ToolFormat.MINICPM, pre, calls, schemas=xml_schemas(calls))
 
 
 # -- pythonic calls: Python literals as keyword arguments -------------------------------------------------------

@@ -191,6 +191,11 @@ SHIPPED = {
     "meetkai-functionary-medium-v3.1.jinja": "functionary",
     "Apriel-1.6-15b-Thinker-fixed.jinja": "apriel",
     "unsloth-Apriel-1.5.jinja": "apriel",
+    "Spark2.5.jinja": "glm",
+    "poolside-Laguna-S-2.1.jinja": "glm",
+    "poolside-Laguna-XS-2.1.jinja": "glm",
+    "poolside-Laguna-XS.2.jinja": "glm",
+    "openbmb-MiniCPM5-1B.jinja": "minicpm",
 }
 
 # Real templates that list the tools but write no calls (the model's own text carries them): the format, and the

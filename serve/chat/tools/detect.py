@@ -89,6 +89,7 @@ LISTINGS = {"<|tool_list_start|>": ToolFormat.PYTHONIC, "List of tools: [": Tool
 
 _HERMES = re.compile(r"<tool_call>\s*\{")
 _APRIEL = re.compile(r'<tool_calls>\[\s*\{\s*"name"\s*:\s*"' + PROBE_NAME + '"')
+_GLM = re.compile(r"<tool_call>\s*" + PROBE_NAME + r"\s*<arg_key>x</arg_key>")
 _LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
 
 
@@ -106,6 +107,10 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.FUNCTIONARY
     if _APRIEL.search(text):
         return ToolFormat.APRIEL
+    if _GLM.search(text):
+        return ToolFormat.GLM
+    if f'<function name="{PROBE_NAME}"><param name="x">' in text:
+        return ToolFormat.MINICPM
     if f"<|tool_call_start|>[{PROBE_NAME}(" in text:
         return ToolFormat.PYTHONIC
     if "<TOOLCALL>" in text:

@@ -9,7 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from serve.chat.tools import apriel, cohere, functionary, granite, hermes, llama3, mistral, nemotron, pythonic, xml
+from serve.chat.tools import (
+    apriel,
+    cohere,
+    functionary,
+    granite,
+    hermes,
+    llama3,
+    mistral,
+    nemotron,
+    pythonic,
+    tagged,
+    xml,
+)
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
 from serve.chat.tools.history import CallWriter
 from serve.chat.tools.markup import MarkupParser, Spec
@@ -30,6 +42,8 @@ class ToolFormat(enum.Enum):
     COHERE = "cohere"  # Command R7B, Cohere2: <|START_ACTION|>[{"tool_call_id", "tool_name", "parameters"}, ...]<|END_ACTION|>
     APRIEL = "apriel"  # Apriel 1.5/1.6: <tool_calls>[{...}, ...]</tool_calls>
     FUNCTIONARY = "functionary"  # functionary v3.1: <function=NAME>{...}</function>
+    GLM = "glm"  # Spark 2.5, Laguna: <tool_call>NAME<arg_key>KEY</arg_key><arg_value>VALUE</arg_value></tool_call>
+    MINICPM = "minicpm"  # MiniCPM 5: <function name="NAME"><param name="KEY">VALUE</param></function>
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -58,6 +72,10 @@ def _xml(style: xml.XmlStyle) -> ParserMaker:
     return lambda new_id, tools: xml.XmlParser(style, tools, new_id)
 
 
+def _tagged(style: tagged.TagStyle) -> ParserMaker:
+    return lambda new_id, tools: tagged.TaggedParser(style, tools, new_id)
+
+
 FORMATS = MappingProxyType({
     ToolFormat.HERMES: FormatInfo(hermes.SPEC, parallel=True),
     ToolFormat.GENERIC: FormatInfo(hermes.SPEC, parallel=True),
@@ -77,4 +95,6 @@ FORMATS = MappingProxyType({
     ToolFormat.COHERE: FormatInfo(cohere.SPEC, parallel=True, args_key="parameters"),
     ToolFormat.APRIEL: FormatInfo(apriel.SPEC, parallel=True),
     ToolFormat.FUNCTIONARY: FormatInfo(functionary.SPEC, parallel=True),
+    ToolFormat.GLM: FormatInfo(None, parallel=True, make=_tagged(tagged.GLM)),
+    ToolFormat.MINICPM: FormatInfo(None, parallel=True, make=_tagged(tagged.MINICPM)),
 })  # fmt: skip

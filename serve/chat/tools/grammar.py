@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import apriel, cohere, functionary, pythonic
+from serve.chat.tools import apriel, cohere, functionary, pythonic, tagged
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text
@@ -55,7 +55,10 @@ OPENERS = {
     ToolFormat.COHERE: (cohere.OPEN,),
     ToolFormat.APRIEL: (apriel.OPEN,),
     ToolFormat.FUNCTIONARY: (functionary.OPEN,),
+    ToolFormat.GLM: (tagged.GLM.opener,),
+    ToolFormat.MINICPM: (tagged.MINICPM.opener,),
 }
+TAG_STYLES = {ToolFormat.GLM: tagged.GLM, ToolFormat.MINICPM: tagged.MINICPM}
 BARE_OBJECT = {ToolFormat.LLAMA3}
 XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
@@ -72,8 +75,13 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     offered = [t["function"]["name"] for t in req.offered]
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
-    style = XML_STYLES.get(fmt)
-    call_rules = _xml_rules(conv, req.tools, offered, style) if style else _call_rules(fmt, offered, args)
+    style, tag = XML_STYLES.get(fmt), TAG_STYLES.get(fmt)
+    if style:
+        call_rules = _xml_rules(conv, req.tools, offered, style)
+    elif tag:
+        call_rules = _tag_rules(conv, req.tools, offered, tag)
+    else:
+        call_rules = _call_rules(fmt, offered, args)
     schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
     bounded_grammar(schemas, "tools", "tools")  # per-tool bounds do not bound many tools together
     rules = [
@@ -178,6 +186,42 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, END_PARAMETER)]
 
 
+def _layout(text: str) -> str:
+    """A literal whose newlines are layout the model may leave out."""
+    return ' "\\n"? '.join(lit(part) for part in text.split("\n") if part) + (' "\\n"?' * text.endswith("\n"))
+
+
+TAG_TEXT = "hearth-tag-text"
+
+
+def _tag_rules(
+    conv: SchemaConverter, tools: list[dict[str, Any]], names: list[str], style: tagged.TagStyle
+) -> list[str]:
+    """Tagged calls (tagged.py), held like XML-style ones: the declared parameters in their declared order, the
+    required ones present, a string's value any text without the value's closing tag, any other JSON held to
+    its schema; a tool that declares no parameters may name any."""
+    end = style.value_end.strip("\n")
+    alts, rules = [], []
+    for i, tool in enumerate(tools):
+        fn = tool["function"]
+        if fn["name"] not in names:
+            continue
+        schema = conv.resolve_refs(copy.deepcopy(fn.get("parameters") or {}), f"tag{i}")
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = set(schema.get("required") or ())
+        parts = []
+        for j, (key, prop) in enumerate(props.items()):
+            value = TAG_TEXT if is_text(prop) else conv.visit(prop, f"tag{i}-p{j}")
+            param = f"{_layout(style.param.format(key=key))} {value} {_layout(style.value_end)}"
+            parts.append(param if key in required else f"( {param} )?")
+        if not props:  # any parameters, as text
+            head, tail = style.param.split("{key}")
+            parts.append(f"( {_layout(head)} [a-zA-Z0-9_.-]+ {_layout(tail)} {TAG_TEXT} {_layout(style.value_end)} )*")
+        rules.append(f"hearth-tag-{i} ::= " + " ".join(parts or ['""']))
+        alts.append(f"{_layout(style.head.format(name=fn['name']))} hearth-tag-{i} {lit(style.call_end)}")
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(TAG_TEXT, end)]
+
+
 def _quoted(q: str) -> str:
     """A Python string literal in quote `q`, escapes included."""
     return f'{lit(q)} ( [^{q}\\\\] | "\\\\" [^\\x00] )* {lit(q)}'
@@ -211,6 +255,8 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
     if fmt is ToolFormat.APRIEL:
         more = ' ( "," space hearth-call )*' if parallel else ""
         return f'{lit(apriel.OPEN)} "[" space hearth-call{more} "]" {lit(apriel.CLOSE)}'
+    if fmt in TAG_STYLES:
+        return 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
     if fmt is ToolFormat.FUNCTIONARY:
         one = f"{lit(functionary.OPEN)} hearth-call {lit(functionary.CLOSE)}"
         return f"{one} ( {one} )*" if parallel else one
