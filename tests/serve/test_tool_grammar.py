@@ -275,6 +275,9 @@ TEMPLATE_CALLS = [
     ("poolside-Laguna-S-2.1.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("poolside-Laguna-XS-2.1.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("poolside-Laguna-XS.2.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("GLM-4.6.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("GLM-4.7-Flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("inclusionai-ling-3.0-flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("openbmb-MiniCPM5-1B.jinja", ToolFormat.MINICPM, '<function name="', "</function>"),
 ]
 
