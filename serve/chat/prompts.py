@@ -44,6 +44,9 @@ Tools = list[dict[str, Any]]
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 # What a template's reasoning_effort can say; the API's other levels map to the nearest one.
 TEMPLATE_LEVELS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+# Tencent Hy3's templates refuse any level but these three; without one they do not think (`medium`, our default,
+# keeps that default).
+NO_THINK_LEVELS = {"none": "no_think", "minimal": "no_think", "low": "low", "medium": "no_think", "high": "high"}
 
 
 class TemplateRaised(TemplateError):
@@ -105,6 +108,11 @@ class ChatTemplate:
     def template(self) -> Any:
         return _env().from_string(self.source)
 
+    @property
+    def levels(self) -> dict[str, str]:
+        """The reasoning_effort the template gets for each of the API's levels."""
+        return NO_THINK_LEVELS if "'no_think'" in self.source else TEMPLATE_LEVELS
+
     @cached_property
     def tool_support(self) -> ToolSupport:
         """The call format this template speaks (rendered once, from a probe call)."""
@@ -134,7 +142,7 @@ class ChatTemplate:
                 messages,
                 tool_list,
                 add_generation_prompt=True,
-                reasoning_effort=TEMPLATE_LEVELS.get(reasoning, reasoning),
+                reasoning_effort=self.levels.get(reasoning, reasoning),
                 **extra,
             )
         except TemplateRaised as err:

@@ -104,6 +104,7 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
             "<think>a <tool_call></think>\n<tool_call>get_weather",
             "<tool_call>get_weather",
         ),
+        (ToolFormat.HY3, Thinking.NONE, "Ok <tool_calls:opensource>\n", "<tool_calls:opensource>\n"),
         (ToolFormat.MINICPM, Thinking.NONE, 'Ok <function name="get_weather">', '<function name="get_weather">'),
         (
             ToolFormat.HARMONY,
@@ -279,6 +280,7 @@ TEMPLATE_CALLS = [
     ("GLM-4.7-Flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("inclusionai-ling-3.0-flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("openbmb-MiniCPM5-1B.jinja", ToolFormat.MINICPM, '<function name="', "</function>"),
+    ("tencent-Hy3.jinja", ToolFormat.HY3, "<tool_calls:opensource>", "</tool_calls:opensource>"),
 ]
 
 
@@ -287,13 +289,14 @@ def template_calls(name: str, opener: str, closer: str) -> str:
     from the call turn's first opening marker to its last closing one."""
     from testkit.fixtures.llama_sdist import SdistUnavailable
     from tests.serve.test_tool_prompts import PARALLEL, TOOLS, hf_messages, hf_tools, theirs
-    from tests.serve.tool_templates import shipped_templates
+    from tests.serve.tool_templates import SHIPPED_LEVELS, shipped_templates
 
     try:
         source = (shipped_templates() / name).read_text()
     except SdistUnavailable as err:
         pytest.skip(f"llama.cpp's shipped templates: {err}")
-    prompt = theirs(source, hf_messages(PARALLEL), hf_tools(TOOLS))
+    level = {"reasoning_effort": SHIPPED_LEVELS[name]} if name in SHIPPED_LEVELS else {}
+    prompt = theirs(source, hf_messages(PARALLEL), hf_tools(TOOLS), **level)
     # the call turn: the last opener of the tool list's instructions is before the user's question
     at = prompt.index(opener, prompt.index("Weather in Paris and Oslo?"))
     end = prompt.rindex(closer, at, prompt.index("sunny, 21 C")) + len(closer)

@@ -44,6 +44,11 @@ MARKERS = (
     '<function name="',
     '<param name="',
     "</param>",
+    "<tool_calls:opensource>",
+    "<tool_call:opensource>",
+    "<tool_sep:opensource>",
+    "<arg_key:opensource>",
+    "<arg_value:opensource>",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -377,6 +382,24 @@ def test_glm_any_split(pre: str, calls: list, newlines: bool, cuts: list[int]) -
         for n, a in calls
     )
     check(f"<think>calls</think>{pre}{nl}{body}", cuts, ToolFormat.GLM, pre, calls, schemas=xml_schemas(calls))
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_hy3_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    """As Tencent Hy3's template writes calls: one block, a newline after each tag pair."""
+    tag = lambda t: t.replace(">", ":opensource>")  # noqa: E731
+    body = "".join(
+        tag("<tool_call>") + n + tag("<tool_sep>") + "\n"
+        + "".join(
+            tag("<arg_key>") + k + tag("</arg_key>") + "\n" + tag("<arg_value>") + xml_value(v) + tag("</arg_value>") + "\n"
+            for k, v in a.items()
+        )
+        + tag("</tool_call>") + "\n"
+        for n, a in calls
+    )  # fmt: skip
+    text = f"{pre}{tag('<tool_calls>')}\n{body}{tag('</tool_calls>')}"
+    check(text, cuts, ToolFormat.HY3, pre, calls, schemas=xml_schemas(calls))
 
 
 def minicpm_value(v: Any) -> str:

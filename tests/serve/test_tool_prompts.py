@@ -29,6 +29,7 @@ from serve.errors import InvalidRequest  # noqa: E402
 from tests.serve.tool_templates import (  # noqa: E402
     SHIPPED,
     SHIPPED_CALLS_IN_TEXT,
+    SHIPPED_LEVELS,
     SHIPPED_WITHOUT_TOOLS,
     STYLE_TEMPLATES,
     shipped_templates,
@@ -154,13 +155,13 @@ def template_of(source: str) -> ChatTemplate:
     return chat_template(source, "generic", BOS, EOS)
 
 
-def compare(source: str, conv: list, tools: list[dict[str, Any]] | None = TOOLS) -> None:
+def compare(source: str, conv: list, tools: list[dict[str, Any]] | None = TOOLS, **kw: Any) -> None:
     template = template_of(source)
     body: dict[str, Any] = {"messages": openai_messages(conv)}
     if tools is not None:
         body["tools"] = tools
     assert template.tool_support.native
-    want = theirs(source, hf_messages(conv), hf_tools(tools) if tools else None)
+    want = theirs(source, hf_messages(conv), hf_tools(tools) if tools else None, **kw)
     assert ours(template, body) == want
 
 
@@ -198,14 +199,15 @@ def test_shipped_templates_detected_and_rendered_like_transformers(name: str) ->
     source = (_shipped() / name).read_text()
     template = template_of(source)
     assert template.tool_support.format.value == SHIPPED[name]
-    compare(source, FIRST_TURN)
+    kw = {"reasoning_effort": SHIPPED_LEVELS[name]} if name in SHIPPED_LEVELS else {}
+    compare(source, FIRST_TURN, **kw)
     if SHIPPED[name] == "llama3":  # Llama 3.x renders one call per turn and refuses more
         compare(source, ROUND_TRIP)
         with pytest.raises(InvalidRequest, match="chat template rejected"):
             ours(template, {"messages": openai_messages(PARALLEL), "tools": TOOLS})
         return
     for conv in (ROUND_TRIP, PARALLEL):
-        compare(source, conv)
+        compare(source, conv, **kw)
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_CALLS_IN_TEXT))

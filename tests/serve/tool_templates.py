@@ -197,7 +197,10 @@ SHIPPED = {
     "poolside-Laguna-XS-2.1.jinja": "glm",
     "poolside-Laguna-XS.2.jinja": "glm",
     "openbmb-MiniCPM5-1B.jinja": "minicpm",
+    "tencent-Hy3.jinja": "hy3",
 }
+# The reasoning_effort a shipped template gets for our default level, where it names its own levels.
+SHIPPED_LEVELS = {"tencent-Hy3.jinja": "no_think"}
 
 # Real templates that list the tools but write no calls (the model's own text carries them): the format, and the
 # template of the family that does write calls, whose text for a call turn is the oracle for ours.

@@ -107,6 +107,8 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.FUNCTIONARY
     if _APRIEL.search(text):
         return ToolFormat.APRIEL
+    if f"<tool_call:opensource>{PROBE_NAME}<tool_sep:opensource>" in text:
+        return ToolFormat.HY3
     if _GLM.search(text):
         return ToolFormat.GLM
     if f'<function name="{PROBE_NAME}"><param name="x">' in text:

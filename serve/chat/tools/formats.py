@@ -44,6 +44,7 @@ class ToolFormat(enum.Enum):
     FUNCTIONARY = "functionary"  # functionary v3.1: <function=NAME>{...}</function>
     GLM = "glm"  # Spark 2.5, Laguna: <tool_call>NAME<arg_key>KEY</arg_key><arg_value>VALUE</arg_value></tool_call>
     MINICPM = "minicpm"  # MiniCPM 5: <function name="NAME"><param name="KEY">VALUE</param></function>
+    HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -97,4 +98,5 @@ FORMATS = MappingProxyType({
     ToolFormat.FUNCTIONARY: FormatInfo(functionary.SPEC, parallel=True),
     ToolFormat.GLM: FormatInfo(None, parallel=True, make=_tagged(tagged.GLM)),
     ToolFormat.MINICPM: FormatInfo(None, parallel=True, make=_tagged(tagged.MINICPM)),
+    ToolFormat.HY3: FormatInfo(None, parallel=True, make=_tagged(tagged.HY3)),
 })  # fmt: skip

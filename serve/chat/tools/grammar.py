@@ -57,8 +57,9 @@ OPENERS = {
     ToolFormat.FUNCTIONARY: (functionary.OPEN,),
     ToolFormat.GLM: (tagged.GLM.opener,),
     ToolFormat.MINICPM: (tagged.MINICPM.opener,),
+    ToolFormat.HY3: (tagged.HY3.opener,),
 }
-TAG_STYLES = {ToolFormat.GLM: tagged.GLM, ToolFormat.MINICPM: tagged.MINICPM}
+TAG_STYLES = {ToolFormat.GLM: tagged.GLM, ToolFormat.MINICPM: tagged.MINICPM, ToolFormat.HY3: tagged.HY3}
 BARE_OBJECT = {ToolFormat.LLAMA3}
 XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
@@ -256,7 +257,9 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         more = ' ( "," space hearth-call )*' if parallel else ""
         return f'{lit(apriel.OPEN)} "[" space hearth-call{more} "]" {lit(apriel.CLOSE)}'
     if fmt in TAG_STYLES:
-        return 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
+        calls = 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
+        around = TAG_STYLES[fmt].block
+        return f'{_layout(around[0])} {calls} "\\n"? {lit(around[1])}' if around else calls
     if fmt is ToolFormat.FUNCTIONARY:
         one = f"{lit(functionary.OPEN)} hearth-call {lit(functionary.CLOSE)}"
         return f"{one} ( {one} )*" if parallel else one

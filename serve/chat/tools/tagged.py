@@ -4,11 +4,14 @@
              newlines between the tags where the template writes them)
     minicpm  <function name="NAME"><param name="KEY">VALUE</param></function>            (MiniCPM 5; a value may
              sit in <![CDATA[...]]>)
+    hy3      <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource><arg_key:opensource>KEY
+             </arg_key:opensource><arg_value:opensource>VALUE</arg_value:opensource></tool_call:opensource>...
+             </tool_calls:opensource>                                              (Tencent Hy3, one block of calls)
 
 A value is raw text up to its closing tag (so it may hold any other markup), typed by the tool's schema as in
 xml.py: a string parameter streams as it comes, any other value goes out once it ends (typed.py).
 
-States: TEXT (answer text), NAME, FUNCTION (between a call's pairs), KEY, BEFORE_VALUE (between a key's
+States: TEXT (answer text), BLOCK (between the calls of a block), NAME, FUNCTION (between a call's pairs), KEY, BEFORE_VALUE (between a key's
 closing tag and its value's opening one), VALUE, CDATA. A table row is (state, marker) -> (next state, steps);
 the steps say what the marker completes.
 """
@@ -31,6 +34,7 @@ from serve.engine.stops import first_marker, partial_tail
 
 class State(enum.Enum):
     TEXT = "text"
+    BLOCK = "block"
     NAME = "name"
     FUNCTION = "function"
     KEY = "key"
@@ -60,6 +64,7 @@ class TagStyle:
     value_end: str
     call_end: str
     python_values: bool = False  # the template writes non-string values as Python's str ({'a': True})
+    block: tuple[str, str] | None = None  # the text around a block of calls (None: each call stands alone)
     _markers: Mapping[State, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +115,32 @@ MINICPM = TagStyle(
     value_end="</param>",
     call_end="</function>",
     python_values=True,
+)
+
+HY3_TAG = ":opensource"  # Hy3's tags end in the tokenizer's suffix
+
+
+def _hy3(tag: str) -> str:
+    return tag.replace(">", HY3_TAG + ">")
+
+
+HY3 = TagStyle(
+    table={
+        (State.TEXT, _hy3("<tool_calls>")): (State.BLOCK, ()),
+        (State.BLOCK, _hy3("<tool_call>")): (State.NAME, ()),
+        (State.BLOCK, _hy3("</tool_calls>")): (State.TEXT, ()),
+        (State.NAME, _hy3("<tool_sep>")): (State.FUNCTION, (Step.START,)),
+        (State.FUNCTION, _hy3("<arg_key>")): (State.KEY, ()),
+        (State.FUNCTION, _hy3("</tool_call>")): (State.BLOCK, (Step.END,)),
+        (State.KEY, _hy3("</arg_key>")): (State.BEFORE_VALUE, (Step.KEY,)),
+        (State.BEFORE_VALUE, _hy3("<arg_value>")): (State.VALUE, ()),
+        (State.VALUE, _hy3("</arg_value>")): (State.FUNCTION, (Step.VALUE,)),
+    },
+    head=_hy3("<tool_call>") + "{name}" + _hy3("<tool_sep>") + "\n",
+    param=_hy3("<arg_key>") + "{key}" + _hy3("</arg_key>") + "\n" + _hy3("<arg_value>"),
+    value_end=_hy3("</arg_value>") + "\n",
+    call_end=_hy3("</tool_call>"),
+    block=(_hy3("<tool_calls>") + "\n", _hy3("</tool_calls>")),
 )
 
 IN_CALL = (State.FUNCTION, State.KEY, State.BEFORE_VALUE, State.VALUE, State.CDATA)
