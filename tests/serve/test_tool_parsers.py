@@ -44,6 +44,12 @@ MARKERS = (
     '<function name="',
     '<param name="',
     "</param>",
+    "<|tool_calls|>",
+    "<|tool_call:begin|>",
+    "<|tool_call:name|>",
+    "<|tool_call:args|>",
+    "<|tool_call:end|>",
+    "<|calls|>",
     "<tool_calls:opensource>",
     "<tool_call:opensource>",
     "<tool_sep:opensource>",
@@ -278,6 +284,16 @@ def test_apriel_any_split(pre: str, calls: list, cuts: list[int]) -> None:
 def test_functionary_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
     body = "".join(f"<function={n}>{args_text(a, compact)}</function>" for n, a in calls)
     check(f"{pre}{body}", cuts, ToolFormat.FUNCTIONARY, pre, calls)
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), ended=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_solar_any_split(pre: str, calls: list, compact: bool, ended: bool, cuts: list[int]) -> None:
+    body = "".join(
+        f"<|tool_call:begin|>a1b2c3d4e{i}<|tool_call:name|>{n}<|tool_call:args|>{args_text(a, compact)}<|tool_call:end|>"
+        for i, (n, a) in enumerate(calls)
+    )
+    check(f"{pre}<|tool_calls|>{body}" + "<|calls|>" * ended, cuts, ToolFormat.SOLAR, pre, calls)
 
 
 # -- XML-style calls: values are text, typed by the tool's schema -----------------------------------------------

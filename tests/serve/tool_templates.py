@@ -198,6 +198,7 @@ SHIPPED = {
     "poolside-Laguna-XS.2.jinja": "glm",
     "openbmb-MiniCPM5-1B.jinja": "minicpm",
     "tencent-Hy3.jinja": "hy3",
+    "upstage-Solar-Open-100B.jinja": "solar",
 }
 # The reasoning_effort a shipped template gets for our default level, where it names its own levels.
 SHIPPED_LEVELS = {"tencent-Hy3.jinja": "no_think"}

@@ -19,6 +19,7 @@ from serve.chat.tools import (
     mistral,
     nemotron,
     pythonic,
+    solar,
     tagged,
     xml,
 )
@@ -44,6 +45,7 @@ class ToolFormat(enum.Enum):
     FUNCTIONARY = "functionary"  # functionary v3.1: <function=NAME>{...}</function>
     GLM = "glm"  # Spark 2.5, Laguna: <tool_call>NAME<arg_key>KEY</arg_key><arg_value>VALUE</arg_value></tool_call>
     MINICPM = "minicpm"  # MiniCPM 5: <function name="NAME"><param name="KEY">VALUE</param></function>
+    SOLAR = "solar"  # Solar Open: <|tool_call:begin|>ID<|tool_call:name|>NAME<|tool_call:args|>{...}<|tool_call:end|>
     HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
 
 
@@ -99,4 +101,5 @@ FORMATS = MappingProxyType({
     ToolFormat.GLM: FormatInfo(None, parallel=True, make=_tagged(tagged.GLM)),
     ToolFormat.MINICPM: FormatInfo(None, parallel=True, make=_tagged(tagged.MINICPM)),
     ToolFormat.HY3: FormatInfo(None, parallel=True, make=_tagged(tagged.HY3)),
+    ToolFormat.SOLAR: FormatInfo(solar.SPEC, parallel=True),
 })  # fmt: skip

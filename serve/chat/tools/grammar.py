@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import apriel, cohere, functionary, pythonic, tagged
+from serve.chat.tools import apriel, cohere, functionary, pythonic, solar, tagged
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text
@@ -58,6 +58,7 @@ OPENERS = {
     ToolFormat.GLM: (tagged.GLM.opener,),
     ToolFormat.MINICPM: (tagged.MINICPM.opener,),
     ToolFormat.HY3: (tagged.HY3.opener,),
+    ToolFormat.SOLAR: (solar.BLOCK,),
 }
 TAG_STYLES = {ToolFormat.GLM: tagged.GLM, ToolFormat.MINICPM: tagged.MINICPM, ToolFormat.HY3: tagged.HY3}
 BARE_OBJECT = {ToolFormat.LLAMA3}
@@ -151,6 +152,11 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
     if fmt is ToolFormat.FUNCTIONARY:
         alts = " | ".join(f'{lit(n)} ">" {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.SOLAR:  # the model's own id: letters and digits
+        alts = " | ".join(f"{lit(n)} {lit(solar.ARGS)} {args[n]}" for n in names)
+        return [
+            f"hearth-call ::= {lit(solar.BEGIN)} [a-zA-Z0-9_-]{{1,40}} {lit(solar.NAME)} ( {alts} ) {lit(solar.END)}"
+        ]
     if fmt is ToolFormat.COHERE:
         alts = " | ".join(_json_call(n, args[n], key, "tool_name", COHERE_ID) for n in names)
         return [f"hearth-call ::= {alts}", LINES]
@@ -260,6 +266,8 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         calls = 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
         around = TAG_STYLES[fmt].block
         return f'{_layout(around[0])} {calls} "\\n"? {lit(around[1])}' if around else calls
+    if fmt is ToolFormat.SOLAR:
+        return f"{lit(solar.BLOCK)} hearth-call{' hearth-call*' if parallel else ''} {lit(solar.END_BLOCK)}?"
     if fmt is ToolFormat.FUNCTIONARY:
         one = f"{lit(functionary.OPEN)} hearth-call {lit(functionary.CLOSE)}"
         return f"{one} ( {one} )*" if parallel else one

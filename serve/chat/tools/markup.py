@@ -9,7 +9,7 @@ JSON the scanners of jsonscan.py keep their place. Markers never reach the answe
 States: START (the answer's first characters, where a format may open a call with a bare JSON object),
 TEXT (answer text), CALLS (after an opening marker: a list, an object or a bare name follows), LIST (inside
 `[...]` of call objects), OBJECT (one call object), NAME / CALL_ID / ARGS (Mistral's
-`NAME[CALL_ID]ID[ARGS]{...}`), AFTER (a call just ended: separators and closing markers are taken here).
+`NAME[CALL_ID]ID[ARGS]{...}`, Solar's `ID<|tool_call:name|>NAME<|tool_call:args|>{...}`), AFTER (a call just ended: separators and closing markers are taken here).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class Action(enum.Enum):
     ARGS = "args"  # NAME is complete; its arguments value follows
     CALL_ID = "call_id"  # NAME is complete; an id, then [ARGS], follows
     CLOSE = "close"  # a closing marker: back to answer text
+    ID = "id"  # the call's own id follows, before its name (dropped: every call gets one of ours)
+    NAME = "name"  # a bare name follows (after an id)
 
 
 MARKER_STATES = (State.START, State.TEXT, State.AFTER, State.NAME, State.CALL_ID)
@@ -189,6 +191,10 @@ class MarkupParser:
             self.state, self._args = State.ARGS, ValueScanner()
         elif action is Action.CLOSE:
             self.state = State.TEXT
+        elif action is Action.ID:
+            self.state = State.CALL_ID
+        elif action is Action.NAME:
+            self.state, self._name = State.NAME, ""
 
     def _start_named(self, out: list[ToolEvent]) -> None:
         self._start(self._name.strip(), out)
