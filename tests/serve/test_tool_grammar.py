@@ -104,6 +104,7 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
             "<think>a <tool_call></think>\n<tool_call>get_weather",
             "<tool_call>get_weather",
         ),
+        (ToolFormat.APERTUS, Thinking.NONE, 'Ok <|tools_prefix|>[{"', '<|tools_prefix|>[{"'),
         (ToolFormat.SOLAR, Thinking.NONE, "<|tool_calls|><|tool_call:begin|>", "<|tool_calls|><|tool_call:begin|>"),
         (ToolFormat.HY3, Thinking.NONE, "Ok <tool_calls:opensource>\n", "<tool_calls:opensource>\n"),
         (ToolFormat.MINICPM, Thinking.NONE, 'Ok <function name="get_weather">', '<function name="get_weather">'),
@@ -281,6 +282,7 @@ TEMPLATE_CALLS = [
     ("GLM-4.7-Flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("inclusionai-ling-3.0-flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("openbmb-MiniCPM5-1B.jinja", ToolFormat.MINICPM, '<function name="', "</function>"),
+    ("Apertus-8B-Instruct.jinja", ToolFormat.APERTUS, "<|tools_prefix|>", "<|tools_suffix|>"),
     ("upstage-Solar-Open-100B.jinja", ToolFormat.SOLAR, "<|tool_calls|>", "<|calls|>"),
     ("tencent-Hy3.jinja", ToolFormat.HY3, "<tool_calls:opensource>", "</tool_calls:opensource>"),
 ]

@@ -44,6 +44,8 @@ MARKERS = (
     '<function name="',
     '<param name="',
     "</param>",
+    "<|tools_prefix|>",
+    "<|tools_suffix|>",
     "<|tool_calls|>",
     "<|tool_call:begin|>",
     "<|tool_call:name|>",
@@ -284,6 +286,13 @@ def test_apriel_any_split(pre: str, calls: list, cuts: list[int]) -> None:
 def test_functionary_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
     body = "".join(f"<function={n}>{args_text(a, compact)}</function>" for n, a in calls)
     check(f"{pre}{body}", cuts, ToolFormat.FUNCTIONARY, pre, calls)
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_apertus_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    body = ", ".join(f"{{{json.dumps(n)}: {args_text(a, compact)}}}" for n, a in calls)
+    check(f"{pre}<|tools_prefix|>[{body}]<|tools_suffix|>", cuts, ToolFormat.APERTUS, pre, calls)
 
 
 @given(pre=plain(), calls=CALLS, compact=st.booleans(), ended=st.booleans(), cuts=CUTS)

@@ -199,6 +199,7 @@ SHIPPED = {
     "openbmb-MiniCPM5-1B.jinja": "minicpm",
     "tencent-Hy3.jinja": "hy3",
     "upstage-Solar-Open-100B.jinja": "solar",
+    "Apertus-8B-Instruct.jinja": "apertus",
 }
 # The reasoning_effort a shipped template gets for our default level, where it names its own levels.
 SHIPPED_LEVELS = {"tencent-Hy3.jinja": "no_think"}

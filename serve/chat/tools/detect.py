@@ -107,6 +107,8 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.FUNCTIONARY
     if _APRIEL.search(text):
         return ToolFormat.APRIEL
+    if f'<|tools_prefix|>[{{"{PROBE_NAME}": ' in text:
+        return ToolFormat.APERTUS
     if f"<|tool_call:name|>{PROBE_NAME}<|tool_call:args|>" in text:
         return ToolFormat.SOLAR
     if f"<tool_call:opensource>{PROBE_NAME}<tool_sep:opensource>" in text:

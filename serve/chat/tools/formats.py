@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from serve.chat.tools import (
+    apertus,
     apriel,
     cohere,
     functionary,
@@ -46,6 +47,7 @@ class ToolFormat(enum.Enum):
     GLM = "glm"  # Spark 2.5, Laguna: <tool_call>NAME<arg_key>KEY</arg_key><arg_value>VALUE</arg_value></tool_call>
     MINICPM = "minicpm"  # MiniCPM 5: <function name="NAME"><param name="KEY">VALUE</param></function>
     SOLAR = "solar"  # Solar Open: <|tool_call:begin|>ID<|tool_call:name|>NAME<|tool_call:args|>{...}<|tool_call:end|>
+    APERTUS = "apertus"  # Apertus: <|tools_prefix|>[{"NAME": {...}}, ...]<|tools_suffix|>
     HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
 
 
@@ -102,4 +104,5 @@ FORMATS = MappingProxyType({
     ToolFormat.MINICPM: FormatInfo(None, parallel=True, make=_tagged(tagged.MINICPM)),
     ToolFormat.HY3: FormatInfo(None, parallel=True, make=_tagged(tagged.HY3)),
     ToolFormat.SOLAR: FormatInfo(solar.SPEC, parallel=True),
+    ToolFormat.APERTUS: FormatInfo(apertus.SPEC, parallel=True),
 })  # fmt: skip

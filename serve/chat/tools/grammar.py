@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import apriel, cohere, functionary, pythonic, solar, tagged
+from serve.chat.tools import apertus, apriel, cohere, functionary, pythonic, solar, tagged
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text
@@ -59,6 +59,7 @@ OPENERS = {
     ToolFormat.MINICPM: (tagged.MINICPM.opener,),
     ToolFormat.HY3: (tagged.HY3.opener,),
     ToolFormat.SOLAR: (solar.BLOCK,),
+    ToolFormat.APERTUS: (apertus.OPEN,),
 }
 TAG_STYLES = {ToolFormat.GLM: tagged.GLM, ToolFormat.MINICPM: tagged.MINICPM, ToolFormat.HY3: tagged.HY3}
 BARE_OBJECT = {ToolFormat.LLAMA3}
@@ -151,6 +152,9 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
         ]
     if fmt is ToolFormat.FUNCTIONARY:
         alts = " | ".join(f'{lit(n)} ">" {args[n]}' for n in names)
+        return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.APERTUS:
+        alts = " | ".join(f'"{{" space {lit(json.dumps(n))} space ":" space {args[n]} "}}" space' for n in names)
         return [f"hearth-call ::= {alts}"]
     if fmt is ToolFormat.SOLAR:  # the model's own id: letters and digits
         alts = " | ".join(f"{lit(n)} {lit(solar.ARGS)} {args[n]}" for n in names)
@@ -266,6 +270,9 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         calls = 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
         around = TAG_STYLES[fmt].block
         return f'{_layout(around[0])} {calls} "\\n"? {lit(around[1])}' if around else calls
+    if fmt is ToolFormat.APERTUS:
+        more = ' ( "," space hearth-call )*' if parallel else ""
+        return f'{lit(apertus.OPEN)} "[" space hearth-call{more} "]" {lit(apertus.CLOSE)}'
     if fmt is ToolFormat.SOLAR:
         return f"{lit(solar.BLOCK)} hearth-call{' hearth-call*' if parallel else ''} {lit(solar.END_BLOCK)}?"
     if fmt is ToolFormat.FUNCTIONARY:

@@ -57,6 +57,7 @@ class Spec:
     args_keys: tuple[str, ...] = ("arguments", "parameters")
     bare_object: bool = False  # the answer itself may be the call object (Llama 3.x)
     bare_names: bool = False  # an opening marker may be followed by NAME[ARGS]{...} (Mistral)
+    keyed: bool = False  # a call object is {"NAME": {...}} (Apertus)
     new_id: IdMaker = openai_id
     # the table's markers by state, derived once
     _markers: Mapping[State, tuple[str, ...]] = field(init=False, repr=False, compare=False)
@@ -237,7 +238,7 @@ class MarkupParser:
 
     def _open_object(self, then: State) -> None:
         self.state, self._object_then = State.OBJECT, then
-        self._object = CallScanner(self.spec.name_keys, self.spec.args_keys)
+        self._object = CallScanner(self.spec.name_keys, self.spec.args_keys, self.spec.keyed)
         self._buffered, self._started = [], False
 
     def _in_object(self, text: str, out: list[ToolEvent]) -> str:
