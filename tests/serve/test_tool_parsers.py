@@ -44,6 +44,9 @@ MARKERS = (
     '<function name="',
     '<param name="',
     "</param>",
+    "function call<|role_sep|>",
+    "<|function_call|>",
+    "<|message_sep|>",
     "<|tools_prefix|>",
     "<|tools_suffix|>",
     "<|tool_calls|>",
@@ -293,6 +296,15 @@ def test_functionary_any_split(pre: str, calls: list, compact: bool, cuts: list[
 def test_apertus_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
     body = ", ".join(f"{{{json.dumps(n)}: {args_text(a, compact)}}}" for n, a in calls)
     check(f"{pre}<|tools_prefix|>[{body}]<|tools_suffix|>", cuts, ToolFormat.APERTUS, pre, calls)
+
+
+@given(pre=plain(), name=NAMES, args=ARGS, v31=st.booleans(), compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_gigachat_any_split(pre: str, name: str, args: dict, v31: bool, compact: bool, cuts: list[int]) -> None:
+    """GigaChat 3's call is a role message after the assistant's; 3.1's a marker in the assistant's."""
+    call = f'{{"name": "{name}", "arguments": {args_text(args, compact)}}}'
+    text = f"{pre}<|function_call|>{call}" if v31 else f"{pre}<|message_sep|>\n\nfunction call<|role_sep|>\n{call}"
+    check(text, cuts, ToolFormat.GIGACHAT, pre, [(name, args)])
 
 
 @given(pre=plain(), calls=CALLS, compact=st.booleans(), ended=st.booleans(), cuts=CUTS)

@@ -107,6 +107,11 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.FUNCTIONARY
     if _APRIEL.search(text):
         return ToolFormat.APRIEL
+    if (
+        f'function call<|role_sep|>\n{{"name": "{PROBE_NAME}"' in text
+        or f'<|function_call|>{{"name": "{PROBE_NAME}"' in text
+    ):
+        return ToolFormat.GIGACHAT
     if f'<|tools_prefix|>[{{"{PROBE_NAME}": ' in text:
         return ToolFormat.APERTUS
     if f"<|tool_call:name|>{PROBE_NAME}<|tool_call:args|>" in text:

@@ -14,6 +14,7 @@ from serve.chat.tools import (
     apriel,
     cohere,
     functionary,
+    gigachat,
     granite,
     hermes,
     llama3,
@@ -48,6 +49,7 @@ class ToolFormat(enum.Enum):
     MINICPM = "minicpm"  # MiniCPM 5: <function name="NAME"><param name="KEY">VALUE</param></function>
     SOLAR = "solar"  # Solar Open: <|tool_call:begin|>ID<|tool_call:name|>NAME<|tool_call:args|>{...}<|tool_call:end|>
     APERTUS = "apertus"  # Apertus: <|tools_prefix|>[{"NAME": {...}}, ...]<|tools_suffix|>
+    GIGACHAT = "gigachat"  # GigaChat 3: function call<|role_sep|>\n{"name": ..., "arguments": ...}, one a turn
     HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
 
 
@@ -105,4 +107,5 @@ FORMATS = MappingProxyType({
     ToolFormat.HY3: FormatInfo(None, parallel=True, make=_tagged(tagged.HY3)),
     ToolFormat.SOLAR: FormatInfo(solar.SPEC, parallel=True),
     ToolFormat.APERTUS: FormatInfo(apertus.SPEC, parallel=True),
+    ToolFormat.GIGACHAT: FormatInfo(gigachat.SPEC, parallel=False),
 })  # fmt: skip

@@ -31,7 +31,7 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import apertus, apriel, cohere, functionary, pythonic, solar, tagged
+from serve.chat.tools import apertus, apriel, cohere, functionary, gigachat, pythonic, solar, tagged
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text
@@ -60,6 +60,7 @@ OPENERS = {
     ToolFormat.HY3: (tagged.HY3.opener,),
     ToolFormat.SOLAR: (solar.BLOCK,),
     ToolFormat.APERTUS: (apertus.OPEN,),
+    ToolFormat.GIGACHAT: (gigachat.CALL, gigachat.CALL_31),
 }
 TAG_STYLES = {ToolFormat.GLM: tagged.GLM, ToolFormat.MINICPM: tagged.MINICPM, ToolFormat.HY3: tagged.HY3}
 BARE_OBJECT = {ToolFormat.LLAMA3}
@@ -270,6 +271,8 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         calls = 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
         around = TAG_STYLES[fmt].block
         return f'{_layout(around[0])} {calls} "\\n"? {lit(around[1])}' if around else calls
+    if fmt is ToolFormat.GIGACHAT:  # one call; the assistant's message may end first
+        return f'( ( {lit(gigachat.SEP)} "\\n"* )? {lit(gigachat.CALL)} "\\n"? | {lit(gigachat.CALL_31)} ) hearth-call'
     if fmt is ToolFormat.APERTUS:
         more = ' ( "," space hearth-call )*' if parallel else ""
         return f'{lit(apertus.OPEN)} "[" space hearth-call{more} "]" {lit(apertus.CLOSE)}'
