@@ -289,6 +289,7 @@ TEMPLATE_CALLS = [
     ("GLM-4.7-Flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("inclusionai-ling-3.0-flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
     ("openbmb-MiniCPM5-1B.jinja", ToolFormat.MINICPM, '<function name="', "</function>"),
+    ("muse-glimmer.jinja", ToolFormat.ATEM, "<atem:function_calls>", "</atem:function_calls>"),
     ("GigaChat3-10B-A1.8B.jinja", ToolFormat.GIGACHAT, "function call<|role_sep|>", "}}"),
     ("GigaChat3.1-10B-A1.8B.jinja", ToolFormat.GIGACHAT, "<|function_call|>", "}}"),
     ("Apertus-8B-Instruct.jinja", ToolFormat.APERTUS, "<|tools_prefix|>", "<|tools_suffix|>"),

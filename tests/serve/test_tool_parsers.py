@@ -44,6 +44,13 @@ MARKERS = (
     '<function name="',
     '<param name="',
     "</param>",
+    "<atem:function_calls>",
+    "<atem:invoke name=",
+    "<atem:parameter name=",
+    "<|start|>",
+    "<|message|>",
+    "<|eom|>",
+    "<|eot|>",
     "function call<|role_sep|>",
     "<|function_call|>",
     "<|message_sep|>",
@@ -437,6 +444,35 @@ def test_hy3_any_split(pre: str, calls: list, cuts: list[int]) -> None:
     )  # fmt: skip
     text = f"{pre}{tag('<tool_calls>')}\n{body}{tag('</tool_calls>')}"
     check(text, cuts, ToolFormat.HY3, pre, calls, schemas=xml_schemas(calls))
+
+
+def atem_value(v: Any) -> str:
+    """As Muse Glimmer's template writes a value: strings and numbers as they are, the rest as JSON."""
+    return (
+        v if isinstance(v, str) else str(v) if isinstance(v, int | float) and not isinstance(v, bool) else json.dumps(v)
+    )
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_atem_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    """As Muse Glimmer's template writes a turn: a reasoning message to=self, then each call a message of its own;
+    the headers and end markers never reach the answer text."""
+    body = "<|eom|>".join(
+        f'<|start|>assistant to={n}<|message|><atem:function_calls>\n<atem:invoke name="{n}">\n'
+        + "".join(f'<atem:parameter name="{k}">{atem_value(v)}</atem:parameter>\n' for k, v in a.items())
+        + "</atem:invoke>\n</atem:function_calls>"
+        for n, a in calls
+    )
+    text = f" to=self<|message|>{pre}<|eom|>{body}<|eot|>"
+    check(text, cuts, ToolFormat.ATEM, pre, calls, schemas=xml_schemas(calls))
+
+
+def test_atem_answer_is_the_user_message() -> None:
+    text = " to=user<|message|>It is sunny.<|eot|>"
+    for cuts in ([], [1, 4, 10, 19, 22, 30]):
+        result = run(split(text, cuts), ToolFormat.ATEM)
+        assert result.calls == [] and result.text("final") == "It is sunny."
 
 
 def minicpm_value(v: Any) -> str:

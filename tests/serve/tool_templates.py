@@ -202,6 +202,7 @@ SHIPPED = {
     "Apertus-8B-Instruct.jinja": "apertus",
     "GigaChat3-10B-A1.8B.jinja": "gigachat",
     "GigaChat3.1-10B-A1.8B.jinja": "gigachat",
+    "muse-glimmer.jinja": "atem",
 }
 # The reasoning_effort a shipped template gets for our default level, where it names its own levels.
 SHIPPED_LEVELS = {"tencent-Hy3.jinja": "no_think"}

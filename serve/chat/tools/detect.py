@@ -112,6 +112,8 @@ def read_format(text: str) -> ToolFormat | None:
         or f'<|function_call|>{{"name": "{PROBE_NAME}"' in text
     ):
         return ToolFormat.GIGACHAT
+    if f'<atem:invoke name="{PROBE_NAME}">' in text:
+        return ToolFormat.ATEM
     if f'<|tools_prefix|>[{{"{PROBE_NAME}": ' in text:
         return ToolFormat.APERTUS
     if f"<|tool_call:name|>{PROBE_NAME}<|tool_call:args|>" in text:

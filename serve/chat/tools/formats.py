@@ -50,6 +50,7 @@ class ToolFormat(enum.Enum):
     SOLAR = "solar"  # Solar Open: <|tool_call:begin|>ID<|tool_call:name|>NAME<|tool_call:args|>{...}<|tool_call:end|>
     APERTUS = "apertus"  # Apertus: <|tools_prefix|>[{"NAME": {...}}, ...]<|tools_suffix|>
     GIGACHAT = "gigachat"  # GigaChat 3: function call<|role_sep|>\n{"name": ..., "arguments": ...}, one a turn
+    ATEM = "atem"  # Muse Glimmer: <atem:function_calls><atem:invoke name="NAME"><atem:parameter name="KEY">...
     HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
 
 
@@ -105,6 +106,7 @@ FORMATS = MappingProxyType({
     ToolFormat.GLM: FormatInfo(None, parallel=True, make=_tagged(tagged.GLM)),
     ToolFormat.MINICPM: FormatInfo(None, parallel=True, make=_tagged(tagged.MINICPM)),
     ToolFormat.HY3: FormatInfo(None, parallel=True, make=_tagged(tagged.HY3)),
+    ToolFormat.ATEM: FormatInfo(None, parallel=True, make=_tagged(tagged.ATEM)),
     ToolFormat.SOLAR: FormatInfo(solar.SPEC, parallel=True),
     ToolFormat.APERTUS: FormatInfo(apertus.SPEC, parallel=True),
     ToolFormat.GIGACHAT: FormatInfo(gigachat.SPEC, parallel=False),

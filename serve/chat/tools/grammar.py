@@ -58,11 +58,17 @@ OPENERS = {
     ToolFormat.GLM: (tagged.GLM.opener,),
     ToolFormat.MINICPM: (tagged.MINICPM.opener,),
     ToolFormat.HY3: (tagged.HY3.opener,),
+    ToolFormat.ATEM: (tagged.ATEM.opener,),
     ToolFormat.SOLAR: (solar.BLOCK,),
     ToolFormat.APERTUS: (apertus.OPEN,),
     ToolFormat.GIGACHAT: (gigachat.CALL, gigachat.CALL_31),
 }
-TAG_STYLES = {ToolFormat.GLM: tagged.GLM, ToolFormat.MINICPM: tagged.MINICPM, ToolFormat.HY3: tagged.HY3}
+TAG_STYLES = {
+    ToolFormat.GLM: tagged.GLM,
+    ToolFormat.MINICPM: tagged.MINICPM,
+    ToolFormat.HY3: tagged.HY3,
+    ToolFormat.ATEM: tagged.ATEM,
+}
 BARE_OBJECT = {ToolFormat.LLAMA3}
 XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
@@ -269,8 +275,11 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         return f'{lit(apriel.OPEN)} "[" space hearth-call{more} "]" {lit(apriel.CLOSE)}'
     if fmt in TAG_STYLES:
         calls = 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
-        around = TAG_STYLES[fmt].block
-        return f'{_layout(around[0])} {calls} "\\n"? {lit(around[1])}' if around else calls
+        tag = TAG_STYLES[fmt]
+        if tag.block is None:
+            return calls
+        block = f'{_layout(tag.block[0])} {calls} "\\n"? {lit(tag.block[1])}'
+        return f"{block} ( {tag.block_sep} {block} )*" if parallel and tag.block_sep else block
     if fmt is ToolFormat.GIGACHAT:  # one call; the assistant's message may end first
         return f'( ( {lit(gigachat.SEP)} "\\n"* )? {lit(gigachat.CALL)} "\\n"? | {lit(gigachat.CALL_31)} ) hearth-call'
     if fmt is ToolFormat.APERTUS:

@@ -7,11 +7,15 @@
     hy3      <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource><arg_key:opensource>KEY
              </arg_key:opensource><arg_value:opensource>VALUE</arg_value:opensource></tool_call:opensource>...
              </tool_calls:opensource>                                              (Tencent Hy3, one block of calls)
+    atem     <atem:function_calls><atem:invoke name="NAME"><atem:parameter name="KEY">VALUE</atem:parameter>
+             </atem:invoke></atem:function_calls>                                 (Muse Glimmer; each call in a
+             message of its own, `<|start|>assistant to=NAME<|message|>...<|eom|>`, whose headers and ends are
+             dropped: the reasoning message, `to=self`, stays in the answer text)
 
 A value is raw text up to its closing tag (so it may hold any other markup), typed by the tool's schema as in
 xml.py: a string parameter streams as it comes, any other value goes out once it ends (typed.py).
 
-States: TEXT (answer text), BLOCK (between the calls of a block), NAME, FUNCTION (between a call's pairs), KEY, BEFORE_VALUE (between a key's
+States: TEXT (answer text), HEADER (a message header, dropped), BLOCK (between the calls of a block), NAME, FUNCTION (between a call's pairs), KEY, BEFORE_VALUE (between a key's
 closing tag and its value's opening one), VALUE, CDATA. A table row is (state, marker) -> (next state, steps);
 the steps say what the marker completes.
 """
@@ -34,6 +38,7 @@ from serve.engine.stops import first_marker, partial_tail
 
 class State(enum.Enum):
     TEXT = "text"
+    HEADER = "header"
     BLOCK = "block"
     NAME = "name"
     FUNCTION = "function"
@@ -65,6 +70,8 @@ class TagStyle:
     call_end: str
     python_values: bool = False  # the template writes non-string values as Python's str ({'a': True})
     block: tuple[str, str] | None = None  # the text around a block of calls (None: each call stands alone)
+    block_sep: str = ""  # GBNF for what may stand between blocks of calls (none: one block)
+    header_first: bool = False  # the output opens with the rest of a message header (up to its end marker)
     _markers: Mapping[State, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,8 +80,8 @@ class TagStyle:
 
     @property
     def opener(self) -> str:
-        """The text that opens a call (the grammar's trigger)."""
-        return self.markers(State.TEXT)[0]
+        """The text that opens a call (the grammar's trigger): the first marker out of answer text."""
+        return next(m for (s, m), (after, _) in self.table.items() if s is State.TEXT and after is not State.TEXT)
 
     def markers(self, state: State) -> tuple[str, ...]:
         return self._markers[state]
@@ -143,6 +150,31 @@ HY3 = TagStyle(
     block=(_hy3("<tool_calls>") + "\n", _hy3("</tool_calls>")),
 )
 
+ATEM_HEADER = ("<|start|>", "<|message|>")  # a message header: `<|start|>assistant to=RECIPIENT<|message|>`
+ATEM = TagStyle(
+    table={
+        (State.TEXT, "<atem:function_calls>"): (State.BLOCK, ()),
+        (State.TEXT, ATEM_HEADER[0]): (State.HEADER, ()),
+        (State.TEXT, "<|eom|>"): (State.TEXT, ()),
+        (State.TEXT, "<|eot|>"): (State.TEXT, ()),
+        (State.HEADER, ATEM_HEADER[1]): (State.TEXT, ()),
+        (State.BLOCK, '<atem:invoke name="'): (State.NAME, ()),
+        (State.BLOCK, "</atem:function_calls>"): (State.TEXT, ()),
+        (State.NAME, '">'): (State.FUNCTION, (Step.START,)),
+        (State.FUNCTION, '<atem:parameter name="'): (State.KEY, ()),
+        (State.FUNCTION, "</atem:invoke>"): (State.BLOCK, (Step.END,)),
+        (State.KEY, '">'): (State.VALUE, (Step.KEY,)),
+        (State.VALUE, "</atem:parameter>"): (State.FUNCTION, (Step.VALUE,)),
+    },
+    head='<atem:invoke name="{name}">\n',
+    param='<atem:parameter name="{key}">',
+    value_end="</atem:parameter>\n",
+    call_end="</atem:invoke>",
+    block=("<atem:function_calls>\n", "</atem:function_calls>"),
+    block_sep='"<|eom|><|start|>assistant to=" [a-zA-Z0-9_.-]+ "<|message|>"',
+    header_first=True,
+)
+
 IN_CALL = (State.FUNCTION, State.KEY, State.BEFORE_VALUE, State.VALUE, State.CDATA)
 
 
@@ -163,16 +195,20 @@ class TaggedParser:
     _stream: bool = field(init=False, default=False)  # the current value is a string, sent as it comes
     _value: str = field(init=False, default="")  # the current value so far (when not streamed)
 
+    _header: str = field(init=False, default="")  # the output's opening header so far
+
     def __post_init__(self) -> None:
         self._schemas = parameter_schemas(self.tools)
+        if self.style.header_first:
+            self.state = State.HEADER
 
     @property
     def in_json(self) -> bool:
-        return self.state is not State.TEXT
+        return self.state not in (State.TEXT, State.HEADER)
 
     @property
     def in_call(self) -> bool:
-        return self.state is not State.TEXT
+        return self.in_json
 
     def feed(self, text: str) -> list[ToolEvent]:
         out: list[ToolEvent] = []
@@ -197,6 +233,8 @@ class TaggedParser:
         if self.state is State.TEXT:
             if not self.calls:  # after a call, a held partial marker is the next call cut off: dropped
                 self._answer.add(pending, out)
+        elif self.state is State.HEADER and not self.calls:  # no header ended: it was answer text
+            self._answer.add(self._header + pending, out)
         else:
             self._between(pending, out)
         if self.state is State.NAME and self._name.strip():
@@ -213,6 +251,8 @@ class TaggedParser:
             return
         if self.state is State.TEXT:
             self._answer.add(text, out)
+        elif self.state is State.HEADER:
+            self._header += text
         elif self.state is State.NAME:
             self._name += text
         elif self.state is State.KEY:
@@ -230,7 +270,9 @@ class TaggedParser:
         after, steps = self.style.table[(self.state, marker)]
         for step in steps:
             self._step(step, out)
-        if after is State.NAME:
+        if after is State.HEADER:
+            self._header = ""
+        elif after is State.NAME:
             self._name = ""
         elif after is State.KEY:
             self._key = ""
