@@ -25,11 +25,12 @@ from serve.chat.schemas import ChatRequest  # noqa: E402
 from serve.chat.tools import generic  # noqa: E402
 from serve.chat.tools.formats import ToolFormat  # noqa: E402
 from serve.chat.tools.request import tool_request  # noqa: E402
-from serve.errors import InvalidRequest  # noqa: E402
+from serve.errors import ConfigError, InvalidRequest  # noqa: E402
 from tests.serve.tool_templates import (  # noqa: E402
     SHIPPED,
     SHIPPED_CALLS_IN_TEXT,
     SHIPPED_LEVELS,
+    SHIPPED_SKIPPED,
     SHIPPED_WITHOUT_TOOLS,
     STYLE_TEMPLATES,
     shipped_templates,
@@ -230,6 +231,21 @@ def test_shipped_templates_that_write_no_calls_get_them_in_the_text(name: str) -
         want = theirs(source, messages, hf_tools(TOOLS))
         assert ours(template_of(source), {"messages": openai_messages(conv), "tools": TOOLS}) == want
         assert want.count("get_weather(city='") == len([c for *_, e in conv for c in e.get("calls", ())])
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_SKIPPED))
+def test_shipped_templates_transformers_cannot_render_keep_the_generic_format(name: str) -> None:
+    """The reason each is skipped holds: transformers fails on the conversation named, with the error named."""
+    conv_name, error, _why = SHIPPED_SKIPPED[name]
+    conv = {"FIRST_TURN": FIRST_TURN, "ROUND_TRIP": ROUND_TRIP}[conv_name]
+    source = (_shipped() / name).read_text()
+    with pytest.raises(Exception, match=re.escape(error)):
+        theirs(source, hf_messages(conv), hf_tools(TOOLS))
+    try:
+        support = template_of(source).tool_support
+    except ConfigError:  # a template that renders no plain conversation does not load
+        return
+    assert support.format is ToolFormat.GENERIC and not support.native
 
 
 @pytest.mark.parametrize("name", SHIPPED_WITHOUT_TOOLS)
