@@ -4,9 +4,11 @@ The probe is one tool, one assistant turn calling it and the tool's answer. What
 that turn names the format (a `to=functions.` header is harmony, `[TOOL_CALLS]` Mistral, `<tool_call>`
 followed by JSON Hermes, `<function=NAME>` with `<parameter=KEY>` the XML style, `<TOOLCALL>` Nemotron, `<|tool_call_start|>[NAME(` pythonic, a
 `{"name": ..., "parameters": ...}` object Llama 3.x; Granite 3.x renders no call but tells the model about
-`<|tool_call|>`). A template that does not render the tool list for a plain turn knows no tools (even if it
-writes a history's calls in some format: DeepSeek R1's distills, SmolLM3), and one whose call format is none
-of these is treated the same way: both get the generic format, taught in the system message.
+`<|tool_call|>`; more formats in PROBE_SIGNS). LFM2's templates list tools and write no calls: their tool
+list names the format (LISTINGS), and a history's calls go into the turn's text (history.py). A template that
+does not render the tool list for a plain turn knows no tools (even if it writes a history's calls in some
+format: DeepSeek R1's distills, SmolLM3), and one whose call format is none of these is treated the same way:
+both get the generic format, taught in the system message.
 """
 
 from __future__ import annotations
@@ -88,9 +90,29 @@ LISTINGS = {"<|tool_list_start|>": ToolFormat.PYTHONIC, "List of tools: [": Tool
 
 
 _HERMES = re.compile(r"<tool_call>\s*\{")
-_APRIEL = re.compile(r'<tool_calls>\[\s*\{\s*"name"\s*:\s*"' + PROBE_NAME + '"')
-_GLM = re.compile(r"<tool_call>\s*" + PROBE_NAME + r"\s*<arg_key>x</arg_key>")
 _LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
+
+
+def _sign(*parts: str) -> re.Pattern[str]:
+    """The probe call's text in a format: literal parts, any whitespace between them."""
+    return re.compile(r"\s*".join(re.escape(p) for p in parts))
+
+
+# What more formats write for the probe call, checked in order (before pythonic and the JSON formats, whose
+# signs are looser: GLM's instructions show `<tool_call>{function-name}`, which reads as Hermes).
+PROBE_SIGNS: tuple[tuple[re.Pattern[str], ToolFormat], ...] = (
+    (_sign("<|START_ACTION|>[", '{"tool_call_id": "0", "tool_name": "' + PROBE_NAME + '"'), ToolFormat.COHERE),
+    (_sign(f"<function={PROBE_NAME}>{{"), ToolFormat.FUNCTIONARY),
+    (_sign("<tool_calls>[", "{", '"name": "' + PROBE_NAME + '"'), ToolFormat.APRIEL),
+    (_sign("function call<|role_sep|>", '{"name": "' + PROBE_NAME + '"'), ToolFormat.GIGACHAT),
+    (_sign("<|function_call|>", '{"name": "' + PROBE_NAME + '"'), ToolFormat.GIGACHAT),
+    (_sign(f'<atem:invoke name="{PROBE_NAME}">'), ToolFormat.ATEM),
+    (_sign("<|tools_prefix|>[", '{"' + PROBE_NAME + '":'), ToolFormat.APERTUS),
+    (_sign(f"<|tool_call:name|>{PROBE_NAME}<|tool_call:args|>"), ToolFormat.SOLAR),
+    (_sign(f"<tool_call:opensource>{PROBE_NAME}<tool_sep:opensource>"), ToolFormat.HY3),
+    (_sign("<tool_call>", PROBE_NAME, "<arg_key>x</arg_key>"), ToolFormat.GLM),
+    (_sign(f'<function name="{PROBE_NAME}"><param name="x">'), ToolFormat.MINICPM),
+)
 
 
 def read_format(text: str) -> ToolFormat | None:
@@ -101,29 +123,9 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.MISTRAL_ARGS if "[ARGS]" in text else ToolFormat.MISTRAL
     if f"<function={PROBE_NAME}>" in text and "<parameter=x>" in text:
         return ToolFormat.SEED_XML if "<seed:tool_call>" in text else ToolFormat.XML
-    if "<|START_ACTION|>" in text:
-        return ToolFormat.COHERE
-    if f"<function={PROBE_NAME}>{{" in text:
-        return ToolFormat.FUNCTIONARY
-    if _APRIEL.search(text):
-        return ToolFormat.APRIEL
-    if (
-        f'function call<|role_sep|>\n{{"name": "{PROBE_NAME}"' in text
-        or f'<|function_call|>{{"name": "{PROBE_NAME}"' in text
-    ):
-        return ToolFormat.GIGACHAT
-    if f'<atem:invoke name="{PROBE_NAME}">' in text:
-        return ToolFormat.ATEM
-    if f'<|tools_prefix|>[{{"{PROBE_NAME}": ' in text:
-        return ToolFormat.APERTUS
-    if f"<|tool_call:name|>{PROBE_NAME}<|tool_call:args|>" in text:
-        return ToolFormat.SOLAR
-    if f"<tool_call:opensource>{PROBE_NAME}<tool_sep:opensource>" in text:
-        return ToolFormat.HY3
-    if _GLM.search(text):
-        return ToolFormat.GLM
-    if f'<function name="{PROBE_NAME}"><param name="x">' in text:
-        return ToolFormat.MINICPM
+    for sign, fmt in PROBE_SIGNS:
+        if sign.search(text):
+            return fmt
     if f"<|tool_call_start|>[{PROBE_NAME}(" in text:
         return ToolFormat.PYTHONIC
     if "<TOOLCALL>" in text:
