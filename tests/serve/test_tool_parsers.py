@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from serve.chat.channels import HARMONY_MARKERS, ChannelParser, Format
 from serve.chat.core import ChatResult, Generation, Text
-from serve.chat.tools.formats import ToolFormat
+from serve.chat.tools.formats import FORMATS, ToolFormat
+from tests.serve.test_tool_grammar import TEMPLATE_CALLS, template_calls
 
 MARKERS = (
     "<tool_call>",
@@ -35,6 +37,8 @@ MARKERS = (
     "<|END_ACTION|>",
     "<|START_RESPONSE|>",
     "<|END_RESPONSE|>",
+    "<|START_THINKING|>",
+    "<|END_THINKING|>",
     "<tool_calls>",
     "</tool_calls>",
     "<arg_key>",
@@ -278,8 +282,8 @@ def test_cohere_any_split(pre: str, calls: list, wrapped: bool, cuts: list[int])
 
 
 def test_cohere_answer_markers_never_reach_the_answer() -> None:
-    text = "<|START_RESPONSE|>It is sunny.<|END_RESPONSE|>"
-    for cuts in ([], [3, 18, 19, 25, 30]):
+    text = "<|START_THINKING|><|END_THINKING|><|START_RESPONSE|>It is sunny.<|END_RESPONSE|>"
+    for cuts in ([], [3, 18, 19, 25, 30, 40, 50, 57, 70]):
         result = run(split(text, cuts), ToolFormat.COHERE)
         assert result.calls == [] and result.text("final") == "It is sunny."
 
@@ -521,3 +525,21 @@ def py_value(v: Any) -> str:
 def test_pythonic_any_split(pre: str, calls: list, cuts: list[int]) -> None:
     body = ", ".join(f"{n}(" + ", ".join(f"{k}={py_value(v)}" for k, v in a.items()) + ")" for n, a in calls)
     check(f"{pre}<|tool_call_start|>[{body}]<|tool_call_end|>", cuts, ToolFormat.PYTHONIC, pre, calls)
+
+
+# -- the calls real templates write (rendered by transformers) read back as the calls they were -------------------
+
+
+@pytest.mark.parametrize(("name", "fmt", "opener", "closer"), TEMPLATE_CALLS)
+def test_parsers_read_the_calls_their_templates_write(name: str, fmt: ToolFormat, opener: str, closer: str) -> None:
+    from tests.serve.test_tool_prompts import PARALLEL, TOOLS, hf_tools
+
+    text = template_calls(name, opener, closer)
+    if fmt is ToolFormat.ATEM:  # after the prompt's `<|start|>assistant` the output opens with the header's rest
+        text = " to=get_weather<|message|>" + text
+    want = [(c["name"], c["arguments"]) for *_, extra in PARALLEL for c in extra.get("calls", ())]
+    if not FORMATS[fmt].parallel:  # the template wrote the first call only
+        want = want[:1]
+    for cuts in ([], list(range(0, len(text), 7)), list(range(0, len(text), 3))):
+        result = run(split(text, cuts), fmt, schemas=hf_tools(TOOLS))
+        assert summary(result) == ({}, [(f"id{i}", n, a) for i, (n, a) in enumerate(want)])
