@@ -233,6 +233,18 @@ def test_shipped_templates_that_write_no_calls_get_them_in_the_text(name: str) -
         assert want.count("get_weather(city='") == len([c for *_, e in conv for c in e.get("calls", ())])
 
 
+@pytest.mark.parametrize(
+    ("effort", "level"), [("none", "no_think"), ("low", "low"), ("medium", "no_think"), ("high", "high")]
+)
+def test_a_template_naming_its_own_levels_gets_them(effort: str, level: str) -> None:
+    """Tencent Hy3's template refuses any reasoning_effort but no_think, low and high (and thinks by default at
+    none): the API's levels reach it as those, our default `medium` as its own default."""
+    source = (_shipped() / "tencent-Hy3.jinja").read_text()
+    hf = [{"role": "user", "content": "Hi"}]
+    got = ours(template_of(source), {"messages": hf, "reasoning_effort": effort})
+    assert got == theirs(source, hf, None, reasoning_effort=level)
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED_SKIPPED))
 def test_shipped_templates_transformers_cannot_render_keep_the_generic_format(name: str) -> None:
     """The reason each is skipped holds: transformers fails on the conversation named, with the error named."""

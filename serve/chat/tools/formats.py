@@ -49,7 +49,9 @@ class ToolFormat(enum.Enum):
     MINICPM = "minicpm"  # MiniCPM 5: <function name="NAME"><param name="KEY">VALUE</param></function>
     SOLAR = "solar"  # Solar Open: <|tool_call:begin|>ID<|tool_call:name|>NAME<|tool_call:args|>{...}<|tool_call:end|>
     APERTUS = "apertus"  # Apertus: <|tools_prefix|>[{"NAME": {...}}, ...]<|tools_suffix|>
-    GIGACHAT = "gigachat"  # GigaChat 3 / 3.1: function call<|role_sep|> or <|function_call|>, then {"name", "arguments"}
+    GIGACHAT = (
+        "gigachat"  # GigaChat 3 / 3.1: function call<|role_sep|> or <|function_call|>, then {"name", "arguments"}
+    )
     ATEM = "atem"  # Muse Glimmer: <atem:function_calls><atem:invoke name="NAME"><atem:parameter name="KEY">...
     HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
 
