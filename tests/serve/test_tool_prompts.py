@@ -237,8 +237,8 @@ def test_shipped_templates_that_write_no_calls_get_them_in_the_text(name: str) -
     ("effort", "level"), [("none", "no_think"), ("low", "low"), ("medium", "no_think"), ("high", "high")]
 )
 def test_a_template_naming_its_own_levels_gets_them(effort: str, level: str) -> None:
-    """Tencent Hy3's template refuses any reasoning_effort but no_think, low and high (and thinks by default at
-    none): the API's levels reach it as those, our default `medium` as its own default."""
+    """Tencent Hy3's template refuses any reasoning_effort but no_think, low and high (and without one does not
+    think): the API's levels reach it as those, our default `medium` as its own default."""
     source = (_shipped() / "tencent-Hy3.jinja").read_text()
     hf = [{"role": "user", "content": "Hi"}]
     got = ours(template_of(source), {"messages": hf, "reasoning_effort": effort})
