@@ -54,9 +54,11 @@ def convert_checkpoint(
     """Convert one HF folder; returns the GGUF's path. Raises ConvertError (one line) on bad input.
 
     `pooling` (mean, cls, last) marks an embedding model; by default a sentence-transformers folder's own.
-    A multimodal checkpoint whose image side llama.cpp runs (Gemma 3) also gets its projector written beside the
-    GGUF as NAME.mmproj.gguf (convert.mmproj), first, so a text GGUF present means its projector is too;
-    `text_only` leaves it out."""
+    `pooling` rank marks a reranker: a cross-encoder is one anyway, a Qwen3 checkpoint becomes one (by default
+    when its files say it is a Qwen3-Reranker: convert.archs.qwen3_rerank).
+    A multimodal checkpoint whose image side llama.cpp runs (Gemma 3, Idefics3 / SmolVLM, Mistral 3) also gets its
+    projector written beside the GGUF as NAME.mmproj.gguf (convert.mmproj), first, so a text GGUF present means its
+    projector is too; `text_only` leaves it out."""
     src = Path(src)
     if out_type is not None and out_type not in OUT_TYPES:
         raise UnsupportedError(f"unknown output type {out_type!r}; choose from {', '.join(OUT_TYPES)}")
@@ -76,10 +78,15 @@ def convert_checkpoint(
 
     # The direct write type: the target itself, or the intermediate llama.cpp quantizes from.
     direct = NATIVE_TYPES[ckpt.weight_dtype()] if out_type in LLAMA_QUANT_FTYPES else out_type
-    plan = (arch.plan or default_plan)(arch, ckpt, config, direct)
+    form = arch.rerank  # a generative checkpoint served as a reranker: explicitly, or as its files say
+    ranker = form is not None and (pooling == "rank" or (pooling is None and form.detect(ckpt)))
+    planner = form.plan if form is not None and ranker else arch.plan or default_plan
+    plan = planner(arch, ckpt, config, direct)
     if any(key == arch.key(Keys.LLM.POOLING_TYPE) for key, _, _ in plan.meta):  # a reranker: rank pooling
-        if pooling is not None:
+        if pooling not in (None, "rank"):
             raise UnsupportedError(f"{ckpt.architecture} is a reranker (rank pooling); --pooling does not apply")
+    elif pooling == "rank":
+        raise UnsupportedError(f"{ckpt.architecture} has no reranker form llama.cpp runs (--pooling rank)")
     else:
         plan.meta.extend(pooling_meta(arch.name, src, pooling))
     vocab = load_vocab(src, int(config["vocab_size"]))

@@ -46,8 +46,9 @@ def _convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--pooling",
-        choices=("mean", "cls", "last"),
-        help="an embedding model's pooling (default: a sentence-transformers folder's own)",
+        choices=("mean", "cls", "last", "rank"),
+        help="an embedding model's pooling (default: a sentence-transformers folder's own); rank: a reranker "
+        "(Qwen3-Reranker: by default when its model card or name says so)",
     )
     return p
 

@@ -53,6 +53,16 @@ class Transform:
 
 
 @dataclass(frozen=True)
+class RerankForm:
+    """How a generative checkpoint of an arch is served as a reranker (pooling `rank`), as llama.cpp's converter
+    does it: `detect` says from the checkpoint's own files whether it is one (the converter's --pooling rank says so
+    explicitly), `plan` is its plan as one (a classifier head in place of the LM head, the rank metadata)."""
+
+    detect: Callable[[Checkpoint], bool]
+    plan: Callable[[Arch, Checkpoint, Config, str], Plan]
+
+
+@dataclass(frozen=True)
 class Arch:
     hf_names: tuple[str, ...]
     gguf_arch: MODEL_ARCH
@@ -76,6 +86,8 @@ class Arch:
     check: Callable[[Config], None] | None = None
     # a planner of its own (many-to-one tensors, packed formats); None = plan.default_plan
     plan: Callable[[Arch, Checkpoint, Config, str], Plan] | None = None
+    # its reranker form (Qwen3-Reranker); None: none
+    rerank: RerankForm | None = None
 
     @property
     def name(self) -> str:
@@ -118,4 +130,4 @@ class Plan:
     meta: list[tuple[str, Any, GGUFValueType]]
 
 
-__all__ = ["Arch", "Config", "Meta", "OutTensor", "Plan", "Transform"]
+__all__ = ["Arch", "Config", "Meta", "OutTensor", "Plan", "RerankForm", "Transform"]

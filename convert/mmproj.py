@@ -57,13 +57,25 @@ class Projector:
     f32_tensors: tuple[MODEL_TENSOR, ...] = ()
     # strings mtmd tokenizes around an image, which must be single tokens of the vocabulary
     required_tokens: tuple[str, ...] = ()
+    # tensors that are not a vision tensor renamed (Pixtral's [IMG_BREAK] row of the text embedding)
+    extra: Callable[[Checkpoint], list[OutTensor]] | None = None
+    # the vision config class's defaults, for config.json files that leave out keys equal to them (SmolVLM2's)
+    vision_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def check_vocab(self, tokens: list[str]) -> None:
         have = set(tokens)
-        if missing := [t for t in self.required_tokens if t not in have]:
+        if missing := [t for t in self.required_tokens if t not in have and byte_level(t) not in have]:
             raise UnsupportedError(
-                f"the tokenizer has no {', '.join(missing)}; llama.cpp marks {self.projector_type} images with them"
+                f"the tokenizer has no {', '.join(map(repr, missing))} as one token; llama.cpp marks "
+                f"{self.projector_type} images with them"
             )
+
+
+def byte_level(text: str) -> str:
+    """`text` as a byte-level BPE vocabulary spells it (GPT-2's byte-to-unicode map: "\\n" is "Ċ", " " is "Ġ")."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = {b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in printable)}
+    return "".join(chr(b) if b in printable else extra[b] for b in text.encode())
 
 
 def out_type_for(text_type: str) -> str:
@@ -109,13 +121,15 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
     vision = ckpt.config.get("vision_config")
     if not isinstance(vision, dict):
         raise SourceError(f"{ckpt.folder / 'config.json'}: no vision_config")
+    vision = {**proj.vision_defaults, **vision}
     preproc = preprocessor_config(ckpt.folder)
     meta = [
         *common_meta(vision, ckpt.config, preproc),
         (Keys.Clip.PROJECTOR_TYPE, proj.projector_type, GGUFValueType.STRING),
         *proj.meta(vision, ckpt.config, preproc),
     ]
-    names = TensorNameMap(MODEL_ARCH.MMPROJ, int(vision["num_hidden_layers"]))
+    # at least 3 blocks: LLaVA-style projectors number their layers (multi_modal_projector.linear_2 -> mm.2)
+    names = TensorNameMap(MODEL_ARCH.MMPROJ, max(3, int(vision["num_hidden_layers"])))
     tensors: list[OutTensor] = []
     unmapped: list[str] = []
     for hf_name, ref in ckpt.tensors.items():
@@ -135,6 +149,8 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
         tensors.append(out_tensor(gguf_name, ref, qtype, proj.transforms.get(kind), vision))
     if unmapped:
         raise ShapeError(f"{len(unmapped)} vision tensors have no mmproj name: {', '.join(sorted(unmapped))}")
+    if proj.extra is not None:
+        tensors.extend(proj.extra(ckpt))
     if not any(t.name.startswith("v.blk.") for t in tensors):
         raise ShapeError(f"{ckpt.folder}: no vision tower tensors found under {[p for p, _ in proj.prefixes]}")
     tensors.sort(key=lambda t: t.name)

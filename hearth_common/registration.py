@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hearth_common.capabilities import Capability
 from hearth_common.names import BACKEND_NAME
 
 
@@ -21,6 +22,9 @@ class Registration(BaseModel):
     model_type: str = Field(default="generic", max_length=64)
     models: list[str] = Field(min_length=1, max_length=256)
     weight: float = Field(default=1.0, gt=0, le=1000)
+    capabilities: list[Capability] | None = Field(
+        default=None, max_length=4, description="what its models do (hearth_common/capabilities.py); None: not said"
+    )
 
     @field_validator("url")
     @classmethod
@@ -46,6 +50,15 @@ class Registration(BaseModel):
         return list(dict.fromkeys(value))  # drop duplicates, keep order
 
 
-def registration(name: str, url: str, model_type: str, models: list[str], weight: float = 1.0) -> dict[str, Any]:
+def registration(
+    name: str,
+    url: str,
+    model_type: str,
+    models: list[str],
+    weight: float = 1.0,
+    capabilities: list[Capability] | None = None,
+) -> dict[str, Any]:
     """The JSON body that registers one server (validated here, so a sender finds its own mistakes)."""
-    return Registration(name=name, url=url, model_type=model_type, models=models, weight=weight).model_dump()
+    return Registration(
+        name=name, url=url, model_type=model_type, models=models, weight=weight, capabilities=capabilities
+    ).model_dump(exclude_none=True)

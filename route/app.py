@@ -25,6 +25,7 @@ from route.nodes import Fleet
 from route.ondemand import OnDemand
 from route.proxy import Proxy
 from route.registry import Registry, load_state
+from route.shared.prefix import PrefixShare
 from route.shared.store import SharedStore
 from route.shared.sync import SharedSync, replica_name
 from route.state import RouterState
@@ -53,6 +54,8 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
             store = SharedStore(cfg.shared_state, cfg.shared_state_password, replica_name(cfg))
             state.shared = SharedSync(store, state.registry, cfg, state.metrics, state.wake_health.set)
             state.proxy_.on_eject = state.shared.ejected
+            state.shared.prefix = PrefixShare(store, state.proxy_.strategies, state.proxy_.strategy)
+            state.proxy_.share_prefixes = True
         specs, served = load_state(cfg.state_file) if cfg.state_file else ([], set())
         state.registry.served.update(served)
         by_name = {s.name: s for s in [*cfg.backends, *specs]}  # the state file's newer word wins
@@ -134,11 +137,14 @@ def create_app(cfg: RouterConfig, upstream: Callable[[RouterConfig], Upstream] =
         created = int(state.started)
         data = state.ondemand.listing(created) if state.ondemand is not None else []
         listed = {d["id"] for d in data}
-        data += [
-            {"id": m, "object": "model", "created": created, "owned_by": "local", "status": LoadState.LOADED.value}
-            for m in state.registry.models()
-            if m not in listed
-        ]
+        for m in state.registry.models():
+            if m in listed:
+                continue
+            entry = {"id": m, "object": "model", "created": created, "owned_by": "local"}
+            caps = state.registry.capabilities(m)  # as its servers registered (None: they did not say)
+            data.append(
+                {**entry, **({"capabilities": caps} if caps is not None else {}), "status": LoadState.LOADED.value}
+            )
         return json_response({"object": "list", "data": data})
 
     @app.get("/health")

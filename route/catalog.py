@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hearth_common.capabilities import Capability
 from route.errors import ConfigError
 from route.residency import Budget, Cost
 
@@ -57,6 +58,9 @@ class CatalogModel(BaseModel):
     preload_layers: int | None = Field(None, ge=0, description="its GPU layers in the start-up plan")
     costs: list[CostEntry] = Field(min_length=1, description="placements, most GPU layers first")
     facts: ModelFacts | None = Field(None, description="its GGUF as Ollama's API lists it (None: not read)")
+    capabilities: list[Capability] | None = Field(
+        None, description="what it does, as /v1/models lists it (hearth_common/capabilities.py); None: not said"
+    )
 
     def options(self) -> list[Cost]:
         return [c.cost() for c in self.costs]

@@ -9,11 +9,11 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hearth_common.names import StrategyName
+from hearth_common.redis_link import check_url
 from hearth_common.registration import Registration
 from hearth_common.settings import Loaded, Option, Program, SettingsError
 from route.errors import ConfigError
@@ -132,18 +132,7 @@ class RouterConfig(BaseModel):
     def _shared_state(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise ValueError("must be redis://HOST:PORT/DB (or rediss://)")
-        if parts.password is not None:
-            raise ValueError(
-                "holds a password, which the command line shows to every user: give it in "
-                "--shared-state-password-file or HEARTH_ROUTE_SHARED_STATE_PASSWORD"
-            )
-        db = parts.path.strip("/")
-        if db and not db.isdigit():
-            raise ValueError(f"database {db!r} is not a number")
-        return value
+        return check_url(value, "--shared-state-password-file or HEARTH_ROUTE_SHARED_STATE_PASSWORD")
 
     @field_validator("allow_backend_hosts")
     @classmethod

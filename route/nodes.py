@@ -3,7 +3,8 @@ own (`python -m stack --node`). A node registers itself with every router it joi
 node key); the router then decides, per node, which of its models are loaded, exactly as it does for its own stack
 (route/ondemand.py: one manager per node, whose control channel is the node's HTTP control API).
 
-Placement (`Fleet.acquire`): a model loaded or loading on a live node is used there. Otherwise the node where it fits
+Placement (`Fleet.acquire`): a model loaded or loading on a live node (by this router's count or the node's own
+word) is used there. Otherwise the node where it fits
 beside what is loaded, without evicting anything, is chosen (the first such node in registration order; what is
 loaded there is the node's own word, GET /models, since another router's load reaches this one a sync later); failing
 that, the first node where it fits after evicting idle models there (today's rules, route/residency.py); failing
@@ -194,6 +195,9 @@ class Fleet:
         where = self._where(model)
         if where is not None:
             return where
+        for m in managers:  # another router loads it there (or has): that load is awaited, not a second one elsewhere
+            if any(h.name == model for h in (unseen or {}).get(m.node or "", [])):
+                return m
         for evict in (False, True):
             for m in managers:
                 entry = m.by_name[model]

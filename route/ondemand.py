@@ -42,8 +42,8 @@ from route.control import Control, ControlError
 from route.errors import ModelNotFound, ModelNotLoaded, ModelTooLarge
 from route.lifecycle import LoadState, advance
 from route.metrics import Metrics
-from route.registry import Registry
-from route.residency import Budget, Cost, Holder, Load, TooLarge, decide, size
+from route.registry import Backend, Registry
+from route.residency import Budget, Cost, Decision, Holder, Load, TooLarge, decide, size
 
 if TYPE_CHECKING:
     from route.shared.sync import SharedSync
@@ -326,7 +326,9 @@ class OnDemand:
             if entry.status == LoadState.LOADED:  # another router loaded it meanwhile (shared state)
                 entry.room = None
                 return
-            decision = decide(entry.name, entry.spec.options(), self._holders(entry), self.budget)
+            decision = await self._decide(entry, deadline)
+            if decision is None:
+                continue
             if isinstance(decision, Load):
                 break
             if isinstance(decision, TooLarge):
@@ -339,7 +341,6 @@ class OnDemand:
                     headers={"Retry-After": RETRY_LOAD},
                 )
         entry.room = None
-        self._set(entry, LoadState.LOADING, decision.cost)
         victims = [self.entries[name] for name in decision.evict]
         try:
             for victim in victims:
@@ -349,6 +350,30 @@ class OnDemand:
             self._set(entry, LoadState.UNLOADED, None)  # a victim's unload failed: it holds nothing, nothing waits
             raise
         await self._start(entry, why if not victims else f"{why}; unloaded {', '.join(v.name for v in victims)}")
+
+    async def _decide(self, entry: Entry, deadline: float) -> Decision | None:
+        """Where it fits now; a Load is marked LOADING at once (its room taken). With other routers, under this
+        node's placement lock and counting what they load or hold here that this router has not heard of yet; the
+        LOADING is published before the lock goes, so the next router to decide counts it. None: it was loaded by
+        another router meanwhile."""
+        if self.cluster is None:
+            decision = decide(entry.name, entry.spec.options(), self._holders(entry), self.budget)
+            if isinstance(decision, Load):
+                self._set(entry, LoadState.LOADING, decision.cost)
+            return decision
+        async with self.cluster.placing(self.node, deadline) as reserved:
+            if entry.status == LoadState.LOADED:  # adopted while the lock was awaited
+                return None
+            unseen = [
+                Holder(e.name, e.spec.cost_for(layers), time.monotonic(), f"{status} by another router")
+                for key, (status, layers) in reserved.items()
+                if (e := self.by_key.get(key)) is not None and e is not entry and e.cost is None
+            ]
+            decision = decide(entry.name, entry.spec.options(), self._holders(entry) + unseen, self.budget)
+            if isinstance(decision, Load):
+                self._set(entry, LoadState.LOADING, decision.cost)
+                await self.cluster.publish_now(entry)
+            return decision
 
     async def _start(self, entry: Entry, why: str) -> None:
         """Have the supervisor start the model's servers (they register themselves), then mark it loaded."""
@@ -395,9 +420,8 @@ class OnDemand:
         try:
             while entry.active:
                 await self._until_changed(None)
-            for backend in list(self.registry.all_for(entry.name)):
-                if not backend.draining:
-                    self.registry.unregister(backend.name)
+            for backend in self._servers(entry):
+                self.registry.unregister(backend.name)
             await self.save()
             log.info("unloading %s (%s)", entry.name, why)
             try:
@@ -506,11 +530,15 @@ class OnDemand:
         if entry.status != LoadState.LOADED:
             return
         self._set(entry, LoadState.UNLOADING, entry.cost)
-        prefix = f"{self.node}." if self.node is not None else ""
-        for backend in list(self.registry.all_for(entry.name)):
-            if not backend.draining and backend.name.startswith(prefix):
-                self.registry.unregister(backend.name)
+        for backend in self._servers(entry):
+            self.registry.unregister(backend.name)
         self._set(entry, LoadState.UNLOADED, None)
+
+    def _servers(self, entry: Entry) -> list[Backend]:
+        """Its model servers in the registry, on this manager's node only: the same model may run on other nodes
+        too (route/nodes.py), whose servers an unload here must leave alone."""
+        prefix = f"{self.node}." if self.node is not None else ""
+        return [b for b in self.registry.all_for(entry.name) if not b.draining and b.name.startswith(prefix)]
 
     def apply_remote(self, name: str, status: str, layers: int | None, at: float) -> None:
         """Another router's newer word on a model: adopt a model it loaded, or stop routing to one it unloads.
@@ -567,8 +595,9 @@ class OnDemand:
         out = []
         for entry in self.entries.values():
             view = self.model_view(entry)
+            caps = {} if entry.spec.capabilities is None else {"capabilities": entry.spec.capabilities}
             for name in entry.spec.names:
-                out.append({"id": name, "object": "model", "created": created, "owned_by": "local", **view})
+                out.append({"id": name, "object": "model", "created": created, "owned_by": "local", **caps, **view})
         return out
 
     def memory(self) -> dict[str, Any]:

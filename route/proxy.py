@@ -40,7 +40,7 @@ from route.metrics import Metrics
 from route.ndjson import NdjsonWatch
 from route.registry import Backend, Registry
 from route.sse import SseWatch, error_event, terminal_events
-from route.strategies import STRATEGIES, RouteRequest, Strategy
+from route.strategies import STRATEGIES, Prefix, RouteRequest, Strategy
 from route.upstream import Upstream, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -71,11 +71,14 @@ class Proxy:
     strategies: dict[str, Strategy] = field(default_factory=dict)
     ondemand: OnDemand | Fleet | None = None  # the stack's models, loaded on demand (route/ondemand.py)
     on_eject: Callable[[Backend], None] | None = None  # told of each passive ejection (route/shared/sync.py)
+    share_prefixes: bool = False  # prefix strategies keep a journal for the other routers (route/shared/prefix.py)
 
     def strategy(self, model: str) -> Strategy:
         strategy = self.strategies.get(model)
         if strategy is None:
             strategy = self.strategies[model] = STRATEGIES[self.cfg.strategy_for(model)](self.cfg)
+            if self.share_prefixes and isinstance(strategy, Prefix):
+                strategy.journal = []
         return strategy
 
     def wants_prompt(self, model: str) -> bool:

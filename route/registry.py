@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from hearth_common.capabilities import Capability, union
 from route.config import BackendSpec
 from route.errors import ConfigError, NotFound
 
@@ -143,6 +144,12 @@ class Registry:
     def models(self) -> list[str]:
         """Names served by at least one healthy backend."""
         return sorted(m for m, bs in self._by_model.items() if any(b.healthy and not b.draining for b in bs))
+
+    def capabilities(self, model: str) -> list[Capability] | None:
+        """What the model's healthy backends say it does, together; None when none of them says."""
+        said = [b.spec.capabilities for b in self._by_model.get(model, ()) if b.healthy and not b.draining]
+        known = [caps for caps in said if caps is not None]
+        return union(known) if known else None
 
     def live_specs(self) -> list[BackendSpec]:
         return [b.spec for b in self.backends.values() if not b.draining]

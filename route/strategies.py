@@ -95,6 +95,9 @@ class Weighted:
         return best
 
 
+JOURNAL_MAX = 10_000  # records a Prefix keeps for the shared index between two sync passes
+
+
 def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
@@ -138,6 +141,10 @@ class Prefix:
     holding the deepest matching key wins when the match covers at least `threshold` of the prompt and
     it runs at most `margin` more requests than the least-loaded candidate; otherwise least connections
     picks. Either way the chosen backend is recorded as holding every prefix of this prompt.
+
+    Router replicas share the index (route/shared/sync.py): the keys are the same in every process (a keyed hash,
+    not Python's salted one), `journal` (on once shared) collects what this router learned that it did not know,
+    and `learn` takes what another router learned. No I/O here either way.
     """
 
     def __init__(self, block: int = 64, threshold: float = 0.5, margin: int = 4, max_entries: int = 100_000) -> None:
@@ -147,15 +154,16 @@ class Prefix:
         self._max_entries = max_entries
         self._holders: OrderedDict[int, set[str]] = OrderedDict()  # prefix key -> backends; LRU order
         self._fallback = LeastConnections()
+        self.journal: list[tuple[str, list[int]]] | None = None  # (backend, keys new to it) not yet shared
 
     def _keys(self, text: str) -> list[tuple[int, int]]:
         """(prefix key, characters covered) for each block, the last one possibly partial."""
         keys = []
-        h = 0
+        h = b""
         for start in range(0, len(text), self._block):
             chunk = text[start : start + self._block]
-            h = hash((h, chunk))
-            keys.append((h, start + len(chunk)))
+            h = hashlib.blake2b(h + chunk.encode(), digest_size=8).digest()
+            keys.append((int.from_bytes(h, "big"), start + len(chunk)))
         return keys
 
     def choose(self, candidates: Sequence[T], request: RouteRequest) -> T:
@@ -182,15 +190,27 @@ class Prefix:
         return pick
 
     def _record(self, keys: list[tuple[int, int]], name: str) -> None:
-        for key, _ in keys:
+        new = self.learn([key for key, _ in keys], name)
+        if new and self.journal is not None:
+            self.journal.append((name, new))
+            del self.journal[:-JOURNAL_MAX]  # unshared for long (Redis down): the oldest are only lost to the others
+
+    def learn(self, keys: list[int], name: str) -> list[int]:
+        """Record `name` as holding these prefixes; returns those it was not known to hold."""
+        new = []
+        for key in keys:
             holders = self._holders.get(key)
             if holders is None:
                 self._holders[key] = {name}
+                new.append(key)
             else:
-                holders.add(name)
+                if name not in holders:
+                    holders.add(name)
+                    new.append(key)
                 self._holders.move_to_end(key)
         while len(self._holders) > self._max_entries:
             self._holders.popitem(last=False)
+        return new
 
 
 STRATEGIES: dict[StrategyName, Callable[[RouterConfig], Strategy]] = {

@@ -18,6 +18,7 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from hearth_common import ollama_errors
+from hearth_common.capabilities import capabilities
 from hearth_common.keys import key_matches, presented_key
 from hearth_common.prometheus import CONTENT_TYPE
 from hearth_common.rerank import RERANK_PATHS
@@ -82,7 +83,8 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
                 log.error("loading failed: %s", err)
                 return
             if app.router:
-                await app.router.register(rt.model_name, model_type, config.alias)
+                caps = capabilities(embeddings=config.embeddings, rerank=config.rerank, vision=rt.vision)
+                await app.router.register(rt.model_name, model_type, config.alias, caps)
 
         app.add_background_task(load)
 
@@ -90,6 +92,7 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
     async def _stop() -> None:
         if app.router:
             await app.router.unregister(app.runtime.model_name)
+        await app.runtime.responses.close()
         await asyncio.to_thread(app.runtime.close)
 
     @app.errorhandler(ServeError)
@@ -153,20 +156,14 @@ def create_app(config: ServeConfig, model_path: Path | None = None, model_name: 
         rt = app.runtime
         created = int(rt.model_path.stat().st_mtime)
         names = dict.fromkeys((rt.model_name, *config.alias))
-        # what a client looks for: which model embeds, which reranks, which takes images (a plain chat model's entry
-        # is OpenAI's)
-        kind = (
-            {"capabilities": ["rerank"]}
-            if config.rerank
-            else {"capabilities": ["embeddings"]}
-            if config.embeddings
-            else {"capabilities": ["vision"]}
-            if rt.loaded is not None and rt.loaded.vision
-            else {}
-        )
+        # what a client looks for: which model chats, embeds, reranks, takes images (the router lists the same)
+        caps = capabilities(embeddings=config.embeddings, rerank=config.rerank, vision=rt.vision)
         return {
             "object": "list",
-            "data": [{"id": n, "object": "model", "created": created, "owned_by": "local", **kind} for n in names],
+            "data": [
+                {"id": n, "object": "model", "created": created, "owned_by": "local", "capabilities": caps}
+                for n in names
+            ],
         }
 
     def route(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hearth_common.names import ModelType
 from hearth_common.paths import conversions_dir, demo_dir
+from hearth_common.redis_link import check_url
 from hearth_common.settings import Loaded, Option, Program, SettingsError
 from serve.errors import ConfigError
 
@@ -20,7 +21,7 @@ DEMO_MODEL = demo_dir() / "demo-think"
 CACHE = conversions_dir()  # HEARTH_CACHE/gguf, else the user's cache directory
 
 # Keys never come from the command line (`ps` shows it to every user): a --NAME-file or HEARTH_SERVE_NAME.
-SECRETS = ("api_key", "router_key")
+SECRETS = ("api_key", "router_key", "shared_state_password")
 
 
 class ServeConfig(BaseModel):
@@ -38,7 +39,8 @@ class ServeConfig(BaseModel):
     embeddings: bool = Field(False, description="serve /v1/embeddings (only) with the model's pooling")
     pooling: Literal["mean", "cls", "last"] | None = Field(None, description="embeddings pooling (default: the GGUF's)")
     rerank: bool = Field(
-        False, description="serve /v1/rerank (only) with a cross-encoder reranker (a GGUF whose pooling is rank)"
+        False,
+        description="serve /v1/rerank (only) with a reranker: a GGUF whose pooling is rank (a cross-encoder, Qwen3-Reranker)",
     )
     mmproj: Path | None = Field(
         None,
@@ -48,6 +50,12 @@ class ServeConfig(BaseModel):
     max_images: int = Field(8, ge=0, description="images per request; more get 400")
     max_image_bytes: int = Field(8 * 2**20, ge=1024, description="bytes of one encoded image; more get 400")
     max_image_pixels: int = Field(4096 * 4096, ge=1, description="width x height of one image; more get 400")
+    image_url_hosts: tuple[str, ...] = Field(
+        (),
+        description="hosts whose http(s) image URLs the server fetches (host: any port, host:port: that one), "
+        "comma-separated; default none: remote image URLs get 400",
+    )
+    image_url_timeout: float = Field(10.0, gt=0, le=300, description="seconds to fetch one remote image, in all")
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind; 0: any free port")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")
@@ -91,6 +99,21 @@ class ServeConfig(BaseModel):
         None, description="owner-only file holding the router's admin key (or HEARTH_SERVE_ROUTER_KEY)"
     )
     advertise_url: str | None = Field(None, description="URL the router should use (default: http://host:port)")
+    shared_state: str | None = Field(
+        None,
+        description="redis://HOST:PORT/DB (the routers' --shared-state): stored responses are kept there too, so "
+        "previous_response_id works on every server of the cluster (serve/api/responses_shared.py)",
+    )
+    shared_state_password: str | None = Field(None, min_length=1, description="the shared state's password")
+    shared_state_password_file: Path | None = Field(
+        None, description="owner-only file holding the Redis password (or HEARTH_SERVE_SHARED_STATE_PASSWORD)"
+    )
+    responses_ttl: float = Field(
+        86400.0, gt=0, description="seconds a stored response lives in the shared state after its last write"
+    )
+    responses_shared_bytes: int = Field(
+        256 * 2**20, ge=1024, description="bytes of stored responses the shared state holds; the oldest go first"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ServeConfig:
@@ -98,7 +121,14 @@ class ServeConfig(BaseModel):
             raise ValueError("--rerank serves a reranker: it takes neither --embeddings nor --pooling")
         return self
 
-    @field_validator("alias", mode="before")
+    @field_validator("shared_state")
+    @classmethod
+    def _shared_state(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return check_url(value, "--shared-state-password-file or HEARTH_SERVE_SHARED_STATE_PASSWORD")
+
+    @field_validator("alias", "image_url_hosts", mode="before")
     @classmethod
     def _split_alias(cls, value: object) -> object:
         # The command line gives one string, as llama.cpp's --alias does.
@@ -109,6 +139,7 @@ class ServeConfig(BaseModel):
 OPTIONS = {
     "model_path": Option(aliases=("-m", "--model")),
     "alias": Option(aliases=("-a",), metavar="NAME[,NAME...]"),
+    "image_url_hosts": Option(metavar="HOST[:PORT][,...]"),
     "n_gpu_layers": Option(aliases=("-ngl", "--gpu-layers")),
     "max_concurrent": Option(aliases=("-np", "--parallel")),
     "threads": Option(aliases=("-t",)),
@@ -130,7 +161,8 @@ PROGRAM = Program(
     secrets=SECRETS,
     refused=REFUSED,
     epilog="Keys never go on the command line: --api-key-file PATH (owner-only) or HEARTH_SERVE_API_KEY; "
-    "the router's admin key likewise (--router-key-file, HEARTH_SERVE_ROUTER_KEY).",
+    "the router's admin key likewise (--router-key-file, HEARTH_SERVE_ROUTER_KEY), and the shared state's password "
+    "(--shared-state-password-file, HEARTH_SERVE_SHARED_STATE_PASSWORD).",
 )
 
 

@@ -6,6 +6,7 @@ import logging
 
 import aiohttp
 
+from hearth_common.capabilities import Capability
 from hearth_common.registration import registration
 from serve.config import ServeConfig
 
@@ -34,8 +35,10 @@ class RouterClient:
             log.error("router %s unreachable: %s", self.base, err)
             return False
 
-    async def register(self, name: str, model_type: str, aliases: tuple[str, ...] = ()) -> bool:
-        body = registration(name, self.url, model_type, [name, *aliases])
+    async def register(
+        self, name: str, model_type: str, aliases: tuple[str, ...] = (), capabilities: list[Capability] | None = None
+    ) -> bool:
+        body = registration(name, self.url, model_type, [name, *aliases], capabilities=capabilities)
         ok = await self._post("/backends/register", body)
         if ok:
             log.info("registered with %s as %s (%s)", self.base, name, self.url)

@@ -22,7 +22,8 @@ import llama_cpp as ll
 from convert.mmproj import mmproj_path
 from hearth_common.names import MODEL_TYPES
 from hearth_common.paths import cache_dir
-from serve.api.responses_store import ResponseStore
+from serve.api.responses_shared import SharedResponses
+from serve.api.responses_store import Responses, ResponseStore
 from serve.arrivals import Arrivals
 from serve.chat.channels import Format
 from serve.chat.prompts import ChatTemplate, chat_template
@@ -108,13 +109,21 @@ class Runtime:
     stopping: bool = False  # drain() has begun: /health answers 503 so routers send nothing more
     embedder: Embedder | None = None  # an --embeddings server's, instead of `loaded`
     arrivals: Arrivals = field(default_factory=Arrivals)  # generation requests on their way to admission
-    responses: ResponseStore = field(default_factory=ResponseStore)  # /v1/responses' previous_response_id
+    responses: Responses = field(default_factory=ResponseStore)  # /v1/responses' previous_response_id
     _loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def create(cls, config: ServeConfig, model_path: Path, default_name: str | None = None) -> Runtime:
         name = config.model_name or default_name or model_path.stem
-        return cls(config, model_path, name, Scheduler(config.max_concurrent, config.max_queue), Metrics(name))
+        runtime = cls(config, model_path, name, Scheduler(config.max_concurrent, config.max_queue), Metrics(name))
+        if config.shared_state is not None:  # stored responses for every server of the cluster
+            runtime.responses = SharedResponses(
+                config.shared_state,
+                config.shared_state_password,
+                config.responses_ttl,
+                config.responses_shared_bytes,
+            )
+        return runtime
 
     # -- loading (in a worker thread, so /health answers 503 meanwhile) ----------------------------------------
 
@@ -275,6 +284,11 @@ class Runtime:
         if self.loaded is None:
             raise self._not_ready()
         return self.loaded
+
+    @property
+    def vision(self) -> bool:
+        """Whether the loaded chat model takes images."""
+        return self.loaded is not None and self.loaded.vision
 
     def require_embedder(self) -> Embedder:
         """The embeddings model, checked as `require_loaded` checks the chat model."""

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             load_timeout=options.load_timeout,
             log_level=level,
             catalog_models=catalog_models(
-                stack, model_needs(stack, sizes), plan, reserve, gpu, {n: f for n, f in facts.items() if f}
+                stack, model_needs(stack, sizes), plan, reserve, gpu, {n: f for n, f in facts.items() if f}, ggufs
             ),
             budget=(vram, ram),
         )

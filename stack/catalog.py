@@ -6,14 +6,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convert.mmproj import mmproj_path
+from hearth_common.capabilities import Capability, capabilities
 from hearth_common.gguf_details import header_digest, read_details
 from route.catalog import BudgetEntry, Catalog, CatalogModel, Control, CostEntry, LogFiles, ModelFacts
 from stack.config import ModelSection, StackConfig
 from stack.plan import ModelNeeds, Plan, costs
 
 
+def model_capabilities(m: ModelSection, gguf: Path | None) -> list[Capability]:
+    """What the model's servers will say they do (serve's /v1/models): from the stack file, and the image projector
+    beside its GGUF that serve loads on its own (NAME.mmproj.gguf)."""
+    vision = gguf is not None and mmproj_path(gguf).is_file()
+    return capabilities(embeddings=m.embeddings, rerank=m.rerank, vision=vision)
+
+
 def catalog_model(
-    m: ModelSection, preload_layers: int | None, costs: list[CostEntry], facts: ModelFacts | None = None
+    m: ModelSection,
+    preload_layers: int | None,
+    costs: list[CostEntry],
+    facts: ModelFacts | None = None,
+    gguf: Path | None = None,
 ) -> CatalogModel:
     """What the router is told about one model of the stack file (the one place a CatalogModel is made)."""
     return CatalogModel(
@@ -26,6 +39,7 @@ def catalog_model(
         preload_layers=preload_layers,
         costs=costs,
         facts=facts,
+        capabilities=model_capabilities(m, gguf),
     )
 
 
@@ -36,9 +50,10 @@ def catalog_models(
     reserve: int,
     gpu: bool,
     facts: dict[str, ModelFacts] | None = None,
+    ggufs: dict[str, Path] | None = None,
 ) -> list[CatalogModel]:
     """From the plan and each model's needs: its cost at each GPU offload the router may choose (and, when given,
-    its GGUF's facts for Ollama's listings)."""
+    its GGUF's facts for Ollama's listings, and the GGUF for what it does)."""
     by_name = {n.name: n for n in needs}
     return [
         catalog_model(
@@ -46,6 +61,7 @@ def catalog_models(
             plan.layers(m.name) if m.preload else None,
             [CostEntry(layers=c.layers, vram=c.vram, ram=c.ram) for c in costs(by_name[m.name], reserve, gpu)],
             (facts or {}).get(m.name),
+            (ggufs or {}).get(m.name),
         )
         for m in stack.models
     ]
@@ -66,11 +82,15 @@ def model_facts(gguf: Path, context_length: int) -> ModelFacts:
     )
 
 
-def default_catalog_models(stack: StackConfig, gpu_layers: dict[str, int]) -> list[CatalogModel]:
+def default_catalog_models(
+    stack: StackConfig, gpu_layers: dict[str, int], ggufs: dict[str, Path] | None = None
+) -> list[CatalogModel]:
     """Sizes unknown (a supervisor made without a plan, as in tests): each model at its given layers, costing
     nothing."""
     return [
-        catalog_model(m, gpu_layers[m.name], [CostEntry(layers=gpu_layers[m.name], vram=0, ram=0)])
+        catalog_model(
+            m, gpu_layers[m.name], [CostEntry(layers=gpu_layers[m.name], vram=0, ram=0)], gguf=(ggufs or {}).get(m.name)
+        )
         for m in stack.models
     ]
 

@@ -83,6 +83,8 @@ def serve_argv(model: ModelSection, gguf: Path, port: int, n_gpu_layers: int, ho
         argv.append("--embeddings")
     if model.rerank:
         argv.append("--rerank")
+    if model.image_url_hosts:
+        argv += ["--image-url-hosts", ",".join(model.image_url_hosts)]
     return argv
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hearth_common.keys import KeyFileError, read_key_file
 from hearth_common.names import BACKEND_NAME as NAME, ModelType, StrategyName
 from hearth_common.paths import demo_dir, stack_state_dir
+from hearth_common.redis_link import check_url
 from hearth_common.settings import Option, Program, layer
 from hearth_common.validation import first_error
 from route.config import HEALTH_INTERVAL, RouterConfig
@@ -115,6 +116,21 @@ class NodeSection(BaseModel):
     rejoin_interval: float = Field(
         2.0, gt=0, le=600, description="seconds between its checks that each router still knows it"
     )
+    shared_state: str | None = Field(
+        None,
+        description="redis://HOST:PORT/DB, the routers' --shared-state: its model servers keep stored responses "
+        "there, so previous_response_id works on every node (default: each server keeps its own)",
+    )
+    shared_state_password_file: Path | None = Field(
+        None, description="owner-only file holding the Redis password (or HEARTH_NODE_SHARED_STATE_PASSWORD)"
+    )
+
+    @field_validator("shared_state")
+    @classmethod
+    def _shared_state(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        return check_url(value, "shared_state_password_file or HEARTH_NODE_SHARED_STATE_PASSWORD")
 
     @field_validator("join")
     @classmethod
@@ -153,7 +169,12 @@ class ModelSection(BaseModel):
     threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; None: all cores")
     embeddings: bool = Field(False, description="serve /v1/embeddings (only), as `python -m serve --embeddings`")
     rerank: bool = Field(
-        False, description="serve /v1/rerank (only) with a cross-encoder, as `python -m serve --rerank`"
+        False,
+        description="serve /v1/rerank (only) with a reranker (a cross-encoder, Qwen3-Reranker), as `python -m serve --rerank`",
+    )
+    image_url_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts whose http(s) image URLs its servers fetch (serve --image-url-hosts); default none",
     )
     cache_disk_gb: float | None = Field(
         None,

@@ -6,7 +6,8 @@ decide what it loads (route/nodes.py); it only executes, as the stack's supervis
   key (HEARTH_NODE_KEY or a key file; the routers hold the same key as HEARTH_ROUTE_NODE_KEY).
 - Its model servers listen on ADDR too, named NODE.MODEL (NODE.MODEL-i for replicas), and register with every router
   through the node key when they come up (POST /backends/register); they require the routers' backend key when the
-  node is given one (HEARTH_NODE_BACKEND_KEY), and no key otherwise.
+  node is given one (HEARTH_NODE_BACKEND_KEY), and no key otherwise. With `[node] shared_state` they keep stored
+  responses in the routers' Redis (serve/api/responses_shared.py): previous_response_id works on every node.
 - It registers itself with each router (POST /nodes/register: its control URL, budget, load timeout and the catalog
   models of stack/catalog.py, with their planned sizes) and asks each, every `rejoin_interval` seconds, whether it
   still knows the node (GET /nodes/NAME): a 404 (the router restarted or forgot it) registers the node and its
@@ -34,6 +35,7 @@ from hearth_common.procs import start_time
 from hearth_common.registration import registration
 from route.catalog import BudgetEntry
 from route.nodes import NodeRegistration
+from stack.catalog import model_capabilities
 from stack.child import Checks, Child, Hooks, Life, ProcessState, kill
 from stack.commands import environment
 from stack.config import NodeSection
@@ -43,6 +45,7 @@ from stack.supervise import Supervisor, owner_only_dir
 
 log = logging.getLogger("stack")
 KEY_ENV, BACKEND_KEY_ENV = "HEARTH_NODE_KEY", "HEARTH_NODE_BACKEND_KEY"
+PASSWORD_ENV = "HEARTH_NODE_SHARED_STATE_PASSWORD"
 CALL_TIMEOUT = 10.0  # seconds one call to a router may take
 
 
@@ -66,6 +69,19 @@ def node_keys(
     return key, backend
 
 
+def shared_state_env(node: NodeSection, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What its model servers are given of [node] shared_state: the URL, and the password (from its file, else
+    PASSWORD_ENV) in their environment, never on their command line. Raises ConfigError for a file not owner-only."""
+    if node.shared_state is None:
+        return {}
+    try:
+        password = find_key(node.shared_state_password_file, PASSWORD_ENV, environ)
+    except KeyFileError as err:
+        raise ConfigError(str(err)) from None
+    env = {"HEARTH_SERVE_SHARED_STATE": node.shared_state}
+    return env | ({"HEARTH_SERVE_SHARED_STATE_PASSWORD": password} if password else {})
+
+
 @dataclass
 class NodeSupervisor(Supervisor):
     """The stack's supervisor without a router: its control API on the node's address, its word from the routers
@@ -86,7 +102,8 @@ class NodeSupervisor(Supervisor):
         r = self.stack.router  # [router]'s health settings are the hang check of the node's servers too
         self.checks = Checks(r.health_interval, r.health_timeout, r.hang_checks)
         self._announced = True  # no start-up failure stops a node: the router that asked hears of it
-        self.add_servers(logs, {"HEARTH_SERVE_API_KEY": self.backend_key} if self.backend_key else {})
+        keys = {"HEARTH_SERVE_API_KEY": self.backend_key} if self.backend_key else {}
+        self.add_servers(logs, keys | shared_state_env(self.node))
 
     @property
     def name(self) -> str:
@@ -102,7 +119,7 @@ class NodeSupervisor(Supervisor):
 
     def child_env(self, child: Child, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         """As the stack's, without the node's keys (a model server needs only its backend key)."""
-        ours = {k: v for k, v in environ.items() if k not in (KEY_ENV, BACKEND_KEY_ENV)}
+        ours = {k: v for k, v in environ.items() if k not in (KEY_ENV, BACKEND_KEY_ENV, PASSWORD_ENV)}
         return environment("HEARTH_SERVE_", self.log_level, child.env, ours)
 
     def write_state(self) -> None:
@@ -147,7 +164,8 @@ class NodeSupervisor(Supervisor):
 
     async def _register_at(self, router: str, child: Child) -> bool:
         assert child.model is not None
-        body = registration(child.name, child.url, child.model_type, child.model.names)
+        caps = model_capabilities(child.model, self.ggufs.get(child.model.name))
+        body = registration(child.name, child.url, child.model_type, child.model.names, capabilities=caps)
         status, text = await self._call("POST", router + "/backends/register", body)
         if status != 200:
             self._known[router] = False  # registered again once it answers (_rejoin)

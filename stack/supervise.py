@@ -39,7 +39,7 @@ from hearth_common.keys import new_key, write_key_file
 from hearth_common.procs import free_port, start_time
 from hearth_common.registration import registration
 from route.catalog import CatalogModel, LogFiles, write_catalog
-from stack.catalog import build_catalog, default_catalog_models
+from stack.catalog import build_catalog, default_catalog_models, model_capabilities
 from stack.child import Checks, Child, Hooks, Life, ProcessState, kill, rss_bytes
 from stack.commands import environment, router_argv, router_toml, serve_argv
 from stack.config import StackConfig
@@ -134,7 +134,7 @@ class Supervisor:
                     )
                 )
         if self.catalog_models is None:
-            self.catalog_models = default_catalog_models(self.stack, self.gpu_layers)
+            self.catalog_models = default_catalog_models(self.stack, self.gpu_layers, self.ggufs)
 
     @property
     def catalog_path(self) -> Path:
@@ -179,7 +179,8 @@ class Supervisor:
 
     async def register(self, child: Child, attempts: int = 5) -> bool:
         assert self.life is not None and child.model is not None
-        body = registration(child.name, child.url, child.model_type, child.model.names)
+        caps = model_capabilities(child.model, self.ggufs.get(child.model.name))
+        body = registration(child.name, child.url, child.model_type, child.model.names, capabilities=caps)
         headers = {"Authorization": f"Bearer {self.admin_key}"}
         for attempt in range(attempts):
             try:

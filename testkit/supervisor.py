@@ -35,7 +35,7 @@ class FakeSupervisor:
         on each /start (a node registers its servers with the routers then)."""
         self.host = host
         self.on_start = on_start
-        self.running = dict(running or {})  # model -> "loaded" | "loading"; the rest are unloaded
+        self.running = dict(running or {})  # model -> "loaded" | "loading" (during a /start); the rest are unloaded
         self.start_error: str | None = None
         self.start_delay = 0.0  # seconds each POST /start takes (a load that takes time)
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -51,8 +51,11 @@ class FakeSupervisor:
             view = {name: {"status": status, "layers": 0} for name, status in self.running.items()}
             return web.json_response({"models": view})
         if request.path == "/start":
+            if self.running.get(body["model"]) != "loaded":
+                self.running[body["model"]] = "loading"  # as a real supervisor reports a start in progress
             await asyncio.sleep(self.start_delay)
             if self.start_error is not None:
+                self.running.pop(body["model"], None)
                 return web.json_response({"error": self.start_error}, status=503)
             if self.on_start is not None and self.running.get(body["model"]) != "loaded":
                 await self.on_start(body["model"])

@@ -27,7 +27,11 @@ _MODULES = (
 )
 
 # Image projector modules, each exposing PROJECTORS: tuple[Projector, ...] (written as NAME.mmproj.gguf).
-_VISION_MODULES = ("convert.archs.gemma3_vision",)
+_VISION_MODULES = (
+    "convert.archs.gemma3_vision",
+    "convert.archs.idefics3_vision",
+    "convert.archs.mistral3_vision",
+)
 
 
 def table() -> dict[str, Arch]:
@@ -54,7 +58,7 @@ def lookup(hf_name: str) -> Arch:
 
 
 def projector(hf_name: str) -> Projector | None:
-    """The image projector of a multimodal architecture, or None (text only, or not written yet: Mistral 3)."""
+    """The image projector of a multimodal architecture, or None (a text-only architecture)."""
     for modname in _VISION_MODULES:
         for proj in importlib.import_module(modname).PROJECTORS:
             if hf_name in proj.hf_names:

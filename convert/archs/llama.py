@@ -4,12 +4,17 @@ HF stores q/k rows in the "rotate half" order; llama.cpp's llama graph applies r
 so each head's rows are permuted (first half / second half -> interleaved), as llama.cpp's converter does.
 Llama 3.1+ rope scaling ("llama3") has no metadata key in llama.cpp: the per-frequency factors are written
 as the tensor rope_freqs.weight, computed here from the config.
+
+Idefics3 / SmolVLM (Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration) keep a Llama (SmolLM2) text
+model under model.text_model.* with its hyperparameters in text_config: converted as llama from there, the vision
+tower and connector left to the projector (convert.archs.idefics3_vision).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 from gguf import MODEL_ARCH, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType
@@ -83,4 +88,12 @@ LLAMA = Arch(
     check=lambda c: check_rope(c, also=("llama3",)),
 )
 
-ARCHS = (LLAMA,)
+IDEFICS3 = replace(
+    LLAMA,
+    hf_names=("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"),
+    rename=(("model.text_model.", "model."),),
+    skip_prefixes=("model.vision_model.", "model.connector."),
+    text_config="text_config",
+)
+
+ARCHS = (LLAMA, IDEFICS3)

@@ -2,8 +2,8 @@
 
 Mistral3ForConditionalGeneration is a Pixtral vision tower plus a Mistral (Mistral Small 3.x) or Ministral 3
 text model; as for Gemma 3's multimodal release, the text model is converted from under its prefix
-(transformers 5: model.language_model.*, older: language_model.model.*) with config.json's text_config, and
-the vision tower and projector are dropped. q/k rows are permuted as for Llama (interleaved rope).
+(transformers 5: model.language_model.*, older: language_model.model.*) with config.json's text_config; the
+vision tower and projector go to the projector GGUF (convert.archs.mistral3_vision). q/k rows are permuted as for Llama (interleaved rope).
 
 Ministral 3 uses YaRN plus Llama 4's attention temperature (queries scaled by
 1 + beta * log(1 + floor(pos / original_max_position_embeddings))): written as the yarn keys, the yarn log

@@ -1,7 +1,8 @@
 """Qwen2, Qwen3 and Qwen3-MoE (GGUF arch `qwen2`, `qwen3`, `qwen3moe`).
 
 All use NEOX-style rope in llama.cpp, so q/k are copied as they are. Qwen2 has q/k/v biases; Qwen3 has
-per-head RMS norms on q and k instead (attn_q_norm / attn_k_norm, shape [head_dim]).
+per-head RMS norms on q and k instead (attn_q_norm / attn_k_norm, shape [head_dim]). A Qwen3-Reranker
+checkpoint becomes llama.cpp's qwen3 reranker (convert.archs.qwen3_rerank).
 
 Qwen3-MoE is Qwen3's attention with a mixture of experts in every layer: the router (`mlp.gate`) stays float32,
 and the per-expert matrices are stacked into one [experts, rows, cols] tensor per projection as they stream
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
-from convert.arch import Arch, Config, Meta, Plan
+from convert.arch import Arch, Config, Meta, Plan, RerankForm
+from convert.archs import qwen3_rerank
 from convert.archs.common import DENSE_BLOCK, check_rope, common_meta, dense_shapes, head_dim
 from convert.errors import UnsupportedError
 from convert.experts import plan_stacked_experts
@@ -39,6 +41,7 @@ QWEN3 = Arch(
     shapes={**dense_shapes(), **QK_NORM_SHAPES},
     required=(*DENSE_BLOCK, T.FFN_NORM, T.ATTN_Q_NORM, T.ATTN_K_NORM),
     check=check_rope,
+    rerank=RerankForm(qwen3_rerank.is_reranker, qwen3_rerank.plan_reranker),  # Qwen3-Reranker
 )
 
 

@@ -11,9 +11,12 @@ keeps them):
     hearth:busy:REPLICA    hash  stack model -> {"active", "waiting", "used"}: that replica's counts; expires with it
     hearth:load:MODEL      the model's load lock (SET NX PX, refreshed while held; a crashed router's lapses)
     hearth:nodes           hash  node name -> {"spec": node registration, "at": when}
+    hearth:prefix          stream  the prefix strategy's index, as a journal: {"r": replica, "m": model, "b": backend,
+                           "k": the prefix keys new to that backend, 16 hex digits each}; the last PREFIX_LOG_MAX kept
+    hearth:place:NODE      one node's placement lock ("-": the router's own stack), held while a router decides what
+                           to load or evict there and publishes it (milliseconds; it lapses after PLACE_TTL)
 
-Every call has a short timeout and no retry (a down Redis costs one timeout, not several): a failure marks the store
-down, said once in the log, and returns None; the next success marks it up again, also said once.
+Every call goes through hearth_common.redis_link: a short timeout, no retry, up and down said once in the log.
 """
 
 from __future__ import annotations
@@ -22,25 +25,26 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError
+
+from hearth_common.redis_link import RedisLink
 
 log = logging.getLogger("route.shared")
 
-T = TypeVar("T")
 PREFIX = "hearth:"
 BACKENDS, GONE, EJECTED, MODELS, REPLICAS, NODES = (
     PREFIX + k for k in ("backends", "gone", "ejected", "models", "replicas", "nodes")
 )
-TIMEOUT = 0.25  # seconds one Redis call may take; on loopback or a LAN one takes well under a millisecond
 LOCK_TTL = 15.0  # seconds a load lock lives unless its holder refreshes it (every LOCK_TTL / 3)
+PREFIX_LOG = PREFIX + "prefix"
+PREFIX_LOG_MAX = 20_000  # journal records Redis keeps (about 1 KB each for a 4,000-character prompt); approximate
+PLACE_TTL = 5.0  # seconds a placement lock lives: its holder keeps it for one decision and one write
 
 
 def busy_key(replica: str) -> str:
@@ -49,6 +53,10 @@ def busy_key(replica: str) -> str:
 
 def lock_key(model: str) -> str:
     return f"{PREFIX}load:{model}"
+
+
+def place_key(node: str | None) -> str:
+    return f"{PREFIX}place:{node or '-'}"
 
 
 def _load(raw: Any) -> Any:
@@ -79,45 +87,10 @@ class Snapshot:
     busy: dict[str, dict[str, Any]] = field(default_factory=dict)  # replica -> model -> counts (live replicas only)
 
 
-class SharedStore:
+class SharedStore(RedisLink):
     def __init__(self, url: str, password: str | None, replica: str, on_up: Callable[[bool], None] | None = None):
+        super().__init__(url, password, log, on_up=on_up)
         self.replica = replica
-        self.url = url
-        self.up = False
-        self._said: bool | None = None  # what the log last said: up or down
-        self._on_up = on_up
-        self.redis = aioredis.Redis.from_url(
-            url,
-            password=password,
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-        )
-
-    def _mark(self, up: bool, why: str = "") -> None:
-        self.up = up
-        if self._on_up is not None:
-            self._on_up(up)
-        if self._said is up:
-            return
-        self._said = up
-        if up:
-            log.info("shared state at %s is up", self.url)
-        else:
-            log.warning("shared state at %s is unreachable (%s): serving from what this router knows", self.url, why)
-
-    async def call(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T | None:
-        """fn's result, or None when Redis failed (marked down)."""
-        try:
-            result = await fn(self.redis)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._mark(False, f"{type(exc).__name__}: {exc}")
-            return None
-        self._mark(True)
-        return result
-
-    async def close(self) -> None:
-        await self.redis.aclose()
 
     # -- reading -------------------------------------------------------------------------------------------------
 
@@ -198,10 +171,46 @@ class SharedStore:
 
         return bool(await self.call(write))
 
+    async def journal(
+        self, records: list[dict[str, str]], after: str | None
+    ) -> list[tuple[str, dict[str, str]]] | None:
+        """Append `records` to the prefix journal and read what follows `after` (a stream id; None: the latest
+        PREFIX_LOG_MAX, to start from), ours included, oldest first."""
+
+        async def exchange(r: aioredis.Redis) -> list[tuple[str, dict[str, str]]]:
+            pipe = r.pipeline(transaction=False)
+            for record in records:
+                pipe.xadd(PREFIX_LOG, record, maxlen=PREFIX_LOG_MAX, approximate=True)  # type: ignore[arg-type]
+            if after is None:
+                pipe.xrevrange(PREFIX_LOG, "+", "-", count=PREFIX_LOG_MAX)
+            else:
+                pipe.xrange(PREFIX_LOG, f"({after}", "+", count=PREFIX_LOG_MAX)
+            found = (await pipe.execute())[-1]
+            if after is None:
+                found.reverse()
+            return [(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in found]
+
+        return await self.call(exchange)
+
     # -- the load lock -------------------------------------------------------------------------------------------
 
     def lock(self, model: str) -> Lock:
         return Lock(self.redis, lock_key(model), timeout=LOCK_TTL, blocking=False, thread_local=False)
+
+    def place_lock(self, node: str | None) -> Lock:
+        return Lock(self.redis, place_key(node), timeout=PLACE_TTL, blocking=False, thread_local=False)
+
+    async def models_now(self) -> tuple[dict[str, Any], set[str]] | None:
+        """The shared load states and the live replicas, read now (one round trip)."""
+
+        async def read(r: aioredis.Redis) -> tuple[dict[str, Any], set[str]]:
+            pipe = r.pipeline(transaction=False)
+            pipe.hgetall(MODELS)
+            pipe.zrangebyscore(REPLICAS, time.time(), "+inf")
+            models, replicas = await pipe.execute()
+            return _decode(models), {x.decode() for x in replicas}
+
+        return await self.call(read)
 
     async def try_lock(self, lock: Lock) -> bool | None:
         """True: held now; False: another replica holds it; None: Redis is down."""

@@ -12,6 +12,9 @@ replica's heartbeat and per-model counts:
 - the stack's models: each load state change is written with its time; a replica applies a newer LOADED (adopting the
   model) or UNLOADING/UNLOADED (another replica evicted or expired it). A load first takes the model's lock
   (store.LOCK_TTL, refreshed while it runs): one load per model across replicas; the others wait for the LOADED.
+  What to load or evict on one node is decided under that node's placement lock (`placing`), counting the other
+  replicas' loads there read fresh: two replicas loading different models onto one node never share its free room.
+- the prefix strategy's index: a journal of what each replica learned, read into every replica's own copy (prefix.py).
 - counts: each replica's requests in flight and waiting per model, and when it last used each, under a key that
   expires with its heartbeat (3 s): no replica evicts or expires a model another one is using, and a dead replica's
   counts vanish.
@@ -31,7 +34,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +45,7 @@ from redis.asyncio.lock import Lock
 from route.config import BackendSpec, RouterConfig
 from route.metrics import Metrics
 from route.registry import Backend, Registry
+from route.shared.prefix import PrefixShare
 from route.shared.store import BACKENDS, EJECTED, LOCK_TTL, MODELS, SharedStore, Snapshot
 
 if TYPE_CHECKING:
@@ -51,6 +55,7 @@ log = logging.getLogger("route.shared")
 
 SYNC_INTERVAL = 0.5  # seconds between passes: an ejection or a registration reaches every replica within this
 HEARTBEAT_TTL = 3.0  # a replica not heard from for this long is gone, and its counts with it
+PLACE_POLL = 0.02  # seconds between tries of a node's placement lock (another router holds it for milliseconds)
 
 
 def replica_name(cfg: RouterConfig) -> str:
@@ -91,6 +96,7 @@ class SharedSync:
     metrics: Metrics
     wake_health: Callable[[], None]
     ondemand: Any = None  # route.ondemand.OnDemand when the router has a catalog (set after start)
+    prefix: PrefixShare | None = None  # the prefix strategy's index (prefix.py; set at start)
     remote: dict[str, Remote] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -158,6 +164,8 @@ class SharedSync:
             self._apply_models(snap)
         await self._write_missing(snap)
         await self.store.counts(self._counts(), HEARTBEAT_TTL)
+        if self.prefix is not None:
+            await self.prefix.exchange()
 
     def _apply_backends(self, snap: Snapshot) -> None:
         for name, item in snap.backends.items():
@@ -323,6 +331,36 @@ class SharedSync:
             claim.refresher.cancel()
         if claim.lock is not None:
             await self.store.unlock(claim.lock)
+
+    # -- placing on one node ---------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def placing(self, node: str | None, deadline: float) -> AsyncIterator[dict[str, tuple[str, int]]]:
+        """Hold the node's placement lock while a load there is decided and published, so two routers loading
+        different models onto one node at once cannot both count the same free room. Yields what other routers
+        have loading or loaded there now ({key: (status, layers)}), read under the lock. Redis down: no lock (as
+        without shared state), nothing seen."""
+        lock = self.store.place_lock(node)
+        while (held := await self.store.try_lock(lock)) is False:
+            if time.monotonic() >= deadline:
+                break  # a holder that takes this long is stuck: decide with what is known (the lock lapses anyway)
+            await asyncio.sleep(PLACE_POLL)
+        try:
+            found = await self.store.models_now() if held else None
+            reserved: dict[str, tuple[str, int]] = {}
+            if found is not None:
+                models, live = found
+                prefix = f"{node}/" if node is not None else ""
+                for key, item in models.items():
+                    status, layers, by = item.get("status"), item.get("layers"), item.get("by")
+                    if (node is None) == ("/" in key) or not key.startswith(prefix) or by == self.store.replica:
+                        continue
+                    if isinstance(layers, int) and (status == "loaded" or (status == "loading" and by in live)):
+                        reserved[key] = (str(status), layers)
+            yield reserved
+        finally:
+            if held:
+                await self.store.unlock(lock)
 
     async def _refresh(self, lock: Lock) -> None:
         while True:

@@ -6,7 +6,8 @@ the chat events come back as Anthropic content blocks (serve/api/blocks.py): a w
 
 Mapping:
 - `system` -> a system message; user `image` blocks with a `base64` source -> image parts, in place, which the chat
-  core checks as OpenAI chat's (a `url` source is refused as remote URLs are, a `file` source by name; an image in
+  core checks as OpenAI chat's (a `url` source is an image URL: fetched where the server allows its host, else
+  refused; a `file` source is refused by name; an image in
   an assistant message or a tool_result is refused); user `tool_result` blocks -> tool messages (`is_error` prefixes the text with
   "Error: "); assistant `tool_use` blocks -> tool calls, `thinking` blocks -> the message's reasoning
   (`redacted_thinking` is dropped: there is nothing to read). A trailing assistant message (prefill) is refused.
@@ -99,6 +100,8 @@ def chat_request(req: CountTokensRequest) -> ChatRequest:
         else:
             messages += _user(message.content, called, i)
     body: dict[str, Any] = {"model": req.model, "messages": messages, "reasoning": reasoning_level(req)}
+    if req.thinking is not None and req.thinking.type == "enabled" and req.thinking.budget_tokens is not None:
+        body["thinking_budget_tokens"] = req.thinking.budget_tokens  # a <think> model's thinking stops there
     if req.tools:
         body["tools"] = [
             {
@@ -158,10 +161,8 @@ def _assistant(content: list[Any], called: set[str], i: int) -> dict[str, Any]:
 def _image(block: ImageBlock, where: str) -> dict[str, Any]:
     """An image block as the chat core's image part (a data: URL, which the core checks)."""
     source = block.source
-    if source.type == "url":
-        raise InvalidRequest(
-            "remote image URLs are not fetched by this server; send the image as a base64 source", param=where
-        )
+    if source.type == "url":  # fetched by the chat core where the server allows its host, else refused there
+        return images.part(source.url)
     if source.type == "file":
         raise InvalidRequest(
             "file images (the Files API) are not supported by this server; send the image as a base64 source",

@@ -11,6 +11,14 @@ the types: serve/engine/embedder.py). `relevance_score` is sigmoid(logit), what 
 CrossEncoder.predict returns for a one-label model and Cohere's and Jina's APIs return (0..1); `raw_scores: true`
 (TEI's name) gives the logit itself, which is what llama.cpp's server returns.
 
+A decoder reranker (Qwen3-Reranker, converted as llama.cpp converts it: convert/archs/qwen3_rerank.py) scores the
+prompt of its GGUF's `rerank` template with {query} and {document} filled in, as llama.cpp's server does
+(format_prompt_rerank); llama.cpp's graph ends its yes/no head with a softmax, so the first output is P(yes), the
+model card's score, and llama.cpp's server returns that as it is. So do we: `relevance_score` is P(yes) (0..1), and
+`raw_scores: true` gives log P(yes) - log P(no), the yes-no logit difference (sigmoid of it is the score, as for a
+cross-encoder). A prompt longer than the context is cut inside the document, keeping the template's end, as the
+card's recipe truncates the instruction/query/document text and keeps its prefix and suffix.
+
 Limits: at most MAX_DOCUMENTS documents (Cohere's bound); a document whose pair is longer than the context is cut
 to fit, keeping its end token (as CrossEncoder's tokenizer truncates, and Cohere does), and `usage` counts the tokens
 scored; a query that leaves no room for a document is a 400 (context_length_exceeded).
@@ -22,6 +30,7 @@ import math
 from typing import Any
 
 import llama_cpp as ll
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hearth_common.logs import note_usage
@@ -52,6 +61,14 @@ class RerankRequest(BaseModel):
         return value
 
 
+def no_room(used: int, context: int) -> ContextLengthExceeded:
+    return ContextLengthExceeded(
+        f"the query takes {used} of this model's {context} tokens of context, leaving no room for a document. "
+        "Please shorten the query.",
+        param="query",
+    )
+
+
 def pairs(embedder: Embedder, query: str, documents: list[str]) -> tuple[list[list[int]], list[int]]:
     """Each document's pair as token ids, and where its document part (token type 1) starts."""
     model = embedder.model
@@ -60,11 +77,7 @@ def pairs(embedder: Embedder, query: str, documents: list[str]) -> tuple[list[li
     ends = int(bool(ll.llama_vocab_get_add_sep(model.vocab) or ll.llama_vocab_get_add_eos(model.vocab)))
     room = embedder.max_tokens - len(head)
     if room < ends + 1:
-        raise ContextLengthExceeded(
-            f"the query takes {len(head)} of this model's {embedder.max_tokens} tokens of context, leaving no room "
-            "for a document. Please shorten the query.",
-            param="query",
-        )
+        raise no_room(len(head), embedder.max_tokens)
     inputs, segments = [], []
     for doc in documents:
         tail = model.tokenize(doc, add_special=True)  # [CLS] document [SEP]: the pair keeps "document [SEP]"
@@ -75,6 +88,34 @@ def pairs(embedder: Embedder, query: str, documents: list[str]) -> tuple[list[li
         inputs.append(head + tail)
         segments.append(len(head))
     return inputs, segments
+
+
+def prompts(embedder: Embedder, template: str, query: str, documents: list[str]) -> list[list[int]]:
+    """Each document's prompt from a decoder reranker's template, as token ids (special tokens parsed, nothing
+    added: llama.cpp's server tokenizes the filled template so). The document's text is cut at the end when the
+    prompt is longer than the context."""
+    model = embedder.model
+    head, _, tail = template.partition("{document}")
+    head = head.replace("{query}", query)
+    # the template's end starts with a special token (<|im_end|>), so the prompt tokenizes as these two parts do
+    end = model.tokenize(tail.replace("{query}", query), add_special=False)
+    start = len(model.tokenize(head, add_special=False))
+    room = embedder.max_tokens - len(end)
+    if room < start + 1:
+        raise no_room(start + len(end), embedder.max_tokens)
+    return [model.tokenize(head + doc, add_special=False)[:room] + end for doc in documents]
+
+
+def scores(embedder: Embedder, outputs: np.ndarray, raw: bool) -> list[float]:
+    """relevance_score from the head's outputs: a cross-encoder's logit through a sigmoid (or the logit), a
+    softmax head's P(yes) (or the yes-no logit difference)."""
+    first = [float(v) for v in outputs[:, 0]]  # the classifier's first output, as llama.cpp's server reads it
+    if not embedder.rank_softmax:
+        return first if raw else [sigmoid(x) for x in first]
+    if not raw:
+        return first
+    tiny = float(np.finfo(np.float32).tiny)  # a saturated softmax: a large finite difference, not infinity
+    return [math.log(max(p, tiny)) - math.log(max(float(q), tiny)) for p, q in zip(first, outputs[:, 1], strict=True)]
 
 
 def sigmoid(x: float) -> float:
@@ -95,10 +136,12 @@ def body(req: RerankRequest, model: str, scores: list[float], prompt_tokens: int
 
 async def respond(rt: Runtime, req: RerankRequest) -> dict[str, Any]:
     embedder = rt.require_embedder()
-    inputs, segments = await offload.run(pairs, embedder, req.query, req.documents)
+    segments: list[int] | None = None
+    if embedder.rank_template is not None:
+        inputs = await offload.run(prompts, embedder, embedder.rank_template, req.query, req.documents)
+    else:
+        inputs, segments = await offload.run(pairs, embedder, req.query, req.documents)
     result = await run_embedding(rt, embedder, inputs, segments)
-    raw = [float(v) for v in result.vectors[:, 0]]  # the classifier's first output, as llama.cpp's server reads it
-    scores = raw if req.raw_scores else [sigmoid(x) for x in raw]
-    answer = body(req, rt.model_name, scores, result.prompt_tokens)
+    answer = body(req, rt.model_name, scores(embedder, result.vectors, req.raw_scores), result.prompt_tokens)
     note_usage(answer["usage"])  # the access line's tokens
     return answer

@@ -19,7 +19,7 @@ reasoning level (`xhigh`/`max` -> high); `max_output_tokens` is max_tokens (over
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +36,7 @@ from serve.api.responses_schemas import (
     ReasoningItem,
     ResponsesRequest,
 )
-from serve.api.responses_store import Messages, ResponseStore
+from serve.api.responses_store import Messages, Responses
 from serve.chat import ids, images
 from serve.chat.channels import ANALYSIS, COMMENTARY
 from serve.chat.core import Chat, ChatEvent, Error, Finish, fold, open_chat
@@ -52,14 +52,14 @@ class PreviousResponseNotFound(InvalidRequest):
     code = "previous_response_not_found"
 
 
-def history(store: ResponseStore, req: ResponsesRequest) -> Messages:
+async def history(store: Responses, req: ResponsesRequest) -> Messages:
     if req.previous_response_id is None:
         return []
-    messages = store.get(req.previous_response_id)
+    messages = await store.fetch(req.previous_response_id)
     if messages is None:
         raise PreviousResponseNotFound(
-            f"Previous response with id {req.previous_response_id!r} not found: this server keeps the last "
-            f"{store.max_items} stored responses (store: true) in memory, on this server only",
+            f"Previous response with id {req.previous_response_id!r} not found: stored responses (store: true) are "
+            f"kept {store.where}",
             param="previous_response_id",
         )
     return messages
@@ -286,7 +286,7 @@ def conversation(messages: Messages, blocks: Blocks) -> Messages:
 async def respond(runtime: Runtime, req: ResponsesRequest) -> dict[str, Any] | AsyncGenerator[bytes, None]:
     """The whole response, or (stream) its events; errors before generation raise (the API's error body)."""
     store = runtime.responses
-    earlier = history(store, req)
+    earlier = await history(store, req)
     messages = earlier + input_messages(req, earlier)
     try:
         chat = await open_chat(runtime, chat_request(req, messages))
@@ -296,7 +296,11 @@ async def respond(runtime: Runtime, req: ResponsesRequest) -> dict[str, Any] | A
         raise
     response_id = f"resp_{ids.hex_id()}"
     meta = {"id": response_id, "created_at": int(time.time()), "model": runtime.model_name}
-    keep = (lambda blocks: store.put(response_id, conversation(messages, blocks))) if req.store else (lambda _: None)
+
+    async def keep(blocks: Blocks) -> None:  # awaited before the answer ends: a continuation sent then finds it
+        if req.store:
+            await store.save(response_id, conversation(messages, blocks))
+
     if req.stream:
         return sse.named(_stream(chat, req, meta, keep))
     blocks, output = Blocks(), Output(wants_summary(req))
@@ -311,7 +315,7 @@ async def respond(runtime: Runtime, req: ResponsesRequest) -> dict[str, Any] | A
     status = final_status(finish)
     last = len(blocks.blocks) - 1
     items = [output.item(i, b, status if i == last else "completed") for i, b in enumerate(blocks.blocks)]
-    keep(blocks)
+    await keep(blocks)
     return response_object(req, meta, status, items, finish)
 
 
@@ -376,7 +380,9 @@ def _step_events(step: Step, blocks: Blocks, output: Output, event: _Events, sta
     return [*closed, event("response.output_item.done", output_index=step.index, item=done)]
 
 
-async def _stream(chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep: Any) -> AsyncGenerator[SseEvent, None]:
+async def _stream(
+    chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep: Callable[[Blocks], Awaitable[None]]
+) -> AsyncGenerator[SseEvent, None]:
     event, blocks, output = _Events(), Blocks(), Output(wants_summary(req))
     yield event("response.created", response=response_object(req, meta, "in_progress", []))
     yield event("response.in_progress", response=response_object(req, meta, "in_progress", []))
@@ -398,7 +404,7 @@ async def _stream(chat: Chat, req: ResponsesRequest, meta: dict[str, Any], keep:
                     output.item(i, b, status if i == len(blocks.blocks) - 1 else "completed")
                     for i, b in enumerate(blocks.blocks)
                 ]
-                keep(blocks)
+                await keep(blocks)
                 yield event(f"response.{status}", response=response_object(req, meta, status, items, chat_event))
                 return
             for step in blocks.feed(chat_event):

@@ -47,7 +47,7 @@ class TextPart(_Model):
 
 class ImagePart(_Model):
     type: Literal["input_image"]
-    image_url: str | None = None  # a data: URL (a remote URL is refused by the chat core)
+    image_url: str | None = None  # a data: URL, or a remote URL the chat core fetches where its host is allowed
     file_id: str | None = None  # refused: this server keeps no files
     detail: str | None = None  # low/high/auto: the projector decides the resolution here
 

@@ -3,7 +3,8 @@
 A response created with `store` (OpenAI's default: true) keeps its conversation (the earlier turns, its
 input, its output, as chat messages; not its instructions, which OpenAI does not carry over either) under
 its id. Bounded by count and by the conversations' JSON size: the least recently used go first, and one
-conversation larger than the whole budget is not kept. Lost on restart, and held by one server only.
+conversation larger than the whole budget is not kept. Lost on restart, and held by one server only, unless the
+server is given the shared state (serve/api/responses_shared.py; both are Responses).
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 MAX_ITEMS = 1024
 MAX_BYTES = 64 * 2**20
 
 Messages = list[dict[str, Any]]
+
+
+class Responses(Protocol):
+    """Where /v1/responses keeps and finds conversations."""
+
+    @property
+    def where(self) -> str: ...
+    async def save(self, response_id: str, messages: Messages) -> None: ...
+    async def fetch(self, response_id: str) -> Messages | None: ...
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -36,6 +47,19 @@ class ResponseStore:
         self._bytes += size
         while len(self._items) > self.max_items or self._bytes > self.max_bytes:
             self._drop(next(iter(self._items)))
+
+    @property
+    def where(self) -> str:
+        return f"in memory, the last {self.max_items}, on this server only"
+
+    async def save(self, response_id: str, messages: Messages) -> None:
+        self.put(response_id, messages)
+
+    async def fetch(self, response_id: str) -> Messages | None:
+        return self.get(response_id)
+
+    async def close(self) -> None:
+        pass
 
     def get(self, response_id: str) -> Messages | None:
         """The conversation up to and including that response (a fresh copy), or None when not held."""

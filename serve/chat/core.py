@@ -30,14 +30,16 @@ asked for them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hearth_common.logs import note
-from serve.chat import images, offload
+from serve.chat import image_fetch, images, offload
 from serve.chat.answer_grammar import build as build_answer_grammar
+from serve.chat.budget import think_budget
 from serve.chat.channels import CHANNELS, FINAL, ChannelParser, Event as ChannelEvent, Format, Thinking
 from serve.chat.prompts import TEMPLATE_LEVELS, template_messages
 from serve.chat.schemas import IMAGE_MARKER, ChatRequest, CompletionRequest, Sampling
@@ -227,11 +229,33 @@ def request_images(runtime: Runtime, req: ChatRequest) -> list[bytes]:
     return out
 
 
+async def fetch_images(runtime: Runtime, req: ChatRequest) -> None:
+    """Remote image URLs on the allowed hosts become data: URLs in place (serve/chat/image_fetch.py), fetched
+    together; the rest is `request_images`' business (a model without images, too many, a host not allowed)."""
+    c = runtime.config
+    parts = [
+        (i, p) for i, m in enumerate(req.messages) for p in m.image_parts if image_fetch.is_remote(p.image_url.url)
+    ]
+    if not parts or not c.image_url_hosts or not runtime.require_loaded().vision or len(parts) > c.max_images:
+        return
+
+    async def one(i: int, url: str) -> str:
+        try:
+            return await image_fetch.fetch(url, c.image_url_hosts, c.max_image_bytes, c.image_url_timeout)
+        except images.ImageRefused as err:
+            raise InvalidRequest(str(err), param=f"messages.{i}.content") from None
+
+    urls = await asyncio.gather(*(one(i, p.image_url.url) for i, p in parts))
+    for (_, part), url in zip(parts, urls, strict=True):
+        part.image_url.url = url
+
+
 async def open_chat(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Chat:
     """Render, build the grammar, admit. Raises before any generation: InvalidRequest (400), QueueFull (429),
     Loading (503). `fit_context`: a max_tokens beyond the context's room is lowered to it (sampling_params).
     Rendering and tokenizing run in a worker thread for a big request (serve/chat/offload.py): a long conversation
     would hold every other request."""
+    await fetch_images(runtime, req)
     ready = await offload.run(prepare, runtime, req, fit_context)
     return Chat(runtime.start(ready.tokens, ready.params, ready.images), ready.generation, ready.level)
 
@@ -276,6 +300,10 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     else:
         tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
+    forced_answer = grammar is not None and (tools is None or tools.choice != "auto")
+    budget = think_budget(req.thinking_budget_tokens, thinking, forced_answer, params.max_tokens, tools is not None)
+    if budget is not None:
+        params = replace(params, think_budget=budget)
     level = (
         "none"
         if req.reasoning == "none" and thinking is Thinking.NONE and template.thinks

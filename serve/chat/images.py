@@ -9,7 +9,7 @@ type, the format is read from the bytes).
 llama.cpp decodes images with stb_image, which allocates whatever the header claims: so the format and the size
 are read from the header here first (`sniff`), and an image over `Limits.max_pixels` never reaches it. Formats
 are those stb_image decodes and clients send: PNG, JPEG, GIF, BMP (WebP is refused by name). Remote http(s) URLs
-are refused: the server fetches nothing (an allow-list with byte and time limits is left for later).
+reach this module only when the server fetches none from their host (serve/chat/image_fetch.py): refused.
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ def part(url: str) -> dict[str, Any]:
 def from_data_url(url: str, limits: Limits) -> Image:
     """`data:image/png;base64,...` -> a checked Image (`data:;base64,...`: the format read from the bytes)."""
     if url.startswith(("http://", "https://")):
-        raise ImageRefused("remote image URLs are not fetched by this server; send the image as a data: URL (base64)")
+        raise ImageRefused(
+            "this server fetches no images from that host (its --image-url-hosts); send the image as a data: URL "
+            "(base64)"
+        )
     if not url.startswith("data:"):
         raise ImageRefused("an image URL must be a data: URL (data:image/png;base64,...)")
     head, sep, payload = url[5:].partition(",")

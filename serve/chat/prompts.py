@@ -127,7 +127,7 @@ class ChatTemplate:
     ) -> str:
         messages = self._arrange(messages, developer_instructions)
         native = self.tool_support.native
-        tool_list = tools.tools if tools else None
+        tool_list = tools.tools if tools and self.tool_support.takes_tools else None
         if not native and (tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)):
             text = generic.instructions(tools.tools, tools.choice, tools.parallel) if tools else None
             messages = generic.plain_history(messages, text)

@@ -85,9 +85,13 @@ class Message(BaseModel):
 
     @property
     def image_urls(self) -> list[str]:
+        return [p.image_url.url for p in self.image_parts]
+
+    @property
+    def image_parts(self) -> list[ImagePart]:
         if not isinstance(self.content, list):
             return []
-        return [p.image_url.url for p in self.content if isinstance(p, ImagePart)]
+        return [p for p in self.content if isinstance(p, ImagePart)]
 
     def reasoning_text(self, key: str) -> str | None:
         value = getattr(self, key)
@@ -263,6 +267,9 @@ class ChatRequest(Sampling):
     messages: list[Message] = Field(max_length=MAX_MESSAGES)
     response_format: ResponseFormat | None = None
     reasoning: Reasoning = Field("medium", validation_alias=AliasChoices("reasoning", "reasoning_effort"))
+    # thinking tokens before the server ends the thinking itself (serve/engine/budget.py); None: unbounded,
+    # except where a grammar holds the answer (serve/chat/budget.py)
+    thinking_budget_tokens: int | None = Field(None, ge=0, strict=True)
     separate_thinking: bool = True
     include_channels: list[ChannelName] | None = None
     developer_instructions: str | None = None

@@ -15,7 +15,9 @@ thread: each input is a query/document pair and its "vector" is the head's n_cls
 graph adds token type 0 to every token, while a BERT cross-encoder gives the document token type 1: where the
 model has a second type row, a job's `segments` say where each input's second segment starts and the batch goes
 to llama.cpp as embeddings (token row + type 1 - type 0 from there on; the graph still adds positions and type 0),
-read from the GGUF's own token_embd and token_types (SegmentRows).
+read from the GGUF's own token_embd and token_types (SegmentRows). A decoder reranker (Qwen3-Reranker: qwen3 with
+rank pooling) is one prompt a pair, its last token scored by a yes/no head and a softmax (`rank_template`,
+`rank_softmax`; serve/api/rerank.py builds the prompt).
 
 Requests talk to the thread as they do to the generation engine: `submit(job)`, `job.emit(event)` from the
 thread, and the `cancelled` flag, checked before every batch.
@@ -49,6 +51,9 @@ POOLING = {
     "rank": ll.LLAMA_POOLING_TYPE_RANK,
 }
 POOLING_NAMES = {v: k for k, v in POOLING.items()}
+# Archs whose rank head llama.cpp ends with a softmax (llama-graph.cpp, Qwen3-Reranker's yes/no): the first output
+# is a probability, not a logit.
+SOFTMAX_RANK_ARCHS = frozenset({"qwen3", "qwen3vl"})
 # Sequences in one llama_decode. Small inputs (a sentence or two) are the common case; a higher count only
 # grows llama.cpp's per-sequence bookkeeping, the token budget (n_batch) is what bounds memory.
 MAX_SEQS = 64
@@ -195,6 +200,9 @@ class Embedder(JobThread[EmbedJob]):
         self.n_embd = (
             ll.llama_model_n_cls_out(model.ptr) if self.pooling == "rank" else ll.llama_model_n_embd_out(model.ptr)
         )
+        # a causal reranker's prompt with {query} and {document} (Qwen3-Reranker: the GGUF's named template)
+        self.rank_template = model.meta("tokenizer.chat_template.rerank") if self.pooling == "rank" else None
+        self.rank_softmax = self.pooling == "rank" and arch in SOFTMAX_RANK_ARCHS
         self.memory = ll.llama_get_memory(self.ctx)  # NULL for encoder-only models (no KV cache)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.segment_rows = segment_rows

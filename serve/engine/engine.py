@@ -39,6 +39,7 @@ import llama_cpp as ll
 import numpy as np
 
 from serve.engine import gil_held
+from serve.engine.budget import BudgetTracker, ThinkBudget
 from serve.engine.context import EngineError, new_context
 from serve.engine.disk_cache import DiskCache, Spiller
 from serve.engine.grammar import Grammar
@@ -97,6 +98,7 @@ class SamplingParams:
     grammar: Grammar | None = None
     cache_prompt: bool = True  # reuse cached KV cells of an earlier prompt sharing a prefix
     logprobs: int | None = None  # report each token's log-probability and this many top alternatives
+    think_budget: ThinkBudget | None = None  # force the thinking's end after this many thinking tokens
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,8 @@ class _Slot:
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     stops: StopFilter = field(default_factory=lambda: StopFilter(()))
     images: deque[ImageSpan] = field(default_factory=deque)  # images not yet decoded, in order
+    budget: BudgetTracker | None = None  # the thinking budget's count, when the job has one
+    forced: deque[int] = field(default_factory=deque)  # tokens the engine writes next instead of sampling
 
 
 class Engine(JobThread[Job]):
@@ -466,6 +470,8 @@ class Engine(JobThread[Job]):
         slot = _Slot(state.seq, job, self._chain(job.params), deque(job.prompt[keep:]), state.tokens[:keep], pos=keep)
         slot.stops = StopFilter(job.params.stops)
         slot.images = deque(span for span in job.images if span.end > keep)
+        if job.params.think_budget is not None:
+            slot.budget = BudgetTracker(job.params.think_budget)
         return slot
 
     def _trim(self, state: SeqState, keep: int) -> int:
@@ -782,7 +788,16 @@ class Engine(JobThread[Job]):
     def _sample(self, slot: _Slot) -> None:
         job, model = slot.job, self.model
         p = job.params
-        if (
+        if slot.budget is not None and not slot.forced and slot.budget.due():
+            slot.forced.extend(model.tokenize(slot.budget.budget.close, False))
+            slot.budget.forced()
+        if slot.forced and not self._grammar_allows(slot, slot.forced[0]):
+            slot.forced.clear()  # llama.cpp aborts on a token its grammar refuses: sample instead
+        if slot.forced:
+            # written, not sampled: the chain still takes it, so a grammar sees the marker it waits for
+            token = slot.forced.popleft()
+            ll.llama_sampler_accept(slot.chain, token)
+        elif (
             p.temperature <= 0.0
             and p.grammar is None
             and p.repeat_penalty == 1.0
@@ -804,12 +819,24 @@ class Engine(JobThread[Job]):
         logprob = self._logprob(slot.batch_index, token, raw, p.logprobs) if p.logprobs is not None else None
         if model.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
             raw = b""  # a stray control token is never text
-        text, hit = slot.stops.feed(slot.decoder.decode(raw))
+        decoded = slot.decoder.decode(raw)
+        if slot.budget is not None:
+            slot.budget.feed(decoded)
+        text, hit = slot.stops.feed(decoded)
         self._emit(job, Piece(text, logprob))
         if hit:
             self._finish(slot, "stop", flush=False)
         elif slot.generated >= job.params.max_tokens or slot.pos + 1 >= self.ctx_per_seq:
             self._finish(slot, "length")
+
+    def _grammar_allows(self, slot: _Slot, token: int) -> bool:
+        """Whether the job's grammar (the chain's first sampler, `_chain`) lets `token` come next."""
+        if slot.job.params.grammar is None:
+            return True
+        one = (ll.llama_token_data * 1)(ll.llama_token_data(token, 0.0, 0.0))
+        candidates = ll.llama_token_data_array(one, 1, -1, False)
+        ll.llama_sampler_apply(ll.llama_sampler_chain_get(slot.chain, 0), ctypes.byref(candidates))
+        return bool(np.isfinite(one[0].logit))
 
     def _logprob(self, index: int, token: int, piece: bytes, top: int) -> TokenLogprob:
         """log-softmax of the raw logits at `index` (in float64): the token's value and the `top` best."""

@@ -3,7 +3,8 @@
 `Projector(path, model)` opens the projector for a loaded text model. From any thread:
 `tokenize(text, images)` turns a rendered prompt, whose images stand at mtmd's marker (`MARKER`), and the images'
 encoded bytes into a `Tokenized`: prompt ids where each image occupies its `n_tokens` positions with pseudo-token
-ids, and one `ImageSpan` per image (its start, length and mtmd chunk). From the engine thread only:
+ids, and one `ImageSpan` per image chunk (its start, length and mtmd chunk; Idefics3 cuts a picture into tiles and
+an overview, a chunk each). From the engine thread only:
 `encode(span)` runs the vision tower and projector on one image (mtmd_encode_chunk) and returns its embeddings,
 and `decode_embeddings` puts embeddings into a sequence at given positions (a llama_batch of embeddings, with
 causal attention off while it decodes where the model attends within an image both ways, as Gemma 3 does:
@@ -48,7 +49,7 @@ class ImageSpan:
 
     start: int
     n_tokens: int
-    key: bytes  # content hash (projector + pixels)
+    key: bytes  # content hash (projector + pixels; and the tile's number, after an image's first chunk)
     chunk: Any = field(repr=False)  # an owned mtmd_input_chunk (freed with this object)
 
     def __post_init__(self) -> None:
@@ -154,6 +155,8 @@ class Projector:
                 raise ImageError(f"llama.cpp could not prepare the images (mtmd_tokenize returned {rc})")
             ids: list[int] = []
             spans: list[ImageSpan] = []
+            by_id = {key.hex().encode(): key for key in keys}  # mtmd gives each chunk its bitmap's id
+            seen: dict[bytes, int] = {}  # chunks of each image so far (Idefics3 cuts one picture into tiles)
             for i in range(mt.mtmd_input_chunks_size(chunks)):
                 chunk = mt.mtmd_input_chunks_get(chunks, i)
                 kind = mt.mtmd_input_chunk_get_type(chunk)
@@ -165,7 +168,9 @@ class Projector:
                     n_tok = int(mt.mtmd_input_chunk_get_n_tokens(chunk))
                     if int(mt.mtmd_input_chunk_get_n_pos(chunk)) != n_tok:
                         raise ImageError("this projector's images take positions unlike their tokens (unsupported)")
-                    key = keys[len(spans)]
+                    image = by_id[mt.mtmd_input_chunk_get_id(chunk)]
+                    part = seen[image] = seen.get(image, -1) + 1
+                    key = image if part == 0 else hashlib.sha256(image + part.to_bytes(4, "little")).digest()
                     spans.append(ImageSpan(len(ids), n_tok, key, mt.mtmd_input_chunk_copy(chunk)))
                     ids.extend(pseudo_ids(key, n_tok))
                 else:
@@ -175,7 +180,8 @@ class Projector:
             mt.mtmd_input_chunks_free(chunks)
 
     def tokens_per_image(self) -> int:
-        """Positions a small image takes (fixed-size projectors such as Gemma 3's: every image)."""
+        """Positions a small image takes (fixed-size projectors such as Gemma 3's: every image; Idefics3's: the
+        fewest tiles, one and its overview)."""
         return sum(span.n_tokens for span in self.tokenize(MARKER, [BLACK_8X8_PNG], add_special=False).images)
 
     # -- the engine thread -----------------------------------------------------------------------------------

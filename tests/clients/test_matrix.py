@@ -46,10 +46,6 @@ CASES = {
 # that sends the same tool in another shape gets an answer without a call. The causes below were measured on the
 # request bodies each library sends (described in each reason).
 _SHAPE = "the demo models call get_weather only when the tool is rendered as trained"
-_THINK_RUNS_ON = (
-    "a forced tool call leaves demo-think's thinking free, and at temperature 1 it never closes </think> "
-    "(seed {seed} runs to the 1,024-token context; {lib})"
-)
 XFAIL: dict[tuple[str, str], str] = {
     ("anthropic", "tool-harmony"): f"{_SHAPE}; beta_tool's input_schema adds additionalProperties false and a 'City' "
     "title: demo-harmony answers without calling",
@@ -77,10 +73,6 @@ XFAIL: dict[tuple[str, str], str] = {
     "description on city: demo-think answers without calling",
     ("llm", "tool-harmony"): f"{_SHAPE}; --functions sends the whole docstring as the description and no "
     "description on city: demo-harmony answers without calling",
-    # tool-output modes force a call, but demo-think's thinking before it is free text, and at temperature 1 it
-    # never reaches </think>: the run ends at the 1,024-token context (finish_reason length)
-    ("pydantic-ai", "json-think"): _THINK_RUNS_ON.format(seed=8, lib="pydantic-ai: OutputTokenLimitExceeded"),
-    ("instructor", "json-think"): _THINK_RUNS_ON.format(seed=4, lib="instructor: IncompleteOutputException"),
     ("instructor", "json-harmony"): "demo-harmony's forced call (seed 2) emits bytes that are not UTF-8 inside a "
     "maxLength 24 string: the grammar counts them as one character, the reply decodes them to three U+FFFD and "
     "the value is 26 characters (string_too_long)",

@@ -161,3 +161,81 @@ async def test_two_routers_load_a_model_once_over_nodes(cluster: Cluster) -> Non
     answers = await asyncio.gather(*(r.chat("m1") for r in [one, two] * 4))
     assert [a.status_code for a in answers] == [200] * 8
     assert cluster.starts("node-a") + cluster.starts("node-b") == ["m1"]
+
+
+async def test_two_routers_loading_different_models_onto_one_node_never_overcommit_it(cluster: Cluster) -> None:
+    """The node's budget holds one model: m1 asked of one router and m2 of the other at the same moment load one
+    after the other (the second evicting the first once its request is done), never side by side."""
+    one, two = await cluster.router(), await cluster.router()
+    sup = await cluster.node("node-a", "127.0.0.2", ["m1", "m2"])
+    starting: set[str] = set()
+    overcommits: list[tuple[str, set[str]]] = []
+    registered = sup.on_start
+    assert registered is not None
+
+    async def watched(model: str) -> None:  # a start that takes a while, checked at its start and its end
+        starting.add(model)
+        try:
+            for _ in range(2):
+                if held := (set(sup.running) | starting) - {model}:
+                    overcommits.append((model, held))
+                await asyncio.sleep(0.4)
+            await registered(model)
+        finally:
+            starting.discard(model)
+
+    sup.on_start = watched
+    answers = await asyncio.gather(one.chat("m1"), two.chat("m2"))
+    assert [a.status_code for a in answers] == [200, 200]
+    assert overcommits == []
+    assert sorted(cluster.starts("node-a")) == ["m1", "m2"] and len(cluster.stops("node-a")) == 1
+
+
+async def test_evicting_a_model_on_one_node_leaves_its_servers_on_another(cluster: Cluster) -> None:
+    """m1 runs on both nodes; m2 (only node-a has it) evicts node-a's m1: node-b's m1 server stays registered and
+    answers the next m1 request, with no load."""
+    router = await cluster.router()
+    for name, host, models in (("node-a", "127.0.0.2", ["m1", "m2"]), ("node-b", "127.0.0.3", ["m1"])):
+        sup = await cluster.stack.enter_async_context(FakeSupervisor({"m1": "loaded"}, host=host))
+        cluster.nodes[name] = sup
+        assert (await cluster.join(router, name, models)).status_code == 200
+        server = f"http://{host}:10001"
+        cluster.fake.behaviour[server] = ok(f"{name}.m1")
+        body = {"name": f"{name}.m1", "url": server, "models": ["m1"]}
+        assert (await router.client.post("/backends/register", json=body, headers=NODE)).status_code == 200
+    await until(lambda: _listed(router, "m1", ("loaded", "node-a")))
+    cluster.fake.behaviour["http://127.0.0.2:10002"] = ok("node-a.m2")
+    started = cluster.nodes["node-a"]
+
+    async def register_m2(model: str) -> None:
+        body = {"name": "node-a.m2", "url": "http://127.0.0.2:10002", "models": ["m2"]}
+        assert (await router.client.post("/backends/register", json=body, headers=NODE)).status_code == 200
+
+    started.on_start = register_m2
+    assert (await router.chat("m2")).status_code == 200
+    assert cluster.stops("node-a") == ["m1"] and not cluster.stops("node-b")
+    assert set(await router.backends()) == {"node-a.m2", "node-b.m1"}
+    answer = await router.chat("m1")
+    assert answer.status_code == 200 and (await answer.get_json())["who"] == "node-b.m1"
+    assert cluster.starts("node-a") == ["m2"] and not cluster.starts("node-b")
+
+
+async def test_a_model_loading_on_one_node_by_one_router_is_not_loaded_on_another_by_the_other(
+    cluster: Cluster,
+) -> None:
+    """Router two is asked for m1 while router one's load of it on node-a runs (node-a says so; router two has not
+    heard yet): it waits for that load rather than loading m1 on node-b, which has room."""
+    one, two = await cluster.router(), await cluster.router()
+    for name, host in (("node-a", "127.0.0.2"), ("node-b", "127.0.0.3")):
+        sup = await cluster.node(name, host, ["m1"])
+        sup.start_delay = 1.0
+    first = asyncio.create_task(one.chat("m1"))
+    await until(lambda: _running(cluster.nodes["node-a"], "m1"))
+    second = await two.chat("m1")
+    assert [second.status_code, (await first).status_code] == [200, 200]
+    assert cluster.starts("node-a") == ["m1"] and cluster.starts("node-b") == []
+    assert (await second.get_json())["who"] == "node-a.m1"
+
+
+async def _running(sup: FakeSupervisor, model: str) -> bool:
+    return model in sup.running

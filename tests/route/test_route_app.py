@@ -188,3 +188,24 @@ async def test_503_with_retry_after_is_retried_elsewhere_and_ejects_nobody() -> 
     backends = {b["name"]: b for b in (await (await client.get("/backends", headers=KEY)).get_json())["backends"]}
     assert all(b["healthy"] and b["errors"] == 0 for b in backends.values())
     await test_app.shutdown()
+
+
+async def test_models_say_what_their_backends_registered_them_to_do() -> None:
+    """/v1/models' `capabilities`: what the model's healthy backends registered, together in the vocabulary's order
+    (hearth_common/capabilities.py); left out where no backend said; a capability outside it is a 400."""
+    fake = FakeUpstream()
+    test_app, client = await start(fake, [])
+    regs = [
+        {"name": "a", "url": "http://a", "models": ["chat", "both"], "capabilities": ["chat", "vision"]},
+        {"name": "b", "url": "http://b", "models": ["rr", "both"], "capabilities": ["rerank"]},
+        {"name": "c", "url": "http://c", "models": ["old"]},  # a server that does not say
+    ]
+    for reg in regs:
+        fake.behaviour.setdefault(reg["url"], ok(reg["name"]))
+        assert (await client.post("/backends/register", json=reg, headers=KEY)).status_code == 200
+    data = (await (await client.get("/v1/models")).get_json())["data"]
+    listed = {m["id"]: m.get("capabilities") for m in data}
+    assert listed == {"chat": ["chat", "vision"], "both": ["chat", "rerank", "vision"], "rr": ["rerank"], "old": None}
+    bad = {"name": "d", "url": "http://d", "models": ["x"], "capabilities": ["dance"]}
+    assert await error_of(await client.post("/backends/register", json=bad, headers=KEY)) == (400, "invalid_request")
+    await test_app.shutdown()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from route.app import create_app
 from route.catalog import write_catalog
@@ -253,3 +254,52 @@ def test_the_redis_password_never_comes_from_the_command_line(tmp_path: Path) ->
     assert cfg.shared_state_password == "pw"
     with pytest.raises(ConfigError, match="redis://"):
         load_config(["--shared-state", "http://127.0.0.1:6379"], {})
+
+
+async def _passes(redis: RedisServer, count: int = 2) -> None:
+    """Until every replica has begun `count` more sync passes (its heartbeat moved): the passes before the last one
+    have ended, whatever they read or wrote."""
+    client = aioredis.Redis.from_url(redis.url)
+    try:
+        first = dict(await client.zrange("hearth:replicas", 0, -1, withscores=True))
+        seen = dict.fromkeys(first, 0)
+
+        async def moved() -> bool:
+            now = dict(await client.zrange("hearth:replicas", 0, -1, withscores=True))
+            for name, score in now.items():
+                if name in first and score != first[name]:
+                    seen[name] += 1
+                    first[name] = score
+            return min(seen.values()) >= count
+
+        await until(moved)
+    finally:
+        await client.aclose()
+
+
+async def test_the_prefix_index_is_seen_by_both_routers(
+    replicas: Callable[..., Awaitable[Replica]], redis: RedisServer
+) -> None:
+    """A prompt routed by one router (by least connections, to the second backend) is routed by the other to the same
+    backend: without the shared index its own least connections would pick the first."""
+    fake = FakeUpstream()
+    for name in ("a", "b", "c"):
+        fake.behaviour[f"http://{name}"] = ok(name)
+    one, two = await replicas(fake, strategy="prefix"), await replicas(fake, strategy="prefix")
+    for name in ("a", "b", "c"):
+        assert (await one.client.post("/backends/register", json=registration(name), headers=KEY)).status_code == 200
+    await until(lambda: _has(two, "c"))
+    await _passes(redis)  # both routers' prefix strategies exist and share from now on
+
+    def chat(text: str) -> dict[str, Any]:
+        return {"model": "m", "messages": [{"role": "user", "content": text}]}
+
+    first, second = "the first conversation " * 20, "a second, unrelated one " * 20
+    for text in (first, second):
+        assert (await one.client.post("/v1/chat/completions", json=chat(text))).status_code == 200
+    home = fake.calls[-1]
+    assert fake.calls[-2:] == ["http://a", home] and home != "http://a"
+    await _passes(redis)
+    for _ in range(3):
+        assert (await two.client.post("/v1/chat/completions", json=chat(second + " more"))).status_code == 200
+    assert fake.calls[-3:] == [home] * 3

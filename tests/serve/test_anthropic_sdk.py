@@ -114,6 +114,22 @@ def test_thinking_budget_sets_the_level_and_off_hides_it(stack: dict[str, str]) 
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_thinking_budget_ends_the_thinking(stack: dict[str, str], model: str) -> None:
+    from models.demo.data import by_question
+
+    item = by_question(FRANCE)
+    c = client(stack, model, "router")
+    m = c.messages.create(
+        model=model, max_tokens=300, messages=ask(FRANCE), thinking={"type": "enabled", "budget_tokens": 3}, **GREEDY
+    )
+    assert kinds(m) == ["thinking", "text"] and m.stop_reason == "end_turn" and m.content[1].text
+    thought = m.content[0].thinking
+    # the server closed the thinking after 3 tokens: a strict start of the trained thinking
+    assert thought and len(thought) < len(expected_thinking(model, item, "low"))
+    assert expected_thinking(model, item, "low").startswith(thought)
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_stop_sequence_and_max_tokens(stack: dict[str, str], model: str) -> None:
     from models.demo.data import by_question
 

@@ -403,13 +403,18 @@ def test_responses_store_is_bounded() -> None:
     store.put("d", [{"role": "user", "content": "y" * 120}])  # the bytes bound evicts the least recent
     assert store.bytes <= 200 and store.get("d") is not None and store.get("c") is None
     with pytest.raises(InvalidRequest):
-        responses_api.history(store, ResponsesRequest.model_validate({"input": "hi", "previous_response_id": "gone"}))
+        request = ResponsesRequest.model_validate({"input": "hi", "previous_response_id": "gone"})
+        asyncio.run(responses_api.history(store, request))
 
 
 def test_responses_stream_events_and_midstream_error() -> None:
     req = ResponsesRequest.model_validate({"input": "hi", "stream": True})
     meta = {"id": "resp_1", "created_at": 1, "model": "m"}
     kept: list[Any] = []
+
+    async def keep(blocks: Any) -> None:
+        kept.append(blocks)
+
     chat = _fake_chat(
         [
             Text("analysis", "hmm"),
@@ -419,7 +424,7 @@ def test_responses_stream_events_and_midstream_error() -> None:
             Finish("tool_calls", 3, 4, {"analysis": 2}),
         ]
     )
-    events = asyncio.run(_drain(responses_api._stream(chat, req, meta, kept.append)))
+    events = asyncio.run(_drain(responses_api._stream(chat, req, meta, keep)))
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
     assert [n for n, _ in events] == [
         "response.created",
@@ -446,7 +451,7 @@ def test_responses_stream_events_and_midstream_error() -> None:
     assert [o["type"] for o in final["output"]] == ["reasoning", "message", "function_call"]
     assert final["usage"]["output_tokens_details"] == {"reasoning_tokens": 2} and len(kept) == 1
     chat = _fake_chat([Text("final", "Hi"), Error("decode failed")])
-    events = asyncio.run(_drain(responses_api._stream(chat, req, meta, kept.append)))
+    events = asyncio.run(_drain(responses_api._stream(chat, req, meta, keep)))
     assert [n for n, _ in events[-2:]] == ["error", "response.failed"]
     assert events[-1][1]["response"]["error"] == {"code": "server_error", "message": "decode failed"}
 

@@ -14,6 +14,7 @@ import pytest
 from serve.chat.answer_grammar import build
 from serve.chat.channels import Format
 from serve.chat.schemas import ResponseFormat
+from serve.engine.budget import ThinkBudget
 from serve.engine.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
 from testkit.tiny_gguf import build_tiny_gguf
 
@@ -127,6 +128,36 @@ def test_lazy_grammar_waits_for_end_of_thinking(engine: Engine, model: Model) ->
     free = collect(submit(engine, model, "abc def")[1])[0]
     lazy = collect(submit(engine, model, "abc def", grammar=grammar)[1])[0]
     assert "</think>" not in free and lazy == free
+
+
+def pieces(q: queue.Queue) -> list[str]:
+    out = []
+    while not isinstance(event := q.get(timeout=30), Finished | Failed):
+        out.append(event.text)
+    assert isinstance(event, Finished), event
+    return out
+
+
+def test_thinking_budget_writes_the_close_and_the_grammar_goes_on(engine: Engine, model: Model) -> None:
+    """The random model never closes its thinking; with a budget of 5 the engine writes </think> after 5 tokens,
+    and the lazy JSON grammar, which waits for it, then holds the answer."""
+    budget = ThinkBudget(5, "<think>", "</think>", inside=True)
+    free = pieces(submit(engine, model, "abc def")[1])
+    grammar = build(ResponseFormat(type="json_object"), Format.THINK, thinks=True)
+    out = pieces(submit(engine, model, "abc def", max_tokens=64, grammar=grammar, think_budget=budget)[1])
+    text = "".join(out)
+    thought, answer = text.split("</think>", 1)
+    assert thought == "".join(free[:5])
+    assert answer.lstrip().startswith("{")
+
+
+def test_a_close_the_grammar_refuses_is_not_written(engine: Engine, model: Model) -> None:
+    """llama.cpp aborts the process on a token its grammar refuses: the engine samples instead of forcing it."""
+    grammar = build(ResponseFormat(type="json_object"), Format.THINK, thinks=False)
+    plain = collect(submit(engine, model, "hello", max_tokens=48, grammar=grammar)[1])
+    budget = ThinkBudget(0, "<think>", "</think>", inside=True)
+    forced = collect(submit(engine, model, "hello", max_tokens=48, grammar=grammar, think_budget=budget)[1])
+    assert forced[0] == plain[0] and forced[1].reason == plain[1].reason
 
 
 def test_many_threads_submitting(engine: Engine, model: Model) -> None:

@@ -135,9 +135,11 @@ def test_through_the_router_by_model(reranker: str, embedder: str, router: str) 
         assert r.json()["results"] == direct
     wrong = rerank(router, model=EMBEDDER)  # routed to the embeddings model, which refuses
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "unsupported_endpoint"
-    # each server's /v1/models says what it does
+    # each server's /v1/models says what it does, and the router's says the same (as they registered)
     assert httpx.get(reranker + "/v1/models").json()["data"][0]["capabilities"] == ["rerank"]
     assert httpx.get(embedder + "/v1/models").json()["data"][0]["capabilities"] == ["embeddings"]
+    listed = {m["id"]: m.get("capabilities") for m in httpx.get(router + "/v1/models").json()["data"]}
+    assert (listed[RERANKER], listed[EMBEDDER]) == (["rerank"], ["embeddings"])
 
 
 def test_bert_embeddings_through_the_openai_sdk(embedder: str, folders: dict[str, Path]) -> None:

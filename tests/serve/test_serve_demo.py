@@ -175,3 +175,49 @@ def test_four_concurrent_equal_solo(fixture: str, request: pytest.FixtureRequest
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         together = list(pool.map(run, QUESTIONS))
     assert together == solo
+
+
+def _thought(fixture: str, question: str) -> str:
+    from models.demo.data import by_question
+
+    item = by_question(question)
+    return item.reasoning if fixture == "think" else item.analysis("medium")
+
+
+def _analysis_tokens(r: Any) -> int:
+    return int(r.usage.model_extra["channel_tokens"].get("analysis", 0))
+
+
+@pytest.mark.parametrize("fixture", ["think", "harmony"])
+def test_thinking_budget_ends_the_thinking_and_the_answer_follows(fixture: str, request: pytest.FixtureRequest) -> None:
+    client = request.getfixturevalue(fixture)
+    full = _analysis_tokens(ask(client, QUESTIONS[0]))
+    # harmony's header word counts to the analysis too: a budget of 0 leaves only it
+    header = _analysis_tokens(ask(client, QUESTIONS[0], extra_body={"thinking_budget_tokens": 0}))
+    assert full - header > 4
+    r = ask(client, QUESTIONS[0], extra_body={"thinking_budget_tokens": 3})
+    m = r.choices[0].message
+    thought = extra(m)["channels"]["analysis"]
+    # the first 3 tokens of the trained thinking, then the close the server wrote, then an answer
+    assert _analysis_tokens(r) - header == 3
+    assert thought and _thought(fixture, QUESTIONS[0]).startswith(thought)
+    assert r.choices[0].finish_reason == "stop" and m.content
+    no_leak(m.content, thought)
+    s = streamed(client, QUESTIONS[0], extra_body={"thinking_budget_tokens": 3})
+    assert s["analysis"].strip() == thought and s["content"].strip() == m.content
+
+
+@pytest.mark.parametrize("fixture", ["think", "harmony"])
+def test_a_grammar_held_answer_gets_half_of_max_tokens(fixture: str, request: pytest.FixtureRequest) -> None:
+    client = request.getfixturevalue(fixture)
+    n = _analysis_tokens(ask(client, QUESTIONS[0]))
+    json_object = {"type": "json_object"}
+    # unbounded, the thinking takes every token and no answer begins
+    r = ask(client, QUESTIONS[0], max_tokens=n, response_format=json_object, extra_body={"thinking_budget_tokens": n})
+    assert r.choices[0].finish_reason == "length" and not (r.choices[0].message.content or "").strip()
+    # by default the thinking stops at half of max_tokens (short of its trained end), and the JSON answer begins
+    r = ask(client, QUESTIONS[0], max_tokens=2 * n - 4, response_format=json_object)
+    thought = extra(r.choices[0].message)["channels"]["analysis"]
+    assert thought and _thought(fixture, QUESTIONS[0]).startswith(thought)
+    assert len(thought) < len(_thought(fixture, QUESTIONS[0]))
+    assert r.choices[0].message.content.lstrip().startswith("{")

@@ -115,6 +115,23 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
         (ToolFormat.SOLAR, Thinking.NONE, "<|tool_calls|><|tool_call:begin|>", "<|tool_calls|><|tool_call:begin|>"),
         (ToolFormat.HY3, Thinking.NONE, "Ok <tool_calls:opensource>\n", "<tool_calls:opensource>\n"),
         (ToolFormat.MINICPM, Thinking.NONE, 'Ok <function name="get_weather">', '<function name="get_weather">'),
+        (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
+        (ToolFormat.MINIMAX_JSON, Thinking.NONE, "Ok.\n<tool_calls>\n{", "<tool_calls>\n{"),
+        (ToolFormat.KIMI_K3, Thinking.NONE, "Ok.<|close|>response<|sep|><|open|>tools<|sep|>", "<|open|>tools<|sep|>"),
+        (ToolFormat.MINIMAX_TREE, Thinking.NONE, "Ok.]<]minimax[>[<tool_call>\n", "]<]minimax[>[<tool_call>\n"),
+        (
+            ToolFormat.KIMI,
+            Thinking.NONE,
+            "Ok.<|tool_calls_section_begin|><|tool_call_begin|>",
+            "<|tool_calls_section_begin|><|tool_call_begin|>",
+        ),
+        (ToolFormat.MINIMAX_XML, Thinking.MAY, "<think>a</think>\n<minimax:tool_call>\n", "<minimax:tool_call>\n"),
+        (
+            ToolFormat.DEEPSEEK_V4,
+            Thinking.OPEN,
+            "x</think>\n\n<\uff5cDSML\uff5ctool_calls>",
+            "<\uff5cDSML\uff5ctool_calls>",
+        ),
         (
             ToolFormat.HARMONY,
             Thinking.HARMONY,
@@ -334,5 +351,116 @@ def test_grammars_accept_the_calls_their_templates_write(name: str, fmt: ToolFor
             assert not accepts(model, g.text, calls.replace('"Oslo"', "9"))  # city is a string
         else:  # tagged pairs
             assert not accepts(model, g.text, calls.replace('city"', 'town"').replace("city<", "town<"))  # undeclared
+    finally:
+        model.close()
+
+
+GEMMA_CALL = "<|tool_call>call:write_file{{{args}}}<tool_call|>"
+
+
+@pytest.mark.parametrize(
+    ("args", "ok"),
+    [
+        ('lines:3,path:<|"|>a.py<|"|>', True),
+        ('force:true,lines:-12,path:<|"|>x = {1: [2]}\n<|"|>,tags:[<|"|>x<|"|>,<|"|>y<|"|>]', True),
+        ('lines:3,path:<|"|>a.py<|"|>,tags:[]', True),
+        ('path:<|"|>a.py<|"|>,lines:3', False),  # the template writes keys sorted
+        ('lines:three,path:<|"|>a.py<|"|>', False),  # an integer
+        ("lines:3", False),  # path is required
+        ('lines:3,mode:<|"|>w<|"|>,path:<|"|>a.py<|"|>', False),  # undeclared
+        ("lines:3,path:a.py", False),  # a string is between marks
+    ],
+)
+def test_gemma_grammar_holds_names_keys_and_typed_values(args: str, ok: bool) -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.GEMMA, Thinking.NONE)
+        assert accepts(model, g.text, GEMMA_CALL.format(args=args)) is ok
+        assert accepts(
+            model, g.text, "<|tool_call>call:ping{}<tool_call|><|tool_call>call:ping{a:{b:[None,1.5]}}<tool_call|>"
+        )
+        assert not accepts(model, g.text, "<|tool_call>call:remove{}<tool_call|>")
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize(
+    "fmt", [ToolFormat.DEEPSEEK_V32, ToolFormat.DEEPSEEK_V4, ToolFormat.MINIMAX_XML, ToolFormat.KIMI_K3]
+)
+def test_named_xml_grammars_hold_names_parameters_and_typed_values(fmt: ToolFormat) -> None:
+    from serve.chat.tools.grammar import XML_STYLES
+
+    style = XML_STYLES[fmt]
+
+    def call(name: str, *params: tuple[str, str, str], index: int = 1) -> str:
+        end = style.layout
+        body = "".join(f"{style.parameter_tag(k, kind)}{v}{style.end_parameter}{end}" for k, v, kind in params)
+        fn = f"{style.function_tag(name, index)}{end}{body}{style.end_function}{end}"
+        return f"{style.open}{end}{fn}{style.close}"
+
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), fmt, Thinking.NONE)
+        path, lines = ("path", "x = '<b>'\n", "string"), ("lines", "3", "number")
+        assert accepts(model, g.text, call("write_file", path, lines))
+        assert accepts(model, g.text, call("write_file", path, lines, ("tags", '["a"]', "array"), index=12))
+        assert accepts(model, g.text, call("ping"))
+        assert not accepts(model, g.text, call("write_file", path))  # lines is required
+        assert not accepts(model, g.text, call("write_file", path, ("lines", "three", "number")))
+        assert not accepts(model, g.text, call("write_file", path, lines, ("mode", "w", "string")))  # undeclared
+        assert not accepts(model, g.text, call("remove_file"))
+        if style.text_attr:  # the attribute matches the parameter's type
+            assert not accepts(model, g.text, call("write_file", path, ("lines", "3", "string")))
+    finally:
+        model.close()
+
+
+def test_kimi_grammar_holds_the_names_in_the_call_ids_and_the_arguments() -> None:
+    model = Model(build_tiny_gguf())
+
+    def section(*calls: str) -> str:
+        body = "".join(f"<|tool_call_begin|>{c}<|tool_call_end|>" for c in calls)
+        return f"<|tool_calls_section_begin|>{body}<|tool_calls_section_end|>"
+
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.KIMI, Thinking.NONE)
+        write = 'functions.write_file:0<|tool_call_argument_begin|>{"path": "a", "lines": 3}'
+        assert accepts(model, g.text, section(write, "functions.ping:1<|tool_call_argument_begin|>{}"))
+        assert not accepts(model, g.text, section("functions.remove:0<|tool_call_argument_begin|>{}"))
+        assert not accepts(model, g.text, section('functions.write_file:0<|tool_call_argument_begin|>{"path": "a"}'))
+    finally:
+        model.close()
+
+
+def test_minimax_json_grammar_holds_one_call_object_a_line() -> None:
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.MINIMAX_JSON, Thinking.NONE)
+        write = '{"name": "write_file", "arguments": {"path": "a", "lines": 3}}'
+        assert accepts(model, g.text, f'<tool_calls>\n{write}\n{{"name": "ping", "arguments": {{}}}}\n</tool_calls>')
+        assert not accepts(model, g.text, '<tool_calls>\n{"name": "ping", "arguments": {}}</tool_calls>')
+        assert not accepts(model, g.text, '<tool_calls>\n{"name": "nope", "arguments": {}}\n</tool_calls>')
+    finally:
+        model.close()
+
+
+def test_minimax_tree_grammar_holds_names_elements_and_typed_values() -> None:
+    mark = "]<]minimax[>["
+
+    def call(name: str, *params: tuple[str, str]) -> str:
+        body = "".join(f"{mark}<{k}>{v}{mark}</{k}>" for k, v in params)
+        return f'{mark}<tool_call>\n{mark}<invoke name="{name}">{body}{mark}</invoke>\n{mark}</tool_call>'
+
+    model = Model(build_tiny_gguf())
+    try:
+        g = build(ToolRequest([XML_TOOL, PING], "required"), ToolFormat.MINIMAX_TREE, Thinking.NONE)
+        path, lines = ("path", "a <b>.py"), ("lines", "3")
+        assert accepts(model, g.text, call("write_file", path, lines))
+        assert accepts(model, g.text, call("write_file", path, lines, ("tags", f"{mark}<item>x{mark}</item>")))
+        assert accepts(model, g.text, call("ping", ("q", f"{mark}<a>1{mark}</a>")))
+        assert not accepts(model, g.text, call("write_file", path))  # lines is required
+        assert not accepts(model, g.text, call("write_file", path, ("lines", "three")))
+        assert not accepts(model, g.text, call("write_file", path, lines, ("mode", "w")))  # undeclared
+        assert not accepts(model, g.text, call("remove_file"))
     finally:
         model.close()

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from serve.chat.channels import HARMONY_MARKERS, ChannelParser, Format
 from serve.chat.core import ChatResult, Generation, Text
+from serve.chat.tools import xml
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from tests.serve.test_tool_grammar import TEMPLATE_CALLS, template_calls
 
@@ -71,6 +72,14 @@ MARKERS = (
     "<tool_sep:opensource>",
     "<arg_key:opensource>",
     "<arg_value:opensource>",
+    "<|tool_call>",
+    "<tool_call|>",
+    '<|"|>',
+    "<|tool_calls_section_begin|>",
+    "<|tool_call_begin|>",
+    "<|tool_call_argument_begin|>",
+    "<|tool_calls_section_end|>",
+    "]<]minimax[>[",
     "<think>",
     "</think>",
     *HARMONY_MARKERS,
@@ -264,6 +273,46 @@ def test_thinking_tags_inside_arguments_are_text_of_the_arguments() -> None:
         assert summary(result) == ({"analysis": "hmm"}, [("id0", "f", {"q": "<think>x</think>"})])
 
 
+def kimi_calls(calls: list, compact: bool = False) -> str:
+    body = "".join(
+        f"<|tool_call_begin|>functions.{n}:{i}<|tool_call_argument_begin|>{args_text(a, compact)}<|tool_call_end|>"
+        for i, (n, a) in enumerate(calls)
+    )
+    return f"<|tool_calls_section_begin|>{body}<|tool_calls_section_end|>"
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_kimi_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    check(f"{pre}{kimi_calls(calls, compact)}", cuts, ToolFormat.KIMI, pre, calls)
+
+
+def test_kimi_text_after_the_section_and_ids_as_names() -> None:
+    result = run([f"Let me look.\n{kimi_calls([('f', {'a': 1})])}\nDone."], ToolFormat.KIMI)
+    assert summary(result) == ({"final": "Let me look.\nDone."}, [("id0", "f", {"a": 1})])
+    # a name with dots and no index; the model's own id is never ours
+    text = "<|tool_calls_section_begin|><|tool_call_begin|>functions.a.b<|tool_call_argument_begin|>{}<|tool_call_end|>"
+    assert summary(run([text], ToolFormat.KIMI))[1] == [("id0", "a.b", {})]
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_minimax_json_lines_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    body = "".join(f'{{"name": "{n}", "arguments": {args_text(a, compact)}}}\n' for n, a in calls)
+    check(f"{pre}\n<tool_calls>\n{body}</tool_calls>", cuts, ToolFormat.MINIMAX_JSON, pre, calls)
+
+
+def test_minimax_json_lines_broken_off() -> None:
+    # the section closed before a call, or text where a call object should be: answer text
+    result = run(['Hm. <tool_calls>\n{"name": "f", "arguments": {}}\nno more</tool_calls>'], ToolFormat.MINIMAX_JSON)
+    assert summary(result) == ({"final": "Hm.no more"}, [("id0", "f", {})])
+    # cut off by the length limit inside the second object: the first call and what came of the second
+    result = run(
+        ['<tool_calls>\n{"name": "f", "arguments": {}}\n{"name": "g", "arguments": {"a": 1'], ToolFormat.MINIMAX_JSON
+    )
+    assert [c.name for c in result.calls] == ["f", "g"]
+
+
 @given(pre=plain(), calls=CALLS, cuts=CUTS)
 @settings(max_examples=200, deadline=None)
 def test_nemotron_any_split(pre: str, calls: list, cuts: list[int]) -> None:
@@ -398,6 +447,71 @@ def test_seed_xml_any_split(calls: list, cuts: list[int]) -> None:
         for n, a in calls
     )  # fmt: skip
     check(body, cuts, ToolFormat.SEED_XML, "", calls, schemas=xml_schemas(calls))
+
+
+# XML-style calls with names in attributes, as each template writes them (strings as they are, others as JSON)
+NAMED_XML = {
+    ToolFormat.DEEPSEEK_V32: xml.DEEPSEEK_V32,
+    ToolFormat.DEEPSEEK_V4: xml.DEEPSEEK_V4,
+    ToolFormat.MINIMAX_XML: xml.MINIMAX,
+    ToolFormat.KIMI_K3: xml.KIMI_K3,
+}
+
+
+def kind_of(v: Any) -> str:
+    """A value's kind as the templates name it (Kimi K3's `xtml_type`)."""
+    if isinstance(v, bool):
+        return "boolean"
+    if v is None:
+        return "null"
+    kinds = {str: "string", int: "number", float: "number", dict: "object", list: "array"}
+    return kinds[type(v)]
+
+
+def named_xml_call(style: xml.XmlStyle, index: int, name: str, args: dict[str, Any]) -> str:
+    """As each template writes a call: strings as they are, other values as JSON."""
+    params = "".join(
+        style.parameter_tag(k, kind_of(v))
+        + (v if isinstance(v, str) else json.dumps(v))
+        + style.end_parameter
+        + style.layout
+        for k, v in args.items()
+    )
+    return f"{style.function_tag(name, index + 1)}{style.layout}{params}{style.end_function}{style.layout}"
+
+
+@given(fmt=st.sampled_from(sorted(NAMED_XML, key=str)), pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_named_xml_any_split(fmt: ToolFormat, pre: str, calls: list, cuts: list[int]) -> None:
+    style = NAMED_XML[fmt]
+    body = "".join(named_xml_call(style, i, n, a) for i, (n, a) in enumerate(calls))
+    frame = "\n\n" if not style.skip else style.skip[1]  # Kimi K3: the response closes before the calls
+    text = f"{pre}{frame}{style.open}{style.layout}{body}{style.close}"
+    check(text, cuts, fmt, pre, calls, schemas=xml_schemas(calls))
+
+
+def test_kimi_k3_drops_its_response_tags_and_reads_the_type_attribute() -> None:
+    style = xml.KIMI_K3
+    call = named_xml_call(style, 0, "f", {"n": 3, "s": "3", "o": {"a": [1]}})
+    text = f"Let me look.<|close|>response<|sep|>{style.open}{call}{style.close}<|close|>message<|sep|>"
+    assert summary(run([text], ToolFormat.KIMI_K3)) == (
+        {"final": "Let me look."},
+        [("id0", "f", {"n": 3, "s": "3", "o": {"a": [1]}})],
+    )
+
+
+def test_deepseek_string_attribute_says_text_or_json() -> None:
+    style = xml.DEEPSEEK_V4
+    call = (
+        f"{style.open}\n{style.function_tag('f')}\n"
+        f"{style.parameter_tag('n', 'number')}3{style.end_parameter}\n{style.parameter_tag('s', 'string')}3{style.end_parameter}\n"
+        f'{style.parameter_tag("o", "object")}{{"a": [1]}}{style.end_parameter}\n{style.end_function}\n{style.close}'
+    )
+    # no schema at hand: the attribute alone types the value; with one that says string, the attribute still wins
+    assert summary(run([call], ToolFormat.DEEPSEEK_V4))[1] == [("id0", "f", {"n": 3, "s": "3", "o": {"a": [1]}})]
+    schemas = xml_schemas([("f", {"n": "x", "s": 1, "o": "x"})])
+    got = summary(run([call], ToolFormat.DEEPSEEK_V4, schemas=schemas))[1]
+    assert got == [("id0", "f", {"n": 3, "s": "3", "o": {"a": [1]}})]
 
 
 def test_xml_values_without_a_schema_and_the_model_s_slips() -> None:
@@ -543,3 +657,145 @@ def test_parsers_read_the_calls_their_templates_write(name: str, fmt: ToolFormat
     for cuts in ([], list(range(0, len(text), 7)), list(range(0, len(text), 3))):
         result = run(split(text, cuts), fmt, schemas=hf_tools(TOOLS))
         assert summary(result) == ({}, [(f"id{i}", n, a) for i, (n, a) in enumerate(want)])
+
+
+# -- Gemma 4 calls: its own object syntax, strings between <|"|> marks ---------------------------------------------
+
+GEMMA_KEYS = st.text(alphabet=st.sampled_from(list("abc_")), min_size=1, max_size=6)
+GEMMA_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.sampled_from(list('ab <|>"{}[],:\n\\é')), max_size=12).filter(lambda s: '<|"|>' not in s)
+    | st.just("42")  # a string that reads like a number stays a string: it is between marks
+)
+GEMMA_VALUES = st.recursive(
+    GEMMA_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(GEMMA_KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def gemma_value(v: Any) -> str:
+    """As Gemma 4's template writes an argument (`format_argument(value, escape_keys=False)`)."""
+    if isinstance(v, str):
+        return f'<|"|>{v}<|"|>'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{gemma_value(x)}" for k, x in sorted(v.items())) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(gemma_value(x) for x in v) + "]"
+    return str(v)  # None, numbers: as Jinja prints them
+
+
+@given(
+    pre=plain(),
+    calls=st.lists(st.tuples(NAMES, st.dictionaries(GEMMA_KEYS, GEMMA_VALUES, max_size=4)), min_size=1, max_size=3),
+    cuts=CUTS,
+)
+@settings(max_examples=300, deadline=None)
+def test_gemma_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = "".join(f"<|tool_call>call:{n}{gemma_value(a)}<tool_call|>" for n, a in calls)
+    check(f"{pre}{body}", cuts, ToolFormat.GEMMA, pre, calls)
+
+
+def test_gemma_values_typed_by_the_schema_and_the_model_s_slips() -> None:
+    schemas = xml_schemas([("f", {"n": 1, "s": "x"})])
+    # a bare value where the schema wants a string is that text; a bare word where it wants a number stays text
+    text = "<|tool_call>call:f{n:many,s:7}<tool_call|>"
+    assert summary(run([text], ToolFormat.GEMMA, schemas=schemas))[1] == [("id0", "f", {"n": "many", "s": "7"})]
+    # a key without its value is null; keys between marks are keys
+    text = '<|tool_call>call:f{<|"|>a:b<|"|>:1,k:}<tool_call|>'
+    assert summary(run([text], ToolFormat.GEMMA))[1] == [("id0", "f", {"a:b": 1, "k": None})]
+    # cut off by the length limit: what came is closed into an object
+    result = run(['Let me see.<|tool_call>call:f{s:<|"|>ab'], ToolFormat.GEMMA, schemas=schemas)
+    assert summary(result) == ({"final": "Let me see."}, [("id0", "f", {"s": "ab"})])
+    result = run(["<|tool_call>call:f{o:{a:[1,"], ToolFormat.GEMMA)
+    assert summary(result)[1] == [("id0", "f", {"o": {"a": [1]}})]
+
+
+# -- MiniMax-M3 calls: arguments as nested elements, every tag behind a mark --------------------------------------
+
+M3 = "]<]minimax[>["
+M3_TEXT = st.text(alphabet=st.sampled_from(list('ab 3<>[]/"\n\\é')), max_size=12).filter(lambda s: M3 not in s)
+M3_SCALARS = (
+    M3_TEXT
+    | st.just("42")
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+M3_VALUES = (
+    M3_SCALARS
+    | st.lists(st.integers(0, 9), min_size=1, max_size=3)
+    | st.lists(M3_TEXT, min_size=1, max_size=3)
+    | st.dictionaries(GEMMA_KEYS, M3_SCALARS, min_size=1, max_size=2)
+    | st.lists(st.dictionaries(GEMMA_KEYS, st.integers(0, 9), min_size=1, max_size=2), min_size=1, max_size=2)
+)
+
+
+def m3_value(v: Any) -> str:
+    """As MiniMax-M3's template writes a value (`to_xml`)."""
+    if isinstance(v, dict):
+        return "".join(f"{M3}<{k}>{m3_value(x)}{M3}</{k}>" for k, x in v.items())
+    if isinstance(v, list):
+        return "".join(f"{M3}<item>{m3_value(x)}{M3}</item>" for x in v)
+    return json.dumps(v) if isinstance(v, bool) else str(v)
+
+
+def schema_of(v: Any) -> dict[str, Any]:
+    """The schema a tool would declare for a value (a list's entries all of its first one's kind)."""
+    kinds = {str: "string", bool: "boolean", int: "integer", float: "number"}
+    if isinstance(v, dict):
+        return {"type": "object", "properties": {k: schema_of(x) for k, x in v.items()}}
+    if isinstance(v, list):
+        return {"type": "array", "items": schema_of(v[0])}
+    return {"type": kinds[type(v)]}
+
+
+def m3_schemas(calls: list) -> list[dict[str, Any]]:
+    props: dict[str, dict[str, Any]] = {}
+    for name, args in calls:
+        for k, v in args.items():
+            props.setdefault(name, {}).setdefault(k, schema_of(v))
+    return [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": p}}}
+        for n, p in props.items()
+    ]
+
+
+def m3_consistent(calls: list) -> bool:
+    seen: dict[tuple[str, str], Any] = {}
+    return all(seen.setdefault((n, k), schema_of(v)) == schema_of(v) for n, a in calls for k, v in a.items())
+
+
+@given(
+    pre=plain(),
+    calls=st.lists(st.tuples(NAMES, st.dictionaries(GEMMA_KEYS, M3_VALUES, max_size=3)), min_size=1, max_size=3).filter(
+        m3_consistent
+    ),
+    cuts=CUTS,
+)
+@settings(max_examples=300, deadline=None)
+def test_minimax_tree_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = "".join(
+        f'{M3}<invoke name="{n}">'
+        + "".join(f"{M3}<{k}>{m3_value(v)}{M3}</{k}>" for k, v in a.items())
+        + f"{M3}</invoke>\n"
+        for n, a in calls
+    )
+    text = f"{pre}{M3}<tool_call>\n{body}{M3}</tool_call>"
+    check(text, cuts, ToolFormat.MINIMAX_TREE, pre, calls, schemas=m3_schemas(calls))
+
+
+def test_minimax_tree_without_a_schema_and_cut_off() -> None:
+    # no tools at hand: elements holding <item>s are lists, others objects, a plain value a JSON literal or text
+    text = f'{M3}<tool_call>\n{M3}<invoke name="f">{M3}<a>{M3}<item>1{M3}</item>{M3}<item>x{M3}</item>{M3}</a>'
+    text += f"{M3}<o>{M3}<k>true{M3}</k>{M3}</o>{M3}<s>hi there{M3}</s>{M3}</invoke>\n{M3}</tool_call>"
+    assert summary(run([text], ToolFormat.MINIMAX_TREE))[1] == [
+        ("id0", "f", {"a": [1, "x"], "o": {"k": True}, "s": "hi there"})
+    ]
+    result = run([f'Ok.{M3}<tool_call>\n{M3}<invoke name="f">{M3}<o>{M3}<k>ab'], ToolFormat.MINIMAX_TREE)
+    assert summary(result) == ({"final": "Ok."}, [("id0", "f", {"o": {"k": "ab"}})])

@@ -31,6 +31,7 @@ from tests.serve.tool_templates import (  # noqa: E402
     SHIPPED_CALLS_IN_TEXT,
     SHIPPED_LEVELS,
     SHIPPED_SKIPPED,
+    SHIPPED_UNRENDERABLE,
     SHIPPED_WITHOUT_TOOLS,
     STYLE_TEMPLATES,
     shipped_templates,
@@ -267,6 +268,20 @@ def test_shipped_templates_that_never_list_tools_get_the_generic_format(name: st
     assert support.format is ToolFormat.GENERIC and not support.native
     got = ours(template_of(source), {"messages": openai_messages(ROUND_TRIP[:4]), "tools": TOOLS})
     assert "get_weather" in got and "<tool_call>" in got  # the tool list and the history, in the generic format
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_UNRENDERABLE))
+def test_shipped_templates_transformers_cannot_render_get_the_generic_format(name: str) -> None:
+    source = (_shipped() / name).read_text()
+    from jinja2.exceptions import SecurityError
+
+    with pytest.raises((TypeError, SecurityError)):  # the reason is in SHIPPED_UNRENDERABLE
+        theirs(source, hf_messages(ROUND_TRIP), hf_tools(TOOLS))
+    support = template_of(source).tool_support
+    assert support.format is ToolFormat.GENERIC and not support.native
+    for conv in (FIRST_TURN, ROUND_TRIP, PARALLEL):  # no 400: the tools and the history in the generic format
+        got = ours(template_of(source), {"messages": openai_messages(conv), "tools": TOOLS})
+        assert "get_weather" in got and "<tool_call>" in got
 
 
 def _fixture_templates() -> dict[str, tuple[str, str, str]]:

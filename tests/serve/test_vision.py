@@ -98,7 +98,7 @@ def test_a_second_turn_resending_the_image_reuses_the_cache(server: str) -> None
         (data_url(png(64, 64, NOISE)), "bytes"),
         (data_url(png(16, 16, (1, 2, 3)), "image/webp"), "image/webp"),
         ("data:image/png;base64,not base64!", "base64"),
-        ("https://example.com/cat.png", "remote image URLs"),
+        ("https://example.com/cat.png", "fetches no images"),
         ("data:text/plain;base64,aGVsbG8=", "text/plain"),
     ],
 )

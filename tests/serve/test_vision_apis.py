@@ -107,7 +107,7 @@ def test_anthropic_bad_images(urls: dict[str, str], data: str, media_type: str, 
 @pytest.mark.parametrize(
     ("source", "says"),
     [
-        ({"type": "url", "url": "https://example.com/cat.png"}, "remote image URLs"),
+        ({"type": "url", "url": "https://example.com/cat.png"}, "fetches no images"),
         ({"type": "file", "file_id": "file_011"}, "Files API"),
     ],
 )
@@ -176,7 +176,7 @@ def test_responses_bad_images(urls: dict[str, str], data: str, media_type: str, 
 @pytest.mark.parametrize(
     ("part", "says"),
     [
-        ({"type": "input_image", "image_url": "https://example.com/cat.png"}, "remote image URLs"),
+        ({"type": "input_image", "image_url": "https://example.com/cat.png"}, "fetches no images"),
         ({"type": "input_image", "file_id": "file-abc"}, "file_id"),
         ({"type": "input_file", "file_id": "file-abc"}, "input_file"),
     ],
@@ -266,8 +266,10 @@ def test_a_model_without_a_projector_refuses_images_in_each_api(urls: dict[str, 
 
 def test_the_listings_say_the_model_takes_images(urls: dict[str, str]) -> None:
     vision = httpx.get(urls["direct"] + "/v1/models").json()["data"]
-    assert [m.get("capabilities") for m in vision] == [["vision"]]
-    assert "capabilities" not in httpx.get(urls["text"] + "/v1/models").json()["data"][0]
+    assert [m.get("capabilities") for m in vision] == [["chat", "vision"]]
+    assert httpx.get(urls["text"] + "/v1/models").json()["data"][0]["capabilities"] == ["chat"]
+    routed = httpx.get(urls["router"] + "/v1/models").json()["data"]  # as the server registered
+    assert [m.get("capabilities") for m in routed if m["id"] == "g3v"] == [["chat", "vision"]]
     for via in VIA:
         assert "vision" in (olla(urls[via]).show("g3v").capabilities or []), via
     assert "vision" not in (olla(urls["text"]).show("g3t").capabilities or [])

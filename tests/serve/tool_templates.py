@@ -203,6 +203,16 @@ SHIPPED = {
     "GigaChat3-10B-A1.8B.jinja": "gigachat",
     "GigaChat3.1-10B-A1.8B.jinja": "gigachat",
     "muse-glimmer.jinja": "atem",
+    "google-gemma-4-31B-it.jinja": "gemma",
+    "google-gemma-4-31B-it-interleaved.jinja": "gemma",
+    "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek-v3.2",
+    "deepseek-ai-DeepSeek-V4.jinja": "deepseek-v4",
+    "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek-v4",
+    "MiniMax-M2.jinja": "minimax-xml",
+    "moonshotai-Kimi-K2.jinja": "kimi",
+    "MiniMax-M1.jinja": "minimax-json",
+    "MiniMax-M3.jinja": "minimax-tree",
+    "Kimi-K3.jinja": "kimi-k3",
 }
 # The reasoning_effort a shipped template gets for our default level, where it names its own levels.
 SHIPPED_LEVELS = {"tencent-Hy3.jinja": "no_think"}
@@ -221,6 +231,14 @@ SHIPPED_WITHOUT_TOOLS = (
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
     "HuggingFaceTB-SmolLM3-3B.jinja",
 )
+
+# Real templates that transformers cannot render with tools or with a call in the history, and why; hearth, whose
+# Jinja sandbox is transformers', gives them the generic format (the tools taught in the system message).
+SHIPPED_UNRENDERABLE = {
+    "llama-cpp-deepseek-r1.jinja": "`tools | map(attribute='function') | tojson` hands tojson a generator (TypeError)",
+    "Kimi-K2-Instruct.jinja": "queues call ids with `list.append`/`pop`, which the immutable sandbox refuses",
+    "Kimi-K2-Thinking.jinja": "queues call ids with `list.append`/`pop`, which the immutable sandbox refuses",
+}
 
 
 # Real templates with tools whose format is not built, and why: the conversation transformers fails on (FIRST_TURN,

@@ -105,6 +105,11 @@ def test_serve_argv_is_valid_serve_config(folder: Path) -> None:
     argv = serve_argv(stack.models[0], folder / "x.gguf", 9101, 7)
     cfg = from_args(argv[3:])  # past `python -m serve`
     assert (cfg.port, cfg.n_gpu_layers, cfg.max_queue, cfg.model_name) == (9101, 7, 64, "think")
+    hosts = stack.models[0].model_copy(update={"image_url_hosts": ["img.example", "[::1]:9000"]})
+    assert from_args(serve_argv(hosts, folder / "x.gguf", 9101, 7)[3:]).image_url_hosts == (
+        "img.example",
+        "[::1]:9000",
+    )
 
 
 BAD = [

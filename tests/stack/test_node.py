@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from pydantic import ValidationError
 
 from stack.config import NodeSection, load_stack
 from stack.errors import ConfigError
-from stack.node import NodeSupervisor, node_keys
+from stack.node import NodeSupervisor, node_keys, shared_state_env
 
 pytestmark = pytest.mark.anyio
 KEY = "k" * 32
@@ -95,6 +96,43 @@ def test_node_keys(tmp_path: Path) -> None:
         node_keys(node, file, environ={})
     file.chmod(0o600)
     assert node_keys(node, file, environ={"HEARTH_NODE_KEY": "x" * 32}) == (KEY, None)  # the file wins
+
+
+def test_a_node_gives_its_servers_the_shared_state_in_their_environment(path: Path, tmp_path: Path) -> None:
+    """[node] shared_state reaches each model server as HEARTH_SERVE_SHARED_STATE (serve keeps stored responses
+    there), the password only in its environment, never on a command line."""
+    with pytest.raises(ValidationError, match="password"):
+        NodeSection(shared_state="redis://:secret@127.0.0.1:6379/0")
+    url = "redis://127.0.0.1:6379/0"
+    assert shared_state_env(NodeSection(), {"HEARTH_NODE_SHARED_STATE_PASSWORD": "pw"}) == {}
+    section = NodeSection(shared_state=url)
+    env = shared_state_env(section, {"HEARTH_NODE_SHARED_STATE_PASSWORD": "pw"})
+    assert env == {"HEARTH_SERVE_SHARED_STATE": url, "HEARTH_SERVE_SHARED_STATE_PASSWORD": "pw"}
+    secret = tmp_path / "redis.password"
+    secret.write_text("from-file\n")
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        shared_state_env(NodeSection(shared_state=url, shared_state_password_file=secret), {})
+    secret.chmod(0o600)
+    from_file = shared_state_env(NodeSection(shared_state=url, shared_state_password_file=secret), {})
+    assert from_file["HEARTH_SERVE_SHARED_STATE_PASSWORD"] == "from-file"
+    supervisor = NodeSupervisor(
+        load_stack(path),
+        {"small": path.parent / "small.gguf"},
+        {"small": "generic"},
+        {"small": 0},
+        path.parent / "state",
+        node=NodeSection(host="127.0.0.2", name="n1", shared_state=url, shared_state_password_file=secret),
+        node_key=KEY,
+        budget=(None, 2**30),
+    )
+    (child,) = supervisor.servers
+    environ = {"HEARTH_NODE_SHARED_STATE_PASSWORD": "ours", "HEARTH_NODE_KEY": KEY, "PATH": "/usr/bin"}
+    child_env = supervisor.child_env(child, environ)
+    assert child_env["HEARTH_SERVE_SHARED_STATE"] == url
+    assert child_env["HEARTH_SERVE_SHARED_STATE_PASSWORD"] == "from-file"
+    assert "HEARTH_NODE_SHARED_STATE_PASSWORD" not in child_env and "HEARTH_NODE_KEY" not in child_env
+    assert not any("from-file" in arg or "redis://" in arg for arg in child.argv)
 
 
 class FakeRouter:

@@ -3,12 +3,15 @@
 The probe is one tool, one assistant turn calling it and the tool's answer. What the template writes for
 that turn names the format (a `to=functions.` header is harmony, `[TOOL_CALLS]` Mistral, `<tool_call>`
 followed by JSON Hermes, `<function=NAME>` with `<parameter=KEY>` the XML style, `<TOOLCALL>` Nemotron, `<|tool_call_start|>[NAME(` pythonic, a
-`{"name": ..., "parameters": ...}` object Llama 3.x; Granite 3.x renders no call but tells the model about
-`<|tool_call|>`; more formats in PROBE_SIGNS). LFM2's templates list tools and write no calls: their tool
-list names the format (LISTINGS), and a history's calls go into the turn's text (history.py). A template that
-does not render the tool list for a plain turn knows no tools (even if it writes a history's calls in some
-format: DeepSeek R1's distills, SmolLM3), and one whose call format is none of these is treated the same way:
-both get the generic format, taught in the system message.
+`{"name": ..., "parameters": ...}` object Llama 3.x, `<|tool_call>call:NAME{` Gemma 4, the DSML invoke tag
+DeepSeek V3.2/V4, `<invoke name=` MiniMax-M2 (behind `]<]minimax[>[`, M3), a `<tool_calls>` of JSON lines
+MiniMax-M1, `functions.NAME:N` call ids Kimi K2 and `<|open|>call tool=` Kimi K3; Granite 3.x renders no call but
+tells the model about `<|tool_call|>`; more formats in PROBE_SIGNS). LFM2's templates list tools and write no
+calls: their tool list names the format (LISTINGS), and a history's calls go into the turn's text (history.py).
+A template that does not render the tool list for a plain turn knows no tools (even if it writes a history's
+calls in some format: DeepSeek R1's distills, SmolLM3), and one whose call format is none of these is treated
+the same way: both get the generic format, taught in the system message. A template that fails whenever it is
+given tools gets none (the generic instructions list them), so a request with tools is no 400.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from serve.chat.tools import kimi, minimax, minimax_tree, xml
 from serve.chat.tools.formats import ToolFormat
 
 PROBE_NAME = "hearth_probe_fn"
@@ -48,14 +52,18 @@ class ToolSupport:
     format: ToolFormat
     native: bool  # the template renders tools, calls and results itself
     writes_calls: bool = True  # False: it lists the tools, and a history's calls go into the text (history.py)
+    takes_tools: bool = True  # the template renders at all when given tools (else it gets none: generic lists them)
 
     @classmethod
-    def generic(cls) -> ToolSupport:
-        return cls(ToolFormat.GENERIC, native=False)
+    def generic(cls, takes_tools: bool = True) -> ToolSupport:
+        return cls(ToolFormat.GENERIC, native=False, takes_tools=takes_tools)
 
 
 def detect(render: Render) -> ToolSupport:
     """`render(messages, tools)`: the template's text for a conversation (no generation prompt)."""
+    listing = _tool_listing(render)
+    if listing is None:  # llama.cpp's DeepSeek R1 template pipes a generator into tojson, which Jinja refuses
+        return ToolSupport.generic(takes_tools=False)
     text = None
     for messages in PROBE_CONVERSATIONS:
         try:
@@ -63,8 +71,7 @@ def detect(render: Render) -> ToolSupport:
             break
         except Exception:  # noqa: BLE001 - a template may refuse a tool turn it does not know; the next probe is smaller
             continue
-    listing = _listing(render)
-    if text is None or PROBE_NAME not in listing:
+    if text is None or PROBE_NAME not in text or PROBE_NAME not in listing:
         return ToolSupport.generic()
     fmt = read_format(text)
     if fmt is not None:
@@ -75,13 +82,13 @@ def detect(render: Render) -> ToolSupport:
     return ToolSupport.generic()
 
 
-def _listing(render: Render) -> str:
-    """A plain turn with the probe tool: the template shows the model its tools (not only a history's calls)
-    when the tool's name is in it."""
+def _tool_listing(render: Render) -> str | None:
+    """A plain turn with tools offered (where the template shows the model its tools, if it does: then the
+    tool's name is in it), or None when the template fails on tools."""
     try:
         return render([{"role": "user", "content": "hi"}], [PROBE_TOOL])
-    except Exception:  # noqa: BLE001 - a template that cannot render tools does not list them
-        return ""
+    except Exception:  # noqa: BLE001 - whatever a template raises, it cannot take tools
+        return None
 
 
 # Templates that list tools and write no calls, known by how they list them: LFM2's (the model calls in the
@@ -89,6 +96,7 @@ def _listing(render: Render) -> str:
 LISTINGS = {"<|tool_list_start|>": ToolFormat.PYTHONIC, "List of tools: [": ToolFormat.PYTHONIC}
 
 
+_MINIMAX_JSON = re.compile(re.escape(minimax.OPEN) + r"\s*\{")
 _HERMES = re.compile(r"<tool_call>\s*\{")
 _LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
 
@@ -117,6 +125,20 @@ PROBE_SIGNS: tuple[tuple[re.Pattern[str], ToolFormat], ...] = (
 
 def read_format(text: str) -> ToolFormat | None:
     """The format a rendered probe shows, or None."""
+    if f"<|tool_call>call:{PROBE_NAME}{{" in text:
+        return ToolFormat.GEMMA
+    if xml.DEEPSEEK_V4.function_tag(PROBE_NAME) in text:  # both DeepSeek blocks hold the same invoke tag
+        return ToolFormat.DEEPSEEK_V32 if xml.DEEPSEEK_V32.open in text else ToolFormat.DEEPSEEK_V4
+    if f'{minimax_tree.MARK}<{minimax_tree.INVOKE}{PROBE_NAME}">' in text:
+        return ToolFormat.MINIMAX_TREE
+    if xml.MINIMAX.open in text and xml.MINIMAX.function_tag(PROBE_NAME) in text:
+        return ToolFormat.MINIMAX_XML
+    if f'{xml.KIMI_K3.function}{PROBE_NAME}" index=' in text:
+        return ToolFormat.KIMI_K3
+    if f"{kimi.CALL_BEGIN}{kimi.PREFIX}{PROBE_NAME}:" in text:
+        return ToolFormat.KIMI
+    if _MINIMAX_JSON.search(text):
+        return ToolFormat.MINIMAX_JSON
     if f"to=functions.{PROBE_NAME}" in text:
         return ToolFormat.HARMONY
     if "[TOOL_CALLS]" in text:

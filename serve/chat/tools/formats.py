@@ -14,10 +14,14 @@ from serve.chat.tools import (
     apriel,
     cohere,
     functionary,
+    gemma,
     gigachat,
     granite,
     hermes,
+    kimi,
     llama3,
+    minimax,
+    minimax_tree,
     mistral,
     nemotron,
     pythonic,
@@ -54,6 +58,14 @@ class ToolFormat(enum.Enum):
     )
     ATEM = "atem"  # Muse Glimmer: <atem:function_calls><atem:invoke name="NAME"><atem:parameter name="KEY">...
     HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
+    GEMMA = "gemma"  # Gemma 4: <|tool_call>call:NAME{key:<|"|>text<|"|>,...}<tool_call|>
+    DEEPSEEK_V32 = "deepseek-v3.2"  # DSML function_calls of invoke name="NAME" tags, parameters string="true|false"
+    DEEPSEEK_V4 = "deepseek-v4"  # the same in a DSML tool_calls block
+    MINIMAX_XML = "minimax-xml"  # MiniMax-M2: <minimax:tool_call><invoke name="NAME"><parameter name="KEY">...
+    MINIMAX_JSON = "minimax-json"  # MiniMax-M1: <tool_calls> of {"name": ..., "arguments": ...} lines
+    MINIMAX_TREE = "minimax-tree"  # MiniMax-M3: ]<]minimax[>[<invoke name="NAME"> with arguments as nested elements
+    KIMI = "kimi"  # Kimi K2: <|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{...}<|tool_call_end|>
+    KIMI_K3 = "kimi-k3"  # Kimi K3: <|open|>call tool="NAME" index="N"<|sep|> of typed arguments
 
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
@@ -112,4 +124,14 @@ FORMATS = MappingProxyType({
     ToolFormat.SOLAR: FormatInfo(solar.SPEC, parallel=True),
     ToolFormat.APERTUS: FormatInfo(apertus.SPEC, parallel=True),
     ToolFormat.GIGACHAT: FormatInfo(gigachat.SPEC, parallel=False),
+    ToolFormat.GEMMA: FormatInfo(None, parallel=True, make=lambda new_id, tools: gemma.GemmaParser(tools, new_id)),
+    ToolFormat.DEEPSEEK_V32: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V32)),
+    ToolFormat.DEEPSEEK_V4: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V4)),
+    ToolFormat.MINIMAX_XML: FormatInfo(None, parallel=True, make=_xml(xml.MINIMAX)),
+    ToolFormat.MINIMAX_JSON: FormatInfo(minimax.SPEC, parallel=True),
+    ToolFormat.MINIMAX_TREE: FormatInfo(
+        None, parallel=True, make=lambda new_id, tools: minimax_tree.MinimaxTreeParser(tools, new_id)
+    ),
+    ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True),
+    ToolFormat.KIMI_K3: FormatInfo(None, parallel=True, make=_xml(xml.KIMI_K3)),
 })  # fmt: skip

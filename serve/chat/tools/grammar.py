@@ -2,7 +2,7 @@
 
 `auto`: lazy. The grammar waits for the call's opening marker (llama.cpp's trigger patterns: `<tool_call>`,
 `[TOOL_CALLS]`, `<|tool_call|>`, `<TOOLCALL>`, `<seed:tool_call>`, `<|python_tag|>` or a bare `{` opening a Llama 3.x answer,
-`to=functions.` in a harmony header) and from there holds the call to one of the tools, with arguments
+`to=functions.` in a harmony header, each other format's opening marker in OPENERS) and from there holds the call to one of the tools, with arguments
 matching that tool's schema; answer text without a call stays free. A marker inside the thinking does not
 count: patterns for thinking models only match after `</think>` (or, harmony, the final channel).
 `required` / a named tool: the answer must be calls, from its first token; for a thinking model the
@@ -12,7 +12,8 @@ and then requires the call message.
 XML-style calls: the offered tools' function names, each tool's declared parameters in their declared order (the
 required ones present, the others optional), a string parameter's value any text without `</parameter>` (where
 the parser ends it), any other value JSON held to the parameter's schema; a tool that declares no parameters may
-name any. Pythonic calls: the offered tools' names, each with arguments that are any text in which quotes and
+name any (DeepSeek's DSML and Kimi K3 write each parameter's kind in an attribute: held to the schema's too).
+Gemma 4 and MiniMax-M3 calls: value_grammar.py. Pythonic calls: the offered tools' names, each with arguments that are any text in which quotes and
 parentheses balance (the parser reads the literals; their schemas are not held).
 
 Argument schemas go through llama.cpp's own JSON-schema converter, all in one converter so rule names stay
@@ -31,14 +32,37 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import apertus, apriel, cohere, functionary, gigachat, pythonic, solar, tagged
+from serve.chat.tools import (
+    apertus,
+    apriel,
+    cohere,
+    functionary,
+    gemma,
+    gigachat,
+    kimi,
+    minimax,
+    minimax_tree,
+    pythonic,
+    solar,
+    tagged,
+    value_grammar,
+)
 from serve.chat.tools.formats import FORMATS, ToolFormat
+from serve.chat.tools.gbnf import lit, without
 from serve.chat.tools.request import ToolRequest
-from serve.chat.tools.typed import is_text
-from serve.chat.tools.xml import END_FUNCTION, END_PARAMETER, FUNCTION, PARAMETER, QWEN, SEED, XmlStyle
+from serve.chat.tools.typed import is_text, schema_types
+from serve.chat.tools.xml import DEEPSEEK_V4, DEEPSEEK_V32, KIMI_K3, MINIMAX, QWEN, SEED, XmlStyle
 from serve.engine.grammar import Grammar
 from serve.errors import InvalidRequest
 
+XML_STYLES = {
+    ToolFormat.XML: QWEN,
+    ToolFormat.SEED_XML: SEED,
+    ToolFormat.DEEPSEEK_V32: DEEPSEEK_V32,
+    ToolFormat.DEEPSEEK_V4: DEEPSEEK_V4,
+    ToolFormat.MINIMAX_XML: MINIMAX,
+    ToolFormat.KIMI_K3: KIMI_K3,
+}
 # The text that opens a call in each format, and whether an answer may open one with a bare JSON object.
 OPENERS = {
     ToolFormat.HERMES: ("<tool_call>",),
@@ -48,8 +72,6 @@ OPENERS = {
     ToolFormat.GRANITE: ("<|tool_call|>",),
     ToolFormat.NEMOTRON: ("<TOOLCALL>",),
     ToolFormat.PYTHONIC: (pythonic.OPEN,),
-    ToolFormat.XML: (QWEN.open,),
-    ToolFormat.SEED_XML: (SEED.open,),
     ToolFormat.LLAMA3: ("<|python_tag|>",),
     ToolFormat.HARMONY: ("to=functions.",),
     ToolFormat.COHERE: (cohere.OPEN,),
@@ -62,6 +84,11 @@ OPENERS = {
     ToolFormat.SOLAR: (solar.BLOCK,),
     ToolFormat.APERTUS: (apertus.OPEN,),
     ToolFormat.GIGACHAT: (gigachat.CALL, gigachat.CALL_31),
+    ToolFormat.GEMMA: (gemma.OPEN,),
+    ToolFormat.KIMI: (kimi.SECTION_BEGIN,),
+    ToolFormat.MINIMAX_JSON: (minimax.OPEN,),
+    ToolFormat.MINIMAX_TREE: (minimax_tree.OPEN,),
+    **{fmt: (style.open,) for fmt, style in XML_STYLES.items()},
 }
 TAG_STYLES = {
     ToolFormat.GLM: tagged.GLM,
@@ -70,13 +97,7 @@ TAG_STYLES = {
     ToolFormat.ATEM: tagged.ATEM,
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
-XML_STYLES = {ToolFormat.XML: QWEN, ToolFormat.SEED_XML: SEED}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
-
-
-def lit(text: str) -> str:
-    """A GBNF string literal."""
-    return json.dumps(text)
 
 
 def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
@@ -90,6 +111,10 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
         call_rules = _xml_rules(conv, req.tools, offered, style)
     elif tag:
         call_rules = _tag_rules(conv, req.tools, offered, tag)
+    elif fmt is ToolFormat.GEMMA:
+        call_rules = value_grammar.gemma_rules(req.tools, offered)
+    elif fmt is ToolFormat.MINIMAX_TREE:
+        call_rules = value_grammar.tree_rules(req.tools, offered)
     else:
         call_rules = _call_rules(fmt, offered, args)
     schemas = strict_strings(conv.format_grammar())  # no raw control character inside a JSON string
@@ -150,6 +175,9 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
     if fmt is ToolFormat.MISTRAL_ARGS:
         alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.KIMI:  # the call's id, functions.NAME:INDEX, names the tool
+        alts = " | ".join(f'{lit(n)} ":" [0-9]+ {lit(kimi.ARGS_BEGIN)} {args[n]}' for n in names)
+        return [f"hearth-call ::= {alts}"]
     if fmt is ToolFormat.PYTHONIC:
         alts = " | ".join(lit(n) for n in names)
         return [
@@ -182,7 +210,7 @@ XML_TEXT = "hearth-xml-text"
 
 
 def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[str], style: XmlStyle) -> list[str]:
-    nl = "\n" if style.newlines else ""
+    nl, after = ("\n" if style.newlines else ""), style.layout
     alts, rules = [], []
     for i, tool in enumerate(tools):
         fn = tool["function"]
@@ -194,14 +222,32 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
         parts = []
         for j, (key, prop) in enumerate(props.items()):
             value = XML_TEXT if is_text(prop) else conv.visit(prop, f"xml{i}-p{j}")
-            param = f"{lit(PARAMETER + key + '>' + nl)} {value} {lit(nl + END_PARAMETER + chr(10))}"
+            tag = " | ".join(dict.fromkeys(lit(style.parameter_tag(key, kind) + nl) for kind in _kinds(prop)))
+            param = f"( {tag} ) {value} {lit(nl + style.end_parameter + after)}"
             parts.append(param if key in required else f"( {param} )?")
         if not props:  # any parameters, as text
-            named = f"{lit(PARAMETER)} [a-zA-Z0-9_.-]+ {lit('>' + nl)} {XML_TEXT} {lit(nl + END_PARAMETER + chr(10))}"
+            tag_end = " | ".join(dict.fromkeys(lit(style.parameter_end(kind)) for kind in ANY_KIND))
+            named = f"{lit(style.parameter)} [a-zA-Z0-9_.-]+ ( {tag_end} ) {lit(nl)} {XML_TEXT} {lit(nl + style.end_parameter + after)}"
             parts.append(f"( {named} )*")
         rules.append(f"hearth-xml-{i} ::= " + " ".join(parts))
-        alts.append(f"{lit(FUNCTION + fn['name'] + '>' + chr(10))} hearth-xml-{i} {lit(END_FUNCTION + chr(10))}")
-    return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(XML_TEXT, END_PARAMETER)]
+        if style.index_attr:  # index="N": any N
+            head = style.function + fn["name"] + '" index="'
+            opener = f"{lit(head)} [0-9]+ {lit(chr(34) + style.tag_end + after)}"
+        else:
+            opener = lit(style.function_tag(fn["name"]) + after)
+        alts.append(f"{opener} hearth-xml-{i} {lit(style.end_function + after)}")
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, without(XML_TEXT, style.end_parameter)]
+
+
+# the kinds a value may have, as the templates name them (Kimi K3's type attribute; DSML tells only string or not)
+ANY_KIND = ("string", "number", "boolean", "object", "array", "null")
+
+
+def _kinds(schema: Any) -> tuple[str, ...]:
+    """The kinds a parameter's value may be written as: the schema's types (an integer is a number)."""
+    kinds = {"integer": "number"}
+    types = {kinds.get(t, t) for t in schema_types(schema)} & set(ANY_KIND)
+    return tuple(sorted(types)) if types else ANY_KIND
 
 
 def _layout(text: str) -> str:
@@ -237,7 +283,7 @@ def _tag_rules(
             parts.append(f"( {_layout(head)} [a-zA-Z0-9_.-]+ {_layout(tail)} {TAG_TEXT} {_layout(style.value_end)} )*")
         rules.append(f"hearth-tag-{i} ::= " + " ".join(parts or ['""']))
         alts.append(f"{_layout(style.head.format(name=fn['name']))} hearth-tag-{i} {lit(style.call_end)}")
-    return [f"hearth-call ::= {' | '.join(alts)}", *rules, _without(TAG_TEXT, end)]
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, without(TAG_TEXT, end)]
 
 
 def _quoted(q: str) -> str:
@@ -252,8 +298,24 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
         return f'{block} ( "\\n"? {block} )*' if parallel else block
     if fmt in XML_STYLES:
         style = XML_STYLES[fmt]
+        if style.shared_block:  # the turn's calls in one block
+            return (
+                f"{lit(style.open + style.layout)} {'hearth-call+' if parallel else 'hearth-call'} {lit(style.close)}"
+            )
         block = f"{lit(style.open + chr(10))} hearth-call {lit(style.close)}"
         return f'{block} ( "\\n"? {block} )*' if parallel else block
+    if fmt is ToolFormat.MINIMAX_TREE:
+        block = f"{lit(minimax_tree.OPEN + chr(10))} {'hearth-call+' if parallel else 'hearth-call'} {lit(minimax_tree.CLOSE)}"
+        return block
+    if fmt is ToolFormat.MINIMAX_JSON:  # one call object a line
+        more = ' ( "\\n" hearth-call )*' if parallel else ""
+        return f'{lit(minimax.OPEN)} "\\n" hearth-call{more} "\\n" {lit(minimax.CLOSE)}'
+    if fmt is ToolFormat.KIMI:
+        block = f"{lit(kimi.CALL_BEGIN + kimi.PREFIX)} hearth-call {lit(kimi.CALL_END)}"
+        return f"{lit(kimi.SECTION_BEGIN)} {f'( {block} )+' if parallel else block} {lit(kimi.SECTION_END)}"
+    if fmt is ToolFormat.GEMMA:
+        block = f"{lit(gemma.OPEN + gemma.CALL)} hearth-call {lit(gemma.CLOSE)}"
+        return f"( {block} )+" if parallel else block
     if fmt is ToolFormat.PYTHONIC:
         more = ' ( "," " "? hearth-call )*' if parallel else ""
         return f"{lit(pythonic.OPEN + '[')} hearth-call{more} {lit(']' + pythonic.CLOSE)}"
@@ -327,28 +389,10 @@ def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, .
             return f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls' + free, ()
         final = '"<|channel|>final" "<|constrain|>json"? "<|message|>"'
         return f"( {analysis} )? {final} hearth-calls" + free, ()
-    rules = _without("hearth-think", "</think>")
+    rules = without("hearth-think", "</think>")
     layout = '"\n"? "\n"?'
     if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
         return f'hearth-think "</think>" {layout} hearth-calls\n{rules}', ()
     if thinking is Thinking.MAY:  # a block of thinking, or none
         return f'( "<think>" hearth-think "</think>" {layout} )? hearth-calls\n{rules}', ()
     return "hearth-calls", ()
-
-
-def _without(name: str, literal: str) -> str:
-    """GBNF for any text that does not contain `literal` (whose first character occurs in it only once): the
-    states of matching it, each rule the way back to state 0."""
-    first = literal[0]
-    step = [f"{name}-{k}" for k in range(1, len(literal))]
-    rules = [f"{name} ::= ( [^{_cls(first)}] | {lit(first)}+ {step[0]} )*"]
-    for k in range(1, len(literal)):
-        ch = literal[k]
-        forward = f" | {lit(ch)} {step[k]}" if k < len(literal) - 1 else ""
-        rules.append(f"{step[k - 1]} ::= [^{_cls(ch)}{_cls(first)}]{forward} | {lit(first)}+ {step[0]}")
-    return "\n".join(rules)
-
-
-def _cls(ch: str) -> str:
-    """A character for inside a GBNF [...] class."""
-    return {"\\": "\\\\", "]": "\\]", "^": "\\^", "-": "\\-"}.get(ch, ch)

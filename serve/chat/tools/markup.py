@@ -1,4 +1,5 @@
-"""The incremental parser shared by the text call formats (Hermes, Llama 3.x, Mistral, Granite, generic).
+"""The incremental parser shared by the text call formats (Hermes, Llama 3.x, Mistral, Granite, Kimi, MiniMax-M1,
+generic).
 
 A format is a `Spec`: a table from (state, marker) to the transition it causes, like serve/chat/channels.py's
 harmony table, plus which keys name a call and hold its arguments. `feed(text) -> events` and
@@ -9,7 +10,8 @@ JSON the scanners of jsonscan.py keep their place. Markers never reach the answe
 States: START (the answer's first characters, where a format may open a call with a bare JSON object),
 TEXT (answer text), CALLS (after an opening marker: a list, an object or a bare name follows), LIST (inside
 `[...]` of call objects), OBJECT (one call object), NAME / CALL_ID / ARGS (Mistral's
-`NAME[CALL_ID]ID[ARGS]{...}`, Solar's `ID<|tool_call:name|>NAME<|tool_call:args|>{...}`), AFTER (a call just ended: separators and closing markers are taken here).
+`NAME[CALL_ID]ID[ARGS]{...}`, Solar's `ID<|tool_call:name|>NAME<|tool_call:args|>{...}`), AFTER (a call just
+ended: separators and closing markers are taken here), LINES (MiniMax-M1's section of call objects one a line).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class State(enum.Enum):
     CALL_ID = "call_id"
     ARGS = "args"
     AFTER = "after"
+    LINES = "lines"  # inside a section of call objects one after another (MiniMax-M1), up to its closing marker
 
 
 class Action(enum.Enum):
@@ -44,9 +47,11 @@ class Action(enum.Enum):
     CLOSE = "close"  # a closing marker: back to answer text
     ID = "id"  # the call's own id follows, before its name (dropped: every call gets one of ours)
     NAME = "name"  # a bare name follows (after an id)
+    LINES = "lines"  # call objects follow, one after another, until the section's closing marker
+    SKIP = "skip"  # a marker that only frames calls (Kimi's section and call ends): dropped, the state stays
 
 
-MARKER_STATES = (State.START, State.TEXT, State.AFTER, State.NAME, State.CALL_ID)
+MARKER_STATES = (State.START, State.TEXT, State.AFTER, State.NAME, State.CALL_ID, State.LINES)
 MAX_NAME_CHARS = 128  # a "name" longer than this is no tool name: the text is taken as the answer
 
 
@@ -59,6 +64,7 @@ class Spec:
     bare_names: bool = False  # an opening marker may be followed by NAME[ARGS]{...} (Mistral)
     keyed: bool = False  # a call object is {"NAME": {...}} (Apertus)
     new_id: IdMaker = openai_id
+    name_of: Callable[[str], str] = str.strip  # a bare name's text to the tool's name (Kimi: its call id)
     # the table's markers by state, derived once
     _markers: Mapping[State, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
@@ -110,7 +116,8 @@ class MarkupParser:
     def finish(self) -> list[ToolEvent]:
         out: list[ToolEvent] = []
         pending, self._pending = self._pending, ""
-        if pending and self.state in MARKER_STATES and not (self.calls and self.state in (State.TEXT, State.AFTER)):
+        after_call = self.calls and self.state in (State.TEXT, State.AFTER)
+        if pending and self.state in MARKER_STATES and not after_call and self.state is not State.LINES:
             self._plain(pending, out)  # after a call, a held partial marker is the next call cut off: dropped
         if self.state is State.OBJECT and self._object is not None:
             self._take(self._object.finish(), out)
@@ -119,7 +126,7 @@ class MarkupParser:
         elif self.state is State.ARGS and self._args is not None:
             self._args.finish()
         elif self.state is State.NAME and self._name.strip():
-            self._start(self._name.strip(), out)
+            self._start(self.spec.name_of(self._name), out)
             out.append(CallArgs(self.calls - 1, "{}"))
         self.state = State.TEXT
         return merge(out)
@@ -167,6 +174,14 @@ class MarkupParser:
             if stripped:  # text after a call: the answer goes on
                 self.state = State.TEXT
                 self._content(stripped, out)
+        elif self.state is State.LINES:
+            stripped = text.lstrip()
+            if stripped.startswith("{"):  # the next call object
+                self._open_object(State.LINES)
+                return stripped
+            if stripped:  # no call object after all: the section's text is answer text
+                self.state = State.TEXT
+                self._content(stripped, out)
         elif self.state is State.NAME:
             self._name += text
             if len(self._name) > MAX_NAME_CHARS or "\n" in self._name.strip():
@@ -196,9 +211,12 @@ class MarkupParser:
             self.state = State.CALL_ID
         elif action is Action.NAME:
             self.state, self._name = State.NAME, ""
+        elif action is Action.LINES:
+            self.state = State.LINES
+        # Action.SKIP: nothing changes
 
     def _start_named(self, out: list[ToolEvent]) -> None:
-        self._start(self._name.strip(), out)
+        self._start(self.spec.name_of(self._name), out)
         self._name = ""
 
     # -- inside JSON ---------------------------------------------------------------------------------------

@@ -8,6 +8,14 @@
     </function>
     </tool_call>
 
+and the same shape with names in attributes: MiniMax-M2's `<minimax:tool_call>` of `<invoke name="NAME">` with
+`<parameter name="KEY">VALUE</parameter>`, DeepSeek V3.2/V4's `<!DSML!function_calls>` / `<!DSML!tool_calls>`
+of `<!DSML!invoke name="NAME">` with `<!DSML!parameter name="KEY" string="true|false">VALUE</!DSML!parameter>`
+(the `string` attribute says whether the value is text or JSON; `!` here stands for U+FF5C, the fullwidth bar);
+Kimi K3's `<|open|>tools<|sep|>` of `<|open|>call tool="NAME" index="N"<|sep|>` with `<|open|>argument key="KEY"
+type="string|number|boolean|object|array|null"<|sep|>VALUE<|close|>argument<|sep|>` (its response tags around the
+answer are dropped; its thinking block is the channel parser's, which does not read it yet).
+
 A value is raw text, one newline on each side being layout; the templates write strings as they are and other
 values as JSON (or Python's `str`: `True`). The arguments go out as a JSON object, each value typed by the
 tool's schema (typed.py): a string parameter streams as it comes, any other value once it ends. A value ends
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +41,80 @@ PARAMETER, END_PARAMETER = "<parameter=", "</parameter>"
 
 
 @dataclass(frozen=True)
+class TextAttr:
+    """A parameter's attribute that says whether its value is text or JSON: DSML's `string="true|false"`, Kimi
+    K3's `type="string|number|..."`."""
+
+    name: str
+    text: str  # the value that means text
+    other: str | None = None  # the value for any other kind (None: the kind's own name)
+
+    def value(self, kind: str) -> str:
+        return self.text if kind == "string" else self.other or kind
+
+
+@dataclass(frozen=True)
 class XmlStyle:
     open: str = "<tool_call>"
     close: str = "</tool_call>"
     newlines: bool = True  # the template writes a newline on each side of a value (Seed-OSS writes none)
+    function: str = FUNCTION
+    end_function: str = END_FUNCTION
+    parameter: str = PARAMETER
+    end_parameter: str = END_PARAMETER
+    quoted: bool = False  # names in a quoted attribute: `<invoke name="NAME">` (the tag ends at `">`)
+    text_attr: TextAttr | None = None
+    tag_end: str = ">"  # what ends an opening tag (Kimi K3: <|sep|>)
+    layout: str = "\n"  # what the template writes after the block's tag, a function's tags and each parameter
+    index_attr: bool = False  # a call's tag carries index="N" after its name (Kimi K3)
+    shared_block: bool = False  # one block holds all of a turn's calls (else one block a call)
+    skip: tuple[str, ...] = ()  # markup around the answer that is no answer (Kimi K3's response tags)
+
+    def function_tag(self, name: str, index: int = 1) -> str:
+        attrs = f'" index="{index}"' if self.index_attr else '"' if self.quoted else ""
+        return self.function + name + attrs + self.tag_end
+
+    def parameter_tag(self, key: str, kind: str) -> str:
+        """A parameter's opening tag; `kind` is its value's JSON type name (string, number, boolean, ...)."""
+        return self.parameter + key + self.parameter_end(kind)
+
+    def parameter_end(self, kind: str) -> str:
+        """What follows a parameter's key up to its value."""
+        if self.text_attr:
+            return f'" {self.text_attr.name}="{self.text_attr.value(kind)}"{self.tag_end}'
+        return ('"' if self.quoted else "") + self.tag_end
+
+
+def _dsml(block: str) -> XmlStyle:
+    dsml = "\uff5cDSML\uff5c"  # between fullwidth bars, as DeepSeek's tokenizer spells it
+    return XmlStyle(
+        f"<{dsml}{block}>", f"</{dsml}{block}>", False, f'<{dsml}invoke name="', f"</{dsml}invoke>",
+        f'<{dsml}parameter name="', f"</{dsml}parameter>", quoted=True, text_attr=TextAttr("string", "true", "false"),
+        shared_block=True,
+    )  # fmt: skip
+
+
+def _kimi(tag: str) -> str:
+    return f"<|open|>{tag}<|sep|>"
+
+
+def _kimi_end(tag: str) -> str:
+    return f"<|close|>{tag}<|sep|>"
 
 
 QWEN = XmlStyle()
 SEED = XmlStyle("<seed:tool_call>", "</seed:tool_call>", newlines=False)
+MINIMAX = XmlStyle(
+    "<minimax:tool_call>", "</minimax:tool_call>", False, '<invoke name="', "</invoke>", '<parameter name="',
+    END_PARAMETER, quoted=True, shared_block=True,
+)  # fmt: skip
+DEEPSEEK_V32 = _dsml("function_calls")
+DEEPSEEK_V4 = _dsml("tool_calls")
+KIMI_K3 = XmlStyle(
+    _kimi("tools"), _kimi_end("tools"), False, '<|open|>call tool="', _kimi_end("call"), '<|open|>argument key="',
+    _kimi_end("argument"), quoted=True, text_attr=TextAttr("type", "string"), tag_end="<|sep|>", layout="",
+    index_attr=True, shared_block=True, skip=(_kimi("response"), _kimi_end("response"), _kimi_end("message")),
+)  # fmt: skip
 
 
 class State(enum.Enum):
@@ -53,12 +128,12 @@ class State(enum.Enum):
 
 def _markers(style: XmlStyle) -> dict[State, tuple[str, ...]]:
     return {
-        State.TEXT: (style.open,),
-        State.BLOCK: (FUNCTION, style.close),
-        State.NAME: (">",),
-        State.FUNCTION: (PARAMETER, END_FUNCTION),
-        State.KEY: (">",),
-        State.VALUE: (END_PARAMETER,),
+        State.TEXT: (style.open, *style.skip),
+        State.BLOCK: (style.function, style.close),
+        State.NAME: (style.tag_end,),
+        State.FUNCTION: (style.parameter, style.end_function),
+        State.KEY: (style.tag_end,),
+        State.VALUE: (style.end_parameter,),
     }
 
 
@@ -154,17 +229,19 @@ class XmlParser:
     def _marker(self, marker: str, out: list[ToolEvent]) -> None:
         state = self.state
         if state is State.TEXT:
+            if marker in self.style.skip:
+                return
             self._answer.drop_space()
             self.state = State.BLOCK
         elif state is State.BLOCK:
-            if marker == FUNCTION:
+            if marker == self.style.function:
                 self.state, self._name = State.NAME, ""
             else:
                 self.state = State.TEXT
         elif state is State.NAME:
             self._start(out)
         elif state is State.FUNCTION:
-            if marker == PARAMETER:
+            if marker == self.style.parameter:
                 self.state, self._key = State.KEY, ""
             else:
                 out.append(CallArgs(self.calls - 1, "}"))
@@ -176,16 +253,25 @@ class XmlParser:
             self.state = State.FUNCTION
 
     def _start(self, out: list[ToolEvent]) -> None:
-        index, self._name = self.calls, self._name.strip()
+        index, self._name = self.calls, self._attr(self._name)
         self.calls += 1
         out.append(CallStart(index, self.new_id(index), self._name))
         out.append(CallArgs(index, "{"))
         self.state, self._first = State.FUNCTION, True
 
+    def _attr(self, text: str) -> str:
+        """A name or key: the tag's text up to `>`, or (quoted) up to the attribute's closing quote."""
+        text = text.strip()
+        return text.split('"', 1)[0] if self.style.quoted else text
+
     def _open_value(self, out: list[ToolEvent]) -> None:
-        key = self._key.strip()
+        key = self._attr(self._key)
         self._schema = self._schemas.get(self._name, {}).get(key)
-        self._stream = is_text(self._schema)
+        attr = self.style.text_attr
+        said = re.search(rf'\b{attr.name}\s*=\s*"([^"]*)"', self._key) if attr else None
+        self._stream = said.group(1) == attr.text if attr and said else is_text(self._schema)
+        if said and not self._stream and is_text(self._schema):
+            self._schema = None  # the model says JSON: read it as such
         self._value, self._lead, self._newline = "", True, ""
         sep = "" if self._first else ", "
         self._first = False
