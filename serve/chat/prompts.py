@@ -31,8 +31,9 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from serve.chat.channels import Format, Thinking
-from serve.chat.tools import generic
+from serve.chat.tools import generic, history
 from serve.chat.tools.detect import ToolSupport, detect
+from serve.chat.tools.formats import FORMATS
 from serve.chat.tools.request import ToolRequest
 from serve.errors import ConfigError, InvalidRequest
 
@@ -43,6 +44,9 @@ Tools = list[dict[str, Any]]
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 # What a template's reasoning_effort can say; the API's other levels map to the nearest one.
 TEMPLATE_LEVELS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+# Tencent Hy3's templates refuse any level but these three; without one they do not think (`medium`, our default,
+# keeps that default).
+NO_THINK_LEVELS = {"none": "no_think", "minimal": "no_think", "low": "low", "medium": "no_think", "high": "high"}
 
 
 class TemplateRaised(TemplateError):
@@ -104,6 +108,11 @@ class ChatTemplate:
     def template(self) -> Any:
         return _env().from_string(self.source)
 
+    @property
+    def levels(self) -> dict[str, str]:
+        """The reasoning_effort the template gets for each of the API's levels."""
+        return NO_THINK_LEVELS if "'no_think'" in self.source else TEMPLATE_LEVELS
+
     @cached_property
     def tool_support(self) -> ToolSupport:
         """The call format this template speaks (rendered once, from a probe call)."""
@@ -122,6 +131,9 @@ class ChatTemplate:
         if not native and (tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages)):
             text = generic.instructions(tools.tools, tools.choice, tools.parallel) if tools else None
             messages = generic.plain_history(messages, text)
+        write = FORMATS[self.tool_support.format].write
+        if native and not self.tool_support.writes_calls and write is not None:
+            messages = history.calls_in_text(messages, write)
         extra: dict[str, Any] = {}
         if reasoning == "none" and "enable_thinking" in self.source:
             extra["enable_thinking"] = False
@@ -130,7 +142,7 @@ class ChatTemplate:
                 messages,
                 tool_list,
                 add_generation_prompt=True,
-                reasoning_effort=TEMPLATE_LEVELS.get(reasoning, reasoning),
+                reasoning_effort=self.levels.get(reasoning, reasoning),
                 **extra,
             )
         except TemplateRaised as err:

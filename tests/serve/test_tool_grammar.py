@@ -11,7 +11,7 @@ import llama_cpp as ll
 import pytest
 
 from serve.chat.channels import Thinking
-from serve.chat.tools.formats import ToolFormat
+from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.grammar import build
 from serve.chat.tools.request import ToolRequest
 from serve.engine.engine import Model
@@ -95,6 +95,26 @@ def first_trigger(patterns: tuple[str, ...], output: str) -> int | None:
             "<tool_call>\n<function=",
         ),
         (ToolFormat.SEED_XML, Thinking.NONE, "Ok <seed:tool_call>\n", "<seed:tool_call>\n"),
+        (ToolFormat.COHERE, Thinking.NONE, "<|START_ACTION|>[\n", "<|START_ACTION|>[\n"),
+        (ToolFormat.APRIEL, Thinking.NONE, "Ok <tool_calls>[", "<tool_calls>["),
+        (ToolFormat.FUNCTIONARY, Thinking.NONE, "Ok <function=get_weather>{", "<function=get_weather>{"),
+        (
+            ToolFormat.GLM,
+            Thinking.MAY,
+            "<think>a <tool_call></think>\n<tool_call>get_weather",
+            "<tool_call>get_weather",
+        ),
+        (
+            ToolFormat.GIGACHAT,
+            Thinking.NONE,
+            "<|message_sep|>\n\nfunction call<|role_sep|>\n{",
+            "function call<|role_sep|>\n{",
+        ),
+        (ToolFormat.GIGACHAT, Thinking.NONE, '<|function_call|>{"', '<|function_call|>{"'),
+        (ToolFormat.APERTUS, Thinking.NONE, 'Ok <|tools_prefix|>[{"', '<|tools_prefix|>[{"'),
+        (ToolFormat.SOLAR, Thinking.NONE, "<|tool_calls|><|tool_call:begin|>", "<|tool_calls|><|tool_call:begin|>"),
+        (ToolFormat.HY3, Thinking.NONE, "Ok <tool_calls:opensource>\n", "<tool_calls:opensource>\n"),
+        (ToolFormat.MINICPM, Thinking.NONE, 'Ok <function name="get_weather">', '<function name="get_weather">'),
         (ToolFormat.GEMMA, Thinking.NONE, "Sure. <|tool_call>call:f{", "<|tool_call>call:f{"),
         (ToolFormat.MINIMAX_JSON, Thinking.NONE, "Ok.\n<tool_calls>\n{", "<tool_calls>\n{"),
         (ToolFormat.KIMI_K3, Thinking.NONE, "Ok.<|close|>response<|sep|><|open|>tools<|sep|>", "<|open|>tools<|sep|>"),
@@ -267,6 +287,71 @@ def test_an_accepted_grammar_is_checked_once_and_a_refused_one_every_time() -> N
         assert bad not in engine._checked
     finally:
         engine.stop()
+        model.close()
+
+
+# -- the calls a real template writes (rendered by transformers) are what the format's grammar accepts ------------
+
+TEMPLATE_CALLS = [
+    ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", ToolFormat.COHERE, "<|START_ACTION|>", "<|END_ACTION|>"),
+    ("Cohere2MoE.jinja", ToolFormat.COHERE, "<|START_ACTION|>", "<|END_ACTION|>"),
+    ("Apriel-1.6-15b-Thinker-fixed.jinja", ToolFormat.APRIEL, "<tool_calls>", "</tool_calls>"),
+    ("unsloth-Apriel-1.5.jinja", ToolFormat.APRIEL, "<tool_calls>", "</tool_calls>"),
+    ("meetkai-functionary-medium-v3.1.jinja", ToolFormat.FUNCTIONARY, "<function=", "</function>"),
+    ("Spark2.5.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("poolside-Laguna-S-2.1.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("poolside-Laguna-XS-2.1.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("poolside-Laguna-XS.2.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("GLM-4.6.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("GLM-4.7-Flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("inclusionai-ling-3.0-flash.jinja", ToolFormat.GLM, "<tool_call>", "</tool_call>"),
+    ("openbmb-MiniCPM5-1B.jinja", ToolFormat.MINICPM, '<function name="', "</function>"),
+    ("muse-glimmer.jinja", ToolFormat.ATEM, "<atem:function_calls>", "</atem:function_calls>"),
+    ("GigaChat3-10B-A1.8B.jinja", ToolFormat.GIGACHAT, "function call<|role_sep|>", "}}"),
+    ("GigaChat3.1-10B-A1.8B.jinja", ToolFormat.GIGACHAT, "<|function_call|>", "}}"),
+    ("Apertus-8B-Instruct.jinja", ToolFormat.APERTUS, "<|tools_prefix|>", "<|tools_suffix|>"),
+    ("upstage-Solar-Open-100B.jinja", ToolFormat.SOLAR, "<|tool_calls|>", "<|calls|>"),
+    ("tencent-Hy3.jinja", ToolFormat.HY3, "<tool_calls:opensource>", "</tool_calls:opensource>"),
+]
+
+
+def template_calls(name: str, opener: str, closer: str) -> str:
+    """The parallel calls of the prompt tests' conversation, as transformers renders them through the template:
+    from the call turn's first opening marker to its last closing one."""
+    from testkit.fixtures.llama_sdist import SdistUnavailable
+    from tests.serve.test_tool_prompts import PARALLEL, TOOLS, hf_messages, hf_tools, theirs
+    from tests.serve.tool_templates import SHIPPED_LEVELS, shipped_templates
+
+    try:
+        source = (shipped_templates() / name).read_text()
+    except SdistUnavailable as err:
+        pytest.skip(f"llama.cpp's shipped templates: {err}")
+    level = {"reasoning_effort": SHIPPED_LEVELS[name]} if name in SHIPPED_LEVELS else {}
+    prompt = theirs(source, hf_messages(PARALLEL), hf_tools(TOOLS), **level)
+    # the call turn: the last opener of the tool list's instructions is before the user's question
+    at = prompt.index(opener, prompt.index("Weather in Paris and Oslo?"))
+    end = prompt.rindex(closer, at, prompt.index("sunny, 21 C")) + len(closer)
+    return prompt[at:end]
+
+
+@pytest.mark.parametrize(("name", "fmt", "opener", "closer"), TEMPLATE_CALLS)
+def test_grammars_accept_the_calls_their_templates_write(name: str, fmt: ToolFormat, opener: str, closer: str) -> None:
+    from tests.serve.test_tool_prompts import TOOLS, hf_tools
+
+    calls = template_calls(name, opener, closer)
+    model = Model(build_tiny_gguf())
+    try:
+        for choice in ("required", "auto"):
+            g = build(ToolRequest(hf_tools(TOOLS), choice), fmt, Thinking.NONE)
+            assert accepts(model, g.text, calls), calls
+        single = build(ToolRequest(hf_tools(TOOLS), "required", parallel=False), fmt, Thinking.NONE)
+        assert accepts(model, single.text, calls) is not FORMATS[fmt].parallel  # two calls where one is allowed
+        assert not accepts(model, g.text, calls.replace("get_weather", "get_wether"))  # no such tool
+        if '"Oslo"' in calls:  # JSON arguments
+            assert not accepts(model, g.text, calls.replace('"Oslo"', "9"))  # city is a string
+        else:  # tagged pairs
+            assert not accepts(model, g.text, calls.replace('city"', 'town"').replace("city<", "town<"))  # undeclared
+    finally:
         model.close()
 
 

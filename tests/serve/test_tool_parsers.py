@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from serve.chat.channels import HARMONY_MARKERS, ChannelParser, Format
 from serve.chat.core import ChatResult, Generation, Text
 from serve.chat.tools import xml
-from serve.chat.tools.formats import ToolFormat
+from serve.chat.tools.formats import FORMATS, ToolFormat
+from tests.serve.test_tool_grammar import TEMPLATE_CALLS, template_calls
 
 MARKERS = (
     "<tool_call>",
@@ -32,16 +34,51 @@ MARKERS = (
     "<|tool_call_start|>",
     "<|tool_call_end|>",
     "</seed:tool_call>",
+    "<|START_ACTION|>",
+    "<|END_ACTION|>",
+    "<|START_RESPONSE|>",
+    "<|END_RESPONSE|>",
+    "<|START_THINKING|>",
+    "<|END_THINKING|>",
+    "<tool_calls>",
+    "</tool_calls>",
+    "<arg_key>",
+    "</arg_key>",
+    "<arg_value>",
+    "</arg_value>",
+    '<function name="',
+    '<param name="',
+    "</param>",
+    "<atem:function_calls>",
+    "<atem:invoke name=",
+    "<atem:parameter name=",
+    "<|start|>",
+    "<|message|>",
+    "<|eom|>",
+    "<|eot|>",
+    "function call<|role_sep|>",
+    "<|function_call|>",
+    "<|message_sep|>",
+    "<|tools_prefix|>",
+    "<|tools_suffix|>",
+    "<|tool_calls|>",
+    "<|tool_call:begin|>",
+    "<|tool_call:name|>",
+    "<|tool_call:args|>",
+    "<|tool_call:end|>",
+    "<|calls|>",
+    "<tool_calls:opensource>",
+    "<tool_call:opensource>",
+    "<tool_sep:opensource>",
+    "<arg_key:opensource>",
+    "<arg_value:opensource>",
     "<|tool_call>",
     "<tool_call|>",
     '<|"|>',
     "<|tool_calls_section_begin|>",
     "<|tool_call_begin|>",
     "<|tool_call_argument_begin|>",
-    "<|tool_call_end|>",
     "<|tool_calls_section_end|>",
-    "<tool_calls>",
-    "</tool_calls>",
     "]<]minimax[>[",
     "<think>",
     "</think>",
@@ -283,6 +320,63 @@ def test_nemotron_any_split(pre: str, calls: list, cuts: list[int]) -> None:
     check(f"{pre}<TOOLCALL>{body}</TOOLCALL>", cuts, ToolFormat.NEMOTRON, pre, calls)
 
 
+@given(pre=plain(), calls=CALLS, wrapped=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_cohere_any_split(pre: str, calls: list, wrapped: bool, cuts: list[int]) -> None:
+    items = ",\n    ".join(
+        json.dumps({"tool_call_id": str(i), "tool_name": n, "parameters": a}) for i, (n, a) in enumerate(calls)
+    )
+    answer = f"<|START_RESPONSE|>{pre}<|END_RESPONSE|>" if wrapped else pre
+    check(f"{answer}<|START_ACTION|>[\n    {items}\n]<|END_ACTION|>", cuts, ToolFormat.COHERE, pre, calls)
+
+
+def test_cohere_answer_markers_never_reach_the_answer() -> None:
+    text = "<|START_THINKING|><|END_THINKING|><|START_RESPONSE|>It is sunny.<|END_RESPONSE|>"
+    for cuts in ([], [3, 18, 19, 25, 30, 40, 50, 57, 70]):
+        result = run(split(text, cuts), ToolFormat.COHERE)
+        assert result.calls == [] and result.text("final") == "It is sunny."
+
+
+@given(pre=plain(), calls=CALLS, cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_apriel_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = json.dumps([{"name": n, "arguments": a, "id": f"c{i}"} for i, (n, a) in enumerate(calls)])
+    check(f"{pre}\n<tool_calls>{body}</tool_calls>", cuts, ToolFormat.APRIEL, pre, calls)
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_functionary_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    body = "".join(f"<function={n}>{args_text(a, compact)}</function>" for n, a in calls)
+    check(f"{pre}{body}", cuts, ToolFormat.FUNCTIONARY, pre, calls)
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_apertus_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -> None:
+    body = ", ".join(f"{{{json.dumps(n)}: {args_text(a, compact)}}}" for n, a in calls)
+    check(f"{pre}<|tools_prefix|>[{body}]<|tools_suffix|>", cuts, ToolFormat.APERTUS, pre, calls)
+
+
+@given(pre=plain(), name=NAMES, args=ARGS, v31=st.booleans(), compact=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_gigachat_any_split(pre: str, name: str, args: dict, v31: bool, compact: bool, cuts: list[int]) -> None:
+    """GigaChat 3's call is a role message after the assistant's; 3.1's a marker in the assistant's."""
+    call = f'{{"name": "{name}", "arguments": {args_text(args, compact)}}}'
+    text = f"{pre}<|function_call|>{call}" if v31 else f"{pre}<|message_sep|>\n\nfunction call<|role_sep|>\n{call}"
+    check(text, cuts, ToolFormat.GIGACHAT, pre, [(name, args)])
+
+
+@given(pre=plain(), calls=CALLS, compact=st.booleans(), ended=st.booleans(), cuts=CUTS)
+@settings(max_examples=200, deadline=None)
+def test_solar_any_split(pre: str, calls: list, compact: bool, ended: bool, cuts: list[int]) -> None:
+    body = "".join(
+        f"<|tool_call:begin|>a1b2c3d4e{i}<|tool_call:name|>{n}<|tool_call:args|>{args_text(a, compact)}<|tool_call:end|>"
+        for i, (n, a) in enumerate(calls)
+    )
+    check(f"{pre}<|tool_calls|>{body}" + "<|calls|>" * ended, cuts, ToolFormat.SOLAR, pre, calls)
+
+
 # -- XML-style calls: values are text, typed by the tool's schema -----------------------------------------------
 
 XML_TEXT = st.text(alphabet=st.sampled_from(list('ab 3{}[]"<>=/\n\té')), max_size=16).filter(
@@ -438,6 +532,87 @@ def test_xml_values_without_a_schema_and_the_model_s_slips() -> None:
     assert summary(result) == ({"final": "Let me see."}, [("id0", "f", {"s": "ab"})])
 
 
+@given(pre=plain(), calls=XML_CALLS.filter(consistent), newlines=st.booleans(), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_glm_any_split(pre: str, calls: list, newlines: bool, cuts: list[int]) -> None:
+    """As Laguna's templates write calls (newlines between the tags), and as Spark 2.5's (none)."""
+    nl = "\n" if newlines else ""
+    body = nl.join(
+        f"<tool_call>{n}{nl}"
+        + "".join(f"<arg_key>{k}</arg_key>{nl}<arg_value>{xml_value(v)}</arg_value>{nl}" for k, v in a.items())
+        + "</tool_call>"
+        for n, a in calls
+    )
+    check(f"<think>calls</think>{pre}{nl}{body}", cuts, ToolFormat.GLM, pre, calls, schemas=xml_schemas(calls))
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_hy3_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    """As Tencent Hy3's template writes calls: one block, a newline after each tag pair."""
+    tag = lambda t: t.replace(">", ":opensource>")  # noqa: E731
+    body = "".join(
+        tag("<tool_call>") + n + tag("<tool_sep>") + "\n"
+        + "".join(
+            tag("<arg_key>") + k + tag("</arg_key>") + "\n" + tag("<arg_value>") + xml_value(v) + tag("</arg_value>") + "\n"
+            for k, v in a.items()
+        )
+        + tag("</tool_call>") + "\n"
+        for n, a in calls
+    )  # fmt: skip
+    text = f"{pre}{tag('<tool_calls>')}\n{body}{tag('</tool_calls>')}"
+    check(text, cuts, ToolFormat.HY3, pre, calls, schemas=xml_schemas(calls))
+
+
+def atem_value(v: Any) -> str:
+    """As Muse Glimmer's template writes a value: strings and numbers as they are, the rest as JSON."""
+    return (
+        v if isinstance(v, str) else str(v) if isinstance(v, int | float) and not isinstance(v, bool) else json.dumps(v)
+    )
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_atem_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    """As Muse Glimmer's template writes a turn: a reasoning message to=self, then each call a message of its own;
+    the headers and end markers never reach the answer text."""
+    body = "<|eom|>".join(
+        f'<|start|>assistant to={n}<|message|><atem:function_calls>\n<atem:invoke name="{n}">\n'
+        + "".join(f'<atem:parameter name="{k}">{atem_value(v)}</atem:parameter>\n' for k, v in a.items())
+        + "</atem:invoke>\n</atem:function_calls>"
+        for n, a in calls
+    )
+    text = f" to=self<|message|>{pre}<|eom|>{body}<|eot|>"
+    check(text, cuts, ToolFormat.ATEM, pre, calls, schemas=xml_schemas(calls))
+
+
+def test_atem_answer_is_the_user_message() -> None:
+    text = " to=user<|message|>It is sunny.<|eot|>"
+    for cuts in ([], [1, 4, 10, 19, 22, 30]):
+        result = run(split(text, cuts), ToolFormat.ATEM)
+        assert result.calls == [] and result.text("final") == "It is sunny."
+
+
+def minicpm_value(v: Any) -> str:
+    """As MiniCPM 5's template writes a value: a string with <, & or a newline in CDATA, other strings as they
+    are, anything else as Python's str."""
+    if isinstance(v, str):
+        return f"<![CDATA[{v}]]>" if any(c in v for c in "<&\n") else v
+    return str(v)
+
+
+@given(pre=plain(), calls=XML_CALLS.filter(consistent).filter(lambda cs: "]]>" not in repr(cs)), cuts=CUTS)
+@settings(max_examples=300, deadline=None)
+def test_minicpm_any_split(pre: str, calls: list, cuts: list[int]) -> None:
+    body = "\n".join(
+        f'<function name="{n}">'
+        + "".join(f'<param name="{k}">{minicpm_value(v)}</param>' for k, v in a.items())
+        + "</function>"
+        for n, a in calls
+    )
+    check(f"{pre}\n{body}", cuts, ToolFormat.MINICPM, pre, calls, schemas=xml_schemas(calls))
+
+
 # -- pythonic calls: Python literals as keyword arguments -------------------------------------------------------
 
 PY_VALUES = (
@@ -464,6 +639,24 @@ def py_value(v: Any) -> str:
 def test_pythonic_any_split(pre: str, calls: list, cuts: list[int]) -> None:
     body = ", ".join(f"{n}(" + ", ".join(f"{k}={py_value(v)}" for k, v in a.items()) + ")" for n, a in calls)
     check(f"{pre}<|tool_call_start|>[{body}]<|tool_call_end|>", cuts, ToolFormat.PYTHONIC, pre, calls)
+
+
+# -- the calls real templates write (rendered by transformers) read back as the calls they were -------------------
+
+
+@pytest.mark.parametrize(("name", "fmt", "opener", "closer"), TEMPLATE_CALLS)
+def test_parsers_read_the_calls_their_templates_write(name: str, fmt: ToolFormat, opener: str, closer: str) -> None:
+    from tests.serve.test_tool_prompts import PARALLEL, TOOLS, hf_tools
+
+    text = template_calls(name, opener, closer)
+    if fmt is ToolFormat.ATEM:  # after the prompt's `<|start|>assistant` the output opens with the header's rest
+        text = " to=get_weather<|message|>" + text
+    want = [(c["name"], c["arguments"]) for *_, extra in PARALLEL for c in extra.get("calls", ())]
+    if not FORMATS[fmt].parallel:  # the template wrote the first call only
+        want = want[:1]
+    for cuts in ([], list(range(0, len(text), 7)), list(range(0, len(text), 3))):
+        result = run(split(text, cuts), fmt, schemas=hf_tools(TOOLS))
+        assert summary(result) == ({}, [(f"id{i}", n, a) for i, (n, a) in enumerate(want)])
 
 
 # -- Gemma 4 calls: its own object syntax, strings between <|"|> marks ---------------------------------------------

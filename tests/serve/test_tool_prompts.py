@@ -11,6 +11,7 @@ real templates llama.cpp ships, when the pinned sdist is at hand.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ from serve.chat.schemas import ChatRequest  # noqa: E402
 from serve.chat.tools import generic  # noqa: E402
 from serve.chat.tools.formats import ToolFormat  # noqa: E402
 from serve.chat.tools.request import tool_request  # noqa: E402
-from serve.errors import InvalidRequest  # noqa: E402
+from serve.errors import ConfigError, InvalidRequest  # noqa: E402
 from tests.serve.tool_templates import (  # noqa: E402
     SHIPPED,
+    SHIPPED_CALLS_IN_TEXT,
+    SHIPPED_LEVELS,
+    SHIPPED_SKIPPED,
     SHIPPED_UNRENDERABLE,
     SHIPPED_WITHOUT_TOOLS,
     STYLE_TEMPLATES,
@@ -153,13 +157,13 @@ def template_of(source: str) -> ChatTemplate:
     return chat_template(source, "generic", BOS, EOS)
 
 
-def compare(source: str, conv: list, tools: list[dict[str, Any]] | None = TOOLS) -> None:
+def compare(source: str, conv: list, tools: list[dict[str, Any]] | None = TOOLS, **kw: Any) -> None:
     template = template_of(source)
     body: dict[str, Any] = {"messages": openai_messages(conv)}
     if tools is not None:
         body["tools"] = tools
     assert template.tool_support.native
-    want = theirs(source, hf_messages(conv), hf_tools(tools) if tools else None)
+    want = theirs(source, hf_messages(conv), hf_tools(tools) if tools else None, **kw)
     assert ours(template, body) == want
 
 
@@ -197,14 +201,64 @@ def test_shipped_templates_detected_and_rendered_like_transformers(name: str) ->
     source = (_shipped() / name).read_text()
     template = template_of(source)
     assert template.tool_support.format.value == SHIPPED[name]
-    compare(source, FIRST_TURN)
+    kw = {"reasoning_effort": SHIPPED_LEVELS[name]} if name in SHIPPED_LEVELS else {}
+    compare(source, FIRST_TURN, **kw)
     if SHIPPED[name] == "llama3":  # Llama 3.x renders one call per turn and refuses more
         compare(source, ROUND_TRIP)
         with pytest.raises(InvalidRequest, match="chat template rejected"):
             ours(template, {"messages": openai_messages(PARALLEL), "tools": TOOLS})
         return
     for conv in (ROUND_TRIP, PARALLEL):
-        compare(source, conv)
+        compare(source, conv, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_CALLS_IN_TEXT))
+def test_shipped_templates_that_write_no_calls_get_them_in_the_text(name: str) -> None:
+    """LFM2's templates list tools and leave a call turn's calls to its text: ours equals transformers' render of
+    the same messages whose call turns' text ends with the calls as the family's calling template (LFM2.5's)
+    writes them."""
+    fmt, writer = SHIPPED_CALLS_IN_TEXT[name]
+    source, writer_source = (_shipped() / name).read_text(), (_shipped() / writer).read_text()
+    support = template_of(source).tool_support
+    assert support.format.value == fmt and support.native and not support.writes_calls
+    for conv in (FIRST_TURN, ROUND_TRIP, PARALLEL):
+        messages = hf_messages(conv)
+        written = iter(
+            re.findall(r"<\|tool_call_start\|>.*?<\|tool_call_end\|>", theirs(writer_source, messages, None))
+        )
+        for m in messages:
+            if m.get("tool_calls"):
+                m["content"] += next(written)
+        want = theirs(source, messages, hf_tools(TOOLS))
+        assert ours(template_of(source), {"messages": openai_messages(conv), "tools": TOOLS}) == want
+        assert want.count("get_weather(city='") == len([c for *_, e in conv for c in e.get("calls", ())])
+
+
+@pytest.mark.parametrize(
+    ("effort", "level"), [("none", "no_think"), ("low", "low"), ("medium", "no_think"), ("high", "high")]
+)
+def test_a_template_naming_its_own_levels_gets_them(effort: str, level: str) -> None:
+    """Tencent Hy3's template refuses any reasoning_effort but no_think, low and high (and without one does not
+    think): the API's levels reach it as those, our default `medium` as its own default."""
+    source = (_shipped() / "tencent-Hy3.jinja").read_text()
+    hf = [{"role": "user", "content": "Hi"}]
+    got = ours(template_of(source), {"messages": hf, "reasoning_effort": effort})
+    assert got == theirs(source, hf, None, reasoning_effort=level)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_SKIPPED))
+def test_shipped_templates_transformers_cannot_render_keep_the_generic_format(name: str) -> None:
+    """The reason each is skipped holds: transformers fails on the conversation named, with the error named."""
+    conv_name, error, _why = SHIPPED_SKIPPED[name]
+    conv = {"FIRST_TURN": FIRST_TURN, "ROUND_TRIP": ROUND_TRIP}[conv_name]
+    source = (_shipped() / name).read_text()
+    with pytest.raises(Exception, match=re.escape(error)):
+        theirs(source, hf_messages(conv), hf_tools(TOOLS))
+    try:
+        support = template_of(source).tool_support
+    except ConfigError:  # a template that renders no plain conversation does not load
+        return
+    assert support.format is ToolFormat.GENERIC and not support.native
 
 
 @pytest.mark.parametrize("name", SHIPPED_WITHOUT_TOOLS)

@@ -173,11 +173,12 @@ SHIPPED = {
     "ibm-granite-granite-4.1.jinja": "hermes",
     "Qwen-QwQ-32B.jinja": "hermes",
     "Bielik-11B-v3.0-Instruct.jinja": "hermes",
-    "GLM-4.6.jinja": "hermes",
-    "GLM-4.7-Flash.jinja": "hermes",
+    # GLM and Ling: their instructions' `<tool_call>{function-name}` once passed for Hermes; their calls are glm
+    "GLM-4.6.jinja": "glm",
+    "GLM-4.7-Flash.jinja": "glm",
     "MiMo-VL.jinja": "hermes",
     "Reka-Edge.jinja": "hermes",
-    "inclusionai-ling-3.0-flash.jinja": "hermes",
+    "inclusionai-ling-3.0-flash.jinja": "glm",
     "mistralai-Ministral-3-14B-Reasoning-2512.jinja": "mistral-args",
     "Qwen3-Coder.jinja": "xml",
     "Qwen3.5-4B.jinja": "xml",
@@ -186,6 +187,22 @@ SHIPPED = {
     "ByteDance-Seed-OSS.jinja": "seed-xml",
     "NVIDIA-Nemotron-Nano-v2.jinja": "nemotron",
     "LFM2.5-8B-A1B.jinja": "pythonic",
+    "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja": "cohere",
+    "Cohere2MoE.jinja": "cohere",
+    "meetkai-functionary-medium-v3.1.jinja": "functionary",
+    "Apriel-1.6-15b-Thinker-fixed.jinja": "apriel",
+    "unsloth-Apriel-1.5.jinja": "apriel",
+    "Spark2.5.jinja": "glm",
+    "poolside-Laguna-S-2.1.jinja": "glm",
+    "poolside-Laguna-XS-2.1.jinja": "glm",
+    "poolside-Laguna-XS.2.jinja": "glm",
+    "openbmb-MiniCPM5-1B.jinja": "minicpm",
+    "tencent-Hy3.jinja": "hy3",
+    "upstage-Solar-Open-100B.jinja": "solar",
+    "Apertus-8B-Instruct.jinja": "apertus",
+    "GigaChat3-10B-A1.8B.jinja": "gigachat",
+    "GigaChat3.1-10B-A1.8B.jinja": "gigachat",
+    "muse-glimmer.jinja": "atem",
     "google-gemma-4-31B-it.jinja": "gemma",
     "google-gemma-4-31B-it-interleaved.jinja": "gemma",
     "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek-v3.2",
@@ -196,6 +213,15 @@ SHIPPED = {
     "MiniMax-M1.jinja": "minimax-json",
     "MiniMax-M3.jinja": "minimax-tree",
     "Kimi-K3.jinja": "kimi-k3",
+}
+# The reasoning_effort a shipped template gets for our default level, where it names its own levels.
+SHIPPED_LEVELS = {"tencent-Hy3.jinja": "no_think"}
+
+# Real templates that list the tools but write no calls (the model's own text carries them): the format, and the
+# template of the family that does write calls, whose text for a call turn is the oracle for ours.
+SHIPPED_CALLS_IN_TEXT = {
+    "LFM2-8B-A1B.jinja": ("pythonic", "LFM2.5-8B-A1B.jinja"),
+    "LFM2.5-Instruct.jinja": ("pythonic", "LFM2.5-8B-A1B.jinja"),
 }
 
 # Real templates that write a history's calls in their model's format but never show the model its tools: they
@@ -212,6 +238,30 @@ SHIPPED_UNRENDERABLE = {
     "llama-cpp-deepseek-r1.jinja": "`tools | map(attribute='function') | tojson` hands tojson a generator (TypeError)",
     "Kimi-K2-Instruct.jinja": "queues call ids with `list.append`/`pop`, which the immutable sandbox refuses",
     "Kimi-K2-Thinking.jinja": "queues call ids with `list.append`/`pop`, which the immutable sandbox refuses",
+}
+
+
+# Real templates with tools whose format is not built, and why: the conversation transformers fails on (FIRST_TURN,
+# ROUND_TRIP) and the error it names, then the reason. They keep the generic format.
+SHIPPED_SKIPPED = {
+    "fireworks-ai-llama-3-firefunction-v2.jinja": (
+        "FIRST_TURN",
+        "'functions' is undefined",
+        "reads its tools from `functions` and `datetime`, variables transformers never passes: no conversation renders"
+        " (hearth refuses to load it, naming the variable)",
+    ),
+    "meetkai-functionary-medium-v3.2.jinja": (
+        "ROUND_TRIP",
+        "can only concatenate str",
+        "joins a call's arguments to text as a string, where transformers passes an object: no history with a call"
+        " renders, so its `>>>NAME\\n{...}` calls cannot be written back",
+    ),
+    "CohereForAI-c4ai-command-r-plus-tool_use.jinja": (
+        "FIRST_TURN",
+        "has no attribute 'description'",
+        "needs a description on every parameter, and its protocol is two passes (an `Action:` list that answers"
+        " through a `directly-answer` pseudo-tool, then a grounded answer), which one completion does not carry",
+    ),
 }
 
 

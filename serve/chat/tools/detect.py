@@ -6,10 +6,12 @@ followed by JSON Hermes, `<function=NAME>` with `<parameter=KEY>` the XML style,
 `{"name": ..., "parameters": ...}` object Llama 3.x, `<|tool_call>call:NAME{` Gemma 4, the DSML invoke tag
 DeepSeek V3.2/V4, `<invoke name=` MiniMax-M2 (behind `]<]minimax[>[`, M3), a `<tool_calls>` of JSON lines
 MiniMax-M1, `functions.NAME:N` call ids Kimi K2 and `<|open|>call tool=` Kimi K3; Granite 3.x renders no call but
-tells the model about `<|tool_call|>`). A template that does not render the tool list for a plain turn knows no tools (even if it
-writes a history's calls in some format: DeepSeek R1's distills, SmolLM3), and one whose call format is none
-of these is treated the same way: both get the generic format, taught in the system message. A template that
-fails whenever it is given tools gets none (the generic instructions list them), so a request with tools is no 400.
+tells the model about `<|tool_call|>`; more formats in PROBE_SIGNS). LFM2's templates list tools and write no
+calls: their tool list names the format (LISTINGS), and a history's calls go into the turn's text (history.py).
+A template that does not render the tool list for a plain turn knows no tools (even if it writes a history's
+calls in some format: DeepSeek R1's distills, SmolLM3), and one whose call format is none of these is treated
+the same way: both get the generic format, taught in the system message. A template that fails whenever it is
+given tools gets none (the generic instructions list them), so a request with tools is no 400.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ Render = Callable[[list[dict[str, Any]], list[dict[str, Any]]], str]
 class ToolSupport:
     format: ToolFormat
     native: bool  # the template renders tools, calls and results itself
+    writes_calls: bool = True  # False: it lists the tools, and a history's calls go into the text (history.py)
     takes_tools: bool = True  # the template renders at all when given tools (else it gets none: generic lists them)
 
     @classmethod
@@ -71,21 +74,53 @@ def detect(render: Render) -> ToolSupport:
     if text is None or PROBE_NAME not in text or PROBE_NAME not in listing:
         return ToolSupport.generic()
     fmt = read_format(text)
-    return ToolSupport(fmt, native=True) if fmt else ToolSupport.generic()
+    if fmt is not None:
+        return ToolSupport(fmt, native=True)
+    family = next((f for mark, f in LISTINGS.items() if mark in listing), None)
+    if family is not None and text.count(PROBE_NAME) == listing.count(PROBE_NAME):  # the call was not written
+        return ToolSupport(family, native=True, writes_calls=False)
+    return ToolSupport.generic()
 
 
 def _tool_listing(render: Render) -> str | None:
-    """A plain turn with tools offered (where the template shows the model its tools, if it does), or None when
-    the template fails on tools."""
+    """A plain turn with tools offered (where the template shows the model its tools, if it does: then the
+    tool's name is in it), or None when the template fails on tools."""
     try:
         return render([{"role": "user", "content": "hi"}], [PROBE_TOOL])
     except Exception:  # noqa: BLE001 - whatever a template raises, it cannot take tools
         return None
 
 
+# Templates that list tools and write no calls, known by how they list them: LFM2's (the model calls in the
+# pythonic format of LFM2.5's templates, which do write calls).
+LISTINGS = {"<|tool_list_start|>": ToolFormat.PYTHONIC, "List of tools: [": ToolFormat.PYTHONIC}
+
+
 _MINIMAX_JSON = re.compile(re.escape(minimax.OPEN) + r"\s*\{")
 _HERMES = re.compile(r"<tool_call>\s*\{")
 _LLAMA3 = re.compile(r'\{\s*"name"\s*:\s*"' + PROBE_NAME + r'"\s*,\s*"parameters"\s*:')
+
+
+def _sign(*parts: str) -> re.Pattern[str]:
+    """The probe call's text in a format: literal parts, any whitespace between them."""
+    return re.compile(r"\s*".join(re.escape(p) for p in parts))
+
+
+# What more formats write for the probe call, checked in order (before pythonic and the JSON formats, whose
+# signs are looser: GLM's instructions show `<tool_call>{function-name}`, which reads as Hermes).
+PROBE_SIGNS: tuple[tuple[re.Pattern[str], ToolFormat], ...] = (
+    (_sign("<|START_ACTION|>[", '{"tool_call_id": "0", "tool_name": "' + PROBE_NAME + '"'), ToolFormat.COHERE),
+    (_sign(f"<function={PROBE_NAME}>{{"), ToolFormat.FUNCTIONARY),
+    (_sign("<tool_calls>[", "{", '"name": "' + PROBE_NAME + '"'), ToolFormat.APRIEL),
+    (_sign("function call<|role_sep|>", '{"name": "' + PROBE_NAME + '"'), ToolFormat.GIGACHAT),
+    (_sign("<|function_call|>", '{"name": "' + PROBE_NAME + '"'), ToolFormat.GIGACHAT),
+    (_sign(f'<atem:invoke name="{PROBE_NAME}">'), ToolFormat.ATEM),
+    (_sign("<|tools_prefix|>[", '{"' + PROBE_NAME + '":'), ToolFormat.APERTUS),
+    (_sign(f"<|tool_call:name|>{PROBE_NAME}<|tool_call:args|>"), ToolFormat.SOLAR),
+    (_sign(f"<tool_call:opensource>{PROBE_NAME}<tool_sep:opensource>"), ToolFormat.HY3),
+    (_sign("<tool_call>", PROBE_NAME, "<arg_key>x</arg_key>"), ToolFormat.GLM),
+    (_sign(f'<function name="{PROBE_NAME}"><param name="x">'), ToolFormat.MINICPM),
+)
 
 
 def read_format(text: str) -> ToolFormat | None:
@@ -110,6 +145,9 @@ def read_format(text: str) -> ToolFormat | None:
         return ToolFormat.MISTRAL_ARGS if "[ARGS]" in text else ToolFormat.MISTRAL
     if f"<function={PROBE_NAME}>" in text and "<parameter=x>" in text:
         return ToolFormat.SEED_XML if "<seed:tool_call>" in text else ToolFormat.XML
+    for sign, fmt in PROBE_SIGNS:
+        if sign.search(text):
+            return fmt
     if f"<|tool_call_start|>[{PROBE_NAME}(" in text:
         return ToolFormat.PYTHONIC
     if "<TOOLCALL>" in text:

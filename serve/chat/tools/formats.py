@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from serve.chat.tools import (
+    apertus,
+    apriel,
+    cohere,
+    functionary,
     gemma,
+    gigachat,
     granite,
     hermes,
     kimi,
@@ -20,9 +25,12 @@ from serve.chat.tools import (
     mistral,
     nemotron,
     pythonic,
+    solar,
+    tagged,
     xml,
 )
 from serve.chat.tools.events import CallParser, IdMaker, Tools, mistral_id, openai_id
+from serve.chat.tools.history import CallWriter
 from serve.chat.tools.markup import MarkupParser, Spec
 
 
@@ -38,6 +46,18 @@ class ToolFormat(enum.Enum):
     PYTHONIC = "pythonic"  # LFM2.5: <|tool_call_start|>[NAME(key=value, ...), ...]<|tool_call_end|>
     HARMONY = "harmony"  # gpt-oss: to=functions.NAME in a message header
     GENERIC = "generic"  # a template that knows no tools: Hermes markup, taught in the system message
+    COHERE = "cohere"  # Command R7B, Cohere2: <|START_ACTION|>[{"tool_call_id", "tool_name", "parameters"}, ...]<|END_ACTION|>
+    APRIEL = "apriel"  # Apriel 1.5/1.6: <tool_calls>[{...}, ...]</tool_calls>
+    FUNCTIONARY = "functionary"  # functionary v3.1: <function=NAME>{...}</function>
+    GLM = "glm"  # Spark 2.5, Laguna: <tool_call>NAME<arg_key>KEY</arg_key><arg_value>VALUE</arg_value></tool_call>
+    MINICPM = "minicpm"  # MiniCPM 5: <function name="NAME"><param name="KEY">VALUE</param></function>
+    SOLAR = "solar"  # Solar Open: <|tool_call:begin|>ID<|tool_call:name|>NAME<|tool_call:args|>{...}<|tool_call:end|>
+    APERTUS = "apertus"  # Apertus: <|tools_prefix|>[{"NAME": {...}}, ...]<|tools_suffix|>
+    GIGACHAT = (
+        "gigachat"  # GigaChat 3 / 3.1: function call<|role_sep|> or <|function_call|>, then {"name", "arguments"}
+    )
+    ATEM = "atem"  # Muse Glimmer: <atem:function_calls><atem:invoke name="NAME"><atem:parameter name="KEY">...
+    HY3 = "hy3"  # Tencent Hy3: glm's pairs in <tool_calls:opensource><tool_call:opensource>NAME<tool_sep:opensource>...
     GEMMA = "gemma"  # Gemma 4: <|tool_call>call:NAME{key:<|"|>text<|"|>,...}<tool_call|>
     DEEPSEEK_V32 = "deepseek-v3.2"  # DSML function_calls of invoke name="NAME" tags, parameters string="true|false"
     DEEPSEEK_V4 = "deepseek-v4"  # the same in a DSML tool_calls block
@@ -59,6 +79,8 @@ class FormatInfo:
     args_key: str = "arguments"
     new_id: IdMaker = openai_id
     make: ParserMaker | None = None
+    # a history's calls as the format's text, for a template that lists tools but writes no calls (history.py)
+    write: CallWriter | None = None
 
     def parser(self, new_id: IdMaker | None, tools: Tools | None) -> CallParser:
         """The call parser for one answer (harmony's calls are read from its messages, serve/chat/tools/harmony.py)."""
@@ -72,6 +94,10 @@ def _xml(style: xml.XmlStyle) -> ParserMaker:
     return lambda new_id, tools: xml.XmlParser(style, tools, new_id)
 
 
+def _tagged(style: tagged.TagStyle) -> ParserMaker:
+    return lambda new_id, tools: tagged.TaggedParser(style, tools, new_id)
+
+
 FORMATS = MappingProxyType({
     ToolFormat.HERMES: FormatInfo(hermes.SPEC, parallel=True),
     ToolFormat.GENERIC: FormatInfo(hermes.SPEC, parallel=True),
@@ -83,9 +109,21 @@ FORMATS = MappingProxyType({
     ToolFormat.NEMOTRON: FormatInfo(nemotron.SPEC, parallel=True),
     ToolFormat.XML: FormatInfo(None, parallel=True, make=_xml(xml.QWEN)),
     ToolFormat.SEED_XML: FormatInfo(None, parallel=True, make=_xml(xml.SEED)),
-    ToolFormat.PYTHONIC: FormatInfo(None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id)),
+    ToolFormat.PYTHONIC: FormatInfo(
+        None, parallel=True, make=lambda new_id, tools: pythonic.PythonicParser(tools, new_id), write=pythonic.calls_text
+    ),
     # <|call|> ends generation: one call per turn.
     ToolFormat.HARMONY: FormatInfo(None, parallel=False),
+    ToolFormat.COHERE: FormatInfo(cohere.SPEC, parallel=True, args_key="parameters"),
+    ToolFormat.APRIEL: FormatInfo(apriel.SPEC, parallel=True),
+    ToolFormat.FUNCTIONARY: FormatInfo(functionary.SPEC, parallel=True),
+    ToolFormat.GLM: FormatInfo(None, parallel=True, make=_tagged(tagged.GLM)),
+    ToolFormat.MINICPM: FormatInfo(None, parallel=True, make=_tagged(tagged.MINICPM)),
+    ToolFormat.HY3: FormatInfo(None, parallel=True, make=_tagged(tagged.HY3)),
+    ToolFormat.ATEM: FormatInfo(None, parallel=True, make=_tagged(tagged.ATEM)),
+    ToolFormat.SOLAR: FormatInfo(solar.SPEC, parallel=True),
+    ToolFormat.APERTUS: FormatInfo(apertus.SPEC, parallel=True),
+    ToolFormat.GIGACHAT: FormatInfo(gigachat.SPEC, parallel=False),
     ToolFormat.GEMMA: FormatInfo(None, parallel=True, make=lambda new_id, tools: gemma.GemmaParser(tools, new_id)),
     ToolFormat.DEEPSEEK_V32: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V32)),
     ToolFormat.DEEPSEEK_V4: FormatInfo(None, parallel=True, make=_xml(xml.DEEPSEEK_V4)),

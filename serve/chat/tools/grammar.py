@@ -32,7 +32,21 @@ from llama_cpp.llama_grammar import SchemaConverter
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
 from serve.chat.channels import Thinking
 from serve.chat.json_strings import no_markers, strict_strings
-from serve.chat.tools import gemma, kimi, minimax, minimax_tree, pythonic, value_grammar
+from serve.chat.tools import (
+    apertus,
+    apriel,
+    cohere,
+    functionary,
+    gemma,
+    gigachat,
+    kimi,
+    minimax,
+    minimax_tree,
+    pythonic,
+    solar,
+    tagged,
+    value_grammar,
+)
 from serve.chat.tools.formats import FORMATS, ToolFormat
 from serve.chat.tools.gbnf import lit, without
 from serve.chat.tools.request import ToolRequest
@@ -60,11 +74,27 @@ OPENERS = {
     ToolFormat.PYTHONIC: (pythonic.OPEN,),
     ToolFormat.LLAMA3: ("<|python_tag|>",),
     ToolFormat.HARMONY: ("to=functions.",),
+    ToolFormat.COHERE: (cohere.OPEN,),
+    ToolFormat.APRIEL: (apriel.OPEN,),
+    ToolFormat.FUNCTIONARY: (functionary.OPEN,),
+    ToolFormat.GLM: (tagged.GLM.opener,),
+    ToolFormat.MINICPM: (tagged.MINICPM.opener,),
+    ToolFormat.HY3: (tagged.HY3.opener,),
+    ToolFormat.ATEM: (tagged.ATEM.opener,),
+    ToolFormat.SOLAR: (solar.BLOCK,),
+    ToolFormat.APERTUS: (apertus.OPEN,),
+    ToolFormat.GIGACHAT: (gigachat.CALL, gigachat.CALL_31),
     ToolFormat.GEMMA: (gemma.OPEN,),
     ToolFormat.KIMI: (kimi.SECTION_BEGIN,),
     ToolFormat.MINIMAX_JSON: (minimax.OPEN,),
     ToolFormat.MINIMAX_TREE: (minimax_tree.OPEN,),
     **{fmt: (style.open,) for fmt, style in XML_STYLES.items()},
+}
+TAG_STYLES = {
+    ToolFormat.GLM: tagged.GLM,
+    ToolFormat.MINICPM: tagged.MINICPM,
+    ToolFormat.HY3: tagged.HY3,
+    ToolFormat.ATEM: tagged.ATEM,
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
@@ -76,9 +106,11 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
     offered = [t["function"]["name"] for t in req.offered]
     parallel = req.parallel and FORMATS[fmt].parallel
     calls = _calls(fmt, offered, args, parallel)
-    style = XML_STYLES.get(fmt)
+    style, tag = XML_STYLES.get(fmt), TAG_STYLES.get(fmt)
     if style:
         call_rules = _xml_rules(conv, req.tools, offered, style)
+    elif tag:
+        call_rules = _tag_rules(conv, req.tools, offered, tag)
     elif fmt is ToolFormat.GEMMA:
         call_rules = value_grammar.gemma_rules(req.tools, offered)
     elif fmt is ToolFormat.MINIMAX_TREE:
@@ -114,11 +146,20 @@ def _args_rule(conv: SchemaConverter, i: int, tool: dict[str, Any]) -> str:
         ) from err
 
 
-def _json_call(name: str, args_rule: str, args_key: str) -> str:
+def _json_call(
+    name: str, args_rule: str, args_key: str, name_key: str = "name", first: str = "", last: str = ""
+) -> str:
     return (
-        f'"{{" space {lit(chr(34) + "name" + chr(34))} space ":" space {lit(json.dumps(name))} space "," space '
-        f'{lit(json.dumps(args_key))} space ":" space {args_rule} "}}" space'
+        f'"{{" space {first}{lit(json.dumps(name_key))} space ":" space {lit(json.dumps(name))} space "," space '
+        f'{lit(json.dumps(args_key))} space ":" space {args_rule} {last}"}}" space'
     )
+
+
+# Cohere's call objects open with the call's number (`"tool_call_id": "0", `), one per line; Apriel's templates
+# write the call's id after its arguments (`, "id": "..."`).
+COHERE_ID = '"\\"tool_call_id\\"" space ":" space "\\"" [0-9]+ "\\"" space "," space '
+APRIEL_ID = '( "," space "\\"id\\"" space ":" space "\\"" [a-zA-Z0-9_-]* "\\"" space )? '
+LINES = "hearth-lines ::= [ \\t\\n]{0,24}"
 
 
 def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list[str]:
@@ -144,6 +185,23 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
             'hearth-py-args ::= ( [^()\'"\\\\] | hearth-py-str | "(" hearth-py-args ")" )*',
             f"hearth-py-str ::= {_quoted(chr(39))} | {_quoted(chr(34))}",
         ]
+    if fmt is ToolFormat.FUNCTIONARY:
+        alts = " | ".join(f'{lit(n)} ">" {args[n]}' for n in names)
+        return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.APERTUS:
+        alts = " | ".join(f'"{{" space {lit(json.dumps(n))} space ":" space {args[n]} "}}" space' for n in names)
+        return [f"hearth-call ::= {alts}"]
+    if fmt is ToolFormat.SOLAR:  # the model's own id: letters and digits
+        alts = " | ".join(f"{lit(n)} {lit(solar.ARGS)} {args[n]}" for n in names)
+        return [
+            f"hearth-call ::= {lit(solar.BEGIN)} [a-zA-Z0-9_-]{{1,40}} {lit(solar.NAME)} ( {alts} ) {lit(solar.END)}"
+        ]
+    if fmt is ToolFormat.COHERE:
+        alts = " | ".join(_json_call(n, args[n], key, "tool_name", COHERE_ID) for n in names)
+        return [f"hearth-call ::= {alts}", LINES]
+    if fmt is ToolFormat.APRIEL:
+        alts = " | ".join(_json_call(n, args[n], key, last=APRIEL_ID) for n in names)
+        return [f"hearth-call ::= {alts}"]
     alts = " | ".join(_json_call(n, args[n], key) for n in names)
     return [f"hearth-call ::= {alts}"]
 
@@ -192,6 +250,42 @@ def _kinds(schema: Any) -> tuple[str, ...]:
     return tuple(sorted(types)) if types else ANY_KIND
 
 
+def _layout(text: str) -> str:
+    """A literal whose newlines are layout the model may leave out."""
+    return ' "\\n"? '.join(lit(part) for part in text.split("\n") if part) + (' "\\n"?' * text.endswith("\n"))
+
+
+TAG_TEXT = "hearth-tag-text"
+
+
+def _tag_rules(
+    conv: SchemaConverter, tools: list[dict[str, Any]], names: list[str], style: tagged.TagStyle
+) -> list[str]:
+    """Tagged calls (tagged.py), held like XML-style ones: the declared parameters in their declared order, the
+    required ones present, a string's value any text without the value's closing tag, any other JSON held to
+    its schema; a tool that declares no parameters may name any."""
+    end = style.value_end.strip("\n")
+    alts, rules = [], []
+    for i, tool in enumerate(tools):
+        fn = tool["function"]
+        if fn["name"] not in names:
+            continue
+        schema = conv.resolve_refs(copy.deepcopy(fn.get("parameters") or {}), f"tag{i}")
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = set(schema.get("required") or ())
+        parts = []
+        for j, (key, prop) in enumerate(props.items()):
+            value = TAG_TEXT if is_text(prop) else conv.visit(prop, f"tag{i}-p{j}")
+            param = f"{_layout(style.param.format(key=key))} {value} {_layout(style.value_end)}"
+            parts.append(param if key in required else f"( {param} )?")
+        if not props:  # any parameters, as text
+            head, tail = style.param.split("{key}")
+            parts.append(f"( {_layout(head)} [a-zA-Z0-9_.-]+ {_layout(tail)} {TAG_TEXT} {_layout(style.value_end)} )*")
+        rules.append(f"hearth-tag-{i} ::= " + " ".join(parts or ['""']))
+        alts.append(f"{_layout(style.head.format(name=fn['name']))} hearth-tag-{i} {lit(style.call_end)}")
+    return [f"hearth-call ::= {' | '.join(alts)}", *rules, without(TAG_TEXT, end)]
+
+
 def _quoted(q: str) -> str:
     """A Python string literal in quote `q`, escapes included."""
     return f'{lit(q)} ( [^{q}\\\\] | "\\\\" [^\\x00] )* {lit(q)}'
@@ -235,6 +329,29 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
     if fmt is ToolFormat.MISTRAL_ARGS:
         one = '"[TOOL_CALLS]" hearth-call'
         return f"( {one} )+" if parallel else one
+    if fmt is ToolFormat.COHERE:
+        more = ' ( "," hearth-lines hearth-call )*' if parallel else ""
+        return f'{lit(cohere.OPEN)} "[" hearth-lines hearth-call{more} hearth-lines "]" {lit(cohere.CLOSE)}'
+    if fmt is ToolFormat.APRIEL:
+        more = ' ( "," space hearth-call )*' if parallel else ""
+        return f'{lit(apriel.OPEN)} "[" space hearth-call{more} "]" {lit(apriel.CLOSE)}'
+    if fmt in TAG_STYLES:
+        calls = 'hearth-call ( "\\n"? hearth-call )*' if parallel else "hearth-call"
+        tag = TAG_STYLES[fmt]
+        if tag.block is None:
+            return calls
+        block = f'{_layout(tag.block[0])} {calls} "\\n"? {lit(tag.block[1])}'
+        return f"{block} ( {tag.block_sep} {block} )*" if parallel and tag.block_sep else block
+    if fmt is ToolFormat.GIGACHAT:  # one call; the assistant's message may end first
+        return f'( ( {lit(gigachat.SEP)} "\\n"* )? {lit(gigachat.CALL)} "\\n"? | {lit(gigachat.CALL_31)} ) hearth-call'
+    if fmt is ToolFormat.APERTUS:
+        more = ' ( "," space hearth-call )*' if parallel else ""
+        return f'{lit(apertus.OPEN)} "[" space hearth-call{more} "]" {lit(apertus.CLOSE)}'
+    if fmt is ToolFormat.SOLAR:
+        return f"{lit(solar.BLOCK)} hearth-call{' hearth-call*' if parallel else ''} {lit(solar.END_BLOCK)}?"
+    if fmt is ToolFormat.FUNCTIONARY:
+        one = f"{lit(functionary.OPEN)} hearth-call {lit(functionary.CLOSE)}"
+        return f"{one} ( {one} )*" if parallel else one
     if fmt is ToolFormat.LLAMA3:
         return '"<|python_tag|>"? hearth-call' + (' ( ";" space hearth-call )*' if parallel else "")
     return '"to=functions." hearth-call'  # harmony

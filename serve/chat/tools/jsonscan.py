@@ -108,6 +108,7 @@ class CallScanner:
 
     name_keys: tuple[str, ...] = ("name",)
     args_keys: tuple[str, ...] = ("arguments", "parameters")
+    keyed: bool = False  # {"NAME": {...}}: the first key names the tool and holds its arguments (Apertus)
     part: Part = Part.OPEN
     raw: str = ""
     name: str | None = None
@@ -171,6 +172,9 @@ class CallScanner:
                 self._key_escaped = True
             elif c == '"':
                 self.part = Part.COLON
+                if self.keyed and self.name is None:
+                    self.name = self._key_name
+                    found.append(Found("name", self.name))
                 return True
             self._key += c
             return True
@@ -187,8 +191,11 @@ class CallScanner:
         except json.JSONDecodeError:
             return self._key
 
+    def _holds_args(self, key: str) -> bool:
+        return key in self.args_keys or (self.keyed and key == self.name)
+
     def _streams_args(self) -> bool:
-        return self._key_name in self.args_keys and self._value.kind is Kind.CONTAINER
+        return self._holds_args(self._key_name) and self._value.kind is Kind.CONTAINER
 
     def _take_value(self, piece: str, found: list[Found]) -> None:
         if not piece:
@@ -202,10 +209,10 @@ class CallScanner:
     def _end_value(self, found: list[Found]) -> None:
         key = self._key_name
         self.part = Part.KEY
-        if key in self.name_keys and self._value.kind is Kind.STRING and self.name is None:
+        if key in self.name_keys and self._value.kind is Kind.STRING and self.name is None and not self.keyed:
             self.name = _decode_string(self._value_text)
             found.append(Found("name", self.name))
-        elif key in self.args_keys and not self._streams_args() and not self._args_seen:
+        elif self._holds_args(key) and not self._streams_args() and not self._args_seen:
             self._args_seen = True
             text = self._value_text
             if self._value.kind is Kind.STRING:  # arguments sent as a JSON string holding JSON

@@ -10,8 +10,8 @@ JSON the scanners of jsonscan.py keep their place. Markers never reach the answe
 States: START (the answer's first characters, where a format may open a call with a bare JSON object),
 TEXT (answer text), CALLS (after an opening marker: a list, an object or a bare name follows), LIST (inside
 `[...]` of call objects), OBJECT (one call object), NAME / CALL_ID / ARGS (Mistral's
-`NAME[CALL_ID]ID[ARGS]{...}`), AFTER (a call just ended: separators and closing markers are taken here), LINES
-(MiniMax-M1's section of call objects one a line).
+`NAME[CALL_ID]ID[ARGS]{...}`, Solar's `ID<|tool_call:name|>NAME<|tool_call:args|>{...}`), AFTER (a call just
+ended: separators and closing markers are taken here), LINES (MiniMax-M1's section of call objects one a line).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class Action(enum.Enum):
     ARGS = "args"  # NAME is complete; its arguments value follows
     CALL_ID = "call_id"  # NAME is complete; an id, then [ARGS], follows
     CLOSE = "close"  # a closing marker: back to answer text
+    ID = "id"  # the call's own id follows, before its name (dropped: every call gets one of ours)
+    NAME = "name"  # a bare name follows (after an id)
     LINES = "lines"  # call objects follow, one after another, until the section's closing marker
     SKIP = "skip"  # a marker that only frames calls (Kimi's section and call ends): dropped, the state stays
 
@@ -60,6 +62,7 @@ class Spec:
     args_keys: tuple[str, ...] = ("arguments", "parameters")
     bare_object: bool = False  # the answer itself may be the call object (Llama 3.x)
     bare_names: bool = False  # an opening marker may be followed by NAME[ARGS]{...} (Mistral)
+    keyed: bool = False  # a call object is {"NAME": {...}} (Apertus)
     new_id: IdMaker = openai_id
     name_of: Callable[[str], str] = str.strip  # a bare name's text to the tool's name (Kimi: its call id)
     # the table's markers by state, derived once
@@ -204,6 +207,10 @@ class MarkupParser:
             self.state, self._args = State.ARGS, ValueScanner()
         elif action is Action.CLOSE:
             self.state = State.TEXT
+        elif action is Action.ID:
+            self.state = State.CALL_ID
+        elif action is Action.NAME:
+            self.state, self._name = State.NAME, ""
         elif action is Action.LINES:
             self.state = State.LINES
         # Action.SKIP: nothing changes
@@ -249,7 +256,7 @@ class MarkupParser:
 
     def _open_object(self, then: State) -> None:
         self.state, self._object_then = State.OBJECT, then
-        self._object = CallScanner(self.spec.name_keys, self.spec.args_keys)
+        self._object = CallScanner(self.spec.name_keys, self.spec.args_keys, self.spec.keyed)
         self._buffered, self._started = [], False
 
     def _in_object(self, text: str, out: list[ToolEvent]) -> str:

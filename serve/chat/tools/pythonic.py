@@ -175,3 +175,23 @@ class PythonicParser:
     def _end_value(self, out: list[ToolEvent]) -> None:
         value = literal("".join(self._value))
         out.append(CallArgs(self.calls - 1, json.dumps(value, ensure_ascii=False)))
+
+
+def calls_text(calls: list[dict[str, Any]]) -> str:
+    """A history turn's calls as LFM2.5's template writes them (for LFM2 templates, which list tools but leave
+    the calls to the assistant's text): strings in single quotes as they are, objects as JSON, anything else as
+    Python's `str`."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, str):
+            return f"'{v}'"
+        if isinstance(v, dict):
+            return json.dumps(v, ensure_ascii=False)
+        return str(v)
+
+    def one(call: dict[str, Any]) -> str:
+        fn = call["function"]
+        args = fn["arguments"] if isinstance(fn["arguments"], dict) else {}
+        return f"{fn['name']}(" + ", ".join(f"{k}={value(v)}" for k, v in args.items()) + ")"
+
+    return f"{OPEN}[" + ", ".join(one(c) for c in calls) + f"]{CLOSE}"
