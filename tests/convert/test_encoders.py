@@ -1,0 +1,192 @@
+"""XLM-RoBERTa and NomicBERT encoders: the Unigram vocabulary against llama.cpp's own GGUF and transformers, vectors
+against sentence-transformers, the GGUF's metadata, and the settings llama.cpp's graphs cannot reproduce, refused.
+
+The XLM-R fixtures (testkit/fixtures/bert.py) carry XLM-R's real vocabulary from llama.cpp's sdist
+(models/ggml-vocab-nomic-bert-moe.gguf, as llama.cpp's converter wrote it), rebuilt into tokenizer.json by
+transformers; our conversion of that tokenizer.json must tokenize as the source GGUF does in llama.cpp and as
+transformers does. The reranker's scores are compared in tests/serve/test_rerank_families.py, through the server.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+transformers = pytest.importorskip("transformers")
+sentence_transformers = pytest.importorskip("sentence_transformers")
+
+from gguf import GGMLQuantizationType, GGUFReader, PoolingType  # noqa: E402
+
+from convert import convert_checkpoint  # noqa: E402
+from convert.errors import UnsupportedError  # noqa: E402
+from convert.vocab_kind import load_vocab  # noqa: E402
+from testkit.fixtures.bert import XLMR_VOCAB, build_bert_fixture  # noqa: E402
+from tests.convert.strings import strings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "Hello world!", "The capital of France is Paris.", "Ünïcödé façade naïve résumé", "你好，世界！ 東京",
+    "def f(x):\n    return x * 2", "don't stop believing", "a " * 40, "Привет, мир. Καλημέρα κόσμε.",
+]  # fmt: skip
+COSINE_MIN = 0.9999  # f32 GGUF
+EMBEDDERS = ("xlmr-embed", "nomic-embed")
+
+
+@pytest.fixture(scope="module")
+def ggufs(llama_src, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """kind -> (HF folder, f32 GGUF)."""
+    root = tmp_path_factory.mktemp("encoders")
+    out = {}
+    for kind in (*EMBEDDERS, "xlmr-rerank"):
+        folder = build_bert_fixture(kind, llama_src)
+        out[kind] = (folder, convert_checkpoint(folder, root / f"{kind}.f32.gguf", "f32", progress=False))
+    return out
+
+
+def vocab_strings(src: Path) -> list[str]:
+    """Every .inp test string llama.cpp ships, and tests/convert/strings.py's, with XLM-R's specials."""
+    inp = [
+        s for p in sorted((src / "models").glob("*.inp")) for s in p.read_text("utf-8").split("\n__ggml_vocab_test__\n")
+    ]
+    return sorted(set(inp + strings(["<s>", "</s>", "<mask>"])))
+
+
+def test_xlmr_vocabulary_tokenizes_as_llama_cpp_and_transformers(llama_src, ggufs):
+    """Our GGUF (from the rebuilt tokenizer.json) against llama.cpp's on its own XLM-R GGUF and transformers'
+    XLMRobertaTokenizer, <s> ... </s> included, on 280+ strings: all three agree."""
+    folder, gguf = ggufs["xlmr-embed"]
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    ours = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    source = llama_cpp.Llama(
+        str(llama_src / "models" / f"ggml-vocab-{XLMR_VOCAB}.gguf"), vocab_only=True, verbose=False
+    )
+    cases = vocab_strings(llama_src)
+    assert len(cases) >= 280
+    got = {s: ours.tokenize(s.encode(), add_bos=True, special=True) for s in cases}
+    vs_llama = [s for s in cases if got[s] != source.tokenize(s.encode(), add_bos=True, special=True)]
+    vs_hf = [(s, got[s], hf(s).input_ids) for s in cases if got[s] != hf(s).input_ids]
+    assert not vs_llama, f"{len(vs_llama)}/{len(cases)} differ from llama.cpp's own GGUF, first: {vs_llama[:2]}"
+    assert not vs_hf, f"{len(vs_hf)}/{len(cases)} differ from transformers, first: {vs_hf[:2]}"
+
+
+def test_xlmr_vocabulary_metadata_matches_llama_cpp_converter(llama_src, ggufs):
+    """Pieces, scores, types, charsmap and flags as llama.cpp's converter wrote them into its XLM-R GGUF."""
+    ours = GGUFReader(ggufs["xlmr-embed"][1]).fields
+    theirs = GGUFReader(llama_src / "models" / f"ggml-vocab-{XLMR_VOCAB}.gguf").fields
+    n = len(ours["tokenizer.ggml.tokens"].contents())
+    for key in ("tokens", "scores", "token_type"):
+        assert ours[f"tokenizer.ggml.{key}"].contents() == theirs[f"tokenizer.ggml.{key}"].contents()[:n], key
+    for key in ("model", "pre", "add_space_prefix", "remove_extra_whitespaces", "precompiled_charsmap",
+                "bos_token_id", "eos_token_id", "unknown_token_id", "seperator_token_id", "padding_token_id",
+                "mask_token_id", "add_bos_token", "add_eos_token"):  # fmt: skip
+        assert ours[f"tokenizer.ggml.{key}"].contents() == theirs[f"tokenizer.ggml.{key}"].contents(), key
+    assert ours["tokenizer.ggml.add_sep_token"].contents() is True  # <s> A </s></s> B </s>
+
+
+@pytest.mark.parametrize("kind", EMBEDDERS)
+def test_vectors_equal_sentence_transformers(ggufs, kind):
+    folder, gguf = ggufs[kind]
+    st = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
+    want = st.encode(TEXTS, convert_to_numpy=True)
+    model = llama_cpp.Llama(str(gguf), embedding=True, n_ctx=128, n_batch=128, verbose=False)
+    try:
+        assert [model.tokenize(t.encode(), add_bos=True, special=True) for t in TEXTS] == [
+            st.tokenizer(t).input_ids for t in TEXTS
+        ]
+        got = np.array([model.embed(t, normalize=True) for t in TEXTS])
+    finally:
+        model.close()
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() >= COSINE_MIN, cosine
+
+
+def test_xlmr_metadata_positions_and_reranker_head(ggufs):
+    embed, rerank = (GGUFReader(ggufs[k][1]) for k in ("xlmr-embed", "xlmr-rerank"))
+    config = json.loads((ggufs["xlmr-embed"][0] / "config.json").read_text())
+    f = embed.fields
+    assert f["general.architecture"].contents() == "bert"
+    assert f["bert.pooling_type"].contents() == int(PoolingType.CLS)  # from 1_Pooling/config.json
+    assert f["tokenizer.ggml.token_type_count"].contents() == 1
+    # positions from pad_token_id + 1: the first two rows dropped, the context two shorter
+    ctx = config["max_position_embeddings"] - config["pad_token_id"] - 1
+    assert f["bert.context_length"].contents() == ctx
+    names = {t.name: t for t in embed.tensors}
+    assert list(names["position_embd.weight"].shape) == [64, ctx]
+    assert "cls.weight" not in names
+    f = rerank.fields
+    assert f["bert.pooling_type"].contents() == int(PoolingType.RANK)
+    assert f["bert.classifier.output_labels"].contents() == ["LABEL_0"]
+    names = {t.name: t for t in rerank.tensors}
+    # RobertaClassificationHead: dense + tanh is llama.cpp's `cls`, out_proj its `cls.output`
+    assert list(names["cls.weight"].shape) == [64, 64] and list(names["cls.output.weight"].shape) == [64, 1]
+    assert names["position_embd.weight"].tensor_type == GGMLQuantizationType.F32
+
+
+def test_nomic_metadata(ggufs):
+    reader = GGUFReader(ggufs["nomic-embed"][1])
+    f = reader.fields
+    config = json.loads((ggufs["nomic-embed"][0] / "config.json").read_text())
+    assert f["general.architecture"].contents() == "nomic-bert"
+    assert f["nomic-bert.pooling_type"].contents() == int(PoolingType.MEAN)
+    assert f["nomic-bert.rope.freq_base"].contents() == pytest.approx(config["rope_parameters"]["rope_theta"])
+    assert f["tokenizer.ggml.model"].contents() == "bert"
+    names = {t.name for t in reader.tensors}
+    assert {"blk.0.attn_qkv.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight"} <= names
+    assert not any(n.startswith("position_embd") for n in names)  # rotary: no position table
+
+
+def _edited(src: Path, tmp: Path, **changes: object) -> Path:
+    """The fixture with config.json changed (its other files linked, not copied)."""
+    out = tmp / src.name
+    out.mkdir()
+    for item in src.iterdir():
+        if item.name != "config.json":
+            (out / item.name).symlink_to(item)
+    config = json.loads((src / "config.json").read_text()) | changes
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "words"),
+    [
+        ("nomic-embed", {"mlp_fc1_bias": True}, "mlp_fc1_bias"),
+        ("nomic-embed", {"rotary_emb_fraction": 0.5}, "rotary_emb_fraction"),
+        ("nomic-embed", {"prenorm": True}, "prenorm"),
+        ("nomic-embed", {"hidden_act": "gelu"}, "hidden_act"),
+        ("nomic-embed", {"moe_every_n_layers": 2}, "moe_every_n_layers"),
+        ("xlmr-embed", {"lora_adaptations": ["retrieval.query"]}, "lora_adaptations"),
+        ("xlmr-embed", {"position_embedding_type": "relative_key"}, "position_embedding_type"),
+    ],
+)
+def test_settings_llama_cpp_cannot_reproduce_are_refused(llama_src, tmp_path, kind, changes, words):
+    folder = _edited(build_bert_fixture(kind, llama_src), tmp_path, **changes)
+    with pytest.raises(UnsupportedError, match=words):
+        convert_checkpoint(folder, tmp_path / "x.gguf", "f32", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda t: t["model"].update(byte_fallback=True), "byte_fallback"),
+        (lambda t: t.update(normalizer={"type": "NFKC"}), "NFKC"),
+        (lambda t: t.update(pre_tokenizer={"type": "Metaspace", "prepend_scheme": "first"}), "prepend_scheme"),
+        (lambda t: t.update(pre_tokenizer={"type": "ByteLevel"}), "ByteLevel"),
+    ],
+)
+def test_unigram_tokenizers_llama_cpp_cannot_reproduce_are_refused(llama_src, tmp_path, edit, words):
+    src = build_bert_fixture("xlmr-embed", llama_src)
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    tokenizer = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    edit(tokenizer)
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    shutil.copy(src / "tokenizer_config.json", folder)
+    with pytest.raises(UnsupportedError, match=words):
+        load_vocab(folder, 250002)
