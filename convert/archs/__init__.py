@@ -26,6 +26,7 @@ _MODULES = (
     "convert.archs.bert",
     "convert.archs.xlm_roberta",
     "convert.archs.nomic_bert",
+    "convert.archs.modernbert",
 )
 
 # Image projector modules, each exposing PROJECTORS: tuple[Projector, ...] (written as NAME.mmproj.gguf).

@@ -1,4 +1,4 @@
-"""XLM-RoBERTa and NomicBERT encoders: the Unigram vocabulary against llama.cpp's own GGUF and transformers, vectors
+"""XLM-RoBERTa, NomicBERT and ModernBERT encoders: the Unigram vocabulary against llama.cpp's own GGUF and transformers, vectors
 against sentence-transformers, the GGUF's metadata, and the settings llama.cpp's graphs cannot reproduce, refused.
 
 The XLM-R fixtures (testkit/fixtures/bert.py) carry XLM-R's real vocabulary from llama.cpp's sdist
@@ -9,6 +9,7 @@ transformers does. The reranker's scores are compared in tests/serve/test_rerank
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -35,7 +36,7 @@ TEXTS = [
     "def f(x):\n    return x * 2", "don't stop believing", "a " * 40, "Привет, мир. Καλημέρα κόσμε.",
 ]  # fmt: skip
 COSINE_MIN = 0.9999  # f32 GGUF
-EMBEDDERS = ("xlmr-embed", "nomic-embed")
+EMBEDDERS = ("xlmr-embed", "nomic-embed", "modernbert-embed")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,12 @@ def ggufs(llama_src, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
         folder = build_bert_fixture(kind, llama_src)
         out[kind] = (folder, convert_checkpoint(folder, root / f"{kind}.f32.gguf", "f32", progress=False))
     return out
+
+
+@functools.cache
+def readers(path: Path) -> GGUFReader:
+    """A GGUF's reader, parsed once (an XLM-R vocabulary takes seconds)."""
+    return GGUFReader(path)
 
 
 def vocab_strings(src: Path) -> list[str]:
@@ -77,11 +84,14 @@ def test_xlmr_vocabulary_tokenizes_as_llama_cpp_and_transformers(llama_src, gguf
 
 def test_xlmr_vocabulary_metadata_matches_llama_cpp_converter(llama_src, ggufs):
     """Pieces, scores, types, charsmap and flags as llama.cpp's converter wrote them into its XLM-R GGUF."""
-    ours = GGUFReader(ggufs["xlmr-embed"][1]).fields
-    theirs = GGUFReader(llama_src / "models" / f"ggml-vocab-{XLMR_VOCAB}.gguf").fields
-    n = len(ours["tokenizer.ggml.tokens"].contents())
-    for key in ("tokens", "scores", "token_type"):
-        assert ours[f"tokenizer.ggml.{key}"].contents() == theirs[f"tokenizer.ggml.{key}"].contents()[:n], key
+    ours = readers(ggufs["xlmr-embed"][1]).fields
+    theirs = readers(llama_src / "models" / f"ggml-vocab-{XLMR_VOCAB}.gguf").fields
+    n = len(ours["tokenizer.ggml.tokens"].data)
+    for key in ("tokens", "scores", "token_type"):  # 250k items: compared as arrays, not Python lists
+        mine, source = (f[f"tokenizer.ggml.{key}"] for f in (ours, theirs))
+        assert all(
+            np.array_equal(mine.parts[i], source.parts[j]) for i, j in zip(mine.data, source.data[:n], strict=True)
+        ), key
     for key in ("model", "pre", "add_space_prefix", "remove_extra_whitespaces", "precompiled_charsmap",
                 "bos_token_id", "eos_token_id", "unknown_token_id", "seperator_token_id", "padding_token_id",
                 "mask_token_id", "add_bos_token", "add_eos_token"):  # fmt: skip
@@ -107,7 +117,7 @@ def test_vectors_equal_sentence_transformers(ggufs, kind):
 
 
 def test_xlmr_metadata_positions_and_reranker_head(ggufs):
-    embed, rerank = (GGUFReader(ggufs[k][1]) for k in ("xlmr-embed", "xlmr-rerank"))
+    embed, rerank = (readers(ggufs[k][1]) for k in ("xlmr-embed", "xlmr-rerank"))
     config = json.loads((ggufs["xlmr-embed"][0] / "config.json").read_text())
     f = embed.fields
     assert f["general.architecture"].contents() == "bert"
@@ -141,6 +151,31 @@ def test_nomic_metadata(ggufs):
     assert not any(n.startswith("position_embd") for n in names)  # rotary: no position table
 
 
+def test_modernbert_metadata_and_tokens(ggufs):
+    """Which layers slide, the window and both thetas from config.json; [CLS] text [SEP] as transformers adds them
+    on 200+ strings."""
+    folder, gguf = ggufs["modernbert-embed"]
+    config = json.loads((folder / "config.json").read_text())
+    f = GGUFReader(gguf).fields
+    assert f["general.architecture"].contents() == "modern-bert"
+    assert f["modern-bert.attention.sliding_window_pattern"].contents() == [
+        t == "sliding_attention" for t in config["layer_types"]
+    ]
+    assert f["modern-bert.attention.sliding_window"].contents() == config["local_attention"]
+    rope = config["rope_parameters"]
+    assert f["modern-bert.rope.freq_base"].contents() == rope["full_attention"]["rope_theta"]
+    assert f["modern-bert.rope.freq_base_swa"].contents() == rope["sliding_attention"]["rope_theta"]
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    model = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    cases = strings(["[CLS]", "[SEP]", "[MASK]"])
+    wrong = [
+        (s, g, w)
+        for s in cases
+        if (g := model.tokenize(s.encode(), add_bos=True, special=True)) != (w := hf(s).input_ids)
+    ]
+    assert len(cases) >= 200 and not wrong, f"{len(wrong)}/{len(cases)} differ, first: {wrong[:2]}"
+
+
 def _edited(src: Path, tmp: Path, **changes: object) -> Path:
     """The fixture with config.json changed (its other files linked, not copied)."""
     out = tmp / src.name
@@ -161,6 +196,8 @@ def _edited(src: Path, tmp: Path, **changes: object) -> Path:
         ("nomic-embed", {"prenorm": True}, "prenorm"),
         ("nomic-embed", {"hidden_act": "gelu"}, "hidden_act"),
         ("nomic-embed", {"moe_every_n_layers": 2}, "moe_every_n_layers"),
+        ("modernbert-embed", {"mlp_bias": True}, "mlp_bias"),
+        ("modernbert-embed", {"hidden_activation": "silu"}, "hidden_activation"),
         ("xlmr-embed", {"lora_adaptations": ["retrieval.query"]}, "lora_adaptations"),
         ("xlmr-embed", {"position_embedding_type": "relative_key"}, "position_embedding_type"),
     ],

@@ -1,5 +1,5 @@
 """The encoder families beyond BERT on real servers: an XLM-RoBERTa cross-encoder behind `python -m serve --rerank`
-(plain HTTP, against CrossEncoder.predict), XLM-RoBERTa and NomicBERT embedding models behind --embeddings (the
+(plain HTTP, against CrossEncoder.predict), XLM-RoBERTa, NomicBERT and ModernBERT embedding models behind --embeddings (the
 `openai` SDK, against SentenceTransformer.encode), on the tiny checkpoints of testkit/fixtures/bert.py. The request
 shapes and their errors are the BERT tests' (tests/serve/test_rerank.py); what a family changes is checked here:
 XLM-R's pair (<s> query </s></s> document </s>, one token type) and its context bound."""
@@ -21,7 +21,7 @@ from tests.serve.test_rerank import DOCS, LOGIT_ABS, QUERY, SCORE_ABS  # noqa: E
 
 pytestmark = pytest.mark.slow
 
-KINDS = ("xlmr-rerank", "xlmr-embed", "nomic-embed")
+KINDS = ("xlmr-rerank", "xlmr-embed", "nomic-embed", "modernbert-embed")
 COSINE_MIN = 0.9999
 TEXTS = ["Hello world!", "The capital of France is Paris.", "café naïve résumé", "Привет, мир. 東京に行きます。"]
 
@@ -80,7 +80,7 @@ def test_xlmr_query_without_room_is_a_clear_4xx(reranker: str) -> None:
     assert r.json()["error"]["code"] == "context_length_exceeded"
 
 
-@pytest.mark.parametrize("kind", ["xlmr-embed", "nomic-embed"])
+@pytest.mark.parametrize("kind", ["xlmr-embed", "nomic-embed", "modernbert-embed"])
 def test_embeddings_through_the_openai_sdk(ggufs: dict[str, Path], folders: dict[str, Path], kind: str) -> None:
     import openai
 
