@@ -5,8 +5,9 @@ the model's precompiled character map, collapses runs of spaces (`remove_extra_w
 space and one in front (`add_space_prefix`), then takes the segmentation whose pieces' scores sum highest. So what
 it needs is the pieces with their scores and the normalizer's three settings, all of which tokenizer.json holds:
 
-  - normalizer: `Precompiled` (the charsmap, base64), alone or followed by Replace(" {2,}" -> " "), which is
-    sentencepiece's own whitespace collapsing as older transformers wrote it out;
+  - normalizer: `Precompiled` (the charsmap, base64), alone or followed by Strip(right) and Replace(" {2,}" ->
+    "▁" or " "), which is sentencepiece's own whitespace collapsing as transformers 4's converter wrote it out
+    (the tokenizer.json of the released XLM-R checkpoints);
   - pre-tokenizer: `Metaspace` ('▁', prepended), alone or after `WhitespaceSplit` (transformers 5 writes that
     pair: splitting at whitespace drops runs of it, as remove_extra_whitespaces does);
   - model: `Unigram` without byte fallback, `[piece, score]` in id order.
@@ -46,6 +47,13 @@ def _flat(part: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
     return [part]
 
 
+def _collapses(n: dict[str, Any]) -> bool:
+    """A normalizer step of sentencepiece's remove_extra_whitespaces: runs of spaces to one, trailing ones dropped."""
+    if n.get("type") == "Replace":
+        return (n.get("pattern") or {}).get("Regex") == COLLAPSE_SPACES and n.get("content") in (" ", SPACE)
+    return n.get("type") == "Strip" and not n.get("strip_left") and bool(n.get("strip_right"))
+
+
 def normalizer_settings(tokenizer: dict[str, Any]) -> tuple[bytes, bool, bool]:
     """(precompiled charsmap, add_space_prefix, remove_extra_whitespaces), or UnsupportedError naming the step."""
     charsmap: bytes | None = None
@@ -57,7 +65,7 @@ def normalizer_settings(tokenizer: dict[str, Any]) -> tuple[bytes, bool, bool]:
                 charsmap = base64.b64decode(n.get("precompiled_charsmap") or "")
             except (binascii.Error, TypeError) as e:
                 raise SourceError(f"tokenizer.json: the Precompiled normalizer's charsmap is not base64 ({e})") from e
-        elif kind == "Replace" and (n.get("pattern") or {}).get("Regex") == COLLAPSE_SPACES and n.get("content") == " ":
+        elif _collapses(n):
             collapse = True
         else:
             raise UnsupportedError(

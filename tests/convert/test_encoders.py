@@ -82,6 +82,40 @@ def test_xlmr_vocabulary_tokenizes_as_llama_cpp_and_transformers(llama_src, gguf
     assert not vs_hf, f"{len(vs_hf)}/{len(cases)} differ from transformers, first: {vs_hf[:2]}"
 
 
+# tokenizer.json as transformers 4's XLMRobertaConverter wrote it, the shape of the released checkpoints' files
+# (bge-m3, multilingual-e5): sentencepiece's whitespace handling as normalizer steps, Metaspace alone
+RELEASE_NORMALIZERS = [
+    {"type": "Strip", "strip_left": False, "strip_right": True},
+    {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": "\u2581"},
+]
+RELEASE_PRE = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+
+
+def test_xlmr_release_tokenizer_json_tokenizes_as_transformers(llama_src, tmp_path):
+    from tokenizers import Tokenizer
+
+    src = build_bert_fixture("xlmr-embed", llama_src)
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for item in src.iterdir():
+        if item.name != "tokenizer.json":
+            (folder / item.name).symlink_to(item)
+    tokenizer = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["normalizer"] = {"type": "Sequence", "normalizers": [tokenizer["normalizer"], *RELEASE_NORMALIZERS]}
+    tokenizer["pre_tokenizer"] = RELEASE_PRE
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    gguf = convert_checkpoint(folder, tmp_path / "release.gguf", "f32", progress=False)
+    hf = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    model = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    cases = vocab_strings(llama_src)
+    wrong = [
+        (s, g, w)
+        for s in cases
+        if (g := model.tokenize(s.encode(), add_bos=True, special=True)) != (w := hf.encode(s).ids)
+    ]
+    assert not wrong, f"{len(wrong)}/{len(cases)} differ from transformers, first: {wrong[:2]}"
+
+
 def test_xlmr_vocabulary_metadata_matches_llama_cpp_converter(llama_src, ggufs):
     """Pieces, scores, types, charsmap and flags as llama.cpp's converter wrote them into its XLM-R GGUF."""
     ours = readers(ggufs["xlmr-embed"][1]).fields
