@@ -210,6 +210,35 @@ def test_modernbert_metadata_and_tokens(ggufs):
     assert len(cases) >= 200 and not wrong, f"{len(wrong)}/{len(cases)} differ, first: {wrong[:2]}"
 
 
+def test_nomic_remote_code_config_converts_the_same(llama_src, ggufs, tmp_path):
+    """config.json in the released files' spelling (n_embd, n_layer, ..., activation_function "swiglu",
+    rotary_emb_base, n_positions with max_trained_positions) gives the same GGUF metadata and tensors."""
+    src, native = ggufs["nomic-embed"]
+    c = json.loads((src / "config.json").read_text())
+    release = {
+        "n_embd": c["hidden_size"], "n_layer": c["num_hidden_layers"], "n_head": c["num_attention_heads"],
+        "n_inner": c["intermediate_size"], "layer_norm_epsilon": c["layer_norm_eps"], "activation_function": "swiglu",
+        "rotary_emb_base": c["rope_parameters"]["rope_theta"], "n_positions": 8192,
+        "max_trained_positions": c["max_position_embeddings"], "rotary_emb_fraction": 1.0,
+        "rotary_emb_interleaved": False, "rotary_emb_scale_base": None, "qkv_proj_bias": False, "mlp_fc1_bias": False,
+        "mlp_fc2_bias": False, "prenorm": False, "causal": False,
+    }  # fmt: skip
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for item in src.iterdir():
+        if item.name != "config.json":
+            (folder / item.name).symlink_to(item)
+    keep = ("architectures", "model_type", "vocab_size", "type_vocab_size", "pad_token_id")
+    (folder / "config.json").write_text(json.dumps({k: c[k] for k in keep} | release))
+    converted = convert_checkpoint(folder, tmp_path / "release.gguf", "f32", progress=False)
+    a, b = readers(native), GGUFReader(converted)
+    skip = ("general.name", "GGUF.kv_count")
+    assert {k: f.contents() for k, f in a.fields.items() if k not in skip} == {
+        k: f.contents() for k, f in b.fields.items() if k not in skip
+    }
+    assert [(t.name, list(t.shape)) for t in a.tensors] == [(t.name, list(t.shape)) for t in b.tensors]
+
+
 def _edited(src: Path, tmp: Path, **changes: object) -> Path:
     """The fixture with config.json changed (its other files linked, not copied)."""
     out = tmp / src.name
