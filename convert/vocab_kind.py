@@ -4,14 +4,15 @@
 - tokenizer.model (a sentencepiece BPE model)        -> llama.cpp `llama` vocab (convert.vocab_spm)
 - SentencePiece-style BPE tokenizer.json, no .model  -> llama.cpp `llama` vocab (convert.vocab_spm)
 - WordPiece tokenizer.json (BERT)                    -> llama.cpp `bert` vocab (convert.vocab_wpm)
-- Unigram, anything else                             -> refused with the reason
+- Unigram tokenizer.json (XLM-RoBERTa)               -> llama.cpp `t5` (UGM) vocab (convert.vocab_ugm)
+- anything else                                      -> refused with the reason
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from convert import vocab_bpe, vocab_spm, vocab_wpm
+from convert import vocab_bpe, vocab_spm, vocab_ugm, vocab_wpm
 from convert.errors import SourceError, UnsupportedError
 from convert.vocab import Vocab, read_json
 
@@ -28,11 +29,8 @@ def load_vocab(folder: Path, n_vocab: int) -> Vocab:
             return vocab_wpm.wpm_vocab(folder, tokenizer, n_vocab)
         if kind == "BPE" and vocab_spm.is_spm_style(tokenizer):
             return vocab_spm.spm_vocab_from_json(folder, tokenizer, n_vocab)
-        if kind == "Unigram":
-            raise UnsupportedError(
-                "tokenizer.json holds a Unigram tokenizer: llama.cpp's SentencePiece vocabulary merges pieces by "
-                "score (BPE), which does not give Unigram's best segmentation, so it is not converted"
-            )
+        if vocab_ugm.is_unigram(tokenizer):
+            return vocab_ugm.ugm_vocab(folder, tokenizer, n_vocab)
         raise UnsupportedError(
             f"tokenizer.json holds a {kind} tokenizer that is neither byte-level BPE nor SentencePiece-style BPE "
             "(byte fallback, '▁' for spaces), and there is no tokenizer.model beside it"

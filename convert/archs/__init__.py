@@ -24,6 +24,9 @@ _MODULES = (
     "convert.archs.granite",
     "convert.archs.mistral3",
     "convert.archs.bert",
+    "convert.archs.xlm_roberta",
+    "convert.archs.nomic_bert",
+    "convert.archs.modernbert",
 )
 
 # Image projector modules, each exposing PROJECTORS: tuple[Projector, ...] (written as NAME.mmproj.gguf).

@@ -7,7 +7,8 @@ shape: `{"model", "object": "list", "results": [{"index", "relevance_score", "do
 
 Each document is scored as the pair transformers' tokenizer builds for a cross-encoder: the query as one input
 ([CLS] query [SEP]) then the document with its own end ([SEP]), the document as token type 1 (the embedder feeds
-the types: serve/engine/embedder.py). `relevance_score` is sigmoid(logit), what sentence-transformers'
+the types: serve/engine/embedder.py); XLM-R's pair has one more separator and a single token type
+(<s> query </s></s> document </s>), which a vocabulary that adds both EOS and SEP asks for. `relevance_score` is sigmoid(logit), what sentence-transformers'
 CrossEncoder.predict returns for a one-label model and Cohere's and Jina's APIs return (0..1); `raw_scores: true`
 (TEI's name) gives the logit itself, which is what llama.cpp's server returns.
 
@@ -72,9 +73,12 @@ def no_room(used: int, context: int) -> ContextLengthExceeded:
 def pairs(embedder: Embedder, query: str, documents: list[str]) -> tuple[list[list[int]], list[int]]:
     """Each document's pair as token ids, and where its document part (token type 1) starts."""
     model = embedder.model
-    head = model.tokenize(query, add_special=True)  # [CLS] query [SEP]
+    head = model.tokenize(query, add_special=True)  # [CLS] query [SEP] (BERT), <s> query </s> (XLM-R)
     bos = ll.llama_vocab_bos(model.vocab)
-    ends = int(bool(ll.llama_vocab_get_add_sep(model.vocab) or ll.llama_vocab_get_add_eos(model.vocab)))
+    add_sep, add_eos = ll.llama_vocab_get_add_sep(model.vocab), ll.llama_vocab_get_add_eos(model.vocab)
+    if add_sep and add_eos:  # XLM-R's pair: <s> query </s></s> document </s> (llama.cpp's server's rule too)
+        head.append(ll.llama_vocab_sep(model.vocab))
+    ends = int(bool(add_sep or add_eos))
     room = embedder.max_tokens - len(head)
     if room < ends + 1:
         raise no_room(len(head), embedder.max_tokens)

@@ -2,7 +2,8 @@
 
 A SentencePiece vocabulary shipped as tokenizer.json alone converts to llama.cpp's `llama` vocabulary that
 tokenizes as the HF tokenizer does, and as the same vocabulary converted from its tokenizer.model; the Metaspace
-spelling llama.cpp can reproduce converts too. Unigram, Metaspace with a conditional prefix, splitting on '▁',
+spelling llama.cpp can reproduce converts too. A Unigram tokenizer without sentencepiece's charsmap (XLM-R's, which
+converts, is tests/convert/test_encoders.py's), Metaspace with a conditional prefix, splitting on '▁',
 odd normalizers and BPE without byte fallback are refused, each saying why.
 """
 
@@ -127,7 +128,7 @@ def test_sentencepiece_style_llama_cpp_cannot_reproduce_is_refused(edit, fragmen
     assert fragment in refusal(tmp_path, edit)
 
 
-def test_unigram_tokenizer_json_is_refused(tmp_path):
+def test_unigram_tokenizer_json_without_a_charsmap_is_refused(tmp_path):
     from tokenizers import Tokenizer, models, normalizers
 
     src = Path(shutil.copytree(build_fixture("llama-spm"), tmp_path / "unigram"))
