@@ -21,6 +21,8 @@ import http.server, os, signal, sys, time
 port, mode = int(sys.argv[1]), sys.argv[2]
 if mode == "deaf":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+else:  # Ctrl-C is KeyboardInterrupt even when the test run itself was started in the background (SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 if mode == "crash":
     sys.exit("cannot start: bad settings")
 print(f"starting {os.getpid()}", flush=True)
