@@ -8,7 +8,9 @@ Redis). Then, interleaved, median of REPEATS runs each:
 - requests/s at 16 connections spread evenly over 1, 2 and 3 replicas, against the router alone (goal: 2 replicas
   serve at least 1.5x one).
 The load generator is an aiohttp client in this process (wrk cannot spread one run over several URLs); it competes
-for the same cores, so on 2 shared cores the replicas' figures are a floor. Skipped with one line without redis-server (`just redis`).
+for the same cores, so on 2 shared cores the replicas' figures are a floor. The machine's busy cores during each
+spread run are printed too (/proc/stat): where one replica already keeps every core busy, more replicas cannot add
+requests/s on that machine, only on one with cores to spare. Skipped with one line without redis-server (`just redis`).
 Run: python -m bench.cluster
 """
 
@@ -16,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 
 import aiohttp
 
@@ -30,6 +35,23 @@ from testkit.redis import RedisServer, redis_missing
 
 REPEATS = 3
 SPREAD_CONNECTIONS = 16
+
+
+def busy_cores() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine so far (/proc/stat's cpu line): two readings give how many cores
+    were busy between them, whoever used them."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cores_busy_during(measure: Callable[[], Load]) -> tuple[Load, float]:
+    """The load's figures and the cores the machine kept busy meanwhile (routers, backend, client and neighbours)."""
+    b0, t0 = busy_cores()
+    load = measure()
+    b1, t1 = busy_cores()
+    return load, (b1 - b0) / max(t1 - t0, 1.0) * (os.cpu_count() or 1)
 
 
 def spread_load(urls: list[str], connections: int) -> Load:
@@ -94,15 +116,21 @@ def run(quick: bool = False) -> list[Row]:
         spread_targets = {"alone, 16 conn": [alone], **{f"{n} replicas": replicas[:n] for n in (1, 2, 3)}}
         lat: dict[str, list[Load]] = {k: [] for k in latency_targets}
         thr: dict[str, list[Load]] = {k: [] for k in spread_targets}
+        cores: dict[str, list[float]] = {k: [] for k in spread_targets}
         for _ in range(repeats):  # interleaved: a neighbour's burst must not decide a ratio
             for name, urls in latency_targets.items():
                 lat[name].append(measure(urls, 1))
             for name, urls in spread_targets.items():
-                thr[name].append(measure(urls, SPREAD_CONNECTIONS))
+                load, used = cores_busy_during(partial(measure, urls, SPREAD_CONNECTIONS))
+                thr[name].append(load)
+                cores[name].append(used)
     L = {k: median(v) for k, v in lat.items()}
     T = {k: median(v) for k, v in thr.items()}
     for k, v in {**L, **T}.items():
         print(f"cluster: {k}: {v}", flush=True)
+    busy = {k: statistics.median(v) for k, v in cores.items()}
+    for k, n in busy.items():  # replicas add throughput only where cores are left over
+        print(f"cluster: {k}: {n:.2f} of {os.cpu_count()} cores busy", flush=True)
     d = L["direct"]
     added = {k: (L[k].p50_ms - d.p50_ms, L[k].p99_ms - d.p99_ms) for k in ("alone", "shared")}
     redis_p50 = added["shared"][0] - added["alone"][0]
@@ -123,6 +151,17 @@ def run(quick: bool = False) -> list[Row]:
             None,
         ),
     ]
+    rows.append(
+        Row(
+            "cluster",
+            f"cores busy with 1 shared replica, {SPREAD_CONNECTIONS} conn (router, backend, client, neighbours)",
+            busy["1 replicas"],
+            "cores",
+            busy["1 replicas"] / (os.cpu_count() or 1),
+            "",
+            None,
+        )
+    )
     for n in (1, 2, 3):
         t = T[f"{n} replicas"]
         goal, met = (">= 1.5 x one replica", t.rps / one >= 1.5) if n == 2 else ("", None)
