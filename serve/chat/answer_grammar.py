@@ -88,6 +88,6 @@ def answer_markup(chat_format: Format) -> str:
     """GBNF (with a trailing space) for the family's markup that opens the answer after the thinking, which the
     model may write (Kimi K3's response tag); empty where there is none."""
     tags = THINK_TAGS.get(chat_format)
-    if tags is None or not tags.answer:
+    if tags is None or not tags.lead:
         return ""
-    return f"{json.dumps(tags.answer[0])}? "
+    return f"( {' | '.join(json.dumps(m) for m in tags.lead)} )? "

@@ -38,6 +38,10 @@ class Format(enum.Enum):
     MINIMAX = "minimax"
     KIMI_K3 = "kimi-k3"
     HY3 = "hy3"
+    SEED = "seed"
+    COHERE = "cohere"
+    APRIEL = "apriel"
+    MISTRAL = "mistral"
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,10 @@ class ThinkTags:
 
     open: str
     close: str
-    answer: tuple[str, ...] = ()  # markup around the answer that is no answer (dropped; the grammar allows it)
+    answer: tuple[str, ...] = ()  # markup around the answer that is no answer (dropped, never shown)
+    # what a grammar lets come between the thinking and the answer or calls, one of these or nothing (the markup
+    # the template writes there)
+    lead: tuple[str, ...] = ()
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -61,8 +68,20 @@ THINK_TAGS = {
         "<|open|>think<|sep|>",
         "<|close|>think<|sep|>",
         ("<|open|>response<|sep|>", "<|close|>response<|sep|>", "<|close|>message<|sep|>"),
+        ("<|open|>response<|sep|>", "<|open|>response<|sep|><|close|>response<|sep|>"),
     ),
     Format.HY3: ThinkTags("<think:opensource>", "</think:opensource>"),
+    Format.SEED: ThinkTags("<seed:think>", "</seed:think>"),
+    # Command R7B's plan and Cohere2's thinking; R7B answers in START/END_RESPONSE, Cohere2 in START/END_TEXT
+    Format.COHERE: ThinkTags(
+        "<|START_THINKING|>",
+        "<|END_THINKING|>",
+        ("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_TEXT|>", "<|END_TEXT|>"),
+        ("<|START_RESPONSE|>", "<|START_TEXT|>"),
+    ),
+    # Apriel's reasoning steps: 1.6's prompt opens them, 1.5's model writes the opening itself
+    Format.APRIEL: ThinkTags("Here are my reasoning steps:", "[BEGIN FINAL RESPONSE]", ("[END FINAL RESPONSE]",)),
+    Format.MISTRAL: ThinkTags("[THINK]", "[/THINK]"),  # Ministral 3 / Magistral reasoning
     Format.THINK: ThinkTags("<think>", "</think>"),
 }
 

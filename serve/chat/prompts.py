@@ -228,9 +228,10 @@ def chat_template(source: str | None, architecture: str, bos: str, eos: str) -> 
 
 def thinking_format(template: ChatTemplate) -> Format:
     """The family whose thinking markers the template writes, in its source or in the prompt it opens (Kimi K3 and
-    Hy3 build theirs from parts); `<think>` when none is found."""
+    Hy3 build theirs from parts; Apriel 1.5's names only the close); `<think>` when none is found."""
     prompt = template.render([{"role": "user", "content": "Hello."}])
-    found = (f for f, tags in THINK_TAGS.items() if tags.open in template.source or tags.open in prompt)
+    source = template.source
+    found = (f for f, tags in THINK_TAGS.items() if tags.open in prompt or tags.open in source or tags.close in source)
     return next(found, Format.THINK)
 
 

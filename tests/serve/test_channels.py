@@ -184,8 +184,9 @@ family_plain = st.text(alphabet=st.sampled_from(list('ab <|>/think:mchanel\n{}"Ã
 def family_output(fmt: Format, thinking: str, answer: str, opened: bool) -> str:
     """The turn as the family's template writes it: the thinking block, then the answer in its markup (if any)."""
     tags = THINK_TAGS[fmt]
-    around = tags.answer[:2] if tags.answer else ("", "")
-    return ("" if opened else tags.open + "\n") + thinking + "\n" + tags.close + around[0] + answer + around[1]
+    before = tags.lead[0] if tags.lead else ""  # the markup that opens the answer
+    after = tags.answer[-1] if tags.answer else ""  # and one that ends it
+    return ("" if opened else tags.open + "\n") + thinking + "\n" + tags.close + before + answer + after
 
 
 @pytest.mark.parametrize("fmt", FAMILIES)

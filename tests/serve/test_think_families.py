@@ -43,6 +43,21 @@ FAMILIES = {
     "MiniMax-M3.jinja": (Format.MINIMAX, ToolFormat.MINIMAX_TREE, "</tool_call>", "medium"),
     "Kimi-K3.jinja": (Format.KIMI_K3, ToolFormat.KIMI_K3, "<|close|>tools<|sep|>", "medium"),
     "tencent-Hy3.jinja": (Format.HY3, ToolFormat.HY3, "</tool_calls:opensource>", "high"),
+    "ByteDance-Seed-OSS.jinja": (Format.SEED, ToolFormat.SEED_XML, "</seed:tool_call>", "medium"),
+    "Cohere2MoE.jinja": (Format.COHERE, ToolFormat.COHERE, "<|END_ACTION|>", "medium"),
+    "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja": (
+        Format.COHERE,
+        ToolFormat.COHERE,
+        "<|END_ACTION|>",
+        "medium",
+    ),
+}
+# families whose templates write no earlier reasoning in a call turn (Apriel: only a last assistant message's;
+# Ministral 3: only `thinking` content parts), so only detection and the prompt's opening are checked against them
+NO_TURN = {
+    "Apriel-1.6-15b-Thinker-fixed.jinja": (Format.APRIEL, "medium"),
+    "unsloth-Apriel-1.5.jinja": (Format.APRIEL, "medium"),
+    "mistralai-Ministral-3-14B-Reasoning-2512.jinja": (Format.MISTRAL, "medium"),
 }
 # templates that keep `<think>` (or harmony): the new families' detection leaves them as they were
 UNCHANGED = {
@@ -78,9 +93,9 @@ def _turn(name: str) -> str:
     return prompt[at : prompt.index(calls_end, at) + len(calls_end)]
 
 
-@pytest.mark.parametrize("name", [*FAMILIES, *UNCHANGED])
+@pytest.mark.parametrize("name", [*FAMILIES, *NO_TURN, *UNCHANGED])
 def test_templates_are_detected_as_their_family(name: str) -> None:
-    want = FAMILIES[name][0] if name in FAMILIES else UNCHANGED[name]
+    want = FAMILIES[name][0] if name in FAMILIES else NO_TURN[name][0] if name in NO_TURN else UNCHANGED[name]
     template = template_of(_source(name))
     assert template.format is want
     assert template.thinks
@@ -111,11 +126,11 @@ def test_the_templates_turn_parses_into_reasoning_and_calls(name: str) -> None:
             assert REASONING not in got["final"] and not any(m in got["final"] for m in THINK_TAGS[fmt].markers)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", [*FAMILIES, *NO_TURN])
 def test_the_prompt_says_where_the_output_begins(name: str) -> None:
     """Thinking opened by the prompt (the output starts inside it), closed by it, or left to the model: as the
     transformers prompt ends."""
-    fmt, _, _, level = FAMILIES[name]
+    fmt, level = (FAMILIES[name][0], FAMILIES[name][3]) if name in FAMILIES else NO_TURN[name]
     template, tags = template_of(_source(name)), THINK_TAGS[fmt]
     first = {"messages": [{"role": "user", "content": "Hi"}]}
     after_tool = {"messages": _openai(CALLED), "tools": TOOLS}
@@ -163,7 +178,7 @@ def test_a_json_answer_starts_after_the_familys_thinking(fmt: Format, model: Mod
     tags = THINK_TAGS[fmt]
     grammar = answer_grammar(ResponseFormat.model_validate({"type": "json_object"}), fmt, thinks=True)
     assert grammar is not None
-    answer = tags.answer[0] if tags.answer else ""
+    answer = tags.lead[-1] if tags.lead else ""
     output = f"{tags.open}\nthe user wants {tags.open} JSON\n{tags.close}{answer}\n" + '{"a": 1}'
     at = first_trigger(grammar.triggers, output)
     assert at == output.index(tags.close)
@@ -200,3 +215,23 @@ def test_the_templates_turn_is_reasoning_and_a_call_at_every_split(name: str) ->
         assert result.channels == {"analysis": REASONING}, cut
         assert [(c.name, json.loads(c.arguments)) for c in result.calls] == [("get_weather", {"city": "Paris"})]
         assert result.finish is not None and result.finish.reason == "tool_calls"
+
+
+@pytest.mark.parametrize("fmt", list(THINK_TAGS))
+def test_every_familys_thinking_comes_before_a_forced_call(fmt: Format, model: Model) -> None:
+    """The generic call format after each family's thinking (Apriel and Ministral 3 too, whose templates write no
+    earlier reasoning in a call turn): the grammar llama.cpp accepts lets the thinking through, then the call."""
+    tags = THINK_TAGS[fmt]
+    lead = tags.lead[-1] if tags.lead else ""
+    calls = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    thought = f"{tags.open}\nI will call {tags.open} get_weather <tool_call>\n{tags.close}{lead}\n"
+    req = ToolRequest(hf_tools(TOOLS), "required")
+    assert accepts(model, build(req, ToolFormat.GENERIC, Thinking.MAY, tags).text, thought + calls)
+    assert accepts(model, build(req, ToolFormat.GENERIC, Thinking.MAY, tags).text, calls)
+    assert accepts(
+        model, build(req, ToolFormat.GENERIC, Thinking.OPEN, tags).text, thought.removeprefix(tags.open) + calls
+    )
+    assert not accepts(model, build(req, ToolFormat.GENERIC, Thinking.OPEN, tags).text, calls)
+    auto = build(ToolRequest(hf_tools(TOOLS), "auto"), ToolFormat.GENERIC, Thinking.MAY, tags)
+    output = thought + "Sure. " + calls
+    assert output[first_trigger(auto.triggers, output) or 0 :] == calls

@@ -393,7 +393,7 @@ def _forced_root(fmt: ToolFormat, thinking: Thinking, tags: ThinkTags) -> tuple[
         return f"( {analysis} )? {final} hearth-calls" + free, ()
     rules = without("hearth-think", _stop(tags.close))
     # the answer's own markup may come between the thinking and the calls (Kimi K3's response tags)
-    markup = "".join(f"{lit(m)}? " for m in tags.answer[:2])
+    markup = f"( {' | '.join(lit(m) for m in tags.lead)} )? " if tags.lead else ""
     layout = f'{markup}"\n"? "\n"?'
     close = lit(tags.close)
     if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
