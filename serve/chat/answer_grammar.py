@@ -13,7 +13,7 @@ import re
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from serve.chat.channels import Format
+from serve.chat.channels import THINK_TAGS, Format
 from serve.chat.json_strings import no_markers, strict_strings
 from serve.chat.schema_limits import SchemaTooComplex, check_grammar, check_schema
 from serve.chat.schemas import ResponseFormat
@@ -23,9 +23,10 @@ from serve.errors import InvalidRequest, SchemaTooLarge
 # A rule name no schema property can produce (the converter names rules after properties).
 ANSWER_RULE = "hearth-answer-0"
 
-# The capture group marks where the grammar starts; it must be non-empty, so it is the marker itself.
+# The capture group marks where the grammar starts; it must be non-empty, so it is the marker itself: each
+# thinking block's close marker (`</think>`), harmony's final message.
 TRIGGERS = {
-    Format.THINK: ("</think>", r"[\s\S]*?(</think>)[\s\S]*"),
+    **{fmt: (tags.close, rf"[\s\S]*?({re.escape(tags.close)})[\s\S]*") for fmt, tags in THINK_TAGS.items()},
     Format.HARMONY: ("<|message|>", r"[\s\S]*<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?(<\|message\|>)[\s\S]*"),
 }
 
@@ -78,4 +79,15 @@ def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Gram
     literal, pattern = TRIGGERS[chat_format]
     renamed = re.sub(r"^root ::=", f"{ANSWER_RULE} ::=", answer, flags=re.M)
     # At most two newlines before the answer: an unbounded run would let an untrained model emit whitespace forever.
-    return Grammar(f'root ::= {json.dumps(literal)} "\\n"? "\\n"? {ANSWER_RULE}\n{renamed}', (pattern,))
+    return Grammar(
+        f'root ::= {json.dumps(literal)} {answer_markup(chat_format)}"\\n"? "\\n"? {ANSWER_RULE}\n{renamed}', (pattern,)
+    )
+
+
+def answer_markup(chat_format: Format) -> str:
+    """GBNF (with a trailing space) for the family's markup that opens the answer after the thinking, which the
+    model may write (Kimi K3's response tag); empty where there is none."""
+    tags = THINK_TAGS.get(chat_format)
+    if tags is None or not tags.lead:
+        return ""
+    return f"( {' | '.join(json.dumps(m) for m in tags.lead)} )? "

@@ -8,15 +8,16 @@ Such a chat may think for half of its max_tokens; the other half is the answer's
 
 from __future__ import annotations
 
-from serve.chat.channels import Thinking
+from serve.chat.channels import THINK_TAGS, Format, Thinking, ThinkTags
 from serve.engine.budget import ThinkBudget
 
-# (open, close, starts inside) for each way an output thinks
+# (open, close, starts inside) for each way an output thinks; a thinking block's markers are its family's
 MARKERS = {
     Thinking.OPEN: ("<think>", "</think>", True),
     Thinking.MAY: ("<think>", "</think>", False),
     Thinking.HARMONY: ("<|channel|>analysis<|message|>", "<|end|>", False),
 }
+BLOCK = {Thinking.OPEN, Thinking.MAY}
 # harmony without tools: the end of the analysis and the final message's header, so the answer follows (a tiny or
 # confused model may open another analysis after <|end|>); with tools the model (or a forced call's grammar) picks
 # the next message
@@ -24,7 +25,12 @@ HARMONY_TO_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
 
 
 def think_budget(
-    requested: int | None, thinking: Thinking, forced_answer: bool, max_tokens: int, tools: bool
+    requested: int | None,
+    thinking: Thinking,
+    forced_answer: bool,
+    max_tokens: int,
+    tools: bool,
+    tags: ThinkTags = THINK_TAGS[Format.THINK],
 ) -> ThinkBudget | None:
     markers = MARKERS.get(thinking)
     if markers is None:
@@ -32,7 +38,7 @@ def think_budget(
     tokens = requested if requested is not None else max_tokens // 2 if forced_answer else None
     if tokens is None:
         return None
-    open_, close, inside = markers
+    open_, close, inside = (tags.open, tags.close, markers[2]) if thinking in BLOCK else markers
     if thinking is Thinking.HARMONY and not tools:
         close = HARMONY_TO_FINAL
     return ThinkBudget(tokens, open_, close, inside, only_first=thinking is not Thinking.HARMONY)

@@ -1,4 +1,5 @@
-"""Incremental separation of thinking from the answer: harmony channels and `<think>` blocks.
+"""Incremental separation of thinking from the answer: harmony channels and thinking blocks (`<think>` and each
+family's own markers: THINK_TAGS).
 
 A pure state machine: `feed(piece) -> list[Event]`, `finish() -> list[Event]`. It is fed text pieces in any
 split (whole tokens, bytes of a tag, several tags at once) and yields the same channel texts for every split,
@@ -32,14 +33,65 @@ class Event:
 class Format(enum.Enum):
     THINK = "think"  # <think>...</think> then the answer
     HARMONY = "harmony"  # gpt-oss channels
+    # a thinking block in the family's own markers, then the answer (THINK_TAGS)
+    GEMMA4 = "gemma4"
+    MINIMAX = "minimax"
+    KIMI_K3 = "kimi-k3"
+    HY3 = "hy3"
+    SEED = "seed"
+    COHERE = "cohere"
+    APRIEL = "apriel"
+    MISTRAL = "mistral"
+
+
+@dataclass(frozen=True)
+class ThinkTags:
+    """A thinking block's markers, as the family's template writes earlier reasoning and opens its thinking."""
+
+    open: str
+    close: str
+    answer: tuple[str, ...] = ()  # markup around the answer that is no answer (dropped, never shown)
+    # what a grammar lets come between the thinking and the answer or calls, one of these or nothing (the markup
+    # the template writes there)
+    lead: tuple[str, ...] = ()
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return (self.open, self.close, *self.answer)
+
+
+# The families whose thinking is a block before the answer; the order is detection's (serve/chat/prompts.py).
+THINK_TAGS = {
+    Format.GEMMA4: ThinkTags("<|channel>thought", "<channel|>"),
+    Format.MINIMAX: ThinkTags("<mm:think>", "</mm:think>"),
+    Format.KIMI_K3: ThinkTags(
+        "<|open|>think<|sep|>",
+        "<|close|>think<|sep|>",
+        ("<|open|>response<|sep|>", "<|close|>response<|sep|>", "<|close|>message<|sep|>"),
+        ("<|open|>response<|sep|>", "<|open|>response<|sep|><|close|>response<|sep|>"),
+    ),
+    Format.HY3: ThinkTags("<think:opensource>", "</think:opensource>"),
+    Format.SEED: ThinkTags("<seed:think>", "</seed:think>"),
+    # Command R7B's plan and Cohere2's thinking; R7B answers in START/END_RESPONSE, Cohere2 in START/END_TEXT
+    Format.COHERE: ThinkTags(
+        "<|START_THINKING|>",
+        "<|END_THINKING|>",
+        ("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_TEXT|>", "<|END_TEXT|>"),
+        ("<|START_RESPONSE|>", "<|START_TEXT|>"),
+    ),
+    # Apriel's reasoning steps: 1.6's prompt opens them, 1.5's model writes the opening itself
+    Format.APRIEL: ThinkTags("Here are my reasoning steps:", "[BEGIN FINAL RESPONSE]", ("[END FINAL RESPONSE]",)),
+    Format.MISTRAL: ThinkTags("[THINK]", "[/THINK]"),  # Ministral 3 / Magistral reasoning
+    Format.THINK: ThinkTags("<think>", "</think>"),
+}
 
 
 class Thinking(enum.Enum):
     """How the output begins, as far as thinking goes (where a grammar may start)."""
 
     NONE = "none"  # no thinking: the template knows none, or the prompt closed it (enable_thinking=False)
-    MAY = "may"  # a <think> template whose prompt leaves it to the model to open the block
-    OPEN = "open"  # the prompt opened <think>: the output starts inside it
+    MAY = "may"  # a thinking template whose prompt leaves it to the model to open the block
+    OPEN = "open"  # the prompt opened the thinking block: the output starts inside it
     HARMONY = "harmony"  # harmony channels: analysis first, then the answer or a call
 
 
@@ -50,7 +102,7 @@ class State(enum.Enum):
 
 
 HARMONY_MARKERS = ("<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>")
-THINK_MARKERS = ("<think>", "</think>")
+THINK_MARKERS = THINK_TAGS[Format.THINK].markers
 
 # A header longer than this without <|message|> is not a header: the text is taken as the answer.
 MAX_HEADER_CHARS = 96
@@ -60,12 +112,12 @@ _RECIPIENT_RE = re.compile(r"(?:^|\s|>)to=([^\s<]+)")
 
 @dataclass
 class ChannelParser:
-    """Feed generated text; get (channel, text) events. `start_in_thinking`: the prompt opened `<think>`.
+    """Feed generated text; get (channel, text) events. `start_in_thinking`: the prompt opened the thinking block.
 
-    `<think>` format, when a grammar holds the answer (response_format): once the answer has begun it is text to
+    Thinking-block formats (`<think>` and THINK_TAGS' others), when a grammar holds the answer (response_format): once the answer has begun it is text to
     the end, `<think>` and `</think>` included (inside a JSON string they are the answer's, never thinking).
     `sealed`: from the first character (the output cannot open thinking); `seal_at_think_end`: from the
-    `</think>` that ends the thinking, where the grammar starts. `for_output` picks them."""
+    close marker (`</think>`) that ends the thinking, where the grammar starts. `for_output` picks them."""
 
     format: Format
     start_in_thinking: bool = False
@@ -94,14 +146,14 @@ class ChannelParser:
     @classmethod
     def for_output(cls, fmt: Format, thinking: Thinking, answer_grammar: bool = False) -> ChannelParser:
         """The parser for output that begins as `thinking` says; `answer_grammar`: a grammar holds the answer."""
-        seal = answer_grammar and fmt is Format.THINK
+        seal = answer_grammar and fmt is not Format.HARMONY
         return cls(fmt, thinking is Thinking.OPEN, seal_at_think_end=seal, sealed=seal and thinking is Thinking.NONE)
 
     @property
     def markers(self) -> tuple[str, ...]:
-        if self.sealed:
-            return ()
-        return HARMONY_MARKERS if self.format is Format.HARMONY else THINK_MARKERS
+        if self.sealed:  # the answer's own markup (Kimi K3's response tags) is still no answer
+            return THINK_TAGS[self.format].answer
+        return HARMONY_MARKERS if self.format is Format.HARMONY else THINK_TAGS[self.format].markers
 
     def feed(self, piece: str) -> list[Event]:
         out: list[Event] = []
@@ -169,10 +221,11 @@ class ChannelParser:
         self._emit(channel, header.removeprefix("assistant"), out)
 
     def _marker(self, marker: str, out: list[Event]) -> None:
-        if self.format is Format.THINK:
-            # A stray tag (</think> outside a block) is dropped, never shown.
-            self.channel = ANALYSIS if marker == "<think>" else FINAL
-            self.sealed = self.sealed or (marker == "</think>" and self.seal_at_think_end)
+        tags = THINK_TAGS.get(self.format)
+        if tags is not None:
+            # A stray tag (</think> outside a block) or the answer's markup is dropped, never shown.
+            self.channel = ANALYSIS if marker == tags.open else FINAL
+            self.sealed = self.sealed or (marker == tags.close and self.seal_at_think_end)
             return
         handler = _HARMONY_TABLE[(self.state, marker)]
         handler(self, marker, out)

@@ -276,7 +276,7 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     thinking = template.thinking(prompt)
     grammar: Grammar | None
     if tools:
-        grammar = tool_grammar.build(tools, template.tool_support.format, thinking)
+        grammar = tool_grammar.build(tools, template.tool_support.format, thinking, template.think_tags)
     else:
         grammar = build_answer_grammar(req.response_format, template.format, thinking is not Thinking.NONE)
     if grammar is not None:
@@ -301,7 +301,9 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
         tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
     forced_answer = grammar is not None and (tools is None or tools.choice != "auto")
-    budget = think_budget(req.thinking_budget_tokens, thinking, forced_answer, params.max_tokens, tools is not None)
+    budget = think_budget(
+        req.thinking_budget_tokens, thinking, forced_answer, params.max_tokens, tools is not None, template.think_tags
+    )
     if budget is not None:
         params = replace(params, think_budget=budget)
     level = (
@@ -350,7 +352,7 @@ class Generation:
             self.turn.feed(piece)
             return [Text(FINAL, piece)] if piece else []
         before, was_in_call = self.turn.channel, self._in_call()
-        if self._markup and self.parser.format is Format.THINK:
+        if self._markup and self.parser.format is not Format.HARMONY:
             out = _merged(self._think_with_calls(piece))
         else:
             out = self._route(self.turn.feed(piece))

@@ -30,7 +30,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from serve.chat.channels import Format, Thinking
+from serve.chat.channels import THINK_TAGS, Format, Thinking, ThinkTags
 from serve.chat.tools import generic, history
 from serve.chat.tools.detect import ToolSupport, detect
 from serve.chat.tools.formats import FORMATS
@@ -102,7 +102,12 @@ class ChatTemplate:
     @property
     def thinks(self) -> bool:
         """Whether the model thinks before answering (so a grammar waits for the thinking to end)."""
-        return self.format is Format.HARMONY or "<think>" in self.source
+        return self.format is not Format.THINK or "<think>" in self.source
+
+    @property
+    def think_tags(self) -> ThinkTags:
+        """The markers of the thinking block (`<think>` for harmony too, where no grammar or budget reads them)."""
+        return THINK_TAGS.get(self.format, THINK_TAGS[Format.THINK])
 
     @cached_property
     def template(self) -> Any:
@@ -197,16 +202,17 @@ class ChatTemplate:
     def thinking(self, prompt: str) -> Thinking:
         if self.format is Format.HARMONY:
             return Thinking.HARMONY
-        if starts_in_thinking(prompt):
+        tags = self.think_tags
+        if starts_in_thinking(prompt, tags):
             return Thinking.OPEN
-        if self.thinks and not prompt.rstrip().endswith("</think>"):
+        if self.thinks and not prompt.rstrip().endswith(tags.close):
             return Thinking.MAY
         return Thinking.NONE
 
 
-def starts_in_thinking(prompt: str) -> bool:
-    """The template opened a <think> block itself, so the output begins inside it."""
-    return prompt.rfind("<think>") > prompt.rfind("</think>")
+def starts_in_thinking(prompt: str, tags: ThinkTags = THINK_TAGS[Format.THINK]) -> bool:
+    """The template opened a thinking block itself, so the output begins inside it."""
+    return prompt.rfind(tags.open) > prompt.rfind(tags.close)
 
 
 def chat_template(source: str | None, architecture: str, bos: str, eos: str) -> ChatTemplate:
@@ -215,7 +221,18 @@ def chat_template(source: str | None, architecture: str, bos: str, eos: str) -> 
     harmony = architecture == "gpt-oss" or (source is not None and "<|channel|>" in source)
     template = ChatTemplate(source or FALLBACK, Format.HARMONY if harmony else Format.THINK, bos, eos)
     template.check()
-    return template
+    if harmony:
+        return template
+    return ChatTemplate(template.source, thinking_format(template), bos, eos)
+
+
+def thinking_format(template: ChatTemplate) -> Format:
+    """The family whose thinking markers the template writes, in its source or in the prompt it opens (Kimi K3 and
+    Hy3 build theirs from parts; Apriel 1.5's names only the close); `<think>` when none is found."""
+    prompt = template.render([{"role": "user", "content": "Hello."}])
+    source = template.source
+    found = (f for f, tags in THINK_TAGS.items() if tags.open in prompt or tags.open in source or tags.close in source)
+    return next(found, Format.THINK)
 
 
 # -- request messages -> what templates read ------------------------------------------------------------------

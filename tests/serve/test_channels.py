@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from serve.chat.channels import (
@@ -9,6 +12,7 @@ from serve.chat.channels import (
     FINAL,
     HARMONY_MARKERS,
     THINK_MARKERS,
+    THINK_TAGS,
     ChannelParser,
     Format,
     Thinking,
@@ -144,8 +148,8 @@ BEFORE = {
 }
 
 
-def _generated(thinking: Thinking, pieces: list[str]) -> dict[str, str]:
-    gen = Generation(ChannelParser.for_output(Format.THINK, thinking, answer_grammar=True))
+def _generated(thinking: Thinking, pieces: list[str], fmt: Format = Format.THINK) -> dict[str, str]:
+    gen = Generation(ChannelParser.for_output(fmt, thinking, answer_grammar=True))
     result = ChatResult()
     for event in [e for p in pieces for e in gen.piece(p)] + gen.end("stop", 1, 1)[:-1]:
         result.add(event)
@@ -165,3 +169,58 @@ def test_a_grammar_answer_keeps_think_tags_in_its_text_at_every_split() -> None:
 def test_without_a_grammar_think_tags_still_open_thinking() -> None:
     parser = ChannelParser.for_output(Format.THINK, Thinking.NONE)
     assert collect(parser.feed("<think>hm</think>ok") + parser.finish()) == {ANALYSIS: "hm", FINAL: "ok"}
+
+
+# -- each family's own thinking markers (THINK_TAGS: Gemma 4, MiniMax-M3, Kimi K3, Hy3) -------------------------
+
+FAMILIES = [f for f in THINK_TAGS if f is not Format.THINK]
+ALL_MARKERS = HARMONY_MARKERS + tuple(m for tags in THINK_TAGS.values() for m in tags.markers)
+# Text with the families' marker characters and pieces of their markers, never a whole one.
+family_plain = st.text(alphabet=st.sampled_from(list('ab <|>/think:mchanel\n{}"é')), max_size=40).filter(
+    lambda s: not any(m in s for m in ALL_MARKERS)
+)
+
+
+def family_output(fmt: Format, thinking: str, answer: str, opened: bool) -> str:
+    """The turn as the family's template writes it: the thinking block, then the answer in its markup (if any)."""
+    tags = THINK_TAGS[fmt]
+    before = tags.lead[0] if tags.lead else ""  # the markup that opens the answer
+    after = tags.answer[-1] if tags.answer else ""  # and one that ends it
+    return ("" if opened else tags.open + "\n") + thinking + "\n" + tags.close + before + answer + after
+
+
+@pytest.mark.parametrize("fmt", FAMILIES)
+@given(
+    thinking=family_plain, answer=family_plain, opened=st.booleans(), cuts=st.lists(st.integers(0, 10_000), max_size=12)
+)
+@settings(max_examples=150, deadline=None)
+def test_family_any_split(fmt: Format, thinking: str, answer: str, opened: bool, cuts: list[int]) -> None:
+    text = family_output(fmt, thinking, answer, opened)
+    whole = _run(fmt, [text], opened)
+    assert _run(fmt, _split(text, cuts), opened) == whole
+    assert _clean(whole) == _clean({"analysis": thinking, "final": answer})
+    for value in whole.values():
+        assert not any(m in value for m in ALL_MARKERS)
+
+
+@pytest.mark.parametrize("fmt", FAMILIES)
+def test_family_every_single_split_position(fmt: Format) -> None:
+    for opened in (False, True):
+        text = family_output(fmt, "a <| b |> c </think", "x<y", opened)
+        whole = _run(fmt, [text], opened)
+        assert whole == {ANALYSIS: "a <| b |> c </think\n", FINAL: "x<y"}
+        for i in range(len(text) + 1):
+            for j in range(i, len(text) + 1):
+                assert _run(fmt, [text[:i], text[i:j], text[j:]], opened) == whole
+
+
+@pytest.mark.parametrize("fmt", FAMILIES)
+def test_family_grammar_answer_keeps_markers_in_its_text_at_every_split(fmt: Format) -> None:
+    tags = THINK_TAGS[fmt]
+    answer = json.dumps({"a": f"x {tags.open} y {tags.close} z", "b": "<think>"})
+    text = family_output(fmt, "Let me see.", answer, opened=True)
+    want = {ANALYSIS: "Let me see.", FINAL: answer}  # the turn's texts are trimmed
+    assert _generated(Thinking.OPEN, list(text), fmt) == want
+    for cut in range(len(text) + 1):
+        for cut2 in range(cut, len(text) + 1, 7):
+            assert _generated(Thinking.OPEN, [text[:cut], text[cut:cut2], text[cut2:]], fmt) == want, (cut, cut2)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from serve.chat.tools.markup import Action, Spec, State
 
 OPEN, CLOSE = "<|START_ACTION|>", "<|END_ACTION|>"
-# markers around the answer and the plan, kept out of the answer text (the plan itself is not separated from it)
+# markers around the answer and the plan, kept out of the answer text (the channel parser takes them first: the
+# plan is the thinking, channels.THINK_TAGS)
 RESPONSE = ("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_THINKING|>", "<|END_THINKING|>")
 
 SPEC = Spec(

@@ -4,9 +4,10 @@
 `[TOOL_CALLS]`, `<|tool_call|>`, `<TOOLCALL>`, `<seed:tool_call>`, `<|python_tag|>` or a bare `{` opening a Llama 3.x answer,
 `to=functions.` in a harmony header, each other format's opening marker in OPENERS) and from there holds the call to one of the tools, with arguments
 matching that tool's schema; answer text without a call stays free. A marker inside the thinking does not
-count: patterns for thinking models only match after `</think>` (or, harmony, the final channel).
+count: patterns for thinking models only match after the thinking's close marker (`</think>`, or the family's own:
+channels.THINK_TAGS; harmony, the final channel).
 `required` / a named tool: the answer must be calls, from its first token; for a thinking model the
-grammar starts where the thinking ends (`</think>`), and for harmony it lets one analysis message through
+grammar starts where the thinking ends (its close marker), and for harmony it lets one analysis message through
 and then requires the call message.
 
 XML-style calls: the offered tools' function names, each tool's declared parameters in their declared order (the
@@ -30,7 +31,7 @@ from typing import Any
 from llama_cpp.llama_grammar import SchemaConverter
 
 from serve.chat.answer_grammar import bounded_grammar, bounded_schema
-from serve.chat.channels import Thinking
+from serve.chat.channels import THINK_TAGS, Format, Thinking, ThinkTags
 from serve.chat.json_strings import no_markers, strict_strings
 from serve.chat.tools import (
     apertus,
@@ -100,7 +101,7 @@ BARE_OBJECT = {ToolFormat.LLAMA3}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
 
 
-def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
+def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking, tags: ThinkTags = THINK_TAGS[Format.THINK]) -> Grammar:
     conv = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     args = {t["function"]["name"]: _args_rule(conv, i, t) for i, t in enumerate(req.tools)}
     offered = [t["function"]["name"] for t in req.offered]
@@ -125,8 +126,8 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking) -> Grammar:
         no_markers(schemas) if thinking is Thinking.HARMONY else schemas,
     ]
     if req.choice == "auto":
-        return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking))
-    root, triggers = _forced_root(fmt, thinking)
+        return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking, tags))
+    root, triggers = _forced_root(fmt, thinking, tags)
     return Grammar("\n".join([f"root ::= {root}", *rules]), triggers)
 
 
@@ -357,21 +358,22 @@ def _calls(fmt: ToolFormat, names: list[str], args: dict[str, str], parallel: bo
     return '"to=functions." hearth-call'  # harmony
 
 
-def _auto_triggers(fmt: ToolFormat, thinking: Thinking) -> tuple[str, ...]:
+def _auto_triggers(fmt: ToolFormat, thinking: Thinking, tags: ThinkTags) -> tuple[str, ...]:
     if fmt is ToolFormat.HARMONY:
         return (r"(to=functions\.)",)
     opener = "|".join(re.escape(o) for o in OPENERS[fmt])
     anywhere = f"({opener})"
+    close = re.escape(tags.close)
     bare = r"\s*(\{)" if fmt in BARE_OBJECT else None  # a Llama 3.x answer that is itself the call
     if thinking is Thinking.HARMONY:  # in the final channel
         starts = [HARMONY_FINAL]
         patterns = [HARMONY_FINAL + r"[\s\S]*?" + anywhere]
     elif thinking is Thinking.OPEN:  # after the thinking the prompt opened
-        starts = ["</think>"]
-        patterns = [r"</think>[\s\S]*?" + anywhere]
+        starts = [close]
+        patterns = [close + r"[\s\S]*?" + anywhere]
     elif thinking is Thinking.MAY:  # at once, or after a thinking block
-        starts = ["^", "</think>"]
-        patterns = [r"^\s*" + anywhere, r"</think>[\s\S]*?" + anywhere]
+        starts = ["^", close]
+        patterns = [r"^\s*" + anywhere, close + r"[\s\S]*?" + anywhere]
     else:
         starts = ["^"]
         patterns = [anywhere]
@@ -380,7 +382,7 @@ def _auto_triggers(fmt: ToolFormat, thinking: Thinking) -> tuple[str, ...]:
     return tuple(patterns)
 
 
-def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, ...]]:
+def _forced_root(fmt: ToolFormat, thinking: Thinking, tags: ThinkTags) -> tuple[str, tuple[str, ...]]:
     """The root of a grammar that requires calls, from the first token, thinking first where the model thinks."""
     if thinking is Thinking.HARMONY:
         analysis = '"<|channel|>analysis<|message|>" hearth-free "<|end|>" "<|start|>assistant"'
@@ -389,10 +391,20 @@ def _forced_root(fmt: ToolFormat, thinking: Thinking) -> tuple[str, tuple[str, .
             return f'( {analysis} )? ( "<|channel|>commentary " | " " ) hearth-calls' + free, ()
         final = '"<|channel|>final" "<|constrain|>json"? "<|message|>"'
         return f"( {analysis} )? {final} hearth-calls" + free, ()
-    rules = without("hearth-think", "</think>")
-    layout = '"\n"? "\n"?'
+    rules = without("hearth-think", _stop(tags.close))
+    # the answer's own markup may come between the thinking and the calls (Kimi K3's response tags)
+    markup = f"( {' | '.join(lit(m) for m in tags.lead)} )? " if tags.lead else ""
+    layout = f'{markup}"\n"? "\n"?'
+    close = lit(tags.close)
     if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
-        return f'hearth-think "</think>" {layout} hearth-calls\n{rules}', ()
+        return f"hearth-think {close} {layout} hearth-calls\n{rules}", ()
     if thinking is Thinking.MAY:  # a block of thinking, or none
-        return f'( "<think>" hearth-think "</think>" {layout} )? hearth-calls\n{rules}', ()
+        return f"( {lit(tags.open)} hearth-think {close} {layout} )? hearth-calls\n{rules}", ()
     return "hearth-calls", ()
+
+
+def _stop(close: str) -> str:
+    """What thinking text may not contain: the close marker, or its first part where its first character comes
+    again (`without` needs it once: Kimi K3's `<|close|>think<|sep|>` stops at `<|close|>`)."""
+    again = close.find(close[0], 1)
+    return close if again < 0 else close[:again]

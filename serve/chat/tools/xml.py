@@ -14,7 +14,7 @@ of `<!DSML!invoke name="NAME">` with `<!DSML!parameter name="KEY" string="true|f
 (the `string` attribute says whether the value is text or JSON; `!` here stands for U+FF5C, the fullwidth bar);
 Kimi K3's `<|open|>tools<|sep|>` of `<|open|>call tool="NAME" index="N"<|sep|>` with `<|open|>argument key="KEY"
 type="string|number|boolean|object|array|null"<|sep|>VALUE<|close|>argument<|sep|>` (its response tags around the
-answer are dropped; its thinking block is the channel parser's, which does not read it yet).
+answer are dropped; its thinking block is the channel parser's: channels.THINK_TAGS).
 
 A value is raw text, one newline on each side being layout; the templates write strings as they are and other
 values as JSON (or Python's `str`: `True`). The arguments go out as a JSON object, each value typed by the
