@@ -196,7 +196,7 @@ def _render(runtime: Runtime, req: ChatRequest) -> tuple[ToolRequest | None, str
             param="response_format",
         )
     return tools, loaded.template.render(
-        template_messages(req.messages), req.reasoning, req.developer_instructions, tools
+        template_messages(req.messages), req.reasoning, req.developer_instructions, tools, req.chat_template_kwargs
     )
 
 

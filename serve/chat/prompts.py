@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -129,7 +130,9 @@ class ChatTemplate:
         reasoning: str = "medium",
         developer_instructions: str | None = None,
         tools: ToolRequest | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> str:
+        """The prompt; `variables`: the request's own template variables (chat_template_kwargs), over ours."""
         messages = self._arrange(messages, developer_instructions)
         native = self.tool_support.native
         tool_list = tools.tools if tools and self.tool_support.takes_tools else None
@@ -142,6 +145,7 @@ class ChatTemplate:
         extra: dict[str, Any] = {}
         if reasoning == "none" and "enable_thinking" in self.source:
             extra["enable_thinking"] = False
+        extra.update(variables or {})
         try:
             return self._render(
                 messages,

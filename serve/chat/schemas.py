@@ -261,6 +261,11 @@ class Sampling(BaseModel):
 
 MAX_MESSAGES = 2048  # per request: rendering and tokenizing 10,000 took seconds of CPU each
 MAX_TOOLS = 128  # OpenAI's own limit
+MAX_TEMPLATE_KWARGS = 32
+RESERVED_TEMPLATE_VARIABLES = frozenset(
+    {"messages", "tools", "documents", "add_generation_prompt", "bos_token", "eos_token", "raise_exception",
+     "reasoning_effort", "strftime_now"}
+)  # fmt: skip
 
 
 class ChatRequest(Sampling):
@@ -273,6 +278,8 @@ class ChatRequest(Sampling):
     separate_thinking: bool = True
     include_channels: list[ChannelName] | None = None
     developer_instructions: str | None = None
+    # more variables for the chat template (vLLM's and llama.cpp's name), e.g. {"enable_thinking": true}
+    chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=MAX_TEMPLATE_KWARGS)
     tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = Field(True, strict=True)
@@ -288,6 +295,15 @@ class ChatRequest(Sampling):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _own_variables(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # the variables the server sets itself stay its own: a request changes them through their own fields
+        taken = sorted(set(v or ()) & RESERVED_TEMPLATE_VARIABLES)
+        if taken:
+            raise ValueError(f"{', '.join(taken)} cannot be set through chat_template_kwargs")
+        return v
 
     @field_validator("messages")
     @classmethod

@@ -235,3 +235,28 @@ def test_every_familys_thinking_comes_before_a_forced_call(fmt: Format, model: M
     auto = build(ToolRequest(hf_tools(TOOLS), "auto"), ToolFormat.GENERIC, Thinking.MAY, tags)
     output = thought + "Sure. " + calls
     assert output[first_trigger(auto.triggers, output) or 0 :] == calls
+
+
+@pytest.mark.parametrize("name", ["google-gemma-4-31B-it.jinja", "Qwen-Qwen3-0.6B.jinja"])
+def test_chat_template_kwargs_reach_the_template(name: str) -> None:
+    """`chat_template_kwargs` (vLLM's and llama.cpp's request field) sets template variables: Gemma 4's thinking is off
+    unless `enable_thinking` is true, Qwen3's on unless false; the prompt equals transformers' with the same kwargs,
+    and the output starts where that prompt leaves it."""
+    source = _source(name)
+    template = template_of(source)
+    first = [("user", "What is the weather in Paris?", {})]
+    for value in (True, False):
+        body = {"messages": _openai(first), "chat_template_kwargs": {"enable_thinking": value}}
+        prompt = ours(template, body)
+        assert prompt == theirs(source, hf_messages(first), None, enable_thinking=value)
+        assert (template.thinking(prompt) is not Thinking.NONE) is value
+
+
+@pytest.mark.parametrize("key", ["messages", "tools", "add_generation_prompt", "bos_token", "reasoning_effort"])
+def test_chat_template_kwargs_cannot_set_the_servers_own_variables(key: str) -> None:
+    from pydantic import ValidationError
+
+    from serve.chat.schemas import ChatRequest
+
+    with pytest.raises(ValidationError, match=f"{key} cannot be set through chat_template_kwargs"):
+        ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": {key: 1}})

@@ -149,7 +149,11 @@ def theirs(source: str, messages: list[dict[str, Any]], tools: list[dict[str, An
 def ours(template: ChatTemplate, body: dict[str, Any]) -> str:
     req = ChatRequest.model_validate(body)
     return template.render(
-        template_messages(req.messages), req.reasoning, req.developer_instructions, tool_request(req)
+        template_messages(req.messages),
+        req.reasoning,
+        req.developer_instructions,
+        tool_request(req),
+        req.chat_template_kwargs,
     )
 
 
