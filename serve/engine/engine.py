@@ -264,6 +264,7 @@ class _Slot:
 
     def image_error(self) -> str | None:
         return next((e.error for e in self.encodings if e.error is not None), None)
+
     budget: BudgetTracker | None = None  # the thinking budget's count, when the job has one
     forced: deque[int] = field(default_factory=deque)  # tokens the engine writes next instead of sampling
 
