@@ -3,7 +3,7 @@
 Qwen2's decoder (q/k/v biases, NEOX rope) with M-RoPE: each head's rotary half is cut into sections (config
 `mrope_section`, transformers' default [16, 24, 24]) that rotate by the temporal, height and width positions. For
 text all three are the token's position, so text alone is plain Qwen2; an image's tokens get their grid row and
-column (llama.cpp: 4 positions per embedding, serve/engine/mrope.py). Written as `rope.dimension_sections`, padded
+column (llama.cpp: 4 positions per embedding, serve/engine/vision.py). Written as `rope.dimension_sections`, padded
 to 4 with 0, as llama.cpp's converter does. The tensors are under model.* (hub layout) or model.language_model.*
 (transformers 5 in memory); the vision tower (visual.*) goes to the projector GGUF (convert.archs.qwen25vl_vision).
 

@@ -18,9 +18,9 @@ next new part, exactly as for text; a different picture differs at its first pos
 M-RoPE (Qwen2.5-VL): llama.cpp takes 4 positions per image embedding, (t, row, column, 0) with t the image's first
 position and row / column added to it (mtmd_image_tokens_get_decoder_pos; a span's `mrope` holds them relative
 to 0), and the text after an image resumes `n_pos` (max(rows, columns)) past the image's start, not n_tokens.
-`decode_embeddings(..., mrope=span.mrope)` places them. The engine does not yet map token indexes to those
-positions, so a server refuses such a projector at load; `Projector(..., allow_mrope=True)` opens one for callers
-that place positions themselves (tests).
+`decode_embeddings(..., mrope=span.mrope)` places them; the engine keeps each sequence's offset between cells and
+positions (serve/engine/engine.py's `_Slot.shift`) and reuses cached cells only up to a prompt's first image
+under M-RoPE (prompt_cache.before_images).
 """
 
 from __future__ import annotations
@@ -89,8 +89,6 @@ class Projector:
         threads: int | None = None,
         use_gpu: bool = False,
         flash_attn: bool = False,
-        *,
-        allow_mrope: bool = False,
     ) -> None:
         """`flash_attn`: llama.cpp's default for the tower is auto (on); its CPU kernel rounds keys and values to
         f16 (a relative error of 4e-4 on the tiny test tower's output, 1e-6 without), so it follows --flash-attn."""
@@ -109,10 +107,7 @@ class Projector:
         if not mt.mtmd_support_vision(self.ctx):
             self.close()
             raise EngineError(f"{path} is not an image projector (no vision encoder)")
-        self.mrope = bool(mt.mtmd_decode_use_mrope(self.ctx))
-        if self.mrope and not allow_mrope:
-            self.close()
-            raise EngineError(f"{path} needs M-RoPE image positions (Qwen2.5-VL), which this server does not place yet")
+        self.mrope = bool(mt.mtmd_decode_use_mrope(self.ctx))  # Qwen2.5-VL: 4 positions an image embedding
         self.non_causal = bool(mt.mtmd_decode_use_non_causal(self.ctx, None))
         self.n_embd = int(ll.llama_model_n_embd_inp(model_ptr))
         st = self.path.stat()
@@ -244,7 +239,7 @@ def decode_embeddings(
     image's M-RoPE grid (ImageSpan.mrope; its rows for these embeddings), placed at pos0."""
     n, width = embd.shape
     batch = ll.llama_batch_init(n, width, 1)
-    own_pos = batch.pos
+    own_pos = ctypes.cast(batch.pos, ctypes.c_void_p).value  # the address (a pointer field read aliases the struct)
     try:
         flat = np.ascontiguousarray(embd, np.float32).ravel()
         ctypes.memmove(batch.embd, flat.ctypes.data, flat.nbytes)
@@ -268,5 +263,5 @@ def decode_embeddings(
         if rc != 0:
             raise EngineError(f"llama_decode of image embeddings returned {rc}")
     finally:
-        batch.pos = own_pos
+        batch.pos = ctypes.cast(ctypes.c_void_p(own_pos), ctypes.POINTER(ll.llama_pos))
         ll.llama_batch_free(batch)

@@ -7,9 +7,9 @@ windows and full attention in blocks 1 and 3, the 2x2 patch merger). A 168x112 p
 Qwen2VLImageProcessor and llama.cpp both keep as it is: 12x8 patches in two windows across, 6x4 = 24 image tokens,
 and the text after it 6 positions (max(6, 4)) past its start.
 
-llama.cpp is driven directly here (no server: the engine does not place M-RoPE positions yet): the image's
-embeddings decoded with their 4 positions each (serve/engine/vision.py's decode_embeddings), the text after at
-positions shifted by n_pos - n_tokens.
+llama.cpp is driven directly here: the image's embeddings decoded with their 4 positions each
+(serve/engine/vision.py's decode_embeddings), the text after at positions shifted by n_pos - n_tokens; the server
+path is tests/serve/test_vision_qwen25vl.py.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def llama(converted: Path):
     from serve.engine.vision import Projector
 
     model = Model(converted)
-    proj = Projector(mmproj_path(converted), model.ptr, threads=2, allow_mrope=True)
+    proj = Projector(mmproj_path(converted), model.ptr, threads=2)
     yield model, proj
     proj.close()
     model.close()
@@ -221,19 +221,6 @@ def test_logits_with_an_image_in_the_prompt_match_transformers(llama, hf, tokeni
 def test_text_only_leaves_the_projector_out(src: Path, tmp_path: Path) -> None:
     out = convert_checkpoint(src, tmp_path / "t.gguf", "f32", progress=False, text_only=True)
     assert out.exists() and not mmproj_path(out).exists()
-
-
-def test_a_server_refuses_the_projector_until_it_places_m_rope(converted: Path) -> None:
-    from serve.engine.context import EngineError
-    from serve.engine.engine import Model
-    from serve.engine.vision import Projector
-
-    model = Model(converted)
-    try:
-        with pytest.raises(EngineError, match="M-RoPE"):
-            Projector(mmproj_path(converted), model.ptr, threads=2)
-    finally:
-        model.close()
 
 
 def _variant(src: Path, tmp: Path, edit) -> Path:
