@@ -519,8 +519,6 @@ class Engine(JobThread[Job]):
                     keep = shared if self._restore(state, entry) else 0
             if reuse and self.disk is not None:
                 state, keep = self._from_disk(free, prompt, running, state, keep, decoded)
-            if self.mrope:
-                keep = before_images(prompt, keep)
             keep = self._trim(state, keep)
         except Exception:
             self._forget(state)
@@ -540,7 +538,10 @@ class Engine(JobThread[Job]):
 
     def _trim(self, state: SeqState, keep: int) -> int:
         """Drop the sequence's cells from position `keep` on (saving them first when that loses a prompt);
-        returns how many cells are kept (0 when a sliding window has lost what the next token needs)."""
+        returns how many cells are kept (0 when a sliding window has lost what the next token needs). Under
+        M-RoPE, none from the first image on: cells are dropped by position, which equals the index only before it."""
+        if self.mrope:
+            keep = before_images(state.tokens, keep)
         if len(state.tokens) - keep >= self.save_min and state.prompt_end - keep > DECODED_EXACT:
             # Worth a copy only when part of the last prompt goes: dropping just the answer after it means the
             # same conversation came back (the next turn or a retry) and needs none of it.

@@ -10,6 +10,11 @@ and the text after it 6 positions (max(6, 4)) past its start.
 llama.cpp is driven directly here: the image's embeddings decoded with their 4 positions each
 (serve/engine/vision.py's decode_embeddings), the text after at positions shifted by n_pos - n_tokens; the server
 path is tests/serve/test_vision_qwen25vl.py.
+
+Measured (f32 GGUFs, an f16 KV cache): image embeddings 3.7e-4 to 4.5e-4 relative to transformers over three random
+pictures (the merger's GELU is the tanh approximation in llama.cpp, exact in transformers; the patch kernels pass
+through im2col); text-only logits (42 positions) max difference 0.044 % of the logit range; logits with the image
+in the prompt (65 positions, 24 of them the image's) 0.046 % to 0.055 %; top-1 equal at every position.
 """
 
 from __future__ import annotations
