@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,30 +49,50 @@ def server(gguf: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def direct(gguf: Path):
-    """greedy(text_content, images) -> the answer llama.cpp gives with positions placed by this test."""
-    import transformers
-
+def loaded(gguf: Path):
     from serve.engine.engine import Model
-    from serve.engine.vision import MARKER, Projector
+    from serve.engine.vision import Projector
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(build_qwen25vl())
     model = Model(gguf)
     proj = Projector(mmproj_path(gguf), model.ptr, threads=2)
-
-    def greedy(content: str, images: list[bytes]) -> tuple[list[bytes], int, int]:
-        messages = [{"role": "user", "content": content}]
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        assert prompt.count(MARKER) == len(images)
-        return _greedy(model, proj, prompt, images)
-
-    yield greedy
+    yield model, proj
     proj.close()
     model.close()
 
 
-def _greedy(model, proj, prompt: str, images: list[bytes]) -> tuple[list[bytes], int, int]:
-    """The answer's tokens (their bytes), the prompt's token count and its first image's start (or the count)."""
+def rendered(content: str) -> str:
+    """The prompt transformers' chat template renders for one user message (the server's image marker in it)."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(build_qwen25vl())
+    messages = [{"role": "user", "content": content}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@pytest.fixture(scope="module")
+def direct(loaded):
+    """greedy(text_content, images) -> the answer llama.cpp gives with positions placed by this test."""
+    from serve.engine.vision import MARKER
+
+    model, proj = loaded
+
+    def greedy(content: str, images: list[bytes]) -> Answer:
+        prompt = rendered(content)
+        assert prompt.count(MARKER) == len(images)
+        return _greedy(model, proj, prompt, images)
+
+    return greedy
+
+
+@dataclass(frozen=True)
+class Answer:
+    tokens: list[bytes]  # the greedy answer's tokens, as bytes
+    logprobs: list[float]  # each one's log-probability
+    n_prompt: int  # the prompt's token count
+    image_start: int  # where its first image starts (the count when none)
+
+
+def _greedy(model, proj, prompt: str, images: list[bytes]) -> Answer:
     import llama_cpp as ll
 
     from serve.engine.context import new_context
@@ -104,16 +125,20 @@ def _greedy(model, proj, prompt: str, images: list[bytes]) -> tuple[list[bytes],
         logits = text(tok.ids[index:], index + shift)
         pos = len(tok.ids) + shift
         out: list[int] = []
+        logprobs: list[float] = []
         while len(out) < MAX_TOKENS:
             token = int(logits.argmax())
             if model.is_eog(token):
                 break
             out.append(token)
+            top = logits.max()
+            logprobs.append(float(logits[token] - top - np.log(np.exp(logits - top).sum())))
             logits = text([token], pos)
             pos += 1
     finally:
         ll.llama_free(ctx)
-    return [model.piece(t) for t in out], len(tok.ids), tok.images[0].start if tok.images else len(tok.ids)
+    start = tok.images[0].start if tok.images else len(tok.ids)
+    return Answer([model.piece(t) for t in out], logprobs, len(tok.ids), start)
 
 
 def chat(url: str, messages: list[dict]):
@@ -131,20 +156,19 @@ def test_an_answer_with_an_image_is_llama_cpps_with_m_rope_positions(server: str
     from serve.engine.vision import MARKER
 
     picture = png(WIDTH, HEIGHT, _raw(1))
-    want, n_prompt, _ = direct(TEXT + MARKER, [picture])
+    want = direct(TEXT + MARKER, [picture])
     got = chat(server, ask(data_url(picture), text=TEXT))
-    assert got.usage and got.usage.prompt_tokens == n_prompt
-    assert tokens(got) == want
-    plain_want, _, _ = direct(TEXT, [])
-    assert tokens(chat(server, ask(text=TEXT))) == plain_want  # text alone, after an image
+    assert got.usage and got.usage.prompt_tokens == want.n_prompt
+    assert tokens(got) == want.tokens
+    assert tokens(chat(server, ask(text=TEXT))) == direct(TEXT, []).tokens  # text alone, after an image
 
 
 def test_two_images_and_a_neighbour_in_the_same_steps(server: str, direct) -> None:
     from serve.engine.vision import MARKER
 
     a, b = png(WIDTH, HEIGHT, _raw(2)), png(WIDTH, HEIGHT, _raw(3))
-    want_two, _, _ = direct(TEXT + MARKER + MARKER, [a, b])
-    want_one, _, _ = direct(TEXT + MARKER, [b])
+    want_two = direct(TEXT + MARKER + MARKER, [a, b]).tokens
+    want_one = direct(TEXT + MARKER, [b]).tokens
     with ThreadPoolExecutor(2) as pool:
         two = pool.submit(chat, server, ask(data_url(a), data_url(b), text=TEXT))
         one = pool.submit(chat, server, ask(data_url(b), text=TEXT))
@@ -156,10 +180,47 @@ def test_the_cache_is_reused_up_to_the_image_and_answers_the_same(server: str, d
     from serve.engine.vision import MARKER
 
     picture = png(WIDTH, HEIGHT, _raw(4))
-    want, _, start = direct(TEXT + MARKER, [picture])
+    want = direct(TEXT + MARKER, [picture])
     first = chat(server, ask(data_url(picture), text=TEXT))
     again = chat(server, ask(data_url(picture), text=TEXT))
-    assert tokens(first) == tokens(again) == want
+    assert tokens(first) == tokens(again) == want.tokens
     assert again.usage and again.usage.prompt_tokens_details
     # reuse stops at the image (after it, positions differ from the cells' indexes): the text before it
-    assert again.usage.prompt_tokens_details.cached_tokens == start
+    assert again.usage.prompt_tokens_details.cached_tokens == want.image_start
+
+
+def test_an_image_entering_a_prompt_chunk_a_step_keeps_its_grid(loaded, direct, monkeypatch) -> None:
+    """Qwen2.5-VL attends within an image causally, so the engine takes it a prompt chunk a step: each chunk's
+    embeddings at their own rows and columns of the grid (24 image tokens in chunks of 16 and 8), the same answer."""
+    import serve.engine.engine as engine_module
+    from serve.engine.engine import Engine, Finished, Job, SamplingParams
+    from serve.engine.vision import MARKER
+    from tests.serve.test_vision_engine import Stream
+
+    model, proj = loaded
+    assert not proj.non_causal
+    rows: list[int] = []
+    real = engine_module.decode_embeddings
+
+    def counted(ctx: object, embd: np.ndarray, *args: object, **kw: object) -> None:
+        rows.append(len(embd))
+        real(ctx, embd, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine_module, "decode_embeddings", counted)
+    picture = png(WIDTH, HEIGHT, _raw(5))
+    want = direct(TEXT + MARKER, [picture])
+    prompt = proj.tokenize(rendered(TEXT + MARKER), [picture])
+    e = Engine(model, n_seq=2, ctx_per_seq=256, prompt_chunk=16, threads=1, projector=proj)
+    e.start()
+    try:
+        stream = Stream()
+        params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, logprobs=0)
+        e.submit(Job(prompt.ids, params, stream.emit, images=prompt.images))
+        stream.wait()
+    finally:
+        e.stop()
+    assert isinstance(stream.end, Finished) and rows == [16, 8]
+    got = [p.logprob for p in stream.pieces if p.logprob is not None]
+    assert [g.token for g in got] == want.tokens
+    # and the same distribution, to float noise (a grid row out of place moves these by far more)
+    assert np.allclose([g.logprob for g in got], want.logprobs, atol=1e-3)
