@@ -57,10 +57,13 @@ class Projector:
     f32_tensors: tuple[MODEL_TENSOR, ...] = ()
     # strings mtmd tokenizes around an image, which must be single tokens of the vocabulary
     required_tokens: tuple[str, ...] = ()
-    # tensors that are not a vision tensor renamed (Pixtral's [IMG_BREAK] row of the text embedding)
-    extra: Callable[[Checkpoint], list[OutTensor]] | None = None
+    # tensors that are not a vision tensor renamed (Pixtral's [IMG_BREAK] row of the text embedding, Qwen2.5-VL's
+    # split q/k/v and patch convolution), given the checkpoint and the projector's out type ("f32" or "f16")
+    extra: Callable[[Checkpoint, str], list[OutTensor]] | None = None
     # the vision config class's defaults, for config.json files that leave out keys equal to them (SmolVLM2's)
     vision_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # the vision config under the common key names (Qwen2.5-VL's depth / num_heads -> num_hidden_layers / ...)
+    vision_view: Callable[[Config], Config] | None = None
 
     def check_vocab(self, tokens: list[str]) -> None:
         have = set(tokens)
@@ -122,6 +125,8 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
     if not isinstance(vision, dict):
         raise SourceError(f"{ckpt.folder / 'config.json'}: no vision_config")
     vision = {**proj.vision_defaults, **vision}
+    if proj.vision_view is not None:
+        vision = dict(proj.vision_view(vision))
     preproc = preprocessor_config(ckpt.folder)
     meta = [
         *common_meta(vision, ckpt.config, preproc),
@@ -150,7 +155,7 @@ def plan_projector(proj: Projector, ckpt: Checkpoint, out_type: str) -> tuple[li
     if unmapped:
         raise ShapeError(f"{len(unmapped)} vision tensors have no mmproj name: {', '.join(sorted(unmapped))}")
     if proj.extra is not None:
-        tensors.extend(proj.extra(ckpt))
+        tensors.extend(proj.extra(ckpt, out_type))
     if not any(t.name.startswith("v.blk.") for t in tensors):
         raise ShapeError(f"{ckpt.folder}: no vision tower tensors found under {[p for p, _ in proj.prefixes]}")
     tensors.sort(key=lambda t: t.name)

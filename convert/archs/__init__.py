@@ -23,6 +23,7 @@ _MODULES = (
     "convert.archs.smollm3",
     "convert.archs.granite",
     "convert.archs.mistral3",
+    "convert.archs.qwen2vl",
     "convert.archs.bert",
     "convert.archs.xlm_roberta",
     "convert.archs.nomic_bert",
@@ -34,6 +35,7 @@ _VISION_MODULES = (
     "convert.archs.gemma3_vision",
     "convert.archs.idefics3_vision",
     "convert.archs.mistral3_vision",
+    "convert.archs.qwen25vl_vision",
 )
 
 

@@ -81,8 +81,8 @@ def _token_id(ckpt: Checkpoint, token: str) -> int:
     raise UnsupportedError(f"the tokenizer has no {token}; llama.cpp puts its embedding after each row of an image")
 
 
-def image_break(ckpt: Checkpoint) -> list[OutTensor]:
-    """`v.token_embd.img_break`: the [IMG_BREAK] row of the text model's embedding, float32."""
+def image_break(ckpt: Checkpoint, out_type: str) -> list[OutTensor]:
+    """`v.token_embd.img_break`: the [IMG_BREAK] row of the text model's embedding, float32 whatever `out_type`."""
     ref = next((ckpt.tensors[n] for n in EMBEDDINGS if n in ckpt.tensors), None)
     if ref is None:
         raise SourceError(f"{ckpt.folder}: no text embedding ({' or '.join(EMBEDDINGS)}) to take [IMG_BREAK] from")

@@ -45,7 +45,17 @@ from serve.engine.disk_cache import DiskCache, Spiller
 from serve.engine.encoder import Encoding, ImageEncoder
 from serve.engine.grammar import Grammar
 from serve.engine.jobthread import JobThread
-from serve.engine.prompt_cache import DECODED, DECODED_EXACT, EMPTY, Entry, HostCache, SeqState, pick_sequence, usable
+from serve.engine.prompt_cache import (
+    DECODED,
+    DECODED_EXACT,
+    EMPTY,
+    Entry,
+    HostCache,
+    SeqState,
+    before_images,
+    pick_sequence,
+    usable,
+)
 from serve.engine.stops import StopFilter
 from serve.engine.vision import ImageSpan, Projector, decode_embeddings
 
@@ -248,7 +258,10 @@ class _Slot:
     todo: deque[int]  # prompt tokens not yet decoded
     prefix: np.ndarray  # the cached prompt tokens reused (positions 0..cached-1)
     history: list[int] = field(default_factory=list)  # tokens decoded since (their cells follow the prefix)
-    pos: int = 0
+    pos: int = 0  # cells of the sequence so far (the next token's index in prompt + answer)
+    # llama.cpp position minus `pos`: 0, except under M-RoPE after an image, whose n_pos positions differ from its
+    # n_tokens cells (the text after it resumes n_pos past its start: serve/engine/vision.py)
+    shift: int = 0
     last: int | None = None  # sampled token to decode next
     generated: int = 0
     batch_index: int = -1
@@ -307,6 +320,7 @@ class Engine(JobThread[Job]):
         self.n_seq = n_seq
         self.chunk = prompt_chunk
         self.projector = projector
+        self.mrope = projector is not None and projector.mrope
         self.n_batch = max(prompt_chunk + n_seq, min_batch)
         self.ctx = new_context(
             model.ptr,
@@ -524,7 +538,10 @@ class Engine(JobThread[Job]):
 
     def _trim(self, state: SeqState, keep: int) -> int:
         """Drop the sequence's cells from position `keep` on (saving them first when that loses a prompt);
-        returns how many cells are kept (0 when a sliding window has lost what the next token needs)."""
+        returns how many cells are kept (0 when a sliding window has lost what the next token needs). Under
+        M-RoPE, none from the first image on: cells are dropped by position, which equals the index only before it."""
+        if self.mrope:
+            keep = before_images(state.tokens, keep)
         if len(state.tokens) - keep >= self.save_min and state.prompt_end - keep > DECODED_EXACT:
             # Worth a copy only when part of the last prompt goes: dropping just the answer after it means the
             # same conversation came back (the next turn or a retry) and needs none of it.
@@ -783,11 +800,11 @@ class Engine(JobThread[Job]):
                 self._decode_images(slot)
                 if slot.images and slot.images[0].start <= slot.pos:  # still at an image (encoding, or the rest of
                     # a causal one next step): no text this step, and a filler keeps the ids consecutive
-                    fillers.append((self._seqs[seq], slot.pos))
-                    self._add(0, slot.pos, seq, False)
+                    fillers.append((self._seqs[seq], slot.pos + slot.shift))
+                    self._add(0, slot.pos + slot.shift, seq, False)
                     continue
             if slot.last is not None:
-                slot.batch_index = self._add(slot.last, slot.pos, slot.seq, True)
+                slot.batch_index = self._add(slot.last, slot.pos + slot.shift, slot.seq, True)
                 slot.history.append(slot.last)
                 slot.pos += 1
             elif slot.todo:  # a prompt chunk per step keeps running streams flowing
@@ -799,7 +816,7 @@ class Engine(JobThread[Job]):
                 for k in range(take):
                     last = k == take - 1 and len(slot.todo) == 1
                     token = slot.todo.popleft()
-                    idx = self._add(token, slot.pos, slot.seq, last)
+                    idx = self._add(token, slot.pos + slot.shift, slot.seq, last)
                     slot.history.append(token)
                     slot.pos += 1
                     if last:
@@ -832,19 +849,26 @@ class Engine(JobThread[Job]):
         prompt chunk's worth a step. When the cache kept part of an image (the same picture, by its ids), only the
         rest is decoded."""
         assert self.projector is not None
-        non_causal = self.projector.non_causal
+        non_causal, mrope = self.projector.non_causal, self.projector.mrope
         while slot.images and slot.images[0].start <= slot.pos:
             span, encoding = slot.images[0], slot.encodings[0]
             if encoding.embd is None:
                 return  # still encoding (or failed: the loop ends the job)
-            rows = encoding.embd[slot.pos - span.start :]
+            done = slot.pos - span.start
+            rows = encoding.embd[done:]
             if not non_causal:
                 rows = rows[: self.chunk]
-            decode_embeddings(self.ctx, rows, slot.pos, slot.seq, non_causal=non_causal)
+            if mrope:  # each row at the image's start plus its (row, column): a chunk takes its rows of the grid
+                assert span.mrope is not None
+                grid = span.mrope[done : done + len(rows)]
+                decode_embeddings(self.ctx, rows, span.start + slot.shift, slot.seq, non_causal=non_causal, mrope=grid)
+            else:
+                decode_embeddings(self.ctx, rows, slot.pos, slot.seq, non_causal=non_causal)
             for _ in range(len(rows)):
                 slot.history.append(slot.todo.popleft())
             slot.pos += len(rows)
             if slot.pos >= span.end:
+                slot.shift += span.n_pos - span.n_tokens
                 slot.images.popleft()
                 slot.encodings.popleft()
             if not slot.todo:

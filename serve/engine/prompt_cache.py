@@ -38,6 +38,14 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(diff[0]) if diff.size else n
 
 
+def before_images(prompt: np.ndarray, keep: int) -> int:
+    """`keep` cut back to the prompt's first image (its pseudo-ids are negative: serve/engine/vision.py). Under
+    M-RoPE a cell's position equals its index only before the first image (after one, positions run n_pos - n_tokens
+    behind), so reuse stops there and the cells from it on are dropped by position."""
+    images = np.flatnonzero(prompt[:keep] < 0)
+    return int(images[0]) if images.size else keep
+
+
 def usable(prefix: int, pos_min: int, n_swa: int) -> int:
     """How much of a `prefix`-token match can be kept when the sequence's oldest kept cell is at `pos_min`:
     all of it, or nothing when a sliding window has already dropped cells the next token must see."""

@@ -15,8 +15,12 @@ id is), derived from a SHA-256 of the projector file's identity and the decoded 
 conversation that sends the same picture again therefore shares the cached prefix through the image and up to the
 next new part, exactly as for text; a different picture differs at its first position.
 
-Positions are plain (one per token): models that need M-RoPE's 2-D image positions (Qwen2-VL and relatives) are
-refused at load (`mtmd_decode_use_mrope`).
+M-RoPE (Qwen2.5-VL): llama.cpp takes 4 positions per image embedding, (t, row, column, 0) with t the image's first
+position and row / column added to it (mtmd_image_tokens_get_decoder_pos; a span's `mrope` holds them relative
+to 0), and the text after an image resumes `n_pos` (max(rows, columns)) past the image's start, not n_tokens.
+`decode_embeddings(..., mrope=span.mrope)` places them; the engine keeps each sequence's offset between cells and
+positions (serve/engine/engine.py's `_Slot.shift`) and reuses cached cells only up to a prompt's first image
+under M-RoPE (prompt_cache.before_images).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class ImageSpan:
     n_tokens: int
     key: bytes  # content hash (projector + pixels; and the tile's number, after an image's first chunk)
     chunk: Any = field(repr=False)  # an owned mtmd_input_chunk (freed with this object)
+    n_pos: int = 0  # positions the image advances the text by (n_tokens, but max(rows, columns) under M-RoPE)
+    mrope: np.ndarray | None = field(default=None, repr=False)  # (n_tokens, 4) int32 (t, row, col, 0) from 0
 
     def __post_init__(self) -> None:
         weakref.finalize(self, mt.mtmd_input_chunk_free, self.chunk)
@@ -77,7 +83,12 @@ def pseudo_ids(key: bytes, n: int) -> list[int]:
 
 class Projector:
     def __init__(
-        self, path: Path, model_ptr: Any, threads: int | None = None, use_gpu: bool = False, flash_attn: bool = False
+        self,
+        path: Path,
+        model_ptr: Any,
+        threads: int | None = None,
+        use_gpu: bool = False,
+        flash_attn: bool = False,
     ) -> None:
         """`flash_attn`: llama.cpp's default for the tower is auto (on); its CPU kernel rounds keys and values to
         f16 (a relative error of 4e-4 on the tiny test tower's output, 1e-6 without), so it follows --flash-attn."""
@@ -96,9 +107,7 @@ class Projector:
         if not mt.mtmd_support_vision(self.ctx):
             self.close()
             raise EngineError(f"{path} is not an image projector (no vision encoder)")
-        if mt.mtmd_decode_use_mrope(self.ctx):
-            self.close()
-            raise EngineError(f"{path} needs M-RoPE image positions, which this server does not place yet")
+        self.mrope = bool(mt.mtmd_decode_use_mrope(self.ctx))  # Qwen2.5-VL: 4 positions an image embedding
         self.non_causal = bool(mt.mtmd_decode_use_non_causal(self.ctx, None))
         self.n_embd = int(ll.llama_model_n_embd_inp(model_ptr))
         st = self.path.stat()
@@ -166,12 +175,14 @@ class Projector:
                     ids.extend(toks[i] for i in range(n.value))
                 elif kind == mt.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                     n_tok = int(mt.mtmd_input_chunk_get_n_tokens(chunk))
-                    if int(mt.mtmd_input_chunk_get_n_pos(chunk)) != n_tok:
+                    n_pos = int(mt.mtmd_input_chunk_get_n_pos(chunk))
+                    if n_pos != n_tok and not self.mrope:
                         raise ImageError("this projector's images take positions unlike their tokens (unsupported)")
                     image = by_id[mt.mtmd_input_chunk_get_id(chunk)]
                     part = seen[image] = seen.get(image, -1) + 1
                     key = image if part == 0 else hashlib.sha256(image + part.to_bytes(4, "little")).digest()
-                    spans.append(ImageSpan(len(ids), n_tok, key, mt.mtmd_input_chunk_copy(chunk)))
+                    grid = mrope_grid(chunk, n_tok) if self.mrope else None
+                    spans.append(ImageSpan(len(ids), n_tok, key, mt.mtmd_input_chunk_copy(chunk), n_pos, grid))
                     ids.extend(pseudo_ids(key, n_tok))
                 else:
                     raise ImageError("only images are supported (not audio)")
@@ -195,18 +206,49 @@ class Projector:
         return np.ctypeslib.as_array(ptr, shape=(span.n_tokens * self.n_embd,)).reshape(span.n_tokens, -1).copy()
 
 
+def mrope_grid(chunk: Any, n_tokens: int) -> np.ndarray:
+    """(n_tokens, 4) int32: each image embedding's M-RoPE (t, row, column, 0) for an image at position 0, in
+    llama.cpp's section order (mtmd-helper's set_position_mrope_2d: t, y, x, z)."""
+    image = mt.mtmd_input_chunk_get_tokens_image(chunk)
+    out = np.zeros((n_tokens, 4), np.int32)
+    for i in range(n_tokens):
+        p = mt.mtmd_image_tokens_get_decoder_pos(image, 0, i)
+        out[i] = (p.t, p.y, p.x, p.z)
+    return out
+
+
+def mrope_positions(grid: np.ndarray, pos0: int) -> np.ndarray:
+    """llama_batch.pos for an image at pos0: 4 x n values, section-major (all t, then rows, columns, z)."""
+    pos = grid.astype(np.int32).copy()
+    pos[:, :3] += pos0  # z stays 0, as mtmd sets it
+    return np.ascontiguousarray(pos.T).ravel()
+
+
 def decode_embeddings(
-    ctx: Any, embd: np.ndarray, pos0: int, seq: int, *, non_causal: bool, logits: bool = False
+    ctx: Any,
+    embd: np.ndarray,
+    pos0: int,
+    seq: int,
+    *,
+    non_causal: bool,
+    logits: bool = False,
+    mrope: np.ndarray | None = None,
 ) -> None:
     """Decode rows of embeddings into sequence `seq` at positions pos0.. in one llama_decode (the context's
-    n_ubatch must hold them all when `non_causal`); `logits`: output logits for every row (tests)."""
+    n_ubatch must hold them all when `non_causal`); `logits`: output logits for every row (tests); `mrope`: the
+    image's M-RoPE grid (ImageSpan.mrope; its rows for these embeddings), placed at pos0."""
     n, width = embd.shape
     batch = ll.llama_batch_init(n, width, 1)
+    own_pos = ctypes.cast(batch.pos, ctypes.c_void_p).value  # the address (a pointer field read aliases the struct)
     try:
         flat = np.ascontiguousarray(embd, np.float32).ravel()
         ctypes.memmove(batch.embd, flat.ctypes.data, flat.nbytes)
+        if mrope is not None:  # 4 positions a row: our array in place of the batch's, put back before the free
+            pos = mrope_positions(mrope, pos0)
+            batch.pos = pos.ctypes.data_as(ctypes.POINTER(ll.llama_pos))
         for i in range(n):
-            batch.pos[i] = pos0 + i
+            if mrope is None:
+                batch.pos[i] = pos0 + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = seq
             batch.logits[i] = logits
@@ -221,4 +263,5 @@ def decode_embeddings(
         if rc != 0:
             raise EngineError(f"llama_decode of image embeddings returned {rc}")
     finally:
+        batch.pos = ctypes.cast(ctypes.c_void_p(own_pos), ctypes.POINTER(ll.llama_pos))
         ll.llama_batch_free(batch)

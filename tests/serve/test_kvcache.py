@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from serve.engine.prompt_cache import Choice, HostCache, SeqState, common_prefix, pick_sequence, usable
+from serve.engine.prompt_cache import (
+    Choice,
+    HostCache,
+    SeqState,
+    before_images,
+    common_prefix,
+    pick_sequence,
+    usable,
+)
 
 
 def a(*tokens: int) -> np.ndarray:
     return np.array(tokens, np.int32)
+
+
+def test_m_rope_reuse_stops_at_the_first_image() -> None:
+    prompt = a(5, 6, 7, -11, -12, -13, 8, 9)  # an image's pseudo-ids are negative
+    assert before_images(prompt, 8) == 3
+    assert before_images(prompt, 5) == 3  # a match ending inside the image
+    assert before_images(prompt, 2) == 2  # before it: as it is
+    assert before_images(a(1, 2, 3), 3) == 3
 
 
 def test_common_prefix() -> None:
