@@ -17,7 +17,6 @@ of them the image's): max difference 0.052 % of the logit range, top-1 equal at 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ PIL = pytest.importorskip("PIL.Image")
 from gguf import GGUFReader  # noqa: E402
 
 from convert import convert_checkpoint  # noqa: E402
-from convert.errors import UnsupportedError  # noqa: E402
 from convert.mmproj import mmproj_path  # noqa: E402
 from convert.verify import TOLERANCES, compare  # noqa: E402
 from testkit.fixtures.pixtral import (  # noqa: E402
@@ -42,6 +40,7 @@ from testkit.fixtures.pixtral import (  # noqa: E402
     image_prompt,
 )
 from testkit.images import png  # noqa: E402
+from tests.convert.vision_checks import F16TanhGelu, assert_refused, loaded, logits_with_images, rel  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -73,18 +72,8 @@ def tokenizer(src: Path):
 
 @pytest.fixture(scope="module")
 def llama(converted: Path):
-    from serve.engine.engine import Model
-    from serve.engine.vision import Projector
-
-    model = Model(converted)
-    proj = Projector(mmproj_path(converted), model.ptr, threads=2)
-    yield model, proj
-    proj.close()
-    model.close()
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    with loaded(converted) as pair:
+        yield pair
 
 
 def _pixels(rgb: tuple[int, int, int]) -> dict:
@@ -104,13 +93,6 @@ def _hf_image(model, pixels: dict, brk_id: int) -> np.ndarray:
         if r < GRID - 1:
             rows.append(brk.detach().numpy())
     return np.stack(rows)
-
-
-class _F16TanhGelu(torch.nn.Module):
-    """ggml's CPU GELU: the tanh approximation, the input rounded to f16, the output read from a table of f16."""
-
-    def forward(self, x):
-        return torch.nn.functional.gelu(x.half().float(), approximate="tanh").half().float()
 
 
 def test_projector_file_is_what_mtmd_reads(converted: Path, src: Path, hf) -> None:
@@ -157,48 +139,25 @@ def test_image_embeddings_match_transformers(llama, hf, tokenizer, src: Path, rg
     ref = _hf_image(hf, pixels, brk)
     assert got.shape == ref.shape == (GRID * GRID + GRID - 1, 64)
     assert np.array_equal(got[BREAKS], ref[BREAKS])
-    assert _rel(got, ref) < 1e-3
+    assert rel(got, ref) < 1e-3
     # llama.cpp's GELU (tanh, f16 table) and im2col (f16) applied to transformers' side: closer still
     model = transformers.Mistral3ForConditionalGeneration.from_pretrained(src, dtype=torch.float32).eval()
     with torch.no_grad():
         w = model.model.vision_tower.patch_conv.weight
         w.copy_(w.half().float())
-        model.model.multi_modal_projector.act = _F16TanhGelu()
+        model.model.multi_modal_projector.act = F16TanhGelu()
         pixels["pixel_values"] = pixels["pixel_values"].half().float()
-    assert _rel(got, _hf_image(model, pixels, brk)) < 3e-4
+    assert rel(got, _hf_image(model, pixels, brk)) < 3e-4
 
 
 def test_logits_with_an_image_in_the_prompt_match_transformers(llama, hf, tokenizer) -> None:
-    import llama_cpp as ll
-
-    from serve.engine.context import new_context
-    from serve.engine.vision import MARKER, decode_embeddings
+    from serve.engine.vision import MARKER
 
     model, p = llama
     rgb = COLOURS[0]
     tok = p.tokenize(PROMPT.format(m=MARKER), [png(IMAGE_SIZE, IMAGE_SIZE, rgb)])
-    (span,) = tok.images
-    n = len(tok.ids)
-    ctx = new_context(model.ptr, n_ctx=128, n_batch=64, n_seq_max=1, kv_unified=True, threads=2,
-                      flash_attn=False, kv_type="f16", what="a test context")  # fmt: skip
-    got = np.zeros((n, model.n_vocab), np.float32)
-    try:
-        for lo, hi in ((0, span.start), (span.end, n)):
-            batch = ll.llama_batch_init(hi - lo, 0, 1)
-            for i, t in enumerate(tok.ids[lo:hi]):
-                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = t, lo + i, 1, True
-                batch.seq_id[i][0] = 0
-            batch.n_tokens = hi - lo
-            assert ll.llama_decode(ctx, batch) == 0
-            for i in range(hi - lo):
-                got[lo + i] = np.ctypeslib.as_array(ll.llama_get_logits_ith(ctx, i), shape=(model.n_vocab,))
-            ll.llama_batch_free(batch)
-            if lo == 0:
-                decode_embeddings(ctx, p.encode(span), span.start, 0, non_causal=p.non_causal, logits=True)
-                for i in range(span.n_tokens):
-                    got[span.start + i] = np.ctypeslib.as_array(ll.llama_get_logits_ith(ctx, i), shape=(model.n_vocab,))
-    finally:
-        ll.llama_free(ctx)
+    assert len(tok.images) == 1
+    got = logits_with_images(model, p, tok)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in IMAGE_TOKENS}
     text = PROMPT.format(m="".join(tokenizer.convert_ids_to_tokens(image_prompt(ids, GRID, GRID))))
     pixels = _pixels(rgb)
@@ -216,17 +175,6 @@ def test_text_only_leaves_the_projector_out(src: Path, tmp_path: Path) -> None:
     assert out.exists() and not mmproj_path(out).exists()
 
 
-def _variant(src: Path, tmp: Path, edit) -> Path:
-    dst = tmp / "variant"
-    shutil.copytree(src, dst)
-    for name, change in edit.items():
-        path = dst / name
-        data = json.loads(path.read_text())
-        change(data)
-        path.write_text(json.dumps(data))
-    return dst
-
-
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
@@ -238,6 +186,4 @@ def _variant(src: Path, tmp: Path, edit) -> Path:
     ],
 )
 def test_settings_llama_cpp_cannot_run_are_refused(src: Path, tmp_path: Path, edit, named: str) -> None:
-    with pytest.raises(UnsupportedError, match=named):
-        convert_checkpoint(_variant(src, tmp_path, edit), tmp_path / "x.gguf", "f32", progress=False)
-    assert not list(tmp_path.glob("x*"))
+    assert_refused(src, tmp_path, edit, named)

@@ -19,8 +19,6 @@ in the prompt (65 positions, 24 of them the image's) 0.046 % to 0.055 %; top-1 e
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,6 @@ PIL = pytest.importorskip("PIL.Image")
 from gguf import GGUFReader  # noqa: E402
 
 from convert import convert_checkpoint  # noqa: E402
-from convert.errors import UnsupportedError  # noqa: E402
 from convert.mmproj import mmproj_path  # noqa: E402
 from convert.verify import TOLERANCES, compare  # noqa: E402
 from testkit.fixtures.qwen25vl import (  # noqa: E402
@@ -46,6 +43,7 @@ from testkit.fixtures.qwen25vl import (  # noqa: E402
     image_prompt,
 )
 from testkit.images import png  # noqa: E402
+from tests.convert.vision_checks import assert_refused, decode_text, loaded, logits_with_images, new_test_context, rel  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -80,47 +78,13 @@ def tokenizer(src: Path):
 
 @pytest.fixture(scope="module")
 def llama(converted: Path):
-    from serve.engine.engine import Model
-    from serve.engine.vision import Projector
-
-    model = Model(converted)
-    proj = Projector(mmproj_path(converted), model.ptr, threads=2)
-    yield model, proj
-    proj.close()
-    model.close()
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    with loaded(converted) as pair:
+        yield pair
 
 
 def _hf_pixels(raw: bytes) -> dict:
     img = PIL.frombytes("RGB", (WIDTH, HEIGHT), raw)
     return image_processor()(images=[img], return_tensors="pt")
-
-
-def _ctx(model):
-    from serve.engine.context import new_context
-
-    return new_context(model.ptr, n_ctx=256, n_batch=128, n_seq_max=1, kv_unified=True, threads=2,
-                       flash_attn=False, kv_type="f16", what="a test context")  # fmt: skip
-
-
-def _decode_text(ctx, ids: list[int], pos0: int, n_vocab: int) -> np.ndarray:
-    import llama_cpp as ll
-
-    batch = ll.llama_batch_init(len(ids), 0, 1)
-    try:
-        for i, t in enumerate(ids):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = t, pos0 + i, 1, True
-            batch.seq_id[i][0] = 0
-        batch.n_tokens = len(ids)
-        assert ll.llama_decode(ctx, batch) == 0
-        return np.stack(
-            [np.ctypeslib.as_array(ll.llama_get_logits_ith(ctx, i), shape=(n_vocab,)).copy() for i in range(len(ids))]
-        )
-    finally:
-        ll.llama_batch_free(batch)
 
 
 def test_files_are_what_llama_cpp_reads(converted: Path) -> None:
@@ -142,9 +106,9 @@ def test_text_logits_match_transformers(llama, hf, tokenizer) -> None:
 
     model, _ = llama
     ids = tokenizer(TEXT)["input_ids"]
-    ctx = _ctx(model)
+    ctx = new_test_context(model, n_ctx=256, n_batch=128)
     try:
-        got = _decode_text(ctx, ids, 0, model.n_vocab)
+        got = decode_text(ctx, ids, 0, model.n_vocab)
     finally:
         ll.llama_free(ctx)
     with torch.no_grad():
@@ -185,30 +149,17 @@ def test_image_embeddings_match_transformers(llama, hf, seed: int) -> None:
     with torch.no_grad():
         ref = hf.model.get_image_features(pixels["pixel_values"], pixels["image_grid_thw"]).pooler_output[0].numpy()
     assert got.shape == ref.shape == (COLS * ROWS, 64)
-    assert _rel(got, ref) < 2e-3
+    assert rel(got, ref) < 2e-3
 
 
 def test_logits_with_an_image_in_the_prompt_match_transformers(llama, hf, tokenizer) -> None:
-    import llama_cpp as ll
-
-    from serve.engine.vision import MARKER, decode_embeddings
+    from serve.engine.vision import MARKER
 
     model, p = llama
     raw = _pixels_raw(3)
     tok = p.tokenize(PROMPT.format(m=MARKER), [png(WIDTH, HEIGHT, raw)])
     (span,) = tok.images
-    n = len(tok.ids)
-    shift = span.n_pos - span.n_tokens  # text after the image sits n_pos past its start
-    got = np.zeros((n, model.n_vocab), np.float32)
-    ctx = _ctx(model)
-    try:
-        got[: span.start] = _decode_text(ctx, tok.ids[: span.start], 0, model.n_vocab)
-        decode_embeddings(ctx, p.encode(span), span.start, 0, non_causal=p.non_causal, logits=True, mrope=span.mrope)
-        for i in range(span.n_tokens):
-            got[span.start + i] = np.ctypeslib.as_array(ll.llama_get_logits_ith(ctx, i), shape=(model.n_vocab,))
-        got[span.end :] = _decode_text(ctx, tok.ids[span.end :], span.end + shift, model.n_vocab)
-    finally:
-        ll.llama_free(ctx)
+    got = logits_with_images(model, p, tok, n_ctx=256, n_batch=128)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in IMAGE_TOKENS}
     text = PROMPT.format(m="".join(tokenizer.convert_ids_to_tokens(image_prompt(ids, span.n_tokens))))
     input_ids = tokenizer(text, return_tensors="pt")["input_ids"]
@@ -228,17 +179,6 @@ def test_text_only_leaves_the_projector_out(src: Path, tmp_path: Path) -> None:
     assert out.exists() and not mmproj_path(out).exists()
 
 
-def _variant(src: Path, tmp: Path, edit) -> Path:
-    dst = tmp / "variant"
-    shutil.copytree(src, dst)
-    for name, change in edit.items():
-        path = dst / name
-        data = json.loads(path.read_text())
-        change(data)
-        path.write_text(json.dumps(data))
-    return dst
-
-
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
@@ -254,6 +194,4 @@ def _variant(src: Path, tmp: Path, edit) -> Path:
     ],
 )
 def test_settings_llama_cpp_cannot_run_are_refused(src: Path, tmp_path: Path, edit, named: str) -> None:
-    with pytest.raises(UnsupportedError, match=named):
-        convert_checkpoint(_variant(src, tmp_path, edit), tmp_path / "x.gguf", "f32", progress=False)
-    assert not list(tmp_path.glob("x*"))
+    assert_refused(src, tmp_path, edit, named)
