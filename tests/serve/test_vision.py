@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import openai
@@ -48,6 +49,14 @@ def server(ggufs: tuple[Path, Path]) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def serving(src: Path, folder: Path, name: str, *args: str) -> Iterator[str]:
+    """Checkpoint `src` converted (f32, its projector beside it) and served as `name` on loopback; its URL."""
+    gguf = convert_checkpoint(src, folder / f"{name}.gguf", "f32", progress=False)
+    with running_server("--model-path", str(gguf), "--model-name", name, *args) as url:
+        yield url
+
+
 def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
 
@@ -57,36 +66,53 @@ def ask(*parts: str, text: str = "What colour is this picture?") -> list[dict]:
     return [{"role": "user", "content": [{"type": "text", "text": text}, *content]}]
 
 
-def chat(url: str, messages: list[dict], **kw) -> openai.types.chat.ChatCompletion:
-    return client(url).chat.completions.create(model="g3v", messages=messages, max_tokens=4, temperature=0, **kw)
+def chat(url: str, messages: list[dict], model: str = "g3v", **kw) -> openai.types.chat.ChatCompletion:
+    return client(url).chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0, **kw)
+
+
+def image_costs(url: str, model: str, a: str, b: str) -> tuple[int, int]:
+    """Prompt tokens that one image (`a`) and two (`a`, `b`) add to the same question."""
+    plain = chat(url, ask(), model).usage
+    one = chat(url, ask(a), model).usage
+    two = chat(url, ask(a, b), model).usage
+    assert plain and one and two
+    return one.prompt_tokens - plain.prompt_tokens, two.prompt_tokens - plain.prompt_tokens
+
+
+def cached_after_other_image(url: str, model: str, a: str, b: str) -> tuple[int, int]:
+    """The same question about `a`, then about `b`: (the first prompt's tokens, the second's cached tokens)."""
+    first = chat(url, ask(a, text="Describe it."), model)
+    second = chat(url, ask(b, text="Describe it."), model)
+    assert first.usage and second.usage
+    cached = second.usage.prompt_tokens_details.cached_tokens if second.usage.prompt_tokens_details else 0
+    assert cached is not None
+    return first.usage.prompt_tokens, cached
+
+
+def cached_after_resending(url: str, model: str, image: str) -> tuple[int, int]:
+    """A second turn that sends the first turn's image again: (the first prompt's tokens, the second's cached)."""
+    turn1 = ask(image, text="Look at this picture carefully.")
+    first = chat(url, turn1, model)
+    answer = first.choices[0].message.content or ""
+    turn2 = [*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "And now?"}]
+    second = chat(url, turn2, model)
+    assert first.usage and second.usage and second.usage.prompt_tokens_details
+    return first.usage.prompt_tokens, second.usage.prompt_tokens_details.cached_tokens or 0
 
 
 def test_an_image_counts_in_the_prompt(server: str) -> None:
-    plain = chat(server, ask()).usage
-    one = chat(server, ask(RED)).usage
-    two = chat(server, ask(RED, BLUE)).usage
-    assert plain and one and two
-    assert one.prompt_tokens - plain.prompt_tokens == 6  # <start_of_image>, 4 image positions, <end_of_image>
-    assert two.prompt_tokens - plain.prompt_tokens == 12
+    # <start_of_image>, 4 image positions, <end_of_image>
+    assert image_costs(server, "g3v", RED, BLUE) == (6, 12)
 
 
 def test_a_different_picture_is_not_taken_from_the_cache(server: str) -> None:
-    first = chat(server, ask(RED, text="Describe it."))
-    second = chat(server, ask(BLUE, text="Describe it."))
-    assert first.usage and second.usage
-    cached = second.usage.prompt_tokens_details.cached_tokens if second.usage.prompt_tokens_details else 0
-    assert cached is not None and cached < first.usage.prompt_tokens - 6  # stops at the image, not after it
+    prompt, cached = cached_after_other_image(server, "g3v", RED, BLUE)
+    assert cached < prompt - 6  # stops at the image, not after it
 
 
 def test_a_second_turn_resending_the_image_reuses_the_cache(server: str) -> None:
-    turn1 = ask(RED, text="Look at this picture carefully.")
-    first = chat(server, turn1)
-    answer = first.choices[0].message.content or ""
-    turn2 = [*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "And now?"}]
-    second = chat(server, turn2)
-    assert first.usage and second.usage and second.usage.prompt_tokens_details
-    cached = second.usage.prompt_tokens_details.cached_tokens or 0
-    assert cached >= first.usage.prompt_tokens - 1  # the whole first prompt, image included
+    prompt, cached = cached_after_resending(server, "g3v", RED)
+    assert cached >= prompt - 1  # the whole first prompt, image included
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from convert import convert_checkpoint
 from testkit.fixtures.smolvlm import LONGEST_EDGE, build_idefics3_vision, processor
 from testkit.images import png
-from testkit.servers import running_server
-from tests.serve.test_vision import ask, client, data_url
+from tests.serve.test_vision import cached_after_other_image, cached_after_resending, data_url, image_costs, serving
 
 pytestmark = pytest.mark.slow
 ARGS = ("--ctx-size", "256", "--max-images", "2", "--cache-disk", "0")
@@ -29,13 +27,8 @@ def src() -> Path:
 
 @pytest.fixture(scope="module")
 def server(src: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    gguf = convert_checkpoint(src, tmp_path_factory.mktemp("smolvlm") / "smolvlm.gguf", "f32", progress=False)
-    with running_server("--model-path", str(gguf), "--model-name", "smolvlm", *ARGS) as url:
+    with serving(src, tmp_path_factory.mktemp("smolvlm"), "smolvlm", *ARGS) as url:
         yield url
-
-
-def chat(url: str, messages: list[dict]):
-    return client(url).chat.completions.create(model="smolvlm", messages=messages, max_tokens=4, temperature=0)
 
 
 def picture(rgb: tuple[int, int, int]) -> str:
@@ -49,29 +42,14 @@ def test_an_image_counts_its_tiles_as_transformers_does(server: str, src: Path) 
     image = Image.new("RGB", (LONGEST_EDGE, LONGEST_EDGE), RED)
     with_image = len(proc(text=["<image>"], images=[[image]])["input_ids"][0])
     per_image = with_image - len(proc(text=[""])["input_ids"][0])
-    plain = chat(server, ask()).usage
-    one = chat(server, ask(picture(RED))).usage
-    two = chat(server, ask(picture(RED), picture(BLUE))).usage
-    assert plain and one and two
-    assert one.prompt_tokens - plain.prompt_tokens == per_image
-    assert two.prompt_tokens - plain.prompt_tokens == 2 * per_image
+    assert image_costs(server, "smolvlm", picture(RED), picture(BLUE)) == (per_image, 2 * per_image)
 
 
 def test_a_second_turn_resending_the_image_reuses_the_cache(server: str) -> None:
-    turn1 = ask(picture(RED), text="Look at this picture carefully.")
-    first = chat(server, turn1)
-    answer = first.choices[0].message.content or ""
-    turn2 = [*turn1, {"role": "assistant", "content": answer}, {"role": "user", "content": "And now?"}]
-    second = chat(server, turn2)
-    assert first.usage and second.usage and second.usage.prompt_tokens_details
-    cached = second.usage.prompt_tokens_details.cached_tokens or 0
-    assert cached >= first.usage.prompt_tokens - 1  # the whole first prompt, every tile included
+    prompt, cached = cached_after_resending(server, "smolvlm", picture(RED))
+    assert cached >= prompt - 1  # the whole first prompt, every tile included
 
 
 def test_a_different_picture_is_not_taken_from_the_cache(server: str) -> None:
-    first = chat(server, ask(picture(RED), text="Describe it."))
-    second = chat(server, ask(picture(BLUE), text="Describe it."))
-    assert first.usage and second.usage
-    details = second.usage.prompt_tokens_details
-    cached = (details.cached_tokens if details else 0) or 0
-    assert cached < first.usage.prompt_tokens - 20  # stops at the first tile, not after the picture
+    prompt, cached = cached_after_other_image(server, "smolvlm", picture(RED), picture(BLUE))
+    assert cached < prompt - 20  # stops at the first tile, not after the picture
