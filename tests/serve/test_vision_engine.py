@@ -54,6 +54,22 @@ class GatedProjector(Projector):
         return super().encode(span)
 
 
+def embedding_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The engine's image embeddings still decoded as before, the row count of each decode call noted in the list
+    returned (how an image was split across prompt chunks)."""
+    import serve.engine.engine as engine_module
+
+    rows: list[int] = []
+    real = engine_module.decode_embeddings
+
+    def counted(ctx: object, embd: np.ndarray, *args: object, **kw: object) -> None:
+        rows.append(len(embd))
+        real(ctx, embd, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine_module, "decode_embeddings", counted)
+    return rows
+
+
 class Stream:
     """A job's events as they arrive, with a wait for the n-th token."""
 
@@ -204,16 +220,7 @@ def test_a_causal_image_enters_a_prompt_chunk_a_step(
 ) -> None:
     """A model that attends within an image causally takes it a prompt chunk a step (here 2 of its 4 rows), with
     the answer it gets when the image enters whole. The fixture is Gemma 3 (both ways), told otherwise here."""
-    import serve.engine.engine as engine_module
-
-    rows: list[int] = []
-    real = engine_module.decode_embeddings
-
-    def counted(ctx: object, embd: np.ndarray, *args: object, **kw: object) -> None:
-        rows.append(len(embd))
-        real(ctx, embd, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(engine_module, "decode_embeddings", counted)
+    rows = embedding_rows(monkeypatch)
     projector.non_causal = False
     answers = []
     for chunk in (32, 2):

@@ -20,7 +20,6 @@ import pytest
 pytest.importorskip("transformers")
 
 from convert import convert_checkpoint
-from convert.mmproj import mmproj_path
 from testkit.fixtures.qwen25vl import HEIGHT, WIDTH, build_qwen25vl
 from testkit.images import png
 from testkit.servers import running_server
@@ -50,14 +49,10 @@ def server(gguf: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def loaded(gguf: Path):
-    from serve.engine.engine import Model
-    from serve.engine.vision import Projector
+    from tests.convert.vision_checks import loaded as load  # it imports torch: only when this fixture is used
 
-    model = Model(gguf)
-    proj = Projector(mmproj_path(gguf), model.ptr, threads=2)
-    yield model, proj
-    proj.close()
-    model.close()
+    with load(gguf) as pair:
+        yield pair
 
 
 def rendered(content: str) -> str:
@@ -192,21 +187,13 @@ def test_the_cache_is_reused_up_to_the_image_and_answers_the_same(server: str, d
 def test_an_image_entering_a_prompt_chunk_a_step_keeps_its_grid(loaded, direct, monkeypatch) -> None:
     """Qwen2.5-VL attends within an image causally, so the engine takes it a prompt chunk a step: each chunk's
     embeddings at their own rows and columns of the grid (24 image tokens in chunks of 16 and 8), the same answer."""
-    import serve.engine.engine as engine_module
     from serve.engine.engine import Engine, Finished, Job, SamplingParams
     from serve.engine.vision import MARKER
-    from tests.serve.test_vision_engine import Stream
+    from tests.serve.test_vision_engine import Stream, embedding_rows
 
     model, proj = loaded
     assert not proj.non_causal
-    rows: list[int] = []
-    real = engine_module.decode_embeddings
-
-    def counted(ctx: object, embd: np.ndarray, *args: object, **kw: object) -> None:
-        rows.append(len(embd))
-        real(ctx, embd, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(engine_module, "decode_embeddings", counted)
+    rows = embedding_rows(monkeypatch)
     picture = png(WIDTH, HEIGHT, _raw(5))
     want = direct(TEXT + MARKER, [picture])
     prompt = proj.tokenize(rendered(TEXT + MARKER), [picture])
