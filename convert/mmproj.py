@@ -12,6 +12,7 @@ A setting llama.cpp's clip graph for that projector cannot reproduce is refused,
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,7 +89,8 @@ def out_type_for(text_type: str) -> str:
 
 
 def common_meta(vision: Config, full: Config, preproc: Config) -> MetaList:
-    """The keys every vision projector writes (llama.cpp's MmprojModel.set_gguf_parameters)."""
+    """The keys every vision projector writes (llama.cpp's MmprojModel.set_gguf_parameters), after the checks every
+    projector shares."""
     V, U32 = Keys.ClipVision, GGUFValueType.UINT32
     text = full.get("text_config") or full
     for key in ("image_mean", "image_std"):
@@ -96,6 +98,9 @@ def common_meta(vision: Config, full: Config, preproc: Config) -> MetaList:
             raise SourceError(f"preprocessor_config.json has no 3-channel {key}; the projector needs it")
     if int(vision.get("num_channels", 3)) != 3:
         raise UnsupportedError(f"vision num_channels={vision['num_channels']}; llama.cpp feeds RGB images only")
+    # clip's preprocessing divides every pixel by 255, whatever the projector
+    if preproc.get("do_rescale", True) and not math.isclose(preproc.get("rescale_factor", 1 / 255), 1 / 255):
+        raise UnsupportedError(f"rescale_factor={preproc['rescale_factor']}; llama.cpp scales pixels by 1/255")
     return [
         (Keys.Clip.HAS_VISION_ENCODER, True, GGUFValueType.BOOL),
         (V.PROJECTION_DIM, int(text["hidden_size"]), U32),

@@ -41,8 +41,6 @@ def meta(vision: Config, full: Config, preproc: Config) -> MetaList:
         raise UnsupportedError("gemma3 do_pan_and_scan=true; llama.cpp resizes the whole image and does not crop")
     if preproc.get("resample", BILINEAR) != BILINEAR:
         raise UnsupportedError(f"gemma3 resample={preproc['resample']}; llama.cpp resizes gemma3 images bilinearly")
-    if preproc.get("do_rescale", True) and not math.isclose(preproc.get("rescale_factor", 1 / 255), 1 / 255):
-        raise UnsupportedError(f"rescale_factor={preproc['rescale_factor']}; llama.cpp scales pixels by 1/255")
     image, patch = int(vision["image_size"]), int(vision["patch_size"])
     size = preproc.get("size") or {}
     if size and (size.get("height", image), size.get("width", image)) != (image, image):

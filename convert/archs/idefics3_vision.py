@@ -21,8 +21,6 @@ conversion, a vocabulary without the tokens mtmd puts around the tiles.
 
 from __future__ import annotations
 
-import math
-
 from gguf import MODEL_TENSOR, GGUFValueType, Keys
 
 from convert.arch import Config
@@ -53,8 +51,6 @@ def meta(vision: Config, full: Config, preproc: Config) -> MetaList:
         raise UnsupportedError(
             f"idefics3 resample={preproc['resample']}; llama.cpp resizes idefics3 images with Lanczos"
         )
-    if preproc.get("do_rescale", True) and not math.isclose(preproc.get("rescale_factor", 1 / 255), 1 / 255):
-        raise UnsupportedError(f"rescale_factor={preproc['rescale_factor']}; llama.cpp scales pixels by 1/255")
     image, patch = int(vision["image_size"]), int(vision["patch_size"])
     tile = (preproc.get("max_image_size") or {}).get("longest_edge", image)
     if tile != image:

@@ -22,7 +22,6 @@ than 1/255; a vocabulary without `[IMG_BREAK]` and `[IMG_END]`.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -58,8 +57,6 @@ def meta(vision: Config, full: Config, preproc: Config) -> MetaList:
         raise UnsupportedError(f"pixtral rope_theta={theta}; llama.cpp's pixtral graph fixes it at 10000")
     if preproc.get("resample", BICUBIC) != BICUBIC:
         raise UnsupportedError(f"pixtral resample={preproc['resample']}; llama.cpp resizes pixtral images bicubically")
-    if preproc.get("do_rescale", True) and not math.isclose(preproc.get("rescale_factor", 1 / 255), 1 / 255):
-        raise UnsupportedError(f"rescale_factor={preproc['rescale_factor']}; llama.cpp scales pixels by 1/255")
     return [
         (Keys.ClipVision.Attention.LAYERNORM_EPS, 1e-5, GGUFValueType.FLOAT32),  # PixtralRMSNorm's, fixed in HF
         (Keys.ClipVision.USE_SILU, True, GGUFValueType.BOOL),

@@ -24,7 +24,6 @@ approximation in llama.cpp (a small difference the tests measure).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator
 
@@ -92,8 +91,6 @@ def meta(vision: Config, full: Config, preproc: Config) -> MetaList:
         raise ShapeError(f"vision out_hidden_size={vision['out_hidden_size']} is not the text hidden_size")
     if preproc.get("resample", BICUBIC) != BICUBIC:
         raise UnsupportedError(f"qwen2.5-vl resample={preproc['resample']}; llama.cpp resizes its images bicubically")
-    if preproc.get("do_rescale", True) and not math.isclose(preproc.get("rescale_factor", 1 / 255), 1 / 255):
-        raise UnsupportedError(f"rescale_factor={preproc['rescale_factor']}; llama.cpp scales pixels by 1/255")
     return [
         (Keys.ClipVision.Attention.LAYERNORM_EPS, 1e-6, GGUFValueType.FLOAT32),  # the tower's RMSNorm, fixed in HF
         (Keys.ClipVision.USE_SILU, True, GGUFValueType.BOOL),

@@ -165,6 +165,7 @@ def test_text_only_leaves_the_projector_out(src: Path, tmp_path: Path) -> None:
         ({"preprocessor_config.json": lambda d: d.update(resample=3)}, "resample=3"),
         ({"config.json": lambda d: d.update(mm_tokens_per_image=9)}, "mm_tokens_per_image=9"),
         ({"config.json": lambda d: d["vision_config"].update(hidden_act="relu")}, "hidden_act=relu"),
+        ({"preprocessor_config.json": lambda d: d.update(rescale_factor=0.5)}, "rescale_factor=0.5"),
     ],
 )
 def test_settings_llama_cpp_cannot_run_are_refused(src: Path, tmp_path: Path, edit, named: str) -> None:

@@ -183,6 +183,7 @@ def test_text_only_leaves_the_projector_out(src: Path, tmp_path: Path) -> None:
         ({"config.json": lambda d: d.update(vision_feature_layer=-2)}, "vision_feature_layer=-2"),
         ({"config.json": lambda d: d["vision_config"]["rope_parameters"].update(rope_theta=500.0)}, "rope_theta=500"),
         ({"preprocessor_config.json": lambda d: d.update(resample=2)}, "resample=2"),
+        ({"preprocessor_config.json": lambda d: d.update(rescale_factor=0.5)}, "rescale_factor=0.5"),
     ],
 )
 def test_settings_llama_cpp_cannot_run_are_refused(src: Path, tmp_path: Path, edit, named: str) -> None:

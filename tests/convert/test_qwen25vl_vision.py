@@ -191,6 +191,7 @@ def test_text_only_leaves_the_projector_out(src: Path, tmp_path: Path) -> None:
             "mrope_section",
         ),
         ({"preprocessor_config.json": lambda d: d.update(resample=2)}, "resample=2"),
+        ({"preprocessor_config.json": lambda d: d.update(rescale_factor=0.5)}, "rescale_factor=0.5"),
     ],
 )
 def test_settings_llama_cpp_cannot_run_are_refused(src: Path, tmp_path: Path, edit, named: str) -> None:
