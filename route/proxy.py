@@ -116,6 +116,23 @@ class Proxy:
             return await self._forward(path, body, headers, request, stream)
         try:
             out = await self._forward(path, body, headers, request, stream)
+        except UpstreamFailed as failed:
+            # Every server of the model failed before answering: its node may have died an instant ago, before
+            # anything noticed. The failures are counted now, so acquiring again finds a dead node and places the
+            # model elsewhere (route/nodes.py); one more try, since nothing has reached the client yet.
+            lease.release()
+            assert self.ondemand is not None
+            lease = await self.ondemand.acquire(request.model, keep_alive)
+            if lease is None:
+                raise
+            try:
+                out = await self._forward(path, body, headers, request, stream)
+            except NoHealthyBackend:  # nowhere else to go (one machine): the first failure is the answer
+                lease.release()
+                raise failed from None
+            except BaseException:
+                lease.release()
+                raise
         except BaseException:
             lease.release()
             raise

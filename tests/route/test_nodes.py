@@ -239,3 +239,20 @@ async def test_a_model_loading_on_one_node_by_one_router_is_not_loaded_on_anothe
 
 async def _running(sup: FakeSupervisor, model: str) -> bool:
     return model in sup.running
+
+
+async def test_a_request_right_after_a_node_dies_is_served_by_another_node(cluster: Cluster) -> None:
+    """The node and its model's server die together, and the next request comes before any health check could
+    notice: its first try fails to connect, and that failure (counted) makes the router probe the node, find it
+    dead and load the model on the other node: the client gets its answer, not a 502."""
+    from route.errors import BackendError
+
+    router = await cluster.router()
+    await cluster.node("node-a", "127.0.0.2", ["m1"])
+    await cluster.node("node-b", "127.0.0.3", ["m1"])
+    assert (await (await router.chat("m1")).get_json())["who"] == "node-a.m1"
+    await cluster.nodes["node-a"].__aexit__(None, None, None)  # its control API is gone
+    cluster.fake.behaviour["http://127.0.0.2:10001"] = BackendError("connection refused")  # and its model's server
+    answer = await router.chat("m1")
+    assert answer.status_code == 200 and (await answer.get_json())["who"] == "node-b.m1"
+    assert cluster.starts("node-b") == ["m1"]
