@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,17 +176,34 @@ def test_a_wrong_admin_key_is_refused_and_the_page_says_so(
     context.close()
 
 
-FIRST_PAINT = """new Promise((resolve) => new PerformanceObserver((list) => {
-  const e = list.getEntries().find((e) => e.name === "first-contentful-paint");
-  if (e) resolve(e.startTime);
-}).observe({ type: "paint", buffered: true }))"""
+# the first contentful paint's time, or -1 when the page has painted nothing within 10 s
+FIRST_PAINT = """new Promise((resolve) => {
+  setTimeout(() => resolve(-1), 10000);
+  new PerformanceObserver((list) => {
+    const e = list.getEntries().find((e) => e.name === "first-contentful-paint");
+    if (e) resolve(e.startTime);
+  }).observe({ type: "paint", buffered: true });
+})"""
 
 
-def test_first_paint_is_quick(browser: Browser, ui_stack: StackProcess) -> None:
+def test_first_paint_needs_only_the_page_and_its_stylesheet(browser: Browser, ui_stack: StackProcess) -> None:
+    """What makes the first paint quick, rather than a time (speed goals live in benchmarks): with every request
+    but the page and its stylesheet held unanswered (the script, and so every call to the router's API), the page
+    still paints."""
     context = browser.new_context()
+    held: list[Any] = []
+
+    def gate(route: Any) -> None:
+        if route.request.url.endswith(("/ui/", "/app.css")):
+            route.continue_()
+        else:
+            held.append(route)
+
+    context.route("**/*", gate)
     tab = context.new_page()
-    tab.goto(ui_stack.router + "/ui/")  # a first visit warms the browser process
-    tab.reload()
+    tab.goto(ui_stack.router + "/ui/", wait_until="commit")
     paint = tab.evaluate(FIRST_PAINT)
+    assert paint > 0 and any(r.request.url.endswith("/app.js") for r in held)
+    for route in held:
+        route.abort()
     context.close()
-    assert paint < 200, f"first contentful paint after {paint:.0f} ms"
