@@ -37,8 +37,9 @@ SCORE_ABS = 1e-4  # sigmoid scores, f32 GGUF (measured: 3.3e-5)
 LOGIT_ABS = 1e-3
 
 
-@pytest.fixture(scope="module")
-def folders() -> dict[str, Path]:
+def bert_folders(*kinds: str) -> dict[str, Path]:
+    """The tiny checkpoints of testkit/fixtures/bert.py by kind; the test skipped, saying why, without llama.cpp's
+    sdist (their vocabularies come from it)."""
     from testkit.fixtures.bert import build_bert_fixture
     from testkit.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
 
@@ -46,15 +47,24 @@ def folders() -> dict[str, Path]:
         src = llama_cpp_source()
     except SdistUnavailable as e:
         pytest.skip(f"llama.cpp's sdist files are not available: {e}")
-    return {"rerank": build_bert_fixture("rerank", src), "embed": build_bert_fixture("embed", src)}
+    return {kind: build_bert_fixture(kind, src) for kind in kinds}
+
+
+def f32_ggufs(folders: dict[str, Path], root: Path) -> dict[str, Path]:
+    """Each checkpoint converted to an f32 GGUF under `root`, by kind."""
+    from convert import convert_checkpoint
+
+    return {k: convert_checkpoint(f, root / f"{k}.f32.gguf", "f32", progress=False) for k, f in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def folders() -> dict[str, Path]:
+    return bert_folders("rerank", "embed")
 
 
 @pytest.fixture(scope="module")
 def ggufs(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from convert import convert_checkpoint
-
-    root = tmp_path_factory.mktemp("bert-gguf")
-    return {k: convert_checkpoint(f, root / f"{k}.f32.gguf", "f32", progress=False) for k, f in folders.items()}
+    return f32_ggufs(folders, tmp_path_factory.mktemp("bert-gguf"))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ sentence_transformers = pytest.importorskip("sentence_transformers")
 torch = pytest.importorskip("torch")
 
 from testkit.servers import running_server  # noqa: E402
-from tests.serve.test_rerank import DOCS, LOGIT_ABS, QUERY, SCORE_ABS  # noqa: E402
+from tests.serve.test_rerank import DOCS, LOGIT_ABS, QUERY, SCORE_ABS, bert_folders, f32_ggufs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -28,22 +28,12 @@ TEXTS = ["Hello world!", "The capital of France is Paris.", "café naïve résum
 
 @pytest.fixture(scope="module")
 def folders() -> dict[str, Path]:
-    from testkit.fixtures.bert import build_bert_fixture
-    from testkit.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
-
-    try:
-        src = llama_cpp_source()
-    except SdistUnavailable as e:
-        pytest.skip(f"llama.cpp's sdist files are not available: {e}")
-    return {kind: build_bert_fixture(kind, src) for kind in KINDS}
+    return bert_folders(*KINDS)
 
 
 @pytest.fixture(scope="module")
 def ggufs(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from convert import convert_checkpoint
-
-    root = tmp_path_factory.mktemp("encoder-gguf")
-    return {k: convert_checkpoint(f, root / f"{k}.f32.gguf", "f32", progress=False) for k, f in folders.items()}
+    return f32_ggufs(folders, tmp_path_factory.mktemp("encoder-gguf"))
 
 
 @pytest.fixture(scope="module")
