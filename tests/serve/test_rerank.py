@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -35,6 +36,12 @@ DOCS = [
 SCORE_ABS = 1e-4  # sigmoid scores, f32 GGUF (measured: 3.3e-5)
 # raw logits (measured: 2.1e-4; with token type 0 everywhere, as llama.cpp feeds a pair: 0.069, order changed)
 LOGIT_ABS = 1e-3
+
+
+def cross_encoder_scores(ce: Any) -> tuple[np.ndarray, np.ndarray]:
+    """CrossEncoder.predict's scores (sigmoid, its default for one label) and raw logits for (QUERY, DOCS)."""
+    pairs = [(QUERY, d) for d in DOCS]
+    return ce.predict(pairs), ce.predict(pairs, activation_fn=torch.nn.Identity())
 
 
 def bert_folders(*kinds: str) -> dict[str, Path]:
@@ -69,10 +76,7 @@ def ggufs(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def oracle(folders: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
-    """CrossEncoder.predict's scores (sigmoid, its default for one label) and raw logits for (QUERY, DOCS)."""
-    ce = sentence_transformers.CrossEncoder(str(folders["rerank"]), device="cpu")
-    pairs = [(QUERY, d) for d in DOCS]
-    return ce.predict(pairs), ce.predict(pairs, activation_fn=torch.nn.Identity())
+    return cross_encoder_scores(sentence_transformers.CrossEncoder(str(folders["rerank"]), device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +104,22 @@ def rerank(url: str, path: str = "/v1/rerank", **body: object) -> httpx.Response
     return httpx.post(url + path, json={"query": QUERY, "documents": DOCS, **body}, timeout=60)
 
 
-def test_scores_equal_cross_encoder(reranker: str, oracle: tuple[np.ndarray, np.ndarray]) -> None:
-    want, want_raw = oracle
-    r = rerank(reranker)
+def assert_scores_equal(url: str, want: np.ndarray, want_raw: np.ndarray) -> httpx.Response:
+    """The server's order, scores and raw scores for (QUERY, DOCS) are CrossEncoder's; returns the scored answer."""
+    r = rerank(url)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert [x["index"] for x in results] == sorted(range(len(DOCS)), key=lambda i: -want[i])  # CrossEncoder's order
     got = np.array([x["relevance_score"] for x in sorted(results, key=lambda x: x["index"])])
     assert np.abs(got - want).max() <= SCORE_ABS, np.abs(got - want).max()
-    raw = rerank(reranker, raw_scores=True).json()["results"]
+    raw = rerank(url, raw_scores=True).json()["results"]
     got_raw = np.array([x["relevance_score"] for x in sorted(raw, key=lambda x: x["index"])])
     assert np.abs(got_raw - want_raw).max() <= LOGIT_ABS, np.abs(got_raw - want_raw).max()
+    return r
+
+
+def test_scores_equal_cross_encoder(reranker: str, oracle: tuple[np.ndarray, np.ndarray]) -> None:
+    assert_scores_equal(reranker, *oracle)
 
 
 def test_answer_shape_top_n_documents_and_spellings(reranker: str, folders: dict[str, Path]) -> None:

@@ -17,7 +17,14 @@ sentence_transformers = pytest.importorskip("sentence_transformers")
 torch = pytest.importorskip("torch")
 
 from testkit.servers import running_server  # noqa: E402
-from tests.serve.test_rerank import DOCS, LOGIT_ABS, QUERY, SCORE_ABS, bert_folders, f32_ggufs  # noqa: E402
+from tests.serve.test_rerank import (  # noqa: E402
+    DOCS,
+    QUERY,
+    assert_scores_equal,
+    bert_folders,
+    cross_encoder_scores,
+    f32_ggufs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -42,23 +49,10 @@ def reranker(ggufs: dict[str, Path]) -> Iterator[str]:
         yield url
 
 
-def rerank(url: str, **body: object) -> httpx.Response:
-    return httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": DOCS, **body}, timeout=60)
-
-
 def test_xlmr_scores_equal_cross_encoder(reranker: str, folders: dict[str, Path]) -> None:
     ce = sentence_transformers.CrossEncoder(str(folders["xlmr-rerank"]), device="cpu")
+    r = assert_scores_equal(reranker, *cross_encoder_scores(ce))
     pairs = [(QUERY, d) for d in DOCS]
-    want, want_raw = ce.predict(pairs), ce.predict(pairs, activation_fn=torch.nn.Identity())
-    r = rerank(reranker)
-    assert r.status_code == 200, r.text
-    results = r.json()["results"]
-    assert [x["index"] for x in results] == sorted(range(len(DOCS)), key=lambda i: -want[i])  # CrossEncoder's order
-    got = np.array([x["relevance_score"] for x in sorted(results, key=lambda x: x["index"])])
-    assert np.abs(got - want).max() <= SCORE_ABS, np.abs(got - want).max()
-    raw = rerank(reranker, raw_scores=True).json()["results"]
-    got_raw = np.array([x["relevance_score"] for x in sorted(raw, key=lambda x: x["index"])])
-    assert np.abs(got_raw - want_raw).max() <= LOGIT_ABS, np.abs(got_raw - want_raw).max()
     # the tokens scored are the pairs XLMRobertaTokenizer builds (</s></s> between the parts), cut to the context
     n = sum(map(len, ce.tokenizer(pairs, truncation=True, max_length=128).input_ids))
     assert r.json()["usage"]["prompt_tokens"] == n
