@@ -148,11 +148,12 @@ def spm_vocab(folder: Path, tokenizer: dict[str, Any] | None, n_vocab: int) -> V
 # --- SentencePiece-style tokenizer.json ----------------------------------------------------------------------
 
 
-def _flat(part: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
+def steps(part: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    """A tokenizer.json normalizer or pre-tokenizer as its list of steps, Sequences (under `key`) flattened."""
     if not part:
         return []
     if part.get("type") == "Sequence":
-        return [p for child in part.get(key) or [] for p in _flat(child, key)]
+        return [p for child in part.get(key) or [] for p in steps(child, key)]
     return [part]
 
 
@@ -162,15 +163,15 @@ def _is_space_replace(n: dict[str, Any]) -> bool:
 
 def is_spm_style(tokenizer: dict[str, Any]) -> bool:
     """A BPE tokenizer.json that spells spaces as '▁' (normalizer or Metaspace) and has no byte-level step."""
-    norms = _flat(tokenizer.get("normalizer"), "normalizers")
-    pres = _flat(tokenizer.get("pre_tokenizer"), "pretokenizers")
+    norms = steps(tokenizer.get("normalizer"), "normalizers")
+    pres = steps(tokenizer.get("pre_tokenizer"), "pretokenizers")
     return any(_is_space_replace(n) for n in norms) or any(p.get("type") == "Metaspace" for p in pres)
 
 
 def space_prefix(tokenizer: dict[str, Any]) -> bool:
     """Whether llama.cpp must add a space prefix; UnsupportedError where llama.cpp cannot do what the file says."""
-    norms = _flat(tokenizer.get("normalizer"), "normalizers")
-    pres = _flat(tokenizer.get("pre_tokenizer"), "pretokenizers")
+    norms = steps(tokenizer.get("normalizer"), "normalizers")
+    pres = steps(tokenizer.get("pre_tokenizer"), "pretokenizers")
     replaced = any(_is_space_replace(n) for n in norms)
     prefix = False
     for n in norms:

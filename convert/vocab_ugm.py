@@ -29,6 +29,7 @@ from gguf import GGUFValueType, Keys, TokenType
 
 from convert.errors import SourceError, UnsupportedError
 from convert.vocab import Vocab, added_tokens, padded, rstrip_ids, special_vocab
+from convert.vocab_spm import steps
 
 SPACE = "\u2581"
 UNUSED_SCORE = -10000.0  # llama.cpp's converter's score for padding rows
@@ -37,14 +38,6 @@ COLLAPSE_SPACES = " {2,}"
 
 def is_unigram(tokenizer: dict[str, Any]) -> bool:
     return (tokenizer.get("model") or {}).get("type") == "Unigram"
-
-
-def _flat(part: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
-    if not part:
-        return []
-    if part.get("type") == "Sequence":
-        return [p for child in part.get(key) or [] for p in _flat(child, key)]
-    return [part]
 
 
 def _collapses(n: dict[str, Any]) -> bool:
@@ -58,7 +51,7 @@ def normalizer_settings(tokenizer: dict[str, Any]) -> tuple[bytes, bool, bool]:
     """(precompiled charsmap, add_space_prefix, remove_extra_whitespaces), or UnsupportedError naming the step."""
     charsmap: bytes | None = None
     collapse = False
-    for n in _flat(tokenizer.get("normalizer"), "normalizers"):
+    for n in steps(tokenizer.get("normalizer"), "normalizers"):
         kind = n.get("type")
         if kind == "Precompiled" and charsmap is None:
             try:
@@ -78,7 +71,7 @@ def normalizer_settings(tokenizer: dict[str, Any]) -> tuple[bytes, bool, bool]:
             "precompiled charsmap"
         )
     prefix = None
-    for p in _flat(tokenizer.get("pre_tokenizer"), "pretokenizers"):
+    for p in steps(tokenizer.get("pre_tokenizer"), "pretokenizers"):
         kind = p.get("type")
         if kind == "WhitespaceSplit" and prefix is None:
             collapse = True

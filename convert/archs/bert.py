@@ -61,14 +61,22 @@ def square(c: Config) -> tuple[int, int]:
     return (int(c["hidden_size"]), int(c["hidden_size"]))
 
 
+def encoder_meta(eps_key: str, eps_default: float) -> tuple[Meta, ...]:
+    """Keys every BERT-like encoder here writes the same way; only the name and default of its norm's epsilon
+    differ."""
+    return (
+        Meta(Keys.LLM.CONTEXT_LENGTH, "max_position_embeddings", U32),
+        Meta(Keys.LLM.EMBEDDING_LENGTH, "hidden_size", U32),
+        Meta(Keys.LLM.BLOCK_COUNT, "num_hidden_layers", U32),
+        Meta(Keys.LLM.FEED_FORWARD_LENGTH, "intermediate_size", U32),
+        Meta(Keys.Attention.HEAD_COUNT, "num_attention_heads", U32),
+        Meta(Keys.Attention.LAYERNORM_EPS, eps_key, F32, eps_default),
+        Meta(Keys.Attention.CAUSAL, lambda c: False, BOOL),
+    )
+
+
 META = (
-    Meta(Keys.LLM.CONTEXT_LENGTH, "max_position_embeddings", U32),
-    Meta(Keys.LLM.EMBEDDING_LENGTH, "hidden_size", U32),
-    Meta(Keys.LLM.BLOCK_COUNT, "num_hidden_layers", U32),
-    Meta(Keys.LLM.FEED_FORWARD_LENGTH, "intermediate_size", U32),
-    Meta(Keys.Attention.HEAD_COUNT, "num_attention_heads", U32),
-    Meta(Keys.Attention.LAYERNORM_EPS, "layer_norm_eps", F32, 1e-12),
-    Meta(Keys.Attention.CAUSAL, lambda c: False, BOOL),
+    *encoder_meta("layer_norm_eps", 1e-12),
     Meta(Keys.Tokenizer.TOKEN_TYPE_COUNT, "type_vocab_size", U32, 2),
 )
 
@@ -92,6 +100,13 @@ REQUIRED = (T.ATTN_Q, T.ATTN_K, T.ATTN_V, T.ATTN_OUT, T.ATTN_OUT_NORM, T.FFN_UP,
 # buffers transformers may save beside the weights
 BUFFERS = (".rotary_emb.inv_freq", "embeddings.position_ids", "embeddings.token_type_ids")
 
+# a cross-encoder's: rank pooling and its labels
+RANK_META = (
+    *META,
+    Meta(Keys.LLM.POOLING_TYPE, lambda c: int(PoolingType.RANK), U32),
+    Meta(Keys.Classifier.OUTPUT_LABELS, labels, GGUFValueType.ARRAY),
+)
+
 BERT = Arch(
     hf_names=("BertModel", "BertForMaskedLM"),
     gguf_arch=MODEL_ARCH.BERT,
@@ -109,11 +124,7 @@ BERT = Arch(
 BERT_RANK = Arch(
     hf_names=("BertForSequenceClassification",),
     gguf_arch=MODEL_ARCH.BERT,
-    meta=(
-        *META,
-        Meta(Keys.LLM.POOLING_TYPE, lambda c: int(PoolingType.RANK), U32),
-        Meta(Keys.Classifier.OUTPUT_LABELS, labels, GGUFValueType.ARRAY),
-    ),
+    meta=RANK_META,
     shapes=SHAPES,
     required=REQUIRED,
     f32_tensors=(T.POS_EMBD, T.TOKEN_TYPES),

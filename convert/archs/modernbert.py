@@ -17,11 +17,12 @@ from __future__ import annotations
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
 from convert.arch import Arch, Config, Meta
+from convert.archs.bert import encoder_meta, hidden
 from convert.archs.common import rope_theta
 from convert.errors import UnsupportedError
 
 T = MODEL_TENSOR
-U32, F32, BOOL = GGUFValueType.UINT32, GGUFValueType.FLOAT32, GGUFValueType.BOOL
+U32, F32 = GGUFValueType.UINT32, GGUFValueType.FLOAT32
 GLOBAL_THETA, LOCAL_THETA = 160000.0, 10000.0  # ModernBertConfig's defaults
 BIASES = ("attention_bias", "mlp_bias", "norm_bias")
 
@@ -52,10 +53,6 @@ def check_modernbert(config: Config) -> None:
         raise UnsupportedError("ModernBERT whose layer_types does not list every layer")
 
 
-def hidden(c: Config) -> tuple[int]:
-    return (int(c["hidden_size"]),)
-
-
 def _meta_window(c: Config) -> int:
     return int(c.get("local_attention") or 128)
 
@@ -64,13 +61,7 @@ MODERNBERT = Arch(
     hf_names=("ModernBertModel", "ModernBertForMaskedLM"),
     gguf_arch=MODEL_ARCH.MODERN_BERT,
     meta=(
-        Meta(Keys.LLM.CONTEXT_LENGTH, "max_position_embeddings", U32),
-        Meta(Keys.LLM.EMBEDDING_LENGTH, "hidden_size", U32),
-        Meta(Keys.LLM.BLOCK_COUNT, "num_hidden_layers", U32),
-        Meta(Keys.LLM.FEED_FORWARD_LENGTH, "intermediate_size", U32),
-        Meta(Keys.Attention.HEAD_COUNT, "num_attention_heads", U32),
-        Meta(Keys.Attention.LAYERNORM_EPS, "norm_eps", F32, 1e-5),
-        Meta(Keys.Attention.CAUSAL, lambda c: False, BOOL),
+        *encoder_meta("norm_eps", 1e-5),
         Meta(Keys.Attention.SLIDING_WINDOW, _meta_window, U32),
         Meta(Keys.Attention.SLIDING_WINDOW_PATTERN, sliding_layers, GGUFValueType.ARRAY),
         Meta(Keys.Rope.FREQ_BASE, lambda c: theta(c, "full_attention"), F32),

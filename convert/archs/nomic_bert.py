@@ -22,13 +22,14 @@ from typing import Any
 from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys
 
 from convert.arch import Arch, Config, Meta, Plan
+from convert.archs.bert import encoder_meta, hidden
 from convert.archs.common import rope_theta
 from convert.errors import UnsupportedError
 from convert.plan import default_plan
 from convert.source import Checkpoint
 
 T = MODEL_TENSOR
-U32, F32, BOOL = GGUFValueType.UINT32, GGUFValueType.FLOAT32, GGUFValueType.BOOL
+U32, F32 = GGUFValueType.UINT32, GGUFValueType.FLOAT32
 # the remote-code config's names -> transformers'
 ALIASES = {
     "n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads",
@@ -83,10 +84,6 @@ def plan_nomic(arch: Arch, ckpt: Checkpoint, config: Config, out_type: str) -> P
     return plan
 
 
-def hidden(c: Config) -> tuple[int]:
-    return (int(c["hidden_size"]),)
-
-
 def ffn_in(c: Config) -> tuple[int, int]:
     return (int(c["intermediate_size"]), int(c["hidden_size"]))
 
@@ -95,13 +92,7 @@ NOMIC = Arch(
     hf_names=("NomicBertModel",),
     gguf_arch=MODEL_ARCH.NOMIC_BERT,
     meta=(
-        Meta(Keys.LLM.CONTEXT_LENGTH, "max_position_embeddings", U32),
-        Meta(Keys.LLM.EMBEDDING_LENGTH, "hidden_size", U32),
-        Meta(Keys.LLM.BLOCK_COUNT, "num_hidden_layers", U32),
-        Meta(Keys.LLM.FEED_FORWARD_LENGTH, "intermediate_size", U32),
-        Meta(Keys.Attention.HEAD_COUNT, "num_attention_heads", U32),
-        Meta(Keys.Attention.LAYERNORM_EPS, "layer_norm_eps", F32, 1e-12),
-        Meta(Keys.Attention.CAUSAL, lambda c: False, BOOL),
+        *encoder_meta("layer_norm_eps", 1e-12),
         Meta(Keys.Rope.FREQ_BASE, "rope_theta", F32),
         Meta(Keys.Tokenizer.TOKEN_TYPE_COUNT, "type_vocab_size", U32, 2),
     ),

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gguf import MODEL_ARCH, MODEL_TENSOR, GGUFValueType, Keys, PoolingType
+from gguf import MODEL_ARCH, MODEL_TENSOR
 
-from convert.arch import Arch, Config, Meta, Plan
-from convert.archs.bert import BUFFERS, META, REQUIRED, SHAPES, check_bert, check_bert_rank, labels
+from convert.arch import Arch, Config, Plan
+from convert.archs.bert import BUFFERS, META, RANK_META, REQUIRED, SHAPES, check_bert, check_bert_rank
 from convert.errors import UnsupportedError
 from convert.plan import default_plan
 from convert.source import Checkpoint
@@ -85,11 +85,7 @@ XLMR = Arch(
 XLMR_RANK = Arch(
     hf_names=("XLMRobertaForSequenceClassification",),
     gguf_arch=MODEL_ARCH.BERT,
-    meta=(
-        *META,
-        Meta(Keys.LLM.POOLING_TYPE, lambda c: int(PoolingType.RANK), GGUFValueType.UINT32),
-        Meta(Keys.Classifier.OUTPUT_LABELS, labels, GGUFValueType.ARRAY),
-    ),
+    meta=RANK_META,
     shapes=SHAPES,
     required=REQUIRED,
     f32_tensors=(T.POS_EMBD, T.TOKEN_TYPES),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -37,8 +38,15 @@ SCORE_ABS = 1e-4  # sigmoid scores, f32 GGUF (measured: 3.3e-5)
 LOGIT_ABS = 1e-3
 
 
-@pytest.fixture(scope="module")
-def folders() -> dict[str, Path]:
+def cross_encoder_scores(ce: Any) -> tuple[np.ndarray, np.ndarray]:
+    """CrossEncoder.predict's scores (sigmoid, its default for one label) and raw logits for (QUERY, DOCS)."""
+    pairs = [(QUERY, d) for d in DOCS]
+    return ce.predict(pairs), ce.predict(pairs, activation_fn=torch.nn.Identity())
+
+
+def bert_folders(*kinds: str) -> dict[str, Path]:
+    """The tiny checkpoints of testkit/fixtures/bert.py by kind; the test skipped, saying why, without llama.cpp's
+    sdist (their vocabularies come from it)."""
     from testkit.fixtures.bert import build_bert_fixture
     from testkit.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
 
@@ -46,23 +54,29 @@ def folders() -> dict[str, Path]:
         src = llama_cpp_source()
     except SdistUnavailable as e:
         pytest.skip(f"llama.cpp's sdist files are not available: {e}")
-    return {"rerank": build_bert_fixture("rerank", src), "embed": build_bert_fixture("embed", src)}
+    return {kind: build_bert_fixture(kind, src) for kind in kinds}
 
 
-@pytest.fixture(scope="module")
-def ggufs(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def f32_ggufs(folders: dict[str, Path], root: Path) -> dict[str, Path]:
+    """Each checkpoint converted to an f32 GGUF under `root`, by kind."""
     from convert import convert_checkpoint
 
-    root = tmp_path_factory.mktemp("bert-gguf")
     return {k: convert_checkpoint(f, root / f"{k}.f32.gguf", "f32", progress=False) for k, f in folders.items()}
 
 
 @pytest.fixture(scope="module")
+def folders() -> dict[str, Path]:
+    return bert_folders("rerank", "embed")
+
+
+@pytest.fixture(scope="module")
+def ggufs(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return f32_ggufs(folders, tmp_path_factory.mktemp("bert-gguf"))
+
+
+@pytest.fixture(scope="module")
 def oracle(folders: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
-    """CrossEncoder.predict's scores (sigmoid, its default for one label) and raw logits for (QUERY, DOCS)."""
-    ce = sentence_transformers.CrossEncoder(str(folders["rerank"]), device="cpu")
-    pairs = [(QUERY, d) for d in DOCS]
-    return ce.predict(pairs), ce.predict(pairs, activation_fn=torch.nn.Identity())
+    return cross_encoder_scores(sentence_transformers.CrossEncoder(str(folders["rerank"]), device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +104,22 @@ def rerank(url: str, path: str = "/v1/rerank", **body: object) -> httpx.Response
     return httpx.post(url + path, json={"query": QUERY, "documents": DOCS, **body}, timeout=60)
 
 
-def test_scores_equal_cross_encoder(reranker: str, oracle: tuple[np.ndarray, np.ndarray]) -> None:
-    want, want_raw = oracle
-    r = rerank(reranker)
+def assert_scores_equal(url: str, want: np.ndarray, want_raw: np.ndarray) -> httpx.Response:
+    """The server's order, scores and raw scores for (QUERY, DOCS) are CrossEncoder's; returns the scored answer."""
+    r = rerank(url)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert [x["index"] for x in results] == sorted(range(len(DOCS)), key=lambda i: -want[i])  # CrossEncoder's order
     got = np.array([x["relevance_score"] for x in sorted(results, key=lambda x: x["index"])])
     assert np.abs(got - want).max() <= SCORE_ABS, np.abs(got - want).max()
-    raw = rerank(reranker, raw_scores=True).json()["results"]
+    raw = rerank(url, raw_scores=True).json()["results"]
     got_raw = np.array([x["relevance_score"] for x in sorted(raw, key=lambda x: x["index"])])
     assert np.abs(got_raw - want_raw).max() <= LOGIT_ABS, np.abs(got_raw - want_raw).max()
+    return r
+
+
+def test_scores_equal_cross_encoder(reranker: str, oracle: tuple[np.ndarray, np.ndarray]) -> None:
+    assert_scores_equal(reranker, *oracle)
 
 
 def test_answer_shape_top_n_documents_and_spellings(reranker: str, folders: dict[str, Path]) -> None:

@@ -17,7 +17,14 @@ sentence_transformers = pytest.importorskip("sentence_transformers")
 torch = pytest.importorskip("torch")
 
 from testkit.servers import running_server  # noqa: E402
-from tests.serve.test_rerank import DOCS, LOGIT_ABS, QUERY, SCORE_ABS  # noqa: E402
+from tests.serve.test_rerank import (  # noqa: E402
+    DOCS,
+    QUERY,
+    assert_scores_equal,
+    bert_folders,
+    cross_encoder_scores,
+    f32_ggufs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,22 +35,12 @@ TEXTS = ["Hello world!", "The capital of France is Paris.", "café naïve résum
 
 @pytest.fixture(scope="module")
 def folders() -> dict[str, Path]:
-    from testkit.fixtures.bert import build_bert_fixture
-    from testkit.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
-
-    try:
-        src = llama_cpp_source()
-    except SdistUnavailable as e:
-        pytest.skip(f"llama.cpp's sdist files are not available: {e}")
-    return {kind: build_bert_fixture(kind, src) for kind in KINDS}
+    return bert_folders(*KINDS)
 
 
 @pytest.fixture(scope="module")
 def ggufs(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from convert import convert_checkpoint
-
-    root = tmp_path_factory.mktemp("encoder-gguf")
-    return {k: convert_checkpoint(f, root / f"{k}.f32.gguf", "f32", progress=False) for k, f in folders.items()}
+    return f32_ggufs(folders, tmp_path_factory.mktemp("encoder-gguf"))
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +49,10 @@ def reranker(ggufs: dict[str, Path]) -> Iterator[str]:
         yield url
 
 
-def rerank(url: str, **body: object) -> httpx.Response:
-    return httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": DOCS, **body}, timeout=60)
-
-
 def test_xlmr_scores_equal_cross_encoder(reranker: str, folders: dict[str, Path]) -> None:
     ce = sentence_transformers.CrossEncoder(str(folders["xlmr-rerank"]), device="cpu")
+    r = assert_scores_equal(reranker, *cross_encoder_scores(ce))
     pairs = [(QUERY, d) for d in DOCS]
-    want, want_raw = ce.predict(pairs), ce.predict(pairs, activation_fn=torch.nn.Identity())
-    r = rerank(reranker)
-    assert r.status_code == 200, r.text
-    results = r.json()["results"]
-    assert [x["index"] for x in results] == sorted(range(len(DOCS)), key=lambda i: -want[i])  # CrossEncoder's order
-    got = np.array([x["relevance_score"] for x in sorted(results, key=lambda x: x["index"])])
-    assert np.abs(got - want).max() <= SCORE_ABS, np.abs(got - want).max()
-    raw = rerank(reranker, raw_scores=True).json()["results"]
-    got_raw = np.array([x["relevance_score"] for x in sorted(raw, key=lambda x: x["index"])])
-    assert np.abs(got_raw - want_raw).max() <= LOGIT_ABS, np.abs(got_raw - want_raw).max()
     # the tokens scored are the pairs XLMRobertaTokenizer builds (</s></s> between the parts), cut to the context
     n = sum(map(len, ce.tokenizer(pairs, truncation=True, max_length=128).input_ids))
     assert r.json()["usage"]["prompt_tokens"] == n

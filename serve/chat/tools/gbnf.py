@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 
 def lit(text: str) -> str:
@@ -26,3 +28,18 @@ def without(name: str, literal: str) -> str:
 def cls(ch: str) -> str:
     """A character for inside a GBNF [...] class."""
     return {"\\": "\\\\", "]": "\\]", "^": "\\^", "-": "\\-"}.get(ch, ch)
+
+
+def offered(tools: list[dict[str, Any]], names: list[str]) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Each tool the grammar may call: its index among all the tools (which names its rules), its name and its
+    parameters schema."""
+    for i, tool in enumerate(tools):
+        fn = tool["function"]
+        if fn["name"] in names:
+            yield i, fn["name"], fn.get("parameters") or {}
+
+
+def declared(schema: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """A parameters schema's declared properties (none where it declares no object of them) and required keys."""
+    props = schema.get("properties")
+    return (props if isinstance(props, dict) else {}), set(schema.get("required") or ())

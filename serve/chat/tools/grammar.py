@@ -49,7 +49,7 @@ from serve.chat.tools import (
     value_grammar,
 )
 from serve.chat.tools.formats import FORMATS, ToolFormat
-from serve.chat.tools.gbnf import lit, without
+from serve.chat.tools.gbnf import declared, lit, offered, without
 from serve.chat.tools.request import ToolRequest
 from serve.chat.tools.typed import is_text, schema_types
 from serve.chat.tools.xml import DEEPSEEK_V4, DEEPSEEK_V32, KIMI_K3, MINIMAX, QWEN, SEED, XmlStyle
@@ -213,13 +213,9 @@ XML_TEXT = "hearth-xml-text"
 def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[str], style: XmlStyle) -> list[str]:
     nl, after = ("\n" if style.newlines else ""), style.layout
     alts, rules = [], []
-    for i, tool in enumerate(tools):
-        fn = tool["function"]
-        if fn["name"] not in names:
-            continue
-        schema = conv.resolve_refs(copy.deepcopy(fn.get("parameters") or {}), f"xml{i}")
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-        required = set(schema.get("required") or ())
+    for i, name, declared_schema in offered(tools, names):
+        schema = conv.resolve_refs(copy.deepcopy(declared_schema), f"xml{i}")
+        props, required = declared(schema)
         parts = []
         for j, (key, prop) in enumerate(props.items()):
             value = XML_TEXT if is_text(prop) else conv.visit(prop, f"xml{i}-p{j}")
@@ -232,10 +228,10 @@ def _xml_rules(conv: SchemaConverter, tools: list[dict[str, Any]], names: list[s
             parts.append(f"( {named} )*")
         rules.append(f"hearth-xml-{i} ::= " + " ".join(parts))
         if style.index_attr:  # index="N": any N
-            head = style.function + fn["name"] + '" index="'
+            head = style.function + name + '" index="'
             opener = f"{lit(head)} [0-9]+ {lit(chr(34) + style.tag_end + after)}"
         else:
-            opener = lit(style.function_tag(fn["name"]) + after)
+            opener = lit(style.function_tag(name) + after)
         alts.append(f"{opener} hearth-xml-{i} {lit(style.end_function + after)}")
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, without(XML_TEXT, style.end_parameter)]
 
@@ -267,13 +263,9 @@ def _tag_rules(
     its schema; a tool that declares no parameters may name any."""
     end = style.value_end.strip("\n")
     alts, rules = [], []
-    for i, tool in enumerate(tools):
-        fn = tool["function"]
-        if fn["name"] not in names:
-            continue
-        schema = conv.resolve_refs(copy.deepcopy(fn.get("parameters") or {}), f"tag{i}")
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-        required = set(schema.get("required") or ())
+    for i, name, declared_schema in offered(tools, names):
+        schema = conv.resolve_refs(copy.deepcopy(declared_schema), f"tag{i}")
+        props, required = declared(schema)
         parts = []
         for j, (key, prop) in enumerate(props.items()):
             value = TAG_TEXT if is_text(prop) else conv.visit(prop, f"tag{i}-p{j}")
@@ -283,7 +275,7 @@ def _tag_rules(
             head, tail = style.param.split("{key}")
             parts.append(f"( {_layout(head)} [a-zA-Z0-9_.-]+ {_layout(tail)} {TAG_TEXT} {_layout(style.value_end)} )*")
         rules.append(f"hearth-tag-{i} ::= " + " ".join(parts or ['""']))
-        alts.append(f"{_layout(style.head.format(name=fn['name']))} hearth-tag-{i} {lit(style.call_end)}")
+        alts.append(f"{_layout(style.head.format(name=name))} hearth-tag-{i} {lit(style.call_end)}")
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, without(TAG_TEXT, end)]
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from serve.chat.tools.answer import Answer
 from serve.chat.tools.events import CallArgs, CallStart, IdMaker, ToolEvent, Tools, merge, openai_id
+from serve.chat.tools.scan import split_at_markers
 from serve.chat.tools.typed import is_text, schema_types, typed
 from serve.chat.tools.xml import parameter_schemas
-from serve.engine.stops import first_marker, partial_tail
 
 MARK = "]<]minimax[>["
 OPEN, CLOSE = MARK + "<tool_call>", MARK + "</tool_call>"
@@ -81,19 +81,12 @@ class MinimaxTreeParser:
 
     def feed(self, text: str) -> list[ToolEvent]:
         out: list[ToolEvent] = []
-        text, self._pending = self._pending + text, ""
-        while text:
-            markers = MARKERS[self.state]
-            found = first_marker(text, markers)
-            if found is None:
-                keep = partial_tail(text, markers)
-                self._between(text[: len(text) - keep], out)
-                self._pending = text[len(text) - keep :]
-                break
-            pos, marker = found
-            self._between(text[:pos], out)
-            self._marker(out)
-            text = text[pos + len(marker) :]
+        self._pending = split_at_markers(
+            self._pending + text,
+            lambda: MARKERS[self.state],
+            lambda between: self._between(between, out),
+            lambda _marker: self._marker(out),
+        )
         return merge(out)
 
     def finish(self) -> list[ToolEvent]:

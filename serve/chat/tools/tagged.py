@@ -31,9 +31,9 @@ from typing import Any
 from serve.chat.tools.answer import Answer
 from serve.chat.tools.events import CallArgs, CallStart, IdMaker, ToolEvent, Tools, merge, openai_id
 from serve.chat.tools.pythonic import literal
+from serve.chat.tools.scan import split_at_markers
 from serve.chat.tools.typed import is_text, typed
 from serve.chat.tools.xml import parameter_schemas
-from serve.engine.stops import first_marker, partial_tail
 
 
 class State(enum.Enum):
@@ -212,19 +212,12 @@ class TaggedParser:
 
     def feed(self, text: str) -> list[ToolEvent]:
         out: list[ToolEvent] = []
-        text, self._pending = self._pending + text, ""
-        while text:
-            markers = self.style.markers(self.state)
-            found = first_marker(text, markers)
-            if found is None:
-                keep = partial_tail(text, markers)
-                self._between(text[: len(text) - keep], out)
-                self._pending = text[len(text) - keep :]
-                break
-            pos, marker = found
-            self._between(text[:pos], out)
-            self._marker(marker, out)
-            text = text[pos + len(marker) :]
+        self._pending = split_at_markers(
+            self._pending + text,
+            lambda: self.style.markers(self.state),
+            lambda between: self._between(between, out),
+            lambda marker: self._marker(marker, out),
+        )
         return merge(out)
 
     def finish(self) -> list[ToolEvent]:

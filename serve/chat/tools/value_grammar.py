@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from serve.chat.tools import gemma, minimax_tree
-from serve.chat.tools.gbnf import lit, without
+from serve.chat.tools.gbnf import declared, lit, offered, without
 from serve.chat.tools.typed import schema_types
 
 NUMBER = 'hearth-number ::= "-"? [0-9]+ ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?'
@@ -26,17 +26,11 @@ def gemma_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
     """Each offered tool's declared arguments in the order its template writes them (sorted by key), the required
     ones present; a string, number, integer or boolean argument held to its type, any other a Gemma value."""
     alts, rules = [], []
-    for i, tool in enumerate(tools):
-        fn = tool["function"]
-        if fn["name"] not in names:
-            continue
-        schema = fn.get("parameters") or {}
-        props = schema.get("properties")
-        props = props if isinstance(props, dict) else {}
-        required = set(schema.get("required") or ())
+    for i, name, schema in offered(tools, names):
+        props, required = declared(schema)
         keys = sorted(props)
         if not keys:
-            alts.append(f"{lit(fn['name'])} hearth-gemma-object")
+            alts.append(f"{lit(name)} hearth-gemma-object")
             continue
         n = len(keys)
         rest = [f"hearth-gemma-{i}-r{k}" if k < n else "" for k in range(n + 1)]  # entries k.., each after a comma
@@ -51,7 +45,7 @@ def gemma_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
                 rules.append(f'{rest[k]} ::= ( "," {entry} )? {rest[k + 1]}')
                 later = f" | {first[k + 1]}" if first[k + 1] else ""
                 rules.append(f"{first[k]} ::= ( {entry} {rest[k + 1]}{later} )" + ("" if later else "?"))
-        alts.append(f'{lit(fn["name"])} "{{" {first[0]} "}}"')
+        alts.append(f'{lit(name)} "{{" {first[0]} "}}"')
     return [f"hearth-call ::= {' | '.join(alts)}", *rules, *GEMMA_GENERIC, without("hearth-gemma-text", gemma.QUOTE)]
 
 
@@ -76,21 +70,15 @@ def tree_rules(tools: list[dict[str, Any]], names: list[str]) -> list[str]:
     present), a simple value held to its type, any other a text or nested elements."""
     mark = minimax_tree.MARK
     alts, rules = [], []
-    for i, tool in enumerate(tools):
-        fn = tool["function"]
-        if fn["name"] not in names:
-            continue
-        schema = fn.get("parameters") or {}
-        props = schema.get("properties")
-        props = props if isinstance(props, dict) else {}
-        required = set(schema.get("required") or ())
+    for i, name, schema in offered(tools, names):
+        props, required = declared(schema)
         parts = []
         for key, prop in props.items():
             value = typed_value(prop, "hearth-tree-text", "", "hearth-tree-any")
             element = f"{lit(f'{mark}<{key}>')} {value} {lit(f'{mark}</{key}>')}"
             parts.append(element if key in required else f"( {element} )?")
         rules.append(f"hearth-tree-{i} ::= " + (" ".join(parts) if parts else "hearth-tree-element*"))
-        invoke = lit(f'{mark}<{minimax_tree.INVOKE}{fn["name"]}">')
+        invoke = lit(f'{mark}<{minimax_tree.INVOKE}{name}">')
         alts.append(f"{invoke} hearth-tree-{i} {lit(mark + '<' + minimax_tree.END_INVOKE + '>' + chr(10))}")
     return [
         f"hearth-call ::= {' | '.join(alts)}",
