@@ -159,7 +159,7 @@ class Runtime:
             ctx,
             prompt_chunk=c.prompt_chunk,
             threads=c.threads,
-            flash_attn=c.flash_attn,
+            flash_attn=c.use_flash_attn,
             kv_type=c.kv_type,
             cache_ram=cache_ram_bytes(c.cache_ram),
             swa_full=c.swa_full,
@@ -192,7 +192,7 @@ class Runtime:
         if self.config.mmproj is None and not path.is_file():
             return None
         c = self.config
-        projector = Projector(path, model.ptr, c.threads, use_gpu=model.n_gpu_layers > 0, flash_attn=c.flash_attn)
+        projector = Projector(path, model.ptr, c.threads, use_gpu=model.n_gpu_layers > 0, flash_attn=c.use_flash_attn)
         log.info("images: %s (%d tokens an image)", path.name, projector.tokens_per_image())
         return projector
 
@@ -207,7 +207,7 @@ class Runtime:
         layout = {
             "ctx_per_seq": ctx,
             "kv_type": c.kv_type,
-            "flash_attn": c.flash_attn or c.kv_type != "f16",  # V is stored transposed without it
+            "flash_attn": c.use_flash_attn or c.kv_type != "f16",  # V is stored transposed without it
             "swa_full": c.swa_full,
             "llama_cpp": ll.__version__,  # the state format is llama.cpp's own
         }
@@ -237,7 +237,7 @@ class Runtime:
                 min(c.ctx_size, model.n_ctx_train or c.ctx_size),
                 pooling="rank" if c.rerank else c.pooling,
                 threads=c.threads,
-                flash_attn=c.flash_attn,
+                flash_attn=c.use_flash_attn,
                 kv_type=c.kv_type,
                 model_type=c.model_type or MODEL_TYPES.get(arch, "generic"),
                 segment_rows=SegmentRows.read(self.model_path) if c.rerank else None,

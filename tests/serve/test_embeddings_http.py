@@ -70,14 +70,17 @@ def test_sdk_float_base64_token_ids(server: str, oracle: tuple[np.ndarray, list[
     floats = client.embeddings.create(model=ALIAS, input=TEXTS, encoding_format="float")
     assert np.array_equal(np.array([d.embedding for d in floats.data], np.float32), vectors)  # same float32 values
     b64 = client.embeddings.create(model=NAME, input=TEXTS[1], encoding_format="base64").data[0].embedding
-    assert isinstance(b64, str) and np.array_equal(np.frombuffer(base64.b64decode(b64), "<f4"), vectors[1])
+    alone = np.array(client.embeddings.create(model=NAME, input=TEXTS[1], encoding_format="float").data[0].embedding)
+    assert isinstance(b64, str) and np.array_equal(
+        np.frombuffer(base64.b64decode(b64), "<f4"), alone.astype(np.float32)
+    )
+    # alone or in a batch: the same vector up to flash attention's rounding (a batch's sums run in another order)
+    assert float(alone @ vectors[1]) > 0.9999
 
     by_ids = client.embeddings.create(model=NAME, input=ids, encoding_format="float")
     assert np.array_equal(np.array([d.embedding for d in by_ids.data], np.float32), vectors)
     one = client.embeddings.create(model=NAME, input=ids[3], encoding_format="float")
-    assert one.usage.prompt_tokens == len(ids[3]) and np.array_equal(
-        np.array(one.data[0].embedding, np.float32), vectors[3]
-    )
+    assert one.usage.prompt_tokens == len(ids[3]) and float(np.array(one.data[0].embedding) @ vectors[3]) > 0.9999
     short = client.embeddings.create(model=NAME, input=TEXTS[0], dimensions=16, encoding_format="float").data[0]
     assert len(short.embedding) == 16 and abs(np.linalg.norm(short.embedding) - 1) < 1e-5
     assert client.embeddings.create(input=TEXTS[0], model="").data[0].embedding  # no model named: served
