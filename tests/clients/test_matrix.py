@@ -46,7 +46,7 @@ CASES = {
 # additionalProperties, strict, key orders, docstring descriptions), so every tool cell that fits the context passes.
 # The causes below were measured on this stack.
 _NOT_UTF8 = (
-    "demo-harmony's sampled answer (seed {seed}) emits bytes that are not UTF-8 inside a maxLength 24 string: the "
+    "demo-harmony's sampled answer ({seed}) emits bytes that are not UTF-8 inside a maxLength 24 string: the "
     "grammar counts them as one character, the reply decodes them to three U+FFFD and the value is 26 characters "
     "(string_too_long; {lib})"
 )
@@ -61,11 +61,16 @@ XFAIL: dict[tuple[str, str], str] = {
     "maxLength from it (Anthropic's structured outputs take none), so the untrained demo model never closes a string",
     ("anthropic", "json-harmony"): "output_config.format holds the answer to the schema, but the SDK strips "
     "maxLength from it (Anthropic's structured outputs take none), so the untrained demo model never closes a string",
-    ("langchain-anthropic", "json-harmony"): _NOT_UTF8.format(seed=1, lib="langchain-anthropic"),
     ("smolagents", "tool-think"): _SMOLAGENTS.format(
         model="demo-think", seen="free text such as ' solar.. weather in Brazil', until max_steps"
     ),
     ("smolagents", "tool-harmony"): _SMOLAGENTS.format(model="demo-harmony", seen="'{', then '8' twice"),
+}
+
+# Cells whose runs cannot be seeded (Anthropic's API takes no seed), so they pass or fail by draw: a non-strict xfail
+# with the cause measured when they failed.
+UNSEEDED: dict[tuple[str, str], str] = {
+    ("langchain-anthropic", "json-harmony"): _NOT_UTF8.format(seed="1 of 8 draws in 1 of 2 runs", lib="unseeded")
 }
 
 
@@ -74,6 +79,8 @@ def _cells() -> Iterator[object]:
         for case in cases:
             reason = XFAIL.get((name, case))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            if (name, case) in UNSEEDED:
+                marks = [pytest.mark.xfail(strict=False, reason=UNSEEDED[name, case])]
             yield pytest.param(name, case, id=f"{name}-{case}", marks=marks)
 
 
