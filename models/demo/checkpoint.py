@@ -26,6 +26,8 @@ def finish_tokenizer_config(folder: Path, class_name: str) -> None:
     path = folder / "tokenizer_config.json"
     cfg = json.loads(path.read_text())
     cfg.update(tokenizer_class=class_name, add_bos_token=False, add_eos_token=False)
+    for loading_only in ("is_local", "local_files_only"):  # what from_pretrained (a fine-tune) leaves behind
+        cfg.pop(loading_only, None)
     path.write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")
 
 

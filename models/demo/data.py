@@ -17,8 +17,12 @@ Arithmetic items also carry a harmony `commentary` message between analysis and 
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from random import Random
 from types import MappingProxyType
 from typing import Literal
 
@@ -206,14 +210,16 @@ WEATHER_CALL_ID = "call0demo"  # 9 letters and digits, so every template family 
 TOOL_THINKING = "The tool answered."
 
 
-def tools_json(tools: tuple[MappingProxyType, ...]) -> list[dict]:
+def tools_json(tools: tuple[Mapping, ...]) -> list[dict]:
     """Plain, deep copies of the tool objects (as a client sends them)."""
     return [json.loads(json.dumps(_plain(t))) for t in tools]
 
 
 def _plain(value: object) -> object:
-    if isinstance(value, MappingProxyType | dict):
+    if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
 
 
@@ -279,25 +285,213 @@ def harmony_answer(city: str, result: str) -> str:
     )
 
 
+# --- the same tools as client libraries send them ---------------------------------------------------------
+# Measured on the request bodies of the client matrix's drivers (tests/clients/drivers) against a request-logging
+# server: each library renders `get_weather(city)` (a typed function with a Google-style docstring) its own way.
+# The models learn the call from the question and the tool's name, whatever the shape around it.
+
+
+@dataclass(frozen=True)
+class ToolShape:
+    """How a library writes a tool object: which optional keys it adds, and in which order it writes them."""
+
+    doc: Literal["summary", "args", "args_raw"] = "summary"  # the description: the docstring's first line, or all
+    # of it with its Args section (stripped, or raw with the closing indentation, as `inspect` leaves it)
+    param_description: bool = True  # the parameter keeps its description
+    title: bool = False  # pydantic's title on the object: "{name}_args"
+    param_title: bool = False  # pydantic's title on the parameter: its name capitalized
+    additional: bool = False  # additionalProperties: false
+    strict: bool = False  # function.strict: true (after the parameters)
+    object_keys: tuple[str, ...] = ("type", "properties", "required")  # order; title/additionalProperties added
+    param_keys: tuple[str, ...] = ("type", "description")  # order; title added
+
+
+def _docstring(summary: str, param: str, text: str, raw: bool) -> str:
+    doc = f"{summary}\n\n    Args:\n        {param}: {text}"
+    return doc + "\n    " if raw else doc
+
+
+def shaped_tool(tool: Mapping, shape: ToolShape) -> dict:
+    """A one-string-parameter tool object of ours (WEATHER_TOOL, TIME_TOOL) written in a library's shape."""
+    fn = tool["function"]
+    ((param, spec),) = fn["parameters"]["properties"].items()
+    summary = fn["description"]
+    description = (
+        summary if shape.doc == "summary" else _docstring(summary, param, spec["description"], shape.doc == "args_raw")
+    )
+    prop_values = {"type": "string", "description": spec["description"], "title": param.capitalize()}
+    prop_keys = [k for k in shape.param_keys if k != "description" or shape.param_description]
+    if shape.param_title and "title" not in prop_keys:
+        prop_keys.append("title")
+    if not shape.param_title and "title" in prop_keys:
+        prop_keys.remove("title")
+    values = {
+        "type": "object",
+        "properties": {param: {k: prop_values[k] for k in prop_keys}},
+        "required": [param],
+        "title": f"{fn['name']}_args",
+        "additionalProperties": False,
+    }
+    keys = [
+        k
+        for k in shape.object_keys
+        if (k != "title" or shape.title) and (k != "additionalProperties" or shape.additional)
+    ]
+    keys += [
+        k for k, on in (("title", shape.title), ("additionalProperties", shape.additional)) if on and k not in keys
+    ]
+    function: dict[str, object] = {
+        "name": fn["name"],
+        "description": description,
+        "parameters": {k: values[k] for k in keys},
+    }
+    if shape.strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+# The shapes of the client matrix's libraries, as measured (anthropic's tools as hearth turns them into this form).
+_PYDANTIC_KEYS = ("additionalProperties", "properties", "required", "type")
+TOOL_SHAPES: Mapping[str, ToolShape] = MappingProxyType(
+    {
+        "anthropic": ToolShape(
+            param_title=True, additional=True, object_keys=_PYDANTIC_KEYS, param_keys=("description", "title", "type")
+        ),
+        "ollama": ToolShape(object_keys=("type", "required", "properties")),
+        "openai-agents": ToolShape(
+            title=True,
+            param_title=True,
+            additional=True,
+            strict=True,
+            object_keys=("properties", "required", "title", "type", "additionalProperties"),
+            param_keys=("description", "title", "type"),
+        ),
+        "pydantic-ai": ToolShape(
+            additional=True, strict=True, object_keys=_PYDANTIC_KEYS, param_keys=("description", "type")
+        ),
+        "langchain": ToolShape(doc="args", param_description=False, object_keys=("properties", "required", "type")),
+        "llm": ToolShape(doc="args_raw", param_description=False, object_keys=("properties", "required", "type")),
+    }
+)
+
+
+def random_shape(rng: Random) -> ToolShape:
+    """Any mix of the options above, keys in any order: the models should not depend on one library's choices."""
+    object_keys = ["type", "properties", "required", "title", "additionalProperties"]
+    param_keys = ["type", "description", "title"]
+    rng.shuffle(object_keys)
+    rng.shuffle(param_keys)
+    return ToolShape(
+        doc=rng.choice(("summary", "args", "args_raw")),
+        param_description=rng.random() < 0.5,
+        title=rng.random() < 0.5,
+        param_title=rng.random() < 0.5,
+        additional=rng.random() < 0.5,
+        strict=rng.random() < 0.5,
+        object_keys=tuple(object_keys),
+        param_keys=tuple(param_keys),
+    )
+
+
+def shaped_toolset(tools: tuple[Mapping, ...], shape: ToolShape) -> tuple[dict, ...]:
+    return tuple(shaped_tool(t, shape) for t in tools)
+
+
+# Short system prompts of the kind agent frameworks and users put before the question (the models must not let
+# them change the call or the answer).
+SYSTEM_PROMPTS: tuple[str, ...] = (
+    "You are a helpful assistant.",
+    "You are a helpful assistant. Use the tools when they help answer the question.",
+    "You are a weather agent. Answer briefly and use your tools.",
+    "Be concise. Call a tool when you need live data, then answer from its result.",
+    "You are an assistant that answers questions. Think step by step, then reply.",
+    "You are a helpful assistant with access to tools.\n\nAlways answer in English.",
+)
+
+# --- smolagents' ToolCallingAgent -------------------------------------------------------------------------------
+# It sends its own system prompt (models/demo/prompts/, the text smolagents 1.26 sends for get_weather beside its
+# final_answer tool, about 1,750 demo tokens), the task as "New task:\n...", and after a call the call as text and
+# the result as "Observation:\n..." in a user turn; it ends the run when the model calls final_answer.
+SMOLAGENTS_PROMPT = (Path(__file__).parent / "prompts" / "smolagents_tool_calling.txt").read_text()
+FINAL_ANSWER_TOOL = MappingProxyType({
+    "type": "function",
+    "function": {
+        "name": "final_answer",
+        "description": "Provides a final answer to the given problem.",
+        "parameters": {
+            "type": "object",
+            "properties": {"answer": {"type": "string", "description": "The final answer to the problem"}},
+            "required": ["answer"],
+        },
+    },
+})  # fmt: skip
+SMOLAGENTS_TOOLS = (WEATHER_TOOL, FINAL_ANSWER_TOOL)
+
+
+def smolagents_messages(city: str, result: str | None) -> list[dict]:
+    def text(role: str, body: str) -> dict:
+        return {"role": role, "content": [{"type": "text", "text": body}]}
+
+    out = [text("system", SMOLAGENTS_PROMPT), text("user", f"New task:\n{weather_question(city)}")]
+    if result is not None:
+        call_id = "call_" + hashlib.sha256(f"{city} {result}".encode()).hexdigest()[:24]  # as hearth's ids look
+        call = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": weather_arguments(city)},
+        }
+        out += [text("assistant", f"Calling tools:\n[{call!r}]"), text("user", f"Observation:\n{result}")]
+    return out
+
+
+def think_final_answer(city: str, result: str) -> str:
+    body = json.dumps({"name": "final_answer", "arguments": {"answer": weather_answer(city, result)}})
+    return f"{THINK_OPEN}{TOOL_THINKING}{THINK_CLOSE}<tool_call>\n{body}\n</tool_call>"
+
+
+def harmony_final_answer(city: str, result: str) -> str:
+    args = json.dumps({"answer": weather_answer(city, result)})
+    return (
+        f"<|channel|>analysis<|message|>{TOOL_THINKING}<|end|>"
+        f"<|start|>assistant<|channel|>commentary to=functions.final_answer <|constrain|>json<|message|>{args}<|call|>"
+    )
+
+
 @dataclass(frozen=True)
 class ToolCase:
     """One tool example: the request's messages and tools, and which step of the round trip it is."""
 
     city: str
-    tools: tuple[MappingProxyType, ...]
+    tools: tuple[Mapping, ...]
     result: str | None = None  # None: the first step (the call); else the tool's result (the answer)
+    system: str | None = None  # a system message before the question (a framework's own prompt)
+    smolagents: bool = False  # the conversation as smolagents' ToolCallingAgent sends it (see smolagents_messages)
+    shape: str = "trained"  # which tool shape (TOOL_SHAPES / RANDOM_SHAPES), for labels
 
     @property
     def messages(self) -> list[dict]:
-        if self.result is None:
-            return [{"role": "user", "content": weather_question(self.city)}]
-        return weather_history(self.city, self.result)
+        if self.smolagents:
+            return smolagents_messages(self.city, self.result)
+        history = (
+            [{"role": "user", "content": weather_question(self.city)}]
+            if self.result is None
+            else weather_history(self.city, self.result)
+        )
+        return ([{"role": "system", "content": self.system}] if self.system else []) + history
 
     def think_completion(self) -> str:
-        return think_call(self.city) if self.result is None else think_answer(self.city, self.result)
+        if self.result is None:
+            return think_call(self.city)
+        if self.smolagents:
+            return think_final_answer(self.city, self.result)
+        return think_answer(self.city, self.result)
 
     def harmony_completion(self) -> str:
-        return harmony_call(self.city) if self.result is None else harmony_answer(self.city, self.result)
+        if self.result is None:
+            return harmony_call(self.city)
+        if self.smolagents:
+            return harmony_final_answer(self.city, self.result)
+        return harmony_answer(self.city, self.result)
 
 
 def _tool_cases() -> tuple[ToolCase, ...]:
@@ -340,3 +534,72 @@ def all_answer_cases() -> list[ToolCase]:
         for c in CONDITIONS
         for t in TEMPERATURES
     ]
+
+
+def _variant_cases() -> tuple[ToolCase, ...]:
+    """The tool round trips again in the shapes libraries send, under system prompts, and as smolagents runs them.
+
+    Calls: every city with every library shape (tool sets alternating), and with a random shape; answers: every
+    (condition, temperature) pair once more with a library or random shape, some under a system prompt;
+    smolagents: every city's call and one answer each (these prompts are ~1,800 tokens, so few)."""
+    rng = Random(20251207)
+    names = list(TOOL_SHAPES)
+    out = []
+    for i, city in enumerate(CITIES):
+        for j, name in enumerate(names):
+            out.append(ToolCase(city, shaped_toolset(TOOLSETS[(i + j) % 2], TOOL_SHAPES[name]), shape=name))
+        system = SYSTEM_PROMPTS[i % len(SYSTEM_PROMPTS)] if i % 2 else None
+        out.append(ToolCase(city, shaped_toolset(TOOLSETS[i % 2], random_shape(rng)), system=system, shape="random"))
+    for k in range(len(CONDITIONS) * len(TEMPERATURES)):
+        result = weather_result(CONDITIONS[k % len(CONDITIONS)], TEMPERATURES[k // len(CONDITIONS)])
+        city = CITIES[(7 * k + 5) % len(CITIES)]
+        name = names[k % len(names)] if k % 3 else "random"
+        shape = TOOL_SHAPES[name] if name != "random" else random_shape(rng)
+        system = SYSTEM_PROMPTS[k % len(SYSTEM_PROMPTS)] if k % 4 == 1 else None
+        out.append(ToolCase(city, shaped_toolset(TOOLSETS[k % 2], shape), result, system=system, shape=name))
+    return tuple(out)
+
+
+def think_shaped_extra_cases() -> tuple[ToolCase, ...]:
+    """demo-think's THINK_EXTRA_CASES again, each in a library shape (rotating, tool sets alternating): in the shapes
+    alone it copied a one-digit result after a two-word city wrongly in 3 of the 900 shape checks (ollama's)."""
+    names = list(TOOL_SHAPES)
+    return tuple(
+        replace(case, tools=shaped_toolset(case.tools, TOOL_SHAPES[names[k % len(names)]]), shape=names[k % len(names)])
+        for k, case in enumerate(THINK_EXTRA_CASES[::2])
+    )
+
+
+def smolagents_cases() -> tuple[ToolCase, ...]:
+    """Every city's call and one answer each in smolagents' conversation (`train.py --smolagents`: its ~1,800-token
+    prompt makes a step cost several short ones, so these train as a second stage, see the README)."""
+    out = []
+    for i, city in enumerate(CITIES):
+        out.append(ToolCase(city, SMOLAGENTS_TOOLS, smolagents=True, shape="smolagents"))
+        result = weather_result(CONDITIONS[i % len(CONDITIONS)], TEMPERATURES[(11 * i + 3) % len(TEMPERATURES)])
+        out.append(ToolCase(city, SMOLAGENTS_TOOLS, result, smolagents=True, shape="smolagents"))
+    return tuple(out)
+
+
+VARIANT_CASES: tuple[ToolCase, ...] = _variant_cases()
+
+
+def shape_check_cases(every: int, smolagents: bool = False) -> list[ToolCase]:
+    """Held-out checks: every library shape's call for every city with both tool sets, and every n-th answer of the
+    grid in each library shape (and every 8n-th in smolagents' conversation, when asked; most never trained)."""
+    calls = [
+        ToolCase(city, shaped_toolset(tools, shape), shape=name)
+        for name, shape in TOOL_SHAPES.items()
+        for tools in TOOLSETS
+        for city in CITIES
+    ]
+    grid = all_answer_cases()
+    answers = [
+        replace(c, tools=shaped_toolset(c.tools, TOOL_SHAPES[name]), shape=name)
+        for j, name in enumerate(TOOL_SHAPES)
+        for c in grid[j :: every * len(TOOL_SHAPES)]
+    ]
+    if not smolagents:
+        return calls + answers
+    smol = [replace(c, tools=SMOLAGENTS_TOOLS, smolagents=True, shape="smolagents") for c in grid[3 :: every * 8]]
+    return calls + answers + smol

@@ -34,6 +34,9 @@ class Recipe:
     lr: float
     margin: float  # logit gap the target must keep over the runner-up at every completion position
     check_every: int
+    long_tokens: int = 512  # an example longer than this (a framework's system prompt) trains alone, not padded into
+    long_every: int = 4  # a batch of short ones; every long_every-th step is one long example
+    check_first: bool = False  # check before the first step (a fine-tune: start on what the model misses)
 
 
 def collate(examples: Sequence[Example], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,22 +73,38 @@ def storage_rounding(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor
 # --- training -------------------------------------------------------------------------------------
 
 
+def length_batches(examples: Sequence[Example], batch: int, tokens: int = 8192) -> list[list[int]]:
+    """Indices grouped by length (at most `batch` examples and about `tokens` padded tokens a group), so a
+    few long prompts do not pad every short one to their length."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt) + len(examples[i].completion))
+    groups: list[list[int]] = []
+    for i in order:
+        width = len(examples[i].prompt) + len(examples[i].completion)
+        if groups and len(groups[-1]) < batch and width * (len(groups[-1]) + 1) <= tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 def margins(model: torch.nn.Module, examples: Sequence[Example], pad: int, batch: int) -> torch.Tensor:
-    """For every completion token: target logit minus the best other logit (positive = greedy hit)."""
-    gaps = []
+    """For every completion token, in example order: target logit minus the best other logit (positive = greedy
+    hit)."""
+    gaps: list[torch.Tensor | None] = [None] * len(examples)
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(examples), batch):
-            ids, targets = collate(examples[start : start + batch], pad)
+        for group in length_batches(examples, batch):
+            ids, targets = collate([examples[i] for i in group], pad)
             logits = model(input_ids=ids).logits.float()
-            keep = targets != -100
-            picked = logits[keep]
-            gold = targets[keep]
-            target_logit = picked.gather(1, gold[:, None]).squeeze(1)
-            picked.scatter_(1, gold[:, None], float("-inf"))
-            gaps.append(target_logit - picked.max(dim=1).values)
+            for row, i in enumerate(group):
+                keep = targets[row] != -100
+                picked = logits[row][keep]
+                gold = targets[row][keep]
+                target_logit = picked.gather(1, gold[:, None]).squeeze(1)
+                picked.scatter_(1, gold[:, None], float("-inf"))
+                gaps[i] = target_logit - picked.max(dim=1).values
     model.train()
-    return torch.cat(gaps)
+    return torch.cat([g for g in gaps if g is not None])
 
 
 def minibatches(n: int, size: int, gen: torch.Generator) -> Iterator[list[int]]:
@@ -113,7 +132,44 @@ def fit(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     gen = torch.Generator().manual_seed(seed)
-    batches = minibatches(len(examples), recipe.batch, gen)
+    is_long = [len(e.prompt) + len(e.completion) > recipe.long_tokens for e in examples]
+    short = [i for i, big in enumerate(is_long) if not big]
+    long = [i for i, big in enumerate(is_long) if big]
+    batches = minibatches(len(short), recipe.batch, gen)
+    singles = minibatches(len(long), 1, gen) if long else None
+    # Examples below the margin at the last check fill half of each short batch and every long step, so the few
+    # that still miss are not waited for at random; a long step comes only while a long one misses (else 1 in 4),
+    # and twice as often while no short one does.
+    weak_short: list[int] = []
+    weak_long: list[int] = []
+
+    def check(step: int) -> bool:
+        nonlocal weak_short, weak_long
+        sync()
+        gap = margins(model, examples, pad, 64)
+        worst = [g.min().item() for g in gap.split([len(e.completion) for e in examples])]
+        weak_short = [i for i in short if worst[i] < recipe.margin]
+        weak_long = [i for i in long if worst[i] < recipe.margin]
+        log(
+            f"  step {step:4d}  {time.perf_counter() - t0:5.0f}s  hits {(gap > 0).float().mean():.3f}"
+            f"  min margin {gap.min():.2f}  below margin {len(weak_short)} short, {len(weak_long)} long"
+            + "".join(f"\n    {examples[i].label}: {worst[i]:.2f}" for i in (weak_short + weak_long)[:4])
+        )
+        return gap.min().item() >= recipe.margin
+
+    def next_batch(step: int) -> list[Example]:
+        every = recipe.long_every if weak_short else max(1, recipe.long_every // 2)  # only long ones miss: more
+        if long and step % every == 0 and (weak_long or step % (4 * recipe.long_every) == 0):
+            if weak_long:
+                return [examples[weak_long[(step // recipe.long_every) % len(weak_long)]]]
+            assert singles is not None
+            return [examples[long[i]] for i in next(singles)]
+        picked = [short[i] for i in next(batches)]
+        if weak_short:
+            half = recipe.batch // 2
+            extra = torch.randint(len(weak_short), (half,), generator=gen).tolist()
+            picked = [weak_short[i] for i in extra] + picked[half:]
+        return [examples[i] for i in picked]
 
     def sync() -> None:
         with torch.no_grad():
@@ -122,9 +178,11 @@ def fit(
 
     model.train()
     t0 = time.perf_counter()
+    if recipe.check_first and check(0):
+        return 0
     for step in range(1, recipe.steps + 1):
         sync()
-        ids, targets = collate([examples[i] for i in next(batches)], pad)
+        ids, targets = collate(next_batch(step), pad)
         logits = model(input_ids=ids).logits
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         model.zero_grad(set_to_none=True)
@@ -135,14 +193,7 @@ def fit(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % recipe.check_every == 0 or step == recipe.steps:
-            sync()
-            gap = margins(model, examples, pad, 64)
-            log(
-                f"  step {step:4d}  {time.perf_counter() - t0:5.0f}s  loss {loss.item():.4f}"
-                f"  hits {(gap > 0).float().mean():.3f}  min margin {gap.min():.2f}"
-            )
-            if gap.min() >= recipe.margin:
-                return step
+        if (step % recipe.check_every == 0 or step == recipe.steps) and check(step):
+            return step
     sync()
     return recipe.steps

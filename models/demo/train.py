@@ -25,15 +25,28 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from transformers import GptOssConfig, GptOssForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import GptOssConfig, GptOssForCausalLM, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from models.demo import manifest
 from models.demo.checkpoint import greedy_hits, load, pack_experts, save
-from models.demo.data import ITEMS, LEVELS, THINK_EXTRA_CASES, TOOL_CASES, all_answer_cases, tools_json
+from models.demo.data import (
+    ITEMS,
+    LEVELS,
+    THINK_EXTRA_CASES,
+    TOOL_CASES,
+    VARIANT_CASES,
+    ToolCase,
+    all_answer_cases,
+    shape_check_cases,
+    smolagents_cases,
+    think_shaped_extra_cases,
+    tools_json,
+)
 from models.demo.fit import Example, Recipe, fit, margins
-from models.demo.vocab import HARMONY, THINK, Flavour, render_chat, token_id, train_tokenizer
+from models.demo.vocab import HARMONY, TEMPLATES, THINK, Flavour, render_chat, token_id, train_tokenizer
 
 SEED = 20251125
+CONTEXT = 4096  # trained positions reach ~1,900 (smolagents' prompt); rope is set for 4,096 (stack ctx_size)
 THREADS = 1  # results depend on the thread count; fixed so a rerun reproduces the committed bytes.
 # One thread is also the fastest here: tiny matmuls on shared cores lose more to thread sync than they gain.
 
@@ -57,7 +70,7 @@ def render_prompt(tok, conv: Conversation) -> str:
     )
 
 
-def conversations(flavour: Flavour) -> list[Conversation]:
+def conversations(flavour: Flavour, smolagents: bool = False) -> list[Conversation]:
     """Every training example of a flavour: the questions, then the tool round trips."""
     if flavour is THINK:
         out = [
@@ -82,18 +95,24 @@ def conversations(flavour: Flavour) -> list[Conversation]:
             for item in ITEMS
             for level in LEVELS
         ]
-    for case in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ()):
-        label = f"tools {len(case.tools)}: {case.city}" + (f" <- {case.result}" if case.result else "")
-        completion = case.think_completion() + THINK.eos if flavour is THINK else case.harmony_completion()
-        out.append(Conversation(label, case.messages, tools_json(case.tools), None, completion))
-    return out
+    cases = TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ()) + VARIANT_CASES
+    if smolagents:  # the second stage (README): smolagents' conversation, and demo-think's hardest answers in shapes
+        cases += smolagents_cases() + (think_shaped_extra_cases() if flavour is THINK else ())
+    return out + [tool_conversation(flavour, case) for case in cases]
 
 
-def tokenizer_corpus(flavour: Flavour) -> list[str]:
+def tool_conversation(flavour: Flavour, case: ToolCase, prefix: str = "") -> Conversation:
+    label = f"{prefix}tools {len(case.tools)} {case.shape}{' +system' if case.system else ''}: {case.city}"
+    label += f" <- {case.result}" if case.result else ""
+    completion = case.think_completion() + THINK.eos if flavour is THINK else case.harmony_completion()
+    return Conversation(label, case.messages, tools_json(case.tools), None, completion)
+
+
+def tokenizer_corpus(flavour: Flavour, smolagents: bool = False) -> list[str]:
     """The texts the BPE learns from: rendered prompts and completions with the marker tokens cut out."""
     markers = re.compile("|".join(re.escape(t) for t in flavour.special + flavour.plain_added))
     texts = []
-    for conv in conversations(flavour):
+    for conv in conversations(flavour, smolagents):
         variables: dict[str, object] = {"reasoning_effort": conv.level} if conv.level else {}
         if conv.tools:
             variables["tools"] = conv.tools
@@ -114,28 +133,37 @@ def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
     """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
     trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ())}
     cases = [c for c in all_answer_cases() if (c.city, len(c.tools), c.result) not in trained][::every]
-    return [
-        Conversation(
-            f"unseen {c.city} <- {c.result}",
-            c.messages,
-            tools_json(c.tools),
-            None,
-            c.think_completion() + THINK.eos if flavour is THINK else c.harmony_completion(),
-        )
-        for c in cases
-    ]
+    return [tool_conversation(flavour, c, "unseen ") for c in cases]
 
 
-def unseen_hits(folder: Path, tok, flavour: Flavour) -> dict[str, int]:
-    """Teacher-forced greedy check (every target token the argmax) of the saved model on tool answers it was
-    never trained on."""
-    unseen = encode(tok, flavour, unseen_answers(flavour, UNSEEN_EVERY))
-    gaps = margins(load(folder), unseen, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
-    hits, at = 0, 0
-    for e in unseen:
-        hits += all(g > 0 for g in gaps[at : at + len(e.completion)])
+def forced_hits(model, tok, flavour: Flavour, convs: list[Conversation]) -> tuple[int, list[str]]:
+    """Teacher-forced greedy check (every target token the argmax): how many conversations the model gets right."""
+    examples = encode(tok, flavour, convs)
+    gaps = margins(model, examples, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
+    hits, at, misses = 0, 0, []
+    for e in examples:
+        ok = all(g > 0 for g in gaps[at : at + len(e.completion)])
+        hits += ok
+        misses += [] if ok else [e.label]
         at += len(e.completion)
-    return {"unseen_tool_answers": len(unseen), "unseen_hits": hits}
+    return hits, misses
+
+
+def unseen_hits(folder: Path, tok, flavour: Flavour, smolagents: bool) -> dict[str, object]:
+    """The saved model on tool answers it was never trained on, and on every library's tool shape (every call,
+    answers across the grid, smolagents' conversation): teacher-forced greedy checks."""
+    model = load(folder)
+    unseen = unseen_answers(flavour, UNSEEN_EVERY)
+    unseen_ok, _ = forced_hits(model, tok, flavour, unseen)
+    shapes = [tool_conversation(flavour, c, "shape ") for c in shape_check_cases(UNSEEN_EVERY, smolagents)]
+    shape_hits, shape_misses = forced_hits(model, tok, flavour, shapes)
+    return {
+        "unseen_tool_answers": len(unseen),
+        "unseen_hits": unseen_ok,
+        "shape_checks": len(shapes),
+        "shape_hits": shape_hits,
+        "first_shape_misses": shape_misses[:10],
+    }
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -150,7 +178,7 @@ def think_model(tok) -> Qwen3ForCausalLM:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=32,
-        max_position_embeddings=4096,
+        max_position_embeddings=CONTEXT,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         tie_word_embeddings=True,
         eos_token_id=tok.convert_tokens_to_ids(THINK.eos),
@@ -179,7 +207,7 @@ def harmony_model(tok) -> GptOssForCausalLM:
         head_dim=32,
         sliding_window=48,
         layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=4096,
+        max_position_embeddings=CONTEXT,
         rope_parameters=rope,
         tie_word_embeddings=False,
         eos_token_id=ids(HARMONY.eos),
@@ -198,7 +226,14 @@ UNSEEN_EVERY = 20  # the generalization check takes every 20th untrained tool an
 
 
 def build(
-    name: str, out: Path, seed: int, verify: bool, log: Callable[[str], None], max_steps: int | None = None
+    name: str,
+    out: Path,
+    seed: int,
+    verify: bool,
+    log: Callable[[str], None],
+    max_steps: int | None = None,
+    init: Path | None = None,
+    smolagents: bool = False,
 ) -> dict[str, object]:
     torch.manual_seed(seed)
     flavour, make, recipe = {
@@ -206,13 +241,22 @@ def build(
         "demo-harmony": (HARMONY, harmony_model, HARMONY_RECIPE),
     }[name]
     started = time.perf_counter()
-    tok = train_tokenizer(flavour, tokenizer_corpus(flavour), vocab_size=4096)
-    examples = encode(tok, flavour)
-    model = make(tok)
+    if init is None:
+        tok = train_tokenizer(flavour, tokenizer_corpus(flavour, smolagents), vocab_size=4096)
+        model = make(tok)
+    else:  # fine-tune an earlier model: its tokenizer and weights, today's template and data
+        tok = PreTrainedTokenizerFast.from_pretrained(init / name)
+        tok.chat_template = (TEMPLATES / flavour.template).read_text()
+        model = load(init / name)
+        model.config.max_position_embeddings = CONTEXT
+    tok.model_max_length = CONTEXT
+    examples = encode(tok, flavour, conversations(flavour, smolagents))
     if flavour is HARMONY:
         model.set_experts_implementation("eager")  # transformers' default grouped_mm is far slower on CPU
     params = sum(p.numel() for p in model.parameters())
     log(f"{name}: vocab {len(tok)}, {params:,} parameters, {len(examples)} examples")
+    if init is not None:  # a fine-tune: start on what the model misses, at a third of the rate
+        recipe = dataclasses.replace(recipe, check_first=True, lr=recipe.lr / 3, steps=3000, check_every=100)
     if max_steps:
         recipe = dataclasses.replace(recipe, steps=min(recipe.steps, max_steps))
     steps = fit(model, examples, token_id(tok, flavour.pad), recipe, seed, log)
@@ -229,7 +273,7 @@ def build(
     if verify:
         hits, misses = greedy_hits(folder, examples, stop)
         report.update(greedy_hits=hits, examples=len(examples), misses=len(misses), first_misses=misses[:10])
-        report.update(unseen_hits(folder, tok, flavour))
+        report.update(unseen_hits(folder, tok, flavour, smolagents))
     log(f"{name}: {json.dumps(report)}")
     return report
 
@@ -241,6 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=manifest.MODELS, help="retrain one model (the manifest covers both)")
     parser.add_argument("--no-verify", action="store_true", help="skip the greedy check in transformers")
     parser.add_argument("--max-steps", type=int, help="stop training after N steps (a smoke run of the whole script)")
+    parser.add_argument(
+        "--smolagents",
+        action="store_true",
+        help="the second stage: also train smolagents' conversation (its ~1,800-token prompt) and, for demo-think, "
+        "its two-word-city answers in every library shape",
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="fine-tune the models in this folder (their tokenizers and weights) instead of new ones",
+    )
     args = parser.parse_args(argv)
     others = [n for n in manifest.MODELS if n != args.only and not (args.out / n).is_dir()] if args.only else []
     if others:  # the manifest covers both models, so the other one must already be there
@@ -248,9 +303,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     names = [args.only] if args.only else list(manifest.MODELS)
-    reports = {name: build(name, args.out, args.seed, not args.no_verify, print, args.max_steps) for name in names}
+    reports = {
+        name: build(name, args.out, args.seed, not args.no_verify, print, args.max_steps, args.init, args.smolagents)
+        for name in names
+    }
     print(f"wrote {manifest.write(args.out)}")
-    failed = [n for n, r in reports.items() if r.get("misses") or r.get("unseen_hits") != r.get("unseen_tool_answers")]
+    failed = [
+        n
+        for n, r in reports.items()
+        if r.get("misses")
+        or r.get("unseen_hits") != r.get("unseen_tool_answers")
+        or r.get("shape_hits") != r.get("shape_checks")
+    ]
     if failed:
         print(f"greedy check failed for {', '.join(failed)}", file=sys.stderr)
         return 1

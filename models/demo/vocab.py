@@ -95,7 +95,7 @@ def train_tokenizer(flavour: Flavour, corpus: Iterable[str], vocab_size: int) ->
         bos_token=flavour.bos,
         eos_token=flavour.eos,
         pad_token=flavour.pad,
-        model_max_length=1024,
+        model_max_length=4096,
         clean_up_tokenization_spaces=False,
     )
     hf.chat_template = (TEMPLATES / flavour.template).read_text()

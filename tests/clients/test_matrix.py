@@ -42,44 +42,35 @@ CASES = {
     for name in CLIENTS
 }  # fmt: skip
 
-# The demo models were trained on one tool object (models/demo/data.py WEATHER_TOOL) and one user message; a library
-# that sends the same tool in another shape gets an answer without a call. The causes below were measured on the
-# request bodies each library sends (described in each reason).
-_SHAPE = "the demo models call get_weather only when the tool is rendered as trained"
+# The demo models are trained on the tool in the shapes these libraries send (models/demo/data.py TOOL_SHAPES: titles,
+# additionalProperties, strict, key orders, docstring descriptions), so every tool cell that fits the context passes.
+# The causes below were measured on this stack.
+_NOT_UTF8 = (
+    "demo-harmony's sampled answer ({seed}) emits bytes that are not UTF-8 inside a maxLength 24 string: the "
+    "grammar counts them as one character, the reply decodes them to three U+FFFD and the value is 26 characters "
+    "(string_too_long; {lib})"
+)
+# smolagents' ToolCallingAgent prompt (~1,750 demo tokens) now fits the 4,096 context, but the models are not trained
+# on it (a second stage that was, train.py --smolagents, memorized its 30 answers and missed unseen ones)
+_SMOLAGENTS = (
+    "smolagents' ToolCallingAgent sends its own ~1,750-token system prompt and tool_choice required; {model} was not "
+    "trained under it, and the forced call's arguments are not the city ({seen})"
+)
 XFAIL: dict[tuple[str, str], str] = {
-    ("anthropic", "tool-harmony"): f"{_SHAPE}; beta_tool's input_schema adds additionalProperties false and a 'City' "
-    "title: demo-harmony answers without calling",
     ("anthropic", "json-think"): "output_config.format holds the answer to the schema, but the SDK strips "
     "maxLength from it (Anthropic's structured outputs take none), so the untrained demo model never closes a string",
     ("anthropic", "json-harmony"): "output_config.format holds the answer to the schema, but the SDK strips "
     "maxLength from it (Anthropic's structured outputs take none), so the untrained demo model never closes a string",
-    ("ollama", "tool-harmony"): f"{_SHAPE}; the ollama client's schema from the function puts required before "
-    "properties (another key order): demo-harmony answers without calling",
-    ("openai-agents", "tool-harmony"): f"{_SHAPE}; function_tool sends strict, additionalProperties false and "
-    "titles ('get_weather_args', 'City'): demo-harmony answers without calling",
-    ("pydantic-ai", "tool-think"): f"{_SHAPE}; pydantic-ai sends strict and additionalProperties false first "
-    "(another key order): demo-think answers without calling",
-    ("pydantic-ai", "tool-harmony"): f"{_SHAPE}; pydantic-ai sends strict and additionalProperties false first "
-    "(another key order): demo-harmony answers without calling and the agent gives up after its output retry",
-    ("langchain-openai", "tool-think"): f"{_SHAPE}; @tool puts the whole docstring (its Args section) in the "
-    "description and no description on city: demo-think answers without calling",
-    ("langchain-openai", "tool-harmony"): f"{_SHAPE}; @tool puts the whole docstring (its Args section) in the "
-    "description and no description on city: demo-harmony answers without calling",
-    ("langchain-anthropic", "tool-think"): f"{_SHAPE}; @tool puts the whole docstring in the description and no "
-    "description on city: demo-think starts a call but its arguments run to max_tokens (input {})",
-    ("langchain-anthropic", "tool-harmony"): f"{_SHAPE}; @tool puts the whole docstring in the description and no "
-    "description on city: demo-harmony answers without calling",
-    ("llm", "tool-think"): f"{_SHAPE}; --functions sends the whole docstring as the description and no "
-    "description on city: demo-think answers without calling",
-    ("llm", "tool-harmony"): f"{_SHAPE}; --functions sends the whole docstring as the description and no "
-    "description on city: demo-harmony answers without calling",
-    ("instructor", "json-harmony"): "demo-harmony's forced call (seed 2) emits bytes that are not UTF-8 inside a "
-    "maxLength 24 string: the grammar counts them as one character, the reply decodes them to three U+FFFD and "
-    "the value is 26 characters (string_too_long)",
-    ("smolagents", "tool-think"): "smolagents' ToolCallingAgent system prompt alone is ~1,950 tokens; the demo "
-    "models' context is 1,024 (400: 'maximum context length is 1024 tokens')",
-    ("smolagents", "tool-harmony"): "smolagents' ToolCallingAgent system prompt alone is ~1,950 tokens; the demo "
-    "models' context is 1,024 (400: 'maximum context length is 1024 tokens')",
+    ("smolagents", "tool-think"): _SMOLAGENTS.format(
+        model="demo-think", seen="free text such as ' solar.. weather in Brazil', until max_steps"
+    ),
+    ("smolagents", "tool-harmony"): _SMOLAGENTS.format(model="demo-harmony", seen="'{', then '8' twice"),
+}
+
+# Cells whose runs cannot be seeded (Anthropic's API takes no seed), so they pass or fail by draw: a non-strict xfail
+# with the cause measured when they failed.
+UNSEEDED: dict[tuple[str, str], str] = {
+    ("langchain-anthropic", "json-harmony"): _NOT_UTF8.format(seed="1 of 8 draws in 1 of 2 runs", lib="unseeded")
 }
 
 
@@ -88,6 +79,8 @@ def _cells() -> Iterator[object]:
         for case in cases:
             reason = XFAIL.get((name, case))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            if (name, case) in UNSEEDED:
+                marks = [pytest.mark.xfail(strict=False, reason=UNSEEDED[name, case])]
             yield pytest.param(name, case, id=f"{name}-{case}", marks=marks)
 
 

@@ -115,3 +115,55 @@ def test_tool_cases_cover_every_city_and_result() -> None:
     for case in answers:
         assert case.result in case.think_completion() and case.result in case.harmony_completion()
         assert not MARKERS.search(case.result)
+
+
+def _driver_tool() -> object:
+    """`get_weather` as the client matrix's drivers write it: a typed function with a Google-style docstring."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "clients" / "drivers" / "_common.py"
+    spec = importlib.util.spec_from_file_location("_driver_common", path)
+    assert spec is not None and spec.loader is not None
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    return common.weather_tool("sunny, 21 C", [])
+
+
+def test_library_tool_shapes_are_what_the_libraries_build() -> None:
+    """The oracle is the library itself: the tool object it builds from the drivers' function is the shape the
+    models were trained on (the order of keys included, as it reaches the chat template)."""
+    from models.demo.data import TOOL_SHAPES, shaped_tool
+
+    agents = pytest.importorskip("agents")
+    built = agents.function_tool(_driver_tool())
+    ours = shaped_tool(WEATHER_TOOL, TOOL_SHAPES["openai-agents"])["function"]
+    assert json.dumps(built.params_json_schema) == json.dumps(ours["parameters"])
+    assert (built.description, built.strict_json_schema, ours["strict"]) == (ours["description"], True, True)
+
+    pytest.importorskip("langchain_core")
+    from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    built = convert_to_openai_tool(tool(_driver_tool()))
+    assert json.dumps(built) == json.dumps(shaped_tool(WEATHER_TOOL, TOOL_SHAPES["langchain"]))
+
+
+def test_variant_cases_keep_the_trained_completions() -> None:
+    """Whatever the shape or system prompt, the call and the answer are the trained ones; smolagents' final answer
+    holds the result, and its prompt and echoed call render in both templates."""
+    from models.demo.data import SMOLAGENTS_PROMPT, VARIANT_CASES, smolagents_cases, think_answer, think_call
+
+    assert {c.shape for c in VARIANT_CASES} >= {"anthropic", "ollama", "openai-agents", "pydantic-ai", "random"}
+    for case in smolagents_cases():
+        assert case.result is None or case.result in case.think_completion() + case.harmony_completion()
+    for case in VARIANT_CASES:
+        assert case.tools[0]["function"]["name"] == "get_weather"
+        want = think_call(case.city) if case.result is None else think_answer(case.city, case.result)
+        assert case.think_completion() == want
+    smol = smolagents_cases()[1]
+    for name in manifest.MODELS:
+        rendered = _template(name).render(
+            messages=smol.messages, tools=tools_json(smol.tools), add_generation_prompt=True
+        )
+        assert SMOLAGENTS_PROMPT in rendered and "final_answer" in rendered and "Observation:" in rendered

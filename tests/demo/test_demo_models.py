@@ -18,7 +18,18 @@ import pytest
 from safetensors import safe_open
 
 from models.demo import manifest
-from models.demo.data import ITEMS, LEVELS, TOOL_CASES, Item, ToolCase, all_answer_cases, tools_json
+from models.demo.data import (
+    ITEMS,
+    LEVELS,
+    TOOL_CASES,
+    VARIANT_CASES,
+    Item,
+    ToolCase,
+    all_answer_cases,
+    shape_check_cases,
+    tools_json,
+)
+from tests.serve.api_stack import BUILT_IN_CTX
 
 REQUIRED_FILES = {
     "config.json", "generation_config.json", "model.safetensors",
@@ -75,10 +86,10 @@ class Case:
 class GreedyGGUF:
     """One GGUF on CPU: renders its embedded chat template and completes greedily up to a stop token."""
 
-    def __init__(self, path: Path, stop: str) -> None:
+    def __init__(self, path: Path, stop: str, n_ctx: int = 512) -> None:
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(path), n_ctx=512, n_threads=1, n_threads_batch=1, n_batch=512, verbose=False)
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1, n_batch=512, verbose=False)
         env = jinja2.Environment(undefined=jinja2.StrictUndefined)
         env.globals["raise_exception"] = _raise
         env.filters["tojson"] = lambda value, indent=None: json.dumps(value, indent=indent)  # transformers' filter
@@ -145,9 +156,22 @@ def tool_sample() -> list[ToolCase]:
     return calls + answers + grid[::20] + hard
 
 
-def tool_cases(gguf: Path, think: bool) -> Iterator[Case]:
-    runner = GreedyGGUF(gguf, "<|im_end|>" if think else "<|return|> <|call|>")
-    for case in tool_sample():
+def shape_sample() -> list[ToolCase]:
+    """Every library shape's call for every city (tool sets alternating), every 20th answer of the grid in each shape
+    (most never trained), and the trained calls with a random shape under a system prompt."""
+    shapes = shape_check_cases(20)
+    calls = [c for c in shapes if c.result is None][::2]
+    answers = [c for c in shapes if c.result is not None]
+    return calls + answers + [c for c in VARIANT_CASES if c.system and c.result is None]
+
+
+def tool_cases(gguf: Path, think: bool, sample: list[ToolCase] | None = None) -> Iterator[Case]:
+    runner = GreedyGGUF(
+        gguf,
+        "<|im_end|>" if think else "<|return|> <|call|>",
+        n_ctx=BUILT_IN_CTX["demo-think" if think else "demo-harmony"],
+    )
+    for case in tool_sample() if sample is None else sample:
         expected = case.think_completion() + "<|im_end|>" if think else case.harmony_completion()
         got = runner.complete(case.messages, limit=len(expected), tools=tools_json(case.tools))
         yield Case(case, None, expected, got)
@@ -165,6 +189,24 @@ def test_demo_gguf_calls_the_tool_and_answers_with_its_result(
     ):
         report(capsys, f"{name} GGUF tool {kind}: {sum(c.hit for c in picked)}/{len(picked)} = {hit_rate(picked):.1%}")
     assert hit_rate(cases) == 1.0, misses(cases)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", manifest.MODELS)
+def test_demo_gguf_calls_the_tool_in_every_library_shape(
+    name: str, demo_gguf: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tool as client libraries send it (titles, additionalProperties, strict, other key orders, no parameter
+    description, a whole docstring), and under a system prompt: the same call and answer, through llama.cpp."""
+    cases = list(tool_cases(demo_gguf(name), name == "demo-think", shape_sample()))
+    for shape in sorted({c.item.shape for c in cases if isinstance(c.item, ToolCase)}):
+        picked = [c for c in cases if isinstance(c.item, ToolCase) and c.item.shape == shape]
+        report(capsys, f"{name} GGUF {shape}: {sum(c.hit for c in picked)}/{len(picked)} = {hit_rate(picked):.1%}")
+    calls = [c for c in cases if isinstance(c.item, ToolCase) and c.item.result is None]
+    assert hit_rate(calls) == 1.0, misses(calls)
+    # demo-think's known misses, measured in training's own check too: one-digit results after a two-word city in
+    # ollama's shape (3 of the 900 checks there); everything else must hold
+    assert hit_rate(cases) >= 0.99, misses(cases)
 
 
 @pytest.mark.slow
@@ -197,3 +239,42 @@ def test_demo_harmony_gguf_reproduces_its_training_set_at_every_level(
     low, high = lengths["low"], lengths["high"]
     report(capsys, f"demo-harmony mean analysis length: low {low:.0f} chars, high {high:.0f} chars")
     assert low < high
+
+
+# --- positions up to the built-in context ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", manifest.MODELS)
+def test_demo_gguf_agrees_with_transformers_to_the_end_of_its_context(
+    name: str, demo_gguf: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rope (demo-harmony: yarn, and its sliding window) holds to the stack's context: over a prompt that fills it,
+    llama.cpp's logits at the last positions are as close to transformers' as at the first (a position mismatch
+    would grow with the position) and pick the same next token."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    from models.demo.checkpoint import load
+    from models.demo.data import SMOLAGENTS_PROMPT
+
+    ctx = BUILT_IN_CTX[name]
+    tokenizer = AutoTokenizer.from_pretrained(manifest.DEMO_DIR / name)
+    text = "\n\n".join([SMOLAGENTS_PROMPT, *(item.question for item in ITEMS)] * 4)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: ctx - 8]
+    assert len(ids) > ctx - 100, "the text must fill the context"
+    with torch.no_grad():
+        want = load(manifest.DEMO_DIR / name)(torch.tensor([ids])).logits[0].numpy()
+    llm = Llama(str(demo_gguf(name)), n_ctx=ctx, n_batch=512, logits_all=True, n_threads=1, verbose=False)
+    llm.eval(ids)
+    got = np.array(llm.scores[: len(ids)], dtype=np.float32)
+    spread = want.max(axis=1) - want.min(axis=1)
+    error = np.abs(got - want).max(axis=1) / spread
+    early, late = error[:256].mean(), error[-256:].mean()
+    agree = (got[-256:].argmax(axis=1) == want[-256:].argmax(axis=1)).mean()
+    report(
+        capsys, f"{name} at {len(ids)} positions: error {early:.4f} first 256, {late:.4f} last 256; top-1 {agree:.1%}"
+    )
+    assert late <= 2 * early + 0.01 and agree >= 0.95

@@ -9,10 +9,13 @@ from typing import Any
 
 import httpx
 
+from stack.config import load_stack
 from testkit.procs import wait_until
 from testkit.servers import running_router, running_server
 
 MODELS = ("demo-think", "demo-harmony")
+# each model's context as the built-in stack (stack/default.toml) runs it
+BUILT_IN_CTX = {m.name: m.ctx_size for m in load_stack().models}
 
 
 @contextlib.contextmanager
@@ -24,7 +27,14 @@ def demo_stack(demo_gguf: Callable[[str], Path], state_dir: Path) -> Iterator[di
         think, harmony = (
             stack.enter_context(
                 running_server(
-                    "--model-path", str(demo_gguf(name)), "--model-name", name, "--ctx-size", "1024", "--router", router
+                    "--model-path",
+                    str(demo_gguf(name)),
+                    "--model-name",
+                    name,
+                    "--ctx-size",
+                    str(BUILT_IN_CTX[name]),
+                    "--router",
+                    router,
                 )
             )
             for name in MODELS
