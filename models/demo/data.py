@@ -603,3 +603,8 @@ def shape_check_cases(every: int, smolagents: bool = False) -> list[ToolCase]:
         return calls + answers
     smol = [replace(c, tools=SMOLAGENTS_TOOLS, smolagents=True, shape="smolagents") for c in grid[3 :: every * 8]]
     return calls + answers + smol
+
+
+# The least share of the library-shape answer checks a model must pass (every call must): demo-think misses 3 of 900,
+# one-digit results after a two-word city in ollama's shape (README); the training script and the tests hold both to it.
+SHAPE_FLOOR = 0.99

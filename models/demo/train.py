@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -32,6 +33,7 @@ from models.demo.checkpoint import greedy_hits, load, pack_experts, save
 from models.demo.data import (
     ITEMS,
     LEVELS,
+    SHAPE_FLOOR,
     THINK_EXTRA_CASES,
     TOOL_CASES,
     VARIANT_CASES,
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, r in reports.items()
         if r.get("misses")
         or r.get("unseen_hits") != r.get("unseen_tool_answers")
-        or r.get("shape_hits") != r.get("shape_checks")
+        or cast(int, r.get("shape_hits", 0)) < SHAPE_FLOOR * cast(int, r.get("shape_checks", 0))
     ]
     if failed:
         print(f"greedy check failed for {', '.join(failed)}", file=sys.stderr)

@@ -21,6 +21,7 @@ from models.demo import manifest
 from models.demo.data import (
     ITEMS,
     LEVELS,
+    SHAPE_FLOOR,
     TOOL_CASES,
     VARIANT_CASES,
     Item,
@@ -206,7 +207,7 @@ def test_demo_gguf_calls_the_tool_in_every_library_shape(
     assert hit_rate(calls) == 1.0, misses(calls)
     # demo-think's known misses, measured in training's own check too: one-digit results after a two-word city in
     # ollama's shape (3 of the 900 checks there); everything else must hold
-    assert hit_rate(cases) >= 0.99, misses(cases)
+    assert hit_rate(cases) >= SHAPE_FLOOR, misses(cases)
 
 
 @pytest.mark.slow
