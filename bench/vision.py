@@ -133,7 +133,10 @@ def measure(url: str, rounds: int) -> dict[str, float]:
 
     async def go() -> dict[str, float]:
         timeout = aiohttp.ClientTimeout(total=600)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # a connection a request (both servers alike): llama-server closes idle keep-alive connections, and a
+        # pooled one it closed fails the next request's write
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             await _stream(session, url, body(1, 2))  # warm-up: the projector's first graph
             out: dict[str, float] = {}
             for images in (0, 1, 4):
