@@ -1,6 +1,7 @@
 """demo-vision (models/demo/vision.py), the committed tiny Gemma 3 vision model: its manifest holds, its training
 runs (two steps), and converted to GGUF + projector and served, it names the colour of each solid-colour picture
-through llama.cpp's mtmd, for shades it did not train on and the picture before or after the question."""
+through llama.cpp's mtmd, for shades it did not train on and the picture before or after the question; with no
+picture it answers every text question of the demo data (models/demo/data.py ITEMS) with its answer, greedy."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from convert import convert_checkpoint
 from models.demo import manifest
+from models.demo.data import ITEMS
 from models.demo.vision import COLOURS, DEMO_DIR, MANIFEST, NAME, QUESTION, answer, main
 from testkit.images import png
 from testkit.servers import running_server
@@ -59,3 +61,15 @@ def test_it_names_the_colour(url: str, colour: str) -> None:
         options={"temperature": 0, "num_predict": 12},
     )
     assert reply.message.content == answer(colour)
+
+
+def test_it_answers_the_text_questions(url: str) -> None:
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+    wrong = {}
+    for item in ITEMS:
+        said = client.chat.completions.create(
+            model=NAME, messages=[{"role": "user", "content": item.question}], max_tokens=24, temperature=0
+        )
+        if said.choices[0].message.content != item.answer:
+            wrong[item.question] = (said.choices[0].message.content, item.answer)
+    assert not wrong
