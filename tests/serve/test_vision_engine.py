@@ -176,6 +176,22 @@ def test_a_text_stream_goes_on_while_an_image_encodes(engine: Engine, model: Mod
     assert pictured.end.completion_tokens == alone.end.completion_tokens
 
 
+def test_the_encoder_thread_yields_the_cpu_to_decoding(engine: Engine, model: Model, projector: GatedProjector) -> None:
+    """The vision tower's thread runs niced (and the ggml workers it starts inherit it): on CPU, the running
+    streams' decode comes first (bench/vision.py: 0.88-0.92 of their rate beside image requests, 0.41 without)."""
+    import os
+    import threading
+
+    from serve.engine.encoder import ENCODER_NICE
+
+    _, alone = submit(engine, image(projector, (30, 200, 30)), 4)  # the encoder thread has started
+    alone.wait()
+    encoder = next(t for t in threading.enumerate() if t.name == "image-encoder")
+    assert encoder.native_id is not None
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert os.getpriority(os.PRIO_PROCESS, encoder.native_id) == min(own + ENCODER_NICE, 19)
+
+
 def test_a_client_that_leaves_mid_encode(engine: Engine, model: Model, projector: GatedProjector) -> None:
     projector.hold()
     first, left = submit(engine, image(projector, (20, 200, 20)), 4)
