@@ -31,7 +31,11 @@ def think_budget(
     max_tokens: int,
     tools: bool,
     tags: ThinkTags = THINK_TAGS[Format.THINK],
+    sealed: bool = False,
 ) -> ThinkBudget | None:
+    """`sealed`: a grammar holds the answer, so once it begins a thinking marker in it is text (the channel parser's
+    rule, ChannelParser.for_output): only the first block is thinking. Otherwise the budget covers every block the
+    parser takes for thinking, and one opened after it is spent is closed at once."""
     markers = MARKERS.get(thinking)
     if markers is None:
         return None
@@ -41,4 +45,4 @@ def think_budget(
     open_, close, inside = (tags.open, tags.close, markers[2]) if thinking in BLOCK else markers
     if thinking is Thinking.HARMONY and not tools:
         close = HARMONY_TO_FINAL
-    return ThinkBudget(tokens, open_, close, inside, only_first=thinking is not Thinking.HARMONY)
+    return ThinkBudget(tokens, open_, close, inside, only_first=sealed and thinking is not Thinking.HARMONY)

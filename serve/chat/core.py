@@ -301,8 +301,15 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
         tokens = runtime.tokenize_prompt(prompt)
     params = sampling_params(req, len(tokens), loaded.engine.ctx_per_seq, grammar, fit_context)
     forced_answer = grammar is not None and (tools is None or tools.choice != "auto")
+    sealed = grammar is not None and not tools  # the answer, once begun, is the answer (its `<think>` is text)
     budget = think_budget(
-        req.thinking_budget_tokens, thinking, forced_answer, params.max_tokens, tools is not None, template.think_tags
+        req.thinking_budget_tokens,
+        thinking,
+        forced_answer,
+        params.max_tokens,
+        tools is not None,
+        template.think_tags,
+        sealed=sealed,
     )
     if budget is not None:
         params = replace(params, think_budget=budget)
@@ -313,7 +320,7 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     )
     fmt = template.tool_support.format if tools else None
     # with a response_format grammar the answer, once begun, is the answer to its end (`<think>` in a string is text)
-    parser = ChannelParser.for_output(template.format, thinking, answer_grammar=grammar is not None and not tools)
+    parser = ChannelParser.for_output(template.format, thinking, answer_grammar=sealed)
     generation = Generation(parser, fmt, tools=tools.tools if tools else None)
     return Prepared(tokens, params, generation, level, spans)
 

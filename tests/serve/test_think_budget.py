@@ -54,6 +54,16 @@ def test_a_think_marker_after_the_answer_began_is_text() -> None:
     assert run(THINK, ["<think>", "a", "b", "c", "d", "<think>", "e", "f", "g", "h"]) == [4]
 
 
+def test_without_an_answer_grammar_every_think_block_counts() -> None:
+    """Not sealed (no grammar holds the answer): the channel parser takes a later `<think>` for thinking, so the
+    budget covers it too, and one opened after the budget is spent is closed at once."""
+    free = ThinkBudget(3, "<think>", "</think>", only_first=False)
+    assert run(free, ["<think>", "a", "b", "</think>", "x", "<think>", "c", "d", "e"]) == [7]
+    assert run(free, ["<think>", "a", "b", "c", "d", "x", "<think>", "e"]) == [4, 7]
+    assert think_budget(5, Thinking.MAY, False, 100, tools=False, sealed=False).only_first is False
+    assert think_budget(5, Thinking.MAY, False, 100, tools=False, sealed=True).only_first is True
+
+
 def test_harmony_budget_covers_every_analysis_message() -> None:
     harmony = ThinkBudget(3, "<|channel|>analysis<|message|>", "<|end|>", only_first=False)
     header = ["<|channel|>", "analysis", "<|message|>"]
