@@ -149,7 +149,8 @@ class Fleet:
 
     async def _check(self, node: Node) -> None:
         try:
-            running = await asyncio.wait_for(node.manager.control.models(), self.cfg.health_timeout)
+            async with asyncio.timeout(self.cfg.health_timeout):  # not wait_for: 3.11's drops a cancellation
+                running = await node.manager.control.models()
         except (ControlError, TimeoutError) as exc:
             node.fails += 1
             if node.alive and node.fails >= self.cfg.unhealthy_after:
@@ -213,7 +214,8 @@ class Fleet:
 
         async def one(m: OnDemand) -> list[Holder]:
             try:
-                running = await asyncio.wait_for(m.control.models(), min(self.cfg.health_timeout, 2.0))
+                async with asyncio.timeout(min(self.cfg.health_timeout, 2.0)):
+                    running = await m.control.models()
             except (ControlError, TimeoutError):
                 return []
             out = []
@@ -248,7 +250,8 @@ class Fleet:
             return False
         node.errors_seen[model] = errors
         try:
-            await asyncio.wait_for(manager.control.models(), min(self.cfg.health_timeout, 1.0))
+            async with asyncio.timeout(min(self.cfg.health_timeout, 1.0)):
+                await manager.control.models()
         except (ControlError, TimeoutError) as exc:
             if node.alive:
                 self.died(node, f"{exc or type(exc).__name__}, after failed requests to its {model}")

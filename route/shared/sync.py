@@ -101,6 +101,7 @@ class SharedSync:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
+    _closing: bool = False
     _seen_ejections: dict[str, float] = field(default_factory=dict)
     _gauge: Gauge | None = None
 
@@ -123,6 +124,10 @@ class SharedSync:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
+        # the flag as well as the cancel: redis' client can turn a cancellation that lands inside a command into a
+        # ConnectionError, which the loop survives (the task is then left cancelling, waiting forever)
+        self._closing = True
+        self._wake.set()
         tasks = [t for t in (self._task, *self._pending) if t is not None]
         for task in tasks:
             task.cancel()
@@ -134,13 +139,15 @@ class SharedSync:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation that arrives as the event is
             # set, and the loop then outlives the router's shutdown (route/health.py says the same)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SYNC_INTERVAL):
                     await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 await self.sync_once()
             except Exception:  # a bug here must not end sharing for good
