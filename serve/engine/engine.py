@@ -269,6 +269,8 @@ class _Slot:
     stops: StopFilter = field(default_factory=lambda: StopFilter(()))
     images: deque[ImageSpan] = field(default_factory=deque)  # images not yet decoded, in order
     encodings: deque[Encoding] = field(default_factory=deque)  # their embeddings, from the encoder's thread
+    budget: BudgetTracker | None = None  # the thinking budget's count, when the job has one
+    forced: deque[int] = field(default_factory=deque)  # tokens the engine writes next instead of sampling
 
     def waiting(self) -> bool:
         """At an image whose embeddings are not there yet: a step passes the sequence by."""
@@ -277,9 +279,6 @@ class _Slot:
 
     def image_error(self) -> str | None:
         return next((e.error for e in self.encodings if e.error is not None), None)
-
-    budget: BudgetTracker | None = None  # the thinking budget's count, when the job has one
-    forced: deque[int] = field(default_factory=deque)  # tokens the engine writes next instead of sampling
 
 
 class Engine(JobThread[Job]):
