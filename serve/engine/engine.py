@@ -369,6 +369,7 @@ class Engine(JobThread[Job]):
         self.gather = gather
         self._checked: OrderedDict[Grammar, None] = OrderedDict()  # grammars llama.cpp accepted lately
         self._checked_lock = threading.Lock()  # check_grammar runs on the loop and in worker threads
+        self._stop_lock = threading.Lock()  # two stops at once would free the context twice
         super().__init__("llama-engine")
         self.encoder = ImageEncoder(projector, self._encoded) if projector is not None else None
 
@@ -385,7 +386,12 @@ class Engine(JobThread[Job]):
     def stop(self, timeout: float = 10.0) -> None:
         """End every job (running ones finish with `shutdown`, waiting ones fail with SHUTTING_DOWN), then free llama.cpp's memory and every cache
         entry: a cached state never outlives the context (and model) that made it. The image encoder ends after the
-        image under way (`encoding` says whether it has not yet, when the projector must stay open)."""
+        image under way (`encoding` says whether it has not yet, when the projector must stay open). Safe to call
+        from several threads at once: the context is freed once."""
+        with self._stop_lock:
+            self._stop(timeout)
+
+    def _stop(self, timeout: float) -> None:
         joined = self._join(timeout)
         if self.encoder is not None:
             self.encoder.stop(timeout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from testkit.images import png
 
 pytestmark = pytest.mark.slow
 WAIT = 60.0  # seconds before a test gives up on an event that never comes (a hang, not a measure)
-GENERATE = 48  # text stream tokens asked for; the window below needs 8 of them
+GENERATE = 48  # text stream tokens asked for; 8 of them must come while an image is held
 
 
 class GatedProjector(Projector):
@@ -73,7 +73,8 @@ def embedding_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 class Stream:
     """A job's events as they arrive, with a wait for the n-th token."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: Callable[[], None] | None = None) -> None:
+        self.first = first  # called (on the engine's thread) as the first piece arrives
         self.pieces: list[Piece] = []
         self.end: Finished | Failed | None = None
         self.changed = threading.Condition()
@@ -82,6 +83,8 @@ class Stream:
         with self.changed:
             if isinstance(event, Piece):
                 self.pieces.append(event)
+                if self.first is not None and len(self.pieces) == 1:
+                    self.first()
             else:
                 assert isinstance(event, Finished | Failed)
                 self.end = event
@@ -127,9 +130,10 @@ def engine(model: Model, projector: GatedProjector) -> Iterator[Engine]:
     e.stop()
 
 
-def submit(engine: Engine, prompt: Tokenized, max_tokens: int) -> tuple[Job, Stream]:
+def submit(engine: Engine, prompt: Tokenized, max_tokens: int, cache: bool = True) -> tuple[Job, Stream]:
     stream = Stream()
-    job = Job(prompt.ids, SamplingParams(max_tokens=max_tokens, temperature=0.0), stream.emit, images=prompt.images)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, cache_prompt=cache)
+    job = Job(prompt.ids, params, stream.emit, images=prompt.images)
     engine.submit(job)
     return job, stream
 
@@ -159,13 +163,14 @@ def test_a_text_stream_goes_on_while_an_image_encodes(engine: Engine, model: Mod
     prompt = long_text(engine, model)
     _, alone = submit(engine, image(projector, (200, 30, 30)), 8)  # the image's answer with nothing beside it
     alone.wait()
-    _, stream = submit(engine, prompt, GENERATE)
-    stream.wait(tokens=2)
+    # The image is held mid-encode before the stream starts, so every token of the stream comes while it encodes:
+    # counted, with no window for a loaded machine to race through (a stream started first once ran to its end
+    # between its 2nd token and the hold on CI).
     projector.hold()
-    _, pictured = submit(engine, image(projector, (200, 30, 30)), 8)
-    assert projector.held()  # every token of the stream from here on comes while the image encodes
-    held_at = len(stream.pieces)
-    stream.wait(tokens=held_at + 8)
+    _, pictured = submit(engine, image(projector, (200, 30, 30)), 8, cache=False)  # encoded again, not reused
+    assert projector.held()
+    _, stream = submit(engine, prompt, GENERATE)
+    stream.wait(tokens=8)
     assert pictured.end is None and not pictured.pieces  # the image's request waits for its embeddings
     projector.gate.set()
     pictured.wait()
@@ -211,13 +216,12 @@ def test_a_client_that_leaves_mid_encode(engine: Engine, model: Model, projector
 
 
 def test_a_shutdown_mid_encode(engine: Engine, model: Model, projector: GatedProjector) -> None:
-    _, stream = submit(engine, text(model, "hello there"), 200)
-    stream.wait(tokens=1)
     projector.hold()
     _, pictured = submit(engine, image(projector, (90, 90, 90)), 4)
     assert projector.held()
     stopping = threading.Thread(target=engine.stop)
-    stopping.start()
+    stream = Stream(first=stopping.start)  # the stop comes at the stream's first token, long before its 200th
+    engine.submit(Job(text(model, "hello there").ids, SamplingParams(max_tokens=200, temperature=0.0), stream.emit))
     pictured.wait()
     stream.wait()
     assert isinstance(pictured.end, Finished) and pictured.end.reason == "shutdown"
