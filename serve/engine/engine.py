@@ -57,6 +57,7 @@ from serve.engine.prompt_cache import (
     usable,
 )
 from serve.engine.stops import StopFilter
+from serve.engine.utf8 import CLEAN, ERROR, VocabMasks, state_of
 from serve.engine.vision import ImageSpan, Projector, decode_embeddings
 
 log = logging.getLogger("serve.engine")
@@ -76,6 +77,7 @@ HOLD_GIL_MAX = 16 * 1024  # bytes of text tokenized without releasing the GIL (a
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h; the binding does not export it
 
 
+GRAMMAR_PROBE = 64  # tokens first checked against the grammar inside a character (serve/engine/utf8.py)
 CHECKED_GRAMMARS = 64  # grammars check_grammar remembers as accepted
 LOG_LINE_MAX = 500  # characters of one llama.cpp error kept (a refused grammar is printed whole: megabytes)
 
@@ -190,6 +192,8 @@ class Model:
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._control: dict[int, bool] = {}
+        self._utf8: VocabMasks | None = None
+        self._unmatchable: int | None = None
         self.n_ctx_train = ll.llama_model_n_ctx_train(self.ptr)
 
     def meta(self, key: str) -> str | None:
@@ -231,6 +235,30 @@ class Model:
 
     def token_text(self, token: int) -> str:
         return self.piece(token).decode("utf-8", errors="replace")
+
+    def emitted(self, token: int) -> bytes:
+        """The bytes a generated token adds to a job's text: its piece, except a control token's, which is never
+        text unless it is a marker the parsers read (KEPT_MARKERS)."""
+        raw = self.piece(token)
+        if self.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
+            return b""
+        return raw
+
+    def utf8_masks(self) -> VocabMasks:
+        """The strict UTF-8 masks over the vocabulary (serve/engine/utf8.py), built at the first grammar-held job
+        (about a second for a 151k vocabulary) and kept."""
+        if self._utf8 is None:
+            tokens = range(self.n_vocab)
+            ends = [self.is_eog(t) for t in tokens]
+            self._utf8 = VocabMasks([self.emitted(t) for t in tokens], ends)
+            self._unmatchable = next((t for t in tokens if not ends[t] and self.piece(t)[:1] in (b"", b"\0")), None)
+        return self._utf8
+
+    def unmatchable(self) -> int | None:
+        """A token an enforcing llama.cpp grammar always refuses (not an end, its piece empty or starting with a NUL
+        byte: llama-grammar.cpp's llama_grammar_apply_impl), or None when the vocabulary has none (after
+        `utf8_masks`)."""
+        return self._unmatchable
 
     def is_eog(self, token: int) -> bool:
         eog = self._eog.get(token)
@@ -903,8 +931,10 @@ class Engine(JobThread[Job]):
             # of the whole vocabulary (151,936 entries for qwen) for every sequence at every step.
             logits = gil_held.llama_get_logits_ith(self.ctx, slot.batch_index)
             token = int(np.ctypeslib.as_array(logits, shape=(model.n_vocab,)).argmax())
-        else:
+        elif p.grammar is None:
             token = ll.llama_sampler_sample(slot.chain, self.ctx, slot.batch_index)
+        else:
+            token = self._sample_utf8(slot)
         end_of_message = job.continue_on_end and model.token_text(token) == "<|end|>"
         if model.is_eog(token) and not end_of_message:
             self._finish(slot, "stop")
@@ -913,9 +943,7 @@ class Engine(JobThread[Job]):
         slot.last = token
         raw = model.piece(token)
         logprob = self._logprob(slot.batch_index, token, raw, p.logprobs) if p.logprobs is not None else None
-        if model.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
-            raw = b""  # a stray control token is never text
-        decoded = slot.decoder.decode(raw)
+        decoded = slot.decoder.decode(model.emitted(token))  # a stray control token is never text
         if slot.budget is not None:
             slot.budget.feed(decoded)
         text, hit = slot.stops.feed(decoded)
@@ -924,6 +952,49 @@ class Engine(JobThread[Job]):
             self._finish(slot, "stop", flush=False)
         elif slot.generated >= job.params.max_tokens or slot.pos + 1 >= self.ctx_per_seq:
             self._finish(slot, "length")
+
+    def _sample_utf8(self, slot: _Slot) -> int:
+        """Sample a grammar-held job with the tokens that would make its text invalid UTF-8 refused (-inf in the
+        context's logits, put back after): llama.cpp's grammar decodes bytes laxly and lets them through (see
+        serve/engine/utf8.py). The state is the decoder's pending bytes, so tokens the engine forced count too.
+        Only while the grammar enforces: the thinking before a lazy grammar's trigger stays as free as without one.
+        At a character boundary it writes only the few refused ids. Inside a character it first checks that the
+        grammar takes one of the tokens left: it may take none where it only accepts a surrogate or a code point
+        past U+10FFFF, and with every logit at -inf llama.cpp's sampler picks a token the grammar refused (token 0:
+        NUL bytes to the end). At a boundary the lead byte of any code point
+        the grammar takes is allowed, so something always is."""
+        masks = self.model.utf8_masks()
+        state = state_of(slot.decoder.getstate()[0])  # ERROR: already invalid (a forced token): nothing to keep
+        probe = self.model.unmatchable()
+        waiting = probe is not None and self._grammar_allows(slot, probe)  # a lazy grammar before its trigger
+        logits = np.ctypeslib.as_array(
+            gil_held.llama_get_logits_ith(self.ctx, slot.batch_index), shape=(self.model.n_vocab,)
+        )
+        saved = masks.apply(state, logits) if state != ERROR and not waiting else None
+        if saved is not None and state != CLEAN and not self._grammar_allows_any(slot, masks.allowed[state], logits):
+            masks.undo(state, logits, saved)
+            saved = None
+        try:
+            return int(ll.llama_sampler_sample(slot.chain, self.ctx, slot.batch_index))
+        finally:
+            if saved is not None:
+                masks.undo(state, logits, saved)
+
+    def _grammar_allows_any(self, slot: _Slot, tokens: np.ndarray, logits: np.ndarray) -> bool:
+        """Whether the job's grammar lets one of `tokens` come next: the most likely first, as one usually is."""
+        if tokens.size > GRAMMAR_PROBE:
+            top = tokens[np.argpartition(-logits[tokens], GRAMMAR_PROBE - 1)[:GRAMMAR_PROBE]]
+            if self._grammar_allows_some(slot, top):
+                return True
+        return self._grammar_allows_some(slot, tokens)
+
+    def _grammar_allows_some(self, slot: _Slot, tokens: np.ndarray) -> bool:
+        data = (ll.llama_token_data * tokens.size)()
+        view = np.ctypeslib.as_array(data)
+        view["id"] = tokens
+        candidates = ll.llama_token_data_array(data, tokens.size, -1, False)
+        ll.llama_sampler_apply(ll.llama_sampler_chain_get(slot.chain, 0), ctypes.byref(candidates))
+        return bool(np.isfinite(view["logit"]).any())
 
     def _grammar_allows(self, slot: _Slot, token: int) -> bool:
         """Whether the job's grammar (the chain's first sampler, `_chain`) lets `token` come next."""

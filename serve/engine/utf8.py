@@ -27,10 +27,16 @@ NEED3_F4 = 7  # three, the first 80-8F (F4: nothing past U+10FFFF)
 N_STATES = 8
 ERROR = -1
 
-_LEADS = (
-    [(range(0x00, 0x80), CLEAN), (range(0xC2, 0xE0), NEED1), (range(0xE0, 0xE1), NEED2_E0)]
-    + [(range(0xE1, 0xED), NEED2), (range(0xED, 0xEE), NEED2_ED), (range(0xEE, 0xF0), NEED2)]
-    + [(range(0xF0, 0xF1), NEED3_F0), (range(0xF1, 0xF4), NEED3), (range(0xF4, 0xF5), NEED3_F4)]
+_LEADS = (  # lead byte -> the state after it (C0, C1 and F5-FF lead nothing valid)
+    (range(0x80), CLEAN),
+    (range(0xC2, 0xE0), NEED1),
+    (range(0xE0, 0xE1), NEED2_E0),
+    (range(0xE1, 0xED), NEED2),
+    (range(0xED, 0xEE), NEED2_ED),
+    (range(0xEE, 0xF0), NEED2),
+    (range(0xF0, 0xF1), NEED3_F0),
+    (range(0xF1, 0xF4), NEED3),
+    (range(0xF4, 0xF5), NEED3_F4),
 )
 # state -> (the continuation bytes it takes, the state after one)
 _CONTINUATIONS = {

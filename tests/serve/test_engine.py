@@ -4,6 +4,7 @@ cancellation frees the sequence, grammars constrain, a long prompt is processed 
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 import time
@@ -14,8 +15,11 @@ import pytest
 from serve.chat.answer_grammar import build
 from serve.chat.channels import Format
 from serve.chat.schemas import ResponseFormat
+from serve.engine import utf8
 from serve.engine.budget import ThinkBudget
 from serve.engine.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
+from serve.engine.grammar import Grammar
+from serve.engine.utf8 import CLEAN, ERROR
 from testkit.tiny_gguf import build_tiny_gguf
 
 PROMPTS = ["hello there", "abc def", "the quick brown fox", "zzz", "Paris is", "1 2 3 4"]
@@ -298,3 +302,73 @@ def test_requests_arriving_together_start_in_one_step(model: Model) -> None:
         assert time.perf_counter() - t0 < 2.0  # far under the 5 s window: nothing was arriving
     finally:
         engine.stop()
+
+
+# A JSON string of 1-4 characters, as llama.cpp's grammar counts them: it decodes bytes laxly, so overlongs,
+# surrogates and leads past U+10FFFF count as one character each (serve/engine/utf8.py).
+SHORT_STRING = Grammar(r'root ::= "\"" [^"\\\x00-\x1f]{1,4} "\""')
+UTF8_RUNS = [(prompt, seed) for prompt in PROMPTS for seed in (None, 1, 2, 3)]
+
+
+def raw_run(engine: Engine, model: Model, prompt: str, seed: int | None, **params: object) -> list[Piece]:
+    sampling = {"temperature": 1.0, "seed": seed} if seed is not None else {}
+    q = submit(engine, model, prompt, max_tokens=20, logprobs=5, **sampling, **params)[1]
+    out = []
+    while isinstance(event := q.get(timeout=30), Piece):
+        out.append(event)
+    assert isinstance(event, Finished), event
+    return out
+
+
+def strict(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def test_grammar_held_text_is_valid_utf8(engine: Engine, model: Model) -> None:
+    """The tiny model's byte tokens are random: free, it emits bytes that are not UTF-8 (the check that this test
+    bites), and llama.cpp's lax grammar lets them into the string. Held, every answer's bytes decode strictly
+    (Python's decoder) to the text the engine sent, a JSON string as long as the grammar allows."""
+    free = [b"".join(p.logprob.token for p in raw_run(engine, model, *run) if p.logprob) for run in UTF8_RUNS]
+    assert sum(strict(data) is None for data in free) >= 4
+    for run in UTF8_RUNS:
+        pieces = raw_run(engine, model, *run, grammar=SHORT_STRING)
+        data = b"".join(p.logprob.token for p in pieces if p.logprob)
+        text = strict(data)
+        assert text is not None, (run, data.hex(" "))
+        assert text == "".join(p.text for p in pieces)
+        assert 1 <= len(json.loads(text)) <= 4, (run, text)
+
+
+def test_refused_tokens_keep_their_logprobs(engine: Engine, model: Model) -> None:
+    """The refusal is undone after sampling: the reported alternatives are the model's, tokens refused at that
+    step included (their log-probabilities finite), as without a grammar."""
+    masks = model.utf8_masks()
+    pieces_of = {model.piece(t): t for t in range(model.n_vocab)}
+    seen_refused = 0
+    for run in UTF8_RUNS:
+        state = CLEAN
+        for piece in raw_run(engine, model, *run, grammar=SHORT_STRING):
+            assert piece.logprob is not None
+            for token, logprob in piece.logprob.top:
+                assert math.isfinite(logprob)
+                seen_refused += int(masks.next[state, pieces_of[token]] == ERROR)
+            state = utf8.advance(state, piece.logprob.token)
+    assert seen_refused >= 10
+    first = [raw_run(engine, model, p, None, **g)[0].logprob for p in PROMPTS for g in ({}, {"grammar": SHORT_STRING})]
+    for free_lp, held_lp in zip(first[::2], first[1::2], strict=True):  # (a cached prompt's step differs in ulps)
+        assert free_lp is not None and held_lp is not None
+        assert [t for t, _ in free_lp.top] == [t for t, _ in held_lp.top]
+        assert [v for _, v in free_lp.top] == pytest.approx([v for _, v in held_lp.top], abs=1e-4)
+
+
+def test_a_grammar_that_only_takes_invalid_utf8_still_runs(engine: Engine, model: Model) -> None:
+    """A grammar may leave no valid way on inside a character (here it takes only a surrogate: its lead byte ED is
+    a valid start, but only ED 80-9F goes on validly). With every token refused llama.cpp's sampler would pick one
+    its grammar refused (NUL bytes to the end), so the engine then leaves the step alone: the grammar's bytes."""
+    surrogate = Grammar(r'root ::= "\"" [\uD800-\uDFFF] "\""')
+    for run in UTF8_RUNS[:4]:
+        data = b"".join(p.logprob.token for p in raw_run(engine, model, *run, grammar=surrogate) if p.logprob)
+        assert data[:2] == b'"\xed' and 0xA0 <= data[2] <= 0xBF and data[4:] == b'"', data.hex(" ")

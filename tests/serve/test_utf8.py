@@ -12,10 +12,7 @@ import numpy as np
 from serve.engine.utf8 import CLEAN, ERROR, N_STATES, VocabMasks, advance, state_of
 
 # Every byte at or next to a boundary of RFC 3629's table
-EDGES = bytes(
-    [0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC, 0xED, 0xEE]
-    + [0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xF7, 0xF8, 0xFF]
-)
+EDGES = bytes.fromhex("00 41 7F 80 8F 90 9F A0 BF C0 C1 C2 DF E0 E1 EC ED EE EF F0 F1 F3 F4 F5 F7 F8 FF")
 # A partial sequence is completed by its first missing byte (the only one whose range varies) then 80s.
 COMPLETIONS = [b""] + [bytes([x]) + b"\x80" * k for x in range(0x80, 0xC0) for k in range(3)]
 
