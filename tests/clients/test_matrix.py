@@ -45,11 +45,6 @@ CASES = {
 # The demo models are trained on the tool in the shapes these libraries send (models/demo/data.py TOOL_SHAPES: titles,
 # additionalProperties, strict, key orders, docstring descriptions), so every tool cell that fits the context passes.
 # The causes below were measured on this stack.
-_NOT_UTF8 = (
-    "demo-harmony's sampled answer ({seed}) emits bytes that are not UTF-8 inside a maxLength 24 string: the "
-    "grammar counts them as one character, the reply decodes them to three U+FFFD and the value is 26 characters "
-    "(string_too_long; {lib})"
-)
 # smolagents' ToolCallingAgent prompt (~1,750 demo tokens) now fits the 4,096 context, but the models are not trained
 # on it (a second stage that was, train.py --smolagents, memorized its 30 answers and missed unseen ones)
 _SMOLAGENTS = (
@@ -68,10 +63,9 @@ XFAIL: dict[tuple[str, str], str] = {
 }
 
 # Cells whose runs cannot be seeded (Anthropic's API takes no seed), so they pass or fail by draw: a non-strict xfail
-# with the cause measured when they failed.
-UNSEEDED: dict[tuple[str, str], str] = {
-    ("langchain-anthropic", "json-harmony"): _NOT_UTF8.format(seed="1 of 8 draws in 1 of 2 runs", lib="unseeded")
-}
+# with the cause measured when they failed. (langchain-anthropic json-harmony was one: 1 of 8 draws in 1 of 2 runs
+# emitted bytes that were not UTF-8 into a maxLength 24 string; the engine now refuses them under a grammar.)
+UNSEEDED: dict[tuple[str, str], str] = {}
 
 
 def _cells() -> Iterator[object]:
