@@ -152,7 +152,9 @@ def _hf(name: str, conv: list) -> list[dict[str, object]]:
     key = READS.get(name)
     if key is None:
         return hf_messages(conv)
-    return hf_messages([(r, c, {key: e["reasoning_content"]} | e if "reasoning_content" in e else e) for r, c, e in conv])
+    return hf_messages(
+        [(r, c, {key: e["reasoning_content"]} | e if "reasoning_content" in e else e) for r, c, e in conv]
+    )
 
 
 def _openai(conv: list) -> list[dict[str, object]]:
@@ -272,3 +274,14 @@ def test_chat_template_kwargs_cannot_set_the_servers_own_variables(key: str) -> 
 
     with pytest.raises(ValidationError, match=f"{key} cannot be set through chat_template_kwargs"):
         ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": {key: 1}})
+
+
+@pytest.mark.parametrize(
+    "name", ["microsoft-Phi-3.5-mini-instruct.jinja", "openai-gpt-oss-120b.jinja", "google-gemma-4-31B-it.jinja"]
+)
+def test_a_close_marker_other_templates_share_names_no_family(name: str) -> None:
+    """Solar Open's `<|end|>` and `<|think|>`, and Muse Glimmer's `<|eom|>`, are in other templates too (Phi-3.5,
+    gpt-oss, Gemma 4's thinking switch): those keep their own format, and no end-of-generation token goes on."""
+    template = template_of(_source(name))
+    assert template.format not in (Format.SOLAR, Format.MUSE)
+    assert template.message_end == ("<|end|>" if template.format is Format.HARMONY else "")

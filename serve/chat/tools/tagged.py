@@ -10,7 +10,7 @@
     atem     <atem:function_calls><atem:invoke name="NAME"><atem:parameter name="KEY">VALUE</atem:parameter>
              </atem:invoke></atem:function_calls>                                 (Muse Glimmer; each call in a
              message of its own, `<|start|>assistant to=NAME<|message|>...<|eom|>`, whose headers and ends are
-             dropped: the reasoning message, `to=self`, stays in the answer text)
+             dropped; the reasoning message, `to=self`, is the channel parser's: channels.THINK_TAGS)
 
 A value is raw text up to its closing tag (so it may hold any other markup), typed by the tool's schema as in
 xml.py: a string parameter streams as it comes, any other value goes out once it ends (typed.py).
