@@ -25,7 +25,6 @@ from hearth_common.paths import cache_dir
 from serve.api.responses_shared import SharedResponses
 from serve.api.responses_store import Responses, ResponseStore
 from serve.arrivals import Arrivals
-from serve.chat.channels import Format
 from serve.chat.prompts import ChatTemplate, chat_template
 from serve.config import ServeConfig
 from serve.engine.disk_cache import DiskCache, folder_for, gguf_identity, layout_key
@@ -339,7 +338,8 @@ class Runtime:
             with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is listening
                 loop.call_soon_threadsafe(deliver, event)
 
-        job = Job(prompt, params, emit, continue_on_end=self.loaded.template.format is Format.HARMONY, deliver=deliver)
+        template = self.loaded.template
+        job = Job(prompt, params, emit, continue_on=template.message_end, keep=template.kept_tokens, deliver=deliver)
         return job
 
     def _dispatch(self, events: list[tuple[Job, Event]]) -> None:

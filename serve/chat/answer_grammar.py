@@ -72,8 +72,8 @@ def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Gram
     if answer is None:
         return None
     answer = strict_strings(answer)  # no raw control character inside a JSON string
-    if chat_format is Format.HARMONY:
-        answer = no_markers(answer)  # a marker inside a string would end the final message mid-JSON
+    if chat_format is Format.HARMONY or (chat_format in THINK_TAGS and THINK_TAGS[chat_format].message_end):
+        answer = no_markers(answer)  # a marker inside a string would end the message mid-JSON (harmony, Solar, Muse)
     if not thinks:
         return Grammar(answer)
     literal, pattern = TRIGGERS[chat_format]

@@ -42,6 +42,8 @@ class Format(enum.Enum):
     COHERE = "cohere"
     APRIEL = "apriel"
     MISTRAL = "mistral"
+    SOLAR = "solar"
+    MUSE = "muse"
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,18 @@ class ThinkTags:
     # what a grammar lets come between the thinking and the answer or calls, one of these or nothing (the markup
     # the template writes there)
     lead: tuple[str, ...] = ()
+    # other texts that open the thinking (a later reasoning message's whole header)
+    reopen: tuple[str, ...] = ()
+    # what names the family in its template (detection: serve/chat/prompts.py); none: its open or close marker
+    signs: tuple[str, ...] = ()
+    # an end-of-generation token that ends the thinking's message, not the turn (the engine goes on past it)
+    message_end: str = ""
+    # the control tokens of the family's turn its parsers read (the engine drops the text of any other)
+    keep: tuple[str, ...] = ()
 
     @property
     def markers(self) -> tuple[str, ...]:
-        return (self.open, self.close, *self.answer)
+        return (self.open, self.close, *self.answer, *self.reopen)
 
 
 # The families whose thinking is a block before the answer; the order is detection's (serve/chat/prompts.py).
@@ -82,6 +92,40 @@ THINK_TAGS = {
     # Apriel's reasoning steps: 1.6's prompt opens them, 1.5's model writes the opening itself
     Format.APRIEL: ThinkTags("Here are my reasoning steps:", "[BEGIN FINAL RESPONSE]", ("[END FINAL RESPONSE]",)),
     Format.MISTRAL: ThinkTags("[THINK]", "[/THINK]"),  # Ministral 3 / Magistral reasoning
+    # Solar Open: `<|think|>…<|end|>` ends a message of its own, then `<|begin|>assistant` opens the answer's
+    # (`<|content|>…<|flush|>`) or the calls' (`<|tool_calls|>…<|calls|>`, read by tools/solar.py)
+    Format.SOLAR: ThinkTags(
+        "<|think|>",
+        "<|end|>",
+        ("<|begin|>assistant", "<|content|>", "<|flush|>"),
+        ("<|begin|>assistant<|content|>", "<|begin|>assistant"),
+        signs=("<|begin|>assistant<|think|>",),
+        message_end="<|end|>",
+        keep=(
+            "<|think|>",
+            "<|end|>",
+            "<|begin|>",
+            "<|content|>",
+            "<|tool_calls|>",
+            "<|tool_call:begin|>",
+            "<|tool_call:name|>",
+            "<|tool_call:args|>",
+            "<|tool_call:end|>",
+        ),
+    ),
+    # Muse Glimmer: messages with harmony-like headers; the prompt ends in `<|start|>assistant`, so the output opens
+    # with the header's rest. ` to=self` is the reasoning (ended by `<|eom|>`), ` to=user` the answer (ended by
+    # `<|eot|>`); a call's message (` to=NAME`) keeps its header for tools/tagged.py's ATEM, which drops it
+    Format.MUSE: ThinkTags(
+        " to=self<|message|>",
+        "<|eom|>",
+        ("<|start|>assistant to=user<|message|>", " to=user<|message|>", "<|eot|>"),
+        ("<|start|>assistant to=user<|message|>", "<|start|>assistant"),
+        reopen=("<|start|>assistant to=self<|message|>",),
+        signs=("to=self<|message|>",),
+        message_end="<|eom|>",
+        keep=("<|eom|>", "<|start|>", "<|message|>"),
+    ),
     Format.THINK: ThinkTags("<think>", "</think>"),
 }
 
@@ -224,7 +268,7 @@ class ChannelParser:
         tags = THINK_TAGS.get(self.format)
         if tags is not None:
             # A stray tag (</think> outside a block) or the answer's markup is dropped, never shown.
-            self.channel = ANALYSIS if marker == tags.open else FINAL
+            self.channel = ANALYSIS if marker == tags.open or marker in tags.reopen else FINAL
             self.sealed = self.sealed or (marker == tags.close and self.seal_at_think_end)
             return
         handler = _HARMONY_TABLE[(self.state, marker)]

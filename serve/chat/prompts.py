@@ -4,7 +4,7 @@
 Messages reach the template in the form HF templates expect (`template_messages`): content as text (null is
 empty text, text parts are joined), tool-call arguments parsed into objects, earlier reasoning under
 `reasoning_content` and `thinking` (transformers' own aliasing, so Qwen3's and gpt-oss's templates both find
-it), `name` and `tool_call_id` as sent. Unknown fields never reach the template.
+it) and `reasoning` (Solar Open's template reads only that), `name` and `tool_call_id` as sent. Unknown fields never reach the template.
 
 Tools: a template that renders calls in a format serve/chat/tools knows gets the tools itself (`tools`); one that
 knows no tools gets them, with the generic call format, in its system message, and its history's calls and
@@ -109,6 +109,16 @@ class ChatTemplate:
     def think_tags(self) -> ThinkTags:
         """The markers of the thinking block (`<think>` for harmony too, where no grammar or budget reads them)."""
         return THINK_TAGS.get(self.format, THINK_TAGS[Format.THINK])
+
+    @property
+    def message_end(self) -> str:
+        """The end-of-generation token after which the turn goes on (harmony's `<|end|>`; "" where none)."""
+        return "<|end|>" if self.format is Format.HARMONY else self.think_tags.message_end
+
+    @property
+    def kept_tokens(self) -> frozenset[str]:
+        """Control tokens of the family's format whose text the parsers read."""
+        return frozenset(self.think_tags.keep) if self.format in THINK_TAGS else frozenset()
 
     @cached_property
     def template(self) -> Any:
@@ -235,8 +245,15 @@ def thinking_format(template: ChatTemplate) -> Format:
     Hy3 build theirs from parts; Apriel 1.5's names only the close); `<think>` when none is found."""
     prompt = template.render([{"role": "user", "content": "Hello."}])
     source = template.source
-    found = (f for f, tags in THINK_TAGS.items() if tags.open in prompt or tags.open in source or tags.close in source)
+    found = (f for f, tags in THINK_TAGS.items() if _names(tags, prompt, source))
     return next(found, Format.THINK)
+
+
+def _names(tags: ThinkTags, prompt: str, source: str) -> bool:
+    """The template is of the family `tags` belong to: its signs, or else its markers, are in the template."""
+    if tags.signs:  # a family whose markers other templates use too (Solar's `<|end|>`)
+        return any(s in source or s in prompt for s in tags.signs)
+    return tags.open in prompt or tags.open in source or tags.close in source
 
 
 # -- request messages -> what templates read ------------------------------------------------------------------
@@ -266,4 +283,6 @@ def template_message(m: Any) -> dict[str, Any]:
     reasoning = next((out[k] for k in REASONING_FIELDS if k in out), None)
     if reasoning is not None:
         out = {"thinking": reasoning, **out, "reasoning_content": reasoning}
+        # and under `reasoning` (vLLM's name), the one Solar Open's template reads
+        out.setdefault("reasoning", reasoning)
     return out

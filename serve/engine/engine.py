@@ -68,6 +68,11 @@ TOOL_MARKERS = {"<tool_call>", "</tool_call>", "<|tool_call|>", "<|python_tag|>"
 KEPT_MARKERS = frozenset(HARMONY_MARKERS | TOOL_MARKERS)
 
 
+def _kept(text: str, keep: frozenset[str]) -> bool:
+    """A control token whose text a parser reads (the rest are dropped)."""
+    return text in KEPT_MARKERS or text in keep
+
+
 # Spilling host RAM's evictions to disk: at most this many bytes wait for the writer, and a restore must measure
 # this many times faster than decoding the same tokens (it also pays llama_state_seq_set_data and a checksum).
 SPILL_PENDING_MAX = 256 << 20
@@ -157,7 +162,10 @@ class Job:
     prompt: list[int]
     params: SamplingParams
     emit: Callable[[Event], None]
-    continue_on_end: bool = False  # harmony: <|end|> closes a message, not the turn
+    # an end-of-generation token that closes a message, not the turn (harmony's and Solar Open's `<|end|>` after
+    # the thinking, Muse Glimmer's `<|eom|>`): generation goes on past it, as text for the channel parser
+    continue_on: str = ""
+    keep: frozenset[str] = frozenset()  # control tokens of the model's format kept as text (besides KEPT_MARKERS)
     deliver: Callable[[Event], None] | None = None  # `emit` on the request's own thread (for a batched dispatch)
     # images at their positions of `prompt` (which holds their pseudo-token ids: serve/engine/vision.py)
     images: tuple[ImageSpan, ...] = ()
@@ -236,11 +244,12 @@ class Model:
     def token_text(self, token: int) -> str:
         return self.piece(token).decode("utf-8", errors="replace")
 
-    def emitted(self, token: int) -> bytes:
+    def emitted(self, token: int, keep: frozenset[str] = frozenset()) -> bytes:
         """The bytes a generated token adds to a job's text: its piece, except a control token's, which is never
-        text unless it is a marker the parsers read (KEPT_MARKERS)."""
+        text unless it is a marker the parsers read (KEPT_MARKERS, or the model format's own `keep`: the UTF-8
+        masks leave those out, as they are ASCII markers the parsers take out again)."""
         raw = self.piece(token)
-        if self.is_control(token) and raw.decode("utf-8", "replace") not in KEPT_MARKERS:
+        if self.is_control(token) and not _kept(raw.decode("utf-8", "replace"), keep):
             return b""
         return raw
 
@@ -935,7 +944,7 @@ class Engine(JobThread[Job]):
             token = ll.llama_sampler_sample(slot.chain, self.ctx, slot.batch_index)
         else:
             token = self._sample_utf8(slot)
-        end_of_message = job.continue_on_end and model.token_text(token) == "<|end|>"
+        end_of_message = bool(job.continue_on) and model.token_text(token) == job.continue_on
         if model.is_eog(token) and not end_of_message:
             self._finish(slot, "stop")
             return
@@ -943,7 +952,7 @@ class Engine(JobThread[Job]):
         slot.last = token
         raw = model.piece(token)
         logprob = self._logprob(slot.batch_index, token, raw, p.logprobs) if p.logprobs is not None else None
-        decoded = slot.decoder.decode(model.emitted(token))  # a stray control token is never text
+        decoded = slot.decoder.decode(model.emitted(token, job.keep))  # a stray control token is never text
         if slot.budget is not None:
             slot.budget.feed(decoded)
         text, hit = slot.stops.feed(decoded)

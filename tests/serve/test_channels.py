@@ -224,3 +224,31 @@ def test_family_grammar_answer_keeps_markers_in_its_text_at_every_split(fmt: For
     for cut in range(len(text) + 1):
         for cut2 in range(cut, len(text) + 1, 7):
             assert _generated(Thinking.OPEN, [text[:cut], text[cut:cut2], text[cut2:]], fmt) == want, (cut, cut2)
+
+
+# -- Solar Open and Muse Glimmer: the thinking is a message of its own, the answer another ---------------------------
+
+HEADERED_TURNS = [
+    # Solar Open: the prompt ends in `<|begin|>assistant`; the answer's message ends in `<|flush|>`
+    (Format.SOLAR, "<|think|>It is 4.<|end|><|begin|>assistant<|content|>Four.<|flush|>", "It is 4.", "Four."),
+    (Format.SOLAR, "<|content|>Four.<|flush|>", None, "Four."),  # no thinking (reasoning_effort low)
+    # Muse Glimmer: the prompt ends in `<|start|>assistant`; two reasoning messages, then the answer to the user
+    (
+        Format.MUSE,
+        " to=self<|message|>It is 4.<|eom|><|start|>assistant to=self<|message|> Sure.<|eom|>"
+        "<|start|>assistant to=user<|message|>Four.<|eot|>",
+        "It is 4. Sure.",
+        "Four.",
+    ),
+    (Format.MUSE, " to=user<|message|>Four.<|eot|>", None, "Four."),
+]
+
+
+@pytest.mark.parametrize(("fmt", "text", "thinking", "answer"), HEADERED_TURNS)
+def test_a_message_of_thinking_then_the_answer_at_every_split(
+    fmt: Format, text: str, thinking: str | None, answer: str
+) -> None:
+    want = {ANALYSIS: thinking, FINAL: answer} if thinking else {FINAL: answer}
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            assert _run(fmt, [text[:i], text[i:j], text[j:]]) == want, (i, j)

@@ -372,3 +372,26 @@ def test_a_grammar_that_only_takes_invalid_utf8_still_runs(engine: Engine, model
     for run in UTF8_RUNS[:4]:
         data = b"".join(p.logprob.token for p in raw_run(engine, model, *run, grammar=surrogate) if p.logprob)
         assert data[:2] == b'"\xed' and 0xA0 <= data[2] <= 0xBF and data[4:] == b'"', data.hex(" ")
+
+
+def test_a_message_end_goes_on_as_text(engine: Engine, model: Model) -> None:
+    """A family whose thinking ends at an end-of-generation token (Solar Open's `<|end|>`, Muse Glimmer's `<|eom|>`):
+    the job names it, and the turn goes on past it with the token's text for the channel parser; without that the
+    token ends the generation there, its text never shown. The tiny model's `<|im_end|>` (EOG, control) stands for
+    it, written by a spent thinking budget."""
+    budget = ThinkBudget(2, "<think>", "<|im_end|>", inside=True)
+    params = SamplingParams(max_tokens=8, temperature=0.0, think_budget=budget)
+    prompt = model.tokenize("abc def", False)
+    results = []
+    for goes_on in (False, True):
+        q: queue.Queue = queue.Queue()
+        end = "<|im_end|>" if goes_on else ""
+        job = Job(prompt, params, q.put, continue_on=end, keep=frozenset({end} - {""}))
+        engine.submit(job)
+        results.append(collect(q))
+    (ended, ended_by), (went_on, finished) = results
+    assert isinstance(ended_by, Finished) and ended_by.reason == "stop" and ended_by.completion_tokens == 2
+    assert "<|im_end|>" not in ended
+    assert isinstance(finished, Finished) and finished.reason == "length"
+    thought, rest = went_on.split("<|im_end|>", 1)
+    assert thought == ended and rest

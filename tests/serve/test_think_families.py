@@ -51,7 +51,13 @@ FAMILIES = {
         "<|END_ACTION|>",
         "medium",
     ),
+    "upstage-Solar-Open-100B.jinja": (Format.SOLAR, ToolFormat.SOLAR, "<|calls|>", "medium"),
+    "muse-glimmer.jinja": (Format.MUSE, ToolFormat.ATEM, "</atem:function_calls>", "medium"),
 }
+# the key a template reads a message's earlier reasoning from, where transformers' aliasing (`reasoning_content`,
+# `thinking`) does not reach it: the oracle gets the reasoning under that key, ours under `reasoning_content`
+# (what the API returns and clients send back)
+READS = {"upstage-Solar-Open-100B.jinja": "reasoning"}
 # families whose templates write no earlier reasoning in a call turn (Apriel: only a last assistant message's;
 # Ministral 3: only `thinking` content parts), so only detection and the prompt's opening are checked against them
 NO_TURN = {
@@ -88,7 +94,7 @@ def _turn(name: str) -> str:
     """The assistant's turn with thinking and a call, as transformers renders it through the template: from the
     family's open marker to the end of the calls."""
     fmt, _, calls_end, level = FAMILIES[name]
-    prompt = theirs(_source(name), hf_messages(CALLED), hf_tools(TOOLS), reasoning_effort=level)
+    prompt = theirs(_source(name), _hf(name, CALLED), hf_tools(TOOLS), reasoning_effort=level)
     at = prompt.index(THINK_TAGS[fmt].open, prompt.index("What is the weather in Paris?"))
     return prompt[at : prompt.index(calls_end, at) + len(calls_end)]
 
@@ -106,9 +112,7 @@ def test_earlier_reasoning_reaches_the_template_between_its_markers(name: str) -
     fmt, _, _, level = FAMILIES[name]
     source = _source(name)
     body = {"messages": _openai(CALLED), "tools": TOOLS, "reasoning_effort": level}
-    assert ours(template_of(source), body) == theirs(
-        source, hf_messages(CALLED), hf_tools(TOOLS), reasoning_effort=level
-    )
+    assert ours(template_of(source), body) == theirs(source, _hf(name, CALLED), hf_tools(TOOLS), reasoning_effort=level)
     tags = THINK_TAGS[fmt]
     turn = _turn(name)
     assert re.match(re.escape(tags.open) + r"\s*" + re.escape(REASONING) + r"\s*" + re.escape(tags.close), turn)
@@ -141,6 +145,16 @@ def test_the_prompt_says_where_the_output_begins(name: str) -> None:
             opened, closed = end.endswith(tags.open), end.endswith(tags.close)
             want = Thinking.OPEN if opened else Thinking.NONE if closed else Thinking.MAY
             assert template.thinking(prompt) is want
+
+
+def _hf(name: str, conv: list) -> list[dict[str, object]]:
+    """The conversation for transformers, its reasoning under the key the template reads."""
+    key = READS.get(name)
+    if key is None:
+        return hf_messages(conv)
+    return hf_messages(
+        [(r, c, {key: e["reasoning_content"]} | e if "reasoning_content" in e else e) for r, c, e in conv]
+    )
 
 
 def _openai(conv: list) -> list[dict[str, object]]:
@@ -260,3 +274,14 @@ def test_chat_template_kwargs_cannot_set_the_servers_own_variables(key: str) -> 
 
     with pytest.raises(ValidationError, match=f"{key} cannot be set through chat_template_kwargs"):
         ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": {key: 1}})
+
+
+@pytest.mark.parametrize(
+    "name", ["microsoft-Phi-3.5-mini-instruct.jinja", "openai-gpt-oss-120b.jinja", "google-gemma-4-31B-it.jinja"]
+)
+def test_a_close_marker_other_templates_share_names_no_family(name: str) -> None:
+    """Solar Open's `<|end|>` and `<|think|>`, and Muse Glimmer's `<|eom|>`, are in other templates too (Phi-3.5,
+    gpt-oss, Gemma 4's thinking switch): those keep their own format, and no end-of-generation token goes on."""
+    template = template_of(_source(name))
+    assert template.format not in (Format.SOLAR, Format.MUSE)
+    assert template.message_end == ("<|end|>" if template.format is Format.HARMONY else "")

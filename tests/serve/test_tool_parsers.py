@@ -799,3 +799,33 @@ def test_minimax_tree_without_a_schema_and_cut_off() -> None:
     ]
     result = run([f'Ok.{M3}<tool_call>\n{M3}<invoke name="f">{M3}<o>{M3}<k>ab'], ToolFormat.MINIMAX_TREE)
     assert summary(result) == ({"final": "Ok."}, [("id0", "f", {"o": {"k": "ab"}})])
+
+
+MUSE_CALL = (
+    " to=self<|message|>Paris weather, so call the tool.<|eom|><|start|>assistant to=get_weather<|message|>"
+    '<atem:function_calls>\n<atem:invoke name="get_weather">\n<atem:parameter name="city">Paris</atem:parameter>\n'
+    "</atem:invoke>\n</atem:function_calls><|eot|>"
+)
+
+
+def test_atem_after_muse_reasoning_at_every_split() -> None:
+    """Through Muse Glimmer's channel parser: the to=self message is the reasoning, the call a call."""
+    for cut in range(len(MUSE_CALL) + 1):
+        result = run([MUSE_CALL[:cut], MUSE_CALL[cut:]], ToolFormat.ATEM, Format.MUSE)
+        assert summary(result) == (
+            {"analysis": "Paris weather, so call the tool."},
+            [("id0", "get_weather", {"city": "Paris"})],
+        ), cut
+
+
+def test_atem_answer_after_muse_reasoning_streams() -> None:
+    """The channel parser takes the answer's header away; the call parser, which holds an output's opening while it
+    may be a header's rest (` to=NAME`), lets the answer through as it comes."""
+    text = " to=self<|message|>Sunny, say so.<|eom|><|start|>assistant to=user<|message|>It is sunny today.<|eot|>"
+    gen = Generation(ChannelParser(Format.MUSE), ToolFormat.ATEM, new_id=lambda i: f"id{i}")
+    shown = ""
+    for c in text[: text.index("today")]:
+        shown += "".join(e.text for e in gen.piece(c) if isinstance(e, Text) and e.channel == "final")
+    assert shown.strip() == "It is sunny"
+    result = run(split(text, [7, 40, 60]), ToolFormat.ATEM, Format.MUSE)
+    assert summary(result) == ({"analysis": "Sunny, say so.", "final": "It is sunny today."}, [])

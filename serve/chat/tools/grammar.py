@@ -98,6 +98,10 @@ TAG_STYLES = {
     ToolFormat.ATEM: tagged.ATEM,
 }
 BARE_OBJECT = {ToolFormat.LLAMA3}
+# What may open the calls' message, as GBNF (a grammar that forces calls) and as a pattern (auto's trigger at the
+# output's start): Muse Glimmer's header rest, the prompt having written `<|start|>assistant`
+CALL_HEAD = {ToolFormat.ATEM: '( " to=" [a-zA-Z0-9_.-]+ "<|message|>" )? '}
+START_HEAD = {ToolFormat.ATEM: r"(?:to=[\w.-]+<\|message\|>)?"}
 HARMONY_FINAL = r"<\|channel\|>final[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
 
 
@@ -123,7 +127,7 @@ def build(req: ToolRequest, fmt: ToolFormat, thinking: Thinking, tags: ThinkTags
     rules = [
         f"hearth-calls ::= {calls}",
         *call_rules,
-        no_markers(schemas) if thinking is Thinking.HARMONY else schemas,
+        no_markers(schemas) if thinking is Thinking.HARMONY or tags.message_end else schemas,
     ]
     if req.choice == "auto":
         return Grammar("\n".join(["root ::= hearth-calls", *rules]), _auto_triggers(fmt, thinking, tags))
@@ -365,7 +369,7 @@ def _auto_triggers(fmt: ToolFormat, thinking: Thinking, tags: ThinkTags) -> tupl
         patterns = [close + r"[\s\S]*?" + anywhere]
     elif thinking is Thinking.MAY:  # at once, or after a thinking block
         starts = ["^", close]
-        patterns = [r"^\s*" + anywhere, close + r"[\s\S]*?" + anywhere]
+        patterns = [r"^\s*" + START_HEAD.get(fmt, "") + anywhere, close + r"[\s\S]*?" + anywhere]
     else:
         starts = ["^"]
         patterns = [anywhere]
@@ -384,15 +388,16 @@ def _forced_root(fmt: ToolFormat, thinking: Thinking, tags: ThinkTags) -> tuple[
         final = '"<|channel|>final" "<|constrain|>json"? "<|message|>"'
         return f"( {analysis} )? {final} hearth-calls" + free, ()
     rules = without("hearth-think", _stop(tags.close))
+    calls = CALL_HEAD.get(fmt, "") + "hearth-calls"
     # the answer's own markup may come between the thinking and the calls (Kimi K3's response tags)
     markup = f"( {' | '.join(lit(m) for m in tags.lead)} )? " if tags.lead else ""
     layout = f'{markup}"\n"? "\n"?'
     close = lit(tags.close)
     if thinking is Thinking.OPEN:  # the prompt opened the block: the output starts inside it
-        return f"hearth-think {close} {layout} hearth-calls\n{rules}", ()
+        return f"hearth-think {close} {layout} {calls}\n{rules}", ()
     if thinking is Thinking.MAY:  # a block of thinking, or none
-        return f"( {lit(tags.open)} hearth-think {close} {layout} )? hearth-calls\n{rules}", ()
-    return "hearth-calls", ()
+        return f"( {lit(tags.open)} hearth-think {close} {layout} )? {calls}\n{rules}", ()
+    return calls, ()
 
 
 def _stop(close: str) -> str:

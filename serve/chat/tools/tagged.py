@@ -10,7 +10,7 @@
     atem     <atem:function_calls><atem:invoke name="NAME"><atem:parameter name="KEY">VALUE</atem:parameter>
              </atem:invoke></atem:function_calls>                                 (Muse Glimmer; each call in a
              message of its own, `<|start|>assistant to=NAME<|message|>...<|eom|>`, whose headers and ends are
-             dropped: the reasoning message, `to=self`, stays in the answer text)
+             dropped; the reasoning message, `to=self`, is the channel parser's: channels.THINK_TAGS)
 
 A value is raw text up to its closing tag (so it may hold any other markup), typed by the tool's schema as in
 xml.py: a string parameter streams as it comes, any other value goes out once it ends (typed.py).
@@ -150,6 +150,7 @@ HY3 = TagStyle(
     block=(_hy3("<tool_calls>") + "\n", _hy3("</tool_calls>")),
 )
 
+HEADER_REST = "to="  # how a header's rest opens an output (the prompt wrote `<|start|>assistant`)
 ATEM_HEADER = ("<|start|>", "<|message|>")  # a message header: `<|start|>assistant to=RECIPIENT<|message|>`
 ATEM = TagStyle(
     table={
@@ -196,11 +197,12 @@ class TaggedParser:
     _value: str = field(init=False, default="")  # the current value so far (when not streamed)
 
     _header: str = field(init=False, default="")  # the output's opening header so far
+    _opening: str | None = field(init=False, default=None)  # header_first: the output's start, until it is known
 
     def __post_init__(self) -> None:
         self._schemas = parameter_schemas(self.tools)
         if self.style.header_first:
-            self.state = State.HEADER
+            self._opening = ""
 
     @property
     def in_json(self) -> bool:
@@ -212,6 +214,8 @@ class TaggedParser:
 
     def feed(self, text: str) -> list[ToolEvent]:
         out: list[ToolEvent] = []
+        if self._opening is not None:
+            text = self._open(text)
         self._pending = split_at_markers(
             self._pending + text,
             lambda: self.style.markers(self.state),
@@ -220,8 +224,23 @@ class TaggedParser:
         )
         return merge(out)
 
+    def _open(self, text: str) -> str:
+        """header_first: the output opens with a header's rest (` to=NAME`) or, where the channel parser took the
+        header away (Muse Glimmer's answer after its reasoning), with answer text; held until it says which."""
+        start = (self._opening or "") + text
+        if HEADER_REST.startswith(start.lstrip()):
+            self._opening = start
+            return ""
+        self._opening = None
+        if start.lstrip().startswith(HEADER_REST):
+            self.state, self._header = State.HEADER, ""
+        return start
+
     def finish(self) -> list[ToolEvent]:
         out: list[ToolEvent] = []
+        if self._opening is not None:  # the output ended before it said: its text is the answer's
+            opening, self._opening = self._opening, None
+            out += self.feed(opening)
         pending, self._pending = self._pending, ""
         if self.state is State.TEXT:
             if not self.calls:  # after a call, a held partial marker is the next call cut off: dropped
