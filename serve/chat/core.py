@@ -12,7 +12,8 @@ Events, in order: any number of `Text`, `ToolCallStart` and `ToolCallArgs`, then
 `Error`.
 - `Text(channel, text)`: `analysis` and `commentary` are thinking; `final` is the answer, outside any call.
   No format marker (harmony tokens, `<think>`, call markup) is ever in `text`.
-- `ToolCallStart(index, id, name)`: a call begins (index 0, 1, ... in this answer; id unique, non-empty).
+- `ToolCallStart(index, id, name)`: a call begins (index 0, 1, ... in this answer; id unique, non-empty; Kimi K2's
+  `functions.NAME:N`, N counting the conversation's calls, as its template names them).
 - `ToolCallArgs(index, text)`: the next fragment of that call's arguments; a call's fragments join into
   its arguments' JSON text. Fragments arrive as the model generates them.
 - `Finish(reason, prompt_tokens, completion_tokens, channel_tokens, cached_tokens, stop_sequence)`: reason
@@ -45,7 +46,7 @@ from serve.chat.prompts import TEMPLATE_LEVELS, template_messages
 from serve.chat.schemas import IMAGE_MARKER, ChatRequest, CompletionRequest, Sampling
 from serve.chat.tools import grammar as tool_grammar
 from serve.chat.tools.events import CallArgs, CallParser, CallStart, Content, Tools
-from serve.chat.tools.formats import FORMATS, ToolFormat
+from serve.chat.tools.formats import FORMATS, NamedId, ToolFormat
 from serve.chat.tools.harmony import HarmonyCalls
 from serve.chat.tools.request import ToolRequest, tool_request
 from serve.chat.turn import Turn
@@ -321,8 +322,14 @@ def prepare(runtime: Runtime, req: ChatRequest, fit_context: bool = False) -> Pr
     fmt = template.tool_support.format if tools else None
     # with a response_format grammar the answer, once begun, is the answer to its end (`<think>` in a string is text)
     parser = ChannelParser.for_output(template.format, thinking, answer_grammar=sealed)
-    generation = Generation(parser, fmt, tools=tools.tools if tools else None)
+    calls_before = history_calls(req.messages)
+    generation = Generation(parser, fmt, tools=tools.tools if tools else None, calls_before=calls_before)
     return Prepared(tokens, params, generation, level, spans)
+
+
+def history_calls(messages: list[Any]) -> int:
+    """The calls the request's history holds (validated messages), counted as Kimi K2's template counts them."""
+    return sum(len(m.tool_calls or ()) for m in messages)
 
 
 @dataclass
@@ -337,10 +344,12 @@ class Generation:
     tool_format: ToolFormat | None = None
     new_id: Any = None  # overrides the format's id maker (tests make ids deterministic)
     tools: Tools | None = None  # the request's tools (parsers of XML-style and pythonic calls type values by them)
+    calls_before: int = 0  # the calls in the request's history (Kimi K2's ids number the conversation's calls)
     turn: Turn = field(init=False)
     _markup: CallParser | None = field(init=False, default=None)  # calls written in the answer text
     _harmony: HarmonyCalls | None = field(init=False, default=None)  # calls as harmony messages
     _called: bool = field(init=False, default=False)
+    _named_id: NamedId | None = field(init=False, default=None)  # the format's own ids (FormatInfo.named_id)
 
     def __post_init__(self) -> None:
         fmt = self.tool_format
@@ -348,6 +357,7 @@ class Generation:
         if fmt is None:
             return
         info = FORMATS[fmt]
+        self._named_id = info.named_id
         if fmt is ToolFormat.HARMONY:
             self._harmony = HarmonyCalls(self.new_id or info.new_id)
         else:
@@ -421,6 +431,8 @@ class Generation:
                 out.append(Text(FINAL, e.text))
             else:
                 self._called = True
+                if isinstance(e, CallStart) and self._named_id is not None:  # the id Kimi's templates would write
+                    e = CallStart(e.index, self._named_id(e.name, self.calls_before + e.index), e.name)
                 out.append(e)
         return out
 

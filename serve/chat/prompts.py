@@ -12,8 +12,10 @@ results as plain turns (serve/chat/tools/generic.py).
 
 harmony (gpt-oss): `reasoning` feeds the template's `reasoning_effort` (the system message's Reasoning line) and
 `developer_instructions` becomes the developer message. Other models: the instructions are prepended to the
-system message, and developer messages merge into it when the template knows no developer role. A reasoning
-level of `none` turns thinking off through `enable_thinking=False` where the template reads it (Qwen3).
+system message, and developer messages merge into it when the template knows no developer role. Where the
+template reads `enable_thinking` it gets what llama.cpp's server passes: true, so a template that keeps thinking
+off unless asked (Gemma 4) thinks, and false for a reasoning level of `none` (Qwen3's thinking off); the request's
+chat_template_kwargs win over both.
 """
 
 from __future__ import annotations
@@ -153,8 +155,8 @@ class ChatTemplate:
         if native and not self.tool_support.writes_calls and write is not None:
             messages = history.calls_in_text(messages, write)
         extra: dict[str, Any] = {}
-        if reasoning == "none" and "enable_thinking" in self.source:
-            extra["enable_thinking"] = False
+        if "enable_thinking" in self.source:  # llama.cpp's server passes it to every template, true unless `none`
+            extra["enable_thinking"] = reasoning != "none"
         extra.update(variables or {})
         try:
             return self._render(

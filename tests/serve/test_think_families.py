@@ -285,3 +285,29 @@ def test_a_close_marker_other_templates_share_names_no_family(name: str) -> None
     template = template_of(_source(name))
     assert template.format not in (Format.SOLAR, Format.MUSE)
     assert template.message_end == ("<|end|>" if template.format is Format.HARMONY else "")
+
+
+@pytest.mark.parametrize("name", ["google-gemma-4-31B-it.jinja", "google-gemma-4-31B-it-interleaved.jinja"])
+def test_gemma4_thinks_by_default_and_its_thought_is_the_reasoning(name: str) -> None:
+    """As on llama.cpp's server, Gemma 4 thinks unless reasoning is `none`: our default prompt is transformers' with
+    `enable_thinking=True` and leaves the thought to the model, and the chat path (what `prepare` builds from that
+    prompt) takes the thought the model writes as reasoning, at every split, also where a JSON answer's grammar
+    holds what follows it."""
+    source = _source(name)
+    template, tags = template_of(source), THINK_TAGS[Format.GEMMA4]
+    first = [("user", "What is the weather in Paris?", {})]
+    prompt = ours(template, {"messages": _openai(first)})
+    assert prompt == theirs(source, hf_messages(first), None, enable_thinking=True)
+    thinking = template.thinking(prompt)
+    assert thinking is Thinking.MAY
+    off = ours(template, {"messages": _openai(first), "reasoning_effort": "none"})
+    assert off == theirs(source, hf_messages(first), None, reasoning_effort="low", enable_thinking=False)
+    assert template.thinking(off) is Thinking.NONE
+    for sealed, answer in ((False, "Sunny, 21 C."), (True, '{"city": "Paris"}')):
+        output = f"{tags.open}\n{REASONING}{tags.close}{answer}"
+        for cut in range(len(output) + 1):
+            gen = Generation(ChannelParser.for_output(template.format, thinking, answer_grammar=sealed))
+            result = ChatResult()
+            for event in gen.piece(output[:cut]) + gen.piece(output[cut:]) + gen.end("stop", 1, 1):
+                result.add(event)
+            assert result.channels == {"analysis": REASONING, "final": answer}, (sealed, cut)

@@ -153,7 +153,9 @@ def check(
     whole = run([text], tools, chat, schemas=schemas)
     assert summary(run(split(text, cuts), tools, chat, schemas=schemas)) == summary(whole)
     channels, got = summary(whole)
-    assert got == [(f"id{i}", name, args) for i, (name, args) in enumerate(calls)]
+    # Kimi K2's ids are its templates' own (functions.NAME:N), whatever id maker the test gives
+    ids = [f"functions.{n}:{i}" if tools is ToolFormat.KIMI else f"id{i}" for i, (n, _) in enumerate(calls)]
+    assert got == [(id_, name, args) for id_, (name, args) in zip(ids, calls, strict=True)]
     assert channels.get("final", "") == content.strip()
     assert not any(m in t for t in channels.values() for m in MARKERS)
     assert whole.finish is not None and whole.finish.reason == "tool_calls"
@@ -289,10 +291,10 @@ def test_kimi_any_split(pre: str, calls: list, compact: bool, cuts: list[int]) -
 
 def test_kimi_text_after_the_section_and_ids_as_names() -> None:
     result = run([f"Let me look.\n{kimi_calls([('f', {'a': 1})])}\nDone."], ToolFormat.KIMI)
-    assert summary(result) == ({"final": "Let me look.\nDone."}, [("id0", "f", {"a": 1})])
-    # a name with dots and no index; the model's own id is never ours
+    assert summary(result) == ({"final": "Let me look.\nDone."}, [("functions.f:0", "f", {"a": 1})])
+    # a name with dots and no index: the id is the template's for the conversation's first call
     text = "<|tool_calls_section_begin|><|tool_call_begin|>functions.a.b<|tool_call_argument_begin|>{}<|tool_call_end|>"
-    assert summary(run([text], ToolFormat.KIMI))[1] == [("id0", "a.b", {})]
+    assert summary(run([text], ToolFormat.KIMI))[1] == [("functions.a.b:0", "a.b", {})]
 
 
 @given(pre=plain(), calls=CALLS, compact=st.booleans(), cuts=CUTS)

@@ -140,7 +140,11 @@ def oracle() -> Any:
 
 
 def theirs(source: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **kw: Any) -> str:
+    """transformers' prompt given the variables hearth passes for our default level: reasoning_effort, and (as
+    llama.cpp's server) `enable_thinking=True` to a template that reads it; a caller passes its own for others."""
     kw.setdefault("reasoning_effort", "medium")
+    if "enable_thinking" in source:
+        kw.setdefault("enable_thinking", True)
     return oracle().apply_chat_template(
         messages, tools=tools, chat_template=source, tokenize=False, add_generation_prompt=True, **kw
     )
@@ -399,6 +403,38 @@ def test_reasoning_effort_levels_and_thinking_off(effort: str) -> None:
     assert got == theirs(QWEN3_TEMPLATE, hf, None, reasoning_effort=level, **extra)
     assert got.endswith("<think>\n\n</think>\n\n") == (effort == "none")
     assert qwen3.thinking(got).value == ("none" if effort == "none" else "may")
+
+
+def _reads_enable_thinking() -> list[str]:
+    from testkit.fixtures.llama_sdist import SdistUnavailable
+
+    try:
+        folder = shipped_templates()
+    except SdistUnavailable:  # no templates: nothing to parametrize (pytest reports the empty set)
+        return []
+    return sorted(p.name for p in folder.glob("*.jinja") if "enable_thinking" in p.read_text())
+
+
+@pytest.mark.parametrize("name", _reads_enable_thinking())
+def test_shipped_templates_get_enable_thinking_as_llama_cpp_passes_it(name: str) -> None:
+    """llama.cpp's server passes `enable_thinking` to every template: true unless reasoning is `none`, the request's
+    chat_template_kwargs over it. Each shipped template that reads it renders as transformers does given the same
+    value (Gemma 4, which keeps thinking off unless it is true, thinks by default)."""
+    source = (_shipped() / name).read_text()
+    template = template_of(source)
+    sent, hf = openai_messages(FIRST_TURN), hf_messages(FIRST_TURN)
+    for effort, kwargs, value in (
+        ("medium", None, True),
+        ("high", None, True),
+        ("none", None, False),
+        ("medium", {"enable_thinking": False}, False),
+        ("none", {"enable_thinking": True}, True),
+    ):
+        body: dict[str, Any] = {"messages": sent, "reasoning_effort": effort}
+        if kwargs is not None:
+            body["chat_template_kwargs"] = kwargs
+        level = {"none": "low"}.get(effort, effort)
+        assert ours(template, body) == theirs(source, hf, None, reasoning_effort=level, enable_thinking=value), effort
 
 
 def test_strict_is_an_api_flag_not_part_of_the_prompt() -> None:

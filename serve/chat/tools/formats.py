@@ -70,6 +70,8 @@ class ToolFormat(enum.Enum):
 
 # A parser of its own: made with the request's tools (for their parameter schemas) and an id maker.
 ParserMaker = Callable[[IdMaker, Tools | None], CallParser]
+# A call's id as the format's templates derive it: from its name and its number among the conversation's calls.
+NamedId = Callable[[str, int], str]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class FormatInfo:
     make: ParserMaker | None = None
     # a history's calls as the format's text, for a template that lists tools but writes no calls (history.py)
     write: CallWriter | None = None
+    # ids the templates derive from the call (Kimi K2): such a call's id is this, never new_id's
+    named_id: NamedId | None = None
 
     def parser(self, new_id: IdMaker | None, tools: Tools | None) -> CallParser:
         """The call parser for one answer (harmony's calls are read from its messages, serve/chat/tools/harmony.py)."""
@@ -132,6 +136,6 @@ FORMATS = MappingProxyType({
     ToolFormat.MINIMAX_TREE: FormatInfo(
         None, parallel=True, make=lambda new_id, tools: minimax_tree.MinimaxTreeParser(tools, new_id)
     ),
-    ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True),
+    ToolFormat.KIMI: FormatInfo(kimi.SPEC, parallel=True, named_id=kimi.call_id),
     ToolFormat.KIMI_K3: FormatInfo(None, parallel=True, make=_xml(xml.KIMI_K3)),
 })  # fmt: skip
