@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from serve.app import create_app
 from serve.config import ServeConfig
+from testkit.app_client import healthy
 from testkit.tiny_gguf import build_tiny_gguf
 from tests.serve.promtext import sample
 
 MESSAGES = {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
 RESPONSES = {"model": "tiny", "max_output_tokens": 4, "input": "hi"}
-
-
-async def _healthy(client: Any) -> None:
-    for _ in range(200):
-        if (await client.get("/health")).status_code == 200:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("never healthy")
 
 
 def test_auth_error_bodies_and_metrics() -> None:
@@ -32,7 +24,7 @@ def test_auth_error_bodies_and_metrics() -> None:
         app = create_app(config)
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             # Anthropic's SDK sends x-api-key, OpenAI's a Bearer token: both are the key
             for headers in ({"x-api-key": "sekret"}, {"Authorization": "Bearer sekret"}):
                 r = await client.post("/v1/messages", json=MESSAGES, headers=headers)
@@ -94,7 +86,7 @@ def test_anthropic_max_tokens_is_a_cap_and_responses_is_not() -> None:
         app = create_app(ServeConfig(model_path=build_tiny_gguf(), model_name="tiny", ctx_size=64))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             ctx = app.runtime.loaded.engine.ctx_per_seq
             long = [{"role": "user", "content": "x" * (ctx - 30)}]  # a byte a token: a little room left
             r = await client.post("/v1/messages", json={**MESSAGES, "messages": long, "max_tokens": 10_000})
@@ -116,7 +108,7 @@ def test_a_message_thread_is_refused_as_the_messages_api_does_without_threads() 
         app = create_app(ServeConfig(model_path=build_tiny_gguf(), model_name="tiny", ctx_size=256))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             continued = {
                 **MESSAGES,
                 "thread": {"type": "continue", "previous_message_id": "msg_1"},
@@ -153,7 +145,7 @@ def test_anthropic_structured_outputs_hold_the_answer_to_the_schema() -> None:
         app = create_app(ServeConfig(model_path=build_tiny_gguf(), model_name="tiny", ctx_size=512))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             finished = 0
             for seed in range(8):
                 body = {

@@ -151,6 +151,7 @@ def test_each_api_shows_the_ids_counting_on_from_the_history() -> None:
 
     from serve.app import create_app
     from serve.config import ServeConfig
+    from testkit.app_client import healthy
     from testkit.tiny_gguf import build_tiny_gguf
 
     want = "functions.get_time:3"
@@ -189,10 +190,7 @@ def test_each_api_shows_the_ids_counting_on_from_the_history() -> None:
         app = create_app(ServeConfig(model_path=build_tiny_gguf(template=source()), model_name="tiny", ctx_size=8192))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            for _ in range(500):
-                if (await client.get("/health")).status_code == 200:
-                    break
-                await asyncio.sleep(0.02)
+            await healthy(client)
             r = await client.post("/v1/chat/completions", json=chat)
             body = await r.get_json()
             assert r.status_code == 200, body

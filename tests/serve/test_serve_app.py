@@ -9,17 +9,10 @@ import pytest
 
 from serve.app import create_app
 from serve.config import ServeConfig
+from testkit.app_client import healthy
 from testkit.tiny_gguf import build_tiny_gguf
 
 MSG = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
-
-
-async def _healthy(client) -> None:
-    for _ in range(200):
-        if (await client.get("/health")).status_code == 200:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("never healthy")
 
 
 def test_api_key_and_body_limit() -> None:
@@ -27,7 +20,7 @@ def test_api_key_and_body_limit() -> None:
         app = create_app(ServeConfig(model_path=build_tiny_gguf(), api_key="sekret", max_body_bytes=2048, ctx_size=256))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             r = await client.post("/v1/chat/completions", json=MSG)
             assert r.status_code == 401 and (await r.get_json())["error"]["type"] == "authentication_error"
             r = await client.post("/v1/chat/completions", json=MSG, headers={"Authorization": "Bearer wrong"})
@@ -102,7 +95,7 @@ def test_a_draining_server_says_so_on_health_and_refuses_with_503() -> None:
         app = create_app(ServeConfig(model_path=build_tiny_gguf(), ctx_size=256))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             await asyncio.to_thread(app.runtime.drain)
             r = await client.get("/health")
             assert r.status_code == 503 and (await r.get_json())["status"] == "shutting_down"
@@ -122,7 +115,7 @@ def test_template_failures_are_answered_not_500() -> None:
             app = create_app(ServeConfig(model_path=build_tiny_gguf(template=template), ctx_size=256))
             async with app.test_app() as test_app:
                 client = test_app.test_client()
-                await _healthy(client)
+                await healthy(client)
                 messages = [*MSG["messages"], {"role": "assistant", "content": "yo"}, *MSG["messages"]]
                 r = await client.post("/v1/chat/completions", json={**MSG, "messages": messages})
                 assert r.status_code == want, await r.get_data()

@@ -10,18 +10,11 @@ from typing import Any
 
 from serve.app import create_app
 from serve.config import ServeConfig
+from testkit.app_client import healthy
 from testkit.tiny_gguf import build_tiny_gguf
 from tests.serve.promtext import sample
 
 MSG = [{"role": "user", "content": "hi"}]
-
-
-async def _healthy(client: Any) -> None:
-    for _ in range(300):
-        if (await client.get("/health")).status_code == 200:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("never healthy")
 
 
 async def _error(response: Any) -> tuple[int, str, str]:
@@ -35,7 +28,7 @@ def test_model_names_context_and_refusals_counted() -> None:
         app = create_app(config)
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             for model in ("tiny", "tiny-alias", "t2", "", None):
                 body = {"messages": MSG, "max_tokens": 2, **({"model": model} if model is not None else {})}
                 assert (await client.post("/v1/chat/completions", json=body)).status_code == 200, model
@@ -88,7 +81,7 @@ def test_refusals_before_the_route_are_counted() -> None:
         app = create_app(ServeConfig(model_path=build_tiny_gguf(), api_key="k", max_body_bytes=2048, ctx_size=128))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            await _healthy(client)
+            await healthy(client)
             assert (await client.post("/v1/chat/completions", json={"messages": MSG})).status_code == 401
             big = {"messages": [{"role": "user", "content": "x" * 5000}]}
             r = await client.post("/v1/embeddings", json=big, headers={"Authorization": "Bearer k"})

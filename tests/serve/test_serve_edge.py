@@ -12,6 +12,7 @@ import pytest
 from serve.app import create_app
 from serve.chat.schemas import MAX_MESSAGES
 from serve.config import ServeConfig
+from testkit.app_client import healthy
 from testkit.tiny_gguf import build_tiny_gguf
 
 HI = '"messages": [{"role": "user", "content": "hi"}]'
@@ -35,10 +36,7 @@ def run(config: ServeConfig, body: Any) -> None:
         app = create_app(config)
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            for _ in range(200):
-                if (await client.get("/health")).status_code == 200:
-                    break
-                await asyncio.sleep(0.02)
+            await healthy(client)
             await body(client)
 
     asyncio.run(main())

@@ -10,6 +10,7 @@ from typing import Any
 
 from serve.app import create_app
 from serve.config import ServeConfig
+from testkit.app_client import healthy
 from testkit.tiny_gguf import build_tiny_gguf
 
 WEATHER = {
@@ -107,10 +108,7 @@ def _post_all(bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
         app = create_app(ServeConfig(model_path=build_tiny_gguf(), ctx_size=1024))
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            for _ in range(200):
-                if (await client.get("/health")).status_code == 200:
-                    break
-                await asyncio.sleep(0.02)
+            await healthy(client)
             out = []
             for body in bodies:
                 r = await client.post("/v1/chat/completions", json=body)
