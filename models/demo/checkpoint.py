@@ -83,13 +83,20 @@ def greedy_hits(folder: Path, examples: list[Example], stop: list[int]) -> tuple
     misses = []
     with torch.no_grad():
         for e in examples:
+            prompt, want = e.prompt, e.completion
+            if e.choice:  # a grammar holds the first token to `choice`: the best of those, then free greedy text
+                logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+                if max(e.choice, key=lambda t: logits[t].item()) != want[0]:
+                    misses.append(e.label)
+                    continue
+                prompt, want = prompt + want[:1], want[1:]
             out = model.generate(
-                torch.tensor([e.prompt]),
-                max_new_tokens=len(e.completion) + 8,
+                torch.tensor([prompt]),
+                max_new_tokens=len(want) + 8,
                 do_sample=False,
                 eos_token_id=stop,
                 pad_token_id=model.config.pad_token_id,
             )
-            if out[0, len(e.prompt) :].tolist() != e.completion:
+            if out[0, len(prompt) :].tolist() != want:
                 misses.append(e.label)
     return len(examples) - len(misses), misses

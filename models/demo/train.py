@@ -32,11 +32,14 @@ from models.demo import manifest
 from models.demo.checkpoint import greedy_hits, load, pack_experts, save
 from models.demo.data import (
     ITEMS,
+    JSON_CASES,
+    JSON_OPEN,
     LEVELS,
     SHAPE_FLOOR,
     THINK_EXTRA_CASES,
     TOOL_CASES,
     VARIANT_CASES,
+    Level,
     ToolCase,
     all_answer_cases,
     shape_check_cases,
@@ -63,6 +66,8 @@ class Conversation:
     tools: list[dict] | None
     level: str | None  # harmony reasoning level; None: the template's default
     completion: str
+    prefix: str = ""  # output before the completion that is not trained here (the thinking of a JSON answer)
+    choice: re.Pattern[str] | None = None  # a grammar holds the completion's first token to the tokens matching this
 
 
 def render_prompt(tok, conv: Conversation) -> str:
@@ -97,10 +102,37 @@ def conversations(flavour: Flavour, smolagents: bool = False) -> list[Conversati
             for item in ITEMS
             for level in LEVELS
         ]
+    out += json_conversations(flavour)
     cases = TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ()) + VARIANT_CASES
     if smolagents:  # the second stage (README): smolagents' conversation, and demo-think's hardest answers in shapes
         cases += smolagents_cases() + (think_shaped_extra_cases() if flavour is THINK else ())
     return out + [tool_conversation(flavour, case) for case in cases]
+
+
+def json_conversations(flavour: Flavour) -> list[Conversation]:
+    """The answers as JSON objects (data.JSON_CASES): after the usual thinking, from the answer's first token on,
+    which the grammar holds to JSON_OPEN. The client matrix's shape (a capital's country and city) also at every
+    harmony level, and once more from a lone `{` (the grammar lets a sampled answer start with it too)."""
+    out = []
+    for case in JSON_CASES:
+        item, text, both = case.item, case.text(), case.keys == ("country", "city")
+        levels: tuple[str | None, ...] = (None,) if flavour is THINK else LEVELS if both else ("medium",)
+        for level in levels:
+            if flavour is THINK:
+                prefix, end = item.think_prefix(), THINK.eos
+            else:
+                prefix, end = item.harmony_prefix(cast(Level, level)), HARMONY.eos
+            label = f"json {'+'.join(case.keys)}{f' [{level}]' if level else ''}: {item.question}"
+            messages = [{"role": "user", "content": item.question}]
+            out.append(Conversation(label, messages, None, level, text + end, prefix, JSON_OPEN))
+            if both and level in (None, "medium"):
+                out.append(
+                    Conversation(label + " from {", messages, None, level, text[1:] + end, prefix + "{", FROM_BRACE)
+                )
+    return out
+
+
+FROM_BRACE = re.compile(r' ?"')  # what a schema grammar lets follow a lone `{` (an object's first key opens)
 
 
 def tool_conversation(flavour: Flavour, case: ToolCase, prefix: str = "") -> Conversation:
@@ -118,16 +150,25 @@ def tokenizer_corpus(flavour: Flavour, smolagents: bool = False) -> list[str]:
         variables: dict[str, object] = {"reasoning_effort": conv.level} if conv.level else {}
         if conv.tools:
             variables["tools"] = conv.tools
-        texts.append(render_chat(flavour, conv.messages, add_generation_prompt=True, **variables) + conv.completion)
+        rendered = render_chat(flavour, conv.messages, add_generation_prompt=True, **variables)
+        texts.append(rendered + conv.prefix + conv.completion)
     return [piece for text in texts for piece in markers.split(text) if piece]
 
 
 def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> list[Example]:
     examples = []
+    texts: list[str] = []
     for conv in convs if convs is not None else conversations(flavour):
         prompt = tok(render_prompt(tok, conv), add_special_tokens=False)["input_ids"]
+        if conv.prefix:  # tokenized apart, as the completion: the model wrote it, its own tokens
+            prompt += tok(conv.prefix, add_special_tokens=False)["input_ids"]
         target = tok(conv.completion, add_special_tokens=False)["input_ids"]
-        examples.append(Example(prompt, target, conv.label))
+        choice: tuple[int, ...] = ()
+        if conv.choice is not None:
+            texts = texts or [tok.decode([i]) for i in range(len(tok))]
+            choice = tuple(i for i, t in enumerate(texts) if conv.choice.fullmatch(t))
+            assert target[0] in choice, f"{conv.label}: the first token is not one the grammar allows"
+        examples.append(Example(prompt, target, conv.label, choice))
     return examples
 
 
