@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from transformers.utils.quantization_config import Mxfp4Config
 
 from convert.mxfp4 import pack_mxfp4
-from models.demo.fit import MXFP4_PARAMS, Example
+from models.demo.fit import MXFP4_PARAMS, Example, held
 
 # what real gpt-oss checkpoints leave unquantized
 MXFP4_NOT_CONVERTED = ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]
@@ -83,20 +83,19 @@ def greedy_hits(folder: Path, examples: list[Example], stop: list[int]) -> tuple
     misses = []
     with torch.no_grad():
         for e in examples:
-            prompt, want = e.prompt, e.completion
-            if e.choice:  # a grammar holds the first token to `choice`: the best of those, then free greedy text
-                logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
-                if max(e.choice, key=lambda t: logits[t].item()) != want[0]:
+            if e.held:  # greedy under the grammar's holds: every target the argmax of what is allowed at its step
+                logits = held(model(input_ids=torch.tensor([e.prompt + e.completion])).logits, [e])
+                picked = logits[0, len(e.prompt) - 1 : -1].argmax(-1).tolist()
+                if picked != e.completion:
                     misses.append(e.label)
-                    continue
-                prompt, want = prompt + want[:1], want[1:]
+                continue
             out = model.generate(
-                torch.tensor([prompt]),
-                max_new_tokens=len(want) + 8,
+                torch.tensor([e.prompt]),
+                max_new_tokens=len(e.completion) + 8,
                 do_sample=False,
                 eos_token_id=stop,
                 pad_token_id=model.config.pad_token_id,
             )
-            if out[0, len(prompt) :].tolist() != want:
+            if out[0, len(e.prompt) :].tolist() != e.completion:
                 misses.append(e.label)
     return len(examples) - len(misses), misses

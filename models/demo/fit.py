@@ -25,9 +25,9 @@ class Example:
     prompt: list[int]
     completion: list[int]
     label: str
-    # When set, the first completion token is chosen among these (a grammar holds that step): it must beat only
-    # them, not the whole vocabulary, so the unconstrained greedy token there can stay another example's.
-    choice: tuple[int, ...] = ()
+    # Steps a grammar holds: (completion index, the tokens it allows there). The target must beat only those, not
+    # the whole vocabulary, so the unconstrained greedy token there can stay another example's.
+    held: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,9 @@ def collate(examples: Sequence[Example], pad: int) -> tuple[torch.Tensor, torch.
 
 
 def held(logits: torch.Tensor, examples: Sequence[Example]) -> torch.Tensor:
-    """The logits with every token outside an example's `choice` at -inf where that choice holds (the step that
-    predicts its first completion token), as the grammar leaves them; unchanged without choices."""
-    rows = [(row, len(e.prompt) - 1, e.choice) for row, e in enumerate(examples) if e.choice]
+    """The logits with every token a grammar does not allow at -inf on the steps it holds (`Example.held`), as the
+    grammar leaves them; unchanged where none is held."""
+    rows = [(row, len(e.prompt) - 1 + k, choice) for row, e in enumerate(examples) for k, choice in e.held]
     if not rows:
         return logits
     mask = torch.zeros(logits.shape[0], logits.shape[1], logits.shape[2], dtype=logits.dtype)
@@ -110,9 +110,9 @@ def margins(model: torch.nn.Module, examples: Sequence[Example], pad: int, batch
     model.eval()
     with torch.no_grad():
         for group in length_batches(examples, batch):
-            batch = [examples[i] for i in group]
-            ids, targets = collate(batch, pad)
-            logits = held(model(input_ids=ids).logits.float(), batch)
+            chunk = [examples[i] for i in group]
+            ids, targets = collate(chunk, pad)
+            logits = held(model(input_ids=ids).logits.float(), chunk)
             for row, i in enumerate(group):
                 keep = targets[row] != -100
                 picked = logits[row][keep]

@@ -10,7 +10,7 @@ from models.demo.fit import Example, held
 def test_held_step_is_a_softmax_over_the_choice_alone() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7)
-    examples = [Example([1, 2, 3], [4, 5], "held", choice=(1, 4, 6)), Example([1, 2], [3], "free")]
+    examples = [Example([1, 2, 3], [4, 5], "held", held=((0, (1, 4, 6)),)), Example([1, 2], [3], "free")]
     out = held(logits, examples)
     at = len(examples[0].prompt) - 1  # the step that predicts the first completion token
     subset = logits[0, at, [1, 4, 6]]
