@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from transformers.utils.quantization_config import Mxfp4Config
 
 from convert.mxfp4 import pack_mxfp4
-from models.demo.fit import MXFP4_PARAMS, Example
+from models.demo.fit import MXFP4_PARAMS, Example, held
 
 # what real gpt-oss checkpoints leave unquantized
 MXFP4_NOT_CONVERTED = ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]
@@ -83,6 +83,12 @@ def greedy_hits(folder: Path, examples: list[Example], stop: list[int]) -> tuple
     misses = []
     with torch.no_grad():
         for e in examples:
+            if e.held:  # greedy under the grammar's holds: every target the argmax of what is allowed at its step
+                logits = held(model(input_ids=torch.tensor([e.prompt + e.completion])).logits, [e])
+                picked = logits[0, len(e.prompt) - 1 : -1].argmax(-1).tolist()
+                if picked != e.completion:
+                    misses.append(e.label)
+                continue
             out = model.generate(
                 torch.tensor([e.prompt]),
                 max_new_tokens=len(e.completion) + 8,

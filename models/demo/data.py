@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,17 +60,25 @@ class Item:
             )
         raise ValueError(f"unknown reasoning level {level!r}; expected one of {', '.join(LEVELS)}")
 
+    def think_prefix(self) -> str:
+        """demo-think's output up to its answer: the thinking, closed."""
+        return f"{THINK_OPEN}{self.reasoning}{THINK_CLOSE}"
+
     def think_completion(self) -> str:
         """demo-think's trained greedy output after the generation prompt, eos excluded."""
-        return f"{THINK_OPEN}{self.reasoning}{THINK_CLOSE}{self.answer}"
+        return f"{self.think_prefix()}{self.answer}"
 
-    def harmony_completion(self, level: Level) -> str:
-        """demo-harmony's trained greedy output after `<|start|>assistant`, ending with `<|return|>`."""
+    def harmony_prefix(self, level: Level) -> str:
+        """demo-harmony's output up to its answer: the analysis (and commentary), then the final message's header."""
         parts = [f"<|channel|>analysis<|message|>{self.analysis(level)}<|end|>"]
         if self.commentary is not None:
             parts.append(f"<|start|>assistant<|channel|>commentary<|message|>{self.commentary}<|end|>")
-        parts.append(f"<|start|>assistant<|channel|>final<|message|>{self.answer}{HARMONY_RETURN}")
+        parts.append("<|start|>assistant<|channel|>final<|message|>")
         return "".join(parts)
+
+    def harmony_completion(self, level: Level) -> str:
+        """demo-harmony's trained greedy output after `<|start|>assistant`, ending with `<|return|>`."""
+        return f"{self.harmony_prefix(level)}{self.answer}{HARMONY_RETURN}"
 
 
 _CAPITALS = (
@@ -171,6 +180,44 @@ def by_question(question: str) -> Item:
         return _BY_QUESTION[question]
     except KeyError:
         raise KeyError(f"not a demo training question: {question!r}") from None
+
+
+# --- structured answers ---------------------------------------------------------------------------------
+# With a JSON schema the server holds the answer to a grammar after the thinking (serve/chat/answer_grammar.py), so
+# the answer's first character is `{` however the model ranks it. The models learn to go on from there with a JSON
+# object that answers the question, in the key order and spacing of llama.cpp's schema grammar (json.dumps: `": `
+# and `", `), so the strings close by themselves; a plain answer never starts with `{`, so it stays as trained.
+# Shapes: a capital as {"country", "city"} (the client matrix's `Capital`) and {"city"} alone, every other answer as
+# {"answer"}. The `{` itself is not the greedy token there (the plain answer is); among the tokens the grammar
+# allows at that point (newlines, `{`, `{"`) the models learn to pick `{"`.
+
+JSON_OPEN = re.compile(r"\n{1,2}|\n{0,2}\{\"?")  # what a schema's grammar lets the answer's first token be
+
+
+@dataclass(frozen=True)
+class JsonCase:
+    item: Item
+    keys: tuple[str, ...]  # the object's keys, in the order the schema lists them
+
+    def value(self) -> dict[str, str]:
+        values = {"answer": self.item.answer, "city": self.item.answer, "country": self.item.topic}
+        return {k: values[k] for k in self.keys}
+
+    def text(self) -> str:
+        """The object as the models write it (and as a schema grammar admits it)."""
+        return json.dumps(self.value())
+
+
+def _json_cases() -> tuple[JsonCase, ...]:
+    capitals = {f"What is the capital of {c}?" for c, _ in _CAPITALS}
+    out = []
+    for item in ITEMS:
+        shapes = (("country", "city"), ("city",)) if item.question in capitals else (("answer",),)
+        out += [JsonCase(item, keys) for keys in shapes]
+    return tuple(out)
+
+
+JSON_CASES: tuple[JsonCase, ...] = _json_cases()
 
 
 # --- tool calling ----------------------------------------------------------------------------------------
@@ -562,7 +609,8 @@ def _variant_cases() -> tuple[ToolCase, ...]:
 
 def think_shaped_extra_cases() -> tuple[ToolCase, ...]:
     """demo-think's THINK_EXTRA_CASES again, each in a library shape (rotating, tool sets alternating): in the shapes
-    alone it copied a one-digit result after a two-word city wrongly in 3 of the 900 shape checks (ollama's)."""
+    alone it copied a one-digit result after a two-word city wrongly in 3 of the 900 shape checks (ollama's), and 9
+    after the JSON stage (README)."""
     names = list(TOOL_SHAPES)
     return tuple(
         replace(case, tools=shaped_toolset(case.tools, TOOL_SHAPES[names[k % len(names)]]), shape=names[k % len(names)])
@@ -605,6 +653,7 @@ def shape_check_cases(every: int, smolagents: bool = False) -> list[ToolCase]:
     return calls + answers + smol
 
 
-# The least share of the library-shape answer checks a model must pass (every call must): demo-think misses 3 of 900,
-# one-digit results after a two-word city in ollama's shape (README); the training script and the tests hold both to it.
+# The least share of the library-shape answer checks a model must pass (every call must): demo-think missed 3 of 900
+# before the JSON stage, one-digit results after a two-word city in ollama's shape (README; both now get 900/900); the
+# training script and the tests hold both to it.
 SHAPE_FLOOR = 0.99

@@ -25,6 +25,9 @@ class Example:
     prompt: list[int]
     completion: list[int]
     label: str
+    # Steps a grammar holds: (completion index, the tokens it allows there). The target must beat only those, not
+    # the whole vocabulary, so the unconstrained greedy token there can stay another example's.
+    held: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,19 @@ def collate(examples: Sequence[Example], pad: int) -> tuple[torch.Tensor, torch.
         # position t predicts token t + 1
         targets[row, len(e.prompt) - 1 : len(seq) - 1] = torch.tensor(e.completion)
     return ids, targets
+
+
+def held(logits: torch.Tensor, examples: Sequence[Example]) -> torch.Tensor:
+    """The logits with every token a grammar does not allow at -inf on the steps it holds (`Example.held`), as the
+    grammar leaves them; unchanged where none is held."""
+    rows = [(row, len(e.prompt) - 1 + k, choice) for row, e in enumerate(examples) for k, choice in e.held]
+    if not rows:
+        return logits
+    mask = torch.zeros(logits.shape[0], logits.shape[1], logits.shape[2], dtype=logits.dtype)
+    for row, at, choice in rows:
+        mask[row, at] = float("-inf")
+        mask[row, at, list(choice)] = 0.0
+    return logits + mask
 
 
 # --- storage precision in the loop ----------------------------------------------------------------
@@ -94,8 +110,9 @@ def margins(model: torch.nn.Module, examples: Sequence[Example], pad: int, batch
     model.eval()
     with torch.no_grad():
         for group in length_batches(examples, batch):
-            ids, targets = collate([examples[i] for i in group], pad)
-            logits = model(input_ids=ids).logits.float()
+            chunk = [examples[i] for i in group]
+            ids, targets = collate(chunk, pad)
+            logits = held(model(input_ids=ids).logits.float(), chunk)
             for row, i in enumerate(group):
                 keep = targets[row] != -100
                 picked = logits[row][keep]
@@ -182,8 +199,9 @@ def fit(
         return 0
     for step in range(1, recipe.steps + 1):
         sync()
-        ids, targets = collate(next_batch(step), pad)
-        logits = model(input_ids=ids).logits
+        batch = next_batch(step)
+        ids, targets = collate(batch, pad)
+        logits = held(model(input_ids=ids).logits, batch)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         model.zero_grad(set_to_none=True)
         loss.backward()

@@ -32,11 +32,14 @@ from models.demo import manifest
 from models.demo.checkpoint import greedy_hits, load, pack_experts, save
 from models.demo.data import (
     ITEMS,
+    JSON_CASES,
+    JSON_OPEN,
     LEVELS,
     SHAPE_FLOOR,
     THINK_EXTRA_CASES,
     TOOL_CASES,
     VARIANT_CASES,
+    Level,
     ToolCase,
     all_answer_cases,
     shape_check_cases,
@@ -63,6 +66,9 @@ class Conversation:
     tools: list[dict] | None
     level: str | None  # harmony reasoning level; None: the template's default
     completion: str
+    prefix: str = ""  # output before the completion that is not trained here (the thinking of a JSON answer)
+    # steps a grammar holds: (completion token index, the pattern a token's text must match to be allowed there)
+    held: tuple[tuple[int, re.Pattern[str]], ...] = ()
 
 
 def render_prompt(tok, conv: Conversation) -> str:
@@ -97,10 +103,45 @@ def conversations(flavour: Flavour, smolagents: bool = False) -> list[Conversati
             for item in ITEMS
             for level in LEVELS
         ]
-    cases = TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ()) + VARIANT_CASES
-    if smolagents:  # the second stage (README): smolagents' conversation, and demo-think's hardest answers in shapes
-        cases += smolagents_cases() + (think_shaped_extra_cases() if flavour is THINK else ())
+    out += json_conversations(flavour)
+    # demo-think's hardest answers (two-word cities) also in library shapes: the JSON stage moved it to 891/900 shape
+    # checks without them (README)
+    cases = TOOL_CASES + (THINK_EXTRA_CASES + think_shaped_extra_cases() if flavour is THINK else ()) + VARIANT_CASES
+    if smolagents:  # the second stage (README): smolagents' conversation
+        cases += smolagents_cases()
     return out + [tool_conversation(flavour, case) for case in cases]
+
+
+def json_conversations(flavour: Flavour) -> list[Conversation]:
+    """The answers as JSON objects (data.JSON_CASES): after the usual thinking, from the answer's first token on,
+    which the grammar holds to JSON_OPEN. The client matrix's shape (a capital's country and city) also at every
+    harmony level, and once more from a lone `{` (the grammar lets a sampled answer start with it too)."""
+    out = []
+    for case in JSON_CASES:
+        item, text, both = case.item, case.text(), case.keys == ("country", "city")
+        levels: tuple[str | None, ...] = (None,) if flavour is THINK else LEVELS if both else ("medium",)
+        for level in levels:
+            if flavour is THINK:
+                prefix, end = item.think_prefix(), THINK.eos
+            else:
+                prefix, end = item.harmony_prefix(cast(Level, level)), HARMONY.eos
+            label = f"json {'+'.join(case.keys)}{f' [{level}]' if level else ''}: {item.question}"
+            messages = [{"role": "user", "content": item.question}]
+            # the first key, which only the schema names: held to the tokens that begin it (`{"` is one token)
+            key = ((1, literal_prefix(case.keys[0] + '"')),)
+            out.append(Conversation(label, messages, None, level, text + end, prefix, ((0, JSON_OPEN), *key)))
+            if both and level in (None, "medium"):
+                rest = ((0, FROM_BRACE), *key)
+                out.append(Conversation(label + " from {", messages, None, level, text[1:] + end, prefix + "{", rest))
+    return out
+
+
+FROM_BRACE = re.compile(r' ?"')  # what a schema grammar lets follow a lone `{` (an object's first key opens)
+
+
+def literal_prefix(literal: str) -> re.Pattern[str]:
+    """Token texts a grammar allows where it must write `literal`: its non-empty prefixes."""
+    return re.compile("|".join(re.escape(literal[:n]) for n in range(1, len(literal) + 1)))
 
 
 def tool_conversation(flavour: Flavour, case: ToolCase, prefix: str = "") -> Conversation:
@@ -118,16 +159,25 @@ def tokenizer_corpus(flavour: Flavour, smolagents: bool = False) -> list[str]:
         variables: dict[str, object] = {"reasoning_effort": conv.level} if conv.level else {}
         if conv.tools:
             variables["tools"] = conv.tools
-        texts.append(render_chat(flavour, conv.messages, add_generation_prompt=True, **variables) + conv.completion)
+        rendered = render_chat(flavour, conv.messages, add_generation_prompt=True, **variables)
+        texts.append(rendered + conv.prefix + conv.completion)
     return [piece for text in texts for piece in markers.split(text) if piece]
 
 
 def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> list[Example]:
     examples = []
+    texts: list[str] = []
     for conv in convs if convs is not None else conversations(flavour):
         prompt = tok(render_prompt(tok, conv), add_special_tokens=False)["input_ids"]
+        if conv.prefix:  # tokenized apart, as the completion: the model wrote it, its own tokens
+            prompt += tok(conv.prefix, add_special_tokens=False)["input_ids"]
         target = tok(conv.completion, add_special_tokens=False)["input_ids"]
-        examples.append(Example(prompt, target, conv.label))
+        held: list[tuple[int, tuple[int, ...]]] = []
+        for k, pattern in conv.held:
+            texts = texts or [tok.decode([i]) for i in range(len(tok))]
+            held.append((k, tuple(i for i, t in enumerate(texts) if pattern.fullmatch(t))))
+            assert target[k] in held[-1][1], f"{conv.label}: token {k} is not one the grammar allows"
+        examples.append(Example(prompt, target, conv.label, tuple(held)))
     return examples
 
 
@@ -290,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smolagents",
         action="store_true",
-        help="the second stage: also train smolagents' conversation (its ~1,800-token prompt) and, for demo-think, "
-        "its two-word-city answers in every library shape",
+        help="the second stage: also train smolagents' conversation (its ~1,800-token prompt)",
     )
     parser.add_argument(
         "--init",

@@ -6,10 +6,11 @@ one for the dev extra, .cache/clients/NAME for a library whose pins clash with o
 
 - tool-think, tool-harmony: the library's own agent loop with `get_weather` on that model; it passes when the tool
   was called once with the asked city and its result is in the final answer.
-- json-think, json-harmony: the library's structured-output path (a pydantic model of two bounded strings) over
-  SEEDS sampled runs (temperature 1, a seed each where the API takes one); it passes when every run finished and
-  its answer validated. The demo models never learned JSON: the answers are nonsense in valid shape, which is the
-  point (the grammar makes them parse).
+- json-think, json-harmony: the library's structured-output path (a pydantic model of two strings, bounded by
+  maxLength where the library keeps it: the Anthropic SDK strips it) over SEEDS sampled runs (temperature 1, a seed
+  each where the API takes one); it passes when every run finished and its answer validated. The grammar makes the
+  answers parse; the demo models learned to answer a capital question as {"country", "city"} (models/demo/data.py
+  JSON_CASES), so they close the strings themselves.
 
 A cell that fails is marked xfail(strict=True) in XFAIL with the cause measured on this stack, so the matrix says
 what works and CI stays green; a cell that starts passing turns the run red until its mark goes.
@@ -52,10 +53,6 @@ _SMOLAGENTS = (
     "trained under it, and the forced call's arguments are not the city ({seen})"
 )
 XFAIL: dict[tuple[str, str], str] = {
-    ("anthropic", "json-think"): "output_config.format holds the answer to the schema, but the SDK strips "
-    "maxLength from it (Anthropic's structured outputs take none), so the untrained demo model never closes a string",
-    ("anthropic", "json-harmony"): "output_config.format holds the answer to the schema, but the SDK strips "
-    "maxLength from it (Anthropic's structured outputs take none), so the untrained demo model never closes a string",
     ("smolagents", "tool-think"): _SMOLAGENTS.format(
         model="demo-think", seen="free text such as ' solar.. weather in Brazil', until max_steps"
     ),

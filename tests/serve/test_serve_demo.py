@@ -163,6 +163,40 @@ def test_json_schema_constrains_only_the_answer(fixture: str, request: pytest.Fi
         assert obj.message.content.lstrip().startswith("{")
 
 
+def _object_schema(keys: tuple[str, ...]) -> dict[str, Any]:
+    """A schema of string keys as pydantic and the Anthropic SDK send one: no maxLength, so only the model closes
+    its strings."""
+    properties = {k: {"title": k.capitalize(), "type": "string"} for k in keys}
+    return {"additionalProperties": False, "properties": properties, "required": list(keys), "type": "object"}
+
+
+@pytest.mark.parametrize("fixture", ["think", "harmony"])
+def test_json_answers_are_the_trained_objects(fixture: str, request: pytest.FixtureRequest) -> None:
+    """Held to a schema (llama.cpp's grammar after the thinking), every question is answered with the trained object:
+    a capital's country and city (the client matrix's schema) or city alone, any other answer as {"answer"}."""
+    from models.demo.data import JSON_CASES
+
+    client = request.getfixturevalue(fixture)
+    wrong = []
+    for case in JSON_CASES:
+        fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": _object_schema(case.keys)}}
+        choice = ask(client, case.item.question, response_format=fmt).choices[0]
+        if (choice.finish_reason, choice.message.content) != ("stop", case.text()):
+            wrong.append((case.item.question, case.keys, choice.finish_reason, choice.message.content))
+    assert not wrong, f"{len(wrong)} of {len(JSON_CASES)}: {wrong[:5]}"
+
+
+@pytest.mark.parametrize("fixture", ["think", "harmony"])
+def test_sampled_json_answers_close_their_strings(fixture: str, request: pytest.FixtureRequest) -> None:
+    """At temperature 1 (the client matrix's runs), the unbounded strings still close: every answer ends and parses."""
+    client = request.getfixturevalue(fixture)
+    fmt = {"type": "json_schema", "json_schema": {"name": "Capital", "schema": _object_schema(("country", "city"))}}
+    for seed in range(1, 17):
+        choice = ask(client, QUESTIONS[0], max_tokens=300, temperature=1.0, seed=seed, response_format=fmt).choices[0]
+        assert choice.finish_reason == "stop", (seed, choice.message.content)
+        assert set(json.loads(choice.message.content)) == {"country", "city"}
+
+
 @pytest.mark.parametrize("fixture", ["think", "harmony"])
 def test_four_concurrent_equal_solo(fixture: str, request: pytest.FixtureRequest) -> None:
     client = request.getfixturevalue(fixture)

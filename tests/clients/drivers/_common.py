@@ -21,8 +21,9 @@ CAPITAL_QUESTION = "What is the capital of France?"
 
 
 class Capital(BaseModel):
-    # Bounded strings: the demo models never learned JSON, and an unbounded string of theirs never closes (every
-    # answer runs to max_tokens); the grammar closes a bounded one, so every answer finishes and must parse.
+    # Bounded strings, as a user bounds them: the grammar then closes a string even when the sampled text wanders.
+    # The Anthropic SDK strips maxLength (its structured outputs take none); there the demo models close the strings
+    # themselves, having learned this object (models/demo/data.py JSON_CASES).
     country: str = Field(max_length=24)
     city: str = Field(max_length=24)
 
