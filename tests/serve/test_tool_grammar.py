@@ -428,6 +428,9 @@ def test_kimi_grammar_holds_the_names_in_the_call_ids_and_the_arguments() -> Non
         assert accepts(model, g.text, section(write, "functions.ping:1<|tool_call_argument_begin|>{}"))
         assert not accepts(model, g.text, section("functions.remove:0<|tool_call_argument_begin|>{}"))
         assert not accepts(model, g.text, section('functions.write_file:0<|tool_call_argument_begin|>{"path": "a"}'))
+        # the number is bounded (ours replaces it), so a model cannot write digits until max_tokens
+        assert accepts(model, g.text, section("functions.ping:123456<|tool_call_argument_begin|>{}"))
+        assert not accepts(model, g.text, section("functions.ping:1234567<|tool_call_argument_begin|>{}"))
     finally:
         model.close()
 

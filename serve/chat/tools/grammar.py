@@ -181,7 +181,9 @@ def _call_rules(fmt: ToolFormat, names: list[str], args: dict[str, str]) -> list
         alts = " | ".join(f'{lit(n)} "[ARGS]" {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
     if fmt is ToolFormat.KIMI:  # the call's id, functions.NAME:INDEX, names the tool
-        alts = " | ".join(f'{lit(n)} ":" [0-9]+ {lit(kimi.ARGS_BEGIN)} {args[n]}' for n in names)
+        # The number is replaced by ours (kimi.call_id), so the model's own is only bounded: a model may not write
+        # digits until max_tokens
+        alts = " | ".join(f'{lit(n)} ":" [0-9]{{1,6}} {lit(kimi.ARGS_BEGIN)} {args[n]}' for n in names)
         return [f"hearth-call ::= {alts}"]
     if fmt is ToolFormat.PYTHONIC:
         alts = " | ".join(lit(n) for n in names)
