@@ -106,12 +106,14 @@ def test_events_send_a_snapshot_on_connect_and_another_when_a_request_ends(ui_st
         assert {m["name"] for m in first["models"]} == {"demo-think", "demo-harmony", "demo-vision"}
         newest = first["activity"][:1]
         began = time.monotonic()
-        threading.Thread(target=ask, args=(ui_stack, marker), daemon=True).start()
+        asking = threading.Thread(target=ask, args=(ui_stack, marker), daemon=True)
+        asking.start()
         for snapshot in stream:
             if snapshot["activity"][:1] != newest:
                 break
         assert snapshot["activity"][0]["path"] == "/v1/chat/completions"
         assert time.monotonic() - began < 10
+    asking.join(60)  # its answer is read within this test
 
 
 def log_lines(stack: StackProcess, source: str, until: Any, timeout: float = 30) -> list[str]:
@@ -135,16 +137,19 @@ def test_a_log_stream_opens_with_the_last_lines(ui_stack: StackProcess) -> None:
 
 def test_a_log_stream_follows_new_lines(ui_stack: StackProcess) -> None:
     marker = uuid.uuid4().hex
-    backlog: list[str] = []
+    backlog: list[int] = []  # how many lines the stream opened with
+    asking = threading.Thread(target=ask, args=(ui_stack, marker), daemon=True)
 
     def until(got: list[str]) -> bool:
-        if not backlog:
-            backlog.append("x")
-            threading.Thread(target=ask, args=(ui_stack, marker), daemon=True).start()
-        return any("POST /v1/chat/completions 200" in line for line in got[-5:]) and len(got) > 1
+        if not backlog:  # the first payload: the last lines before this test's request
+            backlog.append(len(got))
+            asking.start()
+            return False
+        return any("POST /v1/chat/completions 200" in line for line in got[backlog[0] :])
 
     lines = log_lines(ui_stack, "demo-think", until)
-    assert any("model=demo-think" in line for line in lines)
+    asking.join(60)  # its request ends here, not during a later test (or the stack's stop)
+    assert any("model=demo-think" in line for line in lines[backlog[0] :])  # a line that came after the open
     assert not any(marker in line for line in lines)  # the prompt is never logged
 
 
