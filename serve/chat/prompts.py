@@ -117,10 +117,10 @@ class ChatTemplate:
         """The end-of-generation token after which the turn goes on (harmony's `<|end|>`; "" where none)."""
         return "<|end|>" if self.format is Format.HARMONY else self.think_tags.message_end
 
-    @property
+    @cached_property
     def kept_tokens(self) -> frozenset[str]:
-        """Control tokens of the family's format whose text the parsers read."""
-        return frozenset(self.think_tags.keep) if self.format in THINK_TAGS else frozenset()
+        """Control tokens of the family's format whose text the parsers read (none for `<think>`'s default row)."""
+        return frozenset(self.think_tags.keep)
 
     @cached_property
     def template(self) -> Any:

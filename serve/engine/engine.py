@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import codecs
 import ctypes
+import functools
 import logging
 import random
 import threading
@@ -201,7 +202,6 @@ class Model:
         self._eog: dict[int, bool] = {}
         self._control: dict[int, bool] = {}
         self._utf8: VocabMasks | None = None
-        self._unmatchable: int | None = None
         self.n_ctx_train = ll.llama_model_n_ctx_train(self.ptr)
 
     def meta(self, key: str) -> str | None:
@@ -260,14 +260,14 @@ class Model:
             tokens = range(self.n_vocab)
             ends = [self.is_eog(t) for t in tokens]
             self._utf8 = VocabMasks([self.emitted(t) for t in tokens], ends)
-            self._unmatchable = next((t for t in tokens if not ends[t] and self.piece(t)[:1] in (b"", b"\0")), None)
         return self._utf8
 
+    @functools.cached_property
     def unmatchable(self) -> int | None:
         """A token an enforcing llama.cpp grammar always refuses (not an end, its piece empty or starting with a NUL
-        byte: llama-grammar.cpp's llama_grammar_apply_impl), or None when the vocabulary has none (after
-        `utf8_masks`)."""
-        return self._unmatchable
+        byte: llama-grammar.cpp's llama_grammar_apply_impl), or None when the vocabulary has none."""
+        unmatched = (b"", b"\0")
+        return next((t for t in range(self.n_vocab) if not self.is_eog(t) and self.piece(t)[:1] in unmatched), None)
 
     def is_eog(self, token: int) -> bool:
         eog = self._eog.get(token)
@@ -970,11 +970,11 @@ class Engine(JobThread[Job]):
         At a character boundary it writes only the few refused ids. Inside a character it first checks that the
         grammar takes one of the tokens left: it may take none where it only accepts a surrogate or a code point
         past U+10FFFF, and with every logit at -inf llama.cpp's sampler picks a token the grammar refused (token 0:
-        NUL bytes to the end). At a boundary the lead byte of any code point
-        the grammar takes is allowed, so something always is."""
+        NUL bytes to the end). At a boundary the lead byte of any code point the grammar takes is allowed, so
+        something always is."""
         masks = self.model.utf8_masks()
         state = state_of(slot.decoder.getstate()[0])  # ERROR: already invalid (a forced token): nothing to keep
-        probe = self.model.unmatchable()
+        probe = self.model.unmatchable
         waiting = probe is not None and self._grammar_allows(slot, probe)  # a lazy grammar before its trigger
         logits = np.ctypeslib.as_array(
             gil_held.llama_get_logits_ith(self.ctx, slot.batch_index), shape=(self.model.n_vocab,)
@@ -998,6 +998,7 @@ class Engine(JobThread[Job]):
         return self._grammar_allows_some(slot, tokens)
 
     def _grammar_allows_some(self, slot: _Slot, tokens: np.ndarray) -> bool:
+        """Whether the job's grammar (the chain's first sampler, `_chain`) lets one of `tokens` come next."""
         data = (ll.llama_token_data * tokens.size)()
         view = np.ctypeslib.as_array(data)
         view["id"] = tokens
@@ -1006,13 +1007,8 @@ class Engine(JobThread[Job]):
         return bool(np.isfinite(view["logit"]).any())
 
     def _grammar_allows(self, slot: _Slot, token: int) -> bool:
-        """Whether the job's grammar (the chain's first sampler, `_chain`) lets `token` come next."""
-        if slot.job.params.grammar is None:
-            return True
-        one = (ll.llama_token_data * 1)(ll.llama_token_data(token, 0.0, 0.0))
-        candidates = ll.llama_token_data_array(one, 1, -1, False)
-        ll.llama_sampler_apply(ll.llama_sampler_chain_get(slot.chain, 0), ctypes.byref(candidates))
-        return bool(np.isfinite(one[0].logit))
+        """Whether the job's grammar lets `token` come next (any token without one)."""
+        return slot.job.params.grammar is None or self._grammar_allows_some(slot, np.array([token], np.int32))
 
     def _logprob(self, index: int, token: int, piece: bytes, top: int) -> TokenLogprob:
         """log-softmax of the raw logits at `index` (in float64): the token's value and the `top` best."""

@@ -88,9 +88,7 @@ class VocabMasks:
     generation), allowed only at a character boundary, where nothing is left undecoded."""
 
     def __init__(self, pieces: Sequence[bytes], ends: Sequence[bool]) -> None:
-        n = len(pieces)
-        self.n_vocab = n
-        nxt = np.full((N_STATES, n), ERROR, np.int8)
+        nxt = np.full((N_STATES, len(pieces)), ERROR, np.int8)
         for t, piece in enumerate(pieces):
             after_clean = advance(CLEAN, piece)
             nxt[CLEAN, t] = after_clean
