@@ -13,7 +13,7 @@ import re
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from serve.chat.channels import THINK_TAGS, Format
+from serve.chat.channels import THINK_TAGS, Format, message_end
 from serve.chat.json_strings import no_markers, strict_strings
 from serve.chat.schema_limits import SchemaTooComplex, check_grammar, check_schema
 from serve.chat.schemas import ResponseFormat
@@ -72,7 +72,7 @@ def build(fmt: ResponseFormat | None, chat_format: Format, thinks: bool) -> Gram
     if answer is None:
         return None
     answer = strict_strings(answer)  # no raw control character inside a JSON string
-    if chat_format is Format.HARMONY or (chat_format in THINK_TAGS and THINK_TAGS[chat_format].message_end):
+    if message_end(chat_format):
         answer = no_markers(answer)  # a marker inside a string would end the message mid-JSON (harmony, Solar, Muse)
     if not thinks:
         return Grammar(answer)

@@ -130,6 +130,15 @@ THINK_TAGS = {
 }
 
 
+def message_end(fmt: Format) -> str:
+    """The end-of-generation token after which the format's turn goes on, as text for the channel parser (harmony's
+    `<|end|>`, Solar Open's `<|end|>`, Muse Glimmer's `<|eom|>`); "" where generation ends at every one."""
+    if fmt is Format.HARMONY:
+        return "<|end|>"
+    tags = THINK_TAGS.get(fmt)
+    return tags.message_end if tags else ""
+
+
 class Thinking(enum.Enum):
     """How the output begins, as far as thinking goes (where a grammar may start)."""
 

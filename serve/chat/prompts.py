@@ -33,7 +33,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from serve.chat.channels import THINK_TAGS, Format, Thinking, ThinkTags
+from serve.chat.channels import THINK_TAGS, Format, Thinking, ThinkTags, message_end
 from serve.chat.tools import generic, history
 from serve.chat.tools.detect import ToolSupport, detect
 from serve.chat.tools.formats import FORMATS
@@ -115,7 +115,7 @@ class ChatTemplate:
     @property
     def message_end(self) -> str:
         """The end-of-generation token after which the turn goes on (harmony's `<|end|>`; "" where none)."""
-        return "<|end|>" if self.format is Format.HARMONY else self.think_tags.message_end
+        return message_end(self.format)
 
     @cached_property
     def kept_tokens(self) -> frozenset[str]:
