@@ -395,3 +395,31 @@ def test_a_message_end_goes_on_as_text(engine: Engine, model: Model) -> None:
     assert isinstance(finished, Finished) and finished.reason == "length"
     thought, rest = went_on.split("<|im_end|>", 1)
     assert thought == ended and rest
+
+
+def test_two_stops_at_once_free_the_context_once(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's shutdown and a test's teardown (or a signal) may stop the engine from two threads at once: the
+    context is freed once. llama_free is wrapped to linger before freeing, so a second stop that did not wait for
+    the first would reach the frees with the same context and batch (without the engine's lock the process aborts
+    there, in llama_batch_free: the crash CI's vision tests once met)."""
+    import serve.engine.engine as engine_module
+
+    real = engine_module.ll.llama_free
+    freed: list[object] = []
+
+    def lingering_free(ctx: object) -> None:
+        freed.append(ctx)
+        time.sleep(0.3)  # the other stop's window
+        if len(freed) == 1:
+            real(ctx)
+
+    e = Engine(model, n_seq=1, ctx_per_seq=256, threads=1)
+    e.start()
+    monkeypatch.setattr(engine_module.ll, "llama_free", lingering_free)
+    stops = [threading.Thread(target=e.stop) for _ in range(2)]
+    for t in stops:
+        t.start()
+    for t in stops:
+        t.join(30)
+    assert not any(t.is_alive() for t in stops)
+    assert len(freed) == 1 and e.ctx is None
