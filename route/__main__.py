@@ -1,6 +1,6 @@
 """`python -m route`: the router on uvicorn (or hypercorn) with uvloop. Bad settings: one line on stderr, exit 2.
 
-On uvicorn the connections go through edge.py's protocol (header size, count and time limits, idle connections
+On uvicorn the connections go through hearth_common/edge.py's protocol (header size, count and time limits, idle connections
 closed, OpenAI error bodies for protocol errors); on hypercorn through its own equivalents where it has them.
 Logs: hearth_common.logs' format on stderr, one access line per request; Ctrl-C or SIGTERM lets requests in flight
 finish (10 s at most), says `stopped` and exits 0.
@@ -9,20 +9,18 @@ finish (10 s at most), says `stopped` and exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 import sys
-from collections.abc import Iterator
 
 from quart import Quart
 
+from hearth_common.edge import EdgeLimits, serve_uvicorn
 from hearth_common.logs import AccessLog, setup
 from route.app import create_app
 from route.catalog import read_catalog
 from route.config import RouterConfig, load
-from route.edge import EdgeLimits, edge_protocol
 from route.errors import ConfigError
 from route.registry import load_state
 
@@ -67,37 +65,8 @@ async def run_hypercorn(cfg: RouterConfig) -> None:
 
 
 async def run_uvicorn(cfg: RouterConfig, level: str) -> None:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            # uvicorn's own raises the signal again once it has shut down: a KeyboardInterrupt traceback on Ctrl-C,
-            # death by SIGTERM. Ours shuts down the same way and returns.
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.handle_exit, sig, None)
-            try:
-                yield
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
     limits = EdgeLimits(cfg.max_header_bytes, cfg.max_headers, cfg.header_timeout)
-    config = uvicorn.Config(
-        build(cfg),
-        host=cfg.host,
-        port=cfg.port,
-        http=edge_protocol(limits),
-        ws="none",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        log_level=level,
-        timeout_keep_alive=cfg.keep_alive,
-        timeout_graceful_shutdown=10,
-    )
-    await Server(config).serve()
+    await serve_uvicorn(build(cfg), cfg.host, cfg.port, limits, cfg.keep_alive, level)
 
 
 def main(argv: list[str] | None = None) -> int:

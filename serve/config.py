@@ -57,6 +57,9 @@ class ServeConfig(BaseModel):
     )
     image_url_timeout: float = Field(10.0, gt=0, le=300, description="seconds to fetch one remote image, in all")
     host: str = Field("127.0.0.1", description="address to bind")
+    server: Literal["uvicorn", "hypercorn"] = Field(
+        "uvicorn", description="HTTP server; uvicorn (httptools) costs the event loop a third less a request here"
+    )
     port: int = Field(8000, ge=0, le=65535, description="port to bind; 0: any free port")
     device_map: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto: as many layers as free VRAM holds")
     n_gpu_layers: int | None = Field(None, ge=0, description="layers to offload; overrides --device-map")

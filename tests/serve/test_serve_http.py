@@ -232,9 +232,11 @@ def test_a_queued_stream_whose_client_leaves_gives_up_its_place() -> None:
             assert status["waiting"] == 0 and status["active"] == 1  # the running stream goes on
 
 
-def test_shutdown_ends_streams_cleanly() -> None:
-    """SIGINT while a stream runs: the stream gets its finish chunk and [DONE], and the process exits promptly."""
-    with running_server("--model-path", str(build_tiny_gguf()), "--ctx-size", "32768") as url:
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_shutdown_ends_streams_cleanly(server: str) -> None:
+    """SIGINT while a stream runs: the stream gets its finish chunk and [DONE], and the process exits promptly, on
+    either HTTP server."""
+    with running_server("--model-path", str(build_tiny_gguf()), "--ctx-size", "32768", "--server", server) as url:
         body = {"messages": MSG, "max_tokens": 30000, "stream": True, "temperature": 0}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
             lines = r.iter_lines()
