@@ -8,12 +8,13 @@ Against llama-server: both servers up at once, 8 sequences each, the same thread
 (highest aggregate tok/s: all tokens over the wall time from the first request to the last token; lowest mean
 time to first token).
 
-    python -m bench.serve [--quick] [--tokens 128]
+    python -m bench.serve [--quick] [--tokens 128] [--hypercorn]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -162,35 +163,42 @@ def overhead(tokens: int = 128, repeats: int = 3) -> list[Row]:
 STREAMS = (1, 4, 8)
 
 
-def versus_llama_server(model: Path, label: str, tokens: int = 64, repeats: int = 3) -> list[Row]:
-    """Aggregate tok/s and mean first-token time, ours / llama-server's, at 1, 4 and 8 streams."""
+def versus_llama_server(
+    model: Path, label: str, tokens: int = 64, repeats: int = 3, hypercorn: bool = False
+) -> list[Row]:
+    """Aggregate tok/s and mean first-token time, ours / llama-server's, at 1, 4 and 8 streams. `hypercorn`: ours
+    on hypercorn too (`--server hypercorn`), a third side in the same interleaved rounds."""
     if llama_server.binary() is None:
         return []
-    ours_port, their_port = free_port(), free_port()
-    ours_args = serve_argv(model, ours_port)
+    ours_port, their_port, hyper_port = free_port(), free_port(), free_port()
     runs: dict[tuple[str, int], list[Run]] = {}
     log = CACHE / f"llama-server-{their_port}.log"
-    with (
-        server(ours_args, ours_port) as ours,
-        llama_server.running(model, their_port, parallel=8, ctx_per_seq=1024, threads=THREADS, log=log) as theirs,
-    ):
-        for url in (ours, theirs):
+    with contextlib.ExitStack() as stack:
+        sides = {"ours": stack.enter_context(server(serve_argv(model, ours_port), ours_port))}
+        if hypercorn:
+            argv = serve_argv(model, hyper_port, "--server", "hypercorn")
+            sides["hypercorn"] = stack.enter_context(server(argv, hyper_port))
+        sides["theirs"] = stack.enter_context(
+            llama_server.running(model, their_port, parallel=8, ctx_per_seq=1024, threads=THREADS, log=log)
+        )
+        for url in sides.values():
             clients(url, 8, 4)  # warm-up: every sequence once
         for streams in STREAMS:
-            for _ in range(repeats):  # interleaved, so both see the same background load
-                for side, url in (("ours", ours), ("theirs", theirs)):
+            for _ in range(repeats):  # interleaved, so every side sees the same background load
+                for side, url in sides.items():
                     runs.setdefault((side, streams), []).append(clients(url, streams, tokens))
     rows = []
     for streams in STREAMS:
         # The least disturbed run of each side (this machine is shared: a neighbour's burst only ever slows a run
         # down): the highest rate, and the lowest mean first-token time.
-        rate = {side: max(r.tokens / r.seconds for r in runs[side, streams]) for side in ("ours", "theirs")}
-        ttft = {side: min(r.ttft for r in runs[side, streams]) * 1000 for side in ("ours", "theirs")}
+        rate = {side: max(r.tokens / r.seconds for r in runs[side, streams]) for side in sides}
+        ttft = {side: min(r.ttft for r in runs[side, streams]) * 1000 for side in sides}
         cut = sum(r.cut for r in runs["ours", streams])
         plural = "s" * (streams > 1)
+        hyper = f", ours on hypercorn {rate['hypercorn']:.1f} tok/s ({ttft['hypercorn']:.0f} ms)" if hypercorn else ""
         print(
             f"{label}, {streams} stream{plural}: ours {rate['ours']:.1f} tok/s (first token {ttft['ours']:.0f} ms), "
-            f"llama-server {rate['theirs']:.1f} tok/s ({ttft['theirs']:.0f} ms); ours cut {cut}",
+            f"llama-server {rate['theirs']:.1f} tok/s ({ttft['theirs']:.0f} ms){hyper}; ours cut {cut}",
             flush=True,
         )
         ratio = rate["ours"] / rate["theirs"]
@@ -218,13 +226,25 @@ def versus_llama_server(model: Path, label: str, tokens: int = 64, repeats: int 
                 (t <= 1.0) if goal else None,
             )
         )
+        if hypercorn:
+            rows.append(
+                Row(
+                    "serve",
+                    f"{label}, {streams} stream{plural}: mean first token, ours on hypercorn vs llama-server",
+                    ttft["hypercorn"],
+                    "ms",
+                    ttft["hypercorn"] / ttft["theirs"],
+                    "",
+                    None,
+                )
+            )
     return rows
 
 
-def run(tokens: int = 128, repeats: int = 3, quick: bool = False) -> list[Row]:
+def run(tokens: int = 128, repeats: int = 3, quick: bool = False, hypercorn: bool = False) -> list[Row]:
     rows = [] if quick else overhead(tokens, repeats)
-    rows += versus_llama_server(qwen2_330m(), "330M q8_0", 64, 1 if quick else repeats + 2)
-    rows += versus_llama_server(smollm_135m_q4(), "135M Q4_0", 64, 1 if quick else repeats + 2)
+    rows += versus_llama_server(qwen2_330m(), "330M q8_0", 64, 1 if quick else repeats + 2, hypercorn)
+    rows += versus_llama_server(smollm_135m_q4(), "135M Q4_0", 64, 1 if quick else repeats + 2, hypercorn)
     if not quick:
         from bench import anatomy
 
@@ -237,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=128, help="tokens per request")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
     parser.add_argument("--quick", action="store_true", help="llama-server comparison only, one run each")
+    parser.add_argument("--hypercorn", action="store_true", help="ours on hypercorn too, in the same rounds")
     args = parser.parse_args(argv)
     from bench.common import table
 
-    rows = run(args.tokens, args.repeats, args.quick)
+    rows = run(args.tokens, args.repeats, args.quick, args.hypercorn)
     print(table(rows))
     return 0
 

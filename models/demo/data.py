@@ -618,14 +618,22 @@ def think_shaped_extra_cases() -> tuple[ToolCase, ...]:
     )
 
 
+SMOLAGENTS_ANSWERS = 8  # results trained per city in smolagents' conversation (of the grid's 180)
+
+
 def smolagents_cases() -> tuple[ToolCase, ...]:
-    """Every city's call and one answer each in smolagents' conversation (`train.py --smolagents`: its ~1,800-token
-    prompt makes a step cost several short ones, so these train as a second stage, see the README)."""
+    """Every city's call and SMOLAGENTS_ANSWERS answers each (results drawn from the grid) in smolagents'
+    conversation (`train.py --smolagents`: its ~1,800-token prompt is shared by every example, so these train as
+    batches under one run of it, see fit.forward). With one answer a city the model learned those 30 by heart."""
+    rng = Random(20261207)
+    results = [weather_result(c, t) for c in CONDITIONS for t in TEMPERATURES]
     out = []
-    for i, city in enumerate(CITIES):
+    for city in CITIES:
         out.append(ToolCase(city, SMOLAGENTS_TOOLS, smolagents=True, shape="smolagents"))
-        result = weather_result(CONDITIONS[i % len(CONDITIONS)], TEMPERATURES[(11 * i + 3) % len(TEMPERATURES)])
-        out.append(ToolCase(city, SMOLAGENTS_TOOLS, result, smolagents=True, shape="smolagents"))
+        out += [
+            ToolCase(city, SMOLAGENTS_TOOLS, result, smolagents=True, shape="smolagents")
+            for result in rng.sample(results, SMOLAGENTS_ANSWERS)
+        ]
     return tuple(out)
 
 
@@ -634,7 +642,7 @@ VARIANT_CASES: tuple[ToolCase, ...] = _variant_cases()
 
 def shape_check_cases(every: int, smolagents: bool = False) -> list[ToolCase]:
     """Held-out checks: every library shape's call for every city with both tool sets, and every n-th answer of the
-    grid in each library shape (and every 8n-th in smolagents' conversation, when asked; most never trained)."""
+    grid in each library shape (and every 8n-th in smolagents' conversation that was not trained, when asked)."""
     calls = [
         ToolCase(city, shaped_toolset(tools, shape), shape=name)
         for name, shape in TOOL_SHAPES.items()
@@ -649,7 +657,12 @@ def shape_check_cases(every: int, smolagents: bool = False) -> list[ToolCase]:
     ]
     if not smolagents:
         return calls + answers
-    smol = [replace(c, tools=SMOLAGENTS_TOOLS, smolagents=True, shape="smolagents") for c in grid[3 :: every * 8]]
+    trained = {(c.city, c.result) for c in smolagents_cases()}
+    smol = [
+        replace(c, tools=SMOLAGENTS_TOOLS, smolagents=True, shape="smolagents")
+        for c in grid[3 :: every * 8]
+        if (c.city, c.result) not in trained
+    ]
     return calls + answers + smol
 
 

@@ -37,29 +37,30 @@ class Recipe:
     lr: float
     margin: float  # logit gap the target must keep over the runner-up at every completion position
     check_every: int
-    long_tokens: int = 512  # an example longer than this (a framework's system prompt) trains alone, not padded into
-    long_every: int = 4  # a batch of short ones; every long_every-th step is one long example
+    long_tokens: int = 512  # an example longer than this (a framework's system prompt) is not padded into a batch of
+    long_every: int = 4  # short ones; every long_every-th step is long ones: long_batch of them under their shared
+    long_batch: int = 16  # prompt (`forward`), or one alone where they share too little
     check_first: bool = False  # check before the first step (a fine-tune: start on what the model misses)
 
 
-def collate(examples: Sequence[Example], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and next-token targets (-100 off the completion). Causal attention never looks
-    right, so the padding needs no attention mask."""
-    width = max(len(e.prompt) + len(e.completion) for e in examples)
+def collate(examples: Sequence[Example], pad: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and next-token targets (-100 off the completion), from token `start` of each sequence on.
+    Causal attention never looks right, so the padding needs no attention mask."""
+    width = max(len(e.prompt) + len(e.completion) for e in examples) - start
     ids = torch.full((len(examples), width), pad, dtype=torch.long)
     targets = torch.full((len(examples), width), -100, dtype=torch.long)
     for row, e in enumerate(examples):
-        seq = e.prompt + e.completion
+        seq = (e.prompt + e.completion)[start:]
         ids[row, : len(seq)] = torch.tensor(seq)
         # position t predicts token t + 1
-        targets[row, len(e.prompt) - 1 : len(seq) - 1] = torch.tensor(e.completion)
+        targets[row, len(e.prompt) - 1 - start : len(seq) - 1] = torch.tensor(e.completion)
     return ids, targets
 
 
-def held(logits: torch.Tensor, examples: Sequence[Example]) -> torch.Tensor:
+def held(logits: torch.Tensor, examples: Sequence[Example], start: int = 0) -> torch.Tensor:
     """The logits with every token a grammar does not allow at -inf on the steps it holds (`Example.held`), as the
-    grammar leaves them; unchanged where none is held."""
-    rows = [(row, len(e.prompt) - 1 + k, choice) for row, e in enumerate(examples) for k, choice in e.held]
+    grammar leaves them; unchanged where none is held. `start`: the logits begin at that token of each sequence."""
+    rows = [(row, len(e.prompt) - 1 - start + k, choice) for row, e in enumerate(examples) for k, choice in e.held]
     if not rows:
         return logits
     mask = torch.zeros(logits.shape[0], logits.shape[1], logits.shape[2], dtype=logits.dtype)
@@ -67,6 +68,35 @@ def held(logits: torch.Tensor, examples: Sequence[Example]) -> torch.Tensor:
         mask[row, at] = float("-inf")
         mask[row, at, list(choice)] = 0.0
     return logits + mask
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all the prompts have in common, leaving each at least one of its own (a long
+    framework prompt that every example repeats)."""
+    if not prompts:
+        return 0
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return max(n, 0)
+
+
+def forward(
+    model: torch.nn.Module, examples: Sequence[Example], pad: int, start: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (held as the grammar holds them) and targets of the examples from token `start` on. With `start`, the
+    examples' first `start` tokens are the same (`shared_prefix`): they run once, and their cache is repeated for every
+    example, so a batch of examples under one long prompt costs that prompt once. Same logits and gradients as running
+    each whole sequence."""
+    ids, targets = collate(examples, pad, start)
+    if not start:
+        return held(model(input_ids=ids).logits, examples), targets
+    cache = model(input_ids=torch.tensor([examples[0].prompt[:start]]), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(examples))
+    positions = torch.arange(start, start + ids.shape[1]).expand_as(ids)
+    logits = model(input_ids=ids, cache=cache, position_ids=positions).logits
+    return held(logits, examples, start), targets
 
 
 # --- storage precision in the loop ----------------------------------------------------------------
@@ -103,16 +133,34 @@ def length_batches(examples: Sequence[Example], batch: int, tokens: int = 8192) 
     return groups
 
 
-def margins(model: torch.nn.Module, examples: Sequence[Example], pad: int, batch: int) -> torch.Tensor:
+def split_long(examples: Sequence[Example], long_tokens: int) -> tuple[list[int], list[int], int]:
+    """Short and long examples' indices, and the prompt the long ones share (`shared_prefix`; 0 where they share
+    less than half of `long_tokens`, so each runs whole)."""
+    is_long = [len(e.prompt) + len(e.completion) > long_tokens for e in examples]
+    short = [i for i, big in enumerate(is_long) if not big]
+    long = [i for i, big in enumerate(is_long) if big]
+    start = shared_prefix([examples[i].prompt for i in long])
+    return short, long, start if start >= long_tokens // 2 else 0
+
+
+def margins(
+    model: torch.nn.Module, examples: Sequence[Example], pad: int, batch: int, long_tokens: int = 512
+) -> torch.Tensor:
     """For every completion token, in example order: target logit minus the best other logit (positive = greedy
     hit)."""
     gaps: list[torch.Tensor | None] = [None] * len(examples)
+    short, long, start = split_long(examples, long_tokens)
+    groups: list[tuple[list[int], int]] = []
+    for part, at in ((short, 0), (long, start)) if start else ((short + long, 0),):
+        if at:
+            groups += [(part[k : k + batch // 2], at) for k in range(0, len(part), batch // 2)]
+        else:
+            groups += [([part[i] for i in g], 0) for g in length_batches([examples[i] for i in part], batch)]
     model.eval()
     with torch.no_grad():
-        for group in length_batches(examples, batch):
-            chunk = [examples[i] for i in group]
-            ids, targets = collate(chunk, pad)
-            logits = held(model(input_ids=ids).logits.float(), chunk)
+        for group, at in groups:
+            logits, targets = forward(model, [examples[i] for i in group], pad, at)
+            logits = logits.float()
             for row, i in enumerate(group):
                 keep = targets[row] != -100
                 picked = logits[row][keep]
@@ -149,11 +197,10 @@ def fit(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     gen = torch.Generator().manual_seed(seed)
-    is_long = [len(e.prompt) + len(e.completion) > recipe.long_tokens for e in examples]
-    short = [i for i, big in enumerate(is_long) if not big]
-    long = [i for i, big in enumerate(is_long) if big]
+    short, long, start = split_long(examples, recipe.long_tokens)
+    long_batch = min(recipe.long_batch, len(long)) if start else 1
     batches = minibatches(len(short), recipe.batch, gen)
-    singles = minibatches(len(long), 1, gen) if long else None
+    long_batches = minibatches(len(long), long_batch, gen) if long else None
     # Examples below the margin at the last check fill half of each short batch and every long step, so the few
     # that still miss are not waited for at random; a long step comes only while a long one misses (else 1 in 4),
     # and twice as often while no short one does.
@@ -163,7 +210,7 @@ def fit(
     def check(step: int) -> bool:
         nonlocal weak_short, weak_long
         sync()
-        gap = margins(model, examples, pad, 64)
+        gap = margins(model, examples, pad, 64, recipe.long_tokens)
         worst = [g.min().item() for g in gap.split([len(e.completion) for e in examples])]
         weak_short = [i for i in short if worst[i] < recipe.margin]
         weak_long = [i for i in long if worst[i] < recipe.margin]
@@ -174,19 +221,23 @@ def fit(
         )
         return gap.min().item() >= recipe.margin
 
-    def next_batch(step: int) -> list[Example]:
+    def next_batch(step: int) -> tuple[list[Example], int]:
+        """The step's examples and the prompt they share (0: none)."""
         every = recipe.long_every if weak_short else max(1, recipe.long_every // 2)  # only long ones miss: more
         if long and step % every == 0 and (weak_long or step % (4 * recipe.long_every) == 0):
-            if weak_long:
-                return [examples[weak_long[(step // recipe.long_every) % len(weak_long)]]]
-            assert singles is not None
-            return [examples[long[i]] for i in next(singles)]
+            assert long_batches is not None
+            picked = [long[i] for i in next(long_batches)]
+            if weak_long:  # half of them (all, for one alone) from those that miss
+                half = (long_batch + 1) // 2
+                extra = torch.randint(len(weak_long), (half,), generator=gen).tolist()
+                picked = [weak_long[i] for i in extra] + picked[half:]
+            return [examples[i] for i in picked], start
         picked = [short[i] for i in next(batches)]
         if weak_short:
             half = recipe.batch // 2
             extra = torch.randint(len(weak_short), (half,), generator=gen).tolist()
             picked = [weak_short[i] for i in extra] + picked[half:]
-        return [examples[i] for i in picked]
+        return [examples[i] for i in picked], 0
 
     def sync() -> None:
         with torch.no_grad():
@@ -199,9 +250,8 @@ def fit(
         return 0
     for step in range(1, recipe.steps + 1):
         sync()
-        batch = next_batch(step)
-        ids, targets = collate(batch, pad)
-        logits = held(model(input_ids=ids).logits, batch)
+        batch, at = next_batch(step)
+        logits, targets = forward(model, batch, pad, at)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         model.zero_grad(set_to_none=True)
         loss.backward()

@@ -167,3 +167,17 @@ def test_variant_cases_keep_the_trained_completions() -> None:
             messages=smol.messages, tools=tools_json(smol.tools), add_generation_prompt=True
         )
         assert SMOLAGENTS_PROMPT in rendered and "final_answer" in rendered and "Observation:" in rendered
+
+
+def test_smolagents_answers_the_matrix_asks_for_were_not_trained() -> None:
+    """The client matrix's smolagents cells ask for answers the models learned the form of, not the answers:
+    their (city, result) pairs are not among the trained smolagents cases, nor among the held-out checks' trained
+    ones, and the held-out checks hold no trained case."""
+    from models.demo.data import shape_check_cases, smolagents_cases
+    from tests.clients.test_matrix import TOOL_RUNS
+
+    trained = {(c.city, c.result) for c in smolagents_cases() if c.result is not None}
+    assert len(trained) == len(smolagents_cases()) - len({c.city for c in smolagents_cases()})  # no repeats
+    assert not set(TOOL_RUNS.values()) & trained
+    held_out = [c for c in shape_check_cases(20, smolagents=True) if c.smolagents]
+    assert held_out and not {(c.city, c.result) for c in held_out} & trained
