@@ -49,6 +49,7 @@ from serve.api.ollama_schemas import ChatBody, GenerateBody, Message
 from serve.chat import images
 from serve.chat.core import Chat, ChatEvent, Error, Finish, Text, fold, open_chat, plain_chat
 from serve.chat.schemas import ChatRequest, CompletionRequest
+from serve.chat.tools.formats import FORMATS, NamedId
 from serve.errors import InvalidRequest
 from serve.runtime import Runtime
 
@@ -126,17 +127,23 @@ def content(text: str, pictures: list[str] | None) -> str | list[Body]:
     return [*(images.part(images.data_url(p)) for p in pictures), {"type": "text", "text": text}]
 
 
-def chat_messages(messages: list[Message]) -> list[Body]:
-    """Ollama's history as the chat path's messages."""
+def chat_messages(messages: list[Message], named_id: NamedId | None = None) -> list[Body]:
+    """Ollama's history as the chat path's messages. A call sent without an id gets one: the model's own form where
+    its format numbers the conversation's calls (`named_id`: Kimi K2's `functions.NAME:N`), else call_id's."""
     out: list[Body] = []
     pending: list[tuple[str, str]] = []  # (id, name) of the calls no tool result has answered yet
+    calls = 0  # the conversation's calls so far, as the chat core counts them (history_calls)
     for i, m in enumerate(messages):
         message: Body = {"role": m.role, "content": content(m.content or "", m.images)}
         if m.role == "assistant":
             if m.thinking:
                 message["reasoning_content"] = m.thinking
             if m.tool_calls:
-                ids = [c.id or call_id(i, j) for j, c in enumerate(m.tool_calls)]
+                ids = [
+                    c.id or (named_id(c.function.name, calls + j) if named_id else call_id(i, j))
+                    for j, c in enumerate(m.tool_calls)
+                ]
+                calls += len(m.tool_calls)
                 pending += [(cid, c.function.name) for cid, c in zip(ids, m.tool_calls, strict=True)]
                 message["tool_calls"] = [
                     {
@@ -182,8 +189,9 @@ def chat_request(runtime: Runtime, req: ChatBody) -> tuple[ChatRequest, bool]:
     """The ChatRequest the chat core runs, and whether the answer shows the thinking."""
     _check_think(runtime, req)
     level, shown = reasoning(req.think)
+    named_id = FORMATS[runtime.require_loaded().template.tool_support.format].named_id
     body: Body = {
-        "messages": chat_messages(req.messages),
+        "messages": chat_messages(req.messages, named_id),
         "reasoning": level,
         "response_format": response_format(req.format),
         **sampling(req.options),

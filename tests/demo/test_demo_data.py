@@ -173,9 +173,10 @@ def test_smolagents_answers_the_matrix_asks_for_were_not_trained() -> None:
     """The client matrix's smolagents cells ask for answers the models learned the form of, not the answers:
     their (city, result) pairs are not among the trained smolagents cases, nor among the held-out checks' trained
     ones, and the held-out checks hold no trained case."""
-    from models.demo.data import shape_check_cases, smolagents_cases
+    from models.demo.data import MATRIX_RUNS, shape_check_cases, smolagents_cases
     from tests.clients.test_matrix import TOOL_RUNS
 
+    assert set(TOOL_RUNS.values()) == MATRIX_RUNS
     trained = {(c.city, c.result) for c in smolagents_cases() if c.result is not None}
     assert len(trained) == len(smolagents_cases()) - len({c.city for c in smolagents_cases()})  # no repeats
     assert not set(TOOL_RUNS.values()) & trained

@@ -52,6 +52,26 @@ def source() -> str:
     return (_shipped() / NAME).read_text()
 
 
+# The two turns as Kimi's own serving would send them back
+KIMIS = [
+    {"role": "user", "content": "Weather in Paris and Oslo?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "functions.get_weather:0", "type": "function",
+         "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+        {"id": "functions.get_weather:1", "type": "function",
+         "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
+    ]},
+    {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "sunny, 21 C"},
+    {"role": "tool", "tool_call_id": "functions.get_weather:1", "content": "rainy, 9 C"},
+    {"role": "assistant", "content": "Paris is sunny, Oslo rainy."},
+    {"role": "user", "content": "And the time?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "functions.get_time:2", "type": "function", "function": {"name": "get_time", "arguments": {}}},
+    ]},
+    {"role": "tool", "tool_call_id": "functions.get_time:2", "content": "12:00"},
+]  # fmt: skip
+
+
 @pytest.mark.parametrize("written", [0, 7])
 def test_ids_sent_back_render_as_kimis_own(written: int) -> None:
     """Two turns: two parallel calls, then one more; whatever numbers the model writes, the ids are the
@@ -71,25 +91,8 @@ def test_ids_sent_back_render_as_kimis_own(written: int) -> None:
     ids = [c["id"] for m in (first, second) for c in m["tool_calls"]]
     assert ids == ["functions.get_weather:0", "functions.get_weather:1", "functions.get_time:2"]
 
-    kimis = [
-        {"role": "user", "content": "Weather in Paris and Oslo?"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "functions.get_weather:0", "type": "function",
-             "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
-            {"id": "functions.get_weather:1", "type": "function",
-             "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
-        ]},
-        {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": "functions.get_weather:1", "content": "rainy, 9 C"},
-        {"role": "assistant", "content": "Paris is sunny, Oslo rainy."},
-        {"role": "user", "content": "And the time?"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "functions.get_time:2", "type": "function", "function": {"name": "get_time", "arguments": {}}},
-        ]},
-        {"role": "tool", "tool_call_id": "functions.get_time:2", "content": "12:00"},
-    ]  # fmt: skip
     got = ours(template_of(source()), {"messages": sent, "tools": TOOLS})
-    assert got == theirs(source(), kimis, hf_tools(TOOLS))
+    assert got == theirs(source(), KIMIS, hf_tools(TOOLS))
     assert "## Return of functions.get_time:2" in got
 
 
@@ -209,3 +212,34 @@ def test_each_api_shows_the_ids_counting_on_from_the_history() -> None:
             assert [o["call_id"] for o in body["output"] if o["type"] == "function_call"] == [want], body
 
     asyncio.run(run())
+
+
+def test_ollama_history_without_ids_gets_kimis_ids() -> None:
+    """Ollama's clients send calls without ids and results by tool name: the ids they get are the ones Kimi's
+    template numbers the conversation's calls with, so the prompt is transformers' with Kimi's own ids."""
+    from serve.api.ollama import chat_messages
+    from serve.api.ollama_schemas import ChatBody
+    from serve.chat.tools.formats import FORMATS
+
+    template = template_of(source())
+    assert template.tool_support.format is ToolFormat.KIMI
+
+    def calls(*named: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"function": {"name": name, "arguments": args}} for name, args in named]
+
+    body = ChatBody.model_validate({"model": "m", "messages": [
+        {"role": "user", "content": "Weather in Paris and Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": calls(("get_weather", {"city": "Paris"}),
+                                                                 ("get_weather", {"city": "Oslo"}))},
+        {"role": "tool", "tool_name": "get_weather", "content": "sunny, 21 C"},
+        {"role": "tool", "tool_name": "get_weather", "content": "rainy, 9 C"},
+        {"role": "assistant", "content": "Paris is sunny, Oslo rainy."},
+        {"role": "user", "content": "And the time?"},
+        {"role": "assistant", "content": "", "tool_calls": calls(("get_time", {}))},
+        {"role": "tool", "tool_name": "get_time", "content": "12:00"},
+    ]})  # fmt: skip
+    messages = chat_messages(body.messages, FORMATS[template.tool_support.format].named_id)
+    got = ours(template, {"messages": messages, "tools": TOOLS})
+    assert got == theirs(source(), KIMIS, hf_tools(TOOLS))
+    # a format without ids of its own keeps the short placeholder every template takes
+    assert chat_messages(body.messages)[1]["tool_calls"][0]["id"] != "functions.get_weather:0"
