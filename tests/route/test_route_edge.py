@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testkit.raw_http import openai_error, read_all
 from tests.route.route_procs import ADMIN_KEY, ROOT, Cluster, Router
 
 pytestmark = pytest.mark.slow
@@ -41,29 +42,9 @@ def connect(router: Router) -> socket.socket:
     return s
 
 
-def read_all(s: socket.socket) -> bytes:
-    """Everything until the router closes the connection (a reset after the answer counts as closed)."""
-    out = b""
-    try:
-        while chunk := s.recv(65536):
-            out += chunk
-    except ConnectionResetError:
-        pass
-    return out
-
-
-def answer(raw: bytes) -> tuple[int, dict]:
-    """(status, JSON body) of one HTTP/1.1 response that carries a content-length."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
-    return status, json.loads(body[: int(headers[b"content-length"])])
-
-
 def assert_openai_error(raw: bytes, status: int) -> None:
-    got, body = answer(raw)
+    got, _ = openai_error(raw)
     assert got == status, raw[:300]
-    assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["message"]
 
 
 def send_until_answered(s: socket.socket, head: bytes, piece: bytes, limit: int) -> bytes:

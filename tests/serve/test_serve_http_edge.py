@@ -4,7 +4,6 @@ the server keeps answering."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from testkit.raw_http import openai_error, read_all
 from testkit.servers import Server, running_server
 from testkit.tiny_gguf import build_tiny_gguf
 
@@ -29,20 +29,7 @@ def exchange(url: str, raw: bytes) -> bytes:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=15) as s:
         s.sendall(raw)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except ConnectionResetError:
-            pass
-        return out
-
-
-def openai_error(raw: bytes) -> tuple[int, dict]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    error = json.loads(body)["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["message"], raw[:300]
-    return int(head.split(b" ", 2)[1]), error
+        return read_all(s)
 
 
 def still_answers(url: str) -> None:
