@@ -572,6 +572,25 @@ def _think_extra_cases() -> tuple[ToolCase, ...]:
 THINK_EXTRA_CASES: tuple[ToolCase, ...] = _think_extra_cases()
 
 
+def _think_two_word_grid() -> tuple[ToolCase, ...]:
+    """demo-think only: the rest of each two-word city's answers (every condition with every temperature; tool sets
+    alternating). After the smolagents stage, THINK_EXTRA_CASES' two conditions a temperature were not enough: 10
+    of the 10,800 grid answers wrote 32 as 23 after New Delhi, Mexico City and Buenos Aires (sunny and snowy)."""
+    done = {(c.city, c.result) for c in THINK_EXTRA_CASES}
+    cases = [
+        (city, weather_result(condition, t))
+        for city in CITIES
+        if " " in city
+        for condition in CONDITIONS
+        for t in TEMPERATURES
+    ]
+    todo = [(city, result) for city, result in cases if (city, result) not in done]
+    return tuple(ToolCase(city, TOOLSETS[k % 2], result) for k, (city, result) in enumerate(todo))
+
+
+THINK_TWO_WORD_GRID: tuple[ToolCase, ...] = _think_two_word_grid()
+
+
 def all_answer_cases() -> list[ToolCase]:
     """Every city with every result and tool set: what the trained models must generalize to."""
     return [

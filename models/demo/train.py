@@ -37,6 +37,7 @@ from models.demo.data import (
     LEVELS,
     SHAPE_FLOOR,
     THINK_EXTRA_CASES,
+    THINK_TWO_WORD_GRID,
     TOOL_CASES,
     VARIANT_CASES,
     Level,
@@ -106,7 +107,8 @@ def conversations(flavour: Flavour, smolagents: bool = False) -> list[Conversati
     out += json_conversations(flavour)
     # demo-think's hardest answers (two-word cities) also in library shapes: the JSON stage moved it to 891/900 shape
     # checks without them (README)
-    cases = TOOL_CASES + (THINK_EXTRA_CASES + think_shaped_extra_cases() if flavour is THINK else ()) + VARIANT_CASES
+    think_extra = THINK_EXTRA_CASES + think_shaped_extra_cases() + THINK_TWO_WORD_GRID
+    cases = TOOL_CASES + (think_extra if flavour is THINK else ()) + VARIANT_CASES
     if smolagents:  # the second stage (README): smolagents' conversation
         cases += smolagents_cases()
     return out + [tool_conversation(flavour, case) for case in cases]
@@ -183,7 +185,8 @@ def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> li
 
 def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
     """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
-    trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES + (THINK_EXTRA_CASES if flavour is THINK else ())}
+    extra = THINK_EXTRA_CASES + THINK_TWO_WORD_GRID if flavour is THINK else ()
+    trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES + extra}
     cases = [c for c in all_answer_cases() if (c.city, len(c.tools), c.result) not in trained][::every]
     return [tool_conversation(flavour, c, "unseen ") for c in cases]
 
@@ -202,16 +205,21 @@ def forced_hits(model, tok, flavour: Flavour, convs: list[Conversation]) -> tupl
 
 
 def unseen_hits(folder: Path, tok, flavour: Flavour, smolagents: bool) -> dict[str, object]:
-    """The saved model on tool answers it was never trained on, and on every library's tool shape (every call,
-    answers across the grid, smolagents' conversation): teacher-forced greedy checks."""
+    """The saved model on tool answers it was never trained on, on every library's tool shape (every call,
+    answers across the grid, smolagents' conversation), and on the whole answer grid: teacher-forced greedy checks."""
     model = load(folder)
     unseen = unseen_answers(flavour, UNSEEN_EVERY)
     unseen_ok, _ = forced_hits(model, tok, flavour, unseen)
     shapes = [tool_conversation(flavour, c, "shape ") for c in shape_check_cases(UNSEEN_EVERY, smolagents)]
     shape_hits, shape_misses = forced_hits(model, tok, flavour, shapes)
+    grid = [tool_conversation(flavour, c, "grid ") for c in all_answer_cases()]
+    grid_hits, grid_misses = forced_hits(model, tok, flavour, grid)
     return {
         "unseen_tool_answers": len(unseen),
         "unseen_hits": unseen_ok,
+        "grid_answers": len(grid),  # the whole answer grid (10,800), trained or not: every one must be right
+        "grid_hits": grid_hits,
+        "first_grid_misses": grid_misses[:10],
         "shape_checks": len(shapes),
         "shape_hits": shape_hits,
         "first_shape_misses": shape_misses[:10],
@@ -364,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, r in reports.items()
         if r.get("misses")
         or r.get("unseen_hits") != r.get("unseen_tool_answers")
+        or r.get("grid_hits") != r.get("grid_answers")
         or cast(int, r.get("shape_hits", 0)) < SHAPE_FLOOR * cast(int, r.get("shape_checks", 0))
     ]
     if failed:

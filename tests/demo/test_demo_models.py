@@ -28,6 +28,7 @@ from models.demo.data import (
     ToolCase,
     all_answer_cases,
     shape_check_cases,
+    smolagents_cases,
     tools_json,
 )
 from tests.serve.api_stack import BUILT_IN_CTX
@@ -208,6 +209,23 @@ def test_demo_gguf_calls_the_tool_in_every_library_shape(
     # demo-think's known misses, measured in training's own check too: one-digit results after a two-word city in
     # ollama's shape (3 of the 900 checks there); everything else must hold
     assert hit_rate(cases) >= SHAPE_FLOOR, misses(cases)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", manifest.MODELS)
+def test_demo_gguf_runs_smolagents_conversation(
+    name: str, demo_gguf: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """smolagents' ToolCallingAgent conversation (its ~1,970-token system prompt, the task, the call echoed as text,
+    the result as an observation), through llama.cpp: every city's call, and the held-out answers of the training
+    check (shape_check_cases: none of them trained), each by calling final_answer with the result."""
+    calls = [c for c in smolagents_cases() if c.result is None]
+    held_out = [c for c in shape_check_cases(20, smolagents=True) if c.smolagents]
+    cases = list(tool_cases(demo_gguf(name), name == "demo-think", calls + held_out))
+    for kind, picked in (("calls", cases[: len(calls)]), ("held-out answers", cases[len(calls) :])):
+        hits = sum(c.hit for c in picked)
+        report(capsys, f"{name} GGUF smolagents {kind}: {hits}/{len(picked)} = {hit_rate(picked):.1%}")
+    assert hit_rate(cases) == 1.0, misses(cases)
 
 
 @pytest.mark.slow
