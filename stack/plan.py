@@ -27,7 +27,7 @@ from route.residency import Budget, Cost
 from serve.engine.placement import ModelShape, fit_layers, kv_bytes_per_token
 
 # RSS of a `python -m serve` process around a 1 MB model, its buffers included: 86-88 MiB measured (Python, Quart,
-# hypercorn, llama.cpp). Charged once per server on top of the model's own bytes.
+# uvicorn, llama.cpp; hypercorn the same). Charged once per server on top of the model's own bytes.
 PROCESS_BYTES = 96 * 2**20
 
 
