@@ -577,14 +577,13 @@ def _think_two_word_grid() -> tuple[ToolCase, ...]:
     alternating). After the smolagents stage, THINK_EXTRA_CASES' two conditions a temperature were not enough: 10
     of the 10,800 grid answers wrote 32 as 23 after New Delhi, Mexico City and Buenos Aires (sunny and snowy)."""
     done = {(c.city, c.result) for c in THINK_EXTRA_CASES}
-    cases = [
-        (city, weather_result(condition, t))
+    todo = [
+        (city, result)
         for city in CITIES
         if " " in city
-        for condition in CONDITIONS
-        for t in TEMPERATURES
+        for result in (weather_result(condition, t) for condition in CONDITIONS for t in TEMPERATURES)
+        if (city, result) not in done
     ]
-    todo = [(city, result) for city, result in cases if (city, result) not in done]
     return tuple(ToolCase(city, TOOLSETS[k % 2], result) for k, (city, result) in enumerate(todo))
 
 
@@ -645,7 +644,7 @@ MATRIX_RUNS = frozenset({("Paris", "sunny, 21 C"), ("Tokyo", "rainy, 8 C")})
 
 def smolagents_cases() -> tuple[ToolCase, ...]:
     """Every city's call and SMOLAGENTS_ANSWERS answers each (results drawn from the grid) in smolagents'
-    conversation (`train.py --smolagents`: its ~1,800-token prompt is shared by every example, so these train as
+    conversation (`train.py --smolagents`: its ~1,970-token prompt is shared by every example, so these train as
     batches under one run of it, see fit.forward). With one answer a city the model learned those 30 by heart."""
     rng = Random(20261207)
     results = [weather_result(c, t) for c in CONDITIONS for t in TEMPERATURES]

@@ -150,12 +150,10 @@ def margins(
     hit)."""
     gaps: list[torch.Tensor | None] = [None] * len(examples)
     short, long, start = split_long(examples, long_tokens)
-    groups: list[tuple[list[int], int]] = []
-    for part, at in ((short, 0), (long, start)) if start else ((short + long, 0),):
-        if at:
-            groups += [(part[k : k + batch // 2], at) for k in range(0, len(part), batch // 2)]
-        else:
-            groups += [([part[i] for i in g], 0) for g in length_batches([examples[i] for i in part], batch)]
+    whole = short if start else short + long  # each sequence run whole, batched by length
+    groups = [([whole[i] for i in g], 0) for g in length_batches([examples[i] for i in whole], batch)]
+    if start:  # the long ones half a batch at a time under their shared prompt
+        groups += [(long[k : k + batch // 2], start) for k in range(0, len(long), batch // 2)]
     model.eval()
     with torch.no_grad():
         for group, at in groups:

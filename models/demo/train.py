@@ -183,43 +183,50 @@ def encode(tok, flavour: Flavour, convs: list[Conversation] | None = None) -> li
     return examples
 
 
-def unseen_answers(flavour: Flavour, every: int) -> list[Conversation]:
-    """Tool answers for results and cities the model was not trained on (every n-th of the whole grid)."""
+def trained_answers(flavour: Flavour) -> set[tuple[str, int, str | None]]:
+    """The grid answers a flavour trains on, as (city, tool count, result)."""
     extra = THINK_EXTRA_CASES + THINK_TWO_WORD_GRID if flavour is THINK else ()
-    trained = {(c.city, len(c.tools), c.result) for c in TOOL_CASES + extra}
-    cases = [c for c in all_answer_cases() if (c.city, len(c.tools), c.result) not in trained][::every]
-    return [tool_conversation(flavour, c, "unseen ") for c in cases]
+    return {(c.city, len(c.tools), c.result) for c in TOOL_CASES + extra}
+
+
+def forced_ok(model, tok, flavour: Flavour, convs: list[Conversation]) -> list[bool]:
+    """Teacher-forced greedy check: whether every target token of each conversation is the argmax."""
+    examples = encode(tok, flavour, convs)
+    gaps = margins(model, examples, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
+    ok, at = [], 0
+    for e in examples:
+        ok.append(all(g > 0 for g in gaps[at : at + len(e.completion)]))
+        at += len(e.completion)
+    return ok
 
 
 def forced_hits(model, tok, flavour: Flavour, convs: list[Conversation]) -> tuple[int, list[str]]:
-    """Teacher-forced greedy check (every target token the argmax): how many conversations the model gets right."""
-    examples = encode(tok, flavour, convs)
-    gaps = margins(model, examples, tok.convert_tokens_to_ids(flavour.pad), 64).tolist()
-    hits, at, misses = 0, 0, []
-    for e in examples:
-        ok = all(g > 0 for g in gaps[at : at + len(e.completion)])
-        hits += ok
-        misses += [] if ok else [e.label]
-        at += len(e.completion)
-    return hits, misses
+    """How many conversations the model gets right (forced_ok), and the labels of those it misses."""
+    ok = forced_ok(model, tok, flavour, convs)
+    return sum(ok), [c.label for c, hit in zip(convs, ok, strict=True) if not hit]
 
 
 def unseen_hits(folder: Path, tok, flavour: Flavour, smolagents: bool) -> dict[str, object]:
-    """The saved model on tool answers it was never trained on, on every library's tool shape (every call,
-    answers across the grid, smolagents' conversation), and on the whole answer grid: teacher-forced greedy checks."""
+    """The saved model on every library's tool shape (every call, answers across the grid, smolagents' conversation)
+    and on the whole answer grid, the answers it was never trained on counted apart: teacher-forced greedy checks."""
     model = load(folder)
-    unseen = unseen_answers(flavour, UNSEEN_EVERY)
-    unseen_ok, _ = forced_hits(model, tok, flavour, unseen)
-    shapes = [tool_conversation(flavour, c, "shape ") for c in shape_check_cases(UNSEEN_EVERY, smolagents)]
+    shapes = [tool_conversation(flavour, c, "shape ") for c in shape_check_cases(SHAPE_EVERY, smolagents)]
     shape_hits, shape_misses = forced_hits(model, tok, flavour, shapes)
+    # the whole answer grid (10,800), trained or not, in one pass; the unseen answers are those it did not train
     grid = [tool_conversation(flavour, c, "grid ") for c in all_answer_cases()]
-    grid_hits, grid_misses = forced_hits(model, tok, flavour, grid)
+    grid_ok = forced_ok(model, tok, flavour, grid)
+    trained = trained_answers(flavour)
+    unseen = [
+        hit
+        for c, hit in zip(all_answer_cases(), grid_ok, strict=True)
+        if (c.city, len(c.tools), c.result) not in trained
+    ]
     return {
         "unseen_tool_answers": len(unseen),
-        "unseen_hits": unseen_ok,
-        "grid_answers": len(grid),  # the whole answer grid (10,800), trained or not: every one must be right
-        "grid_hits": grid_hits,
-        "first_grid_misses": grid_misses[:10],
+        "unseen_hits": sum(unseen),
+        "grid_answers": len(grid),  # every one must be right
+        "grid_hits": sum(grid_ok),
+        "first_grid_misses": [c.label for c, hit in zip(grid, grid_ok, strict=True) if not hit][:10],
         "shape_checks": len(shapes),
         "shape_hits": shape_hits,
         "first_shape_misses": shape_misses[:10],
@@ -279,7 +286,7 @@ def harmony_model(tok) -> GptOssForCausalLM:
 
 THINK_RECIPE = Recipe(steps=6000, batch=16, lr=3e-3, margin=3.0, check_every=200)
 HARMONY_RECIPE = Recipe(steps=6000, batch=24, lr=3e-3, margin=3.0, check_every=200)
-UNSEEN_EVERY = 20  # the generalization check takes every 20th untrained tool answer (about 500)
+SHAPE_EVERY = 20  # the shape checks take every 20th grid answer in each library shape
 
 
 # --- driver -------------------------------------------------------------------------------------
@@ -348,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smolagents",
         action="store_true",
-        help="the second stage: also train smolagents' conversation (its ~1,800-token prompt)",
+        help="the second stage: also train smolagents' conversation (its ~1,970-token prompt)",
     )
     parser.add_argument(
         "--init",
