@@ -111,6 +111,9 @@ class Access:
     notes: dict[str, Any] = field(default_factory=dict)  # model, prompt_tokens, completion_tokens, backend
     written: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # known in-process, left off the line: cached_tokens
+    # the response's last event has gone out (note_ended): a client that hangs up now, as the openai SDK does on
+    # [DONE] before the body's end, has had the whole answer
+    delivered: bool = False
 
 
 _CURRENT: ContextVar[Access | None] = ContextVar("hearth_access", default=None)
@@ -122,6 +125,14 @@ def note(**fields: Any) -> None:
     record = _CURRENT.get()
     if record is not None:
         record.notes.update((k, v) for k, v in fields.items() if v is not None)
+
+
+def note_ended() -> None:
+    """The current response's last event (a stream's [DONE] or end event) has been sent: from now on a client that
+    leaves did not leave early."""
+    record = _CURRENT.get()
+    if record is not None:
+        record.delivered = True
 
 
 def note_usage(usage: Any) -> None:
@@ -212,7 +223,7 @@ class AccessLog:
             await self.app(scope, receive, sending)
         finally:
             _CURRENT.reset(token)
-            self._write(record, ended=False)
+            self._write(record, ended=record.delivered)
 
     def _write(self, record: Access, ended: bool) -> None:
         if not record.written:

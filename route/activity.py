@@ -107,4 +107,4 @@ class Activity:
             finally:
                 if not done:
                     done = True
-                    self.ring.add(finished(record, began, time.perf_counter(), ended=False))
+                    self.ring.add(finished(record, began, time.perf_counter(), ended=record.delivered))

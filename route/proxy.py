@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hearth_common import ollama_errors
-from hearth_common.logs import note, note_usage
+from hearth_common.logs import note, note_ended, note_usage
 from route.config import RouterConfig
 from route.errors import (
     BackendError,
@@ -325,12 +325,14 @@ class Relay:
     async def _run(
         self, chunks: AsyncIterator[bytes], first: bytes, watch: SseWatch | NdjsonWatch
     ) -> AsyncGenerator[bytes, None]:
-        yield first
         problem = None
         try:
+            yield first
+            ended = self._ended(watch)
             async for chunk in chunks:
                 watch.feed(chunk)
                 yield chunk
+                ended = ended or self._ended(watch)
         except BackendError as exc:
             problem = str(exc)
         if watch.error is not None:
@@ -343,6 +345,15 @@ class Relay:
             self._resp.release()
         note_usage(watch.usage)  # the access line's tokens, when the stream carried a usage chunk
         self._finish()
+
+    @staticmethod
+    def _ended(watch: SseWatch | NdjsonWatch) -> bool:
+        """Once the stream's last event is out, note the line's tokens and its end now: a client may hang up before
+        the backend's body ends (the openai SDK does, on [DONE]), and then that end never comes here."""
+        if watch.done:
+            note_usage(watch.usage)
+            note_ended()
+        return watch.done
 
     def _finish(self) -> None:
         if self._released:

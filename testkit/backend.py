@@ -7,7 +7,8 @@ Modes: ok; error500 (every /v1 call answers 500); hang (never answers /v1); cut 
 by dropping the connection, whole answers too); garbage (200 with a body that is not JSON or SSE);
 inband (a stream that carries an error event); sick (/health answers 503, /v1 still works); redirect (/v1 answers
 307 to the same path at the URL given as `to` with the mode: POST /_mode {"mode": "redirect", "to": URL}).
-Request extensions: `delay` (seconds between stream chunks; a whole answer waits delay * max_tokens), `max_tokens` (number of content chunks).
+Request extensions: `delay` (seconds between stream chunks; a whole answer waits delay * max_tokens), `max_tokens` (number of content chunks),
+`linger` (seconds a stream's body stays open after its [DONE]). `stream_options.include_usage` adds a usage chunk.
 """
 
 from __future__ import annotations
@@ -135,8 +136,14 @@ class Backend:
                 await resp.write(chunk({"content": piece}, piece))
             else:
                 await resp.write(chunk({}, finish="stop"))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {"prompt_tokens": 1, "completion_tokens": count, "total_tokens": count + 1}
+                    await resp.write(
+                        sse({"id": f"c-{n}", "object": "chat.completion.chunk", "choices": [], "usage": usage})
+                    )
             await resp.write(b"data: [DONE]\n\n")
             self.stats["streams_finished"] += 1
+            await asyncio.sleep(float(body.get("linger") or 0))
         except (asyncio.CancelledError, ConnectionResetError):
             self.stats["streams_cancelled"] += 1
             raise

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import openai
 import pytest
 
 from testkit.procs import wait_until
@@ -167,6 +169,38 @@ def test_client_disconnect_closes_the_backend_stream(faulty: tuple[Router, FakeB
     # the client hung up after one event, ten seconds before the end
     assert wait_until(lambda: a.stats()["streams_cancelled"] == before + 1, timeout=3)
     assert wait_until(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+
+
+def test_a_client_hanging_up_on_done_had_the_whole_stream(faulty: tuple[Router, FakeBackend, FakeBackend]) -> None:
+    """The openai SDK closes a stream's connection as soon as it reads [DONE]. Where the backend's body ends later
+    (here it stays open 5 s after [DONE]), the router's line still has the stream's tokens and no `(client gone)`,
+    and the backend is neither failed nor left busy."""
+    router, a, _ = faulty
+    finished = a.stats()["streams_finished"]
+    client = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
+    began = time.monotonic()
+    chunks = list(
+        client.chat.completions.create(
+            model="only-a",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=3,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"linger": 5},
+        )
+    )
+    assert time.monotonic() - began < 4  # the client left before the body's end
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 3 and a.stats()["streams_finished"] == finished + 1
+    expected = re.compile(
+        r"route\.access: POST /v1/chat/completions 200 \d+ ms model=only-a backend=a prompt_tokens=1 completion_tokens=3$"
+    )
+    assert wait_until(lambda: any(expected.search(line) for line in router.log_text().splitlines()), timeout=3), (
+        router.log_text()
+    )
+    assert wait_until(lambda: router.backends()["a"]["active"] == 0, timeout=3)
+    view = router.backends()["a"]
+    assert view["healthy"] and view["errors"] == 0 and view["last_error"] is None, view
 
 
 def test_client_leaving_a_whole_request_cancels_it_at_the_backend(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hearth_common.logs import AccessLog, note, note_usage
+from hearth_common.logs import AccessLog, note, note_ended, note_usage
 from route.activity import Activity, Ring
 from route.backstats import Reading, Scraper, Stats, parse, recent
 from route.catalog import LogFiles
@@ -154,7 +155,9 @@ def test_the_scraper_reads_every_server_once_per_interval_and_forgets_the_gone()
 # -- the ring of recent requests -----------------------------------------------------------------------------------
 
 
-def app_that(status: int = 200, usage: dict[str, Any] | None = None, leave: bool = False) -> Any:
+def app_that(
+    status: int = 200, usage: dict[str, Any] | None = None, leave: bool = False, leave_after_last: bool = False
+) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         note(model="m1", backend="b1")
         note_usage(usage)
@@ -162,6 +165,9 @@ def app_that(status: int = 200, usage: dict[str, Any] | None = None, leave: bool
         if leave:
             raise OSError("client gone")
         await send({"type": "http.response.body", "body": b"secret answer", "more_body": True})
+        if leave_after_last:  # the stream's last event went out, then the client hung up before the body's end
+            note_ended()
+            raise OSError("client gone")
         await send({"type": "http.response.body", "body": b""})
 
     return app
@@ -187,8 +193,6 @@ def test_a_finished_request_goes_into_the_ring_with_its_tokens(logged: bool) -> 
     ring = Ring()
     app: Any = Activity(app_that(usage=USAGE), ring)
     if logged:
-        import logging
-
         app = AccessLog(app, logging.getLogger("test.access"))
         logging.getLogger("test.access").setLevel(logging.INFO)
     call(app)
@@ -219,3 +223,14 @@ def test_a_client_that_left_is_recorded_as_such() -> None:
     call(Activity(app_that(leave=True), ring))
     (item,) = ring.newest_first()
     assert item["status"] == 200 and item["ended"] is False
+
+
+def test_a_client_that_left_after_the_last_event_had_the_whole_answer(caplog: pytest.LogCaptureFixture) -> None:
+    ring = Ring()
+    logger = logging.getLogger("test.access.ended")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        call(AccessLog(Activity(app_that(usage=USAGE, leave_after_last=True), ring), logger))
+    (item,) = ring.newest_first()
+    assert item["ended"] is True and item["completion_tokens"] == 3
+    (line,) = [r.getMessage() for r in caplog.records if r.name == logger.name]
+    assert line.endswith("prompt_tokens=7 completion_tokens=3"), line
