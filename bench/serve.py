@@ -246,9 +246,9 @@ def run(tokens: int = 128, repeats: int = 3, quick: bool = False, hypercorn: boo
     rows += versus_llama_server(qwen2_330m(), "330M q8_0", 64, 1 if quick else repeats + 2, hypercorn)
     rows += versus_llama_server(smollm_135m_q4(), "135M Q4_0", 64, 1 if quick else repeats + 2, hypercorn)
     if not quick:
-        from bench import anatomy
+        from bench import anatomy, first_token
 
-        rows += anatomy.run("q8") + anatomy.run("q4")
+        rows += anatomy.run("q8") + anatomy.run("q4") + first_token.run("q4")
     return rows
 
 
