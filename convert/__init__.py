@@ -14,7 +14,7 @@ from gguf import Keys
 from convert.archs import lookup, projector
 from convert.errors import ConvertError, OutputError, UnsupportedError
 from convert.llama_quirks import general_name
-from convert.mmproj import mmproj_path, write_projector
+from convert.mmproj import write_projector
 from convert.plan import default_plan
 from convert.pooling import pooling_meta
 from convert.source import open_checkpoint
@@ -28,6 +28,7 @@ from convert.write import (
     temp_name,
     write_gguf,
 )
+from hearth_common.paths import mmproj_path
 
 __all__ = ["OUT_TYPES", "ConvertError", "convert_checkpoint", "default_output"]
 

@@ -1,6 +1,6 @@
 """The image projector of a multimodal checkpoint -> a second GGUF in llama.cpp's mtmd (clip) format.
 
-`convert_checkpoint` writes it beside the text GGUF as `NAME.mmproj.gguf` (`mmproj_path`), where `python -m serve`
+`convert_checkpoint` writes it beside the text GGUF as `NAME.mmproj.gguf` (hearth_common.paths.mmproj_path), where `python -m serve`
 finds it (and llama.cpp's own tools take it as `--mmproj`). The file is what llama.cpp's mtmd reads: architecture
 `clip`, general.type `mmproj`, `clip.vision.*` hyperparameters and preprocessing (image size, patch size, mean,
 std), `clip.projector_type`, and tensors `v.*` (the vision tower) and `mm.*` (the projector).
@@ -30,12 +30,6 @@ from convert.write import FILE_TYPES, _write_data, _Writer, remove_stale_temps, 
 
 Q = GGMLQuantizationType
 MetaList = list[tuple[str, Any, GGUFValueType]]
-
-
-def mmproj_path(text_gguf: Path) -> Path:
-    """models/foo.q8_0.gguf -> models/foo.q8_0.mmproj.gguf (the projector beside its text model)."""
-    text_gguf = Path(text_gguf)
-    return text_gguf.with_name(text_gguf.name.removesuffix(".gguf") + ".mmproj.gguf")
 
 
 def is_mmproj(path: Path) -> bool:
@@ -208,4 +202,4 @@ def _write(tensors: list[OutTensor], meta: MetaList, path: Path, out_type: str, 
         w.close()
 
 
-__all__ = ["Projector", "is_mmproj", "mmproj_path", "plan_projector", "write_projector"]
+__all__ = ["Projector", "is_mmproj", "plan_projector", "write_projector"]

@@ -60,3 +60,10 @@ def demo_dir() -> Path:
     if (checkout / "MANIFEST.sha256").is_file():
         return checkout
     return Path(str(resources.files(DEMO_PACKAGE)))
+
+
+def mmproj_path(text_gguf: Path) -> Path:
+    """models/foo.q8_0.gguf -> models/foo.q8_0.mmproj.gguf: the image projector beside its text model, where the
+    converter writes it and a model server looks for it."""
+    text_gguf = Path(text_gguf)
+    return text_gguf.with_name(text_gguf.name.removesuffix(".gguf") + ".mmproj.gguf")

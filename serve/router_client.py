@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
-
 from hearth_common.capabilities import Capability
 from hearth_common.registration import registration
 from serve.config import ServeConfig
@@ -22,6 +20,8 @@ class RouterClient:
         self.headers = {"Authorization": f"Bearer {config.router_key}"} if config.router_key else {}
 
     async def _post(self, path: str, body: dict[str, object]) -> bool:
+        import aiohttp  # here, not at the top: only a server started with --router needs it
+
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,

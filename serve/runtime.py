@@ -19,9 +19,8 @@ from pathlib import Path
 
 import llama_cpp as ll
 
-from convert.mmproj import mmproj_path
 from hearth_common.names import MODEL_TYPES
-from hearth_common.paths import cache_dir
+from hearth_common.paths import cache_dir, mmproj_path
 from serve.api.responses_shared import SharedResponses
 from serve.api.responses_store import Responses, ResponseStore
 from serve.arrivals import Arrivals

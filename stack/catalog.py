@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convert.mmproj import mmproj_path
 from hearth_common.capabilities import Capability, capabilities
 from hearth_common.gguf_details import header_digest, read_details
+from hearth_common.paths import mmproj_path
 from route.catalog import BudgetEntry, Catalog, CatalogModel, Control, CostEntry, LogFiles, ModelFacts
 from stack.config import ModelSection, StackConfig
 from stack.plan import ModelNeeds, Plan, costs

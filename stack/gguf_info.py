@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.mmproj import mmproj_path
+from hearth_common.paths import mmproj_path
 from serve.engine.placement import ModelShape, read_shape
 
 

@@ -14,8 +14,6 @@ import base64
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from serve.chat.images import MEDIA_TYPES, ImageRefused, data_url
 
 CHUNK = 64 * 1024
@@ -59,6 +57,8 @@ def _entry(entry: str) -> tuple[str, int | None]:
 async def fetch(url: str, hosts: Iterable[str], max_bytes: int, timeout: float) -> str:
     """The image at `url` as a data: URL (its declared media type when it is an image type, else read from the
     bytes later). At most `max_bytes` read and `timeout` seconds in all."""
+    import aiohttp  # here, not at the top: only image URLs need it, and it costs every server's start 70 ms
+
     allowed(url, hosts)
     try:
         async with (

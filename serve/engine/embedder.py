@@ -33,14 +33,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp as ll
 import numpy as np
-from gguf import GGMLQuantizationType
 
 from serve.engine.context import EngineError, new_context
 from serve.engine.engine import Failed, Model
 from serve.engine.jobthread import JobThread
+
+if TYPE_CHECKING:
+    from gguf import GGMLQuantizationType  # gguf is imported when a model needs it: it costs a server's start 60 ms
 
 log = logging.getLogger("serve.embeddings")
 

@@ -26,7 +26,7 @@ from gguf import GGUFReader  # noqa: E402
 
 from convert import convert_checkpoint  # noqa: E402
 from convert.errors import SourceError  # noqa: E402
-from convert.mmproj import mmproj_path  # noqa: E402
+from hearth_common.paths import mmproj_path  # noqa: E402
 from testkit.fixtures.vision import build_gemma3_vision, pixel_values  # noqa: E402
 from testkit.images import png  # noqa: E402
 from tests.convert.vision_checks import F16TanhGelu, assert_refused, loaded, logits_with_images, rel, variant  # noqa: E402

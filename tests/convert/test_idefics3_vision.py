@@ -30,8 +30,8 @@ from gguf import GGUFReader  # noqa: E402
 
 from convert import convert_checkpoint  # noqa: E402
 from convert.errors import UnsupportedError  # noqa: E402
-from convert.mmproj import mmproj_path  # noqa: E402
 from convert.verify import TOLERANCES, compare  # noqa: E402
+from hearth_common.paths import mmproj_path  # noqa: E402
 from testkit.fixtures.build import build_fixture  # noqa: E402
 from testkit.fixtures.smolvlm import LONGEST_EDGE, TOKENS_PER_TILE, build_idefics3_vision, processor  # noqa: E402
 from testkit.images import png  # noqa: E402

@@ -32,8 +32,8 @@ PIL = pytest.importorskip("PIL.Image")
 from gguf import GGUFReader  # noqa: E402
 
 from convert import convert_checkpoint  # noqa: E402
-from convert.mmproj import mmproj_path  # noqa: E402
 from convert.verify import TOLERANCES, compare  # noqa: E402
+from hearth_common.paths import mmproj_path  # noqa: E402
 from testkit.fixtures.qwen25vl import (  # noqa: E402
     HEIGHT,
     IMAGE_TOKENS,

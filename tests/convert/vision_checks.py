@@ -17,7 +17,7 @@ import torch
 
 from convert import convert_checkpoint
 from convert.errors import UnsupportedError
-from convert.mmproj import mmproj_path
+from hearth_common.paths import mmproj_path
 
 
 @contextmanager

@@ -28,7 +28,7 @@ WANT = {
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackProcess]:
     from convert import convert_checkpoint
-    from convert.mmproj import mmproj_path
+    from hearth_common.paths import mmproj_path
     from testkit.fixtures.bert import build_bert_fixture
     from testkit.fixtures.llama_sdist import SdistUnavailable, llama_cpp_source
     from testkit.fixtures.vision import build_gemma3_vision

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from convert import convert_checkpoint
-from convert.mmproj import mmproj_path
+from hearth_common.paths import mmproj_path
 from testkit.fixtures.vision import build_gemma3_vision
 from testkit.images import png, png_header_only
 from testkit.servers import running_server

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from convert import convert_checkpoint
-from convert.mmproj import mmproj_path
+from hearth_common.paths import mmproj_path
 from serve.engine.engine import Engine, Failed, Finished, Job, Model, Piece, SamplingParams
 from serve.engine.vision import MARKER, ImageSpan, Projector, Tokenized
 from testkit.fixtures.vision import build_gemma3_vision

@@ -137,7 +137,7 @@ def test_projector_against_llama_cpp(
     """The image projector beside a GGUF, as the plan reads it: its tokens an image as llama.cpp's mtmd counts them,
     its weights as the file holds them, and its compute buffer within a margin of clip's own report at the first
     encode (printed to stderr)."""
-    from convert.mmproj import mmproj_path
+    from hearth_common.paths import mmproj_path
     from serve.engine.vision import MARKER, Projector
     from stack.plan import projector_compute_bytes
     from testkit.images import png
