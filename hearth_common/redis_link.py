@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 T = TypeVar("T")
 TIMEOUT = 0.25  # seconds one Redis call may take; on loopback or a LAN one takes well under a millisecond
@@ -52,6 +50,13 @@ class RedisLink:
         self._what = what
         self._said: bool | None = None  # what the log last said: up or down
         self._on_up = on_up
+        # imported here: a model server without --shared-state would pay 40-70 ms of its start for them
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        self._failures = (RedisError, OSError, TimeoutError)
         self.redis = aioredis.Redis.from_url(
             url,
             password=password,
@@ -78,7 +83,7 @@ class RedisLink:
         """fn's result, or None when Redis failed (marked down)."""
         try:
             result = await fn(self.redis)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             self._mark(False, f"{type(exc).__name__}: {exc}")
             return None
         self._mark(True)

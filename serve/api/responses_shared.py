@@ -27,12 +27,13 @@ import json
 import logging
 import math
 import time
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Any
 
 from hearth_common.redis_link import RedisLink
 from serve.api.responses_store import Messages, ResponseStore
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("serve.responses")
 
