@@ -6,13 +6,14 @@ import json
 import socket
 
 
-def read_all(s: socket.socket) -> bytes:
-    """Everything until the server closes the connection (a reset after the answer counts as closed)."""
+def read_all(s: socket.socket, ends: type[OSError] | tuple[type[OSError], ...] = ConnectionResetError) -> bytes:
+    """Everything until the server closes the connection (a reset after the answer counts as closed; `ends`: the
+    errors that count as the end besides, e.g. OSError where a socket timeout ends the wait too)."""
     out = b""
     try:
         while chunk := s.recv(65536):
             out += chunk
-    except ConnectionResetError:
+    except ends:
         pass
     return out
 

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from models.demo.data import ITEMS
+from testkit.raw_http import read_all
 from testkit.stack import StackProcess
 
 pytestmark = pytest.mark.slow
@@ -250,12 +251,7 @@ def raw_exchange(
             sent += len(piece)
     except OSError:
         pass
-    out = b""
-    try:
-        while chunk := s.recv(65536):
-            out += chunk
-    except OSError:
-        pass
+    out = read_all(s, OSError)  # a timeout ends the wait as a close does
     s.close()
     return out
 
