@@ -213,14 +213,11 @@ def unseen_hits(folder: Path, tok, flavour: Flavour, smolagents: bool) -> dict[s
     shapes = [tool_conversation(flavour, c, "shape ") for c in shape_check_cases(SHAPE_EVERY, smolagents)]
     shape_hits, shape_misses = forced_hits(model, tok, flavour, shapes)
     # the whole answer grid (10,800), trained or not, in one pass; the unseen answers are those it did not train
-    grid = [tool_conversation(flavour, c, "grid ") for c in all_answer_cases()]
+    cases = all_answer_cases()
+    grid = [tool_conversation(flavour, c, "grid ") for c in cases]
     grid_ok = forced_ok(model, tok, flavour, grid)
     trained = trained_answers(flavour)
-    unseen = [
-        hit
-        for c, hit in zip(all_answer_cases(), grid_ok, strict=True)
-        if (c.city, len(c.tools), c.result) not in trained
-    ]
+    unseen = [hit for c, hit in zip(cases, grid_ok, strict=True) if (c.city, len(c.tools), c.result) not in trained]
     return {
         "unseen_tool_answers": len(unseen),
         "unseen_hits": sum(unseen),
