@@ -111,7 +111,7 @@ class Access:
     notes: dict[str, Any] = field(default_factory=dict)  # model, prompt_tokens, completion_tokens, backend
     written: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # known in-process, left off the line: cached_tokens
-    # the response's last event has gone out (note_ended): a client that hangs up now, as the openai SDK does on
+    # the response's last event has gone out (note_delivered): a client that hangs up now, as the openai SDK does on
     # [DONE] before the body's end, has had the whole answer
     delivered: bool = False
 
@@ -127,7 +127,7 @@ def note(**fields: Any) -> None:
         record.notes.update((k, v) for k, v in fields.items() if v is not None)
 
 
-def note_ended() -> None:
+def note_delivered() -> None:
     """The current response's last event (a stream's [DONE] or end event) has been sent: from now on a client that
     leaves did not leave early."""
     record = _CURRENT.get()

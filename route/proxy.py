@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hearth_common import ollama_errors
-from hearth_common.logs import note, note_ended, note_usage
+from hearth_common.logs import note, note_delivered, note_usage
 from route.config import RouterConfig
 from route.errors import (
     BackendError,
@@ -352,7 +352,7 @@ class Relay:
         the backend's body ends (the openai SDK does, on [DONE]), and then that end never comes here."""
         if watch.done:
             note_usage(watch.usage)
-            note_ended()
+            note_delivered()
         return watch.done
 
     def _finish(self) -> None:

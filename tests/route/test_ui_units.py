@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hearth_common.logs import AccessLog, note, note_ended, note_usage
+from hearth_common.logs import AccessLog, note, note_delivered, note_usage
 from route.activity import Activity, Ring
 from route.backstats import Reading, Scraper, Stats, parse, recent
 from route.catalog import LogFiles
@@ -166,7 +166,7 @@ def app_that(
             raise OSError("client gone")
         await send({"type": "http.response.body", "body": b"secret answer", "more_body": True})
         if leave_after_last:  # the stream's last event went out, then the client hung up before the body's end
-            note_ended()
+            note_delivered()
             raise OSError("client gone")
         await send({"type": "http.response.body", "body": b""})
 
